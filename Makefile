@@ -1,0 +1,16 @@
+# Regenerate api/pcspb from the .proto with protoc (Debian: protobuf-compiler) and the Go plugins
+# pinned in go.mod as tools.
+.PHONY: proto build test
+proto:
+	protoc -I api/pcspb \
+	  --plugin=protoc-gen-go=$$(go tool -n protoc-gen-go) \
+	  --plugin=protoc-gen-go-grpc=$$(go tool -n protoc-gen-go-grpc) \
+	  --go_out=api/pcspb --go_opt=paths=source_relative \
+	  --go-grpc_out=api/pcspb --go-grpc_opt=paths=source_relative \
+	  api/pcspb/pcs.proto
+
+build:
+	go build ./...
+
+test:
+	go test -race -count=1 -timeout 15m ./...

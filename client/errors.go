@@ -1,0 +1,92 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/postdb/pcs/api/pcspb"
+)
+
+// Errors returned by the client; test them with errors.Is. The server's gRPC codes are mapped
+// back to these in one place, fromStatus.
+var (
+	// ErrUnavailable: no PCS node could serve the request within the retry budget (no primary,
+	// nodes down, leadership lost mid-write).
+	ErrUnavailable = errors.New("pcs: unavailable")
+	// ErrNotPrimary: the node is not the primary and was asked not to forward.
+	ErrNotPrimary = errors.New("pcs: not the primary")
+	// ErrVersionMismatch: a compare-and-swap found another version.
+	ErrVersionMismatch = errors.New("pcs: version mismatch")
+	// ErrCompacted: a watch asked for a revision older than the retained history.
+	ErrCompacted = errors.New("pcs: revision compacted")
+	// ErrInvalidArgument: the request was malformed or out of bounds.
+	ErrInvalidArgument = errors.New("pcs: invalid argument")
+	// ErrNotFound: an unknown member (or other named object).
+	ErrNotFound = errors.New("pcs: not found")
+	// ErrAlreadyExists: a member with this name or address exists.
+	ErrAlreadyExists = errors.New("pcs: already exists")
+	// ErrInternal: the server failed unexpectedly.
+	ErrInternal = errors.New("pcs: internal error")
+)
+
+// fromStatus maps a gRPC error to the client's errors, keeping the server's message.
+func fromStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	var sentinel error
+	switch st.Code() {
+	case codes.Unavailable:
+		sentinel = ErrUnavailable
+		if notPrimary(err) != nil {
+			sentinel = ErrNotPrimary
+		}
+	case codes.FailedPrecondition:
+		sentinel = ErrVersionMismatch
+	case codes.OutOfRange:
+		sentinel = ErrCompacted
+	case codes.InvalidArgument:
+		sentinel = ErrInvalidArgument
+	case codes.NotFound:
+		sentinel = ErrNotFound
+	case codes.AlreadyExists:
+		sentinel = ErrAlreadyExists
+	case codes.DeadlineExceeded:
+		return fmt.Errorf("%w: %s", context.DeadlineExceeded, st.Message())
+	case codes.Canceled:
+		return fmt.Errorf("%w: %s", context.Canceled, st.Message())
+	default:
+		sentinel = ErrInternal
+	}
+	return fmt.Errorf("%w: %s", sentinel, st.Message())
+}
+
+// notPrimary returns the NotPrimary detail of a gRPC error, if any.
+func notPrimary(err error) *pcspb.NotPrimary {
+	st, ok := status.FromError(err)
+	if !ok {
+		return nil
+	}
+	for _, d := range st.Details() {
+		if np, ok := d.(*pcspb.NotPrimary); ok {
+			return np
+		}
+	}
+	return nil
+}
+
+// retryable reports whether another attempt (perhaps at another node) may succeed.
+func retryable(err error) bool {
+	return status.Code(err) == codes.Unavailable
+}

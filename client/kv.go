@@ -1,0 +1,191 @@
+package client
+
+import (
+	"context"
+
+	"github.com/postdb/pcs/api/pcspb"
+)
+
+// OpOption modifies one call.
+type OpOption func(*opOptions)
+
+type opOptions struct {
+	expected    *uint64
+	consistency pcspb.Consistency
+	endpoint    string
+	limit       uint32
+	after       []byte
+	keysOnly    bool
+}
+
+func collect(opts []OpOption) opOptions {
+	var o opOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
+// WithExpectedVersion makes a put or delete a compare-and-swap: it applies only if the key's
+// version is v (0: the key must not exist); otherwise it fails with ErrVersionMismatch.
+func WithExpectedVersion(v uint64) OpOption { return func(o *opOptions) { o.expected = &v } }
+
+// WithStale reads the local state of the serving node instead of a linearizable read.
+func WithStale() OpOption {
+	return func(o *opOptions) { o.consistency = pcspb.Consistency_CONSISTENCY_STALE }
+}
+
+// WithConsistency sets the read consistency.
+func WithConsistency(c pcspb.Consistency) OpOption { return func(o *opOptions) { o.consistency = c } }
+
+// WithEndpoint serves a read at this node (a client address) instead of the primary. Writes
+// sent there are forwarded to the primary.
+func WithEndpoint(addr string) OpOption { return func(o *opOptions) { o.endpoint = addr } }
+
+// WithLimit bounds a range.
+func WithLimit(n uint32) OpOption { return func(o *opOptions) { o.limit = n } }
+
+// WithAfter starts a range after this key (paging).
+func WithAfter(key []byte) OpOption { return func(o *opOptions) { o.after = key } }
+
+// WithKeysOnly omits values from a range.
+func WithKeysOnly() OpOption { return func(o *opOptions) { o.keysOnly = true } }
+
+// Put writes a key of the system namespace.
+func (c *Client) Put(ctx context.Context, key, value []byte, opts ...OpOption) (*pcspb.PutResponse, error) {
+	o := collect(opts)
+	req := &pcspb.PutRequest{Key: key, Value: value, ExpectedVersion: o.expected, NoForward: o.endpoint == ""}
+	var resp *pcspb.PutResponse
+	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.Put(ctx, req)
+		return err
+	})
+	return resp, err
+}
+
+// Delete removes a key; the response says whether it existed.
+func (c *Client) Delete(ctx context.Context, key []byte, opts ...OpOption) (*pcspb.DeleteResponse, error) {
+	o := collect(opts)
+	req := &pcspb.DeleteRequest{Key: key, ExpectedVersion: o.expected, NoForward: o.endpoint == ""}
+	var resp *pcspb.DeleteResponse
+	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.Delete(ctx, req)
+		return err
+	})
+	return resp, err
+}
+
+// Get reads a key; resp.Kv is nil if it does not exist.
+func (c *Client) Get(ctx context.Context, key []byte, opts ...OpOption) (*pcspb.GetResponse, error) {
+	o := collect(opts)
+	req := &pcspb.GetRequest{Key: key, Consistency: o.consistency}
+	var resp *pcspb.GetResponse
+	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.Get(ctx, req)
+		return err
+	})
+	return resp, err
+}
+
+// Range lists keys with a prefix in key order.
+func (c *Client) Range(ctx context.Context, prefix []byte, opts ...OpOption) (*pcspb.RangeResponse, error) {
+	o := collect(opts)
+	req := &pcspb.RangeRequest{Prefix: prefix, After: o.after, Limit: o.limit, Consistency: o.consistency, KeysOnly: o.keysOnly}
+	var resp *pcspb.RangeResponse
+	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.Range(ctx, req)
+		return err
+	})
+	return resp, err
+}
+
+// AllocIDs reserves count ids of kind and returns the first; the ids are first..first+count-1.
+func (c *Client) AllocIDs(ctx context.Context, kind string, count uint32) (uint64, error) {
+	req := &pcspb.AllocIDsRequest{Kind: kind, Count: count, NoForward: true}
+	var resp *pcspb.AllocIDsResponse
+	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.AllocIDs(ctx, req)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return resp.First, nil
+}
+
+// Status asks one node (a client address; "" for the primary) for its status.
+func (c *Client) Status(ctx context.Context, endpoint string, withDigest bool) (*pcspb.StatusResponse, error) {
+	var resp *pcspb.StatusResponse
+	err := c.do(ctx, target{endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.Status(ctx, &pcspb.StatusRequest{WithDigest: withDigest})
+		return err
+	})
+	return resp, err
+}
+
+// MemberList lists the members.
+func (c *Client) MemberList(ctx context.Context, opts ...OpOption) (*pcspb.MemberListResponse, error) {
+	o := collect(opts)
+	var resp *pcspb.MemberListResponse
+	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.MemberList(ctx, &pcspb.MemberListRequest{Consistency: o.consistency})
+		return err
+	})
+	return resp, err
+}
+
+// MemberAdd adds a member by name and peer (Raft) address.
+func (c *Client) MemberAdd(ctx context.Context, name, peerAddr string, nonVoter bool) (*pcspb.MemberAddResponse, error) {
+	var resp *pcspb.MemberAddResponse
+	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.MemberAdd(ctx, &pcspb.MemberAddRequest{Name: name, PeerAddr: peerAddr, NonVoter: nonVoter, NoForward: true})
+		return err
+	})
+	return resp, err
+}
+
+// MemberRemove removes a member.
+func (c *Client) MemberRemove(ctx context.Context, name string) (*pcspb.MemberRemoveResponse, error) {
+	var resp *pcspb.MemberRemoveResponse
+	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.MemberRemove(ctx, &pcspb.MemberRemoveRequest{Name: name, NoForward: true})
+		return err
+	})
+	return resp, err
+}
+
+// MemberTransfer moves the primary role to name ("" lets the primary choose) and returns the
+// new primary's name.
+func (c *Client) MemberTransfer(ctx context.Context, name string) (string, error) {
+	var resp *pcspb.MemberTransferResponse
+	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.MemberTransfer(ctx, &pcspb.MemberTransferRequest{Name: name, NoForward: true})
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	c.setPrimary("")
+	return resp.PrimaryName, nil
+}
+
+// GetLogLevel returns a node's log level.
+func (c *Client) GetLogLevel(ctx context.Context, endpoint string) (string, error) {
+	var resp *pcspb.GetLogLevelResponse
+	err := c.do(ctx, target{endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.GetLogLevel(ctx, &pcspb.GetLogLevelRequest{})
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return resp.Level, nil
+}
+
+// SetLogLevel changes a node's log level at runtime.
+func (c *Client) SetLogLevel(ctx context.Context, endpoint, level string) error {
+	return c.do(ctx, target{endpoint}, func(ctx context.Context, cli pcspb.PCSClient) error {
+		_, err := cli.SetLogLevel(ctx, &pcspb.SetLogLevelRequest{Level: level})
+		return err
+	})
+}

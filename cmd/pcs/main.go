@@ -1,0 +1,183 @@
+// Command pcs runs a PCS node. With no flags it runs a single-node PCS on 127.0.0.1 with its
+// data in ./pcs-data.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+
+	"github.com/postdb/pcs/server"
+)
+
+// fileConfig holds the flag values; a config file sets the same keys (see loadFile).
+type fileConfig struct {
+	Name               string        `yaml:"name"`
+	DataDir            string        `yaml:"data-dir"`
+	PeerAddr           string        `yaml:"peer-addr"`
+	ClientAddr         string        `yaml:"client-addr"`
+	HTTPAddr           string        `yaml:"http-addr"`
+	InitialCluster     string        `yaml:"initial-cluster"`
+	Join               string        `yaml:"join"`
+	JoinAsNonVoter     bool          `yaml:"join-as-non-voter"`
+	LogLevel           string        `yaml:"log-level"`
+	LogFormat          string        `yaml:"log-format"`
+	HeartbeatTimeout   time.Duration `yaml:"heartbeat-timeout"`
+	ElectionTimeout    time.Duration `yaml:"election-timeout"`
+	LeaderLeaseTimeout time.Duration `yaml:"leader-lease-timeout"`
+	CommitTimeout      time.Duration `yaml:"commit-timeout"`
+	SnapshotThreshold  uint64        `yaml:"snapshot-threshold"`
+	SnapshotInterval   time.Duration `yaml:"snapshot-interval"`
+	TrailingLogs       uint64        `yaml:"trailing-logs"`
+	TSOWindow          time.Duration `yaml:"tso-window"`
+}
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "pcs:", err)
+		os.Exit(1)
+	}
+}
+
+func defaults() fileConfig {
+	d := server.DefaultConfig()
+	return fileConfig{
+		Name: d.Name, DataDir: d.DataDir, PeerAddr: d.Raft.PeerAddr, ClientAddr: d.ClientAddr, HTTPAddr: d.HTTPAddr,
+		LogLevel: "info", LogFormat: "text",
+		HeartbeatTimeout: d.Raft.HeartbeatTimeout, ElectionTimeout: d.Raft.ElectionTimeout,
+		LeaderLeaseTimeout: d.Raft.LeaderLeaseTimeout, CommitTimeout: d.Raft.CommitTimeout,
+		SnapshotThreshold: d.Raft.SnapshotThreshold, SnapshotInterval: d.Raft.SnapshotInterval,
+		TrailingLogs: d.Raft.TrailingLogs, TSOWindow: d.TSOWindow,
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	fc := defaults()
+	var configPath string
+	cmd := &cobra.Command{
+		Use:   "pcs",
+		Short: "PCS, the postdb cluster service: a replicated metadata group with TSO and ids",
+		Long: `pcs runs one node of a PCS group.
+
+With no flags it runs a single-node PCS on 127.0.0.1 (gRPC 3379, Raft 3380, HTTP 3381) with its
+data in ./pcs-data. Restarting on the same data dir recovers every acknowledged write.
+
+A three-node group:
+  pcs --name a --data-dir a --client-addr 127.0.0.1:3379 --peer-addr 127.0.0.1:3380 --http-addr 127.0.0.1:3381 \
+      --initial-cluster a=127.0.0.1:3380,b=127.0.0.1:4380,c=127.0.0.1:5380
+  (and likewise for b and c)
+A fourth node joins a running group with --join 127.0.0.1:3379.`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configPath != "" {
+				if err := loadFile(configPath, cmd); err != nil {
+					return err
+				}
+			}
+			return run(cmd.Context(), fc)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configPath, "config", "", "YAML config file; its keys are the flag names; flags given on the command line win")
+	f.StringVar(&fc.Name, "name", fc.Name, "member name, unique in the group")
+	f.StringVar(&fc.DataDir, "data-dir", fc.DataDir, "directory of the Raft log and snapshots")
+	f.StringVar(&fc.PeerAddr, "peer-addr", fc.PeerAddr, "Raft (peer) address to bind and advertise")
+	f.StringVar(&fc.ClientAddr, "client-addr", fc.ClientAddr, "gRPC address for clients, pcsctl and peers")
+	f.StringVar(&fc.HTTPAddr, "http-addr", fc.HTTPAddr, "HTTP address for /health, /ready, /status, /metrics, /debug/pprof (empty: off)")
+	f.StringVar(&fc.InitialCluster, "initial-cluster", fc.InitialCluster, "bootstrap members name=peer-addr,... (first start only)")
+	f.StringVar(&fc.Join, "join", fc.Join, "client addresses of a running group to join, comma-separated (first start only)")
+	f.BoolVar(&fc.JoinAsNonVoter, "join-as-non-voter", fc.JoinAsNonVoter, "join as a non-voter")
+	f.StringVar(&fc.LogLevel, "log-level", fc.LogLevel, "debug, info, warn or error (changeable at runtime: pcsctl log-level set)")
+	f.StringVar(&fc.LogFormat, "log-format", fc.LogFormat, "text or json")
+	f.DurationVar(&fc.HeartbeatTimeout, "heartbeat-timeout", fc.HeartbeatTimeout, "Raft heartbeat timeout (failure detection)")
+	f.DurationVar(&fc.ElectionTimeout, "election-timeout", fc.ElectionTimeout, "Raft election timeout")
+	f.DurationVar(&fc.LeaderLeaseTimeout, "leader-lease-timeout", fc.LeaderLeaseTimeout, "Raft leader lease (at most the heartbeat timeout)")
+	f.DurationVar(&fc.CommitTimeout, "commit-timeout", fc.CommitTimeout, "longest delay before followers learn a commit")
+	f.Uint64Var(&fc.SnapshotThreshold, "snapshot-threshold", fc.SnapshotThreshold, "log entries between snapshots")
+	f.DurationVar(&fc.SnapshotInterval, "snapshot-interval", fc.SnapshotInterval, "how often the snapshot threshold is checked")
+	f.Uint64Var(&fc.TrailingLogs, "trailing-logs", fc.TrailingLogs, "log entries kept after a snapshot")
+	f.DurationVar(&fc.TSOWindow, "tso-window", fc.TSOWindow, "how far ahead the TSO window is persisted")
+	return cmd
+}
+
+// loadFile applies a YAML config file: each key is a flag name and its scalar value is parsed
+// as that flag's would be. Flags given on the command line win. Unknown keys are errors.
+func loadFile(path string, cmd *cobra.Command) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	var kv map[string]yaml.Node
+	if err := yaml.Unmarshal(data, &kv); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	for key, node := range kv {
+		fl := cmd.Flags().Lookup(key)
+		if fl == nil || key == "config" {
+			return fmt.Errorf("config file %s: unknown key %q", path, key)
+		}
+		if node.Kind != yaml.ScalarNode {
+			return fmt.Errorf("config file %s: key %q: want a single value", path, key)
+		}
+		if fl.Changed {
+			continue
+		}
+		if err := cmd.Flags().Set(key, node.Value); err != nil {
+			return fmt.Errorf("config file %s: key %q: %w", path, key, err)
+		}
+	}
+	return nil
+}
+
+func run(ctx context.Context, fc fileConfig) error {
+	level := new(slog.LevelVar)
+	if err := level.UnmarshalText([]byte(fc.LogLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", fc.LogLevel)
+	}
+	var h slog.Handler
+	switch fc.LogFormat {
+	case "text":
+		h = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})
+	case "json":
+		h = slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", fc.LogFormat)
+	}
+	cfg := server.DefaultConfig()
+	cfg.Name, cfg.DataDir, cfg.ClientAddr, cfg.HTTPAddr = fc.Name, fc.DataDir, fc.ClientAddr, fc.HTTPAddr
+	cfg.Raft.PeerAddr = fc.PeerAddr
+	cfg.Raft.HeartbeatTimeout, cfg.Raft.ElectionTimeout = fc.HeartbeatTimeout, fc.ElectionTimeout
+	cfg.Raft.LeaderLeaseTimeout, cfg.Raft.CommitTimeout = fc.LeaderLeaseTimeout, fc.CommitTimeout
+	cfg.Raft.SnapshotThreshold, cfg.Raft.SnapshotInterval, cfg.Raft.TrailingLogs = fc.SnapshotThreshold, fc.SnapshotInterval, fc.TrailingLogs
+	cfg.TSOWindow = fc.TSOWindow
+	cfg.JoinAsNonVoter = fc.JoinAsNonVoter
+	var err error
+	if cfg.InitialCluster, err = server.ParseInitialCluster(fc.InitialCluster); err != nil {
+		return fmt.Errorf("--initial-cluster: %w", err)
+	}
+	for _, j := range strings.Split(fc.Join, ",") {
+		if j = strings.TrimSpace(j); j != "" {
+			cfg.Join = append(cfg.Join, j)
+		}
+	}
+	cfg.Logger = slog.New(h)
+	cfg.LogLevel = level
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	s, err := server.New(cfg)
+	if err != nil {
+		return err
+	}
+	return s.Run(ctx)
+}

@@ -1,0 +1,125 @@
+package meta
+
+import (
+	"fmt"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/postdb/pcs/api/pcspb"
+)
+
+// CommandVersion is the command format version this build writes and understands.
+const CommandVersion = 1
+
+// Limits on what a command may carry. They bound the size of a Raft entry and of the state.
+const (
+	MaxKeySize    = 4 << 10 // bytes
+	MaxValueSize  = 1 << 20 // bytes
+	MaxKindLen    = 64      // bytes of an id kind name
+	MaxIDBlock    = 1 << 20 // ids in one allocation
+	MaxNameLen    = 128     // bytes of a member name
+	MaxAddrLen    = 256     // bytes of an address
+	MaxCommandLen = MaxKeySize + MaxValueSize + 1024
+)
+
+// EncodeCommand validates op and returns the bytes of a versioned command.
+func EncodeCommand(cmd *pcspb.Command) ([]byte, error) {
+	cmd.Version = CommandVersion
+	if err := ValidateCommand(cmd); err != nil {
+		return nil, err
+	}
+	return proto.Marshal(cmd)
+}
+
+// DecodeCommand parses and validates a command.
+func DecodeCommand(b []byte) (*pcspb.Command, error) {
+	if len(b) > MaxCommandLen {
+		return nil, fmt.Errorf("%w: %d bytes exceeds %d", ErrBadCommand, len(b), MaxCommandLen)
+	}
+	cmd := &pcspb.Command{}
+	if err := proto.Unmarshal(b, cmd); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
+	}
+	if cmd.Version != CommandVersion {
+		return nil, fmt.Errorf("%w: %d (this node knows %d)", ErrUnknownVersion, cmd.Version, CommandVersion)
+	}
+	if err := ValidateCommand(cmd); err != nil {
+		return nil, err
+	}
+	return cmd, nil
+}
+
+// ValidateKey checks a key of the system namespace.
+func ValidateKey(key []byte) error {
+	if len(key) == 0 {
+		return fmt.Errorf("%w: empty key", ErrInvalid)
+	}
+	if len(key) > MaxKeySize {
+		return fmt.Errorf("%w: key of %d bytes exceeds %d", ErrInvalid, len(key), MaxKeySize)
+	}
+	return nil
+}
+
+// ValidateValue checks a value of the system namespace.
+func ValidateValue(v []byte) error {
+	if len(v) > MaxValueSize {
+		return fmt.Errorf("%w: value of %d bytes exceeds %d", ErrInvalid, len(v), MaxValueSize)
+	}
+	return nil
+}
+
+// ValidateKind checks an id kind name: 1..64 bytes of printable UTF-8.
+func ValidateKind(kind string) error {
+	if kind == "" || len(kind) > MaxKindLen || !utf8.ValidString(kind) {
+		return fmt.Errorf("%w: id kind %q must be 1..%d bytes of UTF-8", ErrInvalid, kind, MaxKindLen)
+	}
+	return nil
+}
+
+// ValidateMember checks a member's name and addresses.
+func ValidateMember(m *pcspb.Member) error {
+	if m == nil || m.Name == "" || len(m.Name) > MaxNameLen || !utf8.ValidString(m.Name) {
+		return fmt.Errorf("%w: member name must be 1..%d bytes of UTF-8", ErrInvalid, MaxNameLen)
+	}
+	for _, a := range []string{m.PeerAddr, m.ClientAddr, m.HttpAddr} {
+		if len(a) > MaxAddrLen {
+			return fmt.Errorf("%w: address of %d bytes exceeds %d", ErrInvalid, len(a), MaxAddrLen)
+		}
+	}
+	return nil
+}
+
+// ValidateCommand checks every field of a command against the limits.
+func ValidateCommand(cmd *pcspb.Command) error {
+	var err error
+	switch op := cmd.Op.(type) {
+	case *pcspb.Command_Put:
+		if err = ValidateKey(op.Put.GetKey()); err == nil {
+			err = ValidateValue(op.Put.GetValue())
+		}
+	case *pcspb.Command_Delete:
+		err = ValidateKey(op.Delete.GetKey())
+	case *pcspb.Command_TsoWindow:
+		if op.TsoWindow.GetPhysicalMs() == 0 || op.TsoWindow.GetPhysicalMs() >= 1<<45 {
+			err = fmt.Errorf("%w: tso window %d out of range", ErrInvalid, op.TsoWindow.GetPhysicalMs())
+		}
+	case *pcspb.Command_AllocIds:
+		if err = ValidateKind(op.AllocIds.GetKind()); err == nil {
+			if c := op.AllocIds.GetCount(); c == 0 || c > MaxIDBlock {
+				err = fmt.Errorf("%w: id count %d (1..%d)", ErrInvalid, c, MaxIDBlock)
+			}
+		}
+	case *pcspb.Command_SetMember:
+		err = ValidateMember(op.SetMember.GetMember())
+	case *pcspb.Command_RemoveMember:
+		if n := op.RemoveMember.GetName(); n == "" || len(n) > MaxNameLen {
+			err = fmt.Errorf("%w: member name must be 1..%d bytes", ErrInvalid, MaxNameLen)
+		}
+	case nil:
+		err = fmt.Errorf("%w: no operation", ErrBadCommand)
+	default:
+		err = fmt.Errorf("%w: unknown operation %T", ErrBadCommand, op)
+	}
+	return err
+}

@@ -1,0 +1,378 @@
+package meta
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/google/btree"
+	"github.com/hashicorp/raft"
+
+	"github.com/postdb/pcs/api/pcspb"
+)
+
+// DefaultHistory is the default number of key-value events kept for watches.
+const DefaultHistory = 100_000
+
+// Result is what Apply returns for a command; the proposer reads it from the ApplyFuture.
+type Result struct {
+	// Revision is the cluster revision the command produced.
+	Revision uint64
+	// Index is the Raft index of the command.
+	Index uint64
+	// KV is the key after a successful put.
+	KV *pcspb.KeyValue
+	// Deleted reports whether a delete removed a key.
+	Deleted bool
+	// First is the first id of an id block.
+	First uint64
+	// Err is the command's failure (validation or condition); the state is unchanged but for
+	// the revision.
+	Err error
+}
+
+// Options configure an FSM.
+type Options struct {
+	// History is the number of key-value events kept for watches. Default DefaultHistory.
+	History int
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// ObserveApply, if set, is called with the duration of each applied command.
+	ObserveApply func(time.Duration)
+}
+
+// FSM is the metadata state machine. It implements raft.FSM and raft.ConfigurationStore (so
+// that configuration entries advance the applied index too).
+type FSM struct {
+	opts Options
+	log  *slog.Logger
+
+	mu struct {
+		sync.RWMutex
+		st      *state
+		changed chan struct{} // closed and replaced after every apply or restore
+	}
+}
+
+// state is everything a snapshot holds.
+type state struct {
+	revision  uint64
+	applied   uint64 // Raft index of the last command or configuration applied
+	tsoWindow uint64 // ms
+	kv        *btree.BTreeG[*pcspb.KeyValue]
+	ids       map[string]uint64 // next id to hand out per kind; absent means 1
+	members   map[string]*pcspb.Member
+	hist      history
+}
+
+func kvLess(a, b *pcspb.KeyValue) bool { return bytes.Compare(a.Key, b.Key) < 0 }
+
+func newState() *state {
+	return &state{
+		kv:      btree.NewG(32, kvLess),
+		ids:     map[string]uint64{},
+		members: map[string]*pcspb.Member{},
+		hist:    history{start: 1},
+	}
+}
+
+// New returns an empty FSM.
+func New(opts Options) *FSM {
+	if opts.History <= 0 {
+		opts.History = DefaultHistory
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f := &FSM{opts: opts, log: log}
+	f.mu.st = newState()
+	f.mu.changed = make(chan struct{})
+	return f
+}
+
+// Apply implements raft.FSM.
+func (f *FSM) Apply(l *raft.Log) any {
+	start := time.Now()
+	cmd, err := DecodeCommand(l.Data)
+	f.mu.Lock()
+	st := f.mu.st
+	st.revision++
+	st.applied = l.Index
+	res := &Result{Revision: st.revision, Index: l.Index, Err: err}
+	if err == nil {
+		f.applyLocked(st, cmd, res)
+	} else {
+		f.log.Warn("refused command", "index", l.Index, "err", err)
+	}
+	f.notifyLocked()
+	f.mu.Unlock()
+	if f.opts.ObserveApply != nil {
+		f.opts.ObserveApply(time.Since(start))
+	}
+	return res
+}
+
+// StoreConfiguration implements raft.ConfigurationStore.
+func (f *FSM) StoreConfiguration(index uint64, _ raft.Configuration) {
+	f.mu.Lock()
+	if index > f.mu.st.applied {
+		f.mu.st.applied = index
+	}
+	f.notifyLocked()
+	f.mu.Unlock()
+}
+
+func (f *FSM) notifyLocked() {
+	close(f.mu.changed)
+	f.mu.changed = make(chan struct{})
+}
+
+func (f *FSM) applyLocked(st *state, cmd *pcspb.Command, res *Result) {
+	switch op := cmd.Op.(type) {
+	case *pcspb.Command_Put:
+		p := op.Put
+		old, exists := st.kv.Get(&pcspb.KeyValue{Key: p.Key})
+		if p.ExpectedVersion != nil {
+			have := uint64(0)
+			if exists {
+				have = old.Version
+			}
+			if have != *p.ExpectedVersion {
+				res.Err = fmt.Errorf("%w: key has version %d, expected %d", ErrVersionMismatch, have, *p.ExpectedVersion)
+				return
+			}
+		}
+		kv := &pcspb.KeyValue{Key: p.Key, Value: p.Value, CreateRevision: st.revision, ModRevision: st.revision, Version: 1}
+		if exists {
+			kv.CreateRevision = old.CreateRevision
+			kv.Version = old.Version + 1
+		}
+		st.kv.ReplaceOrInsert(kv)
+		st.hist.append(&pcspb.Event{Type: pcspb.EventType_EVENT_TYPE_PUT, Kv: kv}, f.opts.History)
+		res.KV = kv
+	case *pcspb.Command_Delete:
+		d := op.Delete
+		old, exists := st.kv.Get(&pcspb.KeyValue{Key: d.Key})
+		if d.ExpectedVersion != nil {
+			have := uint64(0)
+			if exists {
+				have = old.Version
+			}
+			if have != *d.ExpectedVersion {
+				res.Err = fmt.Errorf("%w: key has version %d, expected %d", ErrVersionMismatch, have, *d.ExpectedVersion)
+				return
+			}
+		}
+		if !exists {
+			return
+		}
+		st.kv.Delete(old)
+		res.Deleted = true
+		st.hist.append(&pcspb.Event{Type: pcspb.EventType_EVENT_TYPE_DELETE,
+			Kv: &pcspb.KeyValue{Key: d.Key, ModRevision: st.revision}}, f.opts.History)
+	case *pcspb.Command_TsoWindow:
+		st.tsoWindow = max(st.tsoWindow, op.TsoWindow.PhysicalMs)
+	case *pcspb.Command_AllocIds:
+		next := max(st.ids[op.AllocIds.Kind], 1)
+		res.First = next
+		st.ids[op.AllocIds.Kind] = next + op.AllocIds.Count
+	case *pcspb.Command_SetMember:
+		m := op.SetMember.Member
+		st.members[m.Name] = &pcspb.Member{Name: m.Name, PeerAddr: m.PeerAddr, ClientAddr: m.ClientAddr, HttpAddr: m.HttpAddr}
+	case *pcspb.Command_RemoveMember:
+		delete(st.members, op.RemoveMember.Name)
+	}
+}
+
+// Snapshot implements raft.FSM. It is O(1): the trees are copied on write.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st := f.mu.st
+	return &fsmSnapshot{st: st.cloneLocked()}, nil
+}
+
+func (st *state) cloneLocked() *state {
+	c := &state{
+		revision:  st.revision,
+		applied:   st.applied,
+		tsoWindow: st.tsoWindow,
+		kv:        st.kv.Clone(),
+		ids:       make(map[string]uint64, len(st.ids)),
+		members:   make(map[string]*pcspb.Member, len(st.members)),
+		hist:      history{start: st.hist.start, events: append([]*pcspb.Event(nil), st.hist.events[st.hist.head:]...)},
+	}
+	for k, v := range st.ids {
+		c.ids[k] = v
+	}
+	for k, v := range st.members {
+		c.members[k] = v
+	}
+	return c
+}
+
+// Restore implements raft.FSM. The state is replaced only after the whole snapshot has been
+// read and verified.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	st, err := readSnapshot(rc)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.mu.st = st
+	f.notifyLocked()
+	f.mu.Unlock()
+	f.log.Info("restored snapshot", "revision", st.revision, "applied_index", st.applied, "keys", st.kv.Len())
+	return nil
+}
+
+// Position is the applied position of the state.
+type Position struct {
+	Revision     uint64
+	AppliedIndex uint64
+}
+
+// Position returns the current revision and applied index.
+func (f *FSM) Position() Position {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return Position{f.mu.st.revision, f.mu.st.applied}
+}
+
+// WaitApplied blocks until the applied index reaches index or ctx ends.
+func (f *FSM) WaitApplied(ctx context.Context, index uint64) (Position, error) {
+	for {
+		f.mu.RLock()
+		pos := Position{f.mu.st.revision, f.mu.st.applied}
+		ch := f.mu.changed
+		f.mu.RUnlock()
+		if pos.AppliedIndex >= index {
+			return pos, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return pos, fmt.Errorf("waiting for applied index %d (at %d): %w", index, pos.AppliedIndex, ctx.Err())
+		}
+	}
+}
+
+// Changed returns a channel closed at the next apply or restore.
+func (f *FSM) Changed() <-chan struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.mu.changed
+}
+
+// Get returns a key, or nil, and the position it was read at.
+func (f *FSM) Get(key []byte) (*pcspb.KeyValue, Position) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	kv, _ := f.mu.st.kv.Get(&pcspb.KeyValue{Key: key})
+	return kv, Position{f.mu.st.revision, f.mu.st.applied}
+}
+
+// Range returns up to limit keys with prefix that sort after `after`, and whether more match.
+func (f *FSM) Range(prefix, after []byte, limit int) ([]*pcspb.KeyValue, bool, Position) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []*pcspb.KeyValue
+	more := false
+	from := prefix
+	if bytes.Compare(after, from) >= 0 {
+		from = append(append([]byte(nil), after...), 0)
+	}
+	f.mu.st.kv.AscendGreaterOrEqual(&pcspb.KeyValue{Key: from}, func(kv *pcspb.KeyValue) bool {
+		if !bytes.HasPrefix(kv.Key, prefix) {
+			return false
+		}
+		if len(out) == limit {
+			more = true
+			return false
+		}
+		out = append(out, kv)
+		return true
+	})
+	return out, more, Position{f.mu.st.revision, f.mu.st.applied}
+}
+
+// Events returns up to max events with revision >= from whose key has prefix, and the revision
+// through which the result is complete (every matching event up to it is included). from must
+// not precede the retained history (ErrCompacted).
+func (f *FSM) Events(from uint64, prefix []byte, max int) ([]*pcspb.Event, uint64, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.mu.st.hist.since(from, prefix, max, f.mu.st.revision)
+}
+
+// TsoWindow returns the persisted TSO window in ms.
+func (f *FSM) TsoWindow() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.mu.st.tsoWindow
+}
+
+// Members returns the recorded member addresses by name.
+func (f *FSM) Members() map[string]*pcspb.Member {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make(map[string]*pcspb.Member, len(f.mu.st.members))
+	for k, v := range f.mu.st.members {
+		out[k] = v
+	}
+	return out
+}
+
+// Digest returns a hex SHA-256 of the state (revision, TSO window, id counters, members, keys)
+// and the position it was computed at. Equal logs give equal digests on every node.
+func (f *FSM) Digest() (string, Position) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	st := f.mu.st
+	h := sha256.New()
+	var buf [8]byte
+	u := func(v uint64) { binary.BigEndian.PutUint64(buf[:], v); h.Write(buf[:]) }
+	b := func(p []byte) { u(uint64(len(p))); h.Write(p) }
+	u(st.revision)
+	u(st.tsoWindow)
+	kinds := make([]string, 0, len(st.ids))
+	for k := range st.ids {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		b([]byte(k))
+		u(st.ids[k])
+	}
+	names := make([]string, 0, len(st.members))
+	for k := range st.members {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		m := st.members[n]
+		b([]byte(m.Name))
+		b([]byte(m.PeerAddr))
+		b([]byte(m.ClientAddr))
+		b([]byte(m.HttpAddr))
+	}
+	st.kv.Ascend(func(kv *pcspb.KeyValue) bool {
+		b(kv.Key)
+		b(kv.Value)
+		u(kv.CreateRevision)
+		u(kv.ModRevision)
+		u(kv.Version)
+		return true
+	})
+	return hex.EncodeToString(h.Sum(nil)), Position{st.revision, st.applied}
+}

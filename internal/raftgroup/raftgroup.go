@@ -1,0 +1,248 @@
+// Package raftgroup wires hashicorp/raft for PCS: a raft-wal log and stable store, file
+// snapshots, and a TCP transport, with timeouts tuned for a LAN.
+//
+// The Raft log is the PCS WAL: every metadata write is a command appended here, replicated to a
+// quorum and persisted (fsync) before it is applied. Snapshots bound the log; on start, raft
+// restores the newest valid snapshot and replays the log tail.
+package raftgroup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+)
+
+// Config configures a Raft group member. Durations are wall durations.
+type Config struct {
+	// Name is this member's server id. Required.
+	Name string
+	// Dir holds the log (Dir/wal) and snapshots (Dir/snapshots). Required.
+	Dir string
+	// PeerAddr is the TCP address Raft binds and advertises. Port 0 picks a free port.
+	PeerAddr string
+
+	// HeartbeatTimeout: a follower starts an election after this long without the leader
+	// (randomised up to twice as long). Default 200ms.
+	HeartbeatTimeout time.Duration
+	// ElectionTimeout: a candidate restarts its election after this long. Default 200ms.
+	ElectionTimeout time.Duration
+	// LeaderLeaseTimeout: the leader steps down after this long without a quorum. Default 150ms.
+	LeaderLeaseTimeout time.Duration
+	// CommitTimeout: the longest a follower waits to learn a new commit index when there is no
+	// new entry to carry it. Default 5ms.
+	CommitTimeout time.Duration
+	// SnapshotInterval: how often the snapshot threshold is checked. Default 30s.
+	SnapshotInterval time.Duration
+	// SnapshotThreshold: log entries since the last snapshot that trigger a new one. Default 8192.
+	SnapshotThreshold uint64
+	// TrailingLogs: entries kept after a snapshot for slow followers. Default 10240.
+	TrailingLogs uint64
+	// SnapshotsRetained: snapshots kept on disk. Default 2.
+	SnapshotsRetained int
+
+	// Logger receives Raft's own logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the LAN defaults; Name, Dir and PeerAddr are left for the caller.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatTimeout:   200 * time.Millisecond,
+		ElectionTimeout:    200 * time.Millisecond,
+		LeaderLeaseTimeout: 150 * time.Millisecond,
+		CommitTimeout:      5 * time.Millisecond,
+		SnapshotInterval:   30 * time.Second,
+		SnapshotThreshold:  8192,
+		TrailingLogs:       10240,
+		SnapshotsRetained:  2,
+	}
+}
+
+// Validate reports the first invalid field. It does not change the Config.
+func (c Config) Validate() error {
+	switch {
+	case c.Name == "":
+		return errors.New("raftgroup: name is required")
+	case c.Dir == "":
+		return errors.New("raftgroup: data dir is required")
+	case c.PeerAddr == "":
+		return errors.New("raftgroup: peer address is required")
+	case c.HeartbeatTimeout < 5*time.Millisecond || c.ElectionTimeout < 5*time.Millisecond:
+		return errors.New("raftgroup: heartbeat and election timeouts must be at least 5ms")
+	case c.LeaderLeaseTimeout <= 0 || c.LeaderLeaseTimeout > c.HeartbeatTimeout:
+		return errors.New("raftgroup: leader lease timeout must be positive and at most the heartbeat timeout")
+	case c.CommitTimeout <= 0:
+		return errors.New("raftgroup: commit timeout must be positive")
+	case c.SnapshotThreshold == 0 || c.SnapshotInterval <= 0:
+		return errors.New("raftgroup: snapshot threshold and interval must be positive")
+	case c.SnapshotsRetained < 1:
+		return errors.New("raftgroup: at least one snapshot must be retained")
+	}
+	return nil
+}
+
+// Group is an open Raft member.
+type Group struct {
+	Raft      *raft.Raft
+	Transport *raft.NetworkTransport
+	Snapshots *raft.FileSnapshotStore
+	wal       *wal.WAL
+	hlog      hclog.Logger
+}
+
+// Open opens (or creates) the member's storage and starts Raft with fsm. It does not bootstrap.
+func Open(cfg Config, fsm raft.FSM) (*Group, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	hlog := newHCLogger(cfg.Logger)
+	walDir := filepath.Join(cfg.Dir, "wal")
+	if err := os.MkdirAll(walDir, 0o755); err != nil {
+		return nil, fmt.Errorf("raftgroup: %w", err)
+	}
+	logs, err := wal.Open(walDir)
+	if err != nil {
+		return nil, fmt.Errorf("raftgroup: opening log in %s: %w", walDir, err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.SnapshotsRetained, hlog)
+	if err != nil {
+		logs.Close()
+		return nil, fmt.Errorf("raftgroup: opening snapshots: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.PeerAddr)
+	if err != nil {
+		logs.Close()
+		return nil, fmt.Errorf("raftgroup: listening on peer address %s: %w", cfg.PeerAddr, err)
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  &tcpStream{ln: ln},
+		MaxPool: 4,
+		Timeout: 5 * time.Second,
+		Logger:  hlog,
+	})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.Name)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 512
+	rc.Logger = hlog
+	r, err := raft.NewRaft(rc, fsm, logs, logs, snaps, trans)
+	if err != nil {
+		trans.Close()
+		logs.Close()
+		return nil, fmt.Errorf("raftgroup: starting raft: %w", err)
+	}
+	return &Group{Raft: r, Transport: trans, Snapshots: snaps, wal: logs, hlog: hlog}, nil
+}
+
+// HasState reports whether dir holds Raft state from an earlier run.
+func HasState(dir string) (bool, error) {
+	walDir := filepath.Join(dir, "wal")
+	if _, err := os.Stat(walDir); errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	logs, err := wal.Open(walDir)
+	if err != nil {
+		return false, fmt.Errorf("raftgroup: opening log in %s: %w", walDir, err)
+	}
+	defer logs.Close()
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 1, hclog.NewNullLogger())
+	if err != nil {
+		return false, err
+	}
+	return raft.HasExistingState(logs, logs, snaps)
+}
+
+// LocalAddr is the advertised peer address.
+func (g *Group) LocalAddr() string { return string(g.Transport.LocalAddr()) }
+
+// SetLogLevel changes the level of Raft's own logs.
+func (g *Group) SetLogLevel(l slog.Level) { g.hlog.SetLevel(hclogLevel(l)) }
+
+// Close shuts Raft down and closes the storage.
+func (g *Group) Close() error {
+	err := g.Raft.Shutdown().Error()
+	if cerr := g.wal.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// tcpStream is raft's StreamLayer over an already bound listener.
+type tcpStream struct{ ln net.Listener }
+
+func (t *tcpStream) Accept() (net.Conn, error) { return t.ln.Accept() }
+func (t *tcpStream) Close() error              { return t.ln.Close() }
+func (t *tcpStream) Addr() net.Addr            { return t.ln.Addr() }
+func (t *tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", string(addr), timeout)
+	if err == nil {
+		_ = c.(*net.TCPConn).SetNoDelay(true)
+	}
+	return c, err
+}
+
+// newHCLogger adapts slog for raft: raft logs through hclog, which writes lines into slog.
+func newHCLogger(l *slog.Logger) hclog.Logger {
+	if l == nil {
+		return hclog.NewNullLogger()
+	}
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       "raft",
+		Level:      hclog.Info,
+		Output:      slogWriter{l.With("component", "raft")},
+		DisableTime: true,
+	})
+}
+
+func hclogLevel(l slog.Level) hclog.Level {
+	switch {
+	case l <= slog.LevelDebug:
+		return hclog.Debug
+	case l <= slog.LevelInfo:
+		return hclog.Info
+	case l <= slog.LevelWarn:
+		return hclog.Warn
+	default:
+		return hclog.Error
+	}
+}
+
+// slogWriter turns each hclog line ("[WARN]  raft: message: k=v") into one slog record at the
+// line's level.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	level := slog.LevelInfo
+	for prefix, l := range map[string]slog.Level{"[TRACE]": slog.LevelDebug - 4, "[DEBUG]": slog.LevelDebug,
+		"[INFO]": slog.LevelInfo, "[WARN]": slog.LevelWarn, "[ERROR]": slog.LevelError} {
+		if rest, ok := strings.CutPrefix(msg, prefix); ok {
+			msg, level = strings.TrimSpace(rest), l
+			break
+		}
+	}
+	msg = strings.TrimPrefix(msg, "raft: ")
+	w.l.Log(context.Background(), level, msg)
+	return len(p), nil
+}
+
+var _ io.Writer = slogWriter{}

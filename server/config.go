@@ -1,0 +1,143 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/postdb/pcs/internal/raftgroup"
+)
+
+// Default addresses of a PCS node with no flags.
+const (
+	DefaultClientAddr = "127.0.0.1:3379"
+	DefaultPeerAddr   = "127.0.0.1:3380"
+	DefaultHTTPAddr   = "127.0.0.1:3381"
+	DefaultDataDir    = "pcs-data"
+	DefaultName       = "pcs-1"
+)
+
+// Peer is one member of the initial cluster.
+type Peer struct {
+	Name     string
+	PeerAddr string
+}
+
+// Config configures a PCS node. The zero value is not valid; start from DefaultConfig.
+type Config struct {
+	// Name is the member name (Raft server id). Default "pcs-1".
+	Name string
+	// DataDir holds the Raft log and snapshots. Default "./pcs-data".
+	DataDir string
+	// ClientAddr is the gRPC listen address. Port 0 picks a free port. Default 127.0.0.1:3379.
+	ClientAddr string
+	// HTTPAddr is the HTTP listen address (/health, /ready, /status, /metrics, /debug/pprof).
+	// Empty disables HTTP. Default 127.0.0.1:3381.
+	HTTPAddr string
+	// InitialCluster bootstraps a new cluster with these voters; it must name this node. Used
+	// only when DataDir holds no state. Empty (and no Join) bootstraps a single-node cluster.
+	InitialCluster []Peer
+	// Join lists client addresses of a running cluster to join as a new voter (or non-voter
+	// with JoinAsNonVoter). Used only when DataDir holds no state.
+	Join []string
+	// JoinAsNonVoter joins as a non-voter.
+	JoinAsNonVoter bool
+
+	// Raft holds the Raft member settings: PeerAddr and the timeouts.
+	Raft raftgroup.Config
+
+	// LeaseRatio is the primary's read and TSO lease as a fraction of Raft's heartbeat timeout:
+	// a primary serves timestamps and lease reads only until its last quorum-confirmed round
+	// started plus this fraction of the timeout. Must be in (0, 1). Default 0.6.
+	LeaseRatio float64
+	// TSOWindow is how far ahead of the clock the primary persists the TSO window. Default 3s.
+	TSOWindow time.Duration
+	// IDBlock is how many ids the primary reserves per kind in one Raft write. Default 1000.
+	IDBlock uint64
+	// WriteTimeout bounds a single Raft write when the caller's context has no deadline. Default 5s.
+	WriteTimeout time.Duration
+	// History is the number of key-value events kept for watches. Default 100000.
+	History int
+
+	// Logger for the node; nil discards. LogLevel, if set, is the variable behind the
+	// logger's level so that it can be changed at runtime.
+	Logger   *slog.Logger
+	LogLevel *slog.LevelVar
+}
+
+// DefaultConfig returns the single-node defaults.
+func DefaultConfig() Config {
+	rc := raftgroup.DefaultConfig()
+	rc.PeerAddr = DefaultPeerAddr
+	return Config{
+		Name:         DefaultName,
+		DataDir:      DefaultDataDir,
+		ClientAddr:   DefaultClientAddr,
+		HTTPAddr:     DefaultHTTPAddr,
+		Raft:         rc,
+		LeaseRatio:   0.6,
+		TSOWindow:    3 * time.Second,
+		IDBlock:      1000,
+		WriteTimeout: 5 * time.Second,
+		History:      100_000,
+	}
+}
+
+// Validate reports the first invalid field. It does not change the Config.
+func (c Config) Validate() error {
+	rc := c.Raft
+	rc.Name, rc.Dir = c.Name, c.DataDir
+	if err := rc.Validate(); err != nil {
+		return err
+	}
+	switch {
+	case c.ClientAddr == "":
+		return errors.New("client address is required")
+	case c.LeaseRatio <= 0 || c.LeaseRatio >= 1:
+		return fmt.Errorf("lease ratio %v must be in (0, 1)", c.LeaseRatio)
+	case c.TSOWindow < 100*time.Millisecond:
+		return fmt.Errorf("tso window %v must be at least 100ms", c.TSOWindow)
+	case c.IDBlock == 0:
+		return errors.New("id block must be positive")
+	case c.WriteTimeout <= 0:
+		return errors.New("write timeout must be positive")
+	case len(c.InitialCluster) > 0 && len(c.Join) > 0:
+		return errors.New("initial cluster and join are exclusive")
+	}
+	if len(c.InitialCluster) > 0 {
+		seen := map[string]bool{}
+		self := false
+		for _, p := range c.InitialCluster {
+			if p.Name == "" || p.PeerAddr == "" {
+				return fmt.Errorf("initial cluster member %q=%q: name and peer address are required", p.Name, p.PeerAddr)
+			}
+			if seen[p.Name] || seen["@"+p.PeerAddr] {
+				return fmt.Errorf("initial cluster names %q or %q twice", p.Name, p.PeerAddr)
+			}
+			seen[p.Name], seen["@"+p.PeerAddr] = true, true
+			self = self || p.Name == c.Name
+		}
+		if !self {
+			return fmt.Errorf("initial cluster does not name this node %q", c.Name)
+		}
+	}
+	return nil
+}
+
+// ParseInitialCluster parses "name=peer-addr,name=peer-addr".
+func ParseInitialCluster(s string) ([]Peer, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []Peer
+	for _, part := range strings.Split(s, ",") {
+		name, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || name == "" || addr == "" {
+			return nil, fmt.Errorf("initial cluster entry %q: want name=peer-addr", part)
+		}
+		out = append(out, Peer{Name: name, PeerAddr: addr})
+	}
+	return out, nil
+}

@@ -1,0 +1,86 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/internal/meta"
+	"github.com/postdb/pcs/internal/tso"
+)
+
+// Errors of the server. toStatus maps them, and those of meta and tso, to gRPC codes; this is
+// the only place that does.
+var (
+	// ErrNotPrimary: the request needs the primary and this node is not it (or not ready).
+	ErrNotPrimary = errors.New("not the primary")
+	// ErrNotReady: the node is not in the running state.
+	ErrNotReady = errors.New("not ready")
+	// ErrOutcomeUnknown: leadership was lost while a write was in flight; it may or may not
+	// have been applied.
+	ErrOutcomeUnknown = errors.New("leadership lost, write outcome unknown")
+	// ErrMemberExists: a member with this name or peer address exists.
+	ErrMemberExists = errors.New("member exists")
+	// ErrMemberNotFound: no member has this name.
+	ErrMemberNotFound = errors.New("member not found")
+	// ErrInvalid: a malformed request.
+	ErrInvalid = errors.New("invalid request")
+)
+
+// notPrimaryError carries where the primary is.
+type notPrimaryError struct {
+	name, addr string
+}
+
+func (e *notPrimaryError) Error() string {
+	if e.addr == "" {
+		return "not the primary; no primary known"
+	}
+	return fmt.Sprintf("not the primary; the primary is %s at %s", e.name, e.addr)
+}
+
+func (e *notPrimaryError) Unwrap() error { return ErrNotPrimary }
+
+// toStatus converts an error to a gRPC status error.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var np *notPrimaryError
+	switch {
+	case errors.As(err, &np):
+		st, derr := status.New(codes.Unavailable, err.Error()).WithDetails(&pcspb.NotPrimary{PrimaryName: np.name, PrimaryAddr: np.addr})
+		if derr != nil {
+			return status.Error(codes.Unavailable, err.Error())
+		}
+		return st.Err()
+	case errors.Is(err, ErrNotPrimary), errors.Is(err, ErrNotReady), errors.Is(err, ErrOutcomeUnknown),
+		errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown),
+		errors.Is(err, tso.ErrNotServing):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, meta.ErrVersionMismatch):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, meta.ErrCompacted):
+		return status.Error(codes.OutOfRange, err.Error())
+	case errors.Is(err, meta.ErrInvalid), errors.Is(err, meta.ErrBadCommand), errors.Is(err, ErrInvalid),
+		errors.Is(err, tso.ErrBadCount):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ErrMemberExists):
+		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, ErrMemberNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, raft.ErrEnqueueTimeout):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}

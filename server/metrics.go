@@ -1,0 +1,85 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+)
+
+// metrics are the node's Prometheus metrics, in a registry of its own.
+type metrics struct {
+	reg            *prometheus.Registry
+	applySeconds   prometheus.Histogram
+	proposeSeconds prometheus.Histogram
+	grpcSeconds    *prometheus.HistogramVec
+	tsoRequests    prometheus.Counter
+	tsoTimestamps  prometheus.Counter
+	ids            *prometheus.CounterVec
+	failovers      prometheus.Counter
+}
+
+func newMetrics(s *Server) *metrics {
+	reg := prometheus.NewRegistry()
+	m := &metrics{
+		reg: reg,
+		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "pcs_fsm_apply_duration_seconds", Help: "Time to apply one command to the metadata state machine.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10),
+		}),
+		proposeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "pcs_raft_apply_duration_seconds", Help: "Time from proposing a command on the primary to its application (replicated, persisted, applied).",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
+		}),
+		grpcSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "pcs_grpc_request_duration_seconds", Help: "gRPC request latency by method and code (streams: whole stream).",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 18),
+		}, []string{"method", "code"}),
+		tsoRequests:   prometheus.NewCounter(prometheus.CounterOpts{Name: "pcs_tso_requests_total", Help: "TSO batches served."}),
+		tsoTimestamps: prometheus.NewCounter(prometheus.CounterOpts{Name: "pcs_tso_timestamps_total", Help: "Timestamps served."}),
+		ids:           prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pcs_ids_allocated_total", Help: "Ids handed out, by kind."}, []string{"kind"}),
+		failovers:     prometheus.NewCounter(prometheus.CounterOpts{Name: "pcs_primary_takeovers_total", Help: "Times this node completed a takeover as primary."}),
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.applySeconds, m.proposeSeconds, m.grpcSeconds, m.tsoRequests, m.tsoTimestamps, m.ids, m.failovers,
+		gauge("pcs_node_state", "Node state: 1 election, 2 recovery, 3 running.", func() float64 { return float64(s.State()) }),
+		gauge("pcs_raft_state", "Raft role: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 { return float64(s.raft.State()) }),
+		gauge("pcs_raft_is_primary", "1 if this node is the primary.", func() float64 {
+			if s.raft.State() == raft.Leader {
+				return 1
+			}
+			return 0
+		}),
+		gauge("pcs_raft_term", "Current Raft term.", func() float64 { return float64(parseUint(s.raft.Stats()["term"])) }),
+		gauge("pcs_raft_commit_index", "Raft commit index.", func() float64 { return float64(s.raft.CommitIndex()) }),
+		gauge("pcs_raft_applied_index", "Raft index applied to the metadata.", func() float64 { return float64(s.fsm.Position().AppliedIndex) }),
+		gauge("pcs_raft_last_index", "Last Raft log index.", func() float64 { return float64(s.raft.LastIndex()) }),
+		gauge("pcs_revision", "Cluster revision of the local metadata.", func() float64 { return float64(s.fsm.Position().Revision) }),
+	)
+	return m
+}
+
+func (m *metrics) observeApply(d time.Duration) { m.applySeconds.Observe(d.Seconds()) }
+
+func (m *metrics) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	m.grpcSeconds.WithLabelValues(info.FullMethod, status.Code(err).String()).Observe(time.Since(start).Seconds())
+	return resp, err
+}
+
+func (m *metrics) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	start := time.Now()
+	err := handler(srv, ss)
+	m.grpcSeconds.WithLabelValues(info.FullMethod, status.Code(err).String()).Observe(time.Since(start).Seconds())
+	return err
+}

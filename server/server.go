@@ -1,0 +1,569 @@
+// Package server is the composition root of a PCS node: it builds the Raft group, the metadata
+// state machine, the timestamp oracle and the id allocator, serves them over gRPC and HTTP, and
+// owns the node's life cycle (start, primary takeover, stop).
+//
+// Node states (DESIGN §3): election while no primary is known; recovery while this node has not
+// caught up (a new primary: until its barrier has applied every earlier entry and it has reloaded
+// and re-persisted the TSO window; a follower: until it has applied the commit index it saw
+// when the primary changed); running otherwise.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/internal/clock"
+	"github.com/postdb/pcs/internal/meta"
+	"github.com/postdb/pcs/internal/raftgroup"
+	"github.com/postdb/pcs/internal/tso"
+)
+
+// Version is the PCS build version reported by Status.
+const Version = "0.1.0"
+
+// Server is a running PCS node.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	clk     clock.Clock
+	fsm     *meta.FSM
+	group   *raftgroup.Group
+	raft    *raft.Raft
+	oracle  *tso.Oracle
+	metrics *metrics
+	peers   *peerConns
+
+	grpcSrv  *grpc.Server
+	grpcLn   net.Listener
+	httpSrv  *http.Server
+	httpLn   net.Listener
+	leaseDur time.Duration
+
+	// leaseUntil is the monotonic reading (clk.Mono, ns) until which this node may act as
+	// primary without asking a quorum: the start of its last confirmed round plus leaseDur.
+	leaseUntil atomic.Int64
+	// ready is set once a new primary has finished its takeover; cleared when it loses office.
+	ready atomic.Bool
+	// transferring blocks the TSO while a graceful transfer of the primary is under way.
+	transferring atomic.Bool
+	// caughtUp is set once a follower has applied what was committed when the primary changed.
+	caughtUp atomic.Bool
+
+	ids struct {
+		sync.Mutex
+		blocks map[string]*idBlock
+	}
+	extendCh chan struct{}
+	needJoin bool
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+}
+
+type idBlock struct{ next, end uint64 }
+
+// New opens the node's storage, starts Raft (bootstrapping or joining as configured) and binds
+// its listeners. Serving starts with Start.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("node", cfg.Name)
+	s := &Server{
+		cfg:      cfg,
+		log:      log,
+		clk:      clock.NewReal(),
+		extendCh: make(chan struct{}, 1),
+		peers:    newPeerConns(),
+	}
+	s.ids.blocks = map[string]*idBlock{}
+	s.leaseDur = time.Duration(float64(cfg.Raft.HeartbeatTimeout) * cfg.LeaseRatio)
+	s.oracle = tso.NewOracle(s.clk)
+	s.metrics = newMetrics(s)
+	s.fsm = meta.New(meta.Options{History: cfg.History, Logger: log, ObserveApply: s.metrics.observeApply})
+
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	hasState, err := raftgroup.HasState(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	var err2 error
+	if s.grpcLn, err2 = net.Listen("tcp", cfg.ClientAddr); err2 != nil {
+		return nil, fmt.Errorf("client address: %w", err2)
+	}
+	if cfg.HTTPAddr != "" {
+		if s.httpLn, err2 = net.Listen("tcp", cfg.HTTPAddr); err2 != nil {
+			s.grpcLn.Close()
+			return nil, fmt.Errorf("http address: %w", err2)
+		}
+	}
+	rc := cfg.Raft
+	rc.Name, rc.Dir, rc.Logger = cfg.Name, cfg.DataDir, log
+	s.group, err = raftgroup.Open(rc, s.fsm)
+	if err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	s.raft = s.group.Raft
+	if !hasState && len(cfg.Join) == 0 {
+		peers := cfg.InitialCluster
+		if len(peers) == 0 {
+			peers = []Peer{{Name: cfg.Name, PeerAddr: s.group.LocalAddr()}}
+		}
+		var servers []raft.Server
+		for _, p := range peers {
+			addr := p.PeerAddr
+			if p.Name == cfg.Name {
+				addr = s.group.LocalAddr()
+			}
+			servers = append(servers, raft.Server{ID: raft.ServerID(p.Name), Address: raft.ServerAddress(addr), Suffrage: raft.Voter})
+		}
+		if err := s.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
+			s.group.Close()
+			s.closeListeners()
+			return nil, fmt.Errorf("bootstrap: %w", err)
+		}
+		log.Info("bootstrapped cluster", "members", len(servers))
+	}
+	s.grpcSrv = newGRPCServer(s)
+	if s.httpLn != nil {
+		s.httpSrv = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+	}
+	s.needJoin = !hasState && len(cfg.Join) > 0
+	return s, nil
+}
+
+func (s *Server) closeListeners() {
+	if s.grpcLn != nil {
+		s.grpcLn.Close()
+	}
+	if s.httpLn != nil {
+		s.httpLn.Close()
+	}
+}
+
+// Start serves gRPC and HTTP and starts the background loops. It returns at once.
+func (s *Server) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(3)
+	go func() {
+		defer s.wg.Done()
+		if err := s.grpcSrv.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			s.log.Error("grpc server", "err", err)
+		}
+	}()
+	go func() { defer s.wg.Done(); s.leadershipLoop(ctx) }()
+	go func() { defer s.wg.Done(); s.followerLoop(ctx) }()
+	if s.httpSrv != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("http server", "err", err)
+			}
+		}()
+	}
+	if s.needJoin {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.join(ctx) }()
+	}
+	s.log.Info("serving", "client_addr", s.ClientAddr(), "peer_addr", s.PeerAddr(), "http_addr", s.HTTPAddr())
+}
+
+// Run starts the server and blocks until ctx ends, then stops it.
+func (s *Server) Run(ctx context.Context) error {
+	s.Start()
+	<-ctx.Done()
+	return s.Close()
+}
+
+// Close stops serving and shuts Raft down. It is safe to call more than once.
+func (s *Server) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.ready.Store(false)
+	s.oracle.Stop()
+	stopped := make(chan struct{})
+	go func() { s.grpcSrv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(2 * time.Second):
+		s.grpcSrv.Stop()
+	}
+	if s.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = s.httpSrv.Shutdown(ctx)
+		cancel()
+	}
+	err := s.group.Close()
+	s.wg.Wait()
+	s.peers.close()
+	return err
+}
+
+// ClientAddr is the bound gRPC address.
+func (s *Server) ClientAddr() string { return s.grpcLn.Addr().String() }
+
+// PeerAddr is the bound Raft address.
+func (s *Server) PeerAddr() string { return s.group.LocalAddr() }
+
+// HTTPAddr is the bound HTTP address, or "".
+func (s *Server) HTTPAddr() string {
+	if s.httpLn == nil {
+		return ""
+	}
+	return s.httpLn.Addr().String()
+}
+
+// Name is the member name.
+func (s *Server) Name() string { return s.cfg.Name }
+
+// FSM exposes the state machine (tests check digests and invariants through it).
+func (s *Server) FSM() *meta.FSM { return s.fsm }
+
+// Raft exposes the Raft instance (tests and diagnostics).
+func (s *Server) Raft() *raft.Raft { return s.raft }
+
+// State is the node state.
+func (s *Server) State() pcspb.NodeState {
+	if s.raft.State() == raft.Leader {
+		if s.ready.Load() {
+			return pcspb.NodeState_NODE_STATE_RUNNING
+		}
+		return pcspb.NodeState_NODE_STATE_RECOVERY
+	}
+	if _, id := s.raft.LeaderWithID(); id == "" {
+		return pcspb.NodeState_NODE_STATE_ELECTION
+	}
+	if s.caughtUp.Load() {
+		return pcspb.NodeState_NODE_STATE_RUNNING
+	}
+	return pcspb.NodeState_NODE_STATE_RECOVERY
+}
+
+// isPrimary reports whether this node is the primary and has finished its takeover.
+func (s *Server) isPrimary() bool {
+	return s.ready.Load() && s.raft.State() == raft.Leader
+}
+
+// primary returns the known primary's name and client address ("" if unknown).
+func (s *Server) primary() (name, addr string) {
+	_, id := s.raft.LeaderWithID()
+	if id == "" {
+		return "", ""
+	}
+	if string(id) == s.cfg.Name {
+		return s.cfg.Name, s.ClientAddr()
+	}
+	if m := s.fsm.Members()[string(id)]; m != nil {
+		return string(id), m.ClientAddr
+	}
+	return string(id), ""
+}
+
+func (s *Server) notPrimary() error {
+	name, addr := s.primary()
+	return &notPrimaryError{name: name, addr: addr}
+}
+
+// leadershipLoop reacts to this node winning or losing the primary role.
+func (s *Server) leadershipLoop(ctx context.Context) {
+	var (
+		termCancel context.CancelFunc
+		termWG     sync.WaitGroup
+	)
+	stopTerm := func() {
+		if termCancel != nil {
+			termCancel()
+			termWG.Wait()
+			termCancel = nil
+		}
+		s.ready.Store(false)
+		s.leaseUntil.Store(0)
+		s.transferring.Store(false)
+		s.oracle.Stop()
+		s.ids.Lock()
+		clear(s.ids.blocks)
+		s.ids.Unlock()
+	}
+	defer stopTerm()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case leader := <-s.raft.LeaderCh():
+			stopTerm()
+			if !leader {
+				s.log.Info("lost the primary role")
+				continue
+			}
+			s.log.Info("won the primary role; taking over")
+			tctx, cancel := context.WithCancel(ctx)
+			termCancel = cancel
+			termWG.Add(1)
+			go func() { defer termWG.Done(); s.primaryTerm(tctx) }()
+		}
+	}
+}
+
+// primaryTerm runs while this node is the primary: the takeover, then the lease keeper and
+// the TSO window keeper.
+func (s *Server) primaryTerm(ctx context.Context) {
+	start := time.Now()
+	for {
+		err := s.takeover(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("takeover failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	s.ready.Store(true)
+	s.metrics.failovers.Inc()
+	s.log.Info("primary ready", "took", time.Since(start))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); s.leaseLoop(ctx) }()
+	s.windowLoop(ctx)
+	wg.Wait()
+}
+
+// takeover: barrier (every earlier entry applied), reload and re-persist the TSO window, record
+// this member's addresses.
+func (s *Server) takeover(ctx context.Context) error {
+	if err := s.raft.Barrier(s.cfg.WriteTimeout).Error(); err != nil {
+		return fmt.Errorf("barrier: %w", err)
+	}
+	if err := s.renewLease(); err != nil {
+		return err
+	}
+	saved := int64(s.fsm.TsoWindow())
+	phys := s.oracle.Reset(saved)
+	limit := phys + s.cfg.TSOWindow.Milliseconds()
+	if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_TsoWindow{TsoWindow: &pcspb.CmdTsoWindow{PhysicalMs: uint64(limit)}}}); err != nil {
+		s.oracle.Stop()
+		return fmt.Errorf("persisting tso window: %w", err)
+	}
+	s.oracle.SetLimit(limit)
+	if err := s.registerSelf(ctx); err != nil {
+		return fmt.Errorf("recording member: %w", err)
+	}
+	return nil
+}
+
+// renewLease confirms leadership with a quorum round and extends the lease from its start.
+func (s *Server) renewLease() error {
+	t0 := s.clk.Mono()
+	if err := s.raft.VerifyLeader().Error(); err != nil {
+		s.leaseUntil.Store(0)
+		return fmt.Errorf("verifying leadership: %w", err)
+	}
+	s.leaseUntil.Store(int64(t0 + s.leaseDur))
+	return nil
+}
+
+func (s *Server) leaseValid() bool {
+	return int64(s.clk.Mono()) < s.leaseUntil.Load()
+}
+
+func (s *Server) leaseLoop(ctx context.Context) {
+	t := time.NewTicker(s.leaseDur / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.renewLease(); err != nil {
+				s.log.Debug("lease renewal failed", "err", err)
+			}
+		}
+	}
+}
+
+// windowLoop keeps the persisted TSO window at least a third of TSOWindow ahead.
+func (s *Server) windowLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.TSOWindow / 10)
+	defer t.Stop()
+	window := s.cfg.TSOWindow.Milliseconds()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.extendCh:
+		}
+		phys, limit, serving := s.oracle.Window()
+		if !serving {
+			continue
+		}
+		base := max(s.clk.WallMs(), phys)
+		if limit-base > window*2/3 {
+			continue
+		}
+		next := base + window
+		if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_TsoWindow{TsoWindow: &pcspb.CmdTsoWindow{PhysicalMs: uint64(next)}}}); err != nil {
+			s.log.Warn("extending tso window", "err", err)
+			continue
+		}
+		s.oracle.SetLimit(next)
+	}
+}
+
+// followerLoop tracks whether this node, as a follower, has caught up with the primary, and
+// keeps this member's addresses recorded in the metadata.
+func (s *Server) followerLoop(ctx context.Context) {
+	obsCh := make(chan raft.Observation, 16)
+	obs := raft.NewObserver(obsCh, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	s.raft.RegisterObserver(obs)
+	defer s.raft.DeregisterObserver(obs)
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	var target uint64
+	recheck := func() {
+		s.caughtUp.Store(false)
+		target = s.raft.CommitIndex()
+	}
+	recheck()
+	for {
+		var changed <-chan struct{}
+		if !s.caughtUp.Load() {
+			if pos := s.fsm.Position(); pos.AppliedIndex >= target {
+				if _, id := s.raft.LeaderWithID(); id != "" {
+					s.caughtUp.Store(true)
+				}
+			}
+			changed = s.fsm.Changed()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-obsCh:
+			recheck()
+		case <-changed:
+		case <-tick.C:
+			if _, id := s.raft.LeaderWithID(); id == "" {
+				s.caughtUp.Store(false)
+			} else if s.State() == pcspb.NodeState_NODE_STATE_RUNNING {
+				if err := s.registerSelf(ctx); err != nil {
+					s.log.Debug("recording member", "err", err)
+				}
+			}
+		}
+	}
+}
+
+// registerSelf records this node's addresses in the metadata if they are not there yet.
+func (s *Server) registerSelf(ctx context.Context) error {
+	me := &pcspb.Member{Name: s.cfg.Name, PeerAddr: s.PeerAddr(), ClientAddr: s.ClientAddr(), HttpAddr: s.HTTPAddr()}
+	if m := s.fsm.Members()[s.cfg.Name]; m != nil && m.PeerAddr == me.PeerAddr && m.ClientAddr == me.ClientAddr && m.HttpAddr == me.HttpAddr {
+		return nil
+	}
+	if !s.inConfiguration() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	cmd := &pcspb.Command{Op: &pcspb.Command_SetMember{SetMember: &pcspb.CmdSetMember{Member: me}}}
+	if s.raft.State() == raft.Leader {
+		_, err := s.apply(ctx, cmd)
+		return err
+	}
+	// A follower cannot propose; ask the primary through the internal member write.
+	return s.forwardSetMember(ctx, me)
+}
+
+func (s *Server) inConfiguration() bool {
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, srv := range f.Configuration().Servers {
+		if string(srv.ID) == s.cfg.Name {
+			return true
+		}
+	}
+	return false
+}
+
+// apply proposes a command on the primary and waits for its result.
+func (s *Server) apply(ctx context.Context, cmd *pcspb.Command) (*meta.Result, error) {
+	data, err := meta.EncodeCommand(cmd)
+	if err != nil {
+		return nil, err
+	}
+	timeout := s.cfg.WriteTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+		if timeout <= 0 {
+			return nil, context.DeadlineExceeded
+		}
+	}
+	start := time.Now()
+	f := s.raft.Apply(data, timeout)
+	if err := f.Error(); err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader):
+			return nil, s.notPrimary()
+		case errors.Is(err, raft.ErrLeadershipLost):
+			return nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+		}
+		return nil, err
+	}
+	s.metrics.proposeSeconds.Observe(time.Since(start).Seconds())
+	res := f.Response().(*meta.Result)
+	return res, res.Err
+}
+
+// join asks a running cluster to add this node, retrying until it is added or ctx ends.
+func (s *Server) join(ctx context.Context) {
+	backoff := 50 * time.Millisecond
+	for {
+		err := s.requestJoin(ctx)
+		if err == nil {
+			s.log.Info("joined cluster")
+			return
+		}
+		s.log.Warn("join failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}

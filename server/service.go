@@ -1,0 +1,595 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/internal/meta"
+	"github.com/postdb/pcs/internal/tso"
+)
+
+// Limits of the gRPC surface.
+const (
+	maxMsgSize      = 4 << 20
+	defaultRange    = 1000
+	maxRange        = 10_000
+	maxWatchBatch   = 1000
+	maxIDsPerCall   = 1 << 20
+	maxMemberChange = 30 * time.Second
+)
+
+type service struct {
+	pcspb.UnimplementedPCSServer
+	s *Server
+}
+
+func newGRPCServer(s *Server) *grpc.Server {
+	g := grpc.NewServer(
+		grpc.MaxRecvMsgSize(maxMsgSize),
+		grpc.MaxSendMsgSize(maxMsgSize),
+		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor),
+		grpc.ChainStreamInterceptor(s.metrics.streamInterceptor),
+	)
+	pcspb.RegisterPCSServer(g, &service{s: s})
+	return g
+}
+
+// forwarded sends req, with forwarding switched off, to the primary through call.
+func forwarded[Req proto.Message, Resp any](ctx context.Context, req Req, set func(Req), call func(context.Context, Req, ...grpc.CallOption) (Resp, error)) (Resp, error) {
+	r := proto.Clone(req).(Req)
+	set(r)
+	return call(ctx, r)
+}
+
+func (v *service) Status(ctx context.Context, req *pcspb.StatusRequest) (*pcspb.StatusResponse, error) {
+	return v.s.status(req.WithDigest), nil
+}
+
+func (s *Server) status(withDigest bool) *pcspb.StatusResponse {
+	stats := s.raft.Stats()
+	name, addr := s.primary()
+	resp := &pcspb.StatusResponse{
+		Name:          s.cfg.Name,
+		State:         s.State(),
+		RaftState:     s.raft.State().String(),
+		Term:          parseUint(stats["term"]),
+		PrimaryName:   name,
+		PrimaryAddr:   addr,
+		CommitIndex:   s.raft.CommitIndex(),
+		LastIndex:     s.raft.LastIndex(),
+		ClientAddr:    s.ClientAddr(),
+		PeerAddr:      s.PeerAddr(),
+		HttpAddr:      s.HTTPAddr(),
+		LastContactMs: s.lastContactMs(),
+		Version:       Version,
+	}
+	var pos meta.Position
+	if withDigest {
+		resp.Digest, pos = s.fsm.Digest()
+	} else {
+		pos = s.fsm.Position()
+	}
+	resp.Revision, resp.AppliedIndex = pos.Revision, pos.AppliedIndex
+	return resp
+}
+
+func parseUint(s string) uint64 {
+	var v uint64
+	fmt.Sscan(s, &v)
+	return v
+}
+
+func (s *Server) lastContactMs() int64 {
+	if s.raft.State() == raft.Leader {
+		return 0
+	}
+	lc := s.raft.LastContact()
+	if lc.IsZero() {
+		return -1
+	}
+	return time.Since(lc).Milliseconds()
+}
+
+// ---- reads ------------------------------------------------------------------------------------
+
+// readIndex returns an index that covers every write acknowledged before the call: the
+// primary's commit index, taken while its leadership is confirmed (by lease or a quorum round).
+func (s *Server) readIndex(ctx context.Context) (uint64, error) {
+	cli, err := s.route(ctx, true)
+	if err != nil {
+		var np *notPrimaryError
+		if !errors.As(err, &np) || np.addr == "" {
+			return 0, err
+		}
+		cli, err = s.peers.get(np.addr)
+		if err != nil {
+			return 0, err
+		}
+	}
+	if cli != nil {
+		resp, err := cli.ReadIndex(ctx, &pcspb.ReadIndexRequest{})
+		if err != nil {
+			return 0, err
+		}
+		return resp.Index, nil
+	}
+	idx := s.raft.CommitIndex()
+	if !s.leaseValid() {
+		if err := s.renewLease(); err != nil {
+			return 0, s.notPrimary()
+		}
+	}
+	return idx, nil
+}
+
+// readAt makes the local state fit for a read at the given consistency and returns its header.
+func (s *Server) readAt(ctx context.Context, c pcspb.Consistency) (*pcspb.ReadHeader, error) {
+	switch c {
+	case pcspb.Consistency_CONSISTENCY_LINEARIZABLE:
+		idx, err := s.readIndex(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := s.fsm.WaitApplied(ctx, idx); err != nil {
+			return nil, err
+		}
+	case pcspb.Consistency_CONSISTENCY_STALE:
+	default:
+		return nil, fmt.Errorf("%w: unknown consistency %d", ErrInvalid, c)
+	}
+	return &pcspb.ReadHeader{ServedBy: s.cfg.Name, LastContactMs: s.lastContactMs()}, nil
+}
+
+func (v *service) ReadIndex(ctx context.Context, _ *pcspb.ReadIndexRequest) (*pcspb.ReadIndexResponse, error) {
+	if !v.s.isPrimary() {
+		return nil, toStatus(v.s.notPrimary())
+	}
+	idx, err := v.s.readIndex(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pcspb.ReadIndexResponse{Index: idx}, nil
+}
+
+func (v *service) Get(ctx context.Context, req *pcspb.GetRequest) (*pcspb.GetResponse, error) {
+	if err := meta.ValidateKey(req.Key); err != nil {
+		return nil, toStatus(err)
+	}
+	h, err := v.s.readAt(ctx, req.Consistency)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	kv, pos := v.s.fsm.Get(req.Key)
+	h.Revision, h.AppliedIndex = pos.Revision, pos.AppliedIndex
+	return &pcspb.GetResponse{Header: h, Kv: kv}, nil
+}
+
+func (v *service) Range(ctx context.Context, req *pcspb.RangeRequest) (*pcspb.RangeResponse, error) {
+	if len(req.Prefix) > meta.MaxKeySize || len(req.After) > meta.MaxKeySize {
+		return nil, toStatus(fmt.Errorf("%w: prefix or start key longer than %d bytes", ErrInvalid, meta.MaxKeySize))
+	}
+	limit := int(req.Limit)
+	if limit == 0 {
+		limit = defaultRange
+	}
+	if limit > maxRange {
+		return nil, toStatus(fmt.Errorf("%w: limit %d exceeds %d", ErrInvalid, limit, maxRange))
+	}
+	h, err := v.s.readAt(ctx, req.Consistency)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	kvs, more, pos := v.s.fsm.Range(req.Prefix, req.After, limit)
+	if req.KeysOnly {
+		for i, kv := range kvs {
+			kvs[i] = &pcspb.KeyValue{Key: kv.Key, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version}
+		}
+	}
+	h.Revision, h.AppliedIndex = pos.Revision, pos.AppliedIndex
+	return &pcspb.RangeResponse{Header: h, Kvs: kvs, More: more}, nil
+}
+
+func (v *service) Watch(req *pcspb.WatchRequest, stream pcspb.PCS_WatchServer) error {
+	if len(req.Prefix) > meta.MaxKeySize {
+		return toStatus(fmt.Errorf("%w: prefix longer than %d bytes", ErrInvalid, meta.MaxKeySize))
+	}
+	ctx := stream.Context()
+	fsm := v.s.fsm
+	from := req.StartRevision
+	if from == 0 {
+		from = fsm.Position().Revision + 1
+	}
+	// The first message confirms the watch and where it starts.
+	if err := stream.Send(&pcspb.WatchResponse{Revision: from - 1}); err != nil {
+		return err
+	}
+	for {
+		changed := fsm.Changed()
+		evs, through, err := fsm.Events(from, req.Prefix, maxWatchBatch)
+		if err != nil {
+			return toStatus(err)
+		}
+		if through >= from {
+			if len(evs) > 0 {
+				if err := stream.Send(&pcspb.WatchResponse{Events: evs, Revision: through}); err != nil {
+					return err
+				}
+			}
+			from = through + 1
+		}
+		if len(evs) == maxWatchBatch {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+func (v *service) MemberList(ctx context.Context, req *pcspb.MemberListRequest) (*pcspb.MemberListResponse, error) {
+	h, err := v.s.readAt(ctx, req.Consistency)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	members, err := v.s.members()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	pos := v.s.fsm.Position()
+	h.Revision, h.AppliedIndex = pos.Revision, pos.AppliedIndex
+	return &pcspb.MemberListResponse{Header: h, Members: members}, nil
+}
+
+// members merges the Raft configuration (who is a member) with the recorded addresses.
+func (s *Server) members() ([]*pcspb.Member, error) {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	recorded := s.fsm.Members()
+	_, leader := s.raft.LeaderWithID()
+	var out []*pcspb.Member
+	for _, srv := range f.Configuration().Servers {
+		m := &pcspb.Member{Name: string(srv.ID), PeerAddr: string(srv.Address), Voter: srv.Suffrage == raft.Voter, Primary: srv.ID == leader}
+		if r := recorded[m.Name]; r != nil {
+			m.ClientAddr, m.HttpAddr = r.ClientAddr, r.HttpAddr
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// ---- writes -----------------------------------------------------------------------------------
+
+func (v *service) Put(ctx context.Context, req *pcspb.PutRequest) (*pcspb.PutResponse, error) {
+	if err := errors.Join(meta.ValidateKey(req.Key), meta.ValidateValue(req.Value)); err != nil {
+		return nil, toStatus(err)
+	}
+	cli, err := v.s.route(ctx, req.NoForward)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if cli != nil {
+		return forwarded(ctx, req, func(r *pcspb.PutRequest) { r.NoForward = true }, cli.Put)
+	}
+	res, err := v.s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_Put{Put: &pcspb.CmdPut{Key: req.Key, Value: req.Value, ExpectedVersion: req.ExpectedVersion}}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pcspb.PutResponse{Header: &pcspb.WriteHeader{Revision: res.Revision, Index: res.Index}, Kv: res.KV}, nil
+}
+
+func (v *service) Delete(ctx context.Context, req *pcspb.DeleteRequest) (*pcspb.DeleteResponse, error) {
+	if err := meta.ValidateKey(req.Key); err != nil {
+		return nil, toStatus(err)
+	}
+	cli, err := v.s.route(ctx, req.NoForward)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if cli != nil {
+		return forwarded(ctx, req, func(r *pcspb.DeleteRequest) { r.NoForward = true }, cli.Delete)
+	}
+	res, err := v.s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_Delete{Delete: &pcspb.CmdDelete{Key: req.Key, ExpectedVersion: req.ExpectedVersion}}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pcspb.DeleteResponse{Header: &pcspb.WriteHeader{Revision: res.Revision, Index: res.Index}, Deleted: res.Deleted}, nil
+}
+
+func (v *service) AllocIDs(ctx context.Context, req *pcspb.AllocIDsRequest) (*pcspb.AllocIDsResponse, error) {
+	if err := meta.ValidateKind(req.Kind); err != nil {
+		return nil, toStatus(err)
+	}
+	if req.Count == 0 || req.Count > maxIDsPerCall {
+		return nil, toStatus(fmt.Errorf("%w: count %d (1..%d)", ErrInvalid, req.Count, maxIDsPerCall))
+	}
+	cli, err := v.s.route(ctx, req.NoForward)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if cli != nil {
+		return forwarded(ctx, req, func(r *pcspb.AllocIDsRequest) { r.NoForward = true }, cli.AllocIDs)
+	}
+	first, err := v.s.allocIDs(ctx, req.Kind, uint64(req.Count))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pcspb.AllocIDsResponse{First: first, Count: req.Count}, nil
+}
+
+// allocIDs hands out count ids of kind from the in-memory block, reserving a new block through
+// Raft when it runs short. Blocks are disjoint, so no id is handed out twice, even by a
+// deposed primary.
+func (s *Server) allocIDs(ctx context.Context, kind string, count uint64) (uint64, error) {
+	s.ids.Lock()
+	defer s.ids.Unlock()
+	b := s.ids.blocks[kind]
+	if b == nil || b.end-b.next < count {
+		size := max(count, s.cfg.IDBlock)
+		res, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_AllocIds{AllocIds: &pcspb.CmdAllocIDs{Kind: kind, Count: size}}})
+		if err != nil {
+			return 0, err
+		}
+		b = &idBlock{next: res.First, end: res.First + size}
+		s.ids.blocks[kind] = b
+	}
+	first := b.next
+	b.next += count
+	s.metrics.ids.WithLabelValues(kind).Add(float64(count))
+	return first, nil
+}
+
+func (v *service) Tso(stream pcspb.PCS_TsoServer) error {
+	ctx := stream.Context()
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		first, err := v.s.nextTS(ctx, req.Count)
+		if err != nil {
+			return toStatus(err)
+		}
+		if err := stream.Send(&pcspb.TsoResponse{First: first, Count: req.Count}); err != nil {
+			return err
+		}
+	}
+}
+
+// nextTS serves count timestamps on the primary while its lease holds.
+func (s *Server) nextTS(ctx context.Context, count uint32) (uint64, error) {
+	if count == 0 || count > tso.MaxBatch {
+		return 0, fmt.Errorf("%w: %d (1..%d)", tso.ErrBadCount, count, tso.MaxBatch)
+	}
+	for {
+		if s.transferring.Load() || !s.isPrimary() {
+			if _, err := s.route(ctx, true); err != nil {
+				return 0, err
+			}
+			if s.transferring.Load() {
+				return 0, s.notPrimary()
+			}
+			continue
+		}
+		if !s.leaseValid() {
+			if err := s.renewLease(); err != nil {
+				return 0, s.notPrimary()
+			}
+		}
+		first, err := s.oracle.Next(count)
+		switch {
+		case err == nil:
+			s.metrics.tsoRequests.Inc()
+			s.metrics.tsoTimestamps.Add(float64(count))
+			return first, nil
+		case errors.Is(err, tso.ErrLogicalOverflow):
+			time.Sleep(100 * time.Microsecond)
+		case errors.Is(err, tso.ErrWindowExhausted):
+			select {
+			case s.extendCh <- struct{}{}:
+			default:
+			}
+			select {
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			case <-time.After(time.Millisecond):
+			}
+		case errors.Is(err, tso.ErrNotServing):
+			// Lost office between the check and the call: route again.
+		default:
+			return 0, err
+		}
+	}
+}
+
+// ---- membership -------------------------------------------------------------------------------
+
+func (v *service) MemberAdd(ctx context.Context, req *pcspb.MemberAddRequest) (*pcspb.MemberAddResponse, error) {
+	if err := meta.ValidateMember(&pcspb.Member{Name: req.Name, PeerAddr: req.PeerAddr}); err != nil {
+		return nil, toStatus(err)
+	}
+	if req.PeerAddr == "" {
+		return nil, toStatus(fmt.Errorf("%w: peer address is required", ErrInvalid))
+	}
+	cli, err := v.s.route(ctx, req.NoForward)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if cli != nil {
+		return forwarded(ctx, req, func(r *pcspb.MemberAddRequest) { r.NoForward = true }, cli.MemberAdd)
+	}
+	s := v.s
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, toStatus(err)
+	}
+	for _, srv := range f.Configuration().Servers {
+		sameID, sameAddr := string(srv.ID) == req.Name, string(srv.Address) == req.PeerAddr
+		if sameID && sameAddr && (srv.Suffrage == raft.Voter) == !req.NonVoter {
+			// Already added exactly so (a join retried after a lost answer).
+			members, err := s.members()
+			return &pcspb.MemberAddResponse{Members: members}, toStatus(err)
+		}
+		if sameID || sameAddr {
+			return nil, toStatus(fmt.Errorf("%w: %s at %s", ErrMemberExists, srv.ID, srv.Address))
+		}
+	}
+	var fut raft.IndexFuture
+	if req.NonVoter {
+		fut = s.raft.AddNonvoter(raft.ServerID(req.Name), raft.ServerAddress(req.PeerAddr), 0, maxMemberChange)
+	} else {
+		fut = s.raft.AddVoter(raft.ServerID(req.Name), raft.ServerAddress(req.PeerAddr), 0, maxMemberChange)
+	}
+	if err := fut.Error(); err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Info("member added", "member", req.Name, "peer_addr", req.PeerAddr, "voter", !req.NonVoter)
+	members, err := s.members()
+	return &pcspb.MemberAddResponse{Members: members}, toStatus(err)
+}
+
+func (v *service) MemberRemove(ctx context.Context, req *pcspb.MemberRemoveRequest) (*pcspb.MemberRemoveResponse, error) {
+	if req.Name == "" {
+		return nil, toStatus(fmt.Errorf("%w: member name is required", ErrInvalid))
+	}
+	cli, err := v.s.route(ctx, req.NoForward)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if cli != nil {
+		return forwarded(ctx, req, func(r *pcspb.MemberRemoveRequest) { r.NoForward = true }, cli.MemberRemove)
+	}
+	s := v.s
+	members, err := s.members()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	found := false
+	for _, m := range members {
+		found = found || m.Name == req.Name
+	}
+	if !found {
+		return nil, toStatus(fmt.Errorf("%w: %q", ErrMemberNotFound, req.Name))
+	}
+	if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_RemoveMember{RemoveMember: &pcspb.CmdRemoveMember{Name: req.Name}}}); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.raft.RemoveServer(raft.ServerID(req.Name), 0, maxMemberChange).Error(); err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Info("member removed", "member", req.Name)
+	members, err = s.members()
+	return &pcspb.MemberRemoveResponse{Members: members}, toStatus(err)
+}
+
+func (v *service) MemberTransfer(ctx context.Context, req *pcspb.MemberTransferRequest) (*pcspb.MemberTransferResponse, error) {
+	cli, err := v.s.route(ctx, req.NoForward)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if cli != nil {
+		return forwarded(ctx, req, func(r *pcspb.MemberTransferRequest) { r.NoForward = true }, cli.MemberTransfer)
+	}
+	s := v.s
+	var fut raft.Future
+	if req.Name != "" {
+		members, err := s.members()
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		var target *pcspb.Member
+		for _, m := range members {
+			if m.Name == req.Name {
+				target = m
+			}
+		}
+		switch {
+		case target == nil:
+			return nil, toStatus(fmt.Errorf("%w: %q", ErrMemberNotFound, req.Name))
+		case !target.Voter:
+			return nil, toStatus(fmt.Errorf("%w: %q is a non-voter and cannot become primary", ErrInvalid, req.Name))
+		case target.Name == s.cfg.Name:
+			return &pcspb.MemberTransferResponse{PrimaryName: s.cfg.Name}, nil
+		}
+		s.transferring.Store(true)
+		fut = s.raft.LeadershipTransferToServer(raft.ServerID(target.Name), raft.ServerAddress(target.PeerAddr))
+	} else {
+		s.transferring.Store(true)
+		fut = s.raft.LeadershipTransfer()
+	}
+	if err := fut.Error(); err != nil {
+		s.transferring.Store(false)
+		return nil, toStatus(fmt.Errorf("transferring the primary role: %w", err))
+	}
+	_, id := s.raft.LeaderWithID()
+	return &pcspb.MemberTransferResponse{PrimaryName: string(id)}, nil
+}
+
+func (v *service) MemberUpdate(ctx context.Context, req *pcspb.MemberUpdateRequest) (*pcspb.MemberUpdateResponse, error) {
+	if err := meta.ValidateMember(req.Member); err != nil {
+		return nil, toStatus(err)
+	}
+	if !v.s.isPrimary() {
+		return nil, toStatus(v.s.notPrimary())
+	}
+	members, err := v.s.members()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	known := false
+	for _, m := range members {
+		known = known || m.Name == req.Member.Name
+	}
+	if !known {
+		return nil, toStatus(fmt.Errorf("%w: %q", ErrMemberNotFound, req.Member.Name))
+	}
+	if _, err := v.s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_SetMember{SetMember: &pcspb.CmdSetMember{Member: req.Member}}}); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pcspb.MemberUpdateResponse{}, nil
+}
+
+// ---- admin ------------------------------------------------------------------------------------
+
+func (v *service) GetLogLevel(context.Context, *pcspb.GetLogLevelRequest) (*pcspb.GetLogLevelResponse, error) {
+	return &pcspb.GetLogLevelResponse{Level: strings.ToLower(v.s.logLevel().String())}, nil
+}
+
+func (v *service) SetLogLevel(_ context.Context, req *pcspb.SetLogLevelRequest) (*pcspb.SetLogLevelResponse, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(req.Level)); err != nil {
+		return nil, toStatus(fmt.Errorf("%w: log level %q: want debug, info, warn or error", ErrInvalid, req.Level))
+	}
+	if v.s.cfg.LogLevel == nil {
+		return nil, toStatus(fmt.Errorf("%w: this node's log level is fixed", ErrInvalid))
+	}
+	v.s.cfg.LogLevel.Set(l)
+	v.s.group.SetLogLevel(l)
+	v.s.log.Info("log level changed", "level", l)
+	return &pcspb.SetLogLevelResponse{Level: strings.ToLower(l.String())}, nil
+}
+
+func (s *Server) logLevel() slog.Level {
+	if s.cfg.LogLevel == nil {
+		return slog.LevelInfo
+	}
+	return s.cfg.LogLevel.Level()
+}

@@ -206,8 +206,8 @@ func newHCLogger(l *slog.Logger) hclog.Logger {
 		return hclog.NewNullLogger()
 	}
 	return hclog.New(&hclog.LoggerOptions{
-		Name:       "raft",
-		Level:      hclog.Info,
+		Name:        "raft",
+		Level:       hclog.Info,
 		Output:      slogWriter{l.With("component", "raft")},
 		DisableTime: true,
 	})

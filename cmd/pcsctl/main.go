@@ -1,0 +1,66 @@
+// Command pcsctl is the operator's CLI for PCS: status, membership, the system key-value
+// namespace, timestamps, ids and log levels. It is a thin layer over the Go client.
+//
+// Exit codes: 0 on success; 1 with a one-line error on stderr otherwise.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/postdb/pcs/client"
+)
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "pcsctl:", oneLine(err))
+		os.Exit(1)
+	}
+}
+
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
+
+// globals are the flags every command shares.
+type globals struct {
+	endpoints []string
+	output    string
+	timeout   time.Duration
+}
+
+func (g *globals) client() (*client.Client, error) {
+	return client.New(g.endpoints)
+}
+
+func (g *globals) ctx(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(cmd.Context(), g.timeout)
+}
+
+func newRootCmd() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "pcsctl",
+		Short:         "Operate a PCS cluster",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if g.output != "table" && g.output != "json" {
+				return fmt.Errorf("-o %q: want table or json", g.output)
+			}
+			if len(g.endpoints) == 0 {
+				return fmt.Errorf("--endpoints: at least one address is required")
+			}
+			return nil
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringSliceVar(&g.endpoints, "endpoints", []string{"127.0.0.1:3379"}, "PCS client addresses, comma-separated")
+	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "deadline of the whole command")
+	root.AddCommand(statusCmd(g), memberCmd(g), kvCmd(g), tsoCmd(g), idCmd(g), logLevelCmd(g))
+	return root
+}

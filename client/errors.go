@@ -90,3 +90,7 @@ func notPrimary(err error) *pcspb.NotPrimary {
 func retryable(err error) bool {
 	return status.Code(err) == codes.Unavailable
 }
+
+// MapError maps an error from a raw pcspb call to the client's errors (for callers that use the
+// generated stubs directly).
+func MapError(err error) error { return fromStatus(err) }

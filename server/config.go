@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -36,6 +37,10 @@ type Config struct {
 	// HTTPAddr is the HTTP listen address (/health, /ready, /status, /metrics, /debug/pprof).
 	// Empty disables HTTP. Default 127.0.0.1:3381.
 	HTTPAddr string
+	// ClientListener and HTTPListener, if set, are used instead of binding ClientAddr and
+	// HTTPAddr (tests, embedding); Raft.PeerListener likewise for the peer address.
+	ClientListener, HTTPListener net.Listener
+
 	// InitialCluster bootstraps a new cluster with these voters; it must name this node. Used
 	// only when DataDir holds no state. Empty (and no Join) bootstraps a single-node cluster.
 	InitialCluster []Peer
@@ -93,7 +98,7 @@ func (c Config) Validate() error {
 		return err
 	}
 	switch {
-	case c.ClientAddr == "":
+	case c.ClientAddr == "" && c.ClientListener == nil:
 		return errors.New("client address is required")
 	case c.LeaseRatio <= 0 || c.LeaseRatio >= 1:
 		return fmt.Errorf("lease ratio %v must be in (0, 1)", c.LeaseRatio)

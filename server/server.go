@@ -25,6 +25,7 @@ import (
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/internal/clock"
+	"github.com/postdb/pcs/internal/dirlock"
 	"github.com/postdb/pcs/internal/meta"
 	"github.com/postdb/pcs/internal/raftgroup"
 	"github.com/postdb/pcs/internal/tso"
@@ -67,6 +68,7 @@ type Server struct {
 	}
 	extendCh chan struct{}
 	needJoin bool
+	dirLock  *dirlock.Lock
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -99,29 +101,38 @@ func New(cfg Config) (*Server, error) {
 	s.metrics = newMetrics(s)
 	s.fsm = meta.New(meta.Options{History: cfg.History, Logger: log, ObserveApply: s.metrics.observeApply})
 
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+	var err error
+	if err = os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if s.dirLock, err = dirlock.Acquire(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Server, error) {
+		s.closeListeners()
+		s.dirLock.Release()
+		return nil, err
 	}
 	hasState, err := raftgroup.HasState(cfg.DataDir)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
-	var err2 error
-	if s.grpcLn, err2 = net.Listen("tcp", cfg.ClientAddr); err2 != nil {
-		return nil, fmt.Errorf("client address: %w", err2)
+	s.grpcLn, s.httpLn = cfg.ClientListener, cfg.HTTPListener
+	if s.grpcLn == nil {
+		if s.grpcLn, err = net.Listen("tcp", cfg.ClientAddr); err != nil {
+			return fail(fmt.Errorf("client address: %w", err))
+		}
 	}
-	if cfg.HTTPAddr != "" {
-		if s.httpLn, err2 = net.Listen("tcp", cfg.HTTPAddr); err2 != nil {
-			s.grpcLn.Close()
-			return nil, fmt.Errorf("http address: %w", err2)
+	if s.httpLn == nil && cfg.HTTPAddr != "" {
+		if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return fail(fmt.Errorf("http address: %w", err))
 		}
 	}
 	rc := cfg.Raft
 	rc.Name, rc.Dir, rc.Logger = cfg.Name, cfg.DataDir, log
 	s.group, err = raftgroup.Open(rc, s.fsm)
 	if err != nil {
-		s.closeListeners()
-		return nil, err
+		return fail(err)
 	}
 	s.raft = s.group.Raft
 	if !hasState && len(cfg.Join) == 0 {
@@ -139,8 +150,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		if err := s.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
 			s.group.Close()
-			s.closeListeners()
-			return nil, fmt.Errorf("bootstrap: %w", err)
+			return fail(fmt.Errorf("bootstrap: %w", err))
 		}
 		log.Info("bootstrapped cluster", "members", len(servers))
 	}
@@ -222,6 +232,7 @@ func (s *Server) Close() error {
 	err := s.group.Close()
 	s.wg.Wait()
 	s.peers.close()
+	s.dirLock.Release()
 	return err
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 )
 
 // Config configures a Raft group member. Durations are wall durations.
@@ -31,6 +32,8 @@ type Config struct {
 	Dir string
 	// PeerAddr is the TCP address Raft binds and advertises. Port 0 picks a free port.
 	PeerAddr string
+	// PeerListener, if set, is used instead of binding PeerAddr (tests, embedding).
+	PeerListener net.Listener
 
 	// HeartbeatTimeout: a follower starts an election after this long without the leader
 	// (randomised up to twice as long). Default 200ms.
@@ -76,7 +79,7 @@ func (c Config) Validate() error {
 		return errors.New("raftgroup: name is required")
 	case c.Dir == "":
 		return errors.New("raftgroup: data dir is required")
-	case c.PeerAddr == "":
+	case c.PeerAddr == "" && c.PeerListener == nil:
 		return errors.New("raftgroup: peer address is required")
 	case c.HeartbeatTimeout < 5*time.Millisecond || c.ElectionTimeout < 5*time.Millisecond:
 		return errors.New("raftgroup: heartbeat and election timeouts must be at least 5ms")
@@ -98,6 +101,7 @@ type Group struct {
 	Transport *raft.NetworkTransport
 	Snapshots *raft.FileSnapshotStore
 	wal       *wal.WAL
+	meta      *metadb.BoltMetaDB
 	hlog      hclog.Logger
 }
 
@@ -111,19 +115,22 @@ func Open(cfg Config, fsm raft.FSM) (*Group, error) {
 	if err := os.MkdirAll(walDir, 0o755); err != nil {
 		return nil, fmt.Errorf("raftgroup: %w", err)
 	}
-	logs, err := wal.Open(walDir)
+	logs, meta, err := openWAL(walDir)
 	if err != nil {
-		return nil, fmt.Errorf("raftgroup: opening log in %s: %w", walDir, err)
+		return nil, err
 	}
+	closeLogs := func() { logs.Close(); meta.Close() }
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.SnapshotsRetained, hlog)
 	if err != nil {
-		logs.Close()
+		closeLogs()
 		return nil, fmt.Errorf("raftgroup: opening snapshots: %w", err)
 	}
-	ln, err := net.Listen("tcp", cfg.PeerAddr)
-	if err != nil {
-		logs.Close()
-		return nil, fmt.Errorf("raftgroup: listening on peer address %s: %w", cfg.PeerAddr, err)
+	ln := cfg.PeerListener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.PeerAddr); err != nil {
+			closeLogs()
+			return nil, fmt.Errorf("raftgroup: listening on peer address %s: %w", cfg.PeerAddr, err)
+		}
 	}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  &tcpStream{ln: ln},
@@ -147,10 +154,10 @@ func Open(cfg Config, fsm raft.FSM) (*Group, error) {
 	r, err := raft.NewRaft(rc, fsm, logs, logs, snaps, trans)
 	if err != nil {
 		trans.Close()
-		logs.Close()
+		closeLogs()
 		return nil, fmt.Errorf("raftgroup: starting raft: %w", err)
 	}
-	return &Group{Raft: r, Transport: trans, Snapshots: snaps, wal: logs, hlog: hlog}, nil
+	return &Group{Raft: r, Transport: trans, Snapshots: snaps, wal: logs, meta: meta, hlog: hlog}, nil
 }
 
 // HasState reports whether dir holds Raft state from an earlier run.
@@ -159,11 +166,11 @@ func HasState(dir string) (bool, error) {
 	if _, err := os.Stat(walDir); errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
-	logs, err := wal.Open(walDir)
+	logs, meta, err := openWAL(walDir)
 	if err != nil {
-		return false, fmt.Errorf("raftgroup: opening log in %s: %w", walDir, err)
+		return false, err
 	}
-	defer logs.Close()
+	defer func() { logs.Close(); meta.Close() }()
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 1, hclog.NewNullLogger())
 	if err != nil {
 		return false, err
@@ -183,7 +190,22 @@ func (g *Group) Close() error {
 	if cerr := g.wal.Close(); err == nil {
 		err = cerr
 	}
+	if cerr := g.meta.Close(); err == nil {
+		err = cerr
+	}
 	return err
+}
+
+// openWAL opens the log with a metadata store that we close ourselves: raft-wal v0.4.0's
+// Close leaves its metadata database (and its file lock) open.
+func openWAL(dir string) (*wal.WAL, *metadb.BoltMetaDB, error) {
+	meta := &metadb.BoltMetaDB{}
+	logs, err := wal.Open(dir, wal.WithMetaStore(meta))
+	if err != nil {
+		meta.Close()
+		return nil, nil, fmt.Errorf("raftgroup: opening log in %s: %w", dir, err)
+	}
+	return logs, meta, nil
 }
 
 // tcpStream is raft's StreamLayer over an already bound listener.

@@ -476,6 +476,9 @@ func (s *Server) followerLoop(ctx context.Context) {
 			if pos := s.fsm.Position(); pos.AppliedIndex >= target {
 				if _, id := s.raft.LeaderWithID(); id != "" {
 					s.caughtUp.Store(true)
+					if err := s.registerSelf(ctx); err != nil {
+						s.log.Debug("recording member", "err", err)
+					}
 				}
 			}
 			changed = s.fsm.Changed()

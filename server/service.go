@@ -539,8 +539,17 @@ func (v *service) MemberTransfer(ctx context.Context, req *pcspb.MemberTransferR
 		s.transferring.Store(false)
 		return nil, toStatus(fmt.Errorf("transferring the primary role: %w", err))
 	}
-	_, id := s.raft.LeaderWithID()
-	return &pcspb.MemberTransferResponse{PrimaryName: string(id)}, nil
+	// The target has won its election; wait until this node has heard from it.
+	for {
+		if _, id := s.raft.LeaderWithID(); id != "" && string(id) != s.cfg.Name {
+			return &pcspb.MemberTransferResponse{PrimaryName: string(id)}, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, toStatus(ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 func (v *service) MemberUpdate(ctx context.Context, req *pcspb.MemberUpdateRequest) (*pcspb.MemberUpdateResponse, error) {

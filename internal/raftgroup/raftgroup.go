@@ -53,6 +53,9 @@ type Config struct {
 	TrailingLogs uint64
 	// SnapshotsRetained: snapshots kept on disk. Default 2.
 	SnapshotsRetained int
+	// SegmentSize is the size in bytes of a log segment file; compaction frees whole segments.
+	// Default 64 MiB.
+	SegmentSize int
 
 	// Logger receives Raft's own logs; nil discards them.
 	Logger *slog.Logger
@@ -69,6 +72,7 @@ func DefaultConfig() Config {
 		SnapshotThreshold:  8192,
 		TrailingLogs:       10240,
 		SnapshotsRetained:  2,
+		SegmentSize:        64 << 20,
 	}
 }
 
@@ -89,6 +93,8 @@ func (c Config) Validate() error {
 		return errors.New("raftgroup: commit timeout must be positive")
 	case c.SnapshotThreshold == 0 || c.SnapshotInterval <= 0:
 		return errors.New("raftgroup: snapshot threshold and interval must be positive")
+	case c.SegmentSize < 4096:
+		return errors.New("raftgroup: log segment size must be at least 4096 bytes")
 	case c.SnapshotsRetained < 1:
 		return errors.New("raftgroup: at least one snapshot must be retained")
 	}
@@ -115,7 +121,7 @@ func Open(cfg Config, fsm raft.FSM) (*Group, error) {
 	if err := os.MkdirAll(walDir, 0o755); err != nil {
 		return nil, fmt.Errorf("raftgroup: %w", err)
 	}
-	logs, meta, err := openWAL(walDir)
+	logs, meta, err := openWAL(walDir, cfg.SegmentSize)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +172,7 @@ func HasState(dir string) (bool, error) {
 	if _, err := os.Stat(walDir); errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
-	logs, meta, err := openWAL(walDir)
+	logs, meta, err := openWAL(walDir, DefaultConfig().SegmentSize)
 	if err != nil {
 		return false, err
 	}
@@ -177,6 +183,9 @@ func HasState(dir string) (bool, error) {
 	}
 	return raft.HasExistingState(logs, logs, snaps)
 }
+
+// FirstIndex is the first index still in the log (it rises as snapshots compact the log).
+func (g *Group) FirstIndex() (uint64, error) { return g.wal.FirstIndex() }
 
 // LocalAddr is the advertised peer address.
 func (g *Group) LocalAddr() string { return string(g.Transport.LocalAddr()) }
@@ -198,9 +207,9 @@ func (g *Group) Close() error {
 
 // openWAL opens the log with a metadata store that we close ourselves: raft-wal v0.4.0's
 // Close leaves its metadata database (and its file lock) open.
-func openWAL(dir string) (*wal.WAL, *metadb.BoltMetaDB, error) {
+func openWAL(dir string, segmentSize int) (*wal.WAL, *metadb.BoltMetaDB, error) {
 	meta := &metadb.BoltMetaDB{}
-	logs, err := wal.Open(dir, wal.WithMetaStore(meta))
+	logs, err := wal.Open(dir, wal.WithMetaStore(meta), wal.WithSegmentSize(segmentSize))
 	if err != nil {
 		meta.Close()
 		return nil, nil, fmt.Errorf("raftgroup: opening log in %s: %w", dir, err)

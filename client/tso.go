@@ -199,8 +199,9 @@ func (b *tsoBatcher) serve(st *tsoStream, batch []*tsoReq) *tsoStream {
 		if err == nil {
 			ts := resp.First
 			for _, r := range batch {
+				n := uint64(r.count) // read before answering: the caller reuses r at once
 				r.done <- tsoResult{first: ts}
-				ts += uint64(r.count)
+				ts += n
 			}
 			return st
 		}

@@ -23,11 +23,8 @@ import (
 type Options struct {
 	// MaxAttempts bounds the attempts of one call. Default 50.
 	MaxAttempts int
-	// BackoffBase is the first retry delay; it doubles up to BackoffMax. Defaults 5ms and 200ms.
+	// BackoffBase is the first retry delay; it doubles up to BackoffMax. Defaults 5ms and 100ms.
 	BackoffBase, BackoffMax time.Duration
-	// TSOMaxInFlight is the number of TSO batches the client keeps in flight on its stream.
-	// Default 1.
-	TSOMaxInFlight int
 }
 
 // Option changes Options.
@@ -60,7 +57,7 @@ func New(endpoints []string, opts ...Option) (*Client, error) {
 	if len(endpoints) == 0 {
 		return nil, fmt.Errorf("%w: no endpoints", ErrInvalidArgument)
 	}
-	o := Options{MaxAttempts: 50, BackoffBase: 5 * time.Millisecond, BackoffMax: 200 * time.Millisecond, TSOMaxInFlight: 1}
+	o := Options{MaxAttempts: 50, BackoffBase: 5 * time.Millisecond, BackoffMax: 100 * time.Millisecond}
 	for _, f := range opts {
 		f(&o)
 	}

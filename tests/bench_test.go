@@ -1,0 +1,150 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postdb/pcs/client"
+)
+
+// Process benchmarks: real binaries on loopback. They report percentiles as custom metrics
+// (ms); ns/op is the mean per iteration and includes set-up.
+//
+//	go test -run XXX -bench . -benchtime 12x ./tests
+
+func reportPercentiles(b *testing.B, name string, ds []time.Duration) {
+	if len(ds) == 0 {
+		return
+	}
+	slices.Sort(ds)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(ms(ds[len(ds)/2]), name+"-p50-ms")
+	b.ReportMetric(ms(ds[min(len(ds)-1, len(ds)*99/100)]), name+"-p99-ms")
+	b.ReportMetric(ms(ds[len(ds)-1]), name+"-max-ms")
+}
+
+// untilOK retries f until it succeeds and returns how long that took from start.
+func untilOK(b *testing.B, start time.Time, f func(ctx context.Context) error) time.Duration {
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := f(ctx)
+		cancel()
+		if err == nil {
+			return time.Since(start)
+		}
+		if time.Since(start) > 30*time.Second {
+			b.Fatalf("no success within 30s: %v", err)
+		}
+	}
+}
+
+// BenchmarkReadyAfterStart: a fresh 3-node group, from starting the processes to the first
+// acknowledged write and the first timestamp.
+func BenchmarkReadyAfterStart(b *testing.B) {
+	var write, ts []time.Duration
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		pc := startCluster(b, 3)
+		c, _ := client.New(pc.endpoints(), client.WithBackoff(time.Millisecond, 20*time.Millisecond))
+		write = append(write, untilOK(b, start, func(ctx context.Context) error {
+			_, err := c.Put(ctx, []byte("k"), []byte("v"))
+			return err
+		}))
+		ts = append(ts, untilOK(b, start, func(ctx context.Context) error { _, err := c.GetTS(ctx); return err }))
+		c.Close()
+		for _, p := range pc.procs {
+			p.kill()
+		}
+	}
+	reportPercentiles(b, "first-write", write)
+	reportPercentiles(b, "first-tso", ts)
+}
+
+// BenchmarkRestartReady: a single node restarted on existing data, until its first write.
+func BenchmarkRestartReady(b *testing.B) {
+	pc := startCluster(b, 1)
+	c := pc.client()
+	p := pc.procs[0]
+	var ready []time.Duration
+	for i := 0; i < b.N; i++ {
+		untilOK(b, time.Now(), func(ctx context.Context) error { _, err := c.Put(ctx, []byte("k"), []byte("v")); return err })
+		p.kill()
+		start := time.Now()
+		p.start()
+		ready = append(ready, untilOK(b, start, func(ctx context.Context) error {
+			_, err := c.Put(ctx, []byte("k"), []byte("v"))
+			return err
+		}))
+	}
+	reportPercentiles(b, "restart-write", ready)
+}
+
+// BenchmarkFailover: SIGKILL the primary of a 3-node group; time until the first successful
+// write and the first timestamp through the client.
+func BenchmarkFailover(b *testing.B) {
+	pc := startCluster(b, 3)
+	c := pc.client()
+	var write, ts []time.Duration
+	for i := 0; i < b.N; i++ {
+		victim := pc.primary(c)
+		// Warm: the client knows the primary and has a TSO stream to it.
+		untilOK(b, time.Now(), func(ctx context.Context) error { _, err := c.Put(ctx, []byte("k"), []byte("v")); return err })
+		untilOK(b, time.Now(), func(ctx context.Context) error { _, err := c.GetTS(ctx); return err })
+		start := time.Now()
+		victim.kill()
+		done := make(chan time.Duration)
+		go func() {
+			done <- untilOK(b, start, func(ctx context.Context) error { _, err := c.GetTS(ctx); return err })
+		}()
+		write = append(write, untilOK(b, start, func(ctx context.Context) error {
+			_, err := c.Put(ctx, []byte(fmt.Sprint("k", i)), []byte("v"))
+			return err
+		}))
+		ts = append(ts, <-done)
+		victim.start()
+		pc.waitConverged(c, 30*time.Second)
+	}
+	reportPercentiles(b, "write", write)
+	reportPercentiles(b, "tso", ts)
+}
+
+// BenchmarkGracefulTransfer: pcsctl member transfer, until the new primary takes a write.
+func BenchmarkGracefulTransfer(b *testing.B) {
+	pc := startCluster(b, 3)
+	c := pc.client()
+	pc.primary(c)
+	var took []time.Duration
+	for i := 0; i < b.N; i++ {
+		untilOK(b, time.Now(), func(ctx context.Context) error { _, err := c.Put(ctx, []byte("k"), []byte("v")); return err })
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if _, err := c.MemberTransfer(ctx, ""); err != nil {
+			b.Fatal(err)
+		}
+		cancel()
+		took = append(took, untilOK(b, start, func(ctx context.Context) error {
+			_, err := c.Put(ctx, []byte("k"), []byte("v"))
+			return err
+		}))
+	}
+	reportPercentiles(b, "transfer", took)
+}
+
+// TestPcsbenchRuns: pcsbench's summary line is printed and counts operations.
+func TestPcsbenchRuns(t *testing.T) {
+	pc := startCluster(t, 3)
+	pc.primary(pc.client())
+	eps := strings.Join(pc.endpoints(), ",")
+	for _, sub := range []string{"tso", "put"} {
+		code, out := run(t, time.Minute, "pcsbench", sub, "--endpoints", eps, "--clients", "2", "--concurrency", "4", "--duration", "500ms")
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		last := lines[len(lines)-1]
+		if code != 0 || !strings.HasPrefix(last, sub+" ops/s=") || strings.Contains(last, "ops/s=0 ") || !strings.HasSuffix(last, "errors=0") {
+			t.Fatalf("pcsbench %s: exit %d, summary %q\n%s", sub, code, last, out)
+		}
+	}
+}

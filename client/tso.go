@@ -15,34 +15,52 @@ import (
 // millisecond).
 const maxTSOBatch = 1 << 18
 
+// tsoMaxInFlight is how many batches may be on the stream at once. While they are in flight,
+// new callers gather into the next batch.
+const tsoMaxInFlight = 4
+
 type tsoResult struct {
 	first uint64
 	err   error
 }
 
 type tsoReq struct {
-	ctx   context.Context
-	count uint32
-	done  chan tsoResult // buffered 1
+	ctx      context.Context
+	count    uint32
+	attempts int
+	done     chan tsoResult // buffered 1
 }
 
 var tsoReqPool = sync.Pool{New: func() any { return &tsoReq{done: make(chan tsoResult, 1)} }}
 
-// tsoBatcher turns many concurrent GetTS calls into few stream round trips: one goroutine
-// collects every pending request, asks the primary for their sum in one message and splits
-// the answer.
+// answer delivers a result. It reads nothing from r afterwards: the caller reuses r at once.
+func (r *tsoReq) answer(res tsoResult) { r.done <- res }
+
+// tsoBatcher turns many concurrent GetTS calls into few stream round trips, pipelined.
+//
+// Callers append requests to a pending list (a mutex-guarded slice: a thousand callers contend
+// far less on it than on a channel). The sender goroutine takes the whole list, sends one
+// request for the sum of their counts on the session's stream, and goes back for more while
+// up to tsoMaxInFlight batches are in flight. The session's receiver goroutine matches answers
+// to batches in order and splits them. When a stream fails, its in-flight batches go back to
+// the front of the pending list and are sent again on a new stream (to the new primary), so a
+// caller gets a timestamp issued after the failure, never one from a deposed primary.
 type tsoBatcher struct {
-	c      *Client
-	reqs   chan *tsoReq
-	stop   chan struct{}
-	once   sync.Once
-	wg     sync.WaitGroup
-	closed chan struct{}
+	c    *Client
+	wake chan struct{} // capacity 1: "the pending list became non-empty"
+	stop chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+
+	mu struct {
+		sync.Mutex
+		pending []*tsoReq
+		closed  bool
+	}
 }
 
 func newTSOBatcher(c *Client) *tsoBatcher {
-	b := &tsoBatcher{c: c, reqs: make(chan *tsoReq, 16384), stop: make(chan struct{}), closed: make(chan struct{})}
-	return b
+	return &tsoBatcher{c: c, wake: make(chan struct{}, 1), stop: make(chan struct{})}
 }
 
 func (b *tsoBatcher) start() {
@@ -53,12 +71,47 @@ func (b *tsoBatcher) start() {
 }
 
 func (b *tsoBatcher) close() {
-	select {
-	case <-b.stop:
-	default:
+	b.mu.Lock()
+	if !b.mu.closed {
+		b.mu.closed = true
 		close(b.stop)
 	}
+	b.mu.Unlock()
 	b.wg.Wait()
+	b.mu.Lock()
+	pending := b.mu.pending
+	b.mu.pending = nil
+	b.mu.Unlock()
+	failAll(pending, fmt.Errorf("%w: client closed", ErrUnavailable))
+}
+
+func failAll(reqs []*tsoReq, err error) {
+	for _, r := range reqs {
+		r.answer(tsoResult{err: err})
+	}
+}
+
+// enqueue adds requests to the pending list (front: retried ones first); false if closed.
+func (b *tsoBatcher) enqueue(front bool, reqs ...*tsoReq) bool {
+	b.mu.Lock()
+	if b.mu.closed {
+		b.mu.Unlock()
+		return false
+	}
+	first := len(b.mu.pending) == 0
+	if front {
+		b.mu.pending = append(reqs, b.mu.pending...)
+	} else {
+		b.mu.pending = append(b.mu.pending, reqs...)
+	}
+	b.mu.Unlock()
+	if first {
+		select {
+		case b.wake <- struct{}{}:
+		default:
+		}
+	}
+	return true
 }
 
 // GetTS returns one timestamp.
@@ -69,162 +122,158 @@ func (c *Client) GetTSBatch(ctx context.Context, count uint32) (uint64, error) {
 	if count == 0 || count > maxTSOBatch {
 		return 0, fmt.Errorf("%w: timestamp count %d (1..%d)", ErrInvalidArgument, count, maxTSOBatch)
 	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	b := c.tso
 	b.start()
 	r := tsoReqPool.Get().(*tsoReq)
-	r.ctx, r.count = ctx, count
-	select {
-	case b.reqs <- r:
-	case <-ctx.Done():
-		tsoReqPool.Put(r)
-		return 0, ctx.Err()
-	case <-b.stop:
+	r.ctx, r.count, r.attempts = ctx, count, 0
+	if !b.enqueue(false, r) {
 		tsoReqPool.Put(r)
 		return 0, fmt.Errorf("%w: client closed", ErrUnavailable)
 	}
-	select {
-	case res := <-r.done:
-		r.ctx = nil
-		tsoReqPool.Put(r)
-		return res.first, res.err
-	case <-ctx.Done():
-		return 0, ctx.Err() // r is abandoned: the batcher may still answer into it
+	var res tsoResult
+	if done := ctx.Done(); done == nil {
+		res = <-r.done
+	} else {
+		select {
+		case res = <-r.done:
+		case <-done:
+			return 0, ctx.Err() // r is abandoned: the batcher may still answer into it
+		}
 	}
+	r.ctx = nil
+	tsoReqPool.Put(r)
+	return res.first, res.err
 }
 
-type tsoStream struct {
+// tsoSession is one Tso stream to one primary, with its in-flight batches in send order.
+type tsoSession struct {
+	b      *tsoBatcher
 	stream pcspb.PCS_TsoClient
 	cancel context.CancelFunc
 	addr   string
+	slots  chan struct{} // one token per batch that may be in flight
+
+	mu struct {
+		sync.Mutex
+		inflight [][]*tsoReq
+		failed   bool
+	}
+	failedCh chan struct{}
 }
 
 func (b *tsoBatcher) run() {
 	var (
-		st    *tsoStream
-		batch []*tsoReq
-		carry *tsoReq
+		sess    *tsoSession
+		backoff = b.c.opts.BackoffBase
 	)
 	defer func() {
-		if st != nil {
-			st.cancel()
-		}
-		for {
-			select {
-			case r := <-b.reqs:
-				r.done <- tsoResult{err: fmt.Errorf("%w: client closed", ErrUnavailable)}
-			default:
-				return
-			}
+		if sess != nil {
+			sess.close()
 		}
 	}()
 	for {
-		batch = batch[:0]
-		if carry != nil {
-			batch, carry = append(batch, carry), nil
-		} else {
-			select {
-			case r := <-b.reqs:
-				batch = append(batch, r)
-			case <-b.stop:
-				return
-			}
+		select {
+		case <-b.wake:
+		case <-b.stop:
+			return
 		}
-		total := batch[0].count
-	drain:
 		for {
-			select {
-			case r := <-b.reqs:
-				if total+r.count > maxTSOBatch {
-					carry = r
-					break drain
+			b.mu.Lock()
+			taken := b.mu.pending
+			b.mu.pending = nil
+			b.mu.Unlock()
+			if len(taken) == 0 {
+				break
+			}
+			taken = b.dropExpired(taken)
+			for len(taken) > 0 {
+				if sess == nil || sess.isFailed() {
+					if sess != nil {
+						sess.close()
+						sess = nil
+						if !b.sleep(backoff) {
+							failAll(taken, fmt.Errorf("%w: client closed", ErrUnavailable))
+							return
+						}
+						backoff = min(2*backoff, b.c.opts.BackoffMax)
+					}
+					var err error
+					sess, err = b.open()
+					if err != nil {
+						sess = nil
+						taken = b.retryOrFail(taken, err)
+						if !b.sleep(backoff) {
+							failAll(taken, fmt.Errorf("%w: client closed", ErrUnavailable))
+							return
+						}
+						backoff = min(2*backoff, b.c.opts.BackoffMax)
+						continue
+					}
 				}
-				batch = append(batch, r)
-				total += r.count
-			default:
-				break drain
+				n, total := 0, uint32(0)
+				for n < len(taken) && total+taken[n].count <= maxTSOBatch {
+					total += taken[n].count
+					n++
+				}
+				if !sess.send(taken[:n:n], total) {
+					continue // the session failed; its batches were requeued; taken is still ours
+				}
+				backoff = b.c.opts.BackoffBase
+				taken = taken[n:]
 			}
 		}
-		st = b.serve(st, batch)
 	}
 }
 
-// serve obtains timestamps for batch, retrying across primary changes, and answers every
-// request. It returns the stream to use next (nil after a failure).
-func (b *tsoBatcher) serve(st *tsoStream, batch []*tsoReq) *tsoStream {
-	c := b.c
-	backoff := c.opts.BackoffBase
-	var last error
-	for attempt := 0; ; attempt++ {
-		// Drop callers that gave up.
-		live := batch[:0]
-		var total uint32
-		for _, r := range batch {
-			if r.ctx.Err() != nil {
-				r.done <- tsoResult{err: r.ctx.Err()}
-				continue
-			}
-			live = append(live, r)
-			total += r.count
+// dropExpired answers requests whose callers gave up and returns the rest.
+func (b *tsoBatcher) dropExpired(reqs []*tsoReq) []*tsoReq {
+	live := reqs[:0]
+	for _, r := range reqs {
+		if err := r.ctx.Err(); err != nil {
+			r.answer(tsoResult{err: err})
+			continue
 		}
-		batch = live
-		if len(batch) == 0 {
-			return st
-		}
-		if attempt >= c.opts.MaxAttempts {
-			err := fmt.Errorf("after %d attempts: %w", attempt, fromStatus(last))
-			for _, r := range batch {
-				r.done <- tsoResult{err: err}
-			}
-			return st
-		}
-		if attempt > 0 {
-			select {
-			case <-time.After(backoff):
-			case <-b.stop:
-				for _, r := range batch {
-					r.done <- tsoResult{err: fmt.Errorf("%w: client closed", ErrUnavailable)}
-				}
-				return st
-			}
-			backoff = min(2*backoff, c.opts.BackoffMax)
-		}
-		var err error
-		if st == nil {
-			st, err = b.open()
-		}
-		var resp *pcspb.TsoResponse
-		if err == nil {
-			resp, err = st.roundTrip(total)
-		}
-		if err == nil {
-			ts := resp.First
-			for _, r := range batch {
-				n := uint64(r.count) // read before answering: the caller reuses r at once
-				r.done <- tsoResult{first: ts}
-				ts += n
-			}
-			return st
-		}
-		last = err
-		if st != nil {
-			st.cancel()
-			c.forgetPrimary(st.addr)
-			st = nil
-		}
-		if np := notPrimary(err); np != nil && np.PrimaryAddr != "" {
-			c.setPrimary(np.PrimaryAddr)
-		}
+		live = append(live, r)
+	}
+	return live
+}
+
+// retryOrFail counts an attempt against each request, fails those out of attempts (or whose
+// error is not retryable) and returns the rest.
+func (b *tsoBatcher) retryOrFail(reqs []*tsoReq, err error) []*tsoReq {
+	live := reqs[:0]
+	for _, r := range reqs {
+		r.attempts++
 		if !retryable(err) && !errors.Is(err, ErrUnavailable) {
-			err = fromStatus(err)
-			for _, r := range batch {
-				r.done <- tsoResult{err: err}
-			}
-			return nil
+			r.answer(tsoResult{err: fromStatus(err)})
+			continue
 		}
+		if r.attempts >= b.c.opts.MaxAttempts {
+			r.answer(tsoResult{err: fmt.Errorf("after %d attempts: %w", r.attempts, fromStatus(err))})
+			continue
+		}
+		if cerr := r.ctx.Err(); cerr != nil {
+			r.answer(tsoResult{err: cerr})
+			continue
+		}
+		live = append(live, r)
+	}
+	return live
+}
+
+func (b *tsoBatcher) sleep(d time.Duration) bool {
+	select {
+	case <-time.After(d):
+		return true
+	case <-b.stop:
+		return false
 	}
 }
 
-func (b *tsoBatcher) open() (*tsoStream, error) {
+func (b *tsoBatcher) open() (*tsoSession, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	addr, err := b.c.primary(ctx)
 	cancel()
@@ -239,24 +288,107 @@ func (b *tsoBatcher) open() (*tsoStream, error) {
 	stream, err := cli.Tso(sctx)
 	if err != nil {
 		scancel()
+		b.c.forgetPrimary(addr)
 		return nil, err
 	}
-	return &tsoStream{stream: stream, cancel: scancel, addr: addr}, nil
+	s := &tsoSession{b: b, stream: stream, cancel: scancel, addr: addr,
+		slots: make(chan struct{}, tsoMaxInFlight), failedCh: make(chan struct{})}
+	for i := 0; i < tsoMaxInFlight; i++ {
+		s.slots <- struct{}{}
+	}
+	b.wg.Add(1)
+	go func() { defer b.wg.Done(); s.receive() }()
+	return s, nil
 }
 
-func (s *tsoStream) roundTrip(count uint32) (*pcspb.TsoResponse, error) {
-	if err := s.stream.Send(&pcspb.TsoRequest{Count: count}); err != nil {
-		if errors.Is(err, io.EOF) {
-			_, err = s.stream.Recv() // the real status
+func (s *tsoSession) isFailed() bool {
+	select {
+	case <-s.failedCh:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *tsoSession) close() { s.cancel() }
+
+// send puts a batch on the stream; false if the session has failed (batch not taken).
+func (s *tsoSession) send(batch []*tsoReq, total uint32) bool {
+	select {
+	case <-s.slots:
+	case <-s.failedCh:
+		return false
+	}
+	s.mu.Lock()
+	if s.mu.failed {
+		s.mu.Unlock()
+		return false
+	}
+	s.mu.inflight = append(s.mu.inflight, batch)
+	s.mu.Unlock()
+	if err := s.stream.Send(&pcspb.TsoRequest{Count: total}); err != nil {
+		// The receiver sees the stream fail too and requeues everything in flight.
+		s.cancel()
+	}
+	return true
+}
+
+// receive matches answers to in-flight batches until the stream fails.
+func (s *tsoSession) receive() {
+	for {
+		resp, err := s.stream.Recv()
+		if err == nil {
+			s.mu.Lock()
+			batch := s.mu.inflight[0]
+			s.mu.inflight = s.mu.inflight[1:]
+			s.mu.Unlock()
+			var total uint32
+			for _, r := range batch {
+				total += r.count
+			}
+			if resp.Count != total {
+				err = fmt.Errorf("%w: asked for %d timestamps, got %d", ErrInternal, total, resp.Count)
+				s.fail(err, batch)
+				return
+			}
+			ts := resp.First
+			for _, r := range batch {
+				n := uint64(r.count)
+				r.answer(tsoResult{first: ts})
+				ts += n
+			}
+			s.slots <- struct{}{}
+			continue
 		}
-		return nil, err
+		if errors.Is(err, io.EOF) {
+			err = fmt.Errorf("%w: tso stream closed by %s", ErrUnavailable, s.addr)
+		}
+		s.fail(err, nil)
+		return
 	}
-	resp, err := s.stream.Recv()
-	if err != nil {
-		return nil, err
+}
+
+// fail marks the session failed and sends its in-flight batches (and extra) back for a retry.
+func (s *tsoSession) fail(err error, extra []*tsoReq) {
+	s.mu.Lock()
+	s.mu.failed = true
+	var reqs []*tsoReq
+	for _, batch := range s.mu.inflight {
+		reqs = append(reqs, batch...)
 	}
-	if resp.Count != count {
-		return nil, fmt.Errorf("%w: asked for %d timestamps, got %d", ErrInternal, count, resp.Count)
+	s.mu.inflight = nil
+	s.mu.Unlock()
+	close(s.failedCh)
+	s.cancel()
+	reqs = append(extra, reqs...)
+	c := s.b.c
+	if np := notPrimary(err); np != nil && np.PrimaryAddr != "" && np.PrimaryAddr != s.addr {
+		c.setPrimary(np.PrimaryAddr)
+	} else {
+		c.forgetPrimary(s.addr)
 	}
-	return resp, nil
+	reqs = s.b.retryOrFail(reqs, err)
+	if len(reqs) > 0 && !s.b.enqueue(true, reqs...) {
+		failAll(reqs, fmt.Errorf("%w: client closed", ErrUnavailable))
+	}
 }

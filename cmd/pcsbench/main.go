@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"time"
@@ -36,6 +37,7 @@ type params struct {
 	duration    time.Duration
 	valueSize   int
 	keys        int
+	cpuProfile  string
 }
 
 func (p *params) validate() error {
@@ -62,6 +64,7 @@ func newRootCmd() *cobra.Command {
 	pf.IntVar(&p.clients, "clients", 1, "number of independent clients")
 	pf.IntVar(&p.concurrency, "concurrency", 1, "concurrent requests per client")
 	pf.DurationVar(&p.duration, "duration", 10*time.Second, "how long to run")
+	pf.StringVar(&p.cpuProfile, "cpuprofile", "", "write a CPU profile of the load generator to this file")
 	tso := &cobra.Command{
 		Use: "tso", Short: "Timestamps, one per request, batched by the client", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -111,12 +114,24 @@ func bench(ctx context.Context, name string, p *params, op func(c *client.Client
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
+	if p.cpuProfile != "" {
+		f, err := os.Create(p.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	workers := p.clients * p.concurrency
 	lat := make([][]time.Duration, workers)
 	errs := make([]int, workers)
 	var firstErr error
 	var errOnce sync.Once
-	ctx, cancel := context.WithTimeout(ctx, p.duration)
+	end := time.Now().Add(p.duration)
+	ctx, cancel := context.WithDeadline(ctx, end)
 	defer cancel()
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -126,12 +141,17 @@ func bench(ctx context.Context, name string, p *params, op func(c *client.Client
 			defer wg.Done()
 			c := clients[w%p.clients]
 			l := make([]time.Duration, 0, 1024)
+			// Each worker has a context of its own, as each request of a real caller would.
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
 			for i := 0; ctx.Err() == nil; i++ {
 				f := op(c, w, i)
 				t0 := time.Now()
 				err := f(ctx)
 				if err != nil {
-					if ctx.Err() != nil {
+					// Past the end of the run: the deadline's timer may not have fired yet,
+					// but the failure is the deadline's, not the cluster's.
+					if ctx.Err() != nil || !time.Now().Before(end) {
 						break
 					}
 					errs[w]++

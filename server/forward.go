@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/postdb/pcs/api/pcspb"
@@ -26,7 +27,8 @@ func (p *peerConns) get(addr string) (pcspb.PCSClient, error) {
 	cc, ok := p.conns[addr]
 	if !ok {
 		var err error
-		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithConnectParams(fastReconnect))
 		if err != nil {
 			return nil, fmt.Errorf("connecting to %s: %w", addr, err)
 		}
@@ -104,4 +106,11 @@ func (s *Server) requestJoin(ctx context.Context) error {
 		last = fmt.Errorf("%s: %w", ep, err)
 	}
 	return last
+}
+
+// fastReconnect retries a lost connection within tens of milliseconds (gRPC's default waits a
+// second before the first retry, which would add a second to every failover and restart).
+var fastReconnect = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+	MinConnectTimeout: time.Second,
 }

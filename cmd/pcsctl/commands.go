@@ -19,7 +19,8 @@ func statusCmd(g *globals) *cobra.Command {
 		Short: "Show the state of every endpoint",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
+			// Each endpoint is asked once: an unreachable one is a row, not a retry loop.
+			c, err := client.New(g.endpoints, client.WithMaxAttempts(1))
 			if err != nil {
 				return err
 			}

@@ -177,6 +177,58 @@ func (EventType) EnumDescriptor() ([]byte, []int) {
 	return file_pcs_proto_rawDescGZIP(), []int{2}
 }
 
+type PartitionStrategy int32
+
+const (
+	PartitionStrategy_PARTITION_STRATEGY_NONE  PartitionStrategy = 0
+	PartitionStrategy_PARTITION_STRATEGY_RANGE PartitionStrategy = 1
+	PartitionStrategy_PARTITION_STRATEGY_LIST  PartitionStrategy = 2
+	PartitionStrategy_PARTITION_STRATEGY_HASH  PartitionStrategy = 3
+)
+
+// Enum value maps for PartitionStrategy.
+var (
+	PartitionStrategy_name = map[int32]string{
+		0: "PARTITION_STRATEGY_NONE",
+		1: "PARTITION_STRATEGY_RANGE",
+		2: "PARTITION_STRATEGY_LIST",
+		3: "PARTITION_STRATEGY_HASH",
+	}
+	PartitionStrategy_value = map[string]int32{
+		"PARTITION_STRATEGY_NONE":  0,
+		"PARTITION_STRATEGY_RANGE": 1,
+		"PARTITION_STRATEGY_LIST":  2,
+		"PARTITION_STRATEGY_HASH":  3,
+	}
+)
+
+func (x PartitionStrategy) Enum() *PartitionStrategy {
+	p := new(PartitionStrategy)
+	*p = x
+	return p
+}
+
+func (x PartitionStrategy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PartitionStrategy) Descriptor() protoreflect.EnumDescriptor {
+	return file_pcs_proto_enumTypes[3].Descriptor()
+}
+
+func (PartitionStrategy) Type() protoreflect.EnumType {
+	return &file_pcs_proto_enumTypes[3]
+}
+
+func (x PartitionStrategy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PartitionStrategy.Descriptor instead.
+func (PartitionStrategy) EnumDescriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{3}
+}
+
 // ReadHeader describes the state a read was served from.
 type ReadHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2313,6 +2365,315 @@ func (x *SetLogLevelResponse) GetLevel() string {
 	return ""
 }
 
+// ColumnDef is one column of a table. type is a keyenc type name: int64, uint64, float64, bool,
+// string, bytes, timestamp.
+type ColumnDef struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Type  string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// Sort this key column descending.
+	Descending    bool `protobuf:"varint,3,opt,name=descending,proto3" json:"descending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ColumnDef) Reset() {
+	*x = ColumnDef{}
+	mi := &file_pcs_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ColumnDef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ColumnDef) ProtoMessage() {}
+
+func (x *ColumnDef) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ColumnDef.ProtoReflect.Descriptor instead.
+func (*ColumnDef) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ColumnDef) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ColumnDef) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ColumnDef) GetDescending() bool {
+	if x != nil {
+		return x.Descending
+	}
+	return false
+}
+
+// RangePartition holds keys below its bound (VALUES LESS THAN), one value per partition column;
+// "MAXVALUE" is above every value.
+type RangePartition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	LessThan      []string               `protobuf:"bytes,2,rep,name=less_than,json=lessThan,proto3" json:"less_than,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RangePartition) Reset() {
+	*x = RangePartition{}
+	mi := &file_pcs_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RangePartition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RangePartition) ProtoMessage() {}
+
+func (x *RangePartition) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RangePartition.ProtoReflect.Descriptor instead.
+func (*RangePartition) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *RangePartition) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RangePartition) GetLessThan() []string {
+	if x != nil {
+		return x.LessThan
+	}
+	return nil
+}
+
+// ValueTuple is one value per partition column, as text ("NULL" for null).
+type ValueTuple struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Values        []string               `protobuf:"bytes,1,rep,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValueTuple) Reset() {
+	*x = ValueTuple{}
+	mi := &file_pcs_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValueTuple) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValueTuple) ProtoMessage() {}
+
+func (x *ValueTuple) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValueTuple.ProtoReflect.Descriptor instead.
+func (*ValueTuple) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ValueTuple) GetValues() []string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+// ListPartition holds the listed tuples, or every tuple no other partition lists (default).
+type ListPartition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Values        []*ValueTuple          `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty"`
+	Default       bool                   `protobuf:"varint,3,opt,name=default,proto3" json:"default,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPartition) Reset() {
+	*x = ListPartition{}
+	mi := &file_pcs_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPartition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPartition) ProtoMessage() {}
+
+func (x *ListPartition) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPartition.ProtoReflect.Descriptor instead.
+func (*ListPartition) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ListPartition) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ListPartition) GetValues() []*ValueTuple {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *ListPartition) GetDefault() bool {
+	if x != nil {
+		return x.Default
+	}
+	return false
+}
+
+// PartitionSpec is one level of partitioning over some of the table's key columns; sub is an
+// optional second level applied inside every partition of this one.
+type PartitionSpec struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Strategy       PartitionStrategy      `protobuf:"varint,1,opt,name=strategy,proto3,enum=pcs.v1.PartitionStrategy" json:"strategy,omitempty"`
+	Columns        []string               `protobuf:"bytes,2,rep,name=columns,proto3" json:"columns,omitempty"`
+	Ranges         []*RangePartition      `protobuf:"bytes,3,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	Lists          []*ListPartition       `protobuf:"bytes,4,rep,name=lists,proto3" json:"lists,omitempty"`
+	HashPartitions uint32                 `protobuf:"varint,5,opt,name=hash_partitions,json=hashPartitions,proto3" json:"hash_partitions,omitempty"`
+	Sub            *PartitionSpec         `protobuf:"bytes,6,opt,name=sub,proto3" json:"sub,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PartitionSpec) Reset() {
+	*x = PartitionSpec{}
+	mi := &file_pcs_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionSpec) ProtoMessage() {}
+
+func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionSpec.ProtoReflect.Descriptor instead.
+func (*PartitionSpec) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *PartitionSpec) GetStrategy() PartitionStrategy {
+	if x != nil {
+		return x.Strategy
+	}
+	return PartitionStrategy_PARTITION_STRATEGY_NONE
+}
+
+func (x *PartitionSpec) GetColumns() []string {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
+func (x *PartitionSpec) GetRanges() []*RangePartition {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *PartitionSpec) GetLists() []*ListPartition {
+	if x != nil {
+		return x.Lists
+	}
+	return nil
+}
+
+func (x *PartitionSpec) GetHashPartitions() uint32 {
+	if x != nil {
+		return x.HashPartitions
+	}
+	return 0
+}
+
+func (x *PartitionSpec) GetSub() *PartitionSpec {
+	if x != nil {
+		return x.Sub
+	}
+	return nil
+}
+
 // Command is one entry of the Raft log. `version` is the command format version; a node
 // refuses (deterministically, on every node alike) versions it does not know.
 type Command struct {
@@ -2333,7 +2694,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_pcs_proto_msgTypes[38]
+	mi := &file_pcs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +2706,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[38]
+	mi := &file_pcs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +2719,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{38}
+	return file_pcs_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Command) GetVersion() uint32 {
@@ -2480,7 +2841,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[39]
+	mi := &file_pcs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2492,7 +2853,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[39]
+	mi := &file_pcs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2505,7 +2866,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{39}
+	return file_pcs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -2539,7 +2900,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[40]
+	mi := &file_pcs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2551,7 +2912,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[40]
+	mi := &file_pcs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2564,7 +2925,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{40}
+	return file_pcs_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -2591,7 +2952,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[41]
+	mi := &file_pcs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2603,7 +2964,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[41]
+	mi := &file_pcs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2616,7 +2977,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{41}
+	return file_pcs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -2637,7 +2998,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[42]
+	mi := &file_pcs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2649,7 +3010,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[42]
+	mi := &file_pcs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2662,7 +3023,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{42}
+	return file_pcs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -2688,7 +3049,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[43]
+	mi := &file_pcs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2700,7 +3061,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[43]
+	mi := &file_pcs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2713,7 +3074,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{43}
+	return file_pcs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -2732,7 +3093,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[44]
+	mi := &file_pcs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2744,7 +3105,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[44]
+	mi := &file_pcs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2757,7 +3118,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{44}
+	return file_pcs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -2786,7 +3147,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[45]
+	mi := &file_pcs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2798,7 +3159,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[45]
+	mi := &file_pcs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2811,7 +3172,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{45}
+	return file_pcs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -2929,7 +3290,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[46]
+	mi := &file_pcs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2941,7 +3302,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[46]
+	mi := &file_pcs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2954,7 +3315,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{46}
+	return file_pcs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -3002,7 +3363,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[47]
+	mi := &file_pcs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3014,7 +3375,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[47]
+	mi := &file_pcs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3027,7 +3388,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{47}
+	return file_pcs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -3054,7 +3415,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[48]
+	mi := &file_pcs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3066,7 +3427,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[48]
+	mi := &file_pcs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3079,7 +3440,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{48}
+	return file_pcs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -3249,7 +3610,30 @@ const file_pcs_proto_rawDesc = "" +
 	"\x12SetLogLevelRequest\x12\x14\n" +
 	"\x05level\x18\x01 \x01(\tR\x05level\"+\n" +
 	"\x13SetLogLevelResponse\x12\x14\n" +
-	"\x05level\x18\x01 \x01(\tR\x05level\"\xdc\x02\n" +
+	"\x05level\x18\x01 \x01(\tR\x05level\"S\n" +
+	"\tColumnDef\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1e\n" +
+	"\n" +
+	"descending\x18\x03 \x01(\bR\n" +
+	"descending\"A\n" +
+	"\x0eRangePartition\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tless_than\x18\x02 \x03(\tR\blessThan\"$\n" +
+	"\n" +
+	"ValueTuple\x12\x16\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values\"i\n" +
+	"\rListPartition\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
+	"\x06values\x18\x02 \x03(\v2\x12.pcs.v1.ValueTupleR\x06values\x12\x18\n" +
+	"\adefault\x18\x03 \x01(\bR\adefault\"\x8f\x02\n" +
+	"\rPartitionSpec\x125\n" +
+	"\bstrategy\x18\x01 \x01(\x0e2\x19.pcs.v1.PartitionStrategyR\bstrategy\x12\x18\n" +
+	"\acolumns\x18\x02 \x03(\tR\acolumns\x12.\n" +
+	"\x06ranges\x18\x03 \x03(\v2\x16.pcs.v1.RangePartitionR\x06ranges\x12+\n" +
+	"\x05lists\x18\x04 \x03(\v2\x15.pcs.v1.ListPartitionR\x05lists\x12'\n" +
+	"\x0fhash_partitions\x18\x05 \x01(\rR\x0ehashPartitions\x12'\n" +
+	"\x03sub\x18\x06 \x01(\v2\x15.pcs.v1.PartitionSpecR\x03sub\"\xdc\x02\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\"\n" +
 	"\x03put\x18\x02 \x01(\v2\x0e.pcs.v1.CmdPutH\x00R\x03put\x12+\n" +
@@ -3311,7 +3695,12 @@ const file_pcs_proto_rawDesc = "" +
 	"\x11CONSISTENCY_STALE\x10\x01*6\n" +
 	"\tEventType\x12\x12\n" +
 	"\x0eEVENT_TYPE_PUT\x10\x00\x12\x15\n" +
-	"\x11EVENT_TYPE_DELETE\x10\x012\xf8\a\n" +
+	"\x11EVENT_TYPE_DELETE\x10\x01*\x88\x01\n" +
+	"\x11PartitionStrategy\x12\x1b\n" +
+	"\x17PARTITION_STRATEGY_NONE\x10\x00\x12\x1c\n" +
+	"\x18PARTITION_STRATEGY_RANGE\x10\x01\x12\x1b\n" +
+	"\x17PARTITION_STRATEGY_LIST\x10\x02\x12\x1b\n" +
+	"\x17PARTITION_STRATEGY_HASH\x10\x032\xf8\a\n" +
 	"\x03PCS\x127\n" +
 	"\x06Status\x12\x15.pcs.v1.StatusRequest\x1a\x16.pcs.v1.StatusResponse\x12C\n" +
 	"\n" +
@@ -3343,132 +3732,143 @@ func file_pcs_proto_rawDescGZIP() []byte {
 	return file_pcs_proto_rawDescData
 }
 
-var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                 // 0: pcs.v1.NodeState
 	(Consistency)(0),               // 1: pcs.v1.Consistency
 	(EventType)(0),                 // 2: pcs.v1.EventType
-	(*ReadHeader)(nil),             // 3: pcs.v1.ReadHeader
-	(*WriteHeader)(nil),            // 4: pcs.v1.WriteHeader
-	(*NotPrimary)(nil),             // 5: pcs.v1.NotPrimary
-	(*StatusRequest)(nil),          // 6: pcs.v1.StatusRequest
-	(*StatusResponse)(nil),         // 7: pcs.v1.StatusResponse
-	(*Member)(nil),                 // 8: pcs.v1.Member
-	(*MemberListRequest)(nil),      // 9: pcs.v1.MemberListRequest
-	(*MemberListResponse)(nil),     // 10: pcs.v1.MemberListResponse
-	(*MemberAddRequest)(nil),       // 11: pcs.v1.MemberAddRequest
-	(*MemberAddResponse)(nil),      // 12: pcs.v1.MemberAddResponse
-	(*MemberRemoveRequest)(nil),    // 13: pcs.v1.MemberRemoveRequest
-	(*MemberRemoveResponse)(nil),   // 14: pcs.v1.MemberRemoveResponse
-	(*MemberTransferRequest)(nil),  // 15: pcs.v1.MemberTransferRequest
-	(*MemberTransferResponse)(nil), // 16: pcs.v1.MemberTransferResponse
-	(*MemberUpdateRequest)(nil),    // 17: pcs.v1.MemberUpdateRequest
-	(*MemberUpdateResponse)(nil),   // 18: pcs.v1.MemberUpdateResponse
-	(*ReadIndexRequest)(nil),       // 19: pcs.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),      // 20: pcs.v1.ReadIndexResponse
-	(*KeyValue)(nil),               // 21: pcs.v1.KeyValue
-	(*PutRequest)(nil),             // 22: pcs.v1.PutRequest
-	(*PutResponse)(nil),            // 23: pcs.v1.PutResponse
-	(*DeleteRequest)(nil),          // 24: pcs.v1.DeleteRequest
-	(*DeleteResponse)(nil),         // 25: pcs.v1.DeleteResponse
-	(*GetRequest)(nil),             // 26: pcs.v1.GetRequest
-	(*GetResponse)(nil),            // 27: pcs.v1.GetResponse
-	(*RangeRequest)(nil),           // 28: pcs.v1.RangeRequest
-	(*RangeResponse)(nil),          // 29: pcs.v1.RangeResponse
-	(*Event)(nil),                  // 30: pcs.v1.Event
-	(*WatchRequest)(nil),           // 31: pcs.v1.WatchRequest
-	(*WatchResponse)(nil),          // 32: pcs.v1.WatchResponse
-	(*TsoRequest)(nil),             // 33: pcs.v1.TsoRequest
-	(*TsoResponse)(nil),            // 34: pcs.v1.TsoResponse
-	(*AllocIDsRequest)(nil),        // 35: pcs.v1.AllocIDsRequest
-	(*AllocIDsResponse)(nil),       // 36: pcs.v1.AllocIDsResponse
-	(*GetLogLevelRequest)(nil),     // 37: pcs.v1.GetLogLevelRequest
-	(*GetLogLevelResponse)(nil),    // 38: pcs.v1.GetLogLevelResponse
-	(*SetLogLevelRequest)(nil),     // 39: pcs.v1.SetLogLevelRequest
-	(*SetLogLevelResponse)(nil),    // 40: pcs.v1.SetLogLevelResponse
-	(*Command)(nil),                // 41: pcs.v1.Command
-	(*CmdPut)(nil),                 // 42: pcs.v1.CmdPut
-	(*CmdDelete)(nil),              // 43: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),           // 44: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),            // 45: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),           // 46: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),        // 47: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),         // 48: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),         // 49: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),              // 50: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),        // 51: pcs.v1.SnapshotTrailer
+	(PartitionStrategy)(0),         // 3: pcs.v1.PartitionStrategy
+	(*ReadHeader)(nil),             // 4: pcs.v1.ReadHeader
+	(*WriteHeader)(nil),            // 5: pcs.v1.WriteHeader
+	(*NotPrimary)(nil),             // 6: pcs.v1.NotPrimary
+	(*StatusRequest)(nil),          // 7: pcs.v1.StatusRequest
+	(*StatusResponse)(nil),         // 8: pcs.v1.StatusResponse
+	(*Member)(nil),                 // 9: pcs.v1.Member
+	(*MemberListRequest)(nil),      // 10: pcs.v1.MemberListRequest
+	(*MemberListResponse)(nil),     // 11: pcs.v1.MemberListResponse
+	(*MemberAddRequest)(nil),       // 12: pcs.v1.MemberAddRequest
+	(*MemberAddResponse)(nil),      // 13: pcs.v1.MemberAddResponse
+	(*MemberRemoveRequest)(nil),    // 14: pcs.v1.MemberRemoveRequest
+	(*MemberRemoveResponse)(nil),   // 15: pcs.v1.MemberRemoveResponse
+	(*MemberTransferRequest)(nil),  // 16: pcs.v1.MemberTransferRequest
+	(*MemberTransferResponse)(nil), // 17: pcs.v1.MemberTransferResponse
+	(*MemberUpdateRequest)(nil),    // 18: pcs.v1.MemberUpdateRequest
+	(*MemberUpdateResponse)(nil),   // 19: pcs.v1.MemberUpdateResponse
+	(*ReadIndexRequest)(nil),       // 20: pcs.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),      // 21: pcs.v1.ReadIndexResponse
+	(*KeyValue)(nil),               // 22: pcs.v1.KeyValue
+	(*PutRequest)(nil),             // 23: pcs.v1.PutRequest
+	(*PutResponse)(nil),            // 24: pcs.v1.PutResponse
+	(*DeleteRequest)(nil),          // 25: pcs.v1.DeleteRequest
+	(*DeleteResponse)(nil),         // 26: pcs.v1.DeleteResponse
+	(*GetRequest)(nil),             // 27: pcs.v1.GetRequest
+	(*GetResponse)(nil),            // 28: pcs.v1.GetResponse
+	(*RangeRequest)(nil),           // 29: pcs.v1.RangeRequest
+	(*RangeResponse)(nil),          // 30: pcs.v1.RangeResponse
+	(*Event)(nil),                  // 31: pcs.v1.Event
+	(*WatchRequest)(nil),           // 32: pcs.v1.WatchRequest
+	(*WatchResponse)(nil),          // 33: pcs.v1.WatchResponse
+	(*TsoRequest)(nil),             // 34: pcs.v1.TsoRequest
+	(*TsoResponse)(nil),            // 35: pcs.v1.TsoResponse
+	(*AllocIDsRequest)(nil),        // 36: pcs.v1.AllocIDsRequest
+	(*AllocIDsResponse)(nil),       // 37: pcs.v1.AllocIDsResponse
+	(*GetLogLevelRequest)(nil),     // 38: pcs.v1.GetLogLevelRequest
+	(*GetLogLevelResponse)(nil),    // 39: pcs.v1.GetLogLevelResponse
+	(*SetLogLevelRequest)(nil),     // 40: pcs.v1.SetLogLevelRequest
+	(*SetLogLevelResponse)(nil),    // 41: pcs.v1.SetLogLevelResponse
+	(*ColumnDef)(nil),              // 42: pcs.v1.ColumnDef
+	(*RangePartition)(nil),         // 43: pcs.v1.RangePartition
+	(*ValueTuple)(nil),             // 44: pcs.v1.ValueTuple
+	(*ListPartition)(nil),          // 45: pcs.v1.ListPartition
+	(*PartitionSpec)(nil),          // 46: pcs.v1.PartitionSpec
+	(*Command)(nil),                // 47: pcs.v1.Command
+	(*CmdPut)(nil),                 // 48: pcs.v1.CmdPut
+	(*CmdDelete)(nil),              // 49: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),           // 50: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),            // 51: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),           // 52: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),        // 53: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),         // 54: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),         // 55: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),              // 56: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),        // 57: pcs.v1.SnapshotTrailer
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,  // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
 	1,  // 1: pcs.v1.MemberListRequest.consistency:type_name -> pcs.v1.Consistency
-	3,  // 2: pcs.v1.MemberListResponse.header:type_name -> pcs.v1.ReadHeader
-	8,  // 3: pcs.v1.MemberListResponse.members:type_name -> pcs.v1.Member
-	8,  // 4: pcs.v1.MemberAddResponse.members:type_name -> pcs.v1.Member
-	8,  // 5: pcs.v1.MemberRemoveResponse.members:type_name -> pcs.v1.Member
-	8,  // 6: pcs.v1.MemberUpdateRequest.member:type_name -> pcs.v1.Member
-	4,  // 7: pcs.v1.PutResponse.header:type_name -> pcs.v1.WriteHeader
-	21, // 8: pcs.v1.PutResponse.kv:type_name -> pcs.v1.KeyValue
-	4,  // 9: pcs.v1.DeleteResponse.header:type_name -> pcs.v1.WriteHeader
+	4,  // 2: pcs.v1.MemberListResponse.header:type_name -> pcs.v1.ReadHeader
+	9,  // 3: pcs.v1.MemberListResponse.members:type_name -> pcs.v1.Member
+	9,  // 4: pcs.v1.MemberAddResponse.members:type_name -> pcs.v1.Member
+	9,  // 5: pcs.v1.MemberRemoveResponse.members:type_name -> pcs.v1.Member
+	9,  // 6: pcs.v1.MemberUpdateRequest.member:type_name -> pcs.v1.Member
+	5,  // 7: pcs.v1.PutResponse.header:type_name -> pcs.v1.WriteHeader
+	22, // 8: pcs.v1.PutResponse.kv:type_name -> pcs.v1.KeyValue
+	5,  // 9: pcs.v1.DeleteResponse.header:type_name -> pcs.v1.WriteHeader
 	1,  // 10: pcs.v1.GetRequest.consistency:type_name -> pcs.v1.Consistency
-	3,  // 11: pcs.v1.GetResponse.header:type_name -> pcs.v1.ReadHeader
-	21, // 12: pcs.v1.GetResponse.kv:type_name -> pcs.v1.KeyValue
+	4,  // 11: pcs.v1.GetResponse.header:type_name -> pcs.v1.ReadHeader
+	22, // 12: pcs.v1.GetResponse.kv:type_name -> pcs.v1.KeyValue
 	1,  // 13: pcs.v1.RangeRequest.consistency:type_name -> pcs.v1.Consistency
-	3,  // 14: pcs.v1.RangeResponse.header:type_name -> pcs.v1.ReadHeader
-	21, // 15: pcs.v1.RangeResponse.kvs:type_name -> pcs.v1.KeyValue
+	4,  // 14: pcs.v1.RangeResponse.header:type_name -> pcs.v1.ReadHeader
+	22, // 15: pcs.v1.RangeResponse.kvs:type_name -> pcs.v1.KeyValue
 	2,  // 16: pcs.v1.Event.type:type_name -> pcs.v1.EventType
-	21, // 17: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
-	30, // 18: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	42, // 19: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	43, // 20: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	44, // 21: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	45, // 22: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	46, // 23: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	47, // 24: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	8,  // 25: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	49, // 26: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	21, // 27: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	30, // 28: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	8,  // 29: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	50, // 30: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	51, // 31: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	6,  // 32: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	9,  // 33: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	11, // 34: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	13, // 35: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	15, // 36: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	17, // 37: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	19, // 38: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	22, // 39: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	24, // 40: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	26, // 41: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	28, // 42: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	31, // 43: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	33, // 44: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	35, // 45: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	37, // 46: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	39, // 47: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	7,  // 48: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	10, // 49: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	12, // 50: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	14, // 51: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	16, // 52: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	18, // 53: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	20, // 54: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	23, // 55: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	25, // 56: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	27, // 57: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	29, // 58: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	32, // 59: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	34, // 60: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	36, // 61: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	38, // 62: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	40, // 63: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	48, // [48:64] is the sub-list for method output_type
-	32, // [32:48] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	22, // 17: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
+	31, // 18: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
+	44, // 19: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	3,  // 20: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
+	43, // 21: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	45, // 22: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	46, // 23: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	48, // 24: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	49, // 25: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	50, // 26: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	51, // 27: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	52, // 28: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	53, // 29: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	9,  // 30: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	55, // 31: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	22, // 32: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	31, // 33: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	9,  // 34: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	56, // 35: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	57, // 36: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	7,  // 37: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	10, // 38: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	12, // 39: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	14, // 40: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	16, // 41: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	18, // 42: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	20, // 43: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	23, // 44: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	25, // 45: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	27, // 46: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	29, // 47: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	32, // 48: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	34, // 49: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	36, // 50: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	38, // 51: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	40, // 52: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	8,  // 53: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	11, // 54: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	13, // 55: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	15, // 56: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	17, // 57: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	19, // 58: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	21, // 59: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	24, // 60: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	26, // 61: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	28, // 62: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	30, // 63: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	33, // 64: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	35, // 65: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	37, // 66: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	39, // 67: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	41, // 68: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	53, // [53:69] is the sub-list for method output_type
+	37, // [37:53] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -3478,7 +3878,7 @@ func file_pcs_proto_init() {
 	}
 	file_pcs_proto_msgTypes[19].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[21].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[38].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[43].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_TsoWindow)(nil),
@@ -3486,9 +3886,9 @@ func file_pcs_proto_init() {
 		(*Command_SetMember)(nil),
 		(*Command_RemoveMember)(nil),
 	}
-	file_pcs_proto_msgTypes[39].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[40].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[45].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[44].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[45].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[50].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -3501,8 +3901,8 @@ func file_pcs_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   49,
+			NumEnums:      4,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -229,6 +229,55 @@ func (PartitionStrategy) EnumDescriptor() ([]byte, []int) {
 	return file_pcs_proto_rawDescGZIP(), []int{3}
 }
 
+type TableState int32
+
+const (
+	TableState_TABLE_STATE_CREATING TableState = 0
+	TableState_TABLE_STATE_PUBLIC   TableState = 1
+	TableState_TABLE_STATE_DROPPING TableState = 2
+)
+
+// Enum value maps for TableState.
+var (
+	TableState_name = map[int32]string{
+		0: "TABLE_STATE_CREATING",
+		1: "TABLE_STATE_PUBLIC",
+		2: "TABLE_STATE_DROPPING",
+	}
+	TableState_value = map[string]int32{
+		"TABLE_STATE_CREATING": 0,
+		"TABLE_STATE_PUBLIC":   1,
+		"TABLE_STATE_DROPPING": 2,
+	}
+)
+
+func (x TableState) Enum() *TableState {
+	p := new(TableState)
+	*p = x
+	return p
+}
+
+func (x TableState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TableState) Descriptor() protoreflect.EnumDescriptor {
+	return file_pcs_proto_enumTypes[4].Descriptor()
+}
+
+func (TableState) Type() protoreflect.EnumType {
+	return &file_pcs_proto_enumTypes[4]
+}
+
+func (x TableState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TableState.Descriptor instead.
+func (TableState) EnumDescriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{4}
+}
+
 // ReadHeader describes the state a read was served from.
 type ReadHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2674,6 +2723,385 @@ func (x *PartitionSpec) GetSub() *PartitionSpec {
 	return nil
 }
 
+// DataNode is a registered data node. Liveness (up, disconnected, down) is kept in memory on the
+// primary; the registry keeps what an operator decides.
+type DataNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Labels        map[string]string      `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	CapacityBytes uint64                 `protobuf:"varint,4,opt,name=capacity_bytes,json=capacityBytes,proto3" json:"capacity_bytes,omitempty"`
+	// offline: being drained, takes no new replicas. tombstone: removed for good.
+	Offline       bool `protobuf:"varint,5,opt,name=offline,proto3" json:"offline,omitempty"`
+	Tombstone     bool `protobuf:"varint,6,opt,name=tombstone,proto3" json:"tombstone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DataNode) Reset() {
+	*x = DataNode{}
+	mi := &file_pcs_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DataNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DataNode) ProtoMessage() {}
+
+func (x *DataNode) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DataNode.ProtoReflect.Descriptor instead.
+func (*DataNode) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *DataNode) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *DataNode) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *DataNode) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *DataNode) GetCapacityBytes() uint64 {
+	if x != nil {
+		return x.CapacityBytes
+	}
+	return 0
+}
+
+func (x *DataNode) GetOffline() bool {
+	if x != nil {
+		return x.Offline
+	}
+	return false
+}
+
+func (x *DataNode) GetTombstone() bool {
+	if x != nil {
+		return x.Tombstone
+	}
+	return false
+}
+
+// Table is a table's metadata.
+type Table struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Columns   []*ColumnDef           `protobuf:"bytes,3,rep,name=columns,proto3" json:"columns,omitempty"`
+	Partition *PartitionSpec         `protobuf:"bytes,4,opt,name=partition,proto3" json:"partition,omitempty"`
+	Replicas  uint32                 `protobuf:"varint,5,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	// Placement policy: replicas on distinct values of this label; or only on these nodes.
+	IsolationLabel string   `protobuf:"bytes,6,opt,name=isolation_label,json=isolationLabel,proto3" json:"isolation_label,omitempty"`
+	Nodes          []uint64 `protobuf:"varint,7,rep,packed,name=nodes,proto3" json:"nodes,omitempty"`
+	// Tables with the same shard group have co-located shards, leaf by leaf.
+	ShardGroup     string     `protobuf:"bytes,8,opt,name=shard_group,json=shardGroup,proto3" json:"shard_group,omitempty"`
+	State          TableState `protobuf:"varint,9,opt,name=state,proto3,enum=pcs.v1.TableState" json:"state,omitempty"`
+	SchemaVersion  uint64     `protobuf:"varint,10,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
+	CreateRevision uint64     `protobuf:"varint,11,opt,name=create_revision,json=createRevision,proto3" json:"create_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Table) Reset() {
+	*x = Table{}
+	mi := &file_pcs_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Table) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Table) ProtoMessage() {}
+
+func (x *Table) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Table.ProtoReflect.Descriptor instead.
+func (*Table) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *Table) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Table) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Table) GetColumns() []*ColumnDef {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
+func (x *Table) GetPartition() *PartitionSpec {
+	if x != nil {
+		return x.Partition
+	}
+	return nil
+}
+
+func (x *Table) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *Table) GetIsolationLabel() string {
+	if x != nil {
+		return x.IsolationLabel
+	}
+	return ""
+}
+
+func (x *Table) GetNodes() []uint64 {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *Table) GetShardGroup() string {
+	if x != nil {
+		return x.ShardGroup
+	}
+	return ""
+}
+
+func (x *Table) GetState() TableState {
+	if x != nil {
+		return x.State
+	}
+	return TableState_TABLE_STATE_CREATING
+}
+
+func (x *Table) GetSchemaVersion() uint64 {
+	if x != nil {
+		return x.SchemaVersion
+	}
+	return 0
+}
+
+func (x *Table) GetCreateRevision() uint64 {
+	if x != nil {
+		return x.CreateRevision
+	}
+	return 0
+}
+
+type ShardEpoch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bumps when the replica set changes.
+	ConfVer uint64 `protobuf:"varint,1,opt,name=conf_ver,json=confVer,proto3" json:"conf_ver,omitempty"`
+	// Bumps on split and merge.
+	Version       uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardEpoch) Reset() {
+	*x = ShardEpoch{}
+	mi := &file_pcs_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardEpoch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardEpoch) ProtoMessage() {}
+
+func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardEpoch.ProtoReflect.Descriptor instead.
+func (*ShardEpoch) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ShardEpoch) GetConfVer() uint64 {
+	if x != nil {
+		return x.ConfVer
+	}
+	return 0
+}
+
+func (x *ShardEpoch) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// Shard is a routing-key range [start, end) of one table and where its replicas are.
+type Shard struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	TableId uint64                 `protobuf:"varint,2,opt,name=table_id,json=tableId,proto3" json:"table_id,omitempty"`
+	Start   []byte                 `protobuf:"bytes,3,opt,name=start,proto3" json:"start,omitempty"`
+	End     []byte                 `protobuf:"bytes,4,opt,name=end,proto3" json:"end,omitempty"`
+	Epoch   *ShardEpoch            `protobuf:"bytes,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Bumps on every primary change: the fencing token.
+	Term     uint64   `protobuf:"varint,6,opt,name=term,proto3" json:"term,omitempty"`
+	Primary  uint64   `protobuf:"varint,7,opt,name=primary,proto3" json:"primary,omitempty"`
+	Replicas []uint64 `protobuf:"varint,8,rep,packed,name=replicas,proto3" json:"replicas,omitempty"`
+	// Leaf partition name.
+	Partition     string `protobuf:"bytes,9,opt,name=partition,proto3" json:"partition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Shard) Reset() {
+	*x = Shard{}
+	mi := &file_pcs_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Shard) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Shard) ProtoMessage() {}
+
+func (x *Shard) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Shard.ProtoReflect.Descriptor instead.
+func (*Shard) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *Shard) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Shard) GetTableId() uint64 {
+	if x != nil {
+		return x.TableId
+	}
+	return 0
+}
+
+func (x *Shard) GetStart() []byte {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *Shard) GetEnd() []byte {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *Shard) GetEpoch() *ShardEpoch {
+	if x != nil {
+		return x.Epoch
+	}
+	return nil
+}
+
+func (x *Shard) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *Shard) GetPrimary() uint64 {
+	if x != nil {
+		return x.Primary
+	}
+	return 0
+}
+
+func (x *Shard) GetReplicas() []uint64 {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *Shard) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
+}
+
 // Command is one entry of the Raft log. `version` is the command format version; a node
 // refuses (deterministically, on every node alike) versions it does not know.
 type Command struct {
@@ -2687,6 +3115,10 @@ type Command struct {
 	//	*Command_AllocIds
 	//	*Command_SetMember
 	//	*Command_RemoveMember
+	//	*Command_RegisterNode
+	//	*Command_CreateTable
+	//	*Command_SetTableState
+	//	*Command_DeleteTable
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2694,7 +3126,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_pcs_proto_msgTypes[43]
+	mi := &file_pcs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2706,7 +3138,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[43]
+	mi := &file_pcs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2719,7 +3151,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{43}
+	return file_pcs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Command) GetVersion() uint32 {
@@ -2790,6 +3222,42 @@ func (x *Command) GetRemoveMember() *CmdRemoveMember {
 	return nil
 }
 
+func (x *Command) GetRegisterNode() *CmdRegisterNode {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RegisterNode); ok {
+			return x.RegisterNode
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCreateTable() *CmdCreateTable {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CreateTable); ok {
+			return x.CreateTable
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSetTableState() *CmdSetTableState {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetTableState); ok {
+			return x.SetTableState
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteTable() *CmdDeleteTable {
+	if x != nil {
+		if x, ok := x.Op.(*Command_DeleteTable); ok {
+			return x.DeleteTable
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -2818,6 +3286,22 @@ type Command_RemoveMember struct {
 	RemoveMember *CmdRemoveMember `protobuf:"bytes,7,opt,name=remove_member,json=removeMember,proto3,oneof"`
 }
 
+type Command_RegisterNode struct {
+	RegisterNode *CmdRegisterNode `protobuf:"bytes,8,opt,name=register_node,json=registerNode,proto3,oneof"`
+}
+
+type Command_CreateTable struct {
+	CreateTable *CmdCreateTable `protobuf:"bytes,9,opt,name=create_table,json=createTable,proto3,oneof"`
+}
+
+type Command_SetTableState struct {
+	SetTableState *CmdSetTableState `protobuf:"bytes,10,opt,name=set_table_state,json=setTableState,proto3,oneof"`
+}
+
+type Command_DeleteTable struct {
+	DeleteTable *CmdDeleteTable `protobuf:"bytes,11,opt,name=delete_table,json=deleteTable,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -2830,6 +3314,211 @@ func (*Command_SetMember) isCommand_Op() {}
 
 func (*Command_RemoveMember) isCommand_Op() {}
 
+func (*Command_RegisterNode) isCommand_Op() {}
+
+func (*Command_CreateTable) isCommand_Op() {}
+
+func (*Command_SetTableState) isCommand_Op() {}
+
+func (*Command_DeleteTable) isCommand_Op() {}
+
+// Register a data node; the state machine assigns its id (or returns the id already held by
+// the address).
+type CmdRegisterNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *DataNode              `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CmdRegisterNode) Reset() {
+	*x = CmdRegisterNode{}
+	mi := &file_pcs_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CmdRegisterNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CmdRegisterNode) ProtoMessage() {}
+
+func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
+func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *CmdRegisterNode) GetNode() *DataNode {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+// Create a table in state creating with its shards; the state machine assigns the table and
+// shard ids, in order.
+type CmdCreateTable struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Table         *Table                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Shards        []*Shard               `protobuf:"bytes,2,rep,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CmdCreateTable) Reset() {
+	*x = CmdCreateTable{}
+	mi := &file_pcs_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CmdCreateTable) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CmdCreateTable) ProtoMessage() {}
+
+func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
+func (*CmdCreateTable) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *CmdCreateTable) GetTable() *Table {
+	if x != nil {
+		return x.Table
+	}
+	return nil
+}
+
+func (x *CmdCreateTable) GetShards() []*Shard {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+type CmdSetTableState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TableId       uint64                 `protobuf:"varint,1,opt,name=table_id,json=tableId,proto3" json:"table_id,omitempty"`
+	State         TableState             `protobuf:"varint,2,opt,name=state,proto3,enum=pcs.v1.TableState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CmdSetTableState) Reset() {
+	*x = CmdSetTableState{}
+	mi := &file_pcs_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CmdSetTableState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CmdSetTableState) ProtoMessage() {}
+
+func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
+func (*CmdSetTableState) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *CmdSetTableState) GetTableId() uint64 {
+	if x != nil {
+		return x.TableId
+	}
+	return 0
+}
+
+func (x *CmdSetTableState) GetState() TableState {
+	if x != nil {
+		return x.State
+	}
+	return TableState_TABLE_STATE_CREATING
+}
+
+// Remove a table and its shards from the catalog.
+type CmdDeleteTable struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TableId       uint64                 `protobuf:"varint,1,opt,name=table_id,json=tableId,proto3" json:"table_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CmdDeleteTable) Reset() {
+	*x = CmdDeleteTable{}
+	mi := &file_pcs_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CmdDeleteTable) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CmdDeleteTable) ProtoMessage() {}
+
+func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
+func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *CmdDeleteTable) GetTableId() uint64 {
+	if x != nil {
+		return x.TableId
+	}
+	return 0
+}
+
 type CmdPut struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Key             []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -2841,7 +3530,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[44]
+	mi := &file_pcs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2853,7 +3542,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[44]
+	mi := &file_pcs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2866,7 +3555,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{44}
+	return file_pcs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -2900,7 +3589,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[45]
+	mi := &file_pcs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2912,7 +3601,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[45]
+	mi := &file_pcs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2925,7 +3614,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{45}
+	return file_pcs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -2952,7 +3641,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[46]
+	mi := &file_pcs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2964,7 +3653,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[46]
+	mi := &file_pcs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2977,7 +3666,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{46}
+	return file_pcs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -2998,7 +3687,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[47]
+	mi := &file_pcs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3010,7 +3699,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[47]
+	mi := &file_pcs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3023,7 +3712,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{47}
+	return file_pcs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -3049,7 +3738,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[48]
+	mi := &file_pcs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3061,7 +3750,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[48]
+	mi := &file_pcs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3074,7 +3763,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{48}
+	return file_pcs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -3093,7 +3782,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[49]
+	mi := &file_pcs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3105,7 +3794,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[49]
+	mi := &file_pcs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3118,7 +3807,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{49}
+	return file_pcs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -3140,6 +3829,9 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Member
 	//	*SnapshotRecord_IdCounter
 	//	*SnapshotRecord_Trailer
+	//	*SnapshotRecord_DataNode
+	//	*SnapshotRecord_Table
+	//	*SnapshotRecord_Shard
 	Rec           isSnapshotRecord_Rec `protobuf_oneof:"rec"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3147,7 +3839,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[50]
+	mi := &file_pcs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3159,7 +3851,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[50]
+	mi := &file_pcs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3172,7 +3864,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{50}
+	return file_pcs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -3236,6 +3928,33 @@ func (x *SnapshotRecord) GetTrailer() *SnapshotTrailer {
 	return nil
 }
 
+func (x *SnapshotRecord) GetDataNode() *DataNode {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_DataNode); ok {
+			return x.DataNode
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetTable() *Table {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_Table); ok {
+			return x.Table
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetShard() *Shard {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_Shard); ok {
+			return x.Shard
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Rec interface {
 	isSnapshotRecord_Rec()
 }
@@ -3264,6 +3983,18 @@ type SnapshotRecord_Trailer struct {
 	Trailer *SnapshotTrailer `protobuf:"bytes,6,opt,name=trailer,proto3,oneof"`
 }
 
+type SnapshotRecord_DataNode struct {
+	DataNode *DataNode `protobuf:"bytes,7,opt,name=data_node,json=dataNode,proto3,oneof"`
+}
+
+type SnapshotRecord_Table struct {
+	Table *Table `protobuf:"bytes,8,opt,name=table,proto3,oneof"`
+}
+
+type SnapshotRecord_Shard struct {
+	Shard *Shard `protobuf:"bytes,9,opt,name=shard,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Kv) isSnapshotRecord_Rec() {}
@@ -3275,6 +4006,12 @@ func (*SnapshotRecord_Member) isSnapshotRecord_Rec() {}
 func (*SnapshotRecord_IdCounter) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Trailer) isSnapshotRecord_Rec() {}
+
+func (*SnapshotRecord_DataNode) isSnapshotRecord_Rec() {}
+
+func (*SnapshotRecord_Table) isSnapshotRecord_Rec() {}
+
+func (*SnapshotRecord_Shard) isSnapshotRecord_Rec() {}
 
 type SnapshotHeader struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3290,7 +4027,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[51]
+	mi := &file_pcs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3302,7 +4039,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[51]
+	mi := &file_pcs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3315,7 +4052,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{51}
+	return file_pcs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -3363,7 +4100,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[52]
+	mi := &file_pcs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3375,7 +4112,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[52]
+	mi := &file_pcs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3388,7 +4125,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{52}
+	return file_pcs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -3415,7 +4152,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[53]
+	mi := &file_pcs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3427,7 +4164,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[53]
+	mi := &file_pcs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3440,7 +4177,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{53}
+	return file_pcs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -3633,7 +4370,45 @@ const file_pcs_proto_rawDesc = "" +
 	"\x06ranges\x18\x03 \x03(\v2\x16.pcs.v1.RangePartitionR\x06ranges\x12+\n" +
 	"\x05lists\x18\x04 \x03(\v2\x15.pcs.v1.ListPartitionR\x05lists\x12'\n" +
 	"\x0fhash_partitions\x18\x05 \x01(\rR\x0ehashPartitions\x12'\n" +
-	"\x03sub\x18\x06 \x01(\v2\x15.pcs.v1.PartitionSpecR\x03sub\"\xdc\x02\n" +
+	"\x03sub\x18\x06 \x01(\v2\x15.pcs.v1.PartitionSpecR\x03sub\"\x84\x02\n" +
+	"\bDataNode\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x124\n" +
+	"\x06labels\x18\x03 \x03(\v2\x1c.pcs.v1.DataNode.LabelsEntryR\x06labels\x12%\n" +
+	"\x0ecapacity_bytes\x18\x04 \x01(\x04R\rcapacityBytes\x12\x18\n" +
+	"\aoffline\x18\x05 \x01(\bR\aoffline\x12\x1c\n" +
+	"\ttombstone\x18\x06 \x01(\bR\ttombstone\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x03\n" +
+	"\x05Table\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12+\n" +
+	"\acolumns\x18\x03 \x03(\v2\x11.pcs.v1.ColumnDefR\acolumns\x123\n" +
+	"\tpartition\x18\x04 \x01(\v2\x15.pcs.v1.PartitionSpecR\tpartition\x12\x1a\n" +
+	"\breplicas\x18\x05 \x01(\rR\breplicas\x12'\n" +
+	"\x0fisolation_label\x18\x06 \x01(\tR\x0eisolationLabel\x12\x14\n" +
+	"\x05nodes\x18\a \x03(\x04R\x05nodes\x12\x1f\n" +
+	"\vshard_group\x18\b \x01(\tR\n" +
+	"shardGroup\x12(\n" +
+	"\x05state\x18\t \x01(\x0e2\x12.pcs.v1.TableStateR\x05state\x12%\n" +
+	"\x0eschema_version\x18\n" +
+	" \x01(\x04R\rschemaVersion\x12'\n" +
+	"\x0fcreate_revision\x18\v \x01(\x04R\x0ecreateRevision\"A\n" +
+	"\n" +
+	"ShardEpoch\x12\x19\n" +
+	"\bconf_ver\x18\x01 \x01(\x04R\aconfVer\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"\xec\x01\n" +
+	"\x05Shard\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x19\n" +
+	"\btable_id\x18\x02 \x01(\x04R\atableId\x12\x14\n" +
+	"\x05start\x18\x03 \x01(\fR\x05start\x12\x10\n" +
+	"\x03end\x18\x04 \x01(\fR\x03end\x12(\n" +
+	"\x05epoch\x18\x05 \x01(\v2\x12.pcs.v1.ShardEpochR\x05epoch\x12\x12\n" +
+	"\x04term\x18\x06 \x01(\x04R\x04term\x12\x18\n" +
+	"\aprimary\x18\a \x01(\x04R\aprimary\x12\x1a\n" +
+	"\breplicas\x18\b \x03(\x04R\breplicas\x12\x1c\n" +
+	"\tpartition\x18\t \x01(\tR\tpartition\"\xda\x04\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\"\n" +
 	"\x03put\x18\x02 \x01(\v2\x0e.pcs.v1.CmdPutH\x00R\x03put\x12+\n" +
@@ -3643,8 +4418,23 @@ const file_pcs_proto_rawDesc = "" +
 	"\talloc_ids\x18\x05 \x01(\v2\x13.pcs.v1.CmdAllocIDsH\x00R\ballocIds\x125\n" +
 	"\n" +
 	"set_member\x18\x06 \x01(\v2\x14.pcs.v1.CmdSetMemberH\x00R\tsetMember\x12>\n" +
-	"\rremove_member\x18\a \x01(\v2\x17.pcs.v1.CmdRemoveMemberH\x00R\fremoveMemberB\x04\n" +
-	"\x02op\"u\n" +
+	"\rremove_member\x18\a \x01(\v2\x17.pcs.v1.CmdRemoveMemberH\x00R\fremoveMember\x12>\n" +
+	"\rregister_node\x18\b \x01(\v2\x17.pcs.v1.CmdRegisterNodeH\x00R\fregisterNode\x12;\n" +
+	"\fcreate_table\x18\t \x01(\v2\x16.pcs.v1.CmdCreateTableH\x00R\vcreateTable\x12B\n" +
+	"\x0fset_table_state\x18\n" +
+	" \x01(\v2\x18.pcs.v1.CmdSetTableStateH\x00R\rsetTableState\x12;\n" +
+	"\fdelete_table\x18\v \x01(\v2\x16.pcs.v1.CmdDeleteTableH\x00R\vdeleteTableB\x04\n" +
+	"\x02op\"7\n" +
+	"\x0fCmdRegisterNode\x12$\n" +
+	"\x04node\x18\x01 \x01(\v2\x10.pcs.v1.DataNodeR\x04node\"\\\n" +
+	"\x0eCmdCreateTable\x12#\n" +
+	"\x05table\x18\x01 \x01(\v2\r.pcs.v1.TableR\x05table\x12%\n" +
+	"\x06shards\x18\x02 \x03(\v2\r.pcs.v1.ShardR\x06shards\"W\n" +
+	"\x10CmdSetTableState\x12\x19\n" +
+	"\btable_id\x18\x01 \x01(\x04R\atableId\x12(\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x12.pcs.v1.TableStateR\x05state\"+\n" +
+	"\x0eCmdDeleteTable\x12\x19\n" +
+	"\btable_id\x18\x01 \x01(\x04R\atableId\"u\n" +
 	"\x06CmdPut\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12.\n" +
@@ -3663,7 +4453,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\fCmdSetMember\x12&\n" +
 	"\x06member\x18\x01 \x01(\v2\x0e.pcs.v1.MemberR\x06member\"%\n" +
 	"\x0fCmdRemoveMember\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xa7\x02\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xa6\x03\n" +
 	"\x0eSnapshotRecord\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.pcs.v1.SnapshotHeaderH\x00R\x06header\x12\"\n" +
 	"\x02kv\x18\x02 \x01(\v2\x10.pcs.v1.KeyValueH\x00R\x02kv\x12%\n" +
@@ -3671,7 +4461,10 @@ const file_pcs_proto_rawDesc = "" +
 	"\x06member\x18\x04 \x01(\v2\x0e.pcs.v1.MemberH\x00R\x06member\x122\n" +
 	"\n" +
 	"id_counter\x18\x05 \x01(\v2\x11.pcs.v1.IDCounterH\x00R\tidCounter\x123\n" +
-	"\atrailer\x18\x06 \x01(\v2\x17.pcs.v1.SnapshotTrailerH\x00R\atrailerB\x05\n" +
+	"\atrailer\x18\x06 \x01(\v2\x17.pcs.v1.SnapshotTrailerH\x00R\atrailer\x12/\n" +
+	"\tdata_node\x18\a \x01(\v2\x10.pcs.v1.DataNodeH\x00R\bdataNode\x12%\n" +
+	"\x05table\x18\b \x01(\v2\r.pcs.v1.TableH\x00R\x05table\x12%\n" +
+	"\x05shard\x18\t \x01(\v2\r.pcs.v1.ShardH\x00R\x05shardB\x05\n" +
 	"\x03rec\"\xc1\x01\n" +
 	"\x0eSnapshotHeader\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12\x1a\n" +
@@ -3700,7 +4493,12 @@ const file_pcs_proto_rawDesc = "" +
 	"\x17PARTITION_STRATEGY_NONE\x10\x00\x12\x1c\n" +
 	"\x18PARTITION_STRATEGY_RANGE\x10\x01\x12\x1b\n" +
 	"\x17PARTITION_STRATEGY_LIST\x10\x02\x12\x1b\n" +
-	"\x17PARTITION_STRATEGY_HASH\x10\x032\xf8\a\n" +
+	"\x17PARTITION_STRATEGY_HASH\x10\x03*X\n" +
+	"\n" +
+	"TableState\x12\x18\n" +
+	"\x14TABLE_STATE_CREATING\x10\x00\x12\x16\n" +
+	"\x12TABLE_STATE_PUBLIC\x10\x01\x12\x18\n" +
+	"\x14TABLE_STATE_DROPPING\x10\x022\xf8\a\n" +
 	"\x03PCS\x127\n" +
 	"\x06Status\x12\x15.pcs.v1.StatusRequest\x1a\x16.pcs.v1.StatusResponse\x12C\n" +
 	"\n" +
@@ -3732,143 +4530,169 @@ func file_pcs_proto_rawDescGZIP() []byte {
 	return file_pcs_proto_rawDescData
 }
 
-var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                 // 0: pcs.v1.NodeState
 	(Consistency)(0),               // 1: pcs.v1.Consistency
 	(EventType)(0),                 // 2: pcs.v1.EventType
 	(PartitionStrategy)(0),         // 3: pcs.v1.PartitionStrategy
-	(*ReadHeader)(nil),             // 4: pcs.v1.ReadHeader
-	(*WriteHeader)(nil),            // 5: pcs.v1.WriteHeader
-	(*NotPrimary)(nil),             // 6: pcs.v1.NotPrimary
-	(*StatusRequest)(nil),          // 7: pcs.v1.StatusRequest
-	(*StatusResponse)(nil),         // 8: pcs.v1.StatusResponse
-	(*Member)(nil),                 // 9: pcs.v1.Member
-	(*MemberListRequest)(nil),      // 10: pcs.v1.MemberListRequest
-	(*MemberListResponse)(nil),     // 11: pcs.v1.MemberListResponse
-	(*MemberAddRequest)(nil),       // 12: pcs.v1.MemberAddRequest
-	(*MemberAddResponse)(nil),      // 13: pcs.v1.MemberAddResponse
-	(*MemberRemoveRequest)(nil),    // 14: pcs.v1.MemberRemoveRequest
-	(*MemberRemoveResponse)(nil),   // 15: pcs.v1.MemberRemoveResponse
-	(*MemberTransferRequest)(nil),  // 16: pcs.v1.MemberTransferRequest
-	(*MemberTransferResponse)(nil), // 17: pcs.v1.MemberTransferResponse
-	(*MemberUpdateRequest)(nil),    // 18: pcs.v1.MemberUpdateRequest
-	(*MemberUpdateResponse)(nil),   // 19: pcs.v1.MemberUpdateResponse
-	(*ReadIndexRequest)(nil),       // 20: pcs.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),      // 21: pcs.v1.ReadIndexResponse
-	(*KeyValue)(nil),               // 22: pcs.v1.KeyValue
-	(*PutRequest)(nil),             // 23: pcs.v1.PutRequest
-	(*PutResponse)(nil),            // 24: pcs.v1.PutResponse
-	(*DeleteRequest)(nil),          // 25: pcs.v1.DeleteRequest
-	(*DeleteResponse)(nil),         // 26: pcs.v1.DeleteResponse
-	(*GetRequest)(nil),             // 27: pcs.v1.GetRequest
-	(*GetResponse)(nil),            // 28: pcs.v1.GetResponse
-	(*RangeRequest)(nil),           // 29: pcs.v1.RangeRequest
-	(*RangeResponse)(nil),          // 30: pcs.v1.RangeResponse
-	(*Event)(nil),                  // 31: pcs.v1.Event
-	(*WatchRequest)(nil),           // 32: pcs.v1.WatchRequest
-	(*WatchResponse)(nil),          // 33: pcs.v1.WatchResponse
-	(*TsoRequest)(nil),             // 34: pcs.v1.TsoRequest
-	(*TsoResponse)(nil),            // 35: pcs.v1.TsoResponse
-	(*AllocIDsRequest)(nil),        // 36: pcs.v1.AllocIDsRequest
-	(*AllocIDsResponse)(nil),       // 37: pcs.v1.AllocIDsResponse
-	(*GetLogLevelRequest)(nil),     // 38: pcs.v1.GetLogLevelRequest
-	(*GetLogLevelResponse)(nil),    // 39: pcs.v1.GetLogLevelResponse
-	(*SetLogLevelRequest)(nil),     // 40: pcs.v1.SetLogLevelRequest
-	(*SetLogLevelResponse)(nil),    // 41: pcs.v1.SetLogLevelResponse
-	(*ColumnDef)(nil),              // 42: pcs.v1.ColumnDef
-	(*RangePartition)(nil),         // 43: pcs.v1.RangePartition
-	(*ValueTuple)(nil),             // 44: pcs.v1.ValueTuple
-	(*ListPartition)(nil),          // 45: pcs.v1.ListPartition
-	(*PartitionSpec)(nil),          // 46: pcs.v1.PartitionSpec
-	(*Command)(nil),                // 47: pcs.v1.Command
-	(*CmdPut)(nil),                 // 48: pcs.v1.CmdPut
-	(*CmdDelete)(nil),              // 49: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),           // 50: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),            // 51: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),           // 52: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),        // 53: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),         // 54: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),         // 55: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),              // 56: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),        // 57: pcs.v1.SnapshotTrailer
+	(TableState)(0),                // 4: pcs.v1.TableState
+	(*ReadHeader)(nil),             // 5: pcs.v1.ReadHeader
+	(*WriteHeader)(nil),            // 6: pcs.v1.WriteHeader
+	(*NotPrimary)(nil),             // 7: pcs.v1.NotPrimary
+	(*StatusRequest)(nil),          // 8: pcs.v1.StatusRequest
+	(*StatusResponse)(nil),         // 9: pcs.v1.StatusResponse
+	(*Member)(nil),                 // 10: pcs.v1.Member
+	(*MemberListRequest)(nil),      // 11: pcs.v1.MemberListRequest
+	(*MemberListResponse)(nil),     // 12: pcs.v1.MemberListResponse
+	(*MemberAddRequest)(nil),       // 13: pcs.v1.MemberAddRequest
+	(*MemberAddResponse)(nil),      // 14: pcs.v1.MemberAddResponse
+	(*MemberRemoveRequest)(nil),    // 15: pcs.v1.MemberRemoveRequest
+	(*MemberRemoveResponse)(nil),   // 16: pcs.v1.MemberRemoveResponse
+	(*MemberTransferRequest)(nil),  // 17: pcs.v1.MemberTransferRequest
+	(*MemberTransferResponse)(nil), // 18: pcs.v1.MemberTransferResponse
+	(*MemberUpdateRequest)(nil),    // 19: pcs.v1.MemberUpdateRequest
+	(*MemberUpdateResponse)(nil),   // 20: pcs.v1.MemberUpdateResponse
+	(*ReadIndexRequest)(nil),       // 21: pcs.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),      // 22: pcs.v1.ReadIndexResponse
+	(*KeyValue)(nil),               // 23: pcs.v1.KeyValue
+	(*PutRequest)(nil),             // 24: pcs.v1.PutRequest
+	(*PutResponse)(nil),            // 25: pcs.v1.PutResponse
+	(*DeleteRequest)(nil),          // 26: pcs.v1.DeleteRequest
+	(*DeleteResponse)(nil),         // 27: pcs.v1.DeleteResponse
+	(*GetRequest)(nil),             // 28: pcs.v1.GetRequest
+	(*GetResponse)(nil),            // 29: pcs.v1.GetResponse
+	(*RangeRequest)(nil),           // 30: pcs.v1.RangeRequest
+	(*RangeResponse)(nil),          // 31: pcs.v1.RangeResponse
+	(*Event)(nil),                  // 32: pcs.v1.Event
+	(*WatchRequest)(nil),           // 33: pcs.v1.WatchRequest
+	(*WatchResponse)(nil),          // 34: pcs.v1.WatchResponse
+	(*TsoRequest)(nil),             // 35: pcs.v1.TsoRequest
+	(*TsoResponse)(nil),            // 36: pcs.v1.TsoResponse
+	(*AllocIDsRequest)(nil),        // 37: pcs.v1.AllocIDsRequest
+	(*AllocIDsResponse)(nil),       // 38: pcs.v1.AllocIDsResponse
+	(*GetLogLevelRequest)(nil),     // 39: pcs.v1.GetLogLevelRequest
+	(*GetLogLevelResponse)(nil),    // 40: pcs.v1.GetLogLevelResponse
+	(*SetLogLevelRequest)(nil),     // 41: pcs.v1.SetLogLevelRequest
+	(*SetLogLevelResponse)(nil),    // 42: pcs.v1.SetLogLevelResponse
+	(*ColumnDef)(nil),              // 43: pcs.v1.ColumnDef
+	(*RangePartition)(nil),         // 44: pcs.v1.RangePartition
+	(*ValueTuple)(nil),             // 45: pcs.v1.ValueTuple
+	(*ListPartition)(nil),          // 46: pcs.v1.ListPartition
+	(*PartitionSpec)(nil),          // 47: pcs.v1.PartitionSpec
+	(*DataNode)(nil),               // 48: pcs.v1.DataNode
+	(*Table)(nil),                  // 49: pcs.v1.Table
+	(*ShardEpoch)(nil),             // 50: pcs.v1.ShardEpoch
+	(*Shard)(nil),                  // 51: pcs.v1.Shard
+	(*Command)(nil),                // 52: pcs.v1.Command
+	(*CmdRegisterNode)(nil),        // 53: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),         // 54: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),       // 55: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),         // 56: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                 // 57: pcs.v1.CmdPut
+	(*CmdDelete)(nil),              // 58: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),           // 59: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),            // 60: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),           // 61: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),        // 62: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),         // 63: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),         // 64: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),              // 65: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),        // 66: pcs.v1.SnapshotTrailer
+	nil,                            // 67: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,  // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
 	1,  // 1: pcs.v1.MemberListRequest.consistency:type_name -> pcs.v1.Consistency
-	4,  // 2: pcs.v1.MemberListResponse.header:type_name -> pcs.v1.ReadHeader
-	9,  // 3: pcs.v1.MemberListResponse.members:type_name -> pcs.v1.Member
-	9,  // 4: pcs.v1.MemberAddResponse.members:type_name -> pcs.v1.Member
-	9,  // 5: pcs.v1.MemberRemoveResponse.members:type_name -> pcs.v1.Member
-	9,  // 6: pcs.v1.MemberUpdateRequest.member:type_name -> pcs.v1.Member
-	5,  // 7: pcs.v1.PutResponse.header:type_name -> pcs.v1.WriteHeader
-	22, // 8: pcs.v1.PutResponse.kv:type_name -> pcs.v1.KeyValue
-	5,  // 9: pcs.v1.DeleteResponse.header:type_name -> pcs.v1.WriteHeader
+	5,  // 2: pcs.v1.MemberListResponse.header:type_name -> pcs.v1.ReadHeader
+	10, // 3: pcs.v1.MemberListResponse.members:type_name -> pcs.v1.Member
+	10, // 4: pcs.v1.MemberAddResponse.members:type_name -> pcs.v1.Member
+	10, // 5: pcs.v1.MemberRemoveResponse.members:type_name -> pcs.v1.Member
+	10, // 6: pcs.v1.MemberUpdateRequest.member:type_name -> pcs.v1.Member
+	6,  // 7: pcs.v1.PutResponse.header:type_name -> pcs.v1.WriteHeader
+	23, // 8: pcs.v1.PutResponse.kv:type_name -> pcs.v1.KeyValue
+	6,  // 9: pcs.v1.DeleteResponse.header:type_name -> pcs.v1.WriteHeader
 	1,  // 10: pcs.v1.GetRequest.consistency:type_name -> pcs.v1.Consistency
-	4,  // 11: pcs.v1.GetResponse.header:type_name -> pcs.v1.ReadHeader
-	22, // 12: pcs.v1.GetResponse.kv:type_name -> pcs.v1.KeyValue
+	5,  // 11: pcs.v1.GetResponse.header:type_name -> pcs.v1.ReadHeader
+	23, // 12: pcs.v1.GetResponse.kv:type_name -> pcs.v1.KeyValue
 	1,  // 13: pcs.v1.RangeRequest.consistency:type_name -> pcs.v1.Consistency
-	4,  // 14: pcs.v1.RangeResponse.header:type_name -> pcs.v1.ReadHeader
-	22, // 15: pcs.v1.RangeResponse.kvs:type_name -> pcs.v1.KeyValue
+	5,  // 14: pcs.v1.RangeResponse.header:type_name -> pcs.v1.ReadHeader
+	23, // 15: pcs.v1.RangeResponse.kvs:type_name -> pcs.v1.KeyValue
 	2,  // 16: pcs.v1.Event.type:type_name -> pcs.v1.EventType
-	22, // 17: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
-	31, // 18: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	44, // 19: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	23, // 17: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
+	32, // 18: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
+	45, // 19: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
 	3,  // 20: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	43, // 21: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	45, // 22: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	46, // 23: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	48, // 24: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	49, // 25: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	50, // 26: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	51, // 27: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	52, // 28: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	53, // 29: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	9,  // 30: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	55, // 31: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	22, // 32: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	31, // 33: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	9,  // 34: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	56, // 35: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	57, // 36: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	7,  // 37: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	10, // 38: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	12, // 39: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	14, // 40: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	16, // 41: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	18, // 42: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	20, // 43: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	23, // 44: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	25, // 45: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	27, // 46: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	29, // 47: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	32, // 48: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	34, // 49: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	36, // 50: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	38, // 51: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	40, // 52: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	8,  // 53: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	11, // 54: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	13, // 55: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	15, // 56: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	17, // 57: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	19, // 58: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	21, // 59: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	24, // 60: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	26, // 61: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	28, // 62: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	30, // 63: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	33, // 64: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	35, // 65: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	37, // 66: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	39, // 67: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	41, // 68: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	53, // [53:69] is the sub-list for method output_type
-	37, // [37:53] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	44, // 21: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	46, // 22: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	47, // 23: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	67, // 24: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	43, // 25: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	47, // 26: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	4,  // 27: pcs.v1.Table.state:type_name -> pcs.v1.TableState
+	50, // 28: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	57, // 29: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	58, // 30: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	59, // 31: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	60, // 32: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	61, // 33: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	62, // 34: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	53, // 35: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	54, // 36: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	55, // 37: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	56, // 38: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	48, // 39: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	49, // 40: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	51, // 41: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,  // 42: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10, // 43: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	64, // 44: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	23, // 45: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	32, // 46: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10, // 47: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	65, // 48: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	66, // 49: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	48, // 50: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	49, // 51: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	51, // 52: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	8,  // 53: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11, // 54: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13, // 55: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15, // 56: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	17, // 57: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	19, // 58: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	21, // 59: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	24, // 60: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	26, // 61: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	28, // 62: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	30, // 63: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	33, // 64: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	35, // 65: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	37, // 66: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	39, // 67: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	41, // 68: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,  // 69: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12, // 70: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14, // 71: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	16, // 72: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	18, // 73: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	20, // 74: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	22, // 75: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	25, // 76: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	27, // 77: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	29, // 78: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	31, // 79: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	34, // 80: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	36, // 81: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	38, // 82: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	40, // 83: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	42, // 84: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	69, // [69:85] is the sub-list for method output_type
+	53, // [53:69] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -3878,31 +4702,38 @@ func file_pcs_proto_init() {
 	}
 	file_pcs_proto_msgTypes[19].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[21].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[43].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[47].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_TsoWindow)(nil),
 		(*Command_AllocIds)(nil),
 		(*Command_SetMember)(nil),
 		(*Command_RemoveMember)(nil),
+		(*Command_RegisterNode)(nil),
+		(*Command_CreateTable)(nil),
+		(*Command_SetTableState)(nil),
+		(*Command_DeleteTable)(nil),
 	}
-	file_pcs_proto_msgTypes[44].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[45].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[50].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[52].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[53].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[58].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
 		(*SnapshotRecord_Member)(nil),
 		(*SnapshotRecord_IdCounter)(nil),
 		(*SnapshotRecord_Trailer)(nil),
+		(*SnapshotRecord_DataNode)(nil),
+		(*SnapshotRecord_Table)(nil),
+		(*SnapshotRecord_Shard)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   54,
+			NumEnums:      5,
+			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,7 +20,7 @@ const (
 	MaxIDBlock    = 1 << 20 // ids in one allocation
 	MaxNameLen    = 128     // bytes of a member name
 	MaxAddrLen    = 256     // bytes of an address
-	MaxCommandLen = MaxKeySize + MaxValueSize + 1024
+	MaxCommandLen = 64 << 20 // a create-table command carries every shard
 )
 
 // EncodeCommand validates op and returns the bytes of a versioned command.
@@ -116,6 +116,24 @@ func ValidateCommand(cmd *pcspb.Command) error {
 		if n := op.RemoveMember.GetName(); n == "" || len(n) > MaxNameLen {
 			err = fmt.Errorf("%w: member name must be 1..%d bytes", ErrInvalid, MaxNameLen)
 		}
+	case *pcspb.Command_RegisterNode:
+		n := op.RegisterNode.GetNode()
+		if n == nil || n.Address == "" || len(n.Address) > MaxAddrLen || len(n.Labels) > 32 {
+			err = fmt.Errorf("%w: a node needs an address of 1..%d bytes and at most 32 labels", ErrInvalid, MaxAddrLen)
+		}
+		for k, v := range n.GetLabels() {
+			if k == "" || len(k) > 64 || len(v) > 256 {
+				err = fmt.Errorf("%w: label %q=%q: keys 1..64 bytes, values up to 256", ErrInvalid, k, v)
+			}
+		}
+	case *pcspb.Command_CreateTable:
+		t := op.CreateTable.GetTable()
+		if t == nil || t.Name == "" || len(t.Name) > MaxNameLen || !utf8.ValidString(t.Name) {
+			err = fmt.Errorf("%w: table name must be 1..%d bytes of UTF-8", ErrInvalid, MaxNameLen)
+		} else if t.Replicas < 1 || t.Replicas > 9 {
+			err = fmt.Errorf("%w: replica count %d (1..9)", ErrInvalid, t.Replicas)
+		}
+	case *pcspb.Command_SetTableState, *pcspb.Command_DeleteTable:
 	case nil:
 		err = fmt.Errorf("%w: no operation", ErrBadCommand)
 	default:

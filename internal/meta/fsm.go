@@ -34,6 +34,8 @@ type Result struct {
 	Deleted bool
 	// First is the first id of an id block.
 	First uint64
+	// ID is the id a catalog command assigned (node, table).
+	ID uint64
 	// Err is the command's failure (validation or condition); the state is unchanged but for
 	// the revision.
 	Err error
@@ -71,6 +73,7 @@ type state struct {
 	ids       map[string]uint64 // next id to hand out per kind; absent means 1
 	members   map[string]*pcspb.Member
 	hist      history
+	cat       *catalogState
 }
 
 func kvLess(a, b *pcspb.KeyValue) bool { return bytes.Compare(a.Key, b.Key) < 0 }
@@ -81,6 +84,7 @@ func newState() *state {
 		ids:     map[string]uint64{},
 		members: map[string]*pcspb.Member{},
 		hist:    history{start: 1},
+		cat:     newCatalogState(),
 	}
 }
 
@@ -190,6 +194,8 @@ func (f *FSM) applyLocked(st *state, cmd *pcspb.Command, res *Result) {
 		st.members[m.Name] = &pcspb.Member{Name: m.Name, PeerAddr: m.PeerAddr, ClientAddr: m.ClientAddr, HttpAddr: m.HttpAddr}
 	case *pcspb.Command_RemoveMember:
 		delete(st.members, op.RemoveMember.Name)
+	default:
+		f.applyCatalogLocked(st, cmd, res)
 	}
 }
 
@@ -210,6 +216,7 @@ func (st *state) cloneLocked() *state {
 		ids:       make(map[string]uint64, len(st.ids)),
 		members:   make(map[string]*pcspb.Member, len(st.members)),
 		hist:      history{start: st.hist.start, events: append([]*pcspb.Event(nil), st.hist.events[st.hist.head:]...)},
+		cat:       st.cat.clone(),
 	}
 	for k, v := range st.ids {
 		c.ids[k] = v
@@ -374,5 +381,6 @@ func (f *FSM) Digest() (string, Position) {
 		u(kv.Version)
 		return true
 	})
+	st.cat.digest(h)
 	return hex.EncodeToString(h.Sum(nil)), Position{st.revision, st.applied}
 }

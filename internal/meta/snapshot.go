@@ -90,6 +90,9 @@ func WriteSnapshot(out io.Writer, st *state) error {
 		err = w.write(&pcspb.SnapshotRecord{Rec: &pcspb.SnapshotRecord_Kv{Kv: kv}})
 		return err == nil
 	})
+	if err == nil {
+		err = writeCatalog(w, st.cat)
+	}
 	for _, ev := range st.hist.events[st.hist.head:] {
 		if err == nil {
 			err = w.write(&pcspb.SnapshotRecord{Rec: &pcspb.SnapshotRecord_Event{Event: ev}})
@@ -153,7 +156,7 @@ func readSnapshot(r io.Reader) (*state, error) {
 		sumAtRec = crc.Sum32()
 		crc.Write(frame[:binary.PutUvarint(frame[:], size)])
 		crc.Write(buf)
-		rec.Reset()
+		rec = pcspb.SnapshotRecord{}
 		if err := unmarsh.Unmarshal(buf, &rec); err != nil {
 			return nil, bad("record %d: %v", n, err)
 		}
@@ -191,6 +194,10 @@ func readSnapshot(r io.Reader) (*state, error) {
 			}
 			lastKey = kv.Key
 			st.kv.ReplaceOrInsert(kv)
+		case *pcspb.SnapshotRecord_DataNode, *pcspb.SnapshotRecord_Table, *pcspb.SnapshotRecord_Shard:
+			if err := readCatalogRecord(st.cat, &rec); err != nil {
+				return nil, bad("record %d: %v", n, err)
+			}
 		case *pcspb.SnapshotRecord_Event:
 			ev := x.Event
 			if ev.Kv == nil || ev.Kv.ModRevision < lastRev || ev.Kv.ModRevision > st.revision {

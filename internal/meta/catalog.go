@@ -1,0 +1,447 @@
+package meta
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"hash"
+	"sort"
+
+	"github.com/google/btree"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/internal/catalog"
+)
+
+// Catalog errors.
+var (
+	// ErrTableExists: a table of this name exists.
+	ErrTableExists = errors.New("meta: table exists")
+	// ErrTableNotFound: no table of this name or id.
+	ErrTableNotFound = errors.New("meta: table not found")
+	// ErrShardNotFound: no shard holds the key, or no shard has the id.
+	ErrShardNotFound = errors.New("meta: shard not found")
+	// ErrNodeNotFound: no registered node has the id.
+	ErrNodeNotFound = errors.New("meta: node not found")
+)
+
+// catalogState is the catalog part of the state: data nodes, tables and their shards.
+// Stored messages are never modified in place (an update stores a new message), so clones
+// may share them.
+type catalogState struct {
+	nodes       map[uint64]*pcspb.DataNode
+	nodeByAddr  map[string]uint64
+	tables      map[uint64]*tableEntry
+	tableByName map[string]uint64
+	shardByID   map[uint64]*pcspb.Shard
+}
+
+// tableEntry is a table with its compiled spec and its range index.
+type tableEntry struct {
+	t      *pcspb.Table
+	spec   *catalog.Spec // derived from t; not snapshotted
+	shards *btree.BTreeG[*pcspb.Shard]
+}
+
+func shardLess(a, b *pcspb.Shard) bool { return bytes.Compare(a.Start, b.Start) < 0 }
+
+func newCatalogState() *catalogState {
+	return &catalogState{
+		nodes:       map[uint64]*pcspb.DataNode{},
+		nodeByAddr:  map[string]uint64{},
+		tables:      map[uint64]*tableEntry{},
+		tableByName: map[string]uint64{},
+		shardByID:   map[uint64]*pcspb.Shard{},
+	}
+}
+
+func (c *catalogState) clone() *catalogState {
+	n := &catalogState{
+		nodes:       make(map[uint64]*pcspb.DataNode, len(c.nodes)),
+		nodeByAddr:  make(map[string]uint64, len(c.nodeByAddr)),
+		tables:      make(map[uint64]*tableEntry, len(c.tables)),
+		tableByName: make(map[string]uint64, len(c.tableByName)),
+		shardByID:   make(map[uint64]*pcspb.Shard, len(c.shardByID)),
+	}
+	for k, v := range c.nodes {
+		n.nodes[k] = v
+	}
+	for k, v := range c.nodeByAddr {
+		n.nodeByAddr[k] = v
+	}
+	for k, v := range c.tables {
+		n.tables[k] = &tableEntry{t: v.t, spec: v.spec, shards: v.shards.Clone()}
+	}
+	for k, v := range c.tableByName {
+		n.tableByName[k] = v
+	}
+	for k, v := range c.shardByID {
+		n.shardByID[k] = v
+	}
+	return n
+}
+
+// compileTable compiles a table's schema and partition spec.
+func compileTable(t *pcspb.Table) (*catalog.Spec, error) {
+	schema, err := catalog.CompileSchema(t.Columns)
+	if err != nil {
+		return nil, err
+	}
+	return catalog.Compile(schema, t.Partition)
+}
+
+// nextID hands out the next id of a kind from the state's counters.
+func (st *state) nextID(kind string) uint64 {
+	id := max(st.ids[kind], 1)
+	st.ids[kind] = id + 1
+	return id
+}
+
+func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) bool {
+	c := st.cat
+	switch op := cmd.Op.(type) {
+	case *pcspb.Command_RegisterNode:
+		n := proto.Clone(op.RegisterNode.Node).(*pcspb.DataNode)
+		if id, ok := c.nodeByAddr[n.Address]; ok {
+			n.Id = id
+		} else {
+			n.Id = st.nextID("node")
+			c.nodeByAddr[n.Address] = n.Id
+		}
+		c.nodes[n.Id] = n
+		res.ID = n.Id
+	case *pcspb.Command_CreateTable:
+		res.ID, res.Err = c.createTable(st, op.CreateTable)
+	case *pcspb.Command_SetTableState:
+		te, ok := c.tables[op.SetTableState.TableId]
+		if !ok {
+			res.Err = fmt.Errorf("%w: id %d", ErrTableNotFound, op.SetTableState.TableId)
+			return true
+		}
+		t := proto.Clone(te.t).(*pcspb.Table)
+		t.State = op.SetTableState.State
+		c.tables[t.Id] = &tableEntry{t: t, spec: te.spec, shards: te.shards}
+	case *pcspb.Command_DeleteTable:
+		te, ok := c.tables[op.DeleteTable.TableId]
+		if !ok {
+			res.Err = fmt.Errorf("%w: id %d", ErrTableNotFound, op.DeleteTable.TableId)
+			return true
+		}
+		te.shards.Ascend(func(s *pcspb.Shard) bool { delete(c.shardByID, s.Id); return true })
+		delete(c.tables, te.t.Id)
+		delete(c.tableByName, te.t.Name)
+	default:
+		return false
+	}
+	return true
+}
+
+// createTable validates a table and its shards against its own partition spec and the node
+// registry, then stores them with fresh ids. It changes nothing on error.
+func (c *catalogState) createTable(st *state, cmd *pcspb.CmdCreateTable) (uint64, error) {
+	t := proto.Clone(cmd.Table).(*pcspb.Table)
+	if _, ok := c.tableByName[t.Name]; ok {
+		return 0, fmt.Errorf("%w: %q", ErrTableExists, t.Name)
+	}
+	spec, err := compileTable(t)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	leaves := spec.Leaves()
+	if len(cmd.Shards) != len(leaves) {
+		return 0, fmt.Errorf("%w: %d shards for %d leaf partitions", ErrInvalid, len(cmd.Shards), len(leaves))
+	}
+	for i, s := range cmd.Shards {
+		if !bytes.Equal(s.Start, leaves[i].Start) || !bytes.Equal(s.End, leaves[i].End) {
+			return 0, fmt.Errorf("%w: shard %d does not cover leaf %s", ErrInvalid, i, leaves[i].Name)
+		}
+		if len(s.Replicas) != int(t.Replicas) || len(s.Replicas) == 0 || s.Primary != s.Replicas[0] {
+			return 0, fmt.Errorf("%w: shard %d: %d replicas for replica count %d, primary first", ErrInvalid, i, len(s.Replicas), t.Replicas)
+		}
+		seen := map[uint64]bool{}
+		for _, n := range s.Replicas {
+			if _, ok := c.nodes[n]; !ok || seen[n] {
+				return 0, fmt.Errorf("%w: shard %d: node %d unknown or listed twice", ErrInvalid, i, n)
+			}
+			seen[n] = true
+		}
+	}
+	t.Id = st.nextID("table")
+	t.State = pcspb.TableState_TABLE_STATE_CREATING
+	t.SchemaVersion = 1
+	t.CreateRevision = st.revision
+	te := &tableEntry{t: t, spec: spec, shards: btree.NewG(32, shardLess)}
+	for i, s := range cmd.Shards {
+		sh := &pcspb.Shard{Id: st.nextID("shard"), TableId: t.Id, Start: s.Start, End: s.End,
+			Epoch: &pcspb.ShardEpoch{ConfVer: 1, Version: 1}, Term: 1, Primary: s.Primary,
+			Replicas: append([]uint64(nil), s.Replicas...), Partition: leaves[i].Name}
+		te.shards.ReplaceOrInsert(sh)
+		c.shardByID[sh.Id] = sh
+	}
+	c.tables[t.Id] = te
+	c.tableByName[t.Name] = t.Id
+	return t.Id, nil
+}
+
+// ---- reads ------------------------------------------------------------------------------------
+
+// DataNodes returns the registered nodes by id.
+func (f *FSM) DataNodes() []*pcspb.DataNode {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*pcspb.DataNode, 0, len(f.mu.st.cat.nodes))
+	for _, n := range f.mu.st.cat.nodes {
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Id < out[j].Id })
+	return out
+}
+
+// Tables returns every table by id.
+func (f *FSM) Tables() []*pcspb.Table {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*pcspb.Table, 0, len(f.mu.st.cat.tables))
+	for _, te := range f.mu.st.cat.tables {
+		out = append(out, te.t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Id < out[j].Id })
+	return out
+}
+
+// Table returns a table by name and its shard count.
+func (f *FSM) Table(name string) (*pcspb.Table, int, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	te, err := f.tableLocked(name)
+	if err != nil {
+		return nil, 0, err
+	}
+	return te.t, te.shards.Len(), nil
+}
+
+func (f *FSM) tableLocked(name string) (*tableEntry, error) {
+	id, ok := f.mu.st.cat.tableByName[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrTableNotFound, name)
+	}
+	return f.mu.st.cat.tables[id], nil
+}
+
+// ShardForKey returns the shard of table holding the row key (keyenc of the key columns).
+func (f *FSM) ShardForKey(table string, key []byte) (*pcspb.Shard, Position, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	pos := Position{f.mu.st.revision, f.mu.st.applied}
+	te, err := f.tableLocked(table)
+	if err != nil {
+		return nil, pos, err
+	}
+	rk, err := te.spec.RoutingKey(key)
+	if err != nil {
+		return nil, pos, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	s := shardAt(te, rk)
+	if s == nil {
+		return nil, pos, fmt.Errorf("%w: table %q key %x", ErrShardNotFound, table, key)
+	}
+	return s, pos, nil
+}
+
+// shardAt finds the shard whose range holds routing key rk.
+func shardAt(te *tableEntry, rk []byte) *pcspb.Shard {
+	var found *pcspb.Shard
+	te.shards.DescendLessOrEqual(&pcspb.Shard{Start: rk}, func(s *pcspb.Shard) bool {
+		found = s
+		return false
+	})
+	if found == nil || (len(found.End) > 0 && bytes.Compare(rk, found.End) >= 0) {
+		return nil
+	}
+	return found
+}
+
+// ScanShards returns up to limit shards of table, in order, from the one holding routing key
+// start (nil: the first) up to end (nil: the last).
+func (f *FSM) ScanShards(table string, start, end []byte, limit int) ([]*pcspb.Shard, Position, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	pos := Position{f.mu.st.revision, f.mu.st.applied}
+	te, err := f.tableLocked(table)
+	if err != nil {
+		return nil, pos, err
+	}
+	var out []*pcspb.Shard
+	from := &pcspb.Shard{Start: start}
+	if s := shardAt(te, start); s != nil {
+		from = s
+	}
+	te.shards.AscendGreaterOrEqual(from, func(s *pcspb.Shard) bool {
+		if len(out) == limit || (len(end) > 0 && bytes.Compare(s.Start, end) >= 0) {
+			return false
+		}
+		out = append(out, s)
+		return true
+	})
+	return out, pos, nil
+}
+
+// ShardByID returns a shard.
+func (f *FSM) ShardByID(id uint64) (*pcspb.Shard, Position, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	pos := Position{f.mu.st.revision, f.mu.st.applied}
+	s, ok := f.mu.st.cat.shardByID[id]
+	if !ok {
+		return nil, pos, fmt.Errorf("%w: id %d", ErrShardNotFound, id)
+	}
+	return s, pos, nil
+}
+
+// CheckInvariants verifies the catalog: every table's shards tile its leaf ranges in order
+// with no gap and no overlap; each shard's primary is one of its replicas; epochs and terms
+// are at least 1.
+func (f *FSM) CheckInvariants() error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, te := range f.mu.st.cat.tables {
+		leaves := te.spec.Leaves()
+		var prev *pcspb.Shard
+		var err error
+		te.shards.Ascend(func(s *pcspb.Shard) bool {
+			switch {
+			case prev == nil && !bytes.Equal(s.Start, leaves[0].Start):
+				err = fmt.Errorf("table %q: first shard starts at %x, not %x", te.t.Name, s.Start, leaves[0].Start)
+			case prev != nil && !bytes.Equal(prev.End, s.Start):
+				err = fmt.Errorf("table %q: gap or overlap between shards %d and %d", te.t.Name, prev.Id, s.Id)
+			case bytes.Compare(s.Start, s.End) >= 0:
+				err = fmt.Errorf("table %q: shard %d is empty", te.t.Name, s.Id)
+			case !contains(s.Replicas, s.Primary):
+				err = fmt.Errorf("table %q: shard %d primary %d is not a replica", te.t.Name, s.Id, s.Primary)
+			case s.Term < 1 || s.Epoch.GetConfVer() < 1 || s.Epoch.GetVersion() < 1:
+				err = fmt.Errorf("table %q: shard %d has a zero term or epoch", te.t.Name, s.Id)
+			}
+			prev = s
+			return err == nil
+		})
+		if err != nil {
+			return err
+		}
+		if prev == nil || !bytes.Equal(prev.End, leaves[len(leaves)-1].End) {
+			return fmt.Errorf("table %q: shards do not reach the end of the key space", te.t.Name)
+		}
+	}
+	return nil
+}
+
+func contains(ids []uint64, id uint64) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// digestCatalog feeds the catalog into a digest in a canonical order.
+func (c *catalogState) digest(h hash.Hash) {
+	det := proto.MarshalOptions{Deterministic: true}
+	write := func(m proto.Message) {
+		b, _ := det.Marshal(m)
+		var n [8]byte
+		for i := 0; i < 8; i++ {
+			n[i] = byte(len(b) >> (56 - 8*i))
+		}
+		h.Write(n[:])
+		h.Write(b)
+	}
+	ids := make([]uint64, 0, len(c.nodes))
+	for id := range c.nodes {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		write(c.nodes[id])
+	}
+	ids = ids[:0]
+	for id := range c.tables {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		te := c.tables[id]
+		write(te.t)
+		te.shards.Ascend(func(s *pcspb.Shard) bool { write(s); return true })
+	}
+}
+
+// writeCatalog writes nodes, then each table followed by its shards in key order.
+func writeCatalog(w *snapWriter, c *catalogState) error {
+	ids := make([]uint64, 0, len(c.nodes))
+	for id := range c.nodes {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		if err := w.write(&pcspb.SnapshotRecord{Rec: &pcspb.SnapshotRecord_DataNode{DataNode: c.nodes[id]}}); err != nil {
+			return err
+		}
+	}
+	ids = ids[:0]
+	for id := range c.tables {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		te := c.tables[id]
+		if err := w.write(&pcspb.SnapshotRecord{Rec: &pcspb.SnapshotRecord_Table{Table: te.t}}); err != nil {
+			return err
+		}
+		var err error
+		te.shards.Ascend(func(s *pcspb.Shard) bool {
+			err = w.write(&pcspb.SnapshotRecord{Rec: &pcspb.SnapshotRecord_Shard{Shard: s}})
+			return err == nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readCatalogRecord restores one catalog record, checking it against what came before.
+func readCatalogRecord(c *catalogState, rec *pcspb.SnapshotRecord) error {
+	switch x := rec.Rec.(type) {
+	case *pcspb.SnapshotRecord_DataNode:
+		n := x.DataNode
+		if n.Id == 0 || n.Address == "" || c.nodes[n.Id] != nil {
+			return errors.New("bad or duplicate data node")
+		}
+		c.nodes[n.Id] = n
+		c.nodeByAddr[n.Address] = n.Id
+	case *pcspb.SnapshotRecord_Table:
+		t := x.Table
+		if t.Id == 0 || c.tables[t.Id] != nil || c.tableByName[t.Name] != 0 {
+			return errors.New("bad or duplicate table")
+		}
+		spec, err := compileTable(t)
+		if err != nil {
+			return fmt.Errorf("table %q: %w", t.Name, err)
+		}
+		c.tables[t.Id] = &tableEntry{t: t, spec: spec, shards: btree.NewG(32, shardLess)}
+		c.tableByName[t.Name] = t.Id
+	case *pcspb.SnapshotRecord_Shard:
+		s := x.Shard
+		te := c.tables[s.TableId]
+		if te == nil || s.Id == 0 || c.shardByID[s.Id] != nil || s.Epoch == nil {
+			return errors.New("shard of an unknown table, or duplicate")
+		}
+		if max, ok := te.shards.Max(); ok && bytes.Compare(s.Start, max.End) < 0 {
+			return errors.New("shards out of order")
+		}
+		te.shards.ReplaceOrInsert(s)
+		c.shardByID[s.Id] = s
+	}
+	return nil
+}

@@ -116,7 +116,7 @@ func TestCatalogRefusesBadTables(t *testing.T) {
 	cases := map[string]*pcspb.Command{
 		"duplicate": good,
 		"bad spec": {Op: &pcspb.Command_CreateTable{CreateTable: &pcspb.CmdCreateTable{Table: &pcspb.Table{Name: "u", Replicas: 1,
-			Columns: []*pcspb.ColumnDef{{Name: "k", Type: "int64"}},
+			Columns:   []*pcspb.ColumnDef{{Name: "k", Type: "int64"}},
 			Partition: &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_HASH, Columns: []string{"k"}}}}}},
 		"unknown node": {Op: &pcspb.Command_CreateTable{CreateTable: &pcspb.CmdCreateTable{Table: &pcspb.Table{Name: "v", Replicas: 1,
 			Columns: []*pcspb.ColumnDef{{Name: "k", Type: "int64"}}},

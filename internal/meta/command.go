@@ -14,12 +14,12 @@ const CommandVersion = 1
 
 // Limits on what a command may carry. They bound the size of a Raft entry and of the state.
 const (
-	MaxKeySize    = 4 << 10 // bytes
-	MaxValueSize  = 1 << 20 // bytes
-	MaxKindLen    = 64      // bytes of an id kind name
-	MaxIDBlock    = 1 << 20 // ids in one allocation
-	MaxNameLen    = 128     // bytes of a member name
-	MaxAddrLen    = 256     // bytes of an address
+	MaxKeySize    = 4 << 10  // bytes
+	MaxValueSize  = 1 << 20  // bytes
+	MaxKindLen    = 64       // bytes of an id kind name
+	MaxIDBlock    = 1 << 20  // ids in one allocation
+	MaxNameLen    = 128      // bytes of a member name
+	MaxAddrLen    = 256      // bytes of an address
 	MaxCommandLen = 64 << 20 // a create-table command carries every shard
 )
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -29,6 +30,8 @@ var (
 	ErrNotFound = errors.New("pcs: not found")
 	// ErrAlreadyExists: a member with this name or address exists.
 	ErrAlreadyExists = errors.New("pcs: already exists")
+	// ErrNotEnoughNodes: placement found too few suitable data nodes; nothing was created.
+	ErrNotEnoughNodes = errors.New("pcs: not enough suitable nodes")
 	// ErrInternal: the server failed unexpectedly.
 	ErrInternal = errors.New("pcs: internal error")
 )
@@ -54,6 +57,9 @@ func fromStatus(err error) error {
 		}
 	case codes.FailedPrecondition:
 		sentinel = ErrVersionMismatch
+		if reason(st) == "NOT_ENOUGH_NODES" {
+			sentinel = ErrNotEnoughNodes
+		}
 	case codes.OutOfRange:
 		sentinel = ErrCompacted
 	case codes.InvalidArgument:
@@ -94,3 +100,13 @@ func retryable(err error) bool {
 // MapError maps an error from a raw pcspb call to the client's errors (for callers that use the
 // generated stubs directly).
 func MapError(err error) error { return fromStatus(err) }
+
+// reason returns the ErrorInfo reason of a status in the "pcs" domain, if any.
+func reason(st *status.Status) string {
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.Domain == "pcs" {
+			return ei.Reason
+		}
+	}
+	return ""
+}

@@ -6,11 +6,14 @@ import (
 	"fmt"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/internal/catalog"
 	"github.com/postdb/pcs/internal/meta"
+	"github.com/postdb/pcs/internal/placement"
 	"github.com/postdb/pcs/internal/tso"
 )
 
@@ -68,6 +71,14 @@ func toStatus(err error) error {
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, meta.ErrVersionMismatch):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, meta.ErrTableExists):
+		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, meta.ErrTableNotFound), errors.Is(err, meta.ErrShardNotFound), errors.Is(err, meta.ErrNodeNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, catalog.ErrInvalidSpec), errors.Is(err, placement.ErrInvalidPolicy):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, placement.ErrNotEnoughNodes):
+		return withReason(codes.FailedPrecondition, ReasonNotEnoughNodes, err)
 	case errors.Is(err, meta.ErrCompacted):
 		return status.Error(codes.OutOfRange, err.Error())
 	case errors.Is(err, meta.ErrInvalid), errors.Is(err, meta.ErrBadCommand), errors.Is(err, ErrInvalid),
@@ -83,4 +94,18 @@ func toStatus(err error) error {
 		return status.Error(codes.Canceled, err.Error())
 	}
 	return status.Error(codes.Internal, err.Error())
+}
+
+// Reasons distinguish errors that share a gRPC code; they travel as an ErrorInfo detail in the
+// "pcs" domain and the client maps them back to its sentinels.
+const (
+	ReasonNotEnoughNodes = "NOT_ENOUGH_NODES"
+)
+
+func withReason(code codes.Code, reason string, err error) error {
+	st, derr := status.New(code, err.Error()).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: "pcs"})
+	if derr != nil {
+		return status.Error(code, err.Error())
+	}
+	return st.Err()
 }

@@ -2414,6 +2414,963 @@ func (x *SetLogLevelResponse) GetLevel() string {
 	return ""
 }
 
+type RegisterNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Labels        map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	CapacityBytes uint64                 `protobuf:"varint,3,opt,name=capacity_bytes,json=capacityBytes,proto3" json:"capacity_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterNodeRequest) Reset() {
+	*x = RegisterNodeRequest{}
+	mi := &file_pcs_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterNodeRequest) ProtoMessage() {}
+
+func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterNodeRequest.ProtoReflect.Descriptor instead.
+func (*RegisterNodeRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RegisterNodeRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *RegisterNodeRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *RegisterNodeRequest) GetCapacityBytes() uint64 {
+	if x != nil {
+		return x.CapacityBytes
+	}
+	return 0
+}
+
+type RegisterNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterNodeResponse) Reset() {
+	*x = RegisterNodeResponse{}
+	mi := &file_pcs_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterNodeResponse) ProtoMessage() {}
+
+func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterNodeResponse.ProtoReflect.Descriptor instead.
+func (*RegisterNodeResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *RegisterNodeResponse) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+type ListNodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Consistency   Consistency            `protobuf:"varint,1,opt,name=consistency,proto3,enum=pcs.v1.Consistency" json:"consistency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesRequest) Reset() {
+	*x = ListNodesRequest{}
+	mi := &file_pcs_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesRequest) ProtoMessage() {}
+
+func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
+func (*ListNodesRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ListNodesRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_LINEARIZABLE
+}
+
+type NodeInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  *DataNode              `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Live state as the primary sees it: up, disconnected, down, offline, tombstone; "unknown"
+	// when served by a follower (live state is the primary's, in memory).
+	State         string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Shards        uint64 `protobuf:"varint,3,opt,name=shards,proto3" json:"shards,omitempty"`
+	Primaries     uint64 `protobuf:"varint,4,opt,name=primaries,proto3" json:"primaries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeInfo) Reset() {
+	*x = NodeInfo{}
+	mi := &file_pcs_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeInfo) ProtoMessage() {}
+
+func (x *NodeInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
+func (*NodeInfo) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *NodeInfo) GetNode() *DataNode {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+func (x *NodeInfo) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetShards() uint64 {
+	if x != nil {
+		return x.Shards
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetPrimaries() uint64 {
+	if x != nil {
+		return x.Primaries
+	}
+	return 0
+}
+
+type ListNodesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ReadHeader            `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Nodes         []*NodeInfo            `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesResponse) Reset() {
+	*x = ListNodesResponse{}
+	mi := &file_pcs_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesResponse) ProtoMessage() {}
+
+func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
+func (*ListNodesResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ListNodesResponse) GetHeader() *ReadHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ListNodesResponse) GetNodes() []*NodeInfo {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+type CreateTableRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Table         *Table                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTableRequest) Reset() {
+	*x = CreateTableRequest{}
+	mi := &file_pcs_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTableRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTableRequest) ProtoMessage() {}
+
+func (x *CreateTableRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTableRequest.ProtoReflect.Descriptor instead.
+func (*CreateTableRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *CreateTableRequest) GetTable() *Table {
+	if x != nil {
+		return x.Table
+	}
+	return nil
+}
+
+type CreateTableResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Table         *Table                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Shards        uint32                 `protobuf:"varint,2,opt,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTableResponse) Reset() {
+	*x = CreateTableResponse{}
+	mi := &file_pcs_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTableResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTableResponse) ProtoMessage() {}
+
+func (x *CreateTableResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTableResponse.ProtoReflect.Descriptor instead.
+func (*CreateTableResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *CreateTableResponse) GetTable() *Table {
+	if x != nil {
+		return x.Table
+	}
+	return nil
+}
+
+func (x *CreateTableResponse) GetShards() uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return 0
+}
+
+type DropTableRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DropTableRequest) Reset() {
+	*x = DropTableRequest{}
+	mi := &file_pcs_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DropTableRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DropTableRequest) ProtoMessage() {}
+
+func (x *DropTableRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DropTableRequest.ProtoReflect.Descriptor instead.
+func (*DropTableRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *DropTableRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DropTableResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DropTableResponse) Reset() {
+	*x = DropTableResponse{}
+	mi := &file_pcs_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DropTableResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DropTableResponse) ProtoMessage() {}
+
+func (x *DropTableResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DropTableResponse.ProtoReflect.Descriptor instead.
+func (*DropTableResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{46}
+}
+
+type GetTableRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Consistency   Consistency            `protobuf:"varint,2,opt,name=consistency,proto3,enum=pcs.v1.Consistency" json:"consistency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTableRequest) Reset() {
+	*x = GetTableRequest{}
+	mi := &file_pcs_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTableRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTableRequest) ProtoMessage() {}
+
+func (x *GetTableRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTableRequest.ProtoReflect.Descriptor instead.
+func (*GetTableRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *GetTableRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetTableRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_LINEARIZABLE
+}
+
+type GetTableResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ReadHeader            `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Table         *Table                 `protobuf:"bytes,2,opt,name=table,proto3" json:"table,omitempty"`
+	Shards        uint32                 `protobuf:"varint,3,opt,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTableResponse) Reset() {
+	*x = GetTableResponse{}
+	mi := &file_pcs_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTableResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTableResponse) ProtoMessage() {}
+
+func (x *GetTableResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTableResponse.ProtoReflect.Descriptor instead.
+func (*GetTableResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *GetTableResponse) GetHeader() *ReadHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *GetTableResponse) GetTable() *Table {
+	if x != nil {
+		return x.Table
+	}
+	return nil
+}
+
+func (x *GetTableResponse) GetShards() uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return 0
+}
+
+type ListTablesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Consistency   Consistency            `protobuf:"varint,1,opt,name=consistency,proto3,enum=pcs.v1.Consistency" json:"consistency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTablesRequest) Reset() {
+	*x = ListTablesRequest{}
+	mi := &file_pcs_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTablesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTablesRequest) ProtoMessage() {}
+
+func (x *ListTablesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTablesRequest.ProtoReflect.Descriptor instead.
+func (*ListTablesRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *ListTablesRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_LINEARIZABLE
+}
+
+type ListTablesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ReadHeader            `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Tables        []*Table               `protobuf:"bytes,2,rep,name=tables,proto3" json:"tables,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTablesResponse) Reset() {
+	*x = ListTablesResponse{}
+	mi := &file_pcs_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTablesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTablesResponse) ProtoMessage() {}
+
+func (x *ListTablesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTablesResponse.ProtoReflect.Descriptor instead.
+func (*ListTablesResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *ListTablesResponse) GetHeader() *ReadHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ListTablesResponse) GetTables() []*Table {
+	if x != nil {
+		return x.Tables
+	}
+	return nil
+}
+
+// GetShardRequest routes one row key: the keyenc encoding of the table's key columns.
+type GetShardRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Table         string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Consistency   Consistency            `protobuf:"varint,3,opt,name=consistency,proto3,enum=pcs.v1.Consistency" json:"consistency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetShardRequest) Reset() {
+	*x = GetShardRequest{}
+	mi := &file_pcs_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetShardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetShardRequest) ProtoMessage() {}
+
+func (x *GetShardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetShardRequest.ProtoReflect.Descriptor instead.
+func (*GetShardRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *GetShardRequest) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *GetShardRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *GetShardRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_LINEARIZABLE
+}
+
+type GetShardResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ReadHeader            `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Shard         *Shard                 `protobuf:"bytes,2,opt,name=shard,proto3" json:"shard,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetShardResponse) Reset() {
+	*x = GetShardResponse{}
+	mi := &file_pcs_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetShardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetShardResponse) ProtoMessage() {}
+
+func (x *GetShardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetShardResponse.ProtoReflect.Descriptor instead.
+func (*GetShardResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *GetShardResponse) GetHeader() *ReadHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *GetShardResponse) GetShard() *Shard {
+	if x != nil {
+		return x.Shard
+	}
+	return nil
+}
+
+type GetShardByIDRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Consistency   Consistency            `protobuf:"varint,2,opt,name=consistency,proto3,enum=pcs.v1.Consistency" json:"consistency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetShardByIDRequest) Reset() {
+	*x = GetShardByIDRequest{}
+	mi := &file_pcs_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetShardByIDRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetShardByIDRequest) ProtoMessage() {}
+
+func (x *GetShardByIDRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetShardByIDRequest.ProtoReflect.Descriptor instead.
+func (*GetShardByIDRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *GetShardByIDRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *GetShardByIDRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_LINEARIZABLE
+}
+
+// ScanShardsRequest lists shards by routing key: from the shard holding start (empty: the first)
+// while shards start before end (empty: to the last).
+type ScanShardsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Table         string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Start         []byte                 `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
+	End           []byte                 `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"`
+	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	Consistency   Consistency            `protobuf:"varint,5,opt,name=consistency,proto3,enum=pcs.v1.Consistency" json:"consistency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScanShardsRequest) Reset() {
+	*x = ScanShardsRequest{}
+	mi := &file_pcs_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScanShardsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScanShardsRequest) ProtoMessage() {}
+
+func (x *ScanShardsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScanShardsRequest.ProtoReflect.Descriptor instead.
+func (*ScanShardsRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ScanShardsRequest) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *ScanShardsRequest) GetStart() []byte {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *ScanShardsRequest) GetEnd() []byte {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *ScanShardsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ScanShardsRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_LINEARIZABLE
+}
+
+type ScanShardsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ReadHeader            `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Shards        []*Shard               `protobuf:"bytes,2,rep,name=shards,proto3" json:"shards,omitempty"`
+	More          bool                   `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScanShardsResponse) Reset() {
+	*x = ScanShardsResponse{}
+	mi := &file_pcs_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScanShardsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScanShardsResponse) ProtoMessage() {}
+
+func (x *ScanShardsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScanShardsResponse.ProtoReflect.Descriptor instead.
+func (*ScanShardsResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *ScanShardsResponse) GetHeader() *ReadHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ScanShardsResponse) GetShards() []*Shard {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+func (x *ScanShardsResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 // ColumnDef is one column of a table. type is a keyenc type name: int64, uint64, float64, bool,
 // string, bytes, timestamp.
 type ColumnDef struct {
@@ -2428,7 +3385,7 @@ type ColumnDef struct {
 
 func (x *ColumnDef) Reset() {
 	*x = ColumnDef{}
-	mi := &file_pcs_proto_msgTypes[38]
+	mi := &file_pcs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2440,7 +3397,7 @@ func (x *ColumnDef) String() string {
 func (*ColumnDef) ProtoMessage() {}
 
 func (x *ColumnDef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[38]
+	mi := &file_pcs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2453,7 +3410,7 @@ func (x *ColumnDef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ColumnDef.ProtoReflect.Descriptor instead.
 func (*ColumnDef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{38}
+	return file_pcs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ColumnDef) GetName() string {
@@ -2489,7 +3446,7 @@ type RangePartition struct {
 
 func (x *RangePartition) Reset() {
 	*x = RangePartition{}
-	mi := &file_pcs_proto_msgTypes[39]
+	mi := &file_pcs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2501,7 +3458,7 @@ func (x *RangePartition) String() string {
 func (*RangePartition) ProtoMessage() {}
 
 func (x *RangePartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[39]
+	mi := &file_pcs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2514,7 +3471,7 @@ func (x *RangePartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangePartition.ProtoReflect.Descriptor instead.
 func (*RangePartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{39}
+	return file_pcs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RangePartition) GetName() string {
@@ -2541,7 +3498,7 @@ type ValueTuple struct {
 
 func (x *ValueTuple) Reset() {
 	*x = ValueTuple{}
-	mi := &file_pcs_proto_msgTypes[40]
+	mi := &file_pcs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2553,7 +3510,7 @@ func (x *ValueTuple) String() string {
 func (*ValueTuple) ProtoMessage() {}
 
 func (x *ValueTuple) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[40]
+	mi := &file_pcs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2566,7 +3523,7 @@ func (x *ValueTuple) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueTuple.ProtoReflect.Descriptor instead.
 func (*ValueTuple) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{40}
+	return file_pcs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ValueTuple) GetValues() []string {
@@ -2588,7 +3545,7 @@ type ListPartition struct {
 
 func (x *ListPartition) Reset() {
 	*x = ListPartition{}
-	mi := &file_pcs_proto_msgTypes[41]
+	mi := &file_pcs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2600,7 +3557,7 @@ func (x *ListPartition) String() string {
 func (*ListPartition) ProtoMessage() {}
 
 func (x *ListPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[41]
+	mi := &file_pcs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2613,7 +3570,7 @@ func (x *ListPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartition.ProtoReflect.Descriptor instead.
 func (*ListPartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{41}
+	return file_pcs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListPartition) GetName() string {
@@ -2653,7 +3610,7 @@ type PartitionSpec struct {
 
 func (x *PartitionSpec) Reset() {
 	*x = PartitionSpec{}
-	mi := &file_pcs_proto_msgTypes[42]
+	mi := &file_pcs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2665,7 +3622,7 @@ func (x *PartitionSpec) String() string {
 func (*PartitionSpec) ProtoMessage() {}
 
 func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[42]
+	mi := &file_pcs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2678,7 +3635,7 @@ func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSpec.ProtoReflect.Descriptor instead.
 func (*PartitionSpec) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{42}
+	return file_pcs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *PartitionSpec) GetStrategy() PartitionStrategy {
@@ -2740,7 +3697,7 @@ type DataNode struct {
 
 func (x *DataNode) Reset() {
 	*x = DataNode{}
-	mi := &file_pcs_proto_msgTypes[43]
+	mi := &file_pcs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2752,7 +3709,7 @@ func (x *DataNode) String() string {
 func (*DataNode) ProtoMessage() {}
 
 func (x *DataNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[43]
+	mi := &file_pcs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2765,7 +3722,7 @@ func (x *DataNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataNode.ProtoReflect.Descriptor instead.
 func (*DataNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{43}
+	return file_pcs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *DataNode) GetId() uint64 {
@@ -2832,7 +3789,7 @@ type Table struct {
 
 func (x *Table) Reset() {
 	*x = Table{}
-	mi := &file_pcs_proto_msgTypes[44]
+	mi := &file_pcs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2844,7 +3801,7 @@ func (x *Table) String() string {
 func (*Table) ProtoMessage() {}
 
 func (x *Table) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[44]
+	mi := &file_pcs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2857,7 +3814,7 @@ func (x *Table) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Table.ProtoReflect.Descriptor instead.
 func (*Table) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{44}
+	return file_pcs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *Table) GetId() uint64 {
@@ -2949,7 +3906,7 @@ type ShardEpoch struct {
 
 func (x *ShardEpoch) Reset() {
 	*x = ShardEpoch{}
-	mi := &file_pcs_proto_msgTypes[45]
+	mi := &file_pcs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2961,7 +3918,7 @@ func (x *ShardEpoch) String() string {
 func (*ShardEpoch) ProtoMessage() {}
 
 func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[45]
+	mi := &file_pcs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2974,7 +3931,7 @@ func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardEpoch.ProtoReflect.Descriptor instead.
 func (*ShardEpoch) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{45}
+	return file_pcs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ShardEpoch) GetConfVer() uint64 {
@@ -3011,7 +3968,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_pcs_proto_msgTypes[46]
+	mi := &file_pcs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3023,7 +3980,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[46]
+	mi := &file_pcs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3036,7 +3993,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{46}
+	return file_pcs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *Shard) GetId() uint64 {
@@ -3126,7 +4083,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_pcs_proto_msgTypes[47]
+	mi := &file_pcs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3138,7 +4095,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[47]
+	mi := &file_pcs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3151,7 +4108,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{47}
+	return file_pcs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *Command) GetVersion() uint32 {
@@ -3333,7 +4290,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[48]
+	mi := &file_pcs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3345,7 +4302,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[48]
+	mi := &file_pcs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3358,7 +4315,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{48}
+	return file_pcs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -3380,7 +4337,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[49]
+	mi := &file_pcs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3392,7 +4349,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[49]
+	mi := &file_pcs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3405,7 +4362,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{49}
+	return file_pcs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -3432,7 +4389,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[50]
+	mi := &file_pcs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3444,7 +4401,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[50]
+	mi := &file_pcs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3457,7 +4414,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{50}
+	return file_pcs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -3484,7 +4441,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[51]
+	mi := &file_pcs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3496,7 +4453,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[51]
+	mi := &file_pcs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3509,7 +4466,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{51}
+	return file_pcs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -3530,7 +4487,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[52]
+	mi := &file_pcs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3542,7 +4499,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[52]
+	mi := &file_pcs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3555,7 +4512,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{52}
+	return file_pcs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -3589,7 +4546,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[53]
+	mi := &file_pcs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3601,7 +4558,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[53]
+	mi := &file_pcs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3614,7 +4571,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{53}
+	return file_pcs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -3641,7 +4598,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[54]
+	mi := &file_pcs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3653,7 +4610,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[54]
+	mi := &file_pcs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3666,7 +4623,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{54}
+	return file_pcs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -3687,7 +4644,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[55]
+	mi := &file_pcs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3699,7 +4656,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[55]
+	mi := &file_pcs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3712,7 +4669,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{55}
+	return file_pcs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -3738,7 +4695,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[56]
+	mi := &file_pcs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3750,7 +4707,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[56]
+	mi := &file_pcs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3763,7 +4720,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{56}
+	return file_pcs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -3782,7 +4739,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[57]
+	mi := &file_pcs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3794,7 +4751,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[57]
+	mi := &file_pcs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3807,7 +4764,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{57}
+	return file_pcs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -3839,7 +4796,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[58]
+	mi := &file_pcs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3851,7 +4808,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[58]
+	mi := &file_pcs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3864,7 +4821,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{58}
+	return file_pcs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -4027,7 +4984,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[59]
+	mi := &file_pcs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4039,7 +4996,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[59]
+	mi := &file_pcs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4052,7 +5009,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{59}
+	return file_pcs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -4100,7 +5057,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[60]
+	mi := &file_pcs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4112,7 +5069,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[60]
+	mi := &file_pcs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4125,7 +5082,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{60}
+	return file_pcs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -4152,7 +5109,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[61]
+	mi := &file_pcs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4164,7 +5121,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[61]
+	mi := &file_pcs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4177,7 +5134,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{61}
+	return file_pcs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -4347,7 +5304,66 @@ const file_pcs_proto_rawDesc = "" +
 	"\x12SetLogLevelRequest\x12\x14\n" +
 	"\x05level\x18\x01 \x01(\tR\x05level\"+\n" +
 	"\x13SetLogLevelResponse\x12\x14\n" +
-	"\x05level\x18\x01 \x01(\tR\x05level\"S\n" +
+	"\x05level\x18\x01 \x01(\tR\x05level\"\xd2\x01\n" +
+	"\x13RegisterNodeRequest\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12?\n" +
+	"\x06labels\x18\x02 \x03(\v2'.pcs.v1.RegisterNodeRequest.LabelsEntryR\x06labels\x12%\n" +
+	"\x0ecapacity_bytes\x18\x03 \x01(\x04R\rcapacityBytes\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"/\n" +
+	"\x14RegisterNodeResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\"I\n" +
+	"\x10ListNodesRequest\x125\n" +
+	"\vconsistency\x18\x01 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"|\n" +
+	"\bNodeInfo\x12$\n" +
+	"\x04node\x18\x01 \x01(\v2\x10.pcs.v1.DataNodeR\x04node\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
+	"\x06shards\x18\x03 \x01(\x04R\x06shards\x12\x1c\n" +
+	"\tprimaries\x18\x04 \x01(\x04R\tprimaries\"g\n" +
+	"\x11ListNodesResponse\x12*\n" +
+	"\x06header\x18\x01 \x01(\v2\x12.pcs.v1.ReadHeaderR\x06header\x12&\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x10.pcs.v1.NodeInfoR\x05nodes\"9\n" +
+	"\x12CreateTableRequest\x12#\n" +
+	"\x05table\x18\x01 \x01(\v2\r.pcs.v1.TableR\x05table\"R\n" +
+	"\x13CreateTableResponse\x12#\n" +
+	"\x05table\x18\x01 \x01(\v2\r.pcs.v1.TableR\x05table\x12\x16\n" +
+	"\x06shards\x18\x02 \x01(\rR\x06shards\"&\n" +
+	"\x10DropTableRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x13\n" +
+	"\x11DropTableResponse\"\\\n" +
+	"\x0fGetTableRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
+	"\vconsistency\x18\x02 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"{\n" +
+	"\x10GetTableResponse\x12*\n" +
+	"\x06header\x18\x01 \x01(\v2\x12.pcs.v1.ReadHeaderR\x06header\x12#\n" +
+	"\x05table\x18\x02 \x01(\v2\r.pcs.v1.TableR\x05table\x12\x16\n" +
+	"\x06shards\x18\x03 \x01(\rR\x06shards\"J\n" +
+	"\x11ListTablesRequest\x125\n" +
+	"\vconsistency\x18\x01 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"g\n" +
+	"\x12ListTablesResponse\x12*\n" +
+	"\x06header\x18\x01 \x01(\v2\x12.pcs.v1.ReadHeaderR\x06header\x12%\n" +
+	"\x06tables\x18\x02 \x03(\v2\r.pcs.v1.TableR\x06tables\"p\n" +
+	"\x0fGetShardRequest\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x125\n" +
+	"\vconsistency\x18\x03 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"c\n" +
+	"\x10GetShardResponse\x12*\n" +
+	"\x06header\x18\x01 \x01(\v2\x12.pcs.v1.ReadHeaderR\x06header\x12#\n" +
+	"\x05shard\x18\x02 \x01(\v2\r.pcs.v1.ShardR\x05shard\"\\\n" +
+	"\x13GetShardByIDRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x125\n" +
+	"\vconsistency\x18\x02 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"\x9e\x01\n" +
+	"\x11ScanShardsRequest\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
+	"\x05start\x18\x02 \x01(\fR\x05start\x12\x10\n" +
+	"\x03end\x18\x03 \x01(\fR\x03end\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x125\n" +
+	"\vconsistency\x18\x05 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"{\n" +
+	"\x12ScanShardsResponse\x12*\n" +
+	"\x06header\x18\x01 \x01(\v2\x12.pcs.v1.ReadHeaderR\x06header\x12%\n" +
+	"\x06shards\x18\x02 \x03(\v2\r.pcs.v1.ShardR\x06shards\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"S\n" +
 	"\tColumnDef\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1e\n" +
@@ -4498,7 +5514,7 @@ const file_pcs_proto_rawDesc = "" +
 	"TableState\x12\x18\n" +
 	"\x14TABLE_STATE_CREATING\x10\x00\x12\x16\n" +
 	"\x12TABLE_STATE_PUBLIC\x10\x01\x12\x18\n" +
-	"\x14TABLE_STATE_DROPPING\x10\x022\xf8\a\n" +
+	"\x14TABLE_STATE_DROPPING\x10\x022\xde\f\n" +
 	"\x03PCS\x127\n" +
 	"\x06Status\x12\x15.pcs.v1.StatusRequest\x1a\x16.pcs.v1.StatusResponse\x12C\n" +
 	"\n" +
@@ -4514,7 +5530,18 @@ const file_pcs_proto_rawDesc = "" +
 	"\x05Range\x12\x14.pcs.v1.RangeRequest\x1a\x15.pcs.v1.RangeResponse\x126\n" +
 	"\x05Watch\x12\x14.pcs.v1.WatchRequest\x1a\x15.pcs.v1.WatchResponse0\x01\x122\n" +
 	"\x03Tso\x12\x12.pcs.v1.TsoRequest\x1a\x13.pcs.v1.TsoResponse(\x010\x01\x12=\n" +
-	"\bAllocIDs\x12\x17.pcs.v1.AllocIDsRequest\x1a\x18.pcs.v1.AllocIDsResponse\x12F\n" +
+	"\bAllocIDs\x12\x17.pcs.v1.AllocIDsRequest\x1a\x18.pcs.v1.AllocIDsResponse\x12I\n" +
+	"\fRegisterNode\x12\x1b.pcs.v1.RegisterNodeRequest\x1a\x1c.pcs.v1.RegisterNodeResponse\x12@\n" +
+	"\tListNodes\x12\x18.pcs.v1.ListNodesRequest\x1a\x19.pcs.v1.ListNodesResponse\x12F\n" +
+	"\vCreateTable\x12\x1a.pcs.v1.CreateTableRequest\x1a\x1b.pcs.v1.CreateTableResponse\x12@\n" +
+	"\tDropTable\x12\x18.pcs.v1.DropTableRequest\x1a\x19.pcs.v1.DropTableResponse\x12=\n" +
+	"\bGetTable\x12\x17.pcs.v1.GetTableRequest\x1a\x18.pcs.v1.GetTableResponse\x12C\n" +
+	"\n" +
+	"ListTables\x12\x19.pcs.v1.ListTablesRequest\x1a\x1a.pcs.v1.ListTablesResponse\x12=\n" +
+	"\bGetShard\x12\x17.pcs.v1.GetShardRequest\x1a\x18.pcs.v1.GetShardResponse\x12E\n" +
+	"\fGetShardByID\x12\x1b.pcs.v1.GetShardByIDRequest\x1a\x18.pcs.v1.GetShardResponse\x12C\n" +
+	"\n" +
+	"ScanShards\x12\x19.pcs.v1.ScanShardsRequest\x1a\x1a.pcs.v1.ScanShardsResponse\x12F\n" +
 	"\vGetLogLevel\x12\x1a.pcs.v1.GetLogLevelRequest\x1a\x1b.pcs.v1.GetLogLevelResponse\x12F\n" +
 	"\vSetLogLevel\x12\x1a.pcs.v1.SetLogLevelRequest\x1a\x1b.pcs.v1.SetLogLevelResponseB!Z\x1fgithub.com/postdb/pcs/api/pcspbb\x06proto3"
 
@@ -4531,7 +5558,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                 // 0: pcs.v1.NodeState
 	(Consistency)(0),               // 1: pcs.v1.Consistency
@@ -4576,31 +5603,50 @@ var file_pcs_proto_goTypes = []any{
 	(*GetLogLevelResponse)(nil),    // 40: pcs.v1.GetLogLevelResponse
 	(*SetLogLevelRequest)(nil),     // 41: pcs.v1.SetLogLevelRequest
 	(*SetLogLevelResponse)(nil),    // 42: pcs.v1.SetLogLevelResponse
-	(*ColumnDef)(nil),              // 43: pcs.v1.ColumnDef
-	(*RangePartition)(nil),         // 44: pcs.v1.RangePartition
-	(*ValueTuple)(nil),             // 45: pcs.v1.ValueTuple
-	(*ListPartition)(nil),          // 46: pcs.v1.ListPartition
-	(*PartitionSpec)(nil),          // 47: pcs.v1.PartitionSpec
-	(*DataNode)(nil),               // 48: pcs.v1.DataNode
-	(*Table)(nil),                  // 49: pcs.v1.Table
-	(*ShardEpoch)(nil),             // 50: pcs.v1.ShardEpoch
-	(*Shard)(nil),                  // 51: pcs.v1.Shard
-	(*Command)(nil),                // 52: pcs.v1.Command
-	(*CmdRegisterNode)(nil),        // 53: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),         // 54: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),       // 55: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),         // 56: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                 // 57: pcs.v1.CmdPut
-	(*CmdDelete)(nil),              // 58: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),           // 59: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),            // 60: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),           // 61: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),        // 62: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),         // 63: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),         // 64: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),              // 65: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),        // 66: pcs.v1.SnapshotTrailer
-	nil,                            // 67: pcs.v1.DataNode.LabelsEntry
+	(*RegisterNodeRequest)(nil),    // 43: pcs.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),   // 44: pcs.v1.RegisterNodeResponse
+	(*ListNodesRequest)(nil),       // 45: pcs.v1.ListNodesRequest
+	(*NodeInfo)(nil),               // 46: pcs.v1.NodeInfo
+	(*ListNodesResponse)(nil),      // 47: pcs.v1.ListNodesResponse
+	(*CreateTableRequest)(nil),     // 48: pcs.v1.CreateTableRequest
+	(*CreateTableResponse)(nil),    // 49: pcs.v1.CreateTableResponse
+	(*DropTableRequest)(nil),       // 50: pcs.v1.DropTableRequest
+	(*DropTableResponse)(nil),      // 51: pcs.v1.DropTableResponse
+	(*GetTableRequest)(nil),        // 52: pcs.v1.GetTableRequest
+	(*GetTableResponse)(nil),       // 53: pcs.v1.GetTableResponse
+	(*ListTablesRequest)(nil),      // 54: pcs.v1.ListTablesRequest
+	(*ListTablesResponse)(nil),     // 55: pcs.v1.ListTablesResponse
+	(*GetShardRequest)(nil),        // 56: pcs.v1.GetShardRequest
+	(*GetShardResponse)(nil),       // 57: pcs.v1.GetShardResponse
+	(*GetShardByIDRequest)(nil),    // 58: pcs.v1.GetShardByIDRequest
+	(*ScanShardsRequest)(nil),      // 59: pcs.v1.ScanShardsRequest
+	(*ScanShardsResponse)(nil),     // 60: pcs.v1.ScanShardsResponse
+	(*ColumnDef)(nil),              // 61: pcs.v1.ColumnDef
+	(*RangePartition)(nil),         // 62: pcs.v1.RangePartition
+	(*ValueTuple)(nil),             // 63: pcs.v1.ValueTuple
+	(*ListPartition)(nil),          // 64: pcs.v1.ListPartition
+	(*PartitionSpec)(nil),          // 65: pcs.v1.PartitionSpec
+	(*DataNode)(nil),               // 66: pcs.v1.DataNode
+	(*Table)(nil),                  // 67: pcs.v1.Table
+	(*ShardEpoch)(nil),             // 68: pcs.v1.ShardEpoch
+	(*Shard)(nil),                  // 69: pcs.v1.Shard
+	(*Command)(nil),                // 70: pcs.v1.Command
+	(*CmdRegisterNode)(nil),        // 71: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),         // 72: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),       // 73: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),         // 74: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                 // 75: pcs.v1.CmdPut
+	(*CmdDelete)(nil),              // 76: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),           // 77: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),            // 78: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),           // 79: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),        // 80: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),         // 81: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),         // 82: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),              // 83: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),        // 84: pcs.v1.SnapshotTrailer
+	nil,                            // 85: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                            // 86: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,  // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -4622,77 +5668,115 @@ var file_pcs_proto_depIdxs = []int32{
 	2,  // 16: pcs.v1.Event.type:type_name -> pcs.v1.EventType
 	23, // 17: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
 	32, // 18: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	45, // 19: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
-	3,  // 20: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	44, // 21: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	46, // 22: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	47, // 23: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	67, // 24: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	43, // 25: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	47, // 26: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
-	4,  // 27: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	50, // 28: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	57, // 29: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	58, // 30: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	59, // 31: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	60, // 32: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	61, // 33: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	62, // 34: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	53, // 35: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	54, // 36: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	55, // 37: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	56, // 38: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	48, // 39: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	49, // 40: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	51, // 41: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,  // 42: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10, // 43: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	64, // 44: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	23, // 45: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	32, // 46: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10, // 47: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	65, // 48: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	66, // 49: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	48, // 50: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	49, // 51: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	51, // 52: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	8,  // 53: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11, // 54: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13, // 55: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15, // 56: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	17, // 57: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	19, // 58: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	21, // 59: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	24, // 60: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	26, // 61: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	28, // 62: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	30, // 63: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	33, // 64: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	35, // 65: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	37, // 66: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	39, // 67: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	41, // 68: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,  // 69: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12, // 70: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14, // 71: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	16, // 72: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	18, // 73: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	20, // 74: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	22, // 75: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	25, // 76: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	27, // 77: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	29, // 78: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	31, // 79: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	34, // 80: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	36, // 81: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	38, // 82: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	40, // 83: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	42, // 84: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	69, // [69:85] is the sub-list for method output_type
-	53, // [53:69] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	85, // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	1,  // 20: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
+	66, // 21: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
+	5,  // 22: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
+	46, // 23: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
+	67, // 24: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
+	67, // 25: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
+	1,  // 26: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
+	5,  // 27: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
+	67, // 28: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
+	1,  // 29: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
+	5,  // 30: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
+	67, // 31: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
+	1,  // 32: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
+	5,  // 33: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
+	69, // 34: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
+	1,  // 35: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
+	1,  // 36: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
+	5,  // 37: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
+	69, // 38: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
+	63, // 39: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	3,  // 40: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
+	62, // 41: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	64, // 42: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	65, // 43: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	86, // 44: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	61, // 45: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	65, // 46: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	4,  // 47: pcs.v1.Table.state:type_name -> pcs.v1.TableState
+	68, // 48: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	75, // 49: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	76, // 50: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	77, // 51: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	78, // 52: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	79, // 53: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	80, // 54: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	71, // 55: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	72, // 56: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	73, // 57: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	74, // 58: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	66, // 59: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	67, // 60: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	69, // 61: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,  // 62: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10, // 63: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	82, // 64: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	23, // 65: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	32, // 66: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10, // 67: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	83, // 68: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	84, // 69: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	66, // 70: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	67, // 71: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	69, // 72: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	8,  // 73: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11, // 74: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13, // 75: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15, // 76: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	17, // 77: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	19, // 78: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	21, // 79: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	24, // 80: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	26, // 81: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	28, // 82: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	30, // 83: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	33, // 84: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	35, // 85: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	37, // 86: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	43, // 87: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	45, // 88: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	48, // 89: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	50, // 90: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	52, // 91: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	54, // 92: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	56, // 93: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	58, // 94: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	59, // 95: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	39, // 96: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	41, // 97: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,  // 98: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12, // 99: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14, // 100: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	16, // 101: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	18, // 102: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	20, // 103: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	22, // 104: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	25, // 105: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	27, // 106: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	29, // 107: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	31, // 108: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	34, // 109: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	36, // 110: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	38, // 111: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	44, // 112: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	47, // 113: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	49, // 114: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	51, // 115: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	53, // 116: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	55, // 117: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	57, // 118: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	57, // 119: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	60, // 120: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	40, // 121: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	42, // 122: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	98, // [98:123] is the sub-list for method output_type
+	73, // [73:98] is the sub-list for method input_type
+	73, // [73:73] is the sub-list for extension type_name
+	73, // [73:73] is the sub-list for extension extendee
+	0,  // [0:73] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -4702,7 +5786,7 @@ func file_pcs_proto_init() {
 	}
 	file_pcs_proto_msgTypes[19].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[21].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[47].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[65].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_TsoWindow)(nil),
@@ -4714,9 +5798,9 @@ func file_pcs_proto_init() {
 		(*Command_SetTableState)(nil),
 		(*Command_DeleteTable)(nil),
 	}
-	file_pcs_proto_msgTypes[52].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[53].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[58].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[70].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[71].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[76].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -4733,7 +5817,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   63,
+			NumMessages:   82,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

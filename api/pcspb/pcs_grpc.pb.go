@@ -37,6 +37,15 @@ const (
 	PCS_Watch_FullMethodName          = "/pcs.v1.PCS/Watch"
 	PCS_Tso_FullMethodName            = "/pcs.v1.PCS/Tso"
 	PCS_AllocIDs_FullMethodName       = "/pcs.v1.PCS/AllocIDs"
+	PCS_RegisterNode_FullMethodName   = "/pcs.v1.PCS/RegisterNode"
+	PCS_ListNodes_FullMethodName      = "/pcs.v1.PCS/ListNodes"
+	PCS_CreateTable_FullMethodName    = "/pcs.v1.PCS/CreateTable"
+	PCS_DropTable_FullMethodName      = "/pcs.v1.PCS/DropTable"
+	PCS_GetTable_FullMethodName       = "/pcs.v1.PCS/GetTable"
+	PCS_ListTables_FullMethodName     = "/pcs.v1.PCS/ListTables"
+	PCS_GetShard_FullMethodName       = "/pcs.v1.PCS/GetShard"
+	PCS_GetShardByID_FullMethodName   = "/pcs.v1.PCS/GetShardByID"
+	PCS_ScanShards_FullMethodName     = "/pcs.v1.PCS/ScanShards"
 	PCS_GetLogLevel_FullMethodName    = "/pcs.v1.PCS/GetLogLevel"
 	PCS_SetLogLevel_FullMethodName    = "/pcs.v1.PCS/SetLogLevel"
 )
@@ -61,6 +70,15 @@ type PCSClient interface {
 	// primary serves it; elsewhere the stream fails with UNAVAILABLE and a NotPrimary detail.
 	Tso(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TsoRequest, TsoResponse], error)
 	AllocIDs(ctx context.Context, in *AllocIDsRequest, opts ...grpc.CallOption) (*AllocIDsResponse, error)
+	RegisterNode(ctx context.Context, in *RegisterNodeRequest, opts ...grpc.CallOption) (*RegisterNodeResponse, error)
+	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+	CreateTable(ctx context.Context, in *CreateTableRequest, opts ...grpc.CallOption) (*CreateTableResponse, error)
+	DropTable(ctx context.Context, in *DropTableRequest, opts ...grpc.CallOption) (*DropTableResponse, error)
+	GetTable(ctx context.Context, in *GetTableRequest, opts ...grpc.CallOption) (*GetTableResponse, error)
+	ListTables(ctx context.Context, in *ListTablesRequest, opts ...grpc.CallOption) (*ListTablesResponse, error)
+	GetShard(ctx context.Context, in *GetShardRequest, opts ...grpc.CallOption) (*GetShardResponse, error)
+	GetShardByID(ctx context.Context, in *GetShardByIDRequest, opts ...grpc.CallOption) (*GetShardResponse, error)
+	ScanShards(ctx context.Context, in *ScanShardsRequest, opts ...grpc.CallOption) (*ScanShardsResponse, error)
 	GetLogLevel(ctx context.Context, in *GetLogLevelRequest, opts ...grpc.CallOption) (*GetLogLevelResponse, error)
 	SetLogLevel(ctx context.Context, in *SetLogLevelRequest, opts ...grpc.CallOption) (*SetLogLevelResponse, error)
 }
@@ -225,6 +243,96 @@ func (c *pCSClient) AllocIDs(ctx context.Context, in *AllocIDsRequest, opts ...g
 	return out, nil
 }
 
+func (c *pCSClient) RegisterNode(ctx context.Context, in *RegisterNodeRequest, opts ...grpc.CallOption) (*RegisterNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RegisterNodeResponse)
+	err := c.cc.Invoke(ctx, PCS_RegisterNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pCSClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNodesResponse)
+	err := c.cc.Invoke(ctx, PCS_ListNodes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pCSClient) CreateTable(ctx context.Context, in *CreateTableRequest, opts ...grpc.CallOption) (*CreateTableResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateTableResponse)
+	err := c.cc.Invoke(ctx, PCS_CreateTable_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pCSClient) DropTable(ctx context.Context, in *DropTableRequest, opts ...grpc.CallOption) (*DropTableResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DropTableResponse)
+	err := c.cc.Invoke(ctx, PCS_DropTable_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pCSClient) GetTable(ctx context.Context, in *GetTableRequest, opts ...grpc.CallOption) (*GetTableResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetTableResponse)
+	err := c.cc.Invoke(ctx, PCS_GetTable_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pCSClient) ListTables(ctx context.Context, in *ListTablesRequest, opts ...grpc.CallOption) (*ListTablesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTablesResponse)
+	err := c.cc.Invoke(ctx, PCS_ListTables_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pCSClient) GetShard(ctx context.Context, in *GetShardRequest, opts ...grpc.CallOption) (*GetShardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetShardResponse)
+	err := c.cc.Invoke(ctx, PCS_GetShard_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pCSClient) GetShardByID(ctx context.Context, in *GetShardByIDRequest, opts ...grpc.CallOption) (*GetShardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetShardResponse)
+	err := c.cc.Invoke(ctx, PCS_GetShardByID_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pCSClient) ScanShards(ctx context.Context, in *ScanShardsRequest, opts ...grpc.CallOption) (*ScanShardsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ScanShardsResponse)
+	err := c.cc.Invoke(ctx, PCS_ScanShards_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *pCSClient) GetLogLevel(ctx context.Context, in *GetLogLevelRequest, opts ...grpc.CallOption) (*GetLogLevelResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetLogLevelResponse)
@@ -265,6 +373,15 @@ type PCSServer interface {
 	// primary serves it; elsewhere the stream fails with UNAVAILABLE and a NotPrimary detail.
 	Tso(grpc.BidiStreamingServer[TsoRequest, TsoResponse]) error
 	AllocIDs(context.Context, *AllocIDsRequest) (*AllocIDsResponse, error)
+	RegisterNode(context.Context, *RegisterNodeRequest) (*RegisterNodeResponse, error)
+	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	CreateTable(context.Context, *CreateTableRequest) (*CreateTableResponse, error)
+	DropTable(context.Context, *DropTableRequest) (*DropTableResponse, error)
+	GetTable(context.Context, *GetTableRequest) (*GetTableResponse, error)
+	ListTables(context.Context, *ListTablesRequest) (*ListTablesResponse, error)
+	GetShard(context.Context, *GetShardRequest) (*GetShardResponse, error)
+	GetShardByID(context.Context, *GetShardByIDRequest) (*GetShardResponse, error)
+	ScanShards(context.Context, *ScanShardsRequest) (*ScanShardsResponse, error)
 	GetLogLevel(context.Context, *GetLogLevelRequest) (*GetLogLevelResponse, error)
 	SetLogLevel(context.Context, *SetLogLevelRequest) (*SetLogLevelResponse, error)
 	mustEmbedUnimplementedPCSServer()
@@ -318,6 +435,33 @@ func (UnimplementedPCSServer) Tso(grpc.BidiStreamingServer[TsoRequest, TsoRespon
 }
 func (UnimplementedPCSServer) AllocIDs(context.Context, *AllocIDsRequest) (*AllocIDsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AllocIDs not implemented")
+}
+func (UnimplementedPCSServer) RegisterNode(context.Context, *RegisterNodeRequest) (*RegisterNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RegisterNode not implemented")
+}
+func (UnimplementedPCSServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
+}
+func (UnimplementedPCSServer) CreateTable(context.Context, *CreateTableRequest) (*CreateTableResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateTable not implemented")
+}
+func (UnimplementedPCSServer) DropTable(context.Context, *DropTableRequest) (*DropTableResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DropTable not implemented")
+}
+func (UnimplementedPCSServer) GetTable(context.Context, *GetTableRequest) (*GetTableResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetTable not implemented")
+}
+func (UnimplementedPCSServer) ListTables(context.Context, *ListTablesRequest) (*ListTablesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTables not implemented")
+}
+func (UnimplementedPCSServer) GetShard(context.Context, *GetShardRequest) (*GetShardResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetShard not implemented")
+}
+func (UnimplementedPCSServer) GetShardByID(context.Context, *GetShardByIDRequest) (*GetShardResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetShardByID not implemented")
+}
+func (UnimplementedPCSServer) ScanShards(context.Context, *ScanShardsRequest) (*ScanShardsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ScanShards not implemented")
 }
 func (UnimplementedPCSServer) GetLogLevel(context.Context, *GetLogLevelRequest) (*GetLogLevelResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetLogLevel not implemented")
@@ -580,6 +724,168 @@ func _PCS_AllocIDs_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PCS_RegisterNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RegisterNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).RegisterNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_RegisterNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).RegisterNode(ctx, req.(*RegisterNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PCS_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).ListNodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_ListNodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).ListNodes(ctx, req.(*ListNodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PCS_CreateTable_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateTableRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).CreateTable(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_CreateTable_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).CreateTable(ctx, req.(*CreateTableRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PCS_DropTable_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DropTableRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).DropTable(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_DropTable_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).DropTable(ctx, req.(*DropTableRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PCS_GetTable_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetTableRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).GetTable(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_GetTable_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).GetTable(ctx, req.(*GetTableRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PCS_ListTables_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTablesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).ListTables(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_ListTables_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).ListTables(ctx, req.(*ListTablesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PCS_GetShard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetShardRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).GetShard(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_GetShard_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).GetShard(ctx, req.(*GetShardRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PCS_GetShardByID_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetShardByIDRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).GetShardByID(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_GetShardByID_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).GetShardByID(ctx, req.(*GetShardByIDRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PCS_ScanShards_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ScanShardsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).ScanShards(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_ScanShards_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).ScanShards(ctx, req.(*ScanShardsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PCS_GetLogLevel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetLogLevelRequest)
 	if err := dec(in); err != nil {
@@ -670,6 +976,42 @@ var PCS_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AllocIDs",
 			Handler:    _PCS_AllocIDs_Handler,
+		},
+		{
+			MethodName: "RegisterNode",
+			Handler:    _PCS_RegisterNode_Handler,
+		},
+		{
+			MethodName: "ListNodes",
+			Handler:    _PCS_ListNodes_Handler,
+		},
+		{
+			MethodName: "CreateTable",
+			Handler:    _PCS_CreateTable_Handler,
+		},
+		{
+			MethodName: "DropTable",
+			Handler:    _PCS_DropTable_Handler,
+		},
+		{
+			MethodName: "GetTable",
+			Handler:    _PCS_GetTable_Handler,
+		},
+		{
+			MethodName: "ListTables",
+			Handler:    _PCS_ListTables_Handler,
+		},
+		{
+			MethodName: "GetShard",
+			Handler:    _PCS_GetShard_Handler,
+		},
+		{
+			MethodName: "GetShardByID",
+			Handler:    _PCS_GetShardByID_Handler,
+		},
+		{
+			MethodName: "ScanShards",
+			Handler:    _PCS_ScanShards_Handler,
 		},
 		{
 			MethodName: "GetLogLevel",

@@ -1,0 +1,104 @@
+package client
+
+import (
+	"context"
+
+	"github.com/postdb/pcs/api/pcspb"
+)
+
+// RegisterNode registers a data node (or finds the id its address already holds).
+func (c *Client) RegisterNode(ctx context.Context, address string, labels map[string]string, capacity uint64) (uint64, error) {
+	var resp *pcspb.RegisterNodeResponse
+	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.RegisterNode(ctx, &pcspb.RegisterNodeRequest{Address: address, Labels: labels, CapacityBytes: capacity})
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return resp.NodeId, nil
+}
+
+// ListNodes lists the registered data nodes with their state and load.
+func (c *Client) ListNodes(ctx context.Context, opts ...OpOption) (*pcspb.ListNodesResponse, error) {
+	o := collect(opts)
+	var resp *pcspb.ListNodesResponse
+	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.ListNodes(ctx, &pcspb.ListNodesRequest{Consistency: o.consistency})
+		return err
+	})
+	return resp, err
+}
+
+// CreateTable creates a table: its shards are computed from the partition spec and placed.
+func (c *Client) CreateTable(ctx context.Context, t *pcspb.Table) (*pcspb.CreateTableResponse, error) {
+	var resp *pcspb.CreateTableResponse
+	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.CreateTable(ctx, &pcspb.CreateTableRequest{Table: t})
+		return err
+	})
+	return resp, err
+}
+
+// DropTable starts dropping a table.
+func (c *Client) DropTable(ctx context.Context, name string) error {
+	return c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) error {
+		_, err := cli.DropTable(ctx, &pcspb.DropTableRequest{Name: name})
+		return err
+	})
+}
+
+// GetTable returns a table and its shard count.
+func (c *Client) GetTable(ctx context.Context, name string, opts ...OpOption) (*pcspb.GetTableResponse, error) {
+	o := collect(opts)
+	var resp *pcspb.GetTableResponse
+	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.GetTable(ctx, &pcspb.GetTableRequest{Name: name, Consistency: o.consistency})
+		return err
+	})
+	return resp, err
+}
+
+// ListTables lists tables.
+func (c *Client) ListTables(ctx context.Context, opts ...OpOption) (*pcspb.ListTablesResponse, error) {
+	o := collect(opts)
+	var resp *pcspb.ListTablesResponse
+	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.ListTables(ctx, &pcspb.ListTablesRequest{Consistency: o.consistency})
+		return err
+	})
+	return resp, err
+}
+
+// GetShard returns the shard of table holding a row key (keyenc of the key columns).
+func (c *Client) GetShard(ctx context.Context, table string, key []byte, opts ...OpOption) (*pcspb.GetShardResponse, error) {
+	o := collect(opts)
+	var resp *pcspb.GetShardResponse
+	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.GetShard(ctx, &pcspb.GetShardRequest{Table: table, Key: key, Consistency: o.consistency})
+		return err
+	})
+	return resp, err
+}
+
+// GetShardByID returns a shard by id.
+func (c *Client) GetShardByID(ctx context.Context, id uint64, opts ...OpOption) (*pcspb.GetShardResponse, error) {
+	o := collect(opts)
+	var resp *pcspb.GetShardResponse
+	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.GetShardByID(ctx, &pcspb.GetShardByIDRequest{Id: id, Consistency: o.consistency})
+		return err
+	})
+	return resp, err
+}
+
+// ScanShards lists a table's shards in routing-key order from start to end (nil: unbounded).
+func (c *Client) ScanShards(ctx context.Context, table string, start, end []byte, opts ...OpOption) (*pcspb.ScanShardsResponse, error) {
+	o := collect(opts)
+	var resp *pcspb.ScanShardsResponse
+	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.ScanShards(ctx, &pcspb.ScanShardsRequest{Table: table, Start: start, End: end, Limit: o.limit, Consistency: o.consistency})
+		return err
+	})
+	return resp, err
+}

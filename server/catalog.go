@@ -1,0 +1,264 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/internal/catalog"
+	"github.com/postdb/pcs/internal/meta"
+	"github.com/postdb/pcs/internal/placement"
+)
+
+// Limits of the catalog surface.
+const (
+	defaultScan = 1000
+	maxScan     = 100_000
+)
+
+func (v *service) RegisterNode(ctx context.Context, req *pcspb.RegisterNodeRequest) (*pcspb.RegisterNodeResponse, error) {
+	cli, err := v.s.route(ctx, false)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if cli != nil {
+		return cli.RegisterNode(ctx, req)
+	}
+	res, err := v.s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_RegisterNode{RegisterNode: &pcspb.CmdRegisterNode{Node: &pcspb.DataNode{
+		Address: req.Address, Labels: req.Labels, CapacityBytes: req.CapacityBytes}}}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	v.s.log.Info("data node registered", "node", res.ID, "address", req.Address)
+	return &pcspb.RegisterNodeResponse{NodeId: res.ID}, nil
+}
+
+func (v *service) ListNodes(ctx context.Context, req *pcspb.ListNodesRequest) (*pcspb.ListNodesResponse, error) {
+	h, err := v.s.readAt(ctx, req.Consistency)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	counts := map[uint64][2]uint64{}
+	for _, t := range v.s.fsm.Tables() {
+		shards, _, _ := v.s.fsm.ScanShards(t.Name, nil, nil, maxScan*10)
+		for _, s := range shards {
+			for _, r := range s.Replicas {
+				c := counts[r]
+				c[0]++
+				if r == s.Primary {
+					c[1]++
+				}
+				counts[r] = c
+			}
+		}
+	}
+	resp := &pcspb.ListNodesResponse{Header: h}
+	for _, n := range v.s.fsm.DataNodes() {
+		resp.Nodes = append(resp.Nodes, &pcspb.NodeInfo{Node: n, State: v.s.nodeState(n), Shards: counts[n.Id][0], Primaries: counts[n.Id][1]})
+	}
+	pos := v.s.fsm.Position()
+	h.Revision, h.AppliedIndex = pos.Revision, pos.AppliedIndex
+	return resp, nil
+}
+
+// nodeState is a data node's state as this PCS knows it. Liveness is tracked by the primary
+// from heartbeats; elsewhere only the registry's decisions are known.
+func (s *Server) nodeState(n *pcspb.DataNode) string {
+	switch {
+	case n.Tombstone:
+		return "tombstone"
+	case n.Offline:
+		return "offline"
+	}
+	return "unknown"
+}
+
+// eligible lists the nodes that may receive new replicas.
+func (s *Server) eligible() []placement.Node {
+	var out []placement.Node
+	for _, n := range s.fsm.DataNodes() {
+		st := s.nodeState(n)
+		out = append(out, placement.Node{ID: n.Id, Labels: n.Labels, Eligible: st == "up" || st == "unknown"})
+	}
+	return out
+}
+
+func (v *service) CreateTable(ctx context.Context, req *pcspb.CreateTableRequest) (*pcspb.CreateTableResponse, error) {
+	t := req.GetTable()
+	if t == nil {
+		return nil, toStatus(fmt.Errorf("%w: no table", ErrInvalid))
+	}
+	spec, err := compileForCreate(t)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	cli, err := v.s.route(ctx, false)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if cli != nil {
+		return cli.CreateTable(ctx, req)
+	}
+	cmd, err := v.s.planTable(t, spec)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	res, err := v.s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_CreateTable{CreateTable: cmd}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	created, n, err := v.s.fsm.Table(t.Name)
+	if err != nil || created.Id != res.ID {
+		return nil, toStatus(fmt.Errorf("table %q created as %d but not found: %w", t.Name, res.ID, err))
+	}
+	v.s.log.Info("table created", "table", t.Name, "id", res.ID, "shards", n)
+	return &pcspb.CreateTableResponse{Table: created, Shards: uint32(n)}, nil
+}
+
+func compileForCreate(t *pcspb.Table) (*catalog.Spec, error) {
+	if t.Name == "" || len(t.Name) > meta.MaxNameLen {
+		return nil, fmt.Errorf("%w: table name must be 1..%d bytes", ErrInvalid, meta.MaxNameLen)
+	}
+	if t.Replicas == 0 {
+		return nil, fmt.Errorf("%w: replica count must be at least 1", ErrInvalid)
+	}
+	schema, err := catalog.CompileSchema(t.Columns)
+	if err != nil {
+		return nil, err
+	}
+	return catalog.Compile(schema, t.Partition)
+}
+
+// planTable places a table's shards: co-located leaf by leaf with a table of the same shard
+// group if there is one, else by the placement rules.
+func (s *Server) planTable(t *pcspb.Table, spec *catalog.Spec) (*pcspb.CmdCreateTable, error) {
+	if _, _, err := s.fsm.Table(t.Name); err == nil {
+		return nil, fmt.Errorf("%w: %q", meta.ErrTableExists, t.Name)
+	}
+	leaves := spec.Leaves()
+	var plan []placement.Replicas
+	if t.ShardGroup != "" {
+		for _, other := range s.fsm.Tables() {
+			if other.ShardGroup != t.ShardGroup {
+				continue
+			}
+			shards, _, _ := s.fsm.ScanShards(other.Name, nil, nil, len(leaves)+1)
+			if len(shards) != len(leaves) || other.Replicas != t.Replicas {
+				return nil, fmt.Errorf("%w: shard group %q has tables of %d shards × %d replicas; this one has %d × %d",
+					ErrInvalid, t.ShardGroup, len(shards), other.Replicas, len(leaves), t.Replicas)
+			}
+			for _, sh := range shards {
+				plan = append(plan, sh.Replicas)
+			}
+			break
+		}
+	}
+	if plan == nil {
+		var err error
+		plan, err = placement.Place(s.eligible(), placement.Policy{Replicas: int(t.Replicas), IsolationLabel: t.IsolationLabel, Nodes: t.Nodes},
+			make([]placement.Shard, len(leaves)))
+		if err != nil {
+			return nil, err
+		}
+	}
+	cmd := &pcspb.CmdCreateTable{Table: proto.Clone(t).(*pcspb.Table)}
+	for i, l := range leaves {
+		cmd.Shards = append(cmd.Shards, &pcspb.Shard{Start: l.Start, End: l.End, Primary: plan[i][0], Replicas: plan[i]})
+	}
+	return cmd, nil
+}
+
+func (v *service) DropTable(ctx context.Context, req *pcspb.DropTableRequest) (*pcspb.DropTableResponse, error) {
+	cli, err := v.s.route(ctx, false)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if cli != nil {
+		return cli.DropTable(ctx, req)
+	}
+	t, _, err := v.s.fsm.Table(req.Name)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if _, err := v.s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_SetTableState{SetTableState: &pcspb.CmdSetTableState{
+		TableId: t.Id, State: pcspb.TableState_TABLE_STATE_DROPPING}}}); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pcspb.DropTableResponse{}, nil
+}
+
+func (v *service) GetTable(ctx context.Context, req *pcspb.GetTableRequest) (*pcspb.GetTableResponse, error) {
+	h, err := v.s.readAt(ctx, req.Consistency)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	t, n, err := v.s.fsm.Table(req.Name)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	pos := v.s.fsm.Position()
+	h.Revision, h.AppliedIndex = pos.Revision, pos.AppliedIndex
+	return &pcspb.GetTableResponse{Header: h, Table: t, Shards: uint32(n)}, nil
+}
+
+func (v *service) ListTables(ctx context.Context, req *pcspb.ListTablesRequest) (*pcspb.ListTablesResponse, error) {
+	h, err := v.s.readAt(ctx, req.Consistency)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	pos := v.s.fsm.Position()
+	h.Revision, h.AppliedIndex = pos.Revision, pos.AppliedIndex
+	return &pcspb.ListTablesResponse{Header: h, Tables: v.s.fsm.Tables()}, nil
+}
+
+func (v *service) GetShard(ctx context.Context, req *pcspb.GetShardRequest) (*pcspb.GetShardResponse, error) {
+	h, err := v.s.readAt(ctx, req.Consistency)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s, pos, err := v.s.fsm.ShardForKey(req.Table, req.Key)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	h.Revision, h.AppliedIndex = pos.Revision, pos.AppliedIndex
+	return &pcspb.GetShardResponse{Header: h, Shard: s}, nil
+}
+
+func (v *service) GetShardByID(ctx context.Context, req *pcspb.GetShardByIDRequest) (*pcspb.GetShardResponse, error) {
+	h, err := v.s.readAt(ctx, req.Consistency)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s, pos, err := v.s.fsm.ShardByID(req.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	h.Revision, h.AppliedIndex = pos.Revision, pos.AppliedIndex
+	return &pcspb.GetShardResponse{Header: h, Shard: s}, nil
+}
+
+func (v *service) ScanShards(ctx context.Context, req *pcspb.ScanShardsRequest) (*pcspb.ScanShardsResponse, error) {
+	limit := int(req.Limit)
+	if limit == 0 {
+		limit = defaultScan
+	}
+	if limit > maxScan {
+		return nil, toStatus(fmt.Errorf("%w: limit %d exceeds %d", ErrInvalid, limit, maxScan))
+	}
+	h, err := v.s.readAt(ctx, req.Consistency)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	shards, pos, err := v.s.fsm.ScanShards(req.Table, req.Start, req.End, limit+1)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	more := len(shards) > limit
+	if more {
+		shards = shards[:limit]
+	}
+	h.Revision, h.AppliedIndex = pos.Revision, pos.AppliedIndex
+	return &pcspb.ScanShardsResponse{Header: h, Shards: shards, More: more}, nil
+}

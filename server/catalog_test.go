@@ -1,0 +1,148 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/client"
+	"github.com/postdb/pcs/internal/catalog"
+	"github.com/postdb/pcs/internal/keyenc"
+)
+
+func thousandPartitionTable(name string) *pcspb.Table {
+	return &pcspb.Table{Name: name, Replicas: 3, IsolationLabel: "zone",
+		Columns:   []*pcspb.ColumnDef{{Name: "id", Type: "int64"}, {Name: "note", Type: "string"}},
+		Partition: &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_HASH, Columns: []string{"id"}, HashPartitions: 1000}}
+}
+
+func TestCreateTableAndRoute(t *testing.T) {
+	tc := newTestCluster(t, 3, nil)
+	c := tc.client()
+	ctx := ctxT(t, 60*time.Second)
+	zone := map[uint64]string{}
+	for i := 0; i < 6; i++ {
+		z := fmt.Sprintf("z%d", i%3)
+		id, err := c.RegisterNode(ctx, fmt.Sprintf("10.0.0.%d:7000", i), map[string]string{"zone": z}, 1<<40)
+		if err != nil {
+			t.Fatal(err)
+		}
+		zone[id] = z
+	}
+	resp, err := c.CreateTable(ctx, thousandPartitionTable("orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Shards != 1000 {
+		t.Fatalf("%d shards", resp.Shards)
+	}
+	tc.waitConverged(10 * time.Second)
+	for _, s := range tc.live() {
+		if err := s.FSM().CheckInvariants(); err != nil {
+			t.Fatalf("%s: %v", s.Name(), err)
+		}
+	}
+	// Replicas in three distinct zones; shard counts per node within ±1.
+	shards, err := c.ScanShards(ctx, "orders", nil, nil, client.WithLimit(2000))
+	if err != nil || len(shards.Shards) != 1000 || shards.More {
+		t.Fatalf("scan: %d shards, more %v, %v", len(shards.GetShards()), shards.GetMore(), err)
+	}
+	perNode := map[uint64]int{}
+	for _, s := range shards.Shards {
+		zones := map[string]bool{}
+		for _, r := range s.Replicas {
+			zones[zone[r]] = true
+			perNode[r]++
+		}
+		if len(zones) != 3 {
+			t.Fatalf("shard %d replicas %v span %d zones", s.Id, s.Replicas, len(zones))
+		}
+	}
+	lo, hi := 1<<30, 0
+	for _, n := range perNode {
+		lo, hi = min(lo, n), max(hi, n)
+	}
+	if hi-lo > 1 {
+		t.Fatalf("shards per node %v: spread %d", perNode, hi-lo)
+	}
+	// 100k random keys resolve to the shard whose range holds them, on the primary and on a
+	// follower (state machine lookups), and a sample through the RPC at each node.
+	schema, _ := catalog.CompileSchema(resp.Table.Columns)
+	spec, _ := catalog.Compile(schema, resp.Table.Partition)
+	r := rand.New(rand.NewPCG(1, 1))
+	for _, s := range []*Server{tc.primary(), tc.followers()[0]} {
+		for i := 0; i < 100_000; i++ {
+			key, _ := keyenc.Encode(nil, schema.Cols, []keyenc.Value{keyenc.I64(r.Int64()), keyenc.Str("x")})
+			rk, _ := spec.RoutingKey(key)
+			sh, _, err := s.FSM().ShardForKey("orders", key)
+			if err != nil || bytes.Compare(rk, sh.Start) < 0 || bytes.Compare(rk, sh.End) >= 0 {
+				t.Fatalf("%s: key %x → shard %v (%v)", s.Name(), key, sh, err)
+			}
+			if i%5000 == 0 {
+				got, err := c.GetShard(ctx, "orders", key, client.WithEndpoint(s.ClientAddr()))
+				if err != nil || got.Shard.Id != sh.Id {
+					t.Fatalf("GetShard at %s: %v (%v), want shard %d", s.Name(), got.GetShard(), err, sh.Id)
+				}
+			}
+		}
+	}
+	byID, err := c.GetShardByID(ctx, shards.Shards[7].Id)
+	if err != nil || byID.Shard.Partition != shards.Shards[7].Partition {
+		t.Fatalf("GetShardByID: %v %v", byID, err)
+	}
+}
+
+func TestCreateTableBadInput(t *testing.T) {
+	tc := newTestCluster(t, 1, nil)
+	c := tc.client()
+	ctx := ctxT(t, 30*time.Second)
+	for i := 0; i < 2; i++ {
+		if _, err := c.RegisterNode(ctx, fmt.Sprintf("n%d:1", i), map[string]string{"zone": fmt.Sprint(i)}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := &pcspb.Table{Name: "t", Replicas: 2, Columns: []*pcspb.ColumnDef{{Name: "k", Type: "int64"}}}
+	if _, err := c.CreateTable(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	before := tc.primary().FSM().Tables()
+	huge := &pcspb.Table{Name: "huge", Replicas: 1, Columns: []*pcspb.ColumnDef{{Name: "k", Type: "int64"}},
+		Partition: &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_RANGE, Columns: []string{"k"}}}
+	for i := 0; i < 200_000; i++ {
+		huge.Partition.Ranges = append(huge.Partition.Ranges, &pcspb.RangePartition{LessThan: []string{fmt.Sprint(i)}})
+	}
+	for name, tc := range map[string]struct {
+		table *pcspb.Table
+		want  error
+	}{
+		"duplicate":     {good, client.ErrAlreadyExists},
+		"invalid spec":  {&pcspb.Table{Name: "u", Replicas: 1, Columns: []*pcspb.ColumnDef{{Name: "k", Type: "varchar"}}}, client.ErrInvalidArgument},
+		"too many reps": {&pcspb.Table{Name: "v", Replicas: 3, Columns: []*pcspb.ColumnDef{{Name: "k", Type: "int64"}}}, client.ErrNotEnoughNodes},
+		"isolation":     {&pcspb.Table{Name: "w", Replicas: 2, IsolationLabel: "rack", Columns: []*pcspb.ColumnDef{{Name: "k", Type: "int64"}}}, client.ErrNotEnoughNodes},
+		"no name":       {&pcspb.Table{Replicas: 1, Columns: []*pcspb.ColumnDef{{Name: "k", Type: "int64"}}}, client.ErrInvalidArgument},
+		"oversize spec": {huge, client.ErrInvalidArgument},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := c.CreateTable(ctx, tc.table)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if after := tc.primary().FSM().Tables(); len(after) != len(before) {
+		t.Fatalf("refused creates changed the catalog: %d tables, had %d", len(after), len(before))
+	}
+	if _, err := c.GetTable(ctx, "nope"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("unknown table: %v", err)
+	}
+	if _, err := c.GetShard(ctx, "t", []byte{0x99}); !errors.Is(err, client.ErrInvalidArgument) {
+		t.Fatalf("malformed key: %v", err)
+	}
+	if err := c.DropTable(ctx, "nope"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("drop unknown: %v", err)
+	}
+}

@@ -61,6 +61,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringSliceVar(&g.endpoints, "endpoints", []string{"127.0.0.1:3379"}, "PCS client addresses, comma-separated")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "deadline of the whole command")
-	root.AddCommand(statusCmd(g), memberCmd(g), kvCmd(g), tsoCmd(g), idCmd(g), logLevelCmd(g))
+	root.AddCommand(statusCmd(g), memberCmd(g), kvCmd(g), tsoCmd(g), idCmd(g), logLevelCmd(g),
+		tableCmd(g), shardCmd(g), nodeCmd(g))
 	return root
 }

@@ -1,0 +1,342 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"gopkg.in/yaml.v3"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/client"
+	"github.com/postdb/pcs/internal/catalog"
+	"github.com/postdb/pcs/internal/keyenc"
+)
+
+// loadTableSpec reads a table spec from a JSON or YAML file (the Table message's fields).
+func loadTableSpec(path string) (*pcspb.Table, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.HasSuffix(path, ".json") {
+		var v any
+		if err := yaml.Unmarshal(data, &v); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if data, err = json.Marshal(v); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	t := &pcspb.Table{}
+	if err := protojson.Unmarshal(data, t); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return t, nil
+}
+
+func tableCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "table", Short: "Create, drop and inspect tables"}
+	var file, columns, isolation, hashCols string
+	var replicas, hashN uint32
+	create := &cobra.Command{
+		Use: "create [NAME]", Short: "Create a table from a spec file (-f, JSON or YAML) or flags", Args: cobra.MaximumNArgs(1),
+		Example: `  pcsctl table create orders --columns id:int64,region:string --hash-columns id --hash-partitions 16 --replicas 3 --isolation-label zone
+  pcsctl table create -f orders.yaml`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var t *pcspb.Table
+			if file != "" {
+				var err error
+				if t, err = loadTableSpec(file); err != nil {
+					return err
+				}
+			} else {
+				if len(args) != 1 || columns == "" {
+					return fmt.Errorf("give a table NAME and --columns, or a spec file with -f")
+				}
+				t = &pcspb.Table{Replicas: replicas, IsolationLabel: isolation}
+				for _, c := range strings.Split(columns, ",") {
+					name, typ, ok := strings.Cut(c, ":")
+					if !ok {
+						return fmt.Errorf("--columns %q: want name:type[:desc],...", c)
+					}
+					typ, desc := strings.CutSuffix(typ, ":desc")
+					t.Columns = append(t.Columns, &pcspb.ColumnDef{Name: name, Type: typ, Descending: desc})
+				}
+				if hashCols != "" {
+					t.Partition = &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_HASH,
+						Columns: strings.Split(hashCols, ","), HashPartitions: hashN}
+				}
+			}
+			if len(args) == 1 {
+				t.Name = args[0]
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			resp, err := c.CreateTable(ctx, t)
+			if err != nil {
+				return err
+			}
+			return g.print(cmd.OutOrStdout(), tableRows([]*pcspb.Table{resp.Table}, map[string]uint32{resp.Table.Name: resp.Shards}))
+		},
+	}
+	create.Flags().StringVarP(&file, "file", "f", "", "table spec file (JSON if it ends in .json, else YAML)")
+	create.Flags().StringVar(&columns, "columns", "", "key columns name:type[:desc],... (types: int64 uint64 float64 bool string bytes timestamp)")
+	create.Flags().Uint32Var(&replicas, "replicas", 3, "replicas per shard")
+	create.Flags().StringVar(&isolation, "isolation-label", "", "place a shard's replicas on distinct values of this node label")
+	create.Flags().StringVar(&hashCols, "hash-columns", "", "HASH partition over these columns")
+	create.Flags().Uint32Var(&hashN, "hash-partitions", 16, "number of HASH partitions")
+	drop := &cobra.Command{
+		Use: "drop NAME", Short: "Drop a table", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			if err := c.DropTable(ctx, args[0]); err != nil {
+				return err
+			}
+			return g.print(cmd.OutOrStdout(), table{rows: [][]string{{"dropping " + args[0]}}, value: map[string]string{"dropping": args[0]}})
+		},
+	}
+	list := &cobra.Command{
+		Use: "list", Short: "List tables", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			resp, err := c.ListTables(ctx)
+			if err != nil {
+				return err
+			}
+			return g.print(cmd.OutOrStdout(), tableRows(resp.Tables, nil))
+		},
+	}
+	show := &cobra.Command{
+		Use: "show NAME", Short: "Show a table's definition", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			resp, err := c.GetTable(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			b, _ := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(resp.Table)
+			var v any
+			json.Unmarshal(b, &v)
+			return g.print(cmd.OutOrStdout(), table{rows: [][]string{{string(b)}, {fmt.Sprintf("shards: %d", resp.Shards)}}, value: v})
+		},
+	}
+	cmd.AddCommand(create, drop, list, show)
+	return cmd
+}
+
+func tableRows(ts []*pcspb.Table, shards map[string]uint32) table {
+	t := table{header: []string{"ID", "NAME", "STATE", "REPLICAS", "SCHEMA_VERSION", "PARTITIONING"}}
+	type row struct {
+		ID       uint64 `json:"id"`
+		Name     string `json:"name"`
+		State    string `json:"state"`
+		Replicas uint32 `json:"replicas"`
+		Version  uint64 `json:"schema_version"`
+		Shards   uint32 `json:"shards,omitempty"`
+	}
+	rows := []row{}
+	for _, tb := range ts {
+		state := strings.ToLower(strings.TrimPrefix(tb.State.String(), "TABLE_STATE_"))
+		part := "none"
+		if p := tb.Partition; p != nil && p.Strategy != pcspb.PartitionStrategy_PARTITION_STRATEGY_NONE {
+			part = strings.TrimPrefix(p.Strategy.String(), "PARTITION_STRATEGY_") + "(" + strings.Join(p.Columns, ",") + ")"
+			if p.Sub != nil {
+				part += " / " + strings.TrimPrefix(p.Sub.Strategy.String(), "PARTITION_STRATEGY_") + "(" + strings.Join(p.Sub.Columns, ",") + ")"
+			}
+		}
+		rows = append(rows, row{tb.Id, tb.Name, state, tb.Replicas, tb.SchemaVersion, shards[tb.Name]})
+		t.rows = append(t.rows, []string{u(tb.Id), tb.Name, state, u(uint64(tb.Replicas)), u(tb.SchemaVersion), part})
+	}
+	t.value = rows
+	return t
+}
+
+func shardRows(ss []*pcspb.Shard) table {
+	t := table{header: []string{"ID", "PARTITION", "START", "END", "EPOCH", "TERM", "PRIMARY", "REPLICAS"}}
+	type row struct {
+		ID        uint64   `json:"id"`
+		TableID   uint64   `json:"table_id"`
+		Partition string   `json:"partition"`
+		Start     string   `json:"start"`
+		End       string   `json:"end"`
+		ConfVer   uint64   `json:"conf_ver"`
+		Version   uint64   `json:"version"`
+		Term      uint64   `json:"term"`
+		Primary   uint64   `json:"primary"`
+		Replicas  []uint64 `json:"replicas"`
+	}
+	rows := []row{}
+	for _, s := range ss {
+		reps := make([]string, len(s.Replicas))
+		for i, r := range s.Replicas {
+			reps[i] = u(r)
+		}
+		rows = append(rows, row{s.Id, s.TableId, s.Partition, fmt.Sprintf("%x", s.Start), fmt.Sprintf("%x", s.End),
+			s.Epoch.GetConfVer(), s.Epoch.GetVersion(), s.Term, s.Primary, s.Replicas})
+		t.rows = append(t.rows, []string{u(s.Id), s.Partition, fmt.Sprintf("%x", s.Start), fmt.Sprintf("%x", s.End),
+			fmt.Sprintf("%d/%d", s.Epoch.GetConfVer(), s.Epoch.GetVersion()), u(s.Term), u(s.Primary), strings.Join(reps, ",")})
+	}
+	t.value = rows
+	return t
+}
+
+func shardCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "shard", Short: "Inspect shards and routes"}
+	var limit uint32
+	list := &cobra.Command{
+		Use: "list TABLE", Short: "List a table's shards in key order", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			resp, err := c.ScanShards(ctx, args[0], nil, nil, client.WithLimit(limit))
+			if err != nil {
+				return err
+			}
+			return g.print(cmd.OutOrStdout(), shardRows(resp.Shards))
+		},
+	}
+	list.Flags().Uint32Var(&limit, "limit", 1000, "at most this many shards")
+	show := &cobra.Command{
+		Use: "show ID", Short: "Show one shard", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var id uint64
+			if _, err := fmt.Sscan(args[0], &id); err != nil {
+				return fmt.Errorf("shard id %q: %w", args[0], err)
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			resp, err := c.GetShardByID(ctx, id)
+			if err != nil {
+				return err
+			}
+			return g.print(cmd.OutOrStdout(), shardRows([]*pcspb.Shard{resp.Shard}))
+		},
+	}
+	route := &cobra.Command{
+		Use: "route TABLE VALUE[,VALUE...]", Short: "Show the shard holding a key (values of the key columns, in order)", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			tr, err := c.GetTable(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			key, err := encodeKey(tr.Table, args[1])
+			if err != nil {
+				return err
+			}
+			resp, err := c.GetShard(ctx, args[0], key)
+			if err != nil {
+				return err
+			}
+			return g.print(cmd.OutOrStdout(), shardRows([]*pcspb.Shard{resp.Shard}))
+		},
+	}
+	cmd.AddCommand(list, show, route)
+	return cmd
+}
+
+// encodeKey parses comma-separated values of a table's leading key columns and encodes them.
+func encodeKey(t *pcspb.Table, text string) ([]byte, error) {
+	schema, err := catalog.CompileSchema(t.Columns)
+	if err != nil {
+		return nil, err
+	}
+	parts := strings.Split(text, ",")
+	if len(parts) > len(schema.Cols) {
+		return nil, fmt.Errorf("%d values for %d key columns", len(parts), len(schema.Cols))
+	}
+	vals := make([]keyenc.Value, len(parts))
+	for i, p := range parts {
+		if vals[i], err = catalog.ParseValue(schema.Cols[i].Type, p, false); err != nil {
+			return nil, fmt.Errorf("column %q value %q: %w", schema.Names[i], p, err)
+		}
+	}
+	return keyenc.Encode(nil, schema.Cols, vals)
+}
+
+func nodeCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "node", Short: "Inspect data nodes"}
+	list := &cobra.Command{
+		Use: "list", Short: "List data nodes", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			resp, err := c.ListNodes(ctx)
+			if err != nil {
+				return err
+			}
+			t := table{header: []string{"ID", "ADDRESS", "STATE", "SHARDS", "PRIMARIES", "LABELS"}}
+			type row struct {
+				ID        uint64            `json:"id"`
+				Address   string            `json:"address"`
+				State     string            `json:"state"`
+				Shards    uint64            `json:"shards"`
+				Primaries uint64            `json:"primaries"`
+				Labels    map[string]string `json:"labels"`
+			}
+			rows := []row{}
+			for _, n := range resp.Nodes {
+				var labels []string
+				for k, v := range n.Node.Labels {
+					labels = append(labels, k+"="+v)
+				}
+				sort.Strings(labels)
+				rows = append(rows, row{n.Node.Id, n.Node.Address, n.State, n.Shards, n.Primaries, n.Node.Labels})
+				t.rows = append(t.rows, []string{u(n.Node.Id), n.Node.Address, n.State, u(n.Shards), u(n.Primaries), strings.Join(labels, ",")})
+			}
+			t.value = rows
+			return g.print(cmd.OutOrStdout(), t)
+		},
+	}
+	cmd.AddCommand(list)
+	return cmd
+}

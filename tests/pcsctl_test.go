@@ -1,0 +1,85 @@
+package tests
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPcsctlCatalog drives the catalog commands of the real pcsctl against a real pcs.
+func TestPcsctlCatalog(t *testing.T) {
+	pc := startCluster(t, 1)
+	c := pc.client()
+	pc.primary(c)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := 0; i < 3; i++ {
+		if _, err := c.RegisterNode(ctx, fmt.Sprintf("127.0.0.1:%d", 9000+i), map[string]string{"zone": fmt.Sprint("z", i)}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ep := "--endpoints=" + pc.procs[0].client
+	ctl := func(args ...string) (int, string) {
+		return run(t, 20*time.Second, "pcsctl", append([]string{ep}, args...)...)
+	}
+	if code, out := ctl("table", "create", "users", "--columns", "id:int64,name:string", "--hash-columns", "id", "--hash-partitions", "8", "--replicas", "3", "--isolation-label", "zone"); code != 0 {
+		t.Fatalf("create from flags: %s", out)
+	}
+	spec := filepath.Join(t.TempDir(), "events.yaml")
+	os.WriteFile(spec, []byte(`
+name: events
+replicas: 2
+columns:
+  - {name: day, type: int64}
+  - {name: id, type: uint64}
+partition:
+  strategy: PARTITION_STRATEGY_RANGE
+  columns: [day]
+  ranges:
+    - {name: old, less_than: ["100"]}
+    - {name: new, less_than: ["MAXVALUE"]}
+  sub: {strategy: PARTITION_STRATEGY_HASH, columns: [id], hash_partitions: 4}
+`), 0o644)
+	if code, out := ctl("table", "create", "-f", spec); code != 0 {
+		t.Fatalf("create from a YAML file: %s", out)
+	}
+	code, out := ctl("-o", "json", "table", "list")
+	var tables []struct {
+		Name  string `json:"name"`
+		State string `json:"state"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &tables) != nil || len(tables) != 2 {
+		t.Fatalf("table list: %d %s", code, out)
+	}
+	code, out = ctl("-o", "json", "shard", "list", "events")
+	var shards []struct {
+		Partition string `json:"partition"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &shards) != nil || len(shards) != 8 || shards[0].Partition != "old/h0" {
+		t.Fatalf("shard list: %d %s", code, out)
+	}
+	code, out = ctl("-o", "json", "shard", "route", "events", "150,7")
+	if code != 0 || !strings.Contains(out, `"partition": "new/h`) {
+		t.Fatalf("shard route: %d %s", code, out)
+	}
+	if code, out := ctl("node", "list"); code != 0 || strings.Count(out, "127.0.0.1:900") != 3 {
+		t.Fatalf("node list: %s", out)
+	}
+	// Errors: one line, non-zero exit.
+	for _, args := range [][]string{
+		{"table", "create", "users", "--columns", "id:int64"},
+		{"table", "create", "x", "--columns", "id:int64", "--replicas", "5"},
+		{"table", "show", "nope"},
+		{"shard", "route", "events", "notanumber"},
+	} {
+		code, out := ctl(args...)
+		if code == 0 || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+			t.Errorf("pcsctl %v: exit %d, output %q; want one error line", args, code, out)
+		}
+	}
+}

@@ -3371,6 +3371,422 @@ func (x *ScanShardsResponse) GetMore() bool {
 	return false
 }
 
+type NodeStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardCount    uint64                 `protobuf:"varint,1,opt,name=shard_count,json=shardCount,proto3" json:"shard_count,omitempty"`
+	BytesUsed     uint64                 `protobuf:"varint,2,opt,name=bytes_used,json=bytesUsed,proto3" json:"bytes_used,omitempty"`
+	DiskFree      uint64                 `protobuf:"varint,3,opt,name=disk_free,json=diskFree,proto3" json:"disk_free,omitempty"`
+	Cpu           float64                `protobuf:"fixed64,4,opt,name=cpu,proto3" json:"cpu,omitempty"`
+	MemoryBytes   uint64                 `protobuf:"varint,5,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	IoBytesPerSec uint64                 `protobuf:"varint,6,opt,name=io_bytes_per_sec,json=ioBytesPerSec,proto3" json:"io_bytes_per_sec,omitempty"`
+	// table id -> schema version loaded.
+	SchemaVersions map[uint64]uint64 `protobuf:"bytes,7,rep,name=schema_versions,json=schemaVersions,proto3" json:"schema_versions,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *NodeStats) Reset() {
+	*x = NodeStats{}
+	mi := &file_pcs_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeStats) ProtoMessage() {}
+
+func (x *NodeStats) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeStats.ProtoReflect.Descriptor instead.
+func (*NodeStats) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *NodeStats) GetShardCount() uint64 {
+	if x != nil {
+		return x.ShardCount
+	}
+	return 0
+}
+
+func (x *NodeStats) GetBytesUsed() uint64 {
+	if x != nil {
+		return x.BytesUsed
+	}
+	return 0
+}
+
+func (x *NodeStats) GetDiskFree() uint64 {
+	if x != nil {
+		return x.DiskFree
+	}
+	return 0
+}
+
+func (x *NodeStats) GetCpu() float64 {
+	if x != nil {
+		return x.Cpu
+	}
+	return 0
+}
+
+func (x *NodeStats) GetMemoryBytes() uint64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *NodeStats) GetIoBytesPerSec() uint64 {
+	if x != nil {
+		return x.IoBytesPerSec
+	}
+	return 0
+}
+
+func (x *NodeStats) GetSchemaVersions() map[uint64]uint64 {
+	if x != nil {
+		return x.SchemaVersions
+	}
+	return nil
+}
+
+type ShardStats struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ShardId     uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	SizeBytes   uint64                 `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	Keys        uint64                 `protobuf:"varint,3,opt,name=keys,proto3" json:"keys,omitempty"`
+	ReadPerSec  float64                `protobuf:"fixed64,4,opt,name=read_per_sec,json=readPerSec,proto3" json:"read_per_sec,omitempty"`
+	WritePerSec float64                `protobuf:"fixed64,5,opt,name=write_per_sec,json=writePerSec,proto3" json:"write_per_sec,omitempty"`
+	// node id -> applied log position of each replica (reported by the primary replica).
+	ReplicaPositions map[uint64]uint64 `protobuf:"bytes,6,rep,name=replica_positions,json=replicaPositions,proto3" json:"replica_positions,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ShardStats) Reset() {
+	*x = ShardStats{}
+	mi := &file_pcs_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardStats) ProtoMessage() {}
+
+func (x *ShardStats) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardStats.ProtoReflect.Descriptor instead.
+func (*ShardStats) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *ShardStats) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *ShardStats) GetSizeBytes() uint64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *ShardStats) GetKeys() uint64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *ShardStats) GetReadPerSec() float64 {
+	if x != nil {
+		return x.ReadPerSec
+	}
+	return 0
+}
+
+func (x *ShardStats) GetWritePerSec() float64 {
+	if x != nil {
+		return x.WritePerSec
+	}
+	return 0
+}
+
+func (x *ShardStats) GetReplicaPositions() map[uint64]uint64 {
+	if x != nil {
+		return x.ReplicaPositions
+	}
+	return nil
+}
+
+type NodeHeartbeat struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Seq    uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Stats  *NodeStats             `protobuf:"bytes,3,opt,name=stats,proto3" json:"stats,omitempty"`
+	// Every shard this node holds a replica of.
+	HeldShards    []uint64      `protobuf:"varint,4,rep,packed,name=held_shards,json=heldShards,proto3" json:"held_shards,omitempty"`
+	ShardStats    []*ShardStats `protobuf:"bytes,5,rep,name=shard_stats,json=shardStats,proto3" json:"shard_stats,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeHeartbeat) Reset() {
+	*x = NodeHeartbeat{}
+	mi := &file_pcs_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeHeartbeat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeHeartbeat) ProtoMessage() {}
+
+func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeHeartbeat.ProtoReflect.Descriptor instead.
+func (*NodeHeartbeat) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *NodeHeartbeat) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *NodeHeartbeat) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *NodeHeartbeat) GetStats() *NodeStats {
+	if x != nil {
+		return x.Stats
+	}
+	return nil
+}
+
+func (x *NodeHeartbeat) GetHeldShards() []uint64 {
+	if x != nil {
+		return x.HeldShards
+	}
+	return nil
+}
+
+func (x *NodeHeartbeat) GetShardStats() []*ShardStats {
+	if x != nil {
+		return x.ShardStats
+	}
+	return nil
+}
+
+// NodeCommand tells a node to do something; nodes apply commands idempotently.
+type NodeCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Cmd:
+	//
+	//	*NodeCommand_CreateReplica
+	//	*NodeCommand_DropReplica
+	//	*NodeCommand_SetLogLevel
+	Cmd           isNodeCommand_Cmd `protobuf_oneof:"cmd"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeCommand) Reset() {
+	*x = NodeCommand{}
+	mi := &file_pcs_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeCommand) ProtoMessage() {}
+
+func (x *NodeCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeCommand.ProtoReflect.Descriptor instead.
+func (*NodeCommand) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *NodeCommand) GetCmd() isNodeCommand_Cmd {
+	if x != nil {
+		return x.Cmd
+	}
+	return nil
+}
+
+func (x *NodeCommand) GetCreateReplica() *Shard {
+	if x != nil {
+		if x, ok := x.Cmd.(*NodeCommand_CreateReplica); ok {
+			return x.CreateReplica
+		}
+	}
+	return nil
+}
+
+func (x *NodeCommand) GetDropReplica() uint64 {
+	if x != nil {
+		if x, ok := x.Cmd.(*NodeCommand_DropReplica); ok {
+			return x.DropReplica
+		}
+	}
+	return 0
+}
+
+func (x *NodeCommand) GetSetLogLevel() string {
+	if x != nil {
+		if x, ok := x.Cmd.(*NodeCommand_SetLogLevel); ok {
+			return x.SetLogLevel
+		}
+	}
+	return ""
+}
+
+type isNodeCommand_Cmd interface {
+	isNodeCommand_Cmd()
+}
+
+type NodeCommand_CreateReplica struct {
+	CreateReplica *Shard `protobuf:"bytes,1,opt,name=create_replica,json=createReplica,proto3,oneof"`
+}
+
+type NodeCommand_DropReplica struct {
+	DropReplica uint64 `protobuf:"varint,2,opt,name=drop_replica,json=dropReplica,proto3,oneof"`
+}
+
+type NodeCommand_SetLogLevel struct {
+	SetLogLevel string `protobuf:"bytes,3,opt,name=set_log_level,json=setLogLevel,proto3,oneof"`
+}
+
+func (*NodeCommand_CreateReplica) isNodeCommand_Cmd() {}
+
+func (*NodeCommand_DropReplica) isNodeCommand_Cmd() {}
+
+func (*NodeCommand_SetLogLevel) isNodeCommand_Cmd() {}
+
+type HeartbeatResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The node may act as a shard primary until t_send + lease_ms, t_send being when it sent
+	// the heartbeat this answers (on its monotonic clock).
+	LeaseMs       uint64         `protobuf:"varint,2,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
+	Commands      []*NodeCommand `protobuf:"bytes,3,rep,name=commands,proto3" json:"commands,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatResponse) Reset() {
+	*x = HeartbeatResponse{}
+	mi := &file_pcs_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatResponse) ProtoMessage() {}
+
+func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
+func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *HeartbeatResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *HeartbeatResponse) GetLeaseMs() uint64 {
+	if x != nil {
+		return x.LeaseMs
+	}
+	return 0
+}
+
+func (x *HeartbeatResponse) GetCommands() []*NodeCommand {
+	if x != nil {
+		return x.Commands
+	}
+	return nil
+}
+
 // ColumnDef is one column of a table. type is a keyenc type name: int64, uint64, float64, bool,
 // string, bytes, timestamp.
 type ColumnDef struct {
@@ -3385,7 +3801,7 @@ type ColumnDef struct {
 
 func (x *ColumnDef) Reset() {
 	*x = ColumnDef{}
-	mi := &file_pcs_proto_msgTypes[56]
+	mi := &file_pcs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3397,7 +3813,7 @@ func (x *ColumnDef) String() string {
 func (*ColumnDef) ProtoMessage() {}
 
 func (x *ColumnDef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[56]
+	mi := &file_pcs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3410,7 +3826,7 @@ func (x *ColumnDef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ColumnDef.ProtoReflect.Descriptor instead.
 func (*ColumnDef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{56}
+	return file_pcs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ColumnDef) GetName() string {
@@ -3446,7 +3862,7 @@ type RangePartition struct {
 
 func (x *RangePartition) Reset() {
 	*x = RangePartition{}
-	mi := &file_pcs_proto_msgTypes[57]
+	mi := &file_pcs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3458,7 +3874,7 @@ func (x *RangePartition) String() string {
 func (*RangePartition) ProtoMessage() {}
 
 func (x *RangePartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[57]
+	mi := &file_pcs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3471,7 +3887,7 @@ func (x *RangePartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangePartition.ProtoReflect.Descriptor instead.
 func (*RangePartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{57}
+	return file_pcs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *RangePartition) GetName() string {
@@ -3498,7 +3914,7 @@ type ValueTuple struct {
 
 func (x *ValueTuple) Reset() {
 	*x = ValueTuple{}
-	mi := &file_pcs_proto_msgTypes[58]
+	mi := &file_pcs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3510,7 +3926,7 @@ func (x *ValueTuple) String() string {
 func (*ValueTuple) ProtoMessage() {}
 
 func (x *ValueTuple) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[58]
+	mi := &file_pcs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3523,7 +3939,7 @@ func (x *ValueTuple) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueTuple.ProtoReflect.Descriptor instead.
 func (*ValueTuple) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{58}
+	return file_pcs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ValueTuple) GetValues() []string {
@@ -3545,7 +3961,7 @@ type ListPartition struct {
 
 func (x *ListPartition) Reset() {
 	*x = ListPartition{}
-	mi := &file_pcs_proto_msgTypes[59]
+	mi := &file_pcs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3557,7 +3973,7 @@ func (x *ListPartition) String() string {
 func (*ListPartition) ProtoMessage() {}
 
 func (x *ListPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[59]
+	mi := &file_pcs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3570,7 +3986,7 @@ func (x *ListPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartition.ProtoReflect.Descriptor instead.
 func (*ListPartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{59}
+	return file_pcs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ListPartition) GetName() string {
@@ -3610,7 +4026,7 @@ type PartitionSpec struct {
 
 func (x *PartitionSpec) Reset() {
 	*x = PartitionSpec{}
-	mi := &file_pcs_proto_msgTypes[60]
+	mi := &file_pcs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3622,7 +4038,7 @@ func (x *PartitionSpec) String() string {
 func (*PartitionSpec) ProtoMessage() {}
 
 func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[60]
+	mi := &file_pcs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3635,7 +4051,7 @@ func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSpec.ProtoReflect.Descriptor instead.
 func (*PartitionSpec) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{60}
+	return file_pcs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *PartitionSpec) GetStrategy() PartitionStrategy {
@@ -3697,7 +4113,7 @@ type DataNode struct {
 
 func (x *DataNode) Reset() {
 	*x = DataNode{}
-	mi := &file_pcs_proto_msgTypes[61]
+	mi := &file_pcs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3709,7 +4125,7 @@ func (x *DataNode) String() string {
 func (*DataNode) ProtoMessage() {}
 
 func (x *DataNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[61]
+	mi := &file_pcs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3722,7 +4138,7 @@ func (x *DataNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataNode.ProtoReflect.Descriptor instead.
 func (*DataNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{61}
+	return file_pcs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *DataNode) GetId() uint64 {
@@ -3789,7 +4205,7 @@ type Table struct {
 
 func (x *Table) Reset() {
 	*x = Table{}
-	mi := &file_pcs_proto_msgTypes[62]
+	mi := &file_pcs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3801,7 +4217,7 @@ func (x *Table) String() string {
 func (*Table) ProtoMessage() {}
 
 func (x *Table) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[62]
+	mi := &file_pcs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3814,7 +4230,7 @@ func (x *Table) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Table.ProtoReflect.Descriptor instead.
 func (*Table) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{62}
+	return file_pcs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *Table) GetId() uint64 {
@@ -3906,7 +4322,7 @@ type ShardEpoch struct {
 
 func (x *ShardEpoch) Reset() {
 	*x = ShardEpoch{}
-	mi := &file_pcs_proto_msgTypes[63]
+	mi := &file_pcs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3918,7 +4334,7 @@ func (x *ShardEpoch) String() string {
 func (*ShardEpoch) ProtoMessage() {}
 
 func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[63]
+	mi := &file_pcs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3931,7 +4347,7 @@ func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardEpoch.ProtoReflect.Descriptor instead.
 func (*ShardEpoch) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{63}
+	return file_pcs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ShardEpoch) GetConfVer() uint64 {
@@ -3968,7 +4384,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_pcs_proto_msgTypes[64]
+	mi := &file_pcs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3980,7 +4396,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[64]
+	mi := &file_pcs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3993,7 +4409,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{64}
+	return file_pcs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *Shard) GetId() uint64 {
@@ -4083,7 +4499,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_pcs_proto_msgTypes[65]
+	mi := &file_pcs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4095,7 +4511,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[65]
+	mi := &file_pcs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4108,7 +4524,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{65}
+	return file_pcs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *Command) GetVersion() uint32 {
@@ -4290,7 +4706,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[66]
+	mi := &file_pcs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4302,7 +4718,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[66]
+	mi := &file_pcs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4315,7 +4731,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{66}
+	return file_pcs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -4337,7 +4753,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[67]
+	mi := &file_pcs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4349,7 +4765,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[67]
+	mi := &file_pcs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4362,7 +4778,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{67}
+	return file_pcs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -4389,7 +4805,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[68]
+	mi := &file_pcs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4401,7 +4817,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[68]
+	mi := &file_pcs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4414,7 +4830,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{68}
+	return file_pcs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -4441,7 +4857,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[69]
+	mi := &file_pcs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4453,7 +4869,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[69]
+	mi := &file_pcs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4466,7 +4882,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{69}
+	return file_pcs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -4487,7 +4903,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4499,7 +4915,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4512,7 +4928,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{70}
+	return file_pcs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -4546,7 +4962,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4558,7 +4974,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4571,7 +4987,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{71}
+	return file_pcs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -4598,7 +5014,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4610,7 +5026,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4623,7 +5039,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{72}
+	return file_pcs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -4644,7 +5060,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4656,7 +5072,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4669,7 +5085,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{73}
+	return file_pcs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -4695,7 +5111,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4707,7 +5123,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4720,7 +5136,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{74}
+	return file_pcs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -4739,7 +5155,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4751,7 +5167,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4764,7 +5180,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{75}
+	return file_pcs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -4796,7 +5212,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4808,7 +5224,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4821,7 +5237,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{76}
+	return file_pcs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -4984,7 +5400,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4996,7 +5412,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5009,7 +5425,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{77}
+	return file_pcs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -5057,7 +5473,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5069,7 +5485,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5082,7 +5498,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{78}
+	return file_pcs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -5109,7 +5525,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5121,7 +5537,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5134,7 +5550,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{79}
+	return file_pcs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -5363,7 +5779,50 @@ const file_pcs_proto_rawDesc = "" +
 	"\x12ScanShardsResponse\x12*\n" +
 	"\x06header\x18\x01 \x01(\v2\x12.pcs.v1.ReadHeaderR\x06header\x12%\n" +
 	"\x06shards\x18\x02 \x03(\v2\r.pcs.v1.ShardR\x06shards\x12\x12\n" +
-	"\x04more\x18\x03 \x01(\bR\x04more\"S\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"\xd9\x02\n" +
+	"\tNodeStats\x12\x1f\n" +
+	"\vshard_count\x18\x01 \x01(\x04R\n" +
+	"shardCount\x12\x1d\n" +
+	"\n" +
+	"bytes_used\x18\x02 \x01(\x04R\tbytesUsed\x12\x1b\n" +
+	"\tdisk_free\x18\x03 \x01(\x04R\bdiskFree\x12\x10\n" +
+	"\x03cpu\x18\x04 \x01(\x01R\x03cpu\x12!\n" +
+	"\fmemory_bytes\x18\x05 \x01(\x04R\vmemoryBytes\x12'\n" +
+	"\x10io_bytes_per_sec\x18\x06 \x01(\x04R\rioBytesPerSec\x12N\n" +
+	"\x0fschema_versions\x18\a \x03(\v2%.pcs.v1.NodeStats.SchemaVersionsEntryR\x0eschemaVersions\x1aA\n" +
+	"\x13SchemaVersionsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xbc\x02\n" +
+	"\n" +
+	"ShardStats\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x04R\tsizeBytes\x12\x12\n" +
+	"\x04keys\x18\x03 \x01(\x04R\x04keys\x12 \n" +
+	"\fread_per_sec\x18\x04 \x01(\x01R\n" +
+	"readPerSec\x12\"\n" +
+	"\rwrite_per_sec\x18\x05 \x01(\x01R\vwritePerSec\x12U\n" +
+	"\x11replica_positions\x18\x06 \x03(\v2(.pcs.v1.ShardStats.ReplicaPositionsEntryR\x10replicaPositions\x1aC\n" +
+	"\x15ReplicaPositionsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xb9\x01\n" +
+	"\rNodeHeartbeat\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12'\n" +
+	"\x05stats\x18\x03 \x01(\v2\x11.pcs.v1.NodeStatsR\x05stats\x12\x1f\n" +
+	"\vheld_shards\x18\x04 \x03(\x04R\n" +
+	"heldShards\x123\n" +
+	"\vshard_stats\x18\x05 \x03(\v2\x12.pcs.v1.ShardStatsR\n" +
+	"shardStats\"\x97\x01\n" +
+	"\vNodeCommand\x126\n" +
+	"\x0ecreate_replica\x18\x01 \x01(\v2\r.pcs.v1.ShardH\x00R\rcreateReplica\x12#\n" +
+	"\fdrop_replica\x18\x02 \x01(\x04H\x00R\vdropReplica\x12$\n" +
+	"\rset_log_level\x18\x03 \x01(\tH\x00R\vsetLogLevelB\x05\n" +
+	"\x03cmd\"q\n" +
+	"\x11HeartbeatResponse\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x19\n" +
+	"\blease_ms\x18\x02 \x01(\x04R\aleaseMs\x12/\n" +
+	"\bcommands\x18\x03 \x03(\v2\x13.pcs.v1.NodeCommandR\bcommands\"S\n" +
 	"\tColumnDef\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1e\n" +
@@ -5514,7 +5973,7 @@ const file_pcs_proto_rawDesc = "" +
 	"TableState\x12\x18\n" +
 	"\x14TABLE_STATE_CREATING\x10\x00\x12\x16\n" +
 	"\x12TABLE_STATE_PUBLIC\x10\x01\x12\x18\n" +
-	"\x14TABLE_STATE_DROPPING\x10\x022\xde\f\n" +
+	"\x14TABLE_STATE_DROPPING\x10\x022\xa1\r\n" +
 	"\x03PCS\x127\n" +
 	"\x06Status\x12\x15.pcs.v1.StatusRequest\x1a\x16.pcs.v1.StatusResponse\x12C\n" +
 	"\n" +
@@ -5541,7 +6000,8 @@ const file_pcs_proto_rawDesc = "" +
 	"\bGetShard\x12\x17.pcs.v1.GetShardRequest\x1a\x18.pcs.v1.GetShardResponse\x12E\n" +
 	"\fGetShardByID\x12\x1b.pcs.v1.GetShardByIDRequest\x1a\x18.pcs.v1.GetShardResponse\x12C\n" +
 	"\n" +
-	"ScanShards\x12\x19.pcs.v1.ScanShardsRequest\x1a\x1a.pcs.v1.ScanShardsResponse\x12F\n" +
+	"ScanShards\x12\x19.pcs.v1.ScanShardsRequest\x1a\x1a.pcs.v1.ScanShardsResponse\x12A\n" +
+	"\tHeartbeat\x12\x15.pcs.v1.NodeHeartbeat\x1a\x19.pcs.v1.HeartbeatResponse(\x010\x01\x12F\n" +
 	"\vGetLogLevel\x12\x1a.pcs.v1.GetLogLevelRequest\x1a\x1b.pcs.v1.GetLogLevelResponse\x12F\n" +
 	"\vSetLogLevel\x12\x1a.pcs.v1.SetLogLevelRequest\x1a\x1b.pcs.v1.SetLogLevelResponseB!Z\x1fgithub.com/postdb/pcs/api/pcspbb\x06proto3"
 
@@ -5558,7 +6018,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 89)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                 // 0: pcs.v1.NodeState
 	(Consistency)(0),               // 1: pcs.v1.Consistency
@@ -5621,162 +6081,177 @@ var file_pcs_proto_goTypes = []any{
 	(*GetShardByIDRequest)(nil),    // 58: pcs.v1.GetShardByIDRequest
 	(*ScanShardsRequest)(nil),      // 59: pcs.v1.ScanShardsRequest
 	(*ScanShardsResponse)(nil),     // 60: pcs.v1.ScanShardsResponse
-	(*ColumnDef)(nil),              // 61: pcs.v1.ColumnDef
-	(*RangePartition)(nil),         // 62: pcs.v1.RangePartition
-	(*ValueTuple)(nil),             // 63: pcs.v1.ValueTuple
-	(*ListPartition)(nil),          // 64: pcs.v1.ListPartition
-	(*PartitionSpec)(nil),          // 65: pcs.v1.PartitionSpec
-	(*DataNode)(nil),               // 66: pcs.v1.DataNode
-	(*Table)(nil),                  // 67: pcs.v1.Table
-	(*ShardEpoch)(nil),             // 68: pcs.v1.ShardEpoch
-	(*Shard)(nil),                  // 69: pcs.v1.Shard
-	(*Command)(nil),                // 70: pcs.v1.Command
-	(*CmdRegisterNode)(nil),        // 71: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),         // 72: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),       // 73: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),         // 74: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                 // 75: pcs.v1.CmdPut
-	(*CmdDelete)(nil),              // 76: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),           // 77: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),            // 78: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),           // 79: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),        // 80: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),         // 81: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),         // 82: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),              // 83: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),        // 84: pcs.v1.SnapshotTrailer
-	nil,                            // 85: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                            // 86: pcs.v1.DataNode.LabelsEntry
+	(*NodeStats)(nil),              // 61: pcs.v1.NodeStats
+	(*ShardStats)(nil),             // 62: pcs.v1.ShardStats
+	(*NodeHeartbeat)(nil),          // 63: pcs.v1.NodeHeartbeat
+	(*NodeCommand)(nil),            // 64: pcs.v1.NodeCommand
+	(*HeartbeatResponse)(nil),      // 65: pcs.v1.HeartbeatResponse
+	(*ColumnDef)(nil),              // 66: pcs.v1.ColumnDef
+	(*RangePartition)(nil),         // 67: pcs.v1.RangePartition
+	(*ValueTuple)(nil),             // 68: pcs.v1.ValueTuple
+	(*ListPartition)(nil),          // 69: pcs.v1.ListPartition
+	(*PartitionSpec)(nil),          // 70: pcs.v1.PartitionSpec
+	(*DataNode)(nil),               // 71: pcs.v1.DataNode
+	(*Table)(nil),                  // 72: pcs.v1.Table
+	(*ShardEpoch)(nil),             // 73: pcs.v1.ShardEpoch
+	(*Shard)(nil),                  // 74: pcs.v1.Shard
+	(*Command)(nil),                // 75: pcs.v1.Command
+	(*CmdRegisterNode)(nil),        // 76: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),         // 77: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),       // 78: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),         // 79: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                 // 80: pcs.v1.CmdPut
+	(*CmdDelete)(nil),              // 81: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),           // 82: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),            // 83: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),           // 84: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),        // 85: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),         // 86: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),         // 87: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),              // 88: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),        // 89: pcs.v1.SnapshotTrailer
+	nil,                            // 90: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                            // 91: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                            // 92: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                            // 93: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
-	0,  // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
-	1,  // 1: pcs.v1.MemberListRequest.consistency:type_name -> pcs.v1.Consistency
-	5,  // 2: pcs.v1.MemberListResponse.header:type_name -> pcs.v1.ReadHeader
-	10, // 3: pcs.v1.MemberListResponse.members:type_name -> pcs.v1.Member
-	10, // 4: pcs.v1.MemberAddResponse.members:type_name -> pcs.v1.Member
-	10, // 5: pcs.v1.MemberRemoveResponse.members:type_name -> pcs.v1.Member
-	10, // 6: pcs.v1.MemberUpdateRequest.member:type_name -> pcs.v1.Member
-	6,  // 7: pcs.v1.PutResponse.header:type_name -> pcs.v1.WriteHeader
-	23, // 8: pcs.v1.PutResponse.kv:type_name -> pcs.v1.KeyValue
-	6,  // 9: pcs.v1.DeleteResponse.header:type_name -> pcs.v1.WriteHeader
-	1,  // 10: pcs.v1.GetRequest.consistency:type_name -> pcs.v1.Consistency
-	5,  // 11: pcs.v1.GetResponse.header:type_name -> pcs.v1.ReadHeader
-	23, // 12: pcs.v1.GetResponse.kv:type_name -> pcs.v1.KeyValue
-	1,  // 13: pcs.v1.RangeRequest.consistency:type_name -> pcs.v1.Consistency
-	5,  // 14: pcs.v1.RangeResponse.header:type_name -> pcs.v1.ReadHeader
-	23, // 15: pcs.v1.RangeResponse.kvs:type_name -> pcs.v1.KeyValue
-	2,  // 16: pcs.v1.Event.type:type_name -> pcs.v1.EventType
-	23, // 17: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
-	32, // 18: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	85, // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
-	1,  // 20: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
-	66, // 21: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
-	5,  // 22: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
-	46, // 23: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
-	67, // 24: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
-	67, // 25: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
-	1,  // 26: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
-	5,  // 27: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
-	67, // 28: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
-	1,  // 29: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
-	5,  // 30: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
-	67, // 31: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
-	1,  // 32: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
-	5,  // 33: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
-	69, // 34: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
-	1,  // 35: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
-	1,  // 36: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
-	5,  // 37: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	69, // 38: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
-	63, // 39: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
-	3,  // 40: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	62, // 41: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	64, // 42: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	65, // 43: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	86, // 44: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	61, // 45: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	65, // 46: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
-	4,  // 47: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	68, // 48: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	75, // 49: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	76, // 50: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	77, // 51: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	78, // 52: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	79, // 53: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	80, // 54: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	71, // 55: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	72, // 56: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	73, // 57: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	74, // 58: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	66, // 59: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	67, // 60: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	69, // 61: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,  // 62: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10, // 63: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	82, // 64: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	23, // 65: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	32, // 66: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10, // 67: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	83, // 68: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	84, // 69: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	66, // 70: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	67, // 71: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	69, // 72: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	8,  // 73: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11, // 74: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13, // 75: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15, // 76: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	17, // 77: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	19, // 78: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	21, // 79: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	24, // 80: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	26, // 81: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	28, // 82: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	30, // 83: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	33, // 84: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	35, // 85: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	37, // 86: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	43, // 87: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	45, // 88: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	48, // 89: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	50, // 90: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	52, // 91: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	54, // 92: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	56, // 93: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	58, // 94: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	59, // 95: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	39, // 96: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	41, // 97: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,  // 98: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12, // 99: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14, // 100: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	16, // 101: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	18, // 102: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	20, // 103: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	22, // 104: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	25, // 105: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	27, // 106: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	29, // 107: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	31, // 108: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	34, // 109: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	36, // 110: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	38, // 111: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	44, // 112: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	47, // 113: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	49, // 114: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	51, // 115: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	53, // 116: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	55, // 117: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	57, // 118: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	57, // 119: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	60, // 120: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	40, // 121: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	42, // 122: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	98, // [98:123] is the sub-list for method output_type
-	73, // [73:98] is the sub-list for method input_type
-	73, // [73:73] is the sub-list for extension type_name
-	73, // [73:73] is the sub-list for extension extendee
-	0,  // [0:73] is the sub-list for field type_name
+	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
+	1,   // 1: pcs.v1.MemberListRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 2: pcs.v1.MemberListResponse.header:type_name -> pcs.v1.ReadHeader
+	10,  // 3: pcs.v1.MemberListResponse.members:type_name -> pcs.v1.Member
+	10,  // 4: pcs.v1.MemberAddResponse.members:type_name -> pcs.v1.Member
+	10,  // 5: pcs.v1.MemberRemoveResponse.members:type_name -> pcs.v1.Member
+	10,  // 6: pcs.v1.MemberUpdateRequest.member:type_name -> pcs.v1.Member
+	6,   // 7: pcs.v1.PutResponse.header:type_name -> pcs.v1.WriteHeader
+	23,  // 8: pcs.v1.PutResponse.kv:type_name -> pcs.v1.KeyValue
+	6,   // 9: pcs.v1.DeleteResponse.header:type_name -> pcs.v1.WriteHeader
+	1,   // 10: pcs.v1.GetRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 11: pcs.v1.GetResponse.header:type_name -> pcs.v1.ReadHeader
+	23,  // 12: pcs.v1.GetResponse.kv:type_name -> pcs.v1.KeyValue
+	1,   // 13: pcs.v1.RangeRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 14: pcs.v1.RangeResponse.header:type_name -> pcs.v1.ReadHeader
+	23,  // 15: pcs.v1.RangeResponse.kvs:type_name -> pcs.v1.KeyValue
+	2,   // 16: pcs.v1.Event.type:type_name -> pcs.v1.EventType
+	23,  // 17: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
+	32,  // 18: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
+	90,  // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	1,   // 20: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
+	71,  // 21: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
+	5,   // 22: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
+	46,  // 23: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
+	72,  // 24: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
+	72,  // 25: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
+	1,   // 26: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 27: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
+	72,  // 28: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
+	1,   // 29: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 30: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
+	72,  // 31: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
+	1,   // 32: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 33: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
+	74,  // 34: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
+	1,   // 35: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
+	1,   // 36: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 37: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
+	74,  // 38: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
+	91,  // 39: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	92,  // 40: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	61,  // 41: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
+	62,  // 42: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
+	74,  // 43: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
+	64,  // 44: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
+	68,  // 45: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	3,   // 46: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
+	67,  // 47: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	69,  // 48: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	70,  // 49: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	93,  // 50: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	66,  // 51: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	70,  // 52: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	4,   // 53: pcs.v1.Table.state:type_name -> pcs.v1.TableState
+	73,  // 54: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	80,  // 55: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	81,  // 56: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	82,  // 57: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	83,  // 58: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	84,  // 59: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	85,  // 60: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	76,  // 61: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	77,  // 62: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	78,  // 63: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	79,  // 64: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	71,  // 65: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	72,  // 66: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	74,  // 67: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,   // 68: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10,  // 69: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	87,  // 70: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	23,  // 71: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	32,  // 72: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10,  // 73: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	88,  // 74: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	89,  // 75: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	71,  // 76: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	72,  // 77: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	74,  // 78: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	8,   // 79: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 80: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 81: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 82: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	17,  // 83: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	19,  // 84: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	21,  // 85: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	24,  // 86: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	26,  // 87: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	28,  // 88: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	30,  // 89: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	33,  // 90: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	35,  // 91: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	37,  // 92: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	43,  // 93: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	45,  // 94: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	48,  // 95: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	50,  // 96: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	52,  // 97: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	54,  // 98: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	56,  // 99: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	58,  // 100: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	59,  // 101: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	63,  // 102: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	39,  // 103: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	41,  // 104: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 105: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 106: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 107: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	16,  // 108: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	18,  // 109: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	20,  // 110: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	22,  // 111: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	25,  // 112: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	27,  // 113: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	29,  // 114: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	31,  // 115: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	34,  // 116: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	36,  // 117: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	38,  // 118: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	44,  // 119: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	47,  // 120: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	49,  // 121: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	51,  // 122: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	53,  // 123: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	55,  // 124: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	57,  // 125: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	57,  // 126: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	60,  // 127: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	65,  // 128: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	40,  // 129: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	42,  // 130: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	105, // [105:131] is the sub-list for method output_type
+	79,  // [79:105] is the sub-list for method input_type
+	79,  // [79:79] is the sub-list for extension type_name
+	79,  // [79:79] is the sub-list for extension extendee
+	0,   // [0:79] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -5786,7 +6261,12 @@ func file_pcs_proto_init() {
 	}
 	file_pcs_proto_msgTypes[19].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[21].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[65].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[59].OneofWrappers = []any{
+		(*NodeCommand_CreateReplica)(nil),
+		(*NodeCommand_DropReplica)(nil),
+		(*NodeCommand_SetLogLevel)(nil),
+	}
+	file_pcs_proto_msgTypes[70].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_TsoWindow)(nil),
@@ -5798,9 +6278,9 @@ func file_pcs_proto_init() {
 		(*Command_SetTableState)(nil),
 		(*Command_DeleteTable)(nil),
 	}
-	file_pcs_proto_msgTypes[70].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[71].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[76].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[75].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[76].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[81].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -5817,7 +6297,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   82,
+			NumMessages:   89,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

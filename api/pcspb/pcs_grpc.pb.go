@@ -46,6 +46,7 @@ const (
 	PCS_GetShard_FullMethodName       = "/pcs.v1.PCS/GetShard"
 	PCS_GetShardByID_FullMethodName   = "/pcs.v1.PCS/GetShardByID"
 	PCS_ScanShards_FullMethodName     = "/pcs.v1.PCS/ScanShards"
+	PCS_Heartbeat_FullMethodName      = "/pcs.v1.PCS/Heartbeat"
 	PCS_GetLogLevel_FullMethodName    = "/pcs.v1.PCS/GetLogLevel"
 	PCS_SetLogLevel_FullMethodName    = "/pcs.v1.PCS/SetLogLevel"
 )
@@ -79,6 +80,9 @@ type PCSClient interface {
 	GetShard(ctx context.Context, in *GetShardRequest, opts ...grpc.CallOption) (*GetShardResponse, error)
 	GetShardByID(ctx context.Context, in *GetShardByIDRequest, opts ...grpc.CallOption) (*GetShardResponse, error)
 	ScanShards(ctx context.Context, in *ScanShardsRequest, opts ...grpc.CallOption) (*ScanShardsResponse, error)
+	// Heartbeat is a data node's stream to the primary PCS: stats in, lease renewals and commands
+	// out. Elsewhere it fails with UNAVAILABLE and a NotPrimary detail.
+	Heartbeat(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[NodeHeartbeat, HeartbeatResponse], error)
 	GetLogLevel(ctx context.Context, in *GetLogLevelRequest, opts ...grpc.CallOption) (*GetLogLevelResponse, error)
 	SetLogLevel(ctx context.Context, in *SetLogLevelRequest, opts ...grpc.CallOption) (*SetLogLevelResponse, error)
 }
@@ -333,6 +337,19 @@ func (c *pCSClient) ScanShards(ctx context.Context, in *ScanShardsRequest, opts 
 	return out, nil
 }
 
+func (c *pCSClient) Heartbeat(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[NodeHeartbeat, HeartbeatResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PCS_ServiceDesc.Streams[2], PCS_Heartbeat_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[NodeHeartbeat, HeartbeatResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PCS_HeartbeatClient = grpc.BidiStreamingClient[NodeHeartbeat, HeartbeatResponse]
+
 func (c *pCSClient) GetLogLevel(ctx context.Context, in *GetLogLevelRequest, opts ...grpc.CallOption) (*GetLogLevelResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetLogLevelResponse)
@@ -382,6 +399,9 @@ type PCSServer interface {
 	GetShard(context.Context, *GetShardRequest) (*GetShardResponse, error)
 	GetShardByID(context.Context, *GetShardByIDRequest) (*GetShardResponse, error)
 	ScanShards(context.Context, *ScanShardsRequest) (*ScanShardsResponse, error)
+	// Heartbeat is a data node's stream to the primary PCS: stats in, lease renewals and commands
+	// out. Elsewhere it fails with UNAVAILABLE and a NotPrimary detail.
+	Heartbeat(grpc.BidiStreamingServer[NodeHeartbeat, HeartbeatResponse]) error
 	GetLogLevel(context.Context, *GetLogLevelRequest) (*GetLogLevelResponse, error)
 	SetLogLevel(context.Context, *SetLogLevelRequest) (*SetLogLevelResponse, error)
 	mustEmbedUnimplementedPCSServer()
@@ -462,6 +482,9 @@ func (UnimplementedPCSServer) GetShardByID(context.Context, *GetShardByIDRequest
 }
 func (UnimplementedPCSServer) ScanShards(context.Context, *ScanShardsRequest) (*ScanShardsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ScanShards not implemented")
+}
+func (UnimplementedPCSServer) Heartbeat(grpc.BidiStreamingServer[NodeHeartbeat, HeartbeatResponse]) error {
+	return status.Error(codes.Unimplemented, "method Heartbeat not implemented")
 }
 func (UnimplementedPCSServer) GetLogLevel(context.Context, *GetLogLevelRequest) (*GetLogLevelResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetLogLevel not implemented")
@@ -886,6 +909,13 @@ func _PCS_ScanShards_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PCS_Heartbeat_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PCSServer).Heartbeat(&grpc.GenericServerStream[NodeHeartbeat, HeartbeatResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PCS_HeartbeatServer = grpc.BidiStreamingServer[NodeHeartbeat, HeartbeatResponse]
+
 func _PCS_GetLogLevel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetLogLevelRequest)
 	if err := dec(in); err != nil {
@@ -1031,6 +1061,12 @@ var PCS_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Tso",
 			Handler:       _PCS_Tso_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Heartbeat",
+			Handler:       _PCS_Heartbeat_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},

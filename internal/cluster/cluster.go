@@ -1,0 +1,166 @@
+// Package cluster keeps the primary PCS's live view of the data nodes, built from heartbeats
+// and kept in memory only: when each node was last heard from, its stats, and which shard
+// replicas it holds. A new primary starts empty and, for a warm-up period, declares no node
+// down: a node it has not heard from yet is only disconnected.
+//
+// Times are monotonic readings of a clock.Clock, so the registry is deterministic under a
+// manual clock.
+package cluster
+
+import (
+	"sync"
+	"time"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/internal/clock"
+)
+
+// State is a node's liveness.
+type State string
+
+// Liveness states. Offline and tombstone are registry decisions, reported by the caller.
+const (
+	Up           State = "up"
+	Disconnected State = "disconnected"
+	Down         State = "down"
+)
+
+// Config holds the liveness timeouts.
+type Config struct {
+	// DisconnectAfter: silence after which an up node is disconnected. Default 3s.
+	DisconnectAfter time.Duration
+	// DownAfter: silence after which a node is down. Default 10s.
+	DownAfter time.Duration
+	// Warmup: after taking office, no node is declared down for this long. Default 10s.
+	Warmup time.Duration
+}
+
+// DefaultConfig returns the default timeouts.
+func DefaultConfig() Config {
+	return Config{DisconnectAfter: 3 * time.Second, DownAfter: 10 * time.Second, Warmup: 10 * time.Second}
+}
+
+type live struct {
+	lastSeen time.Duration
+	stats    *pcspb.NodeStats
+	held     map[uint64]bool
+	shards   []*pcspb.ShardStats
+}
+
+// Registry is the live view. It is safe for concurrent use.
+type Registry struct {
+	clk clock.Clock
+	cfg Config
+
+	mu struct {
+		sync.Mutex
+		since time.Duration // when this primary took office
+		nodes map[uint64]*live
+	}
+}
+
+// New returns an empty registry whose warm-up starts now.
+func New(clk clock.Clock, cfg Config) *Registry {
+	r := &Registry{clk: clk, cfg: cfg}
+	r.Reset()
+	return r
+}
+
+// Reset forgets everything and starts a new warm-up (a new primary term).
+func (r *Registry) Reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.mu.since = r.clk.Mono()
+	r.mu.nodes = map[uint64]*live{}
+}
+
+// Observe records a heartbeat.
+func (r *Registry) Observe(hb *pcspb.NodeHeartbeat) {
+	held := make(map[uint64]bool, len(hb.HeldShards))
+	for _, s := range hb.HeldShards {
+		held[s] = true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.mu.nodes[hb.NodeId] = &live{lastSeen: r.clk.Mono(), stats: hb.Stats, held: held, shards: hb.ShardStats}
+}
+
+// WarmedUp reports whether the warm-up has passed.
+func (r *Registry) WarmedUp() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.clk.Mono()-r.mu.since >= r.cfg.Warmup
+}
+
+// State returns a node's liveness.
+func (r *Registry) State(node uint64) State {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.clk.Mono()
+	warm := now-r.mu.since >= r.cfg.Warmup
+	l := r.mu.nodes[node]
+	if l == nil {
+		if warm {
+			return Down
+		}
+		return Disconnected
+	}
+	switch silent := now - l.lastSeen; {
+	case silent < r.cfg.DisconnectAfter:
+		return Up
+	case silent < r.cfg.DownAfter || !warm:
+		return Disconnected
+	}
+	return Down
+}
+
+// Heard reports whether the node has sent a heartbeat in this term.
+func (r *Registry) Heard(node uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.mu.nodes[node] != nil
+}
+
+// Holds reports whether the node's last heartbeat listed a replica of the shard.
+func (r *Registry) Holds(node, shard uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := r.mu.nodes[node]
+	return l != nil && l.held[shard]
+}
+
+// Held returns the shards the node's last heartbeat listed.
+func (r *Registry) Held(node uint64) []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := r.mu.nodes[node]
+	if l == nil {
+		return nil
+	}
+	out := make([]uint64, 0, len(l.held))
+	for s := range l.held {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Stats returns the node's last reported stats, or nil.
+func (r *Registry) Stats(node uint64) *pcspb.NodeStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l := r.mu.nodes[node]; l != nil {
+		return l.stats
+	}
+	return nil
+}
+
+// Nodes returns the ids heard from in this term.
+func (r *Registry) Nodes() []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]uint64, 0, len(r.mu.nodes))
+	for id := range r.mu.nodes {
+		out = append(out, id)
+	}
+	return out
+}

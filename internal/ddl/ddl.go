@@ -1,0 +1,101 @@
+// Package ddl drives table creation and removal on the data nodes. It is a pure planner: from
+// the catalog (persisted through Raft: each table's state is its job's step) and the primary's
+// live view of the nodes, Next says which commands each node should receive and which tables
+// have finished a step. Because it keeps no state of its own, a new primary resumes any job
+// its predecessor left half-done simply by planning again; every command it sends is
+// idempotent on the nodes.
+//
+// Steps:
+//   - creating: every replica node must hold its replicas (CreateReplica until it reports them);
+//     when all do, the table becomes public.
+//   - dropping: every node that reports a replica of the table is told to drop it; when no
+//     node that is not down still reports one, the table's metadata is removed. A node that was
+//     down drops its replicas when it returns, because any node that reports a shard the
+//     catalog no longer has is told to drop it.
+package ddl
+
+import (
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/internal/cluster"
+)
+
+// Catalog is what the planner reads of the metadata.
+type Catalog interface {
+	Tables() []*pcspb.Table
+	TableShards(tableID uint64) []*pcspb.Shard
+	ShardExists(id uint64) bool
+}
+
+// Live is what the planner reads of the nodes.
+type Live interface {
+	State(node uint64) cluster.State
+	Holds(node, shard uint64) bool
+	Held(node uint64) []uint64
+	Nodes() []uint64
+}
+
+// Step is the planner's decision.
+type Step struct {
+	// Commands to send, by node.
+	Commands map[uint64][]*pcspb.NodeCommand
+	// Public lists tables whose replicas all exist.
+	Public []uint64
+	// Delete lists dropping tables no reachable node holds any more.
+	Delete []uint64
+}
+
+// Next plans one step.
+func Next(cat Catalog, live Live) Step {
+	st := Step{Commands: map[uint64][]*pcspb.NodeCommand{}}
+	add := func(node uint64, c *pcspb.NodeCommand) { st.Commands[node] = append(st.Commands[node], c) }
+	for _, t := range cat.Tables() {
+		switch t.State {
+		case pcspb.TableState_TABLE_STATE_CREATING:
+			done := true
+			for _, s := range cat.TableShards(t.Id) {
+				for _, n := range s.Replicas {
+					if live.Holds(n, s.Id) {
+						continue
+					}
+					done = false
+					if live.State(n) == cluster.Up {
+						add(n, &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_CreateReplica{CreateReplica: s}})
+					}
+				}
+			}
+			if done {
+				st.Public = append(st.Public, t.Id)
+			}
+		case pcspb.TableState_TABLE_STATE_DROPPING:
+			remaining := false
+			for _, s := range cat.TableShards(t.Id) {
+				for _, n := range s.Replicas {
+					if !live.Holds(n, s.Id) {
+						continue
+					}
+					if live.State(n) != cluster.Down {
+						remaining = true
+					}
+					if live.State(n) == cluster.Up {
+						add(n, &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_DropReplica{DropReplica: s.Id}})
+					}
+				}
+			}
+			if !remaining {
+				st.Delete = append(st.Delete, t.Id)
+			}
+		}
+	}
+	// Replicas of shards the catalog no longer has (dropped while the node was away).
+	for _, n := range live.Nodes() {
+		if live.State(n) != cluster.Up {
+			continue
+		}
+		for _, s := range live.Held(n) {
+			if !cat.ShardExists(s) {
+				add(n, &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_DropReplica{DropReplica: s}})
+			}
+		}
+	}
+	return st
+}

@@ -1,0 +1,97 @@
+package ddl
+
+import (
+	"testing"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/internal/cluster"
+)
+
+type fakeCatalog struct {
+	tables []*pcspb.Table
+	shards map[uint64][]*pcspb.Shard
+}
+
+func (f *fakeCatalog) Tables() []*pcspb.Table               { return f.tables }
+func (f *fakeCatalog) TableShards(id uint64) []*pcspb.Shard { return f.shards[id] }
+func (f *fakeCatalog) ShardExists(id uint64) bool {
+	for _, ss := range f.shards {
+		for _, s := range ss {
+			if s.Id == id {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+type fakeLive struct {
+	state map[uint64]cluster.State
+	held  map[uint64]map[uint64]bool
+}
+
+func (f *fakeLive) State(n uint64) cluster.State { return f.state[n] }
+func (f *fakeLive) Holds(n, s uint64) bool       { return f.held[n][s] }
+func (f *fakeLive) Held(n uint64) []uint64 {
+	var out []uint64
+	for s := range f.held[n] {
+		out = append(out, s)
+	}
+	return out
+}
+func (f *fakeLive) Nodes() []uint64 {
+	var out []uint64
+	for n := range f.state {
+		out = append(out, n)
+	}
+	return out
+}
+
+func count(st Step, node uint64, create bool) int {
+	n := 0
+	for _, c := range st.Commands[node] {
+		if (c.GetCreateReplica() != nil) == create {
+			n++
+		}
+	}
+	return n
+}
+
+func TestCreateThenPublic(t *testing.T) {
+	cat := &fakeCatalog{tables: []*pcspb.Table{{Id: 1, State: pcspb.TableState_TABLE_STATE_CREATING}},
+		shards: map[uint64][]*pcspb.Shard{1: {{Id: 10, Replicas: []uint64{1, 2}}, {Id: 11, Replicas: []uint64{2, 3}}}}}
+	live := &fakeLive{state: map[uint64]cluster.State{1: cluster.Up, 2: cluster.Up, 3: cluster.Disconnected},
+		held: map[uint64]map[uint64]bool{}}
+	st := Next(cat, live)
+	if count(st, 1, true) != 1 || count(st, 2, true) != 2 || count(st, 3, true) != 0 || len(st.Public) != 0 {
+		t.Fatalf("first step: %v", st)
+	}
+	live.held = map[uint64]map[uint64]bool{1: {10: true}, 2: {10: true, 11: true}, 3: {11: true}}
+	st = Next(cat, live)
+	if len(st.Public) != 1 || len(st.Commands) != 0 {
+		t.Fatalf("all held: %v", st)
+	}
+}
+
+func TestDropAndReconcile(t *testing.T) {
+	cat := &fakeCatalog{tables: []*pcspb.Table{{Id: 1, State: pcspb.TableState_TABLE_STATE_DROPPING}},
+		shards: map[uint64][]*pcspb.Shard{1: {{Id: 10, Replicas: []uint64{1, 2}}}}}
+	live := &fakeLive{state: map[uint64]cluster.State{1: cluster.Up, 2: cluster.Down},
+		held: map[uint64]map[uint64]bool{1: {10: true}, 2: {10: true}}}
+	st := Next(cat, live)
+	if count(st, 1, false) != 1 || count(st, 2, false) != 0 || len(st.Delete) != 0 {
+		t.Fatalf("drop step: %v", st)
+	}
+	live.held[1] = map[uint64]bool{}
+	st = Next(cat, live)
+	if len(st.Delete) != 1 {
+		t.Fatalf("only a down node holds replicas: want delete, got %v", st)
+	}
+	// The table is gone; node 2 returns still holding shard 10: it is told to drop it.
+	cat.tables, cat.shards = nil, map[uint64][]*pcspb.Shard{}
+	live.state[2] = cluster.Up
+	st = Next(cat, live)
+	if count(st, 2, false) != 1 {
+		t.Fatalf("returning node not told to drop: %v", st)
+	}
+}

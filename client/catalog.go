@@ -102,3 +102,41 @@ func (c *Client) ScanShards(ctx context.Context, table string, start, end []byte
 	})
 	return resp, err
 }
+
+// HeartbeatStream opens a data node's heartbeat stream to the current primary. Callers reopen
+// it (after a backoff) when it fails; the primary is rediscovered.
+func (c *Client) HeartbeatStream(ctx context.Context) (pcspb.PCS_HeartbeatClient, error) {
+	addr, err := c.primary(ctx)
+	if err != nil {
+		return nil, fromStatus(err)
+	}
+	cli, err := c.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	stream, err := cli.Heartbeat(ctx)
+	if err != nil {
+		c.forgetPrimary(addr)
+		return nil, fromStatus(err)
+	}
+	return &hbStream{PCS_HeartbeatClient: stream, c: c, addr: addr}, nil
+}
+
+// hbStream forgets (or redirects) the cached primary when its stream fails.
+type hbStream struct {
+	pcspb.PCS_HeartbeatClient
+	c    *Client
+	addr string
+}
+
+func (s *hbStream) Recv() (*pcspb.HeartbeatResponse, error) {
+	resp, err := s.PCS_HeartbeatClient.Recv()
+	if err != nil {
+		if np := notPrimary(err); np != nil && np.PrimaryAddr != "" && np.PrimaryAddr != s.addr {
+			s.c.setPrimary(np.PrimaryAddr)
+		} else {
+			s.c.forgetPrimary(s.addr)
+		}
+	}
+	return resp, err
+}

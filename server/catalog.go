@@ -64,23 +64,15 @@ func (v *service) ListNodes(ctx context.Context, req *pcspb.ListNodesRequest) (*
 }
 
 // nodeState is a data node's state as this PCS knows it. Liveness is tracked by the primary
-// from heartbeats; elsewhere only the registry's decisions are known.
-func (s *Server) nodeState(n *pcspb.DataNode) string {
-	switch {
-	case n.Tombstone:
-		return "tombstone"
-	case n.Offline:
-		return "offline"
-	}
-	return "unknown"
-}
+// from heartbeats; elsewhere only the registry's decisions are known ("unknown").
+func (s *Server) nodeState(n *pcspb.DataNode) string { return s.liveState(n) }
 
 // eligible lists the nodes that may receive new replicas.
 func (s *Server) eligible() []placement.Node {
 	var out []placement.Node
 	for _, n := range s.fsm.DataNodes() {
 		st := s.nodeState(n)
-		out = append(out, placement.Node{ID: n.Id, Labels: n.Labels, Eligible: st == "up" || st == "unknown"})
+		out = append(out, placement.Node{ID: n.Id, Labels: n.Labels, Eligible: st == "up"})
 	}
 	return out
 }

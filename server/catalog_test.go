@@ -21,17 +21,12 @@ func thousandPartitionTable(name string) *pcspb.Table {
 }
 
 func TestCreateTableAndRoute(t *testing.T) {
-	tc := newTestCluster(t, 3, nil)
+	tc := newTestCluster(t, 3, fastNodes)
 	c := tc.client()
 	ctx := ctxT(t, 60*time.Second)
 	zone := map[uint64]string{}
-	for i := 0; i < 6; i++ {
-		z := fmt.Sprintf("z%d", i%3)
-		id, err := c.RegisterNode(ctx, fmt.Sprintf("10.0.0.%d:7000", i), map[string]string{"zone": z}, 1<<40)
-		if err != nil {
-			t.Fatal(err)
-		}
-		zone[id] = z
+	for _, n := range tc.startNodes(6, 3) {
+		zone[n.id()] = n.labels["zone"]
 	}
 	resp, err := c.CreateTable(ctx, thousandPartitionTable("orders"))
 	if err != nil {
@@ -97,14 +92,10 @@ func TestCreateTableAndRoute(t *testing.T) {
 }
 
 func TestCreateTableBadInput(t *testing.T) {
-	tc := newTestCluster(t, 1, nil)
+	tc := newTestCluster(t, 1, fastNodes)
 	c := tc.client()
 	ctx := ctxT(t, 30*time.Second)
-	for i := 0; i < 2; i++ {
-		if _, err := c.RegisterNode(ctx, fmt.Sprintf("n%d:1", i), map[string]string{"zone": fmt.Sprint(i)}, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tc.startNodes(2, 2)
 	good := &pcspb.Table{Name: "t", Replicas: 2, Columns: []*pcspb.ColumnDef{{Name: "k", Type: "int64"}}}
 	if _, err := c.CreateTable(ctx, good); err != nil {
 		t.Fatal(err)

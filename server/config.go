@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postdb/pcs/internal/cluster"
 	"github.com/postdb/pcs/internal/raftgroup"
 )
 
@@ -66,6 +67,13 @@ type Config struct {
 	// History is the number of key-value events kept for watches. Default 100000.
 	History int
 
+	// Nodes holds the data-node liveness timeouts (disconnected, down, warm-up).
+	Nodes cluster.Config
+	// NodeLease is the lease a heartbeat answer grants a data node. Default 3s.
+	NodeLease time.Duration
+	// DDLInterval is how often the primary plans DDL steps. Default 100ms.
+	DDLInterval time.Duration
+
 	// Logger for the node; nil discards. LogLevel, if set, is the variable behind the
 	// logger's level so that it can be changed at runtime.
 	Logger   *slog.Logger
@@ -87,6 +95,9 @@ func DefaultConfig() Config {
 		IDBlock:      1000,
 		WriteTimeout: 5 * time.Second,
 		History:      100_000,
+		Nodes:        cluster.DefaultConfig(),
+		NodeLease:    3 * time.Second,
+		DDLInterval:  100 * time.Millisecond,
 	}
 }
 
@@ -106,6 +117,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("tso window %v must be at least 100ms", c.TSOWindow)
 	case c.IDBlock == 0:
 		return errors.New("id block must be positive")
+	case c.Nodes.DisconnectAfter <= 0 || c.Nodes.DownAfter < c.Nodes.DisconnectAfter || c.Nodes.Warmup < 0:
+		return errors.New("node timeouts: disconnect-after must be positive and at most down-after; warm-up not negative")
+	case c.NodeLease <= 0 || c.DDLInterval <= 0:
+		return errors.New("node lease and DDL interval must be positive")
 	case c.WriteTimeout <= 0:
 		return errors.New("write timeout must be positive")
 	case len(c.InitialCluster) > 0 && len(c.Join) > 0:

@@ -109,3 +109,9 @@ func withReason(code codes.Code, reason string, err error) error {
 	}
 	return st.Err()
 }
+
+func errInvalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+func errNotFoundf(sentinel error, id uint64) error { return fmt.Errorf("%w: id %d", sentinel, id) }

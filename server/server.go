@@ -25,6 +25,7 @@ import (
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/internal/clock"
+	"github.com/postdb/pcs/internal/cluster"
 	"github.com/postdb/pcs/internal/dirlock"
 	"github.com/postdb/pcs/internal/meta"
 	"github.com/postdb/pcs/internal/raftgroup"
@@ -67,6 +68,8 @@ type Server struct {
 		blocks map[string]*idBlock
 	}
 	extendCh chan struct{}
+	live     *cluster.Registry
+	nodeCmds *nodeCommands
 	needJoin bool
 	dirLock  *dirlock.Lock
 
@@ -96,6 +99,8 @@ func New(cfg Config) (*Server, error) {
 		peers:    newPeerConns(),
 	}
 	s.ids.blocks = map[string]*idBlock{}
+	s.live = cluster.New(s.clk, cfg.Nodes)
+	s.nodeCmds = newNodeCommands()
 	s.leaseDur = time.Duration(float64(cfg.Raft.HeartbeatTimeout) * cfg.LeaseRatio)
 	s.oracle = tso.NewOracle(s.clk)
 	s.metrics = newMetrics(s)
@@ -360,12 +365,15 @@ func (s *Server) primaryTerm(ctx context.Context) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	s.live.Reset() // live state is rebuilt from heartbeats; the warm-up starts now
+	s.nodeCmds.reset()
 	s.ready.Store(true)
 	s.metrics.failovers.Inc()
 	s.log.Info("primary ready", "took", time.Since(start))
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); s.leaseLoop(ctx) }()
+	go func() { defer wg.Done(); s.ddlLoop(ctx) }()
 	s.windowLoop(ctx)
 	wg.Wait()
 }

@@ -1,9 +1,7 @@
 package tests
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,17 +11,15 @@ import (
 
 // TestPcsctlCatalog drives the catalog commands of the real pcsctl against a real pcs.
 func TestPcsctlCatalog(t *testing.T) {
-	pc := startCluster(t, 1)
+	pc := startCluster(t, 1, "--node-warmup", "200ms")
 	c := pc.client()
 	pc.primary(c)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for i := 0; i < 3; i++ {
-		if _, err := c.RegisterNode(ctx, fmt.Sprintf("127.0.0.1:%d", 9000+i), map[string]string{"zone": fmt.Sprint("z", i)}, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startMemNodes(t, pc.endpoints(), 3, 3)
 	ep := "--endpoints=" + pc.procs[0].client
+	waitFor(t, 10*time.Second, "three nodes up", func() bool {
+		code, out := run(t, 10*time.Second, "pcsctl", ep, "node", "list")
+		return code == 0 && strings.Count(out, " up ") == 3
+	})
 	ctl := func(args ...string) (int, string) {
 		return run(t, 20*time.Second, "pcsctl", append([]string{ep}, args...)...)
 	}
@@ -56,6 +52,11 @@ partition:
 	if code != 0 || json.Unmarshal([]byte(out), &tables) != nil || len(tables) != 2 {
 		t.Fatalf("table list: %d %s", code, out)
 	}
+	// The nodes create the replicas; the tables become public.
+	waitFor(t, 20*time.Second, "tables public", func() bool {
+		_, out := ctl("table", "list")
+		return strings.Count(out, "public") == 2
+	})
 	code, out = ctl("-o", "json", "shard", "list", "events")
 	var shards []struct {
 		Partition string `json:"partition"`

@@ -38,6 +38,10 @@ type fileConfig struct {
 	SnapshotInterval   time.Duration `yaml:"snapshot-interval"`
 	TrailingLogs       uint64        `yaml:"trailing-logs"`
 	TSOWindow          time.Duration `yaml:"tso-window"`
+	NodeDisconnect     time.Duration
+	NodeDown           time.Duration
+	NodeWarmup         time.Duration
+	NodeLease          time.Duration
 }
 
 func main() {
@@ -56,6 +60,7 @@ func defaults() fileConfig {
 		LeaderLeaseTimeout: d.Raft.LeaderLeaseTimeout, CommitTimeout: d.Raft.CommitTimeout,
 		SnapshotThreshold: d.Raft.SnapshotThreshold, SnapshotInterval: d.Raft.SnapshotInterval,
 		TrailingLogs: d.Raft.TrailingLogs, TSOWindow: d.TSOWindow,
+		NodeDisconnect: d.Nodes.DisconnectAfter, NodeDown: d.Nodes.DownAfter, NodeWarmup: d.Nodes.Warmup, NodeLease: d.NodeLease,
 	}
 }
 
@@ -107,6 +112,10 @@ A fourth node joins a running group with --join 127.0.0.1:3379.`,
 	f.DurationVar(&fc.SnapshotInterval, "snapshot-interval", fc.SnapshotInterval, "how often the snapshot threshold is checked")
 	f.Uint64Var(&fc.TrailingLogs, "trailing-logs", fc.TrailingLogs, "log entries kept after a snapshot")
 	f.DurationVar(&fc.TSOWindow, "tso-window", fc.TSOWindow, "how far ahead the TSO window is persisted")
+	f.DurationVar(&fc.NodeDisconnect, "node-disconnect-after", fc.NodeDisconnect, "a data node silent this long is disconnected")
+	f.DurationVar(&fc.NodeDown, "node-down-after", fc.NodeDown, "a data node silent this long is down")
+	f.DurationVar(&fc.NodeWarmup, "node-warmup", fc.NodeWarmup, "after a primary change, declare no data node down and plan nothing for this long")
+	f.DurationVar(&fc.NodeLease, "node-lease", fc.NodeLease, "lease a heartbeat answer grants a data node")
 	return cmd
 }
 
@@ -160,6 +169,8 @@ func run(ctx context.Context, fc fileConfig) error {
 	cfg.Raft.LeaderLeaseTimeout, cfg.Raft.CommitTimeout = fc.LeaderLeaseTimeout, fc.CommitTimeout
 	cfg.Raft.SnapshotThreshold, cfg.Raft.SnapshotInterval, cfg.Raft.TrailingLogs = fc.SnapshotThreshold, fc.SnapshotInterval, fc.TrailingLogs
 	cfg.TSOWindow = fc.TSOWindow
+	cfg.Nodes.DisconnectAfter, cfg.Nodes.DownAfter, cfg.Nodes.Warmup = fc.NodeDisconnect, fc.NodeDown, fc.NodeWarmup
+	cfg.NodeLease = fc.NodeLease
 	cfg.JoinAsNonVoter = fc.JoinAsNonVoter
 	var err error
 	if cfg.InitialCluster, err = server.ParseInitialCluster(fc.InitialCluster); err != nil {

@@ -445,3 +445,24 @@ func readCatalogRecord(c *catalogState, rec *pcspb.SnapshotRecord) error {
 	}
 	return nil
 }
+
+// TableShards returns a table's shards in key order (nil for an unknown table).
+func (f *FSM) TableShards(tableID uint64) []*pcspb.Shard {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	te := f.mu.st.cat.tables[tableID]
+	if te == nil {
+		return nil
+	}
+	out := make([]*pcspb.Shard, 0, te.shards.Len())
+	te.shards.Ascend(func(s *pcspb.Shard) bool { out = append(out, s); return true })
+	return out
+}
+
+// ShardExists reports whether a shard id is in the catalog.
+func (f *FSM) ShardExists(id uint64) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	_, ok := f.mu.st.cat.shardByID[id]
+	return ok
+}

@@ -1,0 +1,201 @@
+// Package nodeagent is the library a data node embeds to take part in a PCS cluster: it
+// registers the node, keeps one heartbeat stream to whichever PCS is primary (following
+// failovers), tracks the node's lease on a monotonic clock, and hands PCS's commands to the
+// node through a small interface.
+//
+// Lease arithmetic (DESIGN §6): the agent notes t_send before it sends a heartbeat; an answer
+// granting lease L makes the lease valid until t_send + L. PCS counts the lease from when it
+// received the heartbeat, which is later, so the node always gives up first.
+package nodeagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/client"
+)
+
+// Handler is what a data node implements. Commands are idempotent: creating a replica the node
+// already holds, or dropping one it does not, succeeds.
+type Handler interface {
+	CreateReplica(ctx context.Context, shard *pcspb.Shard) error
+	DropReplica(ctx context.Context, shardID uint64) error
+	// HeldShards lists every shard the node holds a replica of.
+	HeldShards() []uint64
+	// Stats reports node and per-shard statistics (either may be nil).
+	Stats() (*pcspb.NodeStats, []*pcspb.ShardStats)
+}
+
+// Config configures an Agent.
+type Config struct {
+	// Endpoints are PCS client addresses.
+	Endpoints []string
+	// Address is the node's own service address; it identifies the node across restarts.
+	Address string
+	Labels  map[string]string
+	// CapacityBytes is the node's storage capacity.
+	CapacityBytes uint64
+	// Interval between heartbeats. Default 1s.
+	Interval time.Duration
+	Logger   *slog.Logger
+}
+
+// Agent runs a node's side of the protocol.
+type Agent struct {
+	cfg    Config
+	h      Handler
+	log    *slog.Logger
+	c      *client.Client
+	origin time.Time
+	nodeID atomic.Uint64
+	// leaseUntil is a monotonic reading (ns since origin) until which the lease is valid.
+	leaseUntil atomic.Int64
+	seq        uint64
+
+	mu     sync.Mutex
+	silent bool
+}
+
+// New returns an agent; Run starts it.
+func New(cfg Config, h Handler) (*Agent, error) {
+	if cfg.Address == "" || len(cfg.Endpoints) == 0 {
+		return nil, errors.New("nodeagent: address and endpoints are required")
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c, err := client.New(cfg.Endpoints, client.WithBackoff(10*time.Millisecond, 200*time.Millisecond))
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{cfg: cfg, h: h, log: log.With("node_addr", cfg.Address), c: c, origin: time.Now()}, nil
+}
+
+// NodeID is the id PCS assigned (0 before registration).
+func (a *Agent) NodeID() uint64 { return a.nodeID.Load() }
+
+// LeaseValid reports whether the node may act as a shard primary now.
+func (a *Agent) LeaseValid() bool { return int64(time.Since(a.origin)) < a.leaseUntil.Load() }
+
+// SetSilent makes the agent stop sending heartbeats (tests: a node that is alive but cut off).
+func (a *Agent) SetSilent(silent bool) {
+	a.mu.Lock()
+	a.silent = silent
+	a.mu.Unlock()
+}
+
+func (a *Agent) isSilent() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.silent
+}
+
+// Run registers the node and heartbeats until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.c.Close()
+	for a.NodeID() == 0 {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		id, err := a.c.RegisterNode(rctx, a.cfg.Address, a.cfg.Labels, a.cfg.CapacityBytes)
+		cancel()
+		if err == nil {
+			a.nodeID.Store(id)
+			a.log.Info("registered", "node", id)
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		a.log.Warn("registering", "err", err)
+		if !sleep(ctx, a.cfg.Interval) {
+			return ctx.Err()
+		}
+	}
+	for ctx.Err() == nil {
+		err := a.stream(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		a.log.Debug("heartbeat stream ended", "err", err)
+		if !sleep(ctx, min(a.cfg.Interval, 100*time.Millisecond)) {
+			break
+		}
+	}
+	return ctx.Err()
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+// stream runs one heartbeat stream until it fails.
+func (a *Agent) stream(ctx context.Context) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := a.c.HeartbeatStream(sctx)
+	if err != nil {
+		return err
+	}
+	tick := time.NewTicker(a.cfg.Interval)
+	defer tick.Stop()
+	for {
+		if !a.isSilent() {
+			if err := a.beat(sctx, st); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-sctx.Done():
+			return sctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// beat sends one heartbeat, waits for the answer and carries out its commands.
+func (a *Agent) beat(ctx context.Context, st pcspb.PCS_HeartbeatClient) error {
+	a.seq++
+	stats, shardStats := a.h.Stats()
+	hb := &pcspb.NodeHeartbeat{NodeId: a.NodeID(), Seq: a.seq, Stats: stats, HeldShards: a.h.HeldShards(), ShardStats: shardStats}
+	tSend := time.Since(a.origin)
+	if err := st.Send(hb); err != nil {
+		return err
+	}
+	resp, err := st.Recv()
+	if err != nil {
+		return err
+	}
+	if resp.Seq != hb.Seq {
+		return fmt.Errorf("nodeagent: answer to heartbeat %d came for %d", hb.Seq, resp.Seq)
+	}
+	if until := int64(tSend) + int64(time.Duration(resp.LeaseMs)*time.Millisecond); until > a.leaseUntil.Load() {
+		a.leaseUntil.Store(until)
+	}
+	for _, c := range resp.Commands {
+		var err error
+		switch x := c.Cmd.(type) {
+		case *pcspb.NodeCommand_CreateReplica:
+			err = a.h.CreateReplica(ctx, x.CreateReplica)
+		case *pcspb.NodeCommand_DropReplica:
+			err = a.h.DropReplica(ctx, x.DropReplica)
+		}
+		if err != nil {
+			a.log.Warn("command failed", "cmd", c.String(), "err", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,189 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/internal/ddl"
+	"github.com/postdb/pcs/internal/meta"
+)
+
+// nodeCommands holds, per data node, the commands the DDL driver wants it to receive. The
+// heartbeat handler hands them out; a command not yet done is handed out again after
+// resendAfter.
+type nodeCommands struct {
+	mu      sync.Mutex
+	pending map[uint64][]*pcspb.NodeCommand
+	sent    map[uint64]map[string]time.Time // node -> command key -> last sent
+}
+
+const resendAfter = time.Second
+
+func newNodeCommands() *nodeCommands {
+	return &nodeCommands{pending: map[uint64][]*pcspb.NodeCommand{}, sent: map[uint64]map[string]time.Time{}}
+}
+
+func cmdKey(c *pcspb.NodeCommand) string {
+	switch x := c.Cmd.(type) {
+	case *pcspb.NodeCommand_CreateReplica:
+		return "c" + string(rune(0)) + uintKey(x.CreateReplica.Id)
+	case *pcspb.NodeCommand_DropReplica:
+		return "d" + string(rune(0)) + uintKey(x.DropReplica)
+	}
+	return c.String()
+}
+
+func uintKey(v uint64) string {
+	b := make([]byte, 8)
+	for i := 0; i < 8; i++ {
+		b[i] = byte(v >> (56 - 8*i))
+	}
+	return string(b)
+}
+
+func (nc *nodeCommands) set(plan map[uint64][]*pcspb.NodeCommand) {
+	nc.mu.Lock()
+	defer nc.mu.Unlock()
+	nc.pending = plan
+}
+
+// take returns the node's commands that were not sent within resendAfter.
+func (nc *nodeCommands) take(node uint64, now time.Time) []*pcspb.NodeCommand {
+	nc.mu.Lock()
+	defer nc.mu.Unlock()
+	sent := nc.sent[node]
+	if sent == nil {
+		sent = map[string]time.Time{}
+		nc.sent[node] = sent
+	}
+	var out []*pcspb.NodeCommand
+	live := map[string]bool{}
+	for _, c := range nc.pending[node] {
+		k := cmdKey(c)
+		live[k] = true
+		if t, ok := sent[k]; ok && now.Sub(t) < resendAfter {
+			continue
+		}
+		sent[k] = now
+		out = append(out, c)
+	}
+	for k := range sent {
+		if !live[k] {
+			delete(sent, k)
+		}
+	}
+	return out
+}
+
+func (nc *nodeCommands) reset() {
+	nc.mu.Lock()
+	defer nc.mu.Unlock()
+	nc.pending = map[uint64][]*pcspb.NodeCommand{}
+	nc.sent = map[uint64]map[string]time.Time{}
+}
+
+// Heartbeat serves a data node's stream on the primary.
+func (v *service) Heartbeat(stream pcspb.PCS_HeartbeatServer) error {
+	s := v.s
+	ctx := stream.Context()
+	if !s.isPrimary() {
+		return toStatus(s.notPrimary())
+	}
+	for {
+		hb, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !s.isPrimary() {
+			return toStatus(s.notPrimary())
+		}
+		if hb.NodeId == 0 || len(hb.HeldShards) > maxHeldShards {
+			return toStatus(errInvalidf("heartbeat: node id 0 or more than %d shards", maxHeldShards))
+		}
+		if _, err := s.dataNode(hb.NodeId); err != nil {
+			return toStatus(err)
+		}
+		s.live.Observe(hb)
+		resp := &pcspb.HeartbeatResponse{Seq: hb.Seq, LeaseMs: uint64(s.cfg.NodeLease.Milliseconds()),
+			Commands: s.nodeCmds.take(hb.NodeId, time.Now())}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		default:
+		}
+	}
+}
+
+const maxHeldShards = 10_000_000
+
+func (s *Server) dataNode(id uint64) (*pcspb.DataNode, error) {
+	for _, n := range s.fsm.DataNodes() {
+		if n.Id == id {
+			return n, nil
+		}
+	}
+	return nil, errNotFoundf(meta.ErrNodeNotFound, id)
+}
+
+// fsmCatalog adapts the state machine to the DDL planner.
+type fsmCatalog struct{ f *meta.FSM }
+
+func (c fsmCatalog) Tables() []*pcspb.Table               { return c.f.Tables() }
+func (c fsmCatalog) TableShards(id uint64) []*pcspb.Shard { return c.f.TableShards(id) }
+func (c fsmCatalog) ShardExists(id uint64) bool           { return c.f.ShardExists(id) }
+
+// ddlLoop runs the DDL planner on the primary, after the warm-up, and carries out its steps.
+func (s *Server) ddlLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.DDLInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !s.live.WarmedUp() {
+			continue
+		}
+		step := ddl.Next(fsmCatalog{s.fsm}, s.live)
+		s.nodeCmds.set(step.Commands)
+		for _, id := range step.Public {
+			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_SetTableState{SetTableState: &pcspb.CmdSetTableState{
+				TableId: id, State: pcspb.TableState_TABLE_STATE_PUBLIC}}}); err != nil {
+				s.log.Warn("making table public", "table", id, "err", err)
+				continue
+			}
+			s.log.Info("table public", "table", id)
+		}
+		for _, id := range step.Delete {
+			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_DeleteTable{DeleteTable: &pcspb.CmdDeleteTable{TableId: id}}}); err != nil {
+				s.log.Warn("removing dropped table", "table", id, "err", err)
+				continue
+			}
+			s.log.Info("table dropped", "table", id)
+		}
+	}
+}
+
+func (s *Server) liveState(n *pcspb.DataNode) string {
+	switch {
+	case n.Tombstone:
+		return "tombstone"
+	case n.Offline:
+		return "offline"
+	}
+	if s.raft.State().String() != "Leader" {
+		return "unknown"
+	}
+	return string(s.live.State(n.Id))
+}

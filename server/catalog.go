@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -67,6 +68,30 @@ func (v *service) ListNodes(ctx context.Context, req *pcspb.ListNodesRequest) (*
 // from heartbeats; elsewhere only the registry's decisions are known ("unknown").
 func (s *Server) nodeState(n *pcspb.DataNode) string { return s.liveState(n) }
 
+// waitNodesHeard waits, on a new primary, until every registered node has heartbeated or the
+// warm-up has passed, so that placement does not take a node it has not heard from yet for a
+// missing one.
+func (s *Server) waitNodesHeard(ctx context.Context) error {
+	for !s.live.WarmedUp() {
+		all := true
+		for _, n := range s.fsm.DataNodes() {
+			if !n.Offline && !n.Tombstone && !s.live.Heard(n.Id) {
+				all = false
+				break
+			}
+		}
+		if all {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
 // eligible lists the nodes that may receive new replicas.
 func (s *Server) eligible() []placement.Node {
 	var out []placement.Node
@@ -92,6 +117,9 @@ func (v *service) CreateTable(ctx context.Context, req *pcspb.CreateTableRequest
 	}
 	if cli != nil {
 		return cli.CreateTable(ctx, req)
+	}
+	if err := v.s.waitNodesHeard(ctx); err != nil {
+		return nil, toStatus(err)
 	}
 	cmd, err := v.s.planTable(t, spec)
 	if err != nil {

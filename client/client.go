@@ -49,7 +49,9 @@ type Client struct {
 		conns   map[string]*grpc.ClientConn
 		primary string // client address of the primary; "" when unknown
 	}
-	tso *tsoBatcher
+	tso       *tsoBatcher
+	routes    routeCache
+	stopWatch context.CancelFunc
 }
 
 // New returns a client for the cluster reachable at any of endpoints (client addresses).
@@ -65,12 +67,18 @@ func New(endpoints []string, opts ...Option) (*Client, error) {
 	c := &Client{opts: o, endpoints: append([]string(nil), endpoints...)}
 	c.mu.conns = map[string]*grpc.ClientConn{}
 	c.tso = newTSOBatcher(c)
+	c.routes.tables = map[string]*tableRoutes{}
 	return c, nil
 }
 
 // Close releases the client's connections and fails pending calls.
 func (c *Client) Close() error {
 	c.tso.close()
+	c.routes.mu.Lock()
+	if c.stopWatch != nil {
+		c.stopWatch()
+	}
+	c.routes.mu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for a, cc := range c.mu.conns {

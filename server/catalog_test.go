@@ -137,3 +137,47 @@ func TestCreateTableBadInput(t *testing.T) {
 		t.Fatalf("drop unknown: %v", err)
 	}
 }
+
+// TestClientRouteCache: the client's cached routes agree with PCS, and a catalog change (drop
+// and re-create under the same name) reaches the cache by the watch.
+func TestClientRouteCache(t *testing.T) {
+	tc := newTestCluster(t, 3, fastNodes)
+	tc.startNodes(3, 3)
+	c := tc.client()
+	ctx := ctxT(t, 60*time.Second)
+	mk := func(parts uint32) *pcspb.Table {
+		return &pcspb.Table{Name: "r", Replicas: 1, Columns: []*pcspb.ColumnDef{{Name: "k", Type: "int64"}},
+			Partition: &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_HASH, Columns: []string{"k"}, HashPartitions: parts}}
+	}
+	if _, err := c.CreateTable(ctx, mk(64)); err != nil {
+		t.Fatal(err)
+	}
+	schema, _ := catalog.CompileSchema(mk(1).Columns)
+	key := func(i int64) []byte { b, _ := keyenc.Encode(nil, schema.Cols, []keyenc.Value{keyenc.I64(i)}); return b }
+	for i := int64(0); i < 2000; i++ {
+		got, err := c.Route(ctx, "r", key(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _, err := tc.primary().FSM().ShardForKey("r", key(i))
+		if err != nil || got.Id != want.Id {
+			t.Fatalf("key %d: cached route %d, PCS says %d (%v)", i, got.Id, want.Id, err)
+		}
+	}
+	old, _ := c.Route(ctx, "r", key(1))
+	if err := c.DropTable(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "drop finished", func() bool { _, _, err := tc.primary().FSM().Table("r"); return err != nil })
+	if _, err := c.CreateTable(ctx, mk(8)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "cache invalidated by the catalog watch", func() bool {
+		s, err := c.Route(ctx, "r", key(1))
+		return err == nil && s.TableId != old.TableId
+	})
+	// Reserved keys are refused.
+	if _, err := c.Put(ctx, []byte("\x00catalog/tables/r"), []byte("x")); !errorsIs(err, client.ErrInvalidArgument) {
+		t.Fatalf("write to a reserved key: %v", err)
+	}
+}

@@ -275,8 +275,16 @@ func (s *Server) members() ([]*pcspb.Member, error) {
 
 // ---- writes -----------------------------------------------------------------------------------
 
+// validateUserKey refuses keys of the reserved 0x00 prefix (catalog events).
+func validateUserKey(key []byte) error {
+	if len(key) > 0 && key[0] == 0 {
+		return fmt.Errorf("%w: keys starting with 0x00 are reserved", ErrInvalid)
+	}
+	return meta.ValidateKey(key)
+}
+
 func (v *service) Put(ctx context.Context, req *pcspb.PutRequest) (*pcspb.PutResponse, error) {
-	if err := errors.Join(meta.ValidateKey(req.Key), meta.ValidateValue(req.Value)); err != nil {
+	if err := errors.Join(validateUserKey(req.Key), meta.ValidateValue(req.Value)); err != nil {
 		return nil, toStatus(err)
 	}
 	cli, err := v.s.route(ctx, req.NoForward)
@@ -294,7 +302,7 @@ func (v *service) Put(ctx context.Context, req *pcspb.PutRequest) (*pcspb.PutRes
 }
 
 func (v *service) Delete(ctx context.Context, req *pcspb.DeleteRequest) (*pcspb.DeleteResponse, error) {
-	if err := meta.ValidateKey(req.Key); err != nil {
+	if err := validateUserKey(req.Key); err != nil {
 		return nil, toStatus(err)
 	}
 	cli, err := v.s.route(ctx, req.NoForward)

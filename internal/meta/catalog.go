@@ -26,6 +26,23 @@ var (
 	ErrNodeNotFound = errors.New("meta: node not found")
 )
 
+// CatalogPrefix is the reserved key prefix of catalog events in the watch history: every change
+// to a table (create, state change, drop) appears as an event on CatalogPrefix + table name, so
+// clients invalidate routing caches by watching it. User keys cannot start with 0x00.
+const CatalogPrefix = "\x00catalog/tables/"
+
+// tableEvent records a table change in the watch history.
+func (f *FSM) tableEventLocked(st *state, t *pcspb.Table, deleted bool) {
+	kv := &pcspb.KeyValue{Key: []byte(CatalogPrefix + t.Name), ModRevision: st.revision}
+	typ := pcspb.EventType_EVENT_TYPE_PUT
+	if deleted {
+		typ = pcspb.EventType_EVENT_TYPE_DELETE
+	} else {
+		kv.Value, _ = proto.Marshal(t)
+	}
+	st.hist.append(&pcspb.Event{Type: typ, Kv: kv}, f.opts.History)
+}
+
 // catalogState is the catalog part of the state: data nodes, tables and their shards.
 // Stored messages are never modified in place (an update stores a new message), so clones
 // may share them.
@@ -113,6 +130,9 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 		res.ID = n.Id
 	case *pcspb.Command_CreateTable:
 		res.ID, res.Err = c.createTable(st, op.CreateTable)
+		if res.Err == nil {
+			f.tableEventLocked(st, c.tables[res.ID].t, false)
+		}
 	case *pcspb.Command_SetTableState:
 		te, ok := c.tables[op.SetTableState.TableId]
 		if !ok {
@@ -122,6 +142,7 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 		t := proto.Clone(te.t).(*pcspb.Table)
 		t.State = op.SetTableState.State
 		c.tables[t.Id] = &tableEntry{t: t, spec: te.spec, shards: te.shards}
+		f.tableEventLocked(st, t, false)
 	case *pcspb.Command_DeleteTable:
 		te, ok := c.tables[op.DeleteTable.TableId]
 		if !ok {
@@ -131,6 +152,7 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 		te.shards.Ascend(func(s *pcspb.Shard) bool { delete(c.shardByID, s.Id); return true })
 		delete(c.tables, te.t.Id)
 		delete(c.tableByName, te.t.Name)
+		f.tableEventLocked(st, te.t, true)
 	default:
 		return false
 	}

@@ -140,3 +140,17 @@ func (s *hbStream) Recv() (*pcspb.HeartbeatResponse, error) {
 	}
 	return resp, err
 }
+
+// BatchGetShards routes many row keys of one table in one call; shards[i] holds keys[i].
+func (c *Client) BatchGetShards(ctx context.Context, table string, keys [][]byte, opts ...OpOption) ([]*pcspb.Shard, error) {
+	o := collect(opts)
+	var resp *pcspb.BatchGetShardsResponse
+	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.BatchGetShards(ctx, &pcspb.BatchGetShardsRequest{Table: table, Keys: keys, Consistency: o.consistency})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Shards, nil
+}

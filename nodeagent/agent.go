@@ -44,6 +44,8 @@ type Config struct {
 	// Interval between heartbeats. Default 1s.
 	Interval time.Duration
 	Logger   *slog.Logger
+	// OnBeat, if set, is called after each answered heartbeat (load generators count them).
+	OnBeat func()
 }
 
 // Agent runs a node's side of the protocol.
@@ -184,6 +186,9 @@ func (a *Agent) beat(ctx context.Context, st pcspb.PCS_HeartbeatClient) error {
 	}
 	if until := int64(tSend) + int64(time.Duration(resp.LeaseMs)*time.Millisecond); until > a.leaseUntil.Load() {
 		a.leaseUntil.Store(until)
+	}
+	if a.cfg.OnBeat != nil {
+		a.cfg.OnBeat()
 	}
 	for _, c := range resp.Commands {
 		var err error

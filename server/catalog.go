@@ -230,7 +230,24 @@ func (v *service) ListTables(ctx context.Context, req *pcspb.ListTablesRequest) 
 	}
 	pos := v.s.fsm.Position()
 	h.Revision, h.AppliedIndex = pos.Revision, pos.AppliedIndex
-	return &pcspb.ListTablesResponse{Header: h, Tables: v.s.fsm.Tables()}, nil
+	resp := &pcspb.ListTablesResponse{Header: h}
+	for _, t := range v.s.fsm.Tables() {
+		resp.Tables = append(resp.Tables, summarize(t))
+	}
+	return resp, nil
+}
+
+// summarize drops the partition bounds and lists from a table (a table of 100k range
+// partitions has a spec of megabytes); GetTable returns the whole definition.
+func summarize(t *pcspb.Table) *pcspb.Table {
+	if t.Partition == nil {
+		return t
+	}
+	c := proto.Clone(t).(*pcspb.Table)
+	for p := c.Partition; p != nil; p = p.Sub {
+		p.Ranges, p.Lists = nil, nil
+	}
+	return c
 }
 
 func (v *service) GetShard(ctx context.Context, req *pcspb.GetShardRequest) (*pcspb.GetShardResponse, error) {
@@ -281,4 +298,23 @@ func (v *service) ScanShards(ctx context.Context, req *pcspb.ScanShardsRequest) 
 	}
 	h.Revision, h.AppliedIndex = pos.Revision, pos.AppliedIndex
 	return &pcspb.ScanShardsResponse{Header: h, Shards: shards, More: more}, nil
+}
+
+// maxBatchKeys bounds one BatchGetShards call.
+const maxBatchKeys = 10_000
+
+func (v *service) BatchGetShards(ctx context.Context, req *pcspb.BatchGetShardsRequest) (*pcspb.BatchGetShardsResponse, error) {
+	if len(req.Keys) > maxBatchKeys {
+		return nil, toStatus(fmt.Errorf("%w: %d keys exceed %d", ErrInvalid, len(req.Keys), maxBatchKeys))
+	}
+	h, err := v.s.readAt(ctx, req.Consistency)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	shards, pos, err := v.s.fsm.ShardsForKeys(req.Table, req.Keys)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	h.Revision, h.AppliedIndex = pos.Revision, pos.AppliedIndex
+	return &pcspb.BatchGetShardsResponse{Header: h, Shards: shards}, nil
 }

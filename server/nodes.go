@@ -113,6 +113,9 @@ func (v *service) Heartbeat(stream pcspb.PCS_HeartbeatServer) error {
 		s.live.Observe(hb)
 		resp := &pcspb.HeartbeatResponse{Seq: hb.Seq, LeaseMs: uint64(s.cfg.NodeLease.Milliseconds()),
 			Commands: s.nodeCmds.take(hb.NodeId, time.Now())}
+		if s.live.WarmedUp() {
+			resp.Commands = append(resp.Commands, ddl.Orphans(s.fsm.UnknownShards, hb.HeldShards)...)
+		}
 		if err := stream.Send(resp); err != nil {
 			return err
 		}
@@ -140,7 +143,6 @@ type fsmCatalog struct{ f *meta.FSM }
 
 func (c fsmCatalog) Tables() []*pcspb.Table               { return c.f.Tables() }
 func (c fsmCatalog) TableShards(id uint64) []*pcspb.Shard { return c.f.TableShards(id) }
-func (c fsmCatalog) ShardExists(id uint64) bool           { return c.f.ShardExists(id) }
 
 // ddlLoop runs the DDL planner on the primary, after the warm-up, and carries out its steps.
 func (s *Server) ddlLoop(ctx context.Context) {

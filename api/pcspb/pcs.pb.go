@@ -3181,6 +3181,120 @@ func (x *GetShardResponse) GetShard() *Shard {
 	return nil
 }
 
+// BatchGetShardsRequest routes many row keys of one table in one call.
+type BatchGetShardsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Table         string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Keys          [][]byte               `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	Consistency   Consistency            `protobuf:"varint,3,opt,name=consistency,proto3,enum=pcs.v1.Consistency" json:"consistency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchGetShardsRequest) Reset() {
+	*x = BatchGetShardsRequest{}
+	mi := &file_pcs_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchGetShardsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchGetShardsRequest) ProtoMessage() {}
+
+func (x *BatchGetShardsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchGetShardsRequest.ProtoReflect.Descriptor instead.
+func (*BatchGetShardsRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *BatchGetShardsRequest) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *BatchGetShardsRequest) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *BatchGetShardsRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_LINEARIZABLE
+}
+
+// shards[i] holds keys[i]; a shard holding several keys is repeated.
+type BatchGetShardsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ReadHeader            `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Shards        []*Shard               `protobuf:"bytes,2,rep,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchGetShardsResponse) Reset() {
+	*x = BatchGetShardsResponse{}
+	mi := &file_pcs_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchGetShardsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchGetShardsResponse) ProtoMessage() {}
+
+func (x *BatchGetShardsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchGetShardsResponse.ProtoReflect.Descriptor instead.
+func (*BatchGetShardsResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *BatchGetShardsResponse) GetHeader() *ReadHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *BatchGetShardsResponse) GetShards() []*Shard {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
 type GetShardByIDRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -3191,7 +3305,7 @@ type GetShardByIDRequest struct {
 
 func (x *GetShardByIDRequest) Reset() {
 	*x = GetShardByIDRequest{}
-	mi := &file_pcs_proto_msgTypes[53]
+	mi := &file_pcs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3203,7 +3317,7 @@ func (x *GetShardByIDRequest) String() string {
 func (*GetShardByIDRequest) ProtoMessage() {}
 
 func (x *GetShardByIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[53]
+	mi := &file_pcs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3216,7 +3330,7 @@ func (x *GetShardByIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardByIDRequest.ProtoReflect.Descriptor instead.
 func (*GetShardByIDRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{53}
+	return file_pcs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetShardByIDRequest) GetId() uint64 {
@@ -3248,7 +3362,7 @@ type ScanShardsRequest struct {
 
 func (x *ScanShardsRequest) Reset() {
 	*x = ScanShardsRequest{}
-	mi := &file_pcs_proto_msgTypes[54]
+	mi := &file_pcs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3260,7 +3374,7 @@ func (x *ScanShardsRequest) String() string {
 func (*ScanShardsRequest) ProtoMessage() {}
 
 func (x *ScanShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[54]
+	mi := &file_pcs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3273,7 +3387,7 @@ func (x *ScanShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanShardsRequest.ProtoReflect.Descriptor instead.
 func (*ScanShardsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{54}
+	return file_pcs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ScanShardsRequest) GetTable() string {
@@ -3322,7 +3436,7 @@ type ScanShardsResponse struct {
 
 func (x *ScanShardsResponse) Reset() {
 	*x = ScanShardsResponse{}
-	mi := &file_pcs_proto_msgTypes[55]
+	mi := &file_pcs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3334,7 +3448,7 @@ func (x *ScanShardsResponse) String() string {
 func (*ScanShardsResponse) ProtoMessage() {}
 
 func (x *ScanShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[55]
+	mi := &file_pcs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3347,7 +3461,7 @@ func (x *ScanShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanShardsResponse.ProtoReflect.Descriptor instead.
 func (*ScanShardsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{55}
+	return file_pcs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ScanShardsResponse) GetHeader() *ReadHeader {
@@ -3387,7 +3501,7 @@ type NodeStats struct {
 
 func (x *NodeStats) Reset() {
 	*x = NodeStats{}
-	mi := &file_pcs_proto_msgTypes[56]
+	mi := &file_pcs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3399,7 +3513,7 @@ func (x *NodeStats) String() string {
 func (*NodeStats) ProtoMessage() {}
 
 func (x *NodeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[56]
+	mi := &file_pcs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3412,7 +3526,7 @@ func (x *NodeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStats.ProtoReflect.Descriptor instead.
 func (*NodeStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{56}
+	return file_pcs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *NodeStats) GetShardCount() uint64 {
@@ -3479,7 +3593,7 @@ type ShardStats struct {
 
 func (x *ShardStats) Reset() {
 	*x = ShardStats{}
-	mi := &file_pcs_proto_msgTypes[57]
+	mi := &file_pcs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3491,7 +3605,7 @@ func (x *ShardStats) String() string {
 func (*ShardStats) ProtoMessage() {}
 
 func (x *ShardStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[57]
+	mi := &file_pcs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3504,7 +3618,7 @@ func (x *ShardStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStats.ProtoReflect.Descriptor instead.
 func (*ShardStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{57}
+	return file_pcs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ShardStats) GetShardId() uint64 {
@@ -3563,7 +3677,7 @@ type NodeHeartbeat struct {
 
 func (x *NodeHeartbeat) Reset() {
 	*x = NodeHeartbeat{}
-	mi := &file_pcs_proto_msgTypes[58]
+	mi := &file_pcs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3575,7 +3689,7 @@ func (x *NodeHeartbeat) String() string {
 func (*NodeHeartbeat) ProtoMessage() {}
 
 func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[58]
+	mi := &file_pcs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3588,7 +3702,7 @@ func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeHeartbeat.ProtoReflect.Descriptor instead.
 func (*NodeHeartbeat) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{58}
+	return file_pcs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *NodeHeartbeat) GetNodeId() uint64 {
@@ -3641,7 +3755,7 @@ type NodeCommand struct {
 
 func (x *NodeCommand) Reset() {
 	*x = NodeCommand{}
-	mi := &file_pcs_proto_msgTypes[59]
+	mi := &file_pcs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3653,7 +3767,7 @@ func (x *NodeCommand) String() string {
 func (*NodeCommand) ProtoMessage() {}
 
 func (x *NodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[59]
+	mi := &file_pcs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3666,7 +3780,7 @@ func (x *NodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCommand.ProtoReflect.Descriptor instead.
 func (*NodeCommand) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{59}
+	return file_pcs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *NodeCommand) GetCmd() isNodeCommand_Cmd {
@@ -3738,7 +3852,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_pcs_proto_msgTypes[60]
+	mi := &file_pcs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3750,7 +3864,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[60]
+	mi := &file_pcs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3763,7 +3877,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{60}
+	return file_pcs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *HeartbeatResponse) GetSeq() uint64 {
@@ -3801,7 +3915,7 @@ type ColumnDef struct {
 
 func (x *ColumnDef) Reset() {
 	*x = ColumnDef{}
-	mi := &file_pcs_proto_msgTypes[61]
+	mi := &file_pcs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3813,7 +3927,7 @@ func (x *ColumnDef) String() string {
 func (*ColumnDef) ProtoMessage() {}
 
 func (x *ColumnDef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[61]
+	mi := &file_pcs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3826,7 +3940,7 @@ func (x *ColumnDef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ColumnDef.ProtoReflect.Descriptor instead.
 func (*ColumnDef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{61}
+	return file_pcs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ColumnDef) GetName() string {
@@ -3862,7 +3976,7 @@ type RangePartition struct {
 
 func (x *RangePartition) Reset() {
 	*x = RangePartition{}
-	mi := &file_pcs_proto_msgTypes[62]
+	mi := &file_pcs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3874,7 +3988,7 @@ func (x *RangePartition) String() string {
 func (*RangePartition) ProtoMessage() {}
 
 func (x *RangePartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[62]
+	mi := &file_pcs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3887,7 +4001,7 @@ func (x *RangePartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangePartition.ProtoReflect.Descriptor instead.
 func (*RangePartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{62}
+	return file_pcs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *RangePartition) GetName() string {
@@ -3914,7 +4028,7 @@ type ValueTuple struct {
 
 func (x *ValueTuple) Reset() {
 	*x = ValueTuple{}
-	mi := &file_pcs_proto_msgTypes[63]
+	mi := &file_pcs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3926,7 +4040,7 @@ func (x *ValueTuple) String() string {
 func (*ValueTuple) ProtoMessage() {}
 
 func (x *ValueTuple) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[63]
+	mi := &file_pcs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3939,7 +4053,7 @@ func (x *ValueTuple) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueTuple.ProtoReflect.Descriptor instead.
 func (*ValueTuple) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{63}
+	return file_pcs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ValueTuple) GetValues() []string {
@@ -3961,7 +4075,7 @@ type ListPartition struct {
 
 func (x *ListPartition) Reset() {
 	*x = ListPartition{}
-	mi := &file_pcs_proto_msgTypes[64]
+	mi := &file_pcs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3973,7 +4087,7 @@ func (x *ListPartition) String() string {
 func (*ListPartition) ProtoMessage() {}
 
 func (x *ListPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[64]
+	mi := &file_pcs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3986,7 +4100,7 @@ func (x *ListPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartition.ProtoReflect.Descriptor instead.
 func (*ListPartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{64}
+	return file_pcs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ListPartition) GetName() string {
@@ -4026,7 +4140,7 @@ type PartitionSpec struct {
 
 func (x *PartitionSpec) Reset() {
 	*x = PartitionSpec{}
-	mi := &file_pcs_proto_msgTypes[65]
+	mi := &file_pcs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4038,7 +4152,7 @@ func (x *PartitionSpec) String() string {
 func (*PartitionSpec) ProtoMessage() {}
 
 func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[65]
+	mi := &file_pcs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4051,7 +4165,7 @@ func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSpec.ProtoReflect.Descriptor instead.
 func (*PartitionSpec) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{65}
+	return file_pcs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *PartitionSpec) GetStrategy() PartitionStrategy {
@@ -4113,7 +4227,7 @@ type DataNode struct {
 
 func (x *DataNode) Reset() {
 	*x = DataNode{}
-	mi := &file_pcs_proto_msgTypes[66]
+	mi := &file_pcs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4125,7 +4239,7 @@ func (x *DataNode) String() string {
 func (*DataNode) ProtoMessage() {}
 
 func (x *DataNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[66]
+	mi := &file_pcs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4138,7 +4252,7 @@ func (x *DataNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataNode.ProtoReflect.Descriptor instead.
 func (*DataNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{66}
+	return file_pcs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *DataNode) GetId() uint64 {
@@ -4205,7 +4319,7 @@ type Table struct {
 
 func (x *Table) Reset() {
 	*x = Table{}
-	mi := &file_pcs_proto_msgTypes[67]
+	mi := &file_pcs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4217,7 +4331,7 @@ func (x *Table) String() string {
 func (*Table) ProtoMessage() {}
 
 func (x *Table) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[67]
+	mi := &file_pcs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4230,7 +4344,7 @@ func (x *Table) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Table.ProtoReflect.Descriptor instead.
 func (*Table) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{67}
+	return file_pcs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *Table) GetId() uint64 {
@@ -4322,7 +4436,7 @@ type ShardEpoch struct {
 
 func (x *ShardEpoch) Reset() {
 	*x = ShardEpoch{}
-	mi := &file_pcs_proto_msgTypes[68]
+	mi := &file_pcs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4334,7 +4448,7 @@ func (x *ShardEpoch) String() string {
 func (*ShardEpoch) ProtoMessage() {}
 
 func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[68]
+	mi := &file_pcs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4347,7 +4461,7 @@ func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardEpoch.ProtoReflect.Descriptor instead.
 func (*ShardEpoch) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{68}
+	return file_pcs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ShardEpoch) GetConfVer() uint64 {
@@ -4384,7 +4498,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_pcs_proto_msgTypes[69]
+	mi := &file_pcs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4396,7 +4510,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[69]
+	mi := &file_pcs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4409,7 +4523,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{69}
+	return file_pcs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *Shard) GetId() uint64 {
@@ -4499,7 +4613,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4511,7 +4625,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4524,7 +4638,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{70}
+	return file_pcs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *Command) GetVersion() uint32 {
@@ -4706,7 +4820,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4718,7 +4832,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4731,7 +4845,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{71}
+	return file_pcs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -4753,7 +4867,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4765,7 +4879,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4778,7 +4892,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{72}
+	return file_pcs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -4805,7 +4919,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4817,7 +4931,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4830,7 +4944,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{73}
+	return file_pcs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -4857,7 +4971,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4869,7 +4983,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4882,7 +4996,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{74}
+	return file_pcs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -4903,7 +5017,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4915,7 +5029,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4928,7 +5042,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{75}
+	return file_pcs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -4962,7 +5076,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4974,7 +5088,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4987,7 +5101,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{76}
+	return file_pcs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -5014,7 +5128,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5026,7 +5140,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5039,7 +5153,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{77}
+	return file_pcs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -5060,7 +5174,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5072,7 +5186,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5085,7 +5199,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{78}
+	return file_pcs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -5111,7 +5225,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5123,7 +5237,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5136,7 +5250,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{79}
+	return file_pcs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -5155,7 +5269,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5167,7 +5281,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5180,7 +5294,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{80}
+	return file_pcs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -5212,7 +5326,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5224,7 +5338,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5237,7 +5351,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{81}
+	return file_pcs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -5400,7 +5514,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5412,7 +5526,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5425,7 +5539,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{82}
+	return file_pcs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -5473,7 +5587,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5485,7 +5599,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5498,7 +5612,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{83}
+	return file_pcs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -5525,7 +5639,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5537,7 +5651,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5550,7 +5664,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{84}
+	return file_pcs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -5766,7 +5880,14 @@ const file_pcs_proto_rawDesc = "" +
 	"\vconsistency\x18\x03 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"c\n" +
 	"\x10GetShardResponse\x12*\n" +
 	"\x06header\x18\x01 \x01(\v2\x12.pcs.v1.ReadHeaderR\x06header\x12#\n" +
-	"\x05shard\x18\x02 \x01(\v2\r.pcs.v1.ShardR\x05shard\"\\\n" +
+	"\x05shard\x18\x02 \x01(\v2\r.pcs.v1.ShardR\x05shard\"x\n" +
+	"\x15BatchGetShardsRequest\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\fR\x04keys\x125\n" +
+	"\vconsistency\x18\x03 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"k\n" +
+	"\x16BatchGetShardsResponse\x12*\n" +
+	"\x06header\x18\x01 \x01(\v2\x12.pcs.v1.ReadHeaderR\x06header\x12%\n" +
+	"\x06shards\x18\x02 \x03(\v2\r.pcs.v1.ShardR\x06shards\"\\\n" +
 	"\x13GetShardByIDRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x125\n" +
 	"\vconsistency\x18\x02 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"\x9e\x01\n" +
@@ -5973,7 +6094,7 @@ const file_pcs_proto_rawDesc = "" +
 	"TableState\x12\x18\n" +
 	"\x14TABLE_STATE_CREATING\x10\x00\x12\x16\n" +
 	"\x12TABLE_STATE_PUBLIC\x10\x01\x12\x18\n" +
-	"\x14TABLE_STATE_DROPPING\x10\x022\xa1\r\n" +
+	"\x14TABLE_STATE_DROPPING\x10\x022\xf2\r\n" +
 	"\x03PCS\x127\n" +
 	"\x06Status\x12\x15.pcs.v1.StatusRequest\x1a\x16.pcs.v1.StatusResponse\x12C\n" +
 	"\n" +
@@ -5997,7 +6118,8 @@ const file_pcs_proto_rawDesc = "" +
 	"\bGetTable\x12\x17.pcs.v1.GetTableRequest\x1a\x18.pcs.v1.GetTableResponse\x12C\n" +
 	"\n" +
 	"ListTables\x12\x19.pcs.v1.ListTablesRequest\x1a\x1a.pcs.v1.ListTablesResponse\x12=\n" +
-	"\bGetShard\x12\x17.pcs.v1.GetShardRequest\x1a\x18.pcs.v1.GetShardResponse\x12E\n" +
+	"\bGetShard\x12\x17.pcs.v1.GetShardRequest\x1a\x18.pcs.v1.GetShardResponse\x12O\n" +
+	"\x0eBatchGetShards\x12\x1d.pcs.v1.BatchGetShardsRequest\x1a\x1e.pcs.v1.BatchGetShardsResponse\x12E\n" +
 	"\fGetShardByID\x12\x1b.pcs.v1.GetShardByIDRequest\x1a\x18.pcs.v1.GetShardResponse\x12C\n" +
 	"\n" +
 	"ScanShards\x12\x19.pcs.v1.ScanShardsRequest\x1a\x1a.pcs.v1.ScanShardsResponse\x12A\n" +
@@ -6018,7 +6140,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 89)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 91)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                 // 0: pcs.v1.NodeState
 	(Consistency)(0),               // 1: pcs.v1.Consistency
@@ -6078,42 +6200,44 @@ var file_pcs_proto_goTypes = []any{
 	(*ListTablesResponse)(nil),     // 55: pcs.v1.ListTablesResponse
 	(*GetShardRequest)(nil),        // 56: pcs.v1.GetShardRequest
 	(*GetShardResponse)(nil),       // 57: pcs.v1.GetShardResponse
-	(*GetShardByIDRequest)(nil),    // 58: pcs.v1.GetShardByIDRequest
-	(*ScanShardsRequest)(nil),      // 59: pcs.v1.ScanShardsRequest
-	(*ScanShardsResponse)(nil),     // 60: pcs.v1.ScanShardsResponse
-	(*NodeStats)(nil),              // 61: pcs.v1.NodeStats
-	(*ShardStats)(nil),             // 62: pcs.v1.ShardStats
-	(*NodeHeartbeat)(nil),          // 63: pcs.v1.NodeHeartbeat
-	(*NodeCommand)(nil),            // 64: pcs.v1.NodeCommand
-	(*HeartbeatResponse)(nil),      // 65: pcs.v1.HeartbeatResponse
-	(*ColumnDef)(nil),              // 66: pcs.v1.ColumnDef
-	(*RangePartition)(nil),         // 67: pcs.v1.RangePartition
-	(*ValueTuple)(nil),             // 68: pcs.v1.ValueTuple
-	(*ListPartition)(nil),          // 69: pcs.v1.ListPartition
-	(*PartitionSpec)(nil),          // 70: pcs.v1.PartitionSpec
-	(*DataNode)(nil),               // 71: pcs.v1.DataNode
-	(*Table)(nil),                  // 72: pcs.v1.Table
-	(*ShardEpoch)(nil),             // 73: pcs.v1.ShardEpoch
-	(*Shard)(nil),                  // 74: pcs.v1.Shard
-	(*Command)(nil),                // 75: pcs.v1.Command
-	(*CmdRegisterNode)(nil),        // 76: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),         // 77: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),       // 78: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),         // 79: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                 // 80: pcs.v1.CmdPut
-	(*CmdDelete)(nil),              // 81: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),           // 82: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),            // 83: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),           // 84: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),        // 85: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),         // 86: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),         // 87: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),              // 88: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),        // 89: pcs.v1.SnapshotTrailer
-	nil,                            // 90: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                            // 91: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                            // 92: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                            // 93: pcs.v1.DataNode.LabelsEntry
+	(*BatchGetShardsRequest)(nil),  // 58: pcs.v1.BatchGetShardsRequest
+	(*BatchGetShardsResponse)(nil), // 59: pcs.v1.BatchGetShardsResponse
+	(*GetShardByIDRequest)(nil),    // 60: pcs.v1.GetShardByIDRequest
+	(*ScanShardsRequest)(nil),      // 61: pcs.v1.ScanShardsRequest
+	(*ScanShardsResponse)(nil),     // 62: pcs.v1.ScanShardsResponse
+	(*NodeStats)(nil),              // 63: pcs.v1.NodeStats
+	(*ShardStats)(nil),             // 64: pcs.v1.ShardStats
+	(*NodeHeartbeat)(nil),          // 65: pcs.v1.NodeHeartbeat
+	(*NodeCommand)(nil),            // 66: pcs.v1.NodeCommand
+	(*HeartbeatResponse)(nil),      // 67: pcs.v1.HeartbeatResponse
+	(*ColumnDef)(nil),              // 68: pcs.v1.ColumnDef
+	(*RangePartition)(nil),         // 69: pcs.v1.RangePartition
+	(*ValueTuple)(nil),             // 70: pcs.v1.ValueTuple
+	(*ListPartition)(nil),          // 71: pcs.v1.ListPartition
+	(*PartitionSpec)(nil),          // 72: pcs.v1.PartitionSpec
+	(*DataNode)(nil),               // 73: pcs.v1.DataNode
+	(*Table)(nil),                  // 74: pcs.v1.Table
+	(*ShardEpoch)(nil),             // 75: pcs.v1.ShardEpoch
+	(*Shard)(nil),                  // 76: pcs.v1.Shard
+	(*Command)(nil),                // 77: pcs.v1.Command
+	(*CmdRegisterNode)(nil),        // 78: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),         // 79: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),       // 80: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),         // 81: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                 // 82: pcs.v1.CmdPut
+	(*CmdDelete)(nil),              // 83: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),           // 84: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),            // 85: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),           // 86: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),        // 87: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),         // 88: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),         // 89: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),              // 90: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),        // 91: pcs.v1.SnapshotTrailer
+	nil,                            // 92: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                            // 93: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                            // 94: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                            // 95: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -6135,123 +6259,128 @@ var file_pcs_proto_depIdxs = []int32{
 	2,   // 16: pcs.v1.Event.type:type_name -> pcs.v1.EventType
 	23,  // 17: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
 	32,  // 18: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	90,  // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	92,  // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
 	1,   // 20: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
-	71,  // 21: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
+	73,  // 21: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
 	5,   // 22: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
 	46,  // 23: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
-	72,  // 24: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
-	72,  // 25: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
+	74,  // 24: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
+	74,  // 25: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
 	1,   // 26: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 27: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
-	72,  // 28: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
+	74,  // 28: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
 	1,   // 29: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 30: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
-	72,  // 31: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
+	74,  // 31: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
 	1,   // 32: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 33: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
-	74,  // 34: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
-	1,   // 35: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
-	1,   // 36: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 37: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	74,  // 38: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
-	91,  // 39: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	92,  // 40: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
-	61,  // 41: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
-	62,  // 42: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
-	74,  // 43: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
-	64,  // 44: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
-	68,  // 45: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
-	3,   // 46: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	67,  // 47: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	69,  // 48: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	70,  // 49: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	93,  // 50: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	66,  // 51: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	70,  // 52: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
-	4,   // 53: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	73,  // 54: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	80,  // 55: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	81,  // 56: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	82,  // 57: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	83,  // 58: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	84,  // 59: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	85,  // 60: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	76,  // 61: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	77,  // 62: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	78,  // 63: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	79,  // 64: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	71,  // 65: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	72,  // 66: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	74,  // 67: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,   // 68: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10,  // 69: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	87,  // 70: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	23,  // 71: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	32,  // 72: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10,  // 73: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	88,  // 74: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	89,  // 75: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	71,  // 76: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	72,  // 77: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	74,  // 78: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	8,   // 79: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11,  // 80: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13,  // 81: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15,  // 82: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	17,  // 83: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	19,  // 84: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	21,  // 85: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	24,  // 86: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	26,  // 87: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	28,  // 88: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	30,  // 89: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	33,  // 90: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	35,  // 91: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	37,  // 92: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	43,  // 93: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	45,  // 94: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	48,  // 95: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	50,  // 96: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	52,  // 97: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	54,  // 98: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	56,  // 99: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	58,  // 100: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	59,  // 101: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	63,  // 102: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	39,  // 103: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	41,  // 104: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 105: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 106: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 107: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	16,  // 108: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	18,  // 109: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	20,  // 110: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	22,  // 111: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	25,  // 112: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	27,  // 113: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	29,  // 114: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	31,  // 115: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	34,  // 116: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	36,  // 117: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	38,  // 118: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	44,  // 119: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	47,  // 120: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	49,  // 121: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	51,  // 122: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	53,  // 123: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	55,  // 124: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	57,  // 125: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	57,  // 126: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	60,  // 127: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	65,  // 128: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	40,  // 129: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	42,  // 130: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	105, // [105:131] is the sub-list for method output_type
-	79,  // [79:105] is the sub-list for method input_type
-	79,  // [79:79] is the sub-list for extension type_name
-	79,  // [79:79] is the sub-list for extension extendee
-	0,   // [0:79] is the sub-list for field type_name
+	76,  // 34: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
+	1,   // 35: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 36: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
+	76,  // 37: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
+	1,   // 38: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
+	1,   // 39: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 40: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
+	76,  // 41: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
+	93,  // 42: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	94,  // 43: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	63,  // 44: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
+	64,  // 45: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
+	76,  // 46: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
+	66,  // 47: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
+	70,  // 48: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	3,   // 49: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
+	69,  // 50: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	71,  // 51: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	72,  // 52: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	95,  // 53: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	68,  // 54: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	72,  // 55: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	4,   // 56: pcs.v1.Table.state:type_name -> pcs.v1.TableState
+	75,  // 57: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	82,  // 58: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	83,  // 59: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	84,  // 60: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	85,  // 61: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	86,  // 62: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	87,  // 63: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	78,  // 64: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	79,  // 65: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	80,  // 66: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	81,  // 67: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	73,  // 68: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	74,  // 69: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	76,  // 70: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,   // 71: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10,  // 72: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	89,  // 73: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	23,  // 74: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	32,  // 75: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10,  // 76: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	90,  // 77: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	91,  // 78: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	73,  // 79: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	74,  // 80: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	76,  // 81: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	8,   // 82: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 83: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 84: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 85: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	17,  // 86: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	19,  // 87: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	21,  // 88: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	24,  // 89: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	26,  // 90: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	28,  // 91: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	30,  // 92: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	33,  // 93: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	35,  // 94: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	37,  // 95: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	43,  // 96: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	45,  // 97: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	48,  // 98: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	50,  // 99: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	52,  // 100: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	54,  // 101: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	56,  // 102: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	58,  // 103: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	60,  // 104: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	61,  // 105: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	65,  // 106: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	39,  // 107: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	41,  // 108: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 109: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 110: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 111: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	16,  // 112: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	18,  // 113: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	20,  // 114: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	22,  // 115: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	25,  // 116: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	27,  // 117: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	29,  // 118: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	31,  // 119: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	34,  // 120: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	36,  // 121: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	38,  // 122: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	44,  // 123: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	47,  // 124: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	49,  // 125: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	51,  // 126: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	53,  // 127: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	55,  // 128: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	57,  // 129: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	59,  // 130: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	57,  // 131: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	62,  // 132: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	67,  // 133: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	40,  // 134: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	42,  // 135: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	109, // [109:136] is the sub-list for method output_type
+	82,  // [82:109] is the sub-list for method input_type
+	82,  // [82:82] is the sub-list for extension type_name
+	82,  // [82:82] is the sub-list for extension extendee
+	0,   // [0:82] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -6261,12 +6390,12 @@ func file_pcs_proto_init() {
 	}
 	file_pcs_proto_msgTypes[19].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[21].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[59].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[61].OneofWrappers = []any{
 		(*NodeCommand_CreateReplica)(nil),
 		(*NodeCommand_DropReplica)(nil),
 		(*NodeCommand_SetLogLevel)(nil),
 	}
-	file_pcs_proto_msgTypes[70].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[72].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_TsoWindow)(nil),
@@ -6278,9 +6407,9 @@ func file_pcs_proto_init() {
 		(*Command_SetTableState)(nil),
 		(*Command_DeleteTable)(nil),
 	}
-	file_pcs_proto_msgTypes[75].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[76].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[81].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[77].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[78].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[83].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -6297,7 +6426,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   89,
+			NumMessages:   91,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -44,6 +44,7 @@ const (
 	PCS_GetTable_FullMethodName       = "/pcs.v1.PCS/GetTable"
 	PCS_ListTables_FullMethodName     = "/pcs.v1.PCS/ListTables"
 	PCS_GetShard_FullMethodName       = "/pcs.v1.PCS/GetShard"
+	PCS_BatchGetShards_FullMethodName = "/pcs.v1.PCS/BatchGetShards"
 	PCS_GetShardByID_FullMethodName   = "/pcs.v1.PCS/GetShardByID"
 	PCS_ScanShards_FullMethodName     = "/pcs.v1.PCS/ScanShards"
 	PCS_Heartbeat_FullMethodName      = "/pcs.v1.PCS/Heartbeat"
@@ -78,6 +79,7 @@ type PCSClient interface {
 	GetTable(ctx context.Context, in *GetTableRequest, opts ...grpc.CallOption) (*GetTableResponse, error)
 	ListTables(ctx context.Context, in *ListTablesRequest, opts ...grpc.CallOption) (*ListTablesResponse, error)
 	GetShard(ctx context.Context, in *GetShardRequest, opts ...grpc.CallOption) (*GetShardResponse, error)
+	BatchGetShards(ctx context.Context, in *BatchGetShardsRequest, opts ...grpc.CallOption) (*BatchGetShardsResponse, error)
 	GetShardByID(ctx context.Context, in *GetShardByIDRequest, opts ...grpc.CallOption) (*GetShardResponse, error)
 	ScanShards(ctx context.Context, in *ScanShardsRequest, opts ...grpc.CallOption) (*ScanShardsResponse, error)
 	// Heartbeat is a data node's stream to the primary PCS: stats in, lease renewals and commands
@@ -317,6 +319,16 @@ func (c *pCSClient) GetShard(ctx context.Context, in *GetShardRequest, opts ...g
 	return out, nil
 }
 
+func (c *pCSClient) BatchGetShards(ctx context.Context, in *BatchGetShardsRequest, opts ...grpc.CallOption) (*BatchGetShardsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchGetShardsResponse)
+	err := c.cc.Invoke(ctx, PCS_BatchGetShards_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *pCSClient) GetShardByID(ctx context.Context, in *GetShardByIDRequest, opts ...grpc.CallOption) (*GetShardResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetShardResponse)
@@ -397,6 +409,7 @@ type PCSServer interface {
 	GetTable(context.Context, *GetTableRequest) (*GetTableResponse, error)
 	ListTables(context.Context, *ListTablesRequest) (*ListTablesResponse, error)
 	GetShard(context.Context, *GetShardRequest) (*GetShardResponse, error)
+	BatchGetShards(context.Context, *BatchGetShardsRequest) (*BatchGetShardsResponse, error)
 	GetShardByID(context.Context, *GetShardByIDRequest) (*GetShardResponse, error)
 	ScanShards(context.Context, *ScanShardsRequest) (*ScanShardsResponse, error)
 	// Heartbeat is a data node's stream to the primary PCS: stats in, lease renewals and commands
@@ -476,6 +489,9 @@ func (UnimplementedPCSServer) ListTables(context.Context, *ListTablesRequest) (*
 }
 func (UnimplementedPCSServer) GetShard(context.Context, *GetShardRequest) (*GetShardResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetShard not implemented")
+}
+func (UnimplementedPCSServer) BatchGetShards(context.Context, *BatchGetShardsRequest) (*BatchGetShardsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BatchGetShards not implemented")
 }
 func (UnimplementedPCSServer) GetShardByID(context.Context, *GetShardByIDRequest) (*GetShardResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetShardByID not implemented")
@@ -873,6 +889,24 @@ func _PCS_GetShard_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PCS_BatchGetShards_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchGetShardsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).BatchGetShards(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_BatchGetShards_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).BatchGetShards(ctx, req.(*BatchGetShardsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PCS_GetShardByID_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetShardByIDRequest)
 	if err := dec(in); err != nil {
@@ -1034,6 +1068,10 @@ var PCS_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetShard",
 			Handler:    _PCS_GetShard_Handler,
+		},
+		{
+			MethodName: "BatchGetShards",
+			Handler:    _PCS_BatchGetShards_Handler,
 		},
 		{
 			MethodName: "GetShardByID",

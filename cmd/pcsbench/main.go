@@ -38,6 +38,7 @@ type params struct {
 	valueSize   int
 	keys        int
 	cpuProfile  string
+	perOp       int // items one operation stands for (a batch); 0 or 1: one
 }
 
 func (p *params) validate() error {
@@ -89,7 +90,7 @@ func newRootCmd() *cobra.Command {
 	}
 	put.Flags().IntVar(&p.valueSize, "value-size", 256, "value size in bytes")
 	put.Flags().IntVar(&p.keys, "keys", 10000, "number of distinct keys written")
-	root.AddCommand(tso, put)
+	root.AddCommand(tso, put, routeCmd(p), heartbeatCmd(p))
 	return root
 }
 
@@ -186,7 +187,12 @@ func bench(ctx context.Context, name string, p *params, op func(c *client.Client
 	if firstErr != nil {
 		fmt.Printf("first error: %v\n", firstErr)
 	}
+	items := float64(len(all))
+	if p.perOp > 1 {
+		items *= float64(p.perOp)
+		fmt.Printf("(%d calls of %d items each)\n", len(all), p.perOp)
+	}
 	fmt.Printf("%s ops/s=%.0f p50=%.3fms p90=%.3fms p99=%.3fms max=%.3fms errors=%d\n",
-		name, float64(len(all))/elapsed.Seconds(), pct(0.50), pct(0.90), pct(0.99), mx, nerr)
+		name, items/elapsed.Seconds(), pct(0.50), pct(0.90), pct(0.99), mx, nerr)
 	return nil
 }

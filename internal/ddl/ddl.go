@@ -23,15 +23,12 @@ import (
 type Catalog interface {
 	Tables() []*pcspb.Table
 	TableShards(tableID uint64) []*pcspb.Shard
-	ShardExists(id uint64) bool
 }
 
 // Live is what the planner reads of the nodes.
 type Live interface {
 	State(node uint64) cluster.State
 	Holds(node, shard uint64) bool
-	Held(node uint64) []uint64
-	Nodes() []uint64
 }
 
 // Step is the planner's decision.
@@ -86,16 +83,15 @@ func Next(cat Catalog, live Live) Step {
 			}
 		}
 	}
-	// Replicas of shards the catalog no longer has (dropped while the node was away).
-	for _, n := range live.Nodes() {
-		if live.State(n) != cluster.Up {
-			continue
-		}
-		for _, s := range live.Held(n) {
-			if !cat.ShardExists(s) {
-				add(n, &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_DropReplica{DropReplica: s}})
-			}
-		}
-	}
 	return st
+}
+
+// Orphans returns drop commands for the replicas a node reports of shards the catalog no
+// longer has (dropped while the node was away). It runs per heartbeat, with the node's list.
+func Orphans(unknown func(held []uint64) []uint64, held []uint64) []*pcspb.NodeCommand {
+	var out []*pcspb.NodeCommand
+	for _, s := range unknown(held) {
+		out = append(out, &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_DropReplica{DropReplica: s}})
+	}
+	return out
 }

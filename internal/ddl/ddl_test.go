@@ -32,20 +32,6 @@ type fakeLive struct {
 
 func (f *fakeLive) State(n uint64) cluster.State { return f.state[n] }
 func (f *fakeLive) Holds(n, s uint64) bool       { return f.held[n][s] }
-func (f *fakeLive) Held(n uint64) []uint64 {
-	var out []uint64
-	for s := range f.held[n] {
-		out = append(out, s)
-	}
-	return out
-}
-func (f *fakeLive) Nodes() []uint64 {
-	var out []uint64
-	for n := range f.state {
-		out = append(out, n)
-	}
-	return out
-}
 
 func count(st Step, node uint64, create bool) int {
 	n := 0
@@ -89,9 +75,15 @@ func TestDropAndReconcile(t *testing.T) {
 	}
 	// The table is gone; node 2 returns still holding shard 10: it is told to drop it.
 	cat.tables, cat.shards = nil, map[uint64][]*pcspb.Shard{}
-	live.state[2] = cluster.Up
-	st = Next(cat, live)
-	if count(st, 2, false) != 1 {
-		t.Fatalf("returning node not told to drop: %v", st)
+	unknown := func(held []uint64) (out []uint64) {
+		for _, s := range held {
+			if !cat.ShardExists(s) {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	if cmds := Orphans(unknown, []uint64{10}); len(cmds) != 1 || cmds[0].GetDropReplica() != 10 {
+		t.Fatalf("returning node not told to drop: %v", cmds)
 	}
 }

@@ -481,10 +481,45 @@ func (f *FSM) TableShards(tableID uint64) []*pcspb.Shard {
 	return out
 }
 
+// UnknownShards returns the ids among held that the catalog does not have.
+func (f *FSM) UnknownShards(held []uint64) []uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []uint64
+	for _, id := range held {
+		if _, ok := f.mu.st.cat.shardByID[id]; !ok {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // ShardExists reports whether a shard id is in the catalog.
 func (f *FSM) ShardExists(id uint64) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	_, ok := f.mu.st.cat.shardByID[id]
 	return ok
+}
+
+// ShardsForKeys routes many row keys of one table under one read lock.
+func (f *FSM) ShardsForKeys(table string, keys [][]byte) ([]*pcspb.Shard, Position, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	pos := Position{f.mu.st.revision, f.mu.st.applied}
+	te, err := f.tableLocked(table)
+	if err != nil {
+		return nil, pos, err
+	}
+	out := make([]*pcspb.Shard, len(keys))
+	var rk []byte
+	for i, key := range keys {
+		if rk, err = te.spec.RoutingKey(key); err != nil {
+			return nil, pos, fmt.Errorf("%w: key %d: %w", ErrInvalid, i, err)
+		}
+		if out[i] = shardAt(te, rk); out[i] == nil {
+			return nil, pos, fmt.Errorf("%w: table %q key %x", ErrShardNotFound, table, key)
+		}
+	}
+	return out, pos, nil
 }

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/client"
+	"github.com/postdb/pcs/internal/catalog"
+	"github.com/postdb/pcs/internal/keyenc"
+	"github.com/postdb/pcs/nodeagent"
+)
+
+// randomKey returns a function producing random keys of a table's key columns.
+func randomKey(t *pcspb.Table) (func(r *rand.Rand) []byte, error) {
+	schema, err := catalog.CompileSchema(t.Columns)
+	if err != nil {
+		return nil, err
+	}
+	return func(r *rand.Rand) []byte {
+		vals := make([]keyenc.Value, len(schema.Cols))
+		for i, c := range schema.Cols {
+			switch c.Type {
+			case keyenc.Int64, keyenc.Timestamp:
+				vals[i] = keyenc.I64(r.Int64())
+			case keyenc.Uint64:
+				vals[i] = keyenc.U64(r.Uint64())
+			case keyenc.Float64:
+				vals[i] = keyenc.F64(r.NormFloat64())
+			case keyenc.Bool:
+				vals[i] = keyenc.BoolV(r.IntN(2) == 0)
+			default:
+				vals[i] = keyenc.Str(fmt.Sprint(r.Uint64()))
+			}
+		}
+		b, _ := keyenc.Encode(nil, schema.Cols, vals)
+		return b
+	}, nil
+}
+
+func routeCmd(p *params) *cobra.Command {
+	var table, mode, at, consistency string
+	var batch int
+	cmd := &cobra.Command{
+		Use: "route", Short: "Routing lookups of random keys: through PCS (rpc) or the client cache (cached)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if table == "" {
+				return fmt.Errorf("--table is required")
+			}
+			if mode != "rpc" && mode != "cached" {
+				return fmt.Errorf("--mode %q: want rpc or cached", mode)
+			}
+			var opts []client.OpOption
+			switch consistency {
+			case "stale":
+				opts = append(opts, client.WithStale())
+			case "linearizable":
+			default:
+				return fmt.Errorf("--consistency %q: want stale or linearizable", consistency)
+			}
+			if at != "" {
+				opts = append(opts, client.WithEndpoint(at))
+			}
+			c, err := client.New(p.endpoints)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			tr, err := c.GetTable(ctx, table)
+			cancel()
+			if err != nil {
+				return err
+			}
+			gen, err := randomKey(tr.Table)
+			if err != nil {
+				return err
+			}
+			if batch < 1 || batch > 10000 {
+				return fmt.Errorf("--batch must be in 1..10000")
+			}
+			p.perOp = batch
+			return bench(cmd.Context(), "route", p, func(c *client.Client, worker, i int) func(context.Context) error {
+				r := rand.New(rand.NewPCG(uint64(worker), uint64(i)))
+				if batch > 1 {
+					keys := make([][]byte, batch)
+					for j := range keys {
+						keys[j] = gen(r)
+					}
+					return func(ctx context.Context) error { _, err := c.BatchGetShards(ctx, table, keys, opts...); return err }
+				}
+				key := gen(r)
+				if mode == "cached" {
+					return func(ctx context.Context) error { _, err := c.Route(ctx, table, key); return err }
+				}
+				return func(ctx context.Context) error { _, err := c.GetShard(ctx, table, key, opts...); return err }
+			})
+		},
+	}
+	cmd.Flags().StringVar(&table, "table", "", "table to route in")
+	cmd.Flags().StringVar(&mode, "mode", "rpc", "rpc (a GetShard per lookup) or cached (client.Route)")
+	cmd.Flags().StringVar(&at, "at", "", "send lookups to this PCS (e.g. a follower) instead of the primary")
+	cmd.Flags().StringVar(&consistency, "consistency", "stale", "stale or linearizable")
+	cmd.Flags().IntVar(&batch, "batch", 1, "keys per lookup call (BatchGetShards when > 1); ops/s counts keys")
+	return cmd
+}
+
+// simNode is a simulated data node: it holds whatever it is told to and reports stats for it.
+type simNode struct {
+	mu         sync.Mutex
+	held       map[uint64]bool
+	extraStats int
+}
+
+func (n *simNode) CreateReplica(_ context.Context, s *pcspb.Shard) error {
+	n.mu.Lock()
+	n.held[s.Id] = true
+	n.mu.Unlock()
+	return nil
+}
+
+func (n *simNode) DropReplica(_ context.Context, id uint64) error {
+	n.mu.Lock()
+	delete(n.held, id)
+	n.mu.Unlock()
+	return nil
+}
+
+func (n *simNode) HeldShards() []uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]uint64, 0, len(n.held))
+	for id := range n.held {
+		out = append(out, id)
+	}
+	return out
+}
+
+func (n *simNode) Stats() (*pcspb.NodeStats, []*pcspb.ShardStats) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	stats := make([]*pcspb.ShardStats, 0, n.extraStats)
+	for i := 0; i < n.extraStats; i++ {
+		stats = append(stats, &pcspb.ShardStats{ShardId: uint64(1<<40 + i), SizeBytes: 1 << 20})
+	}
+	return &pcspb.NodeStats{ShardCount: uint64(len(n.held)), DiskFree: 1 << 40}, stats
+}
+
+func heartbeatCmd(p *params) *cobra.Command {
+	var nodes, zones, shardStats int
+	var interval time.Duration
+	cmd := &cobra.Command{
+		Use: "heartbeat", Short: "Simulated data nodes heartbeating to the primary; also keeps tables' replicas 'created'", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if nodes < 1 || zones < 1 {
+				return fmt.Errorf("--nodes and --zones must be at least 1")
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), p.duration)
+			defer cancel()
+			var wg sync.WaitGroup
+			var beats atomic.Int64
+			sims := make([]*simNode, nodes)
+			for i := range sims {
+				sims[i] = &simNode{held: map[uint64]bool{}, extraStats: shardStats}
+				a, err := nodeagent.New(nodeagent.Config{Endpoints: p.endpoints, Address: fmt.Sprintf("sim-%d:7000", i),
+					Labels: map[string]string{"zone": fmt.Sprint("z", i%zones), "host": fmt.Sprint("h", i)}, CapacityBytes: 1 << 40,
+					Interval: interval, OnBeat: func() { beats.Add(1) }}, sims[i])
+				if err != nil {
+					return err
+				}
+				wg.Add(1)
+				go func() { defer wg.Done(); a.Run(ctx) }()
+			}
+			start := time.Now()
+			wg.Wait()
+			el := time.Since(start).Seconds()
+			n := beats.Load()
+			fmt.Printf("heartbeat nodes=%d shard-stats-per-beat=%d beats=%d beats/s=%.0f shard-stats/s=%.0f\n",
+				nodes, shardStats, n, float64(n)/el, float64(n)*float64(shardStats)/el)
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&nodes, "nodes", 6, "simulated nodes")
+	cmd.Flags().IntVar(&zones, "zones", 3, "zone labels z0..")
+	cmd.Flags().IntVar(&shardStats, "shard-stats", 0, "extra per-shard stats each heartbeat carries")
+	cmd.Flags().DurationVar(&interval, "interval", time.Second, "heartbeat interval per node")
+	return cmd
+}

@@ -192,3 +192,52 @@ func heartbeatCmd(p *params) *cobra.Command {
 	cmd.Flags().DurationVar(&interval, "interval", time.Second, "heartbeat interval per node")
 	return cmd
 }
+
+func ddlCmd(p *params) *cobra.Command {
+	var partitions uint32
+	var replicas uint32
+	var drop bool
+	cmd := &cobra.Command{
+		Use: "ddl", Short: "Create (and then drop) tables as fast as the primary accepts them; needs live data nodes (e.g. pcsbench heartbeat)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			run := fmt.Sprint(time.Now().UnixNano() % 1e9)
+			var mu sync.Mutex
+			var created []string
+			err := bench(cmd.Context(), "ddl-create", p, func(c *client.Client, worker, i int) func(context.Context) error {
+				name := fmt.Sprintf("bench_%s_%d_%d", run, worker, i)
+				return func(ctx context.Context) error {
+					_, err := c.CreateTable(ctx, &pcspb.Table{Name: name, Replicas: replicas,
+						Columns:   []*pcspb.ColumnDef{{Name: "id", Type: "int64"}},
+						Partition: &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_HASH, Columns: []string{"id"}, HashPartitions: partitions}})
+					if err == nil {
+						mu.Lock()
+						created = append(created, name)
+						mu.Unlock()
+					}
+					return err
+				}
+			})
+			if err != nil || !drop {
+				return err
+			}
+			c, err := client.New(p.endpoints)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			start := time.Now()
+			for _, name := range created {
+				if err := c.DropTable(cmd.Context(), name); err != nil {
+					return err
+				}
+			}
+			el := time.Since(start)
+			fmt.Printf("ddl-drop ops/s=%.0f (%d drops accepted in %v)\n", float64(len(created))/el.Seconds(), len(created), el.Round(time.Millisecond))
+			return nil
+		},
+	}
+	cmd.Flags().Uint32Var(&partitions, "partitions", 16, "HASH partitions per table")
+	cmd.Flags().Uint32Var(&replicas, "replicas", 3, "replicas per shard")
+	cmd.Flags().BoolVar(&drop, "drop", true, "drop the created tables afterwards")
+	return cmd
+}

@@ -90,7 +90,7 @@ func newRootCmd() *cobra.Command {
 	}
 	put.Flags().IntVar(&p.valueSize, "value-size", 256, "value size in bytes")
 	put.Flags().IntVar(&p.keys, "keys", 10000, "number of distinct keys written")
-	root.AddCommand(tso, put, routeCmd(p), heartbeatCmd(p))
+	root.AddCommand(tso, put, routeCmd(p), heartbeatCmd(p), ddlCmd(p))
 	return root
 }
 
@@ -109,7 +109,7 @@ func bench(ctx context.Context, name string, p *params, op func(c *client.Client
 		clients[i] = c
 		// Warm up: find the primary and open connections before the clock starts.
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err = op(c, 0, 0)(wctx)
+		err = op(c, -1-i, 0)(wctx) // a worker number no real worker has
 		cancel()
 		if err != nil {
 			return fmt.Errorf("warm-up: %w", err)

@@ -154,3 +154,31 @@ func (c *Client) BatchGetShards(ctx context.Context, table string, keys [][]byte
 	}
 	return resp.Shards, nil
 }
+
+// AlterTable starts an online schema change of one new version per step; it returns once the
+// first step is the newest version. The steps advance as the data nodes load them.
+func (c *Client) AlterTable(ctx context.Context, name string, steps [][]byte) (*pcspb.Table, error) {
+	var resp *pcspb.AlterTableResponse
+	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.AlterTable(ctx, &pcspb.AlterTableRequest{Name: name, Steps: steps})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Table, nil
+}
+
+// GetTableVersion returns a live schema version of a table.
+func (c *Client) GetTableVersion(ctx context.Context, name string, version uint64, opts ...OpOption) (*pcspb.SchemaVersion, error) {
+	o := collect(opts)
+	var resp *pcspb.GetTableResponse
+	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.GetTable(ctx, &pcspb.GetTableRequest{Name: name, Version: version, Consistency: o.consistency})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Schema, nil
+}

@@ -32,6 +32,10 @@ var (
 	ErrAlreadyExists = errors.New("pcs: already exists")
 	// ErrNotEnoughNodes: placement found too few suitable data nodes; nothing was created.
 	ErrNotEnoughNodes = errors.New("pcs: not enough suitable nodes")
+	// ErrAlterInProgress: an earlier ALTER of the table has not finished.
+	ErrAlterInProgress = errors.New("pcs: alter in progress")
+	// ErrTableNotPublic: the table is being created or dropped.
+	ErrTableNotPublic = errors.New("pcs: table is not public")
 	// ErrInternal: the server failed unexpectedly.
 	ErrInternal = errors.New("pcs: internal error")
 )
@@ -57,8 +61,13 @@ func fromStatus(err error) error {
 		}
 	case codes.FailedPrecondition:
 		sentinel = ErrVersionMismatch
-		if reason(st) == "NOT_ENOUGH_NODES" {
+		switch reason(st) {
+		case "NOT_ENOUGH_NODES":
 			sentinel = ErrNotEnoughNodes
+		case "ALTER_IN_PROGRESS":
+			sentinel = ErrAlterInProgress
+		case "TABLE_NOT_PUBLIC":
+			sentinel = ErrTableNotPublic
 		}
 	case codes.OutOfRange:
 		sentinel = ErrCompacted

@@ -26,6 +26,9 @@ import (
 type Handler interface {
 	CreateReplica(ctx context.Context, shard *pcspb.Shard) error
 	DropReplica(ctx context.Context, shardID uint64) error
+	// LoadSchema loads a table's schema version; the node then reports it in
+	// NodeStats.SchemaVersions (an online ALTER advances only when every live node has).
+	LoadSchema(ctx context.Context, ref *pcspb.SchemaVersionRef) error
 	// HeldShards lists every shard the node holds a replica of.
 	HeldShards() []uint64
 	// Stats reports node and per-shard statistics (either may be nil).
@@ -197,6 +200,8 @@ func (a *Agent) beat(ctx context.Context, st pcspb.PCS_HeartbeatClient) error {
 			err = a.h.CreateReplica(ctx, x.CreateReplica)
 		case *pcspb.NodeCommand_DropReplica:
 			err = a.h.DropReplica(ctx, x.DropReplica)
+		case *pcspb.NodeCommand_LoadSchema:
+			err = a.h.LoadSchema(ctx, x.LoadSchema)
 		}
 		if err != nil {
 			a.log.Warn("command failed", "cmd", c.String(), "err", err)

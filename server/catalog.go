@@ -220,7 +220,44 @@ func (v *service) GetTable(ctx context.Context, req *pcspb.GetTableRequest) (*pc
 	}
 	pos := v.s.fsm.Position()
 	h.Revision, h.AppliedIndex = pos.Revision, pos.AppliedIndex
-	return &pcspb.GetTableResponse{Header: h, Table: t, Shards: uint32(n)}, nil
+	resp := &pcspb.GetTableResponse{Header: h, Table: t, Shards: uint32(n)}
+	if req.Version != 0 {
+		for _, sv := range t.Versions {
+			if sv.Version == req.Version {
+				resp.Schema = sv
+			}
+		}
+		if resp.Schema == nil {
+			return nil, toStatus(fmt.Errorf("%w: table %q has live schema versions %d..%d, not %d",
+				meta.ErrTableNotFound, t.Name, t.MinLiveVersion, t.SchemaVersion, req.Version))
+		}
+	}
+	return resp, nil
+}
+
+func (v *service) AlterTable(ctx context.Context, req *pcspb.AlterTableRequest) (*pcspb.AlterTableResponse, error) {
+	if len(req.Steps) == 0 || len(req.Steps) > meta.MaxAlterSteps {
+		return nil, toStatus(fmt.Errorf("%w: an alter has 1..%d steps", ErrInvalid, meta.MaxAlterSteps))
+	}
+	cli, err := v.s.route(ctx, false)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if cli != nil {
+		return cli.AlterTable(ctx, req)
+	}
+	t, _, err := v.s.fsm.Table(req.Name)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if _, err := v.s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_AlterTable{AlterTable: &pcspb.CmdAlterTable{TableId: t.Id, Steps: req.Steps}}}); err != nil {
+		return nil, toStatus(err)
+	}
+	t, _, err = v.s.fsm.Table(req.Name)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pcspb.AlterTableResponse{Table: t}, nil
 }
 
 func (v *service) ListTables(ctx context.Context, req *pcspb.ListTablesRequest) (*pcspb.ListTablesResponse, error) {

@@ -79,6 +79,10 @@ func toStatus(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, placement.ErrNotEnoughNodes):
 		return withReason(codes.FailedPrecondition, ReasonNotEnoughNodes, err)
+	case errors.Is(err, meta.ErrAlterInProgress):
+		return withReason(codes.FailedPrecondition, ReasonAlterInProgress, err)
+	case errors.Is(err, meta.ErrTableNotPublic):
+		return withReason(codes.FailedPrecondition, ReasonTableNotPublic, err)
 	case errors.Is(err, meta.ErrCompacted):
 		return status.Error(codes.OutOfRange, err.Error())
 	case errors.Is(err, meta.ErrInvalid), errors.Is(err, meta.ErrBadCommand), errors.Is(err, ErrInvalid),
@@ -99,7 +103,9 @@ func toStatus(err error) error {
 // Reasons distinguish errors that share a gRPC code; they travel as an ErrorInfo detail in the
 // "pcs" domain and the client maps them back to its sentinels.
 const (
-	ReasonNotEnoughNodes = "NOT_ENOUGH_NODES"
+	ReasonNotEnoughNodes  = "NOT_ENOUGH_NODES"
+	ReasonAlterInProgress = "ALTER_IN_PROGRESS"
+	ReasonTableNotPublic  = "TABLE_NOT_PUBLIC"
 )
 
 func withReason(code codes.Code, reason string, err error) error {

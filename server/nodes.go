@@ -167,6 +167,13 @@ func (s *Server) ddlLoop(ctx context.Context) {
 			}
 			s.log.Info("table public", "table", id)
 		}
+		for id, v := range step.Advance {
+			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_AdvanceSchema{AdvanceSchema: &pcspb.CmdAdvanceSchema{TableId: id, Loaded: v}}}); err != nil {
+				s.log.Warn("advancing schema", "table", id, "err", err)
+				continue
+			}
+			s.log.Info("schema version loaded everywhere", "table", id, "version", v)
+		}
 		for _, id := range step.Delete {
 			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_DeleteTable{DeleteTable: &pcspb.CmdDeleteTable{TableId: id}}}); err != nil {
 				s.log.Warn("removing dropped table", "table", id, "err", err)

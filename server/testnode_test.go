@@ -27,6 +27,23 @@ type testNode struct {
 	mu      sync.Mutex
 	held    map[uint64]*pcspb.Shard
 	created map[uint64]int // create commands carried out per shard
+	schema  map[uint64]uint64
+	noLoad  bool // ignore LoadSchema (a node slow to load a schema)
+}
+
+func (n *testNode) LoadSchema(_ context.Context, ref *pcspb.SchemaVersionRef) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.noLoad {
+		n.schema[ref.TableId] = max(n.schema[ref.TableId], ref.Version)
+	}
+	return nil
+}
+
+func (n *testNode) setNoLoad(v bool) {
+	n.mu.Lock()
+	n.noLoad = v
+	n.mu.Unlock()
 }
 
 func (n *testNode) CreateReplica(_ context.Context, s *pcspb.Shard) error {
@@ -60,7 +77,11 @@ func (n *testNode) HeldShards() []uint64 {
 func (n *testNode) Stats() (*pcspb.NodeStats, []*pcspb.ShardStats) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return &pcspb.NodeStats{ShardCount: uint64(len(n.held))}, nil
+	versions := map[uint64]uint64{}
+	for k, v := range n.schema {
+		versions[k] = v
+	}
+	return &pcspb.NodeStats{ShardCount: uint64(len(n.held)), SchemaVersions: versions}, nil
 }
 
 func (n *testNode) start() {
@@ -86,7 +107,7 @@ func (tc *testCluster) startNodes(count, zones int) []*testNode {
 	var out []*testNode
 	for i := 0; i < count; i++ {
 		n := &testNode{t: tc.t, addr: fmt.Sprintf("10.1.0.%d:7000", i), labels: map[string]string{"zone": fmt.Sprintf("z%d", i%zones)},
-			eps: tc.endpoints(), held: map[uint64]*pcspb.Shard{}, created: map[uint64]int{}}
+			eps: tc.endpoints(), held: map[uint64]*pcspb.Shard{}, created: map[uint64]int{}, schema: map[uint64]uint64{}}
 		n.start()
 		tc.t.Cleanup(func() {
 			select {

@@ -41,6 +41,8 @@ func (m *memNode) HeldShards() []uint64 {
 	return out
 }
 
+func (m *memNode) LoadSchema(context.Context, *pcspb.SchemaVersionRef) error { return nil }
+
 func (m *memNode) Stats() (*pcspb.NodeStats, []*pcspb.ShardStats) { return nil, nil }
 
 // startMemNodes runs n in-memory data nodes (zones z0..z{zones-1}) against endpoints.

@@ -2780,6 +2780,103 @@ func (x *CreateTableResponse) GetShards() uint32 {
 	return 0
 }
 
+// AlterTableRequest starts an online schema change: one new schema version per step.
+type AlterTableRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Steps         [][]byte               `protobuf:"bytes,2,rep,name=steps,proto3" json:"steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlterTableRequest) Reset() {
+	*x = AlterTableRequest{}
+	mi := &file_pcs_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlterTableRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlterTableRequest) ProtoMessage() {}
+
+func (x *AlterTableRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlterTableRequest.ProtoReflect.Descriptor instead.
+func (*AlterTableRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *AlterTableRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AlterTableRequest) GetSteps() [][]byte {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+type AlterTableResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Table         *Table                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlterTableResponse) Reset() {
+	*x = AlterTableResponse{}
+	mi := &file_pcs_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlterTableResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlterTableResponse) ProtoMessage() {}
+
+func (x *AlterTableResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlterTableResponse.ProtoReflect.Descriptor instead.
+func (*AlterTableResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *AlterTableResponse) GetTable() *Table {
+	if x != nil {
+		return x.Table
+	}
+	return nil
+}
+
 type DropTableRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -2789,7 +2886,7 @@ type DropTableRequest struct {
 
 func (x *DropTableRequest) Reset() {
 	*x = DropTableRequest{}
-	mi := &file_pcs_proto_msgTypes[45]
+	mi := &file_pcs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2801,7 +2898,7 @@ func (x *DropTableRequest) String() string {
 func (*DropTableRequest) ProtoMessage() {}
 
 func (x *DropTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[45]
+	mi := &file_pcs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2814,7 +2911,7 @@ func (x *DropTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropTableRequest.ProtoReflect.Descriptor instead.
 func (*DropTableRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{45}
+	return file_pcs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *DropTableRequest) GetName() string {
@@ -2832,7 +2929,7 @@ type DropTableResponse struct {
 
 func (x *DropTableResponse) Reset() {
 	*x = DropTableResponse{}
-	mi := &file_pcs_proto_msgTypes[46]
+	mi := &file_pcs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2844,7 +2941,7 @@ func (x *DropTableResponse) String() string {
 func (*DropTableResponse) ProtoMessage() {}
 
 func (x *DropTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[46]
+	mi := &file_pcs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2857,20 +2954,22 @@ func (x *DropTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropTableResponse.ProtoReflect.Descriptor instead.
 func (*DropTableResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{46}
+	return file_pcs_proto_rawDescGZIP(), []int{48}
 }
 
 type GetTableRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Consistency   Consistency            `protobuf:"varint,2,opt,name=consistency,proto3,enum=pcs.v1.Consistency" json:"consistency,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Consistency Consistency            `protobuf:"varint,2,opt,name=consistency,proto3,enum=pcs.v1.Consistency" json:"consistency,omitempty"`
+	// A live schema version to return the definition of; 0 for none.
+	Version       uint64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetTableRequest) Reset() {
 	*x = GetTableRequest{}
-	mi := &file_pcs_proto_msgTypes[47]
+	mi := &file_pcs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2882,7 +2981,7 @@ func (x *GetTableRequest) String() string {
 func (*GetTableRequest) ProtoMessage() {}
 
 func (x *GetTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[47]
+	mi := &file_pcs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2895,7 +2994,7 @@ func (x *GetTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTableRequest.ProtoReflect.Descriptor instead.
 func (*GetTableRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{47}
+	return file_pcs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetTableRequest) GetName() string {
@@ -2912,18 +3011,26 @@ func (x *GetTableRequest) GetConsistency() Consistency {
 	return Consistency_CONSISTENCY_LINEARIZABLE
 }
 
+func (x *GetTableRequest) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 type GetTableResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *ReadHeader            `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	Table         *Table                 `protobuf:"bytes,2,opt,name=table,proto3" json:"table,omitempty"`
 	Shards        uint32                 `protobuf:"varint,3,opt,name=shards,proto3" json:"shards,omitempty"`
+	Schema        *SchemaVersion         `protobuf:"bytes,4,opt,name=schema,proto3" json:"schema,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetTableResponse) Reset() {
 	*x = GetTableResponse{}
-	mi := &file_pcs_proto_msgTypes[48]
+	mi := &file_pcs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2935,7 +3042,7 @@ func (x *GetTableResponse) String() string {
 func (*GetTableResponse) ProtoMessage() {}
 
 func (x *GetTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[48]
+	mi := &file_pcs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2948,7 +3055,7 @@ func (x *GetTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTableResponse.ProtoReflect.Descriptor instead.
 func (*GetTableResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{48}
+	return file_pcs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetTableResponse) GetHeader() *ReadHeader {
@@ -2972,6 +3079,13 @@ func (x *GetTableResponse) GetShards() uint32 {
 	return 0
 }
 
+func (x *GetTableResponse) GetSchema() *SchemaVersion {
+	if x != nil {
+		return x.Schema
+	}
+	return nil
+}
+
 type ListTablesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Consistency   Consistency            `protobuf:"varint,1,opt,name=consistency,proto3,enum=pcs.v1.Consistency" json:"consistency,omitempty"`
@@ -2981,7 +3095,7 @@ type ListTablesRequest struct {
 
 func (x *ListTablesRequest) Reset() {
 	*x = ListTablesRequest{}
-	mi := &file_pcs_proto_msgTypes[49]
+	mi := &file_pcs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2993,7 +3107,7 @@ func (x *ListTablesRequest) String() string {
 func (*ListTablesRequest) ProtoMessage() {}
 
 func (x *ListTablesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[49]
+	mi := &file_pcs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3006,7 +3120,7 @@ func (x *ListTablesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTablesRequest.ProtoReflect.Descriptor instead.
 func (*ListTablesRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{49}
+	return file_pcs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListTablesRequest) GetConsistency() Consistency {
@@ -3026,7 +3140,7 @@ type ListTablesResponse struct {
 
 func (x *ListTablesResponse) Reset() {
 	*x = ListTablesResponse{}
-	mi := &file_pcs_proto_msgTypes[50]
+	mi := &file_pcs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3038,7 +3152,7 @@ func (x *ListTablesResponse) String() string {
 func (*ListTablesResponse) ProtoMessage() {}
 
 func (x *ListTablesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[50]
+	mi := &file_pcs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3051,7 +3165,7 @@ func (x *ListTablesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTablesResponse.ProtoReflect.Descriptor instead.
 func (*ListTablesResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{50}
+	return file_pcs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListTablesResponse) GetHeader() *ReadHeader {
@@ -3080,7 +3194,7 @@ type GetShardRequest struct {
 
 func (x *GetShardRequest) Reset() {
 	*x = GetShardRequest{}
-	mi := &file_pcs_proto_msgTypes[51]
+	mi := &file_pcs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3092,7 +3206,7 @@ func (x *GetShardRequest) String() string {
 func (*GetShardRequest) ProtoMessage() {}
 
 func (x *GetShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[51]
+	mi := &file_pcs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3105,7 +3219,7 @@ func (x *GetShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardRequest.ProtoReflect.Descriptor instead.
 func (*GetShardRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{51}
+	return file_pcs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetShardRequest) GetTable() string {
@@ -3139,7 +3253,7 @@ type GetShardResponse struct {
 
 func (x *GetShardResponse) Reset() {
 	*x = GetShardResponse{}
-	mi := &file_pcs_proto_msgTypes[52]
+	mi := &file_pcs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3151,7 +3265,7 @@ func (x *GetShardResponse) String() string {
 func (*GetShardResponse) ProtoMessage() {}
 
 func (x *GetShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[52]
+	mi := &file_pcs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3164,7 +3278,7 @@ func (x *GetShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardResponse.ProtoReflect.Descriptor instead.
 func (*GetShardResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{52}
+	return file_pcs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetShardResponse) GetHeader() *ReadHeader {
@@ -3193,7 +3307,7 @@ type BatchGetShardsRequest struct {
 
 func (x *BatchGetShardsRequest) Reset() {
 	*x = BatchGetShardsRequest{}
-	mi := &file_pcs_proto_msgTypes[53]
+	mi := &file_pcs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3205,7 +3319,7 @@ func (x *BatchGetShardsRequest) String() string {
 func (*BatchGetShardsRequest) ProtoMessage() {}
 
 func (x *BatchGetShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[53]
+	mi := &file_pcs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3218,7 +3332,7 @@ func (x *BatchGetShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetShardsRequest.ProtoReflect.Descriptor instead.
 func (*BatchGetShardsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{53}
+	return file_pcs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *BatchGetShardsRequest) GetTable() string {
@@ -3253,7 +3367,7 @@ type BatchGetShardsResponse struct {
 
 func (x *BatchGetShardsResponse) Reset() {
 	*x = BatchGetShardsResponse{}
-	mi := &file_pcs_proto_msgTypes[54]
+	mi := &file_pcs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3265,7 +3379,7 @@ func (x *BatchGetShardsResponse) String() string {
 func (*BatchGetShardsResponse) ProtoMessage() {}
 
 func (x *BatchGetShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[54]
+	mi := &file_pcs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3278,7 +3392,7 @@ func (x *BatchGetShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetShardsResponse.ProtoReflect.Descriptor instead.
 func (*BatchGetShardsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{54}
+	return file_pcs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *BatchGetShardsResponse) GetHeader() *ReadHeader {
@@ -3305,7 +3419,7 @@ type GetShardByIDRequest struct {
 
 func (x *GetShardByIDRequest) Reset() {
 	*x = GetShardByIDRequest{}
-	mi := &file_pcs_proto_msgTypes[55]
+	mi := &file_pcs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3317,7 +3431,7 @@ func (x *GetShardByIDRequest) String() string {
 func (*GetShardByIDRequest) ProtoMessage() {}
 
 func (x *GetShardByIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[55]
+	mi := &file_pcs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3330,7 +3444,7 @@ func (x *GetShardByIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardByIDRequest.ProtoReflect.Descriptor instead.
 func (*GetShardByIDRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{55}
+	return file_pcs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetShardByIDRequest) GetId() uint64 {
@@ -3362,7 +3476,7 @@ type ScanShardsRequest struct {
 
 func (x *ScanShardsRequest) Reset() {
 	*x = ScanShardsRequest{}
-	mi := &file_pcs_proto_msgTypes[56]
+	mi := &file_pcs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3374,7 +3488,7 @@ func (x *ScanShardsRequest) String() string {
 func (*ScanShardsRequest) ProtoMessage() {}
 
 func (x *ScanShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[56]
+	mi := &file_pcs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3387,7 +3501,7 @@ func (x *ScanShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanShardsRequest.ProtoReflect.Descriptor instead.
 func (*ScanShardsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{56}
+	return file_pcs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ScanShardsRequest) GetTable() string {
@@ -3436,7 +3550,7 @@ type ScanShardsResponse struct {
 
 func (x *ScanShardsResponse) Reset() {
 	*x = ScanShardsResponse{}
-	mi := &file_pcs_proto_msgTypes[57]
+	mi := &file_pcs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3448,7 +3562,7 @@ func (x *ScanShardsResponse) String() string {
 func (*ScanShardsResponse) ProtoMessage() {}
 
 func (x *ScanShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[57]
+	mi := &file_pcs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3461,7 +3575,7 @@ func (x *ScanShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanShardsResponse.ProtoReflect.Descriptor instead.
 func (*ScanShardsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{57}
+	return file_pcs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ScanShardsResponse) GetHeader() *ReadHeader {
@@ -3501,7 +3615,7 @@ type NodeStats struct {
 
 func (x *NodeStats) Reset() {
 	*x = NodeStats{}
-	mi := &file_pcs_proto_msgTypes[58]
+	mi := &file_pcs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3513,7 +3627,7 @@ func (x *NodeStats) String() string {
 func (*NodeStats) ProtoMessage() {}
 
 func (x *NodeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[58]
+	mi := &file_pcs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3526,7 +3640,7 @@ func (x *NodeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStats.ProtoReflect.Descriptor instead.
 func (*NodeStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{58}
+	return file_pcs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *NodeStats) GetShardCount() uint64 {
@@ -3593,7 +3707,7 @@ type ShardStats struct {
 
 func (x *ShardStats) Reset() {
 	*x = ShardStats{}
-	mi := &file_pcs_proto_msgTypes[59]
+	mi := &file_pcs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3605,7 +3719,7 @@ func (x *ShardStats) String() string {
 func (*ShardStats) ProtoMessage() {}
 
 func (x *ShardStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[59]
+	mi := &file_pcs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3618,7 +3732,7 @@ func (x *ShardStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStats.ProtoReflect.Descriptor instead.
 func (*ShardStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{59}
+	return file_pcs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ShardStats) GetShardId() uint64 {
@@ -3677,7 +3791,7 @@ type NodeHeartbeat struct {
 
 func (x *NodeHeartbeat) Reset() {
 	*x = NodeHeartbeat{}
-	mi := &file_pcs_proto_msgTypes[60]
+	mi := &file_pcs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3689,7 +3803,7 @@ func (x *NodeHeartbeat) String() string {
 func (*NodeHeartbeat) ProtoMessage() {}
 
 func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[60]
+	mi := &file_pcs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3702,7 +3816,7 @@ func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeHeartbeat.ProtoReflect.Descriptor instead.
 func (*NodeHeartbeat) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{60}
+	return file_pcs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *NodeHeartbeat) GetNodeId() uint64 {
@@ -3748,6 +3862,7 @@ type NodeCommand struct {
 	//	*NodeCommand_CreateReplica
 	//	*NodeCommand_DropReplica
 	//	*NodeCommand_SetLogLevel
+	//	*NodeCommand_LoadSchema
 	Cmd           isNodeCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3755,7 +3870,7 @@ type NodeCommand struct {
 
 func (x *NodeCommand) Reset() {
 	*x = NodeCommand{}
-	mi := &file_pcs_proto_msgTypes[61]
+	mi := &file_pcs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3767,7 +3882,7 @@ func (x *NodeCommand) String() string {
 func (*NodeCommand) ProtoMessage() {}
 
 func (x *NodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[61]
+	mi := &file_pcs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3780,7 +3895,7 @@ func (x *NodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCommand.ProtoReflect.Descriptor instead.
 func (*NodeCommand) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{61}
+	return file_pcs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *NodeCommand) GetCmd() isNodeCommand_Cmd {
@@ -3817,6 +3932,15 @@ func (x *NodeCommand) GetSetLogLevel() string {
 	return ""
 }
 
+func (x *NodeCommand) GetLoadSchema() *SchemaVersionRef {
+	if x != nil {
+		if x, ok := x.Cmd.(*NodeCommand_LoadSchema); ok {
+			return x.LoadSchema
+		}
+	}
+	return nil
+}
+
 type isNodeCommand_Cmd interface {
 	isNodeCommand_Cmd()
 }
@@ -3833,11 +3957,78 @@ type NodeCommand_SetLogLevel struct {
 	SetLogLevel string `protobuf:"bytes,3,opt,name=set_log_level,json=setLogLevel,proto3,oneof"`
 }
 
+type NodeCommand_LoadSchema struct {
+	// Load the table's schema version (and report it in NodeStats.schema_versions).
+	LoadSchema *SchemaVersionRef `protobuf:"bytes,4,opt,name=load_schema,json=loadSchema,proto3,oneof"`
+}
+
 func (*NodeCommand_CreateReplica) isNodeCommand_Cmd() {}
 
 func (*NodeCommand_DropReplica) isNodeCommand_Cmd() {}
 
 func (*NodeCommand_SetLogLevel) isNodeCommand_Cmd() {}
+
+func (*NodeCommand_LoadSchema) isNodeCommand_Cmd() {}
+
+type SchemaVersionRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TableId       uint64                 `protobuf:"varint,1,opt,name=table_id,json=tableId,proto3" json:"table_id,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Definition    []byte                 `protobuf:"bytes,3,opt,name=definition,proto3" json:"definition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SchemaVersionRef) Reset() {
+	*x = SchemaVersionRef{}
+	mi := &file_pcs_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SchemaVersionRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SchemaVersionRef) ProtoMessage() {}
+
+func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SchemaVersionRef.ProtoReflect.Descriptor instead.
+func (*SchemaVersionRef) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *SchemaVersionRef) GetTableId() uint64 {
+	if x != nil {
+		return x.TableId
+	}
+	return 0
+}
+
+func (x *SchemaVersionRef) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *SchemaVersionRef) GetDefinition() []byte {
+	if x != nil {
+		return x.Definition
+	}
+	return nil
+}
 
 type HeartbeatResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3852,7 +4043,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_pcs_proto_msgTypes[62]
+	mi := &file_pcs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3864,7 +4055,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[62]
+	mi := &file_pcs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3877,7 +4068,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{62}
+	return file_pcs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *HeartbeatResponse) GetSeq() uint64 {
@@ -3915,7 +4106,7 @@ type ColumnDef struct {
 
 func (x *ColumnDef) Reset() {
 	*x = ColumnDef{}
-	mi := &file_pcs_proto_msgTypes[63]
+	mi := &file_pcs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3927,7 +4118,7 @@ func (x *ColumnDef) String() string {
 func (*ColumnDef) ProtoMessage() {}
 
 func (x *ColumnDef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[63]
+	mi := &file_pcs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3940,7 +4131,7 @@ func (x *ColumnDef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ColumnDef.ProtoReflect.Descriptor instead.
 func (*ColumnDef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{63}
+	return file_pcs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ColumnDef) GetName() string {
@@ -3976,7 +4167,7 @@ type RangePartition struct {
 
 func (x *RangePartition) Reset() {
 	*x = RangePartition{}
-	mi := &file_pcs_proto_msgTypes[64]
+	mi := &file_pcs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3988,7 +4179,7 @@ func (x *RangePartition) String() string {
 func (*RangePartition) ProtoMessage() {}
 
 func (x *RangePartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[64]
+	mi := &file_pcs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4001,7 +4192,7 @@ func (x *RangePartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangePartition.ProtoReflect.Descriptor instead.
 func (*RangePartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{64}
+	return file_pcs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *RangePartition) GetName() string {
@@ -4028,7 +4219,7 @@ type ValueTuple struct {
 
 func (x *ValueTuple) Reset() {
 	*x = ValueTuple{}
-	mi := &file_pcs_proto_msgTypes[65]
+	mi := &file_pcs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4040,7 +4231,7 @@ func (x *ValueTuple) String() string {
 func (*ValueTuple) ProtoMessage() {}
 
 func (x *ValueTuple) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[65]
+	mi := &file_pcs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4053,7 +4244,7 @@ func (x *ValueTuple) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueTuple.ProtoReflect.Descriptor instead.
 func (*ValueTuple) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{65}
+	return file_pcs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ValueTuple) GetValues() []string {
@@ -4075,7 +4266,7 @@ type ListPartition struct {
 
 func (x *ListPartition) Reset() {
 	*x = ListPartition{}
-	mi := &file_pcs_proto_msgTypes[66]
+	mi := &file_pcs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4087,7 +4278,7 @@ func (x *ListPartition) String() string {
 func (*ListPartition) ProtoMessage() {}
 
 func (x *ListPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[66]
+	mi := &file_pcs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4100,7 +4291,7 @@ func (x *ListPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartition.ProtoReflect.Descriptor instead.
 func (*ListPartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{66}
+	return file_pcs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ListPartition) GetName() string {
@@ -4140,7 +4331,7 @@ type PartitionSpec struct {
 
 func (x *PartitionSpec) Reset() {
 	*x = PartitionSpec{}
-	mi := &file_pcs_proto_msgTypes[67]
+	mi := &file_pcs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4152,7 +4343,7 @@ func (x *PartitionSpec) String() string {
 func (*PartitionSpec) ProtoMessage() {}
 
 func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[67]
+	mi := &file_pcs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4165,7 +4356,7 @@ func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSpec.ProtoReflect.Descriptor instead.
 func (*PartitionSpec) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{67}
+	return file_pcs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *PartitionSpec) GetStrategy() PartitionStrategy {
@@ -4227,7 +4418,7 @@ type DataNode struct {
 
 func (x *DataNode) Reset() {
 	*x = DataNode{}
-	mi := &file_pcs_proto_msgTypes[68]
+	mi := &file_pcs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4239,7 +4430,7 @@ func (x *DataNode) String() string {
 func (*DataNode) ProtoMessage() {}
 
 func (x *DataNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[68]
+	mi := &file_pcs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4252,7 +4443,7 @@ func (x *DataNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataNode.ProtoReflect.Descriptor instead.
 func (*DataNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{68}
+	return file_pcs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *DataNode) GetId() uint64 {
@@ -4309,17 +4500,24 @@ type Table struct {
 	IsolationLabel string   `protobuf:"bytes,6,opt,name=isolation_label,json=isolationLabel,proto3" json:"isolation_label,omitempty"`
 	Nodes          []uint64 `protobuf:"varint,7,rep,packed,name=nodes,proto3" json:"nodes,omitempty"`
 	// Tables with the same shard group have co-located shards, leaf by leaf.
-	ShardGroup     string     `protobuf:"bytes,8,opt,name=shard_group,json=shardGroup,proto3" json:"shard_group,omitempty"`
-	State          TableState `protobuf:"varint,9,opt,name=state,proto3,enum=pcs.v1.TableState" json:"state,omitempty"`
-	SchemaVersion  uint64     `protobuf:"varint,10,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
-	CreateRevision uint64     `protobuf:"varint,11,opt,name=create_revision,json=createRevision,proto3" json:"create_revision,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	ShardGroup string     `protobuf:"bytes,8,opt,name=shard_group,json=shardGroup,proto3" json:"shard_group,omitempty"`
+	State      TableState `protobuf:"varint,9,opt,name=state,proto3,enum=pcs.v1.TableState" json:"state,omitempty"`
+	// The newest schema version. Versions min_live_version..schema_version are live (at most
+	// two); an online ALTER advances one version each time every live node has loaded the newest.
+	SchemaVersion  uint64 `protobuf:"varint,10,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
+	CreateRevision uint64 `protobuf:"varint,11,opt,name=create_revision,json=createRevision,proto3" json:"create_revision,omitempty"`
+	MinLiveVersion uint64 `protobuf:"varint,12,opt,name=min_live_version,json=minLiveVersion,proto3" json:"min_live_version,omitempty"`
+	// The live schema versions' definitions (opaque to PCS: postdb's own column catalog).
+	Versions []*SchemaVersion `protobuf:"bytes,13,rep,name=versions,proto3" json:"versions,omitempty"`
+	// Definitions of the ALTER steps not started yet.
+	PendingSteps  [][]byte `protobuf:"bytes,14,rep,name=pending_steps,json=pendingSteps,proto3" json:"pending_steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Table) Reset() {
 	*x = Table{}
-	mi := &file_pcs_proto_msgTypes[69]
+	mi := &file_pcs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4331,7 +4529,7 @@ func (x *Table) String() string {
 func (*Table) ProtoMessage() {}
 
 func (x *Table) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[69]
+	mi := &file_pcs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4344,7 +4542,7 @@ func (x *Table) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Table.ProtoReflect.Descriptor instead.
 func (*Table) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{69}
+	return file_pcs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *Table) GetId() uint64 {
@@ -4424,6 +4622,79 @@ func (x *Table) GetCreateRevision() uint64 {
 	return 0
 }
 
+func (x *Table) GetMinLiveVersion() uint64 {
+	if x != nil {
+		return x.MinLiveVersion
+	}
+	return 0
+}
+
+func (x *Table) GetVersions() []*SchemaVersion {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+func (x *Table) GetPendingSteps() [][]byte {
+	if x != nil {
+		return x.PendingSteps
+	}
+	return nil
+}
+
+type SchemaVersion struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Definition    []byte                 `protobuf:"bytes,2,opt,name=definition,proto3" json:"definition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SchemaVersion) Reset() {
+	*x = SchemaVersion{}
+	mi := &file_pcs_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SchemaVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SchemaVersion) ProtoMessage() {}
+
+func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SchemaVersion.ProtoReflect.Descriptor instead.
+func (*SchemaVersion) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *SchemaVersion) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *SchemaVersion) GetDefinition() []byte {
+	if x != nil {
+		return x.Definition
+	}
+	return nil
+}
+
 type ShardEpoch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Bumps when the replica set changes.
@@ -4436,7 +4707,7 @@ type ShardEpoch struct {
 
 func (x *ShardEpoch) Reset() {
 	*x = ShardEpoch{}
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4448,7 +4719,7 @@ func (x *ShardEpoch) String() string {
 func (*ShardEpoch) ProtoMessage() {}
 
 func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4461,7 +4732,7 @@ func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardEpoch.ProtoReflect.Descriptor instead.
 func (*ShardEpoch) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{70}
+	return file_pcs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ShardEpoch) GetConfVer() uint64 {
@@ -4498,7 +4769,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4510,7 +4781,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4523,7 +4794,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{71}
+	return file_pcs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *Shard) GetId() uint64 {
@@ -4606,6 +4877,8 @@ type Command struct {
 	//	*Command_CreateTable
 	//	*Command_SetTableState
 	//	*Command_DeleteTable
+	//	*Command_AlterTable
+	//	*Command_AdvanceSchema
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4613,7 +4886,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4625,7 +4898,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4638,7 +4911,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{72}
+	return file_pcs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *Command) GetVersion() uint32 {
@@ -4745,6 +5018,24 @@ func (x *Command) GetDeleteTable() *CmdDeleteTable {
 	return nil
 }
 
+func (x *Command) GetAlterTable() *CmdAlterTable {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AlterTable); ok {
+			return x.AlterTable
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAdvanceSchema() *CmdAdvanceSchema {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AdvanceSchema); ok {
+			return x.AdvanceSchema
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -4789,6 +5080,14 @@ type Command_DeleteTable struct {
 	DeleteTable *CmdDeleteTable `protobuf:"bytes,11,opt,name=delete_table,json=deleteTable,proto3,oneof"`
 }
 
+type Command_AlterTable struct {
+	AlterTable *CmdAlterTable `protobuf:"bytes,12,opt,name=alter_table,json=alterTable,proto3,oneof"`
+}
+
+type Command_AdvanceSchema struct {
+	AdvanceSchema *CmdAdvanceSchema `protobuf:"bytes,13,opt,name=advance_schema,json=advanceSchema,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -4809,6 +5108,118 @@ func (*Command_SetTableState) isCommand_Op() {}
 
 func (*Command_DeleteTable) isCommand_Op() {}
 
+func (*Command_AlterTable) isCommand_Op() {}
+
+func (*Command_AdvanceSchema) isCommand_Op() {}
+
+// Start an online ALTER: the first step becomes version schema_version + 1; refused while an
+// earlier ALTER has not finished.
+type CmdAlterTable struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TableId       uint64                 `protobuf:"varint,1,opt,name=table_id,json=tableId,proto3" json:"table_id,omitempty"`
+	Steps         [][]byte               `protobuf:"bytes,2,rep,name=steps,proto3" json:"steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CmdAlterTable) Reset() {
+	*x = CmdAlterTable{}
+	mi := &file_pcs_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CmdAlterTable) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CmdAlterTable) ProtoMessage() {}
+
+func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CmdAlterTable.ProtoReflect.Descriptor instead.
+func (*CmdAlterTable) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *CmdAlterTable) GetTableId() uint64 {
+	if x != nil {
+		return x.TableId
+	}
+	return 0
+}
+
+func (x *CmdAlterTable) GetSteps() [][]byte {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+// Every live node has loaded version `loaded`: retire the versions below it and start the next
+// pending step, if any.
+type CmdAdvanceSchema struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TableId       uint64                 `protobuf:"varint,1,opt,name=table_id,json=tableId,proto3" json:"table_id,omitempty"`
+	Loaded        uint64                 `protobuf:"varint,2,opt,name=loaded,proto3" json:"loaded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CmdAdvanceSchema) Reset() {
+	*x = CmdAdvanceSchema{}
+	mi := &file_pcs_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CmdAdvanceSchema) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CmdAdvanceSchema) ProtoMessage() {}
+
+func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CmdAdvanceSchema.ProtoReflect.Descriptor instead.
+func (*CmdAdvanceSchema) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *CmdAdvanceSchema) GetTableId() uint64 {
+	if x != nil {
+		return x.TableId
+	}
+	return 0
+}
+
+func (x *CmdAdvanceSchema) GetLoaded() uint64 {
+	if x != nil {
+		return x.Loaded
+	}
+	return 0
+}
+
 // Register a data node; the state machine assigns its id (or returns the id already held by
 // the address).
 type CmdRegisterNode struct {
@@ -4820,7 +5231,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4832,7 +5243,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4845,7 +5256,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{73}
+	return file_pcs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -4867,7 +5278,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4879,7 +5290,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4892,7 +5303,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{74}
+	return file_pcs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -4919,7 +5330,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4931,7 +5342,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4944,7 +5355,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{75}
+	return file_pcs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -4971,7 +5382,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4983,7 +5394,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4996,7 +5407,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{76}
+	return file_pcs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -5017,7 +5428,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5029,7 +5440,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5042,7 +5453,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{77}
+	return file_pcs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -5076,7 +5487,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5088,7 +5499,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5101,7 +5512,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{78}
+	return file_pcs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -5128,7 +5539,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5140,7 +5551,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5153,7 +5564,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{79}
+	return file_pcs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -5174,7 +5585,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5186,7 +5597,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5199,7 +5610,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{80}
+	return file_pcs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -5225,7 +5636,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5237,7 +5648,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5250,7 +5661,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{81}
+	return file_pcs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -5269,7 +5680,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5281,7 +5692,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5294,7 +5705,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{82}
+	return file_pcs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -5326,7 +5737,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5338,7 +5749,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5351,7 +5762,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{83}
+	return file_pcs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -5514,7 +5925,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5526,7 +5937,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5539,7 +5950,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{84}
+	return file_pcs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -5587,7 +5998,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5599,7 +6010,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5612,7 +6023,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{85}
+	return file_pcs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -5639,7 +6050,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5651,7 +6062,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5664,7 +6075,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{86}
+	return file_pcs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -5858,17 +6269,24 @@ const file_pcs_proto_rawDesc = "" +
 	"\x05table\x18\x01 \x01(\v2\r.pcs.v1.TableR\x05table\"R\n" +
 	"\x13CreateTableResponse\x12#\n" +
 	"\x05table\x18\x01 \x01(\v2\r.pcs.v1.TableR\x05table\x12\x16\n" +
-	"\x06shards\x18\x02 \x01(\rR\x06shards\"&\n" +
+	"\x06shards\x18\x02 \x01(\rR\x06shards\"=\n" +
+	"\x11AlterTableRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05steps\x18\x02 \x03(\fR\x05steps\"9\n" +
+	"\x12AlterTableResponse\x12#\n" +
+	"\x05table\x18\x01 \x01(\v2\r.pcs.v1.TableR\x05table\"&\n" +
 	"\x10DropTableRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x13\n" +
-	"\x11DropTableResponse\"\\\n" +
+	"\x11DropTableResponse\"v\n" +
 	"\x0fGetTableRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
-	"\vconsistency\x18\x02 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"{\n" +
+	"\vconsistency\x18\x02 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\"\xaa\x01\n" +
 	"\x10GetTableResponse\x12*\n" +
 	"\x06header\x18\x01 \x01(\v2\x12.pcs.v1.ReadHeaderR\x06header\x12#\n" +
 	"\x05table\x18\x02 \x01(\v2\r.pcs.v1.TableR\x05table\x12\x16\n" +
-	"\x06shards\x18\x03 \x01(\rR\x06shards\"J\n" +
+	"\x06shards\x18\x03 \x01(\rR\x06shards\x12-\n" +
+	"\x06schema\x18\x04 \x01(\v2\x15.pcs.v1.SchemaVersionR\x06schema\"J\n" +
 	"\x11ListTablesRequest\x125\n" +
 	"\vconsistency\x18\x01 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"g\n" +
 	"\x12ListTablesResponse\x12*\n" +
@@ -5934,12 +6352,20 @@ const file_pcs_proto_rawDesc = "" +
 	"\vheld_shards\x18\x04 \x03(\x04R\n" +
 	"heldShards\x123\n" +
 	"\vshard_stats\x18\x05 \x03(\v2\x12.pcs.v1.ShardStatsR\n" +
-	"shardStats\"\x97\x01\n" +
+	"shardStats\"\xd4\x01\n" +
 	"\vNodeCommand\x126\n" +
 	"\x0ecreate_replica\x18\x01 \x01(\v2\r.pcs.v1.ShardH\x00R\rcreateReplica\x12#\n" +
 	"\fdrop_replica\x18\x02 \x01(\x04H\x00R\vdropReplica\x12$\n" +
-	"\rset_log_level\x18\x03 \x01(\tH\x00R\vsetLogLevelB\x05\n" +
-	"\x03cmd\"q\n" +
+	"\rset_log_level\x18\x03 \x01(\tH\x00R\vsetLogLevel\x12;\n" +
+	"\vload_schema\x18\x04 \x01(\v2\x18.pcs.v1.SchemaVersionRefH\x00R\n" +
+	"loadSchemaB\x05\n" +
+	"\x03cmd\"g\n" +
+	"\x10SchemaVersionRef\x12\x19\n" +
+	"\btable_id\x18\x01 \x01(\x04R\atableId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x1e\n" +
+	"\n" +
+	"definition\x18\x03 \x01(\fR\n" +
+	"definition\"q\n" +
 	"\x11HeartbeatResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x19\n" +
 	"\blease_ms\x18\x02 \x01(\x04R\aleaseMs\x12/\n" +
@@ -5976,7 +6402,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\ttombstone\x18\x06 \x01(\bR\ttombstone\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x04\n" +
 	"\x05Table\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12+\n" +
@@ -5990,7 +6416,15 @@ const file_pcs_proto_rawDesc = "" +
 	"\x05state\x18\t \x01(\x0e2\x12.pcs.v1.TableStateR\x05state\x12%\n" +
 	"\x0eschema_version\x18\n" +
 	" \x01(\x04R\rschemaVersion\x12'\n" +
-	"\x0fcreate_revision\x18\v \x01(\x04R\x0ecreateRevision\"A\n" +
+	"\x0fcreate_revision\x18\v \x01(\x04R\x0ecreateRevision\x12(\n" +
+	"\x10min_live_version\x18\f \x01(\x04R\x0eminLiveVersion\x121\n" +
+	"\bversions\x18\r \x03(\v2\x15.pcs.v1.SchemaVersionR\bversions\x12#\n" +
+	"\rpending_steps\x18\x0e \x03(\fR\fpendingSteps\"I\n" +
+	"\rSchemaVersion\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x1e\n" +
+	"\n" +
+	"definition\x18\x02 \x01(\fR\n" +
+	"definition\"A\n" +
 	"\n" +
 	"ShardEpoch\x12\x19\n" +
 	"\bconf_ver\x18\x01 \x01(\x04R\aconfVer\x12\x18\n" +
@@ -6004,7 +6438,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\x04term\x18\x06 \x01(\x04R\x04term\x12\x18\n" +
 	"\aprimary\x18\a \x01(\x04R\aprimary\x12\x1a\n" +
 	"\breplicas\x18\b \x03(\x04R\breplicas\x12\x1c\n" +
-	"\tpartition\x18\t \x01(\tR\tpartition\"\xda\x04\n" +
+	"\tpartition\x18\t \x01(\tR\tpartition\"\xd7\x05\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\"\n" +
 	"\x03put\x18\x02 \x01(\v2\x0e.pcs.v1.CmdPutH\x00R\x03put\x12+\n" +
@@ -6019,8 +6453,17 @@ const file_pcs_proto_rawDesc = "" +
 	"\fcreate_table\x18\t \x01(\v2\x16.pcs.v1.CmdCreateTableH\x00R\vcreateTable\x12B\n" +
 	"\x0fset_table_state\x18\n" +
 	" \x01(\v2\x18.pcs.v1.CmdSetTableStateH\x00R\rsetTableState\x12;\n" +
-	"\fdelete_table\x18\v \x01(\v2\x16.pcs.v1.CmdDeleteTableH\x00R\vdeleteTableB\x04\n" +
-	"\x02op\"7\n" +
+	"\fdelete_table\x18\v \x01(\v2\x16.pcs.v1.CmdDeleteTableH\x00R\vdeleteTable\x128\n" +
+	"\valter_table\x18\f \x01(\v2\x15.pcs.v1.CmdAlterTableH\x00R\n" +
+	"alterTable\x12A\n" +
+	"\x0eadvance_schema\x18\r \x01(\v2\x18.pcs.v1.CmdAdvanceSchemaH\x00R\radvanceSchemaB\x04\n" +
+	"\x02op\"@\n" +
+	"\rCmdAlterTable\x12\x19\n" +
+	"\btable_id\x18\x01 \x01(\x04R\atableId\x12\x14\n" +
+	"\x05steps\x18\x02 \x03(\fR\x05steps\"E\n" +
+	"\x10CmdAdvanceSchema\x12\x19\n" +
+	"\btable_id\x18\x01 \x01(\x04R\atableId\x12\x16\n" +
+	"\x06loaded\x18\x02 \x01(\x04R\x06loaded\"7\n" +
 	"\x0fCmdRegisterNode\x12$\n" +
 	"\x04node\x18\x01 \x01(\v2\x10.pcs.v1.DataNodeR\x04node\"\\\n" +
 	"\x0eCmdCreateTable\x12#\n" +
@@ -6094,7 +6537,7 @@ const file_pcs_proto_rawDesc = "" +
 	"TableState\x12\x18\n" +
 	"\x14TABLE_STATE_CREATING\x10\x00\x12\x16\n" +
 	"\x12TABLE_STATE_PUBLIC\x10\x01\x12\x18\n" +
-	"\x14TABLE_STATE_DROPPING\x10\x022\xf2\r\n" +
+	"\x14TABLE_STATE_DROPPING\x10\x022\xb7\x0e\n" +
 	"\x03PCS\x127\n" +
 	"\x06Status\x12\x15.pcs.v1.StatusRequest\x1a\x16.pcs.v1.StatusResponse\x12C\n" +
 	"\n" +
@@ -6114,7 +6557,9 @@ const file_pcs_proto_rawDesc = "" +
 	"\fRegisterNode\x12\x1b.pcs.v1.RegisterNodeRequest\x1a\x1c.pcs.v1.RegisterNodeResponse\x12@\n" +
 	"\tListNodes\x12\x18.pcs.v1.ListNodesRequest\x1a\x19.pcs.v1.ListNodesResponse\x12F\n" +
 	"\vCreateTable\x12\x1a.pcs.v1.CreateTableRequest\x1a\x1b.pcs.v1.CreateTableResponse\x12@\n" +
-	"\tDropTable\x12\x18.pcs.v1.DropTableRequest\x1a\x19.pcs.v1.DropTableResponse\x12=\n" +
+	"\tDropTable\x12\x18.pcs.v1.DropTableRequest\x1a\x19.pcs.v1.DropTableResponse\x12C\n" +
+	"\n" +
+	"AlterTable\x12\x19.pcs.v1.AlterTableRequest\x1a\x1a.pcs.v1.AlterTableResponse\x12=\n" +
 	"\bGetTable\x12\x17.pcs.v1.GetTableRequest\x1a\x18.pcs.v1.GetTableResponse\x12C\n" +
 	"\n" +
 	"ListTables\x12\x19.pcs.v1.ListTablesRequest\x1a\x1a.pcs.v1.ListTablesResponse\x12=\n" +
@@ -6140,7 +6585,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 91)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 97)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                 // 0: pcs.v1.NodeState
 	(Consistency)(0),               // 1: pcs.v1.Consistency
@@ -6192,52 +6637,58 @@ var file_pcs_proto_goTypes = []any{
 	(*ListNodesResponse)(nil),      // 47: pcs.v1.ListNodesResponse
 	(*CreateTableRequest)(nil),     // 48: pcs.v1.CreateTableRequest
 	(*CreateTableResponse)(nil),    // 49: pcs.v1.CreateTableResponse
-	(*DropTableRequest)(nil),       // 50: pcs.v1.DropTableRequest
-	(*DropTableResponse)(nil),      // 51: pcs.v1.DropTableResponse
-	(*GetTableRequest)(nil),        // 52: pcs.v1.GetTableRequest
-	(*GetTableResponse)(nil),       // 53: pcs.v1.GetTableResponse
-	(*ListTablesRequest)(nil),      // 54: pcs.v1.ListTablesRequest
-	(*ListTablesResponse)(nil),     // 55: pcs.v1.ListTablesResponse
-	(*GetShardRequest)(nil),        // 56: pcs.v1.GetShardRequest
-	(*GetShardResponse)(nil),       // 57: pcs.v1.GetShardResponse
-	(*BatchGetShardsRequest)(nil),  // 58: pcs.v1.BatchGetShardsRequest
-	(*BatchGetShardsResponse)(nil), // 59: pcs.v1.BatchGetShardsResponse
-	(*GetShardByIDRequest)(nil),    // 60: pcs.v1.GetShardByIDRequest
-	(*ScanShardsRequest)(nil),      // 61: pcs.v1.ScanShardsRequest
-	(*ScanShardsResponse)(nil),     // 62: pcs.v1.ScanShardsResponse
-	(*NodeStats)(nil),              // 63: pcs.v1.NodeStats
-	(*ShardStats)(nil),             // 64: pcs.v1.ShardStats
-	(*NodeHeartbeat)(nil),          // 65: pcs.v1.NodeHeartbeat
-	(*NodeCommand)(nil),            // 66: pcs.v1.NodeCommand
-	(*HeartbeatResponse)(nil),      // 67: pcs.v1.HeartbeatResponse
-	(*ColumnDef)(nil),              // 68: pcs.v1.ColumnDef
-	(*RangePartition)(nil),         // 69: pcs.v1.RangePartition
-	(*ValueTuple)(nil),             // 70: pcs.v1.ValueTuple
-	(*ListPartition)(nil),          // 71: pcs.v1.ListPartition
-	(*PartitionSpec)(nil),          // 72: pcs.v1.PartitionSpec
-	(*DataNode)(nil),               // 73: pcs.v1.DataNode
-	(*Table)(nil),                  // 74: pcs.v1.Table
-	(*ShardEpoch)(nil),             // 75: pcs.v1.ShardEpoch
-	(*Shard)(nil),                  // 76: pcs.v1.Shard
-	(*Command)(nil),                // 77: pcs.v1.Command
-	(*CmdRegisterNode)(nil),        // 78: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),         // 79: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),       // 80: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),         // 81: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                 // 82: pcs.v1.CmdPut
-	(*CmdDelete)(nil),              // 83: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),           // 84: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),            // 85: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),           // 86: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),        // 87: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),         // 88: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),         // 89: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),              // 90: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),        // 91: pcs.v1.SnapshotTrailer
-	nil,                            // 92: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                            // 93: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                            // 94: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                            // 95: pcs.v1.DataNode.LabelsEntry
+	(*AlterTableRequest)(nil),      // 50: pcs.v1.AlterTableRequest
+	(*AlterTableResponse)(nil),     // 51: pcs.v1.AlterTableResponse
+	(*DropTableRequest)(nil),       // 52: pcs.v1.DropTableRequest
+	(*DropTableResponse)(nil),      // 53: pcs.v1.DropTableResponse
+	(*GetTableRequest)(nil),        // 54: pcs.v1.GetTableRequest
+	(*GetTableResponse)(nil),       // 55: pcs.v1.GetTableResponse
+	(*ListTablesRequest)(nil),      // 56: pcs.v1.ListTablesRequest
+	(*ListTablesResponse)(nil),     // 57: pcs.v1.ListTablesResponse
+	(*GetShardRequest)(nil),        // 58: pcs.v1.GetShardRequest
+	(*GetShardResponse)(nil),       // 59: pcs.v1.GetShardResponse
+	(*BatchGetShardsRequest)(nil),  // 60: pcs.v1.BatchGetShardsRequest
+	(*BatchGetShardsResponse)(nil), // 61: pcs.v1.BatchGetShardsResponse
+	(*GetShardByIDRequest)(nil),    // 62: pcs.v1.GetShardByIDRequest
+	(*ScanShardsRequest)(nil),      // 63: pcs.v1.ScanShardsRequest
+	(*ScanShardsResponse)(nil),     // 64: pcs.v1.ScanShardsResponse
+	(*NodeStats)(nil),              // 65: pcs.v1.NodeStats
+	(*ShardStats)(nil),             // 66: pcs.v1.ShardStats
+	(*NodeHeartbeat)(nil),          // 67: pcs.v1.NodeHeartbeat
+	(*NodeCommand)(nil),            // 68: pcs.v1.NodeCommand
+	(*SchemaVersionRef)(nil),       // 69: pcs.v1.SchemaVersionRef
+	(*HeartbeatResponse)(nil),      // 70: pcs.v1.HeartbeatResponse
+	(*ColumnDef)(nil),              // 71: pcs.v1.ColumnDef
+	(*RangePartition)(nil),         // 72: pcs.v1.RangePartition
+	(*ValueTuple)(nil),             // 73: pcs.v1.ValueTuple
+	(*ListPartition)(nil),          // 74: pcs.v1.ListPartition
+	(*PartitionSpec)(nil),          // 75: pcs.v1.PartitionSpec
+	(*DataNode)(nil),               // 76: pcs.v1.DataNode
+	(*Table)(nil),                  // 77: pcs.v1.Table
+	(*SchemaVersion)(nil),          // 78: pcs.v1.SchemaVersion
+	(*ShardEpoch)(nil),             // 79: pcs.v1.ShardEpoch
+	(*Shard)(nil),                  // 80: pcs.v1.Shard
+	(*Command)(nil),                // 81: pcs.v1.Command
+	(*CmdAlterTable)(nil),          // 82: pcs.v1.CmdAlterTable
+	(*CmdAdvanceSchema)(nil),       // 83: pcs.v1.CmdAdvanceSchema
+	(*CmdRegisterNode)(nil),        // 84: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),         // 85: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),       // 86: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),         // 87: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                 // 88: pcs.v1.CmdPut
+	(*CmdDelete)(nil),              // 89: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),           // 90: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),            // 91: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),           // 92: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),        // 93: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),         // 94: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),         // 95: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),              // 96: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),        // 97: pcs.v1.SnapshotTrailer
+	nil,                            // 98: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                            // 99: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                            // 100: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                            // 101: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -6259,128 +6710,136 @@ var file_pcs_proto_depIdxs = []int32{
 	2,   // 16: pcs.v1.Event.type:type_name -> pcs.v1.EventType
 	23,  // 17: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
 	32,  // 18: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	92,  // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	98,  // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
 	1,   // 20: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
-	73,  // 21: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
+	76,  // 21: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
 	5,   // 22: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
 	46,  // 23: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
-	74,  // 24: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
-	74,  // 25: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
-	1,   // 26: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 27: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
-	74,  // 28: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
-	1,   // 29: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 30: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
-	74,  // 31: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
-	1,   // 32: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 33: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
-	76,  // 34: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
-	1,   // 35: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 36: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	76,  // 37: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
-	1,   // 38: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
-	1,   // 39: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 40: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	76,  // 41: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
-	93,  // 42: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	94,  // 43: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
-	63,  // 44: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
-	64,  // 45: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
-	76,  // 46: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
-	66,  // 47: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
-	70,  // 48: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
-	3,   // 49: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	69,  // 50: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	71,  // 51: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	72,  // 52: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	95,  // 53: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	68,  // 54: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	72,  // 55: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
-	4,   // 56: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	75,  // 57: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	82,  // 58: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	83,  // 59: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	84,  // 60: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	85,  // 61: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	86,  // 62: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	87,  // 63: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	78,  // 64: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	79,  // 65: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	80,  // 66: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	81,  // 67: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	73,  // 68: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	74,  // 69: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	76,  // 70: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,   // 71: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10,  // 72: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	89,  // 73: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	23,  // 74: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	32,  // 75: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10,  // 76: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	90,  // 77: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	91,  // 78: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	73,  // 79: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	74,  // 80: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	76,  // 81: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	8,   // 82: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11,  // 83: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13,  // 84: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15,  // 85: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	17,  // 86: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	19,  // 87: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	21,  // 88: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	24,  // 89: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	26,  // 90: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	28,  // 91: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	30,  // 92: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	33,  // 93: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	35,  // 94: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	37,  // 95: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	43,  // 96: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	45,  // 97: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	48,  // 98: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	50,  // 99: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	52,  // 100: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	54,  // 101: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	56,  // 102: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	58,  // 103: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	60,  // 104: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	61,  // 105: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	65,  // 106: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	39,  // 107: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	41,  // 108: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 109: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 110: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 111: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	16,  // 112: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	18,  // 113: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	20,  // 114: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	22,  // 115: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	25,  // 116: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	27,  // 117: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	29,  // 118: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	31,  // 119: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	34,  // 120: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	36,  // 121: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	38,  // 122: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	44,  // 123: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	47,  // 124: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	49,  // 125: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	51,  // 126: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	53,  // 127: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	55,  // 128: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	57,  // 129: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	59,  // 130: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	57,  // 131: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	62,  // 132: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	67,  // 133: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	40,  // 134: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	42,  // 135: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	109, // [109:136] is the sub-list for method output_type
-	82,  // [82:109] is the sub-list for method input_type
-	82,  // [82:82] is the sub-list for extension type_name
-	82,  // [82:82] is the sub-list for extension extendee
-	0,   // [0:82] is the sub-list for field type_name
+	77,  // 24: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
+	77,  // 25: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
+	77,  // 26: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
+	1,   // 27: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 28: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
+	77,  // 29: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
+	78,  // 30: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
+	1,   // 31: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 32: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
+	77,  // 33: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
+	1,   // 34: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 35: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
+	80,  // 36: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
+	1,   // 37: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 38: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
+	80,  // 39: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
+	1,   // 40: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
+	1,   // 41: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 42: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
+	80,  // 43: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
+	99,  // 44: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	100, // 45: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	65,  // 46: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
+	66,  // 47: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
+	80,  // 48: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
+	69,  // 49: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
+	68,  // 50: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
+	73,  // 51: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	3,   // 52: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
+	72,  // 53: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	74,  // 54: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	75,  // 55: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	101, // 56: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	71,  // 57: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	75,  // 58: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	4,   // 59: pcs.v1.Table.state:type_name -> pcs.v1.TableState
+	78,  // 60: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
+	79,  // 61: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	88,  // 62: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	89,  // 63: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	90,  // 64: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	91,  // 65: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	92,  // 66: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	93,  // 67: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	84,  // 68: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	85,  // 69: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	86,  // 70: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	87,  // 71: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	82,  // 72: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	83,  // 73: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	76,  // 74: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	77,  // 75: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	80,  // 76: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,   // 77: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10,  // 78: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	95,  // 79: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	23,  // 80: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	32,  // 81: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10,  // 82: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	96,  // 83: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	97,  // 84: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	76,  // 85: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	77,  // 86: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	80,  // 87: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	8,   // 88: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 89: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 90: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 91: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	17,  // 92: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	19,  // 93: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	21,  // 94: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	24,  // 95: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	26,  // 96: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	28,  // 97: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	30,  // 98: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	33,  // 99: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	35,  // 100: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	37,  // 101: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	43,  // 102: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	45,  // 103: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	48,  // 104: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	52,  // 105: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	50,  // 106: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
+	54,  // 107: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	56,  // 108: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	58,  // 109: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	60,  // 110: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	62,  // 111: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	63,  // 112: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	67,  // 113: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	39,  // 114: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	41,  // 115: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 116: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 117: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 118: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	16,  // 119: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	18,  // 120: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	20,  // 121: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	22,  // 122: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	25,  // 123: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	27,  // 124: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	29,  // 125: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	31,  // 126: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	34,  // 127: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	36,  // 128: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	38,  // 129: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	44,  // 130: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	47,  // 131: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	49,  // 132: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	53,  // 133: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	51,  // 134: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	55,  // 135: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	57,  // 136: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	59,  // 137: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	61,  // 138: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	59,  // 139: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	64,  // 140: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	70,  // 141: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	40,  // 142: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	42,  // 143: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	116, // [116:144] is the sub-list for method output_type
+	88,  // [88:116] is the sub-list for method input_type
+	88,  // [88:88] is the sub-list for extension type_name
+	88,  // [88:88] is the sub-list for extension extendee
+	0,   // [0:88] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -6390,12 +6849,13 @@ func file_pcs_proto_init() {
 	}
 	file_pcs_proto_msgTypes[19].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[21].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[61].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[63].OneofWrappers = []any{
 		(*NodeCommand_CreateReplica)(nil),
 		(*NodeCommand_DropReplica)(nil),
 		(*NodeCommand_SetLogLevel)(nil),
+		(*NodeCommand_LoadSchema)(nil),
 	}
-	file_pcs_proto_msgTypes[72].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[76].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_TsoWindow)(nil),
@@ -6406,10 +6866,12 @@ func file_pcs_proto_init() {
 		(*Command_CreateTable)(nil),
 		(*Command_SetTableState)(nil),
 		(*Command_DeleteTable)(nil),
+		(*Command_AlterTable)(nil),
+		(*Command_AdvanceSchema)(nil),
 	}
-	file_pcs_proto_msgTypes[77].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[78].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[83].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[83].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[84].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[89].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -6426,7 +6888,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   91,
+			NumMessages:   97,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

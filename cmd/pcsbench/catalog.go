@@ -115,7 +115,15 @@ func routeCmd(p *params) *cobra.Command {
 type simNode struct {
 	mu         sync.Mutex
 	held       map[uint64]bool
+	versions   map[uint64]uint64
 	extraStats int
+}
+
+func (n *simNode) LoadSchema(_ context.Context, ref *pcspb.SchemaVersionRef) error {
+	n.mu.Lock()
+	n.versions[ref.TableId] = max(n.versions[ref.TableId], ref.Version)
+	n.mu.Unlock()
+	return nil
 }
 
 func (n *simNode) CreateReplica(_ context.Context, s *pcspb.Shard) error {
@@ -149,7 +157,11 @@ func (n *simNode) Stats() (*pcspb.NodeStats, []*pcspb.ShardStats) {
 	for i := 0; i < n.extraStats; i++ {
 		stats = append(stats, &pcspb.ShardStats{ShardId: uint64(1<<40 + i), SizeBytes: 1 << 20})
 	}
-	return &pcspb.NodeStats{ShardCount: uint64(len(n.held)), DiskFree: 1 << 40}, stats
+	versions := make(map[uint64]uint64, len(n.versions))
+	for k, v := range n.versions {
+		versions[k] = v
+	}
+	return &pcspb.NodeStats{ShardCount: uint64(len(n.held)), DiskFree: 1 << 40, SchemaVersions: versions}, stats
 }
 
 func heartbeatCmd(p *params) *cobra.Command {
@@ -167,7 +179,7 @@ func heartbeatCmd(p *params) *cobra.Command {
 			var beats atomic.Int64
 			sims := make([]*simNode, nodes)
 			for i := range sims {
-				sims[i] = &simNode{held: map[uint64]bool{}, extraStats: shardStats}
+				sims[i] = &simNode{held: map[uint64]bool{}, versions: map[uint64]uint64{}, extraStats: shardStats}
 				a, err := nodeagent.New(nodeagent.Config{Endpoints: p.endpoints, Address: fmt.Sprintf("sim-%d:7000", i),
 					Labels: map[string]string{"zone": fmt.Sprint("z", i%zones), "host": fmt.Sprint("h", i)}, CapacityBytes: 1 << 40,
 					Interval: interval, OnBeat: func() { beats.Add(1) }}, sims[i])

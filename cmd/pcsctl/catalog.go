@@ -111,6 +111,35 @@ func tableCmd(g *globals) *cobra.Command {
 			return g.print(cmd.OutOrStdout(), table{rows: [][]string{{"dropping " + args[0]}}, value: map[string]string{"dropping": args[0]}})
 		},
 	}
+	var steps []string
+	alter := &cobra.Command{
+		Use: "alter NAME --step DEF [--step DEF...]", Short: "Online schema change: one new schema version per step, each after every live node loaded the last", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(steps) == 0 {
+				return fmt.Errorf("give at least one --step")
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			var bs [][]byte
+			for _, st := range steps {
+				bs = append(bs, []byte(st))
+			}
+			t, err := c.AlterTable(ctx, args[0], bs)
+			if err != nil {
+				return err
+			}
+			return g.print(cmd.OutOrStdout(), table{
+				rows:  [][]string{{fmt.Sprintf("%s: live schema versions %d..%d, %d steps pending", t.Name, t.MinLiveVersion, t.SchemaVersion, len(t.PendingSteps))}},
+				value: map[string]any{"table": t.Name, "min_live_version": t.MinLiveVersion, "schema_version": t.SchemaVersion, "pending_steps": len(t.PendingSteps)},
+			})
+		},
+	}
+	alter.Flags().StringArrayVar(&steps, "step", nil, "schema definition of one step (opaque to PCS), in order")
 	list := &cobra.Command{
 		Use: "list", Short: "List tables", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -148,7 +177,7 @@ func tableCmd(g *globals) *cobra.Command {
 			return g.print(cmd.OutOrStdout(), table{rows: [][]string{{string(b)}, {fmt.Sprintf("shards: %d", resp.Shards)}}, value: v})
 		},
 	}
-	cmd.AddCommand(create, drop, list, show)
+	cmd.AddCommand(create, drop, alter, list, show)
 	return cmd
 }
 

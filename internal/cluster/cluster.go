@@ -164,3 +164,24 @@ func (r *Registry) Nodes() []uint64 {
 	}
 	return out
 }
+
+// LoadedVersion is the schema version of a table the node last reported loaded (0: none).
+func (r *Registry) LoadedVersion(node, table uint64) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l := r.mu.nodes[node]; l != nil && l.stats != nil {
+		return l.stats.SchemaVersions[table]
+	}
+	return 0
+}
+
+// UpNodes returns the nodes that are up.
+func (r *Registry) UpNodes() []uint64 {
+	var out []uint64
+	for _, n := range r.Nodes() {
+		if r.State(n) == Up {
+			out = append(out, n)
+		}
+	}
+	return out
+}

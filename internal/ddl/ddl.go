@@ -6,6 +6,9 @@
 // idempotent on the nodes.
 //
 // Steps:
+//   - public, ALTER under way (two live versions, or steps pending): every up node is told to load
+//     the newest version; when all report it, the older version is retired and the next step, if
+//     any, becomes the newest — so no more than two versions are ever live.
 //   - creating: every replica node must hold its replicas (CreateReplica until it reports them);
 //     when all do, the table becomes public.
 //   - dropping: every node that reports a replica of the table is told to drop it; when no
@@ -29,6 +32,8 @@ type Catalog interface {
 type Live interface {
 	State(node uint64) cluster.State
 	Holds(node, shard uint64) bool
+	UpNodes() []uint64
+	LoadedVersion(node, table uint64) uint64
 }
 
 // Step is the planner's decision.
@@ -39,11 +44,14 @@ type Step struct {
 	Public []uint64
 	// Delete lists dropping tables no reachable node holds any more.
 	Delete []uint64
+	// Advance lists online ALTERs whose newest schema version every live node has loaded:
+	// table id -> that version.
+	Advance map[uint64]uint64
 }
 
 // Next plans one step.
 func Next(cat Catalog, live Live) Step {
-	st := Step{Commands: map[uint64][]*pcspb.NodeCommand{}}
+	st := Step{Commands: map[uint64][]*pcspb.NodeCommand{}, Advance: map[uint64]uint64{}}
 	add := func(node uint64, c *pcspb.NodeCommand) { st.Commands[node] = append(st.Commands[node], c) }
 	for _, t := range cat.Tables() {
 		switch t.State {
@@ -62,6 +70,23 @@ func Next(cat Catalog, live Live) Step {
 			}
 			if done {
 				st.Public = append(st.Public, t.Id)
+			}
+		case pcspb.TableState_TABLE_STATE_PUBLIC:
+			if t.SchemaVersion == t.MinLiveVersion && len(t.PendingSteps) == 0 {
+				continue // no ALTER under way
+			}
+			newest := t.Versions[len(t.Versions)-1]
+			loaded := true
+			for _, n := range live.UpNodes() {
+				if live.LoadedVersion(n, t.Id) >= t.SchemaVersion {
+					continue
+				}
+				loaded = false
+				add(n, &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_LoadSchema{LoadSchema: &pcspb.SchemaVersionRef{
+					TableId: t.Id, Version: newest.Version, Definition: newest.Definition}}})
+			}
+			if loaded {
+				st.Advance[t.Id] = t.SchemaVersion
 			}
 		case pcspb.TableState_TABLE_STATE_DROPPING:
 			remaining := false

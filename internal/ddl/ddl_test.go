@@ -26,12 +26,22 @@ func (f *fakeCatalog) ShardExists(id uint64) bool {
 }
 
 type fakeLive struct {
-	state map[uint64]cluster.State
-	held  map[uint64]map[uint64]bool
+	state  map[uint64]cluster.State
+	held   map[uint64]map[uint64]bool
+	loaded map[uint64]uint64
 }
 
 func (f *fakeLive) State(n uint64) cluster.State { return f.state[n] }
-func (f *fakeLive) Holds(n, s uint64) bool       { return f.held[n][s] }
+func (f *fakeLive) UpNodes() (out []uint64) {
+	for n, st := range f.state {
+		if st == cluster.Up {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+func (f *fakeLive) LoadedVersion(n, t uint64) uint64 { return f.loaded[n] }
+func (f *fakeLive) Holds(n, s uint64) bool           { return f.held[n][s] }
 
 func count(st Step, node uint64, create bool) int {
 	n := 0
@@ -85,5 +95,21 @@ func TestDropAndReconcile(t *testing.T) {
 	}
 	if cmds := Orphans(unknown, []uint64{10}); len(cmds) != 1 || cmds[0].GetDropReplica() != 10 {
 		t.Fatalf("returning node not told to drop: %v", cmds)
+	}
+}
+
+func TestAlterAdvancesOnlyWhenAllLoaded(t *testing.T) {
+	tbl := &pcspb.Table{Id: 1, State: pcspb.TableState_TABLE_STATE_PUBLIC, SchemaVersion: 2, MinLiveVersion: 1,
+		Versions: []*pcspb.SchemaVersion{{Version: 1}, {Version: 2}}}
+	cat := &fakeCatalog{tables: []*pcspb.Table{tbl}, shards: map[uint64][]*pcspb.Shard{}}
+	live := &fakeLive{state: map[uint64]cluster.State{1: cluster.Up, 2: cluster.Up, 3: cluster.Down},
+		loaded: map[uint64]uint64{1: 2, 2: 1, 3: 1}}
+	st := Next(cat, live)
+	if len(st.Advance) != 0 || len(st.Commands[2]) != 1 || len(st.Commands[1]) != 0 || len(st.Commands[3]) != 0 {
+		t.Fatalf("node 2 has not loaded v2: %v", st)
+	}
+	live.loaded[2] = 2 // node 3 is down: it does not hold the ALTER back
+	if st = Next(cat, live); st.Advance[1] != 2 {
+		t.Fatalf("all live nodes loaded v2: %v", st)
 	}
 }

@@ -24,6 +24,10 @@ var (
 	ErrShardNotFound = errors.New("meta: shard not found")
 	// ErrNodeNotFound: no registered node has the id.
 	ErrNodeNotFound = errors.New("meta: node not found")
+	// ErrAlterInProgress: an earlier ALTER of the table has not finished.
+	ErrAlterInProgress = errors.New("meta: an alter of this table is in progress")
+	// ErrTableNotPublic: the operation needs a public table.
+	ErrTableNotPublic = errors.New("meta: table is not public")
 )
 
 // CatalogPrefix is the reserved key prefix of catalog events in the watch history: every change
@@ -143,6 +147,16 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 		t.State = op.SetTableState.State
 		c.tables[t.Id] = &tableEntry{t: t, spec: te.spec, shards: te.shards}
 		f.tableEventLocked(st, t, false)
+	case *pcspb.Command_AlterTable:
+		res.Err = c.alterTable(op.AlterTable)
+		if res.Err == nil {
+			f.tableEventLocked(st, c.tables[op.AlterTable.TableId].t, false)
+		}
+	case *pcspb.Command_AdvanceSchema:
+		res.Err = c.advanceSchema(op.AdvanceSchema)
+		if res.Err == nil {
+			f.tableEventLocked(st, c.tables[op.AdvanceSchema.TableId].t, false)
+		}
 	case *pcspb.Command_DeleteTable:
 		te, ok := c.tables[op.DeleteTable.TableId]
 		if !ok {
@@ -191,7 +205,13 @@ func (c *catalogState) createTable(st *state, cmd *pcspb.CmdCreateTable) (uint64
 	}
 	t.Id = st.nextID("table")
 	t.State = pcspb.TableState_TABLE_STATE_CREATING
-	t.SchemaVersion = 1
+	t.SchemaVersion, t.MinLiveVersion = 1, 1
+	var def []byte
+	if len(t.Versions) > 0 {
+		def = t.Versions[0].Definition
+	}
+	t.Versions = []*pcspb.SchemaVersion{{Version: 1, Definition: def}}
+	t.PendingSteps = nil
 	t.CreateRevision = st.revision
 	te := &tableEntry{t: t, spec: spec, shards: btree.NewG(32, shardLess)}
 	for i, s := range cmd.Shards {
@@ -204,6 +224,56 @@ func (c *catalogState) createTable(st *state, cmd *pcspb.CmdCreateTable) (uint64
 	c.tables[t.Id] = te
 	c.tableByName[t.Name] = t.Id
 	return t.Id, nil
+}
+
+// MaxAlterSteps bounds the steps of one ALTER.
+const MaxAlterSteps = 16
+
+// alterTable starts an online schema change (F1 style): the first step becomes the next
+// version; the others wait until every live node has loaded it. At most two versions are live.
+func (c *catalogState) alterTable(cmd *pcspb.CmdAlterTable) error {
+	te, ok := c.tables[cmd.TableId]
+	if !ok {
+		return fmt.Errorf("%w: id %d", ErrTableNotFound, cmd.TableId)
+	}
+	t := te.t
+	switch {
+	case t.State != pcspb.TableState_TABLE_STATE_PUBLIC:
+		return fmt.Errorf("%w: %q is %v", ErrTableNotPublic, t.Name, t.State)
+	case t.SchemaVersion != t.MinLiveVersion || len(t.PendingSteps) > 0:
+		return fmt.Errorf("%w: %q has versions %d..%d live and %d steps pending", ErrAlterInProgress, t.Name, t.MinLiveVersion, t.SchemaVersion, len(t.PendingSteps))
+	case len(cmd.Steps) == 0 || len(cmd.Steps) > MaxAlterSteps:
+		return fmt.Errorf("%w: an alter has 1..%d steps", ErrInvalid, MaxAlterSteps)
+	}
+	nt := proto.Clone(t).(*pcspb.Table)
+	nt.SchemaVersion++
+	nt.Versions = append(nt.Versions, &pcspb.SchemaVersion{Version: nt.SchemaVersion, Definition: cmd.Steps[0]})
+	nt.PendingSteps = cmd.Steps[1:]
+	c.tables[t.Id] = &tableEntry{t: nt, spec: te.spec, shards: te.shards}
+	return nil
+}
+
+// advanceSchema retires the versions below the newest (every live node has loaded it) and starts
+// the next pending step.
+func (c *catalogState) advanceSchema(cmd *pcspb.CmdAdvanceSchema) error {
+	te, ok := c.tables[cmd.TableId]
+	if !ok {
+		return fmt.Errorf("%w: id %d", ErrTableNotFound, cmd.TableId)
+	}
+	t := te.t
+	if cmd.Loaded != t.SchemaVersion || t.MinLiveVersion == t.SchemaVersion && len(t.PendingSteps) == 0 {
+		return fmt.Errorf("%w: advance of %q at version %d, table at %d..%d", ErrInvalid, t.Name, cmd.Loaded, t.MinLiveVersion, t.SchemaVersion)
+	}
+	nt := proto.Clone(t).(*pcspb.Table)
+	nt.MinLiveVersion = nt.SchemaVersion
+	nt.Versions = nt.Versions[len(nt.Versions)-1:]
+	if len(nt.PendingSteps) > 0 {
+		nt.SchemaVersion++
+		nt.Versions = append(nt.Versions, &pcspb.SchemaVersion{Version: nt.SchemaVersion, Definition: nt.PendingSteps[0]})
+		nt.PendingSteps = nt.PendingSteps[1:]
+	}
+	c.tables[t.Id] = &tableEntry{t: nt, spec: te.spec, shards: te.shards}
+	return nil
 }
 
 // ---- reads ------------------------------------------------------------------------------------
@@ -352,6 +422,10 @@ func (f *FSM) CheckInvariants() error {
 		}
 		if prev == nil || !bytes.Equal(prev.End, leaves[len(leaves)-1].End) {
 			return fmt.Errorf("table %q: shards do not reach the end of the key space", te.t.Name)
+		}
+		if t := te.t; t.SchemaVersion < t.MinLiveVersion || t.SchemaVersion-t.MinLiveVersion > 1 ||
+			uint64(len(t.Versions)) != t.SchemaVersion-t.MinLiveVersion+1 {
+			return fmt.Errorf("table %q: live schema versions %d..%d (%d kept); at most two may be live", t.Name, t.MinLiveVersion, t.SchemaVersion, len(t.Versions))
 		}
 	}
 	return nil

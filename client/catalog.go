@@ -182,3 +182,24 @@ func (c *Client) GetTableVersion(ctx context.Context, name string, version uint6
 	}
 	return resp.Schema, nil
 }
+
+// ListJobs lists the DDL jobs under way, with the primary's view of their progress.
+func (c *Client) ListJobs(ctx context.Context) ([]*pcspb.Job, error) {
+	var resp *pcspb.ListJobsResponse
+	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.ListJobs(ctx, &pcspb.ListJobsRequest{})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Jobs, nil
+}
+
+// CancelJob cancels a table's create (rolled back by dropping) or an ALTER's pending steps.
+func (c *Client) CancelJob(ctx context.Context, table string) error {
+	return c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) error {
+		_, err := cli.CancelJob(ctx, &pcspb.CancelJobRequest{Table: table})
+		return err
+	})
+}

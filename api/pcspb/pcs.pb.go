@@ -4092,6 +4092,258 @@ func (x *HeartbeatResponse) GetCommands() []*NodeCommand {
 	return nil
 }
 
+// Job is a DDL job's progress. A job's persisted record is its table's state (creating,
+// dropping, or two live schema versions / pending ALTER steps); progress comes from the
+// primary's live view.
+type Job struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	TableId uint64                 `protobuf:"varint,1,opt,name=table_id,json=tableId,proto3" json:"table_id,omitempty"`
+	Table   string                 `protobuf:"bytes,2,opt,name=table,proto3" json:"table,omitempty"`
+	// create, drop or alter.
+	Kind string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Step string `protobuf:"bytes,4,opt,name=step,proto3" json:"step,omitempty"`
+	// Replicas (create, drop) or nodes (alter) done, of total.
+	Done          uint64 `protobuf:"varint,5,opt,name=done,proto3" json:"done,omitempty"`
+	Total         uint64 `protobuf:"varint,6,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Job) Reset() {
+	*x = Job{}
+	mi := &file_pcs_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Job) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Job) ProtoMessage() {}
+
+func (x *Job) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Job.ProtoReflect.Descriptor instead.
+func (*Job) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *Job) GetTableId() uint64 {
+	if x != nil {
+		return x.TableId
+	}
+	return 0
+}
+
+func (x *Job) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *Job) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Job) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *Job) GetDone() uint64 {
+	if x != nil {
+		return x.Done
+	}
+	return 0
+}
+
+func (x *Job) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+type ListJobsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobsRequest) Reset() {
+	*x = ListJobsRequest{}
+	mi := &file_pcs_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobsRequest) ProtoMessage() {}
+
+func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
+func (*ListJobsRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{67}
+}
+
+type ListJobsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Jobs          []*Job                 `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobsResponse) Reset() {
+	*x = ListJobsResponse{}
+	mi := &file_pcs_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobsResponse) ProtoMessage() {}
+
+func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
+func (*ListJobsResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *ListJobsResponse) GetJobs() []*Job {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+// CancelJobRequest cancels a table's job: a create is rolled back (the table is dropped); an
+// alter's pending steps are abandoned (the newest version, already live, stays). A drop cannot
+// be cancelled.
+type CancelJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Table         string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelJobRequest) Reset() {
+	*x = CancelJobRequest{}
+	mi := &file_pcs_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelJobRequest) ProtoMessage() {}
+
+func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
+func (*CancelJobRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *CancelJobRequest) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+type CancelJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelJobResponse) Reset() {
+	*x = CancelJobResponse{}
+	mi := &file_pcs_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelJobResponse) ProtoMessage() {}
+
+func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
+func (*CancelJobResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{70}
+}
+
 // ColumnDef is one column of a table. type is a keyenc type name: int64, uint64, float64, bool,
 // string, bytes, timestamp.
 type ColumnDef struct {
@@ -4106,7 +4358,7 @@ type ColumnDef struct {
 
 func (x *ColumnDef) Reset() {
 	*x = ColumnDef{}
-	mi := &file_pcs_proto_msgTypes[66]
+	mi := &file_pcs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4118,7 +4370,7 @@ func (x *ColumnDef) String() string {
 func (*ColumnDef) ProtoMessage() {}
 
 func (x *ColumnDef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[66]
+	mi := &file_pcs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4131,7 +4383,7 @@ func (x *ColumnDef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ColumnDef.ProtoReflect.Descriptor instead.
 func (*ColumnDef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{66}
+	return file_pcs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ColumnDef) GetName() string {
@@ -4167,7 +4419,7 @@ type RangePartition struct {
 
 func (x *RangePartition) Reset() {
 	*x = RangePartition{}
-	mi := &file_pcs_proto_msgTypes[67]
+	mi := &file_pcs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4179,7 +4431,7 @@ func (x *RangePartition) String() string {
 func (*RangePartition) ProtoMessage() {}
 
 func (x *RangePartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[67]
+	mi := &file_pcs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4192,7 +4444,7 @@ func (x *RangePartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangePartition.ProtoReflect.Descriptor instead.
 func (*RangePartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{67}
+	return file_pcs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *RangePartition) GetName() string {
@@ -4219,7 +4471,7 @@ type ValueTuple struct {
 
 func (x *ValueTuple) Reset() {
 	*x = ValueTuple{}
-	mi := &file_pcs_proto_msgTypes[68]
+	mi := &file_pcs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4231,7 +4483,7 @@ func (x *ValueTuple) String() string {
 func (*ValueTuple) ProtoMessage() {}
 
 func (x *ValueTuple) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[68]
+	mi := &file_pcs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4244,7 +4496,7 @@ func (x *ValueTuple) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueTuple.ProtoReflect.Descriptor instead.
 func (*ValueTuple) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{68}
+	return file_pcs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ValueTuple) GetValues() []string {
@@ -4266,7 +4518,7 @@ type ListPartition struct {
 
 func (x *ListPartition) Reset() {
 	*x = ListPartition{}
-	mi := &file_pcs_proto_msgTypes[69]
+	mi := &file_pcs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4278,7 +4530,7 @@ func (x *ListPartition) String() string {
 func (*ListPartition) ProtoMessage() {}
 
 func (x *ListPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[69]
+	mi := &file_pcs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4291,7 +4543,7 @@ func (x *ListPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartition.ProtoReflect.Descriptor instead.
 func (*ListPartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{69}
+	return file_pcs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListPartition) GetName() string {
@@ -4331,7 +4583,7 @@ type PartitionSpec struct {
 
 func (x *PartitionSpec) Reset() {
 	*x = PartitionSpec{}
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4343,7 +4595,7 @@ func (x *PartitionSpec) String() string {
 func (*PartitionSpec) ProtoMessage() {}
 
 func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4356,7 +4608,7 @@ func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSpec.ProtoReflect.Descriptor instead.
 func (*PartitionSpec) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{70}
+	return file_pcs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *PartitionSpec) GetStrategy() PartitionStrategy {
@@ -4418,7 +4670,7 @@ type DataNode struct {
 
 func (x *DataNode) Reset() {
 	*x = DataNode{}
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4430,7 +4682,7 @@ func (x *DataNode) String() string {
 func (*DataNode) ProtoMessage() {}
 
 func (x *DataNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4443,7 +4695,7 @@ func (x *DataNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataNode.ProtoReflect.Descriptor instead.
 func (*DataNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{71}
+	return file_pcs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *DataNode) GetId() uint64 {
@@ -4517,7 +4769,7 @@ type Table struct {
 
 func (x *Table) Reset() {
 	*x = Table{}
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4529,7 +4781,7 @@ func (x *Table) String() string {
 func (*Table) ProtoMessage() {}
 
 func (x *Table) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4542,7 +4794,7 @@ func (x *Table) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Table.ProtoReflect.Descriptor instead.
 func (*Table) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{72}
+	return file_pcs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *Table) GetId() uint64 {
@@ -4653,7 +4905,7 @@ type SchemaVersion struct {
 
 func (x *SchemaVersion) Reset() {
 	*x = SchemaVersion{}
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4665,7 +4917,7 @@ func (x *SchemaVersion) String() string {
 func (*SchemaVersion) ProtoMessage() {}
 
 func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4678,7 +4930,7 @@ func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersion.ProtoReflect.Descriptor instead.
 func (*SchemaVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{73}
+	return file_pcs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *SchemaVersion) GetVersion() uint64 {
@@ -4707,7 +4959,7 @@ type ShardEpoch struct {
 
 func (x *ShardEpoch) Reset() {
 	*x = ShardEpoch{}
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4719,7 +4971,7 @@ func (x *ShardEpoch) String() string {
 func (*ShardEpoch) ProtoMessage() {}
 
 func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4732,7 +4984,7 @@ func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardEpoch.ProtoReflect.Descriptor instead.
 func (*ShardEpoch) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{74}
+	return file_pcs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ShardEpoch) GetConfVer() uint64 {
@@ -4769,7 +5021,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4781,7 +5033,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4794,7 +5046,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{75}
+	return file_pcs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *Shard) GetId() uint64 {
@@ -4879,6 +5131,7 @@ type Command struct {
 	//	*Command_DeleteTable
 	//	*Command_AlterTable
 	//	*Command_AdvanceSchema
+	//	*Command_CancelAlter
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4886,7 +5139,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4898,7 +5151,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4911,7 +5164,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{76}
+	return file_pcs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *Command) GetVersion() uint32 {
@@ -5036,6 +5289,15 @@ func (x *Command) GetAdvanceSchema() *CmdAdvanceSchema {
 	return nil
 }
 
+func (x *Command) GetCancelAlter() *CmdCancelAlter {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CancelAlter); ok {
+			return x.CancelAlter
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -5088,6 +5350,10 @@ type Command_AdvanceSchema struct {
 	AdvanceSchema *CmdAdvanceSchema `protobuf:"bytes,13,opt,name=advance_schema,json=advanceSchema,proto3,oneof"`
 }
 
+type Command_CancelAlter struct {
+	CancelAlter *CmdCancelAlter `protobuf:"bytes,14,opt,name=cancel_alter,json=cancelAlter,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -5112,6 +5378,53 @@ func (*Command_AlterTable) isCommand_Op() {}
 
 func (*Command_AdvanceSchema) isCommand_Op() {}
 
+func (*Command_CancelAlter) isCommand_Op() {}
+
+// Abandon an ALTER's pending steps.
+type CmdCancelAlter struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TableId       uint64                 `protobuf:"varint,1,opt,name=table_id,json=tableId,proto3" json:"table_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CmdCancelAlter) Reset() {
+	*x = CmdCancelAlter{}
+	mi := &file_pcs_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CmdCancelAlter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CmdCancelAlter) ProtoMessage() {}
+
+func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CmdCancelAlter.ProtoReflect.Descriptor instead.
+func (*CmdCancelAlter) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *CmdCancelAlter) GetTableId() uint64 {
+	if x != nil {
+		return x.TableId
+	}
+	return 0
+}
+
 // Start an online ALTER: the first step becomes version schema_version + 1; refused while an
 // earlier ALTER has not finished.
 type CmdAlterTable struct {
@@ -5124,7 +5437,7 @@ type CmdAlterTable struct {
 
 func (x *CmdAlterTable) Reset() {
 	*x = CmdAlterTable{}
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5136,7 +5449,7 @@ func (x *CmdAlterTable) String() string {
 func (*CmdAlterTable) ProtoMessage() {}
 
 func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5149,7 +5462,7 @@ func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAlterTable.ProtoReflect.Descriptor instead.
 func (*CmdAlterTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{77}
+	return file_pcs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *CmdAlterTable) GetTableId() uint64 {
@@ -5178,7 +5491,7 @@ type CmdAdvanceSchema struct {
 
 func (x *CmdAdvanceSchema) Reset() {
 	*x = CmdAdvanceSchema{}
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5190,7 +5503,7 @@ func (x *CmdAdvanceSchema) String() string {
 func (*CmdAdvanceSchema) ProtoMessage() {}
 
 func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5203,7 +5516,7 @@ func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAdvanceSchema.ProtoReflect.Descriptor instead.
 func (*CmdAdvanceSchema) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{78}
+	return file_pcs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *CmdAdvanceSchema) GetTableId() uint64 {
@@ -5231,7 +5544,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5243,7 +5556,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5256,7 +5569,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{79}
+	return file_pcs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -5278,7 +5591,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5290,7 +5603,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5303,7 +5616,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{80}
+	return file_pcs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -5330,7 +5643,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5342,7 +5655,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5355,7 +5668,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{81}
+	return file_pcs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -5382,7 +5695,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5394,7 +5707,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5407,7 +5720,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{82}
+	return file_pcs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -5428,7 +5741,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5440,7 +5753,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5453,7 +5766,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{83}
+	return file_pcs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -5487,7 +5800,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5499,7 +5812,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5512,7 +5825,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{84}
+	return file_pcs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -5539,7 +5852,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5551,7 +5864,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5564,7 +5877,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{85}
+	return file_pcs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -5585,7 +5898,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5597,7 +5910,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5610,7 +5923,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{86}
+	return file_pcs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -5636,7 +5949,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5648,7 +5961,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5661,7 +5974,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{87}
+	return file_pcs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -5680,7 +5993,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5692,7 +6005,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5705,7 +6018,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{88}
+	return file_pcs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -5737,7 +6050,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5749,7 +6062,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5762,7 +6075,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{89}
+	return file_pcs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -5925,7 +6238,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5937,7 +6250,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5950,7 +6263,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{90}
+	return file_pcs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -5998,7 +6311,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6010,7 +6323,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6023,7 +6336,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{91}
+	return file_pcs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -6050,7 +6363,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6062,7 +6375,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6075,7 +6388,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{92}
+	return file_pcs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -6369,7 +6682,20 @@ const file_pcs_proto_rawDesc = "" +
 	"\x11HeartbeatResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x19\n" +
 	"\blease_ms\x18\x02 \x01(\x04R\aleaseMs\x12/\n" +
-	"\bcommands\x18\x03 \x03(\v2\x13.pcs.v1.NodeCommandR\bcommands\"S\n" +
+	"\bcommands\x18\x03 \x03(\v2\x13.pcs.v1.NodeCommandR\bcommands\"\x88\x01\n" +
+	"\x03Job\x12\x19\n" +
+	"\btable_id\x18\x01 \x01(\x04R\atableId\x12\x14\n" +
+	"\x05table\x18\x02 \x01(\tR\x05table\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04step\x18\x04 \x01(\tR\x04step\x12\x12\n" +
+	"\x04done\x18\x05 \x01(\x04R\x04done\x12\x14\n" +
+	"\x05total\x18\x06 \x01(\x04R\x05total\"\x11\n" +
+	"\x0fListJobsRequest\"3\n" +
+	"\x10ListJobsResponse\x12\x1f\n" +
+	"\x04jobs\x18\x01 \x03(\v2\v.pcs.v1.JobR\x04jobs\"(\n" +
+	"\x10CancelJobRequest\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\"\x13\n" +
+	"\x11CancelJobResponse\"S\n" +
 	"\tColumnDef\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1e\n" +
@@ -6438,7 +6764,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\x04term\x18\x06 \x01(\x04R\x04term\x12\x18\n" +
 	"\aprimary\x18\a \x01(\x04R\aprimary\x12\x1a\n" +
 	"\breplicas\x18\b \x03(\x04R\breplicas\x12\x1c\n" +
-	"\tpartition\x18\t \x01(\tR\tpartition\"\xd7\x05\n" +
+	"\tpartition\x18\t \x01(\tR\tpartition\"\x94\x06\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\"\n" +
 	"\x03put\x18\x02 \x01(\v2\x0e.pcs.v1.CmdPutH\x00R\x03put\x12+\n" +
@@ -6456,8 +6782,11 @@ const file_pcs_proto_rawDesc = "" +
 	"\fdelete_table\x18\v \x01(\v2\x16.pcs.v1.CmdDeleteTableH\x00R\vdeleteTable\x128\n" +
 	"\valter_table\x18\f \x01(\v2\x15.pcs.v1.CmdAlterTableH\x00R\n" +
 	"alterTable\x12A\n" +
-	"\x0eadvance_schema\x18\r \x01(\v2\x18.pcs.v1.CmdAdvanceSchemaH\x00R\radvanceSchemaB\x04\n" +
-	"\x02op\"@\n" +
+	"\x0eadvance_schema\x18\r \x01(\v2\x18.pcs.v1.CmdAdvanceSchemaH\x00R\radvanceSchema\x12;\n" +
+	"\fcancel_alter\x18\x0e \x01(\v2\x16.pcs.v1.CmdCancelAlterH\x00R\vcancelAlterB\x04\n" +
+	"\x02op\"+\n" +
+	"\x0eCmdCancelAlter\x12\x19\n" +
+	"\btable_id\x18\x01 \x01(\x04R\atableId\"@\n" +
 	"\rCmdAlterTable\x12\x19\n" +
 	"\btable_id\x18\x01 \x01(\x04R\atableId\x12\x14\n" +
 	"\x05steps\x18\x02 \x03(\fR\x05steps\"E\n" +
@@ -6537,7 +6866,7 @@ const file_pcs_proto_rawDesc = "" +
 	"TableState\x12\x18\n" +
 	"\x14TABLE_STATE_CREATING\x10\x00\x12\x16\n" +
 	"\x12TABLE_STATE_PUBLIC\x10\x01\x12\x18\n" +
-	"\x14TABLE_STATE_DROPPING\x10\x022\xb7\x0e\n" +
+	"\x14TABLE_STATE_DROPPING\x10\x022\xb8\x0f\n" +
 	"\x03PCS\x127\n" +
 	"\x06Status\x12\x15.pcs.v1.StatusRequest\x1a\x16.pcs.v1.StatusResponse\x12C\n" +
 	"\n" +
@@ -6560,6 +6889,8 @@ const file_pcs_proto_rawDesc = "" +
 	"\tDropTable\x12\x18.pcs.v1.DropTableRequest\x1a\x19.pcs.v1.DropTableResponse\x12C\n" +
 	"\n" +
 	"AlterTable\x12\x19.pcs.v1.AlterTableRequest\x1a\x1a.pcs.v1.AlterTableResponse\x12=\n" +
+	"\bListJobs\x12\x17.pcs.v1.ListJobsRequest\x1a\x18.pcs.v1.ListJobsResponse\x12@\n" +
+	"\tCancelJob\x12\x18.pcs.v1.CancelJobRequest\x1a\x19.pcs.v1.CancelJobResponse\x12=\n" +
 	"\bGetTable\x12\x17.pcs.v1.GetTableRequest\x1a\x18.pcs.v1.GetTableResponse\x12C\n" +
 	"\n" +
 	"ListTables\x12\x19.pcs.v1.ListTablesRequest\x1a\x1a.pcs.v1.ListTablesResponse\x12=\n" +
@@ -6585,7 +6916,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 97)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 103)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                 // 0: pcs.v1.NodeState
 	(Consistency)(0),               // 1: pcs.v1.Consistency
@@ -6658,37 +6989,43 @@ var file_pcs_proto_goTypes = []any{
 	(*NodeCommand)(nil),            // 68: pcs.v1.NodeCommand
 	(*SchemaVersionRef)(nil),       // 69: pcs.v1.SchemaVersionRef
 	(*HeartbeatResponse)(nil),      // 70: pcs.v1.HeartbeatResponse
-	(*ColumnDef)(nil),              // 71: pcs.v1.ColumnDef
-	(*RangePartition)(nil),         // 72: pcs.v1.RangePartition
-	(*ValueTuple)(nil),             // 73: pcs.v1.ValueTuple
-	(*ListPartition)(nil),          // 74: pcs.v1.ListPartition
-	(*PartitionSpec)(nil),          // 75: pcs.v1.PartitionSpec
-	(*DataNode)(nil),               // 76: pcs.v1.DataNode
-	(*Table)(nil),                  // 77: pcs.v1.Table
-	(*SchemaVersion)(nil),          // 78: pcs.v1.SchemaVersion
-	(*ShardEpoch)(nil),             // 79: pcs.v1.ShardEpoch
-	(*Shard)(nil),                  // 80: pcs.v1.Shard
-	(*Command)(nil),                // 81: pcs.v1.Command
-	(*CmdAlterTable)(nil),          // 82: pcs.v1.CmdAlterTable
-	(*CmdAdvanceSchema)(nil),       // 83: pcs.v1.CmdAdvanceSchema
-	(*CmdRegisterNode)(nil),        // 84: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),         // 85: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),       // 86: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),         // 87: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                 // 88: pcs.v1.CmdPut
-	(*CmdDelete)(nil),              // 89: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),           // 90: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),            // 91: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),           // 92: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),        // 93: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),         // 94: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),         // 95: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),              // 96: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),        // 97: pcs.v1.SnapshotTrailer
-	nil,                            // 98: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                            // 99: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                            // 100: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                            // 101: pcs.v1.DataNode.LabelsEntry
+	(*Job)(nil),                    // 71: pcs.v1.Job
+	(*ListJobsRequest)(nil),        // 72: pcs.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),       // 73: pcs.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),       // 74: pcs.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),      // 75: pcs.v1.CancelJobResponse
+	(*ColumnDef)(nil),              // 76: pcs.v1.ColumnDef
+	(*RangePartition)(nil),         // 77: pcs.v1.RangePartition
+	(*ValueTuple)(nil),             // 78: pcs.v1.ValueTuple
+	(*ListPartition)(nil),          // 79: pcs.v1.ListPartition
+	(*PartitionSpec)(nil),          // 80: pcs.v1.PartitionSpec
+	(*DataNode)(nil),               // 81: pcs.v1.DataNode
+	(*Table)(nil),                  // 82: pcs.v1.Table
+	(*SchemaVersion)(nil),          // 83: pcs.v1.SchemaVersion
+	(*ShardEpoch)(nil),             // 84: pcs.v1.ShardEpoch
+	(*Shard)(nil),                  // 85: pcs.v1.Shard
+	(*Command)(nil),                // 86: pcs.v1.Command
+	(*CmdCancelAlter)(nil),         // 87: pcs.v1.CmdCancelAlter
+	(*CmdAlterTable)(nil),          // 88: pcs.v1.CmdAlterTable
+	(*CmdAdvanceSchema)(nil),       // 89: pcs.v1.CmdAdvanceSchema
+	(*CmdRegisterNode)(nil),        // 90: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),         // 91: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),       // 92: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),         // 93: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                 // 94: pcs.v1.CmdPut
+	(*CmdDelete)(nil),              // 95: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),           // 96: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),            // 97: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),           // 98: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),        // 99: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),         // 100: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),         // 101: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),              // 102: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),        // 103: pcs.v1.SnapshotTrailer
+	nil,                            // 104: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                            // 105: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                            // 106: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                            // 107: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -6710,136 +7047,142 @@ var file_pcs_proto_depIdxs = []int32{
 	2,   // 16: pcs.v1.Event.type:type_name -> pcs.v1.EventType
 	23,  // 17: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
 	32,  // 18: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	98,  // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	104, // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
 	1,   // 20: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
-	76,  // 21: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
+	81,  // 21: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
 	5,   // 22: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
 	46,  // 23: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
-	77,  // 24: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
-	77,  // 25: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
-	77,  // 26: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
+	82,  // 24: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
+	82,  // 25: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
+	82,  // 26: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
 	1,   // 27: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 28: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
-	77,  // 29: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
-	78,  // 30: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
+	82,  // 29: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
+	83,  // 30: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
 	1,   // 31: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 32: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
-	77,  // 33: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
+	82,  // 33: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
 	1,   // 34: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 35: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
-	80,  // 36: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
+	85,  // 36: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
 	1,   // 37: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 38: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	80,  // 39: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
+	85,  // 39: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
 	1,   // 40: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
 	1,   // 41: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 42: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	80,  // 43: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
-	99,  // 44: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	100, // 45: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	85,  // 43: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
+	105, // 44: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	106, // 45: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
 	65,  // 46: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
 	66,  // 47: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
-	80,  // 48: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
+	85,  // 48: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
 	69,  // 49: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
 	68,  // 50: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
-	73,  // 51: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
-	3,   // 52: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	72,  // 53: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	74,  // 54: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	75,  // 55: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	101, // 56: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	71,  // 57: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	75,  // 58: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
-	4,   // 59: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	78,  // 60: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
-	79,  // 61: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	88,  // 62: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	89,  // 63: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	90,  // 64: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	91,  // 65: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	92,  // 66: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	93,  // 67: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	84,  // 68: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	85,  // 69: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	86,  // 70: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	87,  // 71: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	82,  // 72: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	83,  // 73: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	76,  // 74: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	77,  // 75: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	80,  // 76: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,   // 77: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10,  // 78: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	95,  // 79: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	23,  // 80: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	32,  // 81: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10,  // 82: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	96,  // 83: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	97,  // 84: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	76,  // 85: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	77,  // 86: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	80,  // 87: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	8,   // 88: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11,  // 89: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13,  // 90: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15,  // 91: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	17,  // 92: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	19,  // 93: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	21,  // 94: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	24,  // 95: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	26,  // 96: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	28,  // 97: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	30,  // 98: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	33,  // 99: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	35,  // 100: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	37,  // 101: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	43,  // 102: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	45,  // 103: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	48,  // 104: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	52,  // 105: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	50,  // 106: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	54,  // 107: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	56,  // 108: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	58,  // 109: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	60,  // 110: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	62,  // 111: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	63,  // 112: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	67,  // 113: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	39,  // 114: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	41,  // 115: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 116: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 117: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 118: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	16,  // 119: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	18,  // 120: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	20,  // 121: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	22,  // 122: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	25,  // 123: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	27,  // 124: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	29,  // 125: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	31,  // 126: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	34,  // 127: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	36,  // 128: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	38,  // 129: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	44,  // 130: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	47,  // 131: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	49,  // 132: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	53,  // 133: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	51,  // 134: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	55,  // 135: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	57,  // 136: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	59,  // 137: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	61,  // 138: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	59,  // 139: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	64,  // 140: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	70,  // 141: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	40,  // 142: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	42,  // 143: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	116, // [116:144] is the sub-list for method output_type
-	88,  // [88:116] is the sub-list for method input_type
-	88,  // [88:88] is the sub-list for extension type_name
-	88,  // [88:88] is the sub-list for extension extendee
-	0,   // [0:88] is the sub-list for field type_name
+	71,  // 51: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
+	78,  // 52: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	3,   // 53: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
+	77,  // 54: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	79,  // 55: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	80,  // 56: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	107, // 57: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	76,  // 58: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	80,  // 59: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	4,   // 60: pcs.v1.Table.state:type_name -> pcs.v1.TableState
+	83,  // 61: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
+	84,  // 62: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	94,  // 63: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	95,  // 64: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	96,  // 65: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	97,  // 66: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	98,  // 67: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	99,  // 68: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	90,  // 69: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	91,  // 70: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	92,  // 71: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	93,  // 72: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	88,  // 73: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	89,  // 74: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	87,  // 75: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	81,  // 76: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	82,  // 77: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	85,  // 78: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,   // 79: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10,  // 80: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	101, // 81: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	23,  // 82: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	32,  // 83: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10,  // 84: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	102, // 85: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	103, // 86: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	81,  // 87: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	82,  // 88: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	85,  // 89: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	8,   // 90: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 91: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 92: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 93: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	17,  // 94: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	19,  // 95: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	21,  // 96: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	24,  // 97: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	26,  // 98: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	28,  // 99: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	30,  // 100: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	33,  // 101: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	35,  // 102: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	37,  // 103: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	43,  // 104: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	45,  // 105: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	48,  // 106: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	52,  // 107: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	50,  // 108: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
+	72,  // 109: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	74,  // 110: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	54,  // 111: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	56,  // 112: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	58,  // 113: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	60,  // 114: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	62,  // 115: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	63,  // 116: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	67,  // 117: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	39,  // 118: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	41,  // 119: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 120: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 121: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 122: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	16,  // 123: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	18,  // 124: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	20,  // 125: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	22,  // 126: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	25,  // 127: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	27,  // 128: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	29,  // 129: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	31,  // 130: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	34,  // 131: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	36,  // 132: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	38,  // 133: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	44,  // 134: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	47,  // 135: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	49,  // 136: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	53,  // 137: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	51,  // 138: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	73,  // 139: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	75,  // 140: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	55,  // 141: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	57,  // 142: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	59,  // 143: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	61,  // 144: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	59,  // 145: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	64,  // 146: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	70,  // 147: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	40,  // 148: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	42,  // 149: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	120, // [120:150] is the sub-list for method output_type
+	90,  // [90:120] is the sub-list for method input_type
+	90,  // [90:90] is the sub-list for extension type_name
+	90,  // [90:90] is the sub-list for extension extendee
+	0,   // [0:90] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -6855,7 +7198,7 @@ func file_pcs_proto_init() {
 		(*NodeCommand_SetLogLevel)(nil),
 		(*NodeCommand_LoadSchema)(nil),
 	}
-	file_pcs_proto_msgTypes[76].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[81].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_TsoWindow)(nil),
@@ -6868,10 +7211,11 @@ func file_pcs_proto_init() {
 		(*Command_DeleteTable)(nil),
 		(*Command_AlterTable)(nil),
 		(*Command_AdvanceSchema)(nil),
+		(*Command_CancelAlter)(nil),
 	}
-	file_pcs_proto_msgTypes[83].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[84].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[89].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[89].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[90].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[95].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -6888,7 +7232,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   97,
+			NumMessages:   103,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -369,3 +369,67 @@ func nodeCmd(g *globals) *cobra.Command {
 	cmd.AddCommand(list)
 	return cmd
 }
+
+func jobCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "job", Short: "DDL jobs: list, show, cancel"}
+	jobRows := func(js []*pcspb.Job) table {
+		t := table{header: []string{"TABLE_ID", "TABLE", "KIND", "STEP", "PROGRESS"}}
+		for _, j := range js {
+			t.rows = append(t.rows, []string{u(j.TableId), j.Table, j.Kind, j.Step, fmt.Sprintf("%d/%d", j.Done, j.Total)})
+		}
+		if js == nil {
+			js = []*pcspb.Job{}
+		}
+		t.value = js
+		return t
+	}
+	list := func(cmd *cobra.Command, filter string) error {
+		c, err := g.client()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		ctx, cancel := g.ctx(cmd)
+		defer cancel()
+		js, err := c.ListJobs(ctx)
+		if err != nil {
+			return err
+		}
+		if filter != "" {
+			var only []*pcspb.Job
+			for _, j := range js {
+				if j.Table == filter {
+					only = append(only, j)
+				}
+			}
+			if only == nil {
+				return fmt.Errorf("table %q has no job", filter)
+			}
+			js = only
+		}
+		return g.print(cmd.OutOrStdout(), jobRows(js))
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use: "list", Short: "List DDL jobs under way", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return list(cmd, "") },
+	}, &cobra.Command{
+		Use: "show TABLE", Short: "Show a table's job", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error { return list(cmd, args[0]) },
+	}, &cobra.Command{
+		Use: "cancel TABLE", Short: "Cancel a table's create (rolled back) or an alter's pending steps", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			if err := c.CancelJob(ctx, args[0]); err != nil {
+				return err
+			}
+			return g.print(cmd.OutOrStdout(), table{rows: [][]string{{"cancelled " + args[0]}}, value: map[string]string{"cancelled": args[0]}})
+		},
+	})
+	return cmd
+}

@@ -143,6 +143,10 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 			res.Err = fmt.Errorf("%w: id %d", ErrTableNotFound, op.SetTableState.TableId)
 			return true
 		}
+		if from, to := te.t.State, op.SetTableState.State; from == pcspb.TableState_TABLE_STATE_DROPPING && to != from {
+			res.Err = fmt.Errorf("%w: %q is being dropped", ErrTableNotPublic, te.t.Name)
+			return true
+		}
 		t := proto.Clone(te.t).(*pcspb.Table)
 		t.State = op.SetTableState.State
 		c.tables[t.Id] = &tableEntry{t: t, spec: te.spec, shards: te.shards}
@@ -157,6 +161,16 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 		if res.Err == nil {
 			f.tableEventLocked(st, c.tables[op.AdvanceSchema.TableId].t, false)
 		}
+	case *pcspb.Command_CancelAlter:
+		te, ok := c.tables[op.CancelAlter.TableId]
+		if !ok {
+			res.Err = fmt.Errorf("%w: id %d", ErrTableNotFound, op.CancelAlter.TableId)
+			return true
+		}
+		t := proto.Clone(te.t).(*pcspb.Table)
+		t.PendingSteps = nil
+		c.tables[t.Id] = &tableEntry{t: t, spec: te.spec, shards: te.shards}
+		f.tableEventLocked(st, t, false)
 	case *pcspb.Command_DeleteTable:
 		te, ok := c.tables[op.DeleteTable.TableId]
 		if !ok {

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,6 +71,34 @@ partition:
 	}
 	if code, out := ctl("node", "list"); code != 0 || strings.Count(out, "127.0.0.1:900") != 3 {
 		t.Fatalf("node list: %s", out)
+	}
+	// Shard groups: a second table in users' group gets users' placement, leaf by leaf.
+	if code, out := ctl("table", "create", "orders", "--columns", "id:int64", "--hash-columns", "id", "--hash-partitions", "8", "--replicas", "3", "--shard-group", "g1"); code != 0 {
+		t.Fatalf("create orders: %s", out)
+	}
+	if code, out := ctl("table", "create", "lines", "--columns", "id:int64", "--hash-columns", "id", "--hash-partitions", "8", "--replicas", "3", "--shard-group", "g1"); code != 0 {
+		t.Fatalf("create lines: %s", out)
+	}
+	if code, out := ctl("group", "list"); code != 0 || !strings.Contains(out, "g1") || !strings.Contains(out, "orders,lines") {
+		t.Fatalf("group list: %s", out)
+	}
+	_, a := ctl("-o", "json", "shard", "list", "orders")
+	_, b := ctl("-o", "json", "shard", "list", "lines")
+	var sa, sb []struct {
+		Replicas []uint64 `json:"replicas"`
+	}
+	json.Unmarshal([]byte(a), &sa)
+	json.Unmarshal([]byte(b), &sb)
+	if len(sa) != 8 || len(sb) != 8 {
+		t.Fatalf("shards: %d and %d", len(sa), len(sb))
+	}
+	for i := range sa {
+		if fmt.Sprint(sa[i].Replicas) != fmt.Sprint(sb[i].Replicas) {
+			t.Fatalf("leaf %d of the group is not co-located: %v vs %v", i, sa[i].Replicas, sb[i].Replicas)
+		}
+	}
+	if code, out := ctl("job", "list"); code != 0 {
+		t.Fatalf("job list: %s", out)
 	}
 	// Errors: one line, non-zero exit.
 	for _, args := range [][]string{

@@ -43,6 +43,7 @@ func tableCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "table", Short: "Create, drop and inspect tables"}
 	var file, columns, isolation, hashCols string
 	var replicas, hashN uint32
+	var group string
 	create := &cobra.Command{
 		Use: "create [NAME]", Short: "Create a table from a spec file (-f, JSON or YAML) or flags", Args: cobra.MaximumNArgs(1),
 		Example: `  pcsctl table create orders --columns id:int64,region:string --hash-columns id --hash-partitions 16 --replicas 3 --isolation-label zone
@@ -58,7 +59,7 @@ func tableCmd(g *globals) *cobra.Command {
 				if len(args) != 1 || columns == "" {
 					return fmt.Errorf("give a table NAME and --columns, or a spec file with -f")
 				}
-				t = &pcspb.Table{Replicas: replicas, IsolationLabel: isolation}
+				t = &pcspb.Table{Replicas: replicas, IsolationLabel: isolation, ShardGroup: group}
 				for _, c := range strings.Split(columns, ",") {
 					name, typ, ok := strings.Cut(c, ":")
 					if !ok {
@@ -95,6 +96,7 @@ func tableCmd(g *globals) *cobra.Command {
 	create.Flags().StringVar(&isolation, "isolation-label", "", "place a shard's replicas on distinct values of this node label")
 	create.Flags().StringVar(&hashCols, "hash-columns", "", "HASH partition over these columns")
 	create.Flags().Uint32Var(&hashN, "hash-partitions", 16, "number of HASH partitions")
+	create.Flags().StringVar(&group, "shard-group", "", "co-locate the shards with the tables of this shard group, leaf by leaf")
 	drop := &cobra.Command{
 		Use: "drop NAME", Short: "Drop a table", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -429,6 +431,43 @@ func jobCmd(g *globals) *cobra.Command {
 				return err
 			}
 			return g.print(cmd.OutOrStdout(), table{rows: [][]string{{"cancelled " + args[0]}}, value: map[string]string{"cancelled": args[0]}})
+		},
+	})
+	return cmd
+}
+
+func groupCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "group", Short: "Shard groups (tables whose shards are co-located leaf by leaf)"}
+	cmd.AddCommand(&cobra.Command{
+		Use: "list", Short: "List shard groups and their tables", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			resp, err := c.ListTables(ctx)
+			if err != nil {
+				return err
+			}
+			groups := map[string][]string{}
+			for _, t := range resp.Tables {
+				if t.ShardGroup != "" {
+					groups[t.ShardGroup] = append(groups[t.ShardGroup], t.Name)
+				}
+			}
+			names := make([]string, 0, len(groups))
+			for n := range groups {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			t := table{header: []string{"GROUP", "TABLES"}, value: groups}
+			for _, n := range names {
+				t.rows = append(t.rows, []string{n, strings.Join(groups[n], ",")})
+			}
+			return g.print(cmd.OutOrStdout(), t)
 		},
 	})
 	return cmd

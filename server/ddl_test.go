@@ -158,3 +158,30 @@ func TestHeartbeatLossAndWarmup(t *testing.T) {
 		t.Fatal("the heartbeating node is not up at the new primary")
 	}
 }
+
+// TestMalformedHeartbeat: a heartbeat from node id 0 or an unregistered node is refused and
+// leaves the live view as it was.
+func TestMalformedHeartbeat(t *testing.T) {
+	tc := newTestCluster(t, 1, fastNodes)
+	p := tc.primary()
+	ctx := ctxT(t, 10*time.Second)
+	for _, hb := range []*pcspb.NodeHeartbeat{{NodeId: 0, Seq: 1}, {NodeId: 424242, Seq: 1, HeldShards: []uint64{1}}} {
+		stream, err := pcspb.NewPCSClient(mustConn(t, p.ClientAddr())).Heartbeat(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(hb); err != nil {
+			t.Fatal(err)
+		}
+		_, err = stream.Recv()
+		if err == nil {
+			t.Fatalf("heartbeat %v accepted", hb)
+		}
+		if mapped := client.MapError(err); !errorsIs(mapped, client.ErrInvalidArgument) && !errorsIs(mapped, client.ErrNotFound) {
+			t.Fatalf("heartbeat %v: %v", hb, err)
+		}
+		if p.live.Heard(hb.NodeId) {
+			t.Fatalf("refused heartbeat from %d entered the live view", hb.NodeId)
+		}
+	}
+}

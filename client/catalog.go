@@ -203,3 +203,12 @@ func (c *Client) CancelJob(ctx context.Context, table string) error {
 		return err
 	})
 }
+
+// SetNodeState records an operator's decision about a data node: up, offline (no new
+// replicas) or tombstone (removed; refused while it holds replicas).
+func (c *Client) SetNodeState(ctx context.Context, nodeID uint64, state string) error {
+	return c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) error {
+		_, err := cli.SetNodeState(ctx, &pcspb.SetNodeStateRequest{NodeId: nodeID, State: state})
+		return err
+	})
+}

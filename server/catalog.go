@@ -36,6 +36,30 @@ func (v *service) RegisterNode(ctx context.Context, req *pcspb.RegisterNodeReque
 	return &pcspb.RegisterNodeResponse{NodeId: res.ID}, nil
 }
 
+func (v *service) SetNodeState(ctx context.Context, req *pcspb.SetNodeStateRequest) (*pcspb.SetNodeStateResponse, error) {
+	cmd := &pcspb.CmdSetNodeAdmin{NodeId: req.NodeId}
+	switch req.State {
+	case "up":
+	case "offline":
+		cmd.Offline = true
+	case "tombstone":
+		cmd.Offline, cmd.Tombstone = true, true
+	default:
+		return nil, toStatus(fmt.Errorf("%w: node state %q: want up, offline or tombstone", ErrInvalid, req.State))
+	}
+	cli, err := v.s.route(ctx, false)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if cli != nil {
+		return cli.SetNodeState(ctx, req)
+	}
+	if _, err := v.s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_SetNodeAdmin{SetNodeAdmin: cmd}}); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pcspb.SetNodeStateResponse{}, nil
+}
+
 func (v *service) ListNodes(ctx context.Context, req *pcspb.ListNodesRequest) (*pcspb.ListNodesResponse, error) {
 	h, err := v.s.readAt(ctx, req.Consistency)
 	if err != nil {

@@ -100,6 +100,23 @@ partition:
 	if code, out := ctl("job", "list"); code != 0 {
 		t.Fatalf("job list: %s", out)
 	}
+	// Node admin states: an offline node takes no new replicas; a node holding replicas cannot
+	// be tombstoned; node show.
+	if code, out := ctl("node", "set-state", "1", "offline"); code != 0 {
+		t.Fatalf("offline: %s", out)
+	}
+	if code, out := ctl("node", "show", "1"); code != 0 || !strings.Contains(out, `"state": "offline"`) {
+		t.Fatalf("node show: %s", out)
+	}
+	if code, out := ctl("table", "create", "x3", "--columns", "id:int64", "--replicas", "3"); code == 0 {
+		t.Fatalf("3 replicas placed with one of 3 nodes offline: %s", out)
+	}
+	if code, out := ctl("node", "set-state", "1", "tombstone"); code == 0 {
+		t.Fatalf("tombstoned a node that holds replicas: %s", out)
+	}
+	if code, out := ctl("node", "set-state", "1", "up"); code != 0 {
+		t.Fatalf("back up: %s", out)
+	}
 	// Errors: one line, non-zero exit.
 	for _, args := range [][]string{
 		{"table", "create", "users", "--columns", "id:int64"},

@@ -2518,6 +2518,95 @@ func (x *RegisterNodeResponse) GetNodeId() uint64 {
 	return 0
 }
 
+type SetNodeStateRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// up, offline or tombstone.
+	State         string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetNodeStateRequest) Reset() {
+	*x = SetNodeStateRequest{}
+	mi := &file_pcs_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNodeStateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNodeStateRequest) ProtoMessage() {}
+
+func (x *SetNodeStateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNodeStateRequest.ProtoReflect.Descriptor instead.
+func (*SetNodeStateRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *SetNodeStateRequest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *SetNodeStateRequest) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+type SetNodeStateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetNodeStateResponse) Reset() {
+	*x = SetNodeStateResponse{}
+	mi := &file_pcs_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNodeStateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNodeStateResponse) ProtoMessage() {}
+
+func (x *SetNodeStateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNodeStateResponse.ProtoReflect.Descriptor instead.
+func (*SetNodeStateResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{41}
+}
+
 type ListNodesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Consistency   Consistency            `protobuf:"varint,1,opt,name=consistency,proto3,enum=pcs.v1.Consistency" json:"consistency,omitempty"`
@@ -2527,7 +2616,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_pcs_proto_msgTypes[40]
+	mi := &file_pcs_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2539,7 +2628,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[40]
+	mi := &file_pcs_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2552,7 +2641,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{40}
+	return file_pcs_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListNodesRequest) GetConsistency() Consistency {
@@ -2576,7 +2665,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_pcs_proto_msgTypes[41]
+	mi := &file_pcs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2588,7 +2677,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[41]
+	mi := &file_pcs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2601,7 +2690,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{41}
+	return file_pcs_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *NodeInfo) GetNode() *DataNode {
@@ -2642,7 +2731,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_pcs_proto_msgTypes[42]
+	mi := &file_pcs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2654,7 +2743,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[42]
+	mi := &file_pcs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2667,7 +2756,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{42}
+	return file_pcs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListNodesResponse) GetHeader() *ReadHeader {
@@ -2693,7 +2782,7 @@ type CreateTableRequest struct {
 
 func (x *CreateTableRequest) Reset() {
 	*x = CreateTableRequest{}
-	mi := &file_pcs_proto_msgTypes[43]
+	mi := &file_pcs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2705,7 +2794,7 @@ func (x *CreateTableRequest) String() string {
 func (*CreateTableRequest) ProtoMessage() {}
 
 func (x *CreateTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[43]
+	mi := &file_pcs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2718,7 +2807,7 @@ func (x *CreateTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTableRequest.ProtoReflect.Descriptor instead.
 func (*CreateTableRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{43}
+	return file_pcs_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateTableRequest) GetTable() *Table {
@@ -2738,7 +2827,7 @@ type CreateTableResponse struct {
 
 func (x *CreateTableResponse) Reset() {
 	*x = CreateTableResponse{}
-	mi := &file_pcs_proto_msgTypes[44]
+	mi := &file_pcs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2750,7 +2839,7 @@ func (x *CreateTableResponse) String() string {
 func (*CreateTableResponse) ProtoMessage() {}
 
 func (x *CreateTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[44]
+	mi := &file_pcs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2763,7 +2852,7 @@ func (x *CreateTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTableResponse.ProtoReflect.Descriptor instead.
 func (*CreateTableResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{44}
+	return file_pcs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CreateTableResponse) GetTable() *Table {
@@ -2791,7 +2880,7 @@ type AlterTableRequest struct {
 
 func (x *AlterTableRequest) Reset() {
 	*x = AlterTableRequest{}
-	mi := &file_pcs_proto_msgTypes[45]
+	mi := &file_pcs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +2892,7 @@ func (x *AlterTableRequest) String() string {
 func (*AlterTableRequest) ProtoMessage() {}
 
 func (x *AlterTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[45]
+	mi := &file_pcs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +2905,7 @@ func (x *AlterTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterTableRequest.ProtoReflect.Descriptor instead.
 func (*AlterTableRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{45}
+	return file_pcs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *AlterTableRequest) GetName() string {
@@ -2842,7 +2931,7 @@ type AlterTableResponse struct {
 
 func (x *AlterTableResponse) Reset() {
 	*x = AlterTableResponse{}
-	mi := &file_pcs_proto_msgTypes[46]
+	mi := &file_pcs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2854,7 +2943,7 @@ func (x *AlterTableResponse) String() string {
 func (*AlterTableResponse) ProtoMessage() {}
 
 func (x *AlterTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[46]
+	mi := &file_pcs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2867,7 +2956,7 @@ func (x *AlterTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterTableResponse.ProtoReflect.Descriptor instead.
 func (*AlterTableResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{46}
+	return file_pcs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *AlterTableResponse) GetTable() *Table {
@@ -2886,7 +2975,7 @@ type DropTableRequest struct {
 
 func (x *DropTableRequest) Reset() {
 	*x = DropTableRequest{}
-	mi := &file_pcs_proto_msgTypes[47]
+	mi := &file_pcs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2898,7 +2987,7 @@ func (x *DropTableRequest) String() string {
 func (*DropTableRequest) ProtoMessage() {}
 
 func (x *DropTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[47]
+	mi := &file_pcs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2911,7 +3000,7 @@ func (x *DropTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropTableRequest.ProtoReflect.Descriptor instead.
 func (*DropTableRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{47}
+	return file_pcs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *DropTableRequest) GetName() string {
@@ -2929,7 +3018,7 @@ type DropTableResponse struct {
 
 func (x *DropTableResponse) Reset() {
 	*x = DropTableResponse{}
-	mi := &file_pcs_proto_msgTypes[48]
+	mi := &file_pcs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2941,7 +3030,7 @@ func (x *DropTableResponse) String() string {
 func (*DropTableResponse) ProtoMessage() {}
 
 func (x *DropTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[48]
+	mi := &file_pcs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2954,7 +3043,7 @@ func (x *DropTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropTableResponse.ProtoReflect.Descriptor instead.
 func (*DropTableResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{48}
+	return file_pcs_proto_rawDescGZIP(), []int{50}
 }
 
 type GetTableRequest struct {
@@ -2969,7 +3058,7 @@ type GetTableRequest struct {
 
 func (x *GetTableRequest) Reset() {
 	*x = GetTableRequest{}
-	mi := &file_pcs_proto_msgTypes[49]
+	mi := &file_pcs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2981,7 +3070,7 @@ func (x *GetTableRequest) String() string {
 func (*GetTableRequest) ProtoMessage() {}
 
 func (x *GetTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[49]
+	mi := &file_pcs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2994,7 +3083,7 @@ func (x *GetTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTableRequest.ProtoReflect.Descriptor instead.
 func (*GetTableRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{49}
+	return file_pcs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetTableRequest) GetName() string {
@@ -3030,7 +3119,7 @@ type GetTableResponse struct {
 
 func (x *GetTableResponse) Reset() {
 	*x = GetTableResponse{}
-	mi := &file_pcs_proto_msgTypes[50]
+	mi := &file_pcs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3042,7 +3131,7 @@ func (x *GetTableResponse) String() string {
 func (*GetTableResponse) ProtoMessage() {}
 
 func (x *GetTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[50]
+	mi := &file_pcs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3055,7 +3144,7 @@ func (x *GetTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTableResponse.ProtoReflect.Descriptor instead.
 func (*GetTableResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{50}
+	return file_pcs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetTableResponse) GetHeader() *ReadHeader {
@@ -3095,7 +3184,7 @@ type ListTablesRequest struct {
 
 func (x *ListTablesRequest) Reset() {
 	*x = ListTablesRequest{}
-	mi := &file_pcs_proto_msgTypes[51]
+	mi := &file_pcs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3107,7 +3196,7 @@ func (x *ListTablesRequest) String() string {
 func (*ListTablesRequest) ProtoMessage() {}
 
 func (x *ListTablesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[51]
+	mi := &file_pcs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3120,7 +3209,7 @@ func (x *ListTablesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTablesRequest.ProtoReflect.Descriptor instead.
 func (*ListTablesRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{51}
+	return file_pcs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListTablesRequest) GetConsistency() Consistency {
@@ -3140,7 +3229,7 @@ type ListTablesResponse struct {
 
 func (x *ListTablesResponse) Reset() {
 	*x = ListTablesResponse{}
-	mi := &file_pcs_proto_msgTypes[52]
+	mi := &file_pcs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3152,7 +3241,7 @@ func (x *ListTablesResponse) String() string {
 func (*ListTablesResponse) ProtoMessage() {}
 
 func (x *ListTablesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[52]
+	mi := &file_pcs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3165,7 +3254,7 @@ func (x *ListTablesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTablesResponse.ProtoReflect.Descriptor instead.
 func (*ListTablesResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{52}
+	return file_pcs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListTablesResponse) GetHeader() *ReadHeader {
@@ -3194,7 +3283,7 @@ type GetShardRequest struct {
 
 func (x *GetShardRequest) Reset() {
 	*x = GetShardRequest{}
-	mi := &file_pcs_proto_msgTypes[53]
+	mi := &file_pcs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3206,7 +3295,7 @@ func (x *GetShardRequest) String() string {
 func (*GetShardRequest) ProtoMessage() {}
 
 func (x *GetShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[53]
+	mi := &file_pcs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3219,7 +3308,7 @@ func (x *GetShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardRequest.ProtoReflect.Descriptor instead.
 func (*GetShardRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{53}
+	return file_pcs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetShardRequest) GetTable() string {
@@ -3253,7 +3342,7 @@ type GetShardResponse struct {
 
 func (x *GetShardResponse) Reset() {
 	*x = GetShardResponse{}
-	mi := &file_pcs_proto_msgTypes[54]
+	mi := &file_pcs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3265,7 +3354,7 @@ func (x *GetShardResponse) String() string {
 func (*GetShardResponse) ProtoMessage() {}
 
 func (x *GetShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[54]
+	mi := &file_pcs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3278,7 +3367,7 @@ func (x *GetShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardResponse.ProtoReflect.Descriptor instead.
 func (*GetShardResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{54}
+	return file_pcs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetShardResponse) GetHeader() *ReadHeader {
@@ -3307,7 +3396,7 @@ type BatchGetShardsRequest struct {
 
 func (x *BatchGetShardsRequest) Reset() {
 	*x = BatchGetShardsRequest{}
-	mi := &file_pcs_proto_msgTypes[55]
+	mi := &file_pcs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3319,7 +3408,7 @@ func (x *BatchGetShardsRequest) String() string {
 func (*BatchGetShardsRequest) ProtoMessage() {}
 
 func (x *BatchGetShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[55]
+	mi := &file_pcs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3332,7 +3421,7 @@ func (x *BatchGetShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetShardsRequest.ProtoReflect.Descriptor instead.
 func (*BatchGetShardsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{55}
+	return file_pcs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *BatchGetShardsRequest) GetTable() string {
@@ -3367,7 +3456,7 @@ type BatchGetShardsResponse struct {
 
 func (x *BatchGetShardsResponse) Reset() {
 	*x = BatchGetShardsResponse{}
-	mi := &file_pcs_proto_msgTypes[56]
+	mi := &file_pcs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3379,7 +3468,7 @@ func (x *BatchGetShardsResponse) String() string {
 func (*BatchGetShardsResponse) ProtoMessage() {}
 
 func (x *BatchGetShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[56]
+	mi := &file_pcs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3392,7 +3481,7 @@ func (x *BatchGetShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetShardsResponse.ProtoReflect.Descriptor instead.
 func (*BatchGetShardsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{56}
+	return file_pcs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *BatchGetShardsResponse) GetHeader() *ReadHeader {
@@ -3419,7 +3508,7 @@ type GetShardByIDRequest struct {
 
 func (x *GetShardByIDRequest) Reset() {
 	*x = GetShardByIDRequest{}
-	mi := &file_pcs_proto_msgTypes[57]
+	mi := &file_pcs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3431,7 +3520,7 @@ func (x *GetShardByIDRequest) String() string {
 func (*GetShardByIDRequest) ProtoMessage() {}
 
 func (x *GetShardByIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[57]
+	mi := &file_pcs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3444,7 +3533,7 @@ func (x *GetShardByIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardByIDRequest.ProtoReflect.Descriptor instead.
 func (*GetShardByIDRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{57}
+	return file_pcs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetShardByIDRequest) GetId() uint64 {
@@ -3476,7 +3565,7 @@ type ScanShardsRequest struct {
 
 func (x *ScanShardsRequest) Reset() {
 	*x = ScanShardsRequest{}
-	mi := &file_pcs_proto_msgTypes[58]
+	mi := &file_pcs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3488,7 +3577,7 @@ func (x *ScanShardsRequest) String() string {
 func (*ScanShardsRequest) ProtoMessage() {}
 
 func (x *ScanShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[58]
+	mi := &file_pcs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3501,7 +3590,7 @@ func (x *ScanShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanShardsRequest.ProtoReflect.Descriptor instead.
 func (*ScanShardsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{58}
+	return file_pcs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ScanShardsRequest) GetTable() string {
@@ -3550,7 +3639,7 @@ type ScanShardsResponse struct {
 
 func (x *ScanShardsResponse) Reset() {
 	*x = ScanShardsResponse{}
-	mi := &file_pcs_proto_msgTypes[59]
+	mi := &file_pcs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3562,7 +3651,7 @@ func (x *ScanShardsResponse) String() string {
 func (*ScanShardsResponse) ProtoMessage() {}
 
 func (x *ScanShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[59]
+	mi := &file_pcs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3575,7 +3664,7 @@ func (x *ScanShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanShardsResponse.ProtoReflect.Descriptor instead.
 func (*ScanShardsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{59}
+	return file_pcs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ScanShardsResponse) GetHeader() *ReadHeader {
@@ -3615,7 +3704,7 @@ type NodeStats struct {
 
 func (x *NodeStats) Reset() {
 	*x = NodeStats{}
-	mi := &file_pcs_proto_msgTypes[60]
+	mi := &file_pcs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3627,7 +3716,7 @@ func (x *NodeStats) String() string {
 func (*NodeStats) ProtoMessage() {}
 
 func (x *NodeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[60]
+	mi := &file_pcs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3640,7 +3729,7 @@ func (x *NodeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStats.ProtoReflect.Descriptor instead.
 func (*NodeStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{60}
+	return file_pcs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *NodeStats) GetShardCount() uint64 {
@@ -3707,7 +3796,7 @@ type ShardStats struct {
 
 func (x *ShardStats) Reset() {
 	*x = ShardStats{}
-	mi := &file_pcs_proto_msgTypes[61]
+	mi := &file_pcs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3719,7 +3808,7 @@ func (x *ShardStats) String() string {
 func (*ShardStats) ProtoMessage() {}
 
 func (x *ShardStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[61]
+	mi := &file_pcs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3732,7 +3821,7 @@ func (x *ShardStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStats.ProtoReflect.Descriptor instead.
 func (*ShardStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{61}
+	return file_pcs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ShardStats) GetShardId() uint64 {
@@ -3791,7 +3880,7 @@ type NodeHeartbeat struct {
 
 func (x *NodeHeartbeat) Reset() {
 	*x = NodeHeartbeat{}
-	mi := &file_pcs_proto_msgTypes[62]
+	mi := &file_pcs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3803,7 +3892,7 @@ func (x *NodeHeartbeat) String() string {
 func (*NodeHeartbeat) ProtoMessage() {}
 
 func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[62]
+	mi := &file_pcs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3816,7 +3905,7 @@ func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeHeartbeat.ProtoReflect.Descriptor instead.
 func (*NodeHeartbeat) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{62}
+	return file_pcs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *NodeHeartbeat) GetNodeId() uint64 {
@@ -3870,7 +3959,7 @@ type NodeCommand struct {
 
 func (x *NodeCommand) Reset() {
 	*x = NodeCommand{}
-	mi := &file_pcs_proto_msgTypes[63]
+	mi := &file_pcs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3882,7 +3971,7 @@ func (x *NodeCommand) String() string {
 func (*NodeCommand) ProtoMessage() {}
 
 func (x *NodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[63]
+	mi := &file_pcs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3895,7 +3984,7 @@ func (x *NodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCommand.ProtoReflect.Descriptor instead.
 func (*NodeCommand) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{63}
+	return file_pcs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *NodeCommand) GetCmd() isNodeCommand_Cmd {
@@ -3981,7 +4070,7 @@ type SchemaVersionRef struct {
 
 func (x *SchemaVersionRef) Reset() {
 	*x = SchemaVersionRef{}
-	mi := &file_pcs_proto_msgTypes[64]
+	mi := &file_pcs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3993,7 +4082,7 @@ func (x *SchemaVersionRef) String() string {
 func (*SchemaVersionRef) ProtoMessage() {}
 
 func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[64]
+	mi := &file_pcs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4006,7 +4095,7 @@ func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersionRef.ProtoReflect.Descriptor instead.
 func (*SchemaVersionRef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{64}
+	return file_pcs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *SchemaVersionRef) GetTableId() uint64 {
@@ -4043,7 +4132,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_pcs_proto_msgTypes[65]
+	mi := &file_pcs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4055,7 +4144,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[65]
+	mi := &file_pcs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4068,7 +4157,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{65}
+	return file_pcs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *HeartbeatResponse) GetSeq() uint64 {
@@ -4111,7 +4200,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_pcs_proto_msgTypes[66]
+	mi := &file_pcs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4123,7 +4212,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[66]
+	mi := &file_pcs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4136,7 +4225,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{66}
+	return file_pcs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *Job) GetTableId() uint64 {
@@ -4189,7 +4278,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_pcs_proto_msgTypes[67]
+	mi := &file_pcs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4201,7 +4290,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[67]
+	mi := &file_pcs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4214,7 +4303,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{67}
+	return file_pcs_proto_rawDescGZIP(), []int{69}
 }
 
 type ListJobsResponse struct {
@@ -4226,7 +4315,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_pcs_proto_msgTypes[68]
+	mi := &file_pcs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4238,7 +4327,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[68]
+	mi := &file_pcs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4251,7 +4340,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{68}
+	return file_pcs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -4273,7 +4362,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_pcs_proto_msgTypes[69]
+	mi := &file_pcs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4285,7 +4374,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[69]
+	mi := &file_pcs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4298,7 +4387,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{69}
+	return file_pcs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *CancelJobRequest) GetTable() string {
@@ -4316,7 +4405,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4328,7 +4417,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4341,7 +4430,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{70}
+	return file_pcs_proto_rawDescGZIP(), []int{72}
 }
 
 // ColumnDef is one column of a table. type is a keyenc type name: int64, uint64, float64, bool,
@@ -4358,7 +4447,7 @@ type ColumnDef struct {
 
 func (x *ColumnDef) Reset() {
 	*x = ColumnDef{}
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4370,7 +4459,7 @@ func (x *ColumnDef) String() string {
 func (*ColumnDef) ProtoMessage() {}
 
 func (x *ColumnDef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4383,7 +4472,7 @@ func (x *ColumnDef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ColumnDef.ProtoReflect.Descriptor instead.
 func (*ColumnDef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{71}
+	return file_pcs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ColumnDef) GetName() string {
@@ -4419,7 +4508,7 @@ type RangePartition struct {
 
 func (x *RangePartition) Reset() {
 	*x = RangePartition{}
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4431,7 +4520,7 @@ func (x *RangePartition) String() string {
 func (*RangePartition) ProtoMessage() {}
 
 func (x *RangePartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4444,7 +4533,7 @@ func (x *RangePartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangePartition.ProtoReflect.Descriptor instead.
 func (*RangePartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{72}
+	return file_pcs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *RangePartition) GetName() string {
@@ -4471,7 +4560,7 @@ type ValueTuple struct {
 
 func (x *ValueTuple) Reset() {
 	*x = ValueTuple{}
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4483,7 +4572,7 @@ func (x *ValueTuple) String() string {
 func (*ValueTuple) ProtoMessage() {}
 
 func (x *ValueTuple) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4496,7 +4585,7 @@ func (x *ValueTuple) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueTuple.ProtoReflect.Descriptor instead.
 func (*ValueTuple) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{73}
+	return file_pcs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ValueTuple) GetValues() []string {
@@ -4518,7 +4607,7 @@ type ListPartition struct {
 
 func (x *ListPartition) Reset() {
 	*x = ListPartition{}
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4530,7 +4619,7 @@ func (x *ListPartition) String() string {
 func (*ListPartition) ProtoMessage() {}
 
 func (x *ListPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4543,7 +4632,7 @@ func (x *ListPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartition.ProtoReflect.Descriptor instead.
 func (*ListPartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{74}
+	return file_pcs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ListPartition) GetName() string {
@@ -4583,7 +4672,7 @@ type PartitionSpec struct {
 
 func (x *PartitionSpec) Reset() {
 	*x = PartitionSpec{}
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4595,7 +4684,7 @@ func (x *PartitionSpec) String() string {
 func (*PartitionSpec) ProtoMessage() {}
 
 func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4608,7 +4697,7 @@ func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSpec.ProtoReflect.Descriptor instead.
 func (*PartitionSpec) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{75}
+	return file_pcs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *PartitionSpec) GetStrategy() PartitionStrategy {
@@ -4670,7 +4759,7 @@ type DataNode struct {
 
 func (x *DataNode) Reset() {
 	*x = DataNode{}
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4682,7 +4771,7 @@ func (x *DataNode) String() string {
 func (*DataNode) ProtoMessage() {}
 
 func (x *DataNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4695,7 +4784,7 @@ func (x *DataNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataNode.ProtoReflect.Descriptor instead.
 func (*DataNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{76}
+	return file_pcs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *DataNode) GetId() uint64 {
@@ -4769,7 +4858,7 @@ type Table struct {
 
 func (x *Table) Reset() {
 	*x = Table{}
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4781,7 +4870,7 @@ func (x *Table) String() string {
 func (*Table) ProtoMessage() {}
 
 func (x *Table) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4794,7 +4883,7 @@ func (x *Table) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Table.ProtoReflect.Descriptor instead.
 func (*Table) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{77}
+	return file_pcs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *Table) GetId() uint64 {
@@ -4905,7 +4994,7 @@ type SchemaVersion struct {
 
 func (x *SchemaVersion) Reset() {
 	*x = SchemaVersion{}
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4917,7 +5006,7 @@ func (x *SchemaVersion) String() string {
 func (*SchemaVersion) ProtoMessage() {}
 
 func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4930,7 +5019,7 @@ func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersion.ProtoReflect.Descriptor instead.
 func (*SchemaVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{78}
+	return file_pcs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *SchemaVersion) GetVersion() uint64 {
@@ -4959,7 +5048,7 @@ type ShardEpoch struct {
 
 func (x *ShardEpoch) Reset() {
 	*x = ShardEpoch{}
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4971,7 +5060,7 @@ func (x *ShardEpoch) String() string {
 func (*ShardEpoch) ProtoMessage() {}
 
 func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4984,7 +5073,7 @@ func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardEpoch.ProtoReflect.Descriptor instead.
 func (*ShardEpoch) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{79}
+	return file_pcs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *ShardEpoch) GetConfVer() uint64 {
@@ -5021,7 +5110,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5033,7 +5122,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5046,7 +5135,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{80}
+	return file_pcs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *Shard) GetId() uint64 {
@@ -5132,6 +5221,7 @@ type Command struct {
 	//	*Command_AlterTable
 	//	*Command_AdvanceSchema
 	//	*Command_CancelAlter
+	//	*Command_SetNodeAdmin
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -5139,7 +5229,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5151,7 +5241,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5164,7 +5254,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{81}
+	return file_pcs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *Command) GetVersion() uint32 {
@@ -5298,6 +5388,15 @@ func (x *Command) GetCancelAlter() *CmdCancelAlter {
 	return nil
 }
 
+func (x *Command) GetSetNodeAdmin() *CmdSetNodeAdmin {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetNodeAdmin); ok {
+			return x.SetNodeAdmin
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -5354,6 +5453,10 @@ type Command_CancelAlter struct {
 	CancelAlter *CmdCancelAlter `protobuf:"bytes,14,opt,name=cancel_alter,json=cancelAlter,proto3,oneof"`
 }
 
+type Command_SetNodeAdmin struct {
+	SetNodeAdmin *CmdSetNodeAdmin `protobuf:"bytes,15,opt,name=set_node_admin,json=setNodeAdmin,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -5380,6 +5483,70 @@ func (*Command_AdvanceSchema) isCommand_Op() {}
 
 func (*Command_CancelAlter) isCommand_Op() {}
 
+func (*Command_SetNodeAdmin) isCommand_Op() {}
+
+// An operator's decision about a data node: offline (drain: no new replicas) or tombstone
+// (removed for good; refused while it still holds replicas in the catalog).
+type CmdSetNodeAdmin struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Offline       bool                   `protobuf:"varint,2,opt,name=offline,proto3" json:"offline,omitempty"`
+	Tombstone     bool                   `protobuf:"varint,3,opt,name=tombstone,proto3" json:"tombstone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CmdSetNodeAdmin) Reset() {
+	*x = CmdSetNodeAdmin{}
+	mi := &file_pcs_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CmdSetNodeAdmin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CmdSetNodeAdmin) ProtoMessage() {}
+
+func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CmdSetNodeAdmin.ProtoReflect.Descriptor instead.
+func (*CmdSetNodeAdmin) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{84}
+}
+
+func (x *CmdSetNodeAdmin) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *CmdSetNodeAdmin) GetOffline() bool {
+	if x != nil {
+		return x.Offline
+	}
+	return false
+}
+
+func (x *CmdSetNodeAdmin) GetTombstone() bool {
+	if x != nil {
+		return x.Tombstone
+	}
+	return false
+}
+
 // Abandon an ALTER's pending steps.
 type CmdCancelAlter struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -5390,7 +5557,7 @@ type CmdCancelAlter struct {
 
 func (x *CmdCancelAlter) Reset() {
 	*x = CmdCancelAlter{}
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5402,7 +5569,7 @@ func (x *CmdCancelAlter) String() string {
 func (*CmdCancelAlter) ProtoMessage() {}
 
 func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5415,7 +5582,7 @@ func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCancelAlter.ProtoReflect.Descriptor instead.
 func (*CmdCancelAlter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{82}
+	return file_pcs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *CmdCancelAlter) GetTableId() uint64 {
@@ -5437,7 +5604,7 @@ type CmdAlterTable struct {
 
 func (x *CmdAlterTable) Reset() {
 	*x = CmdAlterTable{}
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5449,7 +5616,7 @@ func (x *CmdAlterTable) String() string {
 func (*CmdAlterTable) ProtoMessage() {}
 
 func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5462,7 +5629,7 @@ func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAlterTable.ProtoReflect.Descriptor instead.
 func (*CmdAlterTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{83}
+	return file_pcs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *CmdAlterTable) GetTableId() uint64 {
@@ -5491,7 +5658,7 @@ type CmdAdvanceSchema struct {
 
 func (x *CmdAdvanceSchema) Reset() {
 	*x = CmdAdvanceSchema{}
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5503,7 +5670,7 @@ func (x *CmdAdvanceSchema) String() string {
 func (*CmdAdvanceSchema) ProtoMessage() {}
 
 func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5516,7 +5683,7 @@ func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAdvanceSchema.ProtoReflect.Descriptor instead.
 func (*CmdAdvanceSchema) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{84}
+	return file_pcs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *CmdAdvanceSchema) GetTableId() uint64 {
@@ -5544,7 +5711,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5556,7 +5723,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5569,7 +5736,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{85}
+	return file_pcs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -5591,7 +5758,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5603,7 +5770,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5616,7 +5783,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{86}
+	return file_pcs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -5643,7 +5810,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5655,7 +5822,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5668,7 +5835,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{87}
+	return file_pcs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -5695,7 +5862,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5707,7 +5874,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5720,7 +5887,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{88}
+	return file_pcs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -5741,7 +5908,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5753,7 +5920,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5766,7 +5933,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{89}
+	return file_pcs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -5800,7 +5967,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5812,7 +5979,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5825,7 +5992,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{90}
+	return file_pcs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -5852,7 +6019,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5864,7 +6031,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5877,7 +6044,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{91}
+	return file_pcs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -5898,7 +6065,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5910,7 +6077,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5923,7 +6090,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{92}
+	return file_pcs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -5949,7 +6116,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5961,7 +6128,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5974,7 +6141,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{93}
+	return file_pcs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -5993,7 +6160,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6005,7 +6172,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6018,7 +6185,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{94}
+	return file_pcs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -6050,7 +6217,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6062,7 +6229,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6075,7 +6242,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{95}
+	return file_pcs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -6238,7 +6405,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6250,7 +6417,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6263,7 +6430,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{96}
+	return file_pcs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -6311,7 +6478,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6323,7 +6490,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6336,7 +6503,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{97}
+	return file_pcs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -6363,7 +6530,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6375,7 +6542,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6388,7 +6555,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{98}
+	return file_pcs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -6567,7 +6734,11 @@ const file_pcs_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"/\n" +
 	"\x14RegisterNodeResponse\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\"I\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\"D\n" +
+	"\x13SetNodeStateRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\"\x16\n" +
+	"\x14SetNodeStateResponse\"I\n" +
 	"\x10ListNodesRequest\x125\n" +
 	"\vconsistency\x18\x01 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"|\n" +
 	"\bNodeInfo\x12$\n" +
@@ -6764,7 +6935,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\x04term\x18\x06 \x01(\x04R\x04term\x12\x18\n" +
 	"\aprimary\x18\a \x01(\x04R\aprimary\x12\x1a\n" +
 	"\breplicas\x18\b \x03(\x04R\breplicas\x12\x1c\n" +
-	"\tpartition\x18\t \x01(\tR\tpartition\"\x94\x06\n" +
+	"\tpartition\x18\t \x01(\tR\tpartition\"\xd5\x06\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\"\n" +
 	"\x03put\x18\x02 \x01(\v2\x0e.pcs.v1.CmdPutH\x00R\x03put\x12+\n" +
@@ -6783,8 +6954,13 @@ const file_pcs_proto_rawDesc = "" +
 	"\valter_table\x18\f \x01(\v2\x15.pcs.v1.CmdAlterTableH\x00R\n" +
 	"alterTable\x12A\n" +
 	"\x0eadvance_schema\x18\r \x01(\v2\x18.pcs.v1.CmdAdvanceSchemaH\x00R\radvanceSchema\x12;\n" +
-	"\fcancel_alter\x18\x0e \x01(\v2\x16.pcs.v1.CmdCancelAlterH\x00R\vcancelAlterB\x04\n" +
-	"\x02op\"+\n" +
+	"\fcancel_alter\x18\x0e \x01(\v2\x16.pcs.v1.CmdCancelAlterH\x00R\vcancelAlter\x12?\n" +
+	"\x0eset_node_admin\x18\x0f \x01(\v2\x17.pcs.v1.CmdSetNodeAdminH\x00R\fsetNodeAdminB\x04\n" +
+	"\x02op\"b\n" +
+	"\x0fCmdSetNodeAdmin\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x18\n" +
+	"\aoffline\x18\x02 \x01(\bR\aoffline\x12\x1c\n" +
+	"\ttombstone\x18\x03 \x01(\bR\ttombstone\"+\n" +
 	"\x0eCmdCancelAlter\x12\x19\n" +
 	"\btable_id\x18\x01 \x01(\x04R\atableId\"@\n" +
 	"\rCmdAlterTable\x12\x19\n" +
@@ -6866,7 +7042,7 @@ const file_pcs_proto_rawDesc = "" +
 	"TableState\x12\x18\n" +
 	"\x14TABLE_STATE_CREATING\x10\x00\x12\x16\n" +
 	"\x12TABLE_STATE_PUBLIC\x10\x01\x12\x18\n" +
-	"\x14TABLE_STATE_DROPPING\x10\x022\xb8\x0f\n" +
+	"\x14TABLE_STATE_DROPPING\x10\x022\x83\x10\n" +
 	"\x03PCS\x127\n" +
 	"\x06Status\x12\x15.pcs.v1.StatusRequest\x1a\x16.pcs.v1.StatusResponse\x12C\n" +
 	"\n" +
@@ -6884,7 +7060,8 @@ const file_pcs_proto_rawDesc = "" +
 	"\x03Tso\x12\x12.pcs.v1.TsoRequest\x1a\x13.pcs.v1.TsoResponse(\x010\x01\x12=\n" +
 	"\bAllocIDs\x12\x17.pcs.v1.AllocIDsRequest\x1a\x18.pcs.v1.AllocIDsResponse\x12I\n" +
 	"\fRegisterNode\x12\x1b.pcs.v1.RegisterNodeRequest\x1a\x1c.pcs.v1.RegisterNodeResponse\x12@\n" +
-	"\tListNodes\x12\x18.pcs.v1.ListNodesRequest\x1a\x19.pcs.v1.ListNodesResponse\x12F\n" +
+	"\tListNodes\x12\x18.pcs.v1.ListNodesRequest\x1a\x19.pcs.v1.ListNodesResponse\x12I\n" +
+	"\fSetNodeState\x12\x1b.pcs.v1.SetNodeStateRequest\x1a\x1c.pcs.v1.SetNodeStateResponse\x12F\n" +
 	"\vCreateTable\x12\x1a.pcs.v1.CreateTableRequest\x1a\x1b.pcs.v1.CreateTableResponse\x12@\n" +
 	"\tDropTable\x12\x18.pcs.v1.DropTableRequest\x1a\x19.pcs.v1.DropTableResponse\x12C\n" +
 	"\n" +
@@ -6916,7 +7093,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 103)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 106)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                 // 0: pcs.v1.NodeState
 	(Consistency)(0),               // 1: pcs.v1.Consistency
@@ -6963,69 +7140,72 @@ var file_pcs_proto_goTypes = []any{
 	(*SetLogLevelResponse)(nil),    // 42: pcs.v1.SetLogLevelResponse
 	(*RegisterNodeRequest)(nil),    // 43: pcs.v1.RegisterNodeRequest
 	(*RegisterNodeResponse)(nil),   // 44: pcs.v1.RegisterNodeResponse
-	(*ListNodesRequest)(nil),       // 45: pcs.v1.ListNodesRequest
-	(*NodeInfo)(nil),               // 46: pcs.v1.NodeInfo
-	(*ListNodesResponse)(nil),      // 47: pcs.v1.ListNodesResponse
-	(*CreateTableRequest)(nil),     // 48: pcs.v1.CreateTableRequest
-	(*CreateTableResponse)(nil),    // 49: pcs.v1.CreateTableResponse
-	(*AlterTableRequest)(nil),      // 50: pcs.v1.AlterTableRequest
-	(*AlterTableResponse)(nil),     // 51: pcs.v1.AlterTableResponse
-	(*DropTableRequest)(nil),       // 52: pcs.v1.DropTableRequest
-	(*DropTableResponse)(nil),      // 53: pcs.v1.DropTableResponse
-	(*GetTableRequest)(nil),        // 54: pcs.v1.GetTableRequest
-	(*GetTableResponse)(nil),       // 55: pcs.v1.GetTableResponse
-	(*ListTablesRequest)(nil),      // 56: pcs.v1.ListTablesRequest
-	(*ListTablesResponse)(nil),     // 57: pcs.v1.ListTablesResponse
-	(*GetShardRequest)(nil),        // 58: pcs.v1.GetShardRequest
-	(*GetShardResponse)(nil),       // 59: pcs.v1.GetShardResponse
-	(*BatchGetShardsRequest)(nil),  // 60: pcs.v1.BatchGetShardsRequest
-	(*BatchGetShardsResponse)(nil), // 61: pcs.v1.BatchGetShardsResponse
-	(*GetShardByIDRequest)(nil),    // 62: pcs.v1.GetShardByIDRequest
-	(*ScanShardsRequest)(nil),      // 63: pcs.v1.ScanShardsRequest
-	(*ScanShardsResponse)(nil),     // 64: pcs.v1.ScanShardsResponse
-	(*NodeStats)(nil),              // 65: pcs.v1.NodeStats
-	(*ShardStats)(nil),             // 66: pcs.v1.ShardStats
-	(*NodeHeartbeat)(nil),          // 67: pcs.v1.NodeHeartbeat
-	(*NodeCommand)(nil),            // 68: pcs.v1.NodeCommand
-	(*SchemaVersionRef)(nil),       // 69: pcs.v1.SchemaVersionRef
-	(*HeartbeatResponse)(nil),      // 70: pcs.v1.HeartbeatResponse
-	(*Job)(nil),                    // 71: pcs.v1.Job
-	(*ListJobsRequest)(nil),        // 72: pcs.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),       // 73: pcs.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),       // 74: pcs.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),      // 75: pcs.v1.CancelJobResponse
-	(*ColumnDef)(nil),              // 76: pcs.v1.ColumnDef
-	(*RangePartition)(nil),         // 77: pcs.v1.RangePartition
-	(*ValueTuple)(nil),             // 78: pcs.v1.ValueTuple
-	(*ListPartition)(nil),          // 79: pcs.v1.ListPartition
-	(*PartitionSpec)(nil),          // 80: pcs.v1.PartitionSpec
-	(*DataNode)(nil),               // 81: pcs.v1.DataNode
-	(*Table)(nil),                  // 82: pcs.v1.Table
-	(*SchemaVersion)(nil),          // 83: pcs.v1.SchemaVersion
-	(*ShardEpoch)(nil),             // 84: pcs.v1.ShardEpoch
-	(*Shard)(nil),                  // 85: pcs.v1.Shard
-	(*Command)(nil),                // 86: pcs.v1.Command
-	(*CmdCancelAlter)(nil),         // 87: pcs.v1.CmdCancelAlter
-	(*CmdAlterTable)(nil),          // 88: pcs.v1.CmdAlterTable
-	(*CmdAdvanceSchema)(nil),       // 89: pcs.v1.CmdAdvanceSchema
-	(*CmdRegisterNode)(nil),        // 90: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),         // 91: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),       // 92: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),         // 93: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                 // 94: pcs.v1.CmdPut
-	(*CmdDelete)(nil),              // 95: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),           // 96: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),            // 97: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),           // 98: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),        // 99: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),         // 100: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),         // 101: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),              // 102: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),        // 103: pcs.v1.SnapshotTrailer
-	nil,                            // 104: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                            // 105: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                            // 106: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                            // 107: pcs.v1.DataNode.LabelsEntry
+	(*SetNodeStateRequest)(nil),    // 45: pcs.v1.SetNodeStateRequest
+	(*SetNodeStateResponse)(nil),   // 46: pcs.v1.SetNodeStateResponse
+	(*ListNodesRequest)(nil),       // 47: pcs.v1.ListNodesRequest
+	(*NodeInfo)(nil),               // 48: pcs.v1.NodeInfo
+	(*ListNodesResponse)(nil),      // 49: pcs.v1.ListNodesResponse
+	(*CreateTableRequest)(nil),     // 50: pcs.v1.CreateTableRequest
+	(*CreateTableResponse)(nil),    // 51: pcs.v1.CreateTableResponse
+	(*AlterTableRequest)(nil),      // 52: pcs.v1.AlterTableRequest
+	(*AlterTableResponse)(nil),     // 53: pcs.v1.AlterTableResponse
+	(*DropTableRequest)(nil),       // 54: pcs.v1.DropTableRequest
+	(*DropTableResponse)(nil),      // 55: pcs.v1.DropTableResponse
+	(*GetTableRequest)(nil),        // 56: pcs.v1.GetTableRequest
+	(*GetTableResponse)(nil),       // 57: pcs.v1.GetTableResponse
+	(*ListTablesRequest)(nil),      // 58: pcs.v1.ListTablesRequest
+	(*ListTablesResponse)(nil),     // 59: pcs.v1.ListTablesResponse
+	(*GetShardRequest)(nil),        // 60: pcs.v1.GetShardRequest
+	(*GetShardResponse)(nil),       // 61: pcs.v1.GetShardResponse
+	(*BatchGetShardsRequest)(nil),  // 62: pcs.v1.BatchGetShardsRequest
+	(*BatchGetShardsResponse)(nil), // 63: pcs.v1.BatchGetShardsResponse
+	(*GetShardByIDRequest)(nil),    // 64: pcs.v1.GetShardByIDRequest
+	(*ScanShardsRequest)(nil),      // 65: pcs.v1.ScanShardsRequest
+	(*ScanShardsResponse)(nil),     // 66: pcs.v1.ScanShardsResponse
+	(*NodeStats)(nil),              // 67: pcs.v1.NodeStats
+	(*ShardStats)(nil),             // 68: pcs.v1.ShardStats
+	(*NodeHeartbeat)(nil),          // 69: pcs.v1.NodeHeartbeat
+	(*NodeCommand)(nil),            // 70: pcs.v1.NodeCommand
+	(*SchemaVersionRef)(nil),       // 71: pcs.v1.SchemaVersionRef
+	(*HeartbeatResponse)(nil),      // 72: pcs.v1.HeartbeatResponse
+	(*Job)(nil),                    // 73: pcs.v1.Job
+	(*ListJobsRequest)(nil),        // 74: pcs.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),       // 75: pcs.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),       // 76: pcs.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),      // 77: pcs.v1.CancelJobResponse
+	(*ColumnDef)(nil),              // 78: pcs.v1.ColumnDef
+	(*RangePartition)(nil),         // 79: pcs.v1.RangePartition
+	(*ValueTuple)(nil),             // 80: pcs.v1.ValueTuple
+	(*ListPartition)(nil),          // 81: pcs.v1.ListPartition
+	(*PartitionSpec)(nil),          // 82: pcs.v1.PartitionSpec
+	(*DataNode)(nil),               // 83: pcs.v1.DataNode
+	(*Table)(nil),                  // 84: pcs.v1.Table
+	(*SchemaVersion)(nil),          // 85: pcs.v1.SchemaVersion
+	(*ShardEpoch)(nil),             // 86: pcs.v1.ShardEpoch
+	(*Shard)(nil),                  // 87: pcs.v1.Shard
+	(*Command)(nil),                // 88: pcs.v1.Command
+	(*CmdSetNodeAdmin)(nil),        // 89: pcs.v1.CmdSetNodeAdmin
+	(*CmdCancelAlter)(nil),         // 90: pcs.v1.CmdCancelAlter
+	(*CmdAlterTable)(nil),          // 91: pcs.v1.CmdAlterTable
+	(*CmdAdvanceSchema)(nil),       // 92: pcs.v1.CmdAdvanceSchema
+	(*CmdRegisterNode)(nil),        // 93: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),         // 94: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),       // 95: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),         // 96: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                 // 97: pcs.v1.CmdPut
+	(*CmdDelete)(nil),              // 98: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),           // 99: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),            // 100: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),           // 101: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),        // 102: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),         // 103: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),         // 104: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),              // 105: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),        // 106: pcs.v1.SnapshotTrailer
+	nil,                            // 107: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                            // 108: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                            // 109: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                            // 110: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -7047,142 +7227,145 @@ var file_pcs_proto_depIdxs = []int32{
 	2,   // 16: pcs.v1.Event.type:type_name -> pcs.v1.EventType
 	23,  // 17: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
 	32,  // 18: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	104, // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	107, // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
 	1,   // 20: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
-	81,  // 21: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
+	83,  // 21: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
 	5,   // 22: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
-	46,  // 23: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
-	82,  // 24: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
-	82,  // 25: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
-	82,  // 26: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
+	48,  // 23: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
+	84,  // 24: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
+	84,  // 25: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
+	84,  // 26: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
 	1,   // 27: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 28: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
-	82,  // 29: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
-	83,  // 30: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
+	84,  // 29: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
+	85,  // 30: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
 	1,   // 31: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 32: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
-	82,  // 33: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
+	84,  // 33: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
 	1,   // 34: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 35: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
-	85,  // 36: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
+	87,  // 36: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
 	1,   // 37: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 38: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	85,  // 39: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
+	87,  // 39: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
 	1,   // 40: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
 	1,   // 41: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 42: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	85,  // 43: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
-	105, // 44: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	106, // 45: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
-	65,  // 46: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
-	66,  // 47: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
-	85,  // 48: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
-	69,  // 49: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
-	68,  // 50: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
-	71,  // 51: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
-	78,  // 52: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	87,  // 43: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
+	108, // 44: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	109, // 45: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	67,  // 46: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
+	68,  // 47: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
+	87,  // 48: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
+	71,  // 49: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
+	70,  // 50: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
+	73,  // 51: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
+	80,  // 52: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
 	3,   // 53: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	77,  // 54: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	79,  // 55: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	80,  // 56: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	107, // 57: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	76,  // 58: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	80,  // 59: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	79,  // 54: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	81,  // 55: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	82,  // 56: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	110, // 57: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	78,  // 58: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	82,  // 59: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
 	4,   // 60: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	83,  // 61: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
-	84,  // 62: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	94,  // 63: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	95,  // 64: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	96,  // 65: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	97,  // 66: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	98,  // 67: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	99,  // 68: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	90,  // 69: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	91,  // 70: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	92,  // 71: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	93,  // 72: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	88,  // 73: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	89,  // 74: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	87,  // 75: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
-	81,  // 76: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	82,  // 77: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	85,  // 78: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,   // 79: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10,  // 80: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	101, // 81: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	23,  // 82: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	32,  // 83: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10,  // 84: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	102, // 85: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	103, // 86: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	81,  // 87: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	82,  // 88: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	85,  // 89: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	8,   // 90: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11,  // 91: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13,  // 92: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15,  // 93: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	17,  // 94: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	19,  // 95: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	21,  // 96: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	24,  // 97: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	26,  // 98: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	28,  // 99: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	30,  // 100: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	33,  // 101: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	35,  // 102: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	37,  // 103: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	43,  // 104: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	45,  // 105: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	48,  // 106: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	52,  // 107: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	50,  // 108: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	72,  // 109: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
-	74,  // 110: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
-	54,  // 111: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	56,  // 112: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	58,  // 113: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	60,  // 114: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	62,  // 115: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	63,  // 116: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	67,  // 117: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	39,  // 118: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	41,  // 119: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 120: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 121: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 122: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	16,  // 123: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	18,  // 124: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	20,  // 125: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	22,  // 126: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	25,  // 127: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	27,  // 128: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	29,  // 129: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	31,  // 130: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	34,  // 131: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	36,  // 132: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	38,  // 133: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	44,  // 134: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	47,  // 135: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	49,  // 136: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	53,  // 137: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	51,  // 138: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	73,  // 139: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
-	75,  // 140: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
-	55,  // 141: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	57,  // 142: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	59,  // 143: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	61,  // 144: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	59,  // 145: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	64,  // 146: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	70,  // 147: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	40,  // 148: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	42,  // 149: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	120, // [120:150] is the sub-list for method output_type
-	90,  // [90:120] is the sub-list for method input_type
-	90,  // [90:90] is the sub-list for extension type_name
-	90,  // [90:90] is the sub-list for extension extendee
-	0,   // [0:90] is the sub-list for field type_name
+	85,  // 61: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
+	86,  // 62: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	97,  // 63: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	98,  // 64: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	99,  // 65: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	100, // 66: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	101, // 67: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	102, // 68: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	93,  // 69: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	94,  // 70: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	95,  // 71: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	96,  // 72: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	91,  // 73: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	92,  // 74: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	90,  // 75: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	89,  // 76: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
+	83,  // 77: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	84,  // 78: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	87,  // 79: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,   // 80: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10,  // 81: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	104, // 82: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	23,  // 83: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	32,  // 84: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10,  // 85: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	105, // 86: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	106, // 87: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	83,  // 88: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	84,  // 89: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	87,  // 90: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	8,   // 91: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 92: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 93: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 94: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	17,  // 95: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	19,  // 96: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	21,  // 97: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	24,  // 98: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	26,  // 99: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	28,  // 100: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	30,  // 101: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	33,  // 102: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	35,  // 103: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	37,  // 104: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	43,  // 105: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	47,  // 106: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	45,  // 107: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
+	50,  // 108: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	54,  // 109: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	52,  // 110: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
+	74,  // 111: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	76,  // 112: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	56,  // 113: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	58,  // 114: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	60,  // 115: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	62,  // 116: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	64,  // 117: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	65,  // 118: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	69,  // 119: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	39,  // 120: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	41,  // 121: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 122: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 123: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 124: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	16,  // 125: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	18,  // 126: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	20,  // 127: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	22,  // 128: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	25,  // 129: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	27,  // 130: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	29,  // 131: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	31,  // 132: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	34,  // 133: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	36,  // 134: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	38,  // 135: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	44,  // 136: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	49,  // 137: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	46,  // 138: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
+	51,  // 139: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	55,  // 140: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	53,  // 141: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	75,  // 142: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	77,  // 143: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	57,  // 144: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	59,  // 145: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	61,  // 146: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	63,  // 147: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	61,  // 148: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	66,  // 149: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	72,  // 150: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	40,  // 151: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	42,  // 152: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	122, // [122:153] is the sub-list for method output_type
+	91,  // [91:122] is the sub-list for method input_type
+	91,  // [91:91] is the sub-list for extension type_name
+	91,  // [91:91] is the sub-list for extension extendee
+	0,   // [0:91] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -7192,13 +7375,13 @@ func file_pcs_proto_init() {
 	}
 	file_pcs_proto_msgTypes[19].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[21].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[63].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[65].OneofWrappers = []any{
 		(*NodeCommand_CreateReplica)(nil),
 		(*NodeCommand_DropReplica)(nil),
 		(*NodeCommand_SetLogLevel)(nil),
 		(*NodeCommand_LoadSchema)(nil),
 	}
-	file_pcs_proto_msgTypes[81].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[83].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_TsoWindow)(nil),
@@ -7212,10 +7395,11 @@ func file_pcs_proto_init() {
 		(*Command_AlterTable)(nil),
 		(*Command_AdvanceSchema)(nil),
 		(*Command_CancelAlter)(nil),
+		(*Command_SetNodeAdmin)(nil),
 	}
-	file_pcs_proto_msgTypes[89].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[90].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[95].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[92].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[93].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[98].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -7232,7 +7416,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   103,
+			NumMessages:   106,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

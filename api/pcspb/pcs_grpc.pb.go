@@ -39,6 +39,7 @@ const (
 	PCS_AllocIDs_FullMethodName       = "/pcs.v1.PCS/AllocIDs"
 	PCS_RegisterNode_FullMethodName   = "/pcs.v1.PCS/RegisterNode"
 	PCS_ListNodes_FullMethodName      = "/pcs.v1.PCS/ListNodes"
+	PCS_SetNodeState_FullMethodName   = "/pcs.v1.PCS/SetNodeState"
 	PCS_CreateTable_FullMethodName    = "/pcs.v1.PCS/CreateTable"
 	PCS_DropTable_FullMethodName      = "/pcs.v1.PCS/DropTable"
 	PCS_AlterTable_FullMethodName     = "/pcs.v1.PCS/AlterTable"
@@ -77,6 +78,7 @@ type PCSClient interface {
 	AllocIDs(ctx context.Context, in *AllocIDsRequest, opts ...grpc.CallOption) (*AllocIDsResponse, error)
 	RegisterNode(ctx context.Context, in *RegisterNodeRequest, opts ...grpc.CallOption) (*RegisterNodeResponse, error)
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+	SetNodeState(ctx context.Context, in *SetNodeStateRequest, opts ...grpc.CallOption) (*SetNodeStateResponse, error)
 	CreateTable(ctx context.Context, in *CreateTableRequest, opts ...grpc.CallOption) (*CreateTableResponse, error)
 	DropTable(ctx context.Context, in *DropTableRequest, opts ...grpc.CallOption) (*DropTableResponse, error)
 	AlterTable(ctx context.Context, in *AlterTableRequest, opts ...grpc.CallOption) (*AlterTableResponse, error)
@@ -275,6 +277,16 @@ func (c *pCSClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts ..
 	return out, nil
 }
 
+func (c *pCSClient) SetNodeState(ctx context.Context, in *SetNodeStateRequest, opts ...grpc.CallOption) (*SetNodeStateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetNodeStateResponse)
+	err := c.cc.Invoke(ctx, PCS_SetNodeState_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *pCSClient) CreateTable(ctx context.Context, in *CreateTableRequest, opts ...grpc.CallOption) (*CreateTableResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateTableResponse)
@@ -440,6 +452,7 @@ type PCSServer interface {
 	AllocIDs(context.Context, *AllocIDsRequest) (*AllocIDsResponse, error)
 	RegisterNode(context.Context, *RegisterNodeRequest) (*RegisterNodeResponse, error)
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	SetNodeState(context.Context, *SetNodeStateRequest) (*SetNodeStateResponse, error)
 	CreateTable(context.Context, *CreateTableRequest) (*CreateTableResponse, error)
 	DropTable(context.Context, *DropTableRequest) (*DropTableResponse, error)
 	AlterTable(context.Context, *AlterTableRequest) (*AlterTableResponse, error)
@@ -513,6 +526,9 @@ func (UnimplementedPCSServer) RegisterNode(context.Context, *RegisterNodeRequest
 }
 func (UnimplementedPCSServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
+}
+func (UnimplementedPCSServer) SetNodeState(context.Context, *SetNodeStateRequest) (*SetNodeStateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetNodeState not implemented")
 }
 func (UnimplementedPCSServer) CreateTable(context.Context, *CreateTableRequest) (*CreateTableResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateTable not implemented")
@@ -847,6 +863,24 @@ func _PCS_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PCS_SetNodeState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetNodeStateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).SetNodeState(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_SetNodeState_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).SetNodeState(ctx, req.(*SetNodeStateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PCS_CreateTable_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateTableRequest)
 	if err := dec(in); err != nil {
@@ -1150,6 +1184,10 @@ var PCS_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListNodes",
 			Handler:    _PCS_ListNodes_Handler,
+		},
+		{
+			MethodName: "SetNodeState",
+			Handler:    _PCS_SetNodeState_Handler,
 		},
 		{
 			MethodName: "CreateTable",

@@ -368,7 +368,56 @@ func nodeCmd(g *globals) *cobra.Command {
 			return g.print(cmd.OutOrStdout(), t)
 		},
 	}
-	cmd.AddCommand(list)
+	show := &cobra.Command{
+		Use: "show ID", Short: "Show one data node", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var id uint64
+			if _, err := fmt.Sscan(args[0], &id); err != nil {
+				return fmt.Errorf("node id %q: %w", args[0], err)
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			resp, err := c.ListNodes(ctx)
+			if err != nil {
+				return err
+			}
+			for _, n := range resp.Nodes {
+				if n.Node.Id == id {
+					b, _ := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(n)
+					var v any
+					json.Unmarshal(b, &v)
+					return g.print(cmd.OutOrStdout(), table{rows: [][]string{{string(b)}}, value: v})
+				}
+			}
+			return fmt.Errorf("node %d not found", id)
+		},
+	}
+	setState := &cobra.Command{
+		Use: "set-state ID up|offline|tombstone", Short: "Mark a node offline (drain: no new replicas), tombstone (removed) or up again", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var id uint64
+			if _, err := fmt.Sscan(args[0], &id); err != nil {
+				return fmt.Errorf("node id %q: %w", args[0], err)
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			if err := c.SetNodeState(ctx, id, args[1]); err != nil {
+				return err
+			}
+			return g.print(cmd.OutOrStdout(), table{rows: [][]string{{fmt.Sprintf("node %d: %s", id, args[1])}}, value: map[string]any{"node": id, "state": args[1]}})
+		},
+	}
+	cmd.AddCommand(list, show, setState)
 	return cmd
 }
 

@@ -161,6 +161,28 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 		if res.Err == nil {
 			f.tableEventLocked(st, c.tables[op.AdvanceSchema.TableId].t, false)
 		}
+	case *pcspb.Command_SetNodeAdmin:
+		a := op.SetNodeAdmin
+		n, ok := c.nodes[a.NodeId]
+		if !ok {
+			res.Err = fmt.Errorf("%w: id %d", ErrNodeNotFound, a.NodeId)
+			return true
+		}
+		if a.Tombstone {
+			for _, s := range c.shardByID {
+				if contains(s.Replicas, a.NodeId) {
+					res.Err = fmt.Errorf("%w: node %d still holds replicas (shard %d); drain it first", ErrInvalid, a.NodeId, s.Id)
+					return true
+				}
+			}
+		}
+		if n.Tombstone && !a.Tombstone {
+			res.Err = fmt.Errorf("%w: node %d is a tombstone", ErrInvalid, a.NodeId)
+			return true
+		}
+		nn := proto.Clone(n).(*pcspb.DataNode)
+		nn.Offline, nn.Tombstone = a.Offline, a.Tombstone
+		c.nodes[nn.Id] = nn
 	case *pcspb.Command_CancelAlter:
 		te, ok := c.tables[op.CancelAlter.TableId]
 		if !ok {

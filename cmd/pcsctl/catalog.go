@@ -76,13 +76,11 @@ func tableCmd(g *globals) *cobra.Command {
 			if len(args) == 1 {
 				t.Name = args[0]
 			}
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.CreateTable(ctx, t)
 			if err != nil {
 				return err
@@ -100,13 +98,11 @@ func tableCmd(g *globals) *cobra.Command {
 	drop := &cobra.Command{
 		Use: "drop NAME", Short: "Drop a table", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			if err := c.DropTable(ctx, args[0]); err != nil {
 				return err
 			}
@@ -120,13 +116,11 @@ func tableCmd(g *globals) *cobra.Command {
 			if len(steps) == 0 {
 				return fmt.Errorf("give at least one --step")
 			}
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			var bs [][]byte
 			for _, st := range steps {
 				bs = append(bs, []byte(st))
@@ -145,13 +139,11 @@ func tableCmd(g *globals) *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List tables", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.ListTables(ctx)
 			if err != nil {
 				return err
@@ -162,13 +154,11 @@ func tableCmd(g *globals) *cobra.Command {
 	show := &cobra.Command{
 		Use: "show NAME", Short: "Show a table's definition", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.GetTable(ctx, args[0])
 			if err != nil {
 				return err
@@ -245,13 +235,11 @@ func shardCmd(g *globals) *cobra.Command {
 	list := &cobra.Command{
 		Use: "list TABLE", Short: "List a table's shards in key order", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.ScanShards(ctx, args[0], nil, nil, client.WithLimit(limit))
 			if err != nil {
 				return err
@@ -267,13 +255,11 @@ func shardCmd(g *globals) *cobra.Command {
 			if _, err := fmt.Sscan(args[0], &id); err != nil {
 				return fmt.Errorf("shard id %q: %w", args[0], err)
 			}
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.GetShardByID(ctx, id)
 			if err != nil {
 				return err
@@ -284,13 +270,11 @@ func shardCmd(g *globals) *cobra.Command {
 	route := &cobra.Command{
 		Use: "route TABLE VALUE[,VALUE...]", Short: "Show the shard holding a key (values of the key columns, in order)", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			tr, err := c.GetTable(ctx, args[0])
 			if err != nil {
 				return err
@@ -334,13 +318,11 @@ func nodeCmd(g *globals) *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List data nodes", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.ListNodes(ctx)
 			if err != nil {
 				return err
@@ -375,13 +357,11 @@ func nodeCmd(g *globals) *cobra.Command {
 			if _, err := fmt.Sscan(args[0], &id); err != nil {
 				return fmt.Errorf("node id %q: %w", args[0], err)
 			}
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.ListNodes(ctx)
 			if err != nil {
 				return err
@@ -404,13 +384,11 @@ func nodeCmd(g *globals) *cobra.Command {
 			if _, err := fmt.Sscan(args[0], &id); err != nil {
 				return fmt.Errorf("node id %q: %w", args[0], err)
 			}
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			if err := c.SetNodeState(ctx, id, args[1]); err != nil {
 				return err
 			}
@@ -435,13 +413,11 @@ func jobCmd(g *globals) *cobra.Command {
 		return t
 	}
 	list := func(cmd *cobra.Command, filter string) error {
-		c, err := g.client()
+		c, ctx, done, err := g.open(cmd)
 		if err != nil {
 			return err
 		}
-		defer c.Close()
-		ctx, cancel := g.ctx(cmd)
-		defer cancel()
+		defer done()
 		js, err := c.ListJobs(ctx)
 		if err != nil {
 			return err
@@ -469,13 +445,11 @@ func jobCmd(g *globals) *cobra.Command {
 	}, &cobra.Command{
 		Use: "cancel TABLE", Short: "Cancel a table's create (rolled back) or an alter's pending steps", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			if err := c.CancelJob(ctx, args[0]); err != nil {
 				return err
 			}
@@ -490,13 +464,11 @@ func groupCmd(g *globals) *cobra.Command {
 	cmd.AddCommand(&cobra.Command{
 		Use: "list", Short: "List shard groups and their tables", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.ListTables(ctx)
 			if err != nil {
 				return err

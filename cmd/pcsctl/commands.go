@@ -110,13 +110,11 @@ func memberCmd(g *globals) *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List members", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.MemberList(ctx)
 			if err != nil {
 				return err
@@ -128,13 +126,11 @@ func memberCmd(g *globals) *cobra.Command {
 	add := &cobra.Command{
 		Use: "add NAME PEER_ADDR", Short: "Add a member (start it with --join, or add it first and start it with no bootstrap)", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.MemberAdd(ctx, args[0], args[1], nonVoter)
 			if err != nil {
 				return err
@@ -146,13 +142,11 @@ func memberCmd(g *globals) *cobra.Command {
 	remove := &cobra.Command{
 		Use: "remove NAME", Short: "Remove a member", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.MemberRemove(ctx, args[0])
 			if err != nil {
 				return err
@@ -163,13 +157,11 @@ func memberCmd(g *globals) *cobra.Command {
 	transfer := &cobra.Command{
 		Use: "transfer [NAME]", Short: "Move the primary role to NAME (or to the most up-to-date voter)", Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			name := ""
 			if len(args) == 1 {
 				name = args[0]
@@ -235,13 +227,11 @@ func kvCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.Get(ctx, []byte(args[0]), opts...)
 			if err != nil {
 				return err
@@ -257,13 +247,11 @@ func kvCmd(g *globals) *cobra.Command {
 	put := &cobra.Command{
 		Use: "put KEY VALUE", Short: "Write a key", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			var opts []client.OpOption
 			if expected >= 0 {
 				opts = append(opts, client.WithExpectedVersion(uint64(expected)))
@@ -280,13 +268,11 @@ func kvCmd(g *globals) *cobra.Command {
 	del := &cobra.Command{
 		Use: "del KEY", Short: "Delete a key", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			var opts []client.OpOption
 			if delExpected >= 0 {
 				opts = append(opts, client.WithExpectedVersion(uint64(delExpected)))
@@ -311,13 +297,11 @@ func kvCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			prefix := ""
 			if len(args) == 1 {
 				prefix = args[0]
@@ -389,13 +373,11 @@ func tsoCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use: "tso", Short: "Get timestamps from the primary", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			first, err := c.GetTSBatch(ctx, count)
 			if err != nil {
 				return err
@@ -418,13 +400,11 @@ func idCmd(g *globals) *cobra.Command {
 	alloc := &cobra.Command{
 		Use: "alloc KIND", Short: "Allocate ids of a kind (e.g. table, shard, node, txn)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
+			defer done()
 			first, err := c.AllocIDs(ctx, args[0], count)
 			if err != nil {
 				return err

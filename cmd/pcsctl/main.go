@@ -40,6 +40,16 @@ func (g *globals) ctx(cmd *cobra.Command) (context.Context, context.CancelFunc) 
 	return context.WithTimeout(cmd.Context(), g.timeout)
 }
 
+// open returns a client and the command's deadline; done releases both.
+func (g *globals) open(cmd *cobra.Command) (*client.Client, context.Context, func(), error) {
+	c, err := g.client()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := g.ctx(cmd)
+	return c, ctx, func() { cancel(); c.Close() }, nil
+}
+
 func newRootCmd() *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{

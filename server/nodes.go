@@ -76,6 +76,9 @@ func (nc *nodeCommands) take(node uint64, now time.Time) []*pcspb.NodeCommand {
 			delete(sent, k)
 		}
 	}
+	if len(sent) == 0 {
+		delete(nc.sent, node) // let the map's memory go once a node is idle
+	}
 	return out
 }
 

@@ -78,14 +78,9 @@ func TestCorruptSnapshotIsRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var states []string
-	waitFor(t, 20*time.Second, "a snapshot on disk", func() bool {
-		states, _ = filepath.Glob(filepath.Join(p.dir, "snapshots", "*", "state.bin"))
-		return len(states) > 0
-	})
+	waitFor(t, 20*time.Second, "a completed snapshot on disk", func() bool { return len(completedSnapshots(p.dir)) > 0 })
 	p.kill()
-	states, _ = filepath.Glob(filepath.Join(p.dir, "snapshots", "*", "state.bin"))
-	for _, s := range states {
+	for _, s := range completedSnapshots(p.dir) {
 		data, err := os.ReadFile(s)
 		if err != nil {
 			t.Fatal(err)
@@ -161,4 +156,21 @@ func TestTruncatedLogTail(t *testing.T) {
 			t.Fatalf("acknowledged key k%04d lost: %v", i, err)
 		}
 	}
+}
+
+// completedSnapshots lists the state files of finished snapshots (an in-progress one lives in a
+// ".tmp" directory until it is complete).
+func completedSnapshots(dataDir string) []string {
+	var out []string
+	states, _ := filepath.Glob(filepath.Join(dataDir, "snapshots", "*", "state.bin"))
+	for _, s := range states {
+		dir := filepath.Dir(s)
+		if strings.HasSuffix(dir, ".tmp") {
+			continue
+		}
+		if st, err := os.Stat(s); err == nil && st.Size() > 0 {
+			out = append(out, s)
+		}
+	}
+	return out
 }

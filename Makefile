@@ -7,7 +7,7 @@ proto:
 	  --plugin=protoc-gen-go-grpc=$$(go tool -n protoc-gen-go-grpc) \
 	  --go_out=api/pcspb --go_opt=paths=source_relative \
 	  --go-grpc_out=api/pcspb --go-grpc_opt=paths=source_relative \
-	  api/pcspb/pcs.proto
+	  api/pcspb/pcs.proto api/pcspb/kv.proto
 
 build:
 	go build ./...

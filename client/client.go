@@ -52,6 +52,7 @@ type Client struct {
 	tso       *tsoBatcher
 	routes    routeCache
 	stopWatch context.CancelFunc
+	nodes     nodeAddrs
 }
 
 // New returns a client for the cluster reachable at any of endpoints (client addresses).
@@ -68,6 +69,8 @@ func New(endpoints []string, opts ...Option) (*Client, error) {
 	c.mu.conns = map[string]*grpc.ClientConn{}
 	c.tso = newTSOBatcher(c)
 	c.routes.tables = map[string]*tableRoutes{}
+	c.nodes.addrs = map[uint64]string{}
+	c.nodes.conns = map[string]*grpc.ClientConn{}
 	return c, nil
 }
 
@@ -85,6 +88,12 @@ func (c *Client) Close() error {
 		cc.Close()
 		delete(c.mu.conns, a)
 	}
+	c.nodes.mu.Lock()
+	for a, cc := range c.nodes.conns {
+		cc.Close()
+		delete(c.nodes.conns, a)
+	}
+	c.nodes.mu.Unlock()
 	return nil
 }
 

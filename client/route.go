@@ -80,23 +80,29 @@ func (rc *routeCache) insert(table string, s *pcspb.Shard) {
 // Route returns the shard of table that holds a row key (the keyenc encoding of the table's
 // key columns), from the client's cache when it can, asking PCS otherwise.
 func (c *Client) Route(ctx context.Context, table string, key []byte) (*pcspb.Shard, error) {
+	s, _, err := c.route(ctx, table, key)
+	return s, err
+}
+
+// route returns the shard holding a row key and the key's routing key.
+func (c *Client) route(ctx context.Context, table string, key []byte) (*pcspb.Shard, []byte, error) {
 	tr, err := c.tableRoutes(ctx, table)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rk, err := tr.spec.RoutingKey(key)
 	if err != nil {
-		return nil, errors.Join(ErrInvalidArgument, err)
+		return nil, nil, errors.Join(ErrInvalidArgument, err)
 	}
 	if s := c.routes.lookup(table, rk); s != nil {
-		return s, nil
+		return s, rk, nil
 	}
 	resp, err := c.GetShard(ctx, table, key, WithStale())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	c.routes.insert(table, resp.Shard)
-	return resp.Shard, nil
+	return resp.Shard, rk, nil
 }
 
 // InvalidateShard drops a cached shard (the node said its epoch or primary is stale).

@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	for _, cmd := range []string{"pcs", "pcsctl", "pcsbench"} {
+	for _, cmd := range []string{"pcs", "pcsctl", "pcsbench", "pcsnode"} {
 		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, cmd), "../cmd/"+cmd).CombinedOutput()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", cmd, err, out)

@@ -1,0 +1,214 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/postdb/pcs/api/pcspb"
+)
+
+// Errors of the data-node key-value service, mapped from its status details.
+var (
+	// ErrEpochNotMatch: the route was stale (split, merge, replica change).
+	ErrEpochNotMatch = errors.New("pcs: shard epoch not match")
+	// ErrShardNotFound: the node has no replica of the shard.
+	ErrShardNotFound = errors.New("pcs: shard not found on node")
+	// ErrKeyNotInShard: the key is outside the shard's range.
+	ErrKeyNotInShard = errors.New("pcs: key not in shard")
+)
+
+// TableKV reads and writes one table's rows on the data nodes. Keys are row keys (the keyenc
+// encoding of the key columns); routes come from the client's cache and are refreshed when a
+// node says they are stale or a node is unreachable, within the call's deadline.
+type TableKV struct {
+	c     *Client
+	table string
+}
+
+// KV returns the key-value view of a table.
+func (c *Client) KV(table string) *TableKV { return &TableKV{c: c, table: table} }
+
+// nodes caches data node addresses by id.
+type nodeAddrs struct {
+	mu    sync.Mutex
+	addrs map[uint64]string
+	conns map[string]*grpc.ClientConn
+}
+
+func (c *Client) nodeKV(ctx context.Context, id uint64) (pcspb.KVClient, error) {
+	c.nodes.mu.Lock()
+	addr, ok := c.nodes.addrs[id]
+	c.nodes.mu.Unlock()
+	if !ok {
+		resp, err := c.ListNodes(ctx, WithStale())
+		if err != nil {
+			return nil, err
+		}
+		c.nodes.mu.Lock()
+		for _, n := range resp.Nodes {
+			c.nodes.addrs[n.Node.Id] = n.Node.Address
+		}
+		addr, ok = c.nodes.addrs[id]
+		c.nodes.mu.Unlock()
+		if !ok {
+			return nil, fmt.Errorf("%w: data node %d is not registered", ErrNotFound, id)
+		}
+	}
+	c.nodes.mu.Lock()
+	defer c.nodes.mu.Unlock()
+	cc, ok := c.nodes.conns[addr]
+	if !ok {
+		var err error
+		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithConnectParams(fastReconnect))
+		if err != nil {
+			return nil, err
+		}
+		c.nodes.conns[addr] = cc
+	}
+	return pcspb.NewKVClient(cc), nil
+}
+
+// kvErr maps a data node error; stale reports whether the route should be refreshed and the
+// call retried.
+func kvErr(err error) (mapped error, stale bool) {
+	st, ok := status.FromError(err)
+	if !ok {
+		return err, false
+	}
+	for _, d := range st.Details() {
+		if ke, ok := d.(*pcspb.KVError); ok {
+			switch ke.Err.(type) {
+			case *pcspb.KVError_EpochNotMatch:
+				return fmt.Errorf("%w: %s", ErrEpochNotMatch, st.Message()), true
+			case *pcspb.KVError_NotPrimary:
+				return fmt.Errorf("%w: %s", ErrNotPrimary, st.Message()), true
+			case *pcspb.KVError_ShardNotFound:
+				return fmt.Errorf("%w: %s", ErrShardNotFound, st.Message()), true
+			case *pcspb.KVError_KeyNotInShard:
+				return fmt.Errorf("%w: %s", ErrKeyNotInShard, st.Message()), true
+			}
+		}
+	}
+	if st.Code() == codes.Unavailable {
+		return fmt.Errorf("%w: %s", ErrUnavailable, st.Message()), true
+	}
+	return fromStatus(err), false
+}
+
+// onShard runs call against the primary of the shard holding key, refreshing stale routes.
+func (t *TableKV) onShard(ctx context.Context, key []byte, call func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error) error {
+	c := t.c
+	backoff := c.opts.BackoffBase
+	var last error
+	for attempt := 0; attempt < c.opts.MaxAttempts; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return errors.Join(ctx.Err(), last)
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, c.opts.BackoffMax)
+		}
+		sh, rk, err := c.route(ctx, t.table, key)
+		if err != nil {
+			return err
+		}
+		kv, err := c.nodeKV(ctx, sh.Primary)
+		if err != nil {
+			last = err
+			c.InvalidateShard(t.table, sh)
+			continue
+		}
+		err = call(ctx, kv, &pcspb.KVHeader{ShardId: sh.Id, Epoch: sh.Epoch}, rk)
+		if err == nil {
+			return nil
+		}
+		mapped, stale := kvErr(err)
+		if !stale || ctx.Err() != nil {
+			return mapped
+		}
+		last = mapped
+		c.InvalidateShard(t.table, sh)
+	}
+	return fmt.Errorf("after %d attempts: %w", c.opts.MaxAttempts, last)
+}
+
+// Get reads a row; found is false if it does not exist.
+func (t *TableKV) Get(ctx context.Context, key []byte) (value []byte, found bool, err error) {
+	err = t.onShard(ctx, key, func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error {
+		resp, err := kv.Get(ctx, &pcspb.KVGetRequest{Header: h, Key: rk})
+		if err == nil {
+			value, found = resp.Value, resp.Found
+		}
+		return err
+	})
+	return value, found, err
+}
+
+// Put writes a row.
+func (t *TableKV) Put(ctx context.Context, key, value []byte) error {
+	return t.onShard(ctx, key, func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error {
+		_, err := kv.Put(ctx, &pcspb.KVPutRequest{Header: h, Key: rk, Value: value})
+		return err
+	})
+}
+
+// Delete removes a row.
+func (t *TableKV) Delete(ctx context.Context, key []byte) error {
+	return t.onShard(ctx, key, func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error {
+		_, err := kv.Delete(ctx, &pcspb.KVDeleteRequest{Header: h, Key: rk})
+		return err
+	})
+}
+
+// Scan returns up to limit rows with start <= key < end (nil end: no bound), in key order. It
+// visits every shard of the table (hash partitions scatter a key range over all of them).
+func (t *TableKV) Scan(ctx context.Context, start, end []byte, limit int) ([]*pcspb.KVPair, error) {
+	c := t.c
+	shards, err := c.ScanShards(ctx, t.table, nil, nil, WithLimit(100_000), WithStale())
+	if err != nil {
+		return nil, err
+	}
+	var out []*pcspb.KVPair
+	for _, sh := range shards.Shards {
+		leaf := sh.Start[:4]
+		kv, err := c.nodeKV(ctx, sh.Primary)
+		if err != nil {
+			return nil, err
+		}
+		s := append(bytes.Clone(leaf), start...)
+		var e []byte
+		if len(end) > 0 {
+			e = append(bytes.Clone(leaf), end...)
+		}
+		resp, err := kv.Scan(ctx, &pcspb.KVScanRequest{Header: &pcspb.KVHeader{ShardId: sh.Id, Epoch: sh.Epoch}, Start: s, End: e, Limit: uint32(limit)})
+		if err != nil {
+			mapped, _ := kvErr(err)
+			return nil, mapped
+		}
+		for _, p := range resp.Pairs {
+			out = append(out, &pcspb.KVPair{Key: p.Key[4:], Value: p.Value})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return bytes.Compare(out[i].Key, out[j].Key) < 0 })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// MapKVError maps an error from a raw KV call the way TableKV does.
+func MapKVError(err error) error {
+	mapped, _ := kvErr(err)
+	return mapped
+}

@@ -1,0 +1,75 @@
+// Command pcsnode runs the reference data node: shard replicas in Pebble, a key-value service,
+// and the node agent that registers with PCS, heartbeats and obeys its commands.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/postdb/pcs/internal/kvnode"
+)
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "pcsnode:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	var (
+		dataDir, addr, labels, logLevel string
+		endpoints                       []string
+		interval                        time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:           "pcsnode",
+		Short:         "The reference data node of a PCS cluster",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			level := new(slog.LevelVar)
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+			}
+			lbl := map[string]string{}
+			if labels != "" {
+				for _, kv := range strings.Split(labels, ",") {
+					k, v, ok := strings.Cut(kv, "=")
+					if !ok || k == "" {
+						return fmt.Errorf("--labels %q: want key=value,...", kv)
+					}
+					lbl[k] = v
+				}
+			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			s, err := kvnode.Start(kvnode.Config{DataDir: dataDir, Addr: addr, Endpoints: endpoints, Labels: lbl,
+				HeartbeatInterval: interval, Logger: log})
+			if err != nil {
+				return err
+			}
+			log.Info("serving", "addr", s.Addr(), "data_dir", dataDir)
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			<-ctx.Done()
+			return s.Close()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data-dir", "pcsnode-data", "directory of the Pebble database")
+	f.StringVar(&addr, "addr", "127.0.0.1:4379", "key-value service address; also the node's identity at PCS")
+	f.StringSliceVar(&endpoints, "endpoints", []string{"127.0.0.1:3379"}, "PCS client addresses")
+	f.StringVar(&labels, "labels", "", "node labels key=value,... (e.g. zone=z1,host=h1)")
+	f.DurationVar(&interval, "heartbeat-interval", time.Second, "heartbeat interval")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}

@@ -92,6 +92,7 @@ A fourth node joins a running group with --join 127.0.0.1:3379.`,
 			return run(cmd.Context(), fc)
 		},
 	}
+	cmd.AddCommand(playgroundCmd())
 	f := cmd.Flags()
 	f.StringVar(&configPath, "config", "", "YAML config file; its keys are the flag names; flags given on the command line win")
 	f.StringVar(&fc.Name, "name", fc.Name, "member name, unique in the group")

@@ -54,7 +54,7 @@ func Start(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("kvnode: listening on %s: %w", cfg.Addr, err)
 		}
 	}
-	store, err := Open(cfg.DataDir)
+	store, err := Open(cfg.DataDir, cfg.Logger)
 	if err != nil {
 		ln.Close()
 		return nil, err

@@ -18,6 +18,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"sync"
 
@@ -53,9 +54,26 @@ func prefixEnd(p []byte) []byte {
 	return nil
 }
 
-// Open opens (or creates) the store in dir and loads its replicas.
-func Open(dir string) (*Store, error) {
-	db, err := pebble.Open(dir, &pebble.Options{})
+// pebbleLogger sends Pebble's logs to slog: its chatter at debug level, errors as errors.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	panic(fmt.Sprintf(format, args...))
+}
+
+// Open opens (or creates) the store in dir and loads its replicas. log may be nil.
+func Open(dir string, log *slog.Logger) (*Store, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{log}})
 	if err != nil {
 		return nil, fmt.Errorf("kvnode: opening %s: %w", dir, err)
 	}

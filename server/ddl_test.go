@@ -21,7 +21,7 @@ func tableState(t *testing.T, s *Server, name string) (pcspb.TableState, bool) {
 // DDL driver has not sent a single command: it is still warming up); the next primary resumes
 // the job, and it finishes exactly once: no duplicate shard, no orphan replica.
 func TestCreateJobSurvivesPrimaryLoss(t *testing.T) {
-	tc := newTestCluster(t, 3, fastNodes)
+	tc := newTestCluster(t, 3, slowWarmup)
 	nodes := tc.startNodes(6, 3)
 	c := tc.client()
 	ctx := ctxT(t, 60*time.Second)

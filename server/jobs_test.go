@@ -9,7 +9,7 @@ import (
 )
 
 func TestJobsListAndCancel(t *testing.T) {
-	tc := newTestCluster(t, 3, fastNodes)
+	tc := newTestCluster(t, 3, slowWarmup)
 	nodes := tc.startNodes(3, 3)
 	c := tc.client()
 	ctx := ctxT(t, 60*time.Second)

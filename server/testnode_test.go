@@ -136,3 +136,10 @@ func fastNodes(c *Config) {
 	c.Nodes = cluster.Config{DisconnectAfter: 300 * time.Millisecond, DownAfter: time.Second, Warmup: 500 * time.Millisecond}
 	c.DDLInterval = 30 * time.Millisecond
 }
+
+// slowWarmup is fastNodes with a 2 s warm-up, for tests that act on a job while a new primary's
+// warm-up still holds it back (a loaded CI machine must not let the job finish first).
+func slowWarmup(c *Config) {
+	fastNodes(c)
+	c.Nodes.Warmup = 2 * time.Second
+}

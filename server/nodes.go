@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -30,19 +31,13 @@ func newNodeCommands() *nodeCommands {
 func cmdKey(c *pcspb.NodeCommand) string {
 	switch x := c.Cmd.(type) {
 	case *pcspb.NodeCommand_CreateReplica:
-		return "c" + string(rune(0)) + uintKey(x.CreateReplica.Id)
+		return fmt.Sprintf("create/%d", x.CreateReplica.Id)
 	case *pcspb.NodeCommand_DropReplica:
-		return "d" + string(rune(0)) + uintKey(x.DropReplica)
+		return fmt.Sprintf("drop/%d", x.DropReplica)
+	case *pcspb.NodeCommand_LoadSchema:
+		return fmt.Sprintf("schema/%d/%d", x.LoadSchema.TableId, x.LoadSchema.Version)
 	}
 	return c.String()
-}
-
-func uintKey(v uint64) string {
-	b := make([]byte, 8)
-	for i := 0; i < 8; i++ {
-		b[i] = byte(v >> (56 - 8*i))
-	}
-	return string(b)
 }
 
 func (nc *nodeCommands) set(plan map[uint64][]*pcspb.NodeCommand) {

@@ -60,8 +60,14 @@ func TestTSOAndIDsAcrossTransfers(t *testing.T) {
 			}
 		}()
 	}
+	served := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(ts)
+	}
 	for i := 0; i < 3; i++ {
-		time.Sleep(100 * time.Millisecond) // let load run between transfers
+		before := served()
+		waitFor(t, 10*time.Second, "timestamps flowing before the transfer", func() bool { return served() >= before+50 })
 		if _, err := c.MemberTransfer(ctx, ""); err != nil {
 			t.Fatalf("transfer %d: %v", i, err)
 		}

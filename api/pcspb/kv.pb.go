@@ -86,6 +86,8 @@ type KVError struct {
 	//	*KVError_EpochNotMatch
 	//	*KVError_ShardNotFound
 	//	*KVError_KeyNotInShard
+	//	*KVError_StaleTerm
+	//	*KVError_LogGap
 	Err           isKVError_Err `protobuf_oneof:"err"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -164,6 +166,24 @@ func (x *KVError) GetKeyNotInShard() []byte {
 	return nil
 }
 
+func (x *KVError) GetStaleTerm() uint64 {
+	if x != nil {
+		if x, ok := x.Err.(*KVError_StaleTerm); ok {
+			return x.StaleTerm
+		}
+	}
+	return 0
+}
+
+func (x *KVError) GetLogGap() uint64 {
+	if x != nil {
+		if x, ok := x.Err.(*KVError_LogGap); ok {
+			return x.LogGap
+		}
+	}
+	return 0
+}
+
 type isKVError_Err interface {
 	isKVError_Err()
 }
@@ -188,6 +208,17 @@ type KVError_KeyNotInShard struct {
 	KeyNotInShard []byte `protobuf:"bytes,4,opt,name=key_not_in_shard,json=keyNotInShard,proto3,oneof"`
 }
 
+type KVError_StaleTerm struct {
+	// Replication from a primary of a lower term than this replica has seen (fencing); the
+	// value is the replica's term.
+	StaleTerm uint64 `protobuf:"varint,5,opt,name=stale_term,json=staleTerm,proto3,oneof"`
+}
+
+type KVError_LogGap struct {
+	// The replica is missing entries before this one; the value is its last position.
+	LogGap uint64 `protobuf:"varint,6,opt,name=log_gap,json=logGap,proto3,oneof"`
+}
+
 func (*KVError_NotPrimary) isKVError_Err() {}
 
 func (*KVError_EpochNotMatch) isKVError_Err() {}
@@ -195,6 +226,132 @@ func (*KVError_EpochNotMatch) isKVError_Err() {}
 func (*KVError_ShardNotFound) isKVError_Err() {}
 
 func (*KVError_KeyNotInShard) isKVError_Err() {}
+
+func (*KVError_StaleTerm) isKVError_Err() {}
+
+func (*KVError_LogGap) isKVError_Err() {}
+
+// ReplicateRequest carries one write from a shard's primary to a replica, at log position lsn.
+type ReplicateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Lsn           uint64                 `protobuf:"varint,3,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	Puts          []*KVPair              `protobuf:"bytes,4,rep,name=puts,proto3" json:"puts,omitempty"`
+	Deletes       [][]byte               `protobuf:"bytes,5,rep,name=deletes,proto3" json:"deletes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicateRequest) Reset() {
+	*x = ReplicateRequest{}
+	mi := &file_kv_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicateRequest) ProtoMessage() {}
+
+func (x *ReplicateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicateRequest.ProtoReflect.Descriptor instead.
+func (*ReplicateRequest) Descriptor() ([]byte, []int) {
+	return file_kv_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ReplicateRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *ReplicateRequest) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *ReplicateRequest) GetLsn() uint64 {
+	if x != nil {
+		return x.Lsn
+	}
+	return 0
+}
+
+func (x *ReplicateRequest) GetPuts() []*KVPair {
+	if x != nil {
+		return x.Puts
+	}
+	return nil
+}
+
+func (x *ReplicateRequest) GetDeletes() [][]byte {
+	if x != nil {
+		return x.Deletes
+	}
+	return nil
+}
+
+// The replica has persisted every position up to lsn.
+type ReplicateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lsn           uint64                 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicateResponse) Reset() {
+	*x = ReplicateResponse{}
+	mi := &file_kv_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicateResponse) ProtoMessage() {}
+
+func (x *ReplicateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicateResponse.ProtoReflect.Descriptor instead.
+func (*ReplicateResponse) Descriptor() ([]byte, []int) {
+	return file_kv_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ReplicateResponse) GetLsn() uint64 {
+	if x != nil {
+		return x.Lsn
+	}
+	return 0
+}
 
 type NotPrimaryKV struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -206,7 +363,7 @@ type NotPrimaryKV struct {
 
 func (x *NotPrimaryKV) Reset() {
 	*x = NotPrimaryKV{}
-	mi := &file_kv_proto_msgTypes[2]
+	mi := &file_kv_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -218,7 +375,7 @@ func (x *NotPrimaryKV) String() string {
 func (*NotPrimaryKV) ProtoMessage() {}
 
 func (x *NotPrimaryKV) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[2]
+	mi := &file_kv_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -231,7 +388,7 @@ func (x *NotPrimaryKV) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotPrimaryKV.ProtoReflect.Descriptor instead.
 func (*NotPrimaryKV) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{2}
+	return file_kv_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *NotPrimaryKV) GetPrimaryNode() uint64 {
@@ -258,7 +415,7 @@ type KVGetRequest struct {
 
 func (x *KVGetRequest) Reset() {
 	*x = KVGetRequest{}
-	mi := &file_kv_proto_msgTypes[3]
+	mi := &file_kv_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -270,7 +427,7 @@ func (x *KVGetRequest) String() string {
 func (*KVGetRequest) ProtoMessage() {}
 
 func (x *KVGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[3]
+	mi := &file_kv_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -283,7 +440,7 @@ func (x *KVGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVGetRequest.ProtoReflect.Descriptor instead.
 func (*KVGetRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{3}
+	return file_kv_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *KVGetRequest) GetHeader() *KVHeader {
@@ -310,7 +467,7 @@ type KVGetResponse struct {
 
 func (x *KVGetResponse) Reset() {
 	*x = KVGetResponse{}
-	mi := &file_kv_proto_msgTypes[4]
+	mi := &file_kv_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -322,7 +479,7 @@ func (x *KVGetResponse) String() string {
 func (*KVGetResponse) ProtoMessage() {}
 
 func (x *KVGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[4]
+	mi := &file_kv_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -335,7 +492,7 @@ func (x *KVGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVGetResponse.ProtoReflect.Descriptor instead.
 func (*KVGetResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{4}
+	return file_kv_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *KVGetResponse) GetValue() []byte {
@@ -363,7 +520,7 @@ type KVPutRequest struct {
 
 func (x *KVPutRequest) Reset() {
 	*x = KVPutRequest{}
-	mi := &file_kv_proto_msgTypes[5]
+	mi := &file_kv_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +532,7 @@ func (x *KVPutRequest) String() string {
 func (*KVPutRequest) ProtoMessage() {}
 
 func (x *KVPutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[5]
+	mi := &file_kv_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +545,7 @@ func (x *KVPutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPutRequest.ProtoReflect.Descriptor instead.
 func (*KVPutRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{5}
+	return file_kv_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *KVPutRequest) GetHeader() *KVHeader {
@@ -420,7 +577,7 @@ type KVPutResponse struct {
 
 func (x *KVPutResponse) Reset() {
 	*x = KVPutResponse{}
-	mi := &file_kv_proto_msgTypes[6]
+	mi := &file_kv_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -432,7 +589,7 @@ func (x *KVPutResponse) String() string {
 func (*KVPutResponse) ProtoMessage() {}
 
 func (x *KVPutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[6]
+	mi := &file_kv_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -445,7 +602,7 @@ func (x *KVPutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPutResponse.ProtoReflect.Descriptor instead.
 func (*KVPutResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{6}
+	return file_kv_proto_rawDescGZIP(), []int{8}
 }
 
 type KVDeleteRequest struct {
@@ -458,7 +615,7 @@ type KVDeleteRequest struct {
 
 func (x *KVDeleteRequest) Reset() {
 	*x = KVDeleteRequest{}
-	mi := &file_kv_proto_msgTypes[7]
+	mi := &file_kv_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -470,7 +627,7 @@ func (x *KVDeleteRequest) String() string {
 func (*KVDeleteRequest) ProtoMessage() {}
 
 func (x *KVDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[7]
+	mi := &file_kv_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -483,7 +640,7 @@ func (x *KVDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVDeleteRequest.ProtoReflect.Descriptor instead.
 func (*KVDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{7}
+	return file_kv_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *KVDeleteRequest) GetHeader() *KVHeader {
@@ -508,7 +665,7 @@ type KVDeleteResponse struct {
 
 func (x *KVDeleteResponse) Reset() {
 	*x = KVDeleteResponse{}
-	mi := &file_kv_proto_msgTypes[8]
+	mi := &file_kv_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -520,7 +677,7 @@ func (x *KVDeleteResponse) String() string {
 func (*KVDeleteResponse) ProtoMessage() {}
 
 func (x *KVDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[8]
+	mi := &file_kv_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -533,7 +690,7 @@ func (x *KVDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVDeleteResponse.ProtoReflect.Descriptor instead.
 func (*KVDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{8}
+	return file_kv_proto_rawDescGZIP(), []int{10}
 }
 
 type KVScanRequest struct {
@@ -548,7 +705,7 @@ type KVScanRequest struct {
 
 func (x *KVScanRequest) Reset() {
 	*x = KVScanRequest{}
-	mi := &file_kv_proto_msgTypes[9]
+	mi := &file_kv_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +717,7 @@ func (x *KVScanRequest) String() string {
 func (*KVScanRequest) ProtoMessage() {}
 
 func (x *KVScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[9]
+	mi := &file_kv_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +730,7 @@ func (x *KVScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVScanRequest.ProtoReflect.Descriptor instead.
 func (*KVScanRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{9}
+	return file_kv_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KVScanRequest) GetHeader() *KVHeader {
@@ -614,7 +771,7 @@ type KVPair struct {
 
 func (x *KVPair) Reset() {
 	*x = KVPair{}
-	mi := &file_kv_proto_msgTypes[10]
+	mi := &file_kv_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +783,7 @@ func (x *KVPair) String() string {
 func (*KVPair) ProtoMessage() {}
 
 func (x *KVPair) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[10]
+	mi := &file_kv_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +796,7 @@ func (x *KVPair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPair.ProtoReflect.Descriptor instead.
 func (*KVPair) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{10}
+	return file_kv_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KVPair) GetKey() []byte {
@@ -666,7 +823,7 @@ type KVScanResponse struct {
 
 func (x *KVScanResponse) Reset() {
 	*x = KVScanResponse{}
-	mi := &file_kv_proto_msgTypes[11]
+	mi := &file_kv_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -678,7 +835,7 @@ func (x *KVScanResponse) String() string {
 func (*KVScanResponse) ProtoMessage() {}
 
 func (x *KVScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[11]
+	mi := &file_kv_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -691,7 +848,7 @@ func (x *KVScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVScanResponse.ProtoReflect.Descriptor instead.
 func (*KVScanResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{11}
+	return file_kv_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KVScanResponse) GetPairs() []*KVPair {
@@ -719,7 +876,7 @@ type KVBatchRequest struct {
 
 func (x *KVBatchRequest) Reset() {
 	*x = KVBatchRequest{}
-	mi := &file_kv_proto_msgTypes[12]
+	mi := &file_kv_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -731,7 +888,7 @@ func (x *KVBatchRequest) String() string {
 func (*KVBatchRequest) ProtoMessage() {}
 
 func (x *KVBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[12]
+	mi := &file_kv_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,7 +901,7 @@ func (x *KVBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVBatchRequest.ProtoReflect.Descriptor instead.
 func (*KVBatchRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{12}
+	return file_kv_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *KVBatchRequest) GetHeader() *KVHeader {
@@ -776,7 +933,7 @@ type KVBatchResponse struct {
 
 func (x *KVBatchResponse) Reset() {
 	*x = KVBatchResponse{}
-	mi := &file_kv_proto_msgTypes[13]
+	mi := &file_kv_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +945,7 @@ func (x *KVBatchResponse) String() string {
 func (*KVBatchResponse) ProtoMessage() {}
 
 func (x *KVBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[13]
+	mi := &file_kv_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +958,7 @@ func (x *KVBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVBatchResponse.ProtoReflect.Descriptor instead.
 func (*KVBatchResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{13}
+	return file_kv_proto_rawDescGZIP(), []int{15}
 }
 
 var File_kv_proto protoreflect.FileDescriptor
@@ -811,14 +968,25 @@ const file_kv_proto_rawDesc = "" +
 	"\bkv.proto\x12\x06pcs.v1\x1a\tpcs.proto\"O\n" +
 	"\bKVHeader\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12(\n" +
-	"\x05epoch\x18\x02 \x01(\v2\x12.pcs.v1.ShardEpochR\x05epoch\"\xd7\x01\n" +
+	"\x05epoch\x18\x02 \x01(\v2\x12.pcs.v1.ShardEpochR\x05epoch\"\x93\x02\n" +
 	"\aKVError\x127\n" +
 	"\vnot_primary\x18\x01 \x01(\v2\x14.pcs.v1.NotPrimaryKVH\x00R\n" +
 	"notPrimary\x127\n" +
 	"\x0fepoch_not_match\x18\x02 \x01(\v2\r.pcs.v1.ShardH\x00R\repochNotMatch\x12(\n" +
 	"\x0fshard_not_found\x18\x03 \x01(\x04H\x00R\rshardNotFound\x12)\n" +
-	"\x10key_not_in_shard\x18\x04 \x01(\fH\x00R\rkeyNotInShardB\x05\n" +
-	"\x03err\"T\n" +
+	"\x10key_not_in_shard\x18\x04 \x01(\fH\x00R\rkeyNotInShard\x12\x1f\n" +
+	"\n" +
+	"stale_term\x18\x05 \x01(\x04H\x00R\tstaleTerm\x12\x19\n" +
+	"\alog_gap\x18\x06 \x01(\x04H\x00R\x06logGapB\x05\n" +
+	"\x03err\"\x91\x01\n" +
+	"\x10ReplicateRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x10\n" +
+	"\x03lsn\x18\x03 \x01(\x04R\x03lsn\x12\"\n" +
+	"\x04puts\x18\x04 \x03(\v2\x0e.pcs.v1.KVPairR\x04puts\x12\x18\n" +
+	"\adeletes\x18\x05 \x03(\fR\adeletes\"%\n" +
+	"\x11ReplicateResponse\x12\x10\n" +
+	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\"T\n" +
 	"\fNotPrimaryKV\x12!\n" +
 	"\fprimary_node\x18\x01 \x01(\x04R\vprimaryNode\x12!\n" +
 	"\fprimary_addr\x18\x02 \x01(\tR\vprimaryAddr\"J\n" +
@@ -852,13 +1020,14 @@ const file_kv_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x10.pcs.v1.KVHeaderR\x06header\x12\"\n" +
 	"\x04puts\x18\x02 \x03(\v2\x0e.pcs.v1.KVPairR\x04puts\x12\x18\n" +
 	"\adeletes\x18\x03 \x03(\fR\adeletes\"\x11\n" +
-	"\x0fKVBatchResponse2\x9a\x02\n" +
+	"\x0fKVBatchResponse2\xdc\x02\n" +
 	"\x02KV\x122\n" +
 	"\x03Get\x12\x14.pcs.v1.KVGetRequest\x1a\x15.pcs.v1.KVGetResponse\x122\n" +
 	"\x03Put\x12\x14.pcs.v1.KVPutRequest\x1a\x15.pcs.v1.KVPutResponse\x12;\n" +
 	"\x06Delete\x12\x17.pcs.v1.KVDeleteRequest\x1a\x18.pcs.v1.KVDeleteResponse\x125\n" +
 	"\x04Scan\x12\x15.pcs.v1.KVScanRequest\x1a\x16.pcs.v1.KVScanResponse\x128\n" +
-	"\x05Batch\x12\x16.pcs.v1.KVBatchRequest\x1a\x17.pcs.v1.KVBatchResponseB!Z\x1fgithub.com/postdb/pcs/api/pcspbb\x06proto3"
+	"\x05Batch\x12\x16.pcs.v1.KVBatchRequest\x1a\x17.pcs.v1.KVBatchResponse\x12@\n" +
+	"\tReplicate\x12\x18.pcs.v1.ReplicateRequest\x1a\x19.pcs.v1.ReplicateResponseB!Z\x1fgithub.com/postdb/pcs/api/pcspbb\x06proto3"
 
 var (
 	file_kv_proto_rawDescOnce sync.Once
@@ -872,51 +1041,56 @@ func file_kv_proto_rawDescGZIP() []byte {
 	return file_kv_proto_rawDescData
 }
 
-var file_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_kv_proto_goTypes = []any{
-	(*KVHeader)(nil),         // 0: pcs.v1.KVHeader
-	(*KVError)(nil),          // 1: pcs.v1.KVError
-	(*NotPrimaryKV)(nil),     // 2: pcs.v1.NotPrimaryKV
-	(*KVGetRequest)(nil),     // 3: pcs.v1.KVGetRequest
-	(*KVGetResponse)(nil),    // 4: pcs.v1.KVGetResponse
-	(*KVPutRequest)(nil),     // 5: pcs.v1.KVPutRequest
-	(*KVPutResponse)(nil),    // 6: pcs.v1.KVPutResponse
-	(*KVDeleteRequest)(nil),  // 7: pcs.v1.KVDeleteRequest
-	(*KVDeleteResponse)(nil), // 8: pcs.v1.KVDeleteResponse
-	(*KVScanRequest)(nil),    // 9: pcs.v1.KVScanRequest
-	(*KVPair)(nil),           // 10: pcs.v1.KVPair
-	(*KVScanResponse)(nil),   // 11: pcs.v1.KVScanResponse
-	(*KVBatchRequest)(nil),   // 12: pcs.v1.KVBatchRequest
-	(*KVBatchResponse)(nil),  // 13: pcs.v1.KVBatchResponse
-	(*ShardEpoch)(nil),       // 14: pcs.v1.ShardEpoch
-	(*Shard)(nil),            // 15: pcs.v1.Shard
+	(*KVHeader)(nil),          // 0: pcs.v1.KVHeader
+	(*KVError)(nil),           // 1: pcs.v1.KVError
+	(*ReplicateRequest)(nil),  // 2: pcs.v1.ReplicateRequest
+	(*ReplicateResponse)(nil), // 3: pcs.v1.ReplicateResponse
+	(*NotPrimaryKV)(nil),      // 4: pcs.v1.NotPrimaryKV
+	(*KVGetRequest)(nil),      // 5: pcs.v1.KVGetRequest
+	(*KVGetResponse)(nil),     // 6: pcs.v1.KVGetResponse
+	(*KVPutRequest)(nil),      // 7: pcs.v1.KVPutRequest
+	(*KVPutResponse)(nil),     // 8: pcs.v1.KVPutResponse
+	(*KVDeleteRequest)(nil),   // 9: pcs.v1.KVDeleteRequest
+	(*KVDeleteResponse)(nil),  // 10: pcs.v1.KVDeleteResponse
+	(*KVScanRequest)(nil),     // 11: pcs.v1.KVScanRequest
+	(*KVPair)(nil),            // 12: pcs.v1.KVPair
+	(*KVScanResponse)(nil),    // 13: pcs.v1.KVScanResponse
+	(*KVBatchRequest)(nil),    // 14: pcs.v1.KVBatchRequest
+	(*KVBatchResponse)(nil),   // 15: pcs.v1.KVBatchResponse
+	(*ShardEpoch)(nil),        // 16: pcs.v1.ShardEpoch
+	(*Shard)(nil),             // 17: pcs.v1.Shard
 }
 var file_kv_proto_depIdxs = []int32{
-	14, // 0: pcs.v1.KVHeader.epoch:type_name -> pcs.v1.ShardEpoch
-	2,  // 1: pcs.v1.KVError.not_primary:type_name -> pcs.v1.NotPrimaryKV
-	15, // 2: pcs.v1.KVError.epoch_not_match:type_name -> pcs.v1.Shard
-	0,  // 3: pcs.v1.KVGetRequest.header:type_name -> pcs.v1.KVHeader
-	0,  // 4: pcs.v1.KVPutRequest.header:type_name -> pcs.v1.KVHeader
-	0,  // 5: pcs.v1.KVDeleteRequest.header:type_name -> pcs.v1.KVHeader
-	0,  // 6: pcs.v1.KVScanRequest.header:type_name -> pcs.v1.KVHeader
-	10, // 7: pcs.v1.KVScanResponse.pairs:type_name -> pcs.v1.KVPair
-	0,  // 8: pcs.v1.KVBatchRequest.header:type_name -> pcs.v1.KVHeader
-	10, // 9: pcs.v1.KVBatchRequest.puts:type_name -> pcs.v1.KVPair
-	3,  // 10: pcs.v1.KV.Get:input_type -> pcs.v1.KVGetRequest
-	5,  // 11: pcs.v1.KV.Put:input_type -> pcs.v1.KVPutRequest
-	7,  // 12: pcs.v1.KV.Delete:input_type -> pcs.v1.KVDeleteRequest
-	9,  // 13: pcs.v1.KV.Scan:input_type -> pcs.v1.KVScanRequest
-	12, // 14: pcs.v1.KV.Batch:input_type -> pcs.v1.KVBatchRequest
-	4,  // 15: pcs.v1.KV.Get:output_type -> pcs.v1.KVGetResponse
-	6,  // 16: pcs.v1.KV.Put:output_type -> pcs.v1.KVPutResponse
-	8,  // 17: pcs.v1.KV.Delete:output_type -> pcs.v1.KVDeleteResponse
-	11, // 18: pcs.v1.KV.Scan:output_type -> pcs.v1.KVScanResponse
-	13, // 19: pcs.v1.KV.Batch:output_type -> pcs.v1.KVBatchResponse
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	16, // 0: pcs.v1.KVHeader.epoch:type_name -> pcs.v1.ShardEpoch
+	4,  // 1: pcs.v1.KVError.not_primary:type_name -> pcs.v1.NotPrimaryKV
+	17, // 2: pcs.v1.KVError.epoch_not_match:type_name -> pcs.v1.Shard
+	12, // 3: pcs.v1.ReplicateRequest.puts:type_name -> pcs.v1.KVPair
+	0,  // 4: pcs.v1.KVGetRequest.header:type_name -> pcs.v1.KVHeader
+	0,  // 5: pcs.v1.KVPutRequest.header:type_name -> pcs.v1.KVHeader
+	0,  // 6: pcs.v1.KVDeleteRequest.header:type_name -> pcs.v1.KVHeader
+	0,  // 7: pcs.v1.KVScanRequest.header:type_name -> pcs.v1.KVHeader
+	12, // 8: pcs.v1.KVScanResponse.pairs:type_name -> pcs.v1.KVPair
+	0,  // 9: pcs.v1.KVBatchRequest.header:type_name -> pcs.v1.KVHeader
+	12, // 10: pcs.v1.KVBatchRequest.puts:type_name -> pcs.v1.KVPair
+	5,  // 11: pcs.v1.KV.Get:input_type -> pcs.v1.KVGetRequest
+	7,  // 12: pcs.v1.KV.Put:input_type -> pcs.v1.KVPutRequest
+	9,  // 13: pcs.v1.KV.Delete:input_type -> pcs.v1.KVDeleteRequest
+	11, // 14: pcs.v1.KV.Scan:input_type -> pcs.v1.KVScanRequest
+	14, // 15: pcs.v1.KV.Batch:input_type -> pcs.v1.KVBatchRequest
+	2,  // 16: pcs.v1.KV.Replicate:input_type -> pcs.v1.ReplicateRequest
+	6,  // 17: pcs.v1.KV.Get:output_type -> pcs.v1.KVGetResponse
+	8,  // 18: pcs.v1.KV.Put:output_type -> pcs.v1.KVPutResponse
+	10, // 19: pcs.v1.KV.Delete:output_type -> pcs.v1.KVDeleteResponse
+	13, // 20: pcs.v1.KV.Scan:output_type -> pcs.v1.KVScanResponse
+	15, // 21: pcs.v1.KV.Batch:output_type -> pcs.v1.KVBatchResponse
+	3,  // 22: pcs.v1.KV.Replicate:output_type -> pcs.v1.ReplicateResponse
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_kv_proto_init() }
@@ -930,6 +1104,8 @@ func file_kv_proto_init() {
 		(*KVError_EpochNotMatch)(nil),
 		(*KVError_ShardNotFound)(nil),
 		(*KVError_KeyNotInShard)(nil),
+		(*KVError_StaleTerm)(nil),
+		(*KVError_LogGap)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -937,7 +1113,7 @@ func file_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_proto_rawDesc), len(file_kv_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

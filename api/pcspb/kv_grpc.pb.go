@@ -23,11 +23,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	KV_Get_FullMethodName    = "/pcs.v1.KV/Get"
-	KV_Put_FullMethodName    = "/pcs.v1.KV/Put"
-	KV_Delete_FullMethodName = "/pcs.v1.KV/Delete"
-	KV_Scan_FullMethodName   = "/pcs.v1.KV/Scan"
-	KV_Batch_FullMethodName  = "/pcs.v1.KV/Batch"
+	KV_Get_FullMethodName       = "/pcs.v1.KV/Get"
+	KV_Put_FullMethodName       = "/pcs.v1.KV/Put"
+	KV_Delete_FullMethodName    = "/pcs.v1.KV/Delete"
+	KV_Scan_FullMethodName      = "/pcs.v1.KV/Scan"
+	KV_Batch_FullMethodName     = "/pcs.v1.KV/Batch"
+	KV_Replicate_FullMethodName = "/pcs.v1.KV/Replicate"
 )
 
 // KVClient is the client API for KV service.
@@ -39,6 +40,8 @@ type KVClient interface {
 	Delete(ctx context.Context, in *KVDeleteRequest, opts ...grpc.CallOption) (*KVDeleteResponse, error)
 	Scan(ctx context.Context, in *KVScanRequest, opts ...grpc.CallOption) (*KVScanResponse, error)
 	Batch(ctx context.Context, in *KVBatchRequest, opts ...grpc.CallOption) (*KVBatchResponse, error)
+	// Replicate is node to node: a primary sends each write to every replica of the shard.
+	Replicate(ctx context.Context, in *ReplicateRequest, opts ...grpc.CallOption) (*ReplicateResponse, error)
 }
 
 type kVClient struct {
@@ -99,6 +102,16 @@ func (c *kVClient) Batch(ctx context.Context, in *KVBatchRequest, opts ...grpc.C
 	return out, nil
 }
 
+func (c *kVClient) Replicate(ctx context.Context, in *ReplicateRequest, opts ...grpc.CallOption) (*ReplicateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplicateResponse)
+	err := c.cc.Invoke(ctx, KV_Replicate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
@@ -108,6 +121,8 @@ type KVServer interface {
 	Delete(context.Context, *KVDeleteRequest) (*KVDeleteResponse, error)
 	Scan(context.Context, *KVScanRequest) (*KVScanResponse, error)
 	Batch(context.Context, *KVBatchRequest) (*KVBatchResponse, error)
+	// Replicate is node to node: a primary sends each write to every replica of the shard.
+	Replicate(context.Context, *ReplicateRequest) (*ReplicateResponse, error)
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -132,6 +147,9 @@ func (UnimplementedKVServer) Scan(context.Context, *KVScanRequest) (*KVScanRespo
 }
 func (UnimplementedKVServer) Batch(context.Context, *KVBatchRequest) (*KVBatchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Batch not implemented")
+}
+func (UnimplementedKVServer) Replicate(context.Context, *ReplicateRequest) (*ReplicateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Replicate not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -244,6 +262,24 @@ func _KV_Batch_Handler(srv interface{}, ctx context.Context, dec func(interface{
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KV_Replicate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplicateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).Replicate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_Replicate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).Replicate(ctx, req.(*ReplicateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -270,6 +306,10 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Batch",
 			Handler:    _KV_Batch_Handler,
+		},
+		{
+			MethodName: "Replicate",
+			Handler:    _KV_Replicate_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

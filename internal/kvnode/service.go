@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -29,13 +30,115 @@ type Node struct {
 	self       func() uint64
 	leaseValid func() bool
 
+	// peer returns the KV client of another data node, for replication.
+	peer func(ctx context.Context, node uint64) (pcspb.KVClient, error)
+
 	mu      sync.Mutex
 	schemas map[uint64]uint64
+	locks   map[uint64]*sync.Mutex // per shard: orders its writes
 }
 
-// NewNode serves store. self and leaseValid come from the node's agent.
-func NewNode(store *Store, self func() uint64, leaseValid func() bool) *Node {
-	return &Node{store: store, self: self, leaseValid: leaseValid, schemas: map[uint64]uint64{}}
+// NewNode serves store. self and leaseValid come from the node's agent; peer reaches the other
+// data nodes.
+func NewNode(store *Store, self func() uint64, leaseValid func() bool, peer func(context.Context, uint64) (pcspb.KVClient, error)) *Node {
+	return &Node{store: store, self: self, leaseValid: leaseValid, peer: peer, schemas: map[uint64]uint64{}, locks: map[uint64]*sync.Mutex{}}
+}
+
+func (n *Node) shardLock(id uint64) *sync.Mutex {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	l, ok := n.locks[id]
+	if !ok {
+		l = &sync.Mutex{}
+		n.locks[id] = l
+	}
+	return l
+}
+
+// ReplicateTimeout bounds how long a primary waits for a replica to persist a write.
+const ReplicateTimeout = 2 * time.Second
+
+// write gives a write the shard's next log position, persists it locally and on every other
+// replica of the configuration in parallel, and returns once all have it. Writes of one shard
+// are ordered by the shard's lock. If a replica does not acknowledge, the write is not
+// acknowledged to the client either (UNAVAILABLE).
+func (n *Node) write(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.KVPair, deletes [][]byte) error {
+	l := n.shardLock(sh.Id)
+	l.Lock()
+	defer l.Unlock()
+	lsn := n.store.LSN(sh.Id) + 1
+	errs := make(chan error, len(sh.Replicas))
+	go func() {
+		if err := n.store.Write(sh.Id, lsn, puts, deletes); err != nil {
+			errs <- status.Error(codes.Internal, err.Error())
+			return
+		}
+		errs <- nil
+	}()
+	req := &pcspb.ReplicateRequest{ShardId: sh.Id, Term: sh.Term, Lsn: lsn, Puts: puts, Deletes: deletes}
+	waiting := 1
+	for _, r := range sh.Replicas {
+		if r == n.self() {
+			continue
+		}
+		waiting++
+		go func(r uint64) {
+			rctx, cancel := context.WithTimeout(ctx, ReplicateTimeout)
+			defer cancel()
+			kv, err := n.peer(rctx, r)
+			if err == nil {
+				_, err = kv.Replicate(rctx, req)
+			}
+			if err != nil {
+				err = status.Errorf(codes.Unavailable, "kvnode: replica on node %d did not persist shard %d position %d: %v", r, sh.Id, lsn, err)
+			}
+			errs <- err
+		}(r)
+	}
+	var first error
+	for i := 0; i < waiting; i++ {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Replicate persists a write from the shard's primary. It refuses a primary of a lower term
+// than this replica has seen (fencing) and positions that would leave a gap; a position it
+// already has is acknowledged again (the primary retried).
+func (n *Node) Replicate(_ context.Context, req *pcspb.ReplicateRequest) (*pcspb.ReplicateResponse, error) {
+	sh, ok := n.store.Replica(req.ShardId)
+	if !ok {
+		return nil, kvError(codes.NotFound, fmt.Sprintf("kvnode: no replica of shard %d here", req.ShardId),
+			&pcspb.KVError{Err: &pcspb.KVError_ShardNotFound{ShardNotFound: req.ShardId}})
+	}
+	l := n.shardLock(sh.Id)
+	l.Lock()
+	defer l.Unlock()
+	if sh, _ = n.store.Replica(req.ShardId); req.Term < sh.Term {
+		return nil, kvError(codes.FailedPrecondition, fmt.Sprintf("kvnode: shard %d is at term %d; refusing a primary of term %d", sh.Id, sh.Term, req.Term),
+			&pcspb.KVError{Err: &pcspb.KVError_StaleTerm{StaleTerm: sh.Term}})
+	}
+	if req.Term > sh.Term {
+		nsh := proto.Clone(sh).(*pcspb.Shard)
+		nsh.Term = req.Term
+		if err := n.store.PutReplica(nsh); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+	}
+	cur := n.store.LSN(sh.Id)
+	switch {
+	case req.Lsn <= cur:
+		return &pcspb.ReplicateResponse{Lsn: cur}, nil
+	case req.Lsn != cur+1:
+		return nil, kvError(codes.FailedPrecondition, fmt.Sprintf("kvnode: shard %d has position %d; %d leaves a gap", sh.Id, cur, req.Lsn),
+			&pcspb.KVError{Err: &pcspb.KVError_LogGap{LogGap: cur}})
+	}
+	if err := n.store.Write(sh.Id, req.Lsn, req.Puts, req.Deletes); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &pcspb.ReplicateResponse{Lsn: req.Lsn}, nil
 }
 
 func kvError(code codes.Code, msg string, detail *pcspb.KVError) error {
@@ -89,7 +192,7 @@ func (n *Node) Get(_ context.Context, req *pcspb.KVGetRequest) (*pcspb.KVGetResp
 	return &pcspb.KVGetResponse{Value: v, Found: found}, nil
 }
 
-func (n *Node) Put(_ context.Context, req *pcspb.KVPutRequest) (*pcspb.KVPutResponse, error) {
+func (n *Node) Put(ctx context.Context, req *pcspb.KVPutRequest) (*pcspb.KVPutResponse, error) {
 	if len(req.Value) > MaxValueSize {
 		return nil, status.Errorf(codes.InvalidArgument, "kvnode: value of %d bytes exceeds %d", len(req.Value), MaxValueSize)
 	}
@@ -97,19 +200,19 @@ func (n *Node) Put(_ context.Context, req *pcspb.KVPutRequest) (*pcspb.KVPutResp
 	if err != nil {
 		return nil, err
 	}
-	if err := n.store.Write(sh.Id, []*pcspb.KVPair{{Key: req.Key, Value: req.Value}}, nil); err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+	if err := n.write(ctx, sh, []*pcspb.KVPair{{Key: req.Key, Value: req.Value}}, nil); err != nil {
+		return nil, err
 	}
 	return &pcspb.KVPutResponse{}, nil
 }
 
-func (n *Node) Delete(_ context.Context, req *pcspb.KVDeleteRequest) (*pcspb.KVDeleteResponse, error) {
+func (n *Node) Delete(ctx context.Context, req *pcspb.KVDeleteRequest) (*pcspb.KVDeleteResponse, error) {
 	sh, err := n.check(req.Header, req.Key)
 	if err != nil {
 		return nil, err
 	}
-	if err := n.store.Write(sh.Id, nil, [][]byte{req.Key}); err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+	if err := n.write(ctx, sh, nil, [][]byte{req.Key}); err != nil {
+		return nil, err
 	}
 	return &pcspb.KVDeleteResponse{}, nil
 }
@@ -138,7 +241,7 @@ func (n *Node) Scan(_ context.Context, req *pcspb.KVScanRequest) (*pcspb.KVScanR
 	return &pcspb.KVScanResponse{Pairs: pairs, More: more}, nil
 }
 
-func (n *Node) Batch(_ context.Context, req *pcspb.KVBatchRequest) (*pcspb.KVBatchResponse, error) {
+func (n *Node) Batch(ctx context.Context, req *pcspb.KVBatchRequest) (*pcspb.KVBatchResponse, error) {
 	if len(req.Puts)+len(req.Deletes) > MaxBatchOps {
 		return nil, status.Errorf(codes.InvalidArgument, "kvnode: %d operations exceed %d", len(req.Puts)+len(req.Deletes), MaxBatchOps)
 	}
@@ -154,8 +257,8 @@ func (n *Node) Batch(_ context.Context, req *pcspb.KVBatchRequest) (*pcspb.KVBat
 	if err != nil {
 		return nil, err
 	}
-	if err := n.store.Write(sh.Id, req.Puts, req.Deletes); err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+	if err := n.write(ctx, sh, req.Puts, req.Deletes); err != nil {
+		return nil, err
 	}
 	return &pcspb.KVBatchResponse{}, nil
 }
@@ -202,7 +305,7 @@ func (n *Node) Stats() (*pcspb.NodeStats, []*pcspb.ShardStats) {
 	for _, id := range held {
 		size := n.store.Size(id)
 		ns.BytesUsed += size
-		ss = append(ss, &pcspb.ShardStats{ShardId: id, SizeBytes: size})
+		ss = append(ss, &pcspb.ShardStats{ShardId: id, SizeBytes: size, ReplicaPositions: map[uint64]uint64{n.self(): n.store.LSN(id)}})
 	}
 	return ns, ss
 }

@@ -7,10 +7,16 @@
 //
 //	'd' shardID(8, big-endian) routingKey  -> value
 //	'm' shardID(8, big-endian)             -> the replica's pcspb.Shard (range, epoch, role)
+//	'p' shardID(8, big-endian)             -> the replica's log position (8 bytes), written in
+//	                                          the same batch as the data it covers
 //
 // Every write is committed with Sync: an acknowledged write survives a crash.
 //
-// Replication between replicas is not implemented yet: the primary replica alone holds the data.
+// Replication: the primary gives each write the next log position of its shard and sends it to
+// every other replica of the configuration; it acknowledges the client only when all have
+// persisted it. Replicas refuse writes from a primary of a lower term than they have seen, and
+// positions out of order. Reconfiguration (removing a silent replica through PCS), catch-up of
+// new or returning replicas and primary failover are not implemented yet.
 package kvnode
 
 import (
@@ -37,10 +43,12 @@ type Store struct {
 
 	mu     sync.RWMutex
 	shards map[uint64]*pcspb.Shard
+	lsns   map[uint64]uint64
 }
 
 func dataPrefix(shard uint64) []byte { return binary.BigEndian.AppendUint64([]byte{'d'}, shard) }
 func metaKey(shard uint64) []byte    { return binary.BigEndian.AppendUint64([]byte{'m'}, shard) }
+func lsnKey(shard uint64) []byte     { return binary.BigEndian.AppendUint64([]byte{'p'}, shard) }
 
 // prefixEnd is the first key after every key with prefix p.
 func prefixEnd(p []byte) []byte {
@@ -77,7 +85,7 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kvnode: opening %s: %w", dir, err)
 	}
-	s := &Store{db: db, shards: map[uint64]*pcspb.Shard{}}
+	s := &Store{db: db, shards: map[uint64]*pcspb.Shard{}, lsns: map[uint64]uint64{}}
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{'m'}, UpperBound: []byte{'n'}})
 	if err != nil {
 		db.Close()
@@ -91,6 +99,13 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 			return nil, fmt.Errorf("kvnode: corrupt replica record %x: %w", it.Key(), err)
 		}
 		s.shards[sh.Id] = sh
+		v, closer, err := db.Get(lsnKey(sh.Id))
+		if err == nil {
+			if len(v) == 8 {
+				s.lsns[sh.Id] = binary.BigEndian.Uint64(v)
+			}
+			closer.Close()
+		}
 	}
 	if err := it.Close(); err != nil {
 		db.Close()
@@ -127,13 +142,24 @@ func (s *Store) DropReplica(id uint64) error {
 	if err := b.Delete(metaKey(id), nil); err != nil {
 		return err
 	}
+	if err := b.Delete(lsnKey(id), nil); err != nil {
+		return err
+	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("kvnode: dropping replica %d: %w", id, err)
 	}
 	s.mu.Lock()
 	delete(s.shards, id)
+	delete(s.lsns, id)
 	s.mu.Unlock()
 	return nil
+}
+
+// LSN is the last log position a replica has persisted.
+func (s *Store) LSN(shard uint64) uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.lsns[shard]
 }
 
 // Replica returns a replica's metadata.
@@ -169,9 +195,12 @@ func (s *Store) Get(shard uint64, key []byte) ([]byte, bool, error) {
 	return bytes.Clone(v), true, nil
 }
 
-// Write applies puts and deletes to a replica atomically and durably.
-func (s *Store) Write(shard uint64, puts []*pcspb.KVPair, deletes [][]byte) error {
+// Write applies puts and deletes at log position lsn to a replica, atomically and durably.
+func (s *Store) Write(shard, lsn uint64, puts []*pcspb.KVPair, deletes [][]byte) error {
 	b := s.db.NewBatch()
+	if err := b.Set(lsnKey(shard), binary.BigEndian.AppendUint64(nil, lsn), nil); err != nil {
+		return err
+	}
 	p := dataPrefix(shard)
 	for _, kv := range puts {
 		if err := b.Set(append(bytes.Clone(p), kv.Key...), kv.Value, nil); err != nil {
@@ -183,7 +212,13 @@ func (s *Store) Write(shard uint64, puts []*pcspb.KVPair, deletes [][]byte) erro
 			return err
 		}
 	}
-	return b.Commit(pebble.Sync)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.lsns[shard] = lsn
+	s.mu.Unlock()
+	return nil
 }
 
 // Scan returns up to limit pairs of a replica in [start, end) (nil end: to the replica's end).

@@ -71,6 +71,9 @@ type Config struct {
 	Nodes cluster.Config
 	// NodeLease is the lease a heartbeat answer grants a data node. Default 3s.
 	NodeLease time.Duration
+	// NodeLeaseMargin is added to NodeLease before a silent node's shard primaries are moved
+	// (clock-rate drift between PCS and the node). Default 500ms.
+	NodeLeaseMargin time.Duration
 	// DDLInterval is how often the primary plans DDL steps. Default 100ms.
 	DDLInterval time.Duration
 
@@ -85,19 +88,20 @@ func DefaultConfig() Config {
 	rc := raftgroup.DefaultConfig()
 	rc.PeerAddr = DefaultPeerAddr
 	return Config{
-		Name:         DefaultName,
-		DataDir:      DefaultDataDir,
-		ClientAddr:   DefaultClientAddr,
-		HTTPAddr:     DefaultHTTPAddr,
-		Raft:         rc,
-		LeaseRatio:   0.6,
-		TSOWindow:    3 * time.Second,
-		IDBlock:      1000,
-		WriteTimeout: 5 * time.Second,
-		History:      100_000,
-		Nodes:        cluster.DefaultConfig(),
-		NodeLease:    3 * time.Second,
-		DDLInterval:  100 * time.Millisecond,
+		Name:            DefaultName,
+		DataDir:         DefaultDataDir,
+		ClientAddr:      DefaultClientAddr,
+		HTTPAddr:        DefaultHTTPAddr,
+		Raft:            rc,
+		LeaseRatio:      0.6,
+		TSOWindow:       3 * time.Second,
+		IDBlock:         1000,
+		WriteTimeout:    5 * time.Second,
+		History:         100_000,
+		Nodes:           cluster.DefaultConfig(),
+		NodeLease:       3 * time.Second,
+		NodeLeaseMargin: 500 * time.Millisecond,
+		DDLInterval:     100 * time.Millisecond,
 	}
 }
 
@@ -119,7 +123,7 @@ func (c Config) Validate() error {
 		return errors.New("id block must be positive")
 	case c.Nodes.DisconnectAfter <= 0 || c.Nodes.DownAfter < c.Nodes.DisconnectAfter || c.Nodes.Warmup < 0:
 		return errors.New("node timeouts: disconnect-after must be positive and at most down-after; warm-up not negative")
-	case c.NodeLease <= 0 || c.DDLInterval <= 0:
+	case c.NodeLease <= 0 || c.DDLInterval <= 0 || c.NodeLeaseMargin < 0:
 		return errors.New("node lease and DDL interval must be positive")
 	case c.WriteTimeout <= 0:
 		return errors.New("write timeout must be positive")

@@ -112,8 +112,9 @@ func (v *service) Heartbeat(stream pcspb.PCS_HeartbeatServer) error {
 		resp := &pcspb.HeartbeatResponse{Seq: hb.Seq, LeaseMs: uint64(s.cfg.NodeLease.Milliseconds()),
 			Commands: s.nodeCmds.take(hb.NodeId, time.Now())}
 		if s.live.WarmedUp() {
-			resp.Commands = append(resp.Commands, ddl.Orphans(s.fsm.UnknownShards, hb.HeldShards)...)
+			resp.Commands = append(resp.Commands, ddl.Orphans(s.fsm.ForeignShards(hb.NodeId, hb.HeldShards))...)
 		}
+		resp.Commands = append(resp.Commands, ddl.Updates(s.fsm.StaleReplicas(hb.NodeId, hb.ShardStats))...)
 		if err := stream.Send(resp); err != nil {
 			return err
 		}
@@ -164,6 +165,19 @@ func (s *Server) ddlLoop(ctx context.Context) {
 				continue
 			}
 			s.log.Info("table public", "table", id)
+		}
+		lost := map[uint64]bool{}
+		for _, n := range s.fsm.DataNodes() {
+			if !n.Tombstone && s.live.Silent(n.Id) >= s.cfg.NodeLease+s.cfg.NodeLeaseMargin {
+				lost[n.Id] = true
+			}
+		}
+		for _, cmd := range ddl.Failover(fsmCatalog{s.fsm}, s.live, lost) {
+			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_ChangePrimary{ChangePrimary: cmd}}); err != nil {
+				s.log.Warn("changing shard primary", "shard", cmd.ShardId, "err", err)
+				continue
+			}
+			s.log.Info("shard primary changed", "shard", cmd.ShardId, "primary", cmd.NewPrimary, "lost_node", cmd.RemoveNode, "term", cmd.Term+1)
 		}
 		for id, v := range step.Advance {
 			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_AdvanceSchema{AdvanceSchema: &pcspb.CmdAdvanceSchema{TableId: id, Loaded: v}}}); err != nil {

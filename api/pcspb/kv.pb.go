@@ -308,6 +308,111 @@ func (x *ReplicateRequest) GetDeletes() [][]byte {
 	return nil
 }
 
+// InstallSnapshotRequest replaces a lagging replica's data with the primary's, at position lsn.
+type InstallSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Lsn           uint64                 `protobuf:"varint,3,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	Pairs         []*KVPair              `protobuf:"bytes,4,rep,name=pairs,proto3" json:"pairs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstallSnapshotRequest) Reset() {
+	*x = InstallSnapshotRequest{}
+	mi := &file_kv_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstallSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstallSnapshotRequest) ProtoMessage() {}
+
+func (x *InstallSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstallSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*InstallSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_kv_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *InstallSnapshotRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *InstallSnapshotRequest) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *InstallSnapshotRequest) GetLsn() uint64 {
+	if x != nil {
+		return x.Lsn
+	}
+	return 0
+}
+
+func (x *InstallSnapshotRequest) GetPairs() []*KVPair {
+	if x != nil {
+		return x.Pairs
+	}
+	return nil
+}
+
+type InstallSnapshotResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstallSnapshotResponse) Reset() {
+	*x = InstallSnapshotResponse{}
+	mi := &file_kv_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstallSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstallSnapshotResponse) ProtoMessage() {}
+
+func (x *InstallSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstallSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*InstallSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_kv_proto_rawDescGZIP(), []int{4}
+}
+
 // The replica has persisted every position up to lsn.
 type ReplicateResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -318,7 +423,7 @@ type ReplicateResponse struct {
 
 func (x *ReplicateResponse) Reset() {
 	*x = ReplicateResponse{}
-	mi := &file_kv_proto_msgTypes[3]
+	mi := &file_kv_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -330,7 +435,7 @@ func (x *ReplicateResponse) String() string {
 func (*ReplicateResponse) ProtoMessage() {}
 
 func (x *ReplicateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[3]
+	mi := &file_kv_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -343,7 +448,7 @@ func (x *ReplicateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateResponse.ProtoReflect.Descriptor instead.
 func (*ReplicateResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{3}
+	return file_kv_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ReplicateResponse) GetLsn() uint64 {
@@ -363,7 +468,7 @@ type NotPrimaryKV struct {
 
 func (x *NotPrimaryKV) Reset() {
 	*x = NotPrimaryKV{}
-	mi := &file_kv_proto_msgTypes[4]
+	mi := &file_kv_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +480,7 @@ func (x *NotPrimaryKV) String() string {
 func (*NotPrimaryKV) ProtoMessage() {}
 
 func (x *NotPrimaryKV) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[4]
+	mi := &file_kv_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +493,7 @@ func (x *NotPrimaryKV) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotPrimaryKV.ProtoReflect.Descriptor instead.
 func (*NotPrimaryKV) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{4}
+	return file_kv_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *NotPrimaryKV) GetPrimaryNode() uint64 {
@@ -415,7 +520,7 @@ type KVGetRequest struct {
 
 func (x *KVGetRequest) Reset() {
 	*x = KVGetRequest{}
-	mi := &file_kv_proto_msgTypes[5]
+	mi := &file_kv_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -427,7 +532,7 @@ func (x *KVGetRequest) String() string {
 func (*KVGetRequest) ProtoMessage() {}
 
 func (x *KVGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[5]
+	mi := &file_kv_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -440,7 +545,7 @@ func (x *KVGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVGetRequest.ProtoReflect.Descriptor instead.
 func (*KVGetRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{5}
+	return file_kv_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *KVGetRequest) GetHeader() *KVHeader {
@@ -467,7 +572,7 @@ type KVGetResponse struct {
 
 func (x *KVGetResponse) Reset() {
 	*x = KVGetResponse{}
-	mi := &file_kv_proto_msgTypes[6]
+	mi := &file_kv_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -479,7 +584,7 @@ func (x *KVGetResponse) String() string {
 func (*KVGetResponse) ProtoMessage() {}
 
 func (x *KVGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[6]
+	mi := &file_kv_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -492,7 +597,7 @@ func (x *KVGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVGetResponse.ProtoReflect.Descriptor instead.
 func (*KVGetResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{6}
+	return file_kv_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *KVGetResponse) GetValue() []byte {
@@ -520,7 +625,7 @@ type KVPutRequest struct {
 
 func (x *KVPutRequest) Reset() {
 	*x = KVPutRequest{}
-	mi := &file_kv_proto_msgTypes[7]
+	mi := &file_kv_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +637,7 @@ func (x *KVPutRequest) String() string {
 func (*KVPutRequest) ProtoMessage() {}
 
 func (x *KVPutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[7]
+	mi := &file_kv_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +650,7 @@ func (x *KVPutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPutRequest.ProtoReflect.Descriptor instead.
 func (*KVPutRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{7}
+	return file_kv_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *KVPutRequest) GetHeader() *KVHeader {
@@ -577,7 +682,7 @@ type KVPutResponse struct {
 
 func (x *KVPutResponse) Reset() {
 	*x = KVPutResponse{}
-	mi := &file_kv_proto_msgTypes[8]
+	mi := &file_kv_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +694,7 @@ func (x *KVPutResponse) String() string {
 func (*KVPutResponse) ProtoMessage() {}
 
 func (x *KVPutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[8]
+	mi := &file_kv_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +707,7 @@ func (x *KVPutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPutResponse.ProtoReflect.Descriptor instead.
 func (*KVPutResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{8}
+	return file_kv_proto_rawDescGZIP(), []int{10}
 }
 
 type KVDeleteRequest struct {
@@ -615,7 +720,7 @@ type KVDeleteRequest struct {
 
 func (x *KVDeleteRequest) Reset() {
 	*x = KVDeleteRequest{}
-	mi := &file_kv_proto_msgTypes[9]
+	mi := &file_kv_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +732,7 @@ func (x *KVDeleteRequest) String() string {
 func (*KVDeleteRequest) ProtoMessage() {}
 
 func (x *KVDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[9]
+	mi := &file_kv_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +745,7 @@ func (x *KVDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVDeleteRequest.ProtoReflect.Descriptor instead.
 func (*KVDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{9}
+	return file_kv_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KVDeleteRequest) GetHeader() *KVHeader {
@@ -665,7 +770,7 @@ type KVDeleteResponse struct {
 
 func (x *KVDeleteResponse) Reset() {
 	*x = KVDeleteResponse{}
-	mi := &file_kv_proto_msgTypes[10]
+	mi := &file_kv_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +782,7 @@ func (x *KVDeleteResponse) String() string {
 func (*KVDeleteResponse) ProtoMessage() {}
 
 func (x *KVDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[10]
+	mi := &file_kv_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +795,7 @@ func (x *KVDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVDeleteResponse.ProtoReflect.Descriptor instead.
 func (*KVDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{10}
+	return file_kv_proto_rawDescGZIP(), []int{12}
 }
 
 type KVScanRequest struct {
@@ -705,7 +810,7 @@ type KVScanRequest struct {
 
 func (x *KVScanRequest) Reset() {
 	*x = KVScanRequest{}
-	mi := &file_kv_proto_msgTypes[11]
+	mi := &file_kv_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +822,7 @@ func (x *KVScanRequest) String() string {
 func (*KVScanRequest) ProtoMessage() {}
 
 func (x *KVScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[11]
+	mi := &file_kv_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +835,7 @@ func (x *KVScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVScanRequest.ProtoReflect.Descriptor instead.
 func (*KVScanRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{11}
+	return file_kv_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KVScanRequest) GetHeader() *KVHeader {
@@ -771,7 +876,7 @@ type KVPair struct {
 
 func (x *KVPair) Reset() {
 	*x = KVPair{}
-	mi := &file_kv_proto_msgTypes[12]
+	mi := &file_kv_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +888,7 @@ func (x *KVPair) String() string {
 func (*KVPair) ProtoMessage() {}
 
 func (x *KVPair) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[12]
+	mi := &file_kv_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +901,7 @@ func (x *KVPair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPair.ProtoReflect.Descriptor instead.
 func (*KVPair) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{12}
+	return file_kv_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *KVPair) GetKey() []byte {
@@ -823,7 +928,7 @@ type KVScanResponse struct {
 
 func (x *KVScanResponse) Reset() {
 	*x = KVScanResponse{}
-	mi := &file_kv_proto_msgTypes[13]
+	mi := &file_kv_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +940,7 @@ func (x *KVScanResponse) String() string {
 func (*KVScanResponse) ProtoMessage() {}
 
 func (x *KVScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[13]
+	mi := &file_kv_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +953,7 @@ func (x *KVScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVScanResponse.ProtoReflect.Descriptor instead.
 func (*KVScanResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{13}
+	return file_kv_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *KVScanResponse) GetPairs() []*KVPair {
@@ -876,7 +981,7 @@ type KVBatchRequest struct {
 
 func (x *KVBatchRequest) Reset() {
 	*x = KVBatchRequest{}
-	mi := &file_kv_proto_msgTypes[14]
+	mi := &file_kv_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +993,7 @@ func (x *KVBatchRequest) String() string {
 func (*KVBatchRequest) ProtoMessage() {}
 
 func (x *KVBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[14]
+	mi := &file_kv_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1006,7 @@ func (x *KVBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVBatchRequest.ProtoReflect.Descriptor instead.
 func (*KVBatchRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{14}
+	return file_kv_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *KVBatchRequest) GetHeader() *KVHeader {
@@ -933,7 +1038,7 @@ type KVBatchResponse struct {
 
 func (x *KVBatchResponse) Reset() {
 	*x = KVBatchResponse{}
-	mi := &file_kv_proto_msgTypes[15]
+	mi := &file_kv_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1050,7 @@ func (x *KVBatchResponse) String() string {
 func (*KVBatchResponse) ProtoMessage() {}
 
 func (x *KVBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[15]
+	mi := &file_kv_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1063,7 @@ func (x *KVBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVBatchResponse.ProtoReflect.Descriptor instead.
 func (*KVBatchResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{15}
+	return file_kv_proto_rawDescGZIP(), []int{17}
 }
 
 var File_kv_proto protoreflect.FileDescriptor
@@ -984,7 +1089,13 @@ const file_kv_proto_rawDesc = "" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x10\n" +
 	"\x03lsn\x18\x03 \x01(\x04R\x03lsn\x12\"\n" +
 	"\x04puts\x18\x04 \x03(\v2\x0e.pcs.v1.KVPairR\x04puts\x12\x18\n" +
-	"\adeletes\x18\x05 \x03(\fR\adeletes\"%\n" +
+	"\adeletes\x18\x05 \x03(\fR\adeletes\"\x7f\n" +
+	"\x16InstallSnapshotRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x10\n" +
+	"\x03lsn\x18\x03 \x01(\x04R\x03lsn\x12$\n" +
+	"\x05pairs\x18\x04 \x03(\v2\x0e.pcs.v1.KVPairR\x05pairs\"\x19\n" +
+	"\x17InstallSnapshotResponse\"%\n" +
 	"\x11ReplicateResponse\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\"T\n" +
 	"\fNotPrimaryKV\x12!\n" +
@@ -1020,14 +1131,15 @@ const file_kv_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x10.pcs.v1.KVHeaderR\x06header\x12\"\n" +
 	"\x04puts\x18\x02 \x03(\v2\x0e.pcs.v1.KVPairR\x04puts\x12\x18\n" +
 	"\adeletes\x18\x03 \x03(\fR\adeletes\"\x11\n" +
-	"\x0fKVBatchResponse2\xdc\x02\n" +
+	"\x0fKVBatchResponse2\xb0\x03\n" +
 	"\x02KV\x122\n" +
 	"\x03Get\x12\x14.pcs.v1.KVGetRequest\x1a\x15.pcs.v1.KVGetResponse\x122\n" +
 	"\x03Put\x12\x14.pcs.v1.KVPutRequest\x1a\x15.pcs.v1.KVPutResponse\x12;\n" +
 	"\x06Delete\x12\x17.pcs.v1.KVDeleteRequest\x1a\x18.pcs.v1.KVDeleteResponse\x125\n" +
 	"\x04Scan\x12\x15.pcs.v1.KVScanRequest\x1a\x16.pcs.v1.KVScanResponse\x128\n" +
 	"\x05Batch\x12\x16.pcs.v1.KVBatchRequest\x1a\x17.pcs.v1.KVBatchResponse\x12@\n" +
-	"\tReplicate\x12\x18.pcs.v1.ReplicateRequest\x1a\x19.pcs.v1.ReplicateResponseB!Z\x1fgithub.com/postdb/pcs/api/pcspbb\x06proto3"
+	"\tReplicate\x12\x18.pcs.v1.ReplicateRequest\x1a\x19.pcs.v1.ReplicateResponse\x12R\n" +
+	"\x0fInstallSnapshot\x12\x1e.pcs.v1.InstallSnapshotRequest\x1a\x1f.pcs.v1.InstallSnapshotResponseB!Z\x1fgithub.com/postdb/pcs/api/pcspbb\x06proto3"
 
 var (
 	file_kv_proto_rawDescOnce sync.Once
@@ -1041,56 +1153,61 @@ func file_kv_proto_rawDescGZIP() []byte {
 	return file_kv_proto_rawDescData
 }
 
-var file_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_kv_proto_goTypes = []any{
-	(*KVHeader)(nil),          // 0: pcs.v1.KVHeader
-	(*KVError)(nil),           // 1: pcs.v1.KVError
-	(*ReplicateRequest)(nil),  // 2: pcs.v1.ReplicateRequest
-	(*ReplicateResponse)(nil), // 3: pcs.v1.ReplicateResponse
-	(*NotPrimaryKV)(nil),      // 4: pcs.v1.NotPrimaryKV
-	(*KVGetRequest)(nil),      // 5: pcs.v1.KVGetRequest
-	(*KVGetResponse)(nil),     // 6: pcs.v1.KVGetResponse
-	(*KVPutRequest)(nil),      // 7: pcs.v1.KVPutRequest
-	(*KVPutResponse)(nil),     // 8: pcs.v1.KVPutResponse
-	(*KVDeleteRequest)(nil),   // 9: pcs.v1.KVDeleteRequest
-	(*KVDeleteResponse)(nil),  // 10: pcs.v1.KVDeleteResponse
-	(*KVScanRequest)(nil),     // 11: pcs.v1.KVScanRequest
-	(*KVPair)(nil),            // 12: pcs.v1.KVPair
-	(*KVScanResponse)(nil),    // 13: pcs.v1.KVScanResponse
-	(*KVBatchRequest)(nil),    // 14: pcs.v1.KVBatchRequest
-	(*KVBatchResponse)(nil),   // 15: pcs.v1.KVBatchResponse
-	(*ShardEpoch)(nil),        // 16: pcs.v1.ShardEpoch
-	(*Shard)(nil),             // 17: pcs.v1.Shard
+	(*KVHeader)(nil),                // 0: pcs.v1.KVHeader
+	(*KVError)(nil),                 // 1: pcs.v1.KVError
+	(*ReplicateRequest)(nil),        // 2: pcs.v1.ReplicateRequest
+	(*InstallSnapshotRequest)(nil),  // 3: pcs.v1.InstallSnapshotRequest
+	(*InstallSnapshotResponse)(nil), // 4: pcs.v1.InstallSnapshotResponse
+	(*ReplicateResponse)(nil),       // 5: pcs.v1.ReplicateResponse
+	(*NotPrimaryKV)(nil),            // 6: pcs.v1.NotPrimaryKV
+	(*KVGetRequest)(nil),            // 7: pcs.v1.KVGetRequest
+	(*KVGetResponse)(nil),           // 8: pcs.v1.KVGetResponse
+	(*KVPutRequest)(nil),            // 9: pcs.v1.KVPutRequest
+	(*KVPutResponse)(nil),           // 10: pcs.v1.KVPutResponse
+	(*KVDeleteRequest)(nil),         // 11: pcs.v1.KVDeleteRequest
+	(*KVDeleteResponse)(nil),        // 12: pcs.v1.KVDeleteResponse
+	(*KVScanRequest)(nil),           // 13: pcs.v1.KVScanRequest
+	(*KVPair)(nil),                  // 14: pcs.v1.KVPair
+	(*KVScanResponse)(nil),          // 15: pcs.v1.KVScanResponse
+	(*KVBatchRequest)(nil),          // 16: pcs.v1.KVBatchRequest
+	(*KVBatchResponse)(nil),         // 17: pcs.v1.KVBatchResponse
+	(*ShardEpoch)(nil),              // 18: pcs.v1.ShardEpoch
+	(*Shard)(nil),                   // 19: pcs.v1.Shard
 }
 var file_kv_proto_depIdxs = []int32{
-	16, // 0: pcs.v1.KVHeader.epoch:type_name -> pcs.v1.ShardEpoch
-	4,  // 1: pcs.v1.KVError.not_primary:type_name -> pcs.v1.NotPrimaryKV
-	17, // 2: pcs.v1.KVError.epoch_not_match:type_name -> pcs.v1.Shard
-	12, // 3: pcs.v1.ReplicateRequest.puts:type_name -> pcs.v1.KVPair
-	0,  // 4: pcs.v1.KVGetRequest.header:type_name -> pcs.v1.KVHeader
-	0,  // 5: pcs.v1.KVPutRequest.header:type_name -> pcs.v1.KVHeader
-	0,  // 6: pcs.v1.KVDeleteRequest.header:type_name -> pcs.v1.KVHeader
-	0,  // 7: pcs.v1.KVScanRequest.header:type_name -> pcs.v1.KVHeader
-	12, // 8: pcs.v1.KVScanResponse.pairs:type_name -> pcs.v1.KVPair
-	0,  // 9: pcs.v1.KVBatchRequest.header:type_name -> pcs.v1.KVHeader
-	12, // 10: pcs.v1.KVBatchRequest.puts:type_name -> pcs.v1.KVPair
-	5,  // 11: pcs.v1.KV.Get:input_type -> pcs.v1.KVGetRequest
-	7,  // 12: pcs.v1.KV.Put:input_type -> pcs.v1.KVPutRequest
-	9,  // 13: pcs.v1.KV.Delete:input_type -> pcs.v1.KVDeleteRequest
-	11, // 14: pcs.v1.KV.Scan:input_type -> pcs.v1.KVScanRequest
-	14, // 15: pcs.v1.KV.Batch:input_type -> pcs.v1.KVBatchRequest
-	2,  // 16: pcs.v1.KV.Replicate:input_type -> pcs.v1.ReplicateRequest
-	6,  // 17: pcs.v1.KV.Get:output_type -> pcs.v1.KVGetResponse
-	8,  // 18: pcs.v1.KV.Put:output_type -> pcs.v1.KVPutResponse
-	10, // 19: pcs.v1.KV.Delete:output_type -> pcs.v1.KVDeleteResponse
-	13, // 20: pcs.v1.KV.Scan:output_type -> pcs.v1.KVScanResponse
-	15, // 21: pcs.v1.KV.Batch:output_type -> pcs.v1.KVBatchResponse
-	3,  // 22: pcs.v1.KV.Replicate:output_type -> pcs.v1.ReplicateResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	18, // 0: pcs.v1.KVHeader.epoch:type_name -> pcs.v1.ShardEpoch
+	6,  // 1: pcs.v1.KVError.not_primary:type_name -> pcs.v1.NotPrimaryKV
+	19, // 2: pcs.v1.KVError.epoch_not_match:type_name -> pcs.v1.Shard
+	14, // 3: pcs.v1.ReplicateRequest.puts:type_name -> pcs.v1.KVPair
+	14, // 4: pcs.v1.InstallSnapshotRequest.pairs:type_name -> pcs.v1.KVPair
+	0,  // 5: pcs.v1.KVGetRequest.header:type_name -> pcs.v1.KVHeader
+	0,  // 6: pcs.v1.KVPutRequest.header:type_name -> pcs.v1.KVHeader
+	0,  // 7: pcs.v1.KVDeleteRequest.header:type_name -> pcs.v1.KVHeader
+	0,  // 8: pcs.v1.KVScanRequest.header:type_name -> pcs.v1.KVHeader
+	14, // 9: pcs.v1.KVScanResponse.pairs:type_name -> pcs.v1.KVPair
+	0,  // 10: pcs.v1.KVBatchRequest.header:type_name -> pcs.v1.KVHeader
+	14, // 11: pcs.v1.KVBatchRequest.puts:type_name -> pcs.v1.KVPair
+	7,  // 12: pcs.v1.KV.Get:input_type -> pcs.v1.KVGetRequest
+	9,  // 13: pcs.v1.KV.Put:input_type -> pcs.v1.KVPutRequest
+	11, // 14: pcs.v1.KV.Delete:input_type -> pcs.v1.KVDeleteRequest
+	13, // 15: pcs.v1.KV.Scan:input_type -> pcs.v1.KVScanRequest
+	16, // 16: pcs.v1.KV.Batch:input_type -> pcs.v1.KVBatchRequest
+	2,  // 17: pcs.v1.KV.Replicate:input_type -> pcs.v1.ReplicateRequest
+	3,  // 18: pcs.v1.KV.InstallSnapshot:input_type -> pcs.v1.InstallSnapshotRequest
+	8,  // 19: pcs.v1.KV.Get:output_type -> pcs.v1.KVGetResponse
+	10, // 20: pcs.v1.KV.Put:output_type -> pcs.v1.KVPutResponse
+	12, // 21: pcs.v1.KV.Delete:output_type -> pcs.v1.KVDeleteResponse
+	15, // 22: pcs.v1.KV.Scan:output_type -> pcs.v1.KVScanResponse
+	17, // 23: pcs.v1.KV.Batch:output_type -> pcs.v1.KVBatchResponse
+	5,  // 24: pcs.v1.KV.Replicate:output_type -> pcs.v1.ReplicateResponse
+	4,  // 25: pcs.v1.KV.InstallSnapshot:output_type -> pcs.v1.InstallSnapshotResponse
+	19, // [19:26] is the sub-list for method output_type
+	12, // [12:19] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_kv_proto_init() }
@@ -1113,7 +1230,7 @@ func file_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_proto_rawDesc), len(file_kv_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,12 +23,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	KV_Get_FullMethodName       = "/pcs.v1.KV/Get"
-	KV_Put_FullMethodName       = "/pcs.v1.KV/Put"
-	KV_Delete_FullMethodName    = "/pcs.v1.KV/Delete"
-	KV_Scan_FullMethodName      = "/pcs.v1.KV/Scan"
-	KV_Batch_FullMethodName     = "/pcs.v1.KV/Batch"
-	KV_Replicate_FullMethodName = "/pcs.v1.KV/Replicate"
+	KV_Get_FullMethodName             = "/pcs.v1.KV/Get"
+	KV_Put_FullMethodName             = "/pcs.v1.KV/Put"
+	KV_Delete_FullMethodName          = "/pcs.v1.KV/Delete"
+	KV_Scan_FullMethodName            = "/pcs.v1.KV/Scan"
+	KV_Batch_FullMethodName           = "/pcs.v1.KV/Batch"
+	KV_Replicate_FullMethodName       = "/pcs.v1.KV/Replicate"
+	KV_InstallSnapshot_FullMethodName = "/pcs.v1.KV/InstallSnapshot"
 )
 
 // KVClient is the client API for KV service.
@@ -42,6 +43,8 @@ type KVClient interface {
 	Batch(ctx context.Context, in *KVBatchRequest, opts ...grpc.CallOption) (*KVBatchResponse, error)
 	// Replicate is node to node: a primary sends each write to every replica of the shard.
 	Replicate(ctx context.Context, in *ReplicateRequest, opts ...grpc.CallOption) (*ReplicateResponse, error)
+	// InstallSnapshot brings a replica that missed positions up to the primary's.
+	InstallSnapshot(ctx context.Context, in *InstallSnapshotRequest, opts ...grpc.CallOption) (*InstallSnapshotResponse, error)
 }
 
 type kVClient struct {
@@ -112,6 +115,16 @@ func (c *kVClient) Replicate(ctx context.Context, in *ReplicateRequest, opts ...
 	return out, nil
 }
 
+func (c *kVClient) InstallSnapshot(ctx context.Context, in *InstallSnapshotRequest, opts ...grpc.CallOption) (*InstallSnapshotResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InstallSnapshotResponse)
+	err := c.cc.Invoke(ctx, KV_InstallSnapshot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
@@ -123,6 +136,8 @@ type KVServer interface {
 	Batch(context.Context, *KVBatchRequest) (*KVBatchResponse, error)
 	// Replicate is node to node: a primary sends each write to every replica of the shard.
 	Replicate(context.Context, *ReplicateRequest) (*ReplicateResponse, error)
+	// InstallSnapshot brings a replica that missed positions up to the primary's.
+	InstallSnapshot(context.Context, *InstallSnapshotRequest) (*InstallSnapshotResponse, error)
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -150,6 +165,9 @@ func (UnimplementedKVServer) Batch(context.Context, *KVBatchRequest) (*KVBatchRe
 }
 func (UnimplementedKVServer) Replicate(context.Context, *ReplicateRequest) (*ReplicateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Replicate not implemented")
+}
+func (UnimplementedKVServer) InstallSnapshot(context.Context, *InstallSnapshotRequest) (*InstallSnapshotResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InstallSnapshot not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -280,6 +298,24 @@ func _KV_Replicate_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KV_InstallSnapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InstallSnapshotRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).InstallSnapshot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_InstallSnapshot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).InstallSnapshot(ctx, req.(*InstallSnapshotRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -310,6 +346,10 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Replicate",
 			Handler:    _KV_Replicate_Handler,
+		},
+		{
+			MethodName: "InstallSnapshot",
+			Handler:    _KV_InstallSnapshot_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

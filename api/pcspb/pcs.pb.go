@@ -3790,8 +3790,11 @@ type ShardStats struct {
 	WritePerSec float64                `protobuf:"fixed64,5,opt,name=write_per_sec,json=writePerSec,proto3" json:"write_per_sec,omitempty"`
 	// node id -> applied log position of each replica (reported by the primary replica).
 	ReplicaPositions map[uint64]uint64 `protobuf:"bytes,6,rep,name=replica_positions,json=replicaPositions,proto3" json:"replica_positions,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The term and conf_ver of the replica's metadata on the reporting node.
+	Term          uint64 `protobuf:"varint,7,opt,name=term,proto3" json:"term,omitempty"`
+	ConfVer       uint64 `protobuf:"varint,8,opt,name=conf_ver,json=confVer,proto3" json:"conf_ver,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ShardStats) Reset() {
@@ -3864,6 +3867,20 @@ func (x *ShardStats) GetReplicaPositions() map[uint64]uint64 {
 		return x.ReplicaPositions
 	}
 	return nil
+}
+
+func (x *ShardStats) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *ShardStats) GetConfVer() uint64 {
+	if x != nil {
+		return x.ConfVer
+	}
+	return 0
 }
 
 type NodeHeartbeat struct {
@@ -5222,6 +5239,7 @@ type Command struct {
 	//	*Command_AdvanceSchema
 	//	*Command_CancelAlter
 	//	*Command_SetNodeAdmin
+	//	*Command_ChangePrimary
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -5397,6 +5415,15 @@ func (x *Command) GetSetNodeAdmin() *CmdSetNodeAdmin {
 	return nil
 }
 
+func (x *Command) GetChangePrimary() *CmdChangePrimary {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ChangePrimary); ok {
+			return x.ChangePrimary
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -5457,6 +5484,10 @@ type Command_SetNodeAdmin struct {
 	SetNodeAdmin *CmdSetNodeAdmin `protobuf:"bytes,15,opt,name=set_node_admin,json=setNodeAdmin,proto3,oneof"`
 }
 
+type Command_ChangePrimary struct {
+	ChangePrimary *CmdChangePrimary `protobuf:"bytes,16,opt,name=change_primary,json=changePrimary,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -5485,6 +5516,87 @@ func (*Command_CancelAlter) isCommand_Op() {}
 
 func (*Command_SetNodeAdmin) isCommand_Op() {}
 
+func (*Command_ChangePrimary) isCommand_Op() {}
+
+// Make another replica the shard's primary after its primary's node was lost: the term bumps
+// (fencing the old primary), the lost node leaves the configuration (conf_ver + 1). Refused
+// unless term and conf_ver still match (the decision was made on the current metadata).
+type CmdChangePrimary struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	ConfVer       uint64                 `protobuf:"varint,3,opt,name=conf_ver,json=confVer,proto3" json:"conf_ver,omitempty"`
+	NewPrimary    uint64                 `protobuf:"varint,4,opt,name=new_primary,json=newPrimary,proto3" json:"new_primary,omitempty"`
+	RemoveNode    uint64                 `protobuf:"varint,5,opt,name=remove_node,json=removeNode,proto3" json:"remove_node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CmdChangePrimary) Reset() {
+	*x = CmdChangePrimary{}
+	mi := &file_pcs_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CmdChangePrimary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CmdChangePrimary) ProtoMessage() {}
+
+func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CmdChangePrimary.ProtoReflect.Descriptor instead.
+func (*CmdChangePrimary) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{84}
+}
+
+func (x *CmdChangePrimary) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *CmdChangePrimary) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *CmdChangePrimary) GetConfVer() uint64 {
+	if x != nil {
+		return x.ConfVer
+	}
+	return 0
+}
+
+func (x *CmdChangePrimary) GetNewPrimary() uint64 {
+	if x != nil {
+		return x.NewPrimary
+	}
+	return 0
+}
+
+func (x *CmdChangePrimary) GetRemoveNode() uint64 {
+	if x != nil {
+		return x.RemoveNode
+	}
+	return 0
+}
+
 // An operator's decision about a data node: offline (drain: no new replicas) or tombstone
 // (removed for good; refused while it still holds replicas in the catalog).
 type CmdSetNodeAdmin struct {
@@ -5498,7 +5610,7 @@ type CmdSetNodeAdmin struct {
 
 func (x *CmdSetNodeAdmin) Reset() {
 	*x = CmdSetNodeAdmin{}
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5510,7 +5622,7 @@ func (x *CmdSetNodeAdmin) String() string {
 func (*CmdSetNodeAdmin) ProtoMessage() {}
 
 func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5523,7 +5635,7 @@ func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetNodeAdmin.ProtoReflect.Descriptor instead.
 func (*CmdSetNodeAdmin) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{84}
+	return file_pcs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *CmdSetNodeAdmin) GetNodeId() uint64 {
@@ -5557,7 +5669,7 @@ type CmdCancelAlter struct {
 
 func (x *CmdCancelAlter) Reset() {
 	*x = CmdCancelAlter{}
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5569,7 +5681,7 @@ func (x *CmdCancelAlter) String() string {
 func (*CmdCancelAlter) ProtoMessage() {}
 
 func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5582,7 +5694,7 @@ func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCancelAlter.ProtoReflect.Descriptor instead.
 func (*CmdCancelAlter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{85}
+	return file_pcs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *CmdCancelAlter) GetTableId() uint64 {
@@ -5604,7 +5716,7 @@ type CmdAlterTable struct {
 
 func (x *CmdAlterTable) Reset() {
 	*x = CmdAlterTable{}
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5616,7 +5728,7 @@ func (x *CmdAlterTable) String() string {
 func (*CmdAlterTable) ProtoMessage() {}
 
 func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5629,7 +5741,7 @@ func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAlterTable.ProtoReflect.Descriptor instead.
 func (*CmdAlterTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{86}
+	return file_pcs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *CmdAlterTable) GetTableId() uint64 {
@@ -5658,7 +5770,7 @@ type CmdAdvanceSchema struct {
 
 func (x *CmdAdvanceSchema) Reset() {
 	*x = CmdAdvanceSchema{}
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5670,7 +5782,7 @@ func (x *CmdAdvanceSchema) String() string {
 func (*CmdAdvanceSchema) ProtoMessage() {}
 
 func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5683,7 +5795,7 @@ func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAdvanceSchema.ProtoReflect.Descriptor instead.
 func (*CmdAdvanceSchema) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{87}
+	return file_pcs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *CmdAdvanceSchema) GetTableId() uint64 {
@@ -5711,7 +5823,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5723,7 +5835,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5736,7 +5848,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{88}
+	return file_pcs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -5758,7 +5870,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5770,7 +5882,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5783,7 +5895,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{89}
+	return file_pcs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -5810,7 +5922,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5822,7 +5934,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5835,7 +5947,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{90}
+	return file_pcs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -5862,7 +5974,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5874,7 +5986,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5887,7 +5999,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{91}
+	return file_pcs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -5908,7 +6020,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5920,7 +6032,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5933,7 +6045,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{92}
+	return file_pcs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -5967,7 +6079,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5979,7 +6091,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5992,7 +6104,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{93}
+	return file_pcs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -6019,7 +6131,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6031,7 +6143,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6044,7 +6156,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{94}
+	return file_pcs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -6065,7 +6177,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6077,7 +6189,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6090,7 +6202,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{95}
+	return file_pcs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -6116,7 +6228,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6128,7 +6240,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6141,7 +6253,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{96}
+	return file_pcs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -6160,7 +6272,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6172,7 +6284,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6185,7 +6297,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{97}
+	return file_pcs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -6217,7 +6329,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6229,7 +6341,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6242,7 +6354,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{98}
+	return file_pcs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -6405,7 +6517,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6417,7 +6529,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6430,7 +6542,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{99}
+	return file_pcs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -6478,7 +6590,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6490,7 +6602,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6503,7 +6615,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{100}
+	return file_pcs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -6530,7 +6642,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6542,7 +6654,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6555,7 +6667,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{101}
+	return file_pcs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -6815,7 +6927,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\x0fschema_versions\x18\a \x03(\v2%.pcs.v1.NodeStats.SchemaVersionsEntryR\x0eschemaVersions\x1aA\n" +
 	"\x13SchemaVersionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xbc\x02\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xeb\x02\n" +
 	"\n" +
 	"ShardStats\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1d\n" +
@@ -6825,7 +6937,9 @@ const file_pcs_proto_rawDesc = "" +
 	"\fread_per_sec\x18\x04 \x01(\x01R\n" +
 	"readPerSec\x12\"\n" +
 	"\rwrite_per_sec\x18\x05 \x01(\x01R\vwritePerSec\x12U\n" +
-	"\x11replica_positions\x18\x06 \x03(\v2(.pcs.v1.ShardStats.ReplicaPositionsEntryR\x10replicaPositions\x1aC\n" +
+	"\x11replica_positions\x18\x06 \x03(\v2(.pcs.v1.ShardStats.ReplicaPositionsEntryR\x10replicaPositions\x12\x12\n" +
+	"\x04term\x18\a \x01(\x04R\x04term\x12\x19\n" +
+	"\bconf_ver\x18\b \x01(\x04R\aconfVer\x1aC\n" +
 	"\x15ReplicaPositionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xb9\x01\n" +
@@ -6935,7 +7049,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\x04term\x18\x06 \x01(\x04R\x04term\x12\x18\n" +
 	"\aprimary\x18\a \x01(\x04R\aprimary\x12\x1a\n" +
 	"\breplicas\x18\b \x03(\x04R\breplicas\x12\x1c\n" +
-	"\tpartition\x18\t \x01(\tR\tpartition\"\xd5\x06\n" +
+	"\tpartition\x18\t \x01(\tR\tpartition\"\x98\a\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\"\n" +
 	"\x03put\x18\x02 \x01(\v2\x0e.pcs.v1.CmdPutH\x00R\x03put\x12+\n" +
@@ -6955,8 +7069,17 @@ const file_pcs_proto_rawDesc = "" +
 	"alterTable\x12A\n" +
 	"\x0eadvance_schema\x18\r \x01(\v2\x18.pcs.v1.CmdAdvanceSchemaH\x00R\radvanceSchema\x12;\n" +
 	"\fcancel_alter\x18\x0e \x01(\v2\x16.pcs.v1.CmdCancelAlterH\x00R\vcancelAlter\x12?\n" +
-	"\x0eset_node_admin\x18\x0f \x01(\v2\x17.pcs.v1.CmdSetNodeAdminH\x00R\fsetNodeAdminB\x04\n" +
-	"\x02op\"b\n" +
+	"\x0eset_node_admin\x18\x0f \x01(\v2\x17.pcs.v1.CmdSetNodeAdminH\x00R\fsetNodeAdmin\x12A\n" +
+	"\x0echange_primary\x18\x10 \x01(\v2\x18.pcs.v1.CmdChangePrimaryH\x00R\rchangePrimaryB\x04\n" +
+	"\x02op\"\x9e\x01\n" +
+	"\x10CmdChangePrimary\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x19\n" +
+	"\bconf_ver\x18\x03 \x01(\x04R\aconfVer\x12\x1f\n" +
+	"\vnew_primary\x18\x04 \x01(\x04R\n" +
+	"newPrimary\x12\x1f\n" +
+	"\vremove_node\x18\x05 \x01(\x04R\n" +
+	"removeNode\"b\n" +
 	"\x0fCmdSetNodeAdmin\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x18\n" +
 	"\aoffline\x18\x02 \x01(\bR\aoffline\x12\x1c\n" +
@@ -7093,7 +7216,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 106)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 107)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                 // 0: pcs.v1.NodeState
 	(Consistency)(0),               // 1: pcs.v1.Consistency
@@ -7184,28 +7307,29 @@ var file_pcs_proto_goTypes = []any{
 	(*ShardEpoch)(nil),             // 86: pcs.v1.ShardEpoch
 	(*Shard)(nil),                  // 87: pcs.v1.Shard
 	(*Command)(nil),                // 88: pcs.v1.Command
-	(*CmdSetNodeAdmin)(nil),        // 89: pcs.v1.CmdSetNodeAdmin
-	(*CmdCancelAlter)(nil),         // 90: pcs.v1.CmdCancelAlter
-	(*CmdAlterTable)(nil),          // 91: pcs.v1.CmdAlterTable
-	(*CmdAdvanceSchema)(nil),       // 92: pcs.v1.CmdAdvanceSchema
-	(*CmdRegisterNode)(nil),        // 93: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),         // 94: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),       // 95: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),         // 96: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                 // 97: pcs.v1.CmdPut
-	(*CmdDelete)(nil),              // 98: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),           // 99: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),            // 100: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),           // 101: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),        // 102: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),         // 103: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),         // 104: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),              // 105: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),        // 106: pcs.v1.SnapshotTrailer
-	nil,                            // 107: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                            // 108: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                            // 109: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                            // 110: pcs.v1.DataNode.LabelsEntry
+	(*CmdChangePrimary)(nil),       // 89: pcs.v1.CmdChangePrimary
+	(*CmdSetNodeAdmin)(nil),        // 90: pcs.v1.CmdSetNodeAdmin
+	(*CmdCancelAlter)(nil),         // 91: pcs.v1.CmdCancelAlter
+	(*CmdAlterTable)(nil),          // 92: pcs.v1.CmdAlterTable
+	(*CmdAdvanceSchema)(nil),       // 93: pcs.v1.CmdAdvanceSchema
+	(*CmdRegisterNode)(nil),        // 94: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),         // 95: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),       // 96: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),         // 97: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                 // 98: pcs.v1.CmdPut
+	(*CmdDelete)(nil),              // 99: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),           // 100: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),            // 101: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),           // 102: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),        // 103: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),         // 104: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),         // 105: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),              // 106: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),        // 107: pcs.v1.SnapshotTrailer
+	nil,                            // 108: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                            // 109: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                            // 110: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                            // 111: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -7227,7 +7351,7 @@ var file_pcs_proto_depIdxs = []int32{
 	2,   // 16: pcs.v1.Event.type:type_name -> pcs.v1.EventType
 	23,  // 17: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
 	32,  // 18: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	107, // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	108, // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
 	1,   // 20: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
 	83,  // 21: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
 	5,   // 22: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
@@ -7252,8 +7376,8 @@ var file_pcs_proto_depIdxs = []int32{
 	1,   // 41: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 42: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
 	87,  // 43: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
-	108, // 44: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	109, // 45: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	109, // 44: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	110, // 45: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
 	67,  // 46: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
 	68,  // 47: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
 	87,  // 48: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
@@ -7265,107 +7389,108 @@ var file_pcs_proto_depIdxs = []int32{
 	79,  // 54: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
 	81,  // 55: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
 	82,  // 56: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	110, // 57: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	111, // 57: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
 	78,  // 58: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
 	82,  // 59: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
 	4,   // 60: pcs.v1.Table.state:type_name -> pcs.v1.TableState
 	85,  // 61: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
 	86,  // 62: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	97,  // 63: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	98,  // 64: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	99,  // 65: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	100, // 66: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	101, // 67: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	102, // 68: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	93,  // 69: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	94,  // 70: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	95,  // 71: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	96,  // 72: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	91,  // 73: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	92,  // 74: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	90,  // 75: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
-	89,  // 76: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
-	83,  // 77: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	84,  // 78: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	87,  // 79: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,   // 80: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10,  // 81: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	104, // 82: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	23,  // 83: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	32,  // 84: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10,  // 85: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	105, // 86: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	106, // 87: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	83,  // 88: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	84,  // 89: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	87,  // 90: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	8,   // 91: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11,  // 92: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13,  // 93: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15,  // 94: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	17,  // 95: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	19,  // 96: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	21,  // 97: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	24,  // 98: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	26,  // 99: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	28,  // 100: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	30,  // 101: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	33,  // 102: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	35,  // 103: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	37,  // 104: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	43,  // 105: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	47,  // 106: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	45,  // 107: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
-	50,  // 108: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	54,  // 109: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	52,  // 110: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	74,  // 111: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
-	76,  // 112: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
-	56,  // 113: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	58,  // 114: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	60,  // 115: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	62,  // 116: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	64,  // 117: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	65,  // 118: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	69,  // 119: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	39,  // 120: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	41,  // 121: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 122: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 123: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 124: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	16,  // 125: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	18,  // 126: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	20,  // 127: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	22,  // 128: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	25,  // 129: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	27,  // 130: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	29,  // 131: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	31,  // 132: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	34,  // 133: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	36,  // 134: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	38,  // 135: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	44,  // 136: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	49,  // 137: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	46,  // 138: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
-	51,  // 139: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	55,  // 140: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	53,  // 141: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	75,  // 142: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
-	77,  // 143: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
-	57,  // 144: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	59,  // 145: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	61,  // 146: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	63,  // 147: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	61,  // 148: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	66,  // 149: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	72,  // 150: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	40,  // 151: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	42,  // 152: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	122, // [122:153] is the sub-list for method output_type
-	91,  // [91:122] is the sub-list for method input_type
-	91,  // [91:91] is the sub-list for extension type_name
-	91,  // [91:91] is the sub-list for extension extendee
-	0,   // [0:91] is the sub-list for field type_name
+	98,  // 63: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	99,  // 64: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	100, // 65: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	101, // 66: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	102, // 67: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	103, // 68: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	94,  // 69: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	95,  // 70: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	96,  // 71: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	97,  // 72: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	92,  // 73: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	93,  // 74: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	91,  // 75: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	90,  // 76: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
+	89,  // 77: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
+	83,  // 78: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	84,  // 79: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	87,  // 80: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,   // 81: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10,  // 82: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	105, // 83: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	23,  // 84: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	32,  // 85: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10,  // 86: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	106, // 87: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	107, // 88: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	83,  // 89: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	84,  // 90: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	87,  // 91: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	8,   // 92: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 93: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 94: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 95: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	17,  // 96: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	19,  // 97: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	21,  // 98: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	24,  // 99: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	26,  // 100: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	28,  // 101: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	30,  // 102: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	33,  // 103: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	35,  // 104: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	37,  // 105: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	43,  // 106: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	47,  // 107: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	45,  // 108: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
+	50,  // 109: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	54,  // 110: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	52,  // 111: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
+	74,  // 112: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	76,  // 113: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	56,  // 114: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	58,  // 115: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	60,  // 116: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	62,  // 117: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	64,  // 118: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	65,  // 119: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	69,  // 120: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	39,  // 121: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	41,  // 122: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 123: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 124: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 125: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	16,  // 126: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	18,  // 127: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	20,  // 128: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	22,  // 129: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	25,  // 130: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	27,  // 131: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	29,  // 132: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	31,  // 133: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	34,  // 134: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	36,  // 135: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	38,  // 136: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	44,  // 137: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	49,  // 138: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	46,  // 139: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
+	51,  // 140: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	55,  // 141: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	53,  // 142: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	75,  // 143: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	77,  // 144: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	57,  // 145: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	59,  // 146: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	61,  // 147: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	63,  // 148: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	61,  // 149: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	66,  // 150: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	72,  // 151: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	40,  // 152: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	42,  // 153: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	123, // [123:154] is the sub-list for method output_type
+	92,  // [92:123] is the sub-list for method input_type
+	92,  // [92:92] is the sub-list for extension type_name
+	92,  // [92:92] is the sub-list for extension extendee
+	0,   // [0:92] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -7396,10 +7521,11 @@ func file_pcs_proto_init() {
 		(*Command_AdvanceSchema)(nil),
 		(*Command_CancelAlter)(nil),
 		(*Command_SetNodeAdmin)(nil),
+		(*Command_ChangePrimary)(nil),
 	}
-	file_pcs_proto_msgTypes[92].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[93].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[98].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[94].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[99].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -7416,7 +7542,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   106,
+			NumMessages:   107,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -45,7 +45,7 @@ type live struct {
 	lastSeen time.Duration
 	stats    *pcspb.NodeStats
 	held     []uint64 // sorted; 8 bytes a replica (a map would take ~30 per replica)
-	shards   []*pcspb.ShardStats
+	shards   map[uint64]*pcspb.ShardStats
 }
 
 func (l *live) holds(shard uint64) bool {
@@ -87,7 +87,14 @@ func (r *Registry) Observe(hb *pcspb.NodeHeartbeat) {
 	held = slices.Compact(held)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.mu.nodes[hb.NodeId] = &live{lastSeen: r.clk.Mono(), stats: hb.Stats, held: held, shards: hb.ShardStats}
+	var shards map[uint64]*pcspb.ShardStats
+	if len(hb.ShardStats) > 0 {
+		shards = make(map[uint64]*pcspb.ShardStats, len(hb.ShardStats))
+		for _, s := range hb.ShardStats {
+			shards[s.ShardId] = s
+		}
+	}
+	r.mu.nodes[hb.NodeId] = &live{lastSeen: r.clk.Mono(), stats: hb.Stats, held: held, shards: shards}
 }
 
 // WarmedUp reports whether the warm-up has passed.
@@ -185,4 +192,27 @@ func (r *Registry) UpNodes() []uint64 {
 		}
 	}
 	return out
+}
+
+// ShardStats returns the node's last reported stats of its replica of a shard, or nil.
+func (r *Registry) ShardStats(node, shard uint64) *pcspb.ShardStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l := r.mu.nodes[node]; l != nil {
+		return l.shards[shard]
+	}
+	return nil
+}
+
+// Silent returns how long the node has not been heard from in this term, and whether this
+// primary's term has lasted at least that long (a node never heard counts as silent since the
+// term began).
+func (r *Registry) Silent(node uint64) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.clk.Mono()
+	if l := r.mu.nodes[node]; l != nil {
+		return now - l.lastSeen
+	}
+	return now - r.mu.since
 }

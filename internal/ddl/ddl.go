@@ -111,12 +111,22 @@ func Next(cat Catalog, live Live) Step {
 	return st
 }
 
-// Orphans returns drop commands for the replicas a node reports of shards the catalog no
-// longer has (dropped while the node was away). It runs per heartbeat, with the node's list.
-func Orphans(unknown func(held []uint64) []uint64, held []uint64) []*pcspb.NodeCommand {
+// Orphans returns drop commands for the replicas a node reports that the catalog does not give
+// it (dropped while the node was away, or the node left the shard's configuration). It runs
+// per heartbeat, with the node's list.
+func Orphans(foreign []uint64) []*pcspb.NodeCommand {
 	var out []*pcspb.NodeCommand
-	for _, s := range unknown(held) {
+	for _, s := range foreign {
 		out = append(out, &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_DropReplica{DropReplica: s}})
+	}
+	return out
+}
+
+// Updates returns commands that bring a node's replica metadata up to the catalog's.
+func Updates(stale []*pcspb.Shard) []*pcspb.NodeCommand {
+	var out []*pcspb.NodeCommand
+	for _, s := range stale {
+		out = append(out, &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_CreateReplica{CreateReplica: s}})
 	}
 	return out
 }

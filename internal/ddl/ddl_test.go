@@ -85,15 +85,13 @@ func TestDropAndReconcile(t *testing.T) {
 	}
 	// The table is gone; node 2 returns still holding shard 10: it is told to drop it.
 	cat.tables, cat.shards = nil, map[uint64][]*pcspb.Shard{}
-	unknown := func(held []uint64) (out []uint64) {
-		for _, s := range held {
-			if !cat.ShardExists(s) {
-				out = append(out, s)
-			}
+	var foreign []uint64
+	for _, s := range []uint64{10} {
+		if !cat.ShardExists(s) {
+			foreign = append(foreign, s)
 		}
-		return out
 	}
-	if cmds := Orphans(unknown, []uint64{10}); len(cmds) != 1 || cmds[0].GetDropReplica() != 10 {
+	if cmds := Orphans(foreign); len(cmds) != 1 || cmds[0].GetDropReplica() != 10 {
 		t.Fatalf("returning node not told to drop: %v", cmds)
 	}
 }

@@ -43,6 +43,9 @@ type Server struct {
 	peers *peers
 	wg    sync.WaitGroup
 	stop  context.CancelFunc
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Start opens the store, serves the KV service and starts the agent.
@@ -93,10 +96,23 @@ func Start(cfg Config) (*Server, error) {
 // Addr is the KV service's address.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Close stops the agent and the service and closes the store.
+// Close stops the agent and the service and closes the store. It is safe to call more than once.
 func (s *Server) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.close() })
+	return s.closeErr
+}
+
+func (s *Server) close() error {
 	s.stop()
-	s.grpc.Stop()
+	// Wait for the requests in flight (and their replication) before the store closes.
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		s.grpc.Stop()
+		<-stopped
+	}
 	s.wg.Wait()
 	s.peers.close()
 	return s.Store.Close()

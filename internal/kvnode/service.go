@@ -68,9 +68,12 @@ func (n *Node) write(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.KVPair,
 	defer l.Unlock()
 	lsn := n.store.LSN(sh.Id) + 1
 	errs := make(chan error, len(sh.Replicas))
+	localDone := make(chan struct{}) // closed once the local write is durable (or failed)
+	var localErr error
 	go func() {
-		if err := n.store.Write(sh.Id, lsn, puts, deletes); err != nil {
-			errs <- status.Error(codes.Internal, err.Error())
+		defer close(localDone)
+		if localErr = n.store.Write(sh.Id, lsn, puts, deletes); localErr != nil {
+			errs <- status.Error(codes.Internal, localErr.Error())
 			return
 		}
 		errs <- nil
@@ -88,6 +91,13 @@ func (n *Node) write(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.KVPair,
 			kv, err := n.peer(rctx, r)
 			if err == nil {
 				_, err = kv.Replicate(rctx, req)
+				if ke := kvErrorOf(err); ke != nil && isGap(ke) {
+					<-localDone // the snapshot must include this write
+					err = localErr
+					if err == nil {
+						err = n.sendSnapshot(rctx, kv, sh, lsn)
+					}
+				}
 			}
 			if err != nil {
 				err = status.Errorf(codes.Unavailable, "kvnode: replica on node %d did not persist shard %d position %d: %v", r, sh.Id, lsn, err)
@@ -102,6 +112,64 @@ func (n *Node) write(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.KVPair,
 		}
 	}
 	return first
+}
+
+func isGap(ke *pcspb.KVError) bool {
+	_, ok := ke.GetErr().(*pcspb.KVError_LogGap)
+	return ok
+}
+
+func kvErrorOf(err error) *pcspb.KVError {
+	st, ok := status.FromError(err)
+	if !ok || err == nil {
+		return nil
+	}
+	for _, d := range st.Details() {
+		if ke, ok := d.(*pcspb.KVError); ok {
+			return ke
+		}
+	}
+	return nil
+}
+
+// sendSnapshot brings a replica that missed positions up to this primary: the shard's whole
+// data at position lsn. The caller holds the shard's lock and has written lsn locally.
+func (n *Node) sendSnapshot(ctx context.Context, kv pcspb.KVClient, sh *pcspb.Shard, lsn uint64) error {
+	if got := n.store.LSN(sh.Id); got != lsn {
+		return fmt.Errorf("kvnode: shard %d is at %d locally, not %d", sh.Id, got, lsn)
+	}
+	pairs, more, err := n.store.Scan(sh.Id, nil, nil, MaxSnapshotPairs)
+	if err != nil {
+		return err
+	}
+	if more {
+		return fmt.Errorf("kvnode: shard %d has more than %d keys for a one-message snapshot", sh.Id, MaxSnapshotPairs)
+	}
+	_, err = kv.InstallSnapshot(ctx, &pcspb.InstallSnapshotRequest{ShardId: sh.Id, Term: sh.Term, Lsn: lsn, Pairs: pairs})
+	return err
+}
+
+// MaxSnapshotPairs bounds a one-message replica snapshot.
+const MaxSnapshotPairs = 100_000
+
+// InstallSnapshot replaces this replica's data with the primary's, at the primary's position.
+func (n *Node) InstallSnapshot(_ context.Context, req *pcspb.InstallSnapshotRequest) (*pcspb.InstallSnapshotResponse, error) {
+	sh, ok := n.store.Replica(req.ShardId)
+	if !ok {
+		return nil, kvError(codes.NotFound, fmt.Sprintf("kvnode: no replica of shard %d here", req.ShardId),
+			&pcspb.KVError{Err: &pcspb.KVError_ShardNotFound{ShardNotFound: req.ShardId}})
+	}
+	l := n.shardLock(sh.Id)
+	l.Lock()
+	defer l.Unlock()
+	if sh, _ = n.store.Replica(req.ShardId); req.Term < sh.Term {
+		return nil, kvError(codes.FailedPrecondition, fmt.Sprintf("kvnode: shard %d is at term %d; refusing a snapshot of term %d", sh.Id, sh.Term, req.Term),
+			&pcspb.KVError{Err: &pcspb.KVError_StaleTerm{StaleTerm: sh.Term}})
+	}
+	if err := n.store.Replace(sh.Id, req.Lsn, req.Pairs); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &pcspb.InstallSnapshotResponse{}, nil
 }
 
 // Replicate persists a write from the shard's primary. It refuses a primary of a lower term
@@ -305,7 +373,11 @@ func (n *Node) Stats() (*pcspb.NodeStats, []*pcspb.ShardStats) {
 	for _, id := range held {
 		size := n.store.Size(id)
 		ns.BytesUsed += size
-		ss = append(ss, &pcspb.ShardStats{ShardId: id, SizeBytes: size, ReplicaPositions: map[uint64]uint64{n.self(): n.store.LSN(id)}})
+		st := &pcspb.ShardStats{ShardId: id, SizeBytes: size, ReplicaPositions: map[uint64]uint64{n.self(): n.store.LSN(id)}}
+		if sh, ok := n.store.Replica(id); ok {
+			st.Term, st.ConfVer = sh.Term, sh.Epoch.GetConfVer()
+		}
+		ss = append(ss, st)
 	}
 	return ns, ss
 }

@@ -221,6 +221,30 @@ func (s *Store) Write(shard, lsn uint64, puts []*pcspb.KVPair, deletes [][]byte)
 	return nil
 }
 
+// Replace replaces a replica's data with pairs at log position lsn, atomically and durably.
+func (s *Store) Replace(shard, lsn uint64, pairs []*pcspb.KVPair) error {
+	b := s.db.NewBatch()
+	p := dataPrefix(shard)
+	if err := b.DeleteRange(p, prefixEnd(p), nil); err != nil {
+		return err
+	}
+	for _, kv := range pairs {
+		if err := b.Set(append(bytes.Clone(p), kv.Key...), kv.Value, nil); err != nil {
+			return err
+		}
+	}
+	if err := b.Set(lsnKey(shard), binary.BigEndian.AppendUint64(nil, lsn), nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.lsns[shard] = lsn
+	s.mu.Unlock()
+	return nil
+}
+
 // Scan returns up to limit pairs of a replica in [start, end) (nil end: to the replica's end).
 func (s *Store) Scan(shard uint64, start, end []byte, limit int) ([]*pcspb.KVPair, bool, error) {
 	p := dataPrefix(shard)

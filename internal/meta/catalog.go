@@ -184,6 +184,8 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 		nn := proto.Clone(n).(*pcspb.DataNode)
 		nn.Offline, nn.Tombstone = a.Offline, a.Tombstone
 		c.nodes[nn.Id] = nn
+	case *pcspb.Command_ChangePrimary:
+		res.Err = c.changePrimary(op.ChangePrimary)
 	case *pcspb.Command_CancelAlter:
 		te, ok := c.tables[op.CancelAlter.TableId]
 		if !ok {
@@ -274,6 +276,42 @@ func (c *catalogState) createTable(st *state, cmd *pcspb.CmdCreateTable) (uint64
 	c.tables[t.Id] = te
 	c.tableByName[t.Name] = t.Id
 	return t.Id, nil
+}
+
+// changePrimary removes a lost node from a shard's configuration (conf_ver + 1) and, if it was
+// the primary, makes another replica primary with a higher term.
+func (c *catalogState) changePrimary(cmd *pcspb.CmdChangePrimary) error {
+	sh, ok := c.shardByID[cmd.ShardId]
+	if !ok {
+		return fmt.Errorf("%w: id %d", ErrShardNotFound, cmd.ShardId)
+	}
+	switch {
+	case sh.Term != cmd.Term || sh.Epoch.GetConfVer() != cmd.ConfVer:
+		return fmt.Errorf("%w: shard %d is at term %d conf_ver %d, the decision was made at %d/%d",
+			ErrInvalid, sh.Id, sh.Term, sh.Epoch.GetConfVer(), cmd.Term, cmd.ConfVer)
+	case !contains(sh.Replicas, cmd.NewPrimary) || cmd.NewPrimary == cmd.RemoveNode:
+		return fmt.Errorf("%w: node %d is not a replica of shard %d to promote", ErrInvalid, cmd.NewPrimary, sh.Id)
+	}
+	if cmd.RemoveNode == 0 || !contains(sh.Replicas, cmd.RemoveNode) {
+		return fmt.Errorf("%w: node %d is not a replica of shard %d to remove", ErrInvalid, cmd.RemoveNode, sh.Id)
+	}
+	te := c.tables[sh.TableId]
+	ns := proto.Clone(sh).(*pcspb.Shard)
+	if cmd.NewPrimary != sh.Primary {
+		ns.Term++ // a new primary: the term fences the old one
+	}
+	ns.Primary = cmd.NewPrimary
+	ns.Epoch.ConfVer++
+	ns.Replicas = ns.Replicas[:0]
+	ns.Replicas = append(ns.Replicas, cmd.NewPrimary) // the primary first
+	for _, r := range sh.Replicas {
+		if r != cmd.NewPrimary && r != cmd.RemoveNode {
+			ns.Replicas = append(ns.Replicas, r)
+		}
+	}
+	te.shards.ReplaceOrInsert(ns)
+	c.shardByID[ns.Id] = ns
+	return nil
 }
 
 // MaxAlterSteps bounds the steps of one ALTER.
@@ -605,14 +643,30 @@ func (f *FSM) TableShards(tableID uint64) []*pcspb.Shard {
 	return out
 }
 
-// UnknownShards returns the ids among held that the catalog does not have.
-func (f *FSM) UnknownShards(held []uint64) []uint64 {
+// ForeignShards returns the ids among the replicas node holds that the catalog does not give
+// it: dropped shards, and shards whose configuration no longer includes the node.
+func (f *FSM) ForeignShards(node uint64, held []uint64) []uint64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	var out []uint64
 	for _, id := range held {
-		if _, ok := f.mu.st.cat.shardByID[id]; !ok {
+		if s, ok := f.mu.st.cat.shardByID[id]; !ok || !contains(s.Replicas, node) {
 			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// StaleReplicas returns the catalog's metadata of the replicas whose reported term or conf_ver
+// (from a node's shard stats) is older than the catalog's, for the node to update.
+func (f *FSM) StaleReplicas(node uint64, stats []*pcspb.ShardStats) []*pcspb.Shard {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []*pcspb.Shard
+	for _, st := range stats {
+		s, ok := f.mu.st.cat.shardByID[st.ShardId]
+		if ok && contains(s.Replicas, node) && (st.Term < s.Term || st.ConfVer < s.Epoch.GetConfVer()) {
+			out = append(out, s)
 		}
 	}
 	return out

@@ -133,7 +133,7 @@ func ValidateCommand(cmd *pcspb.Command) error {
 		} else if t.Replicas < 1 || t.Replicas > 9 {
 			err = fmt.Errorf("%w: replica count %d (1..9)", ErrInvalid, t.Replicas)
 		}
-	case *pcspb.Command_SetTableState, *pcspb.Command_DeleteTable, *pcspb.Command_AlterTable, *pcspb.Command_AdvanceSchema, *pcspb.Command_CancelAlter, *pcspb.Command_SetNodeAdmin:
+	case *pcspb.Command_SetTableState, *pcspb.Command_DeleteTable, *pcspb.Command_AlterTable, *pcspb.Command_AdvanceSchema, *pcspb.Command_CancelAlter, *pcspb.Command_SetNodeAdmin, *pcspb.Command_ChangePrimary:
 	case nil:
 		err = fmt.Errorf("%w: no operation", ErrBadCommand)
 	default:

@@ -1,0 +1,61 @@
+package ddl
+
+import (
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/internal/cluster"
+)
+
+// Positions is what the failover planner reads of the nodes, beyond Live.
+type Positions interface {
+	Live
+	ShardStats(node, shard uint64) *pcspb.ShardStats
+}
+
+// Failover plans configuration changes for shards with a replica on a lost node. A lost
+// replica is removed (conf_ver + 1) so that the primary's writes go on. A lost primary is
+// replaced: for shards whose primary is on a lost node — one silent for at
+// least its lease plus a safety margin, so that the old primary has stopped serving before
+// another is made primary (the caller decides which nodes are lost). The replica with the
+// highest reported log position among the up ones is promoted (lowest id on a tie); the lost
+// node leaves the configuration. A shard with no up replica is left alone.
+func Failover(cat Catalog, live Positions, lost map[uint64]bool) []*pcspb.CmdChangePrimary {
+	if len(lost) == 0 {
+		return nil
+	}
+	var out []*pcspb.CmdChangePrimary
+	for _, t := range cat.Tables() {
+		for _, s := range cat.TableShards(t.Id) {
+			if !lost[s.Primary] {
+				// A lost replica: drop it from the configuration so the primary's writes go on.
+				for _, r := range s.Replicas {
+					if lost[r] && r != s.Primary {
+						out = append(out, &pcspb.CmdChangePrimary{ShardId: s.Id, Term: s.Term, ConfVer: s.Epoch.GetConfVer(),
+							NewPrimary: s.Primary, RemoveNode: r})
+						break // one change per shard per round: the next is planned on the new conf_ver
+					}
+				}
+				continue
+			}
+			var best, bestPos uint64
+			found := false
+			for _, r := range s.Replicas {
+				if r == s.Primary || lost[r] || live.State(r) != cluster.Up {
+					continue
+				}
+				st := live.ShardStats(r, s.Id)
+				if st == nil {
+					continue // no report of its position yet
+				}
+				pos := st.ReplicaPositions[r]
+				if !found || pos > bestPos || (pos == bestPos && r < best) {
+					best, bestPos, found = r, pos, true
+				}
+			}
+			if found {
+				out = append(out, &pcspb.CmdChangePrimary{ShardId: s.Id, Term: s.Term, ConfVer: s.Epoch.GetConfVer(),
+					NewPrimary: best, RemoveNode: s.Primary})
+			}
+		}
+	}
+	return out
+}

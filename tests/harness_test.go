@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,14 +42,34 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// usedPorts are the ports freeAddr has handed out in this test binary: never twice.
+var usedPorts = struct {
+	sync.Mutex
+	m map[int]bool
+}{m: map[int]bool{}}
+
+// freeAddr returns a loopback address with a free port for a process to listen on. Ports come
+// from below Linux's ephemeral range (32768+), so that a process restarted on its old port does
+// not find it taken by some outgoing connection, and are never handed out twice.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	usedPorts.Lock()
+	defer usedPorts.Unlock()
+	for i := 0; i < 1000; i++ {
+		port := 20000 + rand.IntN(12000)
+		if usedPorts.m[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		usedPorts.m[port] = true
+		return ln.Addr().String()
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free port found")
+	return ""
 }
 
 // proc is one pcs process.

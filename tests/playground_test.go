@@ -20,7 +20,7 @@ import (
 // TestPlayground: `pcs playground` brings up 3 PCS and 3 data nodes, a table created on it
 // becomes public, and Ctrl-C (SIGINT) stops everything cleanly.
 func TestPlayground(t *testing.T) {
-	base := 20000 + rand.IntN(20000)
+	base := 10000 + rand.IntN(9000) // the playground uses base..base+102: below freeAddr's range and the ephemeral one
 	var out lockedBuffer
 	cmd := exec.Command(filepath.Join(binDir, "pcs"), "playground", "--dir", t.TempDir(), "--base-port", fmt.Sprint(base))
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -35,13 +35,18 @@ type Node struct {
 
 	mu      sync.Mutex
 	schemas map[uint64]uint64
-	locks   map[uint64]*sync.Mutex // per shard: orders its writes
+	locks   map[uint64]*sync.Mutex // per shard: orders its requests as primary
+	synced  map[uint64]syncKey     // per shard: the configuration all replicas were last brought in line with
 }
+
+// syncKey identifies a shard's configuration: a new term or replica set needs a new sync.
+type syncKey struct{ term, confVer uint64 }
 
 // NewNode serves store. self and leaseValid come from the node's agent; peer reaches the other
 // data nodes.
 func NewNode(store *Store, self func() uint64, leaseValid func() bool, peer func(context.Context, uint64) (pcspb.KVClient, error)) *Node {
-	return &Node{store: store, self: self, leaseValid: leaseValid, peer: peer, schemas: map[uint64]uint64{}, locks: map[uint64]*sync.Mutex{}}
+	return &Node{store: store, self: self, leaseValid: leaseValid, peer: peer, schemas: map[uint64]uint64{},
+		locks: map[uint64]*sync.Mutex{}, synced: map[uint64]syncKey{}}
 }
 
 func (n *Node) shardLock(id uint64) *sync.Mutex {
@@ -58,14 +63,55 @@ func (n *Node) shardLock(id uint64) *sync.Mutex {
 // ReplicateTimeout bounds how long a primary waits for a replica to persist a write.
 const ReplicateTimeout = 2 * time.Second
 
-// write gives a write the shard's next log position, persists it locally and on every other
-// replica of the configuration in parallel, and returns once all have it. Writes of one shard
-// are ordered by the shard's lock. If a replica does not acknowledge, the write is not
-// acknowledged to the client either (UNAVAILABLE).
-func (n *Node) write(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.KVPair, deletes [][]byte) error {
+// serve runs f as the shard's primary, under the shard's lock (requests of one shard are
+// ordered, and a read never sees a write that is not yet on every replica). Before the first
+// request of a configuration (a new term or replica set), and after a write that a replica
+// did not acknowledge, it brings every replica in line with this primary — the primary's data
+// as a snapshot — so that what a read can see is on every replica of the configuration.
+func (n *Node) serve(ctx context.Context, sh *pcspb.Shard, f func() error) error {
 	l := n.shardLock(sh.Id)
 	l.Lock()
 	defer l.Unlock()
+	if err := n.syncLocked(ctx, sh); err != nil {
+		return status.Errorf(codes.Unavailable, "kvnode: shard %d: replicas not in line with the primary: %v", sh.Id, err)
+	}
+	return f()
+}
+
+func (n *Node) syncLocked(ctx context.Context, sh *pcspb.Shard) error {
+	key := syncKey{sh.Term, sh.Epoch.GetConfVer()}
+	n.mu.Lock()
+	done := n.synced[sh.Id] == key
+	n.mu.Unlock()
+	if done {
+		return nil
+	}
+	lsn := n.store.LSN(sh.Id)
+	for _, r := range sh.Replicas {
+		if r == n.self() {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, ReplicateTimeout)
+		kv, err := n.peer(rctx, r)
+		if err == nil {
+			err = n.sendSnapshot(rctx, kv, sh, lsn)
+		}
+		cancel()
+		if err != nil {
+			return fmt.Errorf("replica on node %d: %w", r, err)
+		}
+	}
+	n.mu.Lock()
+	n.synced[sh.Id] = key
+	n.mu.Unlock()
+	return nil
+}
+
+// writeLocked gives a write the shard's next log position, persists it locally and on every
+// other replica of the configuration in parallel, and returns once all have it. If a replica
+// does not acknowledge, the outcome is unknown to the client (ABORTED: the write may be on some
+// replicas) and the shard is synced again before its next request.
+func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.KVPair, deletes [][]byte) error {
 	lsn := n.store.LSN(sh.Id) + 1
 	errs := make(chan error, len(sh.Replicas))
 	localDone := make(chan struct{}) // closed once the local write is durable (or failed)
@@ -111,7 +157,13 @@ func (n *Node) write(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.KVPair,
 			first = err
 		}
 	}
-	return first
+	if first != nil {
+		n.mu.Lock()
+		delete(n.synced, sh.Id)
+		n.mu.Unlock()
+		return status.Errorf(codes.Aborted, "kvnode: write to shard %d at position %d has an unknown outcome: %v", sh.Id, lsn, first)
+	}
+	return nil
 }
 
 func isGap(ke *pcspb.KVError) bool {
@@ -248,16 +300,21 @@ func (n *Node) check(h *pcspb.KVHeader, keys ...[]byte) (*pcspb.Shard, error) {
 	return sh, nil
 }
 
-func (n *Node) Get(_ context.Context, req *pcspb.KVGetRequest) (*pcspb.KVGetResponse, error) {
+func (n *Node) Get(ctx context.Context, req *pcspb.KVGetRequest) (*pcspb.KVGetResponse, error) {
 	sh, err := n.check(req.Header, req.Key)
 	if err != nil {
 		return nil, err
 	}
-	v, found, err := n.store.Get(sh.Id, req.Key)
-	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	return &pcspb.KVGetResponse{Value: v, Found: found}, nil
+	var resp *pcspb.KVGetResponse
+	err = n.serve(ctx, sh, func() error {
+		v, found, err := n.store.Get(sh.Id, req.Key)
+		if err != nil {
+			return status.Error(codes.Internal, err.Error())
+		}
+		resp = &pcspb.KVGetResponse{Value: v, Found: found}
+		return nil
+	})
+	return resp, err
 }
 
 func (n *Node) Put(ctx context.Context, req *pcspb.KVPutRequest) (*pcspb.KVPutResponse, error) {
@@ -268,7 +325,7 @@ func (n *Node) Put(ctx context.Context, req *pcspb.KVPutRequest) (*pcspb.KVPutRe
 	if err != nil {
 		return nil, err
 	}
-	if err := n.write(ctx, sh, []*pcspb.KVPair{{Key: req.Key, Value: req.Value}}, nil); err != nil {
+	if err := n.serve(ctx, sh, func() error { return n.writeLocked(ctx, sh, []*pcspb.KVPair{{Key: req.Key, Value: req.Value}}, nil) }); err != nil {
 		return nil, err
 	}
 	return &pcspb.KVPutResponse{}, nil
@@ -279,13 +336,13 @@ func (n *Node) Delete(ctx context.Context, req *pcspb.KVDeleteRequest) (*pcspb.K
 	if err != nil {
 		return nil, err
 	}
-	if err := n.write(ctx, sh, nil, [][]byte{req.Key}); err != nil {
+	if err := n.serve(ctx, sh, func() error { return n.writeLocked(ctx, sh, nil, [][]byte{req.Key}) }); err != nil {
 		return nil, err
 	}
 	return &pcspb.KVDeleteResponse{}, nil
 }
 
-func (n *Node) Scan(_ context.Context, req *pcspb.KVScanRequest) (*pcspb.KVScanResponse, error) {
+func (n *Node) Scan(ctx context.Context, req *pcspb.KVScanRequest) (*pcspb.KVScanResponse, error) {
 	limit := int(req.Limit)
 	if limit == 0 || limit > MaxScan {
 		limit = MaxScan
@@ -302,11 +359,16 @@ func (n *Node) Scan(_ context.Context, req *pcspb.KVScanRequest) (*pcspb.KVScanR
 	if len(end) == 0 || (len(sh.End) > 0 && bytes.Compare(end, sh.End) > 0) {
 		end = sh.End
 	}
-	pairs, more, err := n.store.Scan(sh.Id, start, end, limit)
-	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	return &pcspb.KVScanResponse{Pairs: pairs, More: more}, nil
+	var resp *pcspb.KVScanResponse
+	err = n.serve(ctx, sh, func() error {
+		pairs, more, err := n.store.Scan(sh.Id, start, end, limit)
+		if err != nil {
+			return status.Error(codes.Internal, err.Error())
+		}
+		resp = &pcspb.KVScanResponse{Pairs: pairs, More: more}
+		return nil
+	})
+	return resp, err
 }
 
 func (n *Node) Batch(ctx context.Context, req *pcspb.KVBatchRequest) (*pcspb.KVBatchResponse, error) {
@@ -325,7 +387,7 @@ func (n *Node) Batch(ctx context.Context, req *pcspb.KVBatchRequest) (*pcspb.KVB
 	if err != nil {
 		return nil, err
 	}
-	if err := n.write(ctx, sh, req.Puts, req.Deletes); err != nil {
+	if err := n.serve(ctx, sh, func() error { return n.writeLocked(ctx, sh, req.Puts, req.Deletes) }); err != nil {
 		return nil, err
 	}
 	return &pcspb.KVBatchResponse{}, nil

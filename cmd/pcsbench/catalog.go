@@ -253,3 +253,48 @@ func ddlCmd(p *params) *cobra.Command {
 	cmd.Flags().BoolVar(&drop, "drop", true, "drop the created tables afterwards")
 	return cmd
 }
+
+func kvCmd(p *params) *cobra.Command {
+	var table, op string
+	cmd := &cobra.Command{
+		Use: "kv", Short: "Row reads or writes through the data nodes (client KV), random int64 keys of one table", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if table == "" {
+				return fmt.Errorf("--table is required")
+			}
+			if op != "put" && op != "get" {
+				return fmt.Errorf("--op %q: want put or get", op)
+			}
+			value := make([]byte, p.valueSize)
+			c, err := client.New(p.endpoints)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			tr, err := c.GetTable(ctx, table)
+			cancel()
+			if err != nil {
+				return err
+			}
+			gen, err := randomKey(tr.Table)
+			if err != nil {
+				return err
+			}
+			return bench(cmd.Context(), "kv-"+op, p, func(c *client.Client, worker, i int) func(context.Context) error {
+				r := rand.New(rand.NewPCG(uint64(worker+1000), uint64(i%p.keys)))
+				key := gen(r)
+				kv := c.KV(table)
+				if op == "get" {
+					return func(ctx context.Context) error { _, _, err := kv.Get(ctx, key); return err }
+				}
+				return func(ctx context.Context) error { return kv.Put(ctx, key, value) }
+			})
+		},
+	}
+	cmd.Flags().StringVar(&table, "table", "", "table (its key columns get random values)")
+	cmd.Flags().StringVar(&op, "op", "put", "put or get")
+	cmd.Flags().IntVar(&p.valueSize, "value-size", 256, "value size in bytes (put)")
+	cmd.Flags().IntVar(&p.keys, "keys", 10000, "distinct keys per worker")
+	return cmd
+}

@@ -90,7 +90,7 @@ func newRootCmd() *cobra.Command {
 	}
 	put.Flags().IntVar(&p.valueSize, "value-size", 256, "value size in bytes")
 	put.Flags().IntVar(&p.keys, "keys", 10000, "number of distinct keys written")
-	root.AddCommand(tso, put, routeCmd(p), heartbeatCmd(p), ddlCmd(p))
+	root.AddCommand(tso, put, routeCmd(p), heartbeatCmd(p), ddlCmd(p), kvCmd(p))
 	return root
 }
 

@@ -48,6 +48,12 @@ type nodeAddrs struct {
 	conns map[string]*grpc.ClientConn
 }
 
+// NodeKV returns the KV client of a data node by id; addresses come from PCS (stale reads,
+// cached) and connections are kept. Data nodes use it to reach each other.
+func (c *Client) NodeKV(ctx context.Context, id uint64) (pcspb.KVClient, error) {
+	return c.nodeKV(ctx, id)
+}
+
 func (c *Client) nodeKV(ctx context.Context, id uint64) (pcspb.KVClient, error) {
 	c.nodes.mu.Lock()
 	addr, ok := c.nodes.addrs[id]

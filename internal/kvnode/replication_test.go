@@ -74,16 +74,7 @@ func TestWritesReachEveryReplica(t *testing.T) {
 	c, nodes := startCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	waitFor(t, 10*time.Second, "nodes up", func() bool {
-		resp, err := c.ListNodes(ctx)
-		up := 0
-		for _, n := range resp.GetNodes() {
-			if n.State == "up" {
-				up++
-			}
-		}
-		return err == nil && up == 3
-	})
+	waitNodesUp(t, ctx, c, 3)
 	tbl := &pcspb.Table{Name: "r", Replicas: 3, IsolationLabel: "zone", Columns: []*pcspb.ColumnDef{{Name: "k", Type: "int64"}},
 		Partition: &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_HASH, Columns: []string{"k"}, HashPartitions: 4}}
 	if _, err := c.CreateTable(ctx, tbl); err != nil {
@@ -161,16 +152,7 @@ func TestPrimaryFailover(t *testing.T) {
 	c, nodes := startCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	waitFor(t, 10*time.Second, "nodes up", func() bool {
-		resp, err := c.ListNodes(ctx)
-		up := 0
-		for _, n := range resp.GetNodes() {
-			if n.State == "up" {
-				up++
-			}
-		}
-		return err == nil && up == 3
-	})
+	waitNodesUp(t, ctx, c, 3)
 	tbl := &pcspb.Table{Name: "f", Replicas: 3, IsolationLabel: "zone", Columns: []*pcspb.ColumnDef{{Name: "k", Type: "int64"}},
 		Partition: &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_HASH, Columns: []string{"k"}, HashPartitions: 6}}
 	if _, err := c.CreateTable(ctx, tbl); err != nil {
@@ -239,4 +221,18 @@ func TestPrimaryFailover(t *testing.T) {
 			t.Fatalf("shard %d still led by the lost node", sh.Id)
 		}
 	}
+}
+
+func waitNodesUp(t *testing.T, ctx context.Context, c *client.Client, want int) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "nodes up", func() bool {
+		resp, err := c.ListNodes(ctx)
+		up := 0
+		for _, n := range resp.GetNodes() {
+			if n.State == "up" {
+				up++
+			}
+		}
+		return err == nil && up == want
+	})
 }

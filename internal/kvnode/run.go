@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/client"
@@ -40,7 +39,7 @@ type Server struct {
 	Agent *nodeagent.Agent
 	grpc  *grpc.Server
 	ln    net.Listener
-	peers *peers
+	pcs   *client.Client // reaches PCS, and the other data nodes for replication
 	wg    sync.WaitGroup
 	stop  context.CancelFunc
 
@@ -72,9 +71,9 @@ func Start(cfg Config) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
-	s.peers = &peers{pcs: pcs, addrs: map[uint64]string{}, conns: map[string]*grpc.ClientConn{}}
+	s.pcs = pcs
 	var agent *nodeagent.Agent
-	s.Node = NewNode(store, func() uint64 { return agent.NodeID() }, func() bool { return agent.LeaseValid() }, s.peers.kv)
+	s.Node = NewNode(store, func() uint64 { return agent.NodeID() }, func() bool { return agent.LeaseValid() }, pcs.NodeKV)
 	agent, err = nodeagent.New(nodeagent.Config{Endpoints: cfg.Endpoints, Address: ln.Addr().String(), Labels: cfg.Labels,
 		Interval: cfg.HeartbeatInterval, Logger: cfg.Logger}, s.Node)
 	if err != nil {
@@ -114,56 +113,6 @@ func (s *Server) close() error {
 		<-stopped
 	}
 	s.wg.Wait()
-	s.peers.close()
+	s.pcs.Close()
 	return s.Store.Close()
-}
-
-// peers reaches the other data nodes by id; addresses come from PCS (stale reads, cached).
-type peers struct {
-	pcs   *client.Client
-	mu    sync.Mutex
-	addrs map[uint64]string
-	conns map[string]*grpc.ClientConn
-}
-
-func (p *peers) kv(ctx context.Context, node uint64) (pcspb.KVClient, error) {
-	p.mu.Lock()
-	addr, ok := p.addrs[node]
-	p.mu.Unlock()
-	if !ok {
-		resp, err := p.pcs.ListNodes(ctx, client.WithStale())
-		if err != nil {
-			return nil, err
-		}
-		p.mu.Lock()
-		for _, n := range resp.Nodes {
-			p.addrs[n.Node.Id] = n.Node.Address
-		}
-		addr, ok = p.addrs[node]
-		p.mu.Unlock()
-		if !ok {
-			return nil, fmt.Errorf("kvnode: data node %d is not registered", node)
-		}
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	cc, ok := p.conns[addr]
-	if !ok {
-		var err error
-		if cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
-			return nil, err
-		}
-		p.conns[addr] = cc
-	}
-	return pcspb.NewKVClient(cc), nil
-}
-
-func (p *peers) close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for a, cc := range p.conns {
-		cc.Close()
-		delete(p.conns, a)
-	}
-	p.pcs.Close()
 }

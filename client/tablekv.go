@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -117,8 +118,34 @@ func kvErr(err error) (mapped error, stale bool) {
 	return fromStatus(err), false
 }
 
-// onShard runs call against the primary of the shard holding key, refreshing stale routes.
-func (t *TableKV) onShard(ctx context.Context, key []byte, call func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error) error {
+// connReady waits briefly for the connection to a data node to be up, so that a write is only
+// sent on a live connection: a write that fails on a live connection may have been applied, one
+// that could not be sent was not.
+func (c *Client) connReady(ctx context.Context, id uint64) bool {
+	c.nodes.mu.Lock()
+	cc := c.nodes.conns[c.nodes.addrs[id]]
+	c.nodes.mu.Unlock()
+	if cc == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	for {
+		st := cc.GetState()
+		if st == connectivity.Ready {
+			return true
+		}
+		cc.Connect()
+		if !cc.WaitForStateChange(ctx, st) {
+			return false
+		}
+	}
+}
+
+// onShard runs call against the primary of the shard holding key, refreshing stale routes. A
+// write (idempotent false) that fails on a live connection is not retried: its outcome is
+// unknown (ErrOutcomeUnknown), and a retry could apply it twice.
+func (t *TableKV) onShard(ctx context.Context, key []byte, idempotent bool, call func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error) error {
 	c := t.c
 	backoff := c.opts.BackoffBase
 	var last error
@@ -136,6 +163,9 @@ func (t *TableKV) onShard(ctx context.Context, key []byte, call func(ctx context
 			return err
 		}
 		kv, err := c.nodeKV(ctx, sh.Primary)
+		if err == nil && !idempotent && !c.connReady(ctx, sh.Primary) {
+			err = fmt.Errorf("%w: data node %d is not reachable", ErrUnavailable, sh.Primary)
+		}
 		if err != nil {
 			last = err
 			c.InvalidateShard(t.table, sh)
@@ -146,6 +176,11 @@ func (t *TableKV) onShard(ctx context.Context, key []byte, call func(ctx context
 			return nil
 		}
 		mapped, stale := kvErr(err)
+		if !idempotent && status.Code(err) == codes.Unavailable && kvErrorDetail(err) == nil {
+			// The connection failed under a sent write: it may have been applied.
+			c.InvalidateShard(t.table, sh)
+			return fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
+		}
 		if !stale || ctx.Err() != nil {
 			return mapped
 		}
@@ -157,7 +192,7 @@ func (t *TableKV) onShard(ctx context.Context, key []byte, call func(ctx context
 
 // Get reads a row; found is false if it does not exist.
 func (t *TableKV) Get(ctx context.Context, key []byte) (value []byte, found bool, err error) {
-	err = t.onShard(ctx, key, func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error {
+	err = t.onShard(ctx, key, true, func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error {
 		resp, err := kv.Get(ctx, &pcspb.KVGetRequest{Header: h, Key: rk})
 		if err == nil {
 			value, found = resp.Value, resp.Found
@@ -169,7 +204,7 @@ func (t *TableKV) Get(ctx context.Context, key []byte) (value []byte, found bool
 
 // Put writes a row.
 func (t *TableKV) Put(ctx context.Context, key, value []byte) error {
-	return t.onShard(ctx, key, func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error {
+	return t.onShard(ctx, key, false, func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error {
 		_, err := kv.Put(ctx, &pcspb.KVPutRequest{Header: h, Key: rk, Value: value})
 		return err
 	})
@@ -177,7 +212,7 @@ func (t *TableKV) Put(ctx context.Context, key, value []byte) error {
 
 // Delete removes a row.
 func (t *TableKV) Delete(ctx context.Context, key []byte) error {
-	return t.onShard(ctx, key, func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error {
+	return t.onShard(ctx, key, false, func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error {
 		_, err := kv.Delete(ctx, &pcspb.KVDeleteRequest{Header: h, Key: rk})
 		return err
 	})
@@ -223,4 +258,17 @@ func (t *TableKV) Scan(ctx context.Context, start, end []byte, limit int) ([]*pc
 func MapKVError(err error) error {
 	mapped, _ := kvErr(err)
 	return mapped
+}
+
+func kvErrorDetail(err error) *pcspb.KVError {
+	st, ok := status.FromError(err)
+	if !ok {
+		return nil
+	}
+	for _, d := range st.Details() {
+		if ke, ok := d.(*pcspb.KVError); ok {
+			return ke
+		}
+	}
+	return nil
 }

@@ -105,7 +105,11 @@ partition:
 	if code, out := ctl("node", "set-state", "1", "offline"); code != 0 {
 		t.Fatalf("offline: %s", out)
 	}
-	if code, out := ctl("node", "show", "1"); code != 0 || !strings.Contains(out, `"state": "offline"`) {
+	code, out = ctl("-o", "json", "node", "show", "1")
+	var shown struct {
+		State string `json:"state"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &shown) != nil || shown.State != "offline" {
 		t.Fatalf("node show: %s", out)
 	}
 	if code, out := ctl("table", "create", "x3", "--columns", "id:int64", "--replicas", "3"); code == 0 {

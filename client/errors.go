@@ -8,6 +8,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
 )
@@ -61,7 +62,7 @@ func fromStatus(err error) error {
 		}
 	case codes.FailedPrecondition:
 		sentinel = ErrVersionMismatch
-		switch reason(st) {
+		switch reason(err) {
 		case "NOT_ENOUGH_NODES":
 			sentinel = ErrNotEnoughNodes
 		case "ALTER_IN_PROGRESS":
@@ -88,18 +89,25 @@ func fromStatus(err error) error {
 }
 
 // notPrimary returns the NotPrimary detail of a gRPC error, if any.
-func notPrimary(err error) *pcspb.NotPrimary {
+func notPrimary(err error) *pcspb.NotPrimary { return statusDetail[*pcspb.NotPrimary](err) }
+
+// statusDetail returns the first detail of type T in a gRPC status error (the zero T if none).
+func statusDetail[T proto.Message](err error) T {
+	var zero T
 	st, ok := status.FromError(err)
-	if !ok {
-		return nil
+	if !ok || err == nil {
+		return zero
 	}
 	for _, d := range st.Details() {
-		if np, ok := d.(*pcspb.NotPrimary); ok {
-			return np
+		if t, ok := d.(T); ok {
+			return t
 		}
 	}
-	return nil
+	return zero
 }
+
+// KVErrorOf returns the KVError detail of a data-node error, or nil.
+func KVErrorOf(err error) *pcspb.KVError { return statusDetail[*pcspb.KVError](err) }
 
 // retryable reports whether another attempt (perhaps at another node) may succeed.
 func retryable(err error) bool {
@@ -111,11 +119,9 @@ func retryable(err error) bool {
 func MapError(err error) error { return fromStatus(err) }
 
 // reason returns the ErrorInfo reason of a status in the "pcs" domain, if any.
-func reason(st *status.Status) string {
-	for _, d := range st.Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.Domain == "pcs" {
-			return ei.Reason
-		}
+func reason(err error) string {
+	if ei := statusDetail[*errdetails.ErrorInfo](err); ei != nil && ei.Domain == "pcs" {
+		return ei.Reason
 	}
 	return ""
 }

@@ -95,19 +95,15 @@ func kvErr(err error) (mapped error, stale bool) {
 	if !ok {
 		return err, false
 	}
-	for _, d := range st.Details() {
-		if ke, ok := d.(*pcspb.KVError); ok {
-			switch ke.Err.(type) {
-			case *pcspb.KVError_EpochNotMatch:
-				return fmt.Errorf("%w: %s", ErrEpochNotMatch, st.Message()), true
-			case *pcspb.KVError_NotPrimary:
-				return fmt.Errorf("%w: %s", ErrNotPrimary, st.Message()), true
-			case *pcspb.KVError_ShardNotFound:
-				return fmt.Errorf("%w: %s", ErrShardNotFound, st.Message()), true
-			case *pcspb.KVError_KeyNotInShard:
-				return fmt.Errorf("%w: %s", ErrKeyNotInShard, st.Message()), true
-			}
-		}
+	switch KVErrorOf(err).GetErr().(type) {
+	case *pcspb.KVError_EpochNotMatch:
+		return fmt.Errorf("%w: %s", ErrEpochNotMatch, st.Message()), true
+	case *pcspb.KVError_NotPrimary:
+		return fmt.Errorf("%w: %s", ErrNotPrimary, st.Message()), true
+	case *pcspb.KVError_ShardNotFound:
+		return fmt.Errorf("%w: %s", ErrShardNotFound, st.Message()), true
+	case *pcspb.KVError_KeyNotInShard:
+		return fmt.Errorf("%w: %s", ErrKeyNotInShard, st.Message()), true
 	}
 	switch st.Code() {
 	case codes.Unavailable:
@@ -176,7 +172,7 @@ func (t *TableKV) onShard(ctx context.Context, key []byte, idempotent bool, call
 			return nil
 		}
 		mapped, stale := kvErr(err)
-		if !idempotent && status.Code(err) == codes.Unavailable && kvErrorDetail(err) == nil {
+		if !idempotent && status.Code(err) == codes.Unavailable && KVErrorOf(err) == nil {
 			// The connection failed under a sent write: it may have been applied.
 			c.InvalidateShard(t.table, sh)
 			return fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
@@ -258,17 +254,4 @@ func (t *TableKV) Scan(ctx context.Context, start, end []byte, limit int) ([]*pc
 func MapKVError(err error) error {
 	mapped, _ := kvErr(err)
 	return mapped
-}
-
-func kvErrorDetail(err error) *pcspb.KVError {
-	st, ok := status.FromError(err)
-	if !ok {
-		return nil
-	}
-	for _, d := range st.Details() {
-		if ke, ok := d.(*pcspb.KVError); ok {
-			return ke
-		}
-	}
-	return nil
 }

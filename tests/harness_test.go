@@ -124,18 +124,6 @@ func (p *proc) kill() {
 	<-p.exited
 }
 
-func (p *proc) stop() {
-	if !p.running() {
-		return
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		p.kill()
-	}
-}
-
 func (p *proc) logTail() string {
 	data, _ := os.ReadFile(p.dir + ".log")
 	lines := strings.Split(string(data), "\n")

@@ -17,6 +17,22 @@ import (
 	"github.com/postdb/pcs/nodeagent"
 )
 
+// tableKeys reads a table's definition and returns a generator of its random keys.
+func tableKeys(ctx context.Context, endpoints []string, table string) (func(r *rand.Rand) []byte, error) {
+	c, err := client.New(endpoints)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	tr, err := c.GetTable(ctx, table)
+	if err != nil {
+		return nil, err
+	}
+	return randomKey(tr.Table)
+}
+
 // randomKey returns a function producing random keys of a table's key columns.
 func randomKey(t *pcspb.Table) (func(r *rand.Rand) []byte, error) {
 	schema, err := catalog.CompileSchema(t.Columns)
@@ -67,18 +83,7 @@ func routeCmd(p *params) *cobra.Command {
 			if at != "" {
 				opts = append(opts, client.WithEndpoint(at))
 			}
-			c, err := client.New(p.endpoints)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
-			tr, err := c.GetTable(ctx, table)
-			cancel()
-			if err != nil {
-				return err
-			}
-			gen, err := randomKey(tr.Table)
+			gen, err := tableKeys(cmd.Context(), p.endpoints, table)
 			if err != nil {
 				return err
 			}
@@ -266,18 +271,7 @@ func kvCmd(p *params) *cobra.Command {
 				return fmt.Errorf("--op %q: want put or get", op)
 			}
 			value := make([]byte, p.valueSize)
-			c, err := client.New(p.endpoints)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
-			tr, err := c.GetTable(ctx, table)
-			cancel()
-			if err != nil {
-				return err
-			}
-			gen, err := randomKey(tr.Table)
+			gen, err := tableKeys(cmd.Context(), p.endpoints, table)
 			if err != nil {
 				return err
 			}

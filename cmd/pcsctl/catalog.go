@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -251,9 +252,9 @@ func shardCmd(g *globals) *cobra.Command {
 	show := &cobra.Command{
 		Use: "show ID", Short: "Show one shard", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var id uint64
-			if _, err := fmt.Sscan(args[0], &id); err != nil {
-				return fmt.Errorf("shard id %q: %w", args[0], err)
+			id, err := parseID("shard", args[0])
+			if err != nil {
+				return err
 			}
 			c, ctx, done, err := g.open(cmd)
 			if err != nil {
@@ -353,9 +354,9 @@ func nodeCmd(g *globals) *cobra.Command {
 	show := &cobra.Command{
 		Use: "show ID", Short: "Show one data node", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var id uint64
-			if _, err := fmt.Sscan(args[0], &id); err != nil {
-				return fmt.Errorf("node id %q: %w", args[0], err)
+			id, err := parseID("node", args[0])
+			if err != nil {
+				return err
 			}
 			c, ctx, done, err := g.open(cmd)
 			if err != nil {
@@ -380,9 +381,9 @@ func nodeCmd(g *globals) *cobra.Command {
 	setState := &cobra.Command{
 		Use: "set-state ID up|offline|tombstone", Short: "Mark a node offline (drain: no new replicas), tombstone (removed) or up again", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var id uint64
-			if _, err := fmt.Sscan(args[0], &id); err != nil {
-				return fmt.Errorf("node id %q: %w", args[0], err)
+			id, err := parseID("node", args[0])
+			if err != nil {
+				return err
 			}
 			c, ctx, done, err := g.open(cmd)
 			if err != nil {
@@ -492,4 +493,13 @@ func groupCmd(g *globals) *cobra.Command {
 		},
 	})
 	return cmd
+}
+
+// parseID parses a numeric id given on the command line.
+func parseID(what, arg string) (uint64, error) {
+	id, err := strconv.ParseUint(arg, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s id %q: want a number", what, arg)
+	}
+	return id, nil
 }

@@ -141,27 +141,6 @@ func (r *Registry) Holds(node, shard uint64) bool {
 	return l != nil && l.holds(shard)
 }
 
-// Held returns the shards the node's last heartbeat listed.
-func (r *Registry) Held(node uint64) []uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	l := r.mu.nodes[node]
-	if l == nil {
-		return nil
-	}
-	return slices.Clone(l.held)
-}
-
-// Stats returns the node's last reported stats, or nil.
-func (r *Registry) Stats(node uint64) *pcspb.NodeStats {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if l := r.mu.nodes[node]; l != nil {
-		return l.stats
-	}
-	return nil
-}
-
 // Nodes returns the ids heard from in this term.
 func (r *Registry) Nodes() []uint64 {
 	r.mu.Lock()

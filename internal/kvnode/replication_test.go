@@ -133,11 +133,11 @@ func TestWritesReachEveryReplica(t *testing.T) {
 	}
 	_, err = replica.Node.Replicate(ctx, &pcspb.ReplicateRequest{ShardId: sh.Id, Term: 1, Lsn: before + 2,
 		Puts: []*pcspb.KVPair{{Key: append(append([]byte(nil), sh.Start...), 2), Value: []byte("old primary")}}})
-	if ke := kvErrorOf(err); ke.GetStaleTerm() != 2 {
+	if ke := client.KVErrorOf(err); ke.GetStaleTerm() != 2 {
 		t.Fatalf("a write from term 1 after term 2: %v, want a stale-term refusal", err)
 	}
 	_, err = replica.Node.Replicate(ctx, &pcspb.ReplicateRequest{ShardId: sh.Id, Term: 2, Lsn: before + 5})
-	if ke := kvErrorOf(err); ke.GetLogGap() != before+1 {
+	if ke := client.KVErrorOf(err); ke.GetLogGap() != before+1 {
 		t.Fatalf("a write leaving a gap: %v, want a log-gap refusal", err)
 	}
 	if got := replica.Store.LSN(sh.Id); got != before+1 {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/client"
 )
 
 // Limits of the KV service.
@@ -137,7 +138,7 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 			kv, err := n.peer(rctx, r)
 			if err == nil {
 				_, err = kv.Replicate(rctx, req)
-				if ke := kvErrorOf(err); ke != nil && isGap(ke) {
+				if ke := client.KVErrorOf(err); ke != nil && isGap(ke) {
 					<-localDone // the snapshot must include this write
 					err = localErr
 					if err == nil {
@@ -169,19 +170,6 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 func isGap(ke *pcspb.KVError) bool {
 	_, ok := ke.GetErr().(*pcspb.KVError_LogGap)
 	return ok
-}
-
-func kvErrorOf(err error) *pcspb.KVError {
-	st, ok := status.FromError(err)
-	if !ok || err == nil {
-		return nil
-	}
-	for _, d := range st.Details() {
-		if ke, ok := d.(*pcspb.KVError); ok {
-			return ke
-		}
-	}
-	return nil
 }
 
 // sendSnapshot brings a replica that missed positions up to this primary: the shard's whole

@@ -672,14 +672,6 @@ func (f *FSM) StaleReplicas(node uint64, stats []*pcspb.ShardStats) []*pcspb.Sha
 	return out
 }
 
-// ShardExists reports whether a shard id is in the catalog.
-func (f *FSM) ShardExists(id uint64) bool {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	_, ok := f.mu.st.cat.shardByID[id]
-	return ok
-}
-
 // ShardsForKeys routes many row keys of one table under one read lock.
 func (f *FSM) ShardsForKeys(table string, keys [][]byte) ([]*pcspb.Shard, Position, error) {
 	f.mu.RLock()

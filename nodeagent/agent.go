@@ -35,6 +35,14 @@ type Handler interface {
 	Stats() (*pcspb.NodeStats, []*pcspb.ShardStats)
 }
 
+// Splitter is implemented by a node that can split shards. SplitShard splits a shard the node
+// is primary of, as an entry of the shard's replicated log, and ignores a command for a shard
+// it does not lead or at another version; the node then reports both halves in its shard stats
+// (the new one with SplitFrom set), which is how PCS records the split.
+type Splitter interface {
+	SplitShard(ctx context.Context, cmd *pcspb.SplitShardCommand) error
+}
+
 // Config configures an Agent.
 type Config struct {
 	// Endpoints are PCS client addresses.
@@ -44,12 +52,15 @@ type Config struct {
 	Labels  map[string]string
 	// CapacityBytes is the node's storage capacity.
 	CapacityBytes uint64
-	// Interval between heartbeats. Default 1s.
+	// Interval between heartbeats. Default DefaultInterval.
 	Interval time.Duration
 	Logger   *slog.Logger
 	// OnBeat, if set, is called after each answered heartbeat (load generators count them).
 	OnBeat func()
 }
+
+// DefaultInterval is the default heartbeat interval: a quarter of PCS's default node lease.
+const DefaultInterval = 250 * time.Millisecond
 
 // Agent runs a node's side of the protocol.
 type Agent struct {
@@ -63,6 +74,11 @@ type Agent struct {
 	leaseUntil atomic.Int64
 	seq        uint64
 
+	// cmds carries PCS's commands from the heartbeat loop to the worker that carries them out,
+	// so a slow command never delays a heartbeat (and the lease).
+	cmds chan *pcspb.NodeCommand
+	kick chan struct{}
+
 	mu     sync.Mutex
 	silent bool
 }
@@ -73,7 +89,7 @@ func New(cfg Config, h Handler) (*Agent, error) {
 		return nil, errors.New("nodeagent: address and endpoints are required")
 	}
 	if cfg.Interval <= 0 {
-		cfg.Interval = time.Second
+		cfg.Interval = DefaultInterval
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -83,7 +99,52 @@ func New(cfg Config, h Handler) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg, h: h, log: log.With("node_addr", cfg.Address), c: c, origin: time.Now()}, nil
+	return &Agent{cfg: cfg, h: h, log: log.With("node_addr", cfg.Address), c: c, origin: time.Now(),
+		cmds: make(chan *pcspb.NodeCommand, 4096), kick: make(chan struct{}, 1)}, nil
+}
+
+// Kick makes the agent send its next heartbeat now (after a change PCS should learn of soon,
+// such as a split).
+func (a *Agent) Kick() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// AskSplit asks PCS for the id of the new half of a split the node wants to make of a shard
+// it leads (node-requested split); the node then splits as for PCS's command.
+func (a *Agent) AskSplit(ctx context.Context, shardID uint64, epoch *pcspb.ShardEpoch) (uint64, error) {
+	return a.c.AskSplit(ctx, shardID, epoch)
+}
+
+// work carries out commands in the order they came.
+func (a *Agent) work(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c := <-a.cmds:
+			var err error
+			switch x := c.Cmd.(type) {
+			case *pcspb.NodeCommand_CreateReplica:
+				err = a.h.CreateReplica(ctx, x.CreateReplica)
+			case *pcspb.NodeCommand_DropReplica:
+				err = a.h.DropReplica(ctx, x.DropReplica)
+			case *pcspb.NodeCommand_LoadSchema:
+				err = a.h.LoadSchema(ctx, x.LoadSchema)
+			case *pcspb.NodeCommand_SplitShard:
+				if sp, ok := a.h.(Splitter); ok {
+					if err = sp.SplitShard(ctx, x.SplitShard); err == nil {
+						a.Kick()
+					}
+				}
+			}
+			if err != nil {
+				a.log.Warn("command failed", "cmd", c.String(), "err", err)
+			}
+		}
+	}
 }
 
 // NodeID is the id PCS assigned (0 before registration).
@@ -125,6 +186,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); a.work(ctx) }()
+	defer wg.Wait()
 	for ctx.Err() == nil {
 		err := a.stream(ctx)
 		if ctx.Err() != nil {
@@ -167,6 +232,7 @@ func (a *Agent) stream(ctx context.Context) error {
 		case <-sctx.Done():
 			return sctx.Err()
 		case <-tick.C:
+		case <-a.kick:
 		}
 	}
 }
@@ -194,17 +260,10 @@ func (a *Agent) beat(ctx context.Context, st pcspb.PCS_HeartbeatClient) error {
 		a.cfg.OnBeat()
 	}
 	for _, c := range resp.Commands {
-		var err error
-		switch x := c.Cmd.(type) {
-		case *pcspb.NodeCommand_CreateReplica:
-			err = a.h.CreateReplica(ctx, x.CreateReplica)
-		case *pcspb.NodeCommand_DropReplica:
-			err = a.h.DropReplica(ctx, x.DropReplica)
-		case *pcspb.NodeCommand_LoadSchema:
-			err = a.h.LoadSchema(ctx, x.LoadSchema)
-		}
-		if err != nil {
-			a.log.Warn("command failed", "cmd", c.String(), "err", err)
+		select {
+		case a.cmds <- c:
+		default:
+			a.log.Debug("command queue full; PCS sends it again", "cmd", c.String())
 		}
 	}
 	return nil

@@ -61,6 +61,8 @@ func TestFollowerForwardsOrRedirects(t *testing.T) {
 	f := tc.followers()[0]
 	ctx := ctxT(t, 20*time.Second)
 	fc := pcspb.NewPCSClient(mustConn(t, f.ClientAddr()))
+	// The follower must have heard from the primary (under load it may not have yet).
+	waitFor(t, 10*time.Second, "the follower to know the primary", func() bool { _, addr := f.primary(); return addr != "" })
 
 	// Forwarded by default.
 	resp, err := fc.Put(ctx, &pcspb.PutRequest{Key: []byte("fwd"), Value: []byte("v")})

@@ -69,7 +69,8 @@ type Config struct {
 
 	// Nodes holds the data-node liveness timeouts (disconnected, down, warm-up).
 	Nodes cluster.Config
-	// NodeLease is the lease a heartbeat answer grants a data node. Default 3s.
+	// NodeLease is the lease a heartbeat answer grants a data node. Default 1s (with data
+	// nodes heartbeating every 250ms, four heartbeats may be lost before a lease lapses).
 	NodeLease time.Duration
 	// NodeLeaseMargin is added to NodeLease before a silent node's shard primaries are moved
 	// (clock-rate drift between PCS and the node). Default 500ms.
@@ -99,8 +100,8 @@ func DefaultConfig() Config {
 		WriteTimeout:    5 * time.Second,
 		History:         100_000,
 		Nodes:           cluster.DefaultConfig(),
-		NodeLease:       3 * time.Second,
-		NodeLeaseMargin: 500 * time.Millisecond,
+		NodeLease:       time.Second,
+		NodeLeaseMargin: 300 * time.Millisecond,
 		DDLInterval:     100 * time.Millisecond,
 	}
 }

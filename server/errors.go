@@ -69,6 +69,8 @@ func toStatus(err error) error {
 		errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown),
 		errors.Is(err, tso.ErrNotServing):
 		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, meta.ErrStaleEpoch):
+		return status.Error(codes.Aborted, err.Error())
 	case errors.Is(err, meta.ErrVersionMismatch):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, meta.ErrTableExists):

@@ -36,6 +36,8 @@ func cmdKey(c *pcspb.NodeCommand) string {
 		return fmt.Sprintf("drop/%d", x.DropReplica)
 	case *pcspb.NodeCommand_LoadSchema:
 		return fmt.Sprintf("schema/%d/%d", x.LoadSchema.TableId, x.LoadSchema.Version)
+	case *pcspb.NodeCommand_SplitShard:
+		return fmt.Sprintf("split/%d/%d", x.SplitShard.ShardId, x.SplitShard.Version)
 	}
 	return c.String()
 }
@@ -112,7 +114,14 @@ func (v *service) Heartbeat(stream pcspb.PCS_HeartbeatServer) error {
 		resp := &pcspb.HeartbeatResponse{Seq: hb.Seq, LeaseMs: uint64(s.cfg.NodeLease.Milliseconds()),
 			Commands: s.nodeCmds.take(hb.NodeId, time.Now())}
 		if s.live.WarmedUp() {
-			resp.Commands = append(resp.Commands, ddl.Orphans(s.fsm.ForeignShards(hb.NodeId, hb.HeldShards))...)
+			resp.Commands = append(resp.Commands, ddl.Orphans(s.fsm.ForeignShards(hb.NodeId, hb.HeldShards, hb.ShardStats))...)
+		}
+		for _, sp := range s.fsm.PendingSplits(hb.NodeId, hb.ShardStats) {
+			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_SplitShard{SplitShard: sp}}); err != nil {
+				s.log.Warn("recording a shard split", "shard", sp.ShardId, "new_shard", sp.NewShardId, "err", err)
+				continue
+			}
+			s.log.Info("shard split recorded", "shard", sp.ShardId, "new_shard", sp.NewShardId, "version", sp.Version+1, "node", hb.NodeId)
 		}
 		resp.Commands = append(resp.Commands, ddl.Updates(s.fsm.StaleReplicas(hb.NodeId, hb.ShardStats))...)
 		if err := stream.Send(resp); err != nil {
@@ -157,6 +166,23 @@ func (s *Server) ddlLoop(ctx context.Context) {
 			continue
 		}
 		step := ddl.Next(fsmCatalog{s.fsm}, s.live)
+		lost := map[uint64]bool{}
+		for _, n := range s.fsm.DataNodes() {
+			if !n.Tombstone && s.live.Silent(n.Id) >= s.cfg.NodeLease+s.cfg.NodeLeaseMargin {
+				lost[n.Id] = true
+			}
+		}
+		repair := ddl.Repair(fsmCatalog{s.fsm}, s.live, lost, s.pickNode)
+		for n, shards := range repair.Create {
+			for _, sh := range shards {
+				step.Commands[n] = append(step.Commands[n], &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_CreateReplica{CreateReplica: sh}})
+			}
+		}
+		for _, c := range s.splits.all() {
+			if sh, _, err := s.fsm.ShardByID(c.ShardId); err == nil {
+				step.Commands[sh.Primary] = append(step.Commands[sh.Primary], &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_SplitShard{SplitShard: c}})
+			}
+		}
 		s.nodeCmds.set(step.Commands)
 		for _, id := range step.Public {
 			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_SetTableState{SetTableState: &pcspb.CmdSetTableState{
@@ -166,11 +192,12 @@ func (s *Server) ddlLoop(ctx context.Context) {
 			}
 			s.log.Info("table public", "table", id)
 		}
-		lost := map[uint64]bool{}
-		for _, n := range s.fsm.DataNodes() {
-			if !n.Tombstone && s.live.Silent(n.Id) >= s.cfg.NodeLease+s.cfg.NodeLeaseMargin {
-				lost[n.Id] = true
+		for _, c := range repair.Changes {
+			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_ChangeReplicas{ChangeReplicas: c}}); err != nil {
+				s.log.Warn("repairing shard", "shard", c.ShardId, "change", c.String(), "err", err)
+				continue
 			}
+			s.log.Info("shard repaired", "shard", c.ShardId, "change", c.String())
 		}
 		for _, cmd := range ddl.Failover(fsmCatalog{s.fsm}, s.live, lost) {
 			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_ChangePrimary{ChangePrimary: cmd}}); err != nil {

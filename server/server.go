@@ -70,6 +70,7 @@ type Server struct {
 	extendCh chan struct{}
 	live     *cluster.Registry
 	nodeCmds *nodeCommands
+	splits   splitRequests
 	needJoin bool
 	dirLock  *dirlock.Lock
 

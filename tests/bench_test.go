@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/client"
+	"github.com/postdb/pcs/internal/keyenc"
 )
 
 // Process benchmarks: real binaries on loopback. They report percentiles as custom metrics
@@ -147,4 +149,132 @@ func TestPcsbenchRuns(t *testing.T) {
 			t.Fatalf("pcsbench %s: exit %d, summary %q\n%s", sub, code, last, out)
 		}
 	}
+}
+
+// BenchmarkDataNodeFailover: 3 PCS and 4 pcsnode processes with default timeouts, a table of
+// 3 replicas over 8 shards. Each iteration SIGKILLs the node leading the most shards and times
+// until a write to every shard with a replica on it succeeds again (a new primary for the
+// shards it led, a smaller configuration for the others); then restarts it and waits until
+// every shard is back to three replicas (untimed).
+func BenchmarkDataNodeFailover(b *testing.B) {
+	pc := startCluster(b, 3)
+	c := pc.client()
+	pc.primary(c)
+	nodes := startNodeProcs(b, pc, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	waitFor(b, 30*time.Second, "four data nodes up", func() bool { return upNodes(ctx, c) == 4 })
+	tbl := &pcspb.Table{Name: "fo", Replicas: 3, Columns: []*pcspb.ColumnDef{{Name: "k", Type: "int64"}},
+		Partition: &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_HASH, Columns: []string{"k"}, HashPartitions: 8}}
+	if _, err := c.CreateTable(ctx, tbl); err != nil {
+		b.Fatal(err)
+	}
+	waitFor(b, 30*time.Second, "table public", func() bool {
+		tr, err := c.GetTable(ctx, "fo")
+		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
+	})
+	// One row key per shard.
+	keyOf := map[uint64][]byte{}
+	for i := 0; len(keyOf) < 8 && i < 10_000; i++ {
+		k, _ := keyenc.Encode(nil, []keyenc.Column{{Type: keyenc.Int64}}, []keyenc.Value{keyenc.I64(int64(i))})
+		sh, err := c.Route(ctx, "fo", k)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, ok := keyOf[sh.Id]; !ok {
+			keyOf[sh.Id] = k
+		}
+	}
+	kv := c.KV("fo")
+	var last string // the last unhealthy state seen, for the failure message
+	healthy := func() bool {
+		resp, err := c.ScanShards(ctx, "fo", nil, nil)
+		if up := upNodes(ctx, c); err != nil || up != 4 {
+			last = fmt.Sprintf("%d nodes up, %v", up, err)
+			return false
+		}
+		for _, sh := range resp.Shards {
+			if len(sh.Replicas) != 3 || len(sh.Learners) != 0 {
+				last = fmt.Sprintf("shard %d: replicas %v learners %v", sh.Id, sh.Replicas, sh.Learners)
+				return false
+			}
+		}
+		return true
+	}
+	byID := map[uint64]*nodeProc{}
+	resp, err := c.ListNodes(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range resp.Nodes {
+		for _, p := range nodes {
+			if p.addr == n.Node.Address {
+				byID[n.Node.Id] = p
+			}
+		}
+	}
+	var took []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		waitFor(b, 60*time.Second, "every shard back to three replicas", func() bool {
+			if healthy() {
+				return true
+			}
+			b.Log(last)
+			return false
+		})
+		for _, k := range keyOf { // warm routes
+			untilOK(b, time.Now(), func(ctx context.Context) error { return kv.Put(ctx, k, []byte("warm")) })
+		}
+		shards, err := c.ScanShards(ctx, "fo", nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		lead := map[uint64]int{}
+		for _, sh := range shards.Shards {
+			lead[sh.Primary]++
+		}
+		var victim uint64
+		for id := range byID {
+			if victim == 0 || lead[id] > lead[victim] {
+				victim = id
+			}
+		}
+		var affected [][]byte
+		for _, sh := range shards.Shards {
+			if slices.Contains(sh.Replicas, victim) {
+				affected = append(affected, keyOf[sh.Id])
+			}
+		}
+		start := time.Now()
+		byID[victim].kill()
+		done := make(chan time.Duration, len(affected))
+		for _, k := range affected {
+			go func() {
+				done <- untilOK(b, start, func(ctx context.Context) error { return kv.Put(ctx, k, []byte(fmt.Sprint(i))) })
+			}()
+		}
+		var worst time.Duration
+		for range affected {
+			worst = max(worst, <-done)
+		}
+		took = append(took, worst)
+		byID[victim].start()
+	}
+	b.StopTimer()
+	reportPercentiles(b, "failover", took)
+}
+
+func upNodes(ctx context.Context, c *client.Client) int {
+	resp, err := c.ListNodes(ctx)
+	if err != nil {
+		return 0
+	}
+	up := 0
+	for _, n := range resp.Nodes {
+		if n.State == "up" {
+			up++
+		}
+	}
+	return up
 }

@@ -52,13 +52,13 @@ func (n *nodeProc) kill() {
 	}
 }
 
-func startNodeProcs(t *testing.T, pc *procCluster, count int) []*nodeProc {
+func startNodeProcs(t testing.TB, pc *procCluster, count int) []*nodeProc {
 	root := t.TempDir()
 	var out []*nodeProc
 	for i := 0; i < count; i++ {
 		n := &nodeProc{t: t, dir: filepath.Join(root, fmt.Sprint("node", i)), addr: freeAddr(t),
 			args: []string{"--endpoints", pc.procs[0].client + "," + pc.procs[len(pc.procs)-1].client,
-				"--labels", fmt.Sprintf("zone=z%d", i%3), "--heartbeat-interval", "100ms", "--log-level", "warn"}}
+				"--labels", fmt.Sprintf("zone=z%d", i%3), "--log-level", "warn"}}
 		n.start()
 		t.Cleanup(n.kill)
 		out = append(out, n)

@@ -233,12 +233,17 @@ func (*KVError_LogGap) isKVError_Err() {}
 
 // ReplicateRequest carries one write from a shard's primary to a replica, at log position lsn.
 type ReplicateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
-	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
-	Lsn           uint64                 `protobuf:"varint,3,opt,name=lsn,proto3" json:"lsn,omitempty"`
-	Puts          []*KVPair              `protobuf:"bytes,4,rep,name=puts,proto3" json:"puts,omitempty"`
-	Deletes       [][]byte               `protobuf:"bytes,5,rep,name=deletes,proto3" json:"deletes,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ShardId uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Term    uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Lsn     uint64                 `protobuf:"varint,3,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	Puts    []*KVPair              `protobuf:"bytes,4,rep,name=puts,proto3" json:"puts,omitempty"`
+	Deletes [][]byte               `protobuf:"bytes,5,rep,name=deletes,proto3" json:"deletes,omitempty"`
+	// The sending primary's node id: a replica that learns of a higher term learns its primary.
+	Primary uint64 `protobuf:"varint,6,opt,name=primary,proto3" json:"primary,omitempty"`
+	// A split entry instead of a write: the shard keeps [start, split.start), split is the new
+	// half (its id, range and epoch).
+	Split         *Shard `protobuf:"bytes,7,opt,name=split,proto3" json:"split,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -308,13 +313,32 @@ func (x *ReplicateRequest) GetDeletes() [][]byte {
 	return nil
 }
 
+func (x *ReplicateRequest) GetPrimary() uint64 {
+	if x != nil {
+		return x.Primary
+	}
+	return 0
+}
+
+func (x *ReplicateRequest) GetSplit() *Shard {
+	if x != nil {
+		return x.Split
+	}
+	return nil
+}
+
 // InstallSnapshotRequest replaces a lagging replica's data with the primary's, at position lsn.
 type InstallSnapshotRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
-	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
-	Lsn           uint64                 `protobuf:"varint,3,opt,name=lsn,proto3" json:"lsn,omitempty"`
-	Pairs         []*KVPair              `protobuf:"bytes,4,rep,name=pairs,proto3" json:"pairs,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ShardId uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Term    uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Lsn     uint64                 `protobuf:"varint,3,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	Pairs   []*KVPair              `protobuf:"bytes,4,rep,name=pairs,proto3" json:"pairs,omitempty"`
+	Primary uint64                 `protobuf:"varint,5,opt,name=primary,proto3" json:"primary,omitempty"`
+	// The primary's range and epoch version of the shard, which the replica adopts.
+	Start         []byte `protobuf:"bytes,6,opt,name=start,proto3" json:"start,omitempty"`
+	End           []byte `protobuf:"bytes,7,opt,name=end,proto3" json:"end,omitempty"`
+	Version       uint64 `protobuf:"varint,8,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -375,6 +399,34 @@ func (x *InstallSnapshotRequest) GetPairs() []*KVPair {
 		return x.Pairs
 	}
 	return nil
+}
+
+func (x *InstallSnapshotRequest) GetPrimary() uint64 {
+	if x != nil {
+		return x.Primary
+	}
+	return 0
+}
+
+func (x *InstallSnapshotRequest) GetStart() []byte {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *InstallSnapshotRequest) GetEnd() []byte {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *InstallSnapshotRequest) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
 }
 
 type InstallSnapshotResponse struct {
@@ -1083,18 +1135,24 @@ const file_kv_proto_rawDesc = "" +
 	"\n" +
 	"stale_term\x18\x05 \x01(\x04H\x00R\tstaleTerm\x12\x19\n" +
 	"\alog_gap\x18\x06 \x01(\x04H\x00R\x06logGapB\x05\n" +
-	"\x03err\"\x91\x01\n" +
+	"\x03err\"\xd0\x01\n" +
 	"\x10ReplicateRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x10\n" +
 	"\x03lsn\x18\x03 \x01(\x04R\x03lsn\x12\"\n" +
 	"\x04puts\x18\x04 \x03(\v2\x0e.pcs.v1.KVPairR\x04puts\x12\x18\n" +
-	"\adeletes\x18\x05 \x03(\fR\adeletes\"\x7f\n" +
+	"\adeletes\x18\x05 \x03(\fR\adeletes\x12\x18\n" +
+	"\aprimary\x18\x06 \x01(\x04R\aprimary\x12#\n" +
+	"\x05split\x18\a \x01(\v2\r.pcs.v1.ShardR\x05split\"\xdb\x01\n" +
 	"\x16InstallSnapshotRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x10\n" +
 	"\x03lsn\x18\x03 \x01(\x04R\x03lsn\x12$\n" +
-	"\x05pairs\x18\x04 \x03(\v2\x0e.pcs.v1.KVPairR\x05pairs\"\x19\n" +
+	"\x05pairs\x18\x04 \x03(\v2\x0e.pcs.v1.KVPairR\x05pairs\x12\x18\n" +
+	"\aprimary\x18\x05 \x01(\x04R\aprimary\x12\x14\n" +
+	"\x05start\x18\x06 \x01(\fR\x05start\x12\x10\n" +
+	"\x03end\x18\a \x01(\fR\x03end\x12\x18\n" +
+	"\aversion\x18\b \x01(\x04R\aversion\"\x19\n" +
 	"\x17InstallSnapshotResponse\"%\n" +
 	"\x11ReplicateResponse\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\"T\n" +
@@ -1181,33 +1239,34 @@ var file_kv_proto_depIdxs = []int32{
 	6,  // 1: pcs.v1.KVError.not_primary:type_name -> pcs.v1.NotPrimaryKV
 	19, // 2: pcs.v1.KVError.epoch_not_match:type_name -> pcs.v1.Shard
 	14, // 3: pcs.v1.ReplicateRequest.puts:type_name -> pcs.v1.KVPair
-	14, // 4: pcs.v1.InstallSnapshotRequest.pairs:type_name -> pcs.v1.KVPair
-	0,  // 5: pcs.v1.KVGetRequest.header:type_name -> pcs.v1.KVHeader
-	0,  // 6: pcs.v1.KVPutRequest.header:type_name -> pcs.v1.KVHeader
-	0,  // 7: pcs.v1.KVDeleteRequest.header:type_name -> pcs.v1.KVHeader
-	0,  // 8: pcs.v1.KVScanRequest.header:type_name -> pcs.v1.KVHeader
-	14, // 9: pcs.v1.KVScanResponse.pairs:type_name -> pcs.v1.KVPair
-	0,  // 10: pcs.v1.KVBatchRequest.header:type_name -> pcs.v1.KVHeader
-	14, // 11: pcs.v1.KVBatchRequest.puts:type_name -> pcs.v1.KVPair
-	7,  // 12: pcs.v1.KV.Get:input_type -> pcs.v1.KVGetRequest
-	9,  // 13: pcs.v1.KV.Put:input_type -> pcs.v1.KVPutRequest
-	11, // 14: pcs.v1.KV.Delete:input_type -> pcs.v1.KVDeleteRequest
-	13, // 15: pcs.v1.KV.Scan:input_type -> pcs.v1.KVScanRequest
-	16, // 16: pcs.v1.KV.Batch:input_type -> pcs.v1.KVBatchRequest
-	2,  // 17: pcs.v1.KV.Replicate:input_type -> pcs.v1.ReplicateRequest
-	3,  // 18: pcs.v1.KV.InstallSnapshot:input_type -> pcs.v1.InstallSnapshotRequest
-	8,  // 19: pcs.v1.KV.Get:output_type -> pcs.v1.KVGetResponse
-	10, // 20: pcs.v1.KV.Put:output_type -> pcs.v1.KVPutResponse
-	12, // 21: pcs.v1.KV.Delete:output_type -> pcs.v1.KVDeleteResponse
-	15, // 22: pcs.v1.KV.Scan:output_type -> pcs.v1.KVScanResponse
-	17, // 23: pcs.v1.KV.Batch:output_type -> pcs.v1.KVBatchResponse
-	5,  // 24: pcs.v1.KV.Replicate:output_type -> pcs.v1.ReplicateResponse
-	4,  // 25: pcs.v1.KV.InstallSnapshot:output_type -> pcs.v1.InstallSnapshotResponse
-	19, // [19:26] is the sub-list for method output_type
-	12, // [12:19] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	19, // 4: pcs.v1.ReplicateRequest.split:type_name -> pcs.v1.Shard
+	14, // 5: pcs.v1.InstallSnapshotRequest.pairs:type_name -> pcs.v1.KVPair
+	0,  // 6: pcs.v1.KVGetRequest.header:type_name -> pcs.v1.KVHeader
+	0,  // 7: pcs.v1.KVPutRequest.header:type_name -> pcs.v1.KVHeader
+	0,  // 8: pcs.v1.KVDeleteRequest.header:type_name -> pcs.v1.KVHeader
+	0,  // 9: pcs.v1.KVScanRequest.header:type_name -> pcs.v1.KVHeader
+	14, // 10: pcs.v1.KVScanResponse.pairs:type_name -> pcs.v1.KVPair
+	0,  // 11: pcs.v1.KVBatchRequest.header:type_name -> pcs.v1.KVHeader
+	14, // 12: pcs.v1.KVBatchRequest.puts:type_name -> pcs.v1.KVPair
+	7,  // 13: pcs.v1.KV.Get:input_type -> pcs.v1.KVGetRequest
+	9,  // 14: pcs.v1.KV.Put:input_type -> pcs.v1.KVPutRequest
+	11, // 15: pcs.v1.KV.Delete:input_type -> pcs.v1.KVDeleteRequest
+	13, // 16: pcs.v1.KV.Scan:input_type -> pcs.v1.KVScanRequest
+	16, // 17: pcs.v1.KV.Batch:input_type -> pcs.v1.KVBatchRequest
+	2,  // 18: pcs.v1.KV.Replicate:input_type -> pcs.v1.ReplicateRequest
+	3,  // 19: pcs.v1.KV.InstallSnapshot:input_type -> pcs.v1.InstallSnapshotRequest
+	8,  // 20: pcs.v1.KV.Get:output_type -> pcs.v1.KVGetResponse
+	10, // 21: pcs.v1.KV.Put:output_type -> pcs.v1.KVPutResponse
+	12, // 22: pcs.v1.KV.Delete:output_type -> pcs.v1.KVDeleteResponse
+	15, // 23: pcs.v1.KV.Scan:output_type -> pcs.v1.KVScanResponse
+	17, // 24: pcs.v1.KV.Batch:output_type -> pcs.v1.KVBatchResponse
+	5,  // 25: pcs.v1.KV.Replicate:output_type -> pcs.v1.ReplicateResponse
+	4,  // 26: pcs.v1.KV.InstallSnapshot:output_type -> pcs.v1.InstallSnapshotResponse
+	20, // [20:27] is the sub-list for method output_type
+	13, // [13:20] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_kv_proto_init() }

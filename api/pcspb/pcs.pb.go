@@ -3688,6 +3688,408 @@ func (x *ScanShardsResponse) GetMore() bool {
 	return false
 }
 
+type SplitShardRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ShardId uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	// Empty: the primary picks the middle key of its data.
+	SplitKey      []byte `protobuf:"bytes,2,opt,name=split_key,json=splitKey,proto3" json:"split_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitShardRequest) Reset() {
+	*x = SplitShardRequest{}
+	mi := &file_pcs_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitShardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitShardRequest) ProtoMessage() {}
+
+func (x *SplitShardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitShardRequest.ProtoReflect.Descriptor instead.
+func (*SplitShardRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *SplitShardRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *SplitShardRequest) GetSplitKey() []byte {
+	if x != nil {
+		return x.SplitKey
+	}
+	return nil
+}
+
+type SplitShardResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Left          *Shard                 `protobuf:"bytes,1,opt,name=left,proto3" json:"left,omitempty"`
+	Right         *Shard                 `protobuf:"bytes,2,opt,name=right,proto3" json:"right,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitShardResponse) Reset() {
+	*x = SplitShardResponse{}
+	mi := &file_pcs_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitShardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitShardResponse) ProtoMessage() {}
+
+func (x *SplitShardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitShardResponse.ProtoReflect.Descriptor instead.
+func (*SplitShardResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *SplitShardResponse) GetLeft() *Shard {
+	if x != nil {
+		return x.Left
+	}
+	return nil
+}
+
+func (x *SplitShardResponse) GetRight() *Shard {
+	if x != nil {
+		return x.Right
+	}
+	return nil
+}
+
+// A shard's primary asks for an id for the new half of a split it wants to make.
+type AskSplitRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Epoch         *ShardEpoch            `protobuf:"bytes,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AskSplitRequest) Reset() {
+	*x = AskSplitRequest{}
+	mi := &file_pcs_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AskSplitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AskSplitRequest) ProtoMessage() {}
+
+func (x *AskSplitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AskSplitRequest.ProtoReflect.Descriptor instead.
+func (*AskSplitRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *AskSplitRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *AskSplitRequest) GetEpoch() *ShardEpoch {
+	if x != nil {
+		return x.Epoch
+	}
+	return nil
+}
+
+type AskSplitResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NewShardId    uint64                 `protobuf:"varint,1,opt,name=new_shard_id,json=newShardId,proto3" json:"new_shard_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AskSplitResponse) Reset() {
+	*x = AskSplitResponse{}
+	mi := &file_pcs_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AskSplitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AskSplitResponse) ProtoMessage() {}
+
+func (x *AskSplitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AskSplitResponse.ProtoReflect.Descriptor instead.
+func (*AskSplitResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *AskSplitResponse) GetNewShardId() uint64 {
+	if x != nil {
+		return x.NewShardId
+	}
+	return 0
+}
+
+type MoveShardRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	FromNode      uint64                 `protobuf:"varint,2,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"`
+	ToNode        uint64                 `protobuf:"varint,3,opt,name=to_node,json=toNode,proto3" json:"to_node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveShardRequest) Reset() {
+	*x = MoveShardRequest{}
+	mi := &file_pcs_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveShardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveShardRequest) ProtoMessage() {}
+
+func (x *MoveShardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveShardRequest.ProtoReflect.Descriptor instead.
+func (*MoveShardRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *MoveShardRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *MoveShardRequest) GetFromNode() uint64 {
+	if x != nil {
+		return x.FromNode
+	}
+	return 0
+}
+
+func (x *MoveShardRequest) GetToNode() uint64 {
+	if x != nil {
+		return x.ToNode
+	}
+	return 0
+}
+
+type MoveShardResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         *Shard                 `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveShardResponse) Reset() {
+	*x = MoveShardResponse{}
+	mi := &file_pcs_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveShardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveShardResponse) ProtoMessage() {}
+
+func (x *MoveShardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveShardResponse.ProtoReflect.Descriptor instead.
+func (*MoveShardResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *MoveShardResponse) GetShard() *Shard {
+	if x != nil {
+		return x.Shard
+	}
+	return nil
+}
+
+type TransferPrimaryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	ToNode        uint64                 `protobuf:"varint,2,opt,name=to_node,json=toNode,proto3" json:"to_node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferPrimaryRequest) Reset() {
+	*x = TransferPrimaryRequest{}
+	mi := &file_pcs_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferPrimaryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferPrimaryRequest) ProtoMessage() {}
+
+func (x *TransferPrimaryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferPrimaryRequest.ProtoReflect.Descriptor instead.
+func (*TransferPrimaryRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *TransferPrimaryRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *TransferPrimaryRequest) GetToNode() uint64 {
+	if x != nil {
+		return x.ToNode
+	}
+	return 0
+}
+
+type TransferPrimaryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         *Shard                 `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferPrimaryResponse) Reset() {
+	*x = TransferPrimaryResponse{}
+	mi := &file_pcs_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferPrimaryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferPrimaryResponse) ProtoMessage() {}
+
+func (x *TransferPrimaryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferPrimaryResponse.ProtoReflect.Descriptor instead.
+func (*TransferPrimaryResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *TransferPrimaryResponse) GetShard() *Shard {
+	if x != nil {
+		return x.Shard
+	}
+	return nil
+}
+
 type NodeStats struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ShardCount    uint64                 `protobuf:"varint,1,opt,name=shard_count,json=shardCount,proto3" json:"shard_count,omitempty"`
@@ -3704,7 +4106,7 @@ type NodeStats struct {
 
 func (x *NodeStats) Reset() {
 	*x = NodeStats{}
-	mi := &file_pcs_proto_msgTypes[62]
+	mi := &file_pcs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3716,7 +4118,7 @@ func (x *NodeStats) String() string {
 func (*NodeStats) ProtoMessage() {}
 
 func (x *NodeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[62]
+	mi := &file_pcs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3729,7 +4131,7 @@ func (x *NodeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStats.ProtoReflect.Descriptor instead.
 func (*NodeStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{62}
+	return file_pcs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *NodeStats) GetShardCount() uint64 {
@@ -3791,15 +4193,21 @@ type ShardStats struct {
 	// node id -> applied log position of each replica (reported by the primary replica).
 	ReplicaPositions map[uint64]uint64 `protobuf:"bytes,6,rep,name=replica_positions,json=replicaPositions,proto3" json:"replica_positions,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// The term and conf_ver of the replica's metadata on the reporting node.
-	Term          uint64 `protobuf:"varint,7,opt,name=term,proto3" json:"term,omitempty"`
-	ConfVer       uint64 `protobuf:"varint,8,opt,name=conf_ver,json=confVer,proto3" json:"conf_ver,omitempty"`
+	Term    uint64 `protobuf:"varint,7,opt,name=term,proto3" json:"term,omitempty"`
+	ConfVer uint64 `protobuf:"varint,8,opt,name=conf_ver,json=confVer,proto3" json:"conf_ver,omitempty"`
+	// The replica's range and epoch version on the reporting node. A primary that split a
+	// shard reports both halves; the new half names the shard it came from.
+	Version       uint64 `protobuf:"varint,9,opt,name=version,proto3" json:"version,omitempty"`
+	Start         []byte `protobuf:"bytes,10,opt,name=start,proto3" json:"start,omitempty"`
+	End           []byte `protobuf:"bytes,11,opt,name=end,proto3" json:"end,omitempty"`
+	SplitFrom     uint64 `protobuf:"varint,12,opt,name=split_from,json=splitFrom,proto3" json:"split_from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ShardStats) Reset() {
 	*x = ShardStats{}
-	mi := &file_pcs_proto_msgTypes[63]
+	mi := &file_pcs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3811,7 +4219,7 @@ func (x *ShardStats) String() string {
 func (*ShardStats) ProtoMessage() {}
 
 func (x *ShardStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[63]
+	mi := &file_pcs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3824,7 +4232,7 @@ func (x *ShardStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStats.ProtoReflect.Descriptor instead.
 func (*ShardStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{63}
+	return file_pcs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ShardStats) GetShardId() uint64 {
@@ -3883,6 +4291,34 @@ func (x *ShardStats) GetConfVer() uint64 {
 	return 0
 }
 
+func (x *ShardStats) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ShardStats) GetStart() []byte {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *ShardStats) GetEnd() []byte {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *ShardStats) GetSplitFrom() uint64 {
+	if x != nil {
+		return x.SplitFrom
+	}
+	return 0
+}
+
 type NodeHeartbeat struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -3897,7 +4333,7 @@ type NodeHeartbeat struct {
 
 func (x *NodeHeartbeat) Reset() {
 	*x = NodeHeartbeat{}
-	mi := &file_pcs_proto_msgTypes[64]
+	mi := &file_pcs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3909,7 +4345,7 @@ func (x *NodeHeartbeat) String() string {
 func (*NodeHeartbeat) ProtoMessage() {}
 
 func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[64]
+	mi := &file_pcs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3922,7 +4358,7 @@ func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeHeartbeat.ProtoReflect.Descriptor instead.
 func (*NodeHeartbeat) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{64}
+	return file_pcs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *NodeHeartbeat) GetNodeId() uint64 {
@@ -3969,6 +4405,7 @@ type NodeCommand struct {
 	//	*NodeCommand_DropReplica
 	//	*NodeCommand_SetLogLevel
 	//	*NodeCommand_LoadSchema
+	//	*NodeCommand_SplitShard
 	Cmd           isNodeCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3976,7 +4413,7 @@ type NodeCommand struct {
 
 func (x *NodeCommand) Reset() {
 	*x = NodeCommand{}
-	mi := &file_pcs_proto_msgTypes[65]
+	mi := &file_pcs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3988,7 +4425,7 @@ func (x *NodeCommand) String() string {
 func (*NodeCommand) ProtoMessage() {}
 
 func (x *NodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[65]
+	mi := &file_pcs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4001,7 +4438,7 @@ func (x *NodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCommand.ProtoReflect.Descriptor instead.
 func (*NodeCommand) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{65}
+	return file_pcs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *NodeCommand) GetCmd() isNodeCommand_Cmd {
@@ -4047,6 +4484,15 @@ func (x *NodeCommand) GetLoadSchema() *SchemaVersionRef {
 	return nil
 }
 
+func (x *NodeCommand) GetSplitShard() *SplitShardCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*NodeCommand_SplitShard); ok {
+			return x.SplitShard
+		}
+	}
+	return nil
+}
+
 type isNodeCommand_Cmd interface {
 	isNodeCommand_Cmd()
 }
@@ -4068,6 +4514,11 @@ type NodeCommand_LoadSchema struct {
 	LoadSchema *SchemaVersionRef `protobuf:"bytes,4,opt,name=load_schema,json=loadSchema,proto3,oneof"`
 }
 
+type NodeCommand_SplitShard struct {
+	// Split a shard this node is primary of (ignored if its version has moved on).
+	SplitShard *SplitShardCommand `protobuf:"bytes,5,opt,name=split_shard,json=splitShard,proto3,oneof"`
+}
+
 func (*NodeCommand_CreateReplica) isNodeCommand_Cmd() {}
 
 func (*NodeCommand_DropReplica) isNodeCommand_Cmd() {}
@@ -4075,6 +4526,77 @@ func (*NodeCommand_DropReplica) isNodeCommand_Cmd() {}
 func (*NodeCommand_SetLogLevel) isNodeCommand_Cmd() {}
 
 func (*NodeCommand_LoadSchema) isNodeCommand_Cmd() {}
+
+func (*NodeCommand_SplitShard) isNodeCommand_Cmd() {}
+
+type SplitShardCommand struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ShardId uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Version uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Empty: the node picks the middle key of its data.
+	SplitKey      []byte `protobuf:"bytes,3,opt,name=split_key,json=splitKey,proto3" json:"split_key,omitempty"`
+	NewShardId    uint64 `protobuf:"varint,4,opt,name=new_shard_id,json=newShardId,proto3" json:"new_shard_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitShardCommand) Reset() {
+	*x = SplitShardCommand{}
+	mi := &file_pcs_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitShardCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitShardCommand) ProtoMessage() {}
+
+func (x *SplitShardCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitShardCommand.ProtoReflect.Descriptor instead.
+func (*SplitShardCommand) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *SplitShardCommand) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *SplitShardCommand) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *SplitShardCommand) GetSplitKey() []byte {
+	if x != nil {
+		return x.SplitKey
+	}
+	return nil
+}
+
+func (x *SplitShardCommand) GetNewShardId() uint64 {
+	if x != nil {
+		return x.NewShardId
+	}
+	return 0
+}
 
 type SchemaVersionRef struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -4087,7 +4609,7 @@ type SchemaVersionRef struct {
 
 func (x *SchemaVersionRef) Reset() {
 	*x = SchemaVersionRef{}
-	mi := &file_pcs_proto_msgTypes[66]
+	mi := &file_pcs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4099,7 +4621,7 @@ func (x *SchemaVersionRef) String() string {
 func (*SchemaVersionRef) ProtoMessage() {}
 
 func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[66]
+	mi := &file_pcs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4112,7 +4634,7 @@ func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersionRef.ProtoReflect.Descriptor instead.
 func (*SchemaVersionRef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{66}
+	return file_pcs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *SchemaVersionRef) GetTableId() uint64 {
@@ -4149,7 +4671,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_pcs_proto_msgTypes[67]
+	mi := &file_pcs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4161,7 +4683,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[67]
+	mi := &file_pcs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4174,7 +4696,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{67}
+	return file_pcs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *HeartbeatResponse) GetSeq() uint64 {
@@ -4217,7 +4739,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_pcs_proto_msgTypes[68]
+	mi := &file_pcs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4229,7 +4751,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[68]
+	mi := &file_pcs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4242,7 +4764,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{68}
+	return file_pcs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *Job) GetTableId() uint64 {
@@ -4295,7 +4817,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_pcs_proto_msgTypes[69]
+	mi := &file_pcs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4307,7 +4829,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[69]
+	mi := &file_pcs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4320,7 +4842,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{69}
+	return file_pcs_proto_rawDescGZIP(), []int{78}
 }
 
 type ListJobsResponse struct {
@@ -4332,7 +4854,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4344,7 +4866,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4357,7 +4879,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{70}
+	return file_pcs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -4379,7 +4901,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4391,7 +4913,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4404,7 +4926,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{71}
+	return file_pcs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *CancelJobRequest) GetTable() string {
@@ -4422,7 +4944,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4434,7 +4956,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4447,7 +4969,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{72}
+	return file_pcs_proto_rawDescGZIP(), []int{81}
 }
 
 // ColumnDef is one column of a table. type is a keyenc type name: int64, uint64, float64, bool,
@@ -4464,7 +4986,7 @@ type ColumnDef struct {
 
 func (x *ColumnDef) Reset() {
 	*x = ColumnDef{}
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4476,7 +4998,7 @@ func (x *ColumnDef) String() string {
 func (*ColumnDef) ProtoMessage() {}
 
 func (x *ColumnDef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4489,7 +5011,7 @@ func (x *ColumnDef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ColumnDef.ProtoReflect.Descriptor instead.
 func (*ColumnDef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{73}
+	return file_pcs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *ColumnDef) GetName() string {
@@ -4525,7 +5047,7 @@ type RangePartition struct {
 
 func (x *RangePartition) Reset() {
 	*x = RangePartition{}
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4537,7 +5059,7 @@ func (x *RangePartition) String() string {
 func (*RangePartition) ProtoMessage() {}
 
 func (x *RangePartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4550,7 +5072,7 @@ func (x *RangePartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangePartition.ProtoReflect.Descriptor instead.
 func (*RangePartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{74}
+	return file_pcs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *RangePartition) GetName() string {
@@ -4577,7 +5099,7 @@ type ValueTuple struct {
 
 func (x *ValueTuple) Reset() {
 	*x = ValueTuple{}
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4589,7 +5111,7 @@ func (x *ValueTuple) String() string {
 func (*ValueTuple) ProtoMessage() {}
 
 func (x *ValueTuple) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4602,7 +5124,7 @@ func (x *ValueTuple) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueTuple.ProtoReflect.Descriptor instead.
 func (*ValueTuple) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{75}
+	return file_pcs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ValueTuple) GetValues() []string {
@@ -4624,7 +5146,7 @@ type ListPartition struct {
 
 func (x *ListPartition) Reset() {
 	*x = ListPartition{}
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4636,7 +5158,7 @@ func (x *ListPartition) String() string {
 func (*ListPartition) ProtoMessage() {}
 
 func (x *ListPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4649,7 +5171,7 @@ func (x *ListPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartition.ProtoReflect.Descriptor instead.
 func (*ListPartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{76}
+	return file_pcs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ListPartition) GetName() string {
@@ -4689,7 +5211,7 @@ type PartitionSpec struct {
 
 func (x *PartitionSpec) Reset() {
 	*x = PartitionSpec{}
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4701,7 +5223,7 @@ func (x *PartitionSpec) String() string {
 func (*PartitionSpec) ProtoMessage() {}
 
 func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4714,7 +5236,7 @@ func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSpec.ProtoReflect.Descriptor instead.
 func (*PartitionSpec) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{77}
+	return file_pcs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *PartitionSpec) GetStrategy() PartitionStrategy {
@@ -4776,7 +5298,7 @@ type DataNode struct {
 
 func (x *DataNode) Reset() {
 	*x = DataNode{}
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4788,7 +5310,7 @@ func (x *DataNode) String() string {
 func (*DataNode) ProtoMessage() {}
 
 func (x *DataNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4801,7 +5323,7 @@ func (x *DataNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataNode.ProtoReflect.Descriptor instead.
 func (*DataNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{78}
+	return file_pcs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *DataNode) GetId() uint64 {
@@ -4875,7 +5397,7 @@ type Table struct {
 
 func (x *Table) Reset() {
 	*x = Table{}
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4887,7 +5409,7 @@ func (x *Table) String() string {
 func (*Table) ProtoMessage() {}
 
 func (x *Table) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4900,7 +5422,7 @@ func (x *Table) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Table.ProtoReflect.Descriptor instead.
 func (*Table) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{79}
+	return file_pcs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *Table) GetId() uint64 {
@@ -5011,7 +5533,7 @@ type SchemaVersion struct {
 
 func (x *SchemaVersion) Reset() {
 	*x = SchemaVersion{}
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5023,7 +5545,7 @@ func (x *SchemaVersion) String() string {
 func (*SchemaVersion) ProtoMessage() {}
 
 func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5036,7 +5558,7 @@ func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersion.ProtoReflect.Descriptor instead.
 func (*SchemaVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{80}
+	return file_pcs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *SchemaVersion) GetVersion() uint64 {
@@ -5065,7 +5587,7 @@ type ShardEpoch struct {
 
 func (x *ShardEpoch) Reset() {
 	*x = ShardEpoch{}
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5077,7 +5599,7 @@ func (x *ShardEpoch) String() string {
 func (*ShardEpoch) ProtoMessage() {}
 
 func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5090,7 +5612,7 @@ func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardEpoch.ProtoReflect.Descriptor instead.
 func (*ShardEpoch) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{81}
+	return file_pcs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *ShardEpoch) GetConfVer() uint64 {
@@ -5120,14 +5642,17 @@ type Shard struct {
 	Primary  uint64   `protobuf:"varint,7,opt,name=primary,proto3" json:"primary,omitempty"`
 	Replicas []uint64 `protobuf:"varint,8,rep,packed,name=replicas,proto3" json:"replicas,omitempty"`
 	// Leaf partition name.
-	Partition     string `protobuf:"bytes,9,opt,name=partition,proto3" json:"partition,omitempty"`
+	Partition string `protobuf:"bytes,9,opt,name=partition,proto3" json:"partition,omitempty"`
+	// Learners receive the primary's writes (after a snapshot) but are not in the configuration
+	// that acknowledges them; PCS promotes one once it has caught up.
+	Learners      []uint64 `protobuf:"varint,10,rep,packed,name=learners,proto3" json:"learners,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5139,7 +5664,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5152,7 +5677,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{82}
+	return file_pcs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *Shard) GetId() uint64 {
@@ -5218,6 +5743,13 @@ func (x *Shard) GetPartition() string {
 	return ""
 }
 
+func (x *Shard) GetLearners() []uint64 {
+	if x != nil {
+		return x.Learners
+	}
+	return nil
+}
+
 // Command is one entry of the Raft log. `version` is the command format version; a node
 // refuses (deterministically, on every node alike) versions it does not know.
 type Command struct {
@@ -5240,6 +5772,8 @@ type Command struct {
 	//	*Command_CancelAlter
 	//	*Command_SetNodeAdmin
 	//	*Command_ChangePrimary
+	//	*Command_ChangeReplicas
+	//	*Command_SplitShard
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -5247,7 +5781,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5259,7 +5793,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5272,7 +5806,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{83}
+	return file_pcs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *Command) GetVersion() uint32 {
@@ -5424,6 +5958,24 @@ func (x *Command) GetChangePrimary() *CmdChangePrimary {
 	return nil
 }
 
+func (x *Command) GetChangeReplicas() *CmdChangeReplicas {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ChangeReplicas); ok {
+			return x.ChangeReplicas
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSplitShard() *CmdSplitShard {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SplitShard); ok {
+			return x.SplitShard
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -5488,6 +6040,14 @@ type Command_ChangePrimary struct {
 	ChangePrimary *CmdChangePrimary `protobuf:"bytes,16,opt,name=change_primary,json=changePrimary,proto3,oneof"`
 }
 
+type Command_ChangeReplicas struct {
+	ChangeReplicas *CmdChangeReplicas `protobuf:"bytes,17,opt,name=change_replicas,json=changeReplicas,proto3,oneof"`
+}
+
+type Command_SplitShard struct {
+	SplitShard *CmdSplitShard `protobuf:"bytes,18,opt,name=split_shard,json=splitShard,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -5518,6 +6078,179 @@ func (*Command_SetNodeAdmin) isCommand_Op() {}
 
 func (*Command_ChangePrimary) isCommand_Op() {}
 
+func (*Command_ChangeReplicas) isCommand_Op() {}
+
+func (*Command_SplitShard) isCommand_Op() {}
+
+// One configuration change of a shard, refused unless term and conf_ver still match (the
+// decision was made on the current metadata). Exactly one of the node fields is set:
+// add_learner adds a learner; promote_learner makes a caught-up learner a replica; remove_node
+// takes a replica or learner out (never the primary); new_primary hands the primary role to
+// another replica (term + 1). Each bumps conf_ver.
+type CmdChangeReplicas struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ShardId        uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Term           uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	ConfVer        uint64                 `protobuf:"varint,3,opt,name=conf_ver,json=confVer,proto3" json:"conf_ver,omitempty"`
+	AddLearner     uint64                 `protobuf:"varint,4,opt,name=add_learner,json=addLearner,proto3" json:"add_learner,omitempty"`
+	PromoteLearner uint64                 `protobuf:"varint,5,opt,name=promote_learner,json=promoteLearner,proto3" json:"promote_learner,omitempty"`
+	RemoveNode     uint64                 `protobuf:"varint,6,opt,name=remove_node,json=removeNode,proto3" json:"remove_node,omitempty"`
+	NewPrimary     uint64                 `protobuf:"varint,7,opt,name=new_primary,json=newPrimary,proto3" json:"new_primary,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CmdChangeReplicas) Reset() {
+	*x = CmdChangeReplicas{}
+	mi := &file_pcs_proto_msgTypes[93]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CmdChangeReplicas) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CmdChangeReplicas) ProtoMessage() {}
+
+func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[93]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CmdChangeReplicas.ProtoReflect.Descriptor instead.
+func (*CmdChangeReplicas) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{93}
+}
+
+func (x *CmdChangeReplicas) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *CmdChangeReplicas) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *CmdChangeReplicas) GetConfVer() uint64 {
+	if x != nil {
+		return x.ConfVer
+	}
+	return 0
+}
+
+func (x *CmdChangeReplicas) GetAddLearner() uint64 {
+	if x != nil {
+		return x.AddLearner
+	}
+	return 0
+}
+
+func (x *CmdChangeReplicas) GetPromoteLearner() uint64 {
+	if x != nil {
+		return x.PromoteLearner
+	}
+	return 0
+}
+
+func (x *CmdChangeReplicas) GetRemoveNode() uint64 {
+	if x != nil {
+		return x.RemoveNode
+	}
+	return 0
+}
+
+func (x *CmdChangeReplicas) GetNewPrimary() uint64 {
+	if x != nil {
+		return x.NewPrimary
+	}
+	return 0
+}
+
+// A shard's primary split it at split_key (a replicated entry of the shard's own log, so every
+// replica split at the same position): the shard keeps [start, split_key), a new shard with id
+// new_shard_id gets [split_key, end); both have version + 1 and the shard's replicas. Refused
+// unless the shard's version is still `version` and new_shard_id was reserved for it.
+type CmdSplitShard struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	SplitKey      []byte                 `protobuf:"bytes,3,opt,name=split_key,json=splitKey,proto3" json:"split_key,omitempty"`
+	NewShardId    uint64                 `protobuf:"varint,4,opt,name=new_shard_id,json=newShardId,proto3" json:"new_shard_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CmdSplitShard) Reset() {
+	*x = CmdSplitShard{}
+	mi := &file_pcs_proto_msgTypes[94]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CmdSplitShard) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CmdSplitShard) ProtoMessage() {}
+
+func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[94]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CmdSplitShard.ProtoReflect.Descriptor instead.
+func (*CmdSplitShard) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{94}
+}
+
+func (x *CmdSplitShard) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *CmdSplitShard) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *CmdSplitShard) GetSplitKey() []byte {
+	if x != nil {
+		return x.SplitKey
+	}
+	return nil
+}
+
+func (x *CmdSplitShard) GetNewShardId() uint64 {
+	if x != nil {
+		return x.NewShardId
+	}
+	return 0
+}
+
 // Make another replica the shard's primary after its primary's node was lost: the term bumps
 // (fencing the old primary), the lost node leaves the configuration (conf_ver + 1). Refused
 // unless term and conf_ver still match (the decision was made on the current metadata).
@@ -5534,7 +6267,7 @@ type CmdChangePrimary struct {
 
 func (x *CmdChangePrimary) Reset() {
 	*x = CmdChangePrimary{}
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5546,7 +6279,7 @@ func (x *CmdChangePrimary) String() string {
 func (*CmdChangePrimary) ProtoMessage() {}
 
 func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5559,7 +6292,7 @@ func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangePrimary.ProtoReflect.Descriptor instead.
 func (*CmdChangePrimary) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{84}
+	return file_pcs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *CmdChangePrimary) GetShardId() uint64 {
@@ -5610,7 +6343,7 @@ type CmdSetNodeAdmin struct {
 
 func (x *CmdSetNodeAdmin) Reset() {
 	*x = CmdSetNodeAdmin{}
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5622,7 +6355,7 @@ func (x *CmdSetNodeAdmin) String() string {
 func (*CmdSetNodeAdmin) ProtoMessage() {}
 
 func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5635,7 +6368,7 @@ func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetNodeAdmin.ProtoReflect.Descriptor instead.
 func (*CmdSetNodeAdmin) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{85}
+	return file_pcs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *CmdSetNodeAdmin) GetNodeId() uint64 {
@@ -5669,7 +6402,7 @@ type CmdCancelAlter struct {
 
 func (x *CmdCancelAlter) Reset() {
 	*x = CmdCancelAlter{}
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5681,7 +6414,7 @@ func (x *CmdCancelAlter) String() string {
 func (*CmdCancelAlter) ProtoMessage() {}
 
 func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5694,7 +6427,7 @@ func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCancelAlter.ProtoReflect.Descriptor instead.
 func (*CmdCancelAlter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{86}
+	return file_pcs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *CmdCancelAlter) GetTableId() uint64 {
@@ -5716,7 +6449,7 @@ type CmdAlterTable struct {
 
 func (x *CmdAlterTable) Reset() {
 	*x = CmdAlterTable{}
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5728,7 +6461,7 @@ func (x *CmdAlterTable) String() string {
 func (*CmdAlterTable) ProtoMessage() {}
 
 func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5741,7 +6474,7 @@ func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAlterTable.ProtoReflect.Descriptor instead.
 func (*CmdAlterTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{87}
+	return file_pcs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *CmdAlterTable) GetTableId() uint64 {
@@ -5770,7 +6503,7 @@ type CmdAdvanceSchema struct {
 
 func (x *CmdAdvanceSchema) Reset() {
 	*x = CmdAdvanceSchema{}
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5782,7 +6515,7 @@ func (x *CmdAdvanceSchema) String() string {
 func (*CmdAdvanceSchema) ProtoMessage() {}
 
 func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5795,7 +6528,7 @@ func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAdvanceSchema.ProtoReflect.Descriptor instead.
 func (*CmdAdvanceSchema) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{88}
+	return file_pcs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *CmdAdvanceSchema) GetTableId() uint64 {
@@ -5823,7 +6556,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5835,7 +6568,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5848,7 +6581,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{89}
+	return file_pcs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -5870,7 +6603,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5882,7 +6615,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5895,7 +6628,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{90}
+	return file_pcs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -5922,7 +6655,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5934,7 +6667,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5947,7 +6680,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{91}
+	return file_pcs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -5974,7 +6707,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5986,7 +6719,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5999,7 +6732,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{92}
+	return file_pcs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -6020,7 +6753,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6032,7 +6765,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6045,7 +6778,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{93}
+	return file_pcs_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -6079,7 +6812,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6091,7 +6824,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6104,7 +6837,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{94}
+	return file_pcs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -6131,7 +6864,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6143,7 +6876,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6156,7 +6889,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{95}
+	return file_pcs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -6177,7 +6910,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6189,7 +6922,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6202,7 +6935,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{96}
+	return file_pcs_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -6228,7 +6961,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6240,7 +6973,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6253,7 +6986,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{97}
+	return file_pcs_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -6272,7 +7005,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6284,7 +7017,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6297,7 +7030,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{98}
+	return file_pcs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -6329,7 +7062,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6341,7 +7074,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6354,7 +7087,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{99}
+	return file_pcs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -6517,7 +7250,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6529,7 +7262,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6542,7 +7275,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{100}
+	return file_pcs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -6590,7 +7323,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6602,7 +7335,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6615,7 +7348,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{101}
+	return file_pcs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -6642,7 +7375,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6654,7 +7387,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6667,7 +7400,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{102}
+	return file_pcs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -6914,7 +7647,30 @@ const file_pcs_proto_rawDesc = "" +
 	"\x12ScanShardsResponse\x12*\n" +
 	"\x06header\x18\x01 \x01(\v2\x12.pcs.v1.ReadHeaderR\x06header\x12%\n" +
 	"\x06shards\x18\x02 \x03(\v2\r.pcs.v1.ShardR\x06shards\x12\x12\n" +
-	"\x04more\x18\x03 \x01(\bR\x04more\"\xd9\x02\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"K\n" +
+	"\x11SplitShardRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1b\n" +
+	"\tsplit_key\x18\x02 \x01(\fR\bsplitKey\"\\\n" +
+	"\x12SplitShardResponse\x12!\n" +
+	"\x04left\x18\x01 \x01(\v2\r.pcs.v1.ShardR\x04left\x12#\n" +
+	"\x05right\x18\x02 \x01(\v2\r.pcs.v1.ShardR\x05right\"V\n" +
+	"\x0fAskSplitRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12(\n" +
+	"\x05epoch\x18\x02 \x01(\v2\x12.pcs.v1.ShardEpochR\x05epoch\"4\n" +
+	"\x10AskSplitResponse\x12 \n" +
+	"\fnew_shard_id\x18\x01 \x01(\x04R\n" +
+	"newShardId\"c\n" +
+	"\x10MoveShardRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1b\n" +
+	"\tfrom_node\x18\x02 \x01(\x04R\bfromNode\x12\x17\n" +
+	"\ato_node\x18\x03 \x01(\x04R\x06toNode\"8\n" +
+	"\x11MoveShardResponse\x12#\n" +
+	"\x05shard\x18\x01 \x01(\v2\r.pcs.v1.ShardR\x05shard\"L\n" +
+	"\x16TransferPrimaryRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x17\n" +
+	"\ato_node\x18\x02 \x01(\x04R\x06toNode\">\n" +
+	"\x17TransferPrimaryResponse\x12#\n" +
+	"\x05shard\x18\x01 \x01(\v2\r.pcs.v1.ShardR\x05shard\"\xd9\x02\n" +
 	"\tNodeStats\x12\x1f\n" +
 	"\vshard_count\x18\x01 \x01(\x04R\n" +
 	"shardCount\x12\x1d\n" +
@@ -6927,7 +7683,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\x0fschema_versions\x18\a \x03(\v2%.pcs.v1.NodeStats.SchemaVersionsEntryR\x0eschemaVersions\x1aA\n" +
 	"\x13SchemaVersionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xeb\x02\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xcc\x03\n" +
 	"\n" +
 	"ShardStats\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1d\n" +
@@ -6939,7 +7695,13 @@ const file_pcs_proto_rawDesc = "" +
 	"\rwrite_per_sec\x18\x05 \x01(\x01R\vwritePerSec\x12U\n" +
 	"\x11replica_positions\x18\x06 \x03(\v2(.pcs.v1.ShardStats.ReplicaPositionsEntryR\x10replicaPositions\x12\x12\n" +
 	"\x04term\x18\a \x01(\x04R\x04term\x12\x19\n" +
-	"\bconf_ver\x18\b \x01(\x04R\aconfVer\x1aC\n" +
+	"\bconf_ver\x18\b \x01(\x04R\aconfVer\x12\x18\n" +
+	"\aversion\x18\t \x01(\x04R\aversion\x12\x14\n" +
+	"\x05start\x18\n" +
+	" \x01(\fR\x05start\x12\x10\n" +
+	"\x03end\x18\v \x01(\fR\x03end\x12\x1d\n" +
+	"\n" +
+	"split_from\x18\f \x01(\x04R\tsplitFrom\x1aC\n" +
 	"\x15ReplicaPositionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xb9\x01\n" +
@@ -6950,14 +7712,22 @@ const file_pcs_proto_rawDesc = "" +
 	"\vheld_shards\x18\x04 \x03(\x04R\n" +
 	"heldShards\x123\n" +
 	"\vshard_stats\x18\x05 \x03(\v2\x12.pcs.v1.ShardStatsR\n" +
-	"shardStats\"\xd4\x01\n" +
+	"shardStats\"\x92\x02\n" +
 	"\vNodeCommand\x126\n" +
 	"\x0ecreate_replica\x18\x01 \x01(\v2\r.pcs.v1.ShardH\x00R\rcreateReplica\x12#\n" +
 	"\fdrop_replica\x18\x02 \x01(\x04H\x00R\vdropReplica\x12$\n" +
 	"\rset_log_level\x18\x03 \x01(\tH\x00R\vsetLogLevel\x12;\n" +
 	"\vload_schema\x18\x04 \x01(\v2\x18.pcs.v1.SchemaVersionRefH\x00R\n" +
-	"loadSchemaB\x05\n" +
-	"\x03cmd\"g\n" +
+	"loadSchema\x12<\n" +
+	"\vsplit_shard\x18\x05 \x01(\v2\x19.pcs.v1.SplitShardCommandH\x00R\n" +
+	"splitShardB\x05\n" +
+	"\x03cmd\"\x87\x01\n" +
+	"\x11SplitShardCommand\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x1b\n" +
+	"\tsplit_key\x18\x03 \x01(\fR\bsplitKey\x12 \n" +
+	"\fnew_shard_id\x18\x04 \x01(\x04R\n" +
+	"newShardId\"g\n" +
 	"\x10SchemaVersionRef\x12\x19\n" +
 	"\btable_id\x18\x01 \x01(\x04R\atableId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x1e\n" +
@@ -7039,7 +7809,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\n" +
 	"ShardEpoch\x12\x19\n" +
 	"\bconf_ver\x18\x01 \x01(\x04R\aconfVer\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"\xec\x01\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"\x88\x02\n" +
 	"\x05Shard\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x19\n" +
 	"\btable_id\x18\x02 \x01(\x04R\atableId\x12\x14\n" +
@@ -7049,7 +7819,9 @@ const file_pcs_proto_rawDesc = "" +
 	"\x04term\x18\x06 \x01(\x04R\x04term\x12\x18\n" +
 	"\aprimary\x18\a \x01(\x04R\aprimary\x12\x1a\n" +
 	"\breplicas\x18\b \x03(\x04R\breplicas\x12\x1c\n" +
-	"\tpartition\x18\t \x01(\tR\tpartition\"\x98\a\n" +
+	"\tpartition\x18\t \x01(\tR\tpartition\x12\x1a\n" +
+	"\blearners\x18\n" +
+	" \x03(\x04R\blearners\"\x98\b\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\"\n" +
 	"\x03put\x18\x02 \x01(\v2\x0e.pcs.v1.CmdPutH\x00R\x03put\x12+\n" +
@@ -7070,8 +7842,28 @@ const file_pcs_proto_rawDesc = "" +
 	"\x0eadvance_schema\x18\r \x01(\v2\x18.pcs.v1.CmdAdvanceSchemaH\x00R\radvanceSchema\x12;\n" +
 	"\fcancel_alter\x18\x0e \x01(\v2\x16.pcs.v1.CmdCancelAlterH\x00R\vcancelAlter\x12?\n" +
 	"\x0eset_node_admin\x18\x0f \x01(\v2\x17.pcs.v1.CmdSetNodeAdminH\x00R\fsetNodeAdmin\x12A\n" +
-	"\x0echange_primary\x18\x10 \x01(\v2\x18.pcs.v1.CmdChangePrimaryH\x00R\rchangePrimaryB\x04\n" +
-	"\x02op\"\x9e\x01\n" +
+	"\x0echange_primary\x18\x10 \x01(\v2\x18.pcs.v1.CmdChangePrimaryH\x00R\rchangePrimary\x12D\n" +
+	"\x0fchange_replicas\x18\x11 \x01(\v2\x19.pcs.v1.CmdChangeReplicasH\x00R\x0echangeReplicas\x128\n" +
+	"\vsplit_shard\x18\x12 \x01(\v2\x15.pcs.v1.CmdSplitShardH\x00R\n" +
+	"splitShardB\x04\n" +
+	"\x02op\"\xe9\x01\n" +
+	"\x11CmdChangeReplicas\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x19\n" +
+	"\bconf_ver\x18\x03 \x01(\x04R\aconfVer\x12\x1f\n" +
+	"\vadd_learner\x18\x04 \x01(\x04R\n" +
+	"addLearner\x12'\n" +
+	"\x0fpromote_learner\x18\x05 \x01(\x04R\x0epromoteLearner\x12\x1f\n" +
+	"\vremove_node\x18\x06 \x01(\x04R\n" +
+	"removeNode\x12\x1f\n" +
+	"\vnew_primary\x18\a \x01(\x04R\n" +
+	"newPrimary\"\x83\x01\n" +
+	"\rCmdSplitShard\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x1b\n" +
+	"\tsplit_key\x18\x03 \x01(\fR\bsplitKey\x12 \n" +
+	"\fnew_shard_id\x18\x04 \x01(\x04R\n" +
+	"newShardId\"\x9e\x01\n" +
 	"\x10CmdChangePrimary\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x19\n" +
@@ -7165,7 +7957,7 @@ const file_pcs_proto_rawDesc = "" +
 	"TableState\x12\x18\n" +
 	"\x14TABLE_STATE_CREATING\x10\x00\x12\x16\n" +
 	"\x12TABLE_STATE_PUBLIC\x10\x01\x12\x18\n" +
-	"\x14TABLE_STATE_DROPPING\x10\x022\x83\x10\n" +
+	"\x14TABLE_STATE_DROPPING\x10\x022\x9d\x12\n" +
 	"\x03PCS\x127\n" +
 	"\x06Status\x12\x15.pcs.v1.StatusRequest\x1a\x16.pcs.v1.StatusResponse\x12C\n" +
 	"\n" +
@@ -7190,7 +7982,12 @@ const file_pcs_proto_rawDesc = "" +
 	"\n" +
 	"AlterTable\x12\x19.pcs.v1.AlterTableRequest\x1a\x1a.pcs.v1.AlterTableResponse\x12=\n" +
 	"\bListJobs\x12\x17.pcs.v1.ListJobsRequest\x1a\x18.pcs.v1.ListJobsResponse\x12@\n" +
-	"\tCancelJob\x12\x18.pcs.v1.CancelJobRequest\x1a\x19.pcs.v1.CancelJobResponse\x12=\n" +
+	"\tCancelJob\x12\x18.pcs.v1.CancelJobRequest\x1a\x19.pcs.v1.CancelJobResponse\x12C\n" +
+	"\n" +
+	"SplitShard\x12\x19.pcs.v1.SplitShardRequest\x1a\x1a.pcs.v1.SplitShardResponse\x12=\n" +
+	"\bAskSplit\x12\x17.pcs.v1.AskSplitRequest\x1a\x18.pcs.v1.AskSplitResponse\x12@\n" +
+	"\tMoveShard\x12\x18.pcs.v1.MoveShardRequest\x1a\x19.pcs.v1.MoveShardResponse\x12R\n" +
+	"\x0fTransferPrimary\x12\x1e.pcs.v1.TransferPrimaryRequest\x1a\x1f.pcs.v1.TransferPrimaryResponse\x12=\n" +
 	"\bGetTable\x12\x17.pcs.v1.GetTableRequest\x1a\x18.pcs.v1.GetTableResponse\x12C\n" +
 	"\n" +
 	"ListTables\x12\x19.pcs.v1.ListTablesRequest\x1a\x1a.pcs.v1.ListTablesResponse\x12=\n" +
@@ -7216,120 +8013,131 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 107)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 118)
 var file_pcs_proto_goTypes = []any{
-	(NodeState)(0),                 // 0: pcs.v1.NodeState
-	(Consistency)(0),               // 1: pcs.v1.Consistency
-	(EventType)(0),                 // 2: pcs.v1.EventType
-	(PartitionStrategy)(0),         // 3: pcs.v1.PartitionStrategy
-	(TableState)(0),                // 4: pcs.v1.TableState
-	(*ReadHeader)(nil),             // 5: pcs.v1.ReadHeader
-	(*WriteHeader)(nil),            // 6: pcs.v1.WriteHeader
-	(*NotPrimary)(nil),             // 7: pcs.v1.NotPrimary
-	(*StatusRequest)(nil),          // 8: pcs.v1.StatusRequest
-	(*StatusResponse)(nil),         // 9: pcs.v1.StatusResponse
-	(*Member)(nil),                 // 10: pcs.v1.Member
-	(*MemberListRequest)(nil),      // 11: pcs.v1.MemberListRequest
-	(*MemberListResponse)(nil),     // 12: pcs.v1.MemberListResponse
-	(*MemberAddRequest)(nil),       // 13: pcs.v1.MemberAddRequest
-	(*MemberAddResponse)(nil),      // 14: pcs.v1.MemberAddResponse
-	(*MemberRemoveRequest)(nil),    // 15: pcs.v1.MemberRemoveRequest
-	(*MemberRemoveResponse)(nil),   // 16: pcs.v1.MemberRemoveResponse
-	(*MemberTransferRequest)(nil),  // 17: pcs.v1.MemberTransferRequest
-	(*MemberTransferResponse)(nil), // 18: pcs.v1.MemberTransferResponse
-	(*MemberUpdateRequest)(nil),    // 19: pcs.v1.MemberUpdateRequest
-	(*MemberUpdateResponse)(nil),   // 20: pcs.v1.MemberUpdateResponse
-	(*ReadIndexRequest)(nil),       // 21: pcs.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),      // 22: pcs.v1.ReadIndexResponse
-	(*KeyValue)(nil),               // 23: pcs.v1.KeyValue
-	(*PutRequest)(nil),             // 24: pcs.v1.PutRequest
-	(*PutResponse)(nil),            // 25: pcs.v1.PutResponse
-	(*DeleteRequest)(nil),          // 26: pcs.v1.DeleteRequest
-	(*DeleteResponse)(nil),         // 27: pcs.v1.DeleteResponse
-	(*GetRequest)(nil),             // 28: pcs.v1.GetRequest
-	(*GetResponse)(nil),            // 29: pcs.v1.GetResponse
-	(*RangeRequest)(nil),           // 30: pcs.v1.RangeRequest
-	(*RangeResponse)(nil),          // 31: pcs.v1.RangeResponse
-	(*Event)(nil),                  // 32: pcs.v1.Event
-	(*WatchRequest)(nil),           // 33: pcs.v1.WatchRequest
-	(*WatchResponse)(nil),          // 34: pcs.v1.WatchResponse
-	(*TsoRequest)(nil),             // 35: pcs.v1.TsoRequest
-	(*TsoResponse)(nil),            // 36: pcs.v1.TsoResponse
-	(*AllocIDsRequest)(nil),        // 37: pcs.v1.AllocIDsRequest
-	(*AllocIDsResponse)(nil),       // 38: pcs.v1.AllocIDsResponse
-	(*GetLogLevelRequest)(nil),     // 39: pcs.v1.GetLogLevelRequest
-	(*GetLogLevelResponse)(nil),    // 40: pcs.v1.GetLogLevelResponse
-	(*SetLogLevelRequest)(nil),     // 41: pcs.v1.SetLogLevelRequest
-	(*SetLogLevelResponse)(nil),    // 42: pcs.v1.SetLogLevelResponse
-	(*RegisterNodeRequest)(nil),    // 43: pcs.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),   // 44: pcs.v1.RegisterNodeResponse
-	(*SetNodeStateRequest)(nil),    // 45: pcs.v1.SetNodeStateRequest
-	(*SetNodeStateResponse)(nil),   // 46: pcs.v1.SetNodeStateResponse
-	(*ListNodesRequest)(nil),       // 47: pcs.v1.ListNodesRequest
-	(*NodeInfo)(nil),               // 48: pcs.v1.NodeInfo
-	(*ListNodesResponse)(nil),      // 49: pcs.v1.ListNodesResponse
-	(*CreateTableRequest)(nil),     // 50: pcs.v1.CreateTableRequest
-	(*CreateTableResponse)(nil),    // 51: pcs.v1.CreateTableResponse
-	(*AlterTableRequest)(nil),      // 52: pcs.v1.AlterTableRequest
-	(*AlterTableResponse)(nil),     // 53: pcs.v1.AlterTableResponse
-	(*DropTableRequest)(nil),       // 54: pcs.v1.DropTableRequest
-	(*DropTableResponse)(nil),      // 55: pcs.v1.DropTableResponse
-	(*GetTableRequest)(nil),        // 56: pcs.v1.GetTableRequest
-	(*GetTableResponse)(nil),       // 57: pcs.v1.GetTableResponse
-	(*ListTablesRequest)(nil),      // 58: pcs.v1.ListTablesRequest
-	(*ListTablesResponse)(nil),     // 59: pcs.v1.ListTablesResponse
-	(*GetShardRequest)(nil),        // 60: pcs.v1.GetShardRequest
-	(*GetShardResponse)(nil),       // 61: pcs.v1.GetShardResponse
-	(*BatchGetShardsRequest)(nil),  // 62: pcs.v1.BatchGetShardsRequest
-	(*BatchGetShardsResponse)(nil), // 63: pcs.v1.BatchGetShardsResponse
-	(*GetShardByIDRequest)(nil),    // 64: pcs.v1.GetShardByIDRequest
-	(*ScanShardsRequest)(nil),      // 65: pcs.v1.ScanShardsRequest
-	(*ScanShardsResponse)(nil),     // 66: pcs.v1.ScanShardsResponse
-	(*NodeStats)(nil),              // 67: pcs.v1.NodeStats
-	(*ShardStats)(nil),             // 68: pcs.v1.ShardStats
-	(*NodeHeartbeat)(nil),          // 69: pcs.v1.NodeHeartbeat
-	(*NodeCommand)(nil),            // 70: pcs.v1.NodeCommand
-	(*SchemaVersionRef)(nil),       // 71: pcs.v1.SchemaVersionRef
-	(*HeartbeatResponse)(nil),      // 72: pcs.v1.HeartbeatResponse
-	(*Job)(nil),                    // 73: pcs.v1.Job
-	(*ListJobsRequest)(nil),        // 74: pcs.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),       // 75: pcs.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),       // 76: pcs.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),      // 77: pcs.v1.CancelJobResponse
-	(*ColumnDef)(nil),              // 78: pcs.v1.ColumnDef
-	(*RangePartition)(nil),         // 79: pcs.v1.RangePartition
-	(*ValueTuple)(nil),             // 80: pcs.v1.ValueTuple
-	(*ListPartition)(nil),          // 81: pcs.v1.ListPartition
-	(*PartitionSpec)(nil),          // 82: pcs.v1.PartitionSpec
-	(*DataNode)(nil),               // 83: pcs.v1.DataNode
-	(*Table)(nil),                  // 84: pcs.v1.Table
-	(*SchemaVersion)(nil),          // 85: pcs.v1.SchemaVersion
-	(*ShardEpoch)(nil),             // 86: pcs.v1.ShardEpoch
-	(*Shard)(nil),                  // 87: pcs.v1.Shard
-	(*Command)(nil),                // 88: pcs.v1.Command
-	(*CmdChangePrimary)(nil),       // 89: pcs.v1.CmdChangePrimary
-	(*CmdSetNodeAdmin)(nil),        // 90: pcs.v1.CmdSetNodeAdmin
-	(*CmdCancelAlter)(nil),         // 91: pcs.v1.CmdCancelAlter
-	(*CmdAlterTable)(nil),          // 92: pcs.v1.CmdAlterTable
-	(*CmdAdvanceSchema)(nil),       // 93: pcs.v1.CmdAdvanceSchema
-	(*CmdRegisterNode)(nil),        // 94: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),         // 95: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),       // 96: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),         // 97: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                 // 98: pcs.v1.CmdPut
-	(*CmdDelete)(nil),              // 99: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),           // 100: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),            // 101: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),           // 102: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),        // 103: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),         // 104: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),         // 105: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),              // 106: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),        // 107: pcs.v1.SnapshotTrailer
-	nil,                            // 108: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                            // 109: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                            // 110: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                            // 111: pcs.v1.DataNode.LabelsEntry
+	(NodeState)(0),                  // 0: pcs.v1.NodeState
+	(Consistency)(0),                // 1: pcs.v1.Consistency
+	(EventType)(0),                  // 2: pcs.v1.EventType
+	(PartitionStrategy)(0),          // 3: pcs.v1.PartitionStrategy
+	(TableState)(0),                 // 4: pcs.v1.TableState
+	(*ReadHeader)(nil),              // 5: pcs.v1.ReadHeader
+	(*WriteHeader)(nil),             // 6: pcs.v1.WriteHeader
+	(*NotPrimary)(nil),              // 7: pcs.v1.NotPrimary
+	(*StatusRequest)(nil),           // 8: pcs.v1.StatusRequest
+	(*StatusResponse)(nil),          // 9: pcs.v1.StatusResponse
+	(*Member)(nil),                  // 10: pcs.v1.Member
+	(*MemberListRequest)(nil),       // 11: pcs.v1.MemberListRequest
+	(*MemberListResponse)(nil),      // 12: pcs.v1.MemberListResponse
+	(*MemberAddRequest)(nil),        // 13: pcs.v1.MemberAddRequest
+	(*MemberAddResponse)(nil),       // 14: pcs.v1.MemberAddResponse
+	(*MemberRemoveRequest)(nil),     // 15: pcs.v1.MemberRemoveRequest
+	(*MemberRemoveResponse)(nil),    // 16: pcs.v1.MemberRemoveResponse
+	(*MemberTransferRequest)(nil),   // 17: pcs.v1.MemberTransferRequest
+	(*MemberTransferResponse)(nil),  // 18: pcs.v1.MemberTransferResponse
+	(*MemberUpdateRequest)(nil),     // 19: pcs.v1.MemberUpdateRequest
+	(*MemberUpdateResponse)(nil),    // 20: pcs.v1.MemberUpdateResponse
+	(*ReadIndexRequest)(nil),        // 21: pcs.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),       // 22: pcs.v1.ReadIndexResponse
+	(*KeyValue)(nil),                // 23: pcs.v1.KeyValue
+	(*PutRequest)(nil),              // 24: pcs.v1.PutRequest
+	(*PutResponse)(nil),             // 25: pcs.v1.PutResponse
+	(*DeleteRequest)(nil),           // 26: pcs.v1.DeleteRequest
+	(*DeleteResponse)(nil),          // 27: pcs.v1.DeleteResponse
+	(*GetRequest)(nil),              // 28: pcs.v1.GetRequest
+	(*GetResponse)(nil),             // 29: pcs.v1.GetResponse
+	(*RangeRequest)(nil),            // 30: pcs.v1.RangeRequest
+	(*RangeResponse)(nil),           // 31: pcs.v1.RangeResponse
+	(*Event)(nil),                   // 32: pcs.v1.Event
+	(*WatchRequest)(nil),            // 33: pcs.v1.WatchRequest
+	(*WatchResponse)(nil),           // 34: pcs.v1.WatchResponse
+	(*TsoRequest)(nil),              // 35: pcs.v1.TsoRequest
+	(*TsoResponse)(nil),             // 36: pcs.v1.TsoResponse
+	(*AllocIDsRequest)(nil),         // 37: pcs.v1.AllocIDsRequest
+	(*AllocIDsResponse)(nil),        // 38: pcs.v1.AllocIDsResponse
+	(*GetLogLevelRequest)(nil),      // 39: pcs.v1.GetLogLevelRequest
+	(*GetLogLevelResponse)(nil),     // 40: pcs.v1.GetLogLevelResponse
+	(*SetLogLevelRequest)(nil),      // 41: pcs.v1.SetLogLevelRequest
+	(*SetLogLevelResponse)(nil),     // 42: pcs.v1.SetLogLevelResponse
+	(*RegisterNodeRequest)(nil),     // 43: pcs.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),    // 44: pcs.v1.RegisterNodeResponse
+	(*SetNodeStateRequest)(nil),     // 45: pcs.v1.SetNodeStateRequest
+	(*SetNodeStateResponse)(nil),    // 46: pcs.v1.SetNodeStateResponse
+	(*ListNodesRequest)(nil),        // 47: pcs.v1.ListNodesRequest
+	(*NodeInfo)(nil),                // 48: pcs.v1.NodeInfo
+	(*ListNodesResponse)(nil),       // 49: pcs.v1.ListNodesResponse
+	(*CreateTableRequest)(nil),      // 50: pcs.v1.CreateTableRequest
+	(*CreateTableResponse)(nil),     // 51: pcs.v1.CreateTableResponse
+	(*AlterTableRequest)(nil),       // 52: pcs.v1.AlterTableRequest
+	(*AlterTableResponse)(nil),      // 53: pcs.v1.AlterTableResponse
+	(*DropTableRequest)(nil),        // 54: pcs.v1.DropTableRequest
+	(*DropTableResponse)(nil),       // 55: pcs.v1.DropTableResponse
+	(*GetTableRequest)(nil),         // 56: pcs.v1.GetTableRequest
+	(*GetTableResponse)(nil),        // 57: pcs.v1.GetTableResponse
+	(*ListTablesRequest)(nil),       // 58: pcs.v1.ListTablesRequest
+	(*ListTablesResponse)(nil),      // 59: pcs.v1.ListTablesResponse
+	(*GetShardRequest)(nil),         // 60: pcs.v1.GetShardRequest
+	(*GetShardResponse)(nil),        // 61: pcs.v1.GetShardResponse
+	(*BatchGetShardsRequest)(nil),   // 62: pcs.v1.BatchGetShardsRequest
+	(*BatchGetShardsResponse)(nil),  // 63: pcs.v1.BatchGetShardsResponse
+	(*GetShardByIDRequest)(nil),     // 64: pcs.v1.GetShardByIDRequest
+	(*ScanShardsRequest)(nil),       // 65: pcs.v1.ScanShardsRequest
+	(*ScanShardsResponse)(nil),      // 66: pcs.v1.ScanShardsResponse
+	(*SplitShardRequest)(nil),       // 67: pcs.v1.SplitShardRequest
+	(*SplitShardResponse)(nil),      // 68: pcs.v1.SplitShardResponse
+	(*AskSplitRequest)(nil),         // 69: pcs.v1.AskSplitRequest
+	(*AskSplitResponse)(nil),        // 70: pcs.v1.AskSplitResponse
+	(*MoveShardRequest)(nil),        // 71: pcs.v1.MoveShardRequest
+	(*MoveShardResponse)(nil),       // 72: pcs.v1.MoveShardResponse
+	(*TransferPrimaryRequest)(nil),  // 73: pcs.v1.TransferPrimaryRequest
+	(*TransferPrimaryResponse)(nil), // 74: pcs.v1.TransferPrimaryResponse
+	(*NodeStats)(nil),               // 75: pcs.v1.NodeStats
+	(*ShardStats)(nil),              // 76: pcs.v1.ShardStats
+	(*NodeHeartbeat)(nil),           // 77: pcs.v1.NodeHeartbeat
+	(*NodeCommand)(nil),             // 78: pcs.v1.NodeCommand
+	(*SplitShardCommand)(nil),       // 79: pcs.v1.SplitShardCommand
+	(*SchemaVersionRef)(nil),        // 80: pcs.v1.SchemaVersionRef
+	(*HeartbeatResponse)(nil),       // 81: pcs.v1.HeartbeatResponse
+	(*Job)(nil),                     // 82: pcs.v1.Job
+	(*ListJobsRequest)(nil),         // 83: pcs.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),        // 84: pcs.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),        // 85: pcs.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),       // 86: pcs.v1.CancelJobResponse
+	(*ColumnDef)(nil),               // 87: pcs.v1.ColumnDef
+	(*RangePartition)(nil),          // 88: pcs.v1.RangePartition
+	(*ValueTuple)(nil),              // 89: pcs.v1.ValueTuple
+	(*ListPartition)(nil),           // 90: pcs.v1.ListPartition
+	(*PartitionSpec)(nil),           // 91: pcs.v1.PartitionSpec
+	(*DataNode)(nil),                // 92: pcs.v1.DataNode
+	(*Table)(nil),                   // 93: pcs.v1.Table
+	(*SchemaVersion)(nil),           // 94: pcs.v1.SchemaVersion
+	(*ShardEpoch)(nil),              // 95: pcs.v1.ShardEpoch
+	(*Shard)(nil),                   // 96: pcs.v1.Shard
+	(*Command)(nil),                 // 97: pcs.v1.Command
+	(*CmdChangeReplicas)(nil),       // 98: pcs.v1.CmdChangeReplicas
+	(*CmdSplitShard)(nil),           // 99: pcs.v1.CmdSplitShard
+	(*CmdChangePrimary)(nil),        // 100: pcs.v1.CmdChangePrimary
+	(*CmdSetNodeAdmin)(nil),         // 101: pcs.v1.CmdSetNodeAdmin
+	(*CmdCancelAlter)(nil),          // 102: pcs.v1.CmdCancelAlter
+	(*CmdAlterTable)(nil),           // 103: pcs.v1.CmdAlterTable
+	(*CmdAdvanceSchema)(nil),        // 104: pcs.v1.CmdAdvanceSchema
+	(*CmdRegisterNode)(nil),         // 105: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),          // 106: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),        // 107: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),          // 108: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                  // 109: pcs.v1.CmdPut
+	(*CmdDelete)(nil),               // 110: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),            // 111: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),             // 112: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),            // 113: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),         // 114: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),          // 115: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),          // 116: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),               // 117: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),         // 118: pcs.v1.SnapshotTrailer
+	nil,                             // 119: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                             // 120: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                             // 121: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                             // 122: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -7351,146 +8159,162 @@ var file_pcs_proto_depIdxs = []int32{
 	2,   // 16: pcs.v1.Event.type:type_name -> pcs.v1.EventType
 	23,  // 17: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
 	32,  // 18: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	108, // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	119, // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
 	1,   // 20: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
-	83,  // 21: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
+	92,  // 21: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
 	5,   // 22: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
 	48,  // 23: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
-	84,  // 24: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
-	84,  // 25: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
-	84,  // 26: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
+	93,  // 24: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
+	93,  // 25: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
+	93,  // 26: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
 	1,   // 27: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 28: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
-	84,  // 29: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
-	85,  // 30: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
+	93,  // 29: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
+	94,  // 30: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
 	1,   // 31: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 32: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
-	84,  // 33: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
+	93,  // 33: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
 	1,   // 34: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 35: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
-	87,  // 36: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
+	96,  // 36: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
 	1,   // 37: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 38: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	87,  // 39: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
+	96,  // 39: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
 	1,   // 40: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
 	1,   // 41: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 42: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	87,  // 43: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
-	109, // 44: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	110, // 45: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
-	67,  // 46: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
-	68,  // 47: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
-	87,  // 48: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
-	71,  // 49: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
-	70,  // 50: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
-	73,  // 51: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
-	80,  // 52: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
-	3,   // 53: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	79,  // 54: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	81,  // 55: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	82,  // 56: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	111, // 57: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	78,  // 58: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	82,  // 59: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
-	4,   // 60: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	85,  // 61: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
-	86,  // 62: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	98,  // 63: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	99,  // 64: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	100, // 65: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	101, // 66: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	102, // 67: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	103, // 68: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	94,  // 69: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	95,  // 70: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	96,  // 71: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	97,  // 72: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	92,  // 73: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	93,  // 74: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	91,  // 75: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
-	90,  // 76: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
-	89,  // 77: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
-	83,  // 78: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	84,  // 79: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	87,  // 80: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,   // 81: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10,  // 82: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	105, // 83: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	23,  // 84: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	32,  // 85: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10,  // 86: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	106, // 87: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	107, // 88: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	83,  // 89: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	84,  // 90: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	87,  // 91: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	8,   // 92: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11,  // 93: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13,  // 94: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15,  // 95: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	17,  // 96: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	19,  // 97: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	21,  // 98: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	24,  // 99: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	26,  // 100: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	28,  // 101: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	30,  // 102: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	33,  // 103: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	35,  // 104: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	37,  // 105: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	43,  // 106: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	47,  // 107: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	45,  // 108: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
-	50,  // 109: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	54,  // 110: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	52,  // 111: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	74,  // 112: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
-	76,  // 113: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
-	56,  // 114: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	58,  // 115: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	60,  // 116: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	62,  // 117: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	64,  // 118: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	65,  // 119: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	69,  // 120: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	39,  // 121: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	41,  // 122: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 123: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 124: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 125: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	16,  // 126: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	18,  // 127: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	20,  // 128: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	22,  // 129: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	25,  // 130: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	27,  // 131: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	29,  // 132: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	31,  // 133: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	34,  // 134: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	36,  // 135: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	38,  // 136: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	44,  // 137: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	49,  // 138: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	46,  // 139: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
-	51,  // 140: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	55,  // 141: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	53,  // 142: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	75,  // 143: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
-	77,  // 144: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
-	57,  // 145: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	59,  // 146: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	61,  // 147: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	63,  // 148: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	61,  // 149: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	66,  // 150: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	72,  // 151: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	40,  // 152: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	42,  // 153: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	123, // [123:154] is the sub-list for method output_type
-	92,  // [92:123] is the sub-list for method input_type
-	92,  // [92:92] is the sub-list for extension type_name
-	92,  // [92:92] is the sub-list for extension extendee
-	0,   // [0:92] is the sub-list for field type_name
+	96,  // 43: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
+	96,  // 44: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
+	96,  // 45: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
+	95,  // 46: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
+	96,  // 47: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
+	96,  // 48: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
+	120, // 49: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	121, // 50: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	75,  // 51: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
+	76,  // 52: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
+	96,  // 53: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
+	80,  // 54: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
+	79,  // 55: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
+	78,  // 56: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
+	82,  // 57: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
+	89,  // 58: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	3,   // 59: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
+	88,  // 60: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	90,  // 61: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	91,  // 62: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	122, // 63: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	87,  // 64: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	91,  // 65: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	4,   // 66: pcs.v1.Table.state:type_name -> pcs.v1.TableState
+	94,  // 67: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
+	95,  // 68: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	109, // 69: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	110, // 70: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	111, // 71: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	112, // 72: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	113, // 73: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	114, // 74: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	105, // 75: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	106, // 76: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	107, // 77: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	108, // 78: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	103, // 79: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	104, // 80: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	102, // 81: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	101, // 82: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
+	100, // 83: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
+	98,  // 84: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
+	99,  // 85: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
+	92,  // 86: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	93,  // 87: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	96,  // 88: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,   // 89: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10,  // 90: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	116, // 91: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	23,  // 92: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	32,  // 93: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10,  // 94: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	117, // 95: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	118, // 96: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	92,  // 97: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	93,  // 98: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	96,  // 99: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	8,   // 100: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 101: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 102: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 103: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	17,  // 104: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	19,  // 105: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	21,  // 106: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	24,  // 107: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	26,  // 108: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	28,  // 109: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	30,  // 110: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	33,  // 111: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	35,  // 112: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	37,  // 113: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	43,  // 114: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	47,  // 115: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	45,  // 116: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
+	50,  // 117: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	54,  // 118: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	52,  // 119: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
+	83,  // 120: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	85,  // 121: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	67,  // 122: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
+	69,  // 123: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
+	71,  // 124: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
+	73,  // 125: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
+	56,  // 126: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	58,  // 127: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	60,  // 128: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	62,  // 129: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	64,  // 130: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	65,  // 131: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	77,  // 132: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	39,  // 133: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	41,  // 134: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 135: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 136: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 137: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	16,  // 138: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	18,  // 139: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	20,  // 140: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	22,  // 141: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	25,  // 142: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	27,  // 143: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	29,  // 144: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	31,  // 145: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	34,  // 146: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	36,  // 147: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	38,  // 148: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	44,  // 149: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	49,  // 150: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	46,  // 151: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
+	51,  // 152: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	55,  // 153: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	53,  // 154: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	84,  // 155: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	86,  // 156: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	68,  // 157: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
+	70,  // 158: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
+	72,  // 159: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
+	74,  // 160: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
+	57,  // 161: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	59,  // 162: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	61,  // 163: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	63,  // 164: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	61,  // 165: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	66,  // 166: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	81,  // 167: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	40,  // 168: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	42,  // 169: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	135, // [135:170] is the sub-list for method output_type
+	100, // [100:135] is the sub-list for method input_type
+	100, // [100:100] is the sub-list for extension type_name
+	100, // [100:100] is the sub-list for extension extendee
+	0,   // [0:100] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -7500,13 +8324,14 @@ func file_pcs_proto_init() {
 	}
 	file_pcs_proto_msgTypes[19].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[21].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[65].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[73].OneofWrappers = []any{
 		(*NodeCommand_CreateReplica)(nil),
 		(*NodeCommand_DropReplica)(nil),
 		(*NodeCommand_SetLogLevel)(nil),
 		(*NodeCommand_LoadSchema)(nil),
+		(*NodeCommand_SplitShard)(nil),
 	}
-	file_pcs_proto_msgTypes[83].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[92].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_TsoWindow)(nil),
@@ -7522,10 +8347,12 @@ func file_pcs_proto_init() {
 		(*Command_CancelAlter)(nil),
 		(*Command_SetNodeAdmin)(nil),
 		(*Command_ChangePrimary)(nil),
+		(*Command_ChangeReplicas)(nil),
+		(*Command_SplitShard)(nil),
 	}
-	file_pcs_proto_msgTypes[93].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[94].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[99].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[104].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[105].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[110].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -7542,7 +8369,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   107,
+			NumMessages:   118,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

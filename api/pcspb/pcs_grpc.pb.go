@@ -23,37 +23,41 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PCS_Status_FullMethodName         = "/pcs.v1.PCS/Status"
-	PCS_MemberList_FullMethodName     = "/pcs.v1.PCS/MemberList"
-	PCS_MemberAdd_FullMethodName      = "/pcs.v1.PCS/MemberAdd"
-	PCS_MemberRemove_FullMethodName   = "/pcs.v1.PCS/MemberRemove"
-	PCS_MemberTransfer_FullMethodName = "/pcs.v1.PCS/MemberTransfer"
-	PCS_MemberUpdate_FullMethodName   = "/pcs.v1.PCS/MemberUpdate"
-	PCS_ReadIndex_FullMethodName      = "/pcs.v1.PCS/ReadIndex"
-	PCS_Put_FullMethodName            = "/pcs.v1.PCS/Put"
-	PCS_Delete_FullMethodName         = "/pcs.v1.PCS/Delete"
-	PCS_Get_FullMethodName            = "/pcs.v1.PCS/Get"
-	PCS_Range_FullMethodName          = "/pcs.v1.PCS/Range"
-	PCS_Watch_FullMethodName          = "/pcs.v1.PCS/Watch"
-	PCS_Tso_FullMethodName            = "/pcs.v1.PCS/Tso"
-	PCS_AllocIDs_FullMethodName       = "/pcs.v1.PCS/AllocIDs"
-	PCS_RegisterNode_FullMethodName   = "/pcs.v1.PCS/RegisterNode"
-	PCS_ListNodes_FullMethodName      = "/pcs.v1.PCS/ListNodes"
-	PCS_SetNodeState_FullMethodName   = "/pcs.v1.PCS/SetNodeState"
-	PCS_CreateTable_FullMethodName    = "/pcs.v1.PCS/CreateTable"
-	PCS_DropTable_FullMethodName      = "/pcs.v1.PCS/DropTable"
-	PCS_AlterTable_FullMethodName     = "/pcs.v1.PCS/AlterTable"
-	PCS_ListJobs_FullMethodName       = "/pcs.v1.PCS/ListJobs"
-	PCS_CancelJob_FullMethodName      = "/pcs.v1.PCS/CancelJob"
-	PCS_GetTable_FullMethodName       = "/pcs.v1.PCS/GetTable"
-	PCS_ListTables_FullMethodName     = "/pcs.v1.PCS/ListTables"
-	PCS_GetShard_FullMethodName       = "/pcs.v1.PCS/GetShard"
-	PCS_BatchGetShards_FullMethodName = "/pcs.v1.PCS/BatchGetShards"
-	PCS_GetShardByID_FullMethodName   = "/pcs.v1.PCS/GetShardByID"
-	PCS_ScanShards_FullMethodName     = "/pcs.v1.PCS/ScanShards"
-	PCS_Heartbeat_FullMethodName      = "/pcs.v1.PCS/Heartbeat"
-	PCS_GetLogLevel_FullMethodName    = "/pcs.v1.PCS/GetLogLevel"
-	PCS_SetLogLevel_FullMethodName    = "/pcs.v1.PCS/SetLogLevel"
+	PCS_Status_FullMethodName          = "/pcs.v1.PCS/Status"
+	PCS_MemberList_FullMethodName      = "/pcs.v1.PCS/MemberList"
+	PCS_MemberAdd_FullMethodName       = "/pcs.v1.PCS/MemberAdd"
+	PCS_MemberRemove_FullMethodName    = "/pcs.v1.PCS/MemberRemove"
+	PCS_MemberTransfer_FullMethodName  = "/pcs.v1.PCS/MemberTransfer"
+	PCS_MemberUpdate_FullMethodName    = "/pcs.v1.PCS/MemberUpdate"
+	PCS_ReadIndex_FullMethodName       = "/pcs.v1.PCS/ReadIndex"
+	PCS_Put_FullMethodName             = "/pcs.v1.PCS/Put"
+	PCS_Delete_FullMethodName          = "/pcs.v1.PCS/Delete"
+	PCS_Get_FullMethodName             = "/pcs.v1.PCS/Get"
+	PCS_Range_FullMethodName           = "/pcs.v1.PCS/Range"
+	PCS_Watch_FullMethodName           = "/pcs.v1.PCS/Watch"
+	PCS_Tso_FullMethodName             = "/pcs.v1.PCS/Tso"
+	PCS_AllocIDs_FullMethodName        = "/pcs.v1.PCS/AllocIDs"
+	PCS_RegisterNode_FullMethodName    = "/pcs.v1.PCS/RegisterNode"
+	PCS_ListNodes_FullMethodName       = "/pcs.v1.PCS/ListNodes"
+	PCS_SetNodeState_FullMethodName    = "/pcs.v1.PCS/SetNodeState"
+	PCS_CreateTable_FullMethodName     = "/pcs.v1.PCS/CreateTable"
+	PCS_DropTable_FullMethodName       = "/pcs.v1.PCS/DropTable"
+	PCS_AlterTable_FullMethodName      = "/pcs.v1.PCS/AlterTable"
+	PCS_ListJobs_FullMethodName        = "/pcs.v1.PCS/ListJobs"
+	PCS_CancelJob_FullMethodName       = "/pcs.v1.PCS/CancelJob"
+	PCS_SplitShard_FullMethodName      = "/pcs.v1.PCS/SplitShard"
+	PCS_AskSplit_FullMethodName        = "/pcs.v1.PCS/AskSplit"
+	PCS_MoveShard_FullMethodName       = "/pcs.v1.PCS/MoveShard"
+	PCS_TransferPrimary_FullMethodName = "/pcs.v1.PCS/TransferPrimary"
+	PCS_GetTable_FullMethodName        = "/pcs.v1.PCS/GetTable"
+	PCS_ListTables_FullMethodName      = "/pcs.v1.PCS/ListTables"
+	PCS_GetShard_FullMethodName        = "/pcs.v1.PCS/GetShard"
+	PCS_BatchGetShards_FullMethodName  = "/pcs.v1.PCS/BatchGetShards"
+	PCS_GetShardByID_FullMethodName    = "/pcs.v1.PCS/GetShardByID"
+	PCS_ScanShards_FullMethodName      = "/pcs.v1.PCS/ScanShards"
+	PCS_Heartbeat_FullMethodName       = "/pcs.v1.PCS/Heartbeat"
+	PCS_GetLogLevel_FullMethodName     = "/pcs.v1.PCS/GetLogLevel"
+	PCS_SetLogLevel_FullMethodName     = "/pcs.v1.PCS/SetLogLevel"
 )
 
 // PCSClient is the client API for PCS service.
@@ -84,6 +88,12 @@ type PCSClient interface {
 	AlterTable(ctx context.Context, in *AlterTableRequest, opts ...grpc.CallOption) (*AlterTableResponse, error)
 	ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error)
 	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error)
+	// Shard operations: split (PCS-initiated; a node asks with AskSplit), move a replica, and
+	// hand the primary role to another replica. Each returns once the catalog shows the result.
+	SplitShard(ctx context.Context, in *SplitShardRequest, opts ...grpc.CallOption) (*SplitShardResponse, error)
+	AskSplit(ctx context.Context, in *AskSplitRequest, opts ...grpc.CallOption) (*AskSplitResponse, error)
+	MoveShard(ctx context.Context, in *MoveShardRequest, opts ...grpc.CallOption) (*MoveShardResponse, error)
+	TransferPrimary(ctx context.Context, in *TransferPrimaryRequest, opts ...grpc.CallOption) (*TransferPrimaryResponse, error)
 	GetTable(ctx context.Context, in *GetTableRequest, opts ...grpc.CallOption) (*GetTableResponse, error)
 	ListTables(ctx context.Context, in *ListTablesRequest, opts ...grpc.CallOption) (*ListTablesResponse, error)
 	GetShard(ctx context.Context, in *GetShardRequest, opts ...grpc.CallOption) (*GetShardResponse, error)
@@ -337,6 +347,46 @@ func (c *pCSClient) CancelJob(ctx context.Context, in *CancelJobRequest, opts ..
 	return out, nil
 }
 
+func (c *pCSClient) SplitShard(ctx context.Context, in *SplitShardRequest, opts ...grpc.CallOption) (*SplitShardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SplitShardResponse)
+	err := c.cc.Invoke(ctx, PCS_SplitShard_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pCSClient) AskSplit(ctx context.Context, in *AskSplitRequest, opts ...grpc.CallOption) (*AskSplitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AskSplitResponse)
+	err := c.cc.Invoke(ctx, PCS_AskSplit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pCSClient) MoveShard(ctx context.Context, in *MoveShardRequest, opts ...grpc.CallOption) (*MoveShardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MoveShardResponse)
+	err := c.cc.Invoke(ctx, PCS_MoveShard_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pCSClient) TransferPrimary(ctx context.Context, in *TransferPrimaryRequest, opts ...grpc.CallOption) (*TransferPrimaryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TransferPrimaryResponse)
+	err := c.cc.Invoke(ctx, PCS_TransferPrimary_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *pCSClient) GetTable(ctx context.Context, in *GetTableRequest, opts ...grpc.CallOption) (*GetTableResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetTableResponse)
@@ -458,6 +508,12 @@ type PCSServer interface {
 	AlterTable(context.Context, *AlterTableRequest) (*AlterTableResponse, error)
 	ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error)
 	CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error)
+	// Shard operations: split (PCS-initiated; a node asks with AskSplit), move a replica, and
+	// hand the primary role to another replica. Each returns once the catalog shows the result.
+	SplitShard(context.Context, *SplitShardRequest) (*SplitShardResponse, error)
+	AskSplit(context.Context, *AskSplitRequest) (*AskSplitResponse, error)
+	MoveShard(context.Context, *MoveShardRequest) (*MoveShardResponse, error)
+	TransferPrimary(context.Context, *TransferPrimaryRequest) (*TransferPrimaryResponse, error)
 	GetTable(context.Context, *GetTableRequest) (*GetTableResponse, error)
 	ListTables(context.Context, *ListTablesRequest) (*ListTablesResponse, error)
 	GetShard(context.Context, *GetShardRequest) (*GetShardResponse, error)
@@ -544,6 +600,18 @@ func (UnimplementedPCSServer) ListJobs(context.Context, *ListJobsRequest) (*List
 }
 func (UnimplementedPCSServer) CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelJob not implemented")
+}
+func (UnimplementedPCSServer) SplitShard(context.Context, *SplitShardRequest) (*SplitShardResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SplitShard not implemented")
+}
+func (UnimplementedPCSServer) AskSplit(context.Context, *AskSplitRequest) (*AskSplitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AskSplit not implemented")
+}
+func (UnimplementedPCSServer) MoveShard(context.Context, *MoveShardRequest) (*MoveShardResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MoveShard not implemented")
+}
+func (UnimplementedPCSServer) TransferPrimary(context.Context, *TransferPrimaryRequest) (*TransferPrimaryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TransferPrimary not implemented")
 }
 func (UnimplementedPCSServer) GetTable(context.Context, *GetTableRequest) (*GetTableResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTable not implemented")
@@ -971,6 +1039,78 @@ func _PCS_CancelJob_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PCS_SplitShard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SplitShardRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).SplitShard(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_SplitShard_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).SplitShard(ctx, req.(*SplitShardRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PCS_AskSplit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AskSplitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).AskSplit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_AskSplit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).AskSplit(ctx, req.(*AskSplitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PCS_MoveShard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MoveShardRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).MoveShard(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_MoveShard_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).MoveShard(ctx, req.(*MoveShardRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PCS_TransferPrimary_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TransferPrimaryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).TransferPrimary(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_TransferPrimary_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).TransferPrimary(ctx, req.(*TransferPrimaryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PCS_GetTable_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetTableRequest)
 	if err := dec(in); err != nil {
@@ -1208,6 +1348,22 @@ var PCS_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelJob",
 			Handler:    _PCS_CancelJob_Handler,
+		},
+		{
+			MethodName: "SplitShard",
+			Handler:    _PCS_SplitShard_Handler,
+		},
+		{
+			MethodName: "AskSplit",
+			Handler:    _PCS_AskSplit_Handler,
+		},
+		{
+			MethodName: "MoveShard",
+			Handler:    _PCS_MoveShard_Handler,
+		},
+		{
+			MethodName: "TransferPrimary",
+			Handler:    _PCS_TransferPrimary_Handler,
 		},
 		{
 			MethodName: "GetTable",

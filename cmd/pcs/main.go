@@ -42,6 +42,7 @@ type fileConfig struct {
 	NodeDown           time.Duration
 	NodeWarmup         time.Duration
 	NodeLease          time.Duration
+	NodeLeaseMargin    time.Duration
 }
 
 func main() {
@@ -60,7 +61,7 @@ func defaults() fileConfig {
 		LeaderLeaseTimeout: d.Raft.LeaderLeaseTimeout, CommitTimeout: d.Raft.CommitTimeout,
 		SnapshotThreshold: d.Raft.SnapshotThreshold, SnapshotInterval: d.Raft.SnapshotInterval,
 		TrailingLogs: d.Raft.TrailingLogs, TSOWindow: d.TSOWindow,
-		NodeDisconnect: d.Nodes.DisconnectAfter, NodeDown: d.Nodes.DownAfter, NodeWarmup: d.Nodes.Warmup, NodeLease: d.NodeLease,
+		NodeDisconnect: d.Nodes.DisconnectAfter, NodeDown: d.Nodes.DownAfter, NodeWarmup: d.Nodes.Warmup, NodeLease: d.NodeLease, NodeLeaseMargin: d.NodeLeaseMargin,
 	}
 }
 
@@ -117,6 +118,7 @@ A fourth node joins a running group with --join 127.0.0.1:3379.`,
 	f.DurationVar(&fc.NodeDown, "node-down-after", fc.NodeDown, "a data node silent this long is down")
 	f.DurationVar(&fc.NodeWarmup, "node-warmup", fc.NodeWarmup, "after a primary change, declare no data node down and plan nothing for this long")
 	f.DurationVar(&fc.NodeLease, "node-lease", fc.NodeLease, "lease a heartbeat answer grants a data node")
+	f.DurationVar(&fc.NodeLeaseMargin, "node-lease-margin", fc.NodeLeaseMargin, "a data node silent for its lease plus this margin loses its shard primaries")
 	return cmd
 }
 
@@ -172,6 +174,7 @@ func run(ctx context.Context, fc fileConfig) error {
 	cfg.TSOWindow = fc.TSOWindow
 	cfg.Nodes.DisconnectAfter, cfg.Nodes.DownAfter, cfg.Nodes.Warmup = fc.NodeDisconnect, fc.NodeDown, fc.NodeWarmup
 	cfg.NodeLease = fc.NodeLease
+	cfg.NodeLeaseMargin = fc.NodeLeaseMargin
 	cfg.JoinAsNonVoter = fc.JoinAsNonVoter
 	var err error
 	if cfg.InitialCluster, err = server.ParseInitialCluster(fc.InitialCluster); err != nil {

@@ -75,7 +75,7 @@ func playgroundCmd() *cobra.Command {
 			for i := 0; i < 3; i++ {
 				n, err := kvnode.Start(kvnode.Config{DataDir: filepath.Join(dir, fmt.Sprintf("node-%d", i+1)), Addr: addr(100 + i),
 					Endpoints: endpoints, Labels: map[string]string{"zone": fmt.Sprintf("z%d", i), "host": fmt.Sprintf("h%d", i)},
-					HeartbeatInterval: 500 * time.Millisecond, Logger: log})
+					Logger: log})
 				if err != nil {
 					return err
 				}
@@ -92,9 +92,10 @@ Try:
   go run ./cmd/pcsctl --endpoints %s node list
   go run ./cmd/pcsctl --endpoints %s table create orders --columns id:int64 --hash-columns id --hash-partitions 8 --replicas 3 --isolation-label zone
   go run ./cmd/pcsctl --endpoints %s shard list orders
+  go run ./cmd/pcsctl --endpoints %s shard split SHARD_ID
   go run ./cmd/pcsctl --endpoints %s tso
 Ctrl-C stops everything.
-`, dir, eps, addr(2), addr(2), nodes[0].Addr(), nodes[1].Addr(), nodes[2].Addr(), eps, eps, eps, eps, eps)
+`, dir, eps, addr(2), addr(2), nodes[0].Addr(), nodes[1].Addr(), nodes[2].Addr(), eps, eps, eps, eps, eps, eps)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			<-ctx.Done()

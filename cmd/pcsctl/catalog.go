@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -202,7 +204,7 @@ func tableRows(ts []*pcspb.Table, shards map[string]uint32) table {
 }
 
 func shardRows(ss []*pcspb.Shard) table {
-	t := table{header: []string{"ID", "PARTITION", "START", "END", "EPOCH", "TERM", "PRIMARY", "REPLICAS"}}
+	t := table{header: []string{"ID", "PARTITION", "START", "END", "EPOCH", "TERM", "PRIMARY", "REPLICAS", "LEARNERS"}}
 	type row struct {
 		ID        uint64   `json:"id"`
 		TableID   uint64   `json:"table_id"`
@@ -214,24 +216,33 @@ func shardRows(ss []*pcspb.Shard) table {
 		Term      uint64   `json:"term"`
 		Primary   uint64   `json:"primary"`
 		Replicas  []uint64 `json:"replicas"`
+		Learners  []uint64 `json:"learners"`
 	}
 	rows := []row{}
 	for _, s := range ss {
-		reps := make([]string, len(s.Replicas))
-		for i, r := range s.Replicas {
-			reps[i] = u(r)
-		}
 		rows = append(rows, row{s.Id, s.TableId, s.Partition, fmt.Sprintf("%x", s.Start), fmt.Sprintf("%x", s.End),
-			s.Epoch.GetConfVer(), s.Epoch.GetVersion(), s.Term, s.Primary, s.Replicas})
+			s.Epoch.GetConfVer(), s.Epoch.GetVersion(), s.Term, s.Primary, s.Replicas, s.Learners})
 		t.rows = append(t.rows, []string{u(s.Id), s.Partition, fmt.Sprintf("%x", s.Start), fmt.Sprintf("%x", s.End),
-			fmt.Sprintf("%d/%d", s.Epoch.GetConfVer(), s.Epoch.GetVersion()), u(s.Term), u(s.Primary), strings.Join(reps, ",")})
+			fmt.Sprintf("%d/%d", s.Epoch.GetConfVer(), s.Epoch.GetVersion()), u(s.Term), u(s.Primary), ids(s.Replicas), ids(s.Learners)})
 	}
 	t.value = rows
 	return t
 }
 
+// ids joins node ids with commas ("-" for none).
+func ids(xs []uint64) string {
+	if len(xs) == 0 {
+		return "-"
+	}
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = u(x)
+	}
+	return strings.Join(out, ",")
+}
+
 func shardCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "shard", Short: "Inspect shards and routes"}
+	cmd := &cobra.Command{Use: "shard", Short: "Inspect shards and routes; split, move, transfer the primary"}
 	var limit uint32
 	list := &cobra.Command{
 		Use: "list TABLE", Short: "List a table's shards in key order", Args: cobra.ExactArgs(1),
@@ -291,7 +302,119 @@ func shardCmd(g *globals) *cobra.Command {
 			return g.print(cmd.OutOrStdout(), shardRows([]*pcspb.Shard{resp.Shard}))
 		},
 	}
-	cmd.AddCommand(list, show, route)
+	var keyHex, at string
+	split := &cobra.Command{
+		Use:   "split ID [--key HEX | --at VALUE[,VALUE...]]",
+		Short: "Split a shard: at a routing key (hex, as in START/END), at key column values, or (neither) at its middle key",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID("shard", args[0])
+			if err != nil {
+				return err
+			}
+			if keyHex != "" && at != "" {
+				return fmt.Errorf("--key and --at exclude each other")
+			}
+			var key []byte
+			if keyHex != "" {
+				if key, err = hex.DecodeString(keyHex); err != nil || len(key) == 0 {
+					return fmt.Errorf("--key %q: want a non-empty hex routing key", keyHex)
+				}
+			}
+			c, ctx, done, err := g.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			if at != "" {
+				sh, err := c.GetShardByID(ctx, id)
+				if err != nil {
+					return err
+				}
+				tables, err := c.ListTables(ctx)
+				if err != nil {
+					return err
+				}
+				var tbl *pcspb.Table
+				for _, t := range tables.Tables {
+					if t.Id == sh.Shard.TableId {
+						tbl = t
+					}
+				}
+				if tbl == nil || len(sh.Shard.Start) < 4 {
+					return fmt.Errorf("shard %d: table %d not found", id, sh.Shard.TableId)
+				}
+				row, err := encodeKey(tbl, at)
+				if err != nil {
+					return fmt.Errorf("--at: %w", err)
+				}
+				key = append(bytes.Clone(sh.Shard.Start[:4]), row...) // the shard's leaf prefix, then the row key
+			}
+			left, right, err := c.SplitShard(ctx, id, key)
+			if err != nil {
+				return err
+			}
+			return g.print(cmd.OutOrStdout(), shardRows([]*pcspb.Shard{left, right}))
+		},
+	}
+	split.Flags().StringVar(&keyHex, "key", "", "split at this routing key (hex)")
+	split.Flags().StringVar(&at, "at", "", "split at this row key: values of the key columns, in order")
+	var from, to string
+	move := &cobra.Command{
+		Use: "move ID --from NODE --to NODE", Short: "Move a shard's replica to another node (learner, catch-up, promotion, removal)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID("shard", args[0])
+			if err != nil {
+				return err
+			}
+			f, err := parseID("--from node", from)
+			if err != nil {
+				return err
+			}
+			t, err := parseID("--to node", to)
+			if err != nil {
+				return err
+			}
+			c, ctx, done, err := g.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			sh, err := c.MoveShard(ctx, id, f, t)
+			if err != nil {
+				return err
+			}
+			return g.print(cmd.OutOrStdout(), shardRows([]*pcspb.Shard{sh}))
+		},
+	}
+	move.Flags().StringVar(&from, "from", "", "node id the replica leaves")
+	move.Flags().StringVar(&to, "to", "", "node id the replica goes to")
+	var primaryTo string
+	transfer := &cobra.Command{
+		Use: "transfer-primary ID --to NODE", Short: "Make another replica the shard's primary", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID("shard", args[0])
+			if err != nil {
+				return err
+			}
+			t, err := parseID("--to node", primaryTo)
+			if err != nil {
+				return err
+			}
+			c, ctx, done, err := g.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			sh, err := c.TransferPrimary(ctx, id, t)
+			if err != nil {
+				return err
+			}
+			return g.print(cmd.OutOrStdout(), shardRows([]*pcspb.Shard{sh}))
+		},
+	}
+	transfer.Flags().StringVar(&primaryTo, "to", "", "node id of the new primary (a replica)")
+	cmd.AddCommand(list, show, route, split, move, transfer)
 	return cmd
 }
 

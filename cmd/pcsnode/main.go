@@ -28,7 +28,8 @@ func newRootCmd() *cobra.Command {
 	var (
 		dataDir, addr, labels, logLevel string
 		endpoints                       []string
-		interval                        time.Duration
+		interval, splitCheck            time.Duration
+		splitSize                       uint64
 	)
 	cmd := &cobra.Command{
 		Use:           "pcsnode",
@@ -51,9 +52,12 @@ func newRootCmd() *cobra.Command {
 					lbl[k] = v
 				}
 			}
+			if interval <= 0 || splitCheck <= 0 || splitSize == 0 {
+				return fmt.Errorf("--heartbeat-interval, --split-check-interval and --split-size must be positive")
+			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			s, err := kvnode.Start(kvnode.Config{DataDir: dataDir, Addr: addr, Endpoints: endpoints, Labels: lbl,
-				HeartbeatInterval: interval, Logger: log})
+				HeartbeatInterval: interval, SplitSize: splitSize, SplitCheckInterval: splitCheck, Logger: log})
 			if err != nil {
 				return err
 			}
@@ -69,7 +73,9 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&addr, "addr", "127.0.0.1:4379", "key-value service address; also the node's identity at PCS")
 	f.StringSliceVar(&endpoints, "endpoints", []string{"127.0.0.1:3379"}, "PCS client addresses")
 	f.StringVar(&labels, "labels", "", "node labels key=value,... (e.g. zone=z1,host=h1)")
-	f.DurationVar(&interval, "heartbeat-interval", time.Second, "heartbeat interval")
+	f.DurationVar(&interval, "heartbeat-interval", 250*time.Millisecond, "heartbeat interval (well below PCS's --node-lease)")
+	f.Uint64Var(&splitSize, "split-size", kvnode.DefaultSplitSize, "split a shard this node leads once it uses more bytes than this")
+	f.DurationVar(&splitCheck, "split-check-interval", 10*time.Second, "how often shard sizes are checked against --split-size")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -36,12 +38,13 @@ func listen(t *testing.T) net.Listener {
 }
 
 // cluster starts one PCS and n data nodes in zones z0.. over loopback.
-func startCluster(t *testing.T, n int) (*client.Client, []*Server) {
+func startCluster(t *testing.T, n int, opts ...func(*Config)) (*client.Client, []*Server) {
 	cfg := server.DefaultConfig()
 	cfg.Name, cfg.DataDir, cfg.HTTPAddr = "p1", filepath.Join(t.TempDir(), "pcs"), ""
 	cfg.ClientListener, cfg.Raft.PeerListener = listen(t), listen(t)
 	cfg.Nodes = cluster.Config{DisconnectAfter: 300 * time.Millisecond, DownAfter: time.Second, Warmup: 300 * time.Millisecond}
 	cfg.DDLInterval = 20 * time.Millisecond
+	cfg.Logger = testLogger()
 	cfg.NodeLease, cfg.NodeLeaseMargin = 600*time.Millisecond, 200*time.Millisecond
 	pcs, err := server.New(cfg)
 	if err != nil {
@@ -51,8 +54,12 @@ func startCluster(t *testing.T, n int) (*client.Client, []*Server) {
 	t.Cleanup(func() { pcs.Close() })
 	var nodes []*Server
 	for i := 0; i < n; i++ {
-		s, err := Start(Config{DataDir: filepath.Join(t.TempDir(), fmt.Sprint("n", i)), Listener: listen(t),
-			Endpoints: []string{pcs.ClientAddr()}, Labels: map[string]string{"zone": fmt.Sprint("z", i)}, HeartbeatInterval: 50 * time.Millisecond})
+		ncfg := Config{DataDir: filepath.Join(t.TempDir(), fmt.Sprint("n", i)), Listener: listen(t),
+			Endpoints: []string{pcs.ClientAddr()}, Labels: map[string]string{"zone": fmt.Sprint("z", i)}, HeartbeatInterval: 50 * time.Millisecond, Logger: testLogger()}
+		for _, o := range opts {
+			o(&ncfg)
+		}
+		s, err := Start(ncfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -235,4 +242,12 @@ func waitNodesUp(t *testing.T, ctx context.Context, c *client.Client, want int) 
 		}
 		return err == nil && up == want
 	})
+}
+
+// testLogger logs to stderr when PCS_TEST_LOG is set (debugging), else nowhere.
+func testLogger() *slog.Logger {
+	if os.Getenv("PCS_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }

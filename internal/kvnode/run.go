@@ -27,13 +27,27 @@ type Config struct {
 	// Endpoints are PCS client addresses.
 	Endpoints []string
 	Labels    map[string]string
-	// HeartbeatInterval, default 1s.
+	// HeartbeatInterval, default nodeagent.DefaultInterval.
 	HeartbeatInterval time.Duration
-	Logger            *slog.Logger
+	// SplitSize: a shard this node leads that uses more bytes than this is split (the node asks
+	// PCS for the new shard's id, then splits at its middle key). Default 64 MiB; checked every
+	// SplitCheckInterval (default 10s).
+	SplitSize          uint64
+	SplitCheckInterval time.Duration
+	Logger             *slog.Logger
+	// WrapPeer, if set, wraps how the node reaches other data nodes (fault injection in tests).
+	WrapPeer func(Peer) Peer
 }
+
+// Peer returns the KV client of another data node.
+type Peer func(ctx context.Context, node uint64) (pcspb.KVClient, error)
+
+// DefaultSplitSize is the default size at which a node splits a shard.
+const DefaultSplitSize = 64 << 20
 
 // Server is a running data node: store, KV service and agent.
 type Server struct {
+	cfg   Config
 	Store *Store
 	Node  *Node
 	Agent *nodeagent.Agent
@@ -64,7 +78,7 @@ func Start(cfg Config) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
-	s := &Server{Store: store, ln: ln}
+	s := &Server{cfg: cfg, Store: store, ln: ln}
 	pcs, err := client.New(cfg.Endpoints)
 	if err != nil {
 		store.Close()
@@ -73,7 +87,18 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s.pcs = pcs
 	var agent *nodeagent.Agent
-	s.Node = NewNode(store, func() uint64 { return agent.NodeID() }, func() bool { return agent.LeaseValid() }, pcs.NodeKV)
+	peer := Peer(pcs.NodeKV)
+	if cfg.WrapPeer != nil {
+		peer = cfg.WrapPeer(peer)
+	}
+	s.Node = NewNode(store, func() uint64 { return agent.NodeID() }, func() bool { return agent.LeaseValid() }, peer, cfg.Logger)
+	s.Node.fetch = func(ctx context.Context, id uint64) (*pcspb.Shard, error) {
+		resp, err := pcs.GetShardByID(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return resp.Shard, nil
+	}
 	agent, err = nodeagent.New(nodeagent.Config{Endpoints: cfg.Endpoints, Address: ln.Addr().String(), Labels: cfg.Labels,
 		Interval: cfg.HeartbeatInterval, Logger: cfg.Logger}, s.Node)
 	if err != nil {
@@ -86,10 +111,65 @@ func Start(cfg Config) (*Server, error) {
 	pcspb.RegisterKVServer(s.grpc, s.Node)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
-	s.wg.Add(2)
+	if cfg.SplitSize == 0 {
+		cfg.SplitSize = DefaultSplitSize
+	}
+	if cfg.SplitCheckInterval <= 0 {
+		cfg.SplitCheckInterval = 10 * time.Second
+	}
+	s.wg.Add(4)
+	go func() { defer s.wg.Done(); s.catchUpLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.grpc.Serve(ln) }()
 	go func() { defer s.wg.Done(); agent.Run(ctx) }()
+	go func() { defer s.wg.Done(); s.splitLoop(ctx, cfg.SplitSize, cfg.SplitCheckInterval, cfg.Logger) }()
 	return s, nil
+}
+
+// catchUpLoop keeps the replicas and learners of the shards this node leads in line.
+func (s *Server) catchUpLoop(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.Node.CatchUp(ctx)
+		}
+	}
+}
+
+// splitLoop splits the shards this node leads that have grown beyond size.
+func (s *Server) splitLoop(ctx context.Context, size uint64, every time.Duration, log *slog.Logger) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, id := range s.Store.Held() {
+			sh, ok := s.Store.Replica(id)
+			if !ok || sh.Primary != s.Agent.NodeID() || s.Store.Size(id) <= size {
+				continue
+			}
+			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			newID, err := s.Agent.AskSplit(actx, id, sh.Epoch)
+			if err == nil {
+				err = s.Node.SplitShard(actx, &pcspb.SplitShardCommand{ShardId: id, Version: sh.Epoch.GetVersion(), NewShardId: newID})
+			}
+			cancel()
+			if err != nil {
+				log.Warn("splitting a large shard", "shard", id, "err", err)
+				continue
+			}
+			s.Agent.Kick()
+		}
+	}
 }
 
 // Addr is the KV service's address.

@@ -3,7 +3,10 @@ package kvnode
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,27 +30,43 @@ const (
 type Node struct {
 	pcspb.UnimplementedKVServer
 	store *Store
+	log   *slog.Logger
 	// self is this node's id (0 until registered); leaseValid reports the node's lease.
 	self       func() uint64
 	leaseValid func() bool
 
 	// peer returns the KV client of another data node, for replication.
-	peer func(ctx context.Context, node uint64) (pcspb.KVClient, error)
+	peer Peer
+	// fetch reads a shard's metadata from PCS (nil: never), for a request routed with a newer
+	// epoch than this replica has heard of — a new primary learns of its promotion from the
+	// first client that was told, rather than from its next heartbeat.
+	fetch    func(ctx context.Context, id uint64) (*pcspb.Shard, error)
+	fetching sync.Map // shard id -> chan struct{} closed when the fetch in flight ends
+	queues   sync.Map // shard id -> *writeQueue
 
 	mu      sync.Mutex
 	schemas map[uint64]uint64
-	locks   map[uint64]*sync.Mutex // per shard: orders its requests as primary
-	synced  map[uint64]syncKey     // per shard: the configuration all replicas were last brought in line with
+	locks   map[uint64]*sync.Mutex // per shard: orders its requests as primary, and its log on a replica
+	repl    map[uint64]*replState  // per shard this node is primary of
 }
 
-// syncKey identifies a shard's configuration: a new term or replica set needs a new sync.
-type syncKey struct{ term, confVer uint64 }
+// replState is what a primary knows of its shard's other replicas and learners.
+type replState struct {
+	term uint64
+	// inSync: the node has every position this primary has written, at this term.
+	inSync map[uint64]bool
+	// retryAt: a learner whose catch-up failed is tried again from then.
+	retryAt map[uint64]time.Time
+}
 
 // NewNode serves store. self and leaseValid come from the node's agent; peer reaches the other
-// data nodes.
-func NewNode(store *Store, self func() uint64, leaseValid func() bool, peer func(context.Context, uint64) (pcspb.KVClient, error)) *Node {
-	return &Node{store: store, self: self, leaseValid: leaseValid, peer: peer, schemas: map[uint64]uint64{},
-		locks: map[uint64]*sync.Mutex{}, synced: map[uint64]syncKey{}}
+// data nodes. log may be nil.
+func NewNode(store *Store, self func() uint64, leaseValid func() bool, peer Peer, log *slog.Logger) *Node {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Node{store: store, log: log, self: self, leaseValid: leaseValid, peer: peer, schemas: map[uint64]uint64{},
+		locks: map[uint64]*sync.Mutex{}, repl: map[uint64]*replState{}}
 }
 
 func (n *Node) shardLock(id uint64) *sync.Mutex {
@@ -61,78 +80,329 @@ func (n *Node) shardLock(id uint64) *sync.Mutex {
 	return l
 }
 
-// ReplicateTimeout bounds how long a primary waits for a replica to persist a write.
-const ReplicateTimeout = 2 * time.Second
+// Timeouts of replication.
+const (
+	// ReplicateTimeout bounds how long a primary waits for a replica to persist a write.
+	ReplicateTimeout = 2 * time.Second
+	// LearnerRetry is how long a primary waits before it tries again to catch up a learner
+	// that failed.
+	LearnerRetry = time.Second
+)
 
-// serve runs f as the shard's primary, under the shard's lock (requests of one shard are
-// ordered, and a read never sees a write that is not yet on every replica). Before the first
-// request of a configuration (a new term or replica set), and after a write that a replica
-// did not acknowledge, it brings every replica in line with this primary — the primary's data
-// as a snapshot — so that what a read can see is on every replica of the configuration.
-func (n *Node) serve(ctx context.Context, sh *pcspb.Shard, f func() error) error {
-	l := n.shardLock(sh.Id)
+// serve admits a request for the shard named by h and runs f as its primary, under the
+// shard's lock (requests of one shard are ordered, and a read never sees a write that is not
+// yet on every replica). The checks of check are made again under the lock, so a request that
+// waited while the shard changed (a new term, a split) is refused. Before the first request of
+// a term, and for every replica that missed a write, the primary brings the replica in line —
+// its data as a snapshot — so that what a read can see is on every replica of the
+// configuration.
+func (n *Node) serve(ctx context.Context, h *pcspb.KVHeader, keys [][]byte, f func(sh *pcspb.Shard) error) error {
+	if err := n.admit(ctx, h, keys); err != nil {
+		return err
+	}
+	l := n.shardLock(h.ShardId)
 	l.Lock()
 	defer l.Unlock()
+	sh, err := n.check(h, keys...)
+	if err != nil {
+		return err
+	}
 	if err := n.syncLocked(ctx, sh); err != nil {
 		return status.Errorf(codes.Unavailable, "kvnode: shard %d: replicas not in line with the primary: %v", sh.Id, err)
 	}
-	return f()
+	return f(sh)
 }
 
-func (n *Node) syncLocked(ctx context.Context, sh *pcspb.Shard) error {
-	key := syncKey{sh.Term, sh.Epoch.GetConfVer()}
-	n.mu.Lock()
-	done := n.synced[sh.Id] == key
-	n.mu.Unlock()
-	if done {
-		return nil
+// admit checks a request before it waits for the shard's lock; a request routed with a newer
+// epoch than this replica knows makes it refresh the shard from PCS first.
+func (n *Node) admit(ctx context.Context, h *pcspb.KVHeader, keys [][]byte) error {
+	_, err := n.check(h, keys...)
+	if err == nil || !n.newerEpoch(h) || n.refresh(ctx, h.ShardId) != nil {
+		return err
 	}
-	lsn := n.store.LSN(sh.Id)
-	for _, r := range sh.Replicas {
-		if r == n.self() {
+	_, err = n.check(h, keys...)
+	return err
+}
+
+// pendingWrite is a write waiting in its shard's queue for group commit.
+type pendingWrite struct {
+	h       *pcspb.KVHeader
+	keys    [][]byte
+	puts    []*pcspb.KVPair
+	deletes [][]byte
+	done    chan error // buffered: the committer never blocks
+}
+
+type writeQueue struct {
+	mu    sync.Mutex
+	items []*pendingWrite
+}
+
+func (n *Node) queue(id uint64) *writeQueue {
+	q, _ := n.queues.LoadOrStore(id, &writeQueue{})
+	return q.(*writeQueue)
+}
+
+// MaxGroup bounds the writes committed as one log entry.
+const MaxGroup = 256
+
+// write commits a write with group commit: it joins its shard's queue, and whichever waiting
+// writer takes the shard's lock commits every queued write of the shard as one log entry (one
+// fsync per replica), checking each against the shard's current metadata first. Writes are
+// applied in arrival order; a write that deletes a key an earlier one in the group puts, or
+// puts a key an earlier one deletes, starts a new entry.
+func (n *Node) write(ctx context.Context, h *pcspb.KVHeader, keys [][]byte, puts []*pcspb.KVPair, deletes [][]byte) error {
+	if err := n.admit(ctx, h, keys); err != nil {
+		return err
+	}
+	w := &pendingWrite{h: h, keys: keys, puts: puts, deletes: deletes, done: make(chan error, 1)}
+	q := n.queue(h.ShardId)
+	q.mu.Lock()
+	q.items = append(q.items, w)
+	q.mu.Unlock()
+	l := n.shardLock(h.ShardId)
+	l.Lock()
+	defer l.Unlock()
+	select {
+	case err := <-w.done: // committed by another writer's group
+		return err
+	default:
+	}
+	for {
+		q.mu.Lock()
+		take := min(len(q.items), MaxGroup)
+		batch := append([]*pendingWrite(nil), q.items[:take]...)
+		q.items = q.items[take:]
+		q.mu.Unlock()
+		if len(batch) == 0 {
+			break
+		}
+		// The group's outcome is every writer's: it must not hang on the leader's
+		// cancellation (replication is bounded by ReplicateTimeout).
+		n.commitGroup(context.WithoutCancel(ctx), batch)
+	}
+	return <-w.done
+}
+
+// commitGroup commits queued writes of one shard; the caller holds the shard's lock.
+func (n *Node) commitGroup(ctx context.Context, batch []*pendingWrite) {
+	var sh *pcspb.Shard
+	var group []*pendingWrite
+	var puts []*pcspb.KVPair
+	var deletes [][]byte
+	putKeys, delKeys := map[string]bool{}, map[string]bool{}
+	flush := func() {
+		if len(group) == 0 {
+			return
+		}
+		err := n.syncLocked(ctx, sh)
+		if err != nil {
+			err = status.Errorf(codes.Unavailable, "kvnode: shard %d: replicas not in line with the primary: %v", sh.Id, err)
+		} else {
+			err = n.writeLocked(ctx, sh, puts, deletes, nil)
+		}
+		for _, w := range group {
+			w.done <- err
+		}
+		group, puts, deletes = nil, nil, nil
+		clear(putKeys)
+		clear(delKeys)
+	}
+	for _, w := range batch {
+		cur, err := n.check(w.h, w.keys...)
+		if err != nil {
+			w.done <- err
 			continue
 		}
-		rctx, cancel := context.WithTimeout(ctx, ReplicateTimeout)
-		kv, err := n.peer(rctx, r)
-		if err == nil {
-			err = n.sendSnapshot(rctx, kv, sh, lsn)
+		conflict := false
+		for _, kv := range w.puts {
+			conflict = conflict || delKeys[string(kv.Key)]
 		}
-		cancel()
-		if err != nil {
-			return fmt.Errorf("replica on node %d: %w", r, err)
+		for _, k := range w.deletes {
+			conflict = conflict || putKeys[string(k)]
+		}
+		if conflict {
+			flush()
+		}
+		sh = cur
+		group = append(group, w)
+		puts = append(puts, w.puts...)
+		deletes = append(deletes, w.deletes...)
+		for _, kv := range w.puts {
+			putKeys[string(kv.Key)] = true
+		}
+		for _, k := range w.deletes {
+			delKeys[string(k)] = true
 		}
 	}
+	flush()
+}
+
+// newerEpoch reports whether h names an epoch of its shard newer than this replica's.
+func (n *Node) newerEpoch(h *pcspb.KVHeader) bool {
+	sh, ok := n.store.Replica(h.GetShardId())
+	return ok && n.fetch != nil && (h.Epoch.GetConfVer() > sh.Epoch.GetConfVer() || h.Epoch.GetVersion() > sh.Epoch.GetVersion())
+}
+
+// refresh takes the shard's metadata from PCS, one fetch per shard at a time (concurrent
+// callers wait for the one in flight).
+func (n *Node) refresh(ctx context.Context, id uint64) error {
+	done := make(chan struct{})
+	if prev, loaded := n.fetching.LoadOrStore(id, done); loaded {
+		select {
+		case <-prev.(chan struct{}):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	defer func() { n.fetching.Delete(id); close(done) }()
+	fctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	sh, err := n.fetch(fctx, id)
+	if err != nil {
+		return err
+	}
+	if _, ok := n.store.Replica(id); !ok || (!slices.Contains(sh.Replicas, n.self()) && !slices.Contains(sh.Learners, n.self())) {
+		return fmt.Errorf("kvnode: shard %d no longer has a replica here", id)
+	}
+	return n.CreateReplica(ctx, sh)
+}
+
+// state returns the shard's replication state at sh's term (fresh on a new term).
+func (n *Node) state(sh *pcspb.Shard) *replState {
+	rs := n.repl[sh.Id]
+	if rs == nil || rs.term != sh.Term {
+		rs = &replState{term: sh.Term, inSync: map[uint64]bool{}, retryAt: map[uint64]time.Time{}}
+		n.repl[sh.Id] = rs
+	}
+	return rs
+}
+
+func (n *Node) inSync(sh *pcspb.Shard, node uint64) bool {
 	n.mu.Lock()
-	n.synced[sh.Id] = key
-	n.mu.Unlock()
+	defer n.mu.Unlock()
+	return n.state(sh).inSync[node]
+}
+
+func (n *Node) setInSync(sh *pcspb.Shard, node uint64, ok bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	rs := n.state(sh)
+	rs.inSync[node] = ok
+	if !ok {
+		rs.retryAt[node] = time.Now().Add(LearnerRetry)
+	}
+}
+
+// syncLocked brings every replica that is not known to be in line up to this primary; it fails
+// if one cannot be. Learners are caught up too, but one that fails does not hold up the
+// shard: it is tried again after LearnerRetry.
+func (n *Node) syncLocked(ctx context.Context, sh *pcspb.Shard) error {
+	lsn := n.store.LSN(sh.Id)
+	for _, r := range sh.Replicas {
+		if r == n.self() || n.inSync(sh, r) {
+			continue
+		}
+		if err := n.snapshotTo(ctx, r, sh, lsn); err != nil {
+			n.setInSync(sh, r, false)
+			return fmt.Errorf("replica on node %d: %w", r, err)
+		}
+		n.setInSync(sh, r, true)
+	}
+	for _, l := range sh.Learners {
+		n.mu.Lock()
+		rs := n.state(sh)
+		skip := rs.inSync[l] || time.Now().Before(rs.retryAt[l])
+		n.mu.Unlock()
+		if skip {
+			continue
+		}
+		if err := n.snapshotTo(ctx, l, sh, lsn); err != nil {
+			n.log.Warn("catching up a learner", "shard", sh.Id, "learner", l, "err", err)
+			n.setInSync(sh, l, false)
+			continue
+		}
+		n.log.Info("learner caught up from a snapshot", "shard", sh.Id, "learner", l, "lsn", lsn)
+		n.setInSync(sh, l, true)
+	}
 	return nil
 }
 
-// writeLocked gives a write the shard's next log position, persists it locally and on every
-// other replica of the configuration in parallel, and returns once all have it. If a replica
-// does not acknowledge, the outcome is unknown to the client (ABORTED: the write may be on some
-// replicas) and the shard is synced again before its next request.
-func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.KVPair, deletes [][]byte) error {
+// CatchUp brings the replicas and learners of the shards this node leads in line, without
+// waiting for a client request to do it (a learner must catch up on an idle shard too).
+func (n *Node) CatchUp(ctx context.Context) {
+	for _, id := range n.store.Held() {
+		sh, ok := n.store.Replica(id)
+		if !ok || sh.Primary != n.self() || !n.leaseValid() || !n.laggards(sh) {
+			continue
+		}
+		err := n.serve(ctx, &pcspb.KVHeader{ShardId: sh.Id, Epoch: sh.Epoch}, nil, func(*pcspb.Shard) error { return nil })
+		if err != nil {
+			n.log.Debug("catching up replicas", "shard", id, "err", err)
+		}
+	}
+}
+
+// laggards reports whether a replica or learner of sh is not known to be in line, and is due
+// a try.
+func (n *Node) laggards(sh *pcspb.Shard) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	rs := n.state(sh)
+	for _, r := range slices.Concat(sh.Replicas, sh.Learners) {
+		if r != n.self() && !rs.inSync[r] && !time.Now().Before(rs.retryAt[r]) {
+			return true
+		}
+	}
+	return false
+}
+
+func (n *Node) snapshotTo(ctx context.Context, node uint64, sh *pcspb.Shard, lsn uint64) error {
+	rctx, cancel := context.WithTimeout(ctx, ReplicateTimeout)
+	defer cancel()
+	kv, err := n.peer(rctx, node)
+	if err != nil {
+		return err
+	}
+	return n.sendSnapshot(rctx, kv, sh, lsn)
+}
+
+// writeLocked gives a write (or a split, if split is set) the shard's next log position,
+// persists it locally and on every other replica of the configuration and every learner in
+// line, in parallel, and returns once every replica has it. If a replica does not acknowledge,
+// the outcome is unknown to the client (ABORTED: the write may be on some replicas) and the
+// replicas are brought in line again before the shard's next request. A learner that does not
+// acknowledge only falls out of line.
+func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.KVPair, deletes [][]byte, split *pcspb.Shard) error {
 	lsn := n.store.LSN(sh.Id) + 1
-	errs := make(chan error, len(sh.Replicas))
+	type result struct {
+		node    uint64
+		learner bool
+		err     error
+	}
+	results := make(chan result, 1+len(sh.Replicas)+len(sh.Learners))
 	localDone := make(chan struct{}) // closed once the local write is durable (or failed)
 	var localErr error
 	go func() {
 		defer close(localDone)
-		if localErr = n.store.Write(sh.Id, lsn, puts, deletes); localErr != nil {
-			errs <- status.Error(codes.Internal, localErr.Error())
-			return
+		if split != nil {
+			left := proto.Clone(sh).(*pcspb.Shard)
+			left.End, left.Epoch = split.Start, proto.Clone(split.Epoch).(*pcspb.ShardEpoch)
+			localErr = n.store.Split(left, split, lsn)
+		} else {
+			localErr = n.store.Write(sh.Id, lsn, puts, deletes)
 		}
-		errs <- nil
+		if localErr != nil {
+			localErr = status.Error(codes.Internal, localErr.Error())
+		}
+		results <- result{node: n.self(), err: localErr}
 	}()
-	req := &pcspb.ReplicateRequest{ShardId: sh.Id, Term: sh.Term, Lsn: lsn, Puts: puts, Deletes: deletes}
+	req := &pcspb.ReplicateRequest{ShardId: sh.Id, Term: sh.Term, Lsn: lsn, Puts: puts, Deletes: deletes, Primary: n.self(), Split: split}
 	waiting := 1
-	for _, r := range sh.Replicas {
-		if r == n.self() {
-			continue
-		}
+	send := func(r uint64, learner bool) {
 		waiting++
-		go func(r uint64) {
+		go func() {
 			rctx, cancel := context.WithTimeout(ctx, ReplicateTimeout)
 			defer cancel()
 			kv, err := n.peer(rctx, r)
@@ -147,20 +417,37 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 				}
 			}
 			if err != nil {
-				err = status.Errorf(codes.Unavailable, "kvnode: replica on node %d did not persist shard %d position %d: %v", r, sh.Id, lsn, err)
+				err = status.Errorf(codes.Unavailable, "kvnode: node %d did not persist shard %d position %d: %v", r, sh.Id, lsn, err)
 			}
-			errs <- err
-		}(r)
+			results <- result{node: r, learner: learner, err: err}
+		}()
+	}
+	for _, r := range sh.Replicas {
+		if r != n.self() {
+			send(r, false)
+		}
+	}
+	for _, l := range sh.Learners {
+		if n.inSync(sh, l) {
+			send(l, true)
+		}
 	}
 	var first error
 	for i := 0; i < waiting; i++ {
-		if err := <-errs; err != nil && first == nil {
-			first = err
+		r := <-results
+		switch {
+		case r.err == nil:
+		case r.learner:
+			n.log.Warn("learner fell behind", "shard", sh.Id, "learner", r.node, "err", r.err)
+			n.setInSync(sh, r.node, false)
+		case first == nil:
+			first = r.err
 		}
 	}
 	if first != nil {
+		// Some replica may hold a position another lacks: bring every one in line again.
 		n.mu.Lock()
-		delete(n.synced, sh.Id)
+		delete(n.repl, sh.Id)
 		n.mu.Unlock()
 		return status.Errorf(codes.Aborted, "kvnode: write to shard %d at position %d has an unknown outcome: %v", sh.Id, lsn, first)
 	}
@@ -173,10 +460,15 @@ func isGap(ke *pcspb.KVError) bool {
 }
 
 // sendSnapshot brings a replica that missed positions up to this primary: the shard's whole
-// data at position lsn. The caller holds the shard's lock and has written lsn locally.
+// data, range and epoch version at position lsn. The caller holds the shard's lock and has
+// written lsn locally.
 func (n *Node) sendSnapshot(ctx context.Context, kv pcspb.KVClient, sh *pcspb.Shard, lsn uint64) error {
 	if got := n.store.LSN(sh.Id); got != lsn {
 		return fmt.Errorf("kvnode: shard %d is at %d locally, not %d", sh.Id, got, lsn)
+	}
+	cur, ok := n.store.Replica(sh.Id)
+	if !ok {
+		return fmt.Errorf("kvnode: shard %d: %w", sh.Id, ErrNoReplica)
 	}
 	pairs, more, err := n.store.Scan(sh.Id, nil, nil, MaxSnapshotPairs)
 	if err != nil {
@@ -185,55 +477,70 @@ func (n *Node) sendSnapshot(ctx context.Context, kv pcspb.KVClient, sh *pcspb.Sh
 	if more {
 		return fmt.Errorf("kvnode: shard %d has more than %d keys for a one-message snapshot", sh.Id, MaxSnapshotPairs)
 	}
-	_, err = kv.InstallSnapshot(ctx, &pcspb.InstallSnapshotRequest{ShardId: sh.Id, Term: sh.Term, Lsn: lsn, Pairs: pairs})
+	_, err = kv.InstallSnapshot(ctx, &pcspb.InstallSnapshotRequest{ShardId: sh.Id, Term: sh.Term, Lsn: lsn, Pairs: pairs,
+		Primary: n.self(), Start: cur.Start, End: cur.End, Version: cur.Epoch.GetVersion()})
 	return err
 }
 
 // MaxSnapshotPairs bounds a one-message replica snapshot.
 const MaxSnapshotPairs = 100_000
 
-// InstallSnapshot replaces this replica's data with the primary's, at the primary's position.
-func (n *Node) InstallSnapshot(_ context.Context, req *pcspb.InstallSnapshotRequest) (*pcspb.InstallSnapshotResponse, error) {
-	sh, ok := n.store.Replica(req.ShardId)
+// follow checks a message from a shard's primary against this replica and returns the replica's
+// metadata with the primary's term and identity adopted. A primary of a lower term than the
+// replica has seen is refused (fencing). The caller holds the shard's lock.
+func (n *Node) follow(id, term, primary uint64) (*pcspb.Shard, error) {
+	sh, ok := n.store.Replica(id)
 	if !ok {
-		return nil, kvError(codes.NotFound, fmt.Sprintf("kvnode: no replica of shard %d here", req.ShardId),
-			&pcspb.KVError{Err: &pcspb.KVError_ShardNotFound{ShardNotFound: req.ShardId}})
+		return nil, kvError(codes.NotFound, fmt.Sprintf("kvnode: no replica of shard %d here", id),
+			&pcspb.KVError{Err: &pcspb.KVError_ShardNotFound{ShardNotFound: id}})
 	}
-	l := n.shardLock(sh.Id)
-	l.Lock()
-	defer l.Unlock()
-	if sh, _ = n.store.Replica(req.ShardId); req.Term < sh.Term {
-		return nil, kvError(codes.FailedPrecondition, fmt.Sprintf("kvnode: shard %d is at term %d; refusing a snapshot of term %d", sh.Id, sh.Term, req.Term),
+	if term < sh.Term {
+		return nil, kvError(codes.FailedPrecondition, fmt.Sprintf("kvnode: shard %d is at term %d; refusing a primary of term %d", sh.Id, sh.Term, term),
 			&pcspb.KVError{Err: &pcspb.KVError_StaleTerm{StaleTerm: sh.Term}})
 	}
-	if err := n.store.Replace(sh.Id, req.Lsn, req.Pairs); err != nil {
+	if term > sh.Term || (primary != 0 && primary != sh.Primary) {
+		nsh := proto.Clone(sh).(*pcspb.Shard)
+		nsh.Term = term
+		if primary != 0 {
+			nsh.Primary = primary
+		}
+		return nsh, nil
+	}
+	return sh, nil
+}
+
+// InstallSnapshot replaces this replica's data with the primary's, at the primary's position,
+// and adopts the primary's term, range and epoch version.
+func (n *Node) InstallSnapshot(_ context.Context, req *pcspb.InstallSnapshotRequest) (*pcspb.InstallSnapshotResponse, error) {
+	l := n.shardLock(req.ShardId)
+	l.Lock()
+	defer l.Unlock()
+	sh, err := n.follow(req.ShardId, req.Term, req.Primary)
+	if err != nil {
+		return nil, err
+	}
+	if req.Version > 0 && (req.Version != sh.Epoch.GetVersion() || !bytes.Equal(req.Start, sh.Start) || !bytes.Equal(req.End, sh.End)) {
+		sh = proto.Clone(sh).(*pcspb.Shard)
+		sh.Start, sh.End = req.Start, req.End
+		sh.Epoch = &pcspb.ShardEpoch{ConfVer: sh.Epoch.GetConfVer(), Version: req.Version}
+	}
+	if err := n.store.Replace(sh, req.Lsn, req.Pairs); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &pcspb.InstallSnapshotResponse{}, nil
 }
 
-// Replicate persists a write from the shard's primary. It refuses a primary of a lower term
-// than this replica has seen (fencing) and positions that would leave a gap; a position it
-// already has is acknowledged again (the primary retried).
+// Replicate persists a write (or a split) from the shard's primary. It refuses a primary of a
+// lower term than this replica has seen (fencing) and positions that would leave a gap; a
+// position it already has is acknowledged again (the primary retried: a new primary always
+// sends a snapshot first, so positions of one term never differ).
 func (n *Node) Replicate(_ context.Context, req *pcspb.ReplicateRequest) (*pcspb.ReplicateResponse, error) {
-	sh, ok := n.store.Replica(req.ShardId)
-	if !ok {
-		return nil, kvError(codes.NotFound, fmt.Sprintf("kvnode: no replica of shard %d here", req.ShardId),
-			&pcspb.KVError{Err: &pcspb.KVError_ShardNotFound{ShardNotFound: req.ShardId}})
-	}
-	l := n.shardLock(sh.Id)
+	l := n.shardLock(req.ShardId)
 	l.Lock()
 	defer l.Unlock()
-	if sh, _ = n.store.Replica(req.ShardId); req.Term < sh.Term {
-		return nil, kvError(codes.FailedPrecondition, fmt.Sprintf("kvnode: shard %d is at term %d; refusing a primary of term %d", sh.Id, sh.Term, req.Term),
-			&pcspb.KVError{Err: &pcspb.KVError_StaleTerm{StaleTerm: sh.Term}})
-	}
-	if req.Term > sh.Term {
-		nsh := proto.Clone(sh).(*pcspb.Shard)
-		nsh.Term = req.Term
-		if err := n.store.PutReplica(nsh); err != nil {
-			return nil, status.Error(codes.Internal, err.Error())
-		}
+	sh, err := n.follow(req.ShardId, req.Term, req.Primary)
+	if err != nil {
+		return nil, err
 	}
 	cur := n.store.LSN(sh.Id)
 	switch {
@@ -242,6 +549,22 @@ func (n *Node) Replicate(_ context.Context, req *pcspb.ReplicateRequest) (*pcspb
 	case req.Lsn != cur+1:
 		return nil, kvError(codes.FailedPrecondition, fmt.Sprintf("kvnode: shard %d has position %d; %d leaves a gap", sh.Id, cur, req.Lsn),
 			&pcspb.KVError{Err: &pcspb.KVError_LogGap{LogGap: cur}})
+	}
+	if req.Split != nil {
+		if bytes.Compare(req.Split.Start, sh.Start) <= 0 || req.Split.Id == sh.Id {
+			return nil, status.Errorf(codes.InvalidArgument, "kvnode: split of shard %d at %x is outside [%x, %x)", sh.Id, req.Split.Start, sh.Start, sh.End)
+		}
+		left := proto.Clone(sh).(*pcspb.Shard)
+		left.End, left.Epoch = req.Split.Start, proto.Clone(req.Split.Epoch).(*pcspb.ShardEpoch)
+		if err := n.store.Split(left, req.Split, req.Lsn); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		return &pcspb.ReplicateResponse{Lsn: req.Lsn}, nil
+	}
+	if stored, _ := n.store.Replica(sh.Id); stored != sh { // follow adopted a new term or primary
+		if err := n.store.PutReplica(sh); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
 	}
 	if err := n.store.Write(sh.Id, req.Lsn, req.Puts, req.Deletes); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
@@ -289,12 +612,8 @@ func (n *Node) check(h *pcspb.KVHeader, keys ...[]byte) (*pcspb.Shard, error) {
 }
 
 func (n *Node) Get(ctx context.Context, req *pcspb.KVGetRequest) (*pcspb.KVGetResponse, error) {
-	sh, err := n.check(req.Header, req.Key)
-	if err != nil {
-		return nil, err
-	}
 	var resp *pcspb.KVGetResponse
-	err = n.serve(ctx, sh, func() error {
+	err := n.serve(ctx, req.Header, [][]byte{req.Key}, func(sh *pcspb.Shard) error {
 		v, found, err := n.store.Get(sh.Id, req.Key)
 		if err != nil {
 			return status.Error(codes.Internal, err.Error())
@@ -309,22 +628,14 @@ func (n *Node) Put(ctx context.Context, req *pcspb.KVPutRequest) (*pcspb.KVPutRe
 	if len(req.Value) > MaxValueSize {
 		return nil, status.Errorf(codes.InvalidArgument, "kvnode: value of %d bytes exceeds %d", len(req.Value), MaxValueSize)
 	}
-	sh, err := n.check(req.Header, req.Key)
-	if err != nil {
-		return nil, err
-	}
-	if err := n.serve(ctx, sh, func() error { return n.writeLocked(ctx, sh, []*pcspb.KVPair{{Key: req.Key, Value: req.Value}}, nil) }); err != nil {
+	if err := n.write(ctx, req.Header, [][]byte{req.Key}, []*pcspb.KVPair{{Key: req.Key, Value: req.Value}}, nil); err != nil {
 		return nil, err
 	}
 	return &pcspb.KVPutResponse{}, nil
 }
 
 func (n *Node) Delete(ctx context.Context, req *pcspb.KVDeleteRequest) (*pcspb.KVDeleteResponse, error) {
-	sh, err := n.check(req.Header, req.Key)
-	if err != nil {
-		return nil, err
-	}
-	if err := n.serve(ctx, sh, func() error { return n.writeLocked(ctx, sh, nil, [][]byte{req.Key}) }); err != nil {
+	if err := n.write(ctx, req.Header, [][]byte{req.Key}, nil, [][]byte{req.Key}); err != nil {
 		return nil, err
 	}
 	return &pcspb.KVDeleteResponse{}, nil
@@ -335,20 +646,16 @@ func (n *Node) Scan(ctx context.Context, req *pcspb.KVScanRequest) (*pcspb.KVSca
 	if limit == 0 || limit > MaxScan {
 		limit = MaxScan
 	}
-	sh, err := n.check(req.Header)
-	if err != nil {
-		return nil, err
-	}
-	start := req.Start
-	if bytes.Compare(start, sh.Start) < 0 {
-		start = sh.Start
-	}
-	end := req.End
-	if len(end) == 0 || (len(sh.End) > 0 && bytes.Compare(end, sh.End) > 0) {
-		end = sh.End
-	}
 	var resp *pcspb.KVScanResponse
-	err = n.serve(ctx, sh, func() error {
+	err := n.serve(ctx, req.Header, nil, func(sh *pcspb.Shard) error {
+		start := req.Start
+		if bytes.Compare(start, sh.Start) < 0 {
+			start = sh.Start
+		}
+		end := req.End
+		if len(end) == 0 || (len(sh.End) > 0 && bytes.Compare(end, sh.End) > 0) {
+			end = sh.End
+		}
 		pairs, more, err := n.store.Scan(sh.Id, start, end, limit)
 		if err != nil {
 			return status.Error(codes.Internal, err.Error())
@@ -371,11 +678,7 @@ func (n *Node) Batch(ctx context.Context, req *pcspb.KVBatchRequest) (*pcspb.KVB
 		keys = append(keys, kv.Key)
 	}
 	keys = append(keys, req.Deletes...)
-	sh, err := n.check(req.Header, keys...)
-	if err != nil {
-		return nil, err
-	}
-	if err := n.serve(ctx, sh, func() error { return n.writeLocked(ctx, sh, req.Puts, req.Deletes) }); err != nil {
+	if err := n.write(ctx, req.Header, keys, req.Puts, req.Deletes); err != nil {
 		return nil, err
 	}
 	return &pcspb.KVBatchResponse{}, nil
@@ -383,9 +686,19 @@ func (n *Node) Batch(ctx context.Context, req *pcspb.KVBatchRequest) (*pcspb.KVB
 
 // ---- nodeagent.Handler ------------------------------------------------------------------------
 
-// CreateReplica records a replica; an existing one keeps its data and takes the newer metadata.
+// CreateReplica records a replica, or takes PCS's newer metadata for one it holds (keeping its
+// data). A replica that split ahead of the catalog keeps its narrower range and newer version.
 func (n *Node) CreateReplica(_ context.Context, sh *pcspb.Shard) error {
-	if cur, ok := n.store.Replica(sh.Id); ok && proto.Equal(cur, sh) {
+	l := n.shardLock(sh.Id)
+	l.Lock()
+	defer l.Unlock()
+	cur, ok := n.store.Replica(sh.Id)
+	if ok && cur.Epoch.GetVersion() > sh.Epoch.GetVersion() {
+		sh = proto.Clone(sh).(*pcspb.Shard)
+		sh.Start, sh.End = cur.Start, cur.End
+		sh.Epoch = &pcspb.ShardEpoch{ConfVer: sh.Epoch.GetConfVer(), Version: cur.Epoch.GetVersion()}
+	}
+	if ok && proto.Equal(cur, sh) {
 		return nil
 	}
 	return n.store.PutReplica(sh)
@@ -393,10 +706,68 @@ func (n *Node) CreateReplica(_ context.Context, sh *pcspb.Shard) error {
 
 // DropReplica deletes a replica and its data.
 func (n *Node) DropReplica(_ context.Context, id uint64) error {
+	l := n.shardLock(id)
+	l.Lock()
+	defer l.Unlock()
 	if _, ok := n.store.Replica(id); !ok {
 		return nil
 	}
+	n.mu.Lock()
+	delete(n.repl, id)
+	n.mu.Unlock()
 	return n.store.DropReplica(id)
+}
+
+// ErrCannotSplit: a split was asked of a shard that cannot make it (too few keys, a key outside
+// the shard, the new id in use).
+var ErrCannotSplit = errors.New("kvnode: cannot split")
+
+// SplitShard splits a shard this node is primary of, as an entry of the shard's log so that
+// every replica splits at the same position; PCS learns of it from the next heartbeat. A
+// command for another version of the shard, or a shard this node does not lead, is ignored
+// (the command is stale). An empty key splits the data into halves of about equal size.
+func (n *Node) SplitShard(ctx context.Context, c *pcspb.SplitShardCommand) error {
+	sh, ok := n.store.Replica(c.ShardId)
+	if !ok || sh.Primary != n.self() || sh.Epoch.GetVersion() != c.Version {
+		return nil
+	}
+	h := &pcspb.KVHeader{ShardId: sh.Id, Epoch: sh.Epoch}
+	return n.serve(ctx, h, nil, func(sh *pcspb.Shard) error {
+		key := c.SplitKey
+		if len(key) == 0 {
+			var err error
+			if _, key, err = n.store.SplitPoint(sh.Id); err != nil {
+				return err
+			}
+			if key == nil {
+				return fmt.Errorf("%w: shard %d has fewer than two keys", ErrCannotSplit, sh.Id)
+			}
+		}
+		if bytes.Compare(key, sh.Start) <= 0 || (len(sh.End) > 0 && bytes.Compare(key, sh.End) >= 0) {
+			return fmt.Errorf("%w: key %x is not strictly inside shard %d [%x, %x)", ErrCannotSplit, key, sh.Id, sh.Start, sh.End)
+		}
+		if _, exists := n.store.Replica(c.NewShardId); exists || c.NewShardId == 0 {
+			return fmt.Errorf("%w: shard id %d is in use", ErrCannotSplit, c.NewShardId)
+		}
+		right := &pcspb.Shard{Id: c.NewShardId, TableId: sh.TableId, Start: bytes.Clone(key), End: sh.End,
+			Epoch: &pcspb.ShardEpoch{ConfVer: sh.Epoch.GetConfVer(), Version: sh.Epoch.GetVersion() + 1},
+			Term:  sh.Term, Primary: sh.Primary, Replicas: sh.Replicas, Learners: sh.Learners, Partition: sh.Partition}
+		rl := n.shardLock(right.Id)
+		rl.Lock()
+		defer rl.Unlock()
+		if err := n.writeLocked(ctx, sh, nil, nil, right); err != nil {
+			return err
+		}
+		// Every replica in line with the parent has the new shard's first position.
+		n.mu.Lock()
+		prs, nrs := n.state(sh), n.state(right)
+		for k, v := range prs.inSync {
+			nrs.inSync[k] = v
+		}
+		n.mu.Unlock()
+		n.log.Info("shard split", "shard", sh.Id, "new_shard", right.Id, "key", fmt.Sprintf("%x", key), "version", right.Epoch.Version)
+		return nil
+	})
 }
 
 // LoadSchema records the schema version (the reference node stores untyped values).
@@ -423,9 +794,22 @@ func (n *Node) Stats() (*pcspb.NodeStats, []*pcspb.ShardStats) {
 	for _, id := range held {
 		size := n.store.Size(id)
 		ns.BytesUsed += size
-		st := &pcspb.ShardStats{ShardId: id, SizeBytes: size, ReplicaPositions: map[uint64]uint64{n.self(): n.store.LSN(id)}}
+		lsn := n.store.LSN(id)
+		st := &pcspb.ShardStats{ShardId: id, SizeBytes: size, ReplicaPositions: map[uint64]uint64{n.self(): lsn}, SplitFrom: n.store.Parent(id)}
 		if sh, ok := n.store.Replica(id); ok {
-			st.Term, st.ConfVer = sh.Term, sh.Epoch.GetConfVer()
+			st.Term, st.ConfVer, st.Version, st.Start, st.End = sh.Term, sh.Epoch.GetConfVer(), sh.Epoch.GetVersion(), sh.Start, sh.End
+			if sh.Primary == n.self() {
+				// The replicas and learners in line have every position this primary has.
+				n.mu.Lock()
+				if rs := n.repl[id]; rs != nil && rs.term == sh.Term {
+					for r, ok := range rs.inSync {
+						if ok {
+							st.ReplicaPositions[r] = lsn
+						}
+					}
+				}
+				n.mu.Unlock()
+			}
 		}
 		ss = append(ss, st)
 	}

@@ -9,14 +9,18 @@
 //	'm' shardID(8, big-endian)             -> the replica's pcspb.Shard (range, epoch, role)
 //	'p' shardID(8, big-endian)             -> the replica's log position (8 bytes), written in
 //	                                          the same batch as the data it covers
+//	's' shardID(8, big-endian)             -> the shard it was split from (8 bytes), reported to
+//	                                          PCS until the catalog records the split
 //
 // Every write is committed with Sync: an acknowledged write survives a crash.
 //
-// Replication: the primary gives each write the next log position of its shard and sends it to
-// every other replica of the configuration; it acknowledges the client only when all have
-// persisted it. Replicas refuse writes from a primary of a lower term than they have seen, and
-// positions out of order. Reconfiguration (removing a silent replica through PCS), catch-up of
-// new or returning replicas and primary failover are not implemented yet.
+// Replication (PacificA, DESIGN §6): the primary gives each write the next log position of its
+// shard and sends it to every other replica of the configuration and to the learners it has
+// brought in line; it acknowledges the client only when every replica has persisted it.
+// Replicas refuse writes from a primary of a lower term than they have seen, and positions out
+// of order. Before serving a new term, and for a replica or learner that missed a write, the
+// primary sends its data as a snapshot. A split is an entry of the shard's log, so every
+// replica splits at the same position.
 package kvnode
 
 import (
@@ -41,14 +45,16 @@ var ErrNoReplica = errors.New("kvnode: no replica of the shard")
 type Store struct {
 	db *pebble.DB
 
-	mu     sync.RWMutex
-	shards map[uint64]*pcspb.Shard
-	lsns   map[uint64]uint64
+	mu      sync.RWMutex
+	shards  map[uint64]*pcspb.Shard
+	lsns    map[uint64]uint64
+	parents map[uint64]uint64
 }
 
 func dataPrefix(shard uint64) []byte { return binary.BigEndian.AppendUint64([]byte{'d'}, shard) }
 func metaKey(shard uint64) []byte    { return binary.BigEndian.AppendUint64([]byte{'m'}, shard) }
 func lsnKey(shard uint64) []byte     { return binary.BigEndian.AppendUint64([]byte{'p'}, shard) }
+func parentKey(shard uint64) []byte  { return binary.BigEndian.AppendUint64([]byte{'s'}, shard) }
 
 // prefixEnd is the first key after every key with prefix p.
 func prefixEnd(p []byte) []byte {
@@ -85,7 +91,7 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kvnode: opening %s: %w", dir, err)
 	}
-	s := &Store{db: db, shards: map[uint64]*pcspb.Shard{}, lsns: map[uint64]uint64{}}
+	s := &Store{db: db, shards: map[uint64]*pcspb.Shard{}, lsns: map[uint64]uint64{}, parents: map[uint64]uint64{}}
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{'m'}, UpperBound: []byte{'n'}})
 	if err != nil {
 		db.Close()
@@ -103,6 +109,12 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 		if err == nil {
 			if len(v) == 8 {
 				s.lsns[sh.Id] = binary.BigEndian.Uint64(v)
+			}
+			closer.Close()
+		}
+		if v, closer, err := db.Get(parentKey(sh.Id)); err == nil {
+			if len(v) == 8 {
+				s.parents[sh.Id] = binary.BigEndian.Uint64(v)
 			}
 			closer.Close()
 		}
@@ -145,12 +157,16 @@ func (s *Store) DropReplica(id uint64) error {
 	if err := b.Delete(lsnKey(id), nil); err != nil {
 		return err
 	}
+	if err := b.Delete(parentKey(id), nil); err != nil {
+		return err
+	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("kvnode: dropping replica %d: %w", id, err)
 	}
 	s.mu.Lock()
 	delete(s.shards, id)
 	delete(s.lsns, id)
+	delete(s.parents, id)
 	s.mu.Unlock()
 	return nil
 }
@@ -221,9 +237,18 @@ func (s *Store) Write(shard, lsn uint64, puts []*pcspb.KVPair, deletes [][]byte)
 	return nil
 }
 
-// Replace replaces a replica's data with pairs at log position lsn, atomically and durably.
-func (s *Store) Replace(shard, lsn uint64, pairs []*pcspb.KVPair) error {
+// Replace replaces a replica's data with pairs at log position lsn, and its metadata with sh,
+// atomically and durably.
+func (s *Store) Replace(sh *pcspb.Shard, lsn uint64, pairs []*pcspb.KVPair) error {
+	shard := sh.Id
+	meta, err := proto.Marshal(sh)
+	if err != nil {
+		return err
+	}
 	b := s.db.NewBatch()
+	if err := b.Set(metaKey(shard), meta, nil); err != nil {
+		return err
+	}
 	p := dataPrefix(shard)
 	if err := b.DeleteRange(p, prefixEnd(p), nil); err != nil {
 		return err
@@ -241,8 +266,102 @@ func (s *Store) Replace(shard, lsn uint64, pairs []*pcspb.KVPair) error {
 	}
 	s.mu.Lock()
 	s.lsns[shard] = lsn
+	s.shards[shard] = proto.Clone(sh).(*pcspb.Shard)
 	s.mu.Unlock()
 	return nil
+}
+
+// Split splits a replica at log position lsn: left is its new metadata (a narrower range),
+// right the new replica, which takes the data from right.Start on and starts at the same
+// position. Atomic and durable.
+func (s *Store) Split(left, right *pcspb.Shard, lsn uint64) error {
+	lm, err := proto.Marshal(left)
+	if err != nil {
+		return err
+	}
+	rm, err := proto.Marshal(right)
+	if err != nil {
+		return err
+	}
+	b := s.db.NewBatch()
+	pos := binary.BigEndian.AppendUint64(nil, lsn)
+	for _, kv := range [][2][]byte{{metaKey(left.Id), lm}, {metaKey(right.Id), rm}, {lsnKey(left.Id), pos}, {lsnKey(right.Id), pos},
+		{parentKey(right.Id), binary.BigEndian.AppendUint64(nil, left.Id)}} {
+		if err := b.Set(kv[0], kv[1], nil); err != nil {
+			return err
+		}
+	}
+	lp, rp := dataPrefix(left.Id), dataPrefix(right.Id)
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: append(bytes.Clone(lp), right.Start...), UpperBound: prefixEnd(lp)})
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		if err := b.Set(append(bytes.Clone(rp), it.Key()[len(lp):]...), it.Value(), nil); err != nil {
+			it.Close()
+			return err
+		}
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	if err := b.DeleteRange(append(bytes.Clone(lp), right.Start...), prefixEnd(lp), nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("kvnode: splitting replica %d: %w", left.Id, err)
+	}
+	s.mu.Lock()
+	s.shards[left.Id] = proto.Clone(left).(*pcspb.Shard)
+	s.shards[right.Id] = proto.Clone(right).(*pcspb.Shard)
+	s.lsns[left.Id], s.lsns[right.Id] = lsn, lsn
+	s.parents[right.Id] = left.Id
+	s.mu.Unlock()
+	return nil
+}
+
+// Flush flushes the memtable, so that Size counts what was written.
+func (s *Store) Flush() error { return s.db.Flush() }
+
+// Parent returns the shard a replica was split from (0: none).
+func (s *Store) Parent(id uint64) uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.parents[id]
+}
+
+// SplitPoint scans a replica's live data: it returns the bytes its keys and values take and the
+// key that splits them into halves of about equal size (nil if the replica has fewer than two
+// keys). Unlike Size, it does not count data that was deleted but not yet compacted away.
+func (s *Store) SplitPoint(shard uint64) (live uint64, key []byte, err error) {
+	p := dataPrefix(shard)
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return 0, nil, err
+	}
+	defer it.Close()
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		live += uint64(len(it.Key()) - len(p) + len(it.Value()))
+		n++
+	}
+	if err := it.Error(); err != nil || n < 2 {
+		return live, nil, err
+	}
+	var sum uint64
+	i := 0
+	for it.First(); it.Valid(); it.Next() {
+		if i > 0 && (sum >= live/2 || i == n-1) {
+			return live, bytes.Clone(it.Key()[len(p):]), nil
+		}
+		sum += uint64(len(it.Key()) - len(p) + len(it.Value()))
+		i++
+	}
+	return live, nil, it.Error()
 }
 
 // Scan returns up to limit pairs of a replica in [start, end) (nil end: to the replica's end).
@@ -267,7 +386,9 @@ func (s *Store) Scan(shard uint64, start, end []byte, limit int) ([]*pcspb.KVPai
 	return out, false, it.Error()
 }
 
-// Size estimates the bytes a replica uses on disk.
+// Size estimates the bytes a replica uses on disk, cheaply: it counts the files and blocks that
+// hold the replica's keys, including data deleted but not yet compacted away (after a split, the
+// part that moved to the new shard), so it is only a hint; SplitPoint counts what is live.
 func (s *Store) Size(shard uint64) uint64 {
 	p := dataPrefix(shard)
 	n, err := s.db.EstimateDiskUsage(p, prefixEnd(p))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"slices"
 	"sort"
 
 	"github.com/google/btree"
@@ -29,6 +30,9 @@ var (
 	ErrAlterInProgress = errors.New("meta: an alter of this table is in progress")
 	// ErrTableNotPublic: the operation needs a public table.
 	ErrTableNotPublic = errors.New("meta: table is not public")
+	// ErrStaleEpoch: a shard change was decided on metadata that has changed since (its term,
+	// conf_ver or version moved on).
+	ErrStaleEpoch = errors.New("meta: shard metadata changed")
 )
 
 // CatalogPrefix is the reserved key prefix of catalog events in the watch history: every change
@@ -171,7 +175,7 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 		}
 		if a.Tombstone {
 			for _, s := range c.shardByID {
-				if contains(s.Replicas, a.NodeId) {
+				if holds(s, a.NodeId) {
 					res.Err = fmt.Errorf("%w: node %d still holds replicas (shard %d); drain it first", ErrInvalid, a.NodeId, s.Id)
 					return true
 				}
@@ -186,6 +190,10 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 		c.nodes[nn.Id] = nn
 	case *pcspb.Command_ChangePrimary:
 		res.Err = c.changePrimary(op.ChangePrimary)
+	case *pcspb.Command_ChangeReplicas:
+		res.Err = c.changeReplicas(op.ChangeReplicas)
+	case *pcspb.Command_SplitShard:
+		res.ID, res.Err = c.splitShard(st, op.SplitShard)
 	case *pcspb.Command_CancelAlter:
 		te, ok := c.tables[op.CancelAlter.TableId]
 		if !ok {
@@ -289,10 +297,10 @@ func (c *catalogState) changePrimary(cmd *pcspb.CmdChangePrimary) error {
 	case sh.Term != cmd.Term || sh.Epoch.GetConfVer() != cmd.ConfVer:
 		return fmt.Errorf("%w: shard %d is at term %d conf_ver %d, the decision was made at %d/%d",
 			ErrInvalid, sh.Id, sh.Term, sh.Epoch.GetConfVer(), cmd.Term, cmd.ConfVer)
-	case !contains(sh.Replicas, cmd.NewPrimary) || cmd.NewPrimary == cmd.RemoveNode:
+	case !slices.Contains(sh.Replicas, cmd.NewPrimary) || cmd.NewPrimary == cmd.RemoveNode:
 		return fmt.Errorf("%w: node %d is not a replica of shard %d to promote", ErrInvalid, cmd.NewPrimary, sh.Id)
 	}
-	if cmd.RemoveNode == 0 || !contains(sh.Replicas, cmd.RemoveNode) {
+	if cmd.RemoveNode == 0 || !slices.Contains(sh.Replicas, cmd.RemoveNode) {
 		return fmt.Errorf("%w: node %d is not a replica of shard %d to remove", ErrInvalid, cmd.RemoveNode, sh.Id)
 	}
 	te := c.tables[sh.TableId]
@@ -312,6 +320,114 @@ func (c *catalogState) changePrimary(cmd *pcspb.CmdChangePrimary) error {
 	te.shards.ReplaceOrInsert(ns)
 	c.shardByID[ns.Id] = ns
 	return nil
+}
+
+// changeReplicas makes one configuration change (see CmdChangeReplicas); conf_ver + 1.
+func (c *catalogState) changeReplicas(cmd *pcspb.CmdChangeReplicas) error {
+	sh, ok := c.shardByID[cmd.ShardId]
+	if !ok {
+		return fmt.Errorf("%w: id %d", ErrShardNotFound, cmd.ShardId)
+	}
+	if sh.Term != cmd.Term || sh.Epoch.GetConfVer() != cmd.ConfVer {
+		return fmt.Errorf("%w: shard %d is at term %d conf_ver %d, the change was decided at %d/%d",
+			ErrStaleEpoch, sh.Id, sh.Term, sh.Epoch.GetConfVer(), cmd.Term, cmd.ConfVer)
+	}
+	set := 0
+	for _, n := range []uint64{cmd.AddLearner, cmd.PromoteLearner, cmd.RemoveNode, cmd.NewPrimary} {
+		if n != 0 {
+			set++
+		}
+	}
+	if set != 1 {
+		return fmt.Errorf("%w: shard %d: a configuration change names exactly one node", ErrInvalid, sh.Id)
+	}
+	ns := proto.Clone(sh).(*pcspb.Shard)
+	switch {
+	case cmd.AddLearner != 0:
+		n, ok := c.nodes[cmd.AddLearner]
+		switch {
+		case !ok:
+			return fmt.Errorf("%w: id %d", ErrNodeNotFound, cmd.AddLearner)
+		case n.Tombstone || n.Offline:
+			return fmt.Errorf("%w: node %d is offline or a tombstone", ErrInvalid, n.Id)
+		case slices.Contains(sh.Replicas, n.Id) || slices.Contains(sh.Learners, n.Id):
+			return fmt.Errorf("%w: node %d already holds shard %d", ErrInvalid, n.Id, sh.Id)
+		}
+		ns.Learners = append(ns.Learners, n.Id)
+	case cmd.PromoteLearner != 0:
+		if !slices.Contains(sh.Learners, cmd.PromoteLearner) {
+			return fmt.Errorf("%w: node %d is not a learner of shard %d", ErrInvalid, cmd.PromoteLearner, sh.Id)
+		}
+		ns.Learners = without(ns.Learners, cmd.PromoteLearner)
+		ns.Replicas = append(ns.Replicas, cmd.PromoteLearner)
+	case cmd.RemoveNode != 0:
+		switch {
+		case cmd.RemoveNode == sh.Primary:
+			return fmt.Errorf("%w: node %d is the primary of shard %d; transfer the primary first", ErrInvalid, cmd.RemoveNode, sh.Id)
+		case slices.Contains(sh.Learners, cmd.RemoveNode):
+			ns.Learners = without(ns.Learners, cmd.RemoveNode)
+		case slices.Contains(sh.Replicas, cmd.RemoveNode):
+			ns.Replicas = without(ns.Replicas, cmd.RemoveNode)
+		default:
+			return fmt.Errorf("%w: node %d is not a replica of shard %d", ErrInvalid, cmd.RemoveNode, sh.Id)
+		}
+	default:
+		switch {
+		case cmd.NewPrimary == sh.Primary:
+			return fmt.Errorf("%w: node %d is already the primary of shard %d", ErrInvalid, cmd.NewPrimary, sh.Id)
+		case !slices.Contains(sh.Replicas, cmd.NewPrimary):
+			return fmt.Errorf("%w: node %d is not a replica of shard %d (a learner must be promoted first)", ErrInvalid, cmd.NewPrimary, sh.Id)
+		}
+		ns.Term++ // the term fences the old primary
+		ns.Primary = cmd.NewPrimary
+		ns.Replicas = append([]uint64{cmd.NewPrimary}, without(ns.Replicas, cmd.NewPrimary)...)
+	}
+	ns.Epoch.ConfVer++
+	c.tables[sh.TableId].shards.ReplaceOrInsert(ns)
+	c.shardByID[ns.Id] = ns
+	return nil
+}
+
+// without returns ids without id, in a new slice.
+func without(ids []uint64, id uint64) []uint64 {
+	out := make([]uint64, 0, len(ids))
+	for _, x := range ids {
+		if x != id {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// splitShard records a split a shard's primary made (see CmdSplitShard) and returns the new
+// shard's id.
+func (c *catalogState) splitShard(st *state, cmd *pcspb.CmdSplitShard) (uint64, error) {
+	sh, ok := c.shardByID[cmd.ShardId]
+	if !ok {
+		return 0, fmt.Errorf("%w: id %d", ErrShardNotFound, cmd.ShardId)
+	}
+	switch {
+	case sh.Epoch.GetVersion() != cmd.Version:
+		return 0, fmt.Errorf("%w: shard %d is at version %d, the split was made at %d", ErrStaleEpoch, sh.Id, sh.Epoch.GetVersion(), cmd.Version)
+	case bytes.Compare(cmd.SplitKey, sh.Start) <= 0 || (len(sh.End) > 0 && bytes.Compare(cmd.SplitKey, sh.End) >= 0):
+		return 0, fmt.Errorf("%w: split key %x is not strictly inside shard %d [%x, %x)", ErrInvalid, cmd.SplitKey, sh.Id, sh.Start, sh.End)
+	case cmd.NewShardId == 0 || cmd.NewShardId >= st.ids["shard"]:
+		return 0, fmt.Errorf("%w: shard id %d was not reserved", ErrInvalid, cmd.NewShardId)
+	}
+	if _, used := c.shardByID[cmd.NewShardId]; used {
+		return 0, fmt.Errorf("%w: shard id %d is in use", ErrInvalid, cmd.NewShardId)
+	}
+	epoch := &pcspb.ShardEpoch{ConfVer: sh.Epoch.GetConfVer(), Version: sh.Epoch.GetVersion() + 1}
+	left := proto.Clone(sh).(*pcspb.Shard)
+	left.End, left.Epoch = bytes.Clone(cmd.SplitKey), epoch
+	right := proto.Clone(sh).(*pcspb.Shard)
+	right.Id, right.Start, right.Epoch = cmd.NewShardId, bytes.Clone(cmd.SplitKey), proto.Clone(epoch).(*pcspb.ShardEpoch)
+	te := c.tables[sh.TableId]
+	te.shards.ReplaceOrInsert(left)
+	te.shards.ReplaceOrInsert(right)
+	c.shardByID[left.Id] = left
+	c.shardByID[right.Id] = right
+	return right.Id, nil
 }
 
 // MaxAlterSteps bounds the steps of one ALTER.
@@ -497,8 +613,10 @@ func (f *FSM) CheckInvariants() error {
 				err = fmt.Errorf("table %q: gap or overlap between shards %d and %d", te.t.Name, prev.Id, s.Id)
 			case bytes.Compare(s.Start, s.End) >= 0:
 				err = fmt.Errorf("table %q: shard %d is empty", te.t.Name, s.Id)
-			case !contains(s.Replicas, s.Primary):
+			case !slices.Contains(s.Replicas, s.Primary):
 				err = fmt.Errorf("table %q: shard %d primary %d is not a replica", te.t.Name, s.Id, s.Primary)
+			case overlap(s.Replicas, s.Learners):
+				err = fmt.Errorf("table %q: shard %d has a node that is both replica and learner", te.t.Name, s.Id)
 			case s.Term < 1 || s.Epoch.GetConfVer() < 1 || s.Epoch.GetVersion() < 1:
 				err = fmt.Errorf("table %q: shard %d has a zero term or epoch", te.t.Name, s.Id)
 			}
@@ -519,9 +637,9 @@ func (f *FSM) CheckInvariants() error {
 	return nil
 }
 
-func contains(ids []uint64, id uint64) bool {
-	for _, x := range ids {
-		if x == id {
+func overlap(a, b []uint64) bool {
+	for _, x := range a {
+		if slices.Contains(b, x) {
 			return true
 		}
 	}
@@ -645,19 +763,62 @@ func (f *FSM) TableShards(tableID uint64) []*pcspb.Shard {
 
 // ForeignShards returns the ids among the replicas node holds that the catalog does not give
 // it: dropped shards, and shards whose configuration no longer includes the node.
-func (f *FSM) ForeignShards(node uint64, held []uint64) []uint64 {
+//
+// A shard the catalog does not know yet but that the node reports as split from one of its
+// shards at a newer version than the catalog's is the new half of a split not recorded yet: it
+// is kept.
+func (f *FSM) ForeignShards(node uint64, held []uint64, stats []*pcspb.ShardStats) []uint64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	pending := map[uint64]bool{}
+	for _, st := range stats {
+		if st.SplitFrom == 0 {
+			continue
+		}
+		if _, known := f.mu.st.cat.shardByID[st.ShardId]; known {
+			continue
+		}
+		if p, ok := f.mu.st.cat.shardByID[st.SplitFrom]; ok && p.Epoch.GetVersion() < st.Version && holds(p, node) {
+			pending[st.ShardId] = true
+		}
+	}
 	var out []uint64
 	for _, id := range held {
-		if s, ok := f.mu.st.cat.shardByID[id]; !ok || !contains(s.Replicas, node) {
-			out = append(out, id)
+		if s, ok := f.mu.st.cat.shardByID[id]; ok && holds(s, node) || !ok && pending[id] {
+			continue
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
+// holds reports whether node is a replica or learner of s.
+func holds(s *pcspb.Shard, node uint64) bool {
+	return slices.Contains(s.Replicas, node) || slices.Contains(s.Learners, node)
+}
+
+// PendingSplits returns the splits a shard's primary reports (in its shard stats) that the
+// catalog has not recorded: the parent at a newer version than the catalog's, and its new half.
+func (f *FSM) PendingSplits(node uint64, stats []*pcspb.ShardStats) []*pcspb.CmdSplitShard {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []*pcspb.CmdSplitShard
+	for _, st := range stats {
+		if st.SplitFrom == 0 {
+			continue
+		}
+		if _, known := f.mu.st.cat.shardByID[st.ShardId]; known {
+			continue
+		}
+		p, ok := f.mu.st.cat.shardByID[st.SplitFrom]
+		if ok && p.Primary == node && p.Epoch.GetVersion()+1 == st.Version {
+			out = append(out, &pcspb.CmdSplitShard{ShardId: p.Id, Version: p.Epoch.GetVersion(), SplitKey: st.Start, NewShardId: st.ShardId})
 		}
 	}
 	return out
 }
 
-// StaleReplicas returns the catalog's metadata of the replicas whose reported term or conf_ver
+// StaleReplicas returns the catalog's metadata of the replicas whose reported term, conf_ver or version
 // (from a node's shard stats) is older than the catalog's, for the node to update.
 func (f *FSM) StaleReplicas(node uint64, stats []*pcspb.ShardStats) []*pcspb.Shard {
 	f.mu.RLock()
@@ -665,7 +826,7 @@ func (f *FSM) StaleReplicas(node uint64, stats []*pcspb.ShardStats) []*pcspb.Sha
 	var out []*pcspb.Shard
 	for _, st := range stats {
 		s, ok := f.mu.st.cat.shardByID[st.ShardId]
-		if ok && contains(s.Replicas, node) && (st.Term < s.Term || st.ConfVer < s.Epoch.GetConfVer()) {
+		if ok && holds(s, node) && (st.Term < s.Term || st.ConfVer < s.Epoch.GetConfVer() || st.Version < s.Epoch.GetVersion()) {
 			out = append(out, s)
 		}
 	}

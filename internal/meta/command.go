@@ -19,6 +19,7 @@ const (
 	MaxKindLen    = 64       // bytes of an id kind name
 	MaxIDBlock    = 1 << 20  // ids in one allocation
 	MaxNameLen    = 128      // bytes of a member name
+	MaxSplitKey   = 8 << 10  // bytes of a split key (a routing key)
 	MaxAddrLen    = 256      // bytes of an address
 	MaxCommandLen = 64 << 20 // a create-table command carries every shard
 )
@@ -133,7 +134,12 @@ func ValidateCommand(cmd *pcspb.Command) error {
 		} else if t.Replicas < 1 || t.Replicas > 9 {
 			err = fmt.Errorf("%w: replica count %d (1..9)", ErrInvalid, t.Replicas)
 		}
-	case *pcspb.Command_SetTableState, *pcspb.Command_DeleteTable, *pcspb.Command_AlterTable, *pcspb.Command_AdvanceSchema, *pcspb.Command_CancelAlter, *pcspb.Command_SetNodeAdmin, *pcspb.Command_ChangePrimary:
+	case *pcspb.Command_SplitShard:
+		if k := op.SplitShard.SplitKey; len(k) == 0 || len(k) > MaxSplitKey {
+			err = fmt.Errorf("%w: split key of %d bytes (1..%d)", ErrInvalid, len(k), MaxSplitKey)
+		}
+	case *pcspb.Command_SetTableState, *pcspb.Command_DeleteTable, *pcspb.Command_AlterTable, *pcspb.Command_AdvanceSchema,
+		*pcspb.Command_CancelAlter, *pcspb.Command_SetNodeAdmin, *pcspb.Command_ChangePrimary, *pcspb.Command_ChangeReplicas:
 	case nil:
 		err = fmt.Errorf("%w: no operation", ErrBadCommand)
 	default:

@@ -184,3 +184,41 @@ func account(cands []*cand, r Replicas) {
 		}
 	}
 }
+
+// AddOne picks a node for one more replica of a shard whose replicas (and learners) are on
+// have: an eligible node not in have, allowed by the policy, on an isolation-label value none of
+// have uses, least loaded first.
+func AddOne(nodes []Node, policy Policy, have []uint64) (uint64, error) {
+	allowed := map[uint64]bool{}
+	for _, id := range policy.Nodes {
+		allowed[id] = true
+	}
+	held, usedZone := map[uint64]bool{}, map[string]bool{}
+	for _, id := range have {
+		held[id] = true
+	}
+	for _, n := range nodes {
+		if held[n.ID] && policy.IsolationLabel != "" {
+			usedZone[n.Labels[policy.IsolationLabel]] = true
+		}
+	}
+	var best *cand
+	for _, n := range nodes {
+		if !n.Eligible || held[n.ID] || (len(allowed) > 0 && !allowed[n.ID]) {
+			continue
+		}
+		c := &cand{Node: n}
+		if policy.IsolationLabel != "" {
+			if c.zone = n.Labels[policy.IsolationLabel]; usedZone[c.zone] {
+				continue
+			}
+		}
+		if best == nil || less(c, best) {
+			best = c
+		}
+	}
+	if best == nil {
+		return 0, fmt.Errorf("%w: no eligible node for another replica (have %v)", ErrNotEnoughNodes, have)
+	}
+	return best.ID, nil
+}

@@ -110,3 +110,35 @@ func TestNotEnoughNodes(t *testing.T) {
 		t.Errorf("zero replicas: %v", err)
 	}
 }
+
+func TestAddOne(t *testing.T) {
+	nodes := []Node{
+		{ID: 1, Eligible: true, Labels: map[string]string{"zone": "a"}, Shards: 1},
+		{ID: 2, Eligible: true, Labels: map[string]string{"zone": "b"}, Shards: 1},
+		{ID: 3, Eligible: true, Labels: map[string]string{"zone": "a"}, Shards: 0},
+		{ID: 4, Eligible: true, Labels: map[string]string{"zone": "c"}, Shards: 5},
+		{ID: 5, Eligible: false, Labels: map[string]string{"zone": "d"}},
+	}
+	cases := []struct {
+		name   string
+		policy Policy
+		have   []uint64
+		want   uint64
+		err    bool
+	}{
+		{"least loaded", Policy{Replicas: 3}, []uint64{1, 2}, 3, false},
+		{"isolation", Policy{Replicas: 3, IsolationLabel: "zone"}, []uint64{1, 2}, 4, false},
+		{"restricted", Policy{Replicas: 3, Nodes: []uint64{1, 2, 4}}, []uint64{1, 2}, 4, false},
+		{"none left", Policy{Replicas: 3, IsolationLabel: "zone"}, []uint64{1, 2, 4}, 0, true},
+		{"down node never", Policy{Replicas: 3, Nodes: []uint64{1, 2, 5}}, []uint64{1, 2}, 0, true},
+	}
+	for _, c := range cases {
+		got, err := AddOne(nodes, c.policy, c.have)
+		if (err != nil) != c.err || got != c.want {
+			t.Errorf("%s: AddOne = %d, %v; want %d, error %v", c.name, got, err, c.want, c.err)
+		}
+		if err != nil && !errors.Is(err, ErrNotEnoughNodes) {
+			t.Errorf("%s: error %v is not ErrNotEnoughNodes", c.name, err)
+		}
+	}
+}

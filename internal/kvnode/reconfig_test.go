@@ -1,0 +1,354 @@
+package kvnode
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/client"
+	"github.com/postdb/pcs/internal/keyenc"
+)
+
+// writers runs n goroutines that each put their own keys (writer w, sequence i) until stop,
+// retrying a put whose outcome is unknown (each key has one writer, so a retry is harmless).
+// acked returns every acknowledged key with its value.
+type writers struct {
+	wg    sync.WaitGroup
+	stop  atomic.Bool
+	mu    sync.Mutex
+	acked map[string]string
+	err   error
+	count atomic.Int64
+}
+
+func startWriters(ctx context.Context, kv *client.TableKV, n int) *writers {
+	w := &writers{acked: map[string]string{}}
+	cols := []keyenc.Column{{Type: keyenc.Int64}}
+	for g := 0; g < n; g++ {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			for i := 0; !w.stop.Load() && ctx.Err() == nil; i++ {
+				k, _ := keyenc.Encode(nil, cols, []keyenc.Value{keyenc.I64(int64(g*1_000_000 + i))})
+				v := fmt.Sprintf("w%d-%d", g, i)
+				for {
+					err := kv.Put(ctx, k, []byte(v))
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, client.ErrOutcomeUnknown) || ctx.Err() != nil {
+						w.mu.Lock()
+						w.err = fmt.Errorf("writer %d put %d: %w", g, i, err)
+						w.mu.Unlock()
+						return
+					}
+				}
+				w.mu.Lock()
+				w.acked[string(k)] = v
+				w.mu.Unlock()
+				w.count.Add(1)
+			}
+		}()
+	}
+	return w
+}
+
+// waitMore waits until the writers have acknowledged at least n more writes.
+func (w *writers) waitMore(t *testing.T, n int64) {
+	t.Helper()
+	target := w.count.Load() + n
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d more writes", n), func() bool { return w.count.Load() >= target || w.failed() })
+}
+
+func (w *writers) failed() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err != nil
+}
+
+// finish stops the writers and checks that every acknowledged write reads back.
+func (w *writers) finish(t *testing.T, ctx context.Context, kv *client.TableKV) {
+	t.Helper()
+	w.stop.Store(true)
+	w.wg.Wait()
+	if w.err != nil {
+		t.Fatal(w.err)
+	}
+	for k, v := range w.acked {
+		got, found, err := kv.Get(ctx, []byte(k))
+		if err != nil || !found || string(got) != v {
+			t.Fatalf("acknowledged write %x=%s reads %q found=%v err=%v", k, v, got, found, err)
+		}
+	}
+	t.Logf("%d acknowledged writes all read back", len(w.acked))
+}
+
+func createTable(t *testing.T, ctx context.Context, c *client.Client, name string, replicas uint32, hash uint32) {
+	t.Helper()
+	tbl := &pcspb.Table{Name: name, Replicas: replicas, Columns: []*pcspb.ColumnDef{{Name: "k", Type: "int64"}},
+		Partition: &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_HASH, Columns: []string{"k"}, HashPartitions: hash}}
+	if _, err := c.CreateTable(ctx, tbl); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "table public", func() bool {
+		tr, err := c.GetTable(ctx, name)
+		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
+	})
+}
+
+// checkReplicas asserts that every replica of every shard of the table holds the same rows at
+// the same position, all inside the shard's range.
+func checkReplicas(t *testing.T, ctx context.Context, c *client.Client, table string, nodes []*Server) []*pcspb.Shard {
+	t.Helper()
+	resp, err := c.ScanShards(ctx, table, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[uint64]*Server{}
+	for _, n := range nodes {
+		byID[n.Agent.NodeID()] = n
+	}
+	for _, sh := range resp.Shards {
+		var want []*pcspb.KVPair
+		var wantLSN uint64
+		for i, r := range sh.Replicas {
+			n := byID[r]
+			if n == nil {
+				t.Fatalf("shard %d: replica node %d is not running", sh.Id, r)
+			}
+			pairs, _, err := n.Store.Scan(sh.Id, nil, nil, 1_000_000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range pairs {
+				if bytes.Compare(p.Key, sh.Start) < 0 || bytes.Compare(p.Key, sh.End) >= 0 {
+					t.Fatalf("shard %d [%x, %x) on node %d holds key %x outside its range", sh.Id, sh.Start, sh.End, r, p.Key)
+				}
+			}
+			lsn := n.Store.LSN(sh.Id)
+			if i == 0 {
+				want, wantLSN = pairs, lsn
+				continue
+			}
+			if lsn != wantLSN || len(pairs) != len(want) {
+				t.Fatalf("shard %d: node %d has %d rows at position %d, primary %d rows at %d", sh.Id, r, len(pairs), lsn, len(want), wantLSN)
+			}
+			for j := range pairs {
+				if !bytes.Equal(pairs[j].Key, want[j].Key) || !bytes.Equal(pairs[j].Value, want[j].Value) {
+					t.Fatalf("shard %d: node %d differs from the primary at row %d", sh.Id, r, j)
+				}
+			}
+		}
+	}
+	return resp.Shards
+}
+
+// TestReplicaLossAndReturn: a replica's node stops; PCS removes it from the configurations
+// (writes go on), then, when it returns, adds it back as a learner that catches up from a
+// snapshot and the log while writes go on, and promotes it.
+func TestReplicaLossAndReturn(t *testing.T) {
+	c, nodes := startCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	waitNodesUp(t, ctx, c, 3)
+	createTable(t, ctx, c, "loss", 3, 4)
+	kv := c.KV("loss")
+	w := startWriters(ctx, kv, 4)
+	w.waitMore(t, 100)
+
+	victim := nodes[2]
+	lost := victim.Agent.NodeID()
+	victim.Close()
+	waitFor(t, 30*time.Second, "lost node removed from every shard", func() bool {
+		resp, err := c.ScanShards(ctx, "loss", nil, nil)
+		if err != nil {
+			return false
+		}
+		for _, sh := range resp.Shards {
+			if slices.Contains(sh.Replicas, lost) || slices.Contains(sh.Learners, lost) {
+				return false
+			}
+		}
+		return true
+	})
+	w.waitMore(t, 100) // writes go on with two replicas
+
+	nodes[2] = restart(t, victim)
+	waitFor(t, 30*time.Second, "returned node back in every configuration", func() bool {
+		resp, err := c.ScanShards(ctx, "loss", nil, nil)
+		if err != nil {
+			return false
+		}
+		for _, sh := range resp.Shards {
+			if len(sh.Replicas) != 3 || len(sh.Learners) != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	w.waitMore(t, 100)
+	w.finish(t, ctx, kv)
+	checkReplicas(t, ctx, c, "loss", nodes)
+}
+
+// restart starts a stopped node again on its data and address.
+func restart(t *testing.T, s *Server) *Server {
+	t.Helper()
+	cfg := s.cfg
+	cfg.Addr, cfg.Listener = s.Addr(), nil
+	n, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// TestNodeRequestedSplit: a node splits a shard that grew beyond its split size by itself
+// (ask-split for the new id, split, report through the heartbeat).
+func TestNodeRequestedSplit(t *testing.T) {
+	c, nodes := startCluster(t, 3, func(cfg *Config) { cfg.SplitSize, cfg.SplitCheckInterval = 64<<10, 50*time.Millisecond })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	waitNodesUp(t, ctx, c, 3)
+	createTable(t, ctx, c, "big", 3, 1)
+	kv := c.KV("big")
+	cols := []keyenc.Column{{Type: keyenc.Int64}}
+	value := make([]byte, 1024) // incompressible, so the data really takes space on disk
+	if _, err := rand.Read(value); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 400; i++ {
+		k, _ := keyenc.Encode(nil, cols, []keyenc.Value{keyenc.I64(int64(i))})
+		if err := kv.Put(ctx, k, value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range nodes {
+		if err := n.Store.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 30*time.Second, "the node to split the shard", func() bool {
+		resp, err := c.ScanShards(ctx, "big", nil, nil)
+		return err == nil && len(resp.Shards) >= 2
+	})
+	for i := 0; i < 400; i++ {
+		k, _ := keyenc.Encode(nil, cols, []keyenc.Value{keyenc.I64(int64(i))})
+		if v, found, err := kv.Get(ctx, k); err != nil || !found || !bytes.Equal(v, value) {
+			t.Fatalf("key %d after the split: found=%v err=%v", i, found, err)
+		}
+	}
+	checkReplicas(t, ctx, c, "big", nodes)
+}
+
+// TestMoveAndTransferUnderWrites: a shard's replica moves from its primary's node to a fourth
+// node (learner, catch-up, promotion, primary handed over, source removed), and the primary
+// role moves again, under concurrent writes; nothing acknowledged is lost.
+func TestMoveAndTransferUnderWrites(t *testing.T) {
+	c, nodes := startCluster(t, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	waitNodesUp(t, ctx, c, 4)
+	createTable(t, ctx, c, "mv", 3, 2)
+	kv := c.KV("mv")
+	w := startWriters(ctx, kv, 4)
+	w.waitMore(t, 200)
+
+	shards, err := c.ScanShards(ctx, "mv", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := shards.Shards[0]
+	var to uint64
+	for _, n := range nodes {
+		if id := n.Agent.NodeID(); !slices.Contains(sh.Replicas, id) {
+			to = id
+		}
+	}
+	moved, err := c.MoveShard(ctx, sh.Id, sh.Primary, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(moved.Replicas, sh.Primary) || !slices.Contains(moved.Replicas, to) || len(moved.Replicas) != 3 || len(moved.Learners) != 0 || moved.Term <= sh.Term {
+		t.Fatalf("move of %v from %d to %d gave %v", sh, sh.Primary, to, moved)
+	}
+	w.waitMore(t, 200)
+	next := moved.Replicas[1]
+	tr, err := c.TransferPrimary(ctx, sh.Id, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Primary != next || tr.Term != moved.Term+1 {
+		t.Fatalf("transfer to %d gave %v", next, tr)
+	}
+	// Bad input: a learner-less move to a node that is not registered; a transfer to a non-replica.
+	if _, err := c.MoveShard(ctx, sh.Id, next, 999); err == nil {
+		t.Fatal("a move to an unknown node was accepted")
+	}
+	if _, err := c.TransferPrimary(ctx, sh.Id, sh.Primary); err == nil {
+		t.Fatal("a transfer to a node that is not a replica was accepted")
+	}
+	w.waitMore(t, 200)
+	w.finish(t, ctx, kv)
+	checkReplicas(t, ctx, c, "mv", nodes)
+}
+
+// TestGroupCommitKeepsOrder: concurrent writers each put, delete and put again their own keys;
+// writes grouped into one log entry keep each writer's order, so the last put wins everywhere.
+func TestGroupCommitKeepsOrder(t *testing.T) {
+	c, nodes := startCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waitNodesUp(t, ctx, c, 3)
+	createTable(t, ctx, c, "gc", 3, 1)
+	kv := c.KV("gc")
+	cols := []keyenc.Column{{Type: keyenc.Int64}}
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				k, _ := keyenc.Encode(nil, cols, []keyenc.Value{keyenc.I64(int64(g*100 + i))})
+				for _, op := range []string{"put", "delete", "put"} {
+					var err error
+					if op == "put" {
+						err = kv.Put(ctx, k, []byte(fmt.Sprint(g, "/", i)))
+					} else {
+						err = kv.Delete(ctx, k)
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for g := 0; g < 32; g++ {
+		for i := 0; i < 20; i++ {
+			k, _ := keyenc.Encode(nil, cols, []keyenc.Value{keyenc.I64(int64(g*100 + i))})
+			v, found, err := kv.Get(ctx, k)
+			if err != nil || !found || string(v) != fmt.Sprint(g, "/", i) {
+				t.Fatalf("key %d/%d: %q found=%v err=%v", g, i, v, found, err)
+			}
+		}
+	}
+	shards := checkReplicas(t, ctx, c, "gc", nodes)
+	t.Logf("%d writes in %d log entries", 32*20*3, nodes[0].Store.LSN(shards[0].Id))
+}

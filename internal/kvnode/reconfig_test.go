@@ -213,41 +213,71 @@ func restart(t *testing.T, s *Server) *Server {
 }
 
 // TestNodeRequestedSplit: a node splits a shard that grew beyond its split size by itself
-// (ask-split for the new id, split, report through the heartbeat).
+// (ask-split for the new id, split, report through the heartbeat), at the middle of its live
+// data; the halves do not split again although the disk-usage estimate of the left one still
+// counts the data that moved away.
 func TestNodeRequestedSplit(t *testing.T) {
-	c, nodes := startCluster(t, 3, func(cfg *Config) { cfg.SplitSize, cfg.SplitCheckInterval = 64<<10, 50*time.Millisecond })
+	const splitSize = 256 << 10
+	c, nodes := startCluster(t, 3, func(cfg *Config) { cfg.SplitSize, cfg.SplitCheckInterval = splitSize, 50*time.Millisecond })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	waitNodesUp(t, ctx, c, 3)
 	createTable(t, ctx, c, "big", 3, 1)
 	kv := c.KV("big")
 	cols := []keyenc.Column{{Type: keyenc.Int64}}
-	value := make([]byte, 1024) // incompressible, so the data really takes space on disk
-	if _, err := rand.Read(value); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 400; i++ {
+	const rows = 400 // ≈ 400 KiB
+	values := make([][]byte, rows)
+	for i := range values {
+		values[i] = make([]byte, 1024) // incompressible, so the data really takes space on disk
+		if _, err := rand.Read(values[i]); err != nil {
+			t.Fatal(err)
+		}
 		k, _ := keyenc.Encode(nil, cols, []keyenc.Value{keyenc.I64(int64(i))})
-		if err := kv.Put(ctx, k, value); err != nil {
+		if err := kv.Put(ctx, k, values[i]); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// The rows are still in the memtable, where the disk-usage estimate does not see them: the
+	// bytes written trigger the check.
+	waitFor(t, 30*time.Second, "the node to split the shard", func() bool {
+		resp, err := c.ScanShards(ctx, "big", nil, nil)
+		return err == nil && len(resp.Shards) >= 2
+	})
+	// With everything flushed (the left half's estimate now counts the moved rows as well), every
+	// node checks its shards a few more times: the halves must not split again.
 	for _, n := range nodes {
 		if err := n.Store.Flush(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 30*time.Second, "the node to split the shard", func() bool {
-		resp, err := c.ScanShards(ctx, "big", nil, nil)
-		return err == nil && len(resp.Shards) >= 2
-	})
-	for i := 0; i < 400; i++ {
+	for _, n := range nodes {
+		from := n.splitChecks.Load()
+		waitFor(t, 30*time.Second, "more split checks", func() bool { return n.splitChecks.Load() >= from+3 })
+	}
+	// A shard splits once past the split size, at the middle of its live data: every shard ends
+	// between a quarter of the split size (a half of a shard just past it, allowing for the rows
+	// written while the split was under way) and the split size.
+	shards := checkReplicas(t, ctx, c, "big", nodes)
+	var total uint64
+	for _, sh := range shards {
+		live, _, err := nodes[0].Store.SplitPoint(sh.Id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += live
+		if live < splitSize/4 || live > splitSize {
+			t.Fatalf("shard %d holds %d live bytes, want [%d, %d] (shards: %v)", sh.Id, live, splitSize/4, splitSize, shards)
+		}
+	}
+	if len(shards) < 2 || total < rows*1024 {
+		t.Fatalf("%d shards hold %d bytes", len(shards), total)
+	}
+	for i := 0; i < rows; i++ {
 		k, _ := keyenc.Encode(nil, cols, []keyenc.Value{keyenc.I64(int64(i))})
-		if v, found, err := kv.Get(ctx, k); err != nil || !found || !bytes.Equal(v, value) {
+		if v, found, err := kv.Get(ctx, k); err != nil || !found || !bytes.Equal(v, values[i]) {
 			t.Fatalf("key %d after the split: found=%v err=%v", i, found, err)
 		}
 	}
-	checkReplicas(t, ctx, c, "big", nodes)
 }
 
 // TestMoveAndTransferUnderWrites: a shard's replica moves from its primary's node to a fourth

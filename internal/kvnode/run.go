@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -56,6 +57,8 @@ type Server struct {
 	pcs   *client.Client // reaches PCS, and the other data nodes for replication
 	wg    sync.WaitGroup
 	stop  context.CancelFunc
+
+	splitChecks atomic.Uint64 // rounds of splitLoop, for tests
 
 	closeOnce sync.Once
 	closeErr  error
@@ -139,36 +142,72 @@ func (s *Server) catchUpLoop(ctx context.Context) {
 	}
 }
 
-// splitLoop splits the shards this node leads that have grown beyond size.
+// splitLoop splits the shards this node leads that have grown beyond size. Like TiKV's split
+// check, a scan of the shard's live data decides, and it runs only when worth it: for a shard
+// first seen whose disk-usage estimate (compressed, blind to the memtable, and still counting data
+// deleted but not yet compacted away, so only a hint) passes an eighth of size, and then each time
+// an eighth of size has been written to it since it was first seen or last scanned.
 func (s *Server) splitLoop(ctx context.Context, size uint64, every time.Duration, log *slog.Logger) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	scanned := map[uint64]uint64{} // shard → bytes written to it when it was last scanned
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		for _, id := range s.Store.Held() {
+		held := s.Store.Held()
+		if len(scanned) > len(held) {
+			keep := make(map[uint64]uint64, len(held))
+			for _, id := range held {
+				if w, ok := scanned[id]; ok {
+					keep[id] = w
+				}
+			}
+			scanned = keep
+		}
+		for _, id := range held {
 			sh, ok := s.Store.Replica(id)
-			if !ok || sh.Primary != s.Agent.NodeID() || s.Store.Size(id) <= size {
+			if !ok || sh.Primary != s.Agent.NodeID() {
+				continue
+			}
+			written := s.Store.Written(id)
+			last, seen := scanned[id]
+			switch {
+			case !seen && s.Store.Size(id) < size/8:
+				scanned[id] = written // small: from now on, count what is written to it
+				continue
+			case seen && written-last < size/8:
+				continue
+			}
+			scanned[id] = written
+			live, key, err := s.Store.SplitPoint(id)
+			if err != nil {
+				log.Warn("sizing a shard", "shard", id, "err", err)
+				continue
+			}
+			if live <= size || key == nil {
 				continue
 			}
 			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			newID, err := s.Agent.AskSplit(actx, id, sh.Epoch)
 			if err == nil {
-				err = s.Node.SplitShard(actx, &pcspb.SplitShardCommand{ShardId: id, Version: sh.Epoch.GetVersion(), NewShardId: newID})
+				err = s.Node.SplitShard(actx, &pcspb.SplitShardCommand{ShardId: id, Version: sh.Epoch.GetVersion(), NewShardId: newID, SplitKey: key})
 			}
 			cancel()
 			if err != nil {
+				delete(scanned, id) // try again at the next round
 				log.Warn("splitting a large shard", "shard", id, "err", err)
 				continue
 			}
+			log.Info("split a large shard", "shard", id, "new_shard", newID, "live_bytes", live)
 			s.Agent.Kick()
 		}
+		s.splitChecks.Add(1)
 	}
 }
 

@@ -49,6 +49,7 @@ type Store struct {
 	shards  map[uint64]*pcspb.Shard
 	lsns    map[uint64]uint64
 	parents map[uint64]uint64
+	written map[uint64]uint64 // bytes of keys and values written per replica since the store opened
 }
 
 func dataPrefix(shard uint64) []byte { return binary.BigEndian.AppendUint64([]byte{'d'}, shard) }
@@ -91,7 +92,7 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kvnode: opening %s: %w", dir, err)
 	}
-	s := &Store{db: db, shards: map[uint64]*pcspb.Shard{}, lsns: map[uint64]uint64{}, parents: map[uint64]uint64{}}
+	s := &Store{db: db, shards: map[uint64]*pcspb.Shard{}, lsns: map[uint64]uint64{}, parents: map[uint64]uint64{}, written: map[uint64]uint64{}}
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{'m'}, UpperBound: []byte{'n'}})
 	if err != nil {
 		db.Close()
@@ -167,6 +168,7 @@ func (s *Store) DropReplica(id uint64) error {
 	delete(s.shards, id)
 	delete(s.lsns, id)
 	delete(s.parents, id)
+	delete(s.written, id)
 	s.mu.Unlock()
 	return nil
 }
@@ -231,10 +233,22 @@ func (s *Store) Write(shard, lsn uint64, puts []*pcspb.KVPair, deletes [][]byte)
 	if err := b.Commit(pebble.Sync); err != nil {
 		return err
 	}
+	n := 0
+	for _, kv := range puts {
+		n += len(kv.Key) + len(kv.Value)
+	}
 	s.mu.Lock()
 	s.lsns[shard] = lsn
+	s.written[shard] += uint64(n)
 	s.mu.Unlock()
 	return nil
+}
+
+// Written returns the bytes of keys and values put into a replica since the store was opened.
+func (s *Store) Written(shard uint64) uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.written[shard]
 }
 
 // Replace replaces a replica's data with pairs at log position lsn, and its metadata with sh,

@@ -265,3 +265,17 @@ func (c *Client) TransferPrimary(ctx context.Context, shardID, to uint64) (*pcsp
 	}
 	return resp.Shard, nil
 }
+
+// RemoveReplicas asks PCS, as a shard's primary, to take replicas that did not persist a write
+// out of the shard's configuration; it returns the new configuration.
+func (c *Client) RemoveReplicas(ctx context.Context, req *pcspb.RemoveReplicasRequest) (*pcspb.Shard, error) {
+	var resp *pcspb.RemoveReplicasResponse
+	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.RemoveReplicas(ctx, req)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Shard, nil
+}

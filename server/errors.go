@@ -33,6 +33,9 @@ var (
 	ErrMemberNotFound = errors.New("member not found")
 	// ErrInvalid: a malformed request.
 	ErrInvalid = errors.New("invalid request")
+	// ErrLeaseExpired: a data node asked for something only a node with a live lease may ask
+	// (PCS has not heard from it within its lease).
+	ErrLeaseExpired = errors.New("node lease expired")
 )
 
 // notPrimaryError carries where the primary is.
@@ -71,7 +74,7 @@ func toStatus(err error) error {
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, meta.ErrStaleEpoch):
 		return status.Error(codes.Aborted, err.Error())
-	case errors.Is(err, meta.ErrVersionMismatch):
+	case errors.Is(err, meta.ErrVersionMismatch), errors.Is(err, ErrLeaseExpired):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, meta.ErrTableExists):
 		return status.Error(codes.AlreadyExists, err.Error())

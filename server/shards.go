@@ -224,6 +224,51 @@ func (v *service) TransferPrimary(ctx context.Context, req *pcspb.TransferPrimar
 	}
 }
 
+// RemoveReplicas takes replicas that did not persist a write in time out of a shard's
+// configuration at its primary's request (PacificA), one conf change each. Only the primary of
+// the current term and configuration may ask, and only while PCS holds its lease as alive: a
+// primary cut off from PCS must not be able to shrink the configuration it will be failed over
+// from.
+func (v *service) RemoveReplicas(ctx context.Context, req *pcspb.RemoveReplicasRequest) (*pcspb.RemoveReplicasResponse, error) {
+	s := v.s
+	cli, err := s.route(ctx, false)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if cli != nil {
+		return cli.RemoveReplicas(ctx, req)
+	}
+	sh, _, err := s.fsm.ShardByID(req.ShardId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if len(req.Nodes) == 0 {
+		return nil, toStatus(fmt.Errorf("%w: no node to remove from shard %d", ErrInvalid, sh.Id))
+	}
+	if sh.Primary != req.Primary || sh.Term != req.Term || sh.Epoch.GetConfVer() != req.ConfVer {
+		return nil, toStatus(fmt.Errorf("%w: shard %d has primary %d at term %d, conf_ver %d; the request is of primary %d at term %d, conf_ver %d",
+			meta.ErrStaleEpoch, sh.Id, sh.Primary, sh.Term, sh.Epoch.GetConfVer(), req.Primary, req.Term, req.ConfVer))
+	}
+	for _, n := range req.Nodes {
+		if n == sh.Primary || !slices.Contains(sh.Replicas, n) {
+			return nil, toStatus(fmt.Errorf("%w: node %d is not a replica of shard %d other than its primary", ErrInvalid, n, sh.Id))
+		}
+	}
+	if !s.live.Heard(req.Primary) || s.live.Silent(req.Primary) >= s.cfg.NodeLease {
+		return nil, toStatus(fmt.Errorf("%w: node %d, primary of shard %d", ErrLeaseExpired, req.Primary, sh.Id))
+	}
+	for _, n := range req.Nodes {
+		if err := s.changeReplicas(ctx, sh, func(c *pcspb.CmdChangeReplicas) { c.RemoveNode = n }); err != nil {
+			return nil, toStatus(err)
+		}
+		if sh, _, err = s.fsm.ShardByID(req.ShardId); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	s.log.Warn("replicas that did not persist a write removed at the primary's request", "shard", sh.Id, "nodes", req.Nodes, "conf_ver", sh.Epoch.GetConfVer())
+	return &pcspb.RemoveReplicasResponse{Shard: sh}, nil
+}
+
 // handOver makes replica to the primary of sh once the current primary reports it in line —
 // holding every position the primary has, in the current term and configuration — so that
 // the new primary has every acknowledged write (from the report on, the primary acknowledges

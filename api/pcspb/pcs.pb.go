@@ -4090,6 +4090,131 @@ func (x *TransferPrimaryResponse) GetShard() *Shard {
 	return nil
 }
 
+// A shard's primary asks to take replicas that did not persist a write in time out of the
+// configuration, so that writes go on without them (PacificA: the configuration manager, not the
+// primary, decides the configuration). Refused unless the asking node is the shard's primary at
+// `term` and `conf_ver` and PCS holds its lease as alive; each node must be a replica other than
+// the primary. Each removal bumps conf_ver.
+type RemoveReplicasRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Primary       uint64                 `protobuf:"varint,2,opt,name=primary,proto3" json:"primary,omitempty"`
+	Term          uint64                 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	ConfVer       uint64                 `protobuf:"varint,4,opt,name=conf_ver,json=confVer,proto3" json:"conf_ver,omitempty"`
+	Nodes         []uint64               `protobuf:"varint,5,rep,packed,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveReplicasRequest) Reset() {
+	*x = RemoveReplicasRequest{}
+	mi := &file_pcs_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveReplicasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveReplicasRequest) ProtoMessage() {}
+
+func (x *RemoveReplicasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveReplicasRequest.ProtoReflect.Descriptor instead.
+func (*RemoveReplicasRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *RemoveReplicasRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *RemoveReplicasRequest) GetPrimary() uint64 {
+	if x != nil {
+		return x.Primary
+	}
+	return 0
+}
+
+func (x *RemoveReplicasRequest) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *RemoveReplicasRequest) GetConfVer() uint64 {
+	if x != nil {
+		return x.ConfVer
+	}
+	return 0
+}
+
+func (x *RemoveReplicasRequest) GetNodes() []uint64 {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+type RemoveReplicasResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         *Shard                 `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveReplicasResponse) Reset() {
+	*x = RemoveReplicasResponse{}
+	mi := &file_pcs_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveReplicasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveReplicasResponse) ProtoMessage() {}
+
+func (x *RemoveReplicasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveReplicasResponse.ProtoReflect.Descriptor instead.
+func (*RemoveReplicasResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *RemoveReplicasResponse) GetShard() *Shard {
+	if x != nil {
+		return x.Shard
+	}
+	return nil
+}
+
 type NodeStats struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ShardCount    uint64                 `protobuf:"varint,1,opt,name=shard_count,json=shardCount,proto3" json:"shard_count,omitempty"`
@@ -4106,7 +4231,7 @@ type NodeStats struct {
 
 func (x *NodeStats) Reset() {
 	*x = NodeStats{}
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4118,7 +4243,7 @@ func (x *NodeStats) String() string {
 func (*NodeStats) ProtoMessage() {}
 
 func (x *NodeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4131,7 +4256,7 @@ func (x *NodeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStats.ProtoReflect.Descriptor instead.
 func (*NodeStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{70}
+	return file_pcs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *NodeStats) GetShardCount() uint64 {
@@ -4207,7 +4332,7 @@ type ShardStats struct {
 
 func (x *ShardStats) Reset() {
 	*x = ShardStats{}
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4219,7 +4344,7 @@ func (x *ShardStats) String() string {
 func (*ShardStats) ProtoMessage() {}
 
 func (x *ShardStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4232,7 +4357,7 @@ func (x *ShardStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStats.ProtoReflect.Descriptor instead.
 func (*ShardStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{71}
+	return file_pcs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ShardStats) GetShardId() uint64 {
@@ -4333,7 +4458,7 @@ type NodeHeartbeat struct {
 
 func (x *NodeHeartbeat) Reset() {
 	*x = NodeHeartbeat{}
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4345,7 +4470,7 @@ func (x *NodeHeartbeat) String() string {
 func (*NodeHeartbeat) ProtoMessage() {}
 
 func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4358,7 +4483,7 @@ func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeHeartbeat.ProtoReflect.Descriptor instead.
 func (*NodeHeartbeat) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{72}
+	return file_pcs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *NodeHeartbeat) GetNodeId() uint64 {
@@ -4413,7 +4538,7 @@ type NodeCommand struct {
 
 func (x *NodeCommand) Reset() {
 	*x = NodeCommand{}
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4425,7 +4550,7 @@ func (x *NodeCommand) String() string {
 func (*NodeCommand) ProtoMessage() {}
 
 func (x *NodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4438,7 +4563,7 @@ func (x *NodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCommand.ProtoReflect.Descriptor instead.
 func (*NodeCommand) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{73}
+	return file_pcs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *NodeCommand) GetCmd() isNodeCommand_Cmd {
@@ -4542,7 +4667,7 @@ type SplitShardCommand struct {
 
 func (x *SplitShardCommand) Reset() {
 	*x = SplitShardCommand{}
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4554,7 +4679,7 @@ func (x *SplitShardCommand) String() string {
 func (*SplitShardCommand) ProtoMessage() {}
 
 func (x *SplitShardCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4567,7 +4692,7 @@ func (x *SplitShardCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitShardCommand.ProtoReflect.Descriptor instead.
 func (*SplitShardCommand) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{74}
+	return file_pcs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *SplitShardCommand) GetShardId() uint64 {
@@ -4609,7 +4734,7 @@ type SchemaVersionRef struct {
 
 func (x *SchemaVersionRef) Reset() {
 	*x = SchemaVersionRef{}
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4621,7 +4746,7 @@ func (x *SchemaVersionRef) String() string {
 func (*SchemaVersionRef) ProtoMessage() {}
 
 func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4634,7 +4759,7 @@ func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersionRef.ProtoReflect.Descriptor instead.
 func (*SchemaVersionRef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{75}
+	return file_pcs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *SchemaVersionRef) GetTableId() uint64 {
@@ -4671,7 +4796,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4683,7 +4808,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4696,7 +4821,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{76}
+	return file_pcs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *HeartbeatResponse) GetSeq() uint64 {
@@ -4739,7 +4864,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4751,7 +4876,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4764,7 +4889,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{77}
+	return file_pcs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *Job) GetTableId() uint64 {
@@ -4817,7 +4942,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4829,7 +4954,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4842,7 +4967,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{78}
+	return file_pcs_proto_rawDescGZIP(), []int{80}
 }
 
 type ListJobsResponse struct {
@@ -4854,7 +4979,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4866,7 +4991,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4879,7 +5004,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{79}
+	return file_pcs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -4901,7 +5026,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4913,7 +5038,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4926,7 +5051,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{80}
+	return file_pcs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *CancelJobRequest) GetTable() string {
@@ -4944,7 +5069,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4956,7 +5081,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4969,7 +5094,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{81}
+	return file_pcs_proto_rawDescGZIP(), []int{83}
 }
 
 // ColumnDef is one column of a table. type is a keyenc type name: int64, uint64, float64, bool,
@@ -4986,7 +5111,7 @@ type ColumnDef struct {
 
 func (x *ColumnDef) Reset() {
 	*x = ColumnDef{}
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4998,7 +5123,7 @@ func (x *ColumnDef) String() string {
 func (*ColumnDef) ProtoMessage() {}
 
 func (x *ColumnDef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5011,7 +5136,7 @@ func (x *ColumnDef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ColumnDef.ProtoReflect.Descriptor instead.
 func (*ColumnDef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{82}
+	return file_pcs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ColumnDef) GetName() string {
@@ -5047,7 +5172,7 @@ type RangePartition struct {
 
 func (x *RangePartition) Reset() {
 	*x = RangePartition{}
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5059,7 +5184,7 @@ func (x *RangePartition) String() string {
 func (*RangePartition) ProtoMessage() {}
 
 func (x *RangePartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5072,7 +5197,7 @@ func (x *RangePartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangePartition.ProtoReflect.Descriptor instead.
 func (*RangePartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{83}
+	return file_pcs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *RangePartition) GetName() string {
@@ -5099,7 +5224,7 @@ type ValueTuple struct {
 
 func (x *ValueTuple) Reset() {
 	*x = ValueTuple{}
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5111,7 +5236,7 @@ func (x *ValueTuple) String() string {
 func (*ValueTuple) ProtoMessage() {}
 
 func (x *ValueTuple) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5124,7 +5249,7 @@ func (x *ValueTuple) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueTuple.ProtoReflect.Descriptor instead.
 func (*ValueTuple) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{84}
+	return file_pcs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *ValueTuple) GetValues() []string {
@@ -5146,7 +5271,7 @@ type ListPartition struct {
 
 func (x *ListPartition) Reset() {
 	*x = ListPartition{}
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5158,7 +5283,7 @@ func (x *ListPartition) String() string {
 func (*ListPartition) ProtoMessage() {}
 
 func (x *ListPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5171,7 +5296,7 @@ func (x *ListPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartition.ProtoReflect.Descriptor instead.
 func (*ListPartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{85}
+	return file_pcs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *ListPartition) GetName() string {
@@ -5211,7 +5336,7 @@ type PartitionSpec struct {
 
 func (x *PartitionSpec) Reset() {
 	*x = PartitionSpec{}
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5223,7 +5348,7 @@ func (x *PartitionSpec) String() string {
 func (*PartitionSpec) ProtoMessage() {}
 
 func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5236,7 +5361,7 @@ func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSpec.ProtoReflect.Descriptor instead.
 func (*PartitionSpec) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{86}
+	return file_pcs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *PartitionSpec) GetStrategy() PartitionStrategy {
@@ -5298,7 +5423,7 @@ type DataNode struct {
 
 func (x *DataNode) Reset() {
 	*x = DataNode{}
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5310,7 +5435,7 @@ func (x *DataNode) String() string {
 func (*DataNode) ProtoMessage() {}
 
 func (x *DataNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5323,7 +5448,7 @@ func (x *DataNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataNode.ProtoReflect.Descriptor instead.
 func (*DataNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{87}
+	return file_pcs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *DataNode) GetId() uint64 {
@@ -5397,7 +5522,7 @@ type Table struct {
 
 func (x *Table) Reset() {
 	*x = Table{}
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5409,7 +5534,7 @@ func (x *Table) String() string {
 func (*Table) ProtoMessage() {}
 
 func (x *Table) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5422,7 +5547,7 @@ func (x *Table) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Table.ProtoReflect.Descriptor instead.
 func (*Table) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{88}
+	return file_pcs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *Table) GetId() uint64 {
@@ -5533,7 +5658,7 @@ type SchemaVersion struct {
 
 func (x *SchemaVersion) Reset() {
 	*x = SchemaVersion{}
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5545,7 +5670,7 @@ func (x *SchemaVersion) String() string {
 func (*SchemaVersion) ProtoMessage() {}
 
 func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5558,7 +5683,7 @@ func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersion.ProtoReflect.Descriptor instead.
 func (*SchemaVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{89}
+	return file_pcs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *SchemaVersion) GetVersion() uint64 {
@@ -5587,7 +5712,7 @@ type ShardEpoch struct {
 
 func (x *ShardEpoch) Reset() {
 	*x = ShardEpoch{}
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5599,7 +5724,7 @@ func (x *ShardEpoch) String() string {
 func (*ShardEpoch) ProtoMessage() {}
 
 func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5612,7 +5737,7 @@ func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardEpoch.ProtoReflect.Descriptor instead.
 func (*ShardEpoch) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{90}
+	return file_pcs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *ShardEpoch) GetConfVer() uint64 {
@@ -5652,7 +5777,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5664,7 +5789,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5677,7 +5802,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{91}
+	return file_pcs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *Shard) GetId() uint64 {
@@ -5781,7 +5906,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5793,7 +5918,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5806,7 +5931,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{92}
+	return file_pcs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *Command) GetVersion() uint32 {
@@ -6102,7 +6227,7 @@ type CmdChangeReplicas struct {
 
 func (x *CmdChangeReplicas) Reset() {
 	*x = CmdChangeReplicas{}
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6114,7 +6239,7 @@ func (x *CmdChangeReplicas) String() string {
 func (*CmdChangeReplicas) ProtoMessage() {}
 
 func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6127,7 +6252,7 @@ func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangeReplicas.ProtoReflect.Descriptor instead.
 func (*CmdChangeReplicas) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{93}
+	return file_pcs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *CmdChangeReplicas) GetShardId() uint64 {
@@ -6195,7 +6320,7 @@ type CmdSplitShard struct {
 
 func (x *CmdSplitShard) Reset() {
 	*x = CmdSplitShard{}
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6207,7 +6332,7 @@ func (x *CmdSplitShard) String() string {
 func (*CmdSplitShard) ProtoMessage() {}
 
 func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6220,7 +6345,7 @@ func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSplitShard.ProtoReflect.Descriptor instead.
 func (*CmdSplitShard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{94}
+	return file_pcs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *CmdSplitShard) GetShardId() uint64 {
@@ -6267,7 +6392,7 @@ type CmdChangePrimary struct {
 
 func (x *CmdChangePrimary) Reset() {
 	*x = CmdChangePrimary{}
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6279,7 +6404,7 @@ func (x *CmdChangePrimary) String() string {
 func (*CmdChangePrimary) ProtoMessage() {}
 
 func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6292,7 +6417,7 @@ func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangePrimary.ProtoReflect.Descriptor instead.
 func (*CmdChangePrimary) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{95}
+	return file_pcs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *CmdChangePrimary) GetShardId() uint64 {
@@ -6343,7 +6468,7 @@ type CmdSetNodeAdmin struct {
 
 func (x *CmdSetNodeAdmin) Reset() {
 	*x = CmdSetNodeAdmin{}
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6355,7 +6480,7 @@ func (x *CmdSetNodeAdmin) String() string {
 func (*CmdSetNodeAdmin) ProtoMessage() {}
 
 func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6368,7 +6493,7 @@ func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetNodeAdmin.ProtoReflect.Descriptor instead.
 func (*CmdSetNodeAdmin) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{96}
+	return file_pcs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *CmdSetNodeAdmin) GetNodeId() uint64 {
@@ -6402,7 +6527,7 @@ type CmdCancelAlter struct {
 
 func (x *CmdCancelAlter) Reset() {
 	*x = CmdCancelAlter{}
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6414,7 +6539,7 @@ func (x *CmdCancelAlter) String() string {
 func (*CmdCancelAlter) ProtoMessage() {}
 
 func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6427,7 +6552,7 @@ func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCancelAlter.ProtoReflect.Descriptor instead.
 func (*CmdCancelAlter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{97}
+	return file_pcs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *CmdCancelAlter) GetTableId() uint64 {
@@ -6449,7 +6574,7 @@ type CmdAlterTable struct {
 
 func (x *CmdAlterTable) Reset() {
 	*x = CmdAlterTable{}
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6461,7 +6586,7 @@ func (x *CmdAlterTable) String() string {
 func (*CmdAlterTable) ProtoMessage() {}
 
 func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6474,7 +6599,7 @@ func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAlterTable.ProtoReflect.Descriptor instead.
 func (*CmdAlterTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{98}
+	return file_pcs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *CmdAlterTable) GetTableId() uint64 {
@@ -6503,7 +6628,7 @@ type CmdAdvanceSchema struct {
 
 func (x *CmdAdvanceSchema) Reset() {
 	*x = CmdAdvanceSchema{}
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6515,7 +6640,7 @@ func (x *CmdAdvanceSchema) String() string {
 func (*CmdAdvanceSchema) ProtoMessage() {}
 
 func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6528,7 +6653,7 @@ func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAdvanceSchema.ProtoReflect.Descriptor instead.
 func (*CmdAdvanceSchema) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{99}
+	return file_pcs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *CmdAdvanceSchema) GetTableId() uint64 {
@@ -6556,7 +6681,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6568,7 +6693,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6581,7 +6706,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{100}
+	return file_pcs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -6603,7 +6728,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6615,7 +6740,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6628,7 +6753,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{101}
+	return file_pcs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -6655,7 +6780,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6667,7 +6792,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6680,7 +6805,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{102}
+	return file_pcs_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -6707,7 +6832,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6719,7 +6844,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6732,7 +6857,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{103}
+	return file_pcs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -6753,7 +6878,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6765,7 +6890,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6778,7 +6903,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{104}
+	return file_pcs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -6812,7 +6937,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6824,7 +6949,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6837,7 +6962,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{105}
+	return file_pcs_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -6864,7 +6989,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6876,7 +7001,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6889,7 +7014,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{106}
+	return file_pcs_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -6910,7 +7035,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6922,7 +7047,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6935,7 +7060,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{107}
+	return file_pcs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -6961,7 +7086,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6973,7 +7098,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6986,7 +7111,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{108}
+	return file_pcs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -7005,7 +7130,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7017,7 +7142,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7030,7 +7155,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{109}
+	return file_pcs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -7062,7 +7187,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7074,7 +7199,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7087,7 +7212,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{110}
+	return file_pcs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -7250,7 +7375,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7262,7 +7387,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7275,7 +7400,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{111}
+	return file_pcs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -7323,7 +7448,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7335,7 +7460,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7348,7 +7473,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{112}
+	return file_pcs_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -7375,7 +7500,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7387,7 +7512,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7400,7 +7525,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{113}
+	return file_pcs_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -7670,6 +7795,14 @@ const file_pcs_proto_rawDesc = "" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x17\n" +
 	"\ato_node\x18\x02 \x01(\x04R\x06toNode\">\n" +
 	"\x17TransferPrimaryResponse\x12#\n" +
+	"\x05shard\x18\x01 \x01(\v2\r.pcs.v1.ShardR\x05shard\"\x91\x01\n" +
+	"\x15RemoveReplicasRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x18\n" +
+	"\aprimary\x18\x02 \x01(\x04R\aprimary\x12\x12\n" +
+	"\x04term\x18\x03 \x01(\x04R\x04term\x12\x19\n" +
+	"\bconf_ver\x18\x04 \x01(\x04R\aconfVer\x12\x14\n" +
+	"\x05nodes\x18\x05 \x03(\x04R\x05nodes\"=\n" +
+	"\x16RemoveReplicasResponse\x12#\n" +
 	"\x05shard\x18\x01 \x01(\v2\r.pcs.v1.ShardR\x05shard\"\xd9\x02\n" +
 	"\tNodeStats\x12\x1f\n" +
 	"\vshard_count\x18\x01 \x01(\x04R\n" +
@@ -7957,7 +8090,7 @@ const file_pcs_proto_rawDesc = "" +
 	"TableState\x12\x18\n" +
 	"\x14TABLE_STATE_CREATING\x10\x00\x12\x16\n" +
 	"\x12TABLE_STATE_PUBLIC\x10\x01\x12\x18\n" +
-	"\x14TABLE_STATE_DROPPING\x10\x022\x9d\x12\n" +
+	"\x14TABLE_STATE_DROPPING\x10\x022\xee\x12\n" +
 	"\x03PCS\x127\n" +
 	"\x06Status\x12\x15.pcs.v1.StatusRequest\x1a\x16.pcs.v1.StatusResponse\x12C\n" +
 	"\n" +
@@ -7987,7 +8120,8 @@ const file_pcs_proto_rawDesc = "" +
 	"SplitShard\x12\x19.pcs.v1.SplitShardRequest\x1a\x1a.pcs.v1.SplitShardResponse\x12=\n" +
 	"\bAskSplit\x12\x17.pcs.v1.AskSplitRequest\x1a\x18.pcs.v1.AskSplitResponse\x12@\n" +
 	"\tMoveShard\x12\x18.pcs.v1.MoveShardRequest\x1a\x19.pcs.v1.MoveShardResponse\x12R\n" +
-	"\x0fTransferPrimary\x12\x1e.pcs.v1.TransferPrimaryRequest\x1a\x1f.pcs.v1.TransferPrimaryResponse\x12=\n" +
+	"\x0fTransferPrimary\x12\x1e.pcs.v1.TransferPrimaryRequest\x1a\x1f.pcs.v1.TransferPrimaryResponse\x12O\n" +
+	"\x0eRemoveReplicas\x12\x1d.pcs.v1.RemoveReplicasRequest\x1a\x1e.pcs.v1.RemoveReplicasResponse\x12=\n" +
 	"\bGetTable\x12\x17.pcs.v1.GetTableRequest\x1a\x18.pcs.v1.GetTableResponse\x12C\n" +
 	"\n" +
 	"ListTables\x12\x19.pcs.v1.ListTablesRequest\x1a\x1a.pcs.v1.ListTablesResponse\x12=\n" +
@@ -8013,7 +8147,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 118)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 120)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                  // 0: pcs.v1.NodeState
 	(Consistency)(0),                // 1: pcs.v1.Consistency
@@ -8090,54 +8224,56 @@ var file_pcs_proto_goTypes = []any{
 	(*MoveShardResponse)(nil),       // 72: pcs.v1.MoveShardResponse
 	(*TransferPrimaryRequest)(nil),  // 73: pcs.v1.TransferPrimaryRequest
 	(*TransferPrimaryResponse)(nil), // 74: pcs.v1.TransferPrimaryResponse
-	(*NodeStats)(nil),               // 75: pcs.v1.NodeStats
-	(*ShardStats)(nil),              // 76: pcs.v1.ShardStats
-	(*NodeHeartbeat)(nil),           // 77: pcs.v1.NodeHeartbeat
-	(*NodeCommand)(nil),             // 78: pcs.v1.NodeCommand
-	(*SplitShardCommand)(nil),       // 79: pcs.v1.SplitShardCommand
-	(*SchemaVersionRef)(nil),        // 80: pcs.v1.SchemaVersionRef
-	(*HeartbeatResponse)(nil),       // 81: pcs.v1.HeartbeatResponse
-	(*Job)(nil),                     // 82: pcs.v1.Job
-	(*ListJobsRequest)(nil),         // 83: pcs.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),        // 84: pcs.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),        // 85: pcs.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),       // 86: pcs.v1.CancelJobResponse
-	(*ColumnDef)(nil),               // 87: pcs.v1.ColumnDef
-	(*RangePartition)(nil),          // 88: pcs.v1.RangePartition
-	(*ValueTuple)(nil),              // 89: pcs.v1.ValueTuple
-	(*ListPartition)(nil),           // 90: pcs.v1.ListPartition
-	(*PartitionSpec)(nil),           // 91: pcs.v1.PartitionSpec
-	(*DataNode)(nil),                // 92: pcs.v1.DataNode
-	(*Table)(nil),                   // 93: pcs.v1.Table
-	(*SchemaVersion)(nil),           // 94: pcs.v1.SchemaVersion
-	(*ShardEpoch)(nil),              // 95: pcs.v1.ShardEpoch
-	(*Shard)(nil),                   // 96: pcs.v1.Shard
-	(*Command)(nil),                 // 97: pcs.v1.Command
-	(*CmdChangeReplicas)(nil),       // 98: pcs.v1.CmdChangeReplicas
-	(*CmdSplitShard)(nil),           // 99: pcs.v1.CmdSplitShard
-	(*CmdChangePrimary)(nil),        // 100: pcs.v1.CmdChangePrimary
-	(*CmdSetNodeAdmin)(nil),         // 101: pcs.v1.CmdSetNodeAdmin
-	(*CmdCancelAlter)(nil),          // 102: pcs.v1.CmdCancelAlter
-	(*CmdAlterTable)(nil),           // 103: pcs.v1.CmdAlterTable
-	(*CmdAdvanceSchema)(nil),        // 104: pcs.v1.CmdAdvanceSchema
-	(*CmdRegisterNode)(nil),         // 105: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),          // 106: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),        // 107: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),          // 108: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                  // 109: pcs.v1.CmdPut
-	(*CmdDelete)(nil),               // 110: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),            // 111: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),             // 112: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),            // 113: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),         // 114: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),          // 115: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),          // 116: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),               // 117: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),         // 118: pcs.v1.SnapshotTrailer
-	nil,                             // 119: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                             // 120: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                             // 121: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                             // 122: pcs.v1.DataNode.LabelsEntry
+	(*RemoveReplicasRequest)(nil),   // 75: pcs.v1.RemoveReplicasRequest
+	(*RemoveReplicasResponse)(nil),  // 76: pcs.v1.RemoveReplicasResponse
+	(*NodeStats)(nil),               // 77: pcs.v1.NodeStats
+	(*ShardStats)(nil),              // 78: pcs.v1.ShardStats
+	(*NodeHeartbeat)(nil),           // 79: pcs.v1.NodeHeartbeat
+	(*NodeCommand)(nil),             // 80: pcs.v1.NodeCommand
+	(*SplitShardCommand)(nil),       // 81: pcs.v1.SplitShardCommand
+	(*SchemaVersionRef)(nil),        // 82: pcs.v1.SchemaVersionRef
+	(*HeartbeatResponse)(nil),       // 83: pcs.v1.HeartbeatResponse
+	(*Job)(nil),                     // 84: pcs.v1.Job
+	(*ListJobsRequest)(nil),         // 85: pcs.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),        // 86: pcs.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),        // 87: pcs.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),       // 88: pcs.v1.CancelJobResponse
+	(*ColumnDef)(nil),               // 89: pcs.v1.ColumnDef
+	(*RangePartition)(nil),          // 90: pcs.v1.RangePartition
+	(*ValueTuple)(nil),              // 91: pcs.v1.ValueTuple
+	(*ListPartition)(nil),           // 92: pcs.v1.ListPartition
+	(*PartitionSpec)(nil),           // 93: pcs.v1.PartitionSpec
+	(*DataNode)(nil),                // 94: pcs.v1.DataNode
+	(*Table)(nil),                   // 95: pcs.v1.Table
+	(*SchemaVersion)(nil),           // 96: pcs.v1.SchemaVersion
+	(*ShardEpoch)(nil),              // 97: pcs.v1.ShardEpoch
+	(*Shard)(nil),                   // 98: pcs.v1.Shard
+	(*Command)(nil),                 // 99: pcs.v1.Command
+	(*CmdChangeReplicas)(nil),       // 100: pcs.v1.CmdChangeReplicas
+	(*CmdSplitShard)(nil),           // 101: pcs.v1.CmdSplitShard
+	(*CmdChangePrimary)(nil),        // 102: pcs.v1.CmdChangePrimary
+	(*CmdSetNodeAdmin)(nil),         // 103: pcs.v1.CmdSetNodeAdmin
+	(*CmdCancelAlter)(nil),          // 104: pcs.v1.CmdCancelAlter
+	(*CmdAlterTable)(nil),           // 105: pcs.v1.CmdAlterTable
+	(*CmdAdvanceSchema)(nil),        // 106: pcs.v1.CmdAdvanceSchema
+	(*CmdRegisterNode)(nil),         // 107: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),          // 108: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),        // 109: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),          // 110: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                  // 111: pcs.v1.CmdPut
+	(*CmdDelete)(nil),               // 112: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),            // 113: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),             // 114: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),            // 115: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),         // 116: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),          // 117: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),          // 118: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),               // 119: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),         // 120: pcs.v1.SnapshotTrailer
+	nil,                             // 121: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                             // 122: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                             // 123: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                             // 124: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -8159,162 +8295,165 @@ var file_pcs_proto_depIdxs = []int32{
 	2,   // 16: pcs.v1.Event.type:type_name -> pcs.v1.EventType
 	23,  // 17: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
 	32,  // 18: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	119, // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	121, // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
 	1,   // 20: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
-	92,  // 21: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
+	94,  // 21: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
 	5,   // 22: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
 	48,  // 23: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
-	93,  // 24: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
-	93,  // 25: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
-	93,  // 26: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
+	95,  // 24: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
+	95,  // 25: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
+	95,  // 26: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
 	1,   // 27: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 28: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
-	93,  // 29: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
-	94,  // 30: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
+	95,  // 29: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
+	96,  // 30: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
 	1,   // 31: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 32: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
-	93,  // 33: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
+	95,  // 33: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
 	1,   // 34: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 35: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
-	96,  // 36: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
+	98,  // 36: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
 	1,   // 37: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 38: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	96,  // 39: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
+	98,  // 39: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
 	1,   // 40: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
 	1,   // 41: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 42: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	96,  // 43: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
-	96,  // 44: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
-	96,  // 45: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
-	95,  // 46: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
-	96,  // 47: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
-	96,  // 48: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
-	120, // 49: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	121, // 50: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
-	75,  // 51: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
-	76,  // 52: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
-	96,  // 53: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
-	80,  // 54: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
-	79,  // 55: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
-	78,  // 56: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
-	82,  // 57: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
-	89,  // 58: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
-	3,   // 59: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	88,  // 60: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	90,  // 61: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	91,  // 62: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	122, // 63: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	87,  // 64: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	91,  // 65: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
-	4,   // 66: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	94,  // 67: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
-	95,  // 68: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	109, // 69: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	110, // 70: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	111, // 71: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	112, // 72: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	113, // 73: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	114, // 74: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	105, // 75: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	106, // 76: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	107, // 77: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	108, // 78: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	103, // 79: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	104, // 80: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	102, // 81: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
-	101, // 82: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
-	100, // 83: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
-	98,  // 84: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
-	99,  // 85: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
-	92,  // 86: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	93,  // 87: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	96,  // 88: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,   // 89: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10,  // 90: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	116, // 91: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	23,  // 92: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	32,  // 93: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10,  // 94: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	117, // 95: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	118, // 96: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	92,  // 97: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	93,  // 98: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	96,  // 99: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	8,   // 100: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11,  // 101: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13,  // 102: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15,  // 103: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	17,  // 104: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	19,  // 105: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	21,  // 106: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	24,  // 107: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	26,  // 108: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	28,  // 109: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	30,  // 110: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	33,  // 111: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	35,  // 112: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	37,  // 113: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	43,  // 114: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	47,  // 115: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	45,  // 116: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
-	50,  // 117: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	54,  // 118: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	52,  // 119: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	83,  // 120: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
-	85,  // 121: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
-	67,  // 122: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
-	69,  // 123: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
-	71,  // 124: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
-	73,  // 125: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
-	56,  // 126: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	58,  // 127: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	60,  // 128: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	62,  // 129: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	64,  // 130: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	65,  // 131: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	77,  // 132: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	39,  // 133: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	41,  // 134: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 135: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 136: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 137: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	16,  // 138: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	18,  // 139: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	20,  // 140: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	22,  // 141: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	25,  // 142: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	27,  // 143: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	29,  // 144: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	31,  // 145: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	34,  // 146: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	36,  // 147: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	38,  // 148: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	44,  // 149: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	49,  // 150: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	46,  // 151: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
-	51,  // 152: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	55,  // 153: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	53,  // 154: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	84,  // 155: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
-	86,  // 156: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
-	68,  // 157: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
-	70,  // 158: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
-	72,  // 159: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
-	74,  // 160: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
-	57,  // 161: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	59,  // 162: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	61,  // 163: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	63,  // 164: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	61,  // 165: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	66,  // 166: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	81,  // 167: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	40,  // 168: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	42,  // 169: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	135, // [135:170] is the sub-list for method output_type
-	100, // [100:135] is the sub-list for method input_type
-	100, // [100:100] is the sub-list for extension type_name
-	100, // [100:100] is the sub-list for extension extendee
-	0,   // [0:100] is the sub-list for field type_name
+	98,  // 43: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
+	98,  // 44: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
+	98,  // 45: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
+	97,  // 46: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
+	98,  // 47: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
+	98,  // 48: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
+	98,  // 49: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
+	122, // 50: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	123, // 51: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	77,  // 52: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
+	78,  // 53: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
+	98,  // 54: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
+	82,  // 55: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
+	81,  // 56: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
+	80,  // 57: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
+	84,  // 58: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
+	91,  // 59: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	3,   // 60: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
+	90,  // 61: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	92,  // 62: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	93,  // 63: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	124, // 64: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	89,  // 65: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	93,  // 66: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	4,   // 67: pcs.v1.Table.state:type_name -> pcs.v1.TableState
+	96,  // 68: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
+	97,  // 69: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	111, // 70: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	112, // 71: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	113, // 72: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	114, // 73: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	115, // 74: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	116, // 75: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	107, // 76: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	108, // 77: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	109, // 78: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	110, // 79: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	105, // 80: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	106, // 81: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	104, // 82: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	103, // 83: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
+	102, // 84: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
+	100, // 85: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
+	101, // 86: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
+	94,  // 87: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	95,  // 88: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	98,  // 89: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,   // 90: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10,  // 91: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	118, // 92: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	23,  // 93: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	32,  // 94: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10,  // 95: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	119, // 96: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	120, // 97: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	94,  // 98: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	95,  // 99: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	98,  // 100: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	8,   // 101: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 102: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 103: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 104: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	17,  // 105: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	19,  // 106: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	21,  // 107: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	24,  // 108: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	26,  // 109: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	28,  // 110: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	30,  // 111: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	33,  // 112: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	35,  // 113: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	37,  // 114: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	43,  // 115: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	47,  // 116: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	45,  // 117: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
+	50,  // 118: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	54,  // 119: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	52,  // 120: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
+	85,  // 121: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	87,  // 122: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	67,  // 123: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
+	69,  // 124: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
+	71,  // 125: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
+	73,  // 126: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
+	75,  // 127: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
+	56,  // 128: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	58,  // 129: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	60,  // 130: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	62,  // 131: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	64,  // 132: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	65,  // 133: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	79,  // 134: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	39,  // 135: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	41,  // 136: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 137: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 138: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 139: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	16,  // 140: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	18,  // 141: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	20,  // 142: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	22,  // 143: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	25,  // 144: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	27,  // 145: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	29,  // 146: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	31,  // 147: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	34,  // 148: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	36,  // 149: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	38,  // 150: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	44,  // 151: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	49,  // 152: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	46,  // 153: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
+	51,  // 154: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	55,  // 155: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	53,  // 156: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	86,  // 157: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	88,  // 158: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	68,  // 159: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
+	70,  // 160: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
+	72,  // 161: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
+	74,  // 162: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
+	76,  // 163: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
+	57,  // 164: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	59,  // 165: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	61,  // 166: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	63,  // 167: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	61,  // 168: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	66,  // 169: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	83,  // 170: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	40,  // 171: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	42,  // 172: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	137, // [137:173] is the sub-list for method output_type
+	101, // [101:137] is the sub-list for method input_type
+	101, // [101:101] is the sub-list for extension type_name
+	101, // [101:101] is the sub-list for extension extendee
+	0,   // [0:101] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -8324,14 +8463,14 @@ func file_pcs_proto_init() {
 	}
 	file_pcs_proto_msgTypes[19].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[21].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[73].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[75].OneofWrappers = []any{
 		(*NodeCommand_CreateReplica)(nil),
 		(*NodeCommand_DropReplica)(nil),
 		(*NodeCommand_SetLogLevel)(nil),
 		(*NodeCommand_LoadSchema)(nil),
 		(*NodeCommand_SplitShard)(nil),
 	}
-	file_pcs_proto_msgTypes[92].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[94].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_TsoWindow)(nil),
@@ -8350,9 +8489,9 @@ func file_pcs_proto_init() {
 		(*Command_ChangeReplicas)(nil),
 		(*Command_SplitShard)(nil),
 	}
-	file_pcs_proto_msgTypes[104].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[105].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[110].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[106].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[107].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[112].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -8369,7 +8508,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   118,
+			NumMessages:   120,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

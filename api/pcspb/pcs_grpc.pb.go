@@ -49,6 +49,7 @@ const (
 	PCS_AskSplit_FullMethodName        = "/pcs.v1.PCS/AskSplit"
 	PCS_MoveShard_FullMethodName       = "/pcs.v1.PCS/MoveShard"
 	PCS_TransferPrimary_FullMethodName = "/pcs.v1.PCS/TransferPrimary"
+	PCS_RemoveReplicas_FullMethodName  = "/pcs.v1.PCS/RemoveReplicas"
 	PCS_GetTable_FullMethodName        = "/pcs.v1.PCS/GetTable"
 	PCS_ListTables_FullMethodName      = "/pcs.v1.PCS/ListTables"
 	PCS_GetShard_FullMethodName        = "/pcs.v1.PCS/GetShard"
@@ -94,6 +95,7 @@ type PCSClient interface {
 	AskSplit(ctx context.Context, in *AskSplitRequest, opts ...grpc.CallOption) (*AskSplitResponse, error)
 	MoveShard(ctx context.Context, in *MoveShardRequest, opts ...grpc.CallOption) (*MoveShardResponse, error)
 	TransferPrimary(ctx context.Context, in *TransferPrimaryRequest, opts ...grpc.CallOption) (*TransferPrimaryResponse, error)
+	RemoveReplicas(ctx context.Context, in *RemoveReplicasRequest, opts ...grpc.CallOption) (*RemoveReplicasResponse, error)
 	GetTable(ctx context.Context, in *GetTableRequest, opts ...grpc.CallOption) (*GetTableResponse, error)
 	ListTables(ctx context.Context, in *ListTablesRequest, opts ...grpc.CallOption) (*ListTablesResponse, error)
 	GetShard(ctx context.Context, in *GetShardRequest, opts ...grpc.CallOption) (*GetShardResponse, error)
@@ -387,6 +389,16 @@ func (c *pCSClient) TransferPrimary(ctx context.Context, in *TransferPrimaryRequ
 	return out, nil
 }
 
+func (c *pCSClient) RemoveReplicas(ctx context.Context, in *RemoveReplicasRequest, opts ...grpc.CallOption) (*RemoveReplicasResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveReplicasResponse)
+	err := c.cc.Invoke(ctx, PCS_RemoveReplicas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *pCSClient) GetTable(ctx context.Context, in *GetTableRequest, opts ...grpc.CallOption) (*GetTableResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetTableResponse)
@@ -514,6 +526,7 @@ type PCSServer interface {
 	AskSplit(context.Context, *AskSplitRequest) (*AskSplitResponse, error)
 	MoveShard(context.Context, *MoveShardRequest) (*MoveShardResponse, error)
 	TransferPrimary(context.Context, *TransferPrimaryRequest) (*TransferPrimaryResponse, error)
+	RemoveReplicas(context.Context, *RemoveReplicasRequest) (*RemoveReplicasResponse, error)
 	GetTable(context.Context, *GetTableRequest) (*GetTableResponse, error)
 	ListTables(context.Context, *ListTablesRequest) (*ListTablesResponse, error)
 	GetShard(context.Context, *GetShardRequest) (*GetShardResponse, error)
@@ -612,6 +625,9 @@ func (UnimplementedPCSServer) MoveShard(context.Context, *MoveShardRequest) (*Mo
 }
 func (UnimplementedPCSServer) TransferPrimary(context.Context, *TransferPrimaryRequest) (*TransferPrimaryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TransferPrimary not implemented")
+}
+func (UnimplementedPCSServer) RemoveReplicas(context.Context, *RemoveReplicasRequest) (*RemoveReplicasResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveReplicas not implemented")
 }
 func (UnimplementedPCSServer) GetTable(context.Context, *GetTableRequest) (*GetTableResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTable not implemented")
@@ -1111,6 +1127,24 @@ func _PCS_TransferPrimary_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PCS_RemoveReplicas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveReplicasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).RemoveReplicas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_RemoveReplicas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).RemoveReplicas(ctx, req.(*RemoveReplicasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PCS_GetTable_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetTableRequest)
 	if err := dec(in); err != nil {
@@ -1364,6 +1398,10 @@ var PCS_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TransferPrimary",
 			Handler:    _PCS_TransferPrimary_Handler,
+		},
+		{
+			MethodName: "RemoveReplicas",
+			Handler:    _PCS_RemoveReplicas_Handler,
 		},
 		{
 			MethodName: "GetTable",

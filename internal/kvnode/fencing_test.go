@@ -17,8 +17,28 @@ import (
 
 var errCut = errors.New("fault injection: cut off")
 
-// TestPartitionedPrimaryIsFenced cuts a shard's primary off from PCS (no heartbeats) and from
-// its replicas (replication fails), while clients can still reach it. It must stop serving
+// cutManager fails every request to PCS while cut is set.
+type cutManager struct {
+	Manager
+	cut *atomic.Bool
+}
+
+func (m cutManager) Shard(ctx context.Context, id uint64) (*pcspb.Shard, error) {
+	if m.cut.Load() {
+		return nil, errCut
+	}
+	return m.Manager.Shard(ctx, id)
+}
+
+func (m cutManager) RemoveReplicas(ctx context.Context, req *pcspb.RemoveReplicasRequest) (*pcspb.Shard, error) {
+	if m.cut.Load() {
+		return nil, errCut
+	}
+	return m.Manager.RemoveReplicas(ctx, req)
+}
+
+// TestPartitionedPrimaryIsFenced cuts a shard's primary off from PCS (no heartbeats, no
+// requests) and from its replicas (replication fails), while clients can still reach it. It must stop serving
 // reads when its lease runs out, before PCS makes another replica primary; no write it took
 // after the cut is acknowledged; and every write acknowledged anywhere survives.
 func TestPartitionedPrimaryIsFenced(t *testing.T) {
@@ -33,6 +53,7 @@ func TestPartitionedPrimaryIsFenced(t *testing.T) {
 				return p(ctx, node)
 			}
 		}
+		cfg.WrapManager = func(m Manager) Manager { return cutManager{m, &cut[i]} }
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

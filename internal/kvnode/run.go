@@ -38,10 +38,37 @@ type Config struct {
 	Logger             *slog.Logger
 	// WrapPeer, if set, wraps how the node reaches other data nodes (fault injection in tests).
 	WrapPeer func(Peer) Peer
+	// WrapManager, if set, wraps how the node asks PCS for shard metadata and configuration
+	// changes (fault injection in tests; the heartbeats are the agent's).
+	WrapManager func(Manager) Manager
 }
 
 // Peer returns the KV client of another data node.
 type Peer func(ctx context.Context, node uint64) (pcspb.KVClient, error)
+
+// Manager is what a node asks of PCS directly, besides its heartbeats.
+type Manager interface {
+	// Shard returns a shard's current metadata.
+	Shard(ctx context.Context, id uint64) (*pcspb.Shard, error)
+	// RemoveReplicas asks, as a shard's primary, to take replicas that did not persist a write
+	// out of its configuration, and returns the new one.
+	RemoveReplicas(ctx context.Context, req *pcspb.RemoveReplicasRequest) (*pcspb.Shard, error)
+}
+
+// pcsManager is the Manager of a PCS client.
+type pcsManager struct{ c *client.Client }
+
+func (m pcsManager) Shard(ctx context.Context, id uint64) (*pcspb.Shard, error) {
+	resp, err := m.c.GetShardByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Shard, nil
+}
+
+func (m pcsManager) RemoveReplicas(ctx context.Context, req *pcspb.RemoveReplicasRequest) (*pcspb.Shard, error) {
+	return m.c.RemoveReplicas(ctx, req)
+}
 
 // DefaultSplitSize is the default size at which a node splits a shard.
 const DefaultSplitSize = 64 << 20
@@ -95,13 +122,11 @@ func Start(cfg Config) (*Server, error) {
 		peer = cfg.WrapPeer(peer)
 	}
 	s.Node = NewNode(store, func() uint64 { return agent.NodeID() }, func() bool { return agent.LeaseValid() }, peer, cfg.Logger)
-	s.Node.fetch = func(ctx context.Context, id uint64) (*pcspb.Shard, error) {
-		resp, err := pcs.GetShardByID(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		return resp.Shard, nil
+	var mgr Manager = pcsManager{pcs}
+	if cfg.WrapManager != nil {
+		mgr = cfg.WrapManager(mgr)
 	}
+	s.Node.pcs = mgr
 	agent, err = nodeagent.New(nodeagent.Config{Endpoints: cfg.Endpoints, Address: ln.Addr().String(), Labels: cfg.Labels,
 		Interval: cfg.HeartbeatInterval, Logger: cfg.Logger}, s.Node)
 	if err != nil {
@@ -143,17 +168,18 @@ func (s *Server) catchUpLoop(ctx context.Context) {
 }
 
 // splitLoop splits the shards this node leads that have grown beyond size. Like TiKV's split
-// check, a scan of the shard's live data decides, and it runs only when worth it: for a shard
-// first seen whose disk-usage estimate (compressed, blind to the memtable, and still counting data
-// deleted but not yet compacted away, so only a hint) passes an eighth of size, and then each time
-// an eighth of size has been written to it since it was first seen or last scanned.
+// check, a scan of the shard's live data decides, and it runs only when worth it: each time an
+// eighth of size has been written to the shard since its last scan (a split counts the rows it
+// gives the new shard as written to it), and for a shard first seen whose disk-usage estimate
+// passes an eighth of size (the estimate is compressed, blind to the memtable, and still counts
+// data deleted but not yet compacted away, so it is only a hint).
 func (s *Server) splitLoop(ctx context.Context, size uint64, every time.Duration, log *slog.Logger) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	scanned := map[uint64]uint64{} // shard → bytes written to it when it was last scanned
+	scanned := map[uint64]uint64{} // shard → its Written when it was last scanned
 	for {
 		select {
 		case <-ctx.Done():
@@ -176,12 +202,9 @@ func (s *Server) splitLoop(ctx context.Context, size uint64, every time.Duration
 				continue
 			}
 			written := s.Store.Written(id)
-			last, seen := scanned[id]
-			switch {
-			case !seen && s.Store.Size(id) < size/8:
-				scanned[id] = written // small: from now on, count what is written to it
-				continue
-			case seen && written-last < size/8:
+			last, seen := scanned[id] // 0 if not seen: every byte written since the store opened counts
+			if written-last < size/8 && (seen || s.Store.Size(id) < size/8) {
+				scanned[id] = last
 				continue
 			}
 			scanned[id] = written

@@ -2,6 +2,7 @@ package kvnode
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,10 +38,11 @@ type Node struct {
 
 	// peer returns the KV client of another data node, for replication.
 	peer Peer
-	// fetch reads a shard's metadata from PCS (nil: never), for a request routed with a newer
+	// pcs (nil: none) is asked for a shard's metadata when a request is routed with a newer
 	// epoch than this replica has heard of — a new primary learns of its promotion from the
-	// first client that was told, rather than from its next heartbeat.
-	fetch    func(ctx context.Context, id uint64) (*pcspb.Shard, error)
+	// first client that was told, rather than from its next heartbeat — and, by a primary, to
+	// remove replicas that do not persist its writes.
+	pcs      Manager
 	fetching sync.Map // shard id -> chan struct{} closed when the fetch in flight ends
 	queues   sync.Map // shard id -> *writeQueue
 
@@ -107,10 +109,11 @@ func (n *Node) serve(ctx context.Context, h *pcspb.KVHeader, keys [][]byte, f fu
 	if err != nil {
 		return err
 	}
-	if err := n.syncLocked(ctx, sh); err != nil {
+	cur, err := n.syncLocked(ctx, sh)
+	if err != nil {
 		return status.Errorf(codes.Unavailable, "kvnode: shard %d: replicas not in line with the primary: %v", sh.Id, err)
 	}
-	return f(sh)
+	return f(cur)
 }
 
 // admit checks a request before it waits for the shard's lock; a request routed with a newer
@@ -195,11 +198,11 @@ func (n *Node) commitGroup(ctx context.Context, batch []*pendingWrite) {
 		if len(group) == 0 {
 			return
 		}
-		err := n.syncLocked(ctx, sh)
+		cur, err := n.syncLocked(ctx, sh)
 		if err != nil {
 			err = status.Errorf(codes.Unavailable, "kvnode: shard %d: replicas not in line with the primary: %v", sh.Id, err)
 		} else {
-			err = n.writeLocked(ctx, sh, puts, deletes, nil)
+			err = n.writeLocked(ctx, cur, puts, deletes, nil)
 		}
 		for _, w := range group {
 			w.done <- err
@@ -241,7 +244,7 @@ func (n *Node) commitGroup(ctx context.Context, batch []*pendingWrite) {
 // newerEpoch reports whether h names an epoch of its shard newer than this replica's.
 func (n *Node) newerEpoch(h *pcspb.KVHeader) bool {
 	sh, ok := n.store.Replica(h.GetShardId())
-	return ok && n.fetch != nil && (h.Epoch.GetConfVer() > sh.Epoch.GetConfVer() || h.Epoch.GetVersion() > sh.Epoch.GetVersion())
+	return ok && n.pcs != nil && (h.Epoch.GetConfVer() > sh.Epoch.GetConfVer() || h.Epoch.GetVersion() > sh.Epoch.GetVersion())
 }
 
 // refresh takes the shard's metadata from PCS, one fetch per shard at a time (concurrent
@@ -259,7 +262,7 @@ func (n *Node) refresh(ctx context.Context, id uint64) error {
 	defer func() { n.fetching.Delete(id); close(done) }()
 	fctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	sh, err := n.fetch(fctx, id)
+	sh, err := n.pcs.Shard(fctx, id)
 	if err != nil {
 		return err
 	}
@@ -295,20 +298,35 @@ func (n *Node) setInSync(sh *pcspb.Shard, node uint64, ok bool) {
 	}
 }
 
-// syncLocked brings every replica that is not known to be in line up to this primary; it fails
-// if one cannot be. Learners are caught up too, but one that fails does not hold up the
-// shard: it is tried again after LearnerRetry.
-func (n *Node) syncLocked(ctx context.Context, sh *pcspb.Shard) error {
+// syncLocked brings every replica that is not known to be in line up to this primary. A replica
+// that cannot be is taken out of the configuration through PCS (PacificA) and syncLocked
+// returns the new configuration; it fails if that cannot be done either. Learners are caught up
+// too, but one that fails does not hold up the shard: it is tried again after LearnerRetry.
+func (n *Node) syncLocked(ctx context.Context, sh *pcspb.Shard) (*pcspb.Shard, error) {
 	lsn := n.store.LSN(sh.Id)
+	var failed []uint64
+	var first error
 	for _, r := range sh.Replicas {
 		if r == n.self() || n.inSync(sh, r) {
 			continue
 		}
 		if err := n.snapshotTo(ctx, r, sh, lsn); err != nil {
 			n.setInSync(sh, r, false)
-			return fmt.Errorf("replica on node %d: %w", r, err)
+			if client.KVErrorOf(err).GetStaleTerm() != 0 {
+				return nil, fmt.Errorf("replica on node %d has a newer term: %w", r, err)
+			}
+			failed = append(failed, r)
+			first = cmp.Or(first, fmt.Errorf("replica on node %d: %w", r, err))
+			continue
 		}
 		n.setInSync(sh, r, true)
+	}
+	if len(failed) > 0 {
+		cur, err := n.dropReplicas(ctx, sh, failed)
+		if err != nil {
+			return nil, fmt.Errorf("%w; removing it: %w", first, err)
+		}
+		sh = cur
 	}
 	for _, l := range sh.Learners {
 		n.mu.Lock()
@@ -326,7 +344,31 @@ func (n *Node) syncLocked(ctx context.Context, sh *pcspb.Shard) error {
 		n.log.Info("learner caught up from a snapshot", "shard", sh.Id, "learner", l, "lsn", lsn)
 		n.setInSync(sh, l, true)
 	}
-	return nil
+	return sh, nil
+}
+
+// dropReplicas asks PCS to take replicas that did not persist this primary's writes out of the
+// shard's configuration, and adopts the new configuration. The caller holds the shard's lock.
+func (n *Node) dropReplicas(ctx context.Context, sh *pcspb.Shard, nodes []uint64) (*pcspb.Shard, error) {
+	if n.pcs == nil {
+		return nil, errors.New("kvnode: no PCS to ask")
+	}
+	rctx, cancel := context.WithTimeout(ctx, ReplicateTimeout)
+	defer cancel()
+	nsh, err := n.pcs.RemoveReplicas(rctx, &pcspb.RemoveReplicasRequest{ShardId: sh.Id, Primary: n.self(), Term: sh.Term,
+		ConfVer: sh.Epoch.GetConfVer(), Nodes: nodes})
+	if err != nil {
+		return nil, err
+	}
+	if err := n.adoptLocked(nsh); err != nil {
+		return nil, err
+	}
+	cur, ok := n.store.Replica(sh.Id)
+	if !ok || cur.Primary != n.self() || cur.Term != sh.Term {
+		return nil, fmt.Errorf("kvnode: shard %d is no longer led by this node at term %d", sh.Id, sh.Term)
+	}
+	n.log.Warn("replicas that did not persist a write removed from the configuration", "shard", sh.Id, "nodes", nodes, "conf_ver", cur.Epoch.GetConfVer())
+	return cur, nil
 }
 
 // CatchUp brings the replicas and learners of the shards this node leads in line, without
@@ -379,6 +421,7 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 	type result struct {
 		node    uint64
 		learner bool
+		stale   bool // the node has seen a newer term: this primary is deposed
 		err     error
 	}
 	results := make(chan result, 1+len(sh.Replicas)+len(sh.Learners))
@@ -416,10 +459,11 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 					}
 				}
 			}
+			stale := client.KVErrorOf(err).GetStaleTerm() != 0
 			if err != nil {
 				err = status.Errorf(codes.Unavailable, "kvnode: node %d did not persist shard %d position %d: %v", r, sh.Id, lsn, err)
 			}
-			results <- result{node: r, learner: learner, err: err}
+			results <- result{node: r, learner: learner, stale: stale, err: err}
 		}()
 	}
 	for _, r := range sh.Replicas {
@@ -433,6 +477,8 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 		}
 	}
 	var first error
+	var failed []uint64 // replicas that did not persist the write
+	deposed := false
 	for i := 0; i < waiting; i++ {
 		r := <-results
 		switch {
@@ -440,8 +486,24 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 		case r.learner:
 			n.log.Warn("learner fell behind", "shard", sh.Id, "learner", r.node, "err", r.err)
 			n.setInSync(sh, r.node, false)
-		case first == nil:
-			first = r.err
+		default:
+			first = cmp.Or(first, r.err)
+			failed = append(failed, r.node)
+			deposed = deposed || r.stale
+		}
+	}
+	if first != nil && localErr == nil && !deposed {
+		// Every replica but the failed ones has the write: once PCS has taken those out of the
+		// configuration, every replica of the configuration has it, and it is acknowledged.
+		for _, r := range failed {
+			n.setInSync(sh, r, false)
+		}
+		if _, err := n.dropReplicas(ctx, sh, failed); err != nil {
+			first = fmt.Errorf("%w; removing the replica: %w", first, err)
+		} else if !n.leaseValid() {
+			first = fmt.Errorf("%w; lease expired", first)
+		} else {
+			return nil
 		}
 	}
 	if first != nil {
@@ -692,6 +754,12 @@ func (n *Node) CreateReplica(_ context.Context, sh *pcspb.Shard) error {
 	l := n.shardLock(sh.Id)
 	l.Lock()
 	defer l.Unlock()
+	return n.adoptLocked(sh)
+}
+
+// adoptLocked creates a replica or takes newer metadata for it (keeping a newer range and
+// version it has split to). The caller holds the shard's lock.
+func (n *Node) adoptLocked(sh *pcspb.Shard) error {
 	cur, ok := n.store.Replica(sh.Id)
 	if ok && cur.Epoch.GetVersion() > sh.Epoch.GetVersion() {
 		sh = proto.Clone(sh).(*pcspb.Shard)

@@ -244,7 +244,8 @@ func (s *Store) Write(shard, lsn uint64, puts []*pcspb.KVPair, deletes [][]byte)
 	return nil
 }
 
-// Written returns the bytes of keys and values put into a replica since the store was opened.
+// Written returns the bytes of keys and values put into a replica since the store was opened
+// (for a replica split from another, including the rows it took over).
 func (s *Store) Written(shard uint64) uint64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -312,11 +313,13 @@ func (s *Store) Split(left, right *pcspb.Shard, lsn uint64) error {
 	if err != nil {
 		return err
 	}
+	moved := 0
 	for it.First(); it.Valid(); it.Next() {
 		if err := b.Set(append(bytes.Clone(rp), it.Key()[len(lp):]...), it.Value(), nil); err != nil {
 			it.Close()
 			return err
 		}
+		moved += len(it.Key()) - len(lp) + len(it.Value())
 	}
 	if err := it.Close(); err != nil {
 		return err
@@ -332,6 +335,7 @@ func (s *Store) Split(left, right *pcspb.Shard, lsn uint64) error {
 	s.shards[right.Id] = proto.Clone(right).(*pcspb.Shard)
 	s.lsns[left.Id], s.lsns[right.Id] = lsn, lsn
 	s.parents[right.Id] = left.Id
+	s.written[right.Id] += uint64(moved)
 	s.mu.Unlock()
 	return nil
 }

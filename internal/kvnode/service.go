@@ -109,7 +109,7 @@ func (n *Node) serve(ctx context.Context, h *pcspb.KVHeader, keys [][]byte, f fu
 	if err != nil {
 		return err
 	}
-	cur, err := n.syncLocked(ctx, sh)
+	cur, err := n.syncLocked(ctx, sh, true)
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "kvnode: shard %d: replicas not in line with the primary: %v", sh.Id, err)
 	}
@@ -198,7 +198,7 @@ func (n *Node) commitGroup(ctx context.Context, batch []*pendingWrite) {
 		if len(group) == 0 {
 			return
 		}
-		cur, err := n.syncLocked(ctx, sh)
+		cur, err := n.syncLocked(ctx, sh, true)
 		if err != nil {
 			err = status.Errorf(codes.Unavailable, "kvnode: shard %d: replicas not in line with the primary: %v", sh.Id, err)
 		} else {
@@ -298,11 +298,12 @@ func (n *Node) setInSync(sh *pcspb.Shard, node uint64, ok bool) {
 	}
 }
 
-// syncLocked brings every replica that is not known to be in line up to this primary. A replica
-// that cannot be is taken out of the configuration through PCS (PacificA) and syncLocked
-// returns the new configuration; it fails if that cannot be done either. Learners are caught up
-// too, but one that fails does not hold up the shard: it is tried again after LearnerRetry.
-func (n *Node) syncLocked(ctx context.Context, sh *pcspb.Shard) (*pcspb.Shard, error) {
+// syncLocked brings every replica that is not known to be in line up to this primary. If
+// remove is set, a replica that cannot be (see removable) is taken out of the configuration
+// through PCS (PacificA) and syncLocked returns the new configuration; otherwise, or if that
+// cannot be done either, it fails. Learners are caught up too, but one that fails does not
+// hold up the shard: it is tried again after LearnerRetry.
+func (n *Node) syncLocked(ctx context.Context, sh *pcspb.Shard, remove bool) (*pcspb.Shard, error) {
 	lsn := n.store.LSN(sh.Id)
 	var failed []uint64
 	var first error
@@ -312,8 +313,8 @@ func (n *Node) syncLocked(ctx context.Context, sh *pcspb.Shard) (*pcspb.Shard, e
 		}
 		if err := n.snapshotTo(ctx, r, sh, lsn); err != nil {
 			n.setInSync(sh, r, false)
-			if client.KVErrorOf(err).GetStaleTerm() != 0 {
-				return nil, fmt.Errorf("replica on node %d has a newer term: %w", r, err)
+			if !remove || !removable(err) {
+				return nil, fmt.Errorf("replica on node %d: %w", r, err)
 			}
 			failed = append(failed, r)
 			first = cmp.Or(first, fmt.Errorf("replica on node %d: %w", r, err))
@@ -379,11 +380,24 @@ func (n *Node) CatchUp(ctx context.Context) {
 		if !ok || sh.Primary != n.self() || !n.leaseValid() || !n.laggards(sh) {
 			continue
 		}
-		err := n.serve(ctx, &pcspb.KVHeader{ShardId: sh.Id, Epoch: sh.Epoch}, nil, func(*pcspb.Shard) error { return nil })
-		if err != nil {
+		if err := n.catchUp(ctx, sh); err != nil {
 			n.log.Debug("catching up replicas", "shard", id, "err", err)
 		}
 	}
+}
+
+// catchUp syncs a shard's replicas and learners without a client request: a replica that
+// cannot be brought in line is not removed (no write is waiting on it).
+func (n *Node) catchUp(ctx context.Context, sh *pcspb.Shard) error {
+	l := n.shardLock(sh.Id)
+	l.Lock()
+	defer l.Unlock()
+	cur, err := n.check(&pcspb.KVHeader{ShardId: sh.Id, Epoch: sh.Epoch})
+	if err != nil {
+		return err
+	}
+	_, err = n.syncLocked(ctx, cur, false)
+	return err
 }
 
 // laggards reports whether a replica or learner of sh is not known to be in line, and is due
@@ -403,11 +417,43 @@ func (n *Node) laggards(sh *pcspb.Shard) bool {
 func (n *Node) snapshotTo(ctx context.Context, node uint64, sh *pcspb.Shard, lsn uint64) error {
 	rctx, cancel := context.WithTimeout(ctx, ReplicateTimeout)
 	defer cancel()
-	kv, err := n.peer(rctx, node)
-	if err != nil {
-		return err
+	return retryTransport(rctx, func() error {
+		kv, err := n.peer(rctx, node)
+		if err != nil {
+			return err
+		}
+		return n.sendSnapshot(rctx, kv, sh, lsn)
+	})
+}
+
+// retryTransport retries f, a request to another node, while it fails without an answer from
+// the node (unreachable, restarting, connection being re-established), until ctx ends: a blip
+// must not take a replica out of the configuration. Requests to replicas are idempotent.
+func retryTransport(ctx context.Context, f func() error) error {
+	wait := 20 * time.Millisecond
+	for {
+		err := f()
+		if err == nil || client.KVErrorOf(err) != nil || ctx.Err() != nil {
+			return err
+		}
+		if c := status.Code(err); c != codes.Unavailable && c != codes.Unknown {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 200*time.Millisecond)
 	}
-	return n.sendSnapshot(rctx, kv, sh, lsn)
+}
+
+// removable reports whether a replica's failure to persist is a reason to take it out of the
+// configuration: not if it has seen a newer term (this primary is deposed), nor if it does
+// not hold the shard yet (being created; PCS has it created).
+func removable(err error) bool {
+	ke := client.KVErrorOf(err)
+	return err != nil && ke.GetStaleTerm() == 0 && ke.GetShardNotFound() == 0
 }
 
 // writeLocked gives a write (or a split, if split is set) the shard's next log position,
@@ -421,7 +467,7 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 	type result struct {
 		node    uint64
 		learner bool
-		stale   bool // the node has seen a newer term: this primary is deposed
+		keep    bool // the failure is no reason to take the node out (see removable)
 		err     error
 	}
 	results := make(chan result, 1+len(sh.Replicas)+len(sh.Learners))
@@ -448,22 +494,25 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 		go func() {
 			rctx, cancel := context.WithTimeout(ctx, ReplicateTimeout)
 			defer cancel()
-			kv, err := n.peer(rctx, r)
-			if err == nil {
+			err := retryTransport(rctx, func() error {
+				kv, err := n.peer(rctx, r)
+				if err != nil {
+					return err
+				}
 				_, err = kv.Replicate(rctx, req)
 				if ke := client.KVErrorOf(err); ke != nil && isGap(ke) {
 					<-localDone // the snapshot must include this write
-					err = localErr
-					if err == nil {
+					if err = localErr; err == nil {
 						err = n.sendSnapshot(rctx, kv, sh, lsn)
 					}
 				}
-			}
-			stale := client.KVErrorOf(err).GetStaleTerm() != 0
+				return err
+			})
+			keep := !removable(err)
 			if err != nil {
 				err = status.Errorf(codes.Unavailable, "kvnode: node %d did not persist shard %d position %d: %v", r, sh.Id, lsn, err)
 			}
-			results <- result{node: r, learner: learner, stale: stale, err: err}
+			results <- result{node: r, learner: learner, keep: keep, err: err}
 		}()
 	}
 	for _, r := range sh.Replicas {
@@ -478,7 +527,7 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 	}
 	var first error
 	var failed []uint64 // replicas that did not persist the write
-	deposed := false
+	keep := false
 	for i := 0; i < waiting; i++ {
 		r := <-results
 		switch {
@@ -489,10 +538,10 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 		default:
 			first = cmp.Or(first, r.err)
 			failed = append(failed, r.node)
-			deposed = deposed || r.stale
+			keep = keep || r.keep
 		}
 	}
-	if first != nil && localErr == nil && !deposed {
+	if first != nil && localErr == nil && !keep {
 		// Every replica but the failed ones has the write: once PCS has taken those out of the
 		// configuration, every replica of the configuration has it, and it is acknowledged.
 		for _, r := range failed {

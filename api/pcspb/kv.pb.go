@@ -327,7 +327,9 @@ func (x *ReplicateRequest) GetSplit() *Shard {
 	return nil
 }
 
-// InstallSnapshotRequest replaces a lagging replica's data with the primary's, at position lsn.
+// InstallSnapshotRequest is one chunk of a snapshot that replaces a lagging replica's data with
+// the primary's, at position lsn. Every chunk of a stream names the same shard, term, position
+// and primary; the replica takes the range and version from the first.
 type InstallSnapshotRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	ShardId uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
@@ -1189,15 +1191,15 @@ const file_kv_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x10.pcs.v1.KVHeaderR\x06header\x12\"\n" +
 	"\x04puts\x18\x02 \x03(\v2\x0e.pcs.v1.KVPairR\x04puts\x12\x18\n" +
 	"\adeletes\x18\x03 \x03(\fR\adeletes\"\x11\n" +
-	"\x0fKVBatchResponse2\xb0\x03\n" +
+	"\x0fKVBatchResponse2\xb2\x03\n" +
 	"\x02KV\x122\n" +
 	"\x03Get\x12\x14.pcs.v1.KVGetRequest\x1a\x15.pcs.v1.KVGetResponse\x122\n" +
 	"\x03Put\x12\x14.pcs.v1.KVPutRequest\x1a\x15.pcs.v1.KVPutResponse\x12;\n" +
 	"\x06Delete\x12\x17.pcs.v1.KVDeleteRequest\x1a\x18.pcs.v1.KVDeleteResponse\x125\n" +
 	"\x04Scan\x12\x15.pcs.v1.KVScanRequest\x1a\x16.pcs.v1.KVScanResponse\x128\n" +
 	"\x05Batch\x12\x16.pcs.v1.KVBatchRequest\x1a\x17.pcs.v1.KVBatchResponse\x12@\n" +
-	"\tReplicate\x12\x18.pcs.v1.ReplicateRequest\x1a\x19.pcs.v1.ReplicateResponse\x12R\n" +
-	"\x0fInstallSnapshot\x12\x1e.pcs.v1.InstallSnapshotRequest\x1a\x1f.pcs.v1.InstallSnapshotResponseB!Z\x1fgithub.com/postdb/pcs/api/pcspbb\x06proto3"
+	"\tReplicate\x12\x18.pcs.v1.ReplicateRequest\x1a\x19.pcs.v1.ReplicateResponse\x12T\n" +
+	"\x0fInstallSnapshot\x12\x1e.pcs.v1.InstallSnapshotRequest\x1a\x1f.pcs.v1.InstallSnapshotResponse(\x01B!Z\x1fgithub.com/postdb/pcs/api/pcspbb\x06proto3"
 
 var (
 	file_kv_proto_rawDescOnce sync.Once

@@ -43,8 +43,9 @@ type KVClient interface {
 	Batch(ctx context.Context, in *KVBatchRequest, opts ...grpc.CallOption) (*KVBatchResponse, error)
 	// Replicate is node to node: a primary sends each write to every replica of the shard.
 	Replicate(ctx context.Context, in *ReplicateRequest, opts ...grpc.CallOption) (*ReplicateResponse, error)
-	// InstallSnapshot brings a replica that missed positions up to the primary's.
-	InstallSnapshot(ctx context.Context, in *InstallSnapshotRequest, opts ...grpc.CallOption) (*InstallSnapshotResponse, error)
+	// InstallSnapshot brings a replica that missed positions up to the primary's: a stream of
+	// chunks of the shard's data, applied atomically once the primary closes the stream.
+	InstallSnapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[InstallSnapshotRequest, InstallSnapshotResponse], error)
 }
 
 type kVClient struct {
@@ -115,15 +116,18 @@ func (c *kVClient) Replicate(ctx context.Context, in *ReplicateRequest, opts ...
 	return out, nil
 }
 
-func (c *kVClient) InstallSnapshot(ctx context.Context, in *InstallSnapshotRequest, opts ...grpc.CallOption) (*InstallSnapshotResponse, error) {
+func (c *kVClient) InstallSnapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[InstallSnapshotRequest, InstallSnapshotResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(InstallSnapshotResponse)
-	err := c.cc.Invoke(ctx, KV_InstallSnapshot_FullMethodName, in, out, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &KV_ServiceDesc.Streams[0], KV_InstallSnapshot_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	x := &grpc.GenericClientStream[InstallSnapshotRequest, InstallSnapshotResponse]{ClientStream: stream}
+	return x, nil
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_InstallSnapshotClient = grpc.ClientStreamingClient[InstallSnapshotRequest, InstallSnapshotResponse]
 
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
@@ -136,8 +140,9 @@ type KVServer interface {
 	Batch(context.Context, *KVBatchRequest) (*KVBatchResponse, error)
 	// Replicate is node to node: a primary sends each write to every replica of the shard.
 	Replicate(context.Context, *ReplicateRequest) (*ReplicateResponse, error)
-	// InstallSnapshot brings a replica that missed positions up to the primary's.
-	InstallSnapshot(context.Context, *InstallSnapshotRequest) (*InstallSnapshotResponse, error)
+	// InstallSnapshot brings a replica that missed positions up to the primary's: a stream of
+	// chunks of the shard's data, applied atomically once the primary closes the stream.
+	InstallSnapshot(grpc.ClientStreamingServer[InstallSnapshotRequest, InstallSnapshotResponse]) error
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -166,8 +171,8 @@ func (UnimplementedKVServer) Batch(context.Context, *KVBatchRequest) (*KVBatchRe
 func (UnimplementedKVServer) Replicate(context.Context, *ReplicateRequest) (*ReplicateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Replicate not implemented")
 }
-func (UnimplementedKVServer) InstallSnapshot(context.Context, *InstallSnapshotRequest) (*InstallSnapshotResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method InstallSnapshot not implemented")
+func (UnimplementedKVServer) InstallSnapshot(grpc.ClientStreamingServer[InstallSnapshotRequest, InstallSnapshotResponse]) error {
+	return status.Error(codes.Unimplemented, "method InstallSnapshot not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -298,23 +303,12 @@ func _KV_Replicate_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
-func _KV_InstallSnapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(InstallSnapshotRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(KVServer).InstallSnapshot(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: KV_InstallSnapshot_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(KVServer).InstallSnapshot(ctx, req.(*InstallSnapshotRequest))
-	}
-	return interceptor(ctx, in, info, handler)
+func _KV_InstallSnapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(KVServer).InstallSnapshot(&grpc.GenericServerStream[InstallSnapshotRequest, InstallSnapshotResponse]{ServerStream: stream})
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_InstallSnapshotServer = grpc.ClientStreamingServer[InstallSnapshotRequest, InstallSnapshotResponse]
 
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
@@ -347,11 +341,13 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Replicate",
 			Handler:    _KV_Replicate_Handler,
 		},
+	},
+	Streams: []grpc.StreamDesc{
 		{
-			MethodName: "InstallSnapshot",
-			Handler:    _KV_InstallSnapshot_Handler,
+			StreamName:    "InstallSnapshot",
+			Handler:       _KV_InstallSnapshot_Handler,
+			ClientStreams: true,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
 	Metadata: "kv.proto",
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"sync"
@@ -581,20 +582,35 @@ func (n *Node) sendSnapshot(ctx context.Context, kv pcspb.KVClient, sh *pcspb.Sh
 	if !ok {
 		return fmt.Errorf("kvnode: shard %d: %w", sh.Id, ErrNoReplica)
 	}
-	pairs, more, err := n.store.Scan(sh.Id, nil, nil, MaxSnapshotPairs)
+	stream, err := kv.InstallSnapshot(ctx)
 	if err != nil {
 		return err
 	}
-	if more {
-		return fmt.Errorf("kvnode: shard %d has more than %d keys for a one-message snapshot", sh.Id, MaxSnapshotPairs)
+	first := true
+	err = n.store.Chunks(sh.Id, SnapshotChunkBytes, func(pairs []*pcspb.KVPair) error {
+		req := &pcspb.InstallSnapshotRequest{ShardId: sh.Id, Term: sh.Term, Lsn: lsn, Pairs: pairs, Primary: n.self()}
+		if first {
+			req.Start, req.End, req.Version = cur.Start, cur.End, cur.Epoch.GetVersion()
+			first = false
+		}
+		return stream.Send(req)
+	})
+	if err == nil && first { // an empty shard: one chunk with no pairs
+		err = stream.Send(&pcspb.InstallSnapshotRequest{ShardId: sh.Id, Term: sh.Term, Lsn: lsn, Primary: n.self(),
+			Start: cur.Start, End: cur.End, Version: cur.Epoch.GetVersion()})
 	}
-	_, err = kv.InstallSnapshot(ctx, &pcspb.InstallSnapshotRequest{ShardId: sh.Id, Term: sh.Term, Lsn: lsn, Pairs: pairs,
-		Primary: n.self(), Start: cur.Start, End: cur.End, Version: cur.Epoch.GetVersion()})
+	if err != nil {
+		if _, rerr := stream.CloseAndRecv(); rerr != nil && !errors.Is(rerr, io.EOF) {
+			return rerr // the replica's answer says more than a failed send
+		}
+		return err
+	}
+	_, err = stream.CloseAndRecv()
 	return err
 }
 
-// MaxSnapshotPairs bounds a one-message replica snapshot.
-const MaxSnapshotPairs = 100_000
+// SnapshotChunkBytes is about how much of a shard's data one snapshot message carries.
+const SnapshotChunkBytes = 1 << 20
 
 // follow checks a message from a shard's primary against this replica and returns the replica's
 // metadata with the primary's term and identity adopted. A primary of a lower term than the
@@ -621,24 +637,50 @@ func (n *Node) follow(id, term, primary uint64) (*pcspb.Shard, error) {
 }
 
 // InstallSnapshot replaces this replica's data with the primary's, at the primary's position,
-// and adopts the primary's term, range and epoch version.
-func (n *Node) InstallSnapshot(_ context.Context, req *pcspb.InstallSnapshotRequest) (*pcspb.InstallSnapshotResponse, error) {
-	l := n.shardLock(req.ShardId)
+// and adopts the primary's term, range and epoch version: the chunks are gathered and applied
+// at once when the primary closes the stream.
+func (n *Node) InstallSnapshot(stream pcspb.KV_InstallSnapshotServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	l := n.shardLock(first.ShardId)
 	l.Lock()
 	defer l.Unlock()
-	sh, err := n.follow(req.ShardId, req.Term, req.Primary)
+	sh, err := n.follow(first.ShardId, first.Term, first.Primary)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if req.Version > 0 && (req.Version != sh.Epoch.GetVersion() || !bytes.Equal(req.Start, sh.Start) || !bytes.Equal(req.End, sh.End)) {
+	if first.Version > 0 && (first.Version != sh.Epoch.GetVersion() || !bytes.Equal(first.Start, sh.Start) || !bytes.Equal(first.End, sh.End)) {
 		sh = proto.Clone(sh).(*pcspb.Shard)
-		sh.Start, sh.End = req.Start, req.End
-		sh.Epoch = &pcspb.ShardEpoch{ConfVer: sh.Epoch.GetConfVer(), Version: req.Version}
+		sh.Start, sh.End = first.Start, first.End
+		sh.Epoch = &pcspb.ShardEpoch{ConfVer: sh.Epoch.GetConfVer(), Version: first.Version}
 	}
-	if err := n.store.Replace(sh, req.Lsn, req.Pairs); err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+	r, err := n.store.Replace(sh)
+	if err != nil {
+		return status.Error(codes.Internal, err.Error())
 	}
-	return &pcspb.InstallSnapshotResponse{}, nil
+	for req := first; ; {
+		if req.ShardId != first.ShardId || req.Term != first.Term || req.Lsn != first.Lsn || req.Primary != first.Primary {
+			r.Abort()
+			return status.Errorf(codes.InvalidArgument, "kvnode: a snapshot chunk of shard %d term %d position %d in a snapshot of shard %d term %d position %d",
+				req.ShardId, req.Term, req.Lsn, first.ShardId, first.Term, first.Lsn)
+		}
+		if err := r.Add(req.Pairs); err != nil {
+			r.Abort()
+			return status.Error(codes.Internal, err.Error())
+		}
+		if req, err = stream.Recv(); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			r.Abort()
+			return err
+		}
+	}
+	if err := r.Commit(first.Lsn); err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	return stream.SendAndClose(&pcspb.InstallSnapshotResponse{})
 }
 
 // Replicate persists a write (or a split) from the shard's primary. It refuses a primary of a

@@ -252,37 +252,93 @@ func (s *Store) Written(shard uint64) uint64 {
 	return s.written[shard]
 }
 
-// Replace replaces a replica's data with pairs at log position lsn, and its metadata with sh,
-// atomically and durably.
-func (s *Store) Replace(sh *pcspb.Shard, lsn uint64, pairs []*pcspb.KVPair) error {
-	shard := sh.Id
+// Replacement replaces a replica's data and metadata with a primary's snapshot, received in
+// chunks: nothing changes until Commit, which applies the whole of it atomically and durably
+// (a replica never holds half a snapshot, whatever happens to the stream or the process).
+type Replacement struct {
+	s  *Store
+	sh *pcspb.Shard
+	b  *pebble.Batch
+}
+
+// Replace starts replacing a replica's data, and its metadata with sh.
+func (s *Store) Replace(sh *pcspb.Shard) (*Replacement, error) {
 	meta, err := proto.Marshal(sh)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	b := s.db.NewBatch()
-	if err := b.Set(metaKey(shard), meta, nil); err != nil {
-		return err
+	p := dataPrefix(sh.Id)
+	if err := b.Set(metaKey(sh.Id), meta, nil); err != nil {
+		b.Close()
+		return nil, err
 	}
-	p := dataPrefix(shard)
 	if err := b.DeleteRange(p, prefixEnd(p), nil); err != nil {
-		return err
+		b.Close()
+		return nil, err
 	}
+	return &Replacement{s: s, sh: proto.Clone(sh).(*pcspb.Shard), b: b}, nil
+}
+
+// Add adds pairs of the snapshot.
+func (r *Replacement) Add(pairs []*pcspb.KVPair) error {
+	p := dataPrefix(r.sh.Id)
 	for _, kv := range pairs {
-		if err := b.Set(append(bytes.Clone(p), kv.Key...), kv.Value, nil); err != nil {
+		if err := r.b.Set(append(bytes.Clone(p), kv.Key...), kv.Value, nil); err != nil {
 			return err
 		}
 	}
-	if err := b.Set(lsnKey(shard), binary.BigEndian.AppendUint64(nil, lsn), nil); err != nil {
+	return nil
+}
+
+// Commit applies the replacement at log position lsn.
+func (r *Replacement) Commit(lsn uint64) error {
+	defer r.b.Close()
+	if err := r.b.Set(lsnKey(r.sh.Id), binary.BigEndian.AppendUint64(nil, lsn), nil); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := r.b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("kvnode: installing a snapshot of shard %d: %w", r.sh.Id, err)
+	}
+	r.s.mu.Lock()
+	r.s.lsns[r.sh.Id] = lsn
+	r.s.shards[r.sh.Id] = r.sh
+	r.s.mu.Unlock()
+	return nil
+}
+
+// Abort drops the replacement.
+func (r *Replacement) Abort() { r.b.Close() }
+
+// Chunks calls f with the pairs of a replica in key order, in chunks of about chunkBytes, from
+// one consistent view of the store.
+func (s *Store) Chunks(shard uint64, chunkBytes int, f func([]*pcspb.KVPair) error) error {
+	p := dataPrefix(shard)
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	s.lsns[shard] = lsn
-	s.shards[shard] = proto.Clone(sh).(*pcspb.Shard)
-	s.mu.Unlock()
+	defer it.Close()
+	var chunk []*pcspb.KVPair
+	size := 0
+	for it.First(); it.Valid(); it.Next() {
+		kv := &pcspb.KVPair{Key: bytes.Clone(it.Key()[len(p):]), Value: bytes.Clone(it.Value())}
+		chunk = append(chunk, kv)
+		if size += len(kv.Key) + len(kv.Value); size >= chunkBytes {
+			if err := f(chunk); err != nil {
+				return err
+			}
+			chunk, size = nil, 0
+		}
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	if len(chunk) > 0 {
+		return f(chunk)
+	}
 	return nil
 }
 

@@ -87,6 +87,8 @@ func (n *Node) shardLock(id uint64) *sync.Mutex {
 const (
 	// ReplicateTimeout bounds how long a primary waits for a replica to persist a write.
 	ReplicateTimeout = 2 * time.Second
+	// SnapshotTimeout bounds sending a replica the shard's whole data.
+	SnapshotTimeout = 30 * time.Second
 	// LearnerRetry is how long a primary waits before it tries again to catch up a learner
 	// that failed.
 	LearnerRetry = time.Second
@@ -415,15 +417,19 @@ func (n *Node) laggards(sh *pcspb.Shard) bool {
 	return false
 }
 
+// snapshotTo sends a replica a snapshot: a transfer may take up to SnapshotTimeout, but an
+// unreachable replica is given up on after ReplicateTimeout.
 func (n *Node) snapshotTo(ctx context.Context, node uint64, sh *pcspb.Shard, lsn uint64) error {
-	rctx, cancel := context.WithTimeout(ctx, ReplicateTimeout)
+	sctx, cancel := context.WithTimeout(ctx, SnapshotTimeout)
 	defer cancel()
+	rctx, rcancel := context.WithTimeout(ctx, ReplicateTimeout)
+	defer rcancel()
 	return retryTransport(rctx, func() error {
 		kv, err := n.peer(rctx, node)
 		if err != nil {
 			return err
 		}
-		return n.sendSnapshot(rctx, kv, sh, lsn)
+		return n.sendSnapshot(sctx, kv, sh, lsn)
 	})
 }
 
@@ -504,7 +510,9 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 				if ke := client.KVErrorOf(err); ke != nil && isGap(ke) {
 					<-localDone // the snapshot must include this write
 					if err = localErr; err == nil {
-						err = n.sendSnapshot(rctx, kv, sh, lsn)
+						sctx, cancel := context.WithTimeout(ctx, SnapshotTimeout)
+						err = n.sendSnapshot(sctx, kv, sh, lsn)
+						cancel()
 					}
 				}
 				return err

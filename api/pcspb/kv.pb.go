@@ -338,9 +338,11 @@ type InstallSnapshotRequest struct {
 	Pairs   []*KVPair              `protobuf:"bytes,4,rep,name=pairs,proto3" json:"pairs,omitempty"`
 	Primary uint64                 `protobuf:"varint,5,opt,name=primary,proto3" json:"primary,omitempty"`
 	// The primary's range and epoch version of the shard, which the replica adopts.
-	Start         []byte `protobuf:"bytes,6,opt,name=start,proto3" json:"start,omitempty"`
-	End           []byte `protobuf:"bytes,7,opt,name=end,proto3" json:"end,omitempty"`
-	Version       uint64 `protobuf:"varint,8,opt,name=version,proto3" json:"version,omitempty"`
+	Start   []byte `protobuf:"bytes,6,opt,name=start,proto3" json:"start,omitempty"`
+	End     []byte `protobuf:"bytes,7,opt,name=end,proto3" json:"end,omitempty"`
+	Version uint64 `protobuf:"varint,8,opt,name=version,proto3" json:"version,omitempty"`
+	// The term of the primary that wrote position lsn (the replica takes it as its own).
+	LastTerm      uint64 `protobuf:"varint,9,opt,name=last_term,json=lastTerm,proto3" json:"last_term,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -431,6 +433,13 @@ func (x *InstallSnapshotRequest) GetVersion() uint64 {
 	return 0
 }
 
+func (x *InstallSnapshotRequest) GetLastTerm() uint64 {
+	if x != nil {
+		return x.LastTerm
+	}
+	return 0
+}
+
 type InstallSnapshotResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -467,6 +476,123 @@ func (*InstallSnapshotResponse) Descriptor() ([]byte, []int) {
 	return file_kv_proto_rawDescGZIP(), []int{4}
 }
 
+// PositionRequest: a shard's primary (of term, fencing as for replication) asks for the
+// replica's last position.
+type PositionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Primary       uint64                 `protobuf:"varint,3,opt,name=primary,proto3" json:"primary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PositionRequest) Reset() {
+	*x = PositionRequest{}
+	mi := &file_kv_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PositionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PositionRequest) ProtoMessage() {}
+
+func (x *PositionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PositionRequest.ProtoReflect.Descriptor instead.
+func (*PositionRequest) Descriptor() ([]byte, []int) {
+	return file_kv_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PositionRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *PositionRequest) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *PositionRequest) GetPrimary() uint64 {
+	if x != nil {
+		return x.Primary
+	}
+	return 0
+}
+
+// The replica's last position and the term of the primary that wrote it (or whose snapshot
+// it installed). Positions of one term are written once, by that term's primary, so two
+// replicas with the same lsn and last_term hold the same data.
+type PositionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lsn           uint64                 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	LastTerm      uint64                 `protobuf:"varint,2,opt,name=last_term,json=lastTerm,proto3" json:"last_term,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PositionResponse) Reset() {
+	*x = PositionResponse{}
+	mi := &file_kv_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PositionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PositionResponse) ProtoMessage() {}
+
+func (x *PositionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PositionResponse.ProtoReflect.Descriptor instead.
+func (*PositionResponse) Descriptor() ([]byte, []int) {
+	return file_kv_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PositionResponse) GetLsn() uint64 {
+	if x != nil {
+		return x.Lsn
+	}
+	return 0
+}
+
+func (x *PositionResponse) GetLastTerm() uint64 {
+	if x != nil {
+		return x.LastTerm
+	}
+	return 0
+}
+
 // The replica has persisted every position up to lsn.
 type ReplicateResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -477,7 +603,7 @@ type ReplicateResponse struct {
 
 func (x *ReplicateResponse) Reset() {
 	*x = ReplicateResponse{}
-	mi := &file_kv_proto_msgTypes[5]
+	mi := &file_kv_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +615,7 @@ func (x *ReplicateResponse) String() string {
 func (*ReplicateResponse) ProtoMessage() {}
 
 func (x *ReplicateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[5]
+	mi := &file_kv_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +628,7 @@ func (x *ReplicateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateResponse.ProtoReflect.Descriptor instead.
 func (*ReplicateResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{5}
+	return file_kv_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReplicateResponse) GetLsn() uint64 {
@@ -522,7 +648,7 @@ type NotPrimaryKV struct {
 
 func (x *NotPrimaryKV) Reset() {
 	*x = NotPrimaryKV{}
-	mi := &file_kv_proto_msgTypes[6]
+	mi := &file_kv_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -534,7 +660,7 @@ func (x *NotPrimaryKV) String() string {
 func (*NotPrimaryKV) ProtoMessage() {}
 
 func (x *NotPrimaryKV) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[6]
+	mi := &file_kv_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -547,7 +673,7 @@ func (x *NotPrimaryKV) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotPrimaryKV.ProtoReflect.Descriptor instead.
 func (*NotPrimaryKV) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{6}
+	return file_kv_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NotPrimaryKV) GetPrimaryNode() uint64 {
@@ -574,7 +700,7 @@ type KVGetRequest struct {
 
 func (x *KVGetRequest) Reset() {
 	*x = KVGetRequest{}
-	mi := &file_kv_proto_msgTypes[7]
+	mi := &file_kv_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -586,7 +712,7 @@ func (x *KVGetRequest) String() string {
 func (*KVGetRequest) ProtoMessage() {}
 
 func (x *KVGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[7]
+	mi := &file_kv_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -599,7 +725,7 @@ func (x *KVGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVGetRequest.ProtoReflect.Descriptor instead.
 func (*KVGetRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{7}
+	return file_kv_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *KVGetRequest) GetHeader() *KVHeader {
@@ -626,7 +752,7 @@ type KVGetResponse struct {
 
 func (x *KVGetResponse) Reset() {
 	*x = KVGetResponse{}
-	mi := &file_kv_proto_msgTypes[8]
+	mi := &file_kv_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +764,7 @@ func (x *KVGetResponse) String() string {
 func (*KVGetResponse) ProtoMessage() {}
 
 func (x *KVGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[8]
+	mi := &file_kv_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +777,7 @@ func (x *KVGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVGetResponse.ProtoReflect.Descriptor instead.
 func (*KVGetResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{8}
+	return file_kv_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *KVGetResponse) GetValue() []byte {
@@ -679,7 +805,7 @@ type KVPutRequest struct {
 
 func (x *KVPutRequest) Reset() {
 	*x = KVPutRequest{}
-	mi := &file_kv_proto_msgTypes[9]
+	mi := &file_kv_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +817,7 @@ func (x *KVPutRequest) String() string {
 func (*KVPutRequest) ProtoMessage() {}
 
 func (x *KVPutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[9]
+	mi := &file_kv_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +830,7 @@ func (x *KVPutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPutRequest.ProtoReflect.Descriptor instead.
 func (*KVPutRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{9}
+	return file_kv_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KVPutRequest) GetHeader() *KVHeader {
@@ -736,7 +862,7 @@ type KVPutResponse struct {
 
 func (x *KVPutResponse) Reset() {
 	*x = KVPutResponse{}
-	mi := &file_kv_proto_msgTypes[10]
+	mi := &file_kv_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -748,7 +874,7 @@ func (x *KVPutResponse) String() string {
 func (*KVPutResponse) ProtoMessage() {}
 
 func (x *KVPutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[10]
+	mi := &file_kv_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -761,7 +887,7 @@ func (x *KVPutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPutResponse.ProtoReflect.Descriptor instead.
 func (*KVPutResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{10}
+	return file_kv_proto_rawDescGZIP(), []int{12}
 }
 
 type KVDeleteRequest struct {
@@ -774,7 +900,7 @@ type KVDeleteRequest struct {
 
 func (x *KVDeleteRequest) Reset() {
 	*x = KVDeleteRequest{}
-	mi := &file_kv_proto_msgTypes[11]
+	mi := &file_kv_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -786,7 +912,7 @@ func (x *KVDeleteRequest) String() string {
 func (*KVDeleteRequest) ProtoMessage() {}
 
 func (x *KVDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[11]
+	mi := &file_kv_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -799,7 +925,7 @@ func (x *KVDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVDeleteRequest.ProtoReflect.Descriptor instead.
 func (*KVDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{11}
+	return file_kv_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KVDeleteRequest) GetHeader() *KVHeader {
@@ -824,7 +950,7 @@ type KVDeleteResponse struct {
 
 func (x *KVDeleteResponse) Reset() {
 	*x = KVDeleteResponse{}
-	mi := &file_kv_proto_msgTypes[12]
+	mi := &file_kv_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +962,7 @@ func (x *KVDeleteResponse) String() string {
 func (*KVDeleteResponse) ProtoMessage() {}
 
 func (x *KVDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[12]
+	mi := &file_kv_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +975,7 @@ func (x *KVDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVDeleteResponse.ProtoReflect.Descriptor instead.
 func (*KVDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{12}
+	return file_kv_proto_rawDescGZIP(), []int{14}
 }
 
 type KVScanRequest struct {
@@ -864,7 +990,7 @@ type KVScanRequest struct {
 
 func (x *KVScanRequest) Reset() {
 	*x = KVScanRequest{}
-	mi := &file_kv_proto_msgTypes[13]
+	mi := &file_kv_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -876,7 +1002,7 @@ func (x *KVScanRequest) String() string {
 func (*KVScanRequest) ProtoMessage() {}
 
 func (x *KVScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[13]
+	mi := &file_kv_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,7 +1015,7 @@ func (x *KVScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVScanRequest.ProtoReflect.Descriptor instead.
 func (*KVScanRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{13}
+	return file_kv_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *KVScanRequest) GetHeader() *KVHeader {
@@ -930,7 +1056,7 @@ type KVPair struct {
 
 func (x *KVPair) Reset() {
 	*x = KVPair{}
-	mi := &file_kv_proto_msgTypes[14]
+	mi := &file_kv_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1068,7 @@ func (x *KVPair) String() string {
 func (*KVPair) ProtoMessage() {}
 
 func (x *KVPair) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[14]
+	mi := &file_kv_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1081,7 @@ func (x *KVPair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPair.ProtoReflect.Descriptor instead.
 func (*KVPair) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{14}
+	return file_kv_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *KVPair) GetKey() []byte {
@@ -982,7 +1108,7 @@ type KVScanResponse struct {
 
 func (x *KVScanResponse) Reset() {
 	*x = KVScanResponse{}
-	mi := &file_kv_proto_msgTypes[15]
+	mi := &file_kv_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1120,7 @@ func (x *KVScanResponse) String() string {
 func (*KVScanResponse) ProtoMessage() {}
 
 func (x *KVScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[15]
+	mi := &file_kv_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1133,7 @@ func (x *KVScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVScanResponse.ProtoReflect.Descriptor instead.
 func (*KVScanResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{15}
+	return file_kv_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *KVScanResponse) GetPairs() []*KVPair {
@@ -1035,7 +1161,7 @@ type KVBatchRequest struct {
 
 func (x *KVBatchRequest) Reset() {
 	*x = KVBatchRequest{}
-	mi := &file_kv_proto_msgTypes[16]
+	mi := &file_kv_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1173,7 @@ func (x *KVBatchRequest) String() string {
 func (*KVBatchRequest) ProtoMessage() {}
 
 func (x *KVBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[16]
+	mi := &file_kv_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1186,7 @@ func (x *KVBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVBatchRequest.ProtoReflect.Descriptor instead.
 func (*KVBatchRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{16}
+	return file_kv_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *KVBatchRequest) GetHeader() *KVHeader {
@@ -1092,7 +1218,7 @@ type KVBatchResponse struct {
 
 func (x *KVBatchResponse) Reset() {
 	*x = KVBatchResponse{}
-	mi := &file_kv_proto_msgTypes[17]
+	mi := &file_kv_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1104,7 +1230,7 @@ func (x *KVBatchResponse) String() string {
 func (*KVBatchResponse) ProtoMessage() {}
 
 func (x *KVBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[17]
+	mi := &file_kv_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1117,7 +1243,7 @@ func (x *KVBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVBatchResponse.ProtoReflect.Descriptor instead.
 func (*KVBatchResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{17}
+	return file_kv_proto_rawDescGZIP(), []int{19}
 }
 
 var File_kv_proto protoreflect.FileDescriptor
@@ -1145,7 +1271,7 @@ const file_kv_proto_rawDesc = "" +
 	"\x04puts\x18\x04 \x03(\v2\x0e.pcs.v1.KVPairR\x04puts\x12\x18\n" +
 	"\adeletes\x18\x05 \x03(\fR\adeletes\x12\x18\n" +
 	"\aprimary\x18\x06 \x01(\x04R\aprimary\x12#\n" +
-	"\x05split\x18\a \x01(\v2\r.pcs.v1.ShardR\x05split\"\xdb\x01\n" +
+	"\x05split\x18\a \x01(\v2\r.pcs.v1.ShardR\x05split\"\xf8\x01\n" +
 	"\x16InstallSnapshotRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x10\n" +
@@ -1154,8 +1280,16 @@ const file_kv_proto_rawDesc = "" +
 	"\aprimary\x18\x05 \x01(\x04R\aprimary\x12\x14\n" +
 	"\x05start\x18\x06 \x01(\fR\x05start\x12\x10\n" +
 	"\x03end\x18\a \x01(\fR\x03end\x12\x18\n" +
-	"\aversion\x18\b \x01(\x04R\aversion\"\x19\n" +
-	"\x17InstallSnapshotResponse\"%\n" +
+	"\aversion\x18\b \x01(\x04R\aversion\x12\x1b\n" +
+	"\tlast_term\x18\t \x01(\x04R\blastTerm\"\x19\n" +
+	"\x17InstallSnapshotResponse\"Z\n" +
+	"\x0fPositionRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x18\n" +
+	"\aprimary\x18\x03 \x01(\x04R\aprimary\"A\n" +
+	"\x10PositionResponse\x12\x10\n" +
+	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x1b\n" +
+	"\tlast_term\x18\x02 \x01(\x04R\blastTerm\"%\n" +
 	"\x11ReplicateResponse\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\"T\n" +
 	"\fNotPrimaryKV\x12!\n" +
@@ -1191,7 +1325,7 @@ const file_kv_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x10.pcs.v1.KVHeaderR\x06header\x12\"\n" +
 	"\x04puts\x18\x02 \x03(\v2\x0e.pcs.v1.KVPairR\x04puts\x12\x18\n" +
 	"\adeletes\x18\x03 \x03(\fR\adeletes\"\x11\n" +
-	"\x0fKVBatchResponse2\xb2\x03\n" +
+	"\x0fKVBatchResponse2\xf1\x03\n" +
 	"\x02KV\x122\n" +
 	"\x03Get\x12\x14.pcs.v1.KVGetRequest\x1a\x15.pcs.v1.KVGetResponse\x122\n" +
 	"\x03Put\x12\x14.pcs.v1.KVPutRequest\x1a\x15.pcs.v1.KVPutResponse\x12;\n" +
@@ -1199,7 +1333,8 @@ const file_kv_proto_rawDesc = "" +
 	"\x04Scan\x12\x15.pcs.v1.KVScanRequest\x1a\x16.pcs.v1.KVScanResponse\x128\n" +
 	"\x05Batch\x12\x16.pcs.v1.KVBatchRequest\x1a\x17.pcs.v1.KVBatchResponse\x12@\n" +
 	"\tReplicate\x12\x18.pcs.v1.ReplicateRequest\x1a\x19.pcs.v1.ReplicateResponse\x12T\n" +
-	"\x0fInstallSnapshot\x12\x1e.pcs.v1.InstallSnapshotRequest\x1a\x1f.pcs.v1.InstallSnapshotResponse(\x01B!Z\x1fgithub.com/postdb/pcs/api/pcspbb\x06proto3"
+	"\x0fInstallSnapshot\x12\x1e.pcs.v1.InstallSnapshotRequest\x1a\x1f.pcs.v1.InstallSnapshotResponse(\x01\x12=\n" +
+	"\bPosition\x12\x17.pcs.v1.PositionRequest\x1a\x18.pcs.v1.PositionResponseB!Z\x1fgithub.com/postdb/pcs/api/pcspbb\x06proto3"
 
 var (
 	file_kv_proto_rawDescOnce sync.Once
@@ -1213,59 +1348,63 @@ func file_kv_proto_rawDescGZIP() []byte {
 	return file_kv_proto_rawDescData
 }
 
-var file_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_kv_proto_goTypes = []any{
 	(*KVHeader)(nil),                // 0: pcs.v1.KVHeader
 	(*KVError)(nil),                 // 1: pcs.v1.KVError
 	(*ReplicateRequest)(nil),        // 2: pcs.v1.ReplicateRequest
 	(*InstallSnapshotRequest)(nil),  // 3: pcs.v1.InstallSnapshotRequest
 	(*InstallSnapshotResponse)(nil), // 4: pcs.v1.InstallSnapshotResponse
-	(*ReplicateResponse)(nil),       // 5: pcs.v1.ReplicateResponse
-	(*NotPrimaryKV)(nil),            // 6: pcs.v1.NotPrimaryKV
-	(*KVGetRequest)(nil),            // 7: pcs.v1.KVGetRequest
-	(*KVGetResponse)(nil),           // 8: pcs.v1.KVGetResponse
-	(*KVPutRequest)(nil),            // 9: pcs.v1.KVPutRequest
-	(*KVPutResponse)(nil),           // 10: pcs.v1.KVPutResponse
-	(*KVDeleteRequest)(nil),         // 11: pcs.v1.KVDeleteRequest
-	(*KVDeleteResponse)(nil),        // 12: pcs.v1.KVDeleteResponse
-	(*KVScanRequest)(nil),           // 13: pcs.v1.KVScanRequest
-	(*KVPair)(nil),                  // 14: pcs.v1.KVPair
-	(*KVScanResponse)(nil),          // 15: pcs.v1.KVScanResponse
-	(*KVBatchRequest)(nil),          // 16: pcs.v1.KVBatchRequest
-	(*KVBatchResponse)(nil),         // 17: pcs.v1.KVBatchResponse
-	(*ShardEpoch)(nil),              // 18: pcs.v1.ShardEpoch
-	(*Shard)(nil),                   // 19: pcs.v1.Shard
+	(*PositionRequest)(nil),         // 5: pcs.v1.PositionRequest
+	(*PositionResponse)(nil),        // 6: pcs.v1.PositionResponse
+	(*ReplicateResponse)(nil),       // 7: pcs.v1.ReplicateResponse
+	(*NotPrimaryKV)(nil),            // 8: pcs.v1.NotPrimaryKV
+	(*KVGetRequest)(nil),            // 9: pcs.v1.KVGetRequest
+	(*KVGetResponse)(nil),           // 10: pcs.v1.KVGetResponse
+	(*KVPutRequest)(nil),            // 11: pcs.v1.KVPutRequest
+	(*KVPutResponse)(nil),           // 12: pcs.v1.KVPutResponse
+	(*KVDeleteRequest)(nil),         // 13: pcs.v1.KVDeleteRequest
+	(*KVDeleteResponse)(nil),        // 14: pcs.v1.KVDeleteResponse
+	(*KVScanRequest)(nil),           // 15: pcs.v1.KVScanRequest
+	(*KVPair)(nil),                  // 16: pcs.v1.KVPair
+	(*KVScanResponse)(nil),          // 17: pcs.v1.KVScanResponse
+	(*KVBatchRequest)(nil),          // 18: pcs.v1.KVBatchRequest
+	(*KVBatchResponse)(nil),         // 19: pcs.v1.KVBatchResponse
+	(*ShardEpoch)(nil),              // 20: pcs.v1.ShardEpoch
+	(*Shard)(nil),                   // 21: pcs.v1.Shard
 }
 var file_kv_proto_depIdxs = []int32{
-	18, // 0: pcs.v1.KVHeader.epoch:type_name -> pcs.v1.ShardEpoch
-	6,  // 1: pcs.v1.KVError.not_primary:type_name -> pcs.v1.NotPrimaryKV
-	19, // 2: pcs.v1.KVError.epoch_not_match:type_name -> pcs.v1.Shard
-	14, // 3: pcs.v1.ReplicateRequest.puts:type_name -> pcs.v1.KVPair
-	19, // 4: pcs.v1.ReplicateRequest.split:type_name -> pcs.v1.Shard
-	14, // 5: pcs.v1.InstallSnapshotRequest.pairs:type_name -> pcs.v1.KVPair
+	20, // 0: pcs.v1.KVHeader.epoch:type_name -> pcs.v1.ShardEpoch
+	8,  // 1: pcs.v1.KVError.not_primary:type_name -> pcs.v1.NotPrimaryKV
+	21, // 2: pcs.v1.KVError.epoch_not_match:type_name -> pcs.v1.Shard
+	16, // 3: pcs.v1.ReplicateRequest.puts:type_name -> pcs.v1.KVPair
+	21, // 4: pcs.v1.ReplicateRequest.split:type_name -> pcs.v1.Shard
+	16, // 5: pcs.v1.InstallSnapshotRequest.pairs:type_name -> pcs.v1.KVPair
 	0,  // 6: pcs.v1.KVGetRequest.header:type_name -> pcs.v1.KVHeader
 	0,  // 7: pcs.v1.KVPutRequest.header:type_name -> pcs.v1.KVHeader
 	0,  // 8: pcs.v1.KVDeleteRequest.header:type_name -> pcs.v1.KVHeader
 	0,  // 9: pcs.v1.KVScanRequest.header:type_name -> pcs.v1.KVHeader
-	14, // 10: pcs.v1.KVScanResponse.pairs:type_name -> pcs.v1.KVPair
+	16, // 10: pcs.v1.KVScanResponse.pairs:type_name -> pcs.v1.KVPair
 	0,  // 11: pcs.v1.KVBatchRequest.header:type_name -> pcs.v1.KVHeader
-	14, // 12: pcs.v1.KVBatchRequest.puts:type_name -> pcs.v1.KVPair
-	7,  // 13: pcs.v1.KV.Get:input_type -> pcs.v1.KVGetRequest
-	9,  // 14: pcs.v1.KV.Put:input_type -> pcs.v1.KVPutRequest
-	11, // 15: pcs.v1.KV.Delete:input_type -> pcs.v1.KVDeleteRequest
-	13, // 16: pcs.v1.KV.Scan:input_type -> pcs.v1.KVScanRequest
-	16, // 17: pcs.v1.KV.Batch:input_type -> pcs.v1.KVBatchRequest
+	16, // 12: pcs.v1.KVBatchRequest.puts:type_name -> pcs.v1.KVPair
+	9,  // 13: pcs.v1.KV.Get:input_type -> pcs.v1.KVGetRequest
+	11, // 14: pcs.v1.KV.Put:input_type -> pcs.v1.KVPutRequest
+	13, // 15: pcs.v1.KV.Delete:input_type -> pcs.v1.KVDeleteRequest
+	15, // 16: pcs.v1.KV.Scan:input_type -> pcs.v1.KVScanRequest
+	18, // 17: pcs.v1.KV.Batch:input_type -> pcs.v1.KVBatchRequest
 	2,  // 18: pcs.v1.KV.Replicate:input_type -> pcs.v1.ReplicateRequest
 	3,  // 19: pcs.v1.KV.InstallSnapshot:input_type -> pcs.v1.InstallSnapshotRequest
-	8,  // 20: pcs.v1.KV.Get:output_type -> pcs.v1.KVGetResponse
-	10, // 21: pcs.v1.KV.Put:output_type -> pcs.v1.KVPutResponse
-	12, // 22: pcs.v1.KV.Delete:output_type -> pcs.v1.KVDeleteResponse
-	15, // 23: pcs.v1.KV.Scan:output_type -> pcs.v1.KVScanResponse
-	17, // 24: pcs.v1.KV.Batch:output_type -> pcs.v1.KVBatchResponse
-	5,  // 25: pcs.v1.KV.Replicate:output_type -> pcs.v1.ReplicateResponse
-	4,  // 26: pcs.v1.KV.InstallSnapshot:output_type -> pcs.v1.InstallSnapshotResponse
-	20, // [20:27] is the sub-list for method output_type
-	13, // [13:20] is the sub-list for method input_type
+	5,  // 20: pcs.v1.KV.Position:input_type -> pcs.v1.PositionRequest
+	10, // 21: pcs.v1.KV.Get:output_type -> pcs.v1.KVGetResponse
+	12, // 22: pcs.v1.KV.Put:output_type -> pcs.v1.KVPutResponse
+	14, // 23: pcs.v1.KV.Delete:output_type -> pcs.v1.KVDeleteResponse
+	17, // 24: pcs.v1.KV.Scan:output_type -> pcs.v1.KVScanResponse
+	19, // 25: pcs.v1.KV.Batch:output_type -> pcs.v1.KVBatchResponse
+	7,  // 26: pcs.v1.KV.Replicate:output_type -> pcs.v1.ReplicateResponse
+	4,  // 27: pcs.v1.KV.InstallSnapshot:output_type -> pcs.v1.InstallSnapshotResponse
+	6,  // 28: pcs.v1.KV.Position:output_type -> pcs.v1.PositionResponse
+	21, // [21:29] is the sub-list for method output_type
+	13, // [13:21] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name
@@ -1291,7 +1430,7 @@ func file_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_proto_rawDesc), len(file_kv_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

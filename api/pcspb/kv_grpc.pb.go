@@ -30,6 +30,7 @@ const (
 	KV_Batch_FullMethodName           = "/pcs.v1.KV/Batch"
 	KV_Replicate_FullMethodName       = "/pcs.v1.KV/Replicate"
 	KV_InstallSnapshot_FullMethodName = "/pcs.v1.KV/InstallSnapshot"
+	KV_Position_FullMethodName        = "/pcs.v1.KV/Position"
 )
 
 // KVClient is the client API for KV service.
@@ -46,6 +47,9 @@ type KVClient interface {
 	// InstallSnapshot brings a replica that missed positions up to the primary's: a stream of
 	// chunks of the shard's data, applied atomically once the primary closes the stream.
 	InstallSnapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[InstallSnapshotRequest, InstallSnapshotResponse], error)
+	// Position is node to node: a new primary asks a replica where its log ends, to skip the
+	// snapshot of a replica that already holds exactly what the primary holds.
+	Position(ctx context.Context, in *PositionRequest, opts ...grpc.CallOption) (*PositionResponse, error)
 }
 
 type kVClient struct {
@@ -129,6 +133,16 @@ func (c *kVClient) InstallSnapshot(ctx context.Context, opts ...grpc.CallOption)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type KV_InstallSnapshotClient = grpc.ClientStreamingClient[InstallSnapshotRequest, InstallSnapshotResponse]
 
+func (c *kVClient) Position(ctx context.Context, in *PositionRequest, opts ...grpc.CallOption) (*PositionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PositionResponse)
+	err := c.cc.Invoke(ctx, KV_Position_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
@@ -143,6 +157,9 @@ type KVServer interface {
 	// InstallSnapshot brings a replica that missed positions up to the primary's: a stream of
 	// chunks of the shard's data, applied atomically once the primary closes the stream.
 	InstallSnapshot(grpc.ClientStreamingServer[InstallSnapshotRequest, InstallSnapshotResponse]) error
+	// Position is node to node: a new primary asks a replica where its log ends, to skip the
+	// snapshot of a replica that already holds exactly what the primary holds.
+	Position(context.Context, *PositionRequest) (*PositionResponse, error)
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -173,6 +190,9 @@ func (UnimplementedKVServer) Replicate(context.Context, *ReplicateRequest) (*Rep
 }
 func (UnimplementedKVServer) InstallSnapshot(grpc.ClientStreamingServer[InstallSnapshotRequest, InstallSnapshotResponse]) error {
 	return status.Error(codes.Unimplemented, "method InstallSnapshot not implemented")
+}
+func (UnimplementedKVServer) Position(context.Context, *PositionRequest) (*PositionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Position not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -310,6 +330,24 @@ func _KV_InstallSnapshot_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type KV_InstallSnapshotServer = grpc.ClientStreamingServer[InstallSnapshotRequest, InstallSnapshotResponse]
 
+func _KV_Position_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PositionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).Position(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_Position_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).Position(ctx, req.(*PositionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -340,6 +378,10 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Replicate",
 			Handler:    _KV_Replicate_Handler,
+		},
+		{
+			MethodName: "Position",
+			Handler:    _KV_Position_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

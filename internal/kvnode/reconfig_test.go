@@ -450,3 +450,72 @@ func TestGroupCommitKeepsOrder(t *testing.T) {
 	shards := checkReplicas(t, ctx, c, "gc", nodes)
 	t.Logf("%d writes in %d log entries", 32*20*3, nodes[0].Store.LSN(shards[0].Id))
 }
+
+// TestNewTermSendsNoSnapshot: when the primary role moves (a transfer, a failover), the new
+// primary finds the replicas at its own position and sends them no data.
+func TestNewTermSendsNoSnapshot(t *testing.T) {
+	c, nodes := startCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	waitNodesUp(t, ctx, c, 3)
+	createTable(t, ctx, c, "terms", 3, 1)
+	kv := c.KV("terms")
+	w := startWriters(ctx, kv, 2)
+	w.waitMore(t, 200)
+	w.stop.Store(true)
+	w.wg.Wait()
+	// Snapshots installed since now, on the nodes still running.
+	start := map[*Server]uint64{}
+	for _, s := range nodes {
+		start[s] = s.Node.installs.Load()
+	}
+	installs := func() (n uint64) {
+		for _, s := range nodes {
+			if s != nil {
+				n += s.Node.installs.Load() - start[s]
+			}
+		}
+		return n
+	}
+	const before = 0
+	put := func(i int64) {
+		t.Helper()
+		k, _ := keyenc.Encode(nil, []keyenc.Column{{Type: keyenc.Int64}}, []keyenc.Value{keyenc.I64(-i)})
+		if err := kv.Put(ctx, k, []byte("after")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := c.ScanShards(ctx, "terms", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := resp.Shards[0]
+	to := sh.Replicas[0]
+	if to == sh.Primary {
+		to = sh.Replicas[1]
+	}
+	tr, err := c.TransferPrimary(ctx, sh.Id, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(1)
+	if n := installs() - before; n != 0 {
+		t.Fatalf("a transfer to term %d sent %d snapshots", tr.Term, n)
+	}
+	// A failover: the primary's node stops.
+	for i, s := range nodes {
+		if s.Agent.NodeID() == to {
+			s.Close()
+			nodes[i] = nil
+		}
+	}
+	waitFor(t, 30*time.Second, "a new primary", func() bool {
+		cur, err := c.GetShardByID(ctx, sh.Id)
+		return err == nil && cur.Shard.Term > tr.Term
+	})
+	put(2)
+	if n := installs() - before; n != 0 {
+		t.Fatalf("a failover sent %d snapshots", n)
+	}
+	w.finish(t, ctx, kv)
+}

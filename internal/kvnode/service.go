@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -46,6 +47,8 @@ type Node struct {
 	pcs      Manager
 	fetching sync.Map // shard id -> chan struct{} closed when the fetch in flight ends
 	queues   sync.Map // shard id -> *writeQueue
+
+	installs atomic.Uint64 // snapshots installed
 
 	mu      sync.Mutex
 	schemas map[uint64]uint64
@@ -417,7 +420,9 @@ func (n *Node) laggards(sh *pcspb.Shard) bool {
 	return false
 }
 
-// snapshotTo sends a replica a snapshot: a transfer may take up to SnapshotTimeout, but an
+// snapshotTo brings a replica in line with this primary at position lsn: nothing to send if
+// it is at the same Position (the usual case at a new term: the replicas were in line with the
+// old primary), a snapshot otherwise. A transfer may take up to SnapshotTimeout, but an
 // unreachable replica is given up on after ReplicateTimeout.
 func (n *Node) snapshotTo(ctx context.Context, node uint64, sh *pcspb.Shard, lsn uint64) error {
 	sctx, cancel := context.WithTimeout(ctx, SnapshotTimeout)
@@ -428,6 +433,13 @@ func (n *Node) snapshotTo(ctx context.Context, node uint64, sh *pcspb.Shard, lsn
 		kv, err := n.peer(rctx, node)
 		if err != nil {
 			return err
+		}
+		pos, err := kv.Position(rctx, &pcspb.PositionRequest{ShardId: sh.Id, Term: sh.Term, Primary: n.self()})
+		if err != nil {
+			return err
+		}
+		if own := n.store.Position(sh.Id); own.LSN == lsn && own.Term != 0 && (Position{pos.Lsn, pos.LastTerm}) == own {
+			return nil // it holds exactly what this primary holds
 		}
 		return n.sendSnapshot(sctx, kv, sh, lsn)
 	})
@@ -485,9 +497,9 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 		if split != nil {
 			left := proto.Clone(sh).(*pcspb.Shard)
 			left.End, left.Epoch = split.Start, proto.Clone(split.Epoch).(*pcspb.ShardEpoch)
-			localErr = n.store.Split(left, split, lsn)
+			localErr = n.store.Split(left, split, Position{lsn, sh.Term})
 		} else {
-			localErr = n.store.Write(sh.Id, lsn, puts, deletes)
+			localErr = n.store.Write(sh.Id, Position{lsn, sh.Term}, puts, deletes)
 		}
 		if localErr != nil {
 			localErr = status.Error(codes.Internal, localErr.Error())
@@ -594,9 +606,10 @@ func (n *Node) sendSnapshot(ctx context.Context, kv pcspb.KVClient, sh *pcspb.Sh
 	if err != nil {
 		return err
 	}
+	lastTerm := n.store.Position(sh.Id).Term
 	first := true
 	err = n.store.Chunks(sh.Id, SnapshotChunkBytes, func(pairs []*pcspb.KVPair) error {
-		req := &pcspb.InstallSnapshotRequest{ShardId: sh.Id, Term: sh.Term, Lsn: lsn, Pairs: pairs, Primary: n.self()}
+		req := &pcspb.InstallSnapshotRequest{ShardId: sh.Id, Term: sh.Term, Lsn: lsn, Pairs: pairs, Primary: n.self(), LastTerm: lastTerm}
 		if first {
 			req.Start, req.End, req.Version = cur.Start, cur.End, cur.Epoch.GetVersion()
 			first = false
@@ -604,7 +617,7 @@ func (n *Node) sendSnapshot(ctx context.Context, kv pcspb.KVClient, sh *pcspb.Sh
 		return stream.Send(req)
 	})
 	if err == nil && first { // an empty shard: one chunk with no pairs
-		err = stream.Send(&pcspb.InstallSnapshotRequest{ShardId: sh.Id, Term: sh.Term, Lsn: lsn, Primary: n.self(),
+		err = stream.Send(&pcspb.InstallSnapshotRequest{ShardId: sh.Id, Term: sh.Term, Lsn: lsn, Primary: n.self(), LastTerm: lastTerm,
 			Start: cur.Start, End: cur.End, Version: cur.Epoch.GetVersion()})
 	}
 	if err != nil {
@@ -669,7 +682,7 @@ func (n *Node) InstallSnapshot(stream pcspb.KV_InstallSnapshotServer) error {
 		return status.Error(codes.Internal, err.Error())
 	}
 	for req := first; ; {
-		if req.ShardId != first.ShardId || req.Term != first.Term || req.Lsn != first.Lsn || req.Primary != first.Primary {
+		if req.ShardId != first.ShardId || req.Term != first.Term || req.Lsn != first.Lsn || req.Primary != first.Primary || req.LastTerm != first.LastTerm {
 			r.Abort()
 			return status.Errorf(codes.InvalidArgument, "kvnode: a snapshot chunk of shard %d term %d position %d in a snapshot of shard %d term %d position %d",
 				req.ShardId, req.Term, req.Lsn, first.ShardId, first.Term, first.Lsn)
@@ -685,10 +698,30 @@ func (n *Node) InstallSnapshot(stream pcspb.KV_InstallSnapshotServer) error {
 			return err
 		}
 	}
-	if err := r.Commit(first.Lsn); err != nil {
+	if err := r.Commit(Position{first.Lsn, first.LastTerm}); err != nil {
 		return status.Error(codes.Internal, err.Error())
 	}
+	n.installs.Add(1)
 	return stream.SendAndClose(&pcspb.InstallSnapshotResponse{})
+}
+
+// Position tells the shard's primary where this replica's log ends, adopting the primary's
+// term (fencing as for replication: a primary of a lower term is refused).
+func (n *Node) Position(_ context.Context, req *pcspb.PositionRequest) (*pcspb.PositionResponse, error) {
+	l := n.shardLock(req.ShardId)
+	l.Lock()
+	defer l.Unlock()
+	sh, err := n.follow(req.ShardId, req.Term, req.Primary)
+	if err != nil {
+		return nil, err
+	}
+	if stored, _ := n.store.Replica(sh.Id); stored != sh { // follow adopted a new term or primary
+		if err := n.store.PutReplica(sh); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+	}
+	pos := n.store.Position(sh.Id)
+	return &pcspb.PositionResponse{Lsn: pos.LSN, LastTerm: pos.Term}, nil
 }
 
 // Replicate persists a write (or a split) from the shard's primary. It refuses a primary of a
@@ -717,7 +750,7 @@ func (n *Node) Replicate(_ context.Context, req *pcspb.ReplicateRequest) (*pcspb
 		}
 		left := proto.Clone(sh).(*pcspb.Shard)
 		left.End, left.Epoch = req.Split.Start, proto.Clone(req.Split.Epoch).(*pcspb.ShardEpoch)
-		if err := n.store.Split(left, req.Split, req.Lsn); err != nil {
+		if err := n.store.Split(left, req.Split, Position{req.Lsn, req.Term}); err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
 		}
 		return &pcspb.ReplicateResponse{Lsn: req.Lsn}, nil
@@ -727,7 +760,7 @@ func (n *Node) Replicate(_ context.Context, req *pcspb.ReplicateRequest) (*pcspb
 			return nil, status.Error(codes.Internal, err.Error())
 		}
 	}
-	if err := n.store.Write(sh.Id, req.Lsn, req.Puts, req.Deletes); err != nil {
+	if err := n.store.Write(sh.Id, Position{req.Lsn, req.Term}, req.Puts, req.Deletes); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &pcspb.ReplicateResponse{Lsn: req.Lsn}, nil

@@ -10,8 +10,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/client"
 )
 
 // snapshotPair serves a replica Node over real gRPC and returns a primary Node that reaches
@@ -58,7 +60,7 @@ func fill(t *testing.T, s *Store, shard, lsn uint64, n, valueSize int, tag byte)
 		binary.BigEndian.PutUint32(v, uint32(i))
 		puts = append(puts, &pcspb.KVPair{Key: binary.BigEndian.AppendUint64([]byte("k"), uint64(i)), Value: v})
 		if len(puts) == 10_000 || i == n-1 {
-			if err := s.Write(shard, lsn, puts, nil); err != nil {
+			if err := s.Write(shard, Position{lsn, 1}, puts, nil); err != nil {
 				t.Fatal(err)
 			}
 			puts = nil
@@ -146,5 +148,54 @@ func TestLargeSnapshot(t *testing.T) {
 	}
 	if replica.LSN(sh.Id) != 9 {
 		t.Fatalf("a refused snapshot moved the replica to position %d", replica.LSN(sh.Id))
+	}
+}
+
+// TestSnapshotOnlyWhenPositionsDiffer: a new primary sends no snapshot to a replica at its own
+// Position, and one to a replica at the same log position written in another term (a
+// position the old primary wrote that the new one never had).
+func TestSnapshotOnlyWhenPositionsDiffer(t *testing.T) {
+	sh := &pcspb.Shard{Id: 7, TableId: 1, Start: []byte("k"), End: []byte("l"), Epoch: &pcspb.ShardEpoch{ConfVer: 1, Version: 1},
+		Term: 3, Primary: 1, Replicas: []uint64{1, 2}}
+	primary, rnode, replica, _ := snapshotPair(t, sh)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	fill(t, primary.store, sh.Id, 5, 100, 16, 'a')
+	fill(t, replica, sh.Id, 5, 100, 16, 'a')
+	if err := primary.snapshotTo(ctx, 2, sh, 5); err != nil {
+		t.Fatal(err)
+	}
+	if n := rnode.installs.Load(); n != 0 {
+		t.Fatalf("a replica at the primary's position got %d snapshots", n)
+	}
+	if got, err := replica.Replica(sh.Id); !err || got.Term != 3 || got.Primary != 1 {
+		t.Fatalf("the replica did not adopt the primary's term: %v", got)
+	}
+
+	// Same position 6, written in different terms: the replica's differs from the primary's.
+	if err := primary.store.Write(sh.Id, Position{6, 3}, []*pcspb.KVPair{{Key: []byte("k-new"), Value: []byte("primary")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.Write(sh.Id, Position{6, 2}, []*pcspb.KVPair{{Key: []byte("k-old"), Value: []byte("deposed")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := primary.snapshotTo(ctx, 2, sh, 6); err != nil {
+		t.Fatal(err)
+	}
+	if n := rnode.installs.Load(); n != 1 {
+		t.Fatalf("a replica at the same lsn of another term got %d snapshots, want 1", n)
+	}
+	if _, found, _ := replica.Get(sh.Id, []byte("k-old")); found {
+		t.Fatal("the deposed primary's write survived the snapshot")
+	}
+	if v, _, _ := replica.Get(sh.Id, []byte("k-new")); string(v) != "primary" || replica.Position(sh.Id) != (Position{6, 3}) {
+		t.Fatalf("after the snapshot: %q at %v", v, replica.Position(sh.Id))
+	}
+	// A primary of a lower term is refused, and changes nothing.
+	old := proto.Clone(sh).(*pcspb.Shard)
+	old.Term = 2
+	if err := primary.snapshotTo(ctx, 2, old, 6); client.KVErrorOf(err).GetStaleTerm() == 0 {
+		t.Fatalf("a primary of an old term: %v", err)
 	}
 }

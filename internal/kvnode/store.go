@@ -47,7 +47,7 @@ type Store struct {
 
 	mu      sync.RWMutex
 	shards  map[uint64]*pcspb.Shard
-	lsns    map[uint64]uint64
+	lsns    map[uint64]Position
 	parents map[uint64]uint64
 	written map[uint64]uint64 // bytes of keys and values written per replica since the store opened
 }
@@ -55,7 +55,28 @@ type Store struct {
 func dataPrefix(shard uint64) []byte { return binary.BigEndian.AppendUint64([]byte{'d'}, shard) }
 func metaKey(shard uint64) []byte    { return binary.BigEndian.AppendUint64([]byte{'m'}, shard) }
 func lsnKey(shard uint64) []byte     { return binary.BigEndian.AppendUint64([]byte{'p'}, shard) }
-func parentKey(shard uint64) []byte  { return binary.BigEndian.AppendUint64([]byte{'s'}, shard) }
+
+// Position is where a replica's log ends: its last position and the term of the primary that
+// wrote it (or whose snapshot the replica installed). A term's primary writes each of its
+// positions once, so replicas at the same Position hold the same data.
+type Position struct {
+	LSN, Term uint64
+}
+
+func (p Position) encode() []byte {
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, p.LSN), p.Term)
+}
+
+func decodePosition(v []byte) (Position, error) {
+	switch len(v) {
+	case 8: // written before positions carried their term
+		return Position{LSN: binary.BigEndian.Uint64(v)}, nil
+	case 16:
+		return Position{LSN: binary.BigEndian.Uint64(v), Term: binary.BigEndian.Uint64(v[8:])}, nil
+	}
+	return Position{}, fmt.Errorf("kvnode: a log position of %d bytes", len(v))
+}
+func parentKey(shard uint64) []byte { return binary.BigEndian.AppendUint64([]byte{'s'}, shard) }
 
 // prefixEnd is the first key after every key with prefix p.
 func prefixEnd(p []byte) []byte {
@@ -92,7 +113,7 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kvnode: opening %s: %w", dir, err)
 	}
-	s := &Store{db: db, shards: map[uint64]*pcspb.Shard{}, lsns: map[uint64]uint64{}, parents: map[uint64]uint64{}, written: map[uint64]uint64{}}
+	s := &Store{db: db, shards: map[uint64]*pcspb.Shard{}, lsns: map[uint64]Position{}, parents: map[uint64]uint64{}, written: map[uint64]uint64{}}
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{'m'}, UpperBound: []byte{'n'}})
 	if err != nil {
 		db.Close()
@@ -108,10 +129,14 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 		s.shards[sh.Id] = sh
 		v, closer, err := db.Get(lsnKey(sh.Id))
 		if err == nil {
-			if len(v) == 8 {
-				s.lsns[sh.Id] = binary.BigEndian.Uint64(v)
-			}
+			pos, derr := decodePosition(v)
 			closer.Close()
+			if derr != nil {
+				it.Close()
+				db.Close()
+				return nil, fmt.Errorf("kvnode: replica %d: %w", sh.Id, derr)
+			}
+			s.lsns[sh.Id] = pos
 		}
 		if v, closer, err := db.Get(parentKey(sh.Id)); err == nil {
 			if len(v) == 8 {
@@ -174,7 +199,10 @@ func (s *Store) DropReplica(id uint64) error {
 }
 
 // LSN is the last log position a replica has persisted.
-func (s *Store) LSN(shard uint64) uint64 {
+func (s *Store) LSN(shard uint64) uint64 { return s.Position(shard).LSN }
+
+// Position is where a replica's log ends.
+func (s *Store) Position(shard uint64) Position {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.lsns[shard]
@@ -213,10 +241,10 @@ func (s *Store) Get(shard uint64, key []byte) ([]byte, bool, error) {
 	return bytes.Clone(v), true, nil
 }
 
-// Write applies puts and deletes at log position lsn to a replica, atomically and durably.
-func (s *Store) Write(shard, lsn uint64, puts []*pcspb.KVPair, deletes [][]byte) error {
+// Write applies puts and deletes at log position pos to a replica, atomically and durably.
+func (s *Store) Write(shard uint64, pos Position, puts []*pcspb.KVPair, deletes [][]byte) error {
 	b := s.db.NewBatch()
-	if err := b.Set(lsnKey(shard), binary.BigEndian.AppendUint64(nil, lsn), nil); err != nil {
+	if err := b.Set(lsnKey(shard), pos.encode(), nil); err != nil {
 		return err
 	}
 	p := dataPrefix(shard)
@@ -238,7 +266,7 @@ func (s *Store) Write(shard, lsn uint64, puts []*pcspb.KVPair, deletes [][]byte)
 		n += len(kv.Key) + len(kv.Value)
 	}
 	s.mu.Lock()
-	s.lsns[shard] = lsn
+	s.lsns[shard] = pos
 	s.written[shard] += uint64(n)
 	s.mu.Unlock()
 	return nil
@@ -291,17 +319,17 @@ func (r *Replacement) Add(pairs []*pcspb.KVPair) error {
 	return nil
 }
 
-// Commit applies the replacement at log position lsn.
-func (r *Replacement) Commit(lsn uint64) error {
+// Commit applies the replacement at log position pos.
+func (r *Replacement) Commit(pos Position) error {
 	defer r.b.Close()
-	if err := r.b.Set(lsnKey(r.sh.Id), binary.BigEndian.AppendUint64(nil, lsn), nil); err != nil {
+	if err := r.b.Set(lsnKey(r.sh.Id), pos.encode(), nil); err != nil {
 		return err
 	}
 	if err := r.b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("kvnode: installing a snapshot of shard %d: %w", r.sh.Id, err)
 	}
 	r.s.mu.Lock()
-	r.s.lsns[r.sh.Id] = lsn
+	r.s.lsns[r.sh.Id] = pos
 	r.s.shards[r.sh.Id] = r.sh
 	r.s.mu.Unlock()
 	return nil
@@ -342,10 +370,10 @@ func (s *Store) Chunks(shard uint64, chunkBytes int, f func([]*pcspb.KVPair) err
 	return nil
 }
 
-// Split splits a replica at log position lsn: left is its new metadata (a narrower range),
+// Split splits a replica at log position at: left is its new metadata (a narrower range),
 // right the new replica, which takes the data from right.Start on and starts at the same
 // position. Atomic and durable.
-func (s *Store) Split(left, right *pcspb.Shard, lsn uint64) error {
+func (s *Store) Split(left, right *pcspb.Shard, at Position) error {
 	lm, err := proto.Marshal(left)
 	if err != nil {
 		return err
@@ -355,7 +383,7 @@ func (s *Store) Split(left, right *pcspb.Shard, lsn uint64) error {
 		return err
 	}
 	b := s.db.NewBatch()
-	pos := binary.BigEndian.AppendUint64(nil, lsn)
+	pos := at.encode()
 	for _, kv := range [][2][]byte{{metaKey(left.Id), lm}, {metaKey(right.Id), rm}, {lsnKey(left.Id), pos}, {lsnKey(right.Id), pos},
 		{parentKey(right.Id), binary.BigEndian.AppendUint64(nil, left.Id)}} {
 		if err := b.Set(kv[0], kv[1], nil); err != nil {
@@ -389,7 +417,7 @@ func (s *Store) Split(left, right *pcspb.Shard, lsn uint64) error {
 	s.mu.Lock()
 	s.shards[left.Id] = proto.Clone(left).(*pcspb.Shard)
 	s.shards[right.Id] = proto.Clone(right).(*pcspb.Shard)
-	s.lsns[left.Id], s.lsns[right.Id] = lsn, lsn
+	s.lsns[left.Id], s.lsns[right.Id] = at, at
 	s.parents[right.Id] = left.Id
 	s.written[right.Id] += uint64(moved)
 	s.mu.Unlock()

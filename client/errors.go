@@ -37,6 +37,9 @@ var (
 	ErrAlterInProgress = errors.New("pcs: alter in progress")
 	// ErrTableNotPublic: the table is being created or dropped.
 	ErrTableNotPublic = errors.New("pcs: table is not public")
+	// ErrStaleEpoch: a shard change was decided on metadata that has changed since (another
+	// change came first); read the shard again and decide again.
+	ErrStaleEpoch = errors.New("pcs: stale shard epoch")
 	// ErrInternal: the server failed unexpectedly.
 	ErrInternal = errors.New("pcs: internal error")
 )
@@ -78,6 +81,8 @@ func fromStatus(err error) error {
 		sentinel = ErrNotFound
 	case codes.AlreadyExists:
 		sentinel = ErrAlreadyExists
+	case codes.Aborted:
+		sentinel = ErrStaleEpoch
 	case codes.DeadlineExceeded:
 		return fmt.Errorf("%w: %s", context.DeadlineExceeded, st.Message())
 	case codes.Canceled:

@@ -121,7 +121,7 @@ func (s *Server) eligible() []placement.Node {
 	var out []placement.Node
 	for _, n := range s.fsm.DataNodes() {
 		st := s.nodeState(n)
-		out = append(out, placement.Node{ID: n.Id, Labels: n.Labels, Eligible: st == "up"})
+		out = append(out, placement.Node{ID: n.Id, Labels: n.Labels, Eligible: st == "up" && !s.nodeLost(n.Id)})
 	}
 	return out
 }

@@ -168,7 +168,7 @@ func (s *Server) ddlLoop(ctx context.Context) {
 		step := ddl.Next(fsmCatalog{s.fsm}, s.live)
 		lost := map[uint64]bool{}
 		for _, n := range s.fsm.DataNodes() {
-			if !n.Tombstone && s.live.Silent(n.Id) >= s.cfg.NodeLease+s.cfg.NodeLeaseMargin {
+			if !n.Tombstone && s.nodeLost(n.Id) {
 				lost[n.Id] = true
 			}
 		}
@@ -234,4 +234,11 @@ func (s *Server) liveState(n *pcspb.DataNode) string {
 		return "unknown"
 	}
 	return string(s.live.State(n.Id))
+}
+
+// nodeLost reports whether a node has been silent past its lease and the margin: its shard
+// primaries are failed over, its replicas removed, and it gets no new replica (it may still
+// count as up for a while, until the registry's disconnect time).
+func (s *Server) nodeLost(id uint64) bool {
+	return s.live.Silent(id) >= s.cfg.NodeLease+s.cfg.NodeLeaseMargin
 }

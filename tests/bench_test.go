@@ -31,15 +31,26 @@ func reportPercentiles(b *testing.B, name string, ds []time.Duration) {
 
 // untilOK retries f until it succeeds and returns how long that took from start.
 func untilOK(b *testing.B, start time.Time, f func(ctx context.Context) error) time.Duration {
+	b.Helper()
+	took, err := tryUntil(start, f)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return took
+}
+
+// tryUntil calls f until it succeeds, for at most 30 s from start, and returns the time from
+// start to the success. Safe to call from any goroutine.
+func tryUntil(start time.Time, f func(ctx context.Context) error) (time.Duration, error) {
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		err := f(ctx)
 		cancel()
 		if err == nil {
-			return time.Since(start)
+			return time.Since(start), nil
 		}
 		if time.Since(start) > 30*time.Second {
-			b.Fatalf("no success within 30s: %v", err)
+			return 0, fmt.Errorf("no success within 30s: %w", err)
 		}
 	}
 }
@@ -99,13 +110,19 @@ func BenchmarkFailover(b *testing.B) {
 		start := time.Now()
 		victim.kill()
 		done := make(chan time.Duration)
+		tsErr := make(chan error, 1)
 		go func() {
-			done <- untilOK(b, start, func(ctx context.Context) error { _, err := c.GetTS(ctx); return err })
+			took, err := tryUntil(start, func(ctx context.Context) error { _, err := c.GetTS(ctx); return err })
+			tsErr <- err
+			done <- took
 		}()
 		write = append(write, untilOK(b, start, func(ctx context.Context) error {
 			_, err := c.Put(ctx, []byte(fmt.Sprint("k", i)), []byte("v"))
 			return err
 		}))
+		if err := <-tsErr; err != nil {
+			b.Fatal(err)
+		}
 		ts = append(ts, <-done)
 		victim.start()
 		pc.waitConverged(c, 30*time.Second)
@@ -248,15 +265,28 @@ func BenchmarkDataNodeFailover(b *testing.B) {
 		}
 		start := time.Now()
 		byID[victim].kill()
-		done := make(chan time.Duration, len(affected))
+		type result struct {
+			took time.Duration
+			err  error
+		}
+		done := make(chan result, len(affected))
 		for _, k := range affected {
 			go func() {
-				done <- untilOK(b, start, func(ctx context.Context) error { return kv.Put(ctx, k, []byte(fmt.Sprint(i))) })
+				took, err := tryUntil(start, func(ctx context.Context) error { return kv.Put(ctx, k, []byte(fmt.Sprint(i))) })
+				done <- result{took, err}
 			}()
 		}
 		var worst time.Duration
 		for range affected {
-			worst = max(worst, <-done)
+			r := <-done
+			if r.err != nil {
+				shards, _ := c.ScanShards(ctx, "fo", nil, nil)
+				for _, n := range nodes {
+					b.Logf("log of node %s:\n%s", n.addr, n.logTail(4000))
+				}
+				b.Fatalf("kill %d (node %d): a write did not succeed: %v; shards: %v", i, victim, r.err, shards.GetShards())
+			}
+			worst = max(worst, r.took)
 		}
 		took = append(took, worst)
 		byID[victim].start()

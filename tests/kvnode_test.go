@@ -179,3 +179,12 @@ func TestPcsnodeKV(t *testing.T) {
 		t.Fatalf("refused writes changed row 1: %q", v)
 	}
 }
+
+// logTail returns the last n bytes of the node's log.
+func (n *nodeProc) logTail(size int) string {
+	b, err := os.ReadFile(n.dir + ".log")
+	if err != nil {
+		return err.Error()
+	}
+	return string(b[max(0, len(b)-size):])
+}

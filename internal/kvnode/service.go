@@ -317,7 +317,7 @@ func (n *Node) syncLocked(ctx context.Context, sh *pcspb.Shard, remove bool) (*p
 		if r == n.self() || n.inSync(sh, r) {
 			continue
 		}
-		if err := n.snapshotTo(ctx, r, sh, lsn); err != nil {
+		if err := n.snapshotTo(ctx, r, sh, lsn, true); err != nil {
 			n.setInSync(sh, r, false)
 			if !remove || !removable(err) {
 				return nil, fmt.Errorf("replica on node %d: %w", r, err)
@@ -343,7 +343,7 @@ func (n *Node) syncLocked(ctx context.Context, sh *pcspb.Shard, remove bool) (*p
 		if skip {
 			continue
 		}
-		if err := n.snapshotTo(ctx, l, sh, lsn); err != nil {
+		if err := n.snapshotTo(ctx, l, sh, lsn, false); err != nil {
 			n.log.Warn("catching up a learner", "shard", sh.Id, "learner", l, "err", err)
 			n.setInSync(sh, l, false)
 			continue
@@ -364,6 +364,24 @@ func (n *Node) dropReplicas(ctx context.Context, sh *pcspb.Shard, nodes []uint64
 	defer cancel()
 	nsh, err := n.pcs.RemoveReplicas(rctx, &pcspb.RemoveReplicasRequest{ShardId: sh.Id, Primary: n.self(), Term: sh.Term,
 		ConfVer: sh.Epoch.GetConfVer(), Nodes: nodes})
+	if errors.Is(err, client.ErrStaleEpoch) {
+		// The configuration changed meanwhile (PCS may have removed a lost node itself): what
+		// counts is whether the current one, of the same term and primary, holds only replicas
+		// that have what this primary has.
+		cur, ferr := n.pcs.Shard(rctx, sh.Id)
+		if ferr != nil {
+			return nil, fmt.Errorf("%w; reading the shard: %w", err, ferr)
+		}
+		for _, r := range cur.Replicas {
+			if !slices.Contains(sh.Replicas, r) || slices.Contains(nodes, r) {
+				return nil, fmt.Errorf("%w; the configuration is now %v", err, cur.Replicas)
+			}
+		}
+		if cur.Term != sh.Term || cur.Primary != n.self() {
+			return nil, fmt.Errorf("%w; the shard is at term %d with primary %d", err, cur.Term, cur.Primary)
+		}
+		nsh, err = cur, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -423,13 +441,18 @@ func (n *Node) laggards(sh *pcspb.Shard) bool {
 // snapshotTo brings a replica in line with this primary at position lsn: nothing to send if
 // it is at the same Position (the usual case at a new term: the replicas were in line with the
 // old primary), a snapshot otherwise. A transfer may take up to SnapshotTimeout, but an
-// unreachable replica is given up on after ReplicateTimeout.
-func (n *Node) snapshotTo(ctx context.Context, node uint64, sh *pcspb.Shard, lsn uint64) error {
+// unreachable replica is given up on after ReplicateTimeout — or at once, unless retry is set
+// (a learner is tried again later, rather than holding up the shard).
+func (n *Node) snapshotTo(ctx context.Context, node uint64, sh *pcspb.Shard, lsn uint64, retry bool) error {
 	sctx, cancel := context.WithTimeout(ctx, SnapshotTimeout)
 	defer cancel()
 	rctx, rcancel := context.WithTimeout(ctx, ReplicateTimeout)
 	defer rcancel()
-	return retryTransport(rctx, func() error {
+	try := retryTransport
+	if !retry {
+		try = func(_ context.Context, f func() error) error { return f() }
+	}
+	return try(rctx, func() error {
 		kv, err := n.peer(rctx, node)
 		if err != nil {
 			return err

@@ -163,7 +163,7 @@ func TestSnapshotOnlyWhenPositionsDiffer(t *testing.T) {
 
 	fill(t, primary.store, sh.Id, 5, 100, 16, 'a')
 	fill(t, replica, sh.Id, 5, 100, 16, 'a')
-	if err := primary.snapshotTo(ctx, 2, sh, 5); err != nil {
+	if err := primary.snapshotTo(ctx, 2, sh, 5, true); err != nil {
 		t.Fatal(err)
 	}
 	if n := rnode.installs.Load(); n != 0 {
@@ -180,7 +180,7 @@ func TestSnapshotOnlyWhenPositionsDiffer(t *testing.T) {
 	if err := replica.Write(sh.Id, Position{6, 2}, []*pcspb.KVPair{{Key: []byte("k-old"), Value: []byte("deposed")}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := primary.snapshotTo(ctx, 2, sh, 6); err != nil {
+	if err := primary.snapshotTo(ctx, 2, sh, 6, true); err != nil {
 		t.Fatal(err)
 	}
 	if n := rnode.installs.Load(); n != 1 {
@@ -195,7 +195,7 @@ func TestSnapshotOnlyWhenPositionsDiffer(t *testing.T) {
 	// A primary of a lower term is refused, and changes nothing.
 	old := proto.Clone(sh).(*pcspb.Shard)
 	old.Term = 2
-	if err := primary.snapshotTo(ctx, 2, old, 6); client.KVErrorOf(err).GetStaleTerm() == 0 {
+	if err := primary.snapshotTo(ctx, 2, old, 6, true); client.KVErrorOf(err).GetStaleTerm() == 0 {
 		t.Fatalf("a primary of an old term: %v", err)
 	}
 }

@@ -282,7 +282,7 @@ func BenchmarkDataNodeFailover(b *testing.B) {
 			if r.err != nil {
 				shards, _ := c.ScanShards(ctx, "fo", nil, nil)
 				for _, n := range nodes {
-					b.Logf("log of node %s:\n%s", n.addr, n.logTail(4000))
+					b.Logf("log of node %s:\n%s", n.addr, n.logTail(8000))
 				}
 				b.Fatalf("kill %d (node %d): a write did not succeed: %v; shards: %v", i, victim, r.err, shards.GetShards())
 			}

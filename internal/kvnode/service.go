@@ -90,6 +90,10 @@ func (n *Node) shardLock(id uint64) *sync.Mutex {
 const (
 	// ReplicateTimeout bounds how long a primary waits for a replica to persist a write.
 	ReplicateTimeout = 2 * time.Second
+	// UnreachableAfter is how long a primary goes on trying to reach a replica that does not
+	// answer at all before it has PCS take the replica out (less than the node lease and
+	// margin after which PCS would take out a silent node itself).
+	UnreachableAfter = time.Second
 	// SnapshotTimeout bounds sending a replica the shard's whole data.
 	SnapshotTimeout = 30 * time.Second
 	// LearnerRetry is how long a primary waits before it tries again to catch up a learner
@@ -469,9 +473,12 @@ func (n *Node) snapshotTo(ctx context.Context, node uint64, sh *pcspb.Shard, lsn
 }
 
 // retryTransport retries f, a request to another node, while it fails without an answer from
-// the node (unreachable, restarting, connection being re-established), until ctx ends: a blip
-// must not take a replica out of the configuration. Requests to replicas are idempotent.
+// the node (unreachable, restarting, connection being re-established), for UnreachableAfter
+// or until ctx ends: a blip must not take a replica out of the configuration. Requests to
+// replicas are idempotent.
 func retryTransport(ctx context.Context, f func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, UnreachableAfter)
+	defer cancel()
 	wait := 20 * time.Millisecond
 	for {
 		err := f()

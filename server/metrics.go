@@ -1,14 +1,13 @@
 package server
 
 import (
-	"context"
 	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/status"
+
+	"github.com/postdb/pcs/internal/rpcmetrics"
 )
 
 // metrics are the node's Prometheus metrics, in a registry of its own.
@@ -35,10 +34,7 @@ func newMetrics(s *Server) *metrics {
 			Name: "pcs_raft_apply_duration_seconds", Help: "Time from proposing a command on the primary to its application (replicated, persisted, applied).",
 			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
 		}),
-		grpcSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "pcs_grpc_request_duration_seconds", Help: "gRPC request latency by method and code (streams: whole stream).",
-			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 18),
-		}, []string{"method", "code"}),
+		grpcSeconds:   rpcmetrics.Histogram("pcs_grpc_request_duration_seconds", "gRPC request latency by method and code (streams: whole stream)."),
 		tsoRequests:   prometheus.NewCounter(prometheus.CounterOpts{Name: "pcs_tso_requests_total", Help: "TSO batches served."}),
 		tsoTimestamps: prometheus.NewCounter(prometheus.CounterOpts{Name: "pcs_tso_timestamps_total", Help: "Timestamps served."}),
 		ids:           prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pcs_ids_allocated_total", Help: "Ids handed out, by kind."}, []string{"kind"}),
@@ -69,17 +65,3 @@ func newMetrics(s *Server) *metrics {
 }
 
 func (m *metrics) observeApply(d time.Duration) { m.applySeconds.Observe(d.Seconds()) }
-
-func (m *metrics) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	start := time.Now()
-	resp, err := handler(ctx, req)
-	m.grpcSeconds.WithLabelValues(info.FullMethod, status.Code(err).String()).Observe(time.Since(start).Seconds())
-	return resp, err
-}
-
-func (m *metrics) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	start := time.Now()
-	err := handler(srv, ss)
-	m.grpcSeconds.WithLabelValues(info.FullMethod, status.Code(err).String()).Observe(time.Since(start).Seconds())
-	return err
-}

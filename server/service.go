@@ -16,6 +16,7 @@ import (
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/internal/meta"
+	"github.com/postdb/pcs/internal/rpcmetrics"
 	"github.com/postdb/pcs/internal/tso"
 )
 
@@ -35,12 +36,8 @@ type service struct {
 }
 
 func newGRPCServer(s *Server) *grpc.Server {
-	g := grpc.NewServer(
-		grpc.MaxRecvMsgSize(maxMsgSize),
-		grpc.MaxSendMsgSize(maxMsgSize),
-		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor),
-		grpc.ChainStreamInterceptor(s.metrics.streamInterceptor),
-	)
+	g := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(maxMsgSize), grpc.MaxSendMsgSize(maxMsgSize)},
+		rpcmetrics.ServerOptions(s.metrics.grpcSeconds)...)...)
 	pcspb.RegisterPCSServer(g, &service{s: s})
 	return g
 }

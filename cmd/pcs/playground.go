@@ -75,7 +75,7 @@ func playgroundCmd() *cobra.Command {
 			for i := 0; i < 3; i++ {
 				n, err := kvnode.Start(kvnode.Config{DataDir: filepath.Join(dir, fmt.Sprintf("node-%d", i+1)), Addr: addr(100 + i),
 					Endpoints: endpoints, Labels: map[string]string{"zone": fmt.Sprintf("z%d", i), "host": fmt.Sprintf("h%d", i)},
-					Logger: log})
+					HTTPAddr: addr(110 + i), Logger: log})
 				if err != nil {
 					return err
 				}
@@ -86,6 +86,7 @@ func playgroundCmd() *cobra.Command {
   PCS endpoints:  %s
   HTTP:           http://%s/status  http://%s/metrics
   data nodes:     %s, %s, %s (zones z0, z1, z2)
+  node metrics:   http://%s/metrics  http://%s/metrics  http://%s/metrics
 
 Try:
   go run ./cmd/pcsctl --endpoints %s status
@@ -95,7 +96,8 @@ Try:
   go run ./cmd/pcsctl --endpoints %s shard split SHARD_ID
   go run ./cmd/pcsctl --endpoints %s tso
 Ctrl-C stops everything.
-`, dir, eps, addr(2), addr(2), nodes[0].Addr(), nodes[1].Addr(), nodes[2].Addr(), eps, eps, eps, eps, eps, eps)
+`, dir, eps, addr(2), addr(2), nodes[0].Addr(), nodes[1].Addr(), nodes[2].Addr(),
+				nodes[0].HTTPAddr(), nodes[1].HTTPAddr(), nodes[2].HTTPAddr(), eps, eps, eps, eps, eps, eps)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			<-ctx.Done()
@@ -104,7 +106,7 @@ Ctrl-C stops everything.
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "data directory (default: a temporary one, removed on exit)")
-	cmd.Flags().IntVar(&basePort, "base-port", 13000, "PCS i uses base+10i (gRPC), +1 (Raft), +2 (HTTP); data node j uses base+100+j")
+	cmd.Flags().IntVar(&basePort, "base-port", 13000, "PCS i uses base+10i (gRPC), +1 (Raft), +2 (HTTP); data node j uses base+100+j (KV) and base+110+j (metrics)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
 	return cmd
 }

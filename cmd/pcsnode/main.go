@@ -26,10 +26,10 @@ func main() {
 
 func newRootCmd() *cobra.Command {
 	var (
-		dataDir, addr, labels, logLevel string
-		endpoints                       []string
-		interval, splitCheck            time.Duration
-		splitSize                       uint64
+		dataDir, addr, httpAddr, labels, logLevel string
+		endpoints                                 []string
+		interval, splitCheck                      time.Duration
+		splitSize                                 uint64
 	)
 	cmd := &cobra.Command{
 		Use:           "pcsnode",
@@ -57,11 +57,11 @@ func newRootCmd() *cobra.Command {
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			s, err := kvnode.Start(kvnode.Config{DataDir: dataDir, Addr: addr, Endpoints: endpoints, Labels: lbl,
-				HeartbeatInterval: interval, SplitSize: splitSize, SplitCheckInterval: splitCheck, Logger: log})
+				HeartbeatInterval: interval, SplitSize: splitSize, SplitCheckInterval: splitCheck, HTTPAddr: httpAddr, Logger: log})
 			if err != nil {
 				return err
 			}
-			log.Info("serving", "addr", s.Addr(), "data_dir", dataDir)
+			log.Info("serving", "addr", s.Addr(), "http_addr", s.HTTPAddr(), "data_dir", dataDir)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			<-ctx.Done()
@@ -71,6 +71,7 @@ func newRootCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&dataDir, "data-dir", "pcsnode-data", "directory of the Pebble database")
 	f.StringVar(&addr, "addr", "127.0.0.1:4379", "key-value service address; also the node's identity at PCS")
+	f.StringVar(&httpAddr, "http-addr", "", "serve Prometheus /metrics on this address (empty: off)")
 	f.StringSliceVar(&endpoints, "endpoints", []string{"127.0.0.1:3379"}, "PCS client addresses")
 	f.StringVar(&labels, "labels", "", "node labels key=value,... (e.g. zone=z1,host=h1)")
 	f.DurationVar(&interval, "heartbeat-interval", 250*time.Millisecond, "heartbeat interval (well below PCS's --node-lease)")

@@ -6,7 +6,11 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -218,6 +222,7 @@ func TestPrimaryRemovesUnreachableReplica(t *testing.T) {
 				return p(ctx, node)
 			}
 		}
+		cfg.HTTPAddr = "127.0.0.1:0"
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -260,6 +265,43 @@ func TestPrimaryRemovesUnreachableReplica(t *testing.T) {
 	w.waitMore(t, 100)
 	w.finish(t, ctx, kv)
 	checkReplicas(t, ctx, c, "unreach", nodes)
+
+	// The primary's metrics, scraped over HTTP, tell the story.
+	m := scrape(t, nodes[from].HTTPAddr())
+	if m["pcsnode_replicas_removed_total"] != 1 || m["pcsnode_snapshots_sent_total"] < 1 || m["pcsnode_primaries"] != 1 ||
+		m["pcsnode_log_entry_writes_count"] < 1 || m["pcsnode_log_entry_writes_sum"] < float64(w.count.Load()) || m["pcsnode_lease_valid"] != 1 {
+		t.Fatalf("primary's metrics: removed %v, snapshots sent %v, primaries %v, entries %v holding %v writes (%d acknowledged), lease %v",
+			m["pcsnode_replicas_removed_total"], m["pcsnode_snapshots_sent_total"], m["pcsnode_primaries"],
+			m["pcsnode_log_entry_writes_count"], m["pcsnode_log_entry_writes_sum"], w.count.Load(), m["pcsnode_lease_valid"])
+	}
+	if v := scrape(t, nodes[0].HTTPAddr())["pcsnode_replicas"] + scrape(t, nodes[1].HTTPAddr())["pcsnode_replicas"] + scrape(t, nodes[2].HTTPAddr())["pcsnode_replicas"]; v != 3 {
+		t.Fatalf("the nodes report %v replicas, want 3", v)
+	}
+}
+
+// scrape reads a node's /metrics: the value of each unlabelled sample, by name.
+func scrape(t *testing.T, addr string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(line, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out
 }
 
 // restart starts a stopped node again on its data and address.
@@ -478,12 +520,12 @@ func TestNewTermSendsNoSnapshot(t *testing.T) {
 	// Snapshots installed since now, on the nodes still running.
 	start := map[*Server]uint64{}
 	for _, s := range nodes {
-		start[s] = s.Node.installs.Load()
+		start[s] = installs(s.Node)
 	}
-	installs := func() (n uint64) {
+	installed := func() (n uint64) {
 		for _, s := range nodes {
 			if s != nil {
-				n += s.Node.installs.Load() - start[s]
+				n += installs(s.Node) - start[s]
 			}
 		}
 		return n
@@ -530,7 +572,7 @@ func TestNewTermSendsNoSnapshot(t *testing.T) {
 		return true
 	})
 	put(1)
-	if n := installs() - before; n != 0 {
+	if n := installed() - before; n != 0 {
 		t.Fatalf("a transfer to term %d sent %d snapshots", tr.Term, n)
 	}
 	// A failover: the primary's node stops.
@@ -545,7 +587,7 @@ func TestNewTermSendsNoSnapshot(t *testing.T) {
 		return err == nil && cur.Shard.Term > tr.Term
 	})
 	put(2)
-	if n := installs() - before; n != 0 {
+	if n := installed() - before; n != 0 {
 		t.Fatalf("a failover sent %d snapshots", n)
 	}
 	w.finish(t, ctx, kv)

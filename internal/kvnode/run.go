@@ -6,14 +6,17 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/client"
+	"github.com/postdb/pcs/internal/rpcmetrics"
 	"github.com/postdb/pcs/nodeagent"
 )
 
@@ -30,12 +33,14 @@ type Config struct {
 	Labels    map[string]string
 	// HeartbeatInterval, default nodeagent.DefaultInterval.
 	HeartbeatInterval time.Duration
-	// SplitSize: a shard this node leads that uses more bytes than this is split (the node asks
-	// PCS for the new shard's id, then splits at its middle key). Default 64 MiB; checked every
-	// SplitCheckInterval (default 10s).
+	// SplitSize: a shard this node leads whose live keys and values take more bytes than this is
+	// split (the node asks PCS for the new shard's id, then splits at the middle of its data).
+	// Default 64 MiB; checked every SplitCheckInterval (default 10s).
 	SplitSize          uint64
 	SplitCheckInterval time.Duration
 	Logger             *slog.Logger
+	// HTTPAddr, if set, serves /metrics (Prometheus) there.
+	HTTPAddr string
 	// WrapPeer, if set, wraps how the node reaches other data nodes (fault injection in tests).
 	WrapPeer func(Peer) Peer
 	// WrapManager, if set, wraps how the node asks PCS for shard metadata and configuration
@@ -75,15 +80,17 @@ const DefaultSplitSize = 64 << 20
 
 // Server is a running data node: store, KV service and agent.
 type Server struct {
-	cfg   Config
-	Store *Store
-	Node  *Node
-	Agent *nodeagent.Agent
-	grpc  *grpc.Server
-	ln    net.Listener
-	pcs   *client.Client // reaches PCS, and the other data nodes for replication
-	wg    sync.WaitGroup
-	stop  context.CancelFunc
+	cfg    Config
+	Store  *Store
+	Node   *Node
+	Agent  *nodeagent.Agent
+	grpc   *grpc.Server
+	ln     net.Listener
+	http   *http.Server // nil: no HTTP
+	httpLn net.Listener
+	pcs    *client.Client // reaches PCS, and the other data nodes for replication
+	wg     sync.WaitGroup
+	stop   context.CancelFunc
 
 	splitChecks atomic.Uint64 // rounds of splitLoop, for tests
 
@@ -135,7 +142,19 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.Agent = agent
-	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(16 << 20))
+	if cfg.HTTPAddr != "" {
+		hl, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			store.Close()
+			ln.Close()
+			return nil, fmt.Errorf("kvnode: listening on %s: %w", cfg.HTTPAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.Node.Registry(), promhttp.HandlerOpts{}))
+		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		s.httpLn = hl
+	}
+	s.grpc = grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(16 << 20)}, rpcmetrics.ServerOptions(s.Node.metrics.grpcSeconds)...)...)
 	pcspb.RegisterKVServer(s.grpc, s.Node)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
@@ -144,6 +163,10 @@ func Start(cfg Config) (*Server, error) {
 	}
 	if cfg.SplitCheckInterval <= 0 {
 		cfg.SplitCheckInterval = 10 * time.Second
+	}
+	if s.http != nil {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.http.Serve(s.httpLn) }()
 	}
 	s.wg.Add(4)
 	go func() { defer s.wg.Done(); s.catchUpLoop(ctx) }()
@@ -234,6 +257,14 @@ func (s *Server) splitLoop(ctx context.Context, size uint64, every time.Duration
 	}
 }
 
+// HTTPAddr is the address /metrics is served on ("" if none).
+func (s *Server) HTTPAddr() string {
+	if s.httpLn == nil {
+		return ""
+	}
+	return s.httpLn.Addr().String()
+}
+
 // Addr is the KV service's address.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
@@ -245,6 +276,9 @@ func (s *Server) Close() error {
 
 func (s *Server) close() error {
 	s.stop()
+	if s.http != nil {
+		s.http.Close()
+	}
 	// Wait for the requests in flight (and their replication) before the store closes.
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()

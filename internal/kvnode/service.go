@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -48,7 +47,7 @@ type Node struct {
 	fetching sync.Map // shard id -> chan struct{} closed when the fetch in flight ends
 	queues   sync.Map // shard id -> *writeQueue
 
-	installs atomic.Uint64 // snapshots installed
+	metrics *metrics
 
 	mu      sync.Mutex
 	schemas map[uint64]uint64
@@ -71,8 +70,10 @@ func NewNode(store *Store, self func() uint64, leaseValid func() bool, peer Peer
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Node{store: store, log: log, self: self, leaseValid: leaseValid, peer: peer, schemas: map[uint64]uint64{},
+	n := &Node{store: store, log: log, self: self, leaseValid: leaseValid, peer: peer, schemas: map[uint64]uint64{},
 		locks: map[uint64]*sync.Mutex{}, repl: map[uint64]*replState{}}
+	n.metrics = newMetrics(n)
+	return n
 }
 
 func (n *Node) shardLock(id uint64) *sync.Mutex {
@@ -213,6 +214,9 @@ func (n *Node) commitGroup(ctx context.Context, batch []*pendingWrite) {
 			err = status.Errorf(codes.Unavailable, "kvnode: shard %d: replicas not in line with the primary: %v", sh.Id, err)
 		} else {
 			err = n.writeLocked(ctx, cur, puts, deletes, nil)
+		}
+		if err == nil {
+			n.metrics.entryWrites.Observe(float64(len(group)))
 		}
 		for _, w := range group {
 			w.done <- err
@@ -396,6 +400,7 @@ func (n *Node) dropReplicas(ctx context.Context, sh *pcspb.Shard, nodes []uint64
 	if !ok || cur.Primary != n.self() || cur.Term != sh.Term {
 		return nil, fmt.Errorf("kvnode: shard %d is no longer led by this node at term %d", sh.Id, sh.Term)
 	}
+	n.metrics.replicasRemoved.Add(float64(len(nodes)))
 	n.log.Warn("replicas that did not persist a write removed from the configuration", "shard", sh.Id, "nodes", nodes, "conf_ver", cur.Epoch.GetConfVer())
 	return cur, nil
 }
@@ -466,6 +471,7 @@ func (n *Node) snapshotTo(ctx context.Context, node uint64, sh *pcspb.Shard, lsn
 			return err
 		}
 		if own := n.store.Position(sh.Id); own.LSN == lsn && own.Term != 0 && (Position{pos.Lsn, pos.LastTerm}) == own {
+			n.metrics.snapshotsSkipped.Inc()
 			return nil // it holds exactly what this primary holds
 		}
 		return n.sendSnapshot(sctx, kv, sh, lsn)
@@ -512,6 +518,7 @@ func removable(err error) bool {
 // replicas are brought in line again before the shard's next request. A learner that does not
 // acknowledge only falls out of line.
 func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.KVPair, deletes [][]byte, split *pcspb.Shard) error {
+	start := time.Now()
 	lsn := n.store.LSN(sh.Id) + 1
 	type result struct {
 		node    uint64
@@ -603,7 +610,7 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 		} else if !n.leaseValid() {
 			first = fmt.Errorf("%w; lease expired", first)
 		} else {
-			return nil
+			first = nil
 		}
 	}
 	if first != nil {
@@ -613,6 +620,7 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 		n.mu.Unlock()
 		return status.Errorf(codes.Aborted, "kvnode: write to shard %d at position %d has an unknown outcome: %v", sh.Id, lsn, first)
 	}
+	n.metrics.entrySeconds.Observe(time.Since(start).Seconds())
 	return nil
 }
 
@@ -638,7 +646,11 @@ func (n *Node) sendSnapshot(ctx context.Context, kv pcspb.KVClient, sh *pcspb.Sh
 	}
 	lastTerm := n.store.Position(sh.Id).Term
 	first := true
+	sent := 0
 	err = n.store.Chunks(sh.Id, SnapshotChunkBytes, func(pairs []*pcspb.KVPair) error {
+		for _, kv := range pairs {
+			sent += len(kv.Key) + len(kv.Value)
+		}
 		req := &pcspb.InstallSnapshotRequest{ShardId: sh.Id, Term: sh.Term, Lsn: lsn, Pairs: pairs, Primary: n.self(), LastTerm: lastTerm}
 		if first {
 			req.Start, req.End, req.Version = cur.Start, cur.End, cur.Epoch.GetVersion()
@@ -656,8 +668,12 @@ func (n *Node) sendSnapshot(ctx context.Context, kv pcspb.KVClient, sh *pcspb.Sh
 		}
 		return err
 	}
-	_, err = stream.CloseAndRecv()
-	return err
+	if _, err = stream.CloseAndRecv(); err != nil {
+		return err
+	}
+	n.metrics.snapshotsSent.Inc()
+	n.metrics.snapshotBytes.Add(float64(sent))
+	return nil
 }
 
 // SnapshotChunkBytes is about how much of a shard's data one snapshot message carries.
@@ -731,7 +747,7 @@ func (n *Node) InstallSnapshot(stream pcspb.KV_InstallSnapshotServer) error {
 	if err := r.Commit(Position{first.Lsn, first.LastTerm}); err != nil {
 		return status.Error(codes.Internal, err.Error())
 	}
-	n.installs.Add(1)
+	n.metrics.snapshotsReceived.Inc()
 	return stream.SendAndClose(&pcspb.InstallSnapshotResponse{})
 }
 
@@ -995,6 +1011,7 @@ func (n *Node) SplitShard(ctx context.Context, c *pcspb.SplitShardCommand) error
 			nrs.inSync[k] = v
 		}
 		n.mu.Unlock()
+		n.metrics.splits.Inc()
 		n.log.Info("shard split", "shard", sh.Id, "new_shard", right.Id, "key", fmt.Sprintf("%x", key), "version", right.Epoch.Version)
 		return nil
 	})

@@ -1,0 +1,76 @@
+package kvnode
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/postdb/pcs/internal/rpcmetrics"
+)
+
+// metrics are a data node's Prometheus metrics, in a registry of their own.
+type metrics struct {
+	reg               *prometheus.Registry
+	entrySeconds      prometheus.Histogram
+	entryWrites       prometheus.Histogram
+	grpcSeconds       *prometheus.HistogramVec
+	snapshotsSent     prometheus.Counter
+	snapshotBytes     prometheus.Counter
+	snapshotsSkipped  prometheus.Counter
+	snapshotsReceived prometheus.Counter
+	replicasRemoved   prometheus.Counter
+	splits            prometheus.Counter
+}
+
+func newMetrics(n *Node) *metrics {
+	reg := prometheus.NewRegistry()
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	m := &metrics{
+		reg: reg,
+		entrySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "pcsnode_log_entry_duration_seconds", Help: "Time for a primary to persist one log entry locally and on every replica.",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 18),
+		}),
+		entryWrites: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "pcsnode_log_entry_writes", Help: "Client writes committed together in one log entry (group commit).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
+		}),
+		grpcSeconds:       rpcmetrics.Histogram("pcsnode_grpc_request_duration_seconds", "KV service request latency by method and code (streams: whole stream)."),
+		snapshotsSent:     counter("pcsnode_snapshots_sent_total", "Snapshots a primary sent to replicas and learners."),
+		snapshotBytes:     counter("pcsnode_snapshot_sent_bytes_total", "Bytes of keys and values in the snapshots sent."),
+		snapshotsSkipped:  counter("pcsnode_snapshots_skipped_total", "Replicas a new primary found at its own position (no snapshot needed)."),
+		snapshotsReceived: counter("pcsnode_snapshots_installed_total", "Snapshots this node installed as a replica or learner."),
+		replicasRemoved:   counter("pcsnode_replicas_removed_total", "Replicas taken out of a configuration at this primary's request (unreachable or too slow)."),
+		splits:            counter("pcsnode_splits_total", "Shard splits this node made as primary."),
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.entrySeconds, m.entryWrites, m.grpcSeconds, m.snapshotsSent, m.snapshotBytes, m.snapshotsSkipped,
+		m.snapshotsReceived, m.replicasRemoved, m.splits,
+		gauge("pcsnode_replicas", "Shard replicas this node holds.", func() float64 { return float64(len(n.store.Held())) }),
+		gauge("pcsnode_primaries", "Shards this node is the primary of.", func() float64 {
+			led := 0
+			for _, id := range n.store.Held() {
+				if sh, ok := n.store.Replica(id); ok && sh.Primary == n.self() {
+					led++
+				}
+			}
+			return float64(led)
+		}),
+		gauge("pcsnode_lease_valid", "1 while the node holds its lease from PCS.", func() float64 {
+			if n.leaseValid() {
+				return 1
+			}
+			return 0
+		}),
+	)
+	return m
+}
+
+// Registry is the node's Prometheus registry.
+func (n *Node) Registry() *prometheus.Registry { return n.metrics.reg }

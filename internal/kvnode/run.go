@@ -227,7 +227,9 @@ func (s *Server) splitLoop(ctx context.Context, size uint64, every time.Duration
 			written := s.Store.Written(id)
 			last, seen := scanned[id] // 0 if not seen: every byte written since the store opened counts
 			if written-last < size/8 && (seen || s.Store.Size(id) < size/8) {
-				scanned[id] = last
+				if !seen {
+					scanned[id] = 0 // seen, and small: from now on only what is written counts
+				}
 				continue
 			}
 			scanned[id] = written

@@ -450,7 +450,7 @@ func (n *Node) laggards(sh *pcspb.Shard) bool {
 // snapshotTo brings a replica in line with this primary at position lsn: nothing to send if
 // it is at the same Position (the usual case at a new term: the replicas were in line with the
 // old primary), a snapshot otherwise. A transfer may take up to SnapshotTimeout, but an
-// unreachable replica is given up on after ReplicateTimeout — or at once, unless retry is set
+// unreachable replica is given up on after UnreachableAfter — or at once, unless retry is set
 // (a learner is tried again later, rather than holding up the shard).
 func (n *Node) snapshotTo(ctx context.Context, node uint64, sh *pcspb.Shard, lsn uint64, retry bool) error {
 	sctx, cancel := context.WithTimeout(ctx, SnapshotTimeout)
@@ -703,6 +703,17 @@ func (n *Node) follow(id, term, primary uint64) (*pcspb.Shard, error) {
 	return sh, nil
 }
 
+// recordFollowed persists the metadata follow returned if it adopted a new term or primary, so
+// that the fencing survives a restart. The caller holds the shard's lock.
+func (n *Node) recordFollowed(sh *pcspb.Shard) error {
+	if stored, _ := n.store.Replica(sh.Id); stored != sh {
+		if err := n.store.PutReplica(sh); err != nil {
+			return status.Error(codes.Internal, err.Error())
+		}
+	}
+	return nil
+}
+
 // InstallSnapshot replaces this replica's data with the primary's, at the primary's position,
 // and adopts the primary's term, range and epoch version: the chunks are gathered and applied
 // at once when the primary closes the stream.
@@ -761,10 +772,8 @@ func (n *Node) Position(_ context.Context, req *pcspb.PositionRequest) (*pcspb.P
 	if err != nil {
 		return nil, err
 	}
-	if stored, _ := n.store.Replica(sh.Id); stored != sh { // follow adopted a new term or primary
-		if err := n.store.PutReplica(sh); err != nil {
-			return nil, status.Error(codes.Internal, err.Error())
-		}
+	if err := n.recordFollowed(sh); err != nil {
+		return nil, err
 	}
 	pos := n.store.Position(sh.Id)
 	return &pcspb.PositionResponse{Lsn: pos.LSN, LastTerm: pos.Term}, nil
@@ -801,10 +810,8 @@ func (n *Node) Replicate(_ context.Context, req *pcspb.ReplicateRequest) (*pcspb
 		}
 		return &pcspb.ReplicateResponse{Lsn: req.Lsn}, nil
 	}
-	if stored, _ := n.store.Replica(sh.Id); stored != sh { // follow adopted a new term or primary
-		if err := n.store.PutReplica(sh); err != nil {
-			return nil, status.Error(codes.Internal, err.Error())
-		}
+	if err := n.recordFollowed(sh); err != nil {
+		return nil, err
 	}
 	if err := n.store.Write(sh.Id, Position{req.Lsn, req.Term}, req.Puts, req.Deletes); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())

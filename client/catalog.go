@@ -9,7 +9,7 @@ import (
 // RegisterNode registers a data node (or finds the id its address already holds).
 func (c *Client) RegisterNode(ctx context.Context, address string, labels map[string]string, capacity uint64) (uint64, error) {
 	var resp *pcspb.RegisterNodeResponse
-	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{write: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.RegisterNode(ctx, &pcspb.RegisterNodeRequest{Address: address, Labels: labels, CapacityBytes: capacity})
 		return err
 	})
@@ -23,7 +23,7 @@ func (c *Client) RegisterNode(ctx context.Context, address string, labels map[st
 func (c *Client) ListNodes(ctx context.Context, opts ...OpOption) (*pcspb.ListNodesResponse, error) {
 	o := collect(opts)
 	var resp *pcspb.ListNodesResponse
-	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{endpoint: o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.ListNodes(ctx, &pcspb.ListNodesRequest{Consistency: o.consistency})
 		return err
 	})
@@ -33,7 +33,7 @@ func (c *Client) ListNodes(ctx context.Context, opts ...OpOption) (*pcspb.ListNo
 // CreateTable creates a table: its shards are computed from the partition spec and placed.
 func (c *Client) CreateTable(ctx context.Context, t *pcspb.Table) (*pcspb.CreateTableResponse, error) {
 	var resp *pcspb.CreateTableResponse
-	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{write: true, long: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.CreateTable(ctx, &pcspb.CreateTableRequest{Table: t})
 		return err
 	})
@@ -42,7 +42,7 @@ func (c *Client) CreateTable(ctx context.Context, t *pcspb.Table) (*pcspb.Create
 
 // DropTable starts dropping a table.
 func (c *Client) DropTable(ctx context.Context, name string) error {
-	return c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) error {
+	return c.do(ctx, target{write: true}, func(ctx context.Context, cli pcspb.PCSClient) error {
 		_, err := cli.DropTable(ctx, &pcspb.DropTableRequest{Name: name})
 		return err
 	})
@@ -52,7 +52,7 @@ func (c *Client) DropTable(ctx context.Context, name string) error {
 func (c *Client) GetTable(ctx context.Context, name string, opts ...OpOption) (*pcspb.GetTableResponse, error) {
 	o := collect(opts)
 	var resp *pcspb.GetTableResponse
-	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{endpoint: o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.GetTable(ctx, &pcspb.GetTableRequest{Name: name, Consistency: o.consistency})
 		return err
 	})
@@ -63,7 +63,7 @@ func (c *Client) GetTable(ctx context.Context, name string, opts ...OpOption) (*
 func (c *Client) ListTables(ctx context.Context, opts ...OpOption) (*pcspb.ListTablesResponse, error) {
 	o := collect(opts)
 	var resp *pcspb.ListTablesResponse
-	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{endpoint: o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.ListTables(ctx, &pcspb.ListTablesRequest{Consistency: o.consistency})
 		return err
 	})
@@ -74,7 +74,7 @@ func (c *Client) ListTables(ctx context.Context, opts ...OpOption) (*pcspb.ListT
 func (c *Client) GetShard(ctx context.Context, table string, key []byte, opts ...OpOption) (*pcspb.GetShardResponse, error) {
 	o := collect(opts)
 	var resp *pcspb.GetShardResponse
-	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{endpoint: o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.GetShard(ctx, &pcspb.GetShardRequest{Table: table, Key: key, Consistency: o.consistency})
 		return err
 	})
@@ -85,7 +85,7 @@ func (c *Client) GetShard(ctx context.Context, table string, key []byte, opts ..
 func (c *Client) GetShardByID(ctx context.Context, id uint64, opts ...OpOption) (*pcspb.GetShardResponse, error) {
 	o := collect(opts)
 	var resp *pcspb.GetShardResponse
-	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{endpoint: o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.GetShardByID(ctx, &pcspb.GetShardByIDRequest{Id: id, Consistency: o.consistency})
 		return err
 	})
@@ -96,7 +96,7 @@ func (c *Client) GetShardByID(ctx context.Context, id uint64, opts ...OpOption) 
 func (c *Client) ScanShards(ctx context.Context, table string, start, end []byte, opts ...OpOption) (*pcspb.ScanShardsResponse, error) {
 	o := collect(opts)
 	var resp *pcspb.ScanShardsResponse
-	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{endpoint: o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.ScanShards(ctx, &pcspb.ScanShardsRequest{Table: table, Start: start, End: end, Limit: o.limit, Consistency: o.consistency})
 		return err
 	})
@@ -145,7 +145,7 @@ func (s *hbStream) Recv() (*pcspb.HeartbeatResponse, error) {
 func (c *Client) BatchGetShards(ctx context.Context, table string, keys [][]byte, opts ...OpOption) ([]*pcspb.Shard, error) {
 	o := collect(opts)
 	var resp *pcspb.BatchGetShardsResponse
-	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{endpoint: o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.BatchGetShards(ctx, &pcspb.BatchGetShardsRequest{Table: table, Keys: keys, Consistency: o.consistency})
 		return err
 	})
@@ -159,7 +159,7 @@ func (c *Client) BatchGetShards(ctx context.Context, table string, keys [][]byte
 // first step is the newest version. The steps advance as the data nodes load them.
 func (c *Client) AlterTable(ctx context.Context, name string, steps [][]byte) (*pcspb.Table, error) {
 	var resp *pcspb.AlterTableResponse
-	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{write: true, long: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.AlterTable(ctx, &pcspb.AlterTableRequest{Name: name, Steps: steps})
 		return err
 	})
@@ -173,7 +173,7 @@ func (c *Client) AlterTable(ctx context.Context, name string, steps [][]byte) (*
 func (c *Client) GetTableVersion(ctx context.Context, name string, version uint64, opts ...OpOption) (*pcspb.SchemaVersion, error) {
 	o := collect(opts)
 	var resp *pcspb.GetTableResponse
-	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{endpoint: o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.GetTable(ctx, &pcspb.GetTableRequest{Name: name, Version: version, Consistency: o.consistency})
 		return err
 	})
@@ -198,7 +198,7 @@ func (c *Client) ListJobs(ctx context.Context) ([]*pcspb.Job, error) {
 
 // CancelJob cancels a table's create (rolled back by dropping) or an ALTER's pending steps.
 func (c *Client) CancelJob(ctx context.Context, table string) error {
-	return c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) error {
+	return c.do(ctx, target{write: true}, func(ctx context.Context, cli pcspb.PCSClient) error {
 		_, err := cli.CancelJob(ctx, &pcspb.CancelJobRequest{Table: table})
 		return err
 	})
@@ -207,7 +207,7 @@ func (c *Client) CancelJob(ctx context.Context, table string) error {
 // SetNodeState records an operator's decision about a data node: up, offline (no new
 // replicas) or tombstone (removed; refused while it holds replicas).
 func (c *Client) SetNodeState(ctx context.Context, nodeID uint64, state string) error {
-	return c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) error {
+	return c.do(ctx, target{write: true}, func(ctx context.Context, cli pcspb.PCSClient) error {
 		_, err := cli.SetNodeState(ctx, &pcspb.SetNodeStateRequest{NodeId: nodeID, State: state})
 		return err
 	})
@@ -217,7 +217,7 @@ func (c *Client) SetNodeState(ctx context.Context, nodeID uint64, state string) 
 // returns both halves once the catalog records the split.
 func (c *Client) SplitShard(ctx context.Context, shardID uint64, key []byte) (left, right *pcspb.Shard, err error) {
 	var resp *pcspb.SplitShardResponse
-	err = c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err = c.do(ctx, target{long: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.SplitShard(ctx, &pcspb.SplitShardRequest{ShardId: shardID, SplitKey: key})
 		return err
 	})
@@ -243,7 +243,7 @@ func (c *Client) AskSplit(ctx context.Context, shardID uint64, epoch *pcspb.Shar
 // MoveShard moves a shard's replica from one node to another and returns the shard when done.
 func (c *Client) MoveShard(ctx context.Context, shardID, from, to uint64) (*pcspb.Shard, error) {
 	var resp *pcspb.MoveShardResponse
-	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{long: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.MoveShard(ctx, &pcspb.MoveShardRequest{ShardId: shardID, FromNode: from, ToNode: to})
 		return err
 	})
@@ -256,7 +256,7 @@ func (c *Client) MoveShard(ctx context.Context, shardID, from, to uint64) (*pcsp
 // TransferPrimary makes another replica the shard's primary (its term bumps).
 func (c *Client) TransferPrimary(ctx context.Context, shardID, to uint64) (*pcspb.Shard, error) {
 	var resp *pcspb.TransferPrimaryResponse
-	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{long: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.TransferPrimary(ctx, &pcspb.TransferPrimaryRequest{ShardId: shardID, ToNode: to})
 		return err
 	})

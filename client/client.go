@@ -8,6 +8,8 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -16,6 +18,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
 )
@@ -26,7 +30,19 @@ type Options struct {
 	MaxAttempts int
 	// BackoffBase is the first retry delay; it doubles up to BackoffMax. Defaults 5ms and 100ms.
 	BackoffBase, BackoffMax time.Duration
+	// AttemptTimeout bounds one attempt of a short call (reads, writes, TSO round trips,
+	// primary discovery); a node that does not answer within it is given up on and the
+	// primary looked up again. Default DefaultAttemptTimeout.
+	AttemptTimeout time.Duration
 }
+
+// DefaultAttemptTimeout is a few election timeouts of PCS's LAN defaults (200 ms): long
+// enough for a write's quorum round under load, short enough that a paused primary, replaced
+// after about two election timeouts, costs a client well under a second more.
+const DefaultAttemptTimeout = 750 * time.Millisecond
+
+// WithAttemptTimeout sets Options.AttemptTimeout.
+func WithAttemptTimeout(d time.Duration) Option { return func(o *Options) { o.AttemptTimeout = d } }
 
 // Option changes Options.
 type Option func(*Options)
@@ -53,6 +69,7 @@ type Client struct {
 	routes    routeCache
 	stopWatch context.CancelFunc
 	nodes     nodeAddrs
+	reqs      *requests
 }
 
 // New returns a client for the cluster reachable at any of endpoints (client addresses).
@@ -68,6 +85,7 @@ func New(endpoints []string, opts ...Option) (*Client, error) {
 	c := &Client{opts: o, endpoints: append([]string(nil), endpoints...)}
 	c.mu.conns = map[string]*grpc.ClientConn{}
 	c.tso = newTSOBatcher(c)
+	c.reqs = newRequests()
 	c.routes.tables = map[string]*tableRoutes{}
 	c.nodes.addrs = map[uint64]string{}
 	c.nodes.conns = map[string]*grpc.ClientConn{}
@@ -124,6 +142,10 @@ func (c *Client) setPrimary(addr string) {
 	c.mu.Unlock()
 }
 
+// ForgetPrimary makes the next call look the primary up again (a caller that saw the primary
+// stop answering on a stream of its own).
+func (c *Client) ForgetPrimary() { c.setPrimary("") }
+
 // forgetPrimary clears the cached primary if it is still addr.
 func (c *Client) forgetPrimary(addr string) {
 	c.mu.Lock()
@@ -133,7 +155,10 @@ func (c *Client) forgetPrimary(addr string) {
 	c.mu.Unlock()
 }
 
-// primary returns the primary's address, discovering it through the endpoints if needed.
+// primary returns the primary's address, discovering it through the endpoints if needed:
+// every endpoint is asked at once, and the primary of the highest term wins once a majority of
+// the endpoints answered (or all that will, within an attempt timeout) — a paused or dead
+// endpoint never holds discovery up.
 func (c *Client) primary(ctx context.Context) (string, error) {
 	c.mu.Lock()
 	p := c.mu.primary
@@ -141,38 +166,142 @@ func (c *Client) primary(ctx context.Context) (string, error) {
 	if p != "" {
 		return p, nil
 	}
-	var last error = ErrUnavailable
+	type answer struct {
+		ep  string
+		st  *pcspb.StatusResponse
+		err error
+	}
+	sctx, cancel := context.WithTimeout(ctx, c.attemptTimeout())
+	defer cancel()
+	answers := make(chan answer, len(c.endpoints))
 	for _, ep := range c.endpoints {
 		cli, err := c.conn(ep)
 		if err != nil {
 			return "", err
 		}
-		sctx, cancel := context.WithTimeout(ctx, time.Second)
-		st, err := cli.Status(sctx, &pcspb.StatusRequest{})
-		cancel()
-		if err != nil {
-			last = err
-			if ctx.Err() != nil {
-				return "", ctx.Err()
-			}
+		go func() {
+			st, err := cli.Status(sctx, &pcspb.StatusRequest{})
+			answers <- answer{ep, st, err}
+		}()
+	}
+	var (
+		best     *pcspb.StatusResponse
+		last     error = ErrUnavailable
+		answered int
+	)
+	for range c.endpoints {
+		var a answer
+		select {
+		case a = <-answers:
+		case <-sctx.Done():
+		}
+		if sctx.Err() != nil && a.ep == "" {
+			break
+		}
+		if a.err != nil {
+			last = a.err
 			continue
 		}
-		if st.PrimaryAddr != "" {
-			c.setPrimary(st.PrimaryAddr)
-			return st.PrimaryAddr, nil
+		answered++
+		if a.st.PrimaryAddr == "" {
+			last = fmt.Errorf("%w: %s knows no primary (state %s)", ErrUnavailable, a.ep, a.st.State)
+		} else if best == nil || a.st.Term > best.Term {
+			best = a.st
 		}
-		last = fmt.Errorf("%w: %s knows no primary (state %s)", ErrUnavailable, ep, st.State)
+		if best != nil && answered > len(c.endpoints)/2 {
+			break
+		}
+	}
+	if best != nil {
+		c.setPrimary(best.PrimaryAddr)
+		return best.PrimaryAddr, nil
+	}
+	if ctx.Err() != nil {
+		return "", ctx.Err()
 	}
 	return "", last
 }
 
-// target says where a call goes.
+// target says where a call goes and how it may be retried.
 type target struct {
 	endpoint string // a fixed node; "" means the primary
+	// write: the call changes state; it carries a request id so that the server applies it
+	// once however often it is retried.
+	write bool
+	// long: the call may legitimately take long (DDL, moves, membership): it gets no
+	// per-attempt deadline below the caller's.
+	long bool
 }
 
-// do runs call against the target, retrying retryable failures with backoff.
+// requests numbers a client's writes and tracks which are still waiting for their answer.
+type requests struct {
+	clientID uint64
+	mu       sync.Mutex
+	next     uint64
+	inflight map[uint64]struct{}
+}
+
+func newRequests() *requests {
+	var b [8]byte
+	id := uint64(0)
+	for id == 0 {
+		_, _ = rand.Read(b[:])
+		id = binary.LittleEndian.Uint64(b[:])
+	}
+	return &requests{clientID: id, next: 1, inflight: map[uint64]struct{}{}}
+}
+
+func (r *requests) begin() *pcspb.RequestID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seq := r.next
+	r.next++
+	r.inflight[seq] = struct{}{}
+	return &pcspb.RequestID{ClientId: r.clientID, Seq: seq}
+}
+
+func (r *requests) end(seq uint64) {
+	r.mu.Lock()
+	delete(r.inflight, seq)
+	r.mu.Unlock()
+}
+
+// ackedBelow is the lowest seq still waiting for its answer (every lower one has its answer).
+func (r *requests) ackedBelow() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	low := r.next
+	for seq := range r.inflight {
+		low = min(low, seq)
+	}
+	return low
+}
+
+func (c *Client) attemptTimeout() time.Duration {
+	if c.opts.AttemptTimeout > 0 {
+		return c.opts.AttemptTimeout
+	}
+	return DefaultAttemptTimeout
+}
+
+// do runs call against the target, retrying retryable failures with backoff. An attempt that
+// does not answer within the attempt timeout is abandoned and the primary looked up again. A
+// write is retried only because the server deduplicates it; if the deadline ends while an
+// attempt may have been applied, the error is ErrOutcomeUnknown.
 func (c *Client) do(ctx context.Context, t target, call func(context.Context, pcspb.PCSClient) error) error {
+	var rid *pcspb.RequestID
+	if t.write {
+		rid = c.reqs.begin()
+		defer c.reqs.end(rid.Seq)
+	}
+	firstSent := time.Now()
+	maybeApplied := false
+	unknown := func(err error) error {
+		if maybeApplied {
+			return fmt.Errorf("%w: %w", ErrOutcomeUnknown, fromStatus(err))
+		}
+		return fromStatus(err)
+	}
 	backoff := c.opts.BackoffBase
 	var last error
 	immediate := false
@@ -180,7 +309,7 @@ func (c *Client) do(ctx context.Context, t target, call func(context.Context, pc
 		if attempt > 0 && !immediate {
 			select {
 			case <-ctx.Done():
-				return errors.Join(ctx.Err(), fromStatus(last))
+				return unknown(errors.Join(ctx.Err(), last))
 			case <-time.After(backoff):
 			}
 			backoff = min(2*backoff, c.opts.BackoffMax)
@@ -191,7 +320,7 @@ func (c *Client) do(ctx context.Context, t target, call func(context.Context, pc
 			p, err := c.primary(ctx)
 			if err != nil {
 				if ctx.Err() != nil {
-					return ctx.Err()
+					return unknown(errors.Join(ctx.Err(), last))
 				}
 				last = err
 				continue
@@ -202,16 +331,45 @@ func (c *Client) do(ctx context.Context, t target, call func(context.Context, pc
 		if err != nil {
 			return err
 		}
-		err = call(ctx, cli)
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if !t.long {
+			actx, cancel = context.WithTimeout(ctx, c.attemptTimeout())
+		}
+		if rid != nil {
+			rid.Retry, rid.AgeMs, rid.AckedBelow = maybeApplied, uint64(time.Since(firstSent).Milliseconds()), c.reqs.ackedBelow()
+			b, _ := proto.Marshal(rid)
+			actx = metadata.AppendToOutgoingContext(actx, pcspb.RequestIDHeader, string(b))
+		}
+		err = call(actx, cli)
+		timedOut := err != nil && actx.Err() != nil && ctx.Err() == nil
+		cancel()
 		if err == nil {
 			return nil
 		}
 		last = err
-		if ctx.Err() != nil || !retryable(err) {
+		if ctx.Err() != nil {
+			maybeApplied = maybeApplied || (t.write && notPrimary(err) == nil)
+			return unknown(err)
+		}
+		if timedOut {
+			// The node did not answer in time (paused, partitioned, overloaded): look the
+			// primary up again at once. A write may have been applied; its retry is deduplicated.
+			maybeApplied = maybeApplied || t.write
+			if t.endpoint == "" {
+				c.forgetPrimary(addr)
+			}
+			immediate = true
+			continue
+		}
+		if !retryable(err) {
 			return fromStatus(err)
 		}
+		np := notPrimary(err)
+		// A node that is not the primary refuses before proposing; any other failure of a write
+		// may have come after it was proposed.
+		maybeApplied = maybeApplied || (t.write && np == nil)
 		if t.endpoint == "" {
-			if np := notPrimary(err); np != nil && np.PrimaryAddr != "" && np.PrimaryAddr != addr {
+			if np != nil && np.PrimaryAddr != "" && np.PrimaryAddr != addr {
 				c.setPrimary(np.PrimaryAddr)
 				immediate = true // a redirect, not a failure: retry at once
 				continue
@@ -222,7 +380,7 @@ func (c *Client) do(ctx context.Context, t target, call func(context.Context, pc
 	if last == nil {
 		last = ErrUnavailable
 	}
-	return fmt.Errorf("after %d attempts: %w", c.opts.MaxAttempts, fromStatus(last))
+	return unknown(fmt.Errorf("after %d attempts: %w", c.opts.MaxAttempts, fromStatus(last)))
 }
 
 // fastReconnect retries a lost connection within tens of milliseconds (gRPC's default waits a

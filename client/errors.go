@@ -42,6 +42,21 @@ var (
 	ErrStaleEpoch = errors.New("pcs: stale shard epoch")
 	// ErrInternal: the server failed unexpectedly.
 	ErrInternal = errors.New("pcs: internal error")
+	// ErrOutcomeUnknown: a write may or may not have been applied. The client retries a write
+	// across failovers (the server applies each request once), so this is returned only when
+	// the deadline ran out while an attempt may have been applied, or when the server no
+	// longer holds the record of an earlier attempt.
+	ErrOutcomeUnknown = errors.New("pcs: outcome unknown")
+	// ErrLeaseExpired: a data node asked for something only a node with a live lease may ask.
+	ErrLeaseExpired = errors.New("pcs: node lease expired")
+	// ErrFailedPrecondition: the cluster is not in a state where the request can be served.
+	ErrFailedPrecondition = errors.New("pcs: failed precondition")
+	// ErrClusterMismatch: the node belongs to another cluster.
+	ErrClusterMismatch = errors.New("pcs: cluster id mismatch")
+	// ErrQuorumAtRisk: a membership change would leave the live voters without a quorum.
+	ErrQuorumAtRisk = errors.New("pcs: change would lose quorum")
+	// ErrShardGuard: a shard command would leave the shard in a wrong shape.
+	ErrShardGuard = errors.New("pcs: shard command refused")
 )
 
 // fromStatus maps a gRPC error to the client's errors, keeping the server's message.
@@ -64,14 +79,9 @@ func fromStatus(err error) error {
 			sentinel = ErrNotPrimary
 		}
 	case codes.FailedPrecondition:
-		sentinel = ErrVersionMismatch
-		switch reason(err) {
-		case "NOT_ENOUGH_NODES":
-			sentinel = ErrNotEnoughNodes
-		case "ALTER_IN_PROGRESS":
-			sentinel = ErrAlterInProgress
-		case "TABLE_NOT_PUBLIC":
-			sentinel = ErrTableNotPublic
+		sentinel = ErrFailedPrecondition
+		if s, ok := reasonSentinels[reason(err)]; ok {
+			sentinel = s
 		}
 	case codes.OutOfRange:
 		sentinel = ErrCompacted
@@ -91,6 +101,19 @@ func fromStatus(err error) error {
 		sentinel = ErrInternal
 	}
 	return fmt.Errorf("%w: %s", sentinel, st.Message())
+}
+
+// reasonSentinels maps the server's error reasons (pcspb.Reason*) to the client's sentinels.
+var reasonSentinels = map[string]error{
+	pcspb.ReasonNotEnoughNodes:  ErrNotEnoughNodes,
+	pcspb.ReasonAlterInProgress: ErrAlterInProgress,
+	pcspb.ReasonTableNotPublic:  ErrTableNotPublic,
+	pcspb.ReasonVersionMismatch: ErrVersionMismatch,
+	pcspb.ReasonLeaseExpired:    ErrLeaseExpired,
+	pcspb.ReasonOutcomeUnknown:  ErrOutcomeUnknown,
+	pcspb.ReasonClusterMismatch: ErrClusterMismatch,
+	pcspb.ReasonQuorumAtRisk:    ErrQuorumAtRisk,
+	pcspb.ReasonShardGuard:      ErrShardGuard,
 }
 
 // notPrimary returns the NotPrimary detail of a gRPC error, if any.
@@ -125,7 +148,7 @@ func MapError(err error) error { return fromStatus(err) }
 
 // reason returns the ErrorInfo reason of a status in the "pcs" domain, if any.
 func reason(err error) string {
-	if ei := statusDetail[*errdetails.ErrorInfo](err); ei != nil && ei.Domain == "pcs" {
+	if ei := statusDetail[*errdetails.ErrorInfo](err); ei != nil && ei.Domain == pcspb.ReasonDomain {
 		return ei.Reason
 	}
 	return ""

@@ -56,7 +56,7 @@ func (c *Client) Put(ctx context.Context, key, value []byte, opts ...OpOption) (
 	o := collect(opts)
 	req := &pcspb.PutRequest{Key: key, Value: value, ExpectedVersion: o.expected, NoForward: o.endpoint == ""}
 	var resp *pcspb.PutResponse
-	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{endpoint: o.endpoint, write: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.Put(ctx, req)
 		return err
 	})
@@ -68,7 +68,7 @@ func (c *Client) Delete(ctx context.Context, key []byte, opts ...OpOption) (*pcs
 	o := collect(opts)
 	req := &pcspb.DeleteRequest{Key: key, ExpectedVersion: o.expected, NoForward: o.endpoint == ""}
 	var resp *pcspb.DeleteResponse
-	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{endpoint: o.endpoint, write: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.Delete(ctx, req)
 		return err
 	})
@@ -80,7 +80,7 @@ func (c *Client) Get(ctx context.Context, key []byte, opts ...OpOption) (*pcspb.
 	o := collect(opts)
 	req := &pcspb.GetRequest{Key: key, Consistency: o.consistency}
 	var resp *pcspb.GetResponse
-	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{endpoint: o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.Get(ctx, req)
 		return err
 	})
@@ -92,7 +92,7 @@ func (c *Client) Range(ctx context.Context, prefix []byte, opts ...OpOption) (*p
 	o := collect(opts)
 	req := &pcspb.RangeRequest{Prefix: prefix, After: o.after, Limit: o.limit, Consistency: o.consistency, KeysOnly: o.keysOnly}
 	var resp *pcspb.RangeResponse
-	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{endpoint: o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.Range(ctx, req)
 		return err
 	})
@@ -116,7 +116,7 @@ func (c *Client) AllocIDs(ctx context.Context, kind string, count uint32) (uint6
 // Status asks one node (a client address; "" for the primary) for its status.
 func (c *Client) Status(ctx context.Context, endpoint string, withDigest bool) (*pcspb.StatusResponse, error) {
 	var resp *pcspb.StatusResponse
-	err := c.do(ctx, target{endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{endpoint: endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.Status(ctx, &pcspb.StatusRequest{WithDigest: withDigest})
 		return err
 	})
@@ -127,7 +127,7 @@ func (c *Client) Status(ctx context.Context, endpoint string, withDigest bool) (
 func (c *Client) MemberList(ctx context.Context, opts ...OpOption) (*pcspb.MemberListResponse, error) {
 	o := collect(opts)
 	var resp *pcspb.MemberListResponse
-	err := c.do(ctx, target{o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{endpoint: o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.MemberList(ctx, &pcspb.MemberListRequest{Consistency: o.consistency})
 		return err
 	})
@@ -137,7 +137,7 @@ func (c *Client) MemberList(ctx context.Context, opts ...OpOption) (*pcspb.Membe
 // MemberAdd adds a member by name and peer (Raft) address.
 func (c *Client) MemberAdd(ctx context.Context, name, peerAddr string, nonVoter bool) (*pcspb.MemberAddResponse, error) {
 	var resp *pcspb.MemberAddResponse
-	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{long: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.MemberAdd(ctx, &pcspb.MemberAddRequest{Name: name, PeerAddr: peerAddr, NonVoter: nonVoter, NoForward: true})
 		return err
 	})
@@ -147,7 +147,7 @@ func (c *Client) MemberAdd(ctx context.Context, name, peerAddr string, nonVoter 
 // MemberRemove removes a member.
 func (c *Client) MemberRemove(ctx context.Context, name string) (*pcspb.MemberRemoveResponse, error) {
 	var resp *pcspb.MemberRemoveResponse
-	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{long: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.MemberRemove(ctx, &pcspb.MemberRemoveRequest{Name: name, NoForward: true})
 		return err
 	})
@@ -158,7 +158,7 @@ func (c *Client) MemberRemove(ctx context.Context, name string) (*pcspb.MemberRe
 // new primary's name.
 func (c *Client) MemberTransfer(ctx context.Context, name string) (string, error) {
 	var resp *pcspb.MemberTransferResponse
-	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{long: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.MemberTransfer(ctx, &pcspb.MemberTransferRequest{Name: name, NoForward: true})
 		return err
 	})
@@ -172,7 +172,7 @@ func (c *Client) MemberTransfer(ctx context.Context, name string) (string, error
 // GetLogLevel returns a node's log level.
 func (c *Client) GetLogLevel(ctx context.Context, endpoint string) (string, error) {
 	var resp *pcspb.GetLogLevelResponse
-	err := c.do(ctx, target{endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+	err := c.do(ctx, target{endpoint: endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.GetLogLevel(ctx, &pcspb.GetLogLevelRequest{})
 		return err
 	})
@@ -184,7 +184,7 @@ func (c *Client) GetLogLevel(ctx context.Context, endpoint string) (string, erro
 
 // SetLogLevel changes a node's log level at runtime.
 func (c *Client) SetLogLevel(ctx context.Context, endpoint, level string) error {
-	return c.do(ctx, target{endpoint}, func(ctx context.Context, cli pcspb.PCSClient) error {
+	return c.do(ctx, target{endpoint: endpoint}, func(ctx context.Context, cli pcspb.PCSClient) error {
 		_, err := cli.SetLogLevel(ctx, &pcspb.SetLogLevelRequest{Level: level})
 		return err
 	})

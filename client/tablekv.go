@@ -26,9 +26,6 @@ var (
 	ErrShardNotFound = errors.New("pcs: shard not found on node")
 	// ErrKeyNotInShard: the key is outside the shard's range.
 	ErrKeyNotInShard = errors.New("pcs: key not in shard")
-	// ErrOutcomeUnknown: a write may or may not have been applied (a replica did not
-	// acknowledge it); it is not retried, since a retry could apply it twice.
-	ErrOutcomeUnknown = errors.New("pcs: write outcome unknown")
 )
 
 // TableKV reads and writes one table's rows on the data nodes. Keys are row keys (the keyenc

@@ -8,6 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/postdb/pcs/api/pcspb"
 )
 
@@ -159,6 +162,7 @@ type tsoSession struct {
 	mu struct {
 		sync.Mutex
 		inflight [][]*tsoReq
+		sentAt   []time.Time // when each in-flight batch was sent
 		failed   bool
 	}
 	failedCh chan struct{}
@@ -296,9 +300,32 @@ func (b *tsoBatcher) open() (*tsoSession, error) {
 	for i := 0; i < tsoMaxInFlight; i++ {
 		s.slots <- struct{}{}
 	}
-	b.wg.Add(1)
+	b.wg.Add(2)
 	go func() { defer b.wg.Done(); s.receive() }()
+	go func() { defer b.wg.Done(); s.watch() }()
 	return s, nil
+}
+
+// watch fails the session when its oldest batch has waited longer than the attempt timeout
+// (a paused or cut-off primary): its batches go to whichever node is primary now.
+func (s *tsoSession) watch() {
+	limit := s.b.c.attemptTimeout()
+	t := time.NewTicker(limit / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.failedCh:
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		late := len(s.mu.sentAt) > 0 && time.Since(s.mu.sentAt[0]) > limit
+		s.mu.Unlock()
+		if late {
+			s.fail(status.Errorf(codes.Unavailable, "tso: %s did not answer within %v", s.addr, limit), nil)
+			return
+		}
+	}
 }
 
 func (s *tsoSession) isFailed() bool {
@@ -325,6 +352,7 @@ func (s *tsoSession) send(batch []*tsoReq, total uint32) bool {
 		return false
 	}
 	s.mu.inflight = append(s.mu.inflight, batch)
+	s.mu.sentAt = append(s.mu.sentAt, time.Now())
 	s.mu.Unlock()
 	if err := s.stream.Send(&pcspb.TsoRequest{Count: total}); err != nil {
 		// The receiver sees the stream fail too and requeues everything in flight.
@@ -339,8 +367,13 @@ func (s *tsoSession) receive() {
 		resp, err := s.stream.Recv()
 		if err == nil {
 			s.mu.Lock()
+			if len(s.mu.inflight) == 0 {
+				s.mu.Unlock()
+				s.fail(fmt.Errorf("%w: unsolicited tso answer", ErrInternal), nil)
+				return
+			}
 			batch := s.mu.inflight[0]
-			s.mu.inflight = s.mu.inflight[1:]
+			s.mu.inflight, s.mu.sentAt = s.mu.inflight[1:], s.mu.sentAt[1:]
 			s.mu.Unlock()
 			var total uint32
 			for _, r := range batch {
@@ -371,14 +404,17 @@ func (s *tsoSession) receive() {
 // fail marks the session failed and sends its in-flight batches (and extra) back for a retry.
 func (s *tsoSession) fail(err error, extra []*tsoReq) {
 	s.mu.Lock()
+	already := s.mu.failed
 	s.mu.failed = true
 	var reqs []*tsoReq
 	for _, batch := range s.mu.inflight {
 		reqs = append(reqs, batch...)
 	}
-	s.mu.inflight = nil
+	s.mu.inflight, s.mu.sentAt = nil, nil
 	s.mu.Unlock()
-	close(s.failedCh)
+	if !already {
+		close(s.failedCh)
+	}
 	s.cancel()
 	reqs = append(extra, reqs...)
 	c := s.b.c

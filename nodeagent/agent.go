@@ -203,6 +203,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// answerTimeout is how long a heartbeat waits for its answer: two intervals, within
+// [200ms, 1s] — well inside the node lease (4 intervals by default).
+func (a *Agent) answerTimeout() time.Duration {
+	return min(max(2*a.cfg.Interval, 200*time.Millisecond), time.Second)
+}
+
 func sleep(ctx context.Context, d time.Duration) bool {
 	select {
 	case <-ctx.Done():
@@ -246,9 +252,31 @@ func (a *Agent) beat(ctx context.Context, st pcspb.PCS_HeartbeatClient) error {
 	if err := st.Send(hb); err != nil {
 		return err
 	}
-	resp, err := st.Recv()
-	if err != nil {
-		return err
+	// An answer that does not come within answerTimeout (a paused or cut-off primary) ends the
+	// stream; the next one goes to whichever PCS is primary then, in time to keep the lease.
+	type recv struct {
+		resp *pcspb.HeartbeatResponse
+		err  error
+	}
+	got := make(chan recv, 1)
+	go func() {
+		resp, err := st.Recv()
+		got <- recv{resp, err}
+	}()
+	var resp *pcspb.HeartbeatResponse
+	timer := time.NewTimer(a.answerTimeout())
+	defer timer.Stop()
+	select {
+	case r := <-got:
+		if r.err != nil {
+			return r.err
+		}
+		resp = r.resp
+	case <-timer.C:
+		a.c.ForgetPrimary()
+		return fmt.Errorf("nodeagent: no answer to heartbeat %d within %v", hb.Seq, a.answerTimeout())
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 	if resp.Seq != hb.Seq {
 		return fmt.Errorf("nodeagent: answer to heartbeat %d came for %d", hb.Seq, resp.Seq)

@@ -27,7 +27,7 @@ func (v *service) RegisterNode(ctx context.Context, req *pcspb.RegisterNodeReque
 	if cli != nil {
 		return cli.RegisterNode(ctx, req)
 	}
-	res, err := v.s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_RegisterNode{RegisterNode: &pcspb.CmdRegisterNode{Node: &pcspb.DataNode{
+	res, err := v.s.applyRequest(ctx, &pcspb.Command{Op: &pcspb.Command_RegisterNode{RegisterNode: &pcspb.CmdRegisterNode{Node: &pcspb.DataNode{
 		Address: req.Address, Labels: req.Labels, CapacityBytes: req.CapacityBytes}}}})
 	if err != nil {
 		return nil, toStatus(err)
@@ -54,7 +54,7 @@ func (v *service) SetNodeState(ctx context.Context, req *pcspb.SetNodeStateReque
 	if cli != nil {
 		return cli.SetNodeState(ctx, req)
 	}
-	if _, err := v.s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_SetNodeAdmin{SetNodeAdmin: cmd}}); err != nil {
+	if _, err := v.s.applyRequest(ctx, &pcspb.Command{Op: &pcspb.Command_SetNodeAdmin{SetNodeAdmin: cmd}}); err != nil {
 		return nil, toStatus(err)
 	}
 	return &pcspb.SetNodeStateResponse{}, nil
@@ -149,7 +149,7 @@ func (v *service) CreateTable(ctx context.Context, req *pcspb.CreateTableRequest
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	res, err := v.s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_CreateTable{CreateTable: cmd}})
+	res, err := v.s.applyRequest(ctx, &pcspb.Command{Op: &pcspb.Command_CreateTable{CreateTable: cmd}})
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -226,7 +226,7 @@ func (v *service) DropTable(ctx context.Context, req *pcspb.DropTableRequest) (*
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if _, err := v.s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_SetTableState{SetTableState: &pcspb.CmdSetTableState{
+	if _, err := v.s.applyRequest(ctx, &pcspb.Command{Op: &pcspb.Command_SetTableState{SetTableState: &pcspb.CmdSetTableState{
 		TableId: t.Id, State: pcspb.TableState_TABLE_STATE_DROPPING}}}); err != nil {
 		return nil, toStatus(err)
 	}
@@ -274,7 +274,7 @@ func (v *service) AlterTable(ctx context.Context, req *pcspb.AlterTableRequest) 
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if _, err := v.s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_AlterTable{AlterTable: &pcspb.CmdAlterTable{TableId: t.Id, Steps: req.Steps}}}); err != nil {
+	if _, err := v.s.applyRequest(ctx, &pcspb.Command{Op: &pcspb.Command_AlterTable{AlterTable: &pcspb.CmdAlterTable{TableId: t.Id, Steps: req.Steps}}}); err != nil {
 		return nil, toStatus(err)
 	}
 	t, _, err = v.s.fsm.Table(req.Name)

@@ -74,8 +74,12 @@ func toStatus(err error) error {
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, meta.ErrStaleEpoch):
 		return status.Error(codes.Aborted, err.Error())
-	case errors.Is(err, meta.ErrVersionMismatch), errors.Is(err, ErrLeaseExpired):
-		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, meta.ErrVersionMismatch):
+		return withReason(codes.FailedPrecondition, pcspb.ReasonVersionMismatch, err)
+	case errors.Is(err, ErrLeaseExpired):
+		return withReason(codes.FailedPrecondition, pcspb.ReasonLeaseExpired, err)
+	case errors.Is(err, meta.ErrOutcomeUnknown):
+		return withReason(codes.FailedPrecondition, pcspb.ReasonOutcomeUnknown, err)
 	case errors.Is(err, meta.ErrTableExists):
 		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, meta.ErrTableNotFound), errors.Is(err, meta.ErrShardNotFound), errors.Is(err, meta.ErrNodeNotFound):
@@ -83,11 +87,11 @@ func toStatus(err error) error {
 	case errors.Is(err, catalog.ErrInvalidSpec), errors.Is(err, placement.ErrInvalidPolicy):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, placement.ErrNotEnoughNodes):
-		return withReason(codes.FailedPrecondition, ReasonNotEnoughNodes, err)
+		return withReason(codes.FailedPrecondition, pcspb.ReasonNotEnoughNodes, err)
 	case errors.Is(err, meta.ErrAlterInProgress):
-		return withReason(codes.FailedPrecondition, ReasonAlterInProgress, err)
+		return withReason(codes.FailedPrecondition, pcspb.ReasonAlterInProgress, err)
 	case errors.Is(err, meta.ErrTableNotPublic):
-		return withReason(codes.FailedPrecondition, ReasonTableNotPublic, err)
+		return withReason(codes.FailedPrecondition, pcspb.ReasonTableNotPublic, err)
 	case errors.Is(err, meta.ErrCompacted):
 		return status.Error(codes.OutOfRange, err.Error())
 	case errors.Is(err, meta.ErrInvalid), errors.Is(err, meta.ErrBadCommand), errors.Is(err, ErrInvalid),
@@ -105,16 +109,8 @@ func toStatus(err error) error {
 	return status.Error(codes.Internal, err.Error())
 }
 
-// Reasons distinguish errors that share a gRPC code; they travel as an ErrorInfo detail in the
-// "pcs" domain and the client maps them back to its sentinels.
-const (
-	ReasonNotEnoughNodes  = "NOT_ENOUGH_NODES"
-	ReasonAlterInProgress = "ALTER_IN_PROGRESS"
-	ReasonTableNotPublic  = "TABLE_NOT_PUBLIC"
-)
-
 func withReason(code codes.Code, reason string, err error) error {
-	st, derr := status.New(code, err.Error()).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: "pcs"})
+	st, derr := status.New(code, err.Error()).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: pcspb.ReasonDomain})
 	if derr != nil {
 		return status.Error(code, err.Error())
 	}

@@ -28,7 +28,7 @@ func (p *peerConns) get(addr string) (pcspb.PCSClient, error) {
 	if !ok {
 		var err error
 		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithConnectParams(fastReconnect))
+			grpc.WithConnectParams(fastReconnect), grpc.WithUnaryInterceptor(forwardRequestID))
 		if err != nil {
 			return nil, fmt.Errorf("connecting to %s: %w", addr, err)
 		}

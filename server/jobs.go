@@ -83,7 +83,7 @@ func (v *service) CancelJob(ctx context.Context, req *pcspb.CancelJobRequest) (*
 	default:
 		return nil, toStatus(fmt.Errorf("%w: a drop cannot be cancelled", ErrInvalid))
 	}
-	if _, err := v.s.apply(ctx, cmd); err != nil {
+	if _, err := v.s.applyRequest(ctx, cmd); err != nil {
 		return nil, toStatus(err)
 	}
 	return &pcspb.CancelJobResponse{}, nil

@@ -382,7 +382,9 @@ func (s *Server) primaryTerm(ctx context.Context) {
 // takeover: barrier (every earlier entry applied), reload and re-persist the TSO window, record
 // this member's addresses.
 func (s *Server) takeover(ctx context.Context) error {
-	if err := s.raft.Barrier(s.cfg.WriteTimeout).Error(); err != nil {
+	bctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	if err := waitFuture(bctx, s.raft.Barrier(s.cfg.WriteTimeout)); err != nil {
 		return fmt.Errorf("barrier: %w", err)
 	}
 	if err := s.renewLease(); err != nil {
@@ -402,10 +404,13 @@ func (s *Server) takeover(ctx context.Context) error {
 	return nil
 }
 
-// renewLease confirms leadership with a quorum round and extends the lease from its start.
+// renewLease confirms leadership with a quorum round and extends the lease from its start. The
+// round is given an election timeout: a quorum that does not answer by then is not there.
 func (s *Server) renewLease() error {
 	t0 := s.clk.Mono()
-	if err := s.raft.VerifyLeader().Error(); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), max(s.cfg.Raft.ElectionTimeout, 2*s.cfg.Raft.HeartbeatTimeout))
+	defer cancel()
+	if err := waitFuture(ctx, s.raft.VerifyLeader()); err != nil {
 		s.leaseUntil.Store(0)
 		return fmt.Errorf("verifying leadership: %w", err)
 	}
@@ -545,6 +550,7 @@ func (s *Server) inConfiguration() bool {
 
 // apply proposes a command on the primary and waits for its result.
 func (s *Server) apply(ctx context.Context, cmd *pcspb.Command) (*meta.Result, error) {
+	cmd.ProposedAtMs = uint64(max(s.clk.WallMs(), 0))
 	data, err := meta.EncodeCommand(cmd)
 	if err != nil {
 		return nil, err
@@ -558,11 +564,16 @@ func (s *Server) apply(ctx context.Context, cmd *pcspb.Command) (*meta.Result, e
 	}
 	start := time.Now()
 	f := s.raft.Apply(data, timeout)
-	if err := f.Error(); err != nil {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := waitFuture(wctx, f); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader):
 			return nil, s.notPrimary()
-		case errors.Is(err, raft.ErrLeadershipLost):
+		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown):
+			return nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+		case wctx.Err() != nil:
+			// Proposed, not yet committed: it may still be.
 			return nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 		}
 		return nil, err

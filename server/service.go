@@ -291,7 +291,7 @@ func (v *service) Put(ctx context.Context, req *pcspb.PutRequest) (*pcspb.PutRes
 	if cli != nil {
 		return forwarded(ctx, req, func(r *pcspb.PutRequest) { r.NoForward = true }, cli.Put)
 	}
-	res, err := v.s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_Put{Put: &pcspb.CmdPut{Key: req.Key, Value: req.Value, ExpectedVersion: req.ExpectedVersion}}})
+	res, err := v.s.applyRequest(ctx, &pcspb.Command{Op: &pcspb.Command_Put{Put: &pcspb.CmdPut{Key: req.Key, Value: req.Value, ExpectedVersion: req.ExpectedVersion}}})
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -309,7 +309,7 @@ func (v *service) Delete(ctx context.Context, req *pcspb.DeleteRequest) (*pcspb.
 	if cli != nil {
 		return forwarded(ctx, req, func(r *pcspb.DeleteRequest) { r.NoForward = true }, cli.Delete)
 	}
-	res, err := v.s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_Delete{Delete: &pcspb.CmdDelete{Key: req.Key, ExpectedVersion: req.ExpectedVersion}}})
+	res, err := v.s.applyRequest(ctx, &pcspb.Command{Op: &pcspb.Command_Delete{Delete: &pcspb.CmdDelete{Key: req.Key, ExpectedVersion: req.ExpectedVersion}}})
 	if err != nil {
 		return nil, toStatus(err)
 	}

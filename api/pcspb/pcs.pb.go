@@ -5899,7 +5899,13 @@ type Command struct {
 	//	*Command_ChangePrimary
 	//	*Command_ChangeReplicas
 	//	*Command_SplitShard
-	Op            isCommand_Op `protobuf_oneof:"op"`
+	Op isCommand_Op `protobuf_oneof:"op"`
+	// The client request this command carries out, if any: the state machine applies each
+	// (client_id, seq) at most once and answers a repeat with the recorded outcome.
+	Request *RequestID `protobuf:"bytes,30,opt,name=request,proto3" json:"request,omitempty"`
+	// The proposer's wall clock (ms): the state machine's clock for expiring client sessions is
+	// the largest value seen, so every node expires the same sessions at the same entry.
+	ProposedAtMs  uint64 `protobuf:"varint,31,opt,name=proposed_at_ms,json=proposedAtMs,proto3" json:"proposed_at_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6101,6 +6107,20 @@ func (x *Command) GetSplitShard() *CmdSplitShard {
 	return nil
 }
 
+func (x *Command) GetRequest() *RequestID {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *Command) GetProposedAtMs() uint64 {
+	if x != nil {
+		return x.ProposedAtMs
+	}
+	return 0
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -6207,6 +6227,271 @@ func (*Command_ChangeReplicas) isCommand_Op() {}
 
 func (*Command_SplitShard) isCommand_Op() {}
 
+// RequestID identifies a mutating request for exactly-once application. It travels from the
+// client in the gRPC metadata key "pcs-request-id" and is copied into the command.
+type RequestID struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Random, chosen by each client instance.
+	ClientId uint64 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// Per-client sequence number, from 1; each request gets its own, kept across its retries.
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The client has received the answers to every seq below this one; the server may forget
+	// their outcomes.
+	AckedBelow uint64 `protobuf:"varint,3,opt,name=acked_below,json=ackedBelow,proto3" json:"acked_below,omitempty"`
+	// An earlier attempt of this request may have been applied.
+	Retry bool `protobuf:"varint,4,opt,name=retry,proto3" json:"retry,omitempty"`
+	// Milliseconds since the client sent the first attempt (on a retry).
+	AgeMs         uint64 `protobuf:"varint,5,opt,name=age_ms,json=ageMs,proto3" json:"age_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestID) Reset() {
+	*x = RequestID{}
+	mi := &file_pcs_proto_msgTypes[95]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestID) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestID) ProtoMessage() {}
+
+func (x *RequestID) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[95]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestID.ProtoReflect.Descriptor instead.
+func (*RequestID) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{95}
+}
+
+func (x *RequestID) GetClientId() uint64 {
+	if x != nil {
+		return x.ClientId
+	}
+	return 0
+}
+
+func (x *RequestID) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *RequestID) GetAckedBelow() uint64 {
+	if x != nil {
+		return x.AckedBelow
+	}
+	return 0
+}
+
+func (x *RequestID) GetRetry() bool {
+	if x != nil {
+		return x.Retry
+	}
+	return false
+}
+
+func (x *RequestID) GetAgeMs() uint64 {
+	if x != nil {
+		return x.AgeMs
+	}
+	return 0
+}
+
+// Outcome is the recorded result of one applied request (KeyValue without its value: a
+// repeat carries the same value).
+type Outcome struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Seq      uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Revision uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Index    uint64                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	Kv       *KeyValue              `protobuf:"bytes,4,opt,name=kv,proto3" json:"kv,omitempty"`
+	Deleted  bool                   `protobuf:"varint,5,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	First    uint64                 `protobuf:"varint,6,opt,name=first,proto3" json:"first,omitempty"`
+	Id       uint64                 `protobuf:"varint,7,opt,name=id,proto3" json:"id,omitempty"`
+	// The error the request ended with: an error kind of the state machine and its message.
+	ErrKind       string `protobuf:"bytes,8,opt,name=err_kind,json=errKind,proto3" json:"err_kind,omitempty"`
+	ErrMsg        string `protobuf:"bytes,9,opt,name=err_msg,json=errMsg,proto3" json:"err_msg,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Outcome) Reset() {
+	*x = Outcome{}
+	mi := &file_pcs_proto_msgTypes[96]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Outcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Outcome) ProtoMessage() {}
+
+func (x *Outcome) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[96]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
+func (*Outcome) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{96}
+}
+
+func (x *Outcome) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Outcome) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Outcome) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Outcome) GetKv() *KeyValue {
+	if x != nil {
+		return x.Kv
+	}
+	return nil
+}
+
+func (x *Outcome) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *Outcome) GetFirst() uint64 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+func (x *Outcome) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Outcome) GetErrKind() string {
+	if x != nil {
+		return x.ErrKind
+	}
+	return ""
+}
+
+func (x *Outcome) GetErrMsg() string {
+	if x != nil {
+		return x.ErrMsg
+	}
+	return ""
+}
+
+// ClientSession is the state machine's record of one client's recent requests.
+type ClientSession struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ClientId uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// Every seq at or above floor that was applied is in outcomes; below it nothing is known.
+	Floor         uint64     `protobuf:"varint,2,opt,name=floor,proto3" json:"floor,omitempty"`
+	LastActiveMs  uint64     `protobuf:"varint,3,opt,name=last_active_ms,json=lastActiveMs,proto3" json:"last_active_ms,omitempty"`
+	Outcomes      []*Outcome `protobuf:"bytes,4,rep,name=outcomes,proto3" json:"outcomes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientSession) Reset() {
+	*x = ClientSession{}
+	mi := &file_pcs_proto_msgTypes[97]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientSession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientSession) ProtoMessage() {}
+
+func (x *ClientSession) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[97]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientSession.ProtoReflect.Descriptor instead.
+func (*ClientSession) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{97}
+}
+
+func (x *ClientSession) GetClientId() uint64 {
+	if x != nil {
+		return x.ClientId
+	}
+	return 0
+}
+
+func (x *ClientSession) GetFloor() uint64 {
+	if x != nil {
+		return x.Floor
+	}
+	return 0
+}
+
+func (x *ClientSession) GetLastActiveMs() uint64 {
+	if x != nil {
+		return x.LastActiveMs
+	}
+	return 0
+}
+
+func (x *ClientSession) GetOutcomes() []*Outcome {
+	if x != nil {
+		return x.Outcomes
+	}
+	return nil
+}
+
 // One configuration change of a shard, refused unless term and conf_ver still match (the
 // decision was made on the current metadata). Exactly one of the node fields is set:
 // add_learner adds a learner; promote_learner makes a caught-up learner a replica; remove_node
@@ -6227,7 +6512,7 @@ type CmdChangeReplicas struct {
 
 func (x *CmdChangeReplicas) Reset() {
 	*x = CmdChangeReplicas{}
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6239,7 +6524,7 @@ func (x *CmdChangeReplicas) String() string {
 func (*CmdChangeReplicas) ProtoMessage() {}
 
 func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6252,7 +6537,7 @@ func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangeReplicas.ProtoReflect.Descriptor instead.
 func (*CmdChangeReplicas) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{95}
+	return file_pcs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *CmdChangeReplicas) GetShardId() uint64 {
@@ -6320,7 +6605,7 @@ type CmdSplitShard struct {
 
 func (x *CmdSplitShard) Reset() {
 	*x = CmdSplitShard{}
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6332,7 +6617,7 @@ func (x *CmdSplitShard) String() string {
 func (*CmdSplitShard) ProtoMessage() {}
 
 func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6345,7 +6630,7 @@ func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSplitShard.ProtoReflect.Descriptor instead.
 func (*CmdSplitShard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{96}
+	return file_pcs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *CmdSplitShard) GetShardId() uint64 {
@@ -6392,7 +6677,7 @@ type CmdChangePrimary struct {
 
 func (x *CmdChangePrimary) Reset() {
 	*x = CmdChangePrimary{}
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6404,7 +6689,7 @@ func (x *CmdChangePrimary) String() string {
 func (*CmdChangePrimary) ProtoMessage() {}
 
 func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6417,7 +6702,7 @@ func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangePrimary.ProtoReflect.Descriptor instead.
 func (*CmdChangePrimary) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{97}
+	return file_pcs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *CmdChangePrimary) GetShardId() uint64 {
@@ -6468,7 +6753,7 @@ type CmdSetNodeAdmin struct {
 
 func (x *CmdSetNodeAdmin) Reset() {
 	*x = CmdSetNodeAdmin{}
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6480,7 +6765,7 @@ func (x *CmdSetNodeAdmin) String() string {
 func (*CmdSetNodeAdmin) ProtoMessage() {}
 
 func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6493,7 +6778,7 @@ func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetNodeAdmin.ProtoReflect.Descriptor instead.
 func (*CmdSetNodeAdmin) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{98}
+	return file_pcs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *CmdSetNodeAdmin) GetNodeId() uint64 {
@@ -6527,7 +6812,7 @@ type CmdCancelAlter struct {
 
 func (x *CmdCancelAlter) Reset() {
 	*x = CmdCancelAlter{}
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6539,7 +6824,7 @@ func (x *CmdCancelAlter) String() string {
 func (*CmdCancelAlter) ProtoMessage() {}
 
 func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6552,7 +6837,7 @@ func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCancelAlter.ProtoReflect.Descriptor instead.
 func (*CmdCancelAlter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{99}
+	return file_pcs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *CmdCancelAlter) GetTableId() uint64 {
@@ -6574,7 +6859,7 @@ type CmdAlterTable struct {
 
 func (x *CmdAlterTable) Reset() {
 	*x = CmdAlterTable{}
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6586,7 +6871,7 @@ func (x *CmdAlterTable) String() string {
 func (*CmdAlterTable) ProtoMessage() {}
 
 func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6599,7 +6884,7 @@ func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAlterTable.ProtoReflect.Descriptor instead.
 func (*CmdAlterTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{100}
+	return file_pcs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *CmdAlterTable) GetTableId() uint64 {
@@ -6628,7 +6913,7 @@ type CmdAdvanceSchema struct {
 
 func (x *CmdAdvanceSchema) Reset() {
 	*x = CmdAdvanceSchema{}
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6640,7 +6925,7 @@ func (x *CmdAdvanceSchema) String() string {
 func (*CmdAdvanceSchema) ProtoMessage() {}
 
 func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6653,7 +6938,7 @@ func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAdvanceSchema.ProtoReflect.Descriptor instead.
 func (*CmdAdvanceSchema) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{101}
+	return file_pcs_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *CmdAdvanceSchema) GetTableId() uint64 {
@@ -6681,7 +6966,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6693,7 +6978,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6706,7 +6991,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{102}
+	return file_pcs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -6728,7 +7013,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6740,7 +7025,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6753,7 +7038,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{103}
+	return file_pcs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -6780,7 +7065,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6792,7 +7077,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6805,7 +7090,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{104}
+	return file_pcs_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -6832,7 +7117,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6844,7 +7129,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6857,7 +7142,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{105}
+	return file_pcs_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -6878,7 +7163,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6890,7 +7175,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6903,7 +7188,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{106}
+	return file_pcs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -6937,7 +7222,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6949,7 +7234,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6962,7 +7247,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{107}
+	return file_pcs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -6989,7 +7274,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7001,7 +7286,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7014,7 +7299,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{108}
+	return file_pcs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -7035,7 +7320,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7047,7 +7332,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7060,7 +7345,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{109}
+	return file_pcs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -7086,7 +7371,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7098,7 +7383,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7111,7 +7396,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{110}
+	return file_pcs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -7130,7 +7415,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7142,7 +7427,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7155,7 +7440,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{111}
+	return file_pcs_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -7180,6 +7465,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_DataNode
 	//	*SnapshotRecord_Table
 	//	*SnapshotRecord_Shard
+	//	*SnapshotRecord_Session
 	Rec           isSnapshotRecord_Rec `protobuf_oneof:"rec"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -7187,7 +7473,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7199,7 +7485,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7212,7 +7498,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{112}
+	return file_pcs_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -7303,6 +7589,15 @@ func (x *SnapshotRecord) GetShard() *Shard {
 	return nil
 }
 
+func (x *SnapshotRecord) GetSession() *ClientSession {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_Session); ok {
+			return x.Session
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Rec interface {
 	isSnapshotRecord_Rec()
 }
@@ -7343,6 +7638,10 @@ type SnapshotRecord_Shard struct {
 	Shard *Shard `protobuf:"bytes,9,opt,name=shard,proto3,oneof"`
 }
 
+type SnapshotRecord_Session struct {
+	Session *ClientSession `protobuf:"bytes,10,opt,name=session,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Kv) isSnapshotRecord_Rec() {}
@@ -7361,6 +7660,8 @@ func (*SnapshotRecord_Table) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Shard) isSnapshotRecord_Rec() {}
 
+func (*SnapshotRecord_Session) isSnapshotRecord_Rec() {}
+
 type SnapshotHeader struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	FormatVersion uint32                 `protobuf:"varint,1,opt,name=format_version,json=formatVersion,proto3" json:"format_version,omitempty"`
@@ -7368,14 +7669,18 @@ type SnapshotHeader struct {
 	AppliedIndex  uint64                 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	TsoWindowMs   uint64                 `protobuf:"varint,4,opt,name=tso_window_ms,json=tsoWindowMs,proto3" json:"tso_window_ms,omitempty"`
 	// Oldest revision retained in the event history (watch can start at or after it).
-	HistoryStart  uint64 `protobuf:"varint,5,opt,name=history_start,json=historyStart,proto3" json:"history_start,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	HistoryStart uint64 `protobuf:"varint,5,opt,name=history_start,json=historyStart,proto3" json:"history_start,omitempty"`
+	// The state machine's session clock (ms).
+	ClockMs uint64 `protobuf:"varint,6,opt,name=clock_ms,json=clockMs,proto3" json:"clock_ms,omitempty"`
+	// The latest last_active_ms of any client session dropped (expired or evicted).
+	SessionDropHorizonMs uint64 `protobuf:"varint,7,opt,name=session_drop_horizon_ms,json=sessionDropHorizonMs,proto3" json:"session_drop_horizon_ms,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7387,7 +7692,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7400,7 +7705,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{113}
+	return file_pcs_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -7438,6 +7743,20 @@ func (x *SnapshotHeader) GetHistoryStart() uint64 {
 	return 0
 }
 
+func (x *SnapshotHeader) GetClockMs() uint64 {
+	if x != nil {
+		return x.ClockMs
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetSessionDropHorizonMs() uint64 {
+	if x != nil {
+		return x.SessionDropHorizonMs
+	}
+	return 0
+}
+
 type IDCounter struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
@@ -7448,7 +7767,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7460,7 +7779,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7473,7 +7792,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{114}
+	return file_pcs_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -7500,7 +7819,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7512,7 +7831,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7525,7 +7844,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{115}
+	return file_pcs_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -7954,7 +8273,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\breplicas\x18\b \x03(\x04R\breplicas\x12\x1c\n" +
 	"\tpartition\x18\t \x01(\tR\tpartition\x12\x1a\n" +
 	"\blearners\x18\n" +
-	" \x03(\x04R\blearners\"\x98\b\n" +
+	" \x03(\x04R\blearners\"\xeb\b\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\"\n" +
 	"\x03put\x18\x02 \x01(\v2\x0e.pcs.v1.CmdPutH\x00R\x03put\x12+\n" +
@@ -7978,8 +8297,32 @@ const file_pcs_proto_rawDesc = "" +
 	"\x0echange_primary\x18\x10 \x01(\v2\x18.pcs.v1.CmdChangePrimaryH\x00R\rchangePrimary\x12D\n" +
 	"\x0fchange_replicas\x18\x11 \x01(\v2\x19.pcs.v1.CmdChangeReplicasH\x00R\x0echangeReplicas\x128\n" +
 	"\vsplit_shard\x18\x12 \x01(\v2\x15.pcs.v1.CmdSplitShardH\x00R\n" +
-	"splitShardB\x04\n" +
-	"\x02op\"\xe9\x01\n" +
+	"splitShard\x12+\n" +
+	"\arequest\x18\x1e \x01(\v2\x11.pcs.v1.RequestIDR\arequest\x12$\n" +
+	"\x0eproposed_at_ms\x18\x1f \x01(\x04R\fproposedAtMsB\x04\n" +
+	"\x02op\"\x88\x01\n" +
+	"\tRequestID\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1f\n" +
+	"\vacked_below\x18\x03 \x01(\x04R\n" +
+	"ackedBelow\x12\x14\n" +
+	"\x05retry\x18\x04 \x01(\bR\x05retry\x12\x15\n" +
+	"\x06age_ms\x18\x05 \x01(\x04R\x05ageMs\"\xe3\x01\n" +
+	"\aOutcome\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\x12 \n" +
+	"\x02kv\x18\x04 \x01(\v2\x10.pcs.v1.KeyValueR\x02kv\x12\x18\n" +
+	"\adeleted\x18\x05 \x01(\bR\adeleted\x12\x14\n" +
+	"\x05first\x18\x06 \x01(\x04R\x05first\x12\x0e\n" +
+	"\x02id\x18\a \x01(\x04R\x02id\x12\x19\n" +
+	"\berr_kind\x18\b \x01(\tR\aerrKind\x12\x17\n" +
+	"\aerr_msg\x18\t \x01(\tR\x06errMsg\"\x95\x01\n" +
+	"\rClientSession\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x14\n" +
+	"\x05floor\x18\x02 \x01(\x04R\x05floor\x12$\n" +
+	"\x0elast_active_ms\x18\x03 \x01(\x04R\flastActiveMs\x12+\n" +
+	"\boutcomes\x18\x04 \x03(\v2\x0f.pcs.v1.OutcomeR\boutcomes\"\xe9\x01\n" +
 	"\x11CmdChangeReplicas\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x19\n" +
@@ -8045,7 +8388,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\fCmdSetMember\x12&\n" +
 	"\x06member\x18\x01 \x01(\v2\x0e.pcs.v1.MemberR\x06member\"%\n" +
 	"\x0fCmdRemoveMember\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xa6\x03\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xd9\x03\n" +
 	"\x0eSnapshotRecord\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.pcs.v1.SnapshotHeaderH\x00R\x06header\x12\"\n" +
 	"\x02kv\x18\x02 \x01(\v2\x10.pcs.v1.KeyValueH\x00R\x02kv\x12%\n" +
@@ -8056,14 +8399,18 @@ const file_pcs_proto_rawDesc = "" +
 	"\atrailer\x18\x06 \x01(\v2\x17.pcs.v1.SnapshotTrailerH\x00R\atrailer\x12/\n" +
 	"\tdata_node\x18\a \x01(\v2\x10.pcs.v1.DataNodeH\x00R\bdataNode\x12%\n" +
 	"\x05table\x18\b \x01(\v2\r.pcs.v1.TableH\x00R\x05table\x12%\n" +
-	"\x05shard\x18\t \x01(\v2\r.pcs.v1.ShardH\x00R\x05shardB\x05\n" +
-	"\x03rec\"\xc1\x01\n" +
+	"\x05shard\x18\t \x01(\v2\r.pcs.v1.ShardH\x00R\x05shard\x121\n" +
+	"\asession\x18\n" +
+	" \x01(\v2\x15.pcs.v1.ClientSessionH\x00R\asessionB\x05\n" +
+	"\x03rec\"\x93\x02\n" +
 	"\x0eSnapshotHeader\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12#\n" +
 	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12\"\n" +
 	"\rtso_window_ms\x18\x04 \x01(\x04R\vtsoWindowMs\x12#\n" +
-	"\rhistory_start\x18\x05 \x01(\x04R\fhistoryStart\"3\n" +
+	"\rhistory_start\x18\x05 \x01(\x04R\fhistoryStart\x12\x19\n" +
+	"\bclock_ms\x18\x06 \x01(\x04R\aclockMs\x125\n" +
+	"\x17session_drop_horizon_ms\x18\a \x01(\x04R\x14sessionDropHorizonMs\"3\n" +
 	"\tIDCounter\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04next\x18\x02 \x01(\x04R\x04next\"C\n" +
@@ -8147,7 +8494,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 120)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 123)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                  // 0: pcs.v1.NodeState
 	(Consistency)(0),                // 1: pcs.v1.Consistency
@@ -8249,31 +8596,34 @@ var file_pcs_proto_goTypes = []any{
 	(*ShardEpoch)(nil),              // 97: pcs.v1.ShardEpoch
 	(*Shard)(nil),                   // 98: pcs.v1.Shard
 	(*Command)(nil),                 // 99: pcs.v1.Command
-	(*CmdChangeReplicas)(nil),       // 100: pcs.v1.CmdChangeReplicas
-	(*CmdSplitShard)(nil),           // 101: pcs.v1.CmdSplitShard
-	(*CmdChangePrimary)(nil),        // 102: pcs.v1.CmdChangePrimary
-	(*CmdSetNodeAdmin)(nil),         // 103: pcs.v1.CmdSetNodeAdmin
-	(*CmdCancelAlter)(nil),          // 104: pcs.v1.CmdCancelAlter
-	(*CmdAlterTable)(nil),           // 105: pcs.v1.CmdAlterTable
-	(*CmdAdvanceSchema)(nil),        // 106: pcs.v1.CmdAdvanceSchema
-	(*CmdRegisterNode)(nil),         // 107: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),          // 108: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),        // 109: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),          // 110: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                  // 111: pcs.v1.CmdPut
-	(*CmdDelete)(nil),               // 112: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),            // 113: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),             // 114: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),            // 115: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),         // 116: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),          // 117: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),          // 118: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),               // 119: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),         // 120: pcs.v1.SnapshotTrailer
-	nil,                             // 121: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                             // 122: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                             // 123: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                             // 124: pcs.v1.DataNode.LabelsEntry
+	(*RequestID)(nil),               // 100: pcs.v1.RequestID
+	(*Outcome)(nil),                 // 101: pcs.v1.Outcome
+	(*ClientSession)(nil),           // 102: pcs.v1.ClientSession
+	(*CmdChangeReplicas)(nil),       // 103: pcs.v1.CmdChangeReplicas
+	(*CmdSplitShard)(nil),           // 104: pcs.v1.CmdSplitShard
+	(*CmdChangePrimary)(nil),        // 105: pcs.v1.CmdChangePrimary
+	(*CmdSetNodeAdmin)(nil),         // 106: pcs.v1.CmdSetNodeAdmin
+	(*CmdCancelAlter)(nil),          // 107: pcs.v1.CmdCancelAlter
+	(*CmdAlterTable)(nil),           // 108: pcs.v1.CmdAlterTable
+	(*CmdAdvanceSchema)(nil),        // 109: pcs.v1.CmdAdvanceSchema
+	(*CmdRegisterNode)(nil),         // 110: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),          // 111: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),        // 112: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),          // 113: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                  // 114: pcs.v1.CmdPut
+	(*CmdDelete)(nil),               // 115: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),            // 116: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),             // 117: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),            // 118: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),         // 119: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),          // 120: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),          // 121: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),               // 122: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),         // 123: pcs.v1.SnapshotTrailer
+	nil,                             // 124: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                             // 125: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                             // 126: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                             // 127: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -8295,7 +8645,7 @@ var file_pcs_proto_depIdxs = []int32{
 	2,   // 16: pcs.v1.Event.type:type_name -> pcs.v1.EventType
 	23,  // 17: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
 	32,  // 18: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	121, // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	124, // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
 	1,   // 20: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
 	94,  // 21: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
 	5,   // 22: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
@@ -8326,8 +8676,8 @@ var file_pcs_proto_depIdxs = []int32{
 	98,  // 47: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
 	98,  // 48: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
 	98,  // 49: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
-	122, // 50: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	123, // 51: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	125, // 50: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	126, // 51: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
 	77,  // 52: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
 	78,  // 53: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
 	98,  // 54: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
@@ -8340,120 +8690,124 @@ var file_pcs_proto_depIdxs = []int32{
 	90,  // 61: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
 	92,  // 62: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
 	93,  // 63: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	124, // 64: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	127, // 64: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
 	89,  // 65: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
 	93,  // 66: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
 	4,   // 67: pcs.v1.Table.state:type_name -> pcs.v1.TableState
 	96,  // 68: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
 	97,  // 69: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	111, // 70: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	112, // 71: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	113, // 72: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	114, // 73: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	115, // 74: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	116, // 75: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	107, // 76: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	108, // 77: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	109, // 78: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	110, // 79: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	105, // 80: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	106, // 81: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	104, // 82: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
-	103, // 83: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
-	102, // 84: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
-	100, // 85: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
-	101, // 86: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
-	94,  // 87: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	95,  // 88: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	98,  // 89: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,   // 90: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10,  // 91: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	118, // 92: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	23,  // 93: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	32,  // 94: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10,  // 95: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	119, // 96: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	120, // 97: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	94,  // 98: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	95,  // 99: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	98,  // 100: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	8,   // 101: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11,  // 102: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13,  // 103: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15,  // 104: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	17,  // 105: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	19,  // 106: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	21,  // 107: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	24,  // 108: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	26,  // 109: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	28,  // 110: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	30,  // 111: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	33,  // 112: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	35,  // 113: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	37,  // 114: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	43,  // 115: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	47,  // 116: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	45,  // 117: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
-	50,  // 118: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	54,  // 119: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	52,  // 120: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	85,  // 121: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
-	87,  // 122: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
-	67,  // 123: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
-	69,  // 124: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
-	71,  // 125: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
-	73,  // 126: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
-	75,  // 127: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
-	56,  // 128: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	58,  // 129: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	60,  // 130: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	62,  // 131: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	64,  // 132: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	65,  // 133: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	79,  // 134: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	39,  // 135: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	41,  // 136: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 137: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 138: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 139: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	16,  // 140: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	18,  // 141: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	20,  // 142: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	22,  // 143: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	25,  // 144: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	27,  // 145: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	29,  // 146: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	31,  // 147: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	34,  // 148: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	36,  // 149: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	38,  // 150: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	44,  // 151: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	49,  // 152: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	46,  // 153: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
-	51,  // 154: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	55,  // 155: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	53,  // 156: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	86,  // 157: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
-	88,  // 158: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
-	68,  // 159: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
-	70,  // 160: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
-	72,  // 161: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
-	74,  // 162: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
-	76,  // 163: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
-	57,  // 164: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	59,  // 165: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	61,  // 166: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	63,  // 167: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	61,  // 168: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	66,  // 169: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	83,  // 170: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	40,  // 171: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	42,  // 172: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	137, // [137:173] is the sub-list for method output_type
-	101, // [101:137] is the sub-list for method input_type
-	101, // [101:101] is the sub-list for extension type_name
-	101, // [101:101] is the sub-list for extension extendee
-	0,   // [0:101] is the sub-list for field type_name
+	114, // 70: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	115, // 71: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	116, // 72: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	117, // 73: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	118, // 74: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	119, // 75: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	110, // 76: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	111, // 77: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	112, // 78: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	113, // 79: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	108, // 80: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	109, // 81: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	107, // 82: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	106, // 83: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
+	105, // 84: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
+	103, // 85: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
+	104, // 86: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
+	100, // 87: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
+	23,  // 88: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
+	101, // 89: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
+	94,  // 90: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	95,  // 91: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	98,  // 92: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,   // 93: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10,  // 94: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	121, // 95: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	23,  // 96: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	32,  // 97: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10,  // 98: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	122, // 99: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	123, // 100: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	94,  // 101: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	95,  // 102: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	98,  // 103: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	102, // 104: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
+	8,   // 105: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 106: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 107: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 108: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	17,  // 109: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	19,  // 110: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	21,  // 111: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	24,  // 112: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	26,  // 113: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	28,  // 114: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	30,  // 115: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	33,  // 116: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	35,  // 117: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	37,  // 118: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	43,  // 119: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	47,  // 120: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	45,  // 121: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
+	50,  // 122: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	54,  // 123: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	52,  // 124: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
+	85,  // 125: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	87,  // 126: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	67,  // 127: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
+	69,  // 128: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
+	71,  // 129: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
+	73,  // 130: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
+	75,  // 131: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
+	56,  // 132: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	58,  // 133: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	60,  // 134: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	62,  // 135: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	64,  // 136: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	65,  // 137: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	79,  // 138: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	39,  // 139: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	41,  // 140: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 141: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 142: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 143: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	16,  // 144: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	18,  // 145: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	20,  // 146: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	22,  // 147: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	25,  // 148: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	27,  // 149: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	29,  // 150: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	31,  // 151: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	34,  // 152: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	36,  // 153: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	38,  // 154: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	44,  // 155: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	49,  // 156: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	46,  // 157: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
+	51,  // 158: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	55,  // 159: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	53,  // 160: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	86,  // 161: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	88,  // 162: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	68,  // 163: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
+	70,  // 164: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
+	72,  // 165: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
+	74,  // 166: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
+	76,  // 167: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
+	57,  // 168: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	59,  // 169: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	61,  // 170: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	63,  // 171: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	61,  // 172: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	66,  // 173: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	83,  // 174: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	40,  // 175: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	42,  // 176: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	141, // [141:177] is the sub-list for method output_type
+	105, // [105:141] is the sub-list for method input_type
+	105, // [105:105] is the sub-list for extension type_name
+	105, // [105:105] is the sub-list for extension extendee
+	0,   // [0:105] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -8489,9 +8843,9 @@ func file_pcs_proto_init() {
 		(*Command_ChangeReplicas)(nil),
 		(*Command_SplitShard)(nil),
 	}
-	file_pcs_proto_msgTypes[106].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[107].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[112].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[109].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[110].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[115].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -8501,6 +8855,7 @@ func file_pcs_proto_init() {
 		(*SnapshotRecord_DataNode)(nil),
 		(*SnapshotRecord_Table)(nil),
 		(*SnapshotRecord_Shard)(nil),
+		(*SnapshotRecord_Session)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -8508,7 +8863,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   120,
+			NumMessages:   123,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -51,6 +51,35 @@ func DecodeCommand(b []byte) (*pcspb.Command, error) {
 	return cmd, nil
 }
 
+// DecodeEntry parses a Raft entry for applying. Unlike DecodeCommand it does not judge the
+// command by this build's limits (the proposer did; a later build may have raised them): an
+// entry is applied by what it says. It fails only for bytes this build cannot read at all — a
+// newer format version, an operation it does not know, a message without its required parts.
+func DecodeEntry(b []byte) (*pcspb.Command, error) {
+	cmd := &pcspb.Command{}
+	if err := proto.Unmarshal(b, cmd); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
+	}
+	if cmd.Version != CommandVersion {
+		return nil, fmt.Errorf("%w: %d (this node knows %d)", ErrUnknownVersion, cmd.Version, CommandVersion)
+	}
+	var missing bool
+	switch op := cmd.Op.(type) {
+	case nil:
+		return nil, fmt.Errorf("%w: no operation this build knows", ErrBadCommand)
+	case *pcspb.Command_SetMember:
+		missing = op.SetMember.GetMember() == nil
+	case *pcspb.Command_RegisterNode:
+		missing = op.RegisterNode.GetNode() == nil
+	case *pcspb.Command_CreateTable:
+		missing = op.CreateTable.GetTable() == nil
+	}
+	if missing {
+		return nil, fmt.Errorf("%w: %T without its message", ErrBadCommand, cmd.Op)
+	}
+	return cmd, nil
+}
+
 // ValidateKey checks a key of the system namespace.
 func ValidateKey(key []byte) error {
 	if len(key) == 0 {

@@ -39,6 +39,9 @@ type Result struct {
 	// Err is the command's failure (validation or condition); the state is unchanged but for
 	// the revision.
 	Err error
+	// Duplicate reports that the command repeated a request applied before: the result is the
+	// recorded one and nothing was applied again.
+	Duplicate bool
 }
 
 // Options configure an FSM.
@@ -49,6 +52,10 @@ type Options struct {
 	Logger *slog.Logger
 	// ObserveApply, if set, is called with the duration of each applied command.
 	ObserveApply func(time.Duration)
+	// OnBadEntry is called with an entry this build cannot read (a newer command version or
+	// operation). Skipping it would silently fork this node's state from the others', so the
+	// default panics; it must not return normally either.
+	OnBadEntry func(error)
 }
 
 // FSM is the metadata state machine. It implements raft.FSM and raft.ConfigurationStore (so
@@ -74,6 +81,7 @@ type state struct {
 	members   map[string]*pcspb.Member
 	hist      history
 	cat       *catalogState
+	sess      *sessions
 }
 
 func kvLess(a, b *pcspb.KeyValue) bool { return bytes.Compare(a.Key, b.Key) < 0 }
@@ -85,6 +93,7 @@ func newState() *state {
 		members: map[string]*pcspb.Member{},
 		hist:    history{start: 1},
 		cat:     newCatalogState(),
+		sess:    newSessions(),
 	}
 }
 
@@ -106,16 +115,35 @@ func New(opts Options) *FSM {
 // Apply implements raft.FSM.
 func (f *FSM) Apply(l *raft.Log) any {
 	start := time.Now()
-	cmd, err := DecodeCommand(l.Data)
+	cmd, err := DecodeEntry(l.Data)
+	if err != nil {
+		err = fmt.Errorf("cannot apply raft entry %d: %w; this build (command version %d) cannot read it: upgrade this node", l.Index, err, CommandVersion)
+		f.log.Error("stopping: unreadable raft entry", "index", l.Index, "err", err)
+		if f.opts.OnBadEntry != nil {
+			f.opts.OnBadEntry(err)
+		}
+		panic(err)
+	}
 	f.mu.Lock()
 	st := f.mu.st
 	st.revision++
 	st.applied = l.Index
-	res := &Result{Revision: st.revision, Index: l.Index, Err: err}
-	if err == nil {
-		f.applyLocked(st, cmd, res)
+	st.sess.advance(cmd.ProposedAtMs)
+	res := &Result{Revision: st.revision, Index: l.Index}
+	req := cmd.Request
+	if req != nil && req.ClientId != 0 && req.Seq != 0 {
+		dup, err := st.sess.lookup(req)
+		switch {
+		case dup != nil:
+			res = resultOf(cmd, dup)
+		case err != nil:
+			res.Err = err
+		default:
+			f.applyLocked(st, cmd, res)
+			st.sess.record(req, outcomeOf(req.Seq, res))
+		}
 	} else {
-		f.log.Warn("refused command", "index", l.Index, "err", err)
+		f.applyLocked(st, cmd, res)
 	}
 	f.notifyLocked()
 	f.mu.Unlock()
@@ -217,6 +245,7 @@ func (st *state) cloneLocked() *state {
 		members:   make(map[string]*pcspb.Member, len(st.members)),
 		hist:      history{start: st.hist.start, events: append([]*pcspb.Event(nil), st.hist.events[st.hist.head:]...)},
 		cat:       st.cat.clone(),
+		sess:      st.sess.clone(),
 	}
 	for k, v := range st.ids {
 		c.ids[k] = v
@@ -382,5 +411,6 @@ func (f *FSM) Digest() (string, Position) {
 		return true
 	})
 	st.cat.digest(h)
+	st.sess.digest(h)
 	return hex.EncodeToString(h.Sum(nil)), Position{st.revision, st.applied}
 }

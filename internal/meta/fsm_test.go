@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -89,29 +90,40 @@ func TestApplyKeyValue(t *testing.T) {
 	}
 }
 
-func TestApplyRefusesBadCommands(t *testing.T) {
-	a := &applier{t: t, f: New(Options{})}
-	a.apply(put("k", "v"))
-	d0, _ := a.f.Digest()
+// An entry this build cannot read stops the node (it is never skipped: the others would apply
+// it), and an entry is applied by what it says, not re-judged by this build's limits.
+func TestApplyStopsOnUnreadableEntries(t *testing.T) {
 	for name, data := range map[string][]byte{
 		"garbage":         {0xff, 0x01, 0x02},
 		"no op":           mustMarshal(&pcspb.Command{Version: CommandVersion}),
 		"unknown version": mustMarshal(&pcspb.Command{Version: 99, Op: put("x", "y").Op}),
-		"empty key":       mustMarshal(&pcspb.Command{Version: CommandVersion, Op: put("", "y").Op}),
-		"zero ids":        mustMarshal(&pcspb.Command{Version: CommandVersion, Op: ids("t", 0).Op}),
 	} {
-		r := a.raw(data)
-		if r.Err == nil {
-			t.Fatalf("%s: applied", name)
+		var reported error
+		a := &applier{t: t, f: New(Options{OnBadEntry: func(err error) { reported = err }})}
+		a.apply(put("k", "v"))
+		d0, _ := a.f.Digest()
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Fatalf("%s: applied without stopping", name)
+				}
+			}()
+			a.raw(data)
+		}()
+		if reported == nil || !strings.Contains(reported.Error(), "upgrade this node") {
+			t.Fatalf("%s: reported %v", name, reported)
+		}
+		if d1, _ := a.f.Digest(); d1 != d0 {
+			t.Fatalf("%s: the unreadable entry changed the state", name)
 		}
 	}
-	d1, _ := a.f.Digest()
-	// The digest includes the revision; compare the data.
-	if kvs, _, _ := a.f.Range(nil, nil, 10); len(kvs) != 1 || string(kvs[0].Value) != "v" {
-		t.Fatalf("bad commands changed data: %v", kvs)
+	a := &applier{t: t, f: New(Options{})}
+	big := make([]byte, MaxValueSize+1)
+	if r := a.raw(mustMarshal(&pcspb.Command{Version: CommandVersion, Op: &pcspb.Command_Put{Put: &pcspb.CmdPut{Key: []byte("big"), Value: big}}})); r.Err != nil {
+		t.Fatalf("an entry over this build's value limit was re-judged: %v", r.Err)
 	}
-	if d0 == d1 {
-		t.Fatalf("revision did not rise with applied (refused) commands")
+	if kv, _ := a.f.Get([]byte("big")); kv == nil || len(kv.Value) != len(big) {
+		t.Fatalf("entry over the limit not applied")
 	}
 }
 

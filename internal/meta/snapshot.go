@@ -70,6 +70,7 @@ func WriteSnapshot(out io.Writer, st *state) error {
 	err := w.write(&pcspb.SnapshotRecord{Rec: &pcspb.SnapshotRecord_Header{Header: &pcspb.SnapshotHeader{
 		FormatVersion: SnapshotFormat, Revision: st.revision, AppliedIndex: st.applied,
 		TsoWindowMs: st.tsoWindow, HistoryStart: st.hist.start,
+		ClockMs: st.sess.clock, SessionDropHorizonMs: st.sess.dropHorizon,
 	}}})
 	kinds := make([]string, 0, len(st.ids))
 	for k := range st.ids {
@@ -92,6 +93,11 @@ func WriteSnapshot(out io.Writer, st *state) error {
 	})
 	if err == nil {
 		err = writeCatalog(w, st.cat)
+	}
+	for _, cs := range st.sess.protos() {
+		if err == nil {
+			err = w.write(&pcspb.SnapshotRecord{Rec: &pcspb.SnapshotRecord_Session{Session: cs}})
+		}
 	}
 	for _, ev := range st.hist.events[st.hist.head:] {
 		if err == nil {
@@ -169,6 +175,7 @@ func readSnapshot(r io.Reader) (*state, error) {
 				return nil, bad("format version %d, this node reads %d", h.FormatVersion, SnapshotFormat)
 			}
 			st.revision, st.applied, st.tsoWindow, st.hist.start = h.Revision, h.AppliedIndex, h.TsoWindowMs, h.HistoryStart
+			st.sess.clock, st.sess.dropHorizon = h.ClockMs, h.SessionDropHorizonMs
 			sawHead = true
 			n++
 			continue
@@ -196,6 +203,10 @@ func readSnapshot(r io.Reader) (*state, error) {
 			st.kv.ReplaceOrInsert(kv)
 		case *pcspb.SnapshotRecord_DataNode, *pcspb.SnapshotRecord_Table, *pcspb.SnapshotRecord_Shard:
 			if err := readCatalogRecord(st.cat, &rec); err != nil {
+				return nil, bad("record %d: %v", n, err)
+			}
+		case *pcspb.SnapshotRecord_Session:
+			if err := st.sess.restore(x.Session); err != nil {
 				return nil, bad("record %d: %v", n, err)
 			}
 		case *pcspb.SnapshotRecord_Event:

@@ -1,0 +1,28 @@
+package pcspb
+
+// Error reasons distinguish errors that share a gRPC code. They travel as an ErrorInfo status
+// detail in the ReasonDomain domain; the server sets them and the client maps them back to its
+// sentinels, both from this one list.
+const (
+	ReasonDomain = "pcs"
+
+	ReasonNotEnoughNodes  = "NOT_ENOUGH_NODES"
+	ReasonAlterInProgress = "ALTER_IN_PROGRESS"
+	ReasonTableNotPublic  = "TABLE_NOT_PUBLIC"
+	// ReasonOutcomeUnknown: a write may or may not have been applied, and retrying cannot
+	// tell (its recorded outcome is gone, or the deadline ran out while it was in flight).
+	ReasonOutcomeUnknown = "OUTCOME_UNKNOWN"
+	// ReasonLeaseExpired: a data node asked for something only a node with a live lease may.
+	ReasonLeaseExpired = "LEASE_EXPIRED"
+	// ReasonVersionMismatch: a compare-and-swap found another version.
+	ReasonVersionMismatch = "VERSION_MISMATCH"
+	// ReasonClusterMismatch: the peer belongs to another cluster.
+	ReasonClusterMismatch = "CLUSTER_MISMATCH"
+	// ReasonQuorumAtRisk: a membership change would leave the live voters without a quorum.
+	ReasonQuorumAtRisk = "QUORUM_AT_RISK"
+	// ReasonShardGuard: a shard command would leave the shard in a wrong shape.
+	ReasonShardGuard = "SHARD_GUARD"
+)
+
+// RequestIDHeader is the gRPC metadata key (binary) that carries a marshaled RequestID.
+const RequestIDHeader = "pcs-request-id-bin"

@@ -17,7 +17,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
@@ -341,7 +343,7 @@ func (c *Client) do(ctx context.Context, t target, call func(context.Context, pc
 			actx = metadata.AppendToOutgoingContext(actx, pcspb.RequestIDHeader, string(b))
 		}
 		err = call(actx, cli)
-		timedOut := err != nil && actx.Err() != nil && ctx.Err() == nil
+		timedOut := err != nil && ctx.Err() == nil && (actx.Err() != nil || status.Code(err) == codes.DeadlineExceeded)
 		cancel()
 		if err == nil {
 			return nil

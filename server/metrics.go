@@ -20,6 +20,7 @@ type metrics struct {
 	tsoTimestamps  prometheus.Counter
 	ids            *prometheus.CounterVec
 	failovers      prometheus.Counter
+	duplicates     prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -39,6 +40,8 @@ func newMetrics(s *Server) *metrics {
 		tsoTimestamps: prometheus.NewCounter(prometheus.CounterOpts{Name: "pcs_tso_timestamps_total", Help: "Timestamps served."}),
 		ids:           prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pcs_ids_allocated_total", Help: "Ids handed out, by kind."}, []string{"kind"}),
 		failovers:     prometheus.NewCounter(prometheus.CounterOpts{Name: "pcs_primary_takeovers_total", Help: "Times this node completed a takeover as primary."}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "pcs_requests_deduplicated_total",
+			Help: "Retried client requests this node, as primary, answered with the recorded outcome instead of applying them again."}),
 	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
@@ -46,7 +49,7 @@ func newMetrics(s *Server) *metrics {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.applySeconds, m.proposeSeconds, m.grpcSeconds, m.tsoRequests, m.tsoTimestamps, m.ids, m.failovers,
+		m.applySeconds, m.proposeSeconds, m.grpcSeconds, m.tsoRequests, m.tsoTimestamps, m.ids, m.failovers, m.duplicates,
 		gauge("pcs_node_state", "Node state: 1 election, 2 recovery, 3 running.", func() float64 { return float64(s.State()) }),
 		gauge("pcs_raft_state", "Raft role: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 { return float64(s.raft.State()) }),
 		gauge("pcs_raft_is_primary", "1 if this node is the primary.", func() float64 {

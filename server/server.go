@@ -580,6 +580,9 @@ func (s *Server) apply(ctx context.Context, cmd *pcspb.Command) (*meta.Result, e
 	}
 	s.metrics.proposeSeconds.Observe(time.Since(start).Seconds())
 	res := f.Response().(*meta.Result)
+	if res.Duplicate {
+		s.metrics.duplicates.Inc()
+	}
 	return res, res.Err
 }
 

@@ -134,21 +134,34 @@ func (c *Client) MemberList(ctx context.Context, opts ...OpOption) (*pcspb.Membe
 	return resp, err
 }
 
-// MemberAdd adds a member by name and peer (Raft) address.
-func (c *Client) MemberAdd(ctx context.Context, name, peerAddr string, nonVoter bool) (*pcspb.MemberAddResponse, error) {
+// MemberAdd adds a member by name and peer (Raft) address: as a non-voter, promoted to voter
+// (unless nonVoter) once it has caught up within ctx; resp.PromotionPending says it has not.
+// force skips the quorum check of the promotion.
+func (c *Client) MemberAdd(ctx context.Context, name, peerAddr string, nonVoter, force bool) (*pcspb.MemberAddResponse, error) {
 	var resp *pcspb.MemberAddResponse
 	err := c.do(ctx, target{long: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
-		resp, err = cli.MemberAdd(ctx, &pcspb.MemberAddRequest{Name: name, PeerAddr: peerAddr, NonVoter: nonVoter, NoForward: true})
+		resp, err = cli.MemberAdd(ctx, &pcspb.MemberAddRequest{Name: name, PeerAddr: peerAddr, NonVoter: nonVoter, NoForward: true, Force: force})
 		return err
 	})
 	return resp, err
 }
 
-// MemberRemove removes a member.
-func (c *Client) MemberRemove(ctx context.Context, name string) (*pcspb.MemberRemoveResponse, error) {
+// MemberPromote makes a caught-up non-voter a voter.
+func (c *Client) MemberPromote(ctx context.Context, name string, force bool) (*pcspb.MemberPromoteResponse, error) {
+	var resp *pcspb.MemberPromoteResponse
+	err := c.do(ctx, target{long: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.MemberPromote(ctx, &pcspb.MemberPromoteRequest{Name: name, NoForward: true, Force: force})
+		return err
+	})
+	return resp, err
+}
+
+// MemberRemove removes a member; refused (ErrQuorumAtRisk) if the live voters left would not
+// form a quorum, unless force.
+func (c *Client) MemberRemove(ctx context.Context, name string, force bool) (*pcspb.MemberRemoveResponse, error) {
 	var resp *pcspb.MemberRemoveResponse
 	err := c.do(ctx, target{long: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
-		resp, err = cli.MemberRemove(ctx, &pcspb.MemberRemoveRequest{Name: name, NoForward: true})
+		resp, err = cli.MemberRemove(ctx, &pcspb.MemberRemoveRequest{Name: name, NoForward: true, Force: force})
 		return err
 	})
 	return resp, err

@@ -76,7 +76,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 			return client.MapError(err)
 		}, client.ErrInvalidArgument},
 		{"bad log level", func() error { return c.SetLogLevel(ctx, p.ClientAddr(), "loud") }, client.ErrInvalidArgument},
-		{"member with no address", func() error { _, err := c.MemberAdd(ctx, "x", "", false); return err }, client.ErrInvalidArgument},
+		{"member with no address", func() error { _, err := c.MemberAdd(ctx, "x", "", false, false); return err }, client.ErrInvalidArgument},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -97,6 +97,10 @@ func toStatus(err error) error {
 	case errors.Is(err, meta.ErrInvalid), errors.Is(err, meta.ErrBadCommand), errors.Is(err, ErrInvalid),
 		errors.Is(err, tso.ErrBadCount):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ErrQuorumAtRisk):
+		return withReason(codes.FailedPrecondition, pcspb.ReasonQuorumAtRisk, err)
+	case errors.Is(err, ErrNotCaughtUp):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, ErrMemberExists):
 		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, ErrMemberNotFound):

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -98,8 +99,11 @@ func (s *Server) requestJoin(ctx context.Context) error {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-		_, err = cli.MemberAdd(cctx, &pcspb.MemberAddRequest{Name: s.cfg.Name, PeerAddr: s.PeerAddr(), NonVoter: s.cfg.JoinAsNonVoter})
+		resp, err := cli.MemberAdd(cctx, &pcspb.MemberAddRequest{Name: s.cfg.Name, PeerAddr: s.PeerAddr(), NonVoter: s.cfg.JoinAsNonVoter})
 		cancel()
+		if err == nil && resp.PromotionPending {
+			err = errors.New("added as a non-voter; promotion waits for this node to catch up")
+		}
 		if err == nil {
 			return nil
 		}

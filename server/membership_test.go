@@ -1,11 +1,14 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/postdb/pcs/client"
 )
@@ -59,13 +62,13 @@ func TestMembershipChanges(t *testing.T) {
 
 	// Duplicates are refused and change nothing.
 	p := tc.primary()
-	if _, err := c.MemberAdd(ctx, "learner", "127.0.0.1:1", false); !errors.Is(err, client.ErrAlreadyExists) {
+	if _, err := c.MemberAdd(ctx, "learner", "127.0.0.1:1", false, false); !errors.Is(err, client.ErrAlreadyExists) {
 		t.Fatalf("duplicate name: %v, want ErrAlreadyExists", err)
 	}
-	if _, err := c.MemberAdd(ctx, "other", p.PeerAddr(), false); !errors.Is(err, client.ErrAlreadyExists) {
+	if _, err := c.MemberAdd(ctx, "other", p.PeerAddr(), false, false); !errors.Is(err, client.ErrAlreadyExists) {
 		t.Fatalf("duplicate address: %v, want ErrAlreadyExists", err)
 	}
-	if _, err := c.MemberRemove(ctx, "nobody"); !errors.Is(err, client.ErrNotFound) {
+	if _, err := c.MemberRemove(ctx, "nobody", false); !errors.Is(err, client.ErrNotFound) {
 		t.Fatalf("unknown member: %v, want ErrNotFound", err)
 	}
 	if _, err := c.MemberTransfer(ctx, "nobody"); !errors.Is(err, client.ErrNotFound) {
@@ -101,7 +104,7 @@ func TestMembershipChanges(t *testing.T) {
 	}
 
 	// Remove the learner: it leaves the configuration, writes go on.
-	if _, err := c.MemberRemove(ctx, "learner"); err != nil {
+	if _, err := c.MemberRemove(ctx, "learner", false); err != nil {
 		t.Fatal(err)
 	}
 	ml, err = c.MemberList(ctx)
@@ -161,5 +164,94 @@ func TestSnapshotCatchUpOnJoin(t *testing.T) {
 	}
 	if n := parseUint(joiner.raft.Stats()["last_snapshot_index"]); n == 0 {
 		t.Fatalf("joiner caught up without installing a snapshot: %v", joiner.raft.Stats())
+	}
+}
+
+// TestMembershipCannotLoseQuorum: peers that are not running (or not addresses) never become
+// voters, a joiner is promoted once caught up, and no removal leaves the live voters without a
+// quorum unless forced.
+func TestMembershipCannotLoseQuorum(t *testing.T) {
+	tc := newTestCluster(t, 3, nil)
+	c := tc.client()
+	ctx := ctxT(t, 90*time.Second)
+	if _, err := c.MemberAdd(ctx, "bad", "notanaddress", false, false); !errors.Is(err, client.ErrInvalidArgument) {
+		t.Fatalf("member add of a non-address: %v", err)
+	}
+	// Three peers that are not running: each stays a non-voter; writes go on.
+	for i := 0; i < 3; i++ {
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := c.MemberAdd(actx, fmt.Sprintf("ghost%d", i), fmt.Sprintf("127.0.0.1:%d", 1+i), false, false)
+		cancel()
+		if err != nil {
+			t.Fatalf("adding ghost%d: %v", i, err)
+		}
+		if !resp.PromotionPending {
+			t.Fatalf("an unreachable peer was promoted: %v", resp.Members)
+		}
+	}
+	ml, err := c.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	voters := 0
+	for _, m := range ml.Members {
+		if m.Voter {
+			voters++
+		}
+	}
+	if len(ml.Members) != 6 || voters != 3 {
+		t.Fatalf("members %v: want 6 with 3 voters", ml.Members)
+	}
+	if _, err := c.Put(ctx, []byte("still"), []byte("writable")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := c.MemberRemove(ctx, fmt.Sprintf("ghost%d", i), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A joiner asking to vote is promoted once it has caught up.
+	joiner := tc.startJoiner("n4", false)
+	waitFor(t, 30*time.Second, "n4 promoted to voter", func() bool {
+		for _, srv := range tc.primary().raft.GetConfiguration().Configuration().Servers {
+			if string(srv.ID) == "n4" {
+				return srv.Suffrage == raft.Voter
+			}
+		}
+		return false
+	})
+	_ = joiner
+
+	// Four voters; stop one follower. Removing another live voter would leave 3 voters with 2
+	// live: allowed. Then removing a third would leave 2 voters with 1 live: refused.
+	p := tc.primary()
+	var down, other *Server
+	for _, s := range tc.followers() {
+		if down == nil {
+			down = s
+		} else if other == nil {
+			other = s
+		}
+	}
+	down.Close()
+	if _, err := c.MemberRemove(ctx, other.Name(), false); err != nil {
+		t.Fatalf("removing a live voter with a live quorum left: %v", err)
+	}
+	var third *Server
+	for _, s := range tc.followers() {
+		if s != down && s != other && s != p {
+			third = s
+		}
+	}
+	if _, err := c.MemberRemove(ctx, third.Name(), false); !errors.Is(err, client.ErrQuorumAtRisk) {
+		t.Fatalf("removal leaving 1 live voter of 2: %v, want ErrQuorumAtRisk", err)
+	}
+	// Removing the stopped one is fine: 2 voters, both live.
+	if _, err := c.MemberRemove(ctx, down.Name(), false); err != nil {
+		t.Fatalf("removing the stopped voter: %v", err)
+	}
+	if _, err := c.Put(ctx, []byte("after"), []byte("removals")); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -431,8 +431,8 @@ func (v *service) MemberAdd(ctx context.Context, req *pcspb.MemberAddRequest) (*
 	if err := meta.ValidateMember(&pcspb.Member{Name: req.Name, PeerAddr: req.PeerAddr}); err != nil {
 		return nil, toStatus(err)
 	}
-	if req.PeerAddr == "" {
-		return nil, toStatus(fmt.Errorf("%w: peer address is required", ErrInvalid))
+	if err := validatePeerAddr(req.PeerAddr); err != nil {
+		return nil, toStatus(err)
 	}
 	cli, err := v.s.route(ctx, req.NoForward)
 	if err != nil {
@@ -446,29 +446,52 @@ func (v *service) MemberAdd(ctx context.Context, req *pcspb.MemberAddRequest) (*
 	if err := f.Error(); err != nil {
 		return nil, toStatus(err)
 	}
+	present := false
 	for _, srv := range f.Configuration().Servers {
 		sameID, sameAddr := string(srv.ID) == req.Name, string(srv.Address) == req.PeerAddr
-		if sameID && sameAddr && (srv.Suffrage == raft.Voter) == !req.NonVoter {
-			// Already added exactly so (a join retried after a lost answer).
-			members, err := s.members()
-			return &pcspb.MemberAddResponse{Members: members}, toStatus(err)
+		if sameID && sameAddr {
+			// Already added (a join retried after a lost answer): go on to the promotion if one
+			// is asked for and not done yet.
+			present = true
+			if srv.Suffrage == raft.Voter || req.NonVoter {
+				members, err := s.members()
+				return &pcspb.MemberAddResponse{Members: members}, toStatus(err)
+			}
+			continue
 		}
 		if sameID || sameAddr {
 			return nil, toStatus(fmt.Errorf("%w: %s at %s", ErrMemberExists, srv.ID, srv.Address))
 		}
 	}
-	var fut raft.IndexFuture
-	if req.NonVoter {
-		fut = s.raft.AddNonvoter(raft.ServerID(req.Name), raft.ServerAddress(req.PeerAddr), 0, maxMemberChange)
-	} else {
-		fut = s.raft.AddVoter(raft.ServerID(req.Name), raft.ServerAddress(req.PeerAddr), 0, maxMemberChange)
+	if !present {
+		// Every new member starts as a non-voter: one that never comes up cannot cost a quorum.
+		fut := s.raft.AddNonvoter(raft.ServerID(req.Name), raft.ServerAddress(req.PeerAddr), 0, maxMemberChange)
+		if err := waitFuture(ctx, fut); err != nil {
+			return nil, toStatus(err)
+		}
+		s.log.Info("member added as non-voter", "member", req.Name, "peer_addr", req.PeerAddr, "promote", !req.NonVoter)
 	}
-	if err := fut.Error(); err != nil {
-		return nil, toStatus(err)
+	resp := &pcspb.MemberAddResponse{}
+	if !req.NonVoter {
+		// Leave time to answer before the caller's deadline: a member not caught up by then is
+		// reported as pending, not as a timeout.
+		pctx, cancel := context.WithTimeout(ctx, maxMemberChange)
+		if dl, ok := ctx.Deadline(); ok {
+			left := time.Until(dl)
+			pctx, cancel = context.WithTimeout(ctx, left-min(left/4, time.Second))
+		}
+		err := s.promote(pctx, req.Name, req.PeerAddr, req.Force)
+		cancel()
+		if err != nil {
+			if !errors.Is(err, ErrNotCaughtUp) && !errors.Is(err, ErrQuorumAtRisk) {
+				return nil, toStatus(err)
+			}
+			s.log.Warn("member stays a non-voter", "member", req.Name, "err", err)
+			resp.PromotionPending = true
+		}
 	}
-	s.log.Info("member added", "member", req.Name, "peer_addr", req.PeerAddr, "voter", !req.NonVoter)
-	members, err := s.members()
-	return &pcspb.MemberAddResponse{Members: members}, toStatus(err)
+	resp.Members, err = s.members()
+	return resp, toStatus(err)
 }
 
 func (v *service) MemberRemove(ctx context.Context, req *pcspb.MemberRemoveRequest) (*pcspb.MemberRemoveResponse, error) {
@@ -487,17 +510,24 @@ func (v *service) MemberRemove(ctx context.Context, req *pcspb.MemberRemoveReque
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	found := false
+	var target *pcspb.Member
 	for _, m := range members {
-		found = found || m.Name == req.Name
+		if m.Name == req.Name {
+			target = m
+		}
 	}
-	if !found {
+	if target == nil {
 		return nil, toStatus(fmt.Errorf("%w: %q", ErrMemberNotFound, req.Name))
+	}
+	if target.Voter && !req.Force {
+		if err := s.checkQuorum(ctx, "", req.Name); err != nil {
+			return nil, toStatus(err)
+		}
 	}
 	if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_RemoveMember{RemoveMember: &pcspb.CmdRemoveMember{Name: req.Name}}}); err != nil {
 		return nil, toStatus(err)
 	}
-	if err := s.raft.RemoveServer(raft.ServerID(req.Name), 0, maxMemberChange).Error(); err != nil {
+	if err := waitFuture(ctx, s.raft.RemoveServer(raft.ServerID(req.Name), 0, maxMemberChange)); err != nil {
 		return nil, toStatus(err)
 	}
 	s.log.Info("member removed", "member", req.Name)

@@ -856,9 +856,12 @@ type MemberAddRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	PeerAddr string                 `protobuf:"bytes,2,opt,name=peer_addr,json=peerAddr,proto3" json:"peer_addr,omitempty"`
-	// Add as a non-voter (a learner that replicates but does not vote).
-	NonVoter      bool `protobuf:"varint,3,opt,name=non_voter,json=nonVoter,proto3" json:"non_voter,omitempty"`
-	NoForward     bool `protobuf:"varint,4,opt,name=no_forward,json=noForward,proto3" json:"no_forward,omitempty"`
+	// Add as a non-voter (a learner that replicates but does not vote). Otherwise the member is
+	// added as a non-voter and promoted to voter once it has caught up, within the call.
+	NonVoter  bool `protobuf:"varint,3,opt,name=non_voter,json=nonVoter,proto3" json:"non_voter,omitempty"`
+	NoForward bool `protobuf:"varint,4,opt,name=no_forward,json=noForward,proto3" json:"no_forward,omitempty"`
+	// Skip the quorum check of the promotion.
+	Force         bool `protobuf:"varint,5,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -921,11 +924,21 @@ func (x *MemberAddRequest) GetNoForward() bool {
 	return false
 }
 
+func (x *MemberAddRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
 type MemberAddResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Members []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	// A voter was asked for but the member had not caught up in time: it is a non-voter until
+	// MemberPromote.
+	PromotionPending bool `protobuf:"varint,2,opt,name=promotion_pending,json=promotionPending,proto3" json:"promotion_pending,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *MemberAddResponse) Reset() {
@@ -965,10 +978,19 @@ func (x *MemberAddResponse) GetMembers() []*Member {
 	return nil
 }
 
+func (x *MemberAddResponse) GetPromotionPending() bool {
+	if x != nil {
+		return x.PromotionPending
+	}
+	return false
+}
+
 type MemberRemoveRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	NoForward     bool                   `protobuf:"varint,2,opt,name=no_forward,json=noForward,proto3" json:"no_forward,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	NoForward bool                   `protobuf:"varint,2,opt,name=no_forward,json=noForward,proto3" json:"no_forward,omitempty"`
+	// Remove even if the voters left would not have a live quorum.
+	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1017,6 +1039,119 @@ func (x *MemberRemoveRequest) GetNoForward() bool {
 	return false
 }
 
+func (x *MemberRemoveRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+// MemberPromoteRequest makes a caught-up non-voter a voter.
+type MemberPromoteRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	NoForward bool                   `protobuf:"varint,2,opt,name=no_forward,json=noForward,proto3" json:"no_forward,omitempty"`
+	// Promote even if the voters would then not have a live quorum.
+	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberPromoteRequest) Reset() {
+	*x = MemberPromoteRequest{}
+	mi := &file_pcs_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberPromoteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberPromoteRequest) ProtoMessage() {}
+
+func (x *MemberPromoteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberPromoteRequest.ProtoReflect.Descriptor instead.
+func (*MemberPromoteRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *MemberPromoteRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MemberPromoteRequest) GetNoForward() bool {
+	if x != nil {
+		return x.NoForward
+	}
+	return false
+}
+
+func (x *MemberPromoteRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type MemberPromoteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberPromoteResponse) Reset() {
+	*x = MemberPromoteResponse{}
+	mi := &file_pcs_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberPromoteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberPromoteResponse) ProtoMessage() {}
+
+func (x *MemberPromoteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberPromoteResponse.ProtoReflect.Descriptor instead.
+func (*MemberPromoteResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *MemberPromoteResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 type MemberRemoveResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
@@ -1026,7 +1161,7 @@ type MemberRemoveResponse struct {
 
 func (x *MemberRemoveResponse) Reset() {
 	*x = MemberRemoveResponse{}
-	mi := &file_pcs_proto_msgTypes[11]
+	mi := &file_pcs_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1038,7 +1173,7 @@ func (x *MemberRemoveResponse) String() string {
 func (*MemberRemoveResponse) ProtoMessage() {}
 
 func (x *MemberRemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[11]
+	mi := &file_pcs_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1051,7 +1186,7 @@ func (x *MemberRemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRemoveResponse.ProtoReflect.Descriptor instead.
 func (*MemberRemoveResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{11}
+	return file_pcs_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MemberRemoveResponse) GetMembers() []*Member {
@@ -1072,7 +1207,7 @@ type MemberTransferRequest struct {
 
 func (x *MemberTransferRequest) Reset() {
 	*x = MemberTransferRequest{}
-	mi := &file_pcs_proto_msgTypes[12]
+	mi := &file_pcs_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1219,7 @@ func (x *MemberTransferRequest) String() string {
 func (*MemberTransferRequest) ProtoMessage() {}
 
 func (x *MemberTransferRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[12]
+	mi := &file_pcs_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1232,7 @@ func (x *MemberTransferRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberTransferRequest.ProtoReflect.Descriptor instead.
 func (*MemberTransferRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{12}
+	return file_pcs_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MemberTransferRequest) GetName() string {
@@ -1123,7 +1258,7 @@ type MemberTransferResponse struct {
 
 func (x *MemberTransferResponse) Reset() {
 	*x = MemberTransferResponse{}
-	mi := &file_pcs_proto_msgTypes[13]
+	mi := &file_pcs_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1270,7 @@ func (x *MemberTransferResponse) String() string {
 func (*MemberTransferResponse) ProtoMessage() {}
 
 func (x *MemberTransferResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[13]
+	mi := &file_pcs_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1283,7 @@ func (x *MemberTransferResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberTransferResponse.ProtoReflect.Descriptor instead.
 func (*MemberTransferResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{13}
+	return file_pcs_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MemberTransferResponse) GetPrimaryName() string {
@@ -1168,7 +1303,7 @@ type MemberUpdateRequest struct {
 
 func (x *MemberUpdateRequest) Reset() {
 	*x = MemberUpdateRequest{}
-	mi := &file_pcs_proto_msgTypes[14]
+	mi := &file_pcs_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1315,7 @@ func (x *MemberUpdateRequest) String() string {
 func (*MemberUpdateRequest) ProtoMessage() {}
 
 func (x *MemberUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[14]
+	mi := &file_pcs_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1328,7 @@ func (x *MemberUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberUpdateRequest.ProtoReflect.Descriptor instead.
 func (*MemberUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{14}
+	return file_pcs_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MemberUpdateRequest) GetMember() *Member {
@@ -1211,7 +1346,7 @@ type MemberUpdateResponse struct {
 
 func (x *MemberUpdateResponse) Reset() {
 	*x = MemberUpdateResponse{}
-	mi := &file_pcs_proto_msgTypes[15]
+	mi := &file_pcs_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1358,7 @@ func (x *MemberUpdateResponse) String() string {
 func (*MemberUpdateResponse) ProtoMessage() {}
 
 func (x *MemberUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[15]
+	mi := &file_pcs_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1371,7 @@ func (x *MemberUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberUpdateResponse.ProtoReflect.Descriptor instead.
 func (*MemberUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{15}
+	return file_pcs_proto_rawDescGZIP(), []int{17}
 }
 
 // Internal: a follower asks the primary for a read index.
@@ -1248,7 +1383,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_pcs_proto_msgTypes[16]
+	mi := &file_pcs_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1395,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[16]
+	mi := &file_pcs_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1408,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{16}
+	return file_pcs_proto_rawDescGZIP(), []int{18}
 }
 
 type ReadIndexResponse struct {
@@ -1285,7 +1420,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_pcs_proto_msgTypes[17]
+	mi := &file_pcs_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1432,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[17]
+	mi := &file_pcs_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1445,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{17}
+	return file_pcs_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -1336,7 +1471,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_pcs_proto_msgTypes[18]
+	mi := &file_pcs_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1483,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[18]
+	mi := &file_pcs_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1496,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{18}
+	return file_pcs_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -1412,7 +1547,7 @@ type PutRequest struct {
 
 func (x *PutRequest) Reset() {
 	*x = PutRequest{}
-	mi := &file_pcs_proto_msgTypes[19]
+	mi := &file_pcs_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1559,7 @@ func (x *PutRequest) String() string {
 func (*PutRequest) ProtoMessage() {}
 
 func (x *PutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[19]
+	mi := &file_pcs_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1572,7 @@ func (x *PutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
 func (*PutRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{19}
+	return file_pcs_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PutRequest) GetKey() []byte {
@@ -1478,7 +1613,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_pcs_proto_msgTypes[20]
+	mi := &file_pcs_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +1625,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[20]
+	mi := &file_pcs_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +1638,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{20}
+	return file_pcs_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PutResponse) GetHeader() *WriteHeader {
@@ -1531,7 +1666,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_pcs_proto_msgTypes[21]
+	mi := &file_pcs_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1678,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[21]
+	mi := &file_pcs_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1691,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{21}
+	return file_pcs_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DeleteRequest) GetKey() []byte {
@@ -1590,7 +1725,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_pcs_proto_msgTypes[22]
+	mi := &file_pcs_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +1737,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[22]
+	mi := &file_pcs_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +1750,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{22}
+	return file_pcs_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteResponse) GetHeader() *WriteHeader {
@@ -1642,7 +1777,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_pcs_proto_msgTypes[23]
+	mi := &file_pcs_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1654,7 +1789,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[23]
+	mi := &file_pcs_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1667,7 +1802,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{23}
+	return file_pcs_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetRequest) GetKey() []byte {
@@ -1695,7 +1830,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_pcs_proto_msgTypes[24]
+	mi := &file_pcs_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +1842,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[24]
+	mi := &file_pcs_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +1855,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{24}
+	return file_pcs_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetResponse) GetHeader() *ReadHeader {
@@ -1752,7 +1887,7 @@ type RangeRequest struct {
 
 func (x *RangeRequest) Reset() {
 	*x = RangeRequest{}
-	mi := &file_pcs_proto_msgTypes[25]
+	mi := &file_pcs_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +1899,7 @@ func (x *RangeRequest) String() string {
 func (*RangeRequest) ProtoMessage() {}
 
 func (x *RangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[25]
+	mi := &file_pcs_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +1912,7 @@ func (x *RangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeRequest.ProtoReflect.Descriptor instead.
 func (*RangeRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{25}
+	return file_pcs_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RangeRequest) GetPrefix() []byte {
@@ -1827,7 +1962,7 @@ type RangeResponse struct {
 
 func (x *RangeResponse) Reset() {
 	*x = RangeResponse{}
-	mi := &file_pcs_proto_msgTypes[26]
+	mi := &file_pcs_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +1974,7 @@ func (x *RangeResponse) String() string {
 func (*RangeResponse) ProtoMessage() {}
 
 func (x *RangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[26]
+	mi := &file_pcs_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +1987,7 @@ func (x *RangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeResponse.ProtoReflect.Descriptor instead.
 func (*RangeResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{26}
+	return file_pcs_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RangeResponse) GetHeader() *ReadHeader {
@@ -1886,7 +2021,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_pcs_proto_msgTypes[27]
+	mi := &file_pcs_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1898,7 +2033,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[27]
+	mi := &file_pcs_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1911,7 +2046,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{27}
+	return file_pcs_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Event) GetType() EventType {
@@ -1939,7 +2074,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_pcs_proto_msgTypes[28]
+	mi := &file_pcs_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1951,7 +2086,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[28]
+	mi := &file_pcs_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1964,7 +2099,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{28}
+	return file_pcs_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *WatchRequest) GetPrefix() []byte {
@@ -1992,7 +2127,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_pcs_proto_msgTypes[29]
+	mi := &file_pcs_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2004,7 +2139,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[29]
+	mi := &file_pcs_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2017,7 +2152,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{29}
+	return file_pcs_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WatchResponse) GetEvents() []*Event {
@@ -2044,7 +2179,7 @@ type TsoRequest struct {
 
 func (x *TsoRequest) Reset() {
 	*x = TsoRequest{}
-	mi := &file_pcs_proto_msgTypes[30]
+	mi := &file_pcs_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2056,7 +2191,7 @@ func (x *TsoRequest) String() string {
 func (*TsoRequest) ProtoMessage() {}
 
 func (x *TsoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[30]
+	mi := &file_pcs_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2069,7 +2204,7 @@ func (x *TsoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TsoRequest.ProtoReflect.Descriptor instead.
 func (*TsoRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{30}
+	return file_pcs_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TsoRequest) GetCount() uint32 {
@@ -2090,7 +2225,7 @@ type TsoResponse struct {
 
 func (x *TsoResponse) Reset() {
 	*x = TsoResponse{}
-	mi := &file_pcs_proto_msgTypes[31]
+	mi := &file_pcs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2102,7 +2237,7 @@ func (x *TsoResponse) String() string {
 func (*TsoResponse) ProtoMessage() {}
 
 func (x *TsoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[31]
+	mi := &file_pcs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2115,7 +2250,7 @@ func (x *TsoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TsoResponse.ProtoReflect.Descriptor instead.
 func (*TsoResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{31}
+	return file_pcs_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TsoResponse) GetFirst() uint64 {
@@ -2143,7 +2278,7 @@ type AllocIDsRequest struct {
 
 func (x *AllocIDsRequest) Reset() {
 	*x = AllocIDsRequest{}
-	mi := &file_pcs_proto_msgTypes[32]
+	mi := &file_pcs_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2155,7 +2290,7 @@ func (x *AllocIDsRequest) String() string {
 func (*AllocIDsRequest) ProtoMessage() {}
 
 func (x *AllocIDsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[32]
+	mi := &file_pcs_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2168,7 +2303,7 @@ func (x *AllocIDsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocIDsRequest.ProtoReflect.Descriptor instead.
 func (*AllocIDsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{32}
+	return file_pcs_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AllocIDsRequest) GetKind() string {
@@ -2203,7 +2338,7 @@ type AllocIDsResponse struct {
 
 func (x *AllocIDsResponse) Reset() {
 	*x = AllocIDsResponse{}
-	mi := &file_pcs_proto_msgTypes[33]
+	mi := &file_pcs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2215,7 +2350,7 @@ func (x *AllocIDsResponse) String() string {
 func (*AllocIDsResponse) ProtoMessage() {}
 
 func (x *AllocIDsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[33]
+	mi := &file_pcs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2228,7 +2363,7 @@ func (x *AllocIDsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocIDsResponse.ProtoReflect.Descriptor instead.
 func (*AllocIDsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{33}
+	return file_pcs_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *AllocIDsResponse) GetFirst() uint64 {
@@ -2253,7 +2388,7 @@ type GetLogLevelRequest struct {
 
 func (x *GetLogLevelRequest) Reset() {
 	*x = GetLogLevelRequest{}
-	mi := &file_pcs_proto_msgTypes[34]
+	mi := &file_pcs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2265,7 +2400,7 @@ func (x *GetLogLevelRequest) String() string {
 func (*GetLogLevelRequest) ProtoMessage() {}
 
 func (x *GetLogLevelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[34]
+	mi := &file_pcs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2278,7 +2413,7 @@ func (x *GetLogLevelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogLevelRequest.ProtoReflect.Descriptor instead.
 func (*GetLogLevelRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{34}
+	return file_pcs_proto_rawDescGZIP(), []int{36}
 }
 
 type GetLogLevelResponse struct {
@@ -2290,7 +2425,7 @@ type GetLogLevelResponse struct {
 
 func (x *GetLogLevelResponse) Reset() {
 	*x = GetLogLevelResponse{}
-	mi := &file_pcs_proto_msgTypes[35]
+	mi := &file_pcs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2302,7 +2437,7 @@ func (x *GetLogLevelResponse) String() string {
 func (*GetLogLevelResponse) ProtoMessage() {}
 
 func (x *GetLogLevelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[35]
+	mi := &file_pcs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2315,7 +2450,7 @@ func (x *GetLogLevelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogLevelResponse.ProtoReflect.Descriptor instead.
 func (*GetLogLevelResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{35}
+	return file_pcs_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetLogLevelResponse) GetLevel() string {
@@ -2335,7 +2470,7 @@ type SetLogLevelRequest struct {
 
 func (x *SetLogLevelRequest) Reset() {
 	*x = SetLogLevelRequest{}
-	mi := &file_pcs_proto_msgTypes[36]
+	mi := &file_pcs_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2347,7 +2482,7 @@ func (x *SetLogLevelRequest) String() string {
 func (*SetLogLevelRequest) ProtoMessage() {}
 
 func (x *SetLogLevelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[36]
+	mi := &file_pcs_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2360,7 +2495,7 @@ func (x *SetLogLevelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLogLevelRequest.ProtoReflect.Descriptor instead.
 func (*SetLogLevelRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{36}
+	return file_pcs_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SetLogLevelRequest) GetLevel() string {
@@ -2379,7 +2514,7 @@ type SetLogLevelResponse struct {
 
 func (x *SetLogLevelResponse) Reset() {
 	*x = SetLogLevelResponse{}
-	mi := &file_pcs_proto_msgTypes[37]
+	mi := &file_pcs_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2391,7 +2526,7 @@ func (x *SetLogLevelResponse) String() string {
 func (*SetLogLevelResponse) ProtoMessage() {}
 
 func (x *SetLogLevelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[37]
+	mi := &file_pcs_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2404,7 +2539,7 @@ func (x *SetLogLevelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLogLevelResponse.ProtoReflect.Descriptor instead.
 func (*SetLogLevelResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{37}
+	return file_pcs_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SetLogLevelResponse) GetLevel() string {
@@ -2425,7 +2560,7 @@ type RegisterNodeRequest struct {
 
 func (x *RegisterNodeRequest) Reset() {
 	*x = RegisterNodeRequest{}
-	mi := &file_pcs_proto_msgTypes[38]
+	mi := &file_pcs_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2437,7 +2572,7 @@ func (x *RegisterNodeRequest) String() string {
 func (*RegisterNodeRequest) ProtoMessage() {}
 
 func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[38]
+	mi := &file_pcs_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2450,7 +2585,7 @@ func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeRequest.ProtoReflect.Descriptor instead.
 func (*RegisterNodeRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{38}
+	return file_pcs_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RegisterNodeRequest) GetAddress() string {
@@ -2483,7 +2618,7 @@ type RegisterNodeResponse struct {
 
 func (x *RegisterNodeResponse) Reset() {
 	*x = RegisterNodeResponse{}
-	mi := &file_pcs_proto_msgTypes[39]
+	mi := &file_pcs_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2495,7 +2630,7 @@ func (x *RegisterNodeResponse) String() string {
 func (*RegisterNodeResponse) ProtoMessage() {}
 
 func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[39]
+	mi := &file_pcs_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2508,7 +2643,7 @@ func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeResponse.ProtoReflect.Descriptor instead.
 func (*RegisterNodeResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{39}
+	return file_pcs_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RegisterNodeResponse) GetNodeId() uint64 {
@@ -2529,7 +2664,7 @@ type SetNodeStateRequest struct {
 
 func (x *SetNodeStateRequest) Reset() {
 	*x = SetNodeStateRequest{}
-	mi := &file_pcs_proto_msgTypes[40]
+	mi := &file_pcs_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2541,7 +2676,7 @@ func (x *SetNodeStateRequest) String() string {
 func (*SetNodeStateRequest) ProtoMessage() {}
 
 func (x *SetNodeStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[40]
+	mi := &file_pcs_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2554,7 +2689,7 @@ func (x *SetNodeStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeStateRequest.ProtoReflect.Descriptor instead.
 func (*SetNodeStateRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{40}
+	return file_pcs_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SetNodeStateRequest) GetNodeId() uint64 {
@@ -2579,7 +2714,7 @@ type SetNodeStateResponse struct {
 
 func (x *SetNodeStateResponse) Reset() {
 	*x = SetNodeStateResponse{}
-	mi := &file_pcs_proto_msgTypes[41]
+	mi := &file_pcs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2591,7 +2726,7 @@ func (x *SetNodeStateResponse) String() string {
 func (*SetNodeStateResponse) ProtoMessage() {}
 
 func (x *SetNodeStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[41]
+	mi := &file_pcs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2604,7 +2739,7 @@ func (x *SetNodeStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeStateResponse.ProtoReflect.Descriptor instead.
 func (*SetNodeStateResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{41}
+	return file_pcs_proto_rawDescGZIP(), []int{43}
 }
 
 type ListNodesRequest struct {
@@ -2616,7 +2751,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_pcs_proto_msgTypes[42]
+	mi := &file_pcs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2628,7 +2763,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[42]
+	mi := &file_pcs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2641,7 +2776,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{42}
+	return file_pcs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListNodesRequest) GetConsistency() Consistency {
@@ -2665,7 +2800,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_pcs_proto_msgTypes[43]
+	mi := &file_pcs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2677,7 +2812,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[43]
+	mi := &file_pcs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2690,7 +2825,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{43}
+	return file_pcs_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *NodeInfo) GetNode() *DataNode {
@@ -2731,7 +2866,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_pcs_proto_msgTypes[44]
+	mi := &file_pcs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2743,7 +2878,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[44]
+	mi := &file_pcs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2756,7 +2891,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{44}
+	return file_pcs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListNodesResponse) GetHeader() *ReadHeader {
@@ -2782,7 +2917,7 @@ type CreateTableRequest struct {
 
 func (x *CreateTableRequest) Reset() {
 	*x = CreateTableRequest{}
-	mi := &file_pcs_proto_msgTypes[45]
+	mi := &file_pcs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2794,7 +2929,7 @@ func (x *CreateTableRequest) String() string {
 func (*CreateTableRequest) ProtoMessage() {}
 
 func (x *CreateTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[45]
+	mi := &file_pcs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2807,7 +2942,7 @@ func (x *CreateTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTableRequest.ProtoReflect.Descriptor instead.
 func (*CreateTableRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{45}
+	return file_pcs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CreateTableRequest) GetTable() *Table {
@@ -2827,7 +2962,7 @@ type CreateTableResponse struct {
 
 func (x *CreateTableResponse) Reset() {
 	*x = CreateTableResponse{}
-	mi := &file_pcs_proto_msgTypes[46]
+	mi := &file_pcs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2839,7 +2974,7 @@ func (x *CreateTableResponse) String() string {
 func (*CreateTableResponse) ProtoMessage() {}
 
 func (x *CreateTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[46]
+	mi := &file_pcs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2852,7 +2987,7 @@ func (x *CreateTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTableResponse.ProtoReflect.Descriptor instead.
 func (*CreateTableResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{46}
+	return file_pcs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CreateTableResponse) GetTable() *Table {
@@ -2880,7 +3015,7 @@ type AlterTableRequest struct {
 
 func (x *AlterTableRequest) Reset() {
 	*x = AlterTableRequest{}
-	mi := &file_pcs_proto_msgTypes[47]
+	mi := &file_pcs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2892,7 +3027,7 @@ func (x *AlterTableRequest) String() string {
 func (*AlterTableRequest) ProtoMessage() {}
 
 func (x *AlterTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[47]
+	mi := &file_pcs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2905,7 +3040,7 @@ func (x *AlterTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterTableRequest.ProtoReflect.Descriptor instead.
 func (*AlterTableRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{47}
+	return file_pcs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *AlterTableRequest) GetName() string {
@@ -2931,7 +3066,7 @@ type AlterTableResponse struct {
 
 func (x *AlterTableResponse) Reset() {
 	*x = AlterTableResponse{}
-	mi := &file_pcs_proto_msgTypes[48]
+	mi := &file_pcs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2943,7 +3078,7 @@ func (x *AlterTableResponse) String() string {
 func (*AlterTableResponse) ProtoMessage() {}
 
 func (x *AlterTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[48]
+	mi := &file_pcs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2956,7 +3091,7 @@ func (x *AlterTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterTableResponse.ProtoReflect.Descriptor instead.
 func (*AlterTableResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{48}
+	return file_pcs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *AlterTableResponse) GetTable() *Table {
@@ -2975,7 +3110,7 @@ type DropTableRequest struct {
 
 func (x *DropTableRequest) Reset() {
 	*x = DropTableRequest{}
-	mi := &file_pcs_proto_msgTypes[49]
+	mi := &file_pcs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2987,7 +3122,7 @@ func (x *DropTableRequest) String() string {
 func (*DropTableRequest) ProtoMessage() {}
 
 func (x *DropTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[49]
+	mi := &file_pcs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3000,7 +3135,7 @@ func (x *DropTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropTableRequest.ProtoReflect.Descriptor instead.
 func (*DropTableRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{49}
+	return file_pcs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *DropTableRequest) GetName() string {
@@ -3018,7 +3153,7 @@ type DropTableResponse struct {
 
 func (x *DropTableResponse) Reset() {
 	*x = DropTableResponse{}
-	mi := &file_pcs_proto_msgTypes[50]
+	mi := &file_pcs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3030,7 +3165,7 @@ func (x *DropTableResponse) String() string {
 func (*DropTableResponse) ProtoMessage() {}
 
 func (x *DropTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[50]
+	mi := &file_pcs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3043,7 +3178,7 @@ func (x *DropTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropTableResponse.ProtoReflect.Descriptor instead.
 func (*DropTableResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{50}
+	return file_pcs_proto_rawDescGZIP(), []int{52}
 }
 
 type GetTableRequest struct {
@@ -3058,7 +3193,7 @@ type GetTableRequest struct {
 
 func (x *GetTableRequest) Reset() {
 	*x = GetTableRequest{}
-	mi := &file_pcs_proto_msgTypes[51]
+	mi := &file_pcs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3070,7 +3205,7 @@ func (x *GetTableRequest) String() string {
 func (*GetTableRequest) ProtoMessage() {}
 
 func (x *GetTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[51]
+	mi := &file_pcs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3083,7 +3218,7 @@ func (x *GetTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTableRequest.ProtoReflect.Descriptor instead.
 func (*GetTableRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{51}
+	return file_pcs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetTableRequest) GetName() string {
@@ -3119,7 +3254,7 @@ type GetTableResponse struct {
 
 func (x *GetTableResponse) Reset() {
 	*x = GetTableResponse{}
-	mi := &file_pcs_proto_msgTypes[52]
+	mi := &file_pcs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3131,7 +3266,7 @@ func (x *GetTableResponse) String() string {
 func (*GetTableResponse) ProtoMessage() {}
 
 func (x *GetTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[52]
+	mi := &file_pcs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3144,7 +3279,7 @@ func (x *GetTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTableResponse.ProtoReflect.Descriptor instead.
 func (*GetTableResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{52}
+	return file_pcs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetTableResponse) GetHeader() *ReadHeader {
@@ -3184,7 +3319,7 @@ type ListTablesRequest struct {
 
 func (x *ListTablesRequest) Reset() {
 	*x = ListTablesRequest{}
-	mi := &file_pcs_proto_msgTypes[53]
+	mi := &file_pcs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3196,7 +3331,7 @@ func (x *ListTablesRequest) String() string {
 func (*ListTablesRequest) ProtoMessage() {}
 
 func (x *ListTablesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[53]
+	mi := &file_pcs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3209,7 +3344,7 @@ func (x *ListTablesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTablesRequest.ProtoReflect.Descriptor instead.
 func (*ListTablesRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{53}
+	return file_pcs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListTablesRequest) GetConsistency() Consistency {
@@ -3229,7 +3364,7 @@ type ListTablesResponse struct {
 
 func (x *ListTablesResponse) Reset() {
 	*x = ListTablesResponse{}
-	mi := &file_pcs_proto_msgTypes[54]
+	mi := &file_pcs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3241,7 +3376,7 @@ func (x *ListTablesResponse) String() string {
 func (*ListTablesResponse) ProtoMessage() {}
 
 func (x *ListTablesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[54]
+	mi := &file_pcs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3254,7 +3389,7 @@ func (x *ListTablesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTablesResponse.ProtoReflect.Descriptor instead.
 func (*ListTablesResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{54}
+	return file_pcs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListTablesResponse) GetHeader() *ReadHeader {
@@ -3283,7 +3418,7 @@ type GetShardRequest struct {
 
 func (x *GetShardRequest) Reset() {
 	*x = GetShardRequest{}
-	mi := &file_pcs_proto_msgTypes[55]
+	mi := &file_pcs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3295,7 +3430,7 @@ func (x *GetShardRequest) String() string {
 func (*GetShardRequest) ProtoMessage() {}
 
 func (x *GetShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[55]
+	mi := &file_pcs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3308,7 +3443,7 @@ func (x *GetShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardRequest.ProtoReflect.Descriptor instead.
 func (*GetShardRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{55}
+	return file_pcs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetShardRequest) GetTable() string {
@@ -3342,7 +3477,7 @@ type GetShardResponse struct {
 
 func (x *GetShardResponse) Reset() {
 	*x = GetShardResponse{}
-	mi := &file_pcs_proto_msgTypes[56]
+	mi := &file_pcs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3354,7 +3489,7 @@ func (x *GetShardResponse) String() string {
 func (*GetShardResponse) ProtoMessage() {}
 
 func (x *GetShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[56]
+	mi := &file_pcs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3367,7 +3502,7 @@ func (x *GetShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardResponse.ProtoReflect.Descriptor instead.
 func (*GetShardResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{56}
+	return file_pcs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GetShardResponse) GetHeader() *ReadHeader {
@@ -3396,7 +3531,7 @@ type BatchGetShardsRequest struct {
 
 func (x *BatchGetShardsRequest) Reset() {
 	*x = BatchGetShardsRequest{}
-	mi := &file_pcs_proto_msgTypes[57]
+	mi := &file_pcs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3408,7 +3543,7 @@ func (x *BatchGetShardsRequest) String() string {
 func (*BatchGetShardsRequest) ProtoMessage() {}
 
 func (x *BatchGetShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[57]
+	mi := &file_pcs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3421,7 +3556,7 @@ func (x *BatchGetShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetShardsRequest.ProtoReflect.Descriptor instead.
 func (*BatchGetShardsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{57}
+	return file_pcs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *BatchGetShardsRequest) GetTable() string {
@@ -3456,7 +3591,7 @@ type BatchGetShardsResponse struct {
 
 func (x *BatchGetShardsResponse) Reset() {
 	*x = BatchGetShardsResponse{}
-	mi := &file_pcs_proto_msgTypes[58]
+	mi := &file_pcs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3468,7 +3603,7 @@ func (x *BatchGetShardsResponse) String() string {
 func (*BatchGetShardsResponse) ProtoMessage() {}
 
 func (x *BatchGetShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[58]
+	mi := &file_pcs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3481,7 +3616,7 @@ func (x *BatchGetShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetShardsResponse.ProtoReflect.Descriptor instead.
 func (*BatchGetShardsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{58}
+	return file_pcs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *BatchGetShardsResponse) GetHeader() *ReadHeader {
@@ -3508,7 +3643,7 @@ type GetShardByIDRequest struct {
 
 func (x *GetShardByIDRequest) Reset() {
 	*x = GetShardByIDRequest{}
-	mi := &file_pcs_proto_msgTypes[59]
+	mi := &file_pcs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3520,7 +3655,7 @@ func (x *GetShardByIDRequest) String() string {
 func (*GetShardByIDRequest) ProtoMessage() {}
 
 func (x *GetShardByIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[59]
+	mi := &file_pcs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3533,7 +3668,7 @@ func (x *GetShardByIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardByIDRequest.ProtoReflect.Descriptor instead.
 func (*GetShardByIDRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{59}
+	return file_pcs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *GetShardByIDRequest) GetId() uint64 {
@@ -3565,7 +3700,7 @@ type ScanShardsRequest struct {
 
 func (x *ScanShardsRequest) Reset() {
 	*x = ScanShardsRequest{}
-	mi := &file_pcs_proto_msgTypes[60]
+	mi := &file_pcs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3577,7 +3712,7 @@ func (x *ScanShardsRequest) String() string {
 func (*ScanShardsRequest) ProtoMessage() {}
 
 func (x *ScanShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[60]
+	mi := &file_pcs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3590,7 +3725,7 @@ func (x *ScanShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanShardsRequest.ProtoReflect.Descriptor instead.
 func (*ScanShardsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{60}
+	return file_pcs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ScanShardsRequest) GetTable() string {
@@ -3639,7 +3774,7 @@ type ScanShardsResponse struct {
 
 func (x *ScanShardsResponse) Reset() {
 	*x = ScanShardsResponse{}
-	mi := &file_pcs_proto_msgTypes[61]
+	mi := &file_pcs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3651,7 +3786,7 @@ func (x *ScanShardsResponse) String() string {
 func (*ScanShardsResponse) ProtoMessage() {}
 
 func (x *ScanShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[61]
+	mi := &file_pcs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3664,7 +3799,7 @@ func (x *ScanShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanShardsResponse.ProtoReflect.Descriptor instead.
 func (*ScanShardsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{61}
+	return file_pcs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ScanShardsResponse) GetHeader() *ReadHeader {
@@ -3699,7 +3834,7 @@ type SplitShardRequest struct {
 
 func (x *SplitShardRequest) Reset() {
 	*x = SplitShardRequest{}
-	mi := &file_pcs_proto_msgTypes[62]
+	mi := &file_pcs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3711,7 +3846,7 @@ func (x *SplitShardRequest) String() string {
 func (*SplitShardRequest) ProtoMessage() {}
 
 func (x *SplitShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[62]
+	mi := &file_pcs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3724,7 +3859,7 @@ func (x *SplitShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitShardRequest.ProtoReflect.Descriptor instead.
 func (*SplitShardRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{62}
+	return file_pcs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *SplitShardRequest) GetShardId() uint64 {
@@ -3751,7 +3886,7 @@ type SplitShardResponse struct {
 
 func (x *SplitShardResponse) Reset() {
 	*x = SplitShardResponse{}
-	mi := &file_pcs_proto_msgTypes[63]
+	mi := &file_pcs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3763,7 +3898,7 @@ func (x *SplitShardResponse) String() string {
 func (*SplitShardResponse) ProtoMessage() {}
 
 func (x *SplitShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[63]
+	mi := &file_pcs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3776,7 +3911,7 @@ func (x *SplitShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitShardResponse.ProtoReflect.Descriptor instead.
 func (*SplitShardResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{63}
+	return file_pcs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *SplitShardResponse) GetLeft() *Shard {
@@ -3804,7 +3939,7 @@ type AskSplitRequest struct {
 
 func (x *AskSplitRequest) Reset() {
 	*x = AskSplitRequest{}
-	mi := &file_pcs_proto_msgTypes[64]
+	mi := &file_pcs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3816,7 +3951,7 @@ func (x *AskSplitRequest) String() string {
 func (*AskSplitRequest) ProtoMessage() {}
 
 func (x *AskSplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[64]
+	mi := &file_pcs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3829,7 +3964,7 @@ func (x *AskSplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AskSplitRequest.ProtoReflect.Descriptor instead.
 func (*AskSplitRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{64}
+	return file_pcs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *AskSplitRequest) GetShardId() uint64 {
@@ -3855,7 +3990,7 @@ type AskSplitResponse struct {
 
 func (x *AskSplitResponse) Reset() {
 	*x = AskSplitResponse{}
-	mi := &file_pcs_proto_msgTypes[65]
+	mi := &file_pcs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3867,7 +4002,7 @@ func (x *AskSplitResponse) String() string {
 func (*AskSplitResponse) ProtoMessage() {}
 
 func (x *AskSplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[65]
+	mi := &file_pcs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3880,7 +4015,7 @@ func (x *AskSplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AskSplitResponse.ProtoReflect.Descriptor instead.
 func (*AskSplitResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{65}
+	return file_pcs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *AskSplitResponse) GetNewShardId() uint64 {
@@ -3901,7 +4036,7 @@ type MoveShardRequest struct {
 
 func (x *MoveShardRequest) Reset() {
 	*x = MoveShardRequest{}
-	mi := &file_pcs_proto_msgTypes[66]
+	mi := &file_pcs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3913,7 +4048,7 @@ func (x *MoveShardRequest) String() string {
 func (*MoveShardRequest) ProtoMessage() {}
 
 func (x *MoveShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[66]
+	mi := &file_pcs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3926,7 +4061,7 @@ func (x *MoveShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveShardRequest.ProtoReflect.Descriptor instead.
 func (*MoveShardRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{66}
+	return file_pcs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *MoveShardRequest) GetShardId() uint64 {
@@ -3959,7 +4094,7 @@ type MoveShardResponse struct {
 
 func (x *MoveShardResponse) Reset() {
 	*x = MoveShardResponse{}
-	mi := &file_pcs_proto_msgTypes[67]
+	mi := &file_pcs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3971,7 +4106,7 @@ func (x *MoveShardResponse) String() string {
 func (*MoveShardResponse) ProtoMessage() {}
 
 func (x *MoveShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[67]
+	mi := &file_pcs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3984,7 +4119,7 @@ func (x *MoveShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveShardResponse.ProtoReflect.Descriptor instead.
 func (*MoveShardResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{67}
+	return file_pcs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *MoveShardResponse) GetShard() *Shard {
@@ -4004,7 +4139,7 @@ type TransferPrimaryRequest struct {
 
 func (x *TransferPrimaryRequest) Reset() {
 	*x = TransferPrimaryRequest{}
-	mi := &file_pcs_proto_msgTypes[68]
+	mi := &file_pcs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4016,7 +4151,7 @@ func (x *TransferPrimaryRequest) String() string {
 func (*TransferPrimaryRequest) ProtoMessage() {}
 
 func (x *TransferPrimaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[68]
+	mi := &file_pcs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4029,7 +4164,7 @@ func (x *TransferPrimaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferPrimaryRequest.ProtoReflect.Descriptor instead.
 func (*TransferPrimaryRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{68}
+	return file_pcs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *TransferPrimaryRequest) GetShardId() uint64 {
@@ -4055,7 +4190,7 @@ type TransferPrimaryResponse struct {
 
 func (x *TransferPrimaryResponse) Reset() {
 	*x = TransferPrimaryResponse{}
-	mi := &file_pcs_proto_msgTypes[69]
+	mi := &file_pcs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4067,7 +4202,7 @@ func (x *TransferPrimaryResponse) String() string {
 func (*TransferPrimaryResponse) ProtoMessage() {}
 
 func (x *TransferPrimaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[69]
+	mi := &file_pcs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4080,7 +4215,7 @@ func (x *TransferPrimaryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferPrimaryResponse.ProtoReflect.Descriptor instead.
 func (*TransferPrimaryResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{69}
+	return file_pcs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *TransferPrimaryResponse) GetShard() *Shard {
@@ -4108,7 +4243,7 @@ type RemoveReplicasRequest struct {
 
 func (x *RemoveReplicasRequest) Reset() {
 	*x = RemoveReplicasRequest{}
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4120,7 +4255,7 @@ func (x *RemoveReplicasRequest) String() string {
 func (*RemoveReplicasRequest) ProtoMessage() {}
 
 func (x *RemoveReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4133,7 +4268,7 @@ func (x *RemoveReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicasRequest.ProtoReflect.Descriptor instead.
 func (*RemoveReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{70}
+	return file_pcs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *RemoveReplicasRequest) GetShardId() uint64 {
@@ -4180,7 +4315,7 @@ type RemoveReplicasResponse struct {
 
 func (x *RemoveReplicasResponse) Reset() {
 	*x = RemoveReplicasResponse{}
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4192,7 +4327,7 @@ func (x *RemoveReplicasResponse) String() string {
 func (*RemoveReplicasResponse) ProtoMessage() {}
 
 func (x *RemoveReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4205,7 +4340,7 @@ func (x *RemoveReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicasResponse.ProtoReflect.Descriptor instead.
 func (*RemoveReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{71}
+	return file_pcs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *RemoveReplicasResponse) GetShard() *Shard {
@@ -4231,7 +4366,7 @@ type NodeStats struct {
 
 func (x *NodeStats) Reset() {
 	*x = NodeStats{}
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4243,7 +4378,7 @@ func (x *NodeStats) String() string {
 func (*NodeStats) ProtoMessage() {}
 
 func (x *NodeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4256,7 +4391,7 @@ func (x *NodeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStats.ProtoReflect.Descriptor instead.
 func (*NodeStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{72}
+	return file_pcs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *NodeStats) GetShardCount() uint64 {
@@ -4332,7 +4467,7 @@ type ShardStats struct {
 
 func (x *ShardStats) Reset() {
 	*x = ShardStats{}
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4344,7 +4479,7 @@ func (x *ShardStats) String() string {
 func (*ShardStats) ProtoMessage() {}
 
 func (x *ShardStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4357,7 +4492,7 @@ func (x *ShardStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStats.ProtoReflect.Descriptor instead.
 func (*ShardStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{73}
+	return file_pcs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ShardStats) GetShardId() uint64 {
@@ -4458,7 +4593,7 @@ type NodeHeartbeat struct {
 
 func (x *NodeHeartbeat) Reset() {
 	*x = NodeHeartbeat{}
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4470,7 +4605,7 @@ func (x *NodeHeartbeat) String() string {
 func (*NodeHeartbeat) ProtoMessage() {}
 
 func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4483,7 +4618,7 @@ func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeHeartbeat.ProtoReflect.Descriptor instead.
 func (*NodeHeartbeat) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{74}
+	return file_pcs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *NodeHeartbeat) GetNodeId() uint64 {
@@ -4538,7 +4673,7 @@ type NodeCommand struct {
 
 func (x *NodeCommand) Reset() {
 	*x = NodeCommand{}
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4550,7 +4685,7 @@ func (x *NodeCommand) String() string {
 func (*NodeCommand) ProtoMessage() {}
 
 func (x *NodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4563,7 +4698,7 @@ func (x *NodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCommand.ProtoReflect.Descriptor instead.
 func (*NodeCommand) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{75}
+	return file_pcs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *NodeCommand) GetCmd() isNodeCommand_Cmd {
@@ -4667,7 +4802,7 @@ type SplitShardCommand struct {
 
 func (x *SplitShardCommand) Reset() {
 	*x = SplitShardCommand{}
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4679,7 +4814,7 @@ func (x *SplitShardCommand) String() string {
 func (*SplitShardCommand) ProtoMessage() {}
 
 func (x *SplitShardCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4692,7 +4827,7 @@ func (x *SplitShardCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitShardCommand.ProtoReflect.Descriptor instead.
 func (*SplitShardCommand) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{76}
+	return file_pcs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *SplitShardCommand) GetShardId() uint64 {
@@ -4734,7 +4869,7 @@ type SchemaVersionRef struct {
 
 func (x *SchemaVersionRef) Reset() {
 	*x = SchemaVersionRef{}
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4746,7 +4881,7 @@ func (x *SchemaVersionRef) String() string {
 func (*SchemaVersionRef) ProtoMessage() {}
 
 func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4759,7 +4894,7 @@ func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersionRef.ProtoReflect.Descriptor instead.
 func (*SchemaVersionRef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{77}
+	return file_pcs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *SchemaVersionRef) GetTableId() uint64 {
@@ -4796,7 +4931,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4808,7 +4943,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4821,7 +4956,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{78}
+	return file_pcs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *HeartbeatResponse) GetSeq() uint64 {
@@ -4864,7 +4999,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4876,7 +5011,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4889,7 +5024,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{79}
+	return file_pcs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *Job) GetTableId() uint64 {
@@ -4942,7 +5077,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4954,7 +5089,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4967,7 +5102,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{80}
+	return file_pcs_proto_rawDescGZIP(), []int{82}
 }
 
 type ListJobsResponse struct {
@@ -4979,7 +5114,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4991,7 +5126,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5004,7 +5139,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{81}
+	return file_pcs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -5026,7 +5161,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5038,7 +5173,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5051,7 +5186,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{82}
+	return file_pcs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *CancelJobRequest) GetTable() string {
@@ -5069,7 +5204,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5081,7 +5216,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5094,7 +5229,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{83}
+	return file_pcs_proto_rawDescGZIP(), []int{85}
 }
 
 // ColumnDef is one column of a table. type is a keyenc type name: int64, uint64, float64, bool,
@@ -5111,7 +5246,7 @@ type ColumnDef struct {
 
 func (x *ColumnDef) Reset() {
 	*x = ColumnDef{}
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5123,7 +5258,7 @@ func (x *ColumnDef) String() string {
 func (*ColumnDef) ProtoMessage() {}
 
 func (x *ColumnDef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5136,7 +5271,7 @@ func (x *ColumnDef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ColumnDef.ProtoReflect.Descriptor instead.
 func (*ColumnDef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{84}
+	return file_pcs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *ColumnDef) GetName() string {
@@ -5172,7 +5307,7 @@ type RangePartition struct {
 
 func (x *RangePartition) Reset() {
 	*x = RangePartition{}
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5184,7 +5319,7 @@ func (x *RangePartition) String() string {
 func (*RangePartition) ProtoMessage() {}
 
 func (x *RangePartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5197,7 +5332,7 @@ func (x *RangePartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangePartition.ProtoReflect.Descriptor instead.
 func (*RangePartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{85}
+	return file_pcs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *RangePartition) GetName() string {
@@ -5224,7 +5359,7 @@ type ValueTuple struct {
 
 func (x *ValueTuple) Reset() {
 	*x = ValueTuple{}
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5236,7 +5371,7 @@ func (x *ValueTuple) String() string {
 func (*ValueTuple) ProtoMessage() {}
 
 func (x *ValueTuple) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5249,7 +5384,7 @@ func (x *ValueTuple) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueTuple.ProtoReflect.Descriptor instead.
 func (*ValueTuple) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{86}
+	return file_pcs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *ValueTuple) GetValues() []string {
@@ -5271,7 +5406,7 @@ type ListPartition struct {
 
 func (x *ListPartition) Reset() {
 	*x = ListPartition{}
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5283,7 +5418,7 @@ func (x *ListPartition) String() string {
 func (*ListPartition) ProtoMessage() {}
 
 func (x *ListPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5296,7 +5431,7 @@ func (x *ListPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartition.ProtoReflect.Descriptor instead.
 func (*ListPartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{87}
+	return file_pcs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ListPartition) GetName() string {
@@ -5336,7 +5471,7 @@ type PartitionSpec struct {
 
 func (x *PartitionSpec) Reset() {
 	*x = PartitionSpec{}
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5348,7 +5483,7 @@ func (x *PartitionSpec) String() string {
 func (*PartitionSpec) ProtoMessage() {}
 
 func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5361,7 +5496,7 @@ func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSpec.ProtoReflect.Descriptor instead.
 func (*PartitionSpec) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{88}
+	return file_pcs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *PartitionSpec) GetStrategy() PartitionStrategy {
@@ -5423,7 +5558,7 @@ type DataNode struct {
 
 func (x *DataNode) Reset() {
 	*x = DataNode{}
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5435,7 +5570,7 @@ func (x *DataNode) String() string {
 func (*DataNode) ProtoMessage() {}
 
 func (x *DataNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5448,7 +5583,7 @@ func (x *DataNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataNode.ProtoReflect.Descriptor instead.
 func (*DataNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{89}
+	return file_pcs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *DataNode) GetId() uint64 {
@@ -5522,7 +5657,7 @@ type Table struct {
 
 func (x *Table) Reset() {
 	*x = Table{}
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5534,7 +5669,7 @@ func (x *Table) String() string {
 func (*Table) ProtoMessage() {}
 
 func (x *Table) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5547,7 +5682,7 @@ func (x *Table) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Table.ProtoReflect.Descriptor instead.
 func (*Table) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{90}
+	return file_pcs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *Table) GetId() uint64 {
@@ -5658,7 +5793,7 @@ type SchemaVersion struct {
 
 func (x *SchemaVersion) Reset() {
 	*x = SchemaVersion{}
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5670,7 +5805,7 @@ func (x *SchemaVersion) String() string {
 func (*SchemaVersion) ProtoMessage() {}
 
 func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5683,7 +5818,7 @@ func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersion.ProtoReflect.Descriptor instead.
 func (*SchemaVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{91}
+	return file_pcs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *SchemaVersion) GetVersion() uint64 {
@@ -5712,7 +5847,7 @@ type ShardEpoch struct {
 
 func (x *ShardEpoch) Reset() {
 	*x = ShardEpoch{}
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5724,7 +5859,7 @@ func (x *ShardEpoch) String() string {
 func (*ShardEpoch) ProtoMessage() {}
 
 func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5737,7 +5872,7 @@ func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardEpoch.ProtoReflect.Descriptor instead.
 func (*ShardEpoch) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{92}
+	return file_pcs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *ShardEpoch) GetConfVer() uint64 {
@@ -5777,7 +5912,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5789,7 +5924,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5802,7 +5937,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{93}
+	return file_pcs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *Shard) GetId() uint64 {
@@ -5912,7 +6047,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5924,7 +6059,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5937,7 +6072,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{94}
+	return file_pcs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *Command) GetVersion() uint32 {
@@ -6248,7 +6383,7 @@ type RequestID struct {
 
 func (x *RequestID) Reset() {
 	*x = RequestID{}
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6260,7 +6395,7 @@ func (x *RequestID) String() string {
 func (*RequestID) ProtoMessage() {}
 
 func (x *RequestID) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6273,7 +6408,7 @@ func (x *RequestID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestID.ProtoReflect.Descriptor instead.
 func (*RequestID) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{95}
+	return file_pcs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *RequestID) GetClientId() uint64 {
@@ -6331,7 +6466,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6343,7 +6478,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6356,7 +6491,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{96}
+	return file_pcs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *Outcome) GetSeq() uint64 {
@@ -6436,7 +6571,7 @@ type ClientSession struct {
 
 func (x *ClientSession) Reset() {
 	*x = ClientSession{}
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6448,7 +6583,7 @@ func (x *ClientSession) String() string {
 func (*ClientSession) ProtoMessage() {}
 
 func (x *ClientSession) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6461,7 +6596,7 @@ func (x *ClientSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientSession.ProtoReflect.Descriptor instead.
 func (*ClientSession) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{97}
+	return file_pcs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *ClientSession) GetClientId() uint64 {
@@ -6512,7 +6647,7 @@ type CmdChangeReplicas struct {
 
 func (x *CmdChangeReplicas) Reset() {
 	*x = CmdChangeReplicas{}
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6524,7 +6659,7 @@ func (x *CmdChangeReplicas) String() string {
 func (*CmdChangeReplicas) ProtoMessage() {}
 
 func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6537,7 +6672,7 @@ func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangeReplicas.ProtoReflect.Descriptor instead.
 func (*CmdChangeReplicas) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{98}
+	return file_pcs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *CmdChangeReplicas) GetShardId() uint64 {
@@ -6605,7 +6740,7 @@ type CmdSplitShard struct {
 
 func (x *CmdSplitShard) Reset() {
 	*x = CmdSplitShard{}
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6617,7 +6752,7 @@ func (x *CmdSplitShard) String() string {
 func (*CmdSplitShard) ProtoMessage() {}
 
 func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6630,7 +6765,7 @@ func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSplitShard.ProtoReflect.Descriptor instead.
 func (*CmdSplitShard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{99}
+	return file_pcs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *CmdSplitShard) GetShardId() uint64 {
@@ -6677,7 +6812,7 @@ type CmdChangePrimary struct {
 
 func (x *CmdChangePrimary) Reset() {
 	*x = CmdChangePrimary{}
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6689,7 +6824,7 @@ func (x *CmdChangePrimary) String() string {
 func (*CmdChangePrimary) ProtoMessage() {}
 
 func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6702,7 +6837,7 @@ func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangePrimary.ProtoReflect.Descriptor instead.
 func (*CmdChangePrimary) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{100}
+	return file_pcs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *CmdChangePrimary) GetShardId() uint64 {
@@ -6753,7 +6888,7 @@ type CmdSetNodeAdmin struct {
 
 func (x *CmdSetNodeAdmin) Reset() {
 	*x = CmdSetNodeAdmin{}
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6765,7 +6900,7 @@ func (x *CmdSetNodeAdmin) String() string {
 func (*CmdSetNodeAdmin) ProtoMessage() {}
 
 func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6778,7 +6913,7 @@ func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetNodeAdmin.ProtoReflect.Descriptor instead.
 func (*CmdSetNodeAdmin) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{101}
+	return file_pcs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *CmdSetNodeAdmin) GetNodeId() uint64 {
@@ -6812,7 +6947,7 @@ type CmdCancelAlter struct {
 
 func (x *CmdCancelAlter) Reset() {
 	*x = CmdCancelAlter{}
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6824,7 +6959,7 @@ func (x *CmdCancelAlter) String() string {
 func (*CmdCancelAlter) ProtoMessage() {}
 
 func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6837,7 +6972,7 @@ func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCancelAlter.ProtoReflect.Descriptor instead.
 func (*CmdCancelAlter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{102}
+	return file_pcs_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *CmdCancelAlter) GetTableId() uint64 {
@@ -6859,7 +6994,7 @@ type CmdAlterTable struct {
 
 func (x *CmdAlterTable) Reset() {
 	*x = CmdAlterTable{}
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6871,7 +7006,7 @@ func (x *CmdAlterTable) String() string {
 func (*CmdAlterTable) ProtoMessage() {}
 
 func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6884,7 +7019,7 @@ func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAlterTable.ProtoReflect.Descriptor instead.
 func (*CmdAlterTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{103}
+	return file_pcs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *CmdAlterTable) GetTableId() uint64 {
@@ -6913,7 +7048,7 @@ type CmdAdvanceSchema struct {
 
 func (x *CmdAdvanceSchema) Reset() {
 	*x = CmdAdvanceSchema{}
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6925,7 +7060,7 @@ func (x *CmdAdvanceSchema) String() string {
 func (*CmdAdvanceSchema) ProtoMessage() {}
 
 func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6938,7 +7073,7 @@ func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAdvanceSchema.ProtoReflect.Descriptor instead.
 func (*CmdAdvanceSchema) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{104}
+	return file_pcs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *CmdAdvanceSchema) GetTableId() uint64 {
@@ -6966,7 +7101,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6978,7 +7113,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6991,7 +7126,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{105}
+	return file_pcs_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -7013,7 +7148,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7025,7 +7160,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7038,7 +7173,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{106}
+	return file_pcs_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -7065,7 +7200,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7077,7 +7212,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7090,7 +7225,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{107}
+	return file_pcs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -7117,7 +7252,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7129,7 +7264,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7142,7 +7277,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{108}
+	return file_pcs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -7163,7 +7298,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7175,7 +7310,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7188,7 +7323,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{109}
+	return file_pcs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -7222,7 +7357,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7234,7 +7369,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7247,7 +7382,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{110}
+	return file_pcs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -7274,7 +7409,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7286,7 +7421,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7299,7 +7434,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{111}
+	return file_pcs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -7320,7 +7455,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7332,7 +7467,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7345,7 +7480,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{112}
+	return file_pcs_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -7371,7 +7506,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7383,7 +7518,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7396,7 +7531,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{113}
+	return file_pcs_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -7415,7 +7550,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7427,7 +7562,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7440,7 +7575,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{114}
+	return file_pcs_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -7473,7 +7608,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7485,7 +7620,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7498,7 +7633,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{115}
+	return file_pcs_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -7680,7 +7815,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7692,7 +7827,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7705,7 +7840,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{116}
+	return file_pcs_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -7767,7 +7902,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7779,7 +7914,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7792,7 +7927,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{117}
+	return file_pcs_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -7819,7 +7954,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7831,7 +7966,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7844,7 +7979,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{118}
+	return file_pcs_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -7915,19 +8050,29 @@ const file_pcs_proto_rawDesc = "" +
 	"\vconsistency\x18\x01 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"j\n" +
 	"\x12MemberListResponse\x12*\n" +
 	"\x06header\x18\x01 \x01(\v2\x12.pcs.v1.ReadHeaderR\x06header\x12(\n" +
-	"\amembers\x18\x02 \x03(\v2\x0e.pcs.v1.MemberR\amembers\"\x7f\n" +
+	"\amembers\x18\x02 \x03(\v2\x0e.pcs.v1.MemberR\amembers\"\x95\x01\n" +
 	"\x10MemberAddRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tpeer_addr\x18\x02 \x01(\tR\bpeerAddr\x12\x1b\n" +
 	"\tnon_voter\x18\x03 \x01(\bR\bnonVoter\x12\x1d\n" +
 	"\n" +
-	"no_forward\x18\x04 \x01(\bR\tnoForward\"=\n" +
+	"no_forward\x18\x04 \x01(\bR\tnoForward\x12\x14\n" +
+	"\x05force\x18\x05 \x01(\bR\x05force\"j\n" +
 	"\x11MemberAddResponse\x12(\n" +
-	"\amembers\x18\x01 \x03(\v2\x0e.pcs.v1.MemberR\amembers\"H\n" +
+	"\amembers\x18\x01 \x03(\v2\x0e.pcs.v1.MemberR\amembers\x12+\n" +
+	"\x11promotion_pending\x18\x02 \x01(\bR\x10promotionPending\"^\n" +
 	"\x13MemberRemoveRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"no_forward\x18\x02 \x01(\bR\tnoForward\"@\n" +
+	"no_forward\x18\x02 \x01(\bR\tnoForward\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"_\n" +
+	"\x14MemberPromoteRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"no_forward\x18\x02 \x01(\bR\tnoForward\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"A\n" +
+	"\x15MemberPromoteResponse\x12(\n" +
+	"\amembers\x18\x01 \x03(\v2\x0e.pcs.v1.MemberR\amembers\"@\n" +
 	"\x14MemberRemoveResponse\x12(\n" +
 	"\amembers\x18\x01 \x03(\v2\x0e.pcs.v1.MemberR\amembers\"J\n" +
 	"\x15MemberTransferRequest\x12\x12\n" +
@@ -8437,13 +8582,14 @@ const file_pcs_proto_rawDesc = "" +
 	"TableState\x12\x18\n" +
 	"\x14TABLE_STATE_CREATING\x10\x00\x12\x16\n" +
 	"\x12TABLE_STATE_PUBLIC\x10\x01\x12\x18\n" +
-	"\x14TABLE_STATE_DROPPING\x10\x022\xee\x12\n" +
+	"\x14TABLE_STATE_DROPPING\x10\x022\xbc\x13\n" +
 	"\x03PCS\x127\n" +
 	"\x06Status\x12\x15.pcs.v1.StatusRequest\x1a\x16.pcs.v1.StatusResponse\x12C\n" +
 	"\n" +
 	"MemberList\x12\x19.pcs.v1.MemberListRequest\x1a\x1a.pcs.v1.MemberListResponse\x12@\n" +
 	"\tMemberAdd\x12\x18.pcs.v1.MemberAddRequest\x1a\x19.pcs.v1.MemberAddResponse\x12I\n" +
-	"\fMemberRemove\x12\x1b.pcs.v1.MemberRemoveRequest\x1a\x1c.pcs.v1.MemberRemoveResponse\x12O\n" +
+	"\fMemberRemove\x12\x1b.pcs.v1.MemberRemoveRequest\x1a\x1c.pcs.v1.MemberRemoveResponse\x12L\n" +
+	"\rMemberPromote\x12\x1c.pcs.v1.MemberPromoteRequest\x1a\x1d.pcs.v1.MemberPromoteResponse\x12O\n" +
 	"\x0eMemberTransfer\x12\x1d.pcs.v1.MemberTransferRequest\x1a\x1e.pcs.v1.MemberTransferResponse\x12I\n" +
 	"\fMemberUpdate\x12\x1b.pcs.v1.MemberUpdateRequest\x1a\x1c.pcs.v1.MemberUpdateResponse\x12@\n" +
 	"\tReadIndex\x12\x18.pcs.v1.ReadIndexRequest\x1a\x19.pcs.v1.ReadIndexResponse\x12.\n" +
@@ -8494,7 +8640,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 123)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 125)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                  // 0: pcs.v1.NodeState
 	(Consistency)(0),                // 1: pcs.v1.Consistency
@@ -8512,118 +8658,120 @@ var file_pcs_proto_goTypes = []any{
 	(*MemberAddRequest)(nil),        // 13: pcs.v1.MemberAddRequest
 	(*MemberAddResponse)(nil),       // 14: pcs.v1.MemberAddResponse
 	(*MemberRemoveRequest)(nil),     // 15: pcs.v1.MemberRemoveRequest
-	(*MemberRemoveResponse)(nil),    // 16: pcs.v1.MemberRemoveResponse
-	(*MemberTransferRequest)(nil),   // 17: pcs.v1.MemberTransferRequest
-	(*MemberTransferResponse)(nil),  // 18: pcs.v1.MemberTransferResponse
-	(*MemberUpdateRequest)(nil),     // 19: pcs.v1.MemberUpdateRequest
-	(*MemberUpdateResponse)(nil),    // 20: pcs.v1.MemberUpdateResponse
-	(*ReadIndexRequest)(nil),        // 21: pcs.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),       // 22: pcs.v1.ReadIndexResponse
-	(*KeyValue)(nil),                // 23: pcs.v1.KeyValue
-	(*PutRequest)(nil),              // 24: pcs.v1.PutRequest
-	(*PutResponse)(nil),             // 25: pcs.v1.PutResponse
-	(*DeleteRequest)(nil),           // 26: pcs.v1.DeleteRequest
-	(*DeleteResponse)(nil),          // 27: pcs.v1.DeleteResponse
-	(*GetRequest)(nil),              // 28: pcs.v1.GetRequest
-	(*GetResponse)(nil),             // 29: pcs.v1.GetResponse
-	(*RangeRequest)(nil),            // 30: pcs.v1.RangeRequest
-	(*RangeResponse)(nil),           // 31: pcs.v1.RangeResponse
-	(*Event)(nil),                   // 32: pcs.v1.Event
-	(*WatchRequest)(nil),            // 33: pcs.v1.WatchRequest
-	(*WatchResponse)(nil),           // 34: pcs.v1.WatchResponse
-	(*TsoRequest)(nil),              // 35: pcs.v1.TsoRequest
-	(*TsoResponse)(nil),             // 36: pcs.v1.TsoResponse
-	(*AllocIDsRequest)(nil),         // 37: pcs.v1.AllocIDsRequest
-	(*AllocIDsResponse)(nil),        // 38: pcs.v1.AllocIDsResponse
-	(*GetLogLevelRequest)(nil),      // 39: pcs.v1.GetLogLevelRequest
-	(*GetLogLevelResponse)(nil),     // 40: pcs.v1.GetLogLevelResponse
-	(*SetLogLevelRequest)(nil),      // 41: pcs.v1.SetLogLevelRequest
-	(*SetLogLevelResponse)(nil),     // 42: pcs.v1.SetLogLevelResponse
-	(*RegisterNodeRequest)(nil),     // 43: pcs.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),    // 44: pcs.v1.RegisterNodeResponse
-	(*SetNodeStateRequest)(nil),     // 45: pcs.v1.SetNodeStateRequest
-	(*SetNodeStateResponse)(nil),    // 46: pcs.v1.SetNodeStateResponse
-	(*ListNodesRequest)(nil),        // 47: pcs.v1.ListNodesRequest
-	(*NodeInfo)(nil),                // 48: pcs.v1.NodeInfo
-	(*ListNodesResponse)(nil),       // 49: pcs.v1.ListNodesResponse
-	(*CreateTableRequest)(nil),      // 50: pcs.v1.CreateTableRequest
-	(*CreateTableResponse)(nil),     // 51: pcs.v1.CreateTableResponse
-	(*AlterTableRequest)(nil),       // 52: pcs.v1.AlterTableRequest
-	(*AlterTableResponse)(nil),      // 53: pcs.v1.AlterTableResponse
-	(*DropTableRequest)(nil),        // 54: pcs.v1.DropTableRequest
-	(*DropTableResponse)(nil),       // 55: pcs.v1.DropTableResponse
-	(*GetTableRequest)(nil),         // 56: pcs.v1.GetTableRequest
-	(*GetTableResponse)(nil),        // 57: pcs.v1.GetTableResponse
-	(*ListTablesRequest)(nil),       // 58: pcs.v1.ListTablesRequest
-	(*ListTablesResponse)(nil),      // 59: pcs.v1.ListTablesResponse
-	(*GetShardRequest)(nil),         // 60: pcs.v1.GetShardRequest
-	(*GetShardResponse)(nil),        // 61: pcs.v1.GetShardResponse
-	(*BatchGetShardsRequest)(nil),   // 62: pcs.v1.BatchGetShardsRequest
-	(*BatchGetShardsResponse)(nil),  // 63: pcs.v1.BatchGetShardsResponse
-	(*GetShardByIDRequest)(nil),     // 64: pcs.v1.GetShardByIDRequest
-	(*ScanShardsRequest)(nil),       // 65: pcs.v1.ScanShardsRequest
-	(*ScanShardsResponse)(nil),      // 66: pcs.v1.ScanShardsResponse
-	(*SplitShardRequest)(nil),       // 67: pcs.v1.SplitShardRequest
-	(*SplitShardResponse)(nil),      // 68: pcs.v1.SplitShardResponse
-	(*AskSplitRequest)(nil),         // 69: pcs.v1.AskSplitRequest
-	(*AskSplitResponse)(nil),        // 70: pcs.v1.AskSplitResponse
-	(*MoveShardRequest)(nil),        // 71: pcs.v1.MoveShardRequest
-	(*MoveShardResponse)(nil),       // 72: pcs.v1.MoveShardResponse
-	(*TransferPrimaryRequest)(nil),  // 73: pcs.v1.TransferPrimaryRequest
-	(*TransferPrimaryResponse)(nil), // 74: pcs.v1.TransferPrimaryResponse
-	(*RemoveReplicasRequest)(nil),   // 75: pcs.v1.RemoveReplicasRequest
-	(*RemoveReplicasResponse)(nil),  // 76: pcs.v1.RemoveReplicasResponse
-	(*NodeStats)(nil),               // 77: pcs.v1.NodeStats
-	(*ShardStats)(nil),              // 78: pcs.v1.ShardStats
-	(*NodeHeartbeat)(nil),           // 79: pcs.v1.NodeHeartbeat
-	(*NodeCommand)(nil),             // 80: pcs.v1.NodeCommand
-	(*SplitShardCommand)(nil),       // 81: pcs.v1.SplitShardCommand
-	(*SchemaVersionRef)(nil),        // 82: pcs.v1.SchemaVersionRef
-	(*HeartbeatResponse)(nil),       // 83: pcs.v1.HeartbeatResponse
-	(*Job)(nil),                     // 84: pcs.v1.Job
-	(*ListJobsRequest)(nil),         // 85: pcs.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),        // 86: pcs.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),        // 87: pcs.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),       // 88: pcs.v1.CancelJobResponse
-	(*ColumnDef)(nil),               // 89: pcs.v1.ColumnDef
-	(*RangePartition)(nil),          // 90: pcs.v1.RangePartition
-	(*ValueTuple)(nil),              // 91: pcs.v1.ValueTuple
-	(*ListPartition)(nil),           // 92: pcs.v1.ListPartition
-	(*PartitionSpec)(nil),           // 93: pcs.v1.PartitionSpec
-	(*DataNode)(nil),                // 94: pcs.v1.DataNode
-	(*Table)(nil),                   // 95: pcs.v1.Table
-	(*SchemaVersion)(nil),           // 96: pcs.v1.SchemaVersion
-	(*ShardEpoch)(nil),              // 97: pcs.v1.ShardEpoch
-	(*Shard)(nil),                   // 98: pcs.v1.Shard
-	(*Command)(nil),                 // 99: pcs.v1.Command
-	(*RequestID)(nil),               // 100: pcs.v1.RequestID
-	(*Outcome)(nil),                 // 101: pcs.v1.Outcome
-	(*ClientSession)(nil),           // 102: pcs.v1.ClientSession
-	(*CmdChangeReplicas)(nil),       // 103: pcs.v1.CmdChangeReplicas
-	(*CmdSplitShard)(nil),           // 104: pcs.v1.CmdSplitShard
-	(*CmdChangePrimary)(nil),        // 105: pcs.v1.CmdChangePrimary
-	(*CmdSetNodeAdmin)(nil),         // 106: pcs.v1.CmdSetNodeAdmin
-	(*CmdCancelAlter)(nil),          // 107: pcs.v1.CmdCancelAlter
-	(*CmdAlterTable)(nil),           // 108: pcs.v1.CmdAlterTable
-	(*CmdAdvanceSchema)(nil),        // 109: pcs.v1.CmdAdvanceSchema
-	(*CmdRegisterNode)(nil),         // 110: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),          // 111: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),        // 112: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),          // 113: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                  // 114: pcs.v1.CmdPut
-	(*CmdDelete)(nil),               // 115: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),            // 116: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),             // 117: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),            // 118: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),         // 119: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),          // 120: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),          // 121: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),               // 122: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),         // 123: pcs.v1.SnapshotTrailer
-	nil,                             // 124: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                             // 125: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                             // 126: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                             // 127: pcs.v1.DataNode.LabelsEntry
+	(*MemberPromoteRequest)(nil),    // 16: pcs.v1.MemberPromoteRequest
+	(*MemberPromoteResponse)(nil),   // 17: pcs.v1.MemberPromoteResponse
+	(*MemberRemoveResponse)(nil),    // 18: pcs.v1.MemberRemoveResponse
+	(*MemberTransferRequest)(nil),   // 19: pcs.v1.MemberTransferRequest
+	(*MemberTransferResponse)(nil),  // 20: pcs.v1.MemberTransferResponse
+	(*MemberUpdateRequest)(nil),     // 21: pcs.v1.MemberUpdateRequest
+	(*MemberUpdateResponse)(nil),    // 22: pcs.v1.MemberUpdateResponse
+	(*ReadIndexRequest)(nil),        // 23: pcs.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),       // 24: pcs.v1.ReadIndexResponse
+	(*KeyValue)(nil),                // 25: pcs.v1.KeyValue
+	(*PutRequest)(nil),              // 26: pcs.v1.PutRequest
+	(*PutResponse)(nil),             // 27: pcs.v1.PutResponse
+	(*DeleteRequest)(nil),           // 28: pcs.v1.DeleteRequest
+	(*DeleteResponse)(nil),          // 29: pcs.v1.DeleteResponse
+	(*GetRequest)(nil),              // 30: pcs.v1.GetRequest
+	(*GetResponse)(nil),             // 31: pcs.v1.GetResponse
+	(*RangeRequest)(nil),            // 32: pcs.v1.RangeRequest
+	(*RangeResponse)(nil),           // 33: pcs.v1.RangeResponse
+	(*Event)(nil),                   // 34: pcs.v1.Event
+	(*WatchRequest)(nil),            // 35: pcs.v1.WatchRequest
+	(*WatchResponse)(nil),           // 36: pcs.v1.WatchResponse
+	(*TsoRequest)(nil),              // 37: pcs.v1.TsoRequest
+	(*TsoResponse)(nil),             // 38: pcs.v1.TsoResponse
+	(*AllocIDsRequest)(nil),         // 39: pcs.v1.AllocIDsRequest
+	(*AllocIDsResponse)(nil),        // 40: pcs.v1.AllocIDsResponse
+	(*GetLogLevelRequest)(nil),      // 41: pcs.v1.GetLogLevelRequest
+	(*GetLogLevelResponse)(nil),     // 42: pcs.v1.GetLogLevelResponse
+	(*SetLogLevelRequest)(nil),      // 43: pcs.v1.SetLogLevelRequest
+	(*SetLogLevelResponse)(nil),     // 44: pcs.v1.SetLogLevelResponse
+	(*RegisterNodeRequest)(nil),     // 45: pcs.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),    // 46: pcs.v1.RegisterNodeResponse
+	(*SetNodeStateRequest)(nil),     // 47: pcs.v1.SetNodeStateRequest
+	(*SetNodeStateResponse)(nil),    // 48: pcs.v1.SetNodeStateResponse
+	(*ListNodesRequest)(nil),        // 49: pcs.v1.ListNodesRequest
+	(*NodeInfo)(nil),                // 50: pcs.v1.NodeInfo
+	(*ListNodesResponse)(nil),       // 51: pcs.v1.ListNodesResponse
+	(*CreateTableRequest)(nil),      // 52: pcs.v1.CreateTableRequest
+	(*CreateTableResponse)(nil),     // 53: pcs.v1.CreateTableResponse
+	(*AlterTableRequest)(nil),       // 54: pcs.v1.AlterTableRequest
+	(*AlterTableResponse)(nil),      // 55: pcs.v1.AlterTableResponse
+	(*DropTableRequest)(nil),        // 56: pcs.v1.DropTableRequest
+	(*DropTableResponse)(nil),       // 57: pcs.v1.DropTableResponse
+	(*GetTableRequest)(nil),         // 58: pcs.v1.GetTableRequest
+	(*GetTableResponse)(nil),        // 59: pcs.v1.GetTableResponse
+	(*ListTablesRequest)(nil),       // 60: pcs.v1.ListTablesRequest
+	(*ListTablesResponse)(nil),      // 61: pcs.v1.ListTablesResponse
+	(*GetShardRequest)(nil),         // 62: pcs.v1.GetShardRequest
+	(*GetShardResponse)(nil),        // 63: pcs.v1.GetShardResponse
+	(*BatchGetShardsRequest)(nil),   // 64: pcs.v1.BatchGetShardsRequest
+	(*BatchGetShardsResponse)(nil),  // 65: pcs.v1.BatchGetShardsResponse
+	(*GetShardByIDRequest)(nil),     // 66: pcs.v1.GetShardByIDRequest
+	(*ScanShardsRequest)(nil),       // 67: pcs.v1.ScanShardsRequest
+	(*ScanShardsResponse)(nil),      // 68: pcs.v1.ScanShardsResponse
+	(*SplitShardRequest)(nil),       // 69: pcs.v1.SplitShardRequest
+	(*SplitShardResponse)(nil),      // 70: pcs.v1.SplitShardResponse
+	(*AskSplitRequest)(nil),         // 71: pcs.v1.AskSplitRequest
+	(*AskSplitResponse)(nil),        // 72: pcs.v1.AskSplitResponse
+	(*MoveShardRequest)(nil),        // 73: pcs.v1.MoveShardRequest
+	(*MoveShardResponse)(nil),       // 74: pcs.v1.MoveShardResponse
+	(*TransferPrimaryRequest)(nil),  // 75: pcs.v1.TransferPrimaryRequest
+	(*TransferPrimaryResponse)(nil), // 76: pcs.v1.TransferPrimaryResponse
+	(*RemoveReplicasRequest)(nil),   // 77: pcs.v1.RemoveReplicasRequest
+	(*RemoveReplicasResponse)(nil),  // 78: pcs.v1.RemoveReplicasResponse
+	(*NodeStats)(nil),               // 79: pcs.v1.NodeStats
+	(*ShardStats)(nil),              // 80: pcs.v1.ShardStats
+	(*NodeHeartbeat)(nil),           // 81: pcs.v1.NodeHeartbeat
+	(*NodeCommand)(nil),             // 82: pcs.v1.NodeCommand
+	(*SplitShardCommand)(nil),       // 83: pcs.v1.SplitShardCommand
+	(*SchemaVersionRef)(nil),        // 84: pcs.v1.SchemaVersionRef
+	(*HeartbeatResponse)(nil),       // 85: pcs.v1.HeartbeatResponse
+	(*Job)(nil),                     // 86: pcs.v1.Job
+	(*ListJobsRequest)(nil),         // 87: pcs.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),        // 88: pcs.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),        // 89: pcs.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),       // 90: pcs.v1.CancelJobResponse
+	(*ColumnDef)(nil),               // 91: pcs.v1.ColumnDef
+	(*RangePartition)(nil),          // 92: pcs.v1.RangePartition
+	(*ValueTuple)(nil),              // 93: pcs.v1.ValueTuple
+	(*ListPartition)(nil),           // 94: pcs.v1.ListPartition
+	(*PartitionSpec)(nil),           // 95: pcs.v1.PartitionSpec
+	(*DataNode)(nil),                // 96: pcs.v1.DataNode
+	(*Table)(nil),                   // 97: pcs.v1.Table
+	(*SchemaVersion)(nil),           // 98: pcs.v1.SchemaVersion
+	(*ShardEpoch)(nil),              // 99: pcs.v1.ShardEpoch
+	(*Shard)(nil),                   // 100: pcs.v1.Shard
+	(*Command)(nil),                 // 101: pcs.v1.Command
+	(*RequestID)(nil),               // 102: pcs.v1.RequestID
+	(*Outcome)(nil),                 // 103: pcs.v1.Outcome
+	(*ClientSession)(nil),           // 104: pcs.v1.ClientSession
+	(*CmdChangeReplicas)(nil),       // 105: pcs.v1.CmdChangeReplicas
+	(*CmdSplitShard)(nil),           // 106: pcs.v1.CmdSplitShard
+	(*CmdChangePrimary)(nil),        // 107: pcs.v1.CmdChangePrimary
+	(*CmdSetNodeAdmin)(nil),         // 108: pcs.v1.CmdSetNodeAdmin
+	(*CmdCancelAlter)(nil),          // 109: pcs.v1.CmdCancelAlter
+	(*CmdAlterTable)(nil),           // 110: pcs.v1.CmdAlterTable
+	(*CmdAdvanceSchema)(nil),        // 111: pcs.v1.CmdAdvanceSchema
+	(*CmdRegisterNode)(nil),         // 112: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),          // 113: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),        // 114: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),          // 115: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                  // 116: pcs.v1.CmdPut
+	(*CmdDelete)(nil),               // 117: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),            // 118: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),             // 119: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),            // 120: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),         // 121: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),          // 122: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),          // 123: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),               // 124: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),         // 125: pcs.v1.SnapshotTrailer
+	nil,                             // 126: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                             // 127: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                             // 128: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                             // 129: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -8631,183 +8779,186 @@ var file_pcs_proto_depIdxs = []int32{
 	5,   // 2: pcs.v1.MemberListResponse.header:type_name -> pcs.v1.ReadHeader
 	10,  // 3: pcs.v1.MemberListResponse.members:type_name -> pcs.v1.Member
 	10,  // 4: pcs.v1.MemberAddResponse.members:type_name -> pcs.v1.Member
-	10,  // 5: pcs.v1.MemberRemoveResponse.members:type_name -> pcs.v1.Member
-	10,  // 6: pcs.v1.MemberUpdateRequest.member:type_name -> pcs.v1.Member
-	6,   // 7: pcs.v1.PutResponse.header:type_name -> pcs.v1.WriteHeader
-	23,  // 8: pcs.v1.PutResponse.kv:type_name -> pcs.v1.KeyValue
-	6,   // 9: pcs.v1.DeleteResponse.header:type_name -> pcs.v1.WriteHeader
-	1,   // 10: pcs.v1.GetRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 11: pcs.v1.GetResponse.header:type_name -> pcs.v1.ReadHeader
-	23,  // 12: pcs.v1.GetResponse.kv:type_name -> pcs.v1.KeyValue
-	1,   // 13: pcs.v1.RangeRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 14: pcs.v1.RangeResponse.header:type_name -> pcs.v1.ReadHeader
-	23,  // 15: pcs.v1.RangeResponse.kvs:type_name -> pcs.v1.KeyValue
-	2,   // 16: pcs.v1.Event.type:type_name -> pcs.v1.EventType
-	23,  // 17: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
-	32,  // 18: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	124, // 19: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
-	1,   // 20: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
-	94,  // 21: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
-	5,   // 22: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
-	48,  // 23: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
-	95,  // 24: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
-	95,  // 25: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
-	95,  // 26: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
-	1,   // 27: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 28: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
-	95,  // 29: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
-	96,  // 30: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
-	1,   // 31: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 32: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
-	95,  // 33: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
-	1,   // 34: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 35: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
-	98,  // 36: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
-	1,   // 37: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 38: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	98,  // 39: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
-	1,   // 40: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
-	1,   // 41: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 42: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	98,  // 43: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
-	98,  // 44: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
-	98,  // 45: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
-	97,  // 46: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
-	98,  // 47: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
-	98,  // 48: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
-	98,  // 49: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
-	125, // 50: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	126, // 51: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
-	77,  // 52: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
-	78,  // 53: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
-	98,  // 54: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
-	82,  // 55: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
-	81,  // 56: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
-	80,  // 57: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
-	84,  // 58: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
-	91,  // 59: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
-	3,   // 60: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	90,  // 61: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	92,  // 62: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	93,  // 63: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	127, // 64: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	89,  // 65: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	93,  // 66: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
-	4,   // 67: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	96,  // 68: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
-	97,  // 69: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	114, // 70: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	115, // 71: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	116, // 72: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	117, // 73: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	118, // 74: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	119, // 75: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	110, // 76: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	111, // 77: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	112, // 78: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	113, // 79: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	108, // 80: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	109, // 81: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	107, // 82: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
-	106, // 83: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
-	105, // 84: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
-	103, // 85: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
-	104, // 86: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
-	100, // 87: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
-	23,  // 88: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
-	101, // 89: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
-	94,  // 90: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	95,  // 91: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	98,  // 92: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,   // 93: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10,  // 94: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	121, // 95: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	23,  // 96: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	32,  // 97: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10,  // 98: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	122, // 99: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	123, // 100: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	94,  // 101: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	95,  // 102: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	98,  // 103: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	102, // 104: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
-	8,   // 105: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11,  // 106: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13,  // 107: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15,  // 108: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	17,  // 109: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	19,  // 110: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	21,  // 111: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	24,  // 112: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	26,  // 113: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	28,  // 114: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	30,  // 115: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	33,  // 116: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	35,  // 117: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	37,  // 118: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	43,  // 119: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	47,  // 120: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	45,  // 121: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
-	50,  // 122: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	54,  // 123: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	52,  // 124: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	85,  // 125: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
-	87,  // 126: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
-	67,  // 127: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
-	69,  // 128: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
-	71,  // 129: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
-	73,  // 130: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
-	75,  // 131: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
-	56,  // 132: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	58,  // 133: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	60,  // 134: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	62,  // 135: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	64,  // 136: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	65,  // 137: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	79,  // 138: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	39,  // 139: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	41,  // 140: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 141: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 142: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 143: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	16,  // 144: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	18,  // 145: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	20,  // 146: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	22,  // 147: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	25,  // 148: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	27,  // 149: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	29,  // 150: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	31,  // 151: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	34,  // 152: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	36,  // 153: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	38,  // 154: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	44,  // 155: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	49,  // 156: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	46,  // 157: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
-	51,  // 158: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	55,  // 159: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	53,  // 160: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	86,  // 161: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
-	88,  // 162: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
-	68,  // 163: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
-	70,  // 164: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
-	72,  // 165: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
-	74,  // 166: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
-	76,  // 167: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
-	57,  // 168: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	59,  // 169: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	61,  // 170: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	63,  // 171: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	61,  // 172: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	66,  // 173: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	83,  // 174: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	40,  // 175: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	42,  // 176: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	141, // [141:177] is the sub-list for method output_type
-	105, // [105:141] is the sub-list for method input_type
-	105, // [105:105] is the sub-list for extension type_name
-	105, // [105:105] is the sub-list for extension extendee
-	0,   // [0:105] is the sub-list for field type_name
+	10,  // 5: pcs.v1.MemberPromoteResponse.members:type_name -> pcs.v1.Member
+	10,  // 6: pcs.v1.MemberRemoveResponse.members:type_name -> pcs.v1.Member
+	10,  // 7: pcs.v1.MemberUpdateRequest.member:type_name -> pcs.v1.Member
+	6,   // 8: pcs.v1.PutResponse.header:type_name -> pcs.v1.WriteHeader
+	25,  // 9: pcs.v1.PutResponse.kv:type_name -> pcs.v1.KeyValue
+	6,   // 10: pcs.v1.DeleteResponse.header:type_name -> pcs.v1.WriteHeader
+	1,   // 11: pcs.v1.GetRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 12: pcs.v1.GetResponse.header:type_name -> pcs.v1.ReadHeader
+	25,  // 13: pcs.v1.GetResponse.kv:type_name -> pcs.v1.KeyValue
+	1,   // 14: pcs.v1.RangeRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 15: pcs.v1.RangeResponse.header:type_name -> pcs.v1.ReadHeader
+	25,  // 16: pcs.v1.RangeResponse.kvs:type_name -> pcs.v1.KeyValue
+	2,   // 17: pcs.v1.Event.type:type_name -> pcs.v1.EventType
+	25,  // 18: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
+	34,  // 19: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
+	126, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	1,   // 21: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
+	96,  // 22: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
+	5,   // 23: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
+	50,  // 24: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
+	97,  // 25: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
+	97,  // 26: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
+	97,  // 27: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
+	1,   // 28: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 29: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
+	97,  // 30: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
+	98,  // 31: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
+	1,   // 32: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 33: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
+	97,  // 34: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
+	1,   // 35: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 36: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
+	100, // 37: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
+	1,   // 38: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 39: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
+	100, // 40: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
+	1,   // 41: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
+	1,   // 42: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 43: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
+	100, // 44: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
+	100, // 45: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
+	100, // 46: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
+	99,  // 47: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
+	100, // 48: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
+	100, // 49: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
+	100, // 50: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
+	127, // 51: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	128, // 52: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	79,  // 53: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
+	80,  // 54: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
+	100, // 55: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
+	84,  // 56: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
+	83,  // 57: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
+	82,  // 58: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
+	86,  // 59: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
+	93,  // 60: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	3,   // 61: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
+	92,  // 62: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	94,  // 63: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	95,  // 64: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	129, // 65: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	91,  // 66: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	95,  // 67: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	4,   // 68: pcs.v1.Table.state:type_name -> pcs.v1.TableState
+	98,  // 69: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
+	99,  // 70: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	116, // 71: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	117, // 72: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	118, // 73: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	119, // 74: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	120, // 75: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	121, // 76: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	112, // 77: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	113, // 78: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	114, // 79: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	115, // 80: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	110, // 81: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	111, // 82: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	109, // 83: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	108, // 84: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
+	107, // 85: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
+	105, // 86: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
+	106, // 87: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
+	102, // 88: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
+	25,  // 89: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
+	103, // 90: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
+	96,  // 91: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	97,  // 92: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	100, // 93: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,   // 94: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10,  // 95: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	123, // 96: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	25,  // 97: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	34,  // 98: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10,  // 99: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	124, // 100: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	125, // 101: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	96,  // 102: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	97,  // 103: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	100, // 104: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	104, // 105: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
+	8,   // 106: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 107: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 108: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 109: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	16,  // 110: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
+	19,  // 111: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	21,  // 112: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	23,  // 113: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	26,  // 114: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	28,  // 115: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	30,  // 116: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	32,  // 117: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	35,  // 118: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	37,  // 119: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	39,  // 120: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	45,  // 121: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	49,  // 122: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	47,  // 123: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
+	52,  // 124: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	56,  // 125: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	54,  // 126: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
+	87,  // 127: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	89,  // 128: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	69,  // 129: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
+	71,  // 130: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
+	73,  // 131: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
+	75,  // 132: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
+	77,  // 133: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
+	58,  // 134: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	60,  // 135: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	62,  // 136: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	64,  // 137: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	66,  // 138: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	67,  // 139: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	81,  // 140: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	41,  // 141: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	43,  // 142: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 143: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 144: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 145: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	18,  // 146: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	17,  // 147: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
+	20,  // 148: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	22,  // 149: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	24,  // 150: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	27,  // 151: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	29,  // 152: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	31,  // 153: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	33,  // 154: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	36,  // 155: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	38,  // 156: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	40,  // 157: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	46,  // 158: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	51,  // 159: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	48,  // 160: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
+	53,  // 161: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	57,  // 162: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	55,  // 163: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	88,  // 164: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	90,  // 165: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	70,  // 166: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
+	72,  // 167: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
+	74,  // 168: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
+	76,  // 169: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
+	78,  // 170: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
+	59,  // 171: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	61,  // 172: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	63,  // 173: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	65,  // 174: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	63,  // 175: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	68,  // 176: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	85,  // 177: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	42,  // 178: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	44,  // 179: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	143, // [143:180] is the sub-list for method output_type
+	106, // [106:143] is the sub-list for method input_type
+	106, // [106:106] is the sub-list for extension type_name
+	106, // [106:106] is the sub-list for extension extendee
+	0,   // [0:106] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -8815,16 +8966,16 @@ func file_pcs_proto_init() {
 	if File_pcs_proto != nil {
 		return
 	}
-	file_pcs_proto_msgTypes[19].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[21].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[75].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[23].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[77].OneofWrappers = []any{
 		(*NodeCommand_CreateReplica)(nil),
 		(*NodeCommand_DropReplica)(nil),
 		(*NodeCommand_SetLogLevel)(nil),
 		(*NodeCommand_LoadSchema)(nil),
 		(*NodeCommand_SplitShard)(nil),
 	}
-	file_pcs_proto_msgTypes[94].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[96].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_TsoWindow)(nil),
@@ -8843,9 +8994,9 @@ func file_pcs_proto_init() {
 		(*Command_ChangeReplicas)(nil),
 		(*Command_SplitShard)(nil),
 	}
-	file_pcs_proto_msgTypes[109].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[110].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[115].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[111].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[112].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[117].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -8863,7 +9014,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   123,
+			NumMessages:   125,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	PCS_MemberList_FullMethodName      = "/pcs.v1.PCS/MemberList"
 	PCS_MemberAdd_FullMethodName       = "/pcs.v1.PCS/MemberAdd"
 	PCS_MemberRemove_FullMethodName    = "/pcs.v1.PCS/MemberRemove"
+	PCS_MemberPromote_FullMethodName   = "/pcs.v1.PCS/MemberPromote"
 	PCS_MemberTransfer_FullMethodName  = "/pcs.v1.PCS/MemberTransfer"
 	PCS_MemberUpdate_FullMethodName    = "/pcs.v1.PCS/MemberUpdate"
 	PCS_ReadIndex_FullMethodName       = "/pcs.v1.PCS/ReadIndex"
@@ -69,6 +70,7 @@ type PCSClient interface {
 	MemberList(ctx context.Context, in *MemberListRequest, opts ...grpc.CallOption) (*MemberListResponse, error)
 	MemberAdd(ctx context.Context, in *MemberAddRequest, opts ...grpc.CallOption) (*MemberAddResponse, error)
 	MemberRemove(ctx context.Context, in *MemberRemoveRequest, opts ...grpc.CallOption) (*MemberRemoveResponse, error)
+	MemberPromote(ctx context.Context, in *MemberPromoteRequest, opts ...grpc.CallOption) (*MemberPromoteResponse, error)
 	MemberTransfer(ctx context.Context, in *MemberTransferRequest, opts ...grpc.CallOption) (*MemberTransferResponse, error)
 	MemberUpdate(ctx context.Context, in *MemberUpdateRequest, opts ...grpc.CallOption) (*MemberUpdateResponse, error)
 	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
@@ -151,6 +153,16 @@ func (c *pCSClient) MemberRemove(ctx context.Context, in *MemberRemoveRequest, o
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(MemberRemoveResponse)
 	err := c.cc.Invoke(ctx, PCS_MemberRemove_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pCSClient) MemberPromote(ctx context.Context, in *MemberPromoteRequest, opts ...grpc.CallOption) (*MemberPromoteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MemberPromoteResponse)
+	err := c.cc.Invoke(ctx, PCS_MemberPromote_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -500,6 +512,7 @@ type PCSServer interface {
 	MemberList(context.Context, *MemberListRequest) (*MemberListResponse, error)
 	MemberAdd(context.Context, *MemberAddRequest) (*MemberAddResponse, error)
 	MemberRemove(context.Context, *MemberRemoveRequest) (*MemberRemoveResponse, error)
+	MemberPromote(context.Context, *MemberPromoteRequest) (*MemberPromoteResponse, error)
 	MemberTransfer(context.Context, *MemberTransferRequest) (*MemberTransferResponse, error)
 	MemberUpdate(context.Context, *MemberUpdateRequest) (*MemberUpdateResponse, error)
 	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
@@ -559,6 +572,9 @@ func (UnimplementedPCSServer) MemberAdd(context.Context, *MemberAddRequest) (*Me
 }
 func (UnimplementedPCSServer) MemberRemove(context.Context, *MemberRemoveRequest) (*MemberRemoveResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MemberRemove not implemented")
+}
+func (UnimplementedPCSServer) MemberPromote(context.Context, *MemberPromoteRequest) (*MemberPromoteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MemberPromote not implemented")
 }
 func (UnimplementedPCSServer) MemberTransfer(context.Context, *MemberTransferRequest) (*MemberTransferResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MemberTransfer not implemented")
@@ -745,6 +761,24 @@ func _PCS_MemberRemove_Handler(srv interface{}, ctx context.Context, dec func(in
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(PCSServer).MemberRemove(ctx, req.(*MemberRemoveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PCS_MemberPromote_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MemberPromoteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).MemberPromote(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_MemberPromote_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).MemberPromote(ctx, req.(*MemberPromoteRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1318,6 +1352,10 @@ var PCS_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MemberRemove",
 			Handler:    _PCS_MemberRemove_Handler,
+		},
+		{
+			MethodName: "MemberPromote",
+			Handler:    _PCS_MemberPromote_Handler,
 		},
 		{
 			MethodName: "MemberTransfer",

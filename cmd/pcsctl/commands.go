@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -13,7 +16,7 @@ import (
 )
 
 func statusCmd(g *globals) *cobra.Command {
-	var digest bool
+	var digest, allowDown bool
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the state of every endpoint",
@@ -69,10 +72,22 @@ func statusCmd(g *globals) *cobra.Command {
 			if failed == len(g.endpoints) {
 				return fmt.Errorf("no endpoint answered")
 			}
+			if allowDown {
+				return nil
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d of %d endpoints did not answer (--allow-down to exit 0 anyway)", failed, len(g.endpoints))
+			}
+			for _, r := range rows {
+				if r.Primary == "" {
+					return fmt.Errorf("%s knows no primary (--allow-down to exit 0 anyway)", r.Endpoint)
+				}
+			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&digest, "digest", false, "also compute each node's state digest")
+	cmd.Flags().BoolVar(&allowDown, "allow-down", false, "exit 0 even if an endpoint is down or no primary is known")
 	return cmd
 }
 
@@ -116,38 +131,78 @@ func memberCmd(g *globals) *cobra.Command {
 			}
 			defer done()
 			resp, err := c.MemberList(ctx)
+			if err != nil && (errors.Is(err, client.ErrUnavailable) || errors.Is(err, client.ErrNotPrimary) || errors.Is(err, context.DeadlineExceeded)) {
+				// No primary: show what a reachable member knows, saying so.
+				for _, ep := range g.endpoints {
+					sctx, cancel := context.WithTimeout(ctx, time.Second)
+					r, serr := c.MemberList(sctx, client.WithEndpoint(ep), client.WithStale())
+					cancel()
+					if serr == nil {
+						fmt.Fprintf(cmd.ErrOrStderr(), "pcsctl: no primary (%s); showing %s's own view, which may be stale\n", oneLine(err), ep)
+						resp, err = r, nil
+						break
+					}
+				}
+			}
 			if err != nil {
 				return err
 			}
 			return g.print(cmd.OutOrStdout(), memberRows(resp.Members))
 		},
 	}
-	var nonVoter bool
+	var nonVoter, force bool
 	add := &cobra.Command{
-		Use: "add NAME PEER_ADDR", Short: "Add a member (start it with --join, or add it first and start it with no bootstrap)", Args: cobra.ExactArgs(2),
+		Use:   "add NAME PEER_ADDR",
+		Short: "Add a member: a non-voter first, promoted to voter once it has caught up",
+		Long: `Add a member to the PCS group. Usually a new node adds itself: start it with
+--join ENDPOINT (and no --initial-cluster). To add one by hand, run this, then start the node
+with --join. The member joins as a non-voter and is promoted to voter once it has applied the
+log; if it has not caught up before --timeout it stays a non-voter: run 'member promote NAME'.
+A node that cannot be reached never becomes a voter, so it cannot cost the group its quorum.`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			resp, err := c.MemberAdd(ctx, args[0], args[1], nonVoter)
+			resp, err := c.MemberAdd(ctx, args[0], args[1], nonVoter, force)
+			if err != nil {
+				return err
+			}
+			if resp.PromotionPending {
+				fmt.Fprintf(cmd.ErrOrStderr(), "pcsctl: %s was added as a non-voter and has not caught up yet; promote it with 'pcsctl member promote %s'\n", args[0], args[0])
+			}
+			return g.print(cmd.OutOrStdout(), memberRows(resp.Members))
+		},
+	}
+	add.Flags().BoolVar(&nonVoter, "non-voter", false, "stay a non-voter (replicates, does not vote)")
+	add.Flags().BoolVar(&force, "force", false, "promote even if the live voters would then not form a quorum")
+	promote := &cobra.Command{
+		Use: "promote NAME", Short: "Make a caught-up non-voter a voter", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ctx, done, err := g.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.MemberPromote(ctx, args[0], force)
 			if err != nil {
 				return err
 			}
 			return g.print(cmd.OutOrStdout(), memberRows(resp.Members))
 		},
 	}
-	add.Flags().BoolVar(&nonVoter, "non-voter", false, "add as a non-voter (replicates, does not vote)")
+	promote.Flags().BoolVar(&force, "force", false, "promote even if the live voters would then not form a quorum")
 	remove := &cobra.Command{
-		Use: "remove NAME", Short: "Remove a member", Args: cobra.ExactArgs(1),
+		Use: "remove NAME", Short: "Remove a member (refused if the live voters left would not form a quorum)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			resp, err := c.MemberRemove(ctx, args[0])
+			resp, err := c.MemberRemove(ctx, args[0], force)
 			if err != nil {
 				return err
 			}
@@ -173,7 +228,8 @@ func memberCmd(g *globals) *cobra.Command {
 			return g.print(cmd.OutOrStdout(), table{rows: [][]string{{"primary: " + p}}, value: map[string]string{"primary": p}})
 		},
 	}
-	cmd.AddCommand(list, add, remove, transfer)
+	remove.Flags().BoolVar(&force, "force", false, "remove even if the live voters left would not form a quorum")
+	cmd.AddCommand(list, add, promote, remove, transfer)
 	return cmd
 }
 

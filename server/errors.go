@@ -33,6 +33,9 @@ var (
 	ErrMemberNotFound = errors.New("member not found")
 	// ErrInvalid: a malformed request.
 	ErrInvalid = errors.New("invalid request")
+	// ErrShardGuard: a shard command would leave the shard in a wrong shape (a move onto a node
+	// that holds a replica, from one that holds none, or below the table's replica count).
+	ErrShardGuard = errors.New("shard command refused")
 	// ErrLeaseExpired: a data node asked for something only a node with a live lease may ask
 	// (PCS has not heard from it within its lease).
 	ErrLeaseExpired = errors.New("node lease expired")
@@ -97,6 +100,8 @@ func toStatus(err error) error {
 	case errors.Is(err, meta.ErrInvalid), errors.Is(err, meta.ErrBadCommand), errors.Is(err, ErrInvalid),
 		errors.Is(err, tso.ErrBadCount):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ErrShardGuard):
+		return withReason(codes.FailedPrecondition, pcspb.ReasonShardGuard, err)
 	case errors.Is(err, ErrQuorumAtRisk):
 		return withReason(codes.FailedPrecondition, pcspb.ReasonQuorumAtRisk, err)
 	case errors.Is(err, ErrNotCaughtUp):

@@ -168,8 +168,8 @@ func (v *service) MoveShard(ctx context.Context, req *pcspb.MoveShardRequest) (*
 			return nil, toStatus(err)
 		}
 	}
-	if !slices.Contains(sh.Replicas, from) && !slices.Contains(sh.Learners, from) && !slices.Contains(sh.Replicas, to) {
-		return nil, toStatus(fmt.Errorf("%w: node %d holds no replica of shard %d", ErrInvalid, from, sh.Id))
+	if err := s.checkMove(sh, from, to); err != nil {
+		return nil, toStatus(err)
 	}
 	for {
 		sh, _, err = s.fsm.ShardByID(req.ShardId)
@@ -196,6 +196,31 @@ func (v *service) MoveShard(ctx context.Context, req *pcspb.MoveShardRequest) (*
 			return nil, toStatus(step)
 		}
 	}
+}
+
+// checkMove refuses a move that would leave the shard in a wrong shape: from a node that holds
+// no replica, or to a node that already holds one (which would leave one replica fewer). A move
+// that was interrupted — the target added and the source still there, one replica more than
+// the table asks for — is let through to go on; one that is done is answered as done.
+func (s *Server) checkMove(sh *pcspb.Shard, from, to uint64) error {
+	holds := func(n uint64) bool { return slices.Contains(sh.Replicas, n) || slices.Contains(sh.Learners, n) }
+	want := 0
+	for _, t := range s.fsm.Tables() {
+		if t.Id == sh.TableId {
+			want = int(t.Replicas)
+		}
+	}
+	have := len(sh.Replicas) + len(sh.Learners)
+	switch {
+	case !holds(from) && slices.Contains(sh.Replicas, to):
+		return nil // already moved: the loop answers with the shard
+	case !holds(from):
+		return fmt.Errorf("%w: node %d holds no replica of shard %d (replicas %v, learners %v)", ErrShardGuard, from, sh.Id, sh.Replicas, sh.Learners)
+	case holds(to) && have <= want:
+		return fmt.Errorf("%w: node %d already holds a replica of shard %d (replicas %v): the move would leave %d replicas, the table asks for %d",
+			ErrShardGuard, to, sh.Id, sh.Replicas, have-1, want)
+	}
+	return nil
 }
 
 func (v *service) TransferPrimary(ctx context.Context, req *pcspb.TransferPrimaryRequest) (*pcspb.TransferPrimaryResponse, error) {

@@ -448,6 +448,26 @@ func TestMoveAndTransferUnderWrites(t *testing.T) {
 	if _, err := c.TransferPrimary(ctx, sh.Id, sh.Primary); err == nil {
 		t.Fatal("a transfer to a node that is not a replica was accepted")
 	}
+	// Guard: a move onto a node that already holds a replica (it would leave 2) is refused and
+	// changes nothing.
+	before, err := c.GetShardByID(ctx, sh.Id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.MoveShard(ctx, sh.Id, tr.Replicas[0], tr.Replicas[1]); !errors.Is(err, client.ErrShardGuard) {
+		t.Fatalf("move onto a node holding a replica: %v, want ErrShardGuard", err)
+	}
+	// The move done before, asked again (a retry): answered as done, nothing changes.
+	if again, err := c.MoveShard(ctx, sh.Id, sh.Primary, to); err != nil || again.Epoch.GetConfVer() != before.Shard.Epoch.GetConfVer() {
+		t.Fatalf("repeated move: %v %v", again, err)
+	}
+	after, err := c.GetShardByID(ctx, sh.Id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Shard.Epoch.GetConfVer() != before.Shard.Epoch.GetConfVer() || len(after.Shard.Replicas) != 3 {
+		t.Fatalf("refused moves changed the shard: %v -> %v", before.Shard, after.Shard)
+	}
 	w.waitMore(t, 200)
 	w.finish(t, ctx, kv)
 	checkReplicas(t, ctx, c, "mv", nodes)

@@ -162,16 +162,20 @@ func (s *Server) ddlLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if !s.live.WarmedUp() {
-			continue
-		}
-		step := ddl.Next(fsmCatalog{s.fsm}, s.live)
 		lost := map[uint64]bool{}
 		for _, n := range s.fsm.DataNodes() {
 			if !n.Tombstone && s.nodeLost(n.Id) {
 				lost[n.Id] = true
 			}
 		}
+		if !s.live.WarmedUp() {
+			// During the warm-up, only shard primaries on nodes silent for lease + margin since
+			// this primary took office move (DESIGN §6): their leases have lapsed whoever granted
+			// them. Everything that declares nodes down waits for the warm-up.
+			s.failover(ctx, lost, true)
+			continue
+		}
+		step := ddl.Next(fsmCatalog{s.fsm}, s.live)
 		repair := ddl.Repair(fsmCatalog{s.fsm}, s.live, lost, s.pickNode)
 		for n, shards := range repair.Create {
 			for _, sh := range shards {
@@ -199,13 +203,7 @@ func (s *Server) ddlLoop(ctx context.Context) {
 			}
 			s.log.Info("shard repaired", "shard", c.ShardId, "change", c.String())
 		}
-		for _, cmd := range ddl.Failover(fsmCatalog{s.fsm}, s.live, lost) {
-			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_ChangePrimary{ChangePrimary: cmd}}); err != nil {
-				s.log.Warn("changing shard primary", "shard", cmd.ShardId, "err", err)
-				continue
-			}
-			s.log.Info("shard primary changed", "shard", cmd.ShardId, "primary", cmd.NewPrimary, "lost_node", cmd.RemoveNode, "term", cmd.Term+1)
-		}
+		s.failover(ctx, lost, false)
 		for id, v := range step.Advance {
 			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_AdvanceSchema{AdvanceSchema: &pcspb.CmdAdvanceSchema{TableId: id, Loaded: v}}}); err != nil {
 				s.log.Warn("advancing schema", "table", id, "err", err)
@@ -220,6 +218,18 @@ func (s *Server) ddlLoop(ctx context.Context) {
 			}
 			s.log.Info("table dropped", "table", id)
 		}
+	}
+}
+
+// failover replaces the shard primaries on lost nodes (and, unless primariesOnly, removes
+// lost replicas).
+func (s *Server) failover(ctx context.Context, lost map[uint64]bool, primariesOnly bool) {
+	for _, cmd := range ddl.Failover(fsmCatalog{s.fsm}, s.live, lost, primariesOnly) {
+		if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_ChangePrimary{ChangePrimary: cmd}}); err != nil {
+			s.log.Warn("changing shard primary", "shard", cmd.ShardId, "err", err)
+			continue
+		}
+		s.log.Info("shard primary changed", "shard", cmd.ShardId, "primary", cmd.NewPrimary, "lost_node", cmd.RemoveNode, "term", cmd.Term+1)
 	}
 }
 

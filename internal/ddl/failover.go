@@ -18,7 +18,10 @@ type Positions interface {
 // another is made primary (the caller decides which nodes are lost). The replica with the
 // highest reported log position among the up ones is promoted (lowest id on a tie); the lost
 // node leaves the configuration. A shard with no up replica is left alone.
-func Failover(cat Catalog, live Positions, lost map[uint64]bool) []*pcspb.CmdChangePrimary {
+//
+// With primariesOnly, only lost primaries are replaced (a new PCS primary does that once lease
+// plus margin has passed since it took office; removing lost replicas waits for its warm-up).
+func Failover(cat Catalog, live Positions, lost map[uint64]bool, primariesOnly bool) []*pcspb.CmdChangePrimary {
 	if len(lost) == 0 {
 		return nil
 	}
@@ -26,6 +29,9 @@ func Failover(cat Catalog, live Positions, lost map[uint64]bool) []*pcspb.CmdCha
 	for _, t := range cat.Tables() {
 		for _, s := range cat.TableShards(t.Id) {
 			if !lost[s.Primary] {
+				if primariesOnly {
+					continue
+				}
 				// A lost replica: drop it from the configuration so the primary's writes go on.
 				for _, r := range s.Replicas {
 					if lost[r] && r != s.Primary {

@@ -1,0 +1,239 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/client"
+	"github.com/postdb/pcs/internal/keyenc"
+)
+
+// workload runs one kind of operation in a loop and records when each succeeded.
+type workload struct {
+	name string
+	mu   sync.Mutex
+	oks  []time.Time
+}
+
+func (w *workload) ok() {
+	w.mu.Lock()
+	w.oks = append(w.oks, time.Now())
+	w.mu.Unlock()
+}
+
+// okBetween reports whether an operation succeeded in [from, to).
+func (w *workload) okBetween(from, to time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, t := range w.oks {
+		if !t.Before(from) && t.Before(to) {
+			return true
+		}
+	}
+	return false
+}
+
+// gapAround is the longest time without a success that overlaps [from, to).
+func (w *workload) gapAround(from, to time.Time) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var gap time.Duration
+	for i := 1; i < len(w.oks); i++ {
+		a, b := w.oks[i-1], w.oks[i]
+		if b.After(from) && a.Before(to) {
+			gap = max(gap, b.Sub(a))
+		}
+	}
+	return gap
+}
+
+// run calls op until stop closes.
+func (w *workload) run(wg *sync.WaitGroup, stop <-chan struct{}, op func(ctx context.Context, i int) error) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if op(ctx, i) == nil {
+				w.ok()
+			} else {
+				time.Sleep(5 * time.Millisecond)
+			}
+			cancel()
+		}
+	}()
+}
+
+// rowCluster is 3 PCS and n data nodes with a table "t" of 3 replicas over 6 hash shards.
+func rowCluster(t *testing.T, nodes int, pcsArgs ...string) (*procCluster, *client.Client, []*nodeProc) {
+	pc := startCluster(t, 3, pcsArgs...)
+	c := pc.client()
+	pc.primary(c)
+	np := startNodeProcs(t, pc, nodes)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waitFor(t, 30*time.Second, "data nodes up", func() bool { return upNodes(ctx, c) == nodes })
+	if _, err := c.CreateTable(ctx, &pcspb.Table{Name: "t", Replicas: 3, IsolationLabel: "zone",
+		Columns:   []*pcspb.ColumnDef{{Name: "k", Type: "int64"}},
+		Partition: &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_HASH, Columns: []string{"k"}, HashPartitions: 6}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "table public", func() bool {
+		tr, err := c.GetTable(ctx, "t")
+		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
+	})
+	return pc, c, np
+}
+
+func rowKey(i int) []byte {
+	b, _ := keyenc.Encode(nil, []keyenc.Column{{Type: keyenc.Int64}}, []keyenc.Value{keyenc.I64(int64(i))})
+	return b
+}
+
+// TestPausedPCSPrimaryDoesNotStallClients: the PCS primary is SIGSTOPped for 5 s while clients
+// write system keys, take timestamps and ids, and write rows. A new primary takes office within
+// about a second, and every workload succeeds again while the old primary is still stopped;
+// row writes never depend on it, since the data nodes' leases are renewed by the new primary.
+func TestPausedPCSPrimaryDoesNotStallClients(t *testing.T) {
+	pc, c, _ := rowCluster(t, 3)
+	var (
+		wg   sync.WaitGroup
+		stop = make(chan struct{})
+		kv   = &workload{name: "kv"}
+		ts   = &workload{name: "tso"}
+		ids  = &workload{name: "ids"}
+		rows = &workload{name: "rows"}
+	)
+	kv.run(&wg, stop, func(ctx context.Context, i int) error {
+		_, err := c.Put(ctx, []byte(fmt.Sprint("p/", i%10)), []byte(fmt.Sprint(i)))
+		return err
+	})
+	ts.run(&wg, stop, func(ctx context.Context, _ int) error { _, err := c.GetTS(ctx); return err })
+	ids.run(&wg, stop, func(ctx context.Context, _ int) error { _, err := c.AllocIDs(ctx, "x", 1); return err })
+	table := c.KV("t")
+	rows.run(&wg, stop, func(ctx context.Context, i int) error { return table.Put(ctx, rowKey(i%50), []byte("v")) })
+	all := []*workload{kv, ts, ids, rows}
+	waitFor(t, 30*time.Second, "every workload running", func() bool {
+		for _, w := range all {
+			if !w.okBetween(time.Now().Add(-time.Second), time.Now()) {
+				return false
+			}
+		}
+		return true
+	})
+	victim := pc.primary(c)
+	paused := time.Now()
+	victim.cmd.Process.Signal(syscall.SIGSTOP)
+	// Each workload must succeed again while the old primary is still stopped (after the first
+	// 2.5 s of the 5 s pause).
+	waitFor(t, 5*time.Second, "every workload resumed during the pause", func() bool {
+		for _, w := range all {
+			if !w.okBetween(paused.Add(2500*time.Millisecond), time.Now()) {
+				return false
+			}
+		}
+		return true
+	})
+	if wait := time.Until(paused.Add(5 * time.Second)); wait > 0 {
+		time.Sleep(wait) // the fault: the rest of the 5 s pause
+	}
+	victim.cmd.Process.Signal(syscall.SIGCONT)
+	resumed := time.Now()
+	waitFor(t, 10*time.Second, "a second of work after the pause", func() bool { return rows.okBetween(resumed.Add(time.Second), time.Now()) })
+	close(stop)
+	wg.Wait()
+	for _, w := range all {
+		if !w.okBetween(paused.Add(2500*time.Millisecond), paused.Add(5*time.Second)) {
+			t.Errorf("%s: no success in the second half of the pause", w.name)
+		}
+		t.Logf("%s: longest gap around the 5 s pause %v", w.name, w.gapAround(paused, resumed).Round(time.Millisecond))
+	}
+}
+
+// TestDataNodeKillRightAfterPCSFailover: the PCS primary is killed, and right after a new one
+// takes office the data node leading the most shards is killed. The new primary moves that
+// node's shard primaries once lease + margin has passed since it took office — long before its
+// warm-up (60 s here) ends — and rows are written again.
+func TestDataNodeKillRightAfterPCSFailover(t *testing.T) {
+	pc, c, nodes := rowCluster(t, 4, "--node-warmup", "300ms", "--node-lease", "1s")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	table := c.KV("t")
+	for i := 0; i < 12; i++ {
+		if err := table.Put(ctx, rowKey(i), []byte("before")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The followers restart with a long warm-up; one of them becomes the next primary.
+	old := pc.primary(c)
+	for _, p := range pc.procs {
+		if p != old {
+			p.kill()
+			p.args = append(p.args, "--node-warmup", "60s")
+			p.start()
+			pc.waitConverged(c, 30*time.Second)
+		}
+	}
+	old.kill()
+	pc.primary(c)
+	// The data node leading the most shards.
+	shards, err := c.ScanShards(ctx, "t", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lead := map[uint64]int{}
+	for _, sh := range shards.Shards {
+		lead[sh.Primary]++
+	}
+	var victimID uint64
+	for id, n := range lead {
+		if victimID == 0 || n > lead[victimID] {
+			victimID = id
+		}
+	}
+	resp, err := c.ListNodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range resp.Nodes {
+		if n.Node.Id == victimID {
+			for _, np := range nodes {
+				if np.addr == n.Node.Address {
+					np.kill()
+				}
+			}
+		}
+	}
+	killed := time.Now()
+	waitFor(t, 30*time.Second, "no shard led by the killed node", func() bool {
+		s, err := c.ScanShards(ctx, "t", nil, nil)
+		if err != nil {
+			return false
+		}
+		for _, sh := range s.Shards {
+			if sh.Primary == victimID || !slices.Contains(sh.Replicas, sh.Primary) {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("shard primaries moved %v after the data node was killed", time.Since(killed).Round(time.Millisecond))
+	for i := 0; i < 12; i++ {
+		if err := table.Put(ctx, rowKey(i), []byte("after")); err != nil {
+			t.Fatalf("row %d after the failover: %v", i, err)
+		}
+	}
+	t.Logf("shard primaries moved and rows written %v after the data node was killed", time.Since(killed).Round(time.Millisecond))
+	old.start()
+}

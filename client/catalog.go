@@ -6,17 +6,15 @@ import (
 	"github.com/postdb/pcs/api/pcspb"
 )
 
-// RegisterNode registers a data node (or finds the id its address already holds).
-func (c *Client) RegisterNode(ctx context.Context, address string, labels map[string]string, capacity uint64) (uint64, error) {
+// RegisterNode registers a data node (or finds the id its address already holds); the
+// response also names the cluster.
+func (c *Client) RegisterNode(ctx context.Context, address string, labels map[string]string, capacity uint64) (*pcspb.RegisterNodeResponse, error) {
 	var resp *pcspb.RegisterNodeResponse
 	err := c.do(ctx, target{write: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
 		resp, err = cli.RegisterNode(ctx, &pcspb.RegisterNodeRequest{Address: address, Labels: labels, CapacityBytes: capacity})
 		return err
 	})
-	if err != nil {
-		return 0, err
-	}
-	return resp.NodeId, nil
+	return resp, err
 }
 
 // ListNodes lists the registered data nodes with their state and load.

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -36,12 +37,18 @@ type Options struct {
 	// primary discovery); a node that does not answer within it is given up on and the
 	// primary looked up again. Default DefaultAttemptTimeout.
 	AttemptTimeout time.Duration
+	// ClusterID, if set, is sent with every call (see WithClusterID).
+	ClusterID string
 }
 
 // DefaultAttemptTimeout is a few election timeouts of PCS's LAN defaults (200 ms): long
 // enough for a write's quorum round under load, short enough that a paused primary, replaced
 // after about two election timeouts, costs a client well under a second more.
 const DefaultAttemptTimeout = 750 * time.Millisecond
+
+// WithClusterID makes every call say it belongs to cluster id (16 hex digits): a PCS of
+// another cluster refuses it with ErrClusterMismatch.
+func WithClusterID(id string) Option { return func(o *Options) { o.ClusterID = id } }
 
 // WithAttemptTimeout sets Options.AttemptTimeout.
 func WithAttemptTimeout(d time.Duration) Option { return func(o *Options) { o.AttemptTimeout = d } }
@@ -72,6 +79,7 @@ type Client struct {
 	stopWatch context.CancelFunc
 	nodes     nodeAddrs
 	reqs      *requests
+	clusterID atomic.Value // string: sent with every call so that another cluster refuses it
 }
 
 // New returns a client for the cluster reachable at any of endpoints (client addresses).
@@ -88,6 +96,7 @@ func New(endpoints []string, opts ...Option) (*Client, error) {
 	c.mu.conns = map[string]*grpc.ClientConn{}
 	c.tso = newTSOBatcher(c)
 	c.reqs = newRequests()
+	c.clusterID.Store(o.ClusterID)
 	c.routes.tables = map[string]*tableRoutes{}
 	c.nodes.addrs = map[uint64]string{}
 	c.nodes.conns = map[string]*grpc.ClientConn{}
@@ -120,6 +129,18 @@ func (c *Client) Close() error {
 // Endpoints returns the configured endpoints.
 func (c *Client) Endpoints() []string { return append([]string(nil), c.endpoints...) }
 
+// SetClusterID sets the cluster id sent with every later call (a data node learns it when it
+// registers).
+func (c *Client) SetClusterID(id string) { c.clusterID.Store(id) }
+
+// withClusterID adds the cluster id, if known, to an outgoing call.
+func (c *Client) withClusterID(ctx context.Context) context.Context {
+	if id, _ := c.clusterID.Load().(string); id != "" {
+		return metadata.AppendToOutgoingContext(ctx, pcspb.ClusterIDHeader, id)
+	}
+	return ctx
+}
+
 func (c *Client) conn(addr string) (pcspb.PCSClient, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -129,7 +150,13 @@ func (c *Client) conn(addr string) (pcspb.PCSClient, error) {
 		cc, err = grpc.NewClient(addr,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithConnectParams(fastReconnect),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)))
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)),
+			grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+				return invoker(c.withClusterID(ctx), method, req, reply, cc, opts...)
+			}),
+			grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+				return streamer(c.withClusterID(ctx), desc, cc, method, opts...)
+			}))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", ErrInvalidArgument, addr, err)
 		}

@@ -57,6 +57,11 @@ type Config struct {
 	Logger   *slog.Logger
 	// OnBeat, if set, is called after each answered heartbeat (load generators count them).
 	OnBeat func()
+	// ClusterID is the id of the cluster the node was registered in before ("" for a new
+	// node): PCS of another cluster refuses the node. OnClusterID, if set, is called with the
+	// id a new node learns at registration, to keep it with the node's data.
+	ClusterID   string
+	OnClusterID func(string) error
 }
 
 // DefaultInterval is the default heartbeat interval: a quarter of PCS's default node lease.
@@ -95,7 +100,7 @@ func New(cfg Config, h Handler) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c, err := client.New(cfg.Endpoints, client.WithBackoff(10*time.Millisecond, 200*time.Millisecond))
+	c, err := client.New(cfg.Endpoints, client.WithBackoff(10*time.Millisecond, 200*time.Millisecond), client.WithClusterID(cfg.ClusterID))
 	if err != nil {
 		return nil, err
 	}
@@ -171,12 +176,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer a.c.Close()
 	for a.NodeID() == 0 {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		id, err := a.c.RegisterNode(rctx, a.cfg.Address, a.cfg.Labels, a.cfg.CapacityBytes)
+		resp, err := a.c.RegisterNode(rctx, a.cfg.Address, a.cfg.Labels, a.cfg.CapacityBytes)
 		cancel()
+		if err == nil && a.cfg.ClusterID == "" && resp.ClusterId != "" && a.cfg.OnClusterID != nil {
+			if err = a.cfg.OnClusterID(resp.ClusterId); err != nil {
+				return fmt.Errorf("nodeagent: keeping the cluster id: %w", err)
+			}
+		}
 		if err == nil {
-			a.nodeID.Store(id)
-			a.log.Info("registered", "node", id)
+			a.c.SetClusterID(resp.ClusterId)
+			a.nodeID.Store(resp.NodeId)
+			a.log.Info("registered", "node", resp.NodeId, "cluster_id", resp.ClusterId)
 			break
+		}
+		if errors.Is(err, client.ErrClusterMismatch) {
+			return fmt.Errorf("nodeagent: %w", err)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()

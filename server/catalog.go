@@ -33,7 +33,7 @@ func (v *service) RegisterNode(ctx context.Context, req *pcspb.RegisterNodeReque
 		return nil, toStatus(err)
 	}
 	v.s.log.Info("data node registered", "node", res.ID, "address", req.Address)
-	return &pcspb.RegisterNodeResponse{NodeId: res.ID}, nil
+	return &pcspb.RegisterNodeResponse{NodeId: res.ID, ClusterId: v.s.ClusterID()}, nil
 }
 
 func (v *service) SetNodeState(ctx context.Context, req *pcspb.SetNodeStateRequest) (*pcspb.SetNodeStateResponse, error) {

@@ -14,6 +14,7 @@ import (
 	"github.com/postdb/pcs/internal/catalog"
 	"github.com/postdb/pcs/internal/meta"
 	"github.com/postdb/pcs/internal/placement"
+	"github.com/postdb/pcs/internal/raftgroup"
 	"github.com/postdb/pcs/internal/tso"
 )
 
@@ -33,6 +34,8 @@ var (
 	ErrMemberNotFound = errors.New("member not found")
 	// ErrInvalid: a malformed request.
 	ErrInvalid = errors.New("invalid request")
+	// ErrClusterMismatch: the caller belongs to another cluster.
+	ErrClusterMismatch = errors.New("cluster id mismatch")
 	// ErrShardGuard: a shard command would leave the shard in a wrong shape (a move onto a node
 	// that holds a replica, from one that holds none, or below the table's replica count).
 	ErrShardGuard = errors.New("shard command refused")
@@ -100,6 +103,8 @@ func toStatus(err error) error {
 	case errors.Is(err, meta.ErrInvalid), errors.Is(err, meta.ErrBadCommand), errors.Is(err, ErrInvalid),
 		errors.Is(err, tso.ErrBadCount):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ErrClusterMismatch), errors.Is(err, raftgroup.ErrClusterMismatch):
+		return withReason(codes.FailedPrecondition, pcspb.ReasonClusterMismatch, err)
 	case errors.Is(err, ErrShardGuard):
 		return withReason(codes.FailedPrecondition, pcspb.ReasonShardGuard, err)
 	case errors.Is(err, ErrQuorumAtRisk):

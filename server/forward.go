@@ -99,7 +99,8 @@ func (s *Server) requestJoin(ctx context.Context) error {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-		resp, err := cli.MemberAdd(cctx, &pcspb.MemberAddRequest{Name: s.cfg.Name, PeerAddr: s.PeerAddr(), NonVoter: s.cfg.JoinAsNonVoter})
+		resp, err := cli.MemberAdd(cctx, &pcspb.MemberAddRequest{Name: s.cfg.Name, PeerAddr: s.PeerAddr(), NonVoter: s.cfg.JoinAsNonVoter,
+			ClusterId: s.ClusterID()})
 		cancel()
 		if err == nil && resp.PromotionPending {
 			err = errors.New("added as a non-voter; promotion waits for this node to catch up")

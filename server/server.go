@@ -10,12 +10,17 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +78,7 @@ type Server struct {
 	splits   splitRequests
 	needJoin bool
 	dirLock  *dirlock.Lock
+	ident    *raftgroup.Identity
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -134,14 +140,31 @@ func New(cfg Config) (*Server, error) {
 			return fail(fmt.Errorf("http address: %w", err))
 		}
 	}
+	if s.ident, err = raftgroup.OpenIdentity(cfg.DataDir); err != nil {
+		return fail(err)
+	}
+	if hasState && len(cfg.Join) > 0 && s.ident.ID() != 0 {
+		// Restarted with --join (a service unit keeps its flags): fine for a member of that
+		// cluster, refused for a node holding another cluster's data.
+		if other := probeClusterID(cfg.Join); other != "" && other != s.ClusterID() {
+			return fail(fmt.Errorf("%w: %s holds data of cluster %s, but --join %s is cluster %s; start with an empty data dir to join it",
+				ErrClusterMismatch, cfg.DataDir, s.ClusterID(), strings.Join(cfg.Join, ","), other))
+		}
+	}
+	bootstrap := !hasState && len(cfg.Join) == 0
+	if bootstrap && s.ident.ID() == 0 {
+		if err := s.ident.Adopt(newClusterID(cfg.InitialCluster)); err != nil {
+			return fail(err)
+		}
+	}
 	rc := cfg.Raft
-	rc.Name, rc.Dir, rc.Logger = cfg.Name, cfg.DataDir, log
+	rc.Name, rc.Dir, rc.Logger, rc.Identity = cfg.Name, cfg.DataDir, log, s.ident
 	s.group, err = raftgroup.Open(rc, s.fsm)
 	if err != nil {
 		return fail(err)
 	}
 	s.raft = s.group.Raft
-	if !hasState && len(cfg.Join) == 0 {
+	if bootstrap {
 		peers := cfg.InitialCluster
 		if len(peers) == 0 {
 			peers = []Peer{{Name: cfg.Name, PeerAddr: s.group.LocalAddr()}}
@@ -158,7 +181,7 @@ func New(cfg Config) (*Server, error) {
 			s.group.Close()
 			return fail(fmt.Errorf("bootstrap: %w", err))
 		}
-		log.Info("bootstrapped cluster", "members", len(servers))
+		log.Info("bootstrapped cluster", "members", len(servers), "cluster_id", s.ClusterID())
 	}
 	s.grpcSrv = newGRPCServer(s)
 	if s.httpLn != nil {
@@ -240,6 +263,48 @@ func (s *Server) Close() error {
 	s.peers.close()
 	s.dirLock.Release()
 	return err
+}
+
+// ClusterID is the id of this node's cluster ("" while a joining node has not learnt it).
+func (s *Server) ClusterID() string { return raftgroup.FormatClusterID(s.ident.ID()) }
+
+// probeClusterID asks the endpoints for their cluster id ("" if none answers).
+func probeClusterID(endpoints []string) string {
+	peers := newPeerConns()
+	defer peers.close()
+	for _, ep := range endpoints {
+		cli, err := peers.get(ep)
+		if err != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		st, err := cli.Status(ctx, &pcspb.StatusRequest{})
+		cancel()
+		if err == nil && st.ClusterId != "" {
+			return st.ClusterId
+		}
+	}
+	return ""
+}
+
+// newClusterID derives the id of a new cluster: from the initial members, so that every
+// member bootstrapping the same cluster computes the same id, and with a random part for a
+// single node bootstrapping alone.
+func newClusterID(initial []Peer) uint64 {
+	h := sha256.New()
+	h.Write([]byte("pcs-cluster\x00"))
+	if len(initial) == 0 {
+		var r [16]byte
+		_, _ = rand.Read(r[:])
+		h.Write(r[:])
+	}
+	peers := slices.Clone(initial)
+	slices.SortFunc(peers, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) })
+	for _, p := range peers {
+		fmt.Fprintf(h, "%s=%s\x00", p.Name, p.PeerAddr)
+	}
+	id := binary.BigEndian.Uint64(h.Sum(nil))
+	return max(id, 1)
 }
 
 // ClientAddr is the bound gRPC address.
@@ -400,6 +465,14 @@ func (s *Server) takeover(ctx context.Context) error {
 	s.oracle.SetLimit(limit)
 	if err := s.registerSelf(ctx); err != nil {
 		return fmt.Errorf("recording member: %w", err)
+	}
+	if s.ident.ID() == 0 {
+		// Data from before cluster ids: the primary names the cluster; members learn the id
+		// at their next Raft contact.
+		if err := s.ident.Adopt(newClusterID(nil)); err != nil {
+			return err
+		}
+		s.log.Info("cluster id assigned", "cluster_id", s.ClusterID())
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
@@ -36,10 +37,34 @@ type service struct {
 }
 
 func newGRPCServer(s *Server) *grpc.Server {
-	g := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(maxMsgSize), grpc.MaxSendMsgSize(maxMsgSize)},
-		rpcmetrics.ServerOptions(s.metrics.grpcSeconds)...)...)
+	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(maxMsgSize), grpc.MaxSendMsgSize(maxMsgSize)},
+		rpcmetrics.ServerOptions(s.metrics.grpcSeconds)...)
+	opts = append(opts,
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			if err := s.checkClusterID(ctx); err != nil {
+				return nil, toStatus(err)
+			}
+			return handler(ctx, req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+			if err := s.checkClusterID(ss.Context()); err != nil {
+				return toStatus(err)
+			}
+			return handler(srv, ss)
+		}))
+	g := grpc.NewServer(opts...)
 	pcspb.RegisterPCSServer(g, &service{s: s})
 	return g
+}
+
+// checkClusterID refuses a caller that says it belongs to another cluster (a data node or
+// client that was registered elsewhere).
+func (s *Server) checkClusterID(ctx context.Context) error {
+	vals := metadata.ValueFromIncomingContext(ctx, pcspb.ClusterIDHeader)
+	if len(vals) == 0 || vals[0] == "" || s.ClusterID() == "" || vals[0] == s.ClusterID() {
+		return nil
+	}
+	return fmt.Errorf("%w: the caller belongs to cluster %s; this is cluster %s", ErrClusterMismatch, vals[0], s.ClusterID())
 }
 
 // forwarded sends req, with forwarding switched off, to the primary through call.
@@ -70,6 +95,7 @@ func (s *Server) status(withDigest bool) *pcspb.StatusResponse {
 		HttpAddr:      s.HTTPAddr(),
 		LastContactMs: s.lastContactMs(),
 		Version:       Version,
+		ClusterId:     s.ClusterID(),
 	}
 	var pos meta.Position
 	if withDigest {
@@ -442,6 +468,10 @@ func (v *service) MemberAdd(ctx context.Context, req *pcspb.MemberAddRequest) (*
 		return forwarded(ctx, req, func(r *pcspb.MemberAddRequest) { r.NoForward = true }, cli.MemberAdd)
 	}
 	s := v.s
+	if req.ClusterId != "" && req.ClusterId != s.ClusterID() {
+		return nil, toStatus(fmt.Errorf("%w: %q holds data of cluster %s; this is cluster %s (start it with an empty data dir to join)",
+			ErrClusterMismatch, req.Name, req.ClusterId, s.ClusterID()))
+	}
 	f := s.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return nil, toStatus(err)

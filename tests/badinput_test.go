@@ -44,6 +44,8 @@ func TestBadFlags(t *testing.T) {
 		{"kv", "put", "only-key"},
 		{"id", "alloc", "t", "--count", "x"},
 		{"--endpoints", "127.0.0.1:1", "--timeout", "300ms", "kv", "get", "k"},
+		{"table", "craete", "x"},
+		{"member", "lisst"},
 	} {
 		code, out := run(t, 10*time.Second, "pcsctl", args...)
 		if code == 0 || strings.Count(strings.TrimSpace(out), "\n") > 0 && !strings.Contains(out, "Usage") {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -132,5 +133,43 @@ partition:
 		if code == 0 || strings.Count(strings.TrimSpace(out), "\n") != 0 {
 			t.Errorf("pcsctl %v: exit %d, output %q; want one error line", args, code, out)
 		}
+	}
+}
+
+// TestPcsctlStatusAndEndpointsEnv: status exits 1 while an endpoint is down (0 with
+// --allow-down) and shows the cluster id; PCS_ENDPOINTS stands in for --endpoints.
+func TestPcsctlStatusAndEndpointsEnv(t *testing.T) {
+	pc := startCluster(t, 3)
+	c := pc.client()
+	pc.primary(c)
+	eps := "--endpoints=" + strings.Join(pc.endpoints(), ",")
+	code, out := run(t, 20*time.Second, "pcsctl", eps, "-o", "json", "status")
+	var rows []struct {
+		ClusterID string `json:"cluster_id"`
+		Primary   string `json:"primary"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 3 || len(rows[0].ClusterID) != 16 || rows[1].ClusterID != rows[0].ClusterID {
+		t.Fatalf("status of a healthy cluster: exit %d\n%s", code, out)
+	}
+	var follower *proc
+	for _, p := range pc.procs {
+		if p != pc.primary(c) {
+			follower = p
+		}
+	}
+	follower.kill()
+	if code, out := run(t, 20*time.Second, "pcsctl", eps, "--timeout", "3s", "status"); code == 0 {
+		t.Fatalf("status with an endpoint down exited 0:\n%s", out)
+	}
+	if code, out := run(t, 20*time.Second, "pcsctl", eps, "--timeout", "3s", "status", "--allow-down"); code != 0 {
+		t.Fatalf("status --allow-down: exit %d\n%s", code, out)
+	}
+	cmd := exec.Command(filepath.Join(binDir, "pcsctl"), "kv", "put", "env", "ok")
+	cmd.Env = append(os.Environ(), "PCS_ENDPOINTS="+strings.Join(pc.endpoints(), ","))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("pcsctl with PCS_ENDPOINTS: %v\n%s", err, out)
+	}
+	if kv, err := c.Get(t.Context(), []byte("env")); err != nil || kv.Kv == nil || string(kv.Kv.Value) != "ok" {
+		t.Fatalf("the put through PCS_ENDPOINTS: %v %v", kv, err)
 	}
 }

@@ -526,6 +526,9 @@ type StatusResponse struct {
 	HttpAddr      string `protobuf:"bytes,14,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
 	LastContactMs int64  `protobuf:"varint,15,opt,name=last_contact_ms,json=lastContactMs,proto3" json:"last_contact_ms,omitempty"`
 	Version       string `protobuf:"bytes,16,opt,name=version,proto3" json:"version,omitempty"`
+	// The id of the cluster this node belongs to (16 hex digits; empty until a new member has
+	// learnt it).
+	ClusterId     string `protobuf:"bytes,17,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -668,6 +671,13 @@ func (x *StatusResponse) GetLastContactMs() int64 {
 func (x *StatusResponse) GetVersion() string {
 	if x != nil {
 		return x.Version
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
 	}
 	return ""
 }
@@ -861,7 +871,10 @@ type MemberAddRequest struct {
 	NonVoter  bool `protobuf:"varint,3,opt,name=non_voter,json=nonVoter,proto3" json:"non_voter,omitempty"`
 	NoForward bool `protobuf:"varint,4,opt,name=no_forward,json=noForward,proto3" json:"no_forward,omitempty"`
 	// Skip the quorum check of the promotion.
-	Force         bool `protobuf:"varint,5,opt,name=force,proto3" json:"force,omitempty"`
+	Force bool `protobuf:"varint,5,opt,name=force,proto3" json:"force,omitempty"`
+	// The joining node's cluster id, if it holds data already: refused unless it is this
+	// cluster's.
+	ClusterId     string `protobuf:"bytes,6,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -929,6 +942,13 @@ func (x *MemberAddRequest) GetForce() bool {
 		return x.Force
 	}
 	return false
+}
+
+func (x *MemberAddRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 type MemberAddResponse struct {
@@ -2610,8 +2630,11 @@ func (x *RegisterNodeRequest) GetCapacityBytes() uint64 {
 }
 
 type RegisterNodeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The cluster's id: the node keeps it and sends it with every later call (metadata
+	// "pcs-cluster-id"), so that another cluster refuses it.
+	ClusterId     string `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2651,6 +2674,13 @@ func (x *RegisterNodeResponse) GetNodeId() uint64 {
 		return x.NodeId
 	}
 	return 0
+}
+
+func (x *RegisterNodeResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 type SetNodeStateRequest struct {
@@ -8016,7 +8046,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\fprimary_addr\x18\x02 \x01(\tR\vprimaryAddr\"0\n" +
 	"\rStatusRequest\x12\x1f\n" +
 	"\vwith_digest\x18\x01 \x01(\bR\n" +
-	"withDigest\"\xfe\x03\n" +
+	"withDigest\"\x9d\x04\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x11.pcs.v1.NodeStateR\x05state\x12\x1d\n" +
@@ -8037,7 +8067,9 @@ const file_pcs_proto_rawDesc = "" +
 	"\tpeer_addr\x18\r \x01(\tR\bpeerAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x0e \x01(\tR\bhttpAddr\x12&\n" +
 	"\x0flast_contact_ms\x18\x0f \x01(\x03R\rlastContactMs\x12\x18\n" +
-	"\aversion\x18\x10 \x01(\tR\aversion\"\xa7\x01\n" +
+	"\aversion\x18\x10 \x01(\tR\aversion\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x11 \x01(\tR\tclusterId\"\xa7\x01\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tpeer_addr\x18\x02 \x01(\tR\bpeerAddr\x12\x1f\n" +
@@ -8050,14 +8082,16 @@ const file_pcs_proto_rawDesc = "" +
 	"\vconsistency\x18\x01 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"j\n" +
 	"\x12MemberListResponse\x12*\n" +
 	"\x06header\x18\x01 \x01(\v2\x12.pcs.v1.ReadHeaderR\x06header\x12(\n" +
-	"\amembers\x18\x02 \x03(\v2\x0e.pcs.v1.MemberR\amembers\"\x95\x01\n" +
+	"\amembers\x18\x02 \x03(\v2\x0e.pcs.v1.MemberR\amembers\"\xb4\x01\n" +
 	"\x10MemberAddRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tpeer_addr\x18\x02 \x01(\tR\bpeerAddr\x12\x1b\n" +
 	"\tnon_voter\x18\x03 \x01(\bR\bnonVoter\x12\x1d\n" +
 	"\n" +
 	"no_forward\x18\x04 \x01(\bR\tnoForward\x12\x14\n" +
-	"\x05force\x18\x05 \x01(\bR\x05force\"j\n" +
+	"\x05force\x18\x05 \x01(\bR\x05force\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x06 \x01(\tR\tclusterId\"j\n" +
 	"\x11MemberAddResponse\x12(\n" +
 	"\amembers\x18\x01 \x03(\v2\x0e.pcs.v1.MemberR\amembers\x12+\n" +
 	"\x11promotion_pending\x18\x02 \x01(\bR\x10promotionPending\"^\n" +
@@ -8166,9 +8200,11 @@ const file_pcs_proto_rawDesc = "" +
 	"\x0ecapacity_bytes\x18\x03 \x01(\x04R\rcapacityBytes\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"/\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"N\n" +
 	"\x14RegisterNodeResponse\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\"D\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x02 \x01(\tR\tclusterId\"D\n" +
 	"\x13SetNodeStateRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\"\x16\n" +

@@ -26,3 +26,7 @@ const (
 
 // RequestIDHeader is the gRPC metadata key (binary) that carries a marshaled RequestID.
 const RequestIDHeader = "pcs-request-id-bin"
+
+// ClusterIDHeader is the gRPC metadata key carrying the caller's cluster id (16 hex digits);
+// a server of another cluster refuses the call with ReasonClusterMismatch.
+const ClusterIDHeader = "pcs-cluster-id"

@@ -42,9 +42,10 @@ func statusCmd(g *globals) *cobra.Command {
 				Revision     uint64 `json:"revision,omitempty"`
 				Digest       string `json:"digest,omitempty"`
 				Error        string `json:"error,omitempty"`
+				ClusterID    string `json:"cluster_id,omitempty"`
 			}
 			var rows []row
-			t := table{header: []string{"ENDPOINT", "NAME", "STATE", "RAFT", "TERM", "PRIMARY", "APPLIED", "COMMIT", "REVISION"}}
+			t := table{header: []string{"ENDPOINT", "NAME", "CLUSTER", "STATE", "RAFT", "TERM", "PRIMARY", "APPLIED", "COMMIT", "REVISION"}}
 			if digest {
 				t.header = append(t.header, "DIGEST")
 			}
@@ -54,12 +55,12 @@ func statusCmd(g *globals) *cobra.Command {
 				if err != nil {
 					failed++
 					rows = append(rows, row{Endpoint: ep, State: "unreachable", Error: oneLine(err)})
-					t.rows = append(t.rows, []string{ep, "-", "unreachable", "-", "-", "-", "-", "-", "-"})
+					t.rows = append(t.rows, []string{ep, "-", "-", "unreachable", "-", "-", "-", "-", "-", "-"})
 					continue
 				}
-				r := row{ep, st.Name, server.StateName(st.State), st.RaftState, st.Term, st.PrimaryName, st.AppliedIndex, st.CommitIndex, st.Revision, st.Digest, ""}
+				r := row{ep, st.Name, server.StateName(st.State), st.RaftState, st.Term, st.PrimaryName, st.AppliedIndex, st.CommitIndex, st.Revision, st.Digest, "", st.ClusterId}
 				rows = append(rows, r)
-				cells := []string{ep, r.Name, r.State, r.Raft, u(r.Term), r.Primary, u(r.AppliedIndex), u(r.CommitIndex), u(r.Revision)}
+				cells := []string{ep, r.Name, r.ClusterID, r.State, r.Raft, u(r.Term), r.Primary, u(r.AppliedIndex), u(r.CommitIndex), u(r.Revision)}
 				if digest {
 					cells = append(cells, r.Digest)
 				}

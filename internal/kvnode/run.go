@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -123,6 +126,13 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.pcs = pcs
+	clusterID, err := readClusterID(cfg.DataDir)
+	if err != nil {
+		store.Close()
+		ln.Close()
+		return nil, err
+	}
+	pcs.SetClusterID(clusterID)
 	var agent *nodeagent.Agent
 	peer := Peer(pcs.NodeKV)
 	if cfg.WrapPeer != nil {
@@ -135,7 +145,11 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s.Node.pcs = mgr
 	agent, err = nodeagent.New(nodeagent.Config{Endpoints: cfg.Endpoints, Address: ln.Addr().String(), Labels: cfg.Labels,
-		Interval: cfg.HeartbeatInterval, Logger: cfg.Logger}, s.Node)
+		Interval: cfg.HeartbeatInterval, Logger: cfg.Logger, ClusterID: clusterID,
+		OnClusterID: func(id string) error {
+			pcs.SetClusterID(id)
+			return writeClusterID(cfg.DataDir, id)
+		}}, s.Node)
 	if err != nil {
 		store.Close()
 		ln.Close()
@@ -171,9 +185,44 @@ func Start(cfg Config) (*Server, error) {
 	s.wg.Add(4)
 	go func() { defer s.wg.Done(); s.catchUpLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.grpc.Serve(ln) }()
-	go func() { defer s.wg.Done(); agent.Run(ctx) }()
+	go func() {
+		defer s.wg.Done()
+		if err := agent.Run(ctx); err != nil && ctx.Err() == nil && cfg.Logger != nil {
+			cfg.Logger.Error("the node agent stopped: this node is not part of the cluster", "err", err)
+		}
+	}()
 	go func() { defer s.wg.Done(); s.splitLoop(ctx, cfg.SplitSize, cfg.SplitCheckInterval, cfg.Logger) }()
 	return s, nil
+}
+
+// clusterIDFile keeps, with the node's data, the id of the cluster the node registered in.
+const clusterIDFile = "cluster-id"
+
+func readClusterID(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, clusterIDFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("kvnode: reading the cluster id: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func writeClusterID(dir, id string) error {
+	tmp := filepath.Join(dir, clusterIDFile+".tmp")
+	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o644); err != nil {
+		return err
+	}
+	f, err := os.Open(tmp)
+	if err == nil {
+		err = f.Sync()
+		f.Close()
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, clusterIDFile))
 }
 
 // catchUpLoop keeps the replicas and learners of the shards this node leads in line.

@@ -59,6 +59,9 @@ type Config struct {
 
 	// Logger receives Raft's own logs; nil discards them.
 	Logger *slog.Logger
+	// Identity, if set, makes every Raft connection open with a handshake of cluster ids: a
+	// peer of another cluster is refused (and logged) before any Raft message passes.
+	Identity *Identity
 }
 
 // DefaultConfig returns the LAN defaults; Name, Dir and PeerAddr are left for the caller.
@@ -138,8 +141,17 @@ func Open(cfg Config, fsm raft.FSM) (*Group, error) {
 			return nil, fmt.Errorf("raftgroup: listening on peer address %s: %w", cfg.PeerAddr, err)
 		}
 	}
+	var stream raft.StreamLayer = &tcpStream{ln: ln}
+	if cfg.Identity != nil {
+		log := cfg.Logger
+		stream = &idStream{StreamLayer: stream, ident: cfg.Identity, onFail: func(err error) {
+			if log != nil && errors.Is(err, ErrClusterMismatch) {
+				log.Error("refused a raft peer", "err", err)
+			}
+		}}
+	}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  &tcpStream{ln: ln},
+		Stream:  stream,
 		MaxPool: 4,
 		Timeout: 5 * time.Second,
 		Logger:  hlog,

@@ -13,7 +13,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
 )
@@ -135,28 +137,55 @@ func (c *Client) connReady(ctx context.Context, id uint64) bool {
 	}
 }
 
-// onShard runs call against the primary of the shard holding key, refreshing stale routes. A
-// write (idempotent false) that fails on a live connection is not retried: its outcome is
-// unknown (ErrOutcomeUnknown), and a retry could apply it twice.
-func (t *TableKV) onShard(ctx context.Context, key []byte, idempotent bool, call func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error) error {
+// rowRetryWindow bounds how long after its first attempt a row write is retried: the data
+// nodes keep the record of an applied request for 10 minutes.
+const rowRetryWindow = 5 * time.Minute
+
+// onShard runs call against the primary of the shard holding key, refreshing stale routes. Each
+// attempt has the attempt timeout: a node that does not answer (paused, cut off) is given up on
+// and the route looked up again. A write carries a request id, so the data node applies it once
+// however often it is retried (across a failover too: the record travels with the write); it
+// ends with ErrOutcomeUnknown only if the deadline runs out after an attempt that may have
+// been applied.
+func (t *TableKV) onShard(ctx context.Context, key []byte, write bool, call func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error) error {
 	c := t.c
+	var rid *pcspb.RequestID
+	if write {
+		rid = c.reqs.begin()
+		defer c.reqs.end(rid.Seq)
+	}
+	firstSent := time.Now()
+	maybeApplied := false
+	unknown := func(err error) error {
+		if maybeApplied {
+			return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+		}
+		return err
+	}
 	backoff := c.opts.BackoffBase
 	var last error
 	for attempt := 0; attempt < c.opts.MaxAttempts; attempt++ {
 		if attempt > 0 {
 			select {
 			case <-ctx.Done():
-				return errors.Join(ctx.Err(), last)
+				return unknown(errors.Join(ctx.Err(), last))
 			case <-time.After(backoff):
 			}
 			backoff = min(2*backoff, c.opts.BackoffMax)
 		}
+		if maybeApplied && time.Since(firstSent) > rowRetryWindow {
+			return unknown(last)
+		}
 		sh, rk, err := c.route(ctx, t.table, key)
 		if err != nil {
-			return err
+			if ctx.Err() != nil {
+				return unknown(err)
+			}
+			last = err
+			continue
 		}
 		kv, err := c.nodeKV(ctx, sh.Primary)
-		if err == nil && !idempotent && !c.connReady(ctx, sh.Primary) {
+		if err == nil && write && !c.connReady(ctx, sh.Primary) {
 			err = fmt.Errorf("%w: data node %d is not reachable", ErrUnavailable, sh.Primary)
 		}
 		if err != nil {
@@ -164,28 +193,44 @@ func (t *TableKV) onShard(ctx context.Context, key []byte, idempotent bool, call
 			c.InvalidateShard(t.table, sh)
 			continue
 		}
-		err = call(ctx, kv, &pcspb.KVHeader{ShardId: sh.Id, Epoch: sh.Epoch}, rk)
+		actx, cancel := context.WithTimeout(ctx, c.attemptTimeout())
+		if rid != nil {
+			rid.Retry, rid.AgeMs, rid.AckedBelow = maybeApplied, uint64(time.Since(firstSent).Milliseconds()), c.reqs.ackedBelow()
+			b, _ := proto.Marshal(rid)
+			actx = metadata.AppendToOutgoingContext(actx, pcspb.RequestIDHeader, string(b))
+		}
+		err = call(actx, kv, &pcspb.KVHeader{ShardId: sh.Id, Epoch: sh.Epoch}, rk)
+		timedOut := err != nil && ctx.Err() == nil && (actx.Err() != nil || status.Code(err) == codes.DeadlineExceeded)
+		cancel()
 		if err == nil {
 			return nil
 		}
 		mapped, stale := kvErr(err)
-		if !idempotent && status.Code(err) == codes.Unavailable && KVErrorOf(err) == nil {
-			// The connection failed under a sent write: it may have been applied.
-			c.InvalidateShard(t.table, sh)
-			return fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
+		if ctx.Err() != nil {
+			maybeApplied = maybeApplied || (write && !stale)
+			return unknown(mapped)
 		}
-		if !stale || ctx.Err() != nil {
-			return mapped
+		code := status.Code(err)
+		if timedOut || (code == codes.Unavailable && KVErrorOf(err) == nil) || code == codes.Aborted {
+			// No answer in time, a connection that failed under the call, or a write whose
+			// replication did not finish: try again (a write is deduplicated by the node).
+			maybeApplied = maybeApplied || write
+			last = mapped
+			c.InvalidateShard(t.table, sh)
+			continue
+		}
+		if !stale {
+			return unknown(mapped)
 		}
 		last = mapped
 		c.InvalidateShard(t.table, sh)
 	}
-	return fmt.Errorf("after %d attempts: %w", c.opts.MaxAttempts, last)
+	return unknown(fmt.Errorf("after %d attempts: %w", c.opts.MaxAttempts, last))
 }
 
 // Get reads a row; found is false if it does not exist.
 func (t *TableKV) Get(ctx context.Context, key []byte) (value []byte, found bool, err error) {
-	err = t.onShard(ctx, key, true, func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error {
+	err = t.onShard(ctx, key, false, func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error {
 		resp, err := kv.Get(ctx, &pcspb.KVGetRequest{Header: h, Key: rk})
 		if err == nil {
 			value, found = resp.Value, resp.Found
@@ -197,7 +242,7 @@ func (t *TableKV) Get(ctx context.Context, key []byte) (value []byte, found bool
 
 // Put writes a row.
 func (t *TableKV) Put(ctx context.Context, key, value []byte) error {
-	return t.onShard(ctx, key, false, func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error {
+	return t.onShard(ctx, key, true, func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error {
 		_, err := kv.Put(ctx, &pcspb.KVPutRequest{Header: h, Key: rk, Value: value})
 		return err
 	})
@@ -205,7 +250,7 @@ func (t *TableKV) Put(ctx context.Context, key, value []byte) error {
 
 // Delete removes a row.
 func (t *TableKV) Delete(ctx context.Context, key []byte) error {
-	return t.onShard(ctx, key, false, func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error {
+	return t.onShard(ctx, key, true, func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error {
 		_, err := kv.Delete(ctx, &pcspb.KVDeleteRequest{Header: h, Key: rk})
 		return err
 	})

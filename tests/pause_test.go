@@ -237,3 +237,89 @@ func TestDataNodeKillRightAfterPCSFailover(t *testing.T) {
 	t.Logf("shard primaries moved and rows written %v after the data node was killed", time.Since(killed).Round(time.Millisecond))
 	old.start()
 }
+
+// TestPausedDataNodeDoesNotStallRows: the data node leading the most shards is SIGSTOPped for
+// 5 s while rows of its shards are written. PCS moves its shard primaries after lease + margin,
+// and the writes go on at the new primaries while the node is still stopped: the clients give
+// up on the paused node after their attempt timeout and retry (deduplicated) at the new
+// primaries. Every write acknowledged is read back after the pause.
+func TestPausedDataNodeDoesNotStallRows(t *testing.T) {
+	_, c, nodes := rowCluster(t, 4, "--node-warmup", "300ms", "--node-lease", "1s")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	shards, err := c.ScanShards(ctx, "t", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lead := map[uint64]int{}
+	for _, sh := range shards.Shards {
+		lead[sh.Primary]++
+	}
+	var victimID uint64
+	for id, n := range lead {
+		if victimID == 0 || n > lead[victimID] {
+			victimID = id
+		}
+	}
+	var keys []int
+	for i := 0; len(keys) < 8 && i < 1000; i++ {
+		sh, err := c.Route(ctx, "t", rowKey(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sh.Primary == victimID {
+			keys = append(keys, i)
+		}
+	}
+	var victim *nodeProc
+	resp, err := c.ListNodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range resp.Nodes {
+		for _, np := range nodes {
+			if n.Node.Id == victimID && np.addr == n.Node.Address {
+				victim = np
+			}
+		}
+	}
+	var (
+		wg      sync.WaitGroup
+		stop    = make(chan struct{})
+		rows    = &workload{name: "rows"}
+		mu      sync.Mutex
+		written = map[int]int{}
+	)
+	table := c.KV("t")
+	rows.run(&wg, stop, func(ctx context.Context, i int) error {
+		k := keys[i%len(keys)]
+		err := table.Put(ctx, rowKey(k), []byte(fmt.Sprint(i)))
+		if err == nil {
+			mu.Lock()
+			written[k] = i
+			mu.Unlock()
+		}
+		return err
+	})
+	waitFor(t, 20*time.Second, "rows flowing", func() bool { return rows.okBetween(time.Now().Add(-time.Second), time.Now()) })
+	paused := time.Now()
+	victim.cmd.Process.Signal(syscall.SIGSTOP)
+	waitFor(t, 5*time.Second, "rows written during the pause", func() bool {
+		return rows.okBetween(paused.Add(2500*time.Millisecond), time.Now())
+	})
+	if wait := time.Until(paused.Add(5 * time.Second)); wait > 0 {
+		time.Sleep(wait) // the fault: the rest of the 5 s pause
+	}
+	victim.cmd.Process.Signal(syscall.SIGCONT)
+	resumed := time.Now()
+	waitFor(t, 10*time.Second, "rows after the pause", func() bool { return rows.okBetween(resumed.Add(500*time.Millisecond), time.Now()) })
+	close(stop)
+	wg.Wait()
+	t.Logf("rows: longest gap around the 5 s pause %v", rows.gapAround(paused, resumed).Round(time.Millisecond))
+	for k, i := range written {
+		v, found, err := table.Get(ctx, rowKey(k))
+		if err != nil || !found || string(v) != fmt.Sprint(i) {
+			t.Errorf("key %d: %q found=%v %v, want the last acknowledged %d", k, v, found, err, i)
+		}
+	}
+}

@@ -243,7 +243,12 @@ type ReplicateRequest struct {
 	Primary uint64 `protobuf:"varint,6,opt,name=primary,proto3" json:"primary,omitempty"`
 	// A split entry instead of a write: the shard keeps [start, split.start), split is the new
 	// half (its id, range and epoch).
-	Split         *Shard `protobuf:"bytes,7,opt,name=split,proto3" json:"split,omitempty"`
+	Split *Shard `protobuf:"bytes,7,opt,name=split,proto3" json:"split,omitempty"`
+	// The client requests this entry carries out: each replica records them with the write,
+	// so that whichever replica is primary later answers a retry without applying it again.
+	Requests []*AppliedRequest `protobuf:"bytes,8,rep,name=requests,proto3" json:"requests,omitempty"`
+	// Records of requests that expired (older than the dedup window), deleted with this entry.
+	Expired       []*AppliedRequest `protobuf:"bytes,9,rep,name=expired,proto3" json:"expired,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -327,6 +332,92 @@ func (x *ReplicateRequest) GetSplit() *Shard {
 	return nil
 }
 
+func (x *ReplicateRequest) GetRequests() []*AppliedRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+func (x *ReplicateRequest) GetExpired() []*AppliedRequest {
+	if x != nil {
+		return x.Expired
+	}
+	return nil
+}
+
+// AppliedRequest records that a client request (a row write) was applied to a shard. Written
+// by the shard's log with the write itself; trimmed below the client's acked_below and after
+// the dedup window.
+type AppliedRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ClientId   uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Seq        uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	AckedBelow uint64                 `protobuf:"varint,3,opt,name=acked_below,json=ackedBelow,proto3" json:"acked_below,omitempty"`
+	// The primary's wall clock when it applied the request (ms).
+	AtMs          uint64 `protobuf:"varint,4,opt,name=at_ms,json=atMs,proto3" json:"at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppliedRequest) Reset() {
+	*x = AppliedRequest{}
+	mi := &file_kv_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppliedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppliedRequest) ProtoMessage() {}
+
+func (x *AppliedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppliedRequest.ProtoReflect.Descriptor instead.
+func (*AppliedRequest) Descriptor() ([]byte, []int) {
+	return file_kv_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AppliedRequest) GetClientId() uint64 {
+	if x != nil {
+		return x.ClientId
+	}
+	return 0
+}
+
+func (x *AppliedRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *AppliedRequest) GetAckedBelow() uint64 {
+	if x != nil {
+		return x.AckedBelow
+	}
+	return 0
+}
+
+func (x *AppliedRequest) GetAtMs() uint64 {
+	if x != nil {
+		return x.AtMs
+	}
+	return 0
+}
+
 // InstallSnapshotRequest is one chunk of a snapshot that replaces a lagging replica's data with
 // the primary's, at position lsn. Every chunk of a stream names the same shard, term, position
 // and primary; the replica takes the range and version from the first.
@@ -342,14 +433,16 @@ type InstallSnapshotRequest struct {
 	End     []byte `protobuf:"bytes,7,opt,name=end,proto3" json:"end,omitempty"`
 	Version uint64 `protobuf:"varint,8,opt,name=version,proto3" json:"version,omitempty"`
 	// The term of the primary that wrote position lsn (the replica takes it as its own).
-	LastTerm      uint64 `protobuf:"varint,9,opt,name=last_term,json=lastTerm,proto3" json:"last_term,omitempty"`
+	LastTerm uint64 `protobuf:"varint,9,opt,name=last_term,json=lastTerm,proto3" json:"last_term,omitempty"`
+	// Records of the client requests applied to the shard (sent after the pairs).
+	Requests      []*AppliedRequest `protobuf:"bytes,10,rep,name=requests,proto3" json:"requests,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InstallSnapshotRequest) Reset() {
 	*x = InstallSnapshotRequest{}
-	mi := &file_kv_proto_msgTypes[3]
+	mi := &file_kv_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +454,7 @@ func (x *InstallSnapshotRequest) String() string {
 func (*InstallSnapshotRequest) ProtoMessage() {}
 
 func (x *InstallSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[3]
+	mi := &file_kv_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,7 +467,7 @@ func (x *InstallSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*InstallSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{3}
+	return file_kv_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *InstallSnapshotRequest) GetShardId() uint64 {
@@ -440,6 +533,13 @@ func (x *InstallSnapshotRequest) GetLastTerm() uint64 {
 	return 0
 }
 
+func (x *InstallSnapshotRequest) GetRequests() []*AppliedRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
 type InstallSnapshotResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -448,7 +548,7 @@ type InstallSnapshotResponse struct {
 
 func (x *InstallSnapshotResponse) Reset() {
 	*x = InstallSnapshotResponse{}
-	mi := &file_kv_proto_msgTypes[4]
+	mi := &file_kv_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -460,7 +560,7 @@ func (x *InstallSnapshotResponse) String() string {
 func (*InstallSnapshotResponse) ProtoMessage() {}
 
 func (x *InstallSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[4]
+	mi := &file_kv_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -473,7 +573,7 @@ func (x *InstallSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*InstallSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{4}
+	return file_kv_proto_rawDescGZIP(), []int{5}
 }
 
 // PositionRequest: a shard's primary (of term, fencing as for replication) asks for the
@@ -489,7 +589,7 @@ type PositionRequest struct {
 
 func (x *PositionRequest) Reset() {
 	*x = PositionRequest{}
-	mi := &file_kv_proto_msgTypes[5]
+	mi := &file_kv_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -501,7 +601,7 @@ func (x *PositionRequest) String() string {
 func (*PositionRequest) ProtoMessage() {}
 
 func (x *PositionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[5]
+	mi := &file_kv_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -514,7 +614,7 @@ func (x *PositionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PositionRequest.ProtoReflect.Descriptor instead.
 func (*PositionRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{5}
+	return file_kv_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PositionRequest) GetShardId() uint64 {
@@ -551,7 +651,7 @@ type PositionResponse struct {
 
 func (x *PositionResponse) Reset() {
 	*x = PositionResponse{}
-	mi := &file_kv_proto_msgTypes[6]
+	mi := &file_kv_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +663,7 @@ func (x *PositionResponse) String() string {
 func (*PositionResponse) ProtoMessage() {}
 
 func (x *PositionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[6]
+	mi := &file_kv_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +676,7 @@ func (x *PositionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PositionResponse.ProtoReflect.Descriptor instead.
 func (*PositionResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{6}
+	return file_kv_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PositionResponse) GetLsn() uint64 {
@@ -603,7 +703,7 @@ type ReplicateResponse struct {
 
 func (x *ReplicateResponse) Reset() {
 	*x = ReplicateResponse{}
-	mi := &file_kv_proto_msgTypes[7]
+	mi := &file_kv_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -615,7 +715,7 @@ func (x *ReplicateResponse) String() string {
 func (*ReplicateResponse) ProtoMessage() {}
 
 func (x *ReplicateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[7]
+	mi := &file_kv_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -628,7 +728,7 @@ func (x *ReplicateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateResponse.ProtoReflect.Descriptor instead.
 func (*ReplicateResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{7}
+	return file_kv_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReplicateResponse) GetLsn() uint64 {
@@ -648,7 +748,7 @@ type NotPrimaryKV struct {
 
 func (x *NotPrimaryKV) Reset() {
 	*x = NotPrimaryKV{}
-	mi := &file_kv_proto_msgTypes[8]
+	mi := &file_kv_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +760,7 @@ func (x *NotPrimaryKV) String() string {
 func (*NotPrimaryKV) ProtoMessage() {}
 
 func (x *NotPrimaryKV) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[8]
+	mi := &file_kv_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +773,7 @@ func (x *NotPrimaryKV) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotPrimaryKV.ProtoReflect.Descriptor instead.
 func (*NotPrimaryKV) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{8}
+	return file_kv_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *NotPrimaryKV) GetPrimaryNode() uint64 {
@@ -700,7 +800,7 @@ type KVGetRequest struct {
 
 func (x *KVGetRequest) Reset() {
 	*x = KVGetRequest{}
-	mi := &file_kv_proto_msgTypes[9]
+	mi := &file_kv_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -712,7 +812,7 @@ func (x *KVGetRequest) String() string {
 func (*KVGetRequest) ProtoMessage() {}
 
 func (x *KVGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[9]
+	mi := &file_kv_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -725,7 +825,7 @@ func (x *KVGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVGetRequest.ProtoReflect.Descriptor instead.
 func (*KVGetRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{9}
+	return file_kv_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *KVGetRequest) GetHeader() *KVHeader {
@@ -752,7 +852,7 @@ type KVGetResponse struct {
 
 func (x *KVGetResponse) Reset() {
 	*x = KVGetResponse{}
-	mi := &file_kv_proto_msgTypes[10]
+	mi := &file_kv_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -764,7 +864,7 @@ func (x *KVGetResponse) String() string {
 func (*KVGetResponse) ProtoMessage() {}
 
 func (x *KVGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[10]
+	mi := &file_kv_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -777,7 +877,7 @@ func (x *KVGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVGetResponse.ProtoReflect.Descriptor instead.
 func (*KVGetResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{10}
+	return file_kv_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KVGetResponse) GetValue() []byte {
@@ -805,7 +905,7 @@ type KVPutRequest struct {
 
 func (x *KVPutRequest) Reset() {
 	*x = KVPutRequest{}
-	mi := &file_kv_proto_msgTypes[11]
+	mi := &file_kv_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +917,7 @@ func (x *KVPutRequest) String() string {
 func (*KVPutRequest) ProtoMessage() {}
 
 func (x *KVPutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[11]
+	mi := &file_kv_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +930,7 @@ func (x *KVPutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPutRequest.ProtoReflect.Descriptor instead.
 func (*KVPutRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{11}
+	return file_kv_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KVPutRequest) GetHeader() *KVHeader {
@@ -862,7 +962,7 @@ type KVPutResponse struct {
 
 func (x *KVPutResponse) Reset() {
 	*x = KVPutResponse{}
-	mi := &file_kv_proto_msgTypes[12]
+	mi := &file_kv_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +974,7 @@ func (x *KVPutResponse) String() string {
 func (*KVPutResponse) ProtoMessage() {}
 
 func (x *KVPutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[12]
+	mi := &file_kv_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +987,7 @@ func (x *KVPutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPutResponse.ProtoReflect.Descriptor instead.
 func (*KVPutResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{12}
+	return file_kv_proto_rawDescGZIP(), []int{13}
 }
 
 type KVDeleteRequest struct {
@@ -900,7 +1000,7 @@ type KVDeleteRequest struct {
 
 func (x *KVDeleteRequest) Reset() {
 	*x = KVDeleteRequest{}
-	mi := &file_kv_proto_msgTypes[13]
+	mi := &file_kv_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -912,7 +1012,7 @@ func (x *KVDeleteRequest) String() string {
 func (*KVDeleteRequest) ProtoMessage() {}
 
 func (x *KVDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[13]
+	mi := &file_kv_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -925,7 +1025,7 @@ func (x *KVDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVDeleteRequest.ProtoReflect.Descriptor instead.
 func (*KVDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{13}
+	return file_kv_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *KVDeleteRequest) GetHeader() *KVHeader {
@@ -950,7 +1050,7 @@ type KVDeleteResponse struct {
 
 func (x *KVDeleteResponse) Reset() {
 	*x = KVDeleteResponse{}
-	mi := &file_kv_proto_msgTypes[14]
+	mi := &file_kv_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +1062,7 @@ func (x *KVDeleteResponse) String() string {
 func (*KVDeleteResponse) ProtoMessage() {}
 
 func (x *KVDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[14]
+	mi := &file_kv_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +1075,7 @@ func (x *KVDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVDeleteResponse.ProtoReflect.Descriptor instead.
 func (*KVDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{14}
+	return file_kv_proto_rawDescGZIP(), []int{15}
 }
 
 type KVScanRequest struct {
@@ -990,7 +1090,7 @@ type KVScanRequest struct {
 
 func (x *KVScanRequest) Reset() {
 	*x = KVScanRequest{}
-	mi := &file_kv_proto_msgTypes[15]
+	mi := &file_kv_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1102,7 @@ func (x *KVScanRequest) String() string {
 func (*KVScanRequest) ProtoMessage() {}
 
 func (x *KVScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[15]
+	mi := &file_kv_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1115,7 @@ func (x *KVScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVScanRequest.ProtoReflect.Descriptor instead.
 func (*KVScanRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{15}
+	return file_kv_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *KVScanRequest) GetHeader() *KVHeader {
@@ -1056,7 +1156,7 @@ type KVPair struct {
 
 func (x *KVPair) Reset() {
 	*x = KVPair{}
-	mi := &file_kv_proto_msgTypes[16]
+	mi := &file_kv_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1068,7 +1168,7 @@ func (x *KVPair) String() string {
 func (*KVPair) ProtoMessage() {}
 
 func (x *KVPair) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[16]
+	mi := &file_kv_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1081,7 +1181,7 @@ func (x *KVPair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPair.ProtoReflect.Descriptor instead.
 func (*KVPair) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{16}
+	return file_kv_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *KVPair) GetKey() []byte {
@@ -1108,7 +1208,7 @@ type KVScanResponse struct {
 
 func (x *KVScanResponse) Reset() {
 	*x = KVScanResponse{}
-	mi := &file_kv_proto_msgTypes[17]
+	mi := &file_kv_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1120,7 +1220,7 @@ func (x *KVScanResponse) String() string {
 func (*KVScanResponse) ProtoMessage() {}
 
 func (x *KVScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[17]
+	mi := &file_kv_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,7 +1233,7 @@ func (x *KVScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVScanResponse.ProtoReflect.Descriptor instead.
 func (*KVScanResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{17}
+	return file_kv_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *KVScanResponse) GetPairs() []*KVPair {
@@ -1161,7 +1261,7 @@ type KVBatchRequest struct {
 
 func (x *KVBatchRequest) Reset() {
 	*x = KVBatchRequest{}
-	mi := &file_kv_proto_msgTypes[18]
+	mi := &file_kv_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1273,7 @@ func (x *KVBatchRequest) String() string {
 func (*KVBatchRequest) ProtoMessage() {}
 
 func (x *KVBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[18]
+	mi := &file_kv_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1286,7 @@ func (x *KVBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVBatchRequest.ProtoReflect.Descriptor instead.
 func (*KVBatchRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{18}
+	return file_kv_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *KVBatchRequest) GetHeader() *KVHeader {
@@ -1218,7 +1318,7 @@ type KVBatchResponse struct {
 
 func (x *KVBatchResponse) Reset() {
 	*x = KVBatchResponse{}
-	mi := &file_kv_proto_msgTypes[19]
+	mi := &file_kv_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1230,7 +1330,7 @@ func (x *KVBatchResponse) String() string {
 func (*KVBatchResponse) ProtoMessage() {}
 
 func (x *KVBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[19]
+	mi := &file_kv_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1243,7 +1343,7 @@ func (x *KVBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVBatchResponse.ProtoReflect.Descriptor instead.
 func (*KVBatchResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{19}
+	return file_kv_proto_rawDescGZIP(), []int{20}
 }
 
 var File_kv_proto protoreflect.FileDescriptor
@@ -1263,7 +1363,7 @@ const file_kv_proto_rawDesc = "" +
 	"\n" +
 	"stale_term\x18\x05 \x01(\x04H\x00R\tstaleTerm\x12\x19\n" +
 	"\alog_gap\x18\x06 \x01(\x04H\x00R\x06logGapB\x05\n" +
-	"\x03err\"\xd0\x01\n" +
+	"\x03err\"\xb6\x02\n" +
 	"\x10ReplicateRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x10\n" +
@@ -1271,7 +1371,15 @@ const file_kv_proto_rawDesc = "" +
 	"\x04puts\x18\x04 \x03(\v2\x0e.pcs.v1.KVPairR\x04puts\x12\x18\n" +
 	"\adeletes\x18\x05 \x03(\fR\adeletes\x12\x18\n" +
 	"\aprimary\x18\x06 \x01(\x04R\aprimary\x12#\n" +
-	"\x05split\x18\a \x01(\v2\r.pcs.v1.ShardR\x05split\"\xf8\x01\n" +
+	"\x05split\x18\a \x01(\v2\r.pcs.v1.ShardR\x05split\x122\n" +
+	"\brequests\x18\b \x03(\v2\x16.pcs.v1.AppliedRequestR\brequests\x120\n" +
+	"\aexpired\x18\t \x03(\v2\x16.pcs.v1.AppliedRequestR\aexpired\"u\n" +
+	"\x0eAppliedRequest\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1f\n" +
+	"\vacked_below\x18\x03 \x01(\x04R\n" +
+	"ackedBelow\x12\x13\n" +
+	"\x05at_ms\x18\x04 \x01(\x04R\x04atMs\"\xac\x02\n" +
 	"\x16InstallSnapshotRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x10\n" +
@@ -1281,7 +1389,9 @@ const file_kv_proto_rawDesc = "" +
 	"\x05start\x18\x06 \x01(\fR\x05start\x12\x10\n" +
 	"\x03end\x18\a \x01(\fR\x03end\x12\x18\n" +
 	"\aversion\x18\b \x01(\x04R\aversion\x12\x1b\n" +
-	"\tlast_term\x18\t \x01(\x04R\blastTerm\"\x19\n" +
+	"\tlast_term\x18\t \x01(\x04R\blastTerm\x122\n" +
+	"\brequests\x18\n" +
+	" \x03(\v2\x16.pcs.v1.AppliedRequestR\brequests\"\x19\n" +
 	"\x17InstallSnapshotResponse\"Z\n" +
 	"\x0fPositionRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
@@ -1348,66 +1458,70 @@ func file_kv_proto_rawDescGZIP() []byte {
 	return file_kv_proto_rawDescData
 }
 
-var file_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_kv_proto_goTypes = []any{
 	(*KVHeader)(nil),                // 0: pcs.v1.KVHeader
 	(*KVError)(nil),                 // 1: pcs.v1.KVError
 	(*ReplicateRequest)(nil),        // 2: pcs.v1.ReplicateRequest
-	(*InstallSnapshotRequest)(nil),  // 3: pcs.v1.InstallSnapshotRequest
-	(*InstallSnapshotResponse)(nil), // 4: pcs.v1.InstallSnapshotResponse
-	(*PositionRequest)(nil),         // 5: pcs.v1.PositionRequest
-	(*PositionResponse)(nil),        // 6: pcs.v1.PositionResponse
-	(*ReplicateResponse)(nil),       // 7: pcs.v1.ReplicateResponse
-	(*NotPrimaryKV)(nil),            // 8: pcs.v1.NotPrimaryKV
-	(*KVGetRequest)(nil),            // 9: pcs.v1.KVGetRequest
-	(*KVGetResponse)(nil),           // 10: pcs.v1.KVGetResponse
-	(*KVPutRequest)(nil),            // 11: pcs.v1.KVPutRequest
-	(*KVPutResponse)(nil),           // 12: pcs.v1.KVPutResponse
-	(*KVDeleteRequest)(nil),         // 13: pcs.v1.KVDeleteRequest
-	(*KVDeleteResponse)(nil),        // 14: pcs.v1.KVDeleteResponse
-	(*KVScanRequest)(nil),           // 15: pcs.v1.KVScanRequest
-	(*KVPair)(nil),                  // 16: pcs.v1.KVPair
-	(*KVScanResponse)(nil),          // 17: pcs.v1.KVScanResponse
-	(*KVBatchRequest)(nil),          // 18: pcs.v1.KVBatchRequest
-	(*KVBatchResponse)(nil),         // 19: pcs.v1.KVBatchResponse
-	(*ShardEpoch)(nil),              // 20: pcs.v1.ShardEpoch
-	(*Shard)(nil),                   // 21: pcs.v1.Shard
+	(*AppliedRequest)(nil),          // 3: pcs.v1.AppliedRequest
+	(*InstallSnapshotRequest)(nil),  // 4: pcs.v1.InstallSnapshotRequest
+	(*InstallSnapshotResponse)(nil), // 5: pcs.v1.InstallSnapshotResponse
+	(*PositionRequest)(nil),         // 6: pcs.v1.PositionRequest
+	(*PositionResponse)(nil),        // 7: pcs.v1.PositionResponse
+	(*ReplicateResponse)(nil),       // 8: pcs.v1.ReplicateResponse
+	(*NotPrimaryKV)(nil),            // 9: pcs.v1.NotPrimaryKV
+	(*KVGetRequest)(nil),            // 10: pcs.v1.KVGetRequest
+	(*KVGetResponse)(nil),           // 11: pcs.v1.KVGetResponse
+	(*KVPutRequest)(nil),            // 12: pcs.v1.KVPutRequest
+	(*KVPutResponse)(nil),           // 13: pcs.v1.KVPutResponse
+	(*KVDeleteRequest)(nil),         // 14: pcs.v1.KVDeleteRequest
+	(*KVDeleteResponse)(nil),        // 15: pcs.v1.KVDeleteResponse
+	(*KVScanRequest)(nil),           // 16: pcs.v1.KVScanRequest
+	(*KVPair)(nil),                  // 17: pcs.v1.KVPair
+	(*KVScanResponse)(nil),          // 18: pcs.v1.KVScanResponse
+	(*KVBatchRequest)(nil),          // 19: pcs.v1.KVBatchRequest
+	(*KVBatchResponse)(nil),         // 20: pcs.v1.KVBatchResponse
+	(*ShardEpoch)(nil),              // 21: pcs.v1.ShardEpoch
+	(*Shard)(nil),                   // 22: pcs.v1.Shard
 }
 var file_kv_proto_depIdxs = []int32{
-	20, // 0: pcs.v1.KVHeader.epoch:type_name -> pcs.v1.ShardEpoch
-	8,  // 1: pcs.v1.KVError.not_primary:type_name -> pcs.v1.NotPrimaryKV
-	21, // 2: pcs.v1.KVError.epoch_not_match:type_name -> pcs.v1.Shard
-	16, // 3: pcs.v1.ReplicateRequest.puts:type_name -> pcs.v1.KVPair
-	21, // 4: pcs.v1.ReplicateRequest.split:type_name -> pcs.v1.Shard
-	16, // 5: pcs.v1.InstallSnapshotRequest.pairs:type_name -> pcs.v1.KVPair
-	0,  // 6: pcs.v1.KVGetRequest.header:type_name -> pcs.v1.KVHeader
-	0,  // 7: pcs.v1.KVPutRequest.header:type_name -> pcs.v1.KVHeader
-	0,  // 8: pcs.v1.KVDeleteRequest.header:type_name -> pcs.v1.KVHeader
-	0,  // 9: pcs.v1.KVScanRequest.header:type_name -> pcs.v1.KVHeader
-	16, // 10: pcs.v1.KVScanResponse.pairs:type_name -> pcs.v1.KVPair
-	0,  // 11: pcs.v1.KVBatchRequest.header:type_name -> pcs.v1.KVHeader
-	16, // 12: pcs.v1.KVBatchRequest.puts:type_name -> pcs.v1.KVPair
-	9,  // 13: pcs.v1.KV.Get:input_type -> pcs.v1.KVGetRequest
-	11, // 14: pcs.v1.KV.Put:input_type -> pcs.v1.KVPutRequest
-	13, // 15: pcs.v1.KV.Delete:input_type -> pcs.v1.KVDeleteRequest
-	15, // 16: pcs.v1.KV.Scan:input_type -> pcs.v1.KVScanRequest
-	18, // 17: pcs.v1.KV.Batch:input_type -> pcs.v1.KVBatchRequest
-	2,  // 18: pcs.v1.KV.Replicate:input_type -> pcs.v1.ReplicateRequest
-	3,  // 19: pcs.v1.KV.InstallSnapshot:input_type -> pcs.v1.InstallSnapshotRequest
-	5,  // 20: pcs.v1.KV.Position:input_type -> pcs.v1.PositionRequest
-	10, // 21: pcs.v1.KV.Get:output_type -> pcs.v1.KVGetResponse
-	12, // 22: pcs.v1.KV.Put:output_type -> pcs.v1.KVPutResponse
-	14, // 23: pcs.v1.KV.Delete:output_type -> pcs.v1.KVDeleteResponse
-	17, // 24: pcs.v1.KV.Scan:output_type -> pcs.v1.KVScanResponse
-	19, // 25: pcs.v1.KV.Batch:output_type -> pcs.v1.KVBatchResponse
-	7,  // 26: pcs.v1.KV.Replicate:output_type -> pcs.v1.ReplicateResponse
-	4,  // 27: pcs.v1.KV.InstallSnapshot:output_type -> pcs.v1.InstallSnapshotResponse
-	6,  // 28: pcs.v1.KV.Position:output_type -> pcs.v1.PositionResponse
-	21, // [21:29] is the sub-list for method output_type
-	13, // [13:21] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	21, // 0: pcs.v1.KVHeader.epoch:type_name -> pcs.v1.ShardEpoch
+	9,  // 1: pcs.v1.KVError.not_primary:type_name -> pcs.v1.NotPrimaryKV
+	22, // 2: pcs.v1.KVError.epoch_not_match:type_name -> pcs.v1.Shard
+	17, // 3: pcs.v1.ReplicateRequest.puts:type_name -> pcs.v1.KVPair
+	22, // 4: pcs.v1.ReplicateRequest.split:type_name -> pcs.v1.Shard
+	3,  // 5: pcs.v1.ReplicateRequest.requests:type_name -> pcs.v1.AppliedRequest
+	3,  // 6: pcs.v1.ReplicateRequest.expired:type_name -> pcs.v1.AppliedRequest
+	17, // 7: pcs.v1.InstallSnapshotRequest.pairs:type_name -> pcs.v1.KVPair
+	3,  // 8: pcs.v1.InstallSnapshotRequest.requests:type_name -> pcs.v1.AppliedRequest
+	0,  // 9: pcs.v1.KVGetRequest.header:type_name -> pcs.v1.KVHeader
+	0,  // 10: pcs.v1.KVPutRequest.header:type_name -> pcs.v1.KVHeader
+	0,  // 11: pcs.v1.KVDeleteRequest.header:type_name -> pcs.v1.KVHeader
+	0,  // 12: pcs.v1.KVScanRequest.header:type_name -> pcs.v1.KVHeader
+	17, // 13: pcs.v1.KVScanResponse.pairs:type_name -> pcs.v1.KVPair
+	0,  // 14: pcs.v1.KVBatchRequest.header:type_name -> pcs.v1.KVHeader
+	17, // 15: pcs.v1.KVBatchRequest.puts:type_name -> pcs.v1.KVPair
+	10, // 16: pcs.v1.KV.Get:input_type -> pcs.v1.KVGetRequest
+	12, // 17: pcs.v1.KV.Put:input_type -> pcs.v1.KVPutRequest
+	14, // 18: pcs.v1.KV.Delete:input_type -> pcs.v1.KVDeleteRequest
+	16, // 19: pcs.v1.KV.Scan:input_type -> pcs.v1.KVScanRequest
+	19, // 20: pcs.v1.KV.Batch:input_type -> pcs.v1.KVBatchRequest
+	2,  // 21: pcs.v1.KV.Replicate:input_type -> pcs.v1.ReplicateRequest
+	4,  // 22: pcs.v1.KV.InstallSnapshot:input_type -> pcs.v1.InstallSnapshotRequest
+	6,  // 23: pcs.v1.KV.Position:input_type -> pcs.v1.PositionRequest
+	11, // 24: pcs.v1.KV.Get:output_type -> pcs.v1.KVGetResponse
+	13, // 25: pcs.v1.KV.Put:output_type -> pcs.v1.KVPutResponse
+	15, // 26: pcs.v1.KV.Delete:output_type -> pcs.v1.KVDeleteResponse
+	18, // 27: pcs.v1.KV.Scan:output_type -> pcs.v1.KVScanResponse
+	20, // 28: pcs.v1.KV.Batch:output_type -> pcs.v1.KVBatchResponse
+	8,  // 29: pcs.v1.KV.Replicate:output_type -> pcs.v1.ReplicateResponse
+	5,  // 30: pcs.v1.KV.InstallSnapshot:output_type -> pcs.v1.InstallSnapshotResponse
+	7,  // 31: pcs.v1.KV.Position:output_type -> pcs.v1.PositionResponse
+	24, // [24:32] is the sub-list for method output_type
+	16, // [16:24] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_kv_proto_init() }
@@ -1430,7 +1544,7 @@ func file_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_proto_rawDesc), len(file_kv_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

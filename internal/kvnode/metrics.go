@@ -17,6 +17,7 @@ type metrics struct {
 	snapshotBytes     prometheus.Counter
 	snapshotsSkipped  prometheus.Counter
 	snapshotsReceived prometheus.Counter
+	duplicates        prometheus.Counter
 	replicasRemoved   prometheus.Counter
 	splits            prometheus.Counter
 }
@@ -41,6 +42,7 @@ func newMetrics(n *Node) *metrics {
 		snapshotBytes:     counter("pcsnode_snapshot_sent_bytes_total", "Bytes of keys and values in the snapshots sent."),
 		snapshotsSkipped:  counter("pcsnode_snapshots_skipped_total", "Replicas a new primary found at its own position (no snapshot needed)."),
 		snapshotsReceived: counter("pcsnode_snapshots_installed_total", "Snapshots this node installed as a replica or learner."),
+		duplicates:        counter("pcsnode_requests_deduplicated_total", "Retried row writes this node, as primary, answered from their record instead of applying them again."),
 		replicasRemoved:   counter("pcsnode_replicas_removed_total", "Replicas taken out of a configuration at this primary's request (unreachable or too slow)."),
 		splits:            counter("pcsnode_splits_total", "Shard splits this node made as primary."),
 	}
@@ -51,7 +53,7 @@ func newMetrics(n *Node) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.entrySeconds, m.entryWrites, m.grpcSeconds, m.snapshotsSent, m.snapshotBytes, m.snapshotsSkipped,
-		m.snapshotsReceived, m.replicasRemoved, m.splits,
+		m.snapshotsReceived, m.duplicates, m.replicasRemoved, m.splits,
 		gauge("pcsnode_replicas", "Shard replicas this node holds.", func() float64 { return float64(len(n.store.Held())) }),
 		gauge("pcsnode_primaries", "Shards this node is the primary of.", func() float64 {
 			led := 0

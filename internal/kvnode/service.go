@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -53,6 +54,7 @@ type Node struct {
 	schemas map[uint64]uint64
 	locks   map[uint64]*sync.Mutex // per shard: orders its requests as primary, and its log on a replica
 	repl    map[uint64]*replState  // per shard this node is primary of
+	gcAt    map[uint64]time.Time   // per shard: when its expired request records were last looked for
 }
 
 // replState is what a primary knows of its shard's other replicas and learners.
@@ -138,13 +140,52 @@ func (n *Node) admit(ctx context.Context, h *pcspb.KVHeader, keys [][]byte) erro
 	return err
 }
 
+// appliedRequest reads the request id a client sent with a write (gRPC metadata), if any.
+func appliedRequest(ctx context.Context) (*pcspb.AppliedRequest, error) {
+	vals := metadata.ValueFromIncomingContext(ctx, pcspb.RequestIDHeader)
+	if len(vals) == 0 {
+		return nil, nil
+	}
+	id := &pcspb.RequestID{}
+	if err := proto.Unmarshal([]byte(vals[0]), id); err != nil || id.ClientId == 0 || id.Seq == 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "kvnode: malformed %s header", pcspb.RequestIDHeader)
+	}
+	return &pcspb.AppliedRequest{ClientId: id.ClientId, Seq: id.Seq, AckedBelow: id.AckedBelow}, nil
+}
+
+// expiredRequests returns, about once a minute per shard, up to 1000 request records of the
+// shard older than RequestWindow, for the next entry to delete. The caller holds the shard's
+// lock.
+func (n *Node) expiredRequests(shard uint64) []*pcspb.AppliedRequest {
+	now := time.Now()
+	n.mu.Lock()
+	if n.gcAt == nil {
+		n.gcAt = map[uint64]time.Time{}
+	}
+	due := now.Sub(n.gcAt[shard]) >= time.Minute
+	if due {
+		n.gcAt[shard] = now
+	}
+	n.mu.Unlock()
+	if !due {
+		return nil
+	}
+	exp, err := n.store.ExpiredRequests(shard, uint64(now.UnixMilli())-RequestWindow, 1000)
+	if err != nil {
+		n.log.Warn("looking for expired request records", "shard", shard, "err", err)
+		return nil
+	}
+	return exp
+}
+
 // pendingWrite is a write waiting in its shard's queue for group commit.
 type pendingWrite struct {
 	h       *pcspb.KVHeader
 	keys    [][]byte
 	puts    []*pcspb.KVPair
 	deletes [][]byte
-	done    chan error // buffered: the committer never blocks
+	req     *pcspb.AppliedRequest // the client request, if it carries an id
+	done    chan error            // buffered: the committer never blocks
 }
 
 type writeQueue struct {
@@ -169,7 +210,11 @@ func (n *Node) write(ctx context.Context, h *pcspb.KVHeader, keys [][]byte, puts
 	if err := n.admit(ctx, h, keys); err != nil {
 		return err
 	}
-	w := &pendingWrite{h: h, keys: keys, puts: puts, deletes: deletes, done: make(chan error, 1)}
+	req, err := appliedRequest(ctx)
+	if err != nil {
+		return err
+	}
+	w := &pendingWrite{h: h, keys: keys, puts: puts, deletes: deletes, req: req, done: make(chan error, 1)}
 	q := n.queue(h.ShardId)
 	q.mu.Lock()
 	q.items = append(q.items, w)
@@ -204,16 +249,20 @@ func (n *Node) commitGroup(ctx context.Context, batch []*pendingWrite) {
 	var group []*pendingWrite
 	var puts []*pcspb.KVPair
 	var deletes [][]byte
+	var reqs []*pcspb.AppliedRequest
+	inGroup := map[[2]uint64]bool{}
 	putKeys, delKeys := map[string]bool{}, map[string]bool{}
 	flush := func() {
 		if len(group) == 0 {
 			return
 		}
+		// A repeat of an applied request is answered only once the replicas are in line: its
+		// write may be on this primary alone (an earlier attempt ended with an unknown outcome).
 		cur, err := n.syncLocked(ctx, sh, true)
 		if err != nil {
 			err = status.Errorf(codes.Unavailable, "kvnode: shard %d: replicas not in line with the primary: %v", sh.Id, err)
-		} else {
-			err = n.writeLocked(ctx, cur, puts, deletes, nil)
+		} else if len(puts)+len(deletes) > 0 {
+			err = n.writeLocked(ctx, cur, puts, deletes, nil, reqs)
 		}
 		if err == nil {
 			n.metrics.entryWrites.Observe(float64(len(group)))
@@ -221,7 +270,8 @@ func (n *Node) commitGroup(ctx context.Context, batch []*pendingWrite) {
 		for _, w := range group {
 			w.done <- err
 		}
-		group, puts, deletes = nil, nil, nil
+		group, puts, deletes, reqs = nil, nil, nil, nil
+		clear(inGroup)
 		clear(putKeys)
 		clear(delKeys)
 	}
@@ -230,6 +280,24 @@ func (n *Node) commitGroup(ctx context.Context, batch []*pendingWrite) {
 		if err != nil {
 			w.done <- err
 			continue
+		}
+		if w.req != nil {
+			id := [2]uint64{w.req.ClientId, w.req.Seq}
+			applied, err := n.store.Applied(cur.Id, id[0], id[1])
+			if err != nil {
+				w.done <- status.Error(codes.Internal, err.Error())
+				continue
+			}
+			if applied || inGroup[id] {
+				// A retry: answered with the outcome of the attempt it repeats, not applied again.
+				n.metrics.duplicates.Inc()
+				sh = cur
+				group = append(group, w)
+				continue
+			}
+			inGroup[id] = true
+			w.req.AtMs = uint64(time.Now().UnixMilli())
+			reqs = append(reqs, w.req)
 		}
 		conflict := false
 		for _, kv := range w.puts {
@@ -517,9 +585,13 @@ func removable(err error) bool {
 // the outcome is unknown to the client (ABORTED: the write may be on some replicas) and the
 // replicas are brought in line again before the shard's next request. A learner that does not
 // acknowledge only falls out of line.
-func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.KVPair, deletes [][]byte, split *pcspb.Shard) error {
+func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.KVPair, deletes [][]byte, split *pcspb.Shard, reqs []*pcspb.AppliedRequest) error {
 	start := time.Now()
 	lsn := n.store.LSN(sh.Id) + 1
+	var expired []*pcspb.AppliedRequest
+	if split == nil {
+		expired = n.expiredRequests(sh.Id)
+	}
 	type result struct {
 		node    uint64
 		learner bool
@@ -536,14 +608,15 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 			left.End, left.Epoch = split.Start, proto.Clone(split.Epoch).(*pcspb.ShardEpoch)
 			localErr = n.store.Split(left, split, Position{lsn, sh.Term})
 		} else {
-			localErr = n.store.Write(sh.Id, Position{lsn, sh.Term}, puts, deletes)
+			localErr = n.store.Write(sh.Id, Position{lsn, sh.Term}, puts, deletes, reqs, expired)
 		}
 		if localErr != nil {
 			localErr = status.Error(codes.Internal, localErr.Error())
 		}
 		results <- result{node: n.self(), err: localErr}
 	}()
-	req := &pcspb.ReplicateRequest{ShardId: sh.Id, Term: sh.Term, Lsn: lsn, Puts: puts, Deletes: deletes, Primary: n.self(), Split: split}
+	req := &pcspb.ReplicateRequest{ShardId: sh.Id, Term: sh.Term, Lsn: lsn, Puts: puts, Deletes: deletes, Primary: n.self(), Split: split,
+		Requests: reqs, Expired: expired}
 	waiting := 1
 	send := func(r uint64, learner bool) {
 		waiting++
@@ -657,6 +730,13 @@ func (n *Node) sendSnapshot(ctx context.Context, kv pcspb.KVClient, sh *pcspb.Sh
 			first = false
 		}
 		return stream.Send(req)
+	}, func(reqs []*pcspb.AppliedRequest) error {
+		req := &pcspb.InstallSnapshotRequest{ShardId: sh.Id, Term: sh.Term, Lsn: lsn, Primary: n.self(), LastTerm: lastTerm, Requests: reqs}
+		if first {
+			req.Start, req.End, req.Version = cur.Start, cur.End, cur.Epoch.GetVersion()
+			first = false
+		}
+		return stream.Send(req)
 	})
 	if err == nil && first { // an empty shard: one chunk with no pairs
 		err = stream.Send(&pcspb.InstallSnapshotRequest{ShardId: sh.Id, Term: sh.Term, Lsn: lsn, Primary: n.self(), LastTerm: lastTerm,
@@ -748,6 +828,10 @@ func (n *Node) InstallSnapshot(stream pcspb.KV_InstallSnapshotServer) error {
 			r.Abort()
 			return status.Error(codes.Internal, err.Error())
 		}
+		if err := r.AddRequests(req.Requests); err != nil {
+			r.Abort()
+			return status.Error(codes.InvalidArgument, err.Error())
+		}
 		if req, err = stream.Recv(); errors.Is(err, io.EOF) {
 			break
 		} else if err != nil {
@@ -813,7 +897,7 @@ func (n *Node) Replicate(_ context.Context, req *pcspb.ReplicateRequest) (*pcspb
 	if err := n.recordFollowed(sh); err != nil {
 		return nil, err
 	}
-	if err := n.store.Write(sh.Id, Position{req.Lsn, req.Term}, req.Puts, req.Deletes); err != nil {
+	if err := n.store.Write(sh.Id, Position{req.Lsn, req.Term}, req.Puts, req.Deletes, req.Requests, req.Expired); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &pcspb.ReplicateResponse{Lsn: req.Lsn}, nil
@@ -1008,7 +1092,7 @@ func (n *Node) SplitShard(ctx context.Context, c *pcspb.SplitShardCommand) error
 		rl := n.shardLock(right.Id)
 		rl.Lock()
 		defer rl.Unlock()
-		if err := n.writeLocked(ctx, sh, nil, nil, right); err != nil {
+		if err := n.writeLocked(ctx, sh, nil, nil, right, nil); err != nil {
 			return err
 		}
 		// Every replica in line with the parent has the new shard's first position.

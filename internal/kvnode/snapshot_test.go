@@ -64,7 +64,7 @@ func fill(t *testing.T, s *Store, shard, lsn uint64, n, valueSize int, tag byte)
 		binary.BigEndian.PutUint32(v, uint32(i))
 		puts = append(puts, &pcspb.KVPair{Key: binary.BigEndian.AppendUint64([]byte("k"), uint64(i)), Value: v})
 		if len(puts) == 10_000 || i == n-1 {
-			if err := s.Write(shard, Position{lsn, 1}, puts, nil); err != nil {
+			if err := s.Write(shard, Position{lsn, 1}, puts, nil, nil, nil); err != nil {
 				t.Fatal(err)
 			}
 			puts = nil
@@ -97,7 +97,7 @@ func TestLargeSnapshot(t *testing.T) {
 		sent++
 		return stream.Send(&pcspb.InstallSnapshotRequest{ShardId: sh.Id, Term: 1, Lsn: 9, Primary: 1, Pairs: pairs,
 			Start: sh.Start, End: sh.End, Version: 1})
-	})
+	}, nil)
 	if err == nil {
 		t.Fatal("the broken stream was not broken")
 	}
@@ -178,10 +178,10 @@ func TestSnapshotOnlyWhenPositionsDiffer(t *testing.T) {
 	}
 
 	// Same position 6, written in different terms: the replica's differs from the primary's.
-	if err := primary.store.Write(sh.Id, Position{6, 3}, []*pcspb.KVPair{{Key: []byte("k-new"), Value: []byte("primary")}}, nil); err != nil {
+	if err := primary.store.Write(sh.Id, Position{6, 3}, []*pcspb.KVPair{{Key: []byte("k-new"), Value: []byte("primary")}}, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := replica.Write(sh.Id, Position{6, 2}, []*pcspb.KVPair{{Key: []byte("k-old"), Value: []byte("deposed")}}, nil); err != nil {
+	if err := replica.Write(sh.Id, Position{6, 2}, []*pcspb.KVPair{{Key: []byte("k-old"), Value: []byte("deposed")}}, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := primary.snapshotTo(ctx, 2, sh, 6, true); err != nil {

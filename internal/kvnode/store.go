@@ -177,6 +177,9 @@ func (s *Store) DropReplica(id uint64) error {
 	if err := b.DeleteRange(p, prefixEnd(p), nil); err != nil {
 		return err
 	}
+	if err := b.DeleteRange(reqPrefix(id), prefixEnd(reqPrefix(id)), nil); err != nil {
+		return err
+	}
 	if err := b.Delete(metaKey(id), nil); err != nil {
 		return err
 	}
@@ -241,10 +244,18 @@ func (s *Store) Get(shard uint64, key []byte) ([]byte, bool, error) {
 	return bytes.Clone(v), true, nil
 }
 
-// Write applies puts and deletes at log position pos to a replica, atomically and durably.
-func (s *Store) Write(shard uint64, pos Position, puts []*pcspb.KVPair, deletes [][]byte) error {
+// Write applies puts and deletes at log position pos to a replica, atomically and durably, with
+// the records of the client requests they carry out (reqs) and the deletion of expired ones.
+func (s *Store) Write(shard uint64, pos Position, puts []*pcspb.KVPair, deletes [][]byte, reqs, expired []*pcspb.AppliedRequest) error {
 	b := s.db.NewBatch()
+	defer b.Close()
 	if err := b.Set(lsnKey(shard), pos.encode(), nil); err != nil {
+		return err
+	}
+	if err := deleteRequests(b, shard, expired); err != nil {
+		return err
+	}
+	if err := setRequests(b, shard, reqs); err != nil {
 		return err
 	}
 	p := dataPrefix(shard)
@@ -305,6 +316,10 @@ func (s *Store) Replace(sh *pcspb.Shard) (*Replacement, error) {
 		b.Close()
 		return nil, err
 	}
+	if err := b.DeleteRange(reqPrefix(sh.Id), prefixEnd(reqPrefix(sh.Id)), nil); err != nil {
+		b.Close()
+		return nil, err
+	}
 	return &Replacement{s: s, sh: proto.Clone(sh).(*pcspb.Shard), b: b}, nil
 }
 
@@ -313,6 +328,19 @@ func (r *Replacement) Add(pairs []*pcspb.KVPair) error {
 	p := dataPrefix(r.sh.Id)
 	for _, kv := range pairs {
 		if err := r.b.Set(append(bytes.Clone(p), kv.Key...), kv.Value, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddRequests adds request records of the snapshot.
+func (r *Replacement) AddRequests(reqs []*pcspb.AppliedRequest) error {
+	for _, q := range reqs {
+		if q.ClientId == 0 || q.Seq == 0 {
+			return fmt.Errorf("kvnode: a request record without client or seq")
+		}
+		if err := r.b.Set(reqKey(r.sh.Id, q.ClientId, q.Seq), binary.BigEndian.AppendUint64(nil, q.AtMs), nil); err != nil {
 			return err
 		}
 	}
@@ -338,9 +366,9 @@ func (r *Replacement) Commit(pos Position) error {
 // Abort drops the replacement.
 func (r *Replacement) Abort() { r.b.Close() }
 
-// Chunks calls f with the pairs of a replica in key order, in chunks of about chunkBytes, from
-// one consistent view of the store.
-func (s *Store) Chunks(shard uint64, chunkBytes int, f func([]*pcspb.KVPair) error) error {
+// Chunks calls f with the pairs of a replica in key order, in chunks of about chunkBytes, and
+// then reqs (if set) with its request records, from one consistent view of the store.
+func (s *Store) Chunks(shard uint64, chunkBytes int, f func([]*pcspb.KVPair) error, reqs func([]*pcspb.AppliedRequest) error) error {
 	p := dataPrefix(shard)
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
@@ -365,7 +393,23 @@ func (s *Store) Chunks(shard uint64, chunkBytes int, f func([]*pcspb.KVPair) err
 		return err
 	}
 	if len(chunk) > 0 {
-		return f(chunk)
+		if err := f(chunk); err != nil {
+			return err
+		}
+	}
+	if reqs == nil {
+		return nil
+	}
+	var recs []*pcspb.AppliedRequest
+	if err := requestsIn(snap, shard, func(r *pcspb.AppliedRequest) bool { recs = append(recs, r); return true }); err != nil {
+		return err
+	}
+	for len(recs) > 0 {
+		n := min(len(recs), 20_000) // ~ 1 MiB a message
+		if err := reqs(recs[:n]); err != nil {
+			return err
+		}
+		recs = recs[n:]
 	}
 	return nil
 }
@@ -410,6 +454,16 @@ func (s *Store) Split(left, right *pcspb.Shard, at Position) error {
 	}
 	if err := b.DeleteRange(append(bytes.Clone(lp), right.Start...), prefixEnd(lp), nil); err != nil {
 		return err
+	}
+	// Both halves keep the request records: a retry routed to either finds its record.
+	var recs []*pcspb.AppliedRequest
+	if err := requestsIn(snap, left.Id, func(r *pcspb.AppliedRequest) bool { recs = append(recs, r); return true }); err != nil {
+		return err
+	}
+	for _, r := range recs {
+		if err := b.Set(reqKey(right.Id, r.ClientId, r.Seq), binary.BigEndian.AppendUint64(nil, r.AtMs), nil); err != nil {
+			return err
+		}
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("kvnode: splitting replica %d: %w", left.Id, err)

@@ -197,6 +197,11 @@ func populated(t testing.TB) *FSM {
 	}
 	a.apply(&pcspb.Command{Op: &pcspb.Command_TsoWindow{TsoWindow: &pcspb.CmdTsoWindow{PhysicalMs: 1_700_000_000_000}}})
 	a.apply(&pcspb.Command{Op: &pcspb.Command_SetMember{SetMember: &pcspb.CmdSetMember{Member: &pcspb.Member{Name: "n1", PeerAddr: "a:1", ClientAddr: "a:2"}}}})
+	// Client sessions, one of them trimmed.
+	for i := uint64(1); i <= 5; i++ {
+		a.apply(req(put("sess", "v"), 11, i, 1, false, 1_000+i))
+		a.apply(req(cas("sess", "v", 99), 12, i, i, false, 2_000+i))
+	}
 	return a.f
 }
 

@@ -2,6 +2,9 @@ package client
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 
 	"github.com/postdb/pcs/api/pcspb"
 )
@@ -201,4 +204,35 @@ func (c *Client) SetLogLevel(ctx context.Context, endpoint, level string) error 
 		_, err := cli.SetLogLevel(ctx, &pcspb.SetLogLevelRequest{Level: level})
 		return err
 	})
+}
+
+// SnapshotSave returns a snapshot of the metadata state (the primary's; endpoint "" — or one
+// node's, possibly stale) and the revision it was taken at. `pcs restore` starts a new cluster
+// from it.
+func (c *Client) SnapshotSave(ctx context.Context, endpoint string) (data []byte, revision uint64, err error) {
+	err = c.do(ctx, target{endpoint: endpoint, long: true}, func(ctx context.Context, cli pcspb.PCSClient) error {
+		stream, err := cli.SnapshotSave(ctx, &pcspb.SnapshotSaveRequest{NoForward: endpoint != ""})
+		if err != nil {
+			return err
+		}
+		var buf []byte
+		for first := true; ; first = false {
+			chunk, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				if first {
+					return fmt.Errorf("%w: empty snapshot", ErrInternal)
+				}
+				data = buf
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if first {
+				revision = chunk.Revision
+			}
+			buf = append(buf, chunk.Data...)
+		}
+	})
+	return data, revision, err
 }

@@ -50,6 +50,9 @@ type Config struct {
 	Join []string
 	// JoinAsNonVoter joins as a non-voter.
 	JoinAsNonVoter bool
+	// ForceNewCluster starts a one-member group from this node's data, dropping every other
+	// member from the configuration (recovery from a quorum lost for good).
+	ForceNewCluster bool
 
 	// Raft holds the Raft member settings: PeerAddr and the timeouts.
 	Raft raftgroup.Config

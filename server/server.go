@@ -159,6 +159,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	rc := cfg.Raft
 	rc.Name, rc.Dir, rc.Logger, rc.Identity = cfg.Name, cfg.DataDir, log, s.ident
+	rc.ForceNewCluster = cfg.ForceNewCluster && hasState
+	if rc.ForceNewCluster {
+		log.Warn("forcing a new cluster of this member alone from its data")
+	}
 	s.group, err = raftgroup.Open(rc, s.fsm)
 	if err != nil {
 		return fail(err)

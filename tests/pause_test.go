@@ -76,7 +76,7 @@ func (w *workload) run(wg *sync.WaitGroup, stop <-chan struct{}, op func(ctx con
 }
 
 // rowCluster is 3 PCS and n data nodes with a table "t" of 3 replicas over 6 hash shards.
-func rowCluster(t *testing.T, nodes int, pcsArgs ...string) (*procCluster, *client.Client, []*nodeProc) {
+func rowCluster(t testing.TB, nodes int, pcsArgs ...string) (*procCluster, *client.Client, []*nodeProc) {
 	pc := startCluster(t, 3, pcsArgs...)
 	c := pc.client()
 	pc.primary(c)

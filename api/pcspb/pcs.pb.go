@@ -1067,6 +1067,111 @@ func (x *MemberRemoveRequest) GetForce() bool {
 }
 
 // MemberPromoteRequest makes a caught-up non-voter a voter.
+type SnapshotSaveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NoForward     bool                   `protobuf:"varint,1,opt,name=no_forward,json=noForward,proto3" json:"no_forward,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotSaveRequest) Reset() {
+	*x = SnapshotSaveRequest{}
+	mi := &file_pcs_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotSaveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotSaveRequest) ProtoMessage() {}
+
+func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SnapshotSaveRequest) GetNoForward() bool {
+	if x != nil {
+		return x.NoForward
+	}
+	return false
+}
+
+// SnapshotChunk is a piece of a snapshot file; the first names its position.
+type SnapshotChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	AppliedIndex  uint64                 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotChunk) Reset() {
+	*x = SnapshotChunk{}
+	mi := &file_pcs_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotChunk) ProtoMessage() {}
+
+func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
+func (*SnapshotChunk) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SnapshotChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *SnapshotChunk) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *SnapshotChunk) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
 type MemberPromoteRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1079,7 +1184,7 @@ type MemberPromoteRequest struct {
 
 func (x *MemberPromoteRequest) Reset() {
 	*x = MemberPromoteRequest{}
-	mi := &file_pcs_proto_msgTypes[11]
+	mi := &file_pcs_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1196,7 @@ func (x *MemberPromoteRequest) String() string {
 func (*MemberPromoteRequest) ProtoMessage() {}
 
 func (x *MemberPromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[11]
+	mi := &file_pcs_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1209,7 @@ func (x *MemberPromoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberPromoteRequest.ProtoReflect.Descriptor instead.
 func (*MemberPromoteRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{11}
+	return file_pcs_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MemberPromoteRequest) GetName() string {
@@ -1137,7 +1242,7 @@ type MemberPromoteResponse struct {
 
 func (x *MemberPromoteResponse) Reset() {
 	*x = MemberPromoteResponse{}
-	mi := &file_pcs_proto_msgTypes[12]
+	mi := &file_pcs_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1254,7 @@ func (x *MemberPromoteResponse) String() string {
 func (*MemberPromoteResponse) ProtoMessage() {}
 
 func (x *MemberPromoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[12]
+	mi := &file_pcs_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1267,7 @@ func (x *MemberPromoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberPromoteResponse.ProtoReflect.Descriptor instead.
 func (*MemberPromoteResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{12}
+	return file_pcs_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MemberPromoteResponse) GetMembers() []*Member {
@@ -1181,7 +1286,7 @@ type MemberRemoveResponse struct {
 
 func (x *MemberRemoveResponse) Reset() {
 	*x = MemberRemoveResponse{}
-	mi := &file_pcs_proto_msgTypes[13]
+	mi := &file_pcs_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1298,7 @@ func (x *MemberRemoveResponse) String() string {
 func (*MemberRemoveResponse) ProtoMessage() {}
 
 func (x *MemberRemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[13]
+	mi := &file_pcs_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1311,7 @@ func (x *MemberRemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRemoveResponse.ProtoReflect.Descriptor instead.
 func (*MemberRemoveResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{13}
+	return file_pcs_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MemberRemoveResponse) GetMembers() []*Member {
@@ -1227,7 +1332,7 @@ type MemberTransferRequest struct {
 
 func (x *MemberTransferRequest) Reset() {
 	*x = MemberTransferRequest{}
-	mi := &file_pcs_proto_msgTypes[14]
+	mi := &file_pcs_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1239,7 +1344,7 @@ func (x *MemberTransferRequest) String() string {
 func (*MemberTransferRequest) ProtoMessage() {}
 
 func (x *MemberTransferRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[14]
+	mi := &file_pcs_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1252,7 +1357,7 @@ func (x *MemberTransferRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberTransferRequest.ProtoReflect.Descriptor instead.
 func (*MemberTransferRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{14}
+	return file_pcs_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MemberTransferRequest) GetName() string {
@@ -1278,7 +1383,7 @@ type MemberTransferResponse struct {
 
 func (x *MemberTransferResponse) Reset() {
 	*x = MemberTransferResponse{}
-	mi := &file_pcs_proto_msgTypes[15]
+	mi := &file_pcs_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1290,7 +1395,7 @@ func (x *MemberTransferResponse) String() string {
 func (*MemberTransferResponse) ProtoMessage() {}
 
 func (x *MemberTransferResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[15]
+	mi := &file_pcs_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1303,7 +1408,7 @@ func (x *MemberTransferResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberTransferResponse.ProtoReflect.Descriptor instead.
 func (*MemberTransferResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{15}
+	return file_pcs_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MemberTransferResponse) GetPrimaryName() string {
@@ -1323,7 +1428,7 @@ type MemberUpdateRequest struct {
 
 func (x *MemberUpdateRequest) Reset() {
 	*x = MemberUpdateRequest{}
-	mi := &file_pcs_proto_msgTypes[16]
+	mi := &file_pcs_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1440,7 @@ func (x *MemberUpdateRequest) String() string {
 func (*MemberUpdateRequest) ProtoMessage() {}
 
 func (x *MemberUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[16]
+	mi := &file_pcs_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1453,7 @@ func (x *MemberUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberUpdateRequest.ProtoReflect.Descriptor instead.
 func (*MemberUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{16}
+	return file_pcs_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MemberUpdateRequest) GetMember() *Member {
@@ -1366,7 +1471,7 @@ type MemberUpdateResponse struct {
 
 func (x *MemberUpdateResponse) Reset() {
 	*x = MemberUpdateResponse{}
-	mi := &file_pcs_proto_msgTypes[17]
+	mi := &file_pcs_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1378,7 +1483,7 @@ func (x *MemberUpdateResponse) String() string {
 func (*MemberUpdateResponse) ProtoMessage() {}
 
 func (x *MemberUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[17]
+	mi := &file_pcs_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1391,7 +1496,7 @@ func (x *MemberUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberUpdateResponse.ProtoReflect.Descriptor instead.
 func (*MemberUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{17}
+	return file_pcs_proto_rawDescGZIP(), []int{19}
 }
 
 // Internal: a follower asks the primary for a read index.
@@ -1403,7 +1508,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_pcs_proto_msgTypes[18]
+	mi := &file_pcs_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1520,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[18]
+	mi := &file_pcs_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1533,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{18}
+	return file_pcs_proto_rawDescGZIP(), []int{20}
 }
 
 type ReadIndexResponse struct {
@@ -1440,7 +1545,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_pcs_proto_msgTypes[19]
+	mi := &file_pcs_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1452,7 +1557,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[19]
+	mi := &file_pcs_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1465,7 +1570,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{19}
+	return file_pcs_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -1491,7 +1596,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_pcs_proto_msgTypes[20]
+	mi := &file_pcs_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +1608,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[20]
+	mi := &file_pcs_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +1621,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{20}
+	return file_pcs_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -1567,7 +1672,7 @@ type PutRequest struct {
 
 func (x *PutRequest) Reset() {
 	*x = PutRequest{}
-	mi := &file_pcs_proto_msgTypes[21]
+	mi := &file_pcs_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1684,7 @@ func (x *PutRequest) String() string {
 func (*PutRequest) ProtoMessage() {}
 
 func (x *PutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[21]
+	mi := &file_pcs_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1697,7 @@ func (x *PutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
 func (*PutRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{21}
+	return file_pcs_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PutRequest) GetKey() []byte {
@@ -1633,7 +1738,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_pcs_proto_msgTypes[22]
+	mi := &file_pcs_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1645,7 +1750,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[22]
+	mi := &file_pcs_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1658,7 +1763,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{22}
+	return file_pcs_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PutResponse) GetHeader() *WriteHeader {
@@ -1686,7 +1791,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_pcs_proto_msgTypes[23]
+	mi := &file_pcs_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1698,7 +1803,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[23]
+	mi := &file_pcs_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1711,7 +1816,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{23}
+	return file_pcs_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteRequest) GetKey() []byte {
@@ -1745,7 +1850,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_pcs_proto_msgTypes[24]
+	mi := &file_pcs_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +1862,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[24]
+	mi := &file_pcs_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +1875,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{24}
+	return file_pcs_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteResponse) GetHeader() *WriteHeader {
@@ -1797,7 +1902,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_pcs_proto_msgTypes[25]
+	mi := &file_pcs_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1809,7 +1914,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[25]
+	mi := &file_pcs_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1822,7 +1927,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{25}
+	return file_pcs_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetRequest) GetKey() []byte {
@@ -1850,7 +1955,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_pcs_proto_msgTypes[26]
+	mi := &file_pcs_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1862,7 +1967,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[26]
+	mi := &file_pcs_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1875,7 +1980,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{26}
+	return file_pcs_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetResponse) GetHeader() *ReadHeader {
@@ -1907,7 +2012,7 @@ type RangeRequest struct {
 
 func (x *RangeRequest) Reset() {
 	*x = RangeRequest{}
-	mi := &file_pcs_proto_msgTypes[27]
+	mi := &file_pcs_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1919,7 +2024,7 @@ func (x *RangeRequest) String() string {
 func (*RangeRequest) ProtoMessage() {}
 
 func (x *RangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[27]
+	mi := &file_pcs_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1932,7 +2037,7 @@ func (x *RangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeRequest.ProtoReflect.Descriptor instead.
 func (*RangeRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{27}
+	return file_pcs_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RangeRequest) GetPrefix() []byte {
@@ -1982,7 +2087,7 @@ type RangeResponse struct {
 
 func (x *RangeResponse) Reset() {
 	*x = RangeResponse{}
-	mi := &file_pcs_proto_msgTypes[28]
+	mi := &file_pcs_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1994,7 +2099,7 @@ func (x *RangeResponse) String() string {
 func (*RangeResponse) ProtoMessage() {}
 
 func (x *RangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[28]
+	mi := &file_pcs_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2007,7 +2112,7 @@ func (x *RangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeResponse.ProtoReflect.Descriptor instead.
 func (*RangeResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{28}
+	return file_pcs_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RangeResponse) GetHeader() *ReadHeader {
@@ -2041,7 +2146,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_pcs_proto_msgTypes[29]
+	mi := &file_pcs_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2158,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[29]
+	mi := &file_pcs_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2171,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{29}
+	return file_pcs_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Event) GetType() EventType {
@@ -2094,7 +2199,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_pcs_proto_msgTypes[30]
+	mi := &file_pcs_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2211,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[30]
+	mi := &file_pcs_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2224,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{30}
+	return file_pcs_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WatchRequest) GetPrefix() []byte {
@@ -2147,7 +2252,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_pcs_proto_msgTypes[31]
+	mi := &file_pcs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2159,7 +2264,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[31]
+	mi := &file_pcs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2172,7 +2277,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{31}
+	return file_pcs_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WatchResponse) GetEvents() []*Event {
@@ -2199,7 +2304,7 @@ type TsoRequest struct {
 
 func (x *TsoRequest) Reset() {
 	*x = TsoRequest{}
-	mi := &file_pcs_proto_msgTypes[32]
+	mi := &file_pcs_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2316,7 @@ func (x *TsoRequest) String() string {
 func (*TsoRequest) ProtoMessage() {}
 
 func (x *TsoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[32]
+	mi := &file_pcs_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2329,7 @@ func (x *TsoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TsoRequest.ProtoReflect.Descriptor instead.
 func (*TsoRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{32}
+	return file_pcs_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TsoRequest) GetCount() uint32 {
@@ -2245,7 +2350,7 @@ type TsoResponse struct {
 
 func (x *TsoResponse) Reset() {
 	*x = TsoResponse{}
-	mi := &file_pcs_proto_msgTypes[33]
+	mi := &file_pcs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2257,7 +2362,7 @@ func (x *TsoResponse) String() string {
 func (*TsoResponse) ProtoMessage() {}
 
 func (x *TsoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[33]
+	mi := &file_pcs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2270,7 +2375,7 @@ func (x *TsoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TsoResponse.ProtoReflect.Descriptor instead.
 func (*TsoResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{33}
+	return file_pcs_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TsoResponse) GetFirst() uint64 {
@@ -2298,7 +2403,7 @@ type AllocIDsRequest struct {
 
 func (x *AllocIDsRequest) Reset() {
 	*x = AllocIDsRequest{}
-	mi := &file_pcs_proto_msgTypes[34]
+	mi := &file_pcs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2310,7 +2415,7 @@ func (x *AllocIDsRequest) String() string {
 func (*AllocIDsRequest) ProtoMessage() {}
 
 func (x *AllocIDsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[34]
+	mi := &file_pcs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2323,7 +2428,7 @@ func (x *AllocIDsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocIDsRequest.ProtoReflect.Descriptor instead.
 func (*AllocIDsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{34}
+	return file_pcs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *AllocIDsRequest) GetKind() string {
@@ -2358,7 +2463,7 @@ type AllocIDsResponse struct {
 
 func (x *AllocIDsResponse) Reset() {
 	*x = AllocIDsResponse{}
-	mi := &file_pcs_proto_msgTypes[35]
+	mi := &file_pcs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2370,7 +2475,7 @@ func (x *AllocIDsResponse) String() string {
 func (*AllocIDsResponse) ProtoMessage() {}
 
 func (x *AllocIDsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[35]
+	mi := &file_pcs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2383,7 +2488,7 @@ func (x *AllocIDsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocIDsResponse.ProtoReflect.Descriptor instead.
 func (*AllocIDsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{35}
+	return file_pcs_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *AllocIDsResponse) GetFirst() uint64 {
@@ -2408,7 +2513,7 @@ type GetLogLevelRequest struct {
 
 func (x *GetLogLevelRequest) Reset() {
 	*x = GetLogLevelRequest{}
-	mi := &file_pcs_proto_msgTypes[36]
+	mi := &file_pcs_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2420,7 +2525,7 @@ func (x *GetLogLevelRequest) String() string {
 func (*GetLogLevelRequest) ProtoMessage() {}
 
 func (x *GetLogLevelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[36]
+	mi := &file_pcs_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2433,7 +2538,7 @@ func (x *GetLogLevelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogLevelRequest.ProtoReflect.Descriptor instead.
 func (*GetLogLevelRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{36}
+	return file_pcs_proto_rawDescGZIP(), []int{38}
 }
 
 type GetLogLevelResponse struct {
@@ -2445,7 +2550,7 @@ type GetLogLevelResponse struct {
 
 func (x *GetLogLevelResponse) Reset() {
 	*x = GetLogLevelResponse{}
-	mi := &file_pcs_proto_msgTypes[37]
+	mi := &file_pcs_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2457,7 +2562,7 @@ func (x *GetLogLevelResponse) String() string {
 func (*GetLogLevelResponse) ProtoMessage() {}
 
 func (x *GetLogLevelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[37]
+	mi := &file_pcs_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2470,7 +2575,7 @@ func (x *GetLogLevelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogLevelResponse.ProtoReflect.Descriptor instead.
 func (*GetLogLevelResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{37}
+	return file_pcs_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetLogLevelResponse) GetLevel() string {
@@ -2490,7 +2595,7 @@ type SetLogLevelRequest struct {
 
 func (x *SetLogLevelRequest) Reset() {
 	*x = SetLogLevelRequest{}
-	mi := &file_pcs_proto_msgTypes[38]
+	mi := &file_pcs_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2502,7 +2607,7 @@ func (x *SetLogLevelRequest) String() string {
 func (*SetLogLevelRequest) ProtoMessage() {}
 
 func (x *SetLogLevelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[38]
+	mi := &file_pcs_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2515,7 +2620,7 @@ func (x *SetLogLevelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLogLevelRequest.ProtoReflect.Descriptor instead.
 func (*SetLogLevelRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{38}
+	return file_pcs_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SetLogLevelRequest) GetLevel() string {
@@ -2534,7 +2639,7 @@ type SetLogLevelResponse struct {
 
 func (x *SetLogLevelResponse) Reset() {
 	*x = SetLogLevelResponse{}
-	mi := &file_pcs_proto_msgTypes[39]
+	mi := &file_pcs_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2546,7 +2651,7 @@ func (x *SetLogLevelResponse) String() string {
 func (*SetLogLevelResponse) ProtoMessage() {}
 
 func (x *SetLogLevelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[39]
+	mi := &file_pcs_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2559,7 +2664,7 @@ func (x *SetLogLevelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLogLevelResponse.ProtoReflect.Descriptor instead.
 func (*SetLogLevelResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{39}
+	return file_pcs_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SetLogLevelResponse) GetLevel() string {
@@ -2580,7 +2685,7 @@ type RegisterNodeRequest struct {
 
 func (x *RegisterNodeRequest) Reset() {
 	*x = RegisterNodeRequest{}
-	mi := &file_pcs_proto_msgTypes[40]
+	mi := &file_pcs_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2592,7 +2697,7 @@ func (x *RegisterNodeRequest) String() string {
 func (*RegisterNodeRequest) ProtoMessage() {}
 
 func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[40]
+	mi := &file_pcs_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2605,7 +2710,7 @@ func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeRequest.ProtoReflect.Descriptor instead.
 func (*RegisterNodeRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{40}
+	return file_pcs_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RegisterNodeRequest) GetAddress() string {
@@ -2641,7 +2746,7 @@ type RegisterNodeResponse struct {
 
 func (x *RegisterNodeResponse) Reset() {
 	*x = RegisterNodeResponse{}
-	mi := &file_pcs_proto_msgTypes[41]
+	mi := &file_pcs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2653,7 +2758,7 @@ func (x *RegisterNodeResponse) String() string {
 func (*RegisterNodeResponse) ProtoMessage() {}
 
 func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[41]
+	mi := &file_pcs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2666,7 +2771,7 @@ func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeResponse.ProtoReflect.Descriptor instead.
 func (*RegisterNodeResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{41}
+	return file_pcs_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RegisterNodeResponse) GetNodeId() uint64 {
@@ -2694,7 +2799,7 @@ type SetNodeStateRequest struct {
 
 func (x *SetNodeStateRequest) Reset() {
 	*x = SetNodeStateRequest{}
-	mi := &file_pcs_proto_msgTypes[42]
+	mi := &file_pcs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2706,7 +2811,7 @@ func (x *SetNodeStateRequest) String() string {
 func (*SetNodeStateRequest) ProtoMessage() {}
 
 func (x *SetNodeStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[42]
+	mi := &file_pcs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2719,7 +2824,7 @@ func (x *SetNodeStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeStateRequest.ProtoReflect.Descriptor instead.
 func (*SetNodeStateRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{42}
+	return file_pcs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SetNodeStateRequest) GetNodeId() uint64 {
@@ -2744,7 +2849,7 @@ type SetNodeStateResponse struct {
 
 func (x *SetNodeStateResponse) Reset() {
 	*x = SetNodeStateResponse{}
-	mi := &file_pcs_proto_msgTypes[43]
+	mi := &file_pcs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2756,7 +2861,7 @@ func (x *SetNodeStateResponse) String() string {
 func (*SetNodeStateResponse) ProtoMessage() {}
 
 func (x *SetNodeStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[43]
+	mi := &file_pcs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2769,7 +2874,7 @@ func (x *SetNodeStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeStateResponse.ProtoReflect.Descriptor instead.
 func (*SetNodeStateResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{43}
+	return file_pcs_proto_rawDescGZIP(), []int{45}
 }
 
 type ListNodesRequest struct {
@@ -2781,7 +2886,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_pcs_proto_msgTypes[44]
+	mi := &file_pcs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2793,7 +2898,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[44]
+	mi := &file_pcs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2806,7 +2911,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{44}
+	return file_pcs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListNodesRequest) GetConsistency() Consistency {
@@ -2830,7 +2935,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_pcs_proto_msgTypes[45]
+	mi := &file_pcs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2842,7 +2947,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[45]
+	mi := &file_pcs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2855,7 +2960,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{45}
+	return file_pcs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *NodeInfo) GetNode() *DataNode {
@@ -2896,7 +3001,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_pcs_proto_msgTypes[46]
+	mi := &file_pcs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2908,7 +3013,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[46]
+	mi := &file_pcs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2921,7 +3026,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{46}
+	return file_pcs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListNodesResponse) GetHeader() *ReadHeader {
@@ -2947,7 +3052,7 @@ type CreateTableRequest struct {
 
 func (x *CreateTableRequest) Reset() {
 	*x = CreateTableRequest{}
-	mi := &file_pcs_proto_msgTypes[47]
+	mi := &file_pcs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2959,7 +3064,7 @@ func (x *CreateTableRequest) String() string {
 func (*CreateTableRequest) ProtoMessage() {}
 
 func (x *CreateTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[47]
+	mi := &file_pcs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2972,7 +3077,7 @@ func (x *CreateTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTableRequest.ProtoReflect.Descriptor instead.
 func (*CreateTableRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{47}
+	return file_pcs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *CreateTableRequest) GetTable() *Table {
@@ -2992,7 +3097,7 @@ type CreateTableResponse struct {
 
 func (x *CreateTableResponse) Reset() {
 	*x = CreateTableResponse{}
-	mi := &file_pcs_proto_msgTypes[48]
+	mi := &file_pcs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3004,7 +3109,7 @@ func (x *CreateTableResponse) String() string {
 func (*CreateTableResponse) ProtoMessage() {}
 
 func (x *CreateTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[48]
+	mi := &file_pcs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3017,7 +3122,7 @@ func (x *CreateTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTableResponse.ProtoReflect.Descriptor instead.
 func (*CreateTableResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{48}
+	return file_pcs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *CreateTableResponse) GetTable() *Table {
@@ -3045,7 +3150,7 @@ type AlterTableRequest struct {
 
 func (x *AlterTableRequest) Reset() {
 	*x = AlterTableRequest{}
-	mi := &file_pcs_proto_msgTypes[49]
+	mi := &file_pcs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3057,7 +3162,7 @@ func (x *AlterTableRequest) String() string {
 func (*AlterTableRequest) ProtoMessage() {}
 
 func (x *AlterTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[49]
+	mi := &file_pcs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3070,7 +3175,7 @@ func (x *AlterTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterTableRequest.ProtoReflect.Descriptor instead.
 func (*AlterTableRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{49}
+	return file_pcs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *AlterTableRequest) GetName() string {
@@ -3096,7 +3201,7 @@ type AlterTableResponse struct {
 
 func (x *AlterTableResponse) Reset() {
 	*x = AlterTableResponse{}
-	mi := &file_pcs_proto_msgTypes[50]
+	mi := &file_pcs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3108,7 +3213,7 @@ func (x *AlterTableResponse) String() string {
 func (*AlterTableResponse) ProtoMessage() {}
 
 func (x *AlterTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[50]
+	mi := &file_pcs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3121,7 +3226,7 @@ func (x *AlterTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterTableResponse.ProtoReflect.Descriptor instead.
 func (*AlterTableResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{50}
+	return file_pcs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *AlterTableResponse) GetTable() *Table {
@@ -3140,7 +3245,7 @@ type DropTableRequest struct {
 
 func (x *DropTableRequest) Reset() {
 	*x = DropTableRequest{}
-	mi := &file_pcs_proto_msgTypes[51]
+	mi := &file_pcs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3152,7 +3257,7 @@ func (x *DropTableRequest) String() string {
 func (*DropTableRequest) ProtoMessage() {}
 
 func (x *DropTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[51]
+	mi := &file_pcs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3165,7 +3270,7 @@ func (x *DropTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropTableRequest.ProtoReflect.Descriptor instead.
 func (*DropTableRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{51}
+	return file_pcs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DropTableRequest) GetName() string {
@@ -3183,7 +3288,7 @@ type DropTableResponse struct {
 
 func (x *DropTableResponse) Reset() {
 	*x = DropTableResponse{}
-	mi := &file_pcs_proto_msgTypes[52]
+	mi := &file_pcs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3195,7 +3300,7 @@ func (x *DropTableResponse) String() string {
 func (*DropTableResponse) ProtoMessage() {}
 
 func (x *DropTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[52]
+	mi := &file_pcs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3208,7 +3313,7 @@ func (x *DropTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropTableResponse.ProtoReflect.Descriptor instead.
 func (*DropTableResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{52}
+	return file_pcs_proto_rawDescGZIP(), []int{54}
 }
 
 type GetTableRequest struct {
@@ -3223,7 +3328,7 @@ type GetTableRequest struct {
 
 func (x *GetTableRequest) Reset() {
 	*x = GetTableRequest{}
-	mi := &file_pcs_proto_msgTypes[53]
+	mi := &file_pcs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3235,7 +3340,7 @@ func (x *GetTableRequest) String() string {
 func (*GetTableRequest) ProtoMessage() {}
 
 func (x *GetTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[53]
+	mi := &file_pcs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3248,7 +3353,7 @@ func (x *GetTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTableRequest.ProtoReflect.Descriptor instead.
 func (*GetTableRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{53}
+	return file_pcs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetTableRequest) GetName() string {
@@ -3284,7 +3389,7 @@ type GetTableResponse struct {
 
 func (x *GetTableResponse) Reset() {
 	*x = GetTableResponse{}
-	mi := &file_pcs_proto_msgTypes[54]
+	mi := &file_pcs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3296,7 +3401,7 @@ func (x *GetTableResponse) String() string {
 func (*GetTableResponse) ProtoMessage() {}
 
 func (x *GetTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[54]
+	mi := &file_pcs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3309,7 +3414,7 @@ func (x *GetTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTableResponse.ProtoReflect.Descriptor instead.
 func (*GetTableResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{54}
+	return file_pcs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetTableResponse) GetHeader() *ReadHeader {
@@ -3349,7 +3454,7 @@ type ListTablesRequest struct {
 
 func (x *ListTablesRequest) Reset() {
 	*x = ListTablesRequest{}
-	mi := &file_pcs_proto_msgTypes[55]
+	mi := &file_pcs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3361,7 +3466,7 @@ func (x *ListTablesRequest) String() string {
 func (*ListTablesRequest) ProtoMessage() {}
 
 func (x *ListTablesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[55]
+	mi := &file_pcs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3374,7 +3479,7 @@ func (x *ListTablesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTablesRequest.ProtoReflect.Descriptor instead.
 func (*ListTablesRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{55}
+	return file_pcs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListTablesRequest) GetConsistency() Consistency {
@@ -3394,7 +3499,7 @@ type ListTablesResponse struct {
 
 func (x *ListTablesResponse) Reset() {
 	*x = ListTablesResponse{}
-	mi := &file_pcs_proto_msgTypes[56]
+	mi := &file_pcs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3406,7 +3511,7 @@ func (x *ListTablesResponse) String() string {
 func (*ListTablesResponse) ProtoMessage() {}
 
 func (x *ListTablesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[56]
+	mi := &file_pcs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3419,7 +3524,7 @@ func (x *ListTablesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTablesResponse.ProtoReflect.Descriptor instead.
 func (*ListTablesResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{56}
+	return file_pcs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListTablesResponse) GetHeader() *ReadHeader {
@@ -3448,7 +3553,7 @@ type GetShardRequest struct {
 
 func (x *GetShardRequest) Reset() {
 	*x = GetShardRequest{}
-	mi := &file_pcs_proto_msgTypes[57]
+	mi := &file_pcs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3460,7 +3565,7 @@ func (x *GetShardRequest) String() string {
 func (*GetShardRequest) ProtoMessage() {}
 
 func (x *GetShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[57]
+	mi := &file_pcs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3473,7 +3578,7 @@ func (x *GetShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardRequest.ProtoReflect.Descriptor instead.
 func (*GetShardRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{57}
+	return file_pcs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetShardRequest) GetTable() string {
@@ -3507,7 +3612,7 @@ type GetShardResponse struct {
 
 func (x *GetShardResponse) Reset() {
 	*x = GetShardResponse{}
-	mi := &file_pcs_proto_msgTypes[58]
+	mi := &file_pcs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3519,7 +3624,7 @@ func (x *GetShardResponse) String() string {
 func (*GetShardResponse) ProtoMessage() {}
 
 func (x *GetShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[58]
+	mi := &file_pcs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3532,7 +3637,7 @@ func (x *GetShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardResponse.ProtoReflect.Descriptor instead.
 func (*GetShardResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{58}
+	return file_pcs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetShardResponse) GetHeader() *ReadHeader {
@@ -3561,7 +3666,7 @@ type BatchGetShardsRequest struct {
 
 func (x *BatchGetShardsRequest) Reset() {
 	*x = BatchGetShardsRequest{}
-	mi := &file_pcs_proto_msgTypes[59]
+	mi := &file_pcs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3573,7 +3678,7 @@ func (x *BatchGetShardsRequest) String() string {
 func (*BatchGetShardsRequest) ProtoMessage() {}
 
 func (x *BatchGetShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[59]
+	mi := &file_pcs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3586,7 +3691,7 @@ func (x *BatchGetShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetShardsRequest.ProtoReflect.Descriptor instead.
 func (*BatchGetShardsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{59}
+	return file_pcs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *BatchGetShardsRequest) GetTable() string {
@@ -3621,7 +3726,7 @@ type BatchGetShardsResponse struct {
 
 func (x *BatchGetShardsResponse) Reset() {
 	*x = BatchGetShardsResponse{}
-	mi := &file_pcs_proto_msgTypes[60]
+	mi := &file_pcs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3633,7 +3738,7 @@ func (x *BatchGetShardsResponse) String() string {
 func (*BatchGetShardsResponse) ProtoMessage() {}
 
 func (x *BatchGetShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[60]
+	mi := &file_pcs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3646,7 +3751,7 @@ func (x *BatchGetShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetShardsResponse.ProtoReflect.Descriptor instead.
 func (*BatchGetShardsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{60}
+	return file_pcs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *BatchGetShardsResponse) GetHeader() *ReadHeader {
@@ -3673,7 +3778,7 @@ type GetShardByIDRequest struct {
 
 func (x *GetShardByIDRequest) Reset() {
 	*x = GetShardByIDRequest{}
-	mi := &file_pcs_proto_msgTypes[61]
+	mi := &file_pcs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3685,7 +3790,7 @@ func (x *GetShardByIDRequest) String() string {
 func (*GetShardByIDRequest) ProtoMessage() {}
 
 func (x *GetShardByIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[61]
+	mi := &file_pcs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3698,7 +3803,7 @@ func (x *GetShardByIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardByIDRequest.ProtoReflect.Descriptor instead.
 func (*GetShardByIDRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{61}
+	return file_pcs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *GetShardByIDRequest) GetId() uint64 {
@@ -3730,7 +3835,7 @@ type ScanShardsRequest struct {
 
 func (x *ScanShardsRequest) Reset() {
 	*x = ScanShardsRequest{}
-	mi := &file_pcs_proto_msgTypes[62]
+	mi := &file_pcs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3742,7 +3847,7 @@ func (x *ScanShardsRequest) String() string {
 func (*ScanShardsRequest) ProtoMessage() {}
 
 func (x *ScanShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[62]
+	mi := &file_pcs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3755,7 +3860,7 @@ func (x *ScanShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanShardsRequest.ProtoReflect.Descriptor instead.
 func (*ScanShardsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{62}
+	return file_pcs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ScanShardsRequest) GetTable() string {
@@ -3804,7 +3909,7 @@ type ScanShardsResponse struct {
 
 func (x *ScanShardsResponse) Reset() {
 	*x = ScanShardsResponse{}
-	mi := &file_pcs_proto_msgTypes[63]
+	mi := &file_pcs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3816,7 +3921,7 @@ func (x *ScanShardsResponse) String() string {
 func (*ScanShardsResponse) ProtoMessage() {}
 
 func (x *ScanShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[63]
+	mi := &file_pcs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3829,7 +3934,7 @@ func (x *ScanShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanShardsResponse.ProtoReflect.Descriptor instead.
 func (*ScanShardsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{63}
+	return file_pcs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ScanShardsResponse) GetHeader() *ReadHeader {
@@ -3864,7 +3969,7 @@ type SplitShardRequest struct {
 
 func (x *SplitShardRequest) Reset() {
 	*x = SplitShardRequest{}
-	mi := &file_pcs_proto_msgTypes[64]
+	mi := &file_pcs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3876,7 +3981,7 @@ func (x *SplitShardRequest) String() string {
 func (*SplitShardRequest) ProtoMessage() {}
 
 func (x *SplitShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[64]
+	mi := &file_pcs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3889,7 +3994,7 @@ func (x *SplitShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitShardRequest.ProtoReflect.Descriptor instead.
 func (*SplitShardRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{64}
+	return file_pcs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *SplitShardRequest) GetShardId() uint64 {
@@ -3916,7 +4021,7 @@ type SplitShardResponse struct {
 
 func (x *SplitShardResponse) Reset() {
 	*x = SplitShardResponse{}
-	mi := &file_pcs_proto_msgTypes[65]
+	mi := &file_pcs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3928,7 +4033,7 @@ func (x *SplitShardResponse) String() string {
 func (*SplitShardResponse) ProtoMessage() {}
 
 func (x *SplitShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[65]
+	mi := &file_pcs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3941,7 +4046,7 @@ func (x *SplitShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitShardResponse.ProtoReflect.Descriptor instead.
 func (*SplitShardResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{65}
+	return file_pcs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *SplitShardResponse) GetLeft() *Shard {
@@ -3969,7 +4074,7 @@ type AskSplitRequest struct {
 
 func (x *AskSplitRequest) Reset() {
 	*x = AskSplitRequest{}
-	mi := &file_pcs_proto_msgTypes[66]
+	mi := &file_pcs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3981,7 +4086,7 @@ func (x *AskSplitRequest) String() string {
 func (*AskSplitRequest) ProtoMessage() {}
 
 func (x *AskSplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[66]
+	mi := &file_pcs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3994,7 +4099,7 @@ func (x *AskSplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AskSplitRequest.ProtoReflect.Descriptor instead.
 func (*AskSplitRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{66}
+	return file_pcs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *AskSplitRequest) GetShardId() uint64 {
@@ -4020,7 +4125,7 @@ type AskSplitResponse struct {
 
 func (x *AskSplitResponse) Reset() {
 	*x = AskSplitResponse{}
-	mi := &file_pcs_proto_msgTypes[67]
+	mi := &file_pcs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4032,7 +4137,7 @@ func (x *AskSplitResponse) String() string {
 func (*AskSplitResponse) ProtoMessage() {}
 
 func (x *AskSplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[67]
+	mi := &file_pcs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4045,7 +4150,7 @@ func (x *AskSplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AskSplitResponse.ProtoReflect.Descriptor instead.
 func (*AskSplitResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{67}
+	return file_pcs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *AskSplitResponse) GetNewShardId() uint64 {
@@ -4066,7 +4171,7 @@ type MoveShardRequest struct {
 
 func (x *MoveShardRequest) Reset() {
 	*x = MoveShardRequest{}
-	mi := &file_pcs_proto_msgTypes[68]
+	mi := &file_pcs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4078,7 +4183,7 @@ func (x *MoveShardRequest) String() string {
 func (*MoveShardRequest) ProtoMessage() {}
 
 func (x *MoveShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[68]
+	mi := &file_pcs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4091,7 +4196,7 @@ func (x *MoveShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveShardRequest.ProtoReflect.Descriptor instead.
 func (*MoveShardRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{68}
+	return file_pcs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *MoveShardRequest) GetShardId() uint64 {
@@ -4124,7 +4229,7 @@ type MoveShardResponse struct {
 
 func (x *MoveShardResponse) Reset() {
 	*x = MoveShardResponse{}
-	mi := &file_pcs_proto_msgTypes[69]
+	mi := &file_pcs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4136,7 +4241,7 @@ func (x *MoveShardResponse) String() string {
 func (*MoveShardResponse) ProtoMessage() {}
 
 func (x *MoveShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[69]
+	mi := &file_pcs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4149,7 +4254,7 @@ func (x *MoveShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveShardResponse.ProtoReflect.Descriptor instead.
 func (*MoveShardResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{69}
+	return file_pcs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *MoveShardResponse) GetShard() *Shard {
@@ -4169,7 +4274,7 @@ type TransferPrimaryRequest struct {
 
 func (x *TransferPrimaryRequest) Reset() {
 	*x = TransferPrimaryRequest{}
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4181,7 +4286,7 @@ func (x *TransferPrimaryRequest) String() string {
 func (*TransferPrimaryRequest) ProtoMessage() {}
 
 func (x *TransferPrimaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4194,7 +4299,7 @@ func (x *TransferPrimaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferPrimaryRequest.ProtoReflect.Descriptor instead.
 func (*TransferPrimaryRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{70}
+	return file_pcs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *TransferPrimaryRequest) GetShardId() uint64 {
@@ -4220,7 +4325,7 @@ type TransferPrimaryResponse struct {
 
 func (x *TransferPrimaryResponse) Reset() {
 	*x = TransferPrimaryResponse{}
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4232,7 +4337,7 @@ func (x *TransferPrimaryResponse) String() string {
 func (*TransferPrimaryResponse) ProtoMessage() {}
 
 func (x *TransferPrimaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4245,7 +4350,7 @@ func (x *TransferPrimaryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferPrimaryResponse.ProtoReflect.Descriptor instead.
 func (*TransferPrimaryResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{71}
+	return file_pcs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *TransferPrimaryResponse) GetShard() *Shard {
@@ -4273,7 +4378,7 @@ type RemoveReplicasRequest struct {
 
 func (x *RemoveReplicasRequest) Reset() {
 	*x = RemoveReplicasRequest{}
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4285,7 +4390,7 @@ func (x *RemoveReplicasRequest) String() string {
 func (*RemoveReplicasRequest) ProtoMessage() {}
 
 func (x *RemoveReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4298,7 +4403,7 @@ func (x *RemoveReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicasRequest.ProtoReflect.Descriptor instead.
 func (*RemoveReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{72}
+	return file_pcs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *RemoveReplicasRequest) GetShardId() uint64 {
@@ -4345,7 +4450,7 @@ type RemoveReplicasResponse struct {
 
 func (x *RemoveReplicasResponse) Reset() {
 	*x = RemoveReplicasResponse{}
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4357,7 +4462,7 @@ func (x *RemoveReplicasResponse) String() string {
 func (*RemoveReplicasResponse) ProtoMessage() {}
 
 func (x *RemoveReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4370,7 +4475,7 @@ func (x *RemoveReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicasResponse.ProtoReflect.Descriptor instead.
 func (*RemoveReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{73}
+	return file_pcs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *RemoveReplicasResponse) GetShard() *Shard {
@@ -4396,7 +4501,7 @@ type NodeStats struct {
 
 func (x *NodeStats) Reset() {
 	*x = NodeStats{}
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4408,7 +4513,7 @@ func (x *NodeStats) String() string {
 func (*NodeStats) ProtoMessage() {}
 
 func (x *NodeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4421,7 +4526,7 @@ func (x *NodeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStats.ProtoReflect.Descriptor instead.
 func (*NodeStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{74}
+	return file_pcs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *NodeStats) GetShardCount() uint64 {
@@ -4497,7 +4602,7 @@ type ShardStats struct {
 
 func (x *ShardStats) Reset() {
 	*x = ShardStats{}
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4509,7 +4614,7 @@ func (x *ShardStats) String() string {
 func (*ShardStats) ProtoMessage() {}
 
 func (x *ShardStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4522,7 +4627,7 @@ func (x *ShardStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStats.ProtoReflect.Descriptor instead.
 func (*ShardStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{75}
+	return file_pcs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ShardStats) GetShardId() uint64 {
@@ -4623,7 +4728,7 @@ type NodeHeartbeat struct {
 
 func (x *NodeHeartbeat) Reset() {
 	*x = NodeHeartbeat{}
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4635,7 +4740,7 @@ func (x *NodeHeartbeat) String() string {
 func (*NodeHeartbeat) ProtoMessage() {}
 
 func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4648,7 +4753,7 @@ func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeHeartbeat.ProtoReflect.Descriptor instead.
 func (*NodeHeartbeat) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{76}
+	return file_pcs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *NodeHeartbeat) GetNodeId() uint64 {
@@ -4703,7 +4808,7 @@ type NodeCommand struct {
 
 func (x *NodeCommand) Reset() {
 	*x = NodeCommand{}
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4715,7 +4820,7 @@ func (x *NodeCommand) String() string {
 func (*NodeCommand) ProtoMessage() {}
 
 func (x *NodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4728,7 +4833,7 @@ func (x *NodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCommand.ProtoReflect.Descriptor instead.
 func (*NodeCommand) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{77}
+	return file_pcs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *NodeCommand) GetCmd() isNodeCommand_Cmd {
@@ -4832,7 +4937,7 @@ type SplitShardCommand struct {
 
 func (x *SplitShardCommand) Reset() {
 	*x = SplitShardCommand{}
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4844,7 +4949,7 @@ func (x *SplitShardCommand) String() string {
 func (*SplitShardCommand) ProtoMessage() {}
 
 func (x *SplitShardCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4857,7 +4962,7 @@ func (x *SplitShardCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitShardCommand.ProtoReflect.Descriptor instead.
 func (*SplitShardCommand) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{78}
+	return file_pcs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *SplitShardCommand) GetShardId() uint64 {
@@ -4899,7 +5004,7 @@ type SchemaVersionRef struct {
 
 func (x *SchemaVersionRef) Reset() {
 	*x = SchemaVersionRef{}
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4911,7 +5016,7 @@ func (x *SchemaVersionRef) String() string {
 func (*SchemaVersionRef) ProtoMessage() {}
 
 func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4924,7 +5029,7 @@ func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersionRef.ProtoReflect.Descriptor instead.
 func (*SchemaVersionRef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{79}
+	return file_pcs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *SchemaVersionRef) GetTableId() uint64 {
@@ -4961,7 +5066,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4973,7 +5078,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4986,7 +5091,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{80}
+	return file_pcs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *HeartbeatResponse) GetSeq() uint64 {
@@ -5029,7 +5134,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5041,7 +5146,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5054,7 +5159,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{81}
+	return file_pcs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *Job) GetTableId() uint64 {
@@ -5107,7 +5212,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5119,7 +5224,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5132,7 +5237,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{82}
+	return file_pcs_proto_rawDescGZIP(), []int{84}
 }
 
 type ListJobsResponse struct {
@@ -5144,7 +5249,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5156,7 +5261,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5169,7 +5274,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{83}
+	return file_pcs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -5191,7 +5296,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5203,7 +5308,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5216,7 +5321,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{84}
+	return file_pcs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *CancelJobRequest) GetTable() string {
@@ -5234,7 +5339,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5246,7 +5351,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5259,7 +5364,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{85}
+	return file_pcs_proto_rawDescGZIP(), []int{87}
 }
 
 // ColumnDef is one column of a table. type is a keyenc type name: int64, uint64, float64, bool,
@@ -5276,7 +5381,7 @@ type ColumnDef struct {
 
 func (x *ColumnDef) Reset() {
 	*x = ColumnDef{}
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5288,7 +5393,7 @@ func (x *ColumnDef) String() string {
 func (*ColumnDef) ProtoMessage() {}
 
 func (x *ColumnDef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5301,7 +5406,7 @@ func (x *ColumnDef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ColumnDef.ProtoReflect.Descriptor instead.
 func (*ColumnDef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{86}
+	return file_pcs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *ColumnDef) GetName() string {
@@ -5337,7 +5442,7 @@ type RangePartition struct {
 
 func (x *RangePartition) Reset() {
 	*x = RangePartition{}
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5349,7 +5454,7 @@ func (x *RangePartition) String() string {
 func (*RangePartition) ProtoMessage() {}
 
 func (x *RangePartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5362,7 +5467,7 @@ func (x *RangePartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangePartition.ProtoReflect.Descriptor instead.
 func (*RangePartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{87}
+	return file_pcs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *RangePartition) GetName() string {
@@ -5389,7 +5494,7 @@ type ValueTuple struct {
 
 func (x *ValueTuple) Reset() {
 	*x = ValueTuple{}
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5401,7 +5506,7 @@ func (x *ValueTuple) String() string {
 func (*ValueTuple) ProtoMessage() {}
 
 func (x *ValueTuple) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5414,7 +5519,7 @@ func (x *ValueTuple) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueTuple.ProtoReflect.Descriptor instead.
 func (*ValueTuple) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{88}
+	return file_pcs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *ValueTuple) GetValues() []string {
@@ -5436,7 +5541,7 @@ type ListPartition struct {
 
 func (x *ListPartition) Reset() {
 	*x = ListPartition{}
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5448,7 +5553,7 @@ func (x *ListPartition) String() string {
 func (*ListPartition) ProtoMessage() {}
 
 func (x *ListPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5461,7 +5566,7 @@ func (x *ListPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartition.ProtoReflect.Descriptor instead.
 func (*ListPartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{89}
+	return file_pcs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *ListPartition) GetName() string {
@@ -5501,7 +5606,7 @@ type PartitionSpec struct {
 
 func (x *PartitionSpec) Reset() {
 	*x = PartitionSpec{}
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5513,7 +5618,7 @@ func (x *PartitionSpec) String() string {
 func (*PartitionSpec) ProtoMessage() {}
 
 func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5526,7 +5631,7 @@ func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSpec.ProtoReflect.Descriptor instead.
 func (*PartitionSpec) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{90}
+	return file_pcs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *PartitionSpec) GetStrategy() PartitionStrategy {
@@ -5588,7 +5693,7 @@ type DataNode struct {
 
 func (x *DataNode) Reset() {
 	*x = DataNode{}
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5600,7 +5705,7 @@ func (x *DataNode) String() string {
 func (*DataNode) ProtoMessage() {}
 
 func (x *DataNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5613,7 +5718,7 @@ func (x *DataNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataNode.ProtoReflect.Descriptor instead.
 func (*DataNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{91}
+	return file_pcs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *DataNode) GetId() uint64 {
@@ -5687,7 +5792,7 @@ type Table struct {
 
 func (x *Table) Reset() {
 	*x = Table{}
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5699,7 +5804,7 @@ func (x *Table) String() string {
 func (*Table) ProtoMessage() {}
 
 func (x *Table) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5712,7 +5817,7 @@ func (x *Table) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Table.ProtoReflect.Descriptor instead.
 func (*Table) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{92}
+	return file_pcs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *Table) GetId() uint64 {
@@ -5823,7 +5928,7 @@ type SchemaVersion struct {
 
 func (x *SchemaVersion) Reset() {
 	*x = SchemaVersion{}
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5835,7 +5940,7 @@ func (x *SchemaVersion) String() string {
 func (*SchemaVersion) ProtoMessage() {}
 
 func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5848,7 +5953,7 @@ func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersion.ProtoReflect.Descriptor instead.
 func (*SchemaVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{93}
+	return file_pcs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *SchemaVersion) GetVersion() uint64 {
@@ -5877,7 +5982,7 @@ type ShardEpoch struct {
 
 func (x *ShardEpoch) Reset() {
 	*x = ShardEpoch{}
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5889,7 +5994,7 @@ func (x *ShardEpoch) String() string {
 func (*ShardEpoch) ProtoMessage() {}
 
 func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5902,7 +6007,7 @@ func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardEpoch.ProtoReflect.Descriptor instead.
 func (*ShardEpoch) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{94}
+	return file_pcs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *ShardEpoch) GetConfVer() uint64 {
@@ -5942,7 +6047,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5954,7 +6059,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5967,7 +6072,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{95}
+	return file_pcs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *Shard) GetId() uint64 {
@@ -6077,7 +6182,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6089,7 +6194,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6102,7 +6207,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{96}
+	return file_pcs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *Command) GetVersion() uint32 {
@@ -6413,7 +6518,7 @@ type RequestID struct {
 
 func (x *RequestID) Reset() {
 	*x = RequestID{}
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6425,7 +6530,7 @@ func (x *RequestID) String() string {
 func (*RequestID) ProtoMessage() {}
 
 func (x *RequestID) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6438,7 +6543,7 @@ func (x *RequestID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestID.ProtoReflect.Descriptor instead.
 func (*RequestID) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{97}
+	return file_pcs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *RequestID) GetClientId() uint64 {
@@ -6496,7 +6601,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6508,7 +6613,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6521,7 +6626,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{98}
+	return file_pcs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *Outcome) GetSeq() uint64 {
@@ -6601,7 +6706,7 @@ type ClientSession struct {
 
 func (x *ClientSession) Reset() {
 	*x = ClientSession{}
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6613,7 +6718,7 @@ func (x *ClientSession) String() string {
 func (*ClientSession) ProtoMessage() {}
 
 func (x *ClientSession) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6626,7 +6731,7 @@ func (x *ClientSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientSession.ProtoReflect.Descriptor instead.
 func (*ClientSession) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{99}
+	return file_pcs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *ClientSession) GetClientId() uint64 {
@@ -6677,7 +6782,7 @@ type CmdChangeReplicas struct {
 
 func (x *CmdChangeReplicas) Reset() {
 	*x = CmdChangeReplicas{}
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6689,7 +6794,7 @@ func (x *CmdChangeReplicas) String() string {
 func (*CmdChangeReplicas) ProtoMessage() {}
 
 func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6702,7 +6807,7 @@ func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangeReplicas.ProtoReflect.Descriptor instead.
 func (*CmdChangeReplicas) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{100}
+	return file_pcs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *CmdChangeReplicas) GetShardId() uint64 {
@@ -6770,7 +6875,7 @@ type CmdSplitShard struct {
 
 func (x *CmdSplitShard) Reset() {
 	*x = CmdSplitShard{}
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6782,7 +6887,7 @@ func (x *CmdSplitShard) String() string {
 func (*CmdSplitShard) ProtoMessage() {}
 
 func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6795,7 +6900,7 @@ func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSplitShard.ProtoReflect.Descriptor instead.
 func (*CmdSplitShard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{101}
+	return file_pcs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *CmdSplitShard) GetShardId() uint64 {
@@ -6842,7 +6947,7 @@ type CmdChangePrimary struct {
 
 func (x *CmdChangePrimary) Reset() {
 	*x = CmdChangePrimary{}
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6854,7 +6959,7 @@ func (x *CmdChangePrimary) String() string {
 func (*CmdChangePrimary) ProtoMessage() {}
 
 func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6867,7 +6972,7 @@ func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangePrimary.ProtoReflect.Descriptor instead.
 func (*CmdChangePrimary) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{102}
+	return file_pcs_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *CmdChangePrimary) GetShardId() uint64 {
@@ -6918,7 +7023,7 @@ type CmdSetNodeAdmin struct {
 
 func (x *CmdSetNodeAdmin) Reset() {
 	*x = CmdSetNodeAdmin{}
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6930,7 +7035,7 @@ func (x *CmdSetNodeAdmin) String() string {
 func (*CmdSetNodeAdmin) ProtoMessage() {}
 
 func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6943,7 +7048,7 @@ func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetNodeAdmin.ProtoReflect.Descriptor instead.
 func (*CmdSetNodeAdmin) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{103}
+	return file_pcs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *CmdSetNodeAdmin) GetNodeId() uint64 {
@@ -6977,7 +7082,7 @@ type CmdCancelAlter struct {
 
 func (x *CmdCancelAlter) Reset() {
 	*x = CmdCancelAlter{}
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6989,7 +7094,7 @@ func (x *CmdCancelAlter) String() string {
 func (*CmdCancelAlter) ProtoMessage() {}
 
 func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7002,7 +7107,7 @@ func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCancelAlter.ProtoReflect.Descriptor instead.
 func (*CmdCancelAlter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{104}
+	return file_pcs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *CmdCancelAlter) GetTableId() uint64 {
@@ -7024,7 +7129,7 @@ type CmdAlterTable struct {
 
 func (x *CmdAlterTable) Reset() {
 	*x = CmdAlterTable{}
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7036,7 +7141,7 @@ func (x *CmdAlterTable) String() string {
 func (*CmdAlterTable) ProtoMessage() {}
 
 func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7049,7 +7154,7 @@ func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAlterTable.ProtoReflect.Descriptor instead.
 func (*CmdAlterTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{105}
+	return file_pcs_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *CmdAlterTable) GetTableId() uint64 {
@@ -7078,7 +7183,7 @@ type CmdAdvanceSchema struct {
 
 func (x *CmdAdvanceSchema) Reset() {
 	*x = CmdAdvanceSchema{}
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7090,7 +7195,7 @@ func (x *CmdAdvanceSchema) String() string {
 func (*CmdAdvanceSchema) ProtoMessage() {}
 
 func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7103,7 +7208,7 @@ func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAdvanceSchema.ProtoReflect.Descriptor instead.
 func (*CmdAdvanceSchema) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{106}
+	return file_pcs_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *CmdAdvanceSchema) GetTableId() uint64 {
@@ -7131,7 +7236,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7143,7 +7248,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7156,7 +7261,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{107}
+	return file_pcs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -7178,7 +7283,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7190,7 +7295,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7203,7 +7308,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{108}
+	return file_pcs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -7230,7 +7335,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7242,7 +7347,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7255,7 +7360,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{109}
+	return file_pcs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -7282,7 +7387,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7294,7 +7399,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7307,7 +7412,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{110}
+	return file_pcs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -7328,7 +7433,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7340,7 +7445,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7353,7 +7458,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{111}
+	return file_pcs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -7387,7 +7492,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7399,7 +7504,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7412,7 +7517,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{112}
+	return file_pcs_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -7439,7 +7544,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7451,7 +7556,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7464,7 +7569,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{113}
+	return file_pcs_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -7485,7 +7590,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7497,7 +7602,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7510,7 +7615,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{114}
+	return file_pcs_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -7536,7 +7641,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7548,7 +7653,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7561,7 +7666,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{115}
+	return file_pcs_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -7580,7 +7685,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7592,7 +7697,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7605,7 +7710,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{116}
+	return file_pcs_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -7638,7 +7743,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7650,7 +7755,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7663,7 +7768,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{117}
+	return file_pcs_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -7845,7 +7950,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7857,7 +7962,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7870,7 +7975,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{118}
+	return file_pcs_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -7932,7 +8037,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7944,7 +8049,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7957,7 +8062,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{119}
+	return file_pcs_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -7984,7 +8089,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7996,7 +8101,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8009,7 +8114,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{120}
+	return file_pcs_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -8099,7 +8204,14 @@ const file_pcs_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
 	"no_forward\x18\x02 \x01(\bR\tnoForward\x12\x14\n" +
-	"\x05force\x18\x03 \x01(\bR\x05force\"_\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"4\n" +
+	"\x13SnapshotSaveRequest\x12\x1d\n" +
+	"\n" +
+	"no_forward\x18\x01 \x01(\bR\tnoForward\"d\n" +
+	"\rSnapshotChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12#\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\"_\n" +
 	"\x14MemberPromoteRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -8618,7 +8730,7 @@ const file_pcs_proto_rawDesc = "" +
 	"TableState\x12\x18\n" +
 	"\x14TABLE_STATE_CREATING\x10\x00\x12\x16\n" +
 	"\x12TABLE_STATE_PUBLIC\x10\x01\x12\x18\n" +
-	"\x14TABLE_STATE_DROPPING\x10\x022\xbc\x13\n" +
+	"\x14TABLE_STATE_DROPPING\x10\x022\x82\x14\n" +
 	"\x03PCS\x127\n" +
 	"\x06Status\x12\x15.pcs.v1.StatusRequest\x1a\x16.pcs.v1.StatusResponse\x12C\n" +
 	"\n" +
@@ -8660,7 +8772,8 @@ const file_pcs_proto_rawDesc = "" +
 	"\n" +
 	"ScanShards\x12\x19.pcs.v1.ScanShardsRequest\x1a\x1a.pcs.v1.ScanShardsResponse\x12A\n" +
 	"\tHeartbeat\x12\x15.pcs.v1.NodeHeartbeat\x1a\x19.pcs.v1.HeartbeatResponse(\x010\x01\x12F\n" +
-	"\vGetLogLevel\x12\x1a.pcs.v1.GetLogLevelRequest\x1a\x1b.pcs.v1.GetLogLevelResponse\x12F\n" +
+	"\vGetLogLevel\x12\x1a.pcs.v1.GetLogLevelRequest\x1a\x1b.pcs.v1.GetLogLevelResponse\x12D\n" +
+	"\fSnapshotSave\x12\x1b.pcs.v1.SnapshotSaveRequest\x1a\x15.pcs.v1.SnapshotChunk0\x01\x12F\n" +
 	"\vSetLogLevel\x12\x1a.pcs.v1.SetLogLevelRequest\x1a\x1b.pcs.v1.SetLogLevelResponseB!Z\x1fgithub.com/postdb/pcs/api/pcspbb\x06proto3"
 
 var (
@@ -8676,7 +8789,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 125)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 127)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                  // 0: pcs.v1.NodeState
 	(Consistency)(0),                // 1: pcs.v1.Consistency
@@ -8694,120 +8807,122 @@ var file_pcs_proto_goTypes = []any{
 	(*MemberAddRequest)(nil),        // 13: pcs.v1.MemberAddRequest
 	(*MemberAddResponse)(nil),       // 14: pcs.v1.MemberAddResponse
 	(*MemberRemoveRequest)(nil),     // 15: pcs.v1.MemberRemoveRequest
-	(*MemberPromoteRequest)(nil),    // 16: pcs.v1.MemberPromoteRequest
-	(*MemberPromoteResponse)(nil),   // 17: pcs.v1.MemberPromoteResponse
-	(*MemberRemoveResponse)(nil),    // 18: pcs.v1.MemberRemoveResponse
-	(*MemberTransferRequest)(nil),   // 19: pcs.v1.MemberTransferRequest
-	(*MemberTransferResponse)(nil),  // 20: pcs.v1.MemberTransferResponse
-	(*MemberUpdateRequest)(nil),     // 21: pcs.v1.MemberUpdateRequest
-	(*MemberUpdateResponse)(nil),    // 22: pcs.v1.MemberUpdateResponse
-	(*ReadIndexRequest)(nil),        // 23: pcs.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),       // 24: pcs.v1.ReadIndexResponse
-	(*KeyValue)(nil),                // 25: pcs.v1.KeyValue
-	(*PutRequest)(nil),              // 26: pcs.v1.PutRequest
-	(*PutResponse)(nil),             // 27: pcs.v1.PutResponse
-	(*DeleteRequest)(nil),           // 28: pcs.v1.DeleteRequest
-	(*DeleteResponse)(nil),          // 29: pcs.v1.DeleteResponse
-	(*GetRequest)(nil),              // 30: pcs.v1.GetRequest
-	(*GetResponse)(nil),             // 31: pcs.v1.GetResponse
-	(*RangeRequest)(nil),            // 32: pcs.v1.RangeRequest
-	(*RangeResponse)(nil),           // 33: pcs.v1.RangeResponse
-	(*Event)(nil),                   // 34: pcs.v1.Event
-	(*WatchRequest)(nil),            // 35: pcs.v1.WatchRequest
-	(*WatchResponse)(nil),           // 36: pcs.v1.WatchResponse
-	(*TsoRequest)(nil),              // 37: pcs.v1.TsoRequest
-	(*TsoResponse)(nil),             // 38: pcs.v1.TsoResponse
-	(*AllocIDsRequest)(nil),         // 39: pcs.v1.AllocIDsRequest
-	(*AllocIDsResponse)(nil),        // 40: pcs.v1.AllocIDsResponse
-	(*GetLogLevelRequest)(nil),      // 41: pcs.v1.GetLogLevelRequest
-	(*GetLogLevelResponse)(nil),     // 42: pcs.v1.GetLogLevelResponse
-	(*SetLogLevelRequest)(nil),      // 43: pcs.v1.SetLogLevelRequest
-	(*SetLogLevelResponse)(nil),     // 44: pcs.v1.SetLogLevelResponse
-	(*RegisterNodeRequest)(nil),     // 45: pcs.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),    // 46: pcs.v1.RegisterNodeResponse
-	(*SetNodeStateRequest)(nil),     // 47: pcs.v1.SetNodeStateRequest
-	(*SetNodeStateResponse)(nil),    // 48: pcs.v1.SetNodeStateResponse
-	(*ListNodesRequest)(nil),        // 49: pcs.v1.ListNodesRequest
-	(*NodeInfo)(nil),                // 50: pcs.v1.NodeInfo
-	(*ListNodesResponse)(nil),       // 51: pcs.v1.ListNodesResponse
-	(*CreateTableRequest)(nil),      // 52: pcs.v1.CreateTableRequest
-	(*CreateTableResponse)(nil),     // 53: pcs.v1.CreateTableResponse
-	(*AlterTableRequest)(nil),       // 54: pcs.v1.AlterTableRequest
-	(*AlterTableResponse)(nil),      // 55: pcs.v1.AlterTableResponse
-	(*DropTableRequest)(nil),        // 56: pcs.v1.DropTableRequest
-	(*DropTableResponse)(nil),       // 57: pcs.v1.DropTableResponse
-	(*GetTableRequest)(nil),         // 58: pcs.v1.GetTableRequest
-	(*GetTableResponse)(nil),        // 59: pcs.v1.GetTableResponse
-	(*ListTablesRequest)(nil),       // 60: pcs.v1.ListTablesRequest
-	(*ListTablesResponse)(nil),      // 61: pcs.v1.ListTablesResponse
-	(*GetShardRequest)(nil),         // 62: pcs.v1.GetShardRequest
-	(*GetShardResponse)(nil),        // 63: pcs.v1.GetShardResponse
-	(*BatchGetShardsRequest)(nil),   // 64: pcs.v1.BatchGetShardsRequest
-	(*BatchGetShardsResponse)(nil),  // 65: pcs.v1.BatchGetShardsResponse
-	(*GetShardByIDRequest)(nil),     // 66: pcs.v1.GetShardByIDRequest
-	(*ScanShardsRequest)(nil),       // 67: pcs.v1.ScanShardsRequest
-	(*ScanShardsResponse)(nil),      // 68: pcs.v1.ScanShardsResponse
-	(*SplitShardRequest)(nil),       // 69: pcs.v1.SplitShardRequest
-	(*SplitShardResponse)(nil),      // 70: pcs.v1.SplitShardResponse
-	(*AskSplitRequest)(nil),         // 71: pcs.v1.AskSplitRequest
-	(*AskSplitResponse)(nil),        // 72: pcs.v1.AskSplitResponse
-	(*MoveShardRequest)(nil),        // 73: pcs.v1.MoveShardRequest
-	(*MoveShardResponse)(nil),       // 74: pcs.v1.MoveShardResponse
-	(*TransferPrimaryRequest)(nil),  // 75: pcs.v1.TransferPrimaryRequest
-	(*TransferPrimaryResponse)(nil), // 76: pcs.v1.TransferPrimaryResponse
-	(*RemoveReplicasRequest)(nil),   // 77: pcs.v1.RemoveReplicasRequest
-	(*RemoveReplicasResponse)(nil),  // 78: pcs.v1.RemoveReplicasResponse
-	(*NodeStats)(nil),               // 79: pcs.v1.NodeStats
-	(*ShardStats)(nil),              // 80: pcs.v1.ShardStats
-	(*NodeHeartbeat)(nil),           // 81: pcs.v1.NodeHeartbeat
-	(*NodeCommand)(nil),             // 82: pcs.v1.NodeCommand
-	(*SplitShardCommand)(nil),       // 83: pcs.v1.SplitShardCommand
-	(*SchemaVersionRef)(nil),        // 84: pcs.v1.SchemaVersionRef
-	(*HeartbeatResponse)(nil),       // 85: pcs.v1.HeartbeatResponse
-	(*Job)(nil),                     // 86: pcs.v1.Job
-	(*ListJobsRequest)(nil),         // 87: pcs.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),        // 88: pcs.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),        // 89: pcs.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),       // 90: pcs.v1.CancelJobResponse
-	(*ColumnDef)(nil),               // 91: pcs.v1.ColumnDef
-	(*RangePartition)(nil),          // 92: pcs.v1.RangePartition
-	(*ValueTuple)(nil),              // 93: pcs.v1.ValueTuple
-	(*ListPartition)(nil),           // 94: pcs.v1.ListPartition
-	(*PartitionSpec)(nil),           // 95: pcs.v1.PartitionSpec
-	(*DataNode)(nil),                // 96: pcs.v1.DataNode
-	(*Table)(nil),                   // 97: pcs.v1.Table
-	(*SchemaVersion)(nil),           // 98: pcs.v1.SchemaVersion
-	(*ShardEpoch)(nil),              // 99: pcs.v1.ShardEpoch
-	(*Shard)(nil),                   // 100: pcs.v1.Shard
-	(*Command)(nil),                 // 101: pcs.v1.Command
-	(*RequestID)(nil),               // 102: pcs.v1.RequestID
-	(*Outcome)(nil),                 // 103: pcs.v1.Outcome
-	(*ClientSession)(nil),           // 104: pcs.v1.ClientSession
-	(*CmdChangeReplicas)(nil),       // 105: pcs.v1.CmdChangeReplicas
-	(*CmdSplitShard)(nil),           // 106: pcs.v1.CmdSplitShard
-	(*CmdChangePrimary)(nil),        // 107: pcs.v1.CmdChangePrimary
-	(*CmdSetNodeAdmin)(nil),         // 108: pcs.v1.CmdSetNodeAdmin
-	(*CmdCancelAlter)(nil),          // 109: pcs.v1.CmdCancelAlter
-	(*CmdAlterTable)(nil),           // 110: pcs.v1.CmdAlterTable
-	(*CmdAdvanceSchema)(nil),        // 111: pcs.v1.CmdAdvanceSchema
-	(*CmdRegisterNode)(nil),         // 112: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),          // 113: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),        // 114: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),          // 115: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                  // 116: pcs.v1.CmdPut
-	(*CmdDelete)(nil),               // 117: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),            // 118: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),             // 119: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),            // 120: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),         // 121: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),          // 122: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),          // 123: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),               // 124: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),         // 125: pcs.v1.SnapshotTrailer
-	nil,                             // 126: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                             // 127: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                             // 128: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                             // 129: pcs.v1.DataNode.LabelsEntry
+	(*SnapshotSaveRequest)(nil),     // 16: pcs.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),           // 17: pcs.v1.SnapshotChunk
+	(*MemberPromoteRequest)(nil),    // 18: pcs.v1.MemberPromoteRequest
+	(*MemberPromoteResponse)(nil),   // 19: pcs.v1.MemberPromoteResponse
+	(*MemberRemoveResponse)(nil),    // 20: pcs.v1.MemberRemoveResponse
+	(*MemberTransferRequest)(nil),   // 21: pcs.v1.MemberTransferRequest
+	(*MemberTransferResponse)(nil),  // 22: pcs.v1.MemberTransferResponse
+	(*MemberUpdateRequest)(nil),     // 23: pcs.v1.MemberUpdateRequest
+	(*MemberUpdateResponse)(nil),    // 24: pcs.v1.MemberUpdateResponse
+	(*ReadIndexRequest)(nil),        // 25: pcs.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),       // 26: pcs.v1.ReadIndexResponse
+	(*KeyValue)(nil),                // 27: pcs.v1.KeyValue
+	(*PutRequest)(nil),              // 28: pcs.v1.PutRequest
+	(*PutResponse)(nil),             // 29: pcs.v1.PutResponse
+	(*DeleteRequest)(nil),           // 30: pcs.v1.DeleteRequest
+	(*DeleteResponse)(nil),          // 31: pcs.v1.DeleteResponse
+	(*GetRequest)(nil),              // 32: pcs.v1.GetRequest
+	(*GetResponse)(nil),             // 33: pcs.v1.GetResponse
+	(*RangeRequest)(nil),            // 34: pcs.v1.RangeRequest
+	(*RangeResponse)(nil),           // 35: pcs.v1.RangeResponse
+	(*Event)(nil),                   // 36: pcs.v1.Event
+	(*WatchRequest)(nil),            // 37: pcs.v1.WatchRequest
+	(*WatchResponse)(nil),           // 38: pcs.v1.WatchResponse
+	(*TsoRequest)(nil),              // 39: pcs.v1.TsoRequest
+	(*TsoResponse)(nil),             // 40: pcs.v1.TsoResponse
+	(*AllocIDsRequest)(nil),         // 41: pcs.v1.AllocIDsRequest
+	(*AllocIDsResponse)(nil),        // 42: pcs.v1.AllocIDsResponse
+	(*GetLogLevelRequest)(nil),      // 43: pcs.v1.GetLogLevelRequest
+	(*GetLogLevelResponse)(nil),     // 44: pcs.v1.GetLogLevelResponse
+	(*SetLogLevelRequest)(nil),      // 45: pcs.v1.SetLogLevelRequest
+	(*SetLogLevelResponse)(nil),     // 46: pcs.v1.SetLogLevelResponse
+	(*RegisterNodeRequest)(nil),     // 47: pcs.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),    // 48: pcs.v1.RegisterNodeResponse
+	(*SetNodeStateRequest)(nil),     // 49: pcs.v1.SetNodeStateRequest
+	(*SetNodeStateResponse)(nil),    // 50: pcs.v1.SetNodeStateResponse
+	(*ListNodesRequest)(nil),        // 51: pcs.v1.ListNodesRequest
+	(*NodeInfo)(nil),                // 52: pcs.v1.NodeInfo
+	(*ListNodesResponse)(nil),       // 53: pcs.v1.ListNodesResponse
+	(*CreateTableRequest)(nil),      // 54: pcs.v1.CreateTableRequest
+	(*CreateTableResponse)(nil),     // 55: pcs.v1.CreateTableResponse
+	(*AlterTableRequest)(nil),       // 56: pcs.v1.AlterTableRequest
+	(*AlterTableResponse)(nil),      // 57: pcs.v1.AlterTableResponse
+	(*DropTableRequest)(nil),        // 58: pcs.v1.DropTableRequest
+	(*DropTableResponse)(nil),       // 59: pcs.v1.DropTableResponse
+	(*GetTableRequest)(nil),         // 60: pcs.v1.GetTableRequest
+	(*GetTableResponse)(nil),        // 61: pcs.v1.GetTableResponse
+	(*ListTablesRequest)(nil),       // 62: pcs.v1.ListTablesRequest
+	(*ListTablesResponse)(nil),      // 63: pcs.v1.ListTablesResponse
+	(*GetShardRequest)(nil),         // 64: pcs.v1.GetShardRequest
+	(*GetShardResponse)(nil),        // 65: pcs.v1.GetShardResponse
+	(*BatchGetShardsRequest)(nil),   // 66: pcs.v1.BatchGetShardsRequest
+	(*BatchGetShardsResponse)(nil),  // 67: pcs.v1.BatchGetShardsResponse
+	(*GetShardByIDRequest)(nil),     // 68: pcs.v1.GetShardByIDRequest
+	(*ScanShardsRequest)(nil),       // 69: pcs.v1.ScanShardsRequest
+	(*ScanShardsResponse)(nil),      // 70: pcs.v1.ScanShardsResponse
+	(*SplitShardRequest)(nil),       // 71: pcs.v1.SplitShardRequest
+	(*SplitShardResponse)(nil),      // 72: pcs.v1.SplitShardResponse
+	(*AskSplitRequest)(nil),         // 73: pcs.v1.AskSplitRequest
+	(*AskSplitResponse)(nil),        // 74: pcs.v1.AskSplitResponse
+	(*MoveShardRequest)(nil),        // 75: pcs.v1.MoveShardRequest
+	(*MoveShardResponse)(nil),       // 76: pcs.v1.MoveShardResponse
+	(*TransferPrimaryRequest)(nil),  // 77: pcs.v1.TransferPrimaryRequest
+	(*TransferPrimaryResponse)(nil), // 78: pcs.v1.TransferPrimaryResponse
+	(*RemoveReplicasRequest)(nil),   // 79: pcs.v1.RemoveReplicasRequest
+	(*RemoveReplicasResponse)(nil),  // 80: pcs.v1.RemoveReplicasResponse
+	(*NodeStats)(nil),               // 81: pcs.v1.NodeStats
+	(*ShardStats)(nil),              // 82: pcs.v1.ShardStats
+	(*NodeHeartbeat)(nil),           // 83: pcs.v1.NodeHeartbeat
+	(*NodeCommand)(nil),             // 84: pcs.v1.NodeCommand
+	(*SplitShardCommand)(nil),       // 85: pcs.v1.SplitShardCommand
+	(*SchemaVersionRef)(nil),        // 86: pcs.v1.SchemaVersionRef
+	(*HeartbeatResponse)(nil),       // 87: pcs.v1.HeartbeatResponse
+	(*Job)(nil),                     // 88: pcs.v1.Job
+	(*ListJobsRequest)(nil),         // 89: pcs.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),        // 90: pcs.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),        // 91: pcs.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),       // 92: pcs.v1.CancelJobResponse
+	(*ColumnDef)(nil),               // 93: pcs.v1.ColumnDef
+	(*RangePartition)(nil),          // 94: pcs.v1.RangePartition
+	(*ValueTuple)(nil),              // 95: pcs.v1.ValueTuple
+	(*ListPartition)(nil),           // 96: pcs.v1.ListPartition
+	(*PartitionSpec)(nil),           // 97: pcs.v1.PartitionSpec
+	(*DataNode)(nil),                // 98: pcs.v1.DataNode
+	(*Table)(nil),                   // 99: pcs.v1.Table
+	(*SchemaVersion)(nil),           // 100: pcs.v1.SchemaVersion
+	(*ShardEpoch)(nil),              // 101: pcs.v1.ShardEpoch
+	(*Shard)(nil),                   // 102: pcs.v1.Shard
+	(*Command)(nil),                 // 103: pcs.v1.Command
+	(*RequestID)(nil),               // 104: pcs.v1.RequestID
+	(*Outcome)(nil),                 // 105: pcs.v1.Outcome
+	(*ClientSession)(nil),           // 106: pcs.v1.ClientSession
+	(*CmdChangeReplicas)(nil),       // 107: pcs.v1.CmdChangeReplicas
+	(*CmdSplitShard)(nil),           // 108: pcs.v1.CmdSplitShard
+	(*CmdChangePrimary)(nil),        // 109: pcs.v1.CmdChangePrimary
+	(*CmdSetNodeAdmin)(nil),         // 110: pcs.v1.CmdSetNodeAdmin
+	(*CmdCancelAlter)(nil),          // 111: pcs.v1.CmdCancelAlter
+	(*CmdAlterTable)(nil),           // 112: pcs.v1.CmdAlterTable
+	(*CmdAdvanceSchema)(nil),        // 113: pcs.v1.CmdAdvanceSchema
+	(*CmdRegisterNode)(nil),         // 114: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),          // 115: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),        // 116: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),          // 117: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                  // 118: pcs.v1.CmdPut
+	(*CmdDelete)(nil),               // 119: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),            // 120: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),             // 121: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),            // 122: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),         // 123: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),          // 124: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),          // 125: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),               // 126: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),         // 127: pcs.v1.SnapshotTrailer
+	nil,                             // 128: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                             // 129: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                             // 130: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                             // 131: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -8819,179 +8934,181 @@ var file_pcs_proto_depIdxs = []int32{
 	10,  // 6: pcs.v1.MemberRemoveResponse.members:type_name -> pcs.v1.Member
 	10,  // 7: pcs.v1.MemberUpdateRequest.member:type_name -> pcs.v1.Member
 	6,   // 8: pcs.v1.PutResponse.header:type_name -> pcs.v1.WriteHeader
-	25,  // 9: pcs.v1.PutResponse.kv:type_name -> pcs.v1.KeyValue
+	27,  // 9: pcs.v1.PutResponse.kv:type_name -> pcs.v1.KeyValue
 	6,   // 10: pcs.v1.DeleteResponse.header:type_name -> pcs.v1.WriteHeader
 	1,   // 11: pcs.v1.GetRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 12: pcs.v1.GetResponse.header:type_name -> pcs.v1.ReadHeader
-	25,  // 13: pcs.v1.GetResponse.kv:type_name -> pcs.v1.KeyValue
+	27,  // 13: pcs.v1.GetResponse.kv:type_name -> pcs.v1.KeyValue
 	1,   // 14: pcs.v1.RangeRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 15: pcs.v1.RangeResponse.header:type_name -> pcs.v1.ReadHeader
-	25,  // 16: pcs.v1.RangeResponse.kvs:type_name -> pcs.v1.KeyValue
+	27,  // 16: pcs.v1.RangeResponse.kvs:type_name -> pcs.v1.KeyValue
 	2,   // 17: pcs.v1.Event.type:type_name -> pcs.v1.EventType
-	25,  // 18: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
-	34,  // 19: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	126, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	27,  // 18: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
+	36,  // 19: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
+	128, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
 	1,   // 21: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
-	96,  // 22: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
+	98,  // 22: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
 	5,   // 23: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
-	50,  // 24: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
-	97,  // 25: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
-	97,  // 26: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
-	97,  // 27: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
+	52,  // 24: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
+	99,  // 25: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
+	99,  // 26: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
+	99,  // 27: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
 	1,   // 28: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 29: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
-	97,  // 30: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
-	98,  // 31: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
+	99,  // 30: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
+	100, // 31: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
 	1,   // 32: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 33: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
-	97,  // 34: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
+	99,  // 34: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
 	1,   // 35: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 36: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
-	100, // 37: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
+	102, // 37: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
 	1,   // 38: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 39: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	100, // 40: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
+	102, // 40: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
 	1,   // 41: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
 	1,   // 42: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 43: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	100, // 44: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
-	100, // 45: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
-	100, // 46: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
-	99,  // 47: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
-	100, // 48: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
-	100, // 49: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
-	100, // 50: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
-	127, // 51: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	128, // 52: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
-	79,  // 53: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
-	80,  // 54: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
-	100, // 55: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
-	84,  // 56: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
-	83,  // 57: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
-	82,  // 58: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
-	86,  // 59: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
-	93,  // 60: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	102, // 44: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
+	102, // 45: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
+	102, // 46: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
+	101, // 47: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
+	102, // 48: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
+	102, // 49: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
+	102, // 50: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
+	129, // 51: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	130, // 52: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	81,  // 53: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
+	82,  // 54: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
+	102, // 55: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
+	86,  // 56: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
+	85,  // 57: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
+	84,  // 58: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
+	88,  // 59: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
+	95,  // 60: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
 	3,   // 61: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	92,  // 62: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	94,  // 63: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	95,  // 64: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	129, // 65: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	91,  // 66: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	95,  // 67: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	94,  // 62: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	96,  // 63: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	97,  // 64: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	131, // 65: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	93,  // 66: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	97,  // 67: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
 	4,   // 68: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	98,  // 69: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
-	99,  // 70: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	116, // 71: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	117, // 72: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	118, // 73: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	119, // 74: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	120, // 75: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	121, // 76: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	112, // 77: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	113, // 78: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	114, // 79: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	115, // 80: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	110, // 81: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	111, // 82: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	109, // 83: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
-	108, // 84: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
-	107, // 85: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
-	105, // 86: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
-	106, // 87: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
-	102, // 88: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
-	25,  // 89: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
-	103, // 90: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
-	96,  // 91: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	97,  // 92: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	100, // 93: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	100, // 69: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
+	101, // 70: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	118, // 71: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	119, // 72: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	120, // 73: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	121, // 74: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	122, // 75: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	123, // 76: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	114, // 77: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	115, // 78: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	116, // 79: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	117, // 80: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	112, // 81: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	113, // 82: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	111, // 83: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	110, // 84: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
+	109, // 85: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
+	107, // 86: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
+	108, // 87: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
+	104, // 88: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
+	27,  // 89: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
+	105, // 90: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
+	98,  // 91: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	99,  // 92: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	102, // 93: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
 	4,   // 94: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
 	10,  // 95: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	123, // 96: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	25,  // 97: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	34,  // 98: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	125, // 96: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	27,  // 97: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	36,  // 98: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
 	10,  // 99: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	124, // 100: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	125, // 101: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	96,  // 102: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	97,  // 103: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	100, // 104: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	104, // 105: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
+	126, // 100: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	127, // 101: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	98,  // 102: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	99,  // 103: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	102, // 104: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	106, // 105: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
 	8,   // 106: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
 	11,  // 107: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
 	13,  // 108: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
 	15,  // 109: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	16,  // 110: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
-	19,  // 111: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	21,  // 112: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	23,  // 113: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	26,  // 114: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	28,  // 115: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	30,  // 116: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	32,  // 117: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	35,  // 118: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	37,  // 119: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	39,  // 120: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	45,  // 121: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	49,  // 122: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	47,  // 123: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
-	52,  // 124: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	56,  // 125: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	54,  // 126: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	87,  // 127: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
-	89,  // 128: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
-	69,  // 129: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
-	71,  // 130: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
-	73,  // 131: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
-	75,  // 132: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
-	77,  // 133: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
-	58,  // 134: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	60,  // 135: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	62,  // 136: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	64,  // 137: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	66,  // 138: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	67,  // 139: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	81,  // 140: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	41,  // 141: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	43,  // 142: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 143: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 144: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 145: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	18,  // 146: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	17,  // 147: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
-	20,  // 148: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	22,  // 149: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	24,  // 150: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	27,  // 151: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	29,  // 152: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	31,  // 153: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	33,  // 154: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	36,  // 155: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	38,  // 156: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	40,  // 157: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	46,  // 158: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	51,  // 159: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	48,  // 160: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
-	53,  // 161: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	57,  // 162: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	55,  // 163: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	88,  // 164: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
-	90,  // 165: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
-	70,  // 166: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
-	72,  // 167: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
-	74,  // 168: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
-	76,  // 169: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
-	78,  // 170: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
-	59,  // 171: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	61,  // 172: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	63,  // 173: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	65,  // 174: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	63,  // 175: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	68,  // 176: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	85,  // 177: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	42,  // 178: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	44,  // 179: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	143, // [143:180] is the sub-list for method output_type
-	106, // [106:143] is the sub-list for method input_type
+	18,  // 110: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
+	21,  // 111: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	23,  // 112: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	25,  // 113: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	28,  // 114: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	30,  // 115: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	32,  // 116: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	34,  // 117: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	37,  // 118: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	39,  // 119: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	41,  // 120: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	47,  // 121: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	51,  // 122: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	49,  // 123: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
+	54,  // 124: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	58,  // 125: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	56,  // 126: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
+	89,  // 127: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	91,  // 128: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	71,  // 129: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
+	73,  // 130: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
+	75,  // 131: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
+	77,  // 132: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
+	79,  // 133: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
+	60,  // 134: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	62,  // 135: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	64,  // 136: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	66,  // 137: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	68,  // 138: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	69,  // 139: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	83,  // 140: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	43,  // 141: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	16,  // 142: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
+	45,  // 143: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 144: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 145: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 146: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	20,  // 147: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	19,  // 148: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
+	22,  // 149: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	24,  // 150: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	26,  // 151: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	29,  // 152: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	31,  // 153: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	33,  // 154: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	35,  // 155: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	38,  // 156: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	40,  // 157: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	42,  // 158: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	48,  // 159: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	53,  // 160: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	50,  // 161: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
+	55,  // 162: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	59,  // 163: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	57,  // 164: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	90,  // 165: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	92,  // 166: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	72,  // 167: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
+	74,  // 168: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
+	76,  // 169: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
+	78,  // 170: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
+	80,  // 171: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
+	61,  // 172: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	63,  // 173: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	65,  // 174: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	67,  // 175: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	65,  // 176: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	70,  // 177: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	87,  // 178: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	44,  // 179: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	17,  // 180: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
+	46,  // 181: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	144, // [144:182] is the sub-list for method output_type
+	106, // [106:144] is the sub-list for method input_type
 	106, // [106:106] is the sub-list for extension type_name
 	106, // [106:106] is the sub-list for extension extendee
 	0,   // [0:106] is the sub-list for field type_name
@@ -9002,16 +9119,16 @@ func file_pcs_proto_init() {
 	if File_pcs_proto != nil {
 		return
 	}
-	file_pcs_proto_msgTypes[21].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[23].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[77].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[25].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[79].OneofWrappers = []any{
 		(*NodeCommand_CreateReplica)(nil),
 		(*NodeCommand_DropReplica)(nil),
 		(*NodeCommand_SetLogLevel)(nil),
 		(*NodeCommand_LoadSchema)(nil),
 		(*NodeCommand_SplitShard)(nil),
 	}
-	file_pcs_proto_msgTypes[96].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[98].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_TsoWindow)(nil),
@@ -9030,9 +9147,9 @@ func file_pcs_proto_init() {
 		(*Command_ChangeReplicas)(nil),
 		(*Command_SplitShard)(nil),
 	}
-	file_pcs_proto_msgTypes[111].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[112].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[117].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[113].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[114].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[119].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -9050,7 +9167,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   125,
+			NumMessages:   127,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

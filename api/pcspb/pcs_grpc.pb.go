@@ -59,6 +59,7 @@ const (
 	PCS_ScanShards_FullMethodName      = "/pcs.v1.PCS/ScanShards"
 	PCS_Heartbeat_FullMethodName       = "/pcs.v1.PCS/Heartbeat"
 	PCS_GetLogLevel_FullMethodName     = "/pcs.v1.PCS/GetLogLevel"
+	PCS_SnapshotSave_FullMethodName    = "/pcs.v1.PCS/SnapshotSave"
 	PCS_SetLogLevel_FullMethodName     = "/pcs.v1.PCS/SetLogLevel"
 )
 
@@ -108,6 +109,9 @@ type PCSClient interface {
 	// out. Elsewhere it fails with UNAVAILABLE and a NotPrimary detail.
 	Heartbeat(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[NodeHeartbeat, HeartbeatResponse], error)
 	GetLogLevel(ctx context.Context, in *GetLogLevelRequest, opts ...grpc.CallOption) (*GetLogLevelResponse, error)
+	// SnapshotSave streams a snapshot of the node's metadata state (the primary's by default):
+	// the file `pcs restore` starts a new cluster from.
+	SnapshotSave(ctx context.Context, in *SnapshotSaveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error)
 	SetLogLevel(ctx context.Context, in *SetLogLevelRequest, opts ...grpc.CallOption) (*SetLogLevelResponse, error)
 }
 
@@ -494,6 +498,25 @@ func (c *pCSClient) GetLogLevel(ctx context.Context, in *GetLogLevelRequest, opt
 	return out, nil
 }
 
+func (c *pCSClient) SnapshotSave(ctx context.Context, in *SnapshotSaveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PCS_ServiceDesc.Streams[3], PCS_SnapshotSave_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SnapshotSaveRequest, SnapshotChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PCS_SnapshotSaveClient = grpc.ServerStreamingClient[SnapshotChunk]
+
 func (c *pCSClient) SetLogLevel(ctx context.Context, in *SetLogLevelRequest, opts ...grpc.CallOption) (*SetLogLevelResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SetLogLevelResponse)
@@ -550,6 +573,9 @@ type PCSServer interface {
 	// out. Elsewhere it fails with UNAVAILABLE and a NotPrimary detail.
 	Heartbeat(grpc.BidiStreamingServer[NodeHeartbeat, HeartbeatResponse]) error
 	GetLogLevel(context.Context, *GetLogLevelRequest) (*GetLogLevelResponse, error)
+	// SnapshotSave streams a snapshot of the node's metadata state (the primary's by default):
+	// the file `pcs restore` starts a new cluster from.
+	SnapshotSave(*SnapshotSaveRequest, grpc.ServerStreamingServer[SnapshotChunk]) error
 	SetLogLevel(context.Context, *SetLogLevelRequest) (*SetLogLevelResponse, error)
 	mustEmbedUnimplementedPCSServer()
 }
@@ -668,6 +694,9 @@ func (UnimplementedPCSServer) Heartbeat(grpc.BidiStreamingServer[NodeHeartbeat, 
 }
 func (UnimplementedPCSServer) GetLogLevel(context.Context, *GetLogLevelRequest) (*GetLogLevelResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetLogLevel not implemented")
+}
+func (UnimplementedPCSServer) SnapshotSave(*SnapshotSaveRequest, grpc.ServerStreamingServer[SnapshotChunk]) error {
+	return status.Error(codes.Unimplemented, "method SnapshotSave not implemented")
 }
 func (UnimplementedPCSServer) SetLogLevel(context.Context, *SetLogLevelRequest) (*SetLogLevelResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetLogLevel not implemented")
@@ -1312,6 +1341,17 @@ func _PCS_GetLogLevel_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PCS_SnapshotSave_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SnapshotSaveRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PCSServer).SnapshotSave(m, &grpc.GenericServerStream[SnapshotSaveRequest, SnapshotChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PCS_SnapshotSaveServer = grpc.ServerStreamingServer[SnapshotChunk]
+
 func _PCS_SetLogLevel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SetLogLevelRequest)
 	if err := dec(in); err != nil {
@@ -1491,6 +1531,11 @@ var PCS_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _PCS_Heartbeat_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "SnapshotSave",
+			Handler:       _PCS_SnapshotSave_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "pcs.proto",

@@ -28,6 +28,7 @@ type fileConfig struct {
 	InitialCluster     string        `yaml:"initial-cluster"`
 	Join               string        `yaml:"join"`
 	JoinAsNonVoter     bool          `yaml:"join-as-non-voter"`
+	ForceNewCluster    bool          `yaml:"force-new-cluster"`
 	LogLevel           string        `yaml:"log-level"`
 	LogFormat          string        `yaml:"log-format"`
 	HeartbeatTimeout   time.Duration `yaml:"heartbeat-timeout"`
@@ -80,7 +81,11 @@ A three-node group:
   pcs --name a --data-dir a --client-addr 127.0.0.1:3379 --peer-addr 127.0.0.1:3380 --http-addr 127.0.0.1:3381 \
       --initial-cluster a=127.0.0.1:3380,b=127.0.0.1:4380,c=127.0.0.1:5380
   (and likewise for b and c)
-A fourth node joins a running group with --join 127.0.0.1:3379.`,
+A fourth node joins a running group with --join 127.0.0.1:3379 and an empty data dir.
+
+Recovery: a member started with --force-new-cluster forms a one-member group from its own data
+(when a quorum is lost for good); 'pcs restore FILE' prepares a data dir from a snapshot saved
+with 'pcsctl snapshot save FILE', for a new cluster.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -93,7 +98,7 @@ A fourth node joins a running group with --join 127.0.0.1:3379.`,
 			return run(cmd.Context(), fc)
 		},
 	}
-	cmd.AddCommand(playgroundCmd())
+	cmd.AddCommand(playgroundCmd(), restoreCmd())
 	f := cmd.Flags()
 	f.StringVar(&configPath, "config", "", "YAML config file; its keys are the flag names; flags given on the command line win")
 	f.StringVar(&fc.Name, "name", fc.Name, "member name, unique in the group")
@@ -104,6 +109,7 @@ A fourth node joins a running group with --join 127.0.0.1:3379.`,
 	f.StringVar(&fc.InitialCluster, "initial-cluster", fc.InitialCluster, "bootstrap members name=peer-addr,... (first start only)")
 	f.StringVar(&fc.Join, "join", fc.Join, "client addresses of a running group to join, comma-separated (first start only)")
 	f.BoolVar(&fc.JoinAsNonVoter, "join-as-non-voter", fc.JoinAsNonVoter, "join as a non-voter")
+	f.BoolVar(&fc.ForceNewCluster, "force-new-cluster", fc.ForceNewCluster, "start a one-member group from this node's data, dropping the other members (quorum lost for good)")
 	f.StringVar(&fc.LogLevel, "log-level", fc.LogLevel, "debug, info, warn or error (changeable at runtime: pcsctl log-level set)")
 	f.StringVar(&fc.LogFormat, "log-format", fc.LogFormat, "text or json")
 	f.DurationVar(&fc.HeartbeatTimeout, "heartbeat-timeout", fc.HeartbeatTimeout, "Raft heartbeat timeout (failure detection)")
@@ -176,6 +182,7 @@ func run(ctx context.Context, fc fileConfig) error {
 	cfg.NodeLease = fc.NodeLease
 	cfg.NodeLeaseMargin = fc.NodeLeaseMargin
 	cfg.JoinAsNonVoter = fc.JoinAsNonVoter
+	cfg.ForceNewCluster = fc.ForceNewCluster
 	var err error
 	if cfg.InitialCluster, err = server.ParseInitialCluster(fc.InitialCluster); err != nil {
 		return fmt.Errorf("--initial-cluster: %w", err)
@@ -195,4 +202,30 @@ func run(ctx context.Context, fc fileConfig) error {
 		return err
 	}
 	return s.Run(ctx)
+}
+
+func restoreCmd() *cobra.Command {
+	d := server.DefaultConfig()
+	name, dir, peer := d.Name, d.DataDir, d.Raft.PeerAddr
+	cmd := &cobra.Command{
+		Use:   "restore FILE",
+		Short: "Prepare an empty data dir to start a new one-member cluster from a snapshot file",
+		Long: `restore verifies a snapshot saved with 'pcsctl snapshot save FILE' and installs it in an
+empty data dir as the first state of a new one-member cluster (with a new cluster id). Then
+start pcs on that data dir with the same --name and --peer-addr; add members with --join.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pos, err := server.Restore(args[0], dir, name, peer)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "restored revision %d (raft index %d) into %s as member %s at %s; start: pcs --data-dir %s --name %s --peer-addr %s\n",
+				pos.Revision, pos.AppliedIndex, dir, name, peer, dir, name, peer)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", name, "member name of the new cluster's first member")
+	cmd.Flags().StringVar(&dir, "data-dir", dir, "empty data directory to prepare")
+	cmd.Flags().StringVar(&peer, "peer-addr", peer, "Raft address the member will bind")
+	return cmd
 }

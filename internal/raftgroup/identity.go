@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
 
@@ -213,4 +214,45 @@ func (s *idStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Con
 		return nil, err
 	}
 	return ic, nil
+}
+
+// InitFromSnapshot prepares an empty data directory to start a new one-member group (name at
+// peerAddr) from an FSM snapshot taken at index: the snapshot is installed as the group's first
+// Raft snapshot, with a configuration of this member alone. The directory must hold no Raft
+// state.
+func InitFromSnapshot(dir, name, peerAddr string, index uint64, data io.Reader) error {
+	if has, err := HasState(dir); err != nil {
+		return err
+	} else if has {
+		return fmt.Errorf("raftgroup: %s already holds Raft state; restore into an empty directory", dir)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hclog.NewNullLogger())
+	if err != nil {
+		return fmt.Errorf("raftgroup: opening snapshots: %w", err)
+	}
+	_, trans := raft.NewInmemTransport(raft.ServerAddress(peerAddr))
+	defer trans.Close()
+	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(name), Address: raft.ServerAddress(peerAddr)}}}
+	sink, err := snaps.Create(raft.SnapshotVersionMax, max(index, 1), 1, conf, max(index, 1), trans)
+	if err != nil {
+		return fmt.Errorf("raftgroup: creating the snapshot: %w", err)
+	}
+	if _, err := io.Copy(sink, data); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("raftgroup: writing the snapshot: %w", err)
+	}
+	if err := sink.Close(); err != nil {
+		return err
+	}
+	// The log starts empty at the snapshot's term.
+	walDir := filepath.Join(dir, "wal")
+	if err := os.MkdirAll(walDir, 0o755); err != nil {
+		return err
+	}
+	logs, meta, err := openWAL(walDir, DefaultConfig().SegmentSize)
+	if err != nil {
+		return err
+	}
+	defer func() { logs.Close(); meta.Close() }()
+	return logs.SetUint64([]byte("CurrentTerm"), 1)
 }

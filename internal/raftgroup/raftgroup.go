@@ -59,6 +59,10 @@ type Config struct {
 
 	// Logger receives Raft's own logs; nil discards them.
 	Logger *slog.Logger
+	// ForceNewCluster makes the member, at start, replace the group's configuration by one of
+	// itself alone, keeping its data (etcd's --force-new-cluster): the way back when a quorum
+	// is lost for good. Other members must be re-added.
+	ForceNewCluster bool
 	// Identity, if set, makes every Raft connection open with a handshake of cluster ids: a
 	// peer of another cluster is refused (and logged) before any Raft message passes.
 	Identity *Identity
@@ -169,6 +173,14 @@ func Open(cfg Config, fsm raft.FSM) (*Group, error) {
 	rc.BatchApplyCh = true
 	rc.MaxAppendEntries = 512
 	rc.Logger = hlog
+	if cfg.ForceNewCluster {
+		conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: trans.LocalAddr()}}}
+		if err := raft.RecoverCluster(rc, fsm, logs, logs, snaps, trans, conf); err != nil {
+			trans.Close()
+			closeLogs()
+			return nil, fmt.Errorf("raftgroup: forcing a new cluster: %w", err)
+		}
+	}
 	r, err := raft.NewRaft(rc, fsm, logs, logs, snaps, trans)
 	if err != nil {
 		trans.Close()

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+)
+
+func snapshotCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "snapshot", Short: "Save the metadata state to a file (restore it with 'pcs restore')"}
+	var endpoint string
+	save := &cobra.Command{
+		Use: "save FILE", Short: "Save a snapshot of the metadata state (the primary's, or --endpoint's) to FILE", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ctx, done, err := g.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			data, rev, err := c.SnapshotSave(ctx, endpoint)
+			if err != nil {
+				return err
+			}
+			if err := writeFileSync(args[0], data); err != nil {
+				return err
+			}
+			return g.print(cmd.OutOrStdout(), table{rows: [][]string{{fmt.Sprintf("saved %d bytes at revision %d to %s", len(data), rev, args[0])}},
+				value: map[string]any{"file": args[0], "bytes": len(data), "revision": rev}})
+		},
+	}
+	save.Flags().StringVar(&endpoint, "endpoint", "", "save this node's state (may be stale) instead of the primary's")
+	cmd.AddCommand(save)
+	return cmd
+}
+
+// writeFileSync writes data to path durably: a temporary file, fsync, rename.
+func writeFileSync(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".snapshot-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

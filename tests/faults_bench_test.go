@@ -1,0 +1,135 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// BenchmarkFaultUnavailability: 3 PCS + 4 data nodes under four workloads (system-KV puts,
+// timestamps, ids, row writes over every shard); each iteration injects one fault — SIGKILL or
+// a 3 s SIGSTOP of the PCS primary, or of the data node leading the most shards — and measures,
+// per workload, the longest time without a success that spans the fault. The process is then
+// restarted or continued and the cluster left to settle.
+//
+//	go test -run XXX -bench FaultUnavailability -benchtime 10x ./tests
+func BenchmarkFaultUnavailability(b *testing.B) {
+	for _, fault := range []string{"pcs-kill", "pcs-stop", "node-kill", "node-stop"} {
+		b.Run(fault, func(b *testing.B) { benchFault(b, fault) })
+	}
+}
+
+func benchFault(b *testing.B, fault string) {
+	pc, c, nodes := rowCluster(b, 4, "--node-warmup", "300ms", "--node-lease", "1s")
+	var (
+		wg   sync.WaitGroup
+		stop = make(chan struct{})
+		kv   = &workload{name: "kv"}
+		ts   = &workload{name: "tso"}
+		ids  = &workload{name: "ids"}
+		rows []*workload
+	)
+	kv.run(&wg, stop, func(ctx context.Context, i int) error {
+		_, err := c.Put(ctx, []byte(fmt.Sprint("b/", i%10)), []byte("v"))
+		return err
+	})
+	ts.run(&wg, stop, func(ctx context.Context, _ int) error { _, err := c.GetTS(ctx); return err })
+	ids.run(&wg, stop, func(ctx context.Context, _ int) error { _, err := c.AllocIDs(ctx, "b", 1); return err })
+	table := c.KV("t")
+	for w := 0; w < 12; w++ { // 12 keys over the 6 shards: every shard is written
+		r := &workload{name: fmt.Sprint("rows", w)}
+		rows = append(rows, r)
+		r.run(&wg, stop, func(ctx context.Context, i int) error { return table.Put(ctx, rowKey(w), []byte(fmt.Sprint(i))) })
+	}
+	defer func() { close(stop); wg.Wait() }()
+	all := append([]*workload{kv, ts, ids}, rows...)
+	steady := func() {
+		waitFor(b, 60*time.Second, "every workload succeeding", func() bool {
+			for _, w := range all {
+				if !w.okBetween(time.Now().Add(-300*time.Millisecond), time.Now()) {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	gaps := map[string][]time.Duration{}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		steady()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var signal func(syscall.Signal)
+		var restart func()
+		if fault == "pcs-kill" || fault == "pcs-stop" {
+			p := pc.primary(c)
+			signal = func(s syscall.Signal) { p.cmd.Process.Signal(s) }
+			restart = func() { <-p.exited; p.start() }
+		} else {
+			shards, err := c.ScanShards(ctx, "t", nil, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			lead := map[uint64]int{}
+			for _, sh := range shards.Shards {
+				lead[sh.Primary]++
+			}
+			var victimID uint64
+			for id, n := range lead {
+				if victimID == 0 || n > lead[victimID] {
+					victimID = id
+				}
+			}
+			resp, err := c.ListNodes(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, n := range resp.Nodes {
+				for _, np := range nodes {
+					if n.Node.Id == victimID && np.addr == n.Node.Address {
+						signal = func(s syscall.Signal) { np.cmd.Process.Signal(s) }
+						restart = func() { <-np.exited; np.start() }
+					}
+				}
+			}
+		}
+		cancel()
+		at := time.Now()
+		switch fault {
+		case "pcs-kill", "node-kill":
+			signal(syscall.SIGKILL)
+		default:
+			signal(syscall.SIGSTOP)
+		}
+		waitFor(b, 60*time.Second, "every workload after the fault", func() bool {
+			for _, w := range all {
+				if !w.okBetween(at, time.Now()) {
+					return false
+				}
+			}
+			return true
+		})
+		if fault == "pcs-stop" || fault == "node-stop" {
+			if d := time.Until(at.Add(3 * time.Second)); d > 0 {
+				time.Sleep(d) // the fault: the rest of the 3 s pause
+			}
+			signal(syscall.SIGCONT)
+		} else {
+			restart()
+		}
+		for _, w := range []*workload{kv, ts, ids} {
+			gaps[w.name] = append(gaps[w.name], w.gapAround(at, at.Add(time.Millisecond)))
+		}
+		var worst time.Duration
+		for _, r := range rows {
+			worst = max(worst, r.gapAround(at, at.Add(time.Millisecond)))
+		}
+		gaps["rows"] = append(gaps["rows"], worst)
+	}
+	b.StopTimer()
+	for _, name := range []string{"kv", "tso", "ids", "rows"} {
+		reportPercentiles(b, name, gaps[name])
+	}
+}

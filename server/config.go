@@ -50,6 +50,11 @@ type Config struct {
 	Join []string
 	// JoinAsNonVoter joins as a non-voter.
 	JoinAsNonVoter bool
+	// CommandVersion is the newest command format this node says it reads; default (0) this
+	// build's. The cluster version — the format the primary writes — rises only to what every
+	// member reports, so lowering it keeps a cluster on an older format (e.g. before adding a
+	// member of an older build).
+	CommandVersion uint32
 	// ForceNewCluster starts a one-member group from this node's data, dropping every other
 	// member from the configuration (recovery from a quorum lost for good).
 	ForceNewCluster bool

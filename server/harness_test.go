@@ -12,6 +12,7 @@ import (
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/client"
+	"github.com/postdb/pcs/internal/meta"
 )
 
 // testCluster is an in-process PCS group over real loopback TCP and real disk.
@@ -76,6 +77,11 @@ func newTestCluster(t *testing.T, n int, tweak func(*Config)) *testCluster {
 	}
 	t.Cleanup(tc.closeAll)
 	tc.waitRunning(10 * time.Second)
+	if tweak == nil {
+		waitFor(t, 10*time.Second, "the cluster version in force", func() bool {
+			return tc.primary().FSM().ClusterVersion() == meta.CommandVersion
+		})
+	}
 	return tc
 }
 

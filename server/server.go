@@ -441,9 +441,10 @@ func (s *Server) primaryTerm(ctx context.Context) {
 	s.metrics.failovers.Inc()
 	s.log.Info("primary ready", "took", time.Since(start))
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); s.leaseLoop(ctx) }()
 	go func() { defer wg.Done(); s.ddlLoop(ctx) }()
+	go func() { defer wg.Done(); s.versionLoop(ctx) }()
 	s.windowLoop(ctx)
 	wg.Wait()
 }
@@ -628,7 +629,7 @@ func (s *Server) inConfiguration() bool {
 // apply proposes a command on the primary and waits for its result.
 func (s *Server) apply(ctx context.Context, cmd *pcspb.Command) (*meta.Result, error) {
 	cmd.ProposedAtMs = uint64(max(s.clk.WallMs(), 0))
-	data, err := meta.EncodeCommand(cmd)
+	data, err := meta.EncodeCommand(cmd, s.fsm.ClusterVersion())
 	if err != nil {
 		return nil, err
 	}

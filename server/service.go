@@ -82,20 +82,22 @@ func (s *Server) status(withDigest bool) *pcspb.StatusResponse {
 	stats := s.raft.Stats()
 	name, addr := s.primary()
 	resp := &pcspb.StatusResponse{
-		Name:          s.cfg.Name,
-		State:         s.State(),
-		RaftState:     s.raft.State().String(),
-		Term:          parseUint(stats["term"]),
-		PrimaryName:   name,
-		PrimaryAddr:   addr,
-		CommitIndex:   s.raft.CommitIndex(),
-		LastIndex:     s.raft.LastIndex(),
-		ClientAddr:    s.ClientAddr(),
-		PeerAddr:      s.PeerAddr(),
-		HttpAddr:      s.HTTPAddr(),
-		LastContactMs: s.lastContactMs(),
-		Version:       Version,
-		ClusterId:     s.ClusterID(),
+		Name:           s.cfg.Name,
+		State:          s.State(),
+		RaftState:      s.raft.State().String(),
+		Term:           parseUint(stats["term"]),
+		PrimaryName:    name,
+		PrimaryAddr:    addr,
+		CommitIndex:    s.raft.CommitIndex(),
+		LastIndex:      s.raft.LastIndex(),
+		ClientAddr:     s.ClientAddr(),
+		PeerAddr:       s.PeerAddr(),
+		HttpAddr:       s.HTTPAddr(),
+		LastContactMs:  s.lastContactMs(),
+		Version:        Version,
+		ClusterId:      s.ClusterID(),
+		CommandVersion: s.commandVersion(),
+		ClusterVersion: s.fsm.ClusterVersion(),
 	}
 	var pos meta.Position
 	if withDigest {

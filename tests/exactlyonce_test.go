@@ -93,6 +93,7 @@ func TestExactlyOnceAcrossPrimaryFaults(t *testing.T) {
 	pc := startCluster(t, 3)
 	c := pc.client()
 	pc.primary(c)
+	pc.waitVersion(c)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 

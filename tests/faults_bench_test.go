@@ -47,6 +47,22 @@ func benchFault(b *testing.B, fault string) {
 	defer func() { close(stop); wg.Wait() }()
 	all := append([]*workload{kv, ts, ids}, rows...)
 	steady := func() {
+		// Every shard fully replicated again (the last fault's repairs done) ...
+		waitFor(b, 120*time.Second, "every shard with 3 replicas and no learner", func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			s, err := c.ScanShards(ctx, "t", nil, nil)
+			if err != nil {
+				return false
+			}
+			for _, sh := range s.Shards {
+				if len(sh.Replicas) != 3 || len(sh.Learners) != 0 {
+					return false
+				}
+			}
+			return true
+		})
+		// ... and every workload succeeding.
 		waitFor(b, 60*time.Second, "every workload succeeding", func() bool {
 			for _, w := range all {
 				if !w.okBetween(time.Now().Add(-300*time.Millisecond), time.Now()) {
@@ -103,14 +119,28 @@ func benchFault(b *testing.B, fault string) {
 		default:
 			signal(syscall.SIGSTOP)
 		}
-		waitFor(b, 60*time.Second, "every workload after the fault", func() bool {
+		var missing string
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			missing = ""
 			for _, w := range all {
 				if !w.okBetween(at, time.Now()) {
-					return false
+					missing += " " + w.name
 				}
 			}
-			return true
-		})
+			if missing == "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				for _, n := range nodes {
+					b.Logf("---- data node %s ----\n%s", n.addr, n.logTail(4000))
+				}
+				shards, _ := c.ScanShards(context.Background(), "t", nil, nil)
+				b.Logf("shards: %v", shards)
+				b.Fatalf("round %d: no success within 60 s after the fault for:%s", i, missing)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		if fault == "pcs-stop" || fault == "node-stop" {
 			if d := time.Until(at.Add(3 * time.Second)); d > 0 {
 				time.Sleep(d) // the fault: the rest of the 3 s pause

@@ -217,6 +217,18 @@ func (pc *procCluster) primary(c *client.Client) *proc {
 	return primary
 }
 
+// waitVersion waits until the primary writes this build's command version (exactly-once
+// writes need version 2, in force once every member has reported it).
+func (pc *procCluster) waitVersion(c *client.Client) {
+	pc.t.Helper()
+	waitFor(pc.t, 20*time.Second, "the cluster version in force", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		st, err := c.Status(ctx, "", false)
+		return err == nil && st.ClusterVersion == st.CommandVersion && st.ClusterVersion >= 2
+	})
+}
+
 // waitConverged waits until every running process is running and reports the same revision
 // and state digest.
 func (pc *procCluster) waitConverged(c *client.Client, timeout time.Duration) (uint64, string) {

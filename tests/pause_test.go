@@ -80,6 +80,7 @@ func rowCluster(t testing.TB, nodes int, pcsArgs ...string) (*procCluster, *clie
 	pc := startCluster(t, 3, pcsArgs...)
 	c := pc.client()
 	pc.primary(c)
+	pc.waitVersion(c)
 	np := startNodeProcs(t, pc, nodes)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

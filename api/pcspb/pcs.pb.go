@@ -528,9 +528,13 @@ type StatusResponse struct {
 	Version       string `protobuf:"bytes,16,opt,name=version,proto3" json:"version,omitempty"`
 	// The id of the cluster this node belongs to (16 hex digits; empty until a new member has
 	// learnt it).
-	ClusterId     string `protobuf:"bytes,17,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ClusterId string `protobuf:"bytes,17,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// The newest command format this node's build reads, and the cluster version in force
+	// (the format the primary writes).
+	CommandVersion uint32 `protobuf:"varint,18,opt,name=command_version,json=commandVersion,proto3" json:"command_version,omitempty"`
+	ClusterVersion uint32 `protobuf:"varint,19,opt,name=cluster_version,json=clusterVersion,proto3" json:"cluster_version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -680,6 +684,20 @@ func (x *StatusResponse) GetClusterId() string {
 		return x.ClusterId
 	}
 	return ""
+}
+
+func (x *StatusResponse) GetCommandVersion() uint32 {
+	if x != nil {
+		return x.CommandVersion
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetClusterVersion() uint32 {
+	if x != nil {
+		return x.ClusterVersion
+	}
+	return 0
 }
 
 type Member struct {
@@ -6169,6 +6187,7 @@ type Command struct {
 	//	*Command_ChangePrimary
 	//	*Command_ChangeReplicas
 	//	*Command_SplitShard
+	//	*Command_SetClusterVersion
 	Op isCommand_Op `protobuf_oneof:"op"`
 	// The client request this command carries out, if any: the state machine applies each
 	// (client_id, seq) at most once and answers a repeat with the recorded outcome.
@@ -6377,6 +6396,15 @@ func (x *Command) GetSplitShard() *CmdSplitShard {
 	return nil
 }
 
+func (x *Command) GetSetClusterVersion() *CmdSetClusterVersion {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetClusterVersion); ok {
+			return x.SetClusterVersion
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetRequest() *RequestID {
 	if x != nil {
 		return x.Request
@@ -6463,6 +6491,10 @@ type Command_SplitShard struct {
 	SplitShard *CmdSplitShard `protobuf:"bytes,18,opt,name=split_shard,json=splitShard,proto3,oneof"`
 }
 
+type Command_SetClusterVersion struct {
+	SetClusterVersion *CmdSetClusterVersion `protobuf:"bytes,19,opt,name=set_cluster_version,json=setClusterVersion,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -6497,6 +6529,54 @@ func (*Command_ChangeReplicas) isCommand_Op() {}
 
 func (*Command_SplitShard) isCommand_Op() {}
 
+func (*Command_SetClusterVersion) isCommand_Op() {}
+
+// CmdSetClusterVersion raises the cluster version: the command format every member reads.
+// The primary proposes it once every member reports it can; it never goes down.
+type CmdSetClusterVersion struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CmdSetClusterVersion) Reset() {
+	*x = CmdSetClusterVersion{}
+	mi := &file_pcs_proto_msgTypes[99]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CmdSetClusterVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CmdSetClusterVersion) ProtoMessage() {}
+
+func (x *CmdSetClusterVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[99]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CmdSetClusterVersion.ProtoReflect.Descriptor instead.
+func (*CmdSetClusterVersion) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{99}
+}
+
+func (x *CmdSetClusterVersion) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 // RequestID identifies a mutating request for exactly-once application. It travels from the
 // client in the gRPC metadata key "pcs-request-id" and is copied into the command.
 type RequestID struct {
@@ -6518,7 +6598,7 @@ type RequestID struct {
 
 func (x *RequestID) Reset() {
 	*x = RequestID{}
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6530,7 +6610,7 @@ func (x *RequestID) String() string {
 func (*RequestID) ProtoMessage() {}
 
 func (x *RequestID) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6543,7 +6623,7 @@ func (x *RequestID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestID.ProtoReflect.Descriptor instead.
 func (*RequestID) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{99}
+	return file_pcs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *RequestID) GetClientId() uint64 {
@@ -6601,7 +6681,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6613,7 +6693,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6626,7 +6706,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{100}
+	return file_pcs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *Outcome) GetSeq() uint64 {
@@ -6706,7 +6786,7 @@ type ClientSession struct {
 
 func (x *ClientSession) Reset() {
 	*x = ClientSession{}
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6718,7 +6798,7 @@ func (x *ClientSession) String() string {
 func (*ClientSession) ProtoMessage() {}
 
 func (x *ClientSession) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6731,7 +6811,7 @@ func (x *ClientSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientSession.ProtoReflect.Descriptor instead.
 func (*ClientSession) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{101}
+	return file_pcs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *ClientSession) GetClientId() uint64 {
@@ -6782,7 +6862,7 @@ type CmdChangeReplicas struct {
 
 func (x *CmdChangeReplicas) Reset() {
 	*x = CmdChangeReplicas{}
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6794,7 +6874,7 @@ func (x *CmdChangeReplicas) String() string {
 func (*CmdChangeReplicas) ProtoMessage() {}
 
 func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6807,7 +6887,7 @@ func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangeReplicas.ProtoReflect.Descriptor instead.
 func (*CmdChangeReplicas) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{102}
+	return file_pcs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *CmdChangeReplicas) GetShardId() uint64 {
@@ -6875,7 +6955,7 @@ type CmdSplitShard struct {
 
 func (x *CmdSplitShard) Reset() {
 	*x = CmdSplitShard{}
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6887,7 +6967,7 @@ func (x *CmdSplitShard) String() string {
 func (*CmdSplitShard) ProtoMessage() {}
 
 func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6900,7 +6980,7 @@ func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSplitShard.ProtoReflect.Descriptor instead.
 func (*CmdSplitShard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{103}
+	return file_pcs_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *CmdSplitShard) GetShardId() uint64 {
@@ -6947,7 +7027,7 @@ type CmdChangePrimary struct {
 
 func (x *CmdChangePrimary) Reset() {
 	*x = CmdChangePrimary{}
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6959,7 +7039,7 @@ func (x *CmdChangePrimary) String() string {
 func (*CmdChangePrimary) ProtoMessage() {}
 
 func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6972,7 +7052,7 @@ func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangePrimary.ProtoReflect.Descriptor instead.
 func (*CmdChangePrimary) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{104}
+	return file_pcs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *CmdChangePrimary) GetShardId() uint64 {
@@ -7023,7 +7103,7 @@ type CmdSetNodeAdmin struct {
 
 func (x *CmdSetNodeAdmin) Reset() {
 	*x = CmdSetNodeAdmin{}
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7035,7 +7115,7 @@ func (x *CmdSetNodeAdmin) String() string {
 func (*CmdSetNodeAdmin) ProtoMessage() {}
 
 func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7048,7 +7128,7 @@ func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetNodeAdmin.ProtoReflect.Descriptor instead.
 func (*CmdSetNodeAdmin) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{105}
+	return file_pcs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *CmdSetNodeAdmin) GetNodeId() uint64 {
@@ -7082,7 +7162,7 @@ type CmdCancelAlter struct {
 
 func (x *CmdCancelAlter) Reset() {
 	*x = CmdCancelAlter{}
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7094,7 +7174,7 @@ func (x *CmdCancelAlter) String() string {
 func (*CmdCancelAlter) ProtoMessage() {}
 
 func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7107,7 +7187,7 @@ func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCancelAlter.ProtoReflect.Descriptor instead.
 func (*CmdCancelAlter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{106}
+	return file_pcs_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *CmdCancelAlter) GetTableId() uint64 {
@@ -7129,7 +7209,7 @@ type CmdAlterTable struct {
 
 func (x *CmdAlterTable) Reset() {
 	*x = CmdAlterTable{}
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7141,7 +7221,7 @@ func (x *CmdAlterTable) String() string {
 func (*CmdAlterTable) ProtoMessage() {}
 
 func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7154,7 +7234,7 @@ func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAlterTable.ProtoReflect.Descriptor instead.
 func (*CmdAlterTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{107}
+	return file_pcs_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *CmdAlterTable) GetTableId() uint64 {
@@ -7183,7 +7263,7 @@ type CmdAdvanceSchema struct {
 
 func (x *CmdAdvanceSchema) Reset() {
 	*x = CmdAdvanceSchema{}
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7195,7 +7275,7 @@ func (x *CmdAdvanceSchema) String() string {
 func (*CmdAdvanceSchema) ProtoMessage() {}
 
 func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7208,7 +7288,7 @@ func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAdvanceSchema.ProtoReflect.Descriptor instead.
 func (*CmdAdvanceSchema) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{108}
+	return file_pcs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *CmdAdvanceSchema) GetTableId() uint64 {
@@ -7236,7 +7316,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7248,7 +7328,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7261,7 +7341,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{109}
+	return file_pcs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -7283,7 +7363,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7295,7 +7375,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7308,7 +7388,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{110}
+	return file_pcs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -7335,7 +7415,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7347,7 +7427,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7360,7 +7440,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{111}
+	return file_pcs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -7387,7 +7467,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7399,7 +7479,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7412,7 +7492,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{112}
+	return file_pcs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -7433,7 +7513,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7445,7 +7525,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7458,7 +7538,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{113}
+	return file_pcs_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -7492,7 +7572,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7504,7 +7584,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7517,7 +7597,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{114}
+	return file_pcs_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -7544,7 +7624,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7556,7 +7636,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7569,7 +7649,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{115}
+	return file_pcs_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -7590,7 +7670,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7602,7 +7682,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7615,7 +7695,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{116}
+	return file_pcs_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -7641,7 +7721,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7653,7 +7733,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7666,7 +7746,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{117}
+	return file_pcs_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -7685,7 +7765,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7697,7 +7777,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7710,7 +7790,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{118}
+	return file_pcs_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -7743,7 +7823,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7755,7 +7835,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7768,7 +7848,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{119}
+	return file_pcs_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -7944,13 +8024,14 @@ type SnapshotHeader struct {
 	ClockMs uint64 `protobuf:"varint,6,opt,name=clock_ms,json=clockMs,proto3" json:"clock_ms,omitempty"`
 	// The latest last_active_ms of any client session dropped (expired or evicted).
 	SessionDropHorizonMs uint64 `protobuf:"varint,7,opt,name=session_drop_horizon_ms,json=sessionDropHorizonMs,proto3" json:"session_drop_horizon_ms,omitempty"`
+	ClusterVersion       uint32 `protobuf:"varint,8,opt,name=cluster_version,json=clusterVersion,proto3" json:"cluster_version,omitempty"`
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7962,7 +8043,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7975,7 +8056,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{120}
+	return file_pcs_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -8027,6 +8108,13 @@ func (x *SnapshotHeader) GetSessionDropHorizonMs() uint64 {
 	return 0
 }
 
+func (x *SnapshotHeader) GetClusterVersion() uint32 {
+	if x != nil {
+		return x.ClusterVersion
+	}
+	return 0
+}
+
 type IDCounter struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
@@ -8037,7 +8125,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[121]
+	mi := &file_pcs_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8049,7 +8137,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[121]
+	mi := &file_pcs_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8062,7 +8150,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{121}
+	return file_pcs_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -8089,7 +8177,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[122]
+	mi := &file_pcs_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8101,7 +8189,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[122]
+	mi := &file_pcs_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8114,7 +8202,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{122}
+	return file_pcs_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -8151,7 +8239,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\fprimary_addr\x18\x02 \x01(\tR\vprimaryAddr\"0\n" +
 	"\rStatusRequest\x12\x1f\n" +
 	"\vwith_digest\x18\x01 \x01(\bR\n" +
-	"withDigest\"\x9d\x04\n" +
+	"withDigest\"\xef\x04\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x11.pcs.v1.NodeStateR\x05state\x12\x1d\n" +
@@ -8174,7 +8262,9 @@ const file_pcs_proto_rawDesc = "" +
 	"\x0flast_contact_ms\x18\x0f \x01(\x03R\rlastContactMs\x12\x18\n" +
 	"\aversion\x18\x10 \x01(\tR\aversion\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x11 \x01(\tR\tclusterId\"\xa7\x01\n" +
+	"cluster_id\x18\x11 \x01(\tR\tclusterId\x12'\n" +
+	"\x0fcommand_version\x18\x12 \x01(\rR\x0ecommandVersion\x12'\n" +
+	"\x0fcluster_version\x18\x13 \x01(\rR\x0eclusterVersion\"\xa7\x01\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tpeer_addr\x18\x02 \x01(\tR\bpeerAddr\x12\x1f\n" +
@@ -8566,7 +8656,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\breplicas\x18\b \x03(\x04R\breplicas\x12\x1c\n" +
 	"\tpartition\x18\t \x01(\tR\tpartition\x12\x1a\n" +
 	"\blearners\x18\n" +
-	" \x03(\x04R\blearners\"\xeb\b\n" +
+	" \x03(\x04R\blearners\"\xbb\t\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\"\n" +
 	"\x03put\x18\x02 \x01(\v2\x0e.pcs.v1.CmdPutH\x00R\x03put\x12+\n" +
@@ -8590,10 +8680,13 @@ const file_pcs_proto_rawDesc = "" +
 	"\x0echange_primary\x18\x10 \x01(\v2\x18.pcs.v1.CmdChangePrimaryH\x00R\rchangePrimary\x12D\n" +
 	"\x0fchange_replicas\x18\x11 \x01(\v2\x19.pcs.v1.CmdChangeReplicasH\x00R\x0echangeReplicas\x128\n" +
 	"\vsplit_shard\x18\x12 \x01(\v2\x15.pcs.v1.CmdSplitShardH\x00R\n" +
-	"splitShard\x12+\n" +
+	"splitShard\x12N\n" +
+	"\x13set_cluster_version\x18\x13 \x01(\v2\x1c.pcs.v1.CmdSetClusterVersionH\x00R\x11setClusterVersion\x12+\n" +
 	"\arequest\x18\x1e \x01(\v2\x11.pcs.v1.RequestIDR\arequest\x12$\n" +
 	"\x0eproposed_at_ms\x18\x1f \x01(\x04R\fproposedAtMsB\x04\n" +
-	"\x02op\"\x88\x01\n" +
+	"\x02op\"0\n" +
+	"\x14CmdSetClusterVersion\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\"\x88\x01\n" +
 	"\tRequestID\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1f\n" +
@@ -8695,7 +8788,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\x05shard\x18\t \x01(\v2\r.pcs.v1.ShardH\x00R\x05shard\x121\n" +
 	"\asession\x18\n" +
 	" \x01(\v2\x15.pcs.v1.ClientSessionH\x00R\asessionB\x05\n" +
-	"\x03rec\"\x93\x02\n" +
+	"\x03rec\"\xbc\x02\n" +
 	"\x0eSnapshotHeader\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12#\n" +
@@ -8703,7 +8796,8 @@ const file_pcs_proto_rawDesc = "" +
 	"\rtso_window_ms\x18\x04 \x01(\x04R\vtsoWindowMs\x12#\n" +
 	"\rhistory_start\x18\x05 \x01(\x04R\fhistoryStart\x12\x19\n" +
 	"\bclock_ms\x18\x06 \x01(\x04R\aclockMs\x125\n" +
-	"\x17session_drop_horizon_ms\x18\a \x01(\x04R\x14sessionDropHorizonMs\"3\n" +
+	"\x17session_drop_horizon_ms\x18\a \x01(\x04R\x14sessionDropHorizonMs\x12'\n" +
+	"\x0fcluster_version\x18\b \x01(\rR\x0eclusterVersion\"3\n" +
 	"\tIDCounter\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04next\x18\x02 \x01(\x04R\x04next\"C\n" +
@@ -8789,7 +8883,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 127)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 128)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                  // 0: pcs.v1.NodeState
 	(Consistency)(0),                // 1: pcs.v1.Consistency
@@ -8895,34 +8989,35 @@ var file_pcs_proto_goTypes = []any{
 	(*ShardEpoch)(nil),              // 101: pcs.v1.ShardEpoch
 	(*Shard)(nil),                   // 102: pcs.v1.Shard
 	(*Command)(nil),                 // 103: pcs.v1.Command
-	(*RequestID)(nil),               // 104: pcs.v1.RequestID
-	(*Outcome)(nil),                 // 105: pcs.v1.Outcome
-	(*ClientSession)(nil),           // 106: pcs.v1.ClientSession
-	(*CmdChangeReplicas)(nil),       // 107: pcs.v1.CmdChangeReplicas
-	(*CmdSplitShard)(nil),           // 108: pcs.v1.CmdSplitShard
-	(*CmdChangePrimary)(nil),        // 109: pcs.v1.CmdChangePrimary
-	(*CmdSetNodeAdmin)(nil),         // 110: pcs.v1.CmdSetNodeAdmin
-	(*CmdCancelAlter)(nil),          // 111: pcs.v1.CmdCancelAlter
-	(*CmdAlterTable)(nil),           // 112: pcs.v1.CmdAlterTable
-	(*CmdAdvanceSchema)(nil),        // 113: pcs.v1.CmdAdvanceSchema
-	(*CmdRegisterNode)(nil),         // 114: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),          // 115: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),        // 116: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),          // 117: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                  // 118: pcs.v1.CmdPut
-	(*CmdDelete)(nil),               // 119: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),            // 120: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),             // 121: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),            // 122: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),         // 123: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),          // 124: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),          // 125: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),               // 126: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),         // 127: pcs.v1.SnapshotTrailer
-	nil,                             // 128: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                             // 129: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                             // 130: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                             // 131: pcs.v1.DataNode.LabelsEntry
+	(*CmdSetClusterVersion)(nil),    // 104: pcs.v1.CmdSetClusterVersion
+	(*RequestID)(nil),               // 105: pcs.v1.RequestID
+	(*Outcome)(nil),                 // 106: pcs.v1.Outcome
+	(*ClientSession)(nil),           // 107: pcs.v1.ClientSession
+	(*CmdChangeReplicas)(nil),       // 108: pcs.v1.CmdChangeReplicas
+	(*CmdSplitShard)(nil),           // 109: pcs.v1.CmdSplitShard
+	(*CmdChangePrimary)(nil),        // 110: pcs.v1.CmdChangePrimary
+	(*CmdSetNodeAdmin)(nil),         // 111: pcs.v1.CmdSetNodeAdmin
+	(*CmdCancelAlter)(nil),          // 112: pcs.v1.CmdCancelAlter
+	(*CmdAlterTable)(nil),           // 113: pcs.v1.CmdAlterTable
+	(*CmdAdvanceSchema)(nil),        // 114: pcs.v1.CmdAdvanceSchema
+	(*CmdRegisterNode)(nil),         // 115: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),          // 116: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),        // 117: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),          // 118: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                  // 119: pcs.v1.CmdPut
+	(*CmdDelete)(nil),               // 120: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),            // 121: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),             // 122: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),            // 123: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),         // 124: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),          // 125: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),          // 126: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),               // 127: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),         // 128: pcs.v1.SnapshotTrailer
+	nil,                             // 129: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                             // 130: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                             // 131: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                             // 132: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -8945,7 +9040,7 @@ var file_pcs_proto_depIdxs = []int32{
 	2,   // 17: pcs.v1.Event.type:type_name -> pcs.v1.EventType
 	27,  // 18: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
 	36,  // 19: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	128, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	129, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
 	1,   // 21: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
 	98,  // 22: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
 	5,   // 23: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
@@ -8976,8 +9071,8 @@ var file_pcs_proto_depIdxs = []int32{
 	102, // 48: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
 	102, // 49: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
 	102, // 50: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
-	129, // 51: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	130, // 52: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	130, // 51: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	131, // 52: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
 	81,  // 53: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
 	82,  // 54: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
 	102, // 55: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
@@ -8990,128 +9085,129 @@ var file_pcs_proto_depIdxs = []int32{
 	94,  // 62: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
 	96,  // 63: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
 	97,  // 64: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	131, // 65: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	132, // 65: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
 	93,  // 66: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
 	97,  // 67: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
 	4,   // 68: pcs.v1.Table.state:type_name -> pcs.v1.TableState
 	100, // 69: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
 	101, // 70: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	118, // 71: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	119, // 72: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	120, // 73: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	121, // 74: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	122, // 75: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	123, // 76: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	114, // 77: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	115, // 78: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	116, // 79: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	117, // 80: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	112, // 81: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	113, // 82: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	111, // 83: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
-	110, // 84: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
-	109, // 85: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
-	107, // 86: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
-	108, // 87: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
-	104, // 88: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
-	27,  // 89: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
-	105, // 90: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
-	98,  // 91: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	99,  // 92: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	102, // 93: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,   // 94: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10,  // 95: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	125, // 96: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	27,  // 97: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	36,  // 98: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10,  // 99: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	126, // 100: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	127, // 101: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	98,  // 102: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	99,  // 103: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	102, // 104: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	106, // 105: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
-	8,   // 106: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11,  // 107: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13,  // 108: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15,  // 109: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	18,  // 110: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
-	21,  // 111: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	23,  // 112: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	25,  // 113: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	28,  // 114: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	30,  // 115: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	32,  // 116: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	34,  // 117: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	37,  // 118: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	39,  // 119: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	41,  // 120: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	47,  // 121: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	51,  // 122: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	49,  // 123: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
-	54,  // 124: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	58,  // 125: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	56,  // 126: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	89,  // 127: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
-	91,  // 128: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
-	71,  // 129: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
-	73,  // 130: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
-	75,  // 131: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
-	77,  // 132: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
-	79,  // 133: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
-	60,  // 134: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	62,  // 135: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	64,  // 136: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	66,  // 137: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	68,  // 138: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	69,  // 139: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	83,  // 140: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	43,  // 141: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	16,  // 142: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
-	45,  // 143: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 144: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 145: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 146: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	20,  // 147: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	19,  // 148: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
-	22,  // 149: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	24,  // 150: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	26,  // 151: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	29,  // 152: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	31,  // 153: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	33,  // 154: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	35,  // 155: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	38,  // 156: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	40,  // 157: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	42,  // 158: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	48,  // 159: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	53,  // 160: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	50,  // 161: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
-	55,  // 162: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	59,  // 163: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	57,  // 164: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	90,  // 165: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
-	92,  // 166: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
-	72,  // 167: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
-	74,  // 168: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
-	76,  // 169: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
-	78,  // 170: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
-	80,  // 171: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
-	61,  // 172: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	63,  // 173: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	65,  // 174: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	67,  // 175: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	65,  // 176: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	70,  // 177: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	87,  // 178: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	44,  // 179: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	17,  // 180: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
-	46,  // 181: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	144, // [144:182] is the sub-list for method output_type
-	106, // [106:144] is the sub-list for method input_type
-	106, // [106:106] is the sub-list for extension type_name
-	106, // [106:106] is the sub-list for extension extendee
-	0,   // [0:106] is the sub-list for field type_name
+	119, // 71: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	120, // 72: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	121, // 73: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	122, // 74: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	123, // 75: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	124, // 76: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	115, // 77: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	116, // 78: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	117, // 79: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	118, // 80: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	113, // 81: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	114, // 82: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	112, // 83: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	111, // 84: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
+	110, // 85: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
+	108, // 86: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
+	109, // 87: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
+	104, // 88: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
+	105, // 89: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
+	27,  // 90: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
+	106, // 91: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
+	98,  // 92: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	99,  // 93: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	102, // 94: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,   // 95: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10,  // 96: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	126, // 97: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	27,  // 98: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	36,  // 99: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10,  // 100: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	127, // 101: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	128, // 102: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	98,  // 103: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	99,  // 104: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	102, // 105: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	107, // 106: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
+	8,   // 107: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 108: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 109: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 110: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	18,  // 111: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
+	21,  // 112: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	23,  // 113: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	25,  // 114: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	28,  // 115: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	30,  // 116: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	32,  // 117: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	34,  // 118: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	37,  // 119: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	39,  // 120: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	41,  // 121: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	47,  // 122: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	51,  // 123: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	49,  // 124: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
+	54,  // 125: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	58,  // 126: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	56,  // 127: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
+	89,  // 128: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	91,  // 129: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	71,  // 130: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
+	73,  // 131: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
+	75,  // 132: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
+	77,  // 133: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
+	79,  // 134: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
+	60,  // 135: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	62,  // 136: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	64,  // 137: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	66,  // 138: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	68,  // 139: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	69,  // 140: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	83,  // 141: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	43,  // 142: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	16,  // 143: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
+	45,  // 144: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 145: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 146: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 147: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	20,  // 148: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	19,  // 149: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
+	22,  // 150: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	24,  // 151: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	26,  // 152: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	29,  // 153: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	31,  // 154: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	33,  // 155: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	35,  // 156: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	38,  // 157: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	40,  // 158: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	42,  // 159: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	48,  // 160: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	53,  // 161: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	50,  // 162: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
+	55,  // 163: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	59,  // 164: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	57,  // 165: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	90,  // 166: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	92,  // 167: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	72,  // 168: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
+	74,  // 169: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
+	76,  // 170: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
+	78,  // 171: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
+	80,  // 172: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
+	61,  // 173: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	63,  // 174: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	65,  // 175: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	67,  // 176: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	65,  // 177: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	70,  // 178: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	87,  // 179: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	44,  // 180: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	17,  // 181: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
+	46,  // 182: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	145, // [145:183] is the sub-list for method output_type
+	107, // [107:145] is the sub-list for method input_type
+	107, // [107:107] is the sub-list for extension type_name
+	107, // [107:107] is the sub-list for extension extendee
+	0,   // [0:107] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -9146,10 +9242,11 @@ func file_pcs_proto_init() {
 		(*Command_ChangePrimary)(nil),
 		(*Command_ChangeReplicas)(nil),
 		(*Command_SplitShard)(nil),
+		(*Command_SetClusterVersion)(nil),
 	}
-	file_pcs_proto_msgTypes[113].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[114].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[119].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[115].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[120].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -9167,7 +9264,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   127,
+			NumMessages:   128,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

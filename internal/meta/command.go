@@ -9,8 +9,15 @@ import (
 	"github.com/postdb/pcs/api/pcspb"
 )
 
-// CommandVersion is the command format version this build writes and understands.
-const CommandVersion = 1
+// CommandVersion is the newest command format this build reads (and writes once the cluster
+// version allows). Version 2 adds client request ids (exactly-once) and the proposer's clock.
+// Entries of every version up to it are read; the primary writes the cluster version in force,
+// which rises only once every member reports it can read it (etcd's cluster version), so no
+// member ever meets an entry it would apply differently.
+const CommandVersion = 2
+
+// VersionRequestIDs is the first command version whose entries carry request ids.
+const VersionRequestIDs = 2
 
 // Limits on what a command may carry. They bound the size of a Raft entry and of the state.
 const (
@@ -24,9 +31,20 @@ const (
 	MaxCommandLen = 64 << 20 // a create-table command carries every shard
 )
 
-// EncodeCommand validates op and returns the bytes of a versioned command.
-func EncodeCommand(cmd *pcspb.Command) ([]byte, error) {
+// EncodeCommand validates op and returns the bytes of a command of the given format version
+// (0: this build's CommandVersion). Below VersionRequestIDs the request id and the proposer's
+// clock are left out: members that read only that version would ignore them.
+func EncodeCommand(cmd *pcspb.Command, version ...uint32) ([]byte, error) {
 	cmd.Version = CommandVersion
+	if len(version) > 0 && version[0] != 0 {
+		cmd.Version = min(version[0], CommandVersion)
+	}
+	if cmd.Version < VersionRequestIDs {
+		cmd.Request, cmd.ProposedAtMs = nil, 0
+	}
+	if _, ok := cmd.Op.(*pcspb.Command_SetClusterVersion); ok && cmd.Version < 1 {
+		cmd.Version = 1
+	}
 	if err := ValidateCommand(cmd); err != nil {
 		return nil, err
 	}
@@ -42,8 +60,8 @@ func DecodeCommand(b []byte) (*pcspb.Command, error) {
 	if err := proto.Unmarshal(b, cmd); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
 	}
-	if cmd.Version != CommandVersion {
-		return nil, fmt.Errorf("%w: %d (this node knows %d)", ErrUnknownVersion, cmd.Version, CommandVersion)
+	if cmd.Version < 1 || cmd.Version > CommandVersion {
+		return nil, fmt.Errorf("%w: %d (this node knows 1..%d)", ErrUnknownVersion, cmd.Version, CommandVersion)
 	}
 	if err := ValidateCommand(cmd); err != nil {
 		return nil, err
@@ -60,8 +78,8 @@ func DecodeEntry(b []byte) (*pcspb.Command, error) {
 	if err := proto.Unmarshal(b, cmd); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
 	}
-	if cmd.Version != CommandVersion {
-		return nil, fmt.Errorf("%w: %d (this node knows %d)", ErrUnknownVersion, cmd.Version, CommandVersion)
+	if cmd.Version < 1 || cmd.Version > CommandVersion {
+		return nil, fmt.Errorf("%w: %d (this node knows 1..%d)", ErrUnknownVersion, cmd.Version, CommandVersion)
 	}
 	var missing bool
 	switch op := cmd.Op.(type) {
@@ -166,6 +184,10 @@ func ValidateCommand(cmd *pcspb.Command) error {
 	case *pcspb.Command_SplitShard:
 		if k := op.SplitShard.SplitKey; len(k) == 0 || len(k) > MaxSplitKey {
 			err = fmt.Errorf("%w: split key of %d bytes (1..%d)", ErrInvalid, len(k), MaxSplitKey)
+		}
+	case *pcspb.Command_SetClusterVersion:
+		if v := op.SetClusterVersion.GetVersion(); v < 1 || v > CommandVersion {
+			err = fmt.Errorf("%w: cluster version %d (1..%d)", ErrInvalid, v, CommandVersion)
 		}
 	case *pcspb.Command_SetTableState, *pcspb.Command_DeleteTable, *pcspb.Command_AlterTable, *pcspb.Command_AdvanceSchema,
 		*pcspb.Command_CancelAlter, *pcspb.Command_SetNodeAdmin, *pcspb.Command_ChangePrimary, *pcspb.Command_ChangeReplicas:

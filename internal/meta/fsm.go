@@ -82,6 +82,7 @@ type state struct {
 	hist      history
 	cat       *catalogState
 	sess      *sessions
+	version   uint32 // cluster version: the command format the primary writes
 }
 
 func kvLess(a, b *pcspb.KeyValue) bool { return bytes.Compare(a.Key, b.Key) < 0 }
@@ -131,6 +132,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 	st.sess.advance(cmd.ProposedAtMs)
 	res := &Result{Revision: st.revision, Index: l.Index}
 	req := cmd.Request
+	if cmd.Version < VersionRequestIDs {
+		req = nil // (an entry of version 1 never carries one; a member of that version ignored it)
+	}
 	if req != nil && req.ClientId != 0 && req.Seq != 0 {
 		dup, err := st.sess.lookup(req)
 		switch {
@@ -222,6 +226,8 @@ func (f *FSM) applyLocked(st *state, cmd *pcspb.Command, res *Result) {
 		st.members[m.Name] = &pcspb.Member{Name: m.Name, PeerAddr: m.PeerAddr, ClientAddr: m.ClientAddr, HttpAddr: m.HttpAddr}
 	case *pcspb.Command_RemoveMember:
 		delete(st.members, op.RemoveMember.Name)
+	case *pcspb.Command_SetClusterVersion:
+		st.version = max(st.version, op.SetClusterVersion.Version)
 	default:
 		f.applyCatalogLocked(st, cmd, res)
 	}
@@ -246,6 +252,7 @@ func (st *state) cloneLocked() *state {
 		hist:      history{start: st.hist.start, events: append([]*pcspb.Event(nil), st.hist.events[st.hist.head:]...)},
 		cat:       st.cat.clone(),
 		sess:      st.sess.clone(),
+		version:   st.version,
 	}
 	for k, v := range st.ids {
 		c.ids[k] = v
@@ -351,6 +358,13 @@ func (f *FSM) Events(from uint64, prefix []byte, max int) ([]*pcspb.Event, uint6
 	return f.mu.st.hist.since(from, prefix, max, f.mu.st.revision)
 }
 
+// ClusterVersion returns the cluster version in force (1 until the primary has raised it).
+func (f *FSM) ClusterVersion() uint32 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return max(f.mu.st.version, 1)
+}
+
 // TsoWindow returns the persisted TSO window in ms.
 func (f *FSM) TsoWindow() uint64 {
 	f.mu.RLock()
@@ -381,6 +395,7 @@ func (f *FSM) Digest() (string, Position) {
 	b := func(p []byte) { u(uint64(len(p))); h.Write(p) }
 	u(st.revision)
 	u(st.tsoWindow)
+	u(uint64(st.version))
 	kinds := make([]string, 0, len(st.ids))
 	for k := range st.ids {
 		kinds = append(kinds, k)

@@ -70,7 +70,7 @@ func WriteSnapshot(out io.Writer, st *state) error {
 	err := w.write(&pcspb.SnapshotRecord{Rec: &pcspb.SnapshotRecord_Header{Header: &pcspb.SnapshotHeader{
 		FormatVersion: SnapshotFormat, Revision: st.revision, AppliedIndex: st.applied,
 		TsoWindowMs: st.tsoWindow, HistoryStart: st.hist.start,
-		ClockMs: st.sess.clock, SessionDropHorizonMs: st.sess.dropHorizon,
+		ClockMs: st.sess.clock, SessionDropHorizonMs: st.sess.dropHorizon, ClusterVersion: st.version,
 	}}})
 	kinds := make([]string, 0, len(st.ids))
 	for k := range st.ids {
@@ -176,6 +176,10 @@ func readSnapshot(r io.Reader) (*state, error) {
 			}
 			st.revision, st.applied, st.tsoWindow, st.hist.start = h.Revision, h.AppliedIndex, h.TsoWindowMs, h.HistoryStart
 			st.sess.clock, st.sess.dropHorizon = h.ClockMs, h.SessionDropHorizonMs
+			if h.ClusterVersion > CommandVersion {
+				return nil, bad("cluster version %d, this build reads up to %d: upgrade this node", h.ClusterVersion, CommandVersion)
+			}
+			st.version = h.ClusterVersion
 			sawHead = true
 			n++
 			continue

@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"syscall"
 	"testing"
@@ -153,8 +154,21 @@ func benchFault(b *testing.B, fault string) {
 			gaps[w.name] = append(gaps[w.name], w.gapAround(at, at.Add(time.Millisecond)))
 		}
 		var worst time.Duration
+		worstName := ""
 		for _, r := range rows {
-			worst = max(worst, r.gapAround(at, at.Add(time.Millisecond)))
+			if g := r.gapAround(at, at.Add(time.Millisecond)); g > worst {
+				worst, worstName = g, r.name
+			}
+		}
+		b.Logf("round %d: rows gap %v (%s) at %s", i, worst.Round(time.Millisecond), worstName, at.UTC().Format("15:04:05.000"))
+		if os.Getenv("PCS_BENCH_DEBUG") != "" && worst > 3*time.Second {
+			for _, n := range nodes {
+				b.Logf("---- data node %s ----\n%s", n.addr, n.logTail(6000))
+			}
+			for _, p := range pc.procs {
+				b.Logf("---- %s ----\n%s", p.name, p.logTail())
+			}
+			b.FailNow()
 		}
 		gaps["rows"] = append(gaps["rows"], worst)
 	}

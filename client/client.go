@@ -22,7 +22,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
 )
@@ -306,6 +305,13 @@ func (r *requests) ackedBelow() uint64 {
 	return low
 }
 
+// stamp puts the request id of one attempt on ctx: whether an earlier attempt may have been
+// applied, how long ago the first was sent, and which answers the client has.
+func (r *requests) stamp(ctx context.Context, id *pcspb.RequestID, retry bool, firstSent time.Time) context.Context {
+	id.Retry, id.AgeMs, id.AckedBelow = retry, uint64(time.Since(firstSent).Milliseconds()), r.ackedBelow()
+	return pcspb.WithRequestID(ctx, id)
+}
+
 func (c *Client) attemptTimeout() time.Duration {
 	if c.opts.AttemptTimeout > 0 {
 		return c.opts.AttemptTimeout
@@ -365,9 +371,7 @@ func (c *Client) do(ctx context.Context, t target, call func(context.Context, pc
 			actx, cancel = context.WithTimeout(ctx, c.attemptTimeout())
 		}
 		if rid != nil {
-			rid.Retry, rid.AgeMs, rid.AckedBelow = maybeApplied, uint64(time.Since(firstSent).Milliseconds()), c.reqs.ackedBelow()
-			b, _ := proto.Marshal(rid)
-			actx = metadata.AppendToOutgoingContext(actx, pcspb.RequestIDHeader, string(b))
+			actx = c.reqs.stamp(actx, rid, maybeApplied, firstSent)
 		}
 		err = call(actx, cli)
 		timedOut := err != nil && ctx.Err() == nil && (actx.Err() != nil || status.Code(err) == codes.DeadlineExceeded)

@@ -13,9 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
 )
@@ -195,9 +193,7 @@ func (t *TableKV) onShard(ctx context.Context, key []byte, write bool, call func
 		}
 		actx, cancel := context.WithTimeout(ctx, c.attemptTimeout())
 		if rid != nil {
-			rid.Retry, rid.AgeMs, rid.AckedBelow = maybeApplied, uint64(time.Since(firstSent).Milliseconds()), c.reqs.ackedBelow()
-			b, _ := proto.Marshal(rid)
-			actx = metadata.AppendToOutgoingContext(actx, pcspb.RequestIDHeader, string(b))
+			actx = c.reqs.stamp(actx, rid, maybeApplied, firstSent)
 		}
 		err = call(actx, kv, &pcspb.KVHeader{ShardId: sh.Id, Epoch: sh.Epoch}, rk)
 		timedOut := err != nil && ctx.Err() == nil && (actx.Err() != nil || status.Code(err) == codes.DeadlineExceeded)

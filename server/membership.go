@@ -39,51 +39,66 @@ func validatePeerAddr(addr string) error {
 	return nil
 }
 
-// liveVoters returns the voters of the configuration and which of them answer now: this node,
-// and every other voter whose Status answers within a heartbeat-ish timeout and which hears
-// from a primary.
-func (s *Server) liveVoters(ctx context.Context) (voters []raft.Server, live map[raft.ServerID]bool, err error) {
+// memberStatuses asks every other member of the configuration for its status, in parallel,
+// within timeout: the answers by member (a member that does not answer, answers under another
+// name, or never recorded its address is absent), and the configuration asked.
+func (s *Server) memberStatuses(ctx context.Context, timeout time.Duration) (map[raft.ServerID]*pcspb.StatusResponse, []raft.Server, error) {
 	f := s.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return nil, nil, err
 	}
+	servers := f.Configuration().Servers
 	recorded := s.fsm.Members()
-	live = map[raft.ServerID]bool{}
 	type answer struct {
 		id raft.ServerID
-		ok bool
+		st *pcspb.StatusResponse
 	}
-	answers := make(chan answer, len(f.Configuration().Servers))
+	answers := make(chan answer, len(servers))
 	pending := 0
-	pctx, cancel := context.WithTimeout(ctx, max(500*time.Millisecond, 2*s.cfg.Raft.ElectionTimeout))
+	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	for _, srv := range f.Configuration().Servers {
+	for _, srv := range servers {
+		m := recorded[string(srv.ID)]
+		if string(srv.ID) == s.cfg.Name || m == nil || m.ClientAddr == "" {
+			continue
+		}
+		pending++
+		go func(id raft.ServerID, addr string) {
+			var st *pcspb.StatusResponse
+			if cli, err := s.peers.get(addr); err == nil {
+				if got, err := cli.Status(sctx, &pcspb.StatusRequest{}); err == nil && got.Name == string(id) {
+					st = got
+				}
+			}
+			answers <- answer{id, st}
+		}(srv.ID, m.ClientAddr)
+	}
+	out := make(map[raft.ServerID]*pcspb.StatusResponse, pending)
+	for ; pending > 0; pending-- {
+		if a := <-answers; a.st != nil {
+			out[a.id] = a.st
+		}
+	}
+	return out, servers, nil
+}
+
+// liveVoters returns the voters of the configuration and which of them answer now: this node,
+// and every other voter whose Status answers within a heartbeat-ish timeout and which hears
+// from a primary.
+func (s *Server) liveVoters(ctx context.Context) (voters []raft.Server, live map[raft.ServerID]bool, err error) {
+	statuses, servers, err := s.memberStatuses(ctx, max(500*time.Millisecond, 2*s.cfg.Raft.ElectionTimeout))
+	if err != nil {
+		return nil, nil, err
+	}
+	live = map[raft.ServerID]bool{}
+	for _, srv := range servers {
 		if srv.Suffrage != raft.Voter {
 			continue
 		}
 		voters = append(voters, srv)
-		if string(srv.ID) == s.cfg.Name {
-			live[srv.ID] = true
-			continue
-		}
-		m := recorded[string(srv.ID)]
-		if m == nil || m.ClientAddr == "" {
-			continue // never recorded its address: it has never caught up
-		}
-		pending++
-		go func(id raft.ServerID, addr string) {
-			ok := false
-			if cli, err := s.peers.get(addr); err == nil {
-				st, err := cli.Status(pctx, &pcspb.StatusRequest{})
-				ok = err == nil && st.Name == string(id) && st.LastContactMs >= 0 &&
-					time.Duration(st.LastContactMs)*time.Millisecond < 2*s.cfg.Raft.ElectionTimeout
-			}
-			answers <- answer{id, ok}
-		}(srv.ID, m.ClientAddr)
-	}
-	for ; pending > 0; pending-- {
-		a := <-answers
-		live[a.id] = a.ok
+		st := statuses[srv.ID]
+		live[srv.ID] = string(srv.ID) == s.cfg.Name || st != nil && st.LastContactMs >= 0 &&
+			time.Duration(st.LastContactMs)*time.Millisecond < 2*s.cfg.Raft.ElectionTimeout
 	}
 	return voters, live, nil
 }
@@ -173,24 +188,15 @@ func (v *service) MemberPromote(ctx context.Context, req *pcspb.MemberPromoteReq
 		return forwarded(ctx, req, func(r *pcspb.MemberPromoteRequest) { r.NoForward = true }, cli.MemberPromote)
 	}
 	s := v.s
-	members, err := s.members()
+	target, err := s.member(req.Name)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	var target *pcspb.Member
-	for _, m := range members {
-		if m.Name == req.Name {
-			target = m
-		}
-	}
-	switch {
-	case target == nil:
-		return nil, toStatus(fmt.Errorf("%w: %q", ErrMemberNotFound, req.Name))
-	case !target.Voter:
+	if !target.Voter {
 		if err := s.promote(ctx, target.Name, target.PeerAddr, req.Force); err != nil {
 			return nil, toStatus(err)
 		}
 	}
-	members, err = s.members()
+	members, err := s.members()
 	return &pcspb.MemberPromoteResponse{Members: members}, toStatus(err)
 }

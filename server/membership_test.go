@@ -212,7 +212,7 @@ func TestMembershipCannotLoseQuorum(t *testing.T) {
 	}
 
 	// A joiner asking to vote is promoted once it has caught up.
-	joiner := tc.startJoiner("n4", false)
+	tc.startJoiner("n4", false)
 	waitFor(t, 30*time.Second, "n4 promoted to voter", func() bool {
 		for _, srv := range tc.primary().raft.GetConfiguration().Configuration().Servers {
 			if string(srv.ID) == "n4" {
@@ -221,7 +221,6 @@ func TestMembershipCannotLoseQuorum(t *testing.T) {
 		}
 		return false
 	})
-	_ = joiner
 
 	// Four voters; stop one follower. Removing another live voter would leave 3 voters with 2
 	// live: allowed. Then removing a third would leave 2 voters with 1 live: refused.

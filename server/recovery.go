@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/internal/meta"
@@ -94,14 +93,14 @@ func Restore(file, dataDir, name, peerAddr string) (meta.Position, error) {
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return pos, err
 	}
-	if _, err := os.Stat(filepath.Join(dataDir, "cluster-id")); err == nil {
-		return pos, fmt.Errorf("%s belongs to a cluster already; restore into an empty directory", dataDir)
-	}
-	if err := raftgroup.InitFromSnapshot(dataDir, name, peerAddr, pos.AppliedIndex, f); err != nil {
-		return pos, err
-	}
 	ident, err := raftgroup.OpenIdentity(dataDir)
 	if err != nil {
+		return pos, err
+	}
+	if ident.ID() != 0 {
+		return pos, fmt.Errorf("%s belongs to cluster %s already; restore into an empty directory", dataDir, raftgroup.FormatClusterID(ident.ID()))
+	}
+	if err := raftgroup.InitFromSnapshot(dataDir, name, peerAddr, pos.AppliedIndex, f); err != nil {
 		return pos, err
 	}
 	var b [8]byte

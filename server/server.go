@@ -122,6 +122,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	fail := func(err error) (*Server, error) {
 		s.closeListeners()
+		s.peers.close()
 		s.dirLock.Release()
 		return nil, err
 	}
@@ -146,7 +147,7 @@ func New(cfg Config) (*Server, error) {
 	if hasState && len(cfg.Join) > 0 && s.ident.ID() != 0 {
 		// Restarted with --join (a service unit keeps its flags): fine for a member of that
 		// cluster, refused for a node holding another cluster's data.
-		if other := probeClusterID(cfg.Join); other != "" && other != s.ClusterID() {
+		if other := s.probeClusterID(cfg.Join); other != "" && other != s.ClusterID() {
 			return fail(fmt.Errorf("%w: %s holds data of cluster %s, but --join %s is cluster %s; start with an empty data dir to join it",
 				ErrClusterMismatch, cfg.DataDir, s.ClusterID(), strings.Join(cfg.Join, ","), other))
 		}
@@ -273,11 +274,9 @@ func (s *Server) Close() error {
 func (s *Server) ClusterID() string { return raftgroup.FormatClusterID(s.ident.ID()) }
 
 // probeClusterID asks the endpoints for their cluster id ("" if none answers).
-func probeClusterID(endpoints []string) string {
-	peers := newPeerConns()
-	defer peers.close()
+func (s *Server) probeClusterID(endpoints []string) string {
 	for _, ep := range endpoints {
-		cli, err := peers.get(ep)
+		cli, err := s.peers.get(ep)
 		if err != nil {
 			continue
 		}

@@ -278,6 +278,20 @@ func (v *service) MemberList(ctx context.Context, req *pcspb.MemberListRequest) 
 	return &pcspb.MemberListResponse{Header: h, Members: members}, nil
 }
 
+// member returns the member called name (ErrMemberNotFound if there is none).
+func (s *Server) member(name string) (*pcspb.Member, error) {
+	members, err := s.members()
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range members {
+		if m.Name == name {
+			return m, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %q", ErrMemberNotFound, name)
+}
+
 // members merges the Raft configuration (who is a member) with the recorded addresses.
 func (s *Server) members() ([]*pcspb.Member, error) {
 	f := s.raft.GetConfiguration()
@@ -538,18 +552,9 @@ func (v *service) MemberRemove(ctx context.Context, req *pcspb.MemberRemoveReque
 		return forwarded(ctx, req, func(r *pcspb.MemberRemoveRequest) { r.NoForward = true }, cli.MemberRemove)
 	}
 	s := v.s
-	members, err := s.members()
+	target, err := s.member(req.Name)
 	if err != nil {
 		return nil, toStatus(err)
-	}
-	var target *pcspb.Member
-	for _, m := range members {
-		if m.Name == req.Name {
-			target = m
-		}
-	}
-	if target == nil {
-		return nil, toStatus(fmt.Errorf("%w: %q", ErrMemberNotFound, req.Name))
 	}
 	if target.Voter && !req.Force {
 		if err := s.checkQuorum(ctx, "", req.Name); err != nil {
@@ -563,7 +568,7 @@ func (v *service) MemberRemove(ctx context.Context, req *pcspb.MemberRemoveReque
 		return nil, toStatus(err)
 	}
 	s.log.Info("member removed", "member", req.Name)
-	members, err = s.members()
+	members, err := s.members()
 	return &pcspb.MemberRemoveResponse{Members: members}, toStatus(err)
 }
 
@@ -578,19 +583,10 @@ func (v *service) MemberTransfer(ctx context.Context, req *pcspb.MemberTransferR
 	s := v.s
 	var fut raft.Future
 	if req.Name != "" {
-		members, err := s.members()
-		if err != nil {
-			return nil, toStatus(err)
-		}
-		var target *pcspb.Member
-		for _, m := range members {
-			if m.Name == req.Name {
-				target = m
-			}
-		}
+		target, err := s.member(req.Name)
 		switch {
-		case target == nil:
-			return nil, toStatus(fmt.Errorf("%w: %q", ErrMemberNotFound, req.Name))
+		case err != nil:
+			return nil, toStatus(err)
 		case !target.Voter:
 			return nil, toStatus(fmt.Errorf("%w: %q is a non-voter and cannot become primary", ErrInvalid, req.Name))
 		case target.Name == s.cfg.Name:
@@ -626,16 +622,8 @@ func (v *service) MemberUpdate(ctx context.Context, req *pcspb.MemberUpdateReque
 	if !v.s.isPrimary() {
 		return nil, toStatus(v.s.notPrimary())
 	}
-	members, err := v.s.members()
-	if err != nil {
+	if _, err := v.s.member(req.Member.Name); err != nil {
 		return nil, toStatus(err)
-	}
-	known := false
-	for _, m := range members {
-		known = known || m.Name == req.Member.Name
-	}
-	if !known {
-		return nil, toStatus(fmt.Errorf("%w: %q", ErrMemberNotFound, req.Member.Name))
 	}
 	if _, err := v.s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_SetMember{SetMember: &pcspb.CmdSetMember{Member: req.Member}}}); err != nil {
 		return nil, toStatus(err)

@@ -44,28 +44,17 @@ func (s *Server) versionLoop(ctx context.Context) {
 // membersCommandVersion is the lowest command version the members report (0 if one does not
 // answer or has not recorded its address).
 func (s *Server) membersCommandVersion(ctx context.Context) uint32 {
-	f := s.raft.GetConfiguration()
-	if f.Error() != nil {
+	statuses, servers, err := s.memberStatuses(ctx, time.Second)
+	if err != nil {
 		return 0
 	}
-	recorded := s.fsm.Members()
 	low := s.commandVersion()
-	for _, srv := range f.Configuration().Servers {
+	for _, srv := range servers {
 		if string(srv.ID) == s.cfg.Name {
 			continue
 		}
-		m := recorded[string(srv.ID)]
-		if m == nil || m.ClientAddr == "" {
-			return 0
-		}
-		cli, err := s.peers.get(m.ClientAddr)
-		if err != nil {
-			return 0
-		}
-		sctx, cancel := context.WithTimeout(ctx, time.Second)
-		st, err := cli.Status(sctx, &pcspb.StatusRequest{})
-		cancel()
-		if err != nil || st.Name != string(srv.ID) {
+		st := statuses[srv.ID]
+		if st == nil {
 			return 0
 		}
 		low = min(low, st.CommandVersion)

@@ -85,32 +85,9 @@ func benchFault(b *testing.B, fault string) {
 			signal = func(s syscall.Signal) { p.cmd.Process.Signal(s) }
 			restart = func() { <-p.exited; p.start() }
 		} else {
-			shards, err := c.ScanShards(ctx, "t", nil, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			lead := map[uint64]int{}
-			for _, sh := range shards.Shards {
-				lead[sh.Primary]++
-			}
-			var victimID uint64
-			for id, n := range lead {
-				if victimID == 0 || n > lead[victimID] {
-					victimID = id
-				}
-			}
-			resp, err := c.ListNodes(ctx)
-			if err != nil {
-				b.Fatal(err)
-			}
-			for _, n := range resp.Nodes {
-				for _, np := range nodes {
-					if n.Node.Id == victimID && np.addr == n.Node.Address {
-						signal = func(s syscall.Signal) { np.cmd.Process.Signal(s) }
-						restart = func() { <-np.exited; np.start() }
-					}
-				}
-			}
+			_, np := mostLeading(b, ctx, c, "t", nodes)
+			signal = func(s syscall.Signal) { np.cmd.Process.Signal(s) }
+			restart = func() { <-np.exited; np.start() }
 		}
 		cancel()
 		at := time.Now()

@@ -188,3 +188,34 @@ func (n *nodeProc) logTail(size int) string {
 	}
 	return string(b[max(0, len(b)-size):])
 }
+
+// mostLeading returns the data node that is primary of the most shards of table, by id and
+// process.
+func mostLeading(t testing.TB, ctx context.Context, c *client.Client, table string, nodes []*nodeProc) (uint64, *nodeProc) {
+	t.Helper()
+	shards, err := c.ScanShards(ctx, table, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lead := map[uint64]int{}
+	for _, sh := range shards.Shards {
+		lead[sh.Primary]++
+	}
+	resp, err := c.ListNodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id uint64
+	var proc *nodeProc
+	for _, n := range resp.Nodes {
+		for _, np := range nodes {
+			if np.addr == n.Node.Address && (proc == nil || lead[n.Node.Id] > lead[id]) {
+				id, proc = n.Node.Id, np
+			}
+		}
+	}
+	if proc == nil {
+		t.Fatalf("no data node of %d leads a shard of %s", len(nodes), table)
+	}
+	return id, proc
+}

@@ -140,31 +140,12 @@ func TestLinearizableAcrossDataNodeKill(t *testing.T) {
 	progress := func() int { mu.Lock(); defer mu.Unlock(); return puts }
 	waitFor(t, 30*time.Second, "writes before the kill", func() bool { return progress() >= 60 })
 	// Kill the node leading the most shards.
-	shards, err := c.ScanShards(ctx, "lin", nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lead := map[uint64]int{}
-	for _, sh := range shards.Shards {
-		lead[sh.Primary]++
-	}
-	resp, _ := c.ListNodes(ctx)
-	var victimAddr string
-	best := -1
-	for _, n := range resp.Nodes {
-		if lead[n.Node.Id] > best {
-			best, victimAddr = lead[n.Node.Id], n.Node.Address
-		}
-	}
-	for _, n := range nodes {
-		if n.addr == victimAddr {
-			n.kill()
-		}
-	}
+	victimID, victim := mostLeading(t, ctx, c, "lin", nodes)
+	victim.kill()
 	killed := time.Now()
 	before := progress()
 	waitFor(t, 60*time.Second, "writes after the kill", func() bool { return progress() >= before+60 })
-	t.Logf("killed the data node leading %d shards; 60 more writes acknowledged within %v", best, time.Since(killed).Round(time.Millisecond))
+	t.Logf("killed data node %d, the one leading the most shards; 60 more writes acknowledged within %v", victimID, time.Since(killed).Round(time.Millisecond))
 	close(stop)
 	wg.Wait()
 	// Final reads of every key.

@@ -188,34 +188,8 @@ func TestDataNodeKillRightAfterPCSFailover(t *testing.T) {
 	}
 	old.kill()
 	pc.primary(c)
-	// The data node leading the most shards.
-	shards, err := c.ScanShards(ctx, "t", nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lead := map[uint64]int{}
-	for _, sh := range shards.Shards {
-		lead[sh.Primary]++
-	}
-	var victimID uint64
-	for id, n := range lead {
-		if victimID == 0 || n > lead[victimID] {
-			victimID = id
-		}
-	}
-	resp, err := c.ListNodes(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range resp.Nodes {
-		if n.Node.Id == victimID {
-			for _, np := range nodes {
-				if np.addr == n.Node.Address {
-					np.kill()
-				}
-			}
-		}
-	}
+	victimID, victim := mostLeading(t, ctx, c, "t", nodes)
+	victim.kill()
 	killed := time.Now()
 	waitFor(t, 30*time.Second, "no shard led by the killed node", func() bool {
 		s, err := c.ScanShards(ctx, "t", nil, nil)
@@ -248,20 +222,7 @@ func TestPausedDataNodeDoesNotStallRows(t *testing.T) {
 	_, c, nodes := rowCluster(t, 4, "--node-warmup", "300ms", "--node-lease", "1s")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	shards, err := c.ScanShards(ctx, "t", nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lead := map[uint64]int{}
-	for _, sh := range shards.Shards {
-		lead[sh.Primary]++
-	}
-	var victimID uint64
-	for id, n := range lead {
-		if victimID == 0 || n > lead[victimID] {
-			victimID = id
-		}
-	}
+	victimID, victim := mostLeading(t, ctx, c, "t", nodes)
 	var keys []int
 	for i := 0; len(keys) < 8 && i < 1000; i++ {
 		sh, err := c.Route(ctx, "t", rowKey(i))
@@ -270,18 +231,6 @@ func TestPausedDataNodeDoesNotStallRows(t *testing.T) {
 		}
 		if sh.Primary == victimID {
 			keys = append(keys, i)
-		}
-	}
-	var victim *nodeProc
-	resp, err := c.ListNodes(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range resp.Nodes {
-		for _, np := range nodes {
-			if n.Node.Id == victimID && np.addr == n.Node.Address {
-				victim = np
-			}
 		}
 	}
 	var (

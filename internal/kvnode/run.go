@@ -7,9 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +16,7 @@ import (
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/client"
+	"github.com/postdb/pcs/internal/raftgroup"
 	"github.com/postdb/pcs/internal/rpcmetrics"
 	"github.com/postdb/pcs/nodeagent"
 )
@@ -126,12 +124,14 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.pcs = pcs
-	clusterID, err := readClusterID(cfg.DataDir)
+	// The cluster this node registered in, kept with its data (as a PCS member keeps its own).
+	ident, err := raftgroup.OpenIdentity(cfg.DataDir)
 	if err != nil {
 		store.Close()
 		ln.Close()
 		return nil, err
 	}
+	clusterID := raftgroup.FormatClusterID(ident.ID())
 	pcs.SetClusterID(clusterID)
 	var agent *nodeagent.Agent
 	peer := Peer(pcs.NodeKV)
@@ -147,8 +147,12 @@ func Start(cfg Config) (*Server, error) {
 	agent, err = nodeagent.New(nodeagent.Config{Endpoints: cfg.Endpoints, Address: ln.Addr().String(), Labels: cfg.Labels,
 		Interval: cfg.HeartbeatInterval, Logger: cfg.Logger, ClusterID: clusterID,
 		OnClusterID: func(id string) error {
+			parsed, err := raftgroup.ParseClusterID(id)
+			if err != nil {
+				return err
+			}
 			pcs.SetClusterID(id)
-			return writeClusterID(cfg.DataDir, id)
+			return ident.Adopt(parsed)
 		}}, s.Node)
 	if err != nil {
 		store.Close()
@@ -193,36 +197,6 @@ func Start(cfg Config) (*Server, error) {
 	}()
 	go func() { defer s.wg.Done(); s.splitLoop(ctx, cfg.SplitSize, cfg.SplitCheckInterval, cfg.Logger) }()
 	return s, nil
-}
-
-// clusterIDFile keeps, with the node's data, the id of the cluster the node registered in.
-const clusterIDFile = "cluster-id"
-
-func readClusterID(dir string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(dir, clusterIDFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("kvnode: reading the cluster id: %w", err)
-	}
-	return strings.TrimSpace(string(b)), nil
-}
-
-func writeClusterID(dir, id string) error {
-	tmp := filepath.Join(dir, clusterIDFile+".tmp")
-	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o644); err != nil {
-		return err
-	}
-	f, err := os.Open(tmp)
-	if err == nil {
-		err = f.Sync()
-		f.Close()
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, clusterIDFile))
 }
 
 // catchUpLoop keeps the replicas and learners of the shards this node leads in line.

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -142,13 +141,12 @@ func (n *Node) admit(ctx context.Context, h *pcspb.KVHeader, keys [][]byte) erro
 
 // appliedRequest reads the request id a client sent with a write (gRPC metadata), if any.
 func appliedRequest(ctx context.Context) (*pcspb.AppliedRequest, error) {
-	vals := metadata.ValueFromIncomingContext(ctx, pcspb.RequestIDHeader)
-	if len(vals) == 0 {
-		return nil, nil
+	id, err := pcspb.RequestIDFrom(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "kvnode: %v", err)
 	}
-	id := &pcspb.RequestID{}
-	if err := proto.Unmarshal([]byte(vals[0]), id); err != nil || id.ClientId == 0 || id.Seq == 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "kvnode: malformed %s header", pcspb.RequestIDHeader)
+	if id == nil {
+		return nil, nil
 	}
 	return &pcspb.AppliedRequest{ClientId: id.ClientId, Seq: id.Seq, AckedBelow: id.AckedBelow}, nil
 }

@@ -211,20 +211,6 @@ func (c *Client) SetNodeState(ctx context.Context, nodeID uint64, state string) 
 	})
 }
 
-// SplitShard splits a shard at key (empty: its primary picks the middle key of its data) and
-// returns both halves once the catalog records the split.
-func (c *Client) SplitShard(ctx context.Context, shardID uint64, key []byte) (left, right *pcspb.Shard, err error) {
-	var resp *pcspb.SplitShardResponse
-	err = c.do(ctx, target{long: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
-		resp, err = cli.SplitShard(ctx, &pcspb.SplitShardRequest{ShardId: shardID, SplitKey: key})
-		return err
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	return resp.Left, resp.Right, nil
-}
-
 // AskSplit reserves the id of the new half of a split a shard's primary wants to make.
 func (c *Client) AskSplit(ctx context.Context, shardID uint64, epoch *pcspb.ShardEpoch) (uint64, error) {
 	var resp *pcspb.AskSplitResponse
@@ -236,32 +222,6 @@ func (c *Client) AskSplit(ctx context.Context, shardID uint64, epoch *pcspb.Shar
 		return 0, err
 	}
 	return resp.NewShardId, nil
-}
-
-// MoveShard moves a shard's replica from one node to another and returns the shard when done.
-func (c *Client) MoveShard(ctx context.Context, shardID, from, to uint64) (*pcspb.Shard, error) {
-	var resp *pcspb.MoveShardResponse
-	err := c.do(ctx, target{long: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
-		resp, err = cli.MoveShard(ctx, &pcspb.MoveShardRequest{ShardId: shardID, FromNode: from, ToNode: to})
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return resp.Shard, nil
-}
-
-// TransferPrimary makes another replica the shard's primary (its term bumps).
-func (c *Client) TransferPrimary(ctx context.Context, shardID, to uint64) (*pcspb.Shard, error) {
-	var resp *pcspb.TransferPrimaryResponse
-	err := c.do(ctx, target{long: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
-		resp, err = cli.TransferPrimary(ctx, &pcspb.TransferPrimaryRequest{ShardId: shardID, ToNode: to})
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return resp.Shard, nil
 }
 
 // RemoveReplicas asks PCS, as a shard's primary, to take replicas that did not persist a write

@@ -188,6 +188,11 @@ func (c *Client) forgetPrimary(addr string) {
 // the endpoints answered (or all that will, within an attempt timeout) — a paused or dead
 // endpoint never holds discovery up.
 func (c *Client) primary(ctx context.Context) (string, error) {
+	return c.primaryWithin(ctx, c.attemptTimeout())
+}
+
+// primaryWithin is primary with discovery bounded by limit.
+func (c *Client) primaryWithin(ctx context.Context, limit time.Duration) (string, error) {
 	c.mu.Lock()
 	p := c.mu.primary
 	c.mu.Unlock()
@@ -199,7 +204,7 @@ func (c *Client) primary(ctx context.Context) (string, error) {
 		st  *pcspb.StatusResponse
 		err error
 	}
-	sctx, cancel := context.WithTimeout(ctx, c.attemptTimeout())
+	sctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	answers := make(chan answer, len(c.endpoints))
 	for _, ep := range c.endpoints {
@@ -319,6 +324,22 @@ func (c *Client) attemptTimeout() time.Duration {
 	return DefaultAttemptTimeout
 }
 
+// maxAttemptGrowth bounds how far attemptLimit stretches the attempt timeout.
+const maxAttemptGrowth = 8
+
+// attemptLimit is the timeout of one call's next attempt: the configured one at first, doubled
+// after every attempt that timed out, up to maxAttemptGrowth times it. A node that is slow
+// rather than gone (overloaded, a long fsync, a machine under load) gets the time it needs to
+// answer, instead of a storm of retries none of which it can answer in time; a paused or dead
+// one still costs only the first few short attempts before the primary is looked up again.
+type attemptLimit struct {
+	base, cur time.Duration
+}
+
+func newAttemptLimit(base time.Duration) attemptLimit { return attemptLimit{base: base, cur: base} }
+
+func (a *attemptLimit) timedOut() { a.cur = min(2*a.cur, maxAttemptGrowth*a.base) }
+
 // do runs call against the target, retrying retryable failures with backoff. An attempt that
 // does not answer within the attempt timeout is abandoned and the primary looked up again. A
 // write is retried only because the server deduplicates it; if the deadline ends while an
@@ -338,6 +359,7 @@ func (c *Client) do(ctx context.Context, t target, call func(context.Context, pc
 		return fromStatus(err)
 	}
 	backoff := c.opts.BackoffBase
+	limit := newAttemptLimit(c.attemptTimeout())
 	var last error
 	immediate := false
 	for attempt := 0; attempt < c.opts.MaxAttempts; attempt++ {
@@ -352,10 +374,13 @@ func (c *Client) do(ctx context.Context, t target, call func(context.Context, pc
 		immediate = false
 		addr := t.endpoint
 		if addr == "" {
-			p, err := c.primary(ctx)
+			p, err := c.primaryWithin(ctx, limit.cur)
 			if err != nil {
 				if ctx.Err() != nil {
 					return unknown(errors.Join(ctx.Err(), last))
+				}
+				if errors.Is(err, context.DeadlineExceeded) {
+					limit.timedOut()
 				}
 				last = err
 				continue
@@ -368,7 +393,7 @@ func (c *Client) do(ctx context.Context, t target, call func(context.Context, pc
 		}
 		actx, cancel := ctx, context.CancelFunc(func() {})
 		if !t.long {
-			actx, cancel = context.WithTimeout(ctx, c.attemptTimeout())
+			actx, cancel = context.WithTimeout(ctx, limit.cur)
 		}
 		if rid != nil {
 			actx = c.reqs.stamp(actx, rid, maybeApplied, firstSent)
@@ -391,6 +416,7 @@ func (c *Client) do(ctx context.Context, t target, call func(context.Context, pc
 			if t.endpoint == "" {
 				c.forgetPrimary(addr)
 			}
+			limit.timedOut()
 			immediate = true
 			continue
 		}

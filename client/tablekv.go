@@ -161,6 +161,7 @@ func (t *TableKV) onShard(ctx context.Context, key []byte, write bool, call func
 		return err
 	}
 	backoff := c.opts.BackoffBase
+	limit := newAttemptLimit(c.attemptTimeout())
 	var last error
 	for attempt := 0; attempt < c.opts.MaxAttempts; attempt++ {
 		if attempt > 0 {
@@ -191,7 +192,7 @@ func (t *TableKV) onShard(ctx context.Context, key []byte, write bool, call func
 			c.InvalidateShard(t.table, sh)
 			continue
 		}
-		actx, cancel := context.WithTimeout(ctx, c.attemptTimeout())
+		actx, cancel := context.WithTimeout(ctx, limit.cur)
 		if rid != nil {
 			actx = c.reqs.stamp(actx, rid, maybeApplied, firstSent)
 		}
@@ -212,6 +213,9 @@ func (t *TableKV) onShard(ctx context.Context, key []byte, write bool, call func
 			// replication did not finish: try again (a write is deduplicated by the node).
 			maybeApplied = maybeApplied || write
 			last = mapped
+			if timedOut {
+				limit.timedOut()
+			}
 			c.InvalidateShard(t.table, sh)
 			continue
 		}

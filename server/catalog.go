@@ -118,10 +118,19 @@ func (s *Server) waitNodesHeard(ctx context.Context) error {
 
 // eligible lists the nodes that may receive new replicas.
 func (s *Server) eligible() []placement.Node {
+	loads := s.nodeLoads()
 	var out []placement.Node
 	for _, n := range s.fsm.DataNodes() {
 		st := s.nodeState(n)
-		out = append(out, placement.Node{ID: n.Id, Labels: n.Labels, Eligible: st == "up" && !s.nodeLost(n.Id)})
+		pn := placement.Node{ID: n.Id, Labels: n.Labels, Eligible: st == "up" && !s.nodeLost(n.Id)}
+		if ld := loads.ByID[n.Id]; ld != nil {
+			pn.Score, pn.Shards, pn.Primaries, pn.BytesUsed = loads.Score(ld), ld.Count, ld.Primaries, ld.Bytes
+			pn.ScoreStep = loads.OneShard(ld) // a new shard is empty: count only
+			if loads.UseBytes {
+				pn.ScoreStep /= 2
+			}
+		}
+		out = append(out, pn)
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postdb/pcs/internal/clock"
 	"github.com/postdb/pcs/internal/cluster"
 	"github.com/postdb/pcs/internal/raftgroup"
 )
@@ -85,6 +86,10 @@ type Config struct {
 	NodeLeaseMargin time.Duration
 	// DDLInterval is how often the primary plans DDL steps. Default 100ms.
 	DDLInterval time.Duration
+
+	// Clock, if set, is the node's clock instead of the system's (the chaos suite skews its
+	// wall reading; TSO physical time and the proposer's clock in entries come from it).
+	Clock clock.Clock
 
 	// Logger for the node; nil discards. LogLevel, if set, is the variable behind the
 	// logger's level so that it can be changed at runtime.

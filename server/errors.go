@@ -15,6 +15,7 @@ import (
 	"github.com/postdb/pcs/internal/meta"
 	"github.com/postdb/pcs/internal/placement"
 	"github.com/postdb/pcs/internal/raftgroup"
+	"github.com/postdb/pcs/internal/schedule"
 	"github.com/postdb/pcs/internal/tso"
 )
 
@@ -32,6 +33,8 @@ var (
 	ErrMemberExists = errors.New("member exists")
 	// ErrMemberNotFound: no member has this name.
 	ErrMemberNotFound = errors.New("member not found")
+	// ErrOperatorNotFound: no queued or running operator has this id.
+	ErrOperatorNotFound = errors.New("operator not found")
 	// ErrInvalid: a malformed request.
 	ErrInvalid = errors.New("invalid request")
 	// ErrClusterMismatch: the caller belongs to another cluster.
@@ -105,6 +108,8 @@ func toStatus(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, ErrClusterMismatch), errors.Is(err, raftgroup.ErrClusterMismatch):
 		return withReason(codes.FailedPrecondition, pcspb.ReasonClusterMismatch, err)
+	case errors.Is(err, schedule.ErrBusy):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, ErrShardGuard):
 		return withReason(codes.FailedPrecondition, pcspb.ReasonShardGuard, err)
 	case errors.Is(err, ErrQuorumAtRisk):
@@ -113,7 +118,7 @@ func toStatus(err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, ErrMemberExists):
 		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, ErrMemberNotFound):
+	case errors.Is(err, ErrMemberNotFound), errors.Is(err, ErrOperatorNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, raft.ErrEnqueueTimeout):
 		return status.Error(codes.DeadlineExceeded, err.Error())

@@ -53,7 +53,8 @@ func TestRetriedWritesApplyOnce(t *testing.T) {
 	p := tc.primary()
 	rev := p.FSM().Position().Revision
 	applied := map[string]int{}
-	for resp := range c.Watch(ctx, []byte("k/"), 1) {
+	wctx := ctxT(t, time.Minute)
+	for resp := range c.Watch(wctx, []byte("k/"), 1) {
 		if resp.Err != nil {
 			t.Fatal(resp.Err)
 		}
@@ -63,6 +64,9 @@ func TestRetriedWritesApplyOnce(t *testing.T) {
 		if resp.Revision >= rev {
 			break
 		}
+	}
+	if wctx.Err() != nil {
+		t.Fatalf("the watch did not reach revision %d: %v", rev, wctx.Err())
 	}
 	for v, n := range applied {
 		if n > 1 {

@@ -11,6 +11,7 @@ import (
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/internal/ddl"
 	"github.com/postdb/pcs/internal/meta"
+	"github.com/postdb/pcs/internal/schedule/checker"
 )
 
 // nodeCommands holds, per data node, the commands the DDL driver wants it to receive. The
@@ -176,8 +177,7 @@ func (s *Server) ddlLoop(ctx context.Context) {
 			continue
 		}
 		step := ddl.Next(fsmCatalog{s.fsm}, s.live)
-		repair := ddl.Repair(fsmCatalog{s.fsm}, s.live, lost, s.pickNode)
-		for n, shards := range repair.Create {
+		for n, shards := range ddl.Missing(fsmCatalog{s.fsm}, s.live) {
 			for _, sh := range shards {
 				step.Commands[n] = append(step.Commands[n], &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_CreateReplica{CreateReplica: sh}})
 			}
@@ -195,13 +195,6 @@ func (s *Server) ddlLoop(ctx context.Context) {
 				continue
 			}
 			s.log.Info("table public", "table", id)
-		}
-		for _, c := range repair.Changes {
-			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_ChangeReplicas{ChangeReplicas: c}}); err != nil {
-				s.log.Warn("repairing shard", "shard", c.ShardId, "change", c.String(), "err", err)
-				continue
-			}
-			s.log.Info("shard repaired", "shard", c.ShardId, "change", c.String())
 		}
 		s.failover(ctx, lost, false)
 		for id, v := range step.Advance {
@@ -224,7 +217,7 @@ func (s *Server) ddlLoop(ctx context.Context) {
 // failover replaces the shard primaries on lost nodes (and, unless primariesOnly, removes
 // lost replicas).
 func (s *Server) failover(ctx context.Context, lost map[uint64]bool, primariesOnly bool) {
-	for _, cmd := range ddl.Failover(fsmCatalog{s.fsm}, s.live, lost, primariesOnly) {
+	for _, cmd := range checker.Failover(fsmCatalog{s.fsm}, s.live, lost, primariesOnly) {
 		if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_ChangePrimary{ChangePrimary: cmd}}); err != nil {
 			s.log.Warn("changing shard primary", "shard", cmd.ShardId, "err", err)
 			continue

@@ -76,6 +76,7 @@ type Server struct {
 	live     *cluster.Registry
 	nodeCmds *nodeCommands
 	splits   splitRequests
+	sched    scheduling
 	needJoin bool
 	dirLock  *dirlock.Lock
 	ident    *raftgroup.Identity
@@ -104,6 +105,9 @@ func New(cfg Config) (*Server, error) {
 		clk:      clock.NewReal(),
 		extendCh: make(chan struct{}, 1),
 		peers:    newPeerConns(),
+	}
+	if cfg.Clock != nil {
+		s.clk = cfg.Clock
 	}
 	s.ids.blocks = map[string]*idBlock{}
 	s.live = cluster.New(s.clk, cfg.Nodes)
@@ -440,9 +444,10 @@ func (s *Server) primaryTerm(ctx context.Context) {
 	s.metrics.failovers.Inc()
 	s.log.Info("primary ready", "took", time.Since(start))
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); s.leaseLoop(ctx) }()
 	go func() { defer wg.Done(); s.ddlLoop(ctx) }()
+	go func() { defer wg.Done(); s.scheduleLoop(ctx) }()
 	go func() { defer wg.Done(); s.versionLoop(ctx) }()
 	s.windowLoop(ctx)
 	wg.Wait()

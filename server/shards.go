@@ -3,75 +3,37 @@ package server
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/internal/meta"
-	"github.com/postdb/pcs/internal/placement"
+	"github.com/postdb/pcs/internal/schedule/operator"
 )
 
-// splitRequests are the splits PCS asked of shard primaries and has not seen recorded yet
-// (in memory on the primary PCS: a caller waiting on SplitShard on a PCS that loses office
-// gets an error and asks again). The DDL loop hands each to its shard's primary node.
+// splitRequests are the splits the coordinator's operators want the shards' primaries to
+// carry out, as of its last tick; the DDL loop hands each to its shard's primary node.
 type splitRequests struct {
 	mu  sync.Mutex
-	req map[uint64]*pcspb.SplitShardCommand // by shard id
+	req []*pcspb.SplitShardCommand
 }
 
-func (r *splitRequests) put(c *pcspb.SplitShardCommand) {
+func (r *splitRequests) set(req []*pcspb.SplitShardCommand) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.req == nil {
-		r.req = map[uint64]*pcspb.SplitShardCommand{}
-	}
-	r.req[c.ShardId] = c
-}
-
-func (r *splitRequests) remove(c *pcspb.SplitShardCommand) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.req[c.ShardId] == c {
-		delete(r.req, c.ShardId)
-	}
+	r.req = req
 }
 
 func (r *splitRequests) all() []*pcspb.SplitShardCommand {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]*pcspb.SplitShardCommand, 0, len(r.req))
-	for _, c := range r.req {
-		out = append(out, c)
-	}
-	return out
+	return r.req
 }
 
-// waitShard polls the catalog until cond holds for the shard or ctx ends.
-func (s *Server) waitShard(ctx context.Context, id uint64, what string, cond func(*pcspb.Shard) bool) (*pcspb.Shard, error) {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		sh, _, err := s.fsm.ShardByID(id)
-		if err != nil {
-			return nil, err
-		}
-		if cond(sh) {
-			return sh, nil
-		}
-		if !s.isPrimary() {
-			return nil, fmt.Errorf("%w: lost office while waiting for %s of shard %d", ErrOutcomeUnknown, what, id)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for %s of shard %d: %w", what, id, ctx.Err())
-		case <-t.C:
-		}
-	}
-}
-
+// SplitShard submits an operator that has the shard's primary split it (at the key, or its
+// middle key) and returns its id with the id reserved for the new half; the catalog records
+// the split when the primary reports it.
 func (v *service) SplitShard(ctx context.Context, req *pcspb.SplitShardRequest) (*pcspb.SplitShardResponse, error) {
 	s := v.s
 	cli, err := s.route(ctx, false)
@@ -92,20 +54,13 @@ func (v *service) SplitShard(ctx context.Context, req *pcspb.SplitShardRequest) 
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	c := &pcspb.SplitShardCommand{ShardId: sh.Id, Version: sh.Epoch.GetVersion(), SplitKey: req.SplitKey, NewShardId: id}
-	s.splits.put(c)
-	defer s.splits.remove(c)
-	left, err := s.waitShard(ctx, sh.Id, "the split", func(cur *pcspb.Shard) bool { return cur.Epoch.GetVersion() > c.Version })
+	op, err := s.submit(ctx, sh, operator.Admin, "asked: split",
+		operator.Step{Kind: operator.Split, Node: sh.Primary, Key: string(req.SplitKey), NewShard: id, Version: sh.Epoch.GetVersion()})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	right, _, err := s.fsm.ShardByID(id)
-	if err != nil {
-		// The shard moved on by another split (a node asked for one at the same time).
-		return nil, toStatus(fmt.Errorf("%w: shard %d was split by another request", meta.ErrStaleEpoch, sh.Id))
-	}
-	s.log.Info("shard split", "shard", left.Id, "new_shard", right.Id, "version", left.Epoch.GetVersion())
-	return &pcspb.SplitShardResponse{Left: left, Right: right}, nil
+	s.log.Info("shard split submitted", "op", op.Id, "shard", sh.Id, "new_shard", id)
+	return &pcspb.SplitShardResponse{Left: sh, OperatorId: op.Id, NewShardId: id}, nil
 }
 
 func (v *service) AskSplit(ctx context.Context, req *pcspb.AskSplitRequest) (*pcspb.AskSplitResponse, error) {
@@ -142,10 +97,10 @@ func (s *Server) changeReplicas(ctx context.Context, sh *pcspb.Shard, set func(*
 	return err
 }
 
-// MoveShard moves a replica from one node to another: a learner on the target, caught up from
-// a snapshot and then the log and promoted by the DDL loop; the primary role handed over if it
-// was on the source; the source removed. Each step is decided on the current metadata, so the
-// call can be repeated after an interruption and goes on from where the shard is.
+// MoveShard submits an operator that moves a replica from one node to another (a learner on
+// the target, promoted once in line; the primary role handed over if the source led; the
+// source removed) and returns its id; the coordinator carries it out, also across a change of
+// PCS primary. A move already done is answered with no operator.
 func (v *service) MoveShard(ctx context.Context, req *pcspb.MoveShardRequest) (*pcspb.MoveShardResponse, error) {
 	s := v.s
 	cli, err := s.route(ctx, false)
@@ -159,43 +114,14 @@ func (v *service) MoveShard(ctx context.Context, req *pcspb.MoveShardRequest) (*
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	from, to := req.FromNode, req.ToNode
-	if from == to || from == 0 || to == 0 {
-		return nil, toStatus(fmt.Errorf("%w: move needs two different nodes", ErrInvalid))
+	if !slices.Contains(sh.Replicas, req.FromNode) && !slices.Contains(sh.Learners, req.FromNode) && slices.Contains(sh.Replicas, req.ToNode) {
+		return &pcspb.MoveShardResponse{Shard: sh}, nil // already moved
 	}
-	for _, n := range []uint64{from, to} {
-		if _, err := s.dataNode(n); err != nil {
-			return nil, toStatus(err)
-		}
+	resp, err := v.AddOperator(ctx, &pcspb.AddOperatorRequest{ShardId: req.ShardId, Kind: "move", FromNode: req.FromNode, ToNode: req.ToNode})
+	if err != nil {
+		return nil, err
 	}
-	if err := s.checkMove(sh, from, to); err != nil {
-		return nil, toStatus(err)
-	}
-	for {
-		sh, _, err = s.fsm.ShardByID(req.ShardId)
-		if err != nil {
-			return nil, toStatus(err)
-		}
-		var step error
-		switch {
-		case !slices.Contains(sh.Replicas, to) && !slices.Contains(sh.Learners, to):
-			step = s.changeReplicas(ctx, sh, func(c *pcspb.CmdChangeReplicas) { c.AddLearner = to })
-		case slices.Contains(sh.Learners, to):
-			_, step = s.waitShard(ctx, sh.Id, "the new replica to catch up", func(cur *pcspb.Shard) bool {
-				return !slices.Contains(cur.Learners, to) || cur.Epoch.GetConfVer() != sh.Epoch.GetConfVer()
-			})
-		case sh.Primary == from:
-			step = s.handOver(ctx, sh, to)
-		case slices.Contains(sh.Replicas, from) || slices.Contains(sh.Learners, from):
-			step = s.changeReplicas(ctx, sh, func(c *pcspb.CmdChangeReplicas) { c.RemoveNode = from })
-		default:
-			s.log.Info("shard moved", "shard", sh.Id, "from", from, "to", to)
-			return &pcspb.MoveShardResponse{Shard: sh}, nil
-		}
-		if step != nil && !errors.Is(step, meta.ErrStaleEpoch) {
-			return nil, toStatus(step)
-		}
-	}
+	return &pcspb.MoveShardResponse{Shard: sh, OperatorId: resp.Operator.Id}, nil
 }
 
 // checkMove refuses a move that would leave the shard in a wrong shape: from a node that holds
@@ -232,21 +158,18 @@ func (v *service) TransferPrimary(ctx context.Context, req *pcspb.TransferPrimar
 	if cli != nil {
 		return cli.TransferPrimary(ctx, req)
 	}
-	for {
-		sh, _, err := s.fsm.ShardByID(req.ShardId)
-		if err != nil {
-			return nil, toStatus(err)
-		}
-		if sh.Primary == req.ToNode {
-			return &pcspb.TransferPrimaryResponse{Shard: sh}, nil
-		}
-		if !slices.Contains(sh.Replicas, req.ToNode) {
-			return nil, toStatus(fmt.Errorf("%w: node %d is not a replica of shard %d", ErrInvalid, req.ToNode, sh.Id))
-		}
-		if err := s.handOver(ctx, sh, req.ToNode); err != nil && !errors.Is(err, meta.ErrStaleEpoch) {
-			return nil, toStatus(err)
-		}
+	sh, _, err := s.fsm.ShardByID(req.ShardId)
+	if err != nil {
+		return nil, toStatus(err)
 	}
+	if sh.Primary == req.ToNode {
+		return &pcspb.TransferPrimaryResponse{Shard: sh}, nil
+	}
+	resp, err := v.AddOperator(ctx, &pcspb.AddOperatorRequest{ShardId: req.ShardId, Kind: "transfer-primary", ToNode: req.ToNode})
+	if err != nil {
+		return nil, err
+	}
+	return &pcspb.TransferPrimaryResponse{Shard: sh, OperatorId: resp.Operator.Id}, nil
 }
 
 // RemoveReplicas takes replicas that did not persist a write in time out of a shard's
@@ -292,37 +215,4 @@ func (v *service) RemoveReplicas(ctx context.Context, req *pcspb.RemoveReplicasR
 	}
 	s.log.Warn("replicas that did not persist a write removed at the primary's request", "shard", sh.Id, "nodes", req.Nodes, "conf_ver", sh.Epoch.GetConfVer())
 	return &pcspb.RemoveReplicasResponse{Shard: sh}, nil
-}
-
-// handOver makes replica to the primary of sh once the current primary reports it in line —
-// holding every position the primary has, in the current term and configuration — so that
-// the new primary has every acknowledged write (from the report on, the primary acknowledges
-// nothing that to has not persisted, since to is in its configuration).
-func (s *Server) handOver(ctx context.Context, sh *pcspb.Shard, to uint64) error {
-	inLine := func(cur *pcspb.Shard) bool {
-		if cur.Term != sh.Term || cur.Epoch.GetConfVer() != sh.Epoch.GetConfVer() {
-			return true // changed meanwhile: the caller decides again
-		}
-		st := s.live.ShardStats(cur.Primary, cur.Id)
-		if st == nil || st.Term != cur.Term || st.ConfVer != cur.Epoch.GetConfVer() {
-			return false
-		}
-		own, ok := st.ReplicaPositions[cur.Primary]
-		pos, ok2 := st.ReplicaPositions[to]
-		return ok && ok2 && pos == own
-	}
-	cur, err := s.waitShard(ctx, sh.Id, fmt.Sprintf("node %d to be in line with the primary", to), inLine)
-	if err != nil {
-		return err
-	}
-	if cur.Term != sh.Term || cur.Epoch.GetConfVer() != sh.Epoch.GetConfVer() {
-		return fmt.Errorf("%w: shard %d changed while handing over", meta.ErrStaleEpoch, sh.Id)
-	}
-	return s.changeReplicas(ctx, sh, func(c *pcspb.CmdChangeReplicas) { c.NewPrimary = to })
-}
-
-// pickNode chooses a node for one more replica of a table's shard.
-func (s *Server) pickNode(t *pcspb.Table, have []uint64) (uint64, bool) {
-	n, err := placement.AddOne(s.eligible(), placement.Policy{Replicas: int(t.Replicas), IsolationLabel: t.IsolationLabel, Nodes: t.Nodes}, have)
-	return n, err == nil
 }

@@ -4030,9 +4030,13 @@ func (x *SplitShardRequest) GetSplitKey() []byte {
 }
 
 type SplitShardResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Left          *Shard                 `protobuf:"bytes,1,opt,name=left,proto3" json:"left,omitempty"`
-	Right         *Shard                 `protobuf:"bytes,2,opt,name=right,proto3" json:"right,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The shard as it was when the split was submitted (left, right: once done).
+	Left  *Shard `protobuf:"bytes,1,opt,name=left,proto3" json:"left,omitempty"`
+	Right *Shard `protobuf:"bytes,2,opt,name=right,proto3" json:"right,omitempty"`
+	// The operator carrying the split out, and the id reserved for the new half.
+	OperatorId    uint64 `protobuf:"varint,3,opt,name=operator_id,json=operatorId,proto3" json:"operator_id,omitempty"`
+	NewShardId    uint64 `protobuf:"varint,4,opt,name=new_shard_id,json=newShardId,proto3" json:"new_shard_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4079,6 +4083,20 @@ func (x *SplitShardResponse) GetRight() *Shard {
 		return x.Right
 	}
 	return nil
+}
+
+func (x *SplitShardResponse) GetOperatorId() uint64 {
+	if x != nil {
+		return x.OperatorId
+	}
+	return 0
+}
+
+func (x *SplitShardResponse) GetNewShardId() uint64 {
+	if x != nil {
+		return x.NewShardId
+	}
+	return 0
 }
 
 // A shard's primary asks for an id for the new half of a split it wants to make.
@@ -4239,8 +4257,10 @@ func (x *MoveShardRequest) GetToNode() uint64 {
 }
 
 type MoveShardResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Shard         *Shard                 `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Shard *Shard                 `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// The operator that carries the move out (the shard as it was when it was submitted).
+	OperatorId    uint64 `protobuf:"varint,2,opt,name=operator_id,json=operatorId,proto3" json:"operator_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4280,6 +4300,13 @@ func (x *MoveShardResponse) GetShard() *Shard {
 		return x.Shard
 	}
 	return nil
+}
+
+func (x *MoveShardResponse) GetOperatorId() uint64 {
+	if x != nil {
+		return x.OperatorId
+	}
+	return 0
 }
 
 type TransferPrimaryRequest struct {
@@ -4337,6 +4364,7 @@ func (x *TransferPrimaryRequest) GetToNode() uint64 {
 type TransferPrimaryResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Shard         *Shard                 `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	OperatorId    uint64                 `protobuf:"varint,2,opt,name=operator_id,json=operatorId,proto3" json:"operator_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4378,6 +4406,734 @@ func (x *TransferPrimaryResponse) GetShard() *Shard {
 	return nil
 }
 
+func (x *TransferPrimaryResponse) GetOperatorId() uint64 {
+	if x != nil {
+		return x.OperatorId
+	}
+	return 0
+}
+
+// Operator is one scheduling decision on one shard: ordered steps, each observed done from the
+// catalog and the nodes' reports. Persisted through Raft while it is queued or running.
+type Operator struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// repair, drain, admin, hot, balance, merge (highest priority first).
+	Kind    string          `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	ShardId uint64          `protobuf:"varint,3,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Steps   []*OperatorStep `protobuf:"bytes,4,rep,name=steps,proto3" json:"steps,omitempty"`
+	// Index of the first step not done.
+	Current uint32 `protobuf:"varint,5,opt,name=current,proto3" json:"current,omitempty"`
+	// queued, running, done, cancelled, timeout.
+	State string `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
+	// What produced it, with the scores it was decided on.
+	Reason string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The shard's range version, conf_ver and term the operator expects.
+	Version   uint64 `protobuf:"varint,8,opt,name=version,proto3" json:"version,omitempty"`
+	ConfVer   uint64 `protobuf:"varint,9,opt,name=conf_ver,json=confVer,proto3" json:"conf_ver,omitempty"`
+	Term      uint64 `protobuf:"varint,10,opt,name=term,proto3" json:"term,omitempty"`
+	SizeBytes uint64 `protobuf:"varint,11,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// Readings of the deciding primary's monotonic clock (for durations on that primary only).
+	CreatedNs  int64 `protobuf:"varint,12,opt,name=created_ns,json=createdNs,proto3" json:"created_ns,omitempty"`
+	FinishedNs int64 `protobuf:"varint,13,opt,name=finished_ns,json=finishedNs,proto3" json:"finished_ns,omitempty"`
+	// Wall-clock ms when it was created (for display).
+	CreatedMs     int64 `protobuf:"varint,14,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Operator) Reset() {
+	*x = Operator{}
+	mi := &file_pcs_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Operator) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Operator) ProtoMessage() {}
+
+func (x *Operator) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Operator.ProtoReflect.Descriptor instead.
+func (*Operator) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *Operator) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Operator) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Operator) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *Operator) GetSteps() []*OperatorStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *Operator) GetCurrent() uint32 {
+	if x != nil {
+		return x.Current
+	}
+	return 0
+}
+
+func (x *Operator) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Operator) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Operator) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *Operator) GetConfVer() uint64 {
+	if x != nil {
+		return x.ConfVer
+	}
+	return 0
+}
+
+func (x *Operator) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *Operator) GetSizeBytes() uint64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *Operator) GetCreatedNs() int64 {
+	if x != nil {
+		return x.CreatedNs
+	}
+	return 0
+}
+
+func (x *Operator) GetFinishedNs() int64 {
+	if x != nil {
+		return x.FinishedNs
+	}
+	return 0
+}
+
+func (x *Operator) GetCreatedMs() int64 {
+	if x != nil {
+		return x.CreatedMs
+	}
+	return 0
+}
+
+type OperatorStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// add-learner, promote, transfer-primary, remove, split.
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Node uint64 `protobuf:"varint,2,opt,name=node,proto3" json:"node,omitempty"`
+	// split: the key (empty: the primary's middle key), the new half's reserved id, the range
+	// version to split at.
+	SplitKey      []byte `protobuf:"bytes,3,opt,name=split_key,json=splitKey,proto3" json:"split_key,omitempty"`
+	NewShardId    uint64 `protobuf:"varint,4,opt,name=new_shard_id,json=newShardId,proto3" json:"new_shard_id,omitempty"`
+	Version       uint64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OperatorStep) Reset() {
+	*x = OperatorStep{}
+	mi := &file_pcs_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OperatorStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OperatorStep) ProtoMessage() {}
+
+func (x *OperatorStep) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OperatorStep.ProtoReflect.Descriptor instead.
+func (*OperatorStep) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *OperatorStep) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *OperatorStep) GetNode() uint64 {
+	if x != nil {
+		return x.Node
+	}
+	return 0
+}
+
+func (x *OperatorStep) GetSplitKey() []byte {
+	if x != nil {
+		return x.SplitKey
+	}
+	return nil
+}
+
+func (x *OperatorStep) GetNewShardId() uint64 {
+	if x != nil {
+		return x.NewShardId
+	}
+	return 0
+}
+
+func (x *OperatorStep) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type ListOperatorsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0: every shard.
+	ShardId uint64 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	// Include recently finished operators (kept in the primary's memory).
+	Finished      bool `protobuf:"varint,2,opt,name=finished,proto3" json:"finished,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOperatorsRequest) Reset() {
+	*x = ListOperatorsRequest{}
+	mi := &file_pcs_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOperatorsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOperatorsRequest) ProtoMessage() {}
+
+func (x *ListOperatorsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOperatorsRequest.ProtoReflect.Descriptor instead.
+func (*ListOperatorsRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *ListOperatorsRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *ListOperatorsRequest) GetFinished() bool {
+	if x != nil {
+		return x.Finished
+	}
+	return false
+}
+
+type ListOperatorsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Operators     []*Operator            `protobuf:"bytes,1,rep,name=operators,proto3" json:"operators,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOperatorsResponse) Reset() {
+	*x = ListOperatorsResponse{}
+	mi := &file_pcs_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOperatorsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOperatorsResponse) ProtoMessage() {}
+
+func (x *ListOperatorsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOperatorsResponse.ProtoReflect.Descriptor instead.
+func (*ListOperatorsResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *ListOperatorsResponse) GetOperators() []*Operator {
+	if x != nil {
+		return x.Operators
+	}
+	return nil
+}
+
+type AddOperatorRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ShardId uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	// move (from_node -> to_node), transfer-primary (to_node), remove (from_node), add (to_node).
+	Kind          string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	FromNode      uint64 `protobuf:"varint,3,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"`
+	ToNode        uint64 `protobuf:"varint,4,opt,name=to_node,json=toNode,proto3" json:"to_node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddOperatorRequest) Reset() {
+	*x = AddOperatorRequest{}
+	mi := &file_pcs_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddOperatorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddOperatorRequest) ProtoMessage() {}
+
+func (x *AddOperatorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddOperatorRequest.ProtoReflect.Descriptor instead.
+func (*AddOperatorRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *AddOperatorRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *AddOperatorRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AddOperatorRequest) GetFromNode() uint64 {
+	if x != nil {
+		return x.FromNode
+	}
+	return 0
+}
+
+func (x *AddOperatorRequest) GetToNode() uint64 {
+	if x != nil {
+		return x.ToNode
+	}
+	return 0
+}
+
+type AddOperatorResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Operator      *Operator              `protobuf:"bytes,1,opt,name=operator,proto3" json:"operator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddOperatorResponse) Reset() {
+	*x = AddOperatorResponse{}
+	mi := &file_pcs_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddOperatorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddOperatorResponse) ProtoMessage() {}
+
+func (x *AddOperatorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddOperatorResponse.ProtoReflect.Descriptor instead.
+func (*AddOperatorResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *AddOperatorResponse) GetOperator() *Operator {
+	if x != nil {
+		return x.Operator
+	}
+	return nil
+}
+
+type CancelOperatorRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelOperatorRequest) Reset() {
+	*x = CancelOperatorRequest{}
+	mi := &file_pcs_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelOperatorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelOperatorRequest) ProtoMessage() {}
+
+func (x *CancelOperatorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelOperatorRequest.ProtoReflect.Descriptor instead.
+func (*CancelOperatorRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *CancelOperatorRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type CancelOperatorResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelOperatorResponse) Reset() {
+	*x = CancelOperatorResponse{}
+	mi := &file_pcs_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelOperatorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelOperatorResponse) ProtoMessage() {}
+
+func (x *CancelOperatorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelOperatorResponse.ProtoReflect.Descriptor instead.
+func (*CancelOperatorResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{81}
+}
+
+// Scheduling configuration: runtime settings kept in the replicated state.
+type ScheduleConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScheduleConfigRequest) Reset() {
+	*x = ScheduleConfigRequest{}
+	mi := &file_pcs_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScheduleConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScheduleConfigRequest) ProtoMessage() {}
+
+func (x *ScheduleConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScheduleConfigRequest.ProtoReflect.Descriptor instead.
+func (*ScheduleConfigRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{82}
+}
+
+type SetScheduleConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetScheduleConfigRequest) Reset() {
+	*x = SetScheduleConfigRequest{}
+	mi := &file_pcs_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetScheduleConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetScheduleConfigRequest) ProtoMessage() {}
+
+func (x *SetScheduleConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetScheduleConfigRequest.ProtoReflect.Descriptor instead.
+func (*SetScheduleConfigRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *SetScheduleConfigRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *SetScheduleConfigRequest) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+type ScheduleConfigResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every setting with its value in force.
+	Config        map[string]string `protobuf:"bytes,1,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Schedulers    []*SchedulerInfo  `protobuf:"bytes,2,rep,name=schedulers,proto3" json:"schedulers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScheduleConfigResponse) Reset() {
+	*x = ScheduleConfigResponse{}
+	mi := &file_pcs_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScheduleConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScheduleConfigResponse) ProtoMessage() {}
+
+func (x *ScheduleConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScheduleConfigResponse.ProtoReflect.Descriptor instead.
+func (*ScheduleConfigResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{84}
+}
+
+func (x *ScheduleConfigResponse) GetConfig() map[string]string {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *ScheduleConfigResponse) GetSchedulers() []*SchedulerInfo {
+	if x != nil {
+		return x.Schedulers
+	}
+	return nil
+}
+
+type SchedulerInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Paused        bool                   `protobuf:"varint,2,opt,name=paused,proto3" json:"paused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SchedulerInfo) Reset() {
+	*x = SchedulerInfo{}
+	mi := &file_pcs_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SchedulerInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SchedulerInfo) ProtoMessage() {}
+
+func (x *SchedulerInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SchedulerInfo.ProtoReflect.Descriptor instead.
+func (*SchedulerInfo) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *SchedulerInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SchedulerInfo) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
 // A shard's primary asks to take replicas that did not persist a write in time out of the
 // configuration, so that writes go on without them (PacificA: the configuration manager, not the
 // primary, decides the configuration). Refused unless the asking node is the shard's primary at
@@ -4396,7 +5152,7 @@ type RemoveReplicasRequest struct {
 
 func (x *RemoveReplicasRequest) Reset() {
 	*x = RemoveReplicasRequest{}
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4408,7 +5164,7 @@ func (x *RemoveReplicasRequest) String() string {
 func (*RemoveReplicasRequest) ProtoMessage() {}
 
 func (x *RemoveReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4421,7 +5177,7 @@ func (x *RemoveReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicasRequest.ProtoReflect.Descriptor instead.
 func (*RemoveReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{74}
+	return file_pcs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *RemoveReplicasRequest) GetShardId() uint64 {
@@ -4468,7 +5224,7 @@ type RemoveReplicasResponse struct {
 
 func (x *RemoveReplicasResponse) Reset() {
 	*x = RemoveReplicasResponse{}
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4480,7 +5236,7 @@ func (x *RemoveReplicasResponse) String() string {
 func (*RemoveReplicasResponse) ProtoMessage() {}
 
 func (x *RemoveReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4493,7 +5249,7 @@ func (x *RemoveReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicasResponse.ProtoReflect.Descriptor instead.
 func (*RemoveReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{75}
+	return file_pcs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *RemoveReplicasResponse) GetShard() *Shard {
@@ -4519,7 +5275,7 @@ type NodeStats struct {
 
 func (x *NodeStats) Reset() {
 	*x = NodeStats{}
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4531,7 +5287,7 @@ func (x *NodeStats) String() string {
 func (*NodeStats) ProtoMessage() {}
 
 func (x *NodeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4544,7 +5300,7 @@ func (x *NodeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStats.ProtoReflect.Descriptor instead.
 func (*NodeStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{76}
+	return file_pcs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *NodeStats) GetShardCount() uint64 {
@@ -4620,7 +5376,7 @@ type ShardStats struct {
 
 func (x *ShardStats) Reset() {
 	*x = ShardStats{}
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4632,7 +5388,7 @@ func (x *ShardStats) String() string {
 func (*ShardStats) ProtoMessage() {}
 
 func (x *ShardStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4645,7 +5401,7 @@ func (x *ShardStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStats.ProtoReflect.Descriptor instead.
 func (*ShardStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{77}
+	return file_pcs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ShardStats) GetShardId() uint64 {
@@ -4746,7 +5502,7 @@ type NodeHeartbeat struct {
 
 func (x *NodeHeartbeat) Reset() {
 	*x = NodeHeartbeat{}
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4758,7 +5514,7 @@ func (x *NodeHeartbeat) String() string {
 func (*NodeHeartbeat) ProtoMessage() {}
 
 func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4771,7 +5527,7 @@ func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeHeartbeat.ProtoReflect.Descriptor instead.
 func (*NodeHeartbeat) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{78}
+	return file_pcs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *NodeHeartbeat) GetNodeId() uint64 {
@@ -4826,7 +5582,7 @@ type NodeCommand struct {
 
 func (x *NodeCommand) Reset() {
 	*x = NodeCommand{}
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4838,7 +5594,7 @@ func (x *NodeCommand) String() string {
 func (*NodeCommand) ProtoMessage() {}
 
 func (x *NodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4851,7 +5607,7 @@ func (x *NodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCommand.ProtoReflect.Descriptor instead.
 func (*NodeCommand) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{79}
+	return file_pcs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *NodeCommand) GetCmd() isNodeCommand_Cmd {
@@ -4955,7 +5711,7 @@ type SplitShardCommand struct {
 
 func (x *SplitShardCommand) Reset() {
 	*x = SplitShardCommand{}
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4967,7 +5723,7 @@ func (x *SplitShardCommand) String() string {
 func (*SplitShardCommand) ProtoMessage() {}
 
 func (x *SplitShardCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4980,7 +5736,7 @@ func (x *SplitShardCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitShardCommand.ProtoReflect.Descriptor instead.
 func (*SplitShardCommand) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{80}
+	return file_pcs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *SplitShardCommand) GetShardId() uint64 {
@@ -5022,7 +5778,7 @@ type SchemaVersionRef struct {
 
 func (x *SchemaVersionRef) Reset() {
 	*x = SchemaVersionRef{}
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5034,7 +5790,7 @@ func (x *SchemaVersionRef) String() string {
 func (*SchemaVersionRef) ProtoMessage() {}
 
 func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5047,7 +5803,7 @@ func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersionRef.ProtoReflect.Descriptor instead.
 func (*SchemaVersionRef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{81}
+	return file_pcs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *SchemaVersionRef) GetTableId() uint64 {
@@ -5084,7 +5840,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5096,7 +5852,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5109,7 +5865,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{82}
+	return file_pcs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *HeartbeatResponse) GetSeq() uint64 {
@@ -5152,7 +5908,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5164,7 +5920,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5177,7 +5933,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{83}
+	return file_pcs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *Job) GetTableId() uint64 {
@@ -5230,7 +5986,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5242,7 +5998,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5255,7 +6011,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{84}
+	return file_pcs_proto_rawDescGZIP(), []int{96}
 }
 
 type ListJobsResponse struct {
@@ -5267,7 +6023,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5279,7 +6035,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5292,7 +6048,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{85}
+	return file_pcs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -5314,7 +6070,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5326,7 +6082,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5339,7 +6095,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{86}
+	return file_pcs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *CancelJobRequest) GetTable() string {
@@ -5357,7 +6113,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5369,7 +6125,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5382,7 +6138,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{87}
+	return file_pcs_proto_rawDescGZIP(), []int{99}
 }
 
 // ColumnDef is one column of a table. type is a keyenc type name: int64, uint64, float64, bool,
@@ -5399,7 +6155,7 @@ type ColumnDef struct {
 
 func (x *ColumnDef) Reset() {
 	*x = ColumnDef{}
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5411,7 +6167,7 @@ func (x *ColumnDef) String() string {
 func (*ColumnDef) ProtoMessage() {}
 
 func (x *ColumnDef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5424,7 +6180,7 @@ func (x *ColumnDef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ColumnDef.ProtoReflect.Descriptor instead.
 func (*ColumnDef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{88}
+	return file_pcs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *ColumnDef) GetName() string {
@@ -5460,7 +6216,7 @@ type RangePartition struct {
 
 func (x *RangePartition) Reset() {
 	*x = RangePartition{}
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5472,7 +6228,7 @@ func (x *RangePartition) String() string {
 func (*RangePartition) ProtoMessage() {}
 
 func (x *RangePartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5485,7 +6241,7 @@ func (x *RangePartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangePartition.ProtoReflect.Descriptor instead.
 func (*RangePartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{89}
+	return file_pcs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *RangePartition) GetName() string {
@@ -5512,7 +6268,7 @@ type ValueTuple struct {
 
 func (x *ValueTuple) Reset() {
 	*x = ValueTuple{}
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5524,7 +6280,7 @@ func (x *ValueTuple) String() string {
 func (*ValueTuple) ProtoMessage() {}
 
 func (x *ValueTuple) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5537,7 +6293,7 @@ func (x *ValueTuple) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueTuple.ProtoReflect.Descriptor instead.
 func (*ValueTuple) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{90}
+	return file_pcs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *ValueTuple) GetValues() []string {
@@ -5559,7 +6315,7 @@ type ListPartition struct {
 
 func (x *ListPartition) Reset() {
 	*x = ListPartition{}
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5571,7 +6327,7 @@ func (x *ListPartition) String() string {
 func (*ListPartition) ProtoMessage() {}
 
 func (x *ListPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5584,7 +6340,7 @@ func (x *ListPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartition.ProtoReflect.Descriptor instead.
 func (*ListPartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{91}
+	return file_pcs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *ListPartition) GetName() string {
@@ -5624,7 +6380,7 @@ type PartitionSpec struct {
 
 func (x *PartitionSpec) Reset() {
 	*x = PartitionSpec{}
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5636,7 +6392,7 @@ func (x *PartitionSpec) String() string {
 func (*PartitionSpec) ProtoMessage() {}
 
 func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5649,7 +6405,7 @@ func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSpec.ProtoReflect.Descriptor instead.
 func (*PartitionSpec) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{92}
+	return file_pcs_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *PartitionSpec) GetStrategy() PartitionStrategy {
@@ -5711,7 +6467,7 @@ type DataNode struct {
 
 func (x *DataNode) Reset() {
 	*x = DataNode{}
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5723,7 +6479,7 @@ func (x *DataNode) String() string {
 func (*DataNode) ProtoMessage() {}
 
 func (x *DataNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5736,7 +6492,7 @@ func (x *DataNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataNode.ProtoReflect.Descriptor instead.
 func (*DataNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{93}
+	return file_pcs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *DataNode) GetId() uint64 {
@@ -5810,7 +6566,7 @@ type Table struct {
 
 func (x *Table) Reset() {
 	*x = Table{}
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5822,7 +6578,7 @@ func (x *Table) String() string {
 func (*Table) ProtoMessage() {}
 
 func (x *Table) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5835,7 +6591,7 @@ func (x *Table) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Table.ProtoReflect.Descriptor instead.
 func (*Table) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{94}
+	return file_pcs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *Table) GetId() uint64 {
@@ -5946,7 +6702,7 @@ type SchemaVersion struct {
 
 func (x *SchemaVersion) Reset() {
 	*x = SchemaVersion{}
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5958,7 +6714,7 @@ func (x *SchemaVersion) String() string {
 func (*SchemaVersion) ProtoMessage() {}
 
 func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5971,7 +6727,7 @@ func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersion.ProtoReflect.Descriptor instead.
 func (*SchemaVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{95}
+	return file_pcs_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *SchemaVersion) GetVersion() uint64 {
@@ -6000,7 +6756,7 @@ type ShardEpoch struct {
 
 func (x *ShardEpoch) Reset() {
 	*x = ShardEpoch{}
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6012,7 +6768,7 @@ func (x *ShardEpoch) String() string {
 func (*ShardEpoch) ProtoMessage() {}
 
 func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6025,7 +6781,7 @@ func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardEpoch.ProtoReflect.Descriptor instead.
 func (*ShardEpoch) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{96}
+	return file_pcs_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *ShardEpoch) GetConfVer() uint64 {
@@ -6065,7 +6821,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6077,7 +6833,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6090,7 +6846,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{97}
+	return file_pcs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *Shard) GetId() uint64 {
@@ -6201,7 +6957,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6213,7 +6969,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6226,7 +6982,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{98}
+	return file_pcs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *Command) GetVersion() uint32 {
@@ -6542,7 +7298,7 @@ type CmdSetClusterVersion struct {
 
 func (x *CmdSetClusterVersion) Reset() {
 	*x = CmdSetClusterVersion{}
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6554,7 +7310,7 @@ func (x *CmdSetClusterVersion) String() string {
 func (*CmdSetClusterVersion) ProtoMessage() {}
 
 func (x *CmdSetClusterVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6567,7 +7323,7 @@ func (x *CmdSetClusterVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetClusterVersion.ProtoReflect.Descriptor instead.
 func (*CmdSetClusterVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{99}
+	return file_pcs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *CmdSetClusterVersion) GetVersion() uint32 {
@@ -6598,7 +7354,7 @@ type RequestID struct {
 
 func (x *RequestID) Reset() {
 	*x = RequestID{}
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6610,7 +7366,7 @@ func (x *RequestID) String() string {
 func (*RequestID) ProtoMessage() {}
 
 func (x *RequestID) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6623,7 +7379,7 @@ func (x *RequestID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestID.ProtoReflect.Descriptor instead.
 func (*RequestID) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{100}
+	return file_pcs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *RequestID) GetClientId() uint64 {
@@ -6681,7 +7437,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6693,7 +7449,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6706,7 +7462,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{101}
+	return file_pcs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *Outcome) GetSeq() uint64 {
@@ -6786,7 +7542,7 @@ type ClientSession struct {
 
 func (x *ClientSession) Reset() {
 	*x = ClientSession{}
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6798,7 +7554,7 @@ func (x *ClientSession) String() string {
 func (*ClientSession) ProtoMessage() {}
 
 func (x *ClientSession) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6811,7 +7567,7 @@ func (x *ClientSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientSession.ProtoReflect.Descriptor instead.
 func (*ClientSession) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{102}
+	return file_pcs_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *ClientSession) GetClientId() uint64 {
@@ -6862,7 +7618,7 @@ type CmdChangeReplicas struct {
 
 func (x *CmdChangeReplicas) Reset() {
 	*x = CmdChangeReplicas{}
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6874,7 +7630,7 @@ func (x *CmdChangeReplicas) String() string {
 func (*CmdChangeReplicas) ProtoMessage() {}
 
 func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6887,7 +7643,7 @@ func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangeReplicas.ProtoReflect.Descriptor instead.
 func (*CmdChangeReplicas) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{103}
+	return file_pcs_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *CmdChangeReplicas) GetShardId() uint64 {
@@ -6955,7 +7711,7 @@ type CmdSplitShard struct {
 
 func (x *CmdSplitShard) Reset() {
 	*x = CmdSplitShard{}
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6967,7 +7723,7 @@ func (x *CmdSplitShard) String() string {
 func (*CmdSplitShard) ProtoMessage() {}
 
 func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6980,7 +7736,7 @@ func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSplitShard.ProtoReflect.Descriptor instead.
 func (*CmdSplitShard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{104}
+	return file_pcs_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *CmdSplitShard) GetShardId() uint64 {
@@ -7027,7 +7783,7 @@ type CmdChangePrimary struct {
 
 func (x *CmdChangePrimary) Reset() {
 	*x = CmdChangePrimary{}
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7039,7 +7795,7 @@ func (x *CmdChangePrimary) String() string {
 func (*CmdChangePrimary) ProtoMessage() {}
 
 func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7052,7 +7808,7 @@ func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangePrimary.ProtoReflect.Descriptor instead.
 func (*CmdChangePrimary) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{105}
+	return file_pcs_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *CmdChangePrimary) GetShardId() uint64 {
@@ -7103,7 +7859,7 @@ type CmdSetNodeAdmin struct {
 
 func (x *CmdSetNodeAdmin) Reset() {
 	*x = CmdSetNodeAdmin{}
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7115,7 +7871,7 @@ func (x *CmdSetNodeAdmin) String() string {
 func (*CmdSetNodeAdmin) ProtoMessage() {}
 
 func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7128,7 +7884,7 @@ func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetNodeAdmin.ProtoReflect.Descriptor instead.
 func (*CmdSetNodeAdmin) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{106}
+	return file_pcs_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *CmdSetNodeAdmin) GetNodeId() uint64 {
@@ -7162,7 +7918,7 @@ type CmdCancelAlter struct {
 
 func (x *CmdCancelAlter) Reset() {
 	*x = CmdCancelAlter{}
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7174,7 +7930,7 @@ func (x *CmdCancelAlter) String() string {
 func (*CmdCancelAlter) ProtoMessage() {}
 
 func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7187,7 +7943,7 @@ func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCancelAlter.ProtoReflect.Descriptor instead.
 func (*CmdCancelAlter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{107}
+	return file_pcs_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *CmdCancelAlter) GetTableId() uint64 {
@@ -7209,7 +7965,7 @@ type CmdAlterTable struct {
 
 func (x *CmdAlterTable) Reset() {
 	*x = CmdAlterTable{}
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7221,7 +7977,7 @@ func (x *CmdAlterTable) String() string {
 func (*CmdAlterTable) ProtoMessage() {}
 
 func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7234,7 +7990,7 @@ func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAlterTable.ProtoReflect.Descriptor instead.
 func (*CmdAlterTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{108}
+	return file_pcs_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *CmdAlterTable) GetTableId() uint64 {
@@ -7263,7 +8019,7 @@ type CmdAdvanceSchema struct {
 
 func (x *CmdAdvanceSchema) Reset() {
 	*x = CmdAdvanceSchema{}
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7275,7 +8031,7 @@ func (x *CmdAdvanceSchema) String() string {
 func (*CmdAdvanceSchema) ProtoMessage() {}
 
 func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7288,7 +8044,7 @@ func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAdvanceSchema.ProtoReflect.Descriptor instead.
 func (*CmdAdvanceSchema) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{109}
+	return file_pcs_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *CmdAdvanceSchema) GetTableId() uint64 {
@@ -7316,7 +8072,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7328,7 +8084,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7341,7 +8097,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{110}
+	return file_pcs_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -7363,7 +8119,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7375,7 +8131,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7388,7 +8144,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{111}
+	return file_pcs_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -7415,7 +8171,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7427,7 +8183,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7440,7 +8196,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{112}
+	return file_pcs_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -7467,7 +8223,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7479,7 +8235,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7492,7 +8248,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{113}
+	return file_pcs_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -7513,7 +8269,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7525,7 +8281,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7538,7 +8294,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{114}
+	return file_pcs_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -7572,7 +8328,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7584,7 +8340,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7597,7 +8353,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{115}
+	return file_pcs_proto_rawDescGZIP(), []int{127}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -7624,7 +8380,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7636,7 +8392,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7649,7 +8405,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{116}
+	return file_pcs_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -7670,7 +8426,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7682,7 +8438,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7695,7 +8451,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{117}
+	return file_pcs_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -7721,7 +8477,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7733,7 +8489,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7746,7 +8502,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{118}
+	return file_pcs_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -7765,7 +8521,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7777,7 +8533,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7790,7 +8546,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{119}
+	return file_pcs_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -7823,7 +8579,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7835,7 +8591,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7848,7 +8604,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{120}
+	return file_pcs_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -8031,7 +8787,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[121]
+	mi := &file_pcs_proto_msgTypes[133]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8043,7 +8799,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[121]
+	mi := &file_pcs_proto_msgTypes[133]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8056,7 +8812,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{121}
+	return file_pcs_proto_rawDescGZIP(), []int{133}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -8125,7 +8881,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[122]
+	mi := &file_pcs_proto_msgTypes[134]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8137,7 +8893,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[122]
+	mi := &file_pcs_proto_msgTypes[134]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8150,7 +8906,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{122}
+	return file_pcs_proto_rawDescGZIP(), []int{134}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -8177,7 +8933,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[123]
+	mi := &file_pcs_proto_msgTypes[135]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8189,7 +8945,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[123]
+	mi := &file_pcs_proto_msgTypes[135]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8202,7 +8958,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{123}
+	return file_pcs_proto_rawDescGZIP(), []int{135}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -8477,10 +9233,14 @@ const file_pcs_proto_rawDesc = "" +
 	"\x04more\x18\x03 \x01(\bR\x04more\"K\n" +
 	"\x11SplitShardRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1b\n" +
-	"\tsplit_key\x18\x02 \x01(\fR\bsplitKey\"\\\n" +
+	"\tsplit_key\x18\x02 \x01(\fR\bsplitKey\"\x9f\x01\n" +
 	"\x12SplitShardResponse\x12!\n" +
 	"\x04left\x18\x01 \x01(\v2\r.pcs.v1.ShardR\x04left\x12#\n" +
-	"\x05right\x18\x02 \x01(\v2\r.pcs.v1.ShardR\x05right\"V\n" +
+	"\x05right\x18\x02 \x01(\v2\r.pcs.v1.ShardR\x05right\x12\x1f\n" +
+	"\voperator_id\x18\x03 \x01(\x04R\n" +
+	"operatorId\x12 \n" +
+	"\fnew_shard_id\x18\x04 \x01(\x04R\n" +
+	"newShardId\"V\n" +
 	"\x0fAskSplitRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12(\n" +
 	"\x05epoch\x18\x02 \x01(\v2\x12.pcs.v1.ShardEpochR\x05epoch\"4\n" +
@@ -8490,14 +9250,75 @@ const file_pcs_proto_rawDesc = "" +
 	"\x10MoveShardRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1b\n" +
 	"\tfrom_node\x18\x02 \x01(\x04R\bfromNode\x12\x17\n" +
-	"\ato_node\x18\x03 \x01(\x04R\x06toNode\"8\n" +
+	"\ato_node\x18\x03 \x01(\x04R\x06toNode\"Y\n" +
 	"\x11MoveShardResponse\x12#\n" +
-	"\x05shard\x18\x01 \x01(\v2\r.pcs.v1.ShardR\x05shard\"L\n" +
+	"\x05shard\x18\x01 \x01(\v2\r.pcs.v1.ShardR\x05shard\x12\x1f\n" +
+	"\voperator_id\x18\x02 \x01(\x04R\n" +
+	"operatorId\"L\n" +
 	"\x16TransferPrimaryRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x17\n" +
-	"\ato_node\x18\x02 \x01(\x04R\x06toNode\">\n" +
+	"\ato_node\x18\x02 \x01(\x04R\x06toNode\"_\n" +
 	"\x17TransferPrimaryResponse\x12#\n" +
-	"\x05shard\x18\x01 \x01(\v2\r.pcs.v1.ShardR\x05shard\"\x91\x01\n" +
+	"\x05shard\x18\x01 \x01(\v2\r.pcs.v1.ShardR\x05shard\x12\x1f\n" +
+	"\voperator_id\x18\x02 \x01(\x04R\n" +
+	"operatorId\"\x84\x03\n" +
+	"\bOperator\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x19\n" +
+	"\bshard_id\x18\x03 \x01(\x04R\ashardId\x12*\n" +
+	"\x05steps\x18\x04 \x03(\v2\x14.pcs.v1.OperatorStepR\x05steps\x12\x18\n" +
+	"\acurrent\x18\x05 \x01(\rR\acurrent\x12\x14\n" +
+	"\x05state\x18\x06 \x01(\tR\x05state\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12\x18\n" +
+	"\aversion\x18\b \x01(\x04R\aversion\x12\x19\n" +
+	"\bconf_ver\x18\t \x01(\x04R\aconfVer\x12\x12\n" +
+	"\x04term\x18\n" +
+	" \x01(\x04R\x04term\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\v \x01(\x04R\tsizeBytes\x12\x1d\n" +
+	"\n" +
+	"created_ns\x18\f \x01(\x03R\tcreatedNs\x12\x1f\n" +
+	"\vfinished_ns\x18\r \x01(\x03R\n" +
+	"finishedNs\x12\x1d\n" +
+	"\n" +
+	"created_ms\x18\x0e \x01(\x03R\tcreatedMs\"\x8f\x01\n" +
+	"\fOperatorStep\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\x04R\x04node\x12\x1b\n" +
+	"\tsplit_key\x18\x03 \x01(\fR\bsplitKey\x12 \n" +
+	"\fnew_shard_id\x18\x04 \x01(\x04R\n" +
+	"newShardId\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\x04R\aversion\"M\n" +
+	"\x14ListOperatorsRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1a\n" +
+	"\bfinished\x18\x02 \x01(\bR\bfinished\"G\n" +
+	"\x15ListOperatorsResponse\x12.\n" +
+	"\toperators\x18\x01 \x03(\v2\x10.pcs.v1.OperatorR\toperators\"y\n" +
+	"\x12AddOperatorRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1b\n" +
+	"\tfrom_node\x18\x03 \x01(\x04R\bfromNode\x12\x17\n" +
+	"\ato_node\x18\x04 \x01(\x04R\x06toNode\"C\n" +
+	"\x13AddOperatorResponse\x12,\n" +
+	"\boperator\x18\x01 \x01(\v2\x10.pcs.v1.OperatorR\boperator\"'\n" +
+	"\x15CancelOperatorRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\"\x18\n" +
+	"\x16CancelOperatorResponse\"\x17\n" +
+	"\x15ScheduleConfigRequest\"B\n" +
+	"\x18SetScheduleConfigRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xce\x01\n" +
+	"\x16ScheduleConfigResponse\x12B\n" +
+	"\x06config\x18\x01 \x03(\v2*.pcs.v1.ScheduleConfigResponse.ConfigEntryR\x06config\x125\n" +
+	"\n" +
+	"schedulers\x18\x02 \x03(\v2\x15.pcs.v1.SchedulerInfoR\n" +
+	"schedulers\x1a9\n" +
+	"\vConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\";\n" +
+	"\rSchedulerInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06paused\x18\x02 \x01(\bR\x06paused\"\x91\x01\n" +
 	"\x15RemoveReplicasRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x18\n" +
 	"\aprimary\x18\x02 \x01(\x04R\aprimary\x12\x12\n" +
@@ -8824,7 +9645,7 @@ const file_pcs_proto_rawDesc = "" +
 	"TableState\x12\x18\n" +
 	"\x14TABLE_STATE_CREATING\x10\x00\x12\x16\n" +
 	"\x12TABLE_STATE_PUBLIC\x10\x01\x12\x18\n" +
-	"\x14TABLE_STATE_DROPPING\x10\x022\x82\x14\n" +
+	"\x14TABLE_STATE_DROPPING\x10\x022\x94\x17\n" +
 	"\x03PCS\x127\n" +
 	"\x06Status\x12\x15.pcs.v1.StatusRequest\x1a\x16.pcs.v1.StatusResponse\x12C\n" +
 	"\n" +
@@ -8856,7 +9677,12 @@ const file_pcs_proto_rawDesc = "" +
 	"\bAskSplit\x12\x17.pcs.v1.AskSplitRequest\x1a\x18.pcs.v1.AskSplitResponse\x12@\n" +
 	"\tMoveShard\x12\x18.pcs.v1.MoveShardRequest\x1a\x19.pcs.v1.MoveShardResponse\x12R\n" +
 	"\x0fTransferPrimary\x12\x1e.pcs.v1.TransferPrimaryRequest\x1a\x1f.pcs.v1.TransferPrimaryResponse\x12O\n" +
-	"\x0eRemoveReplicas\x12\x1d.pcs.v1.RemoveReplicasRequest\x1a\x1e.pcs.v1.RemoveReplicasResponse\x12=\n" +
+	"\x0eRemoveReplicas\x12\x1d.pcs.v1.RemoveReplicasRequest\x1a\x1e.pcs.v1.RemoveReplicasResponse\x12L\n" +
+	"\rListOperators\x12\x1c.pcs.v1.ListOperatorsRequest\x1a\x1d.pcs.v1.ListOperatorsResponse\x12F\n" +
+	"\vAddOperator\x12\x1a.pcs.v1.AddOperatorRequest\x1a\x1b.pcs.v1.AddOperatorResponse\x12O\n" +
+	"\x0eCancelOperator\x12\x1d.pcs.v1.CancelOperatorRequest\x1a\x1e.pcs.v1.CancelOperatorResponse\x12R\n" +
+	"\x11GetScheduleConfig\x12\x1d.pcs.v1.ScheduleConfigRequest\x1a\x1e.pcs.v1.ScheduleConfigResponse\x12U\n" +
+	"\x11SetScheduleConfig\x12 .pcs.v1.SetScheduleConfigRequest\x1a\x1e.pcs.v1.ScheduleConfigResponse\x12=\n" +
 	"\bGetTable\x12\x17.pcs.v1.GetTableRequest\x1a\x18.pcs.v1.GetTableResponse\x12C\n" +
 	"\n" +
 	"ListTables\x12\x19.pcs.v1.ListTablesRequest\x1a\x1a.pcs.v1.ListTablesResponse\x12=\n" +
@@ -8883,141 +9709,154 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 128)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 141)
 var file_pcs_proto_goTypes = []any{
-	(NodeState)(0),                  // 0: pcs.v1.NodeState
-	(Consistency)(0),                // 1: pcs.v1.Consistency
-	(EventType)(0),                  // 2: pcs.v1.EventType
-	(PartitionStrategy)(0),          // 3: pcs.v1.PartitionStrategy
-	(TableState)(0),                 // 4: pcs.v1.TableState
-	(*ReadHeader)(nil),              // 5: pcs.v1.ReadHeader
-	(*WriteHeader)(nil),             // 6: pcs.v1.WriteHeader
-	(*NotPrimary)(nil),              // 7: pcs.v1.NotPrimary
-	(*StatusRequest)(nil),           // 8: pcs.v1.StatusRequest
-	(*StatusResponse)(nil),          // 9: pcs.v1.StatusResponse
-	(*Member)(nil),                  // 10: pcs.v1.Member
-	(*MemberListRequest)(nil),       // 11: pcs.v1.MemberListRequest
-	(*MemberListResponse)(nil),      // 12: pcs.v1.MemberListResponse
-	(*MemberAddRequest)(nil),        // 13: pcs.v1.MemberAddRequest
-	(*MemberAddResponse)(nil),       // 14: pcs.v1.MemberAddResponse
-	(*MemberRemoveRequest)(nil),     // 15: pcs.v1.MemberRemoveRequest
-	(*SnapshotSaveRequest)(nil),     // 16: pcs.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),           // 17: pcs.v1.SnapshotChunk
-	(*MemberPromoteRequest)(nil),    // 18: pcs.v1.MemberPromoteRequest
-	(*MemberPromoteResponse)(nil),   // 19: pcs.v1.MemberPromoteResponse
-	(*MemberRemoveResponse)(nil),    // 20: pcs.v1.MemberRemoveResponse
-	(*MemberTransferRequest)(nil),   // 21: pcs.v1.MemberTransferRequest
-	(*MemberTransferResponse)(nil),  // 22: pcs.v1.MemberTransferResponse
-	(*MemberUpdateRequest)(nil),     // 23: pcs.v1.MemberUpdateRequest
-	(*MemberUpdateResponse)(nil),    // 24: pcs.v1.MemberUpdateResponse
-	(*ReadIndexRequest)(nil),        // 25: pcs.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),       // 26: pcs.v1.ReadIndexResponse
-	(*KeyValue)(nil),                // 27: pcs.v1.KeyValue
-	(*PutRequest)(nil),              // 28: pcs.v1.PutRequest
-	(*PutResponse)(nil),             // 29: pcs.v1.PutResponse
-	(*DeleteRequest)(nil),           // 30: pcs.v1.DeleteRequest
-	(*DeleteResponse)(nil),          // 31: pcs.v1.DeleteResponse
-	(*GetRequest)(nil),              // 32: pcs.v1.GetRequest
-	(*GetResponse)(nil),             // 33: pcs.v1.GetResponse
-	(*RangeRequest)(nil),            // 34: pcs.v1.RangeRequest
-	(*RangeResponse)(nil),           // 35: pcs.v1.RangeResponse
-	(*Event)(nil),                   // 36: pcs.v1.Event
-	(*WatchRequest)(nil),            // 37: pcs.v1.WatchRequest
-	(*WatchResponse)(nil),           // 38: pcs.v1.WatchResponse
-	(*TsoRequest)(nil),              // 39: pcs.v1.TsoRequest
-	(*TsoResponse)(nil),             // 40: pcs.v1.TsoResponse
-	(*AllocIDsRequest)(nil),         // 41: pcs.v1.AllocIDsRequest
-	(*AllocIDsResponse)(nil),        // 42: pcs.v1.AllocIDsResponse
-	(*GetLogLevelRequest)(nil),      // 43: pcs.v1.GetLogLevelRequest
-	(*GetLogLevelResponse)(nil),     // 44: pcs.v1.GetLogLevelResponse
-	(*SetLogLevelRequest)(nil),      // 45: pcs.v1.SetLogLevelRequest
-	(*SetLogLevelResponse)(nil),     // 46: pcs.v1.SetLogLevelResponse
-	(*RegisterNodeRequest)(nil),     // 47: pcs.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),    // 48: pcs.v1.RegisterNodeResponse
-	(*SetNodeStateRequest)(nil),     // 49: pcs.v1.SetNodeStateRequest
-	(*SetNodeStateResponse)(nil),    // 50: pcs.v1.SetNodeStateResponse
-	(*ListNodesRequest)(nil),        // 51: pcs.v1.ListNodesRequest
-	(*NodeInfo)(nil),                // 52: pcs.v1.NodeInfo
-	(*ListNodesResponse)(nil),       // 53: pcs.v1.ListNodesResponse
-	(*CreateTableRequest)(nil),      // 54: pcs.v1.CreateTableRequest
-	(*CreateTableResponse)(nil),     // 55: pcs.v1.CreateTableResponse
-	(*AlterTableRequest)(nil),       // 56: pcs.v1.AlterTableRequest
-	(*AlterTableResponse)(nil),      // 57: pcs.v1.AlterTableResponse
-	(*DropTableRequest)(nil),        // 58: pcs.v1.DropTableRequest
-	(*DropTableResponse)(nil),       // 59: pcs.v1.DropTableResponse
-	(*GetTableRequest)(nil),         // 60: pcs.v1.GetTableRequest
-	(*GetTableResponse)(nil),        // 61: pcs.v1.GetTableResponse
-	(*ListTablesRequest)(nil),       // 62: pcs.v1.ListTablesRequest
-	(*ListTablesResponse)(nil),      // 63: pcs.v1.ListTablesResponse
-	(*GetShardRequest)(nil),         // 64: pcs.v1.GetShardRequest
-	(*GetShardResponse)(nil),        // 65: pcs.v1.GetShardResponse
-	(*BatchGetShardsRequest)(nil),   // 66: pcs.v1.BatchGetShardsRequest
-	(*BatchGetShardsResponse)(nil),  // 67: pcs.v1.BatchGetShardsResponse
-	(*GetShardByIDRequest)(nil),     // 68: pcs.v1.GetShardByIDRequest
-	(*ScanShardsRequest)(nil),       // 69: pcs.v1.ScanShardsRequest
-	(*ScanShardsResponse)(nil),      // 70: pcs.v1.ScanShardsResponse
-	(*SplitShardRequest)(nil),       // 71: pcs.v1.SplitShardRequest
-	(*SplitShardResponse)(nil),      // 72: pcs.v1.SplitShardResponse
-	(*AskSplitRequest)(nil),         // 73: pcs.v1.AskSplitRequest
-	(*AskSplitResponse)(nil),        // 74: pcs.v1.AskSplitResponse
-	(*MoveShardRequest)(nil),        // 75: pcs.v1.MoveShardRequest
-	(*MoveShardResponse)(nil),       // 76: pcs.v1.MoveShardResponse
-	(*TransferPrimaryRequest)(nil),  // 77: pcs.v1.TransferPrimaryRequest
-	(*TransferPrimaryResponse)(nil), // 78: pcs.v1.TransferPrimaryResponse
-	(*RemoveReplicasRequest)(nil),   // 79: pcs.v1.RemoveReplicasRequest
-	(*RemoveReplicasResponse)(nil),  // 80: pcs.v1.RemoveReplicasResponse
-	(*NodeStats)(nil),               // 81: pcs.v1.NodeStats
-	(*ShardStats)(nil),              // 82: pcs.v1.ShardStats
-	(*NodeHeartbeat)(nil),           // 83: pcs.v1.NodeHeartbeat
-	(*NodeCommand)(nil),             // 84: pcs.v1.NodeCommand
-	(*SplitShardCommand)(nil),       // 85: pcs.v1.SplitShardCommand
-	(*SchemaVersionRef)(nil),        // 86: pcs.v1.SchemaVersionRef
-	(*HeartbeatResponse)(nil),       // 87: pcs.v1.HeartbeatResponse
-	(*Job)(nil),                     // 88: pcs.v1.Job
-	(*ListJobsRequest)(nil),         // 89: pcs.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),        // 90: pcs.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),        // 91: pcs.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),       // 92: pcs.v1.CancelJobResponse
-	(*ColumnDef)(nil),               // 93: pcs.v1.ColumnDef
-	(*RangePartition)(nil),          // 94: pcs.v1.RangePartition
-	(*ValueTuple)(nil),              // 95: pcs.v1.ValueTuple
-	(*ListPartition)(nil),           // 96: pcs.v1.ListPartition
-	(*PartitionSpec)(nil),           // 97: pcs.v1.PartitionSpec
-	(*DataNode)(nil),                // 98: pcs.v1.DataNode
-	(*Table)(nil),                   // 99: pcs.v1.Table
-	(*SchemaVersion)(nil),           // 100: pcs.v1.SchemaVersion
-	(*ShardEpoch)(nil),              // 101: pcs.v1.ShardEpoch
-	(*Shard)(nil),                   // 102: pcs.v1.Shard
-	(*Command)(nil),                 // 103: pcs.v1.Command
-	(*CmdSetClusterVersion)(nil),    // 104: pcs.v1.CmdSetClusterVersion
-	(*RequestID)(nil),               // 105: pcs.v1.RequestID
-	(*Outcome)(nil),                 // 106: pcs.v1.Outcome
-	(*ClientSession)(nil),           // 107: pcs.v1.ClientSession
-	(*CmdChangeReplicas)(nil),       // 108: pcs.v1.CmdChangeReplicas
-	(*CmdSplitShard)(nil),           // 109: pcs.v1.CmdSplitShard
-	(*CmdChangePrimary)(nil),        // 110: pcs.v1.CmdChangePrimary
-	(*CmdSetNodeAdmin)(nil),         // 111: pcs.v1.CmdSetNodeAdmin
-	(*CmdCancelAlter)(nil),          // 112: pcs.v1.CmdCancelAlter
-	(*CmdAlterTable)(nil),           // 113: pcs.v1.CmdAlterTable
-	(*CmdAdvanceSchema)(nil),        // 114: pcs.v1.CmdAdvanceSchema
-	(*CmdRegisterNode)(nil),         // 115: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),          // 116: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),        // 117: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),          // 118: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                  // 119: pcs.v1.CmdPut
-	(*CmdDelete)(nil),               // 120: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),            // 121: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),             // 122: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),            // 123: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),         // 124: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),          // 125: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),          // 126: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),               // 127: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),         // 128: pcs.v1.SnapshotTrailer
-	nil,                             // 129: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                             // 130: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                             // 131: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                             // 132: pcs.v1.DataNode.LabelsEntry
+	(NodeState)(0),                   // 0: pcs.v1.NodeState
+	(Consistency)(0),                 // 1: pcs.v1.Consistency
+	(EventType)(0),                   // 2: pcs.v1.EventType
+	(PartitionStrategy)(0),           // 3: pcs.v1.PartitionStrategy
+	(TableState)(0),                  // 4: pcs.v1.TableState
+	(*ReadHeader)(nil),               // 5: pcs.v1.ReadHeader
+	(*WriteHeader)(nil),              // 6: pcs.v1.WriteHeader
+	(*NotPrimary)(nil),               // 7: pcs.v1.NotPrimary
+	(*StatusRequest)(nil),            // 8: pcs.v1.StatusRequest
+	(*StatusResponse)(nil),           // 9: pcs.v1.StatusResponse
+	(*Member)(nil),                   // 10: pcs.v1.Member
+	(*MemberListRequest)(nil),        // 11: pcs.v1.MemberListRequest
+	(*MemberListResponse)(nil),       // 12: pcs.v1.MemberListResponse
+	(*MemberAddRequest)(nil),         // 13: pcs.v1.MemberAddRequest
+	(*MemberAddResponse)(nil),        // 14: pcs.v1.MemberAddResponse
+	(*MemberRemoveRequest)(nil),      // 15: pcs.v1.MemberRemoveRequest
+	(*SnapshotSaveRequest)(nil),      // 16: pcs.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),            // 17: pcs.v1.SnapshotChunk
+	(*MemberPromoteRequest)(nil),     // 18: pcs.v1.MemberPromoteRequest
+	(*MemberPromoteResponse)(nil),    // 19: pcs.v1.MemberPromoteResponse
+	(*MemberRemoveResponse)(nil),     // 20: pcs.v1.MemberRemoveResponse
+	(*MemberTransferRequest)(nil),    // 21: pcs.v1.MemberTransferRequest
+	(*MemberTransferResponse)(nil),   // 22: pcs.v1.MemberTransferResponse
+	(*MemberUpdateRequest)(nil),      // 23: pcs.v1.MemberUpdateRequest
+	(*MemberUpdateResponse)(nil),     // 24: pcs.v1.MemberUpdateResponse
+	(*ReadIndexRequest)(nil),         // 25: pcs.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),        // 26: pcs.v1.ReadIndexResponse
+	(*KeyValue)(nil),                 // 27: pcs.v1.KeyValue
+	(*PutRequest)(nil),               // 28: pcs.v1.PutRequest
+	(*PutResponse)(nil),              // 29: pcs.v1.PutResponse
+	(*DeleteRequest)(nil),            // 30: pcs.v1.DeleteRequest
+	(*DeleteResponse)(nil),           // 31: pcs.v1.DeleteResponse
+	(*GetRequest)(nil),               // 32: pcs.v1.GetRequest
+	(*GetResponse)(nil),              // 33: pcs.v1.GetResponse
+	(*RangeRequest)(nil),             // 34: pcs.v1.RangeRequest
+	(*RangeResponse)(nil),            // 35: pcs.v1.RangeResponse
+	(*Event)(nil),                    // 36: pcs.v1.Event
+	(*WatchRequest)(nil),             // 37: pcs.v1.WatchRequest
+	(*WatchResponse)(nil),            // 38: pcs.v1.WatchResponse
+	(*TsoRequest)(nil),               // 39: pcs.v1.TsoRequest
+	(*TsoResponse)(nil),              // 40: pcs.v1.TsoResponse
+	(*AllocIDsRequest)(nil),          // 41: pcs.v1.AllocIDsRequest
+	(*AllocIDsResponse)(nil),         // 42: pcs.v1.AllocIDsResponse
+	(*GetLogLevelRequest)(nil),       // 43: pcs.v1.GetLogLevelRequest
+	(*GetLogLevelResponse)(nil),      // 44: pcs.v1.GetLogLevelResponse
+	(*SetLogLevelRequest)(nil),       // 45: pcs.v1.SetLogLevelRequest
+	(*SetLogLevelResponse)(nil),      // 46: pcs.v1.SetLogLevelResponse
+	(*RegisterNodeRequest)(nil),      // 47: pcs.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),     // 48: pcs.v1.RegisterNodeResponse
+	(*SetNodeStateRequest)(nil),      // 49: pcs.v1.SetNodeStateRequest
+	(*SetNodeStateResponse)(nil),     // 50: pcs.v1.SetNodeStateResponse
+	(*ListNodesRequest)(nil),         // 51: pcs.v1.ListNodesRequest
+	(*NodeInfo)(nil),                 // 52: pcs.v1.NodeInfo
+	(*ListNodesResponse)(nil),        // 53: pcs.v1.ListNodesResponse
+	(*CreateTableRequest)(nil),       // 54: pcs.v1.CreateTableRequest
+	(*CreateTableResponse)(nil),      // 55: pcs.v1.CreateTableResponse
+	(*AlterTableRequest)(nil),        // 56: pcs.v1.AlterTableRequest
+	(*AlterTableResponse)(nil),       // 57: pcs.v1.AlterTableResponse
+	(*DropTableRequest)(nil),         // 58: pcs.v1.DropTableRequest
+	(*DropTableResponse)(nil),        // 59: pcs.v1.DropTableResponse
+	(*GetTableRequest)(nil),          // 60: pcs.v1.GetTableRequest
+	(*GetTableResponse)(nil),         // 61: pcs.v1.GetTableResponse
+	(*ListTablesRequest)(nil),        // 62: pcs.v1.ListTablesRequest
+	(*ListTablesResponse)(nil),       // 63: pcs.v1.ListTablesResponse
+	(*GetShardRequest)(nil),          // 64: pcs.v1.GetShardRequest
+	(*GetShardResponse)(nil),         // 65: pcs.v1.GetShardResponse
+	(*BatchGetShardsRequest)(nil),    // 66: pcs.v1.BatchGetShardsRequest
+	(*BatchGetShardsResponse)(nil),   // 67: pcs.v1.BatchGetShardsResponse
+	(*GetShardByIDRequest)(nil),      // 68: pcs.v1.GetShardByIDRequest
+	(*ScanShardsRequest)(nil),        // 69: pcs.v1.ScanShardsRequest
+	(*ScanShardsResponse)(nil),       // 70: pcs.v1.ScanShardsResponse
+	(*SplitShardRequest)(nil),        // 71: pcs.v1.SplitShardRequest
+	(*SplitShardResponse)(nil),       // 72: pcs.v1.SplitShardResponse
+	(*AskSplitRequest)(nil),          // 73: pcs.v1.AskSplitRequest
+	(*AskSplitResponse)(nil),         // 74: pcs.v1.AskSplitResponse
+	(*MoveShardRequest)(nil),         // 75: pcs.v1.MoveShardRequest
+	(*MoveShardResponse)(nil),        // 76: pcs.v1.MoveShardResponse
+	(*TransferPrimaryRequest)(nil),   // 77: pcs.v1.TransferPrimaryRequest
+	(*TransferPrimaryResponse)(nil),  // 78: pcs.v1.TransferPrimaryResponse
+	(*Operator)(nil),                 // 79: pcs.v1.Operator
+	(*OperatorStep)(nil),             // 80: pcs.v1.OperatorStep
+	(*ListOperatorsRequest)(nil),     // 81: pcs.v1.ListOperatorsRequest
+	(*ListOperatorsResponse)(nil),    // 82: pcs.v1.ListOperatorsResponse
+	(*AddOperatorRequest)(nil),       // 83: pcs.v1.AddOperatorRequest
+	(*AddOperatorResponse)(nil),      // 84: pcs.v1.AddOperatorResponse
+	(*CancelOperatorRequest)(nil),    // 85: pcs.v1.CancelOperatorRequest
+	(*CancelOperatorResponse)(nil),   // 86: pcs.v1.CancelOperatorResponse
+	(*ScheduleConfigRequest)(nil),    // 87: pcs.v1.ScheduleConfigRequest
+	(*SetScheduleConfigRequest)(nil), // 88: pcs.v1.SetScheduleConfigRequest
+	(*ScheduleConfigResponse)(nil),   // 89: pcs.v1.ScheduleConfigResponse
+	(*SchedulerInfo)(nil),            // 90: pcs.v1.SchedulerInfo
+	(*RemoveReplicasRequest)(nil),    // 91: pcs.v1.RemoveReplicasRequest
+	(*RemoveReplicasResponse)(nil),   // 92: pcs.v1.RemoveReplicasResponse
+	(*NodeStats)(nil),                // 93: pcs.v1.NodeStats
+	(*ShardStats)(nil),               // 94: pcs.v1.ShardStats
+	(*NodeHeartbeat)(nil),            // 95: pcs.v1.NodeHeartbeat
+	(*NodeCommand)(nil),              // 96: pcs.v1.NodeCommand
+	(*SplitShardCommand)(nil),        // 97: pcs.v1.SplitShardCommand
+	(*SchemaVersionRef)(nil),         // 98: pcs.v1.SchemaVersionRef
+	(*HeartbeatResponse)(nil),        // 99: pcs.v1.HeartbeatResponse
+	(*Job)(nil),                      // 100: pcs.v1.Job
+	(*ListJobsRequest)(nil),          // 101: pcs.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),         // 102: pcs.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),         // 103: pcs.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),        // 104: pcs.v1.CancelJobResponse
+	(*ColumnDef)(nil),                // 105: pcs.v1.ColumnDef
+	(*RangePartition)(nil),           // 106: pcs.v1.RangePartition
+	(*ValueTuple)(nil),               // 107: pcs.v1.ValueTuple
+	(*ListPartition)(nil),            // 108: pcs.v1.ListPartition
+	(*PartitionSpec)(nil),            // 109: pcs.v1.PartitionSpec
+	(*DataNode)(nil),                 // 110: pcs.v1.DataNode
+	(*Table)(nil),                    // 111: pcs.v1.Table
+	(*SchemaVersion)(nil),            // 112: pcs.v1.SchemaVersion
+	(*ShardEpoch)(nil),               // 113: pcs.v1.ShardEpoch
+	(*Shard)(nil),                    // 114: pcs.v1.Shard
+	(*Command)(nil),                  // 115: pcs.v1.Command
+	(*CmdSetClusterVersion)(nil),     // 116: pcs.v1.CmdSetClusterVersion
+	(*RequestID)(nil),                // 117: pcs.v1.RequestID
+	(*Outcome)(nil),                  // 118: pcs.v1.Outcome
+	(*ClientSession)(nil),            // 119: pcs.v1.ClientSession
+	(*CmdChangeReplicas)(nil),        // 120: pcs.v1.CmdChangeReplicas
+	(*CmdSplitShard)(nil),            // 121: pcs.v1.CmdSplitShard
+	(*CmdChangePrimary)(nil),         // 122: pcs.v1.CmdChangePrimary
+	(*CmdSetNodeAdmin)(nil),          // 123: pcs.v1.CmdSetNodeAdmin
+	(*CmdCancelAlter)(nil),           // 124: pcs.v1.CmdCancelAlter
+	(*CmdAlterTable)(nil),            // 125: pcs.v1.CmdAlterTable
+	(*CmdAdvanceSchema)(nil),         // 126: pcs.v1.CmdAdvanceSchema
+	(*CmdRegisterNode)(nil),          // 127: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),           // 128: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),         // 129: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),           // 130: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                   // 131: pcs.v1.CmdPut
+	(*CmdDelete)(nil),                // 132: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),             // 133: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),              // 134: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),             // 135: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),          // 136: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),           // 137: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),           // 138: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),                // 139: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),          // 140: pcs.v1.SnapshotTrailer
+	nil,                              // 141: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                              // 142: pcs.v1.ScheduleConfigResponse.ConfigEntry
+	nil,                              // 143: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                              // 144: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                              // 145: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -9040,174 +9879,189 @@ var file_pcs_proto_depIdxs = []int32{
 	2,   // 17: pcs.v1.Event.type:type_name -> pcs.v1.EventType
 	27,  // 18: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
 	36,  // 19: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	129, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	141, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
 	1,   // 21: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
-	98,  // 22: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
+	110, // 22: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
 	5,   // 23: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
 	52,  // 24: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
-	99,  // 25: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
-	99,  // 26: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
-	99,  // 27: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
+	111, // 25: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
+	111, // 26: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
+	111, // 27: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
 	1,   // 28: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 29: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
-	99,  // 30: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
-	100, // 31: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
+	111, // 30: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
+	112, // 31: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
 	1,   // 32: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 33: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
-	99,  // 34: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
+	111, // 34: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
 	1,   // 35: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 36: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
-	102, // 37: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
+	114, // 37: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
 	1,   // 38: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 39: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	102, // 40: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
+	114, // 40: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
 	1,   // 41: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
 	1,   // 42: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 43: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	102, // 44: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
-	102, // 45: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
-	102, // 46: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
-	101, // 47: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
-	102, // 48: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
-	102, // 49: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
-	102, // 50: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
-	130, // 51: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	131, // 52: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
-	81,  // 53: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
-	82,  // 54: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
-	102, // 55: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
-	86,  // 56: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
-	85,  // 57: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
-	84,  // 58: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
-	88,  // 59: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
-	95,  // 60: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
-	3,   // 61: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	94,  // 62: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	96,  // 63: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	97,  // 64: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	132, // 65: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	93,  // 66: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	97,  // 67: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
-	4,   // 68: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	100, // 69: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
-	101, // 70: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	119, // 71: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	120, // 72: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	121, // 73: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	122, // 74: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	123, // 75: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	124, // 76: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	115, // 77: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	116, // 78: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	117, // 79: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	118, // 80: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	113, // 81: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	114, // 82: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	112, // 83: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
-	111, // 84: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
-	110, // 85: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
-	108, // 86: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
-	109, // 87: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
-	104, // 88: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
-	105, // 89: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
-	27,  // 90: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
-	106, // 91: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
-	98,  // 92: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	99,  // 93: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	102, // 94: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,   // 95: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10,  // 96: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	126, // 97: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	27,  // 98: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	36,  // 99: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10,  // 100: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	127, // 101: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	128, // 102: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	98,  // 103: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	99,  // 104: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	102, // 105: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	107, // 106: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
-	8,   // 107: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11,  // 108: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13,  // 109: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15,  // 110: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	18,  // 111: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
-	21,  // 112: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	23,  // 113: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	25,  // 114: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	28,  // 115: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	30,  // 116: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	32,  // 117: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	34,  // 118: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	37,  // 119: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	39,  // 120: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	41,  // 121: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	47,  // 122: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	51,  // 123: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	49,  // 124: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
-	54,  // 125: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	58,  // 126: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	56,  // 127: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	89,  // 128: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
-	91,  // 129: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
-	71,  // 130: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
-	73,  // 131: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
-	75,  // 132: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
-	77,  // 133: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
-	79,  // 134: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
-	60,  // 135: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	62,  // 136: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	64,  // 137: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	66,  // 138: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	68,  // 139: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	69,  // 140: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	83,  // 141: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	43,  // 142: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	16,  // 143: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
-	45,  // 144: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 145: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 146: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 147: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	20,  // 148: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	19,  // 149: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
-	22,  // 150: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	24,  // 151: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	26,  // 152: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	29,  // 153: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	31,  // 154: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	33,  // 155: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	35,  // 156: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	38,  // 157: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	40,  // 158: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	42,  // 159: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	48,  // 160: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	53,  // 161: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	50,  // 162: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
-	55,  // 163: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	59,  // 164: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	57,  // 165: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	90,  // 166: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
-	92,  // 167: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
-	72,  // 168: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
-	74,  // 169: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
-	76,  // 170: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
-	78,  // 171: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
-	80,  // 172: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
-	61,  // 173: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	63,  // 174: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	65,  // 175: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	67,  // 176: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	65,  // 177: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	70,  // 178: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	87,  // 179: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	44,  // 180: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	17,  // 181: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
-	46,  // 182: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	145, // [145:183] is the sub-list for method output_type
-	107, // [107:145] is the sub-list for method input_type
-	107, // [107:107] is the sub-list for extension type_name
-	107, // [107:107] is the sub-list for extension extendee
-	0,   // [0:107] is the sub-list for field type_name
+	114, // 44: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
+	114, // 45: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
+	114, // 46: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
+	113, // 47: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
+	114, // 48: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
+	114, // 49: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
+	80,  // 50: pcs.v1.Operator.steps:type_name -> pcs.v1.OperatorStep
+	79,  // 51: pcs.v1.ListOperatorsResponse.operators:type_name -> pcs.v1.Operator
+	79,  // 52: pcs.v1.AddOperatorResponse.operator:type_name -> pcs.v1.Operator
+	142, // 53: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
+	90,  // 54: pcs.v1.ScheduleConfigResponse.schedulers:type_name -> pcs.v1.SchedulerInfo
+	114, // 55: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
+	143, // 56: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	144, // 57: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	93,  // 58: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
+	94,  // 59: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
+	114, // 60: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
+	98,  // 61: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
+	97,  // 62: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
+	96,  // 63: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
+	100, // 64: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
+	107, // 65: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	3,   // 66: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
+	106, // 67: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	108, // 68: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	109, // 69: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	145, // 70: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	105, // 71: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	109, // 72: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	4,   // 73: pcs.v1.Table.state:type_name -> pcs.v1.TableState
+	112, // 74: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
+	113, // 75: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	131, // 76: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	132, // 77: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	133, // 78: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	134, // 79: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	135, // 80: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	136, // 81: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	127, // 82: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	128, // 83: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	129, // 84: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	130, // 85: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	125, // 86: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	126, // 87: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	124, // 88: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	123, // 89: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
+	122, // 90: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
+	120, // 91: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
+	121, // 92: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
+	116, // 93: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
+	117, // 94: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
+	27,  // 95: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
+	118, // 96: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
+	110, // 97: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	111, // 98: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	114, // 99: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,   // 100: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10,  // 101: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	138, // 102: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	27,  // 103: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	36,  // 104: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10,  // 105: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	139, // 106: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	140, // 107: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	110, // 108: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	111, // 109: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	114, // 110: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	119, // 111: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
+	8,   // 112: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 113: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 114: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 115: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	18,  // 116: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
+	21,  // 117: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	23,  // 118: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	25,  // 119: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	28,  // 120: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	30,  // 121: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	32,  // 122: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	34,  // 123: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	37,  // 124: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	39,  // 125: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	41,  // 126: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	47,  // 127: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	51,  // 128: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	49,  // 129: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
+	54,  // 130: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	58,  // 131: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	56,  // 132: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
+	101, // 133: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	103, // 134: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	71,  // 135: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
+	73,  // 136: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
+	75,  // 137: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
+	77,  // 138: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
+	91,  // 139: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
+	81,  // 140: pcs.v1.PCS.ListOperators:input_type -> pcs.v1.ListOperatorsRequest
+	83,  // 141: pcs.v1.PCS.AddOperator:input_type -> pcs.v1.AddOperatorRequest
+	85,  // 142: pcs.v1.PCS.CancelOperator:input_type -> pcs.v1.CancelOperatorRequest
+	87,  // 143: pcs.v1.PCS.GetScheduleConfig:input_type -> pcs.v1.ScheduleConfigRequest
+	88,  // 144: pcs.v1.PCS.SetScheduleConfig:input_type -> pcs.v1.SetScheduleConfigRequest
+	60,  // 145: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	62,  // 146: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	64,  // 147: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	66,  // 148: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	68,  // 149: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	69,  // 150: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	95,  // 151: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	43,  // 152: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	16,  // 153: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
+	45,  // 154: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 155: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 156: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 157: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	20,  // 158: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	19,  // 159: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
+	22,  // 160: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	24,  // 161: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	26,  // 162: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	29,  // 163: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	31,  // 164: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	33,  // 165: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	35,  // 166: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	38,  // 167: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	40,  // 168: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	42,  // 169: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	48,  // 170: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	53,  // 171: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	50,  // 172: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
+	55,  // 173: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	59,  // 174: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	57,  // 175: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	102, // 176: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	104, // 177: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	72,  // 178: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
+	74,  // 179: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
+	76,  // 180: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
+	78,  // 181: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
+	92,  // 182: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
+	82,  // 183: pcs.v1.PCS.ListOperators:output_type -> pcs.v1.ListOperatorsResponse
+	84,  // 184: pcs.v1.PCS.AddOperator:output_type -> pcs.v1.AddOperatorResponse
+	86,  // 185: pcs.v1.PCS.CancelOperator:output_type -> pcs.v1.CancelOperatorResponse
+	89,  // 186: pcs.v1.PCS.GetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	89,  // 187: pcs.v1.PCS.SetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	61,  // 188: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	63,  // 189: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	65,  // 190: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	67,  // 191: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	65,  // 192: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	70,  // 193: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	99,  // 194: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	44,  // 195: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	17,  // 196: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
+	46,  // 197: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	155, // [155:198] is the sub-list for method output_type
+	112, // [112:155] is the sub-list for method input_type
+	112, // [112:112] is the sub-list for extension type_name
+	112, // [112:112] is the sub-list for extension extendee
+	0,   // [0:112] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -9217,14 +10071,14 @@ func file_pcs_proto_init() {
 	}
 	file_pcs_proto_msgTypes[23].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[25].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[79].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[91].OneofWrappers = []any{
 		(*NodeCommand_CreateReplica)(nil),
 		(*NodeCommand_DropReplica)(nil),
 		(*NodeCommand_SetLogLevel)(nil),
 		(*NodeCommand_LoadSchema)(nil),
 		(*NodeCommand_SplitShard)(nil),
 	}
-	file_pcs_proto_msgTypes[98].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[110].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_TsoWindow)(nil),
@@ -9244,9 +10098,9 @@ func file_pcs_proto_init() {
 		(*Command_SplitShard)(nil),
 		(*Command_SetClusterVersion)(nil),
 	}
-	file_pcs_proto_msgTypes[114].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[115].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[120].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[126].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[127].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[132].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -9264,7 +10118,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   128,
+			NumMessages:   141,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,44 +23,49 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PCS_Status_FullMethodName          = "/pcs.v1.PCS/Status"
-	PCS_MemberList_FullMethodName      = "/pcs.v1.PCS/MemberList"
-	PCS_MemberAdd_FullMethodName       = "/pcs.v1.PCS/MemberAdd"
-	PCS_MemberRemove_FullMethodName    = "/pcs.v1.PCS/MemberRemove"
-	PCS_MemberPromote_FullMethodName   = "/pcs.v1.PCS/MemberPromote"
-	PCS_MemberTransfer_FullMethodName  = "/pcs.v1.PCS/MemberTransfer"
-	PCS_MemberUpdate_FullMethodName    = "/pcs.v1.PCS/MemberUpdate"
-	PCS_ReadIndex_FullMethodName       = "/pcs.v1.PCS/ReadIndex"
-	PCS_Put_FullMethodName             = "/pcs.v1.PCS/Put"
-	PCS_Delete_FullMethodName          = "/pcs.v1.PCS/Delete"
-	PCS_Get_FullMethodName             = "/pcs.v1.PCS/Get"
-	PCS_Range_FullMethodName           = "/pcs.v1.PCS/Range"
-	PCS_Watch_FullMethodName           = "/pcs.v1.PCS/Watch"
-	PCS_Tso_FullMethodName             = "/pcs.v1.PCS/Tso"
-	PCS_AllocIDs_FullMethodName        = "/pcs.v1.PCS/AllocIDs"
-	PCS_RegisterNode_FullMethodName    = "/pcs.v1.PCS/RegisterNode"
-	PCS_ListNodes_FullMethodName       = "/pcs.v1.PCS/ListNodes"
-	PCS_SetNodeState_FullMethodName    = "/pcs.v1.PCS/SetNodeState"
-	PCS_CreateTable_FullMethodName     = "/pcs.v1.PCS/CreateTable"
-	PCS_DropTable_FullMethodName       = "/pcs.v1.PCS/DropTable"
-	PCS_AlterTable_FullMethodName      = "/pcs.v1.PCS/AlterTable"
-	PCS_ListJobs_FullMethodName        = "/pcs.v1.PCS/ListJobs"
-	PCS_CancelJob_FullMethodName       = "/pcs.v1.PCS/CancelJob"
-	PCS_SplitShard_FullMethodName      = "/pcs.v1.PCS/SplitShard"
-	PCS_AskSplit_FullMethodName        = "/pcs.v1.PCS/AskSplit"
-	PCS_MoveShard_FullMethodName       = "/pcs.v1.PCS/MoveShard"
-	PCS_TransferPrimary_FullMethodName = "/pcs.v1.PCS/TransferPrimary"
-	PCS_RemoveReplicas_FullMethodName  = "/pcs.v1.PCS/RemoveReplicas"
-	PCS_GetTable_FullMethodName        = "/pcs.v1.PCS/GetTable"
-	PCS_ListTables_FullMethodName      = "/pcs.v1.PCS/ListTables"
-	PCS_GetShard_FullMethodName        = "/pcs.v1.PCS/GetShard"
-	PCS_BatchGetShards_FullMethodName  = "/pcs.v1.PCS/BatchGetShards"
-	PCS_GetShardByID_FullMethodName    = "/pcs.v1.PCS/GetShardByID"
-	PCS_ScanShards_FullMethodName      = "/pcs.v1.PCS/ScanShards"
-	PCS_Heartbeat_FullMethodName       = "/pcs.v1.PCS/Heartbeat"
-	PCS_GetLogLevel_FullMethodName     = "/pcs.v1.PCS/GetLogLevel"
-	PCS_SnapshotSave_FullMethodName    = "/pcs.v1.PCS/SnapshotSave"
-	PCS_SetLogLevel_FullMethodName     = "/pcs.v1.PCS/SetLogLevel"
+	PCS_Status_FullMethodName            = "/pcs.v1.PCS/Status"
+	PCS_MemberList_FullMethodName        = "/pcs.v1.PCS/MemberList"
+	PCS_MemberAdd_FullMethodName         = "/pcs.v1.PCS/MemberAdd"
+	PCS_MemberRemove_FullMethodName      = "/pcs.v1.PCS/MemberRemove"
+	PCS_MemberPromote_FullMethodName     = "/pcs.v1.PCS/MemberPromote"
+	PCS_MemberTransfer_FullMethodName    = "/pcs.v1.PCS/MemberTransfer"
+	PCS_MemberUpdate_FullMethodName      = "/pcs.v1.PCS/MemberUpdate"
+	PCS_ReadIndex_FullMethodName         = "/pcs.v1.PCS/ReadIndex"
+	PCS_Put_FullMethodName               = "/pcs.v1.PCS/Put"
+	PCS_Delete_FullMethodName            = "/pcs.v1.PCS/Delete"
+	PCS_Get_FullMethodName               = "/pcs.v1.PCS/Get"
+	PCS_Range_FullMethodName             = "/pcs.v1.PCS/Range"
+	PCS_Watch_FullMethodName             = "/pcs.v1.PCS/Watch"
+	PCS_Tso_FullMethodName               = "/pcs.v1.PCS/Tso"
+	PCS_AllocIDs_FullMethodName          = "/pcs.v1.PCS/AllocIDs"
+	PCS_RegisterNode_FullMethodName      = "/pcs.v1.PCS/RegisterNode"
+	PCS_ListNodes_FullMethodName         = "/pcs.v1.PCS/ListNodes"
+	PCS_SetNodeState_FullMethodName      = "/pcs.v1.PCS/SetNodeState"
+	PCS_CreateTable_FullMethodName       = "/pcs.v1.PCS/CreateTable"
+	PCS_DropTable_FullMethodName         = "/pcs.v1.PCS/DropTable"
+	PCS_AlterTable_FullMethodName        = "/pcs.v1.PCS/AlterTable"
+	PCS_ListJobs_FullMethodName          = "/pcs.v1.PCS/ListJobs"
+	PCS_CancelJob_FullMethodName         = "/pcs.v1.PCS/CancelJob"
+	PCS_SplitShard_FullMethodName        = "/pcs.v1.PCS/SplitShard"
+	PCS_AskSplit_FullMethodName          = "/pcs.v1.PCS/AskSplit"
+	PCS_MoveShard_FullMethodName         = "/pcs.v1.PCS/MoveShard"
+	PCS_TransferPrimary_FullMethodName   = "/pcs.v1.PCS/TransferPrimary"
+	PCS_RemoveReplicas_FullMethodName    = "/pcs.v1.PCS/RemoveReplicas"
+	PCS_ListOperators_FullMethodName     = "/pcs.v1.PCS/ListOperators"
+	PCS_AddOperator_FullMethodName       = "/pcs.v1.PCS/AddOperator"
+	PCS_CancelOperator_FullMethodName    = "/pcs.v1.PCS/CancelOperator"
+	PCS_GetScheduleConfig_FullMethodName = "/pcs.v1.PCS/GetScheduleConfig"
+	PCS_SetScheduleConfig_FullMethodName = "/pcs.v1.PCS/SetScheduleConfig"
+	PCS_GetTable_FullMethodName          = "/pcs.v1.PCS/GetTable"
+	PCS_ListTables_FullMethodName        = "/pcs.v1.PCS/ListTables"
+	PCS_GetShard_FullMethodName          = "/pcs.v1.PCS/GetShard"
+	PCS_BatchGetShards_FullMethodName    = "/pcs.v1.PCS/BatchGetShards"
+	PCS_GetShardByID_FullMethodName      = "/pcs.v1.PCS/GetShardByID"
+	PCS_ScanShards_FullMethodName        = "/pcs.v1.PCS/ScanShards"
+	PCS_Heartbeat_FullMethodName         = "/pcs.v1.PCS/Heartbeat"
+	PCS_GetLogLevel_FullMethodName       = "/pcs.v1.PCS/GetLogLevel"
+	PCS_SnapshotSave_FullMethodName      = "/pcs.v1.PCS/SnapshotSave"
+	PCS_SetLogLevel_FullMethodName       = "/pcs.v1.PCS/SetLogLevel"
 )
 
 // PCSClient is the client API for PCS service.
@@ -93,12 +98,20 @@ type PCSClient interface {
 	ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error)
 	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error)
 	// Shard operations: split (PCS-initiated; a node asks with AskSplit), move a replica, and
-	// hand the primary role to another replica. Each returns once the catalog shows the result.
+	// hand the primary role to another replica. SplitShard returns once the catalog shows the
+	// result; MoveShard and TransferPrimary submit an operator and return its id.
 	SplitShard(ctx context.Context, in *SplitShardRequest, opts ...grpc.CallOption) (*SplitShardResponse, error)
 	AskSplit(ctx context.Context, in *AskSplitRequest, opts ...grpc.CallOption) (*AskSplitResponse, error)
 	MoveShard(ctx context.Context, in *MoveShardRequest, opts ...grpc.CallOption) (*MoveShardResponse, error)
 	TransferPrimary(ctx context.Context, in *TransferPrimaryRequest, opts ...grpc.CallOption) (*TransferPrimaryResponse, error)
 	RemoveReplicas(ctx context.Context, in *RemoveReplicasRequest, opts ...grpc.CallOption) (*RemoveReplicasResponse, error)
+	// Scheduling: operators (MoveShard and TransferPrimary submit one and return its id) and
+	// the runtime configuration of the coordinator.
+	ListOperators(ctx context.Context, in *ListOperatorsRequest, opts ...grpc.CallOption) (*ListOperatorsResponse, error)
+	AddOperator(ctx context.Context, in *AddOperatorRequest, opts ...grpc.CallOption) (*AddOperatorResponse, error)
+	CancelOperator(ctx context.Context, in *CancelOperatorRequest, opts ...grpc.CallOption) (*CancelOperatorResponse, error)
+	GetScheduleConfig(ctx context.Context, in *ScheduleConfigRequest, opts ...grpc.CallOption) (*ScheduleConfigResponse, error)
+	SetScheduleConfig(ctx context.Context, in *SetScheduleConfigRequest, opts ...grpc.CallOption) (*ScheduleConfigResponse, error)
 	GetTable(ctx context.Context, in *GetTableRequest, opts ...grpc.CallOption) (*GetTableResponse, error)
 	ListTables(ctx context.Context, in *ListTablesRequest, opts ...grpc.CallOption) (*ListTablesResponse, error)
 	GetShard(ctx context.Context, in *GetShardRequest, opts ...grpc.CallOption) (*GetShardResponse, error)
@@ -415,6 +428,56 @@ func (c *pCSClient) RemoveReplicas(ctx context.Context, in *RemoveReplicasReques
 	return out, nil
 }
 
+func (c *pCSClient) ListOperators(ctx context.Context, in *ListOperatorsRequest, opts ...grpc.CallOption) (*ListOperatorsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListOperatorsResponse)
+	err := c.cc.Invoke(ctx, PCS_ListOperators_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pCSClient) AddOperator(ctx context.Context, in *AddOperatorRequest, opts ...grpc.CallOption) (*AddOperatorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddOperatorResponse)
+	err := c.cc.Invoke(ctx, PCS_AddOperator_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pCSClient) CancelOperator(ctx context.Context, in *CancelOperatorRequest, opts ...grpc.CallOption) (*CancelOperatorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelOperatorResponse)
+	err := c.cc.Invoke(ctx, PCS_CancelOperator_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pCSClient) GetScheduleConfig(ctx context.Context, in *ScheduleConfigRequest, opts ...grpc.CallOption) (*ScheduleConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ScheduleConfigResponse)
+	err := c.cc.Invoke(ctx, PCS_GetScheduleConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pCSClient) SetScheduleConfig(ctx context.Context, in *SetScheduleConfigRequest, opts ...grpc.CallOption) (*ScheduleConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ScheduleConfigResponse)
+	err := c.cc.Invoke(ctx, PCS_SetScheduleConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *pCSClient) GetTable(ctx context.Context, in *GetTableRequest, opts ...grpc.CallOption) (*GetTableResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetTableResponse)
@@ -557,12 +620,20 @@ type PCSServer interface {
 	ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error)
 	CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error)
 	// Shard operations: split (PCS-initiated; a node asks with AskSplit), move a replica, and
-	// hand the primary role to another replica. Each returns once the catalog shows the result.
+	// hand the primary role to another replica. SplitShard returns once the catalog shows the
+	// result; MoveShard and TransferPrimary submit an operator and return its id.
 	SplitShard(context.Context, *SplitShardRequest) (*SplitShardResponse, error)
 	AskSplit(context.Context, *AskSplitRequest) (*AskSplitResponse, error)
 	MoveShard(context.Context, *MoveShardRequest) (*MoveShardResponse, error)
 	TransferPrimary(context.Context, *TransferPrimaryRequest) (*TransferPrimaryResponse, error)
 	RemoveReplicas(context.Context, *RemoveReplicasRequest) (*RemoveReplicasResponse, error)
+	// Scheduling: operators (MoveShard and TransferPrimary submit one and return its id) and
+	// the runtime configuration of the coordinator.
+	ListOperators(context.Context, *ListOperatorsRequest) (*ListOperatorsResponse, error)
+	AddOperator(context.Context, *AddOperatorRequest) (*AddOperatorResponse, error)
+	CancelOperator(context.Context, *CancelOperatorRequest) (*CancelOperatorResponse, error)
+	GetScheduleConfig(context.Context, *ScheduleConfigRequest) (*ScheduleConfigResponse, error)
+	SetScheduleConfig(context.Context, *SetScheduleConfigRequest) (*ScheduleConfigResponse, error)
 	GetTable(context.Context, *GetTableRequest) (*GetTableResponse, error)
 	ListTables(context.Context, *ListTablesRequest) (*ListTablesResponse, error)
 	GetShard(context.Context, *GetShardRequest) (*GetShardResponse, error)
@@ -670,6 +741,21 @@ func (UnimplementedPCSServer) TransferPrimary(context.Context, *TransferPrimaryR
 }
 func (UnimplementedPCSServer) RemoveReplicas(context.Context, *RemoveReplicasRequest) (*RemoveReplicasResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveReplicas not implemented")
+}
+func (UnimplementedPCSServer) ListOperators(context.Context, *ListOperatorsRequest) (*ListOperatorsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListOperators not implemented")
+}
+func (UnimplementedPCSServer) AddOperator(context.Context, *AddOperatorRequest) (*AddOperatorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddOperator not implemented")
+}
+func (UnimplementedPCSServer) CancelOperator(context.Context, *CancelOperatorRequest) (*CancelOperatorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelOperator not implemented")
+}
+func (UnimplementedPCSServer) GetScheduleConfig(context.Context, *ScheduleConfigRequest) (*ScheduleConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetScheduleConfig not implemented")
+}
+func (UnimplementedPCSServer) SetScheduleConfig(context.Context, *SetScheduleConfigRequest) (*ScheduleConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetScheduleConfig not implemented")
 }
 func (UnimplementedPCSServer) GetTable(context.Context, *GetTableRequest) (*GetTableResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTable not implemented")
@@ -1208,6 +1294,96 @@ func _PCS_RemoveReplicas_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PCS_ListOperators_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListOperatorsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).ListOperators(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_ListOperators_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).ListOperators(ctx, req.(*ListOperatorsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PCS_AddOperator_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddOperatorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).AddOperator(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_AddOperator_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).AddOperator(ctx, req.(*AddOperatorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PCS_CancelOperator_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelOperatorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).CancelOperator(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_CancelOperator_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).CancelOperator(ctx, req.(*CancelOperatorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PCS_GetScheduleConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ScheduleConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).GetScheduleConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_GetScheduleConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).GetScheduleConfig(ctx, req.(*ScheduleConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PCS_SetScheduleConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetScheduleConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).SetScheduleConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_SetScheduleConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).SetScheduleConfig(ctx, req.(*SetScheduleConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PCS_GetTable_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetTableRequest)
 	if err := dec(in); err != nil {
@@ -1480,6 +1656,26 @@ var PCS_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveReplicas",
 			Handler:    _PCS_RemoveReplicas_Handler,
+		},
+		{
+			MethodName: "ListOperators",
+			Handler:    _PCS_ListOperators_Handler,
+		},
+		{
+			MethodName: "AddOperator",
+			Handler:    _PCS_AddOperator_Handler,
+		},
+		{
+			MethodName: "CancelOperator",
+			Handler:    _PCS_CancelOperator_Handler,
+		},
+		{
+			MethodName: "GetScheduleConfig",
+			Handler:    _PCS_GetScheduleConfig_Handler,
+		},
+		{
+			MethodName: "SetScheduleConfig",
+			Handler:    _PCS_SetScheduleConfig_Handler,
 		},
 		{
 			MethodName: "GetTable",

@@ -414,7 +414,7 @@ func shardCmd(g *globals) *cobra.Command {
 		},
 	}
 	transfer.Flags().StringVar(&primaryTo, "to", "", "node id of the new primary (a replica)")
-	cmd.AddCommand(list, show, route, split, move, transfer)
+	cmd.AddCommand(list, show, route, split, move, transfer, shardCheckCmd(g))
 	return cmd
 }
 
@@ -519,7 +519,7 @@ func nodeCmd(g *globals) *cobra.Command {
 			return g.print(cmd.OutOrStdout(), table{rows: [][]string{{fmt.Sprintf("node %d: %s", id, args[1])}}, value: map[string]any{"node": id, "state": args[1]}})
 		},
 	}
-	cmd.AddCommand(list, show, setState)
+	cmd.AddCommand(list, show, setState, drainCmd(g))
 	return cmd
 }
 

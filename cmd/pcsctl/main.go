@@ -77,7 +77,8 @@ func newRootCmd() *cobra.Command {
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "deadline of the whole command")
 	root.AddCommand(statusCmd(g), memberCmd(g), kvCmd(g), tsoCmd(g), idCmd(g), logLevelCmd(g),
-		tableCmd(g), shardCmd(g), nodeCmd(g), jobCmd(g), groupCmd(g), snapshotCmd(g))
+		tableCmd(g), shardCmd(g), nodeCmd(g), jobCmd(g), groupCmd(g), snapshotCmd(g),
+		operatorCmd(g), schedulerCmd(g), configCmd(g))
 	refuseUnknownSubcommands(root)
 	return root
 }

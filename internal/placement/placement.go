@@ -4,8 +4,8 @@
 //
 // Rules, in order: only eligible nodes (state up, not draining); explicit nodes if the policy
 // names them; replicas of a shard on distinct values of the isolation label (e.g. zone), so one
-// zone's loss leaves a quorum; then the least loaded node (shard count including this plan, then
-// bytes used, then most disk free, then lowest id); the primary is the replica that currently
+// zone's loss leaves a quorum; then the least loaded node (the balancer's score if given, then
+// shard count including this plan, then bytes used, then most disk free, then lowest id); the primary is the replica that currently
 // leads the fewest shards. Shards of one shard group get the same nodes and primary.
 package placement
 
@@ -27,10 +27,15 @@ type Node struct {
 	Labels   map[string]string
 	Eligible bool // up and accepting new replicas
 	// Load.
-	Shards    int
-	Primaries int
-	BytesUsed uint64
-	DiskFree  uint64
+	// Score is the balancer's objective for the node (internal/schedule/scheduler: deviation
+	// of its replicas and bytes from its capacity share; lower is emptier) and ScoreStep what
+	// one more replica adds to it. When set, nodes are ordered by it first, so a new table
+	// lands where the balancer would put it and is not moved right after.
+	Score, ScoreStep float64
+	Shards           int
+	Primaries        int
+	BytesUsed        uint64
+	DiskFree         uint64
 }
 
 // Policy says how to place a table's shards.
@@ -130,6 +135,8 @@ func candidates(nodes []Node, policy Policy) ([]*cand, error) {
 
 func less(a, b *cand) bool {
 	switch {
+	case a.Score != b.Score:
+		return a.Score < b.Score
 	case a.Shards != b.Shards:
 		return a.Shards < b.Shards
 	case a.BytesUsed != b.BytesUsed:
@@ -177,6 +184,7 @@ func account(cands []*cand, r Replicas) {
 		for _, c := range cands {
 			if c.ID == id {
 				c.Shards++
+				c.Score += c.ScoreStep
 				if i == 0 {
 					c.Primaries++
 				}

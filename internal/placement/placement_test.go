@@ -142,3 +142,26 @@ func TestAddOne(t *testing.T) {
 		}
 	}
 }
+
+// TestPlaceByScore: with the balancer's scores, the emptiest node by score (a bigger node with
+// more shards) is chosen first, and each planned shard raises its score by its step.
+func TestPlaceByScore(t *testing.T) {
+	nodes := []Node{
+		{ID: 1, Eligible: true, Shards: 10, Score: 0.25, ScoreStep: 0.25},
+		{ID: 2, Eligible: true, Shards: 20, Score: -0.25, ScoreStep: 0.125}, // twice the capacity
+		{ID: 3, Eligible: true, Shards: 10, Score: 0.25, ScoreStep: 0.25},
+	}
+	plan, err := Place(nodes, Policy{Replicas: 1}, make([]Shard, 8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[uint64]int{}
+	for _, r := range plan {
+		count[r[0]]++
+	}
+	// Node 2 takes shards until its score reaches the others' (4 steps), then each takes the
+	// lowest score: nodes 1 and 3 one each (to 0.5), node 2 two (to 0.5).
+	if count[2] != 6 || count[1] != 1 || count[3] != 1 {
+		t.Fatalf("placement by score: %v", count)
+	}
+}

@@ -1,16 +1,26 @@
-package ddl
+package checker
 
 import (
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/internal/cluster"
 )
 
-// Positions is what the failover planner reads of the nodes, beyond Live.
+// Catalog is what Failover reads of the metadata.
+type Catalog interface {
+	Tables() []*pcspb.Table
+	TableShards(tableID uint64) []*pcspb.Shard
+}
+
+// Positions is what Failover reads of the nodes: their state and the log positions they report.
 type Positions interface {
-	Live
+	State(node uint64) cluster.State
 	ShardStats(node, shard uint64) *pcspb.ShardStats
 }
 
+// Failover is the one checker that acts on the catalog directly, not through an operator: a
+// shard on a lost node must not wait for the controller's budget or a patrol (its writes stop
+// until the configuration changes), and its decision depends on leases, not on load.
+//
 // Failover plans configuration changes for shards with a replica on a lost node. A lost
 // replica is removed (conf_ver + 1) so that the primary's writes go on. A lost primary is
 // replaced: for shards whose primary is on a lost node — one silent for at

@@ -1,0 +1,198 @@
+package schedule
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/postdb/pcs/internal/schedule/scheduler"
+)
+
+// ErrInvalidConfig means a setting's name or value is not accepted; nothing changes.
+var ErrInvalidConfig = errors.New("invalid schedule setting")
+
+// Speed is the one knob for how fast balancing may go: the share of every budget (snapshot
+// bytes, concurrent snapshots, operators) the unreserved kinds may use.
+type Speed uint8
+
+const (
+	SpeedOff Speed = iota
+	SpeedLow
+	SpeedNormal
+	SpeedMax
+)
+
+var speedNames = []string{"off", "low", "normal", "max"}
+
+func (s Speed) String() string { return speedNames[s] }
+
+// Share is the fraction of each budget balancing may use: off 0, low 1/8, normal 1/4, max 1/2.
+func (s Speed) Share() float64 { return [...]float64{0, 0.125, 0.25, 0.5}[s] }
+
+// Limits are the controller's budgets.
+type Limits struct {
+	// SnapshotBytesPerSec is each node's snapshot budget, in and out separately. Default 128 MiB/s.
+	SnapshotBytesPerSec uint64
+	// SnapshotsPerNode bounds concurrent snapshots per node, in and out separately. Default 8.
+	SnapshotsPerNode int
+	// MaxOperators bounds running operators in total. Default 512.
+	MaxOperators int
+	// Speed sets the share of these budgets balancing may use. Default normal.
+	Speed Speed
+	// Halt stops admitting any new operator (halt-scheduling); running ones go on.
+	Halt bool
+}
+
+// Config is the coordinator's runtime configuration.
+type Config struct {
+	Limits
+	// Paused schedulers by name: they propose nothing.
+	Paused map[string]bool
+	// PatrolBatch is how many shards the checkers look at each tick. Default 1024.
+	PatrolBatch int
+	// StepTimeout is the base timeout of a step; steps that copy a shard get size / MinRate
+	// more. Default 60 s and 4 MiB/s.
+	StepTimeout time.Duration
+	MinRate     uint64
+	// Cooldown: a replica a move added does not leave its node again by balancing within it.
+	// Default 10 min.
+	Cooldown time.Duration
+	// Bands are the balancers' deadband.
+	Bands scheduler.Bands
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Limits: Limits{SnapshotBytesPerSec: 128 << 20, SnapshotsPerNode: 8, MaxOperators: 512, Speed: SpeedNormal},
+		Paused: map[string]bool{}, PatrolBatch: 1024, StepTimeout: time.Minute, MinRate: 4 << 20,
+		Cooldown: 10 * time.Minute, Bands: scheduler.DefaultBands,
+	}
+}
+
+// Validate checks the config without changing it.
+func (c Config) Validate() error {
+	switch {
+	case c.SnapshotBytesPerSec == 0:
+		return fmt.Errorf("%w: snapshot-bytes-per-sec must be positive", ErrInvalidConfig)
+	case c.SnapshotsPerNode < 1 || c.MaxOperators < 1:
+		return fmt.Errorf("%w: snapshots-per-node and max-operators must be at least 1", ErrInvalidConfig)
+	case c.PatrolBatch < 1 || c.StepTimeout <= 0:
+		return fmt.Errorf("%w: patrol batch and step timeout must be positive", ErrInvalidConfig)
+	case c.Bands.Stop <= 0 || c.Bands.Start < c.Bands.Stop:
+		return fmt.Errorf("%w: bands need 0 < stop <= start", ErrInvalidConfig)
+	}
+	return nil
+}
+
+// SchedulerNames lists the schedulers that may be paused.
+func SchedulerNames() []string {
+	var out []string
+	for _, s := range scheduler.All() {
+		out = append(out, s.Name())
+	}
+	return out
+}
+
+// Settings are the names `pcsctl config set` accepts.
+var Settings = []string{"rebalance-speed", "snapshot-bytes-per-sec", "snapshots-per-node", "max-operators", "halt-scheduling", "paused-schedulers"}
+
+// Set changes one setting by name, validating it; c is unchanged on error.
+func (c *Config) Set(key, value string) error {
+	n := *c
+	n.Paused = maps(c.Paused)
+	switch key {
+	case "rebalance-speed":
+		i := slices.Index(speedNames, value)
+		if i < 0 {
+			return fmt.Errorf("%w: rebalance-speed %q (one of %s)", ErrInvalidConfig, value, strings.Join(speedNames, ", "))
+		}
+		n.Speed = Speed(i)
+	case "snapshot-bytes-per-sec":
+		v, err := parseBytes(value)
+		if err != nil {
+			return err
+		}
+		n.SnapshotBytesPerSec = v
+	case "snapshots-per-node", "max-operators":
+		v, err := strconv.Atoi(value)
+		if err != nil || v < 1 || v > 1_000_000 {
+			return fmt.Errorf("%w: %s %q must be an integer in [1, 1000000]", ErrInvalidConfig, key, value)
+		}
+		if key == "max-operators" {
+			n.MaxOperators = v
+		} else {
+			n.SnapshotsPerNode = v
+		}
+	case "halt-scheduling":
+		v, err := strconv.ParseBool(value)
+		if err != nil {
+			return fmt.Errorf("%w: halt-scheduling %q must be true or false", ErrInvalidConfig, value)
+		}
+		n.Halt = v
+	case "paused-schedulers":
+		n.Paused = map[string]bool{}
+		for _, s := range strings.Split(value, ",") {
+			if s = strings.TrimSpace(s); s == "" {
+				continue
+			}
+			if !slices.Contains(SchedulerNames(), s) {
+				return fmt.Errorf("%w: no scheduler %q (schedulers: %s)", ErrInvalidConfig, s, strings.Join(SchedulerNames(), ", "))
+			}
+			n.Paused[s] = true
+		}
+	default:
+		return fmt.Errorf("%w: unknown setting %q (settings: %s)", ErrInvalidConfig, key, strings.Join(Settings, ", "))
+	}
+	if err := n.Validate(); err != nil {
+		return err
+	}
+	*c = n
+	return nil
+}
+
+// Get returns every setting as text.
+func (c *Config) Get() map[string]string {
+	var paused []string
+	for s, p := range c.Paused {
+		if p {
+			paused = append(paused, s)
+		}
+	}
+	sort.Strings(paused)
+	return map[string]string{
+		"rebalance-speed":        c.Speed.String(),
+		"snapshot-bytes-per-sec": strconv.FormatUint(c.SnapshotBytesPerSec, 10),
+		"snapshots-per-node":     strconv.Itoa(c.SnapshotsPerNode),
+		"max-operators":          strconv.Itoa(c.MaxOperators),
+		"halt-scheduling":        strconv.FormatBool(c.Halt),
+		"paused-schedulers":      strings.Join(paused, ","),
+	}
+}
+
+func maps(m map[string]bool) map[string]bool {
+	out := make(map[string]bool, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// parseBytes reads a byte count with an optional KiB/MiB/GiB suffix.
+func parseBytes(s string) (uint64, error) {
+	mult := uint64(1)
+	for suf, m := range map[string]uint64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if strings.HasSuffix(s, suf) {
+			s, mult = strings.TrimSuffix(s, suf), m
+		}
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+	if err != nil || v == 0 || v > (1<<50)/mult {
+		return 0, fmt.Errorf("%w: %q is not a positive byte count (e.g. 64MiB)", ErrInvalidConfig, s)
+	}
+	return v * mult, nil
+}

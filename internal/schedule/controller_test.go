@@ -1,0 +1,118 @@
+package schedule
+
+import (
+	"testing"
+	"time"
+
+	"github.com/postdb/pcs/internal/schedule/operator"
+	"github.com/postdb/pcs/internal/schedule/view"
+)
+
+const mib = 1 << 20
+
+func move(kind operator.Kind, shard, from, to uint64, size uint64) *operator.Operator {
+	sh := &view.Shard{ID: shard, Primary: from, Replicas: []uint64{from}, Size: size}
+	return operator.New(kind, sh, "test", operator.Move(sh, from, to)...)
+}
+
+func TestControllerBytesPerSecond(t *testing.T) {
+	c := NewController(Limits{SnapshotBytesPerSec: 100 * mib, SnapshotsPerNode: 100, MaxOperators: 100, Speed: SpeedMax})
+	c.Begin(0, nil)
+	// Repair may spend the whole second's budget (and one snapshot beyond, as debt).
+	n := 0
+	for i := uint64(1); i <= 10; i++ {
+		if c.Admit(move(operator.Repair, i, 1, 2, 40*mib), 1) {
+			n++
+		}
+	}
+	if n != 3 { // 100 -> 60 -> 20 -> -20: the third is admitted, the fourth waits
+		t.Fatalf("repair admitted %d snapshots of 40 MiB on a 100 MiB/s budget, want 3", n)
+	}
+	// Half a second later the out bucket of node 1 has 30 MiB: one more.
+	c.Begin(500*time.Millisecond, nil)
+	if !c.Admit(move(operator.Repair, 20, 1, 2, 40*mib), 1) || c.Admit(move(operator.Repair, 21, 1, 2, 40*mib), 1) {
+		t.Fatal("refill: want exactly one more admission after 0.5 s")
+	}
+	// Another pair of nodes has its own budget.
+	if !c.Admit(move(operator.Repair, 30, 3, 4, 40*mib), 3) {
+		t.Fatal("nodes 3 -> 4 have their own budget")
+	}
+}
+
+func TestControllerReservesHalfForRepair(t *testing.T) {
+	for _, tc := range []struct {
+		speed       Speed
+		wantBalance int // 10 MiB balance snapshots admitted on a 100 MiB/s budget
+	}{{SpeedOff, 0}, {SpeedLow, 2}, {SpeedNormal, 3}, {SpeedMax, 5}} {
+		c := NewController(Limits{SnapshotBytesPerSec: 100 * mib, SnapshotsPerNode: 100, MaxOperators: 100, Speed: tc.speed})
+		c.Begin(0, nil)
+		n := 0
+		for i := uint64(1); i <= 20; i++ {
+			if c.Admit(move(operator.Balance, i, 1, 2, 10*mib), 1) {
+				n++
+			}
+		}
+		// The share is 0, 12.5, 25, 50 MiB: admitted while positive, so one past it.
+		if n != tc.wantBalance {
+			t.Errorf("%s: %d balance snapshots admitted, want %d", tc.speed, n, tc.wantBalance)
+		}
+		// Repair still has the rest of the budget.
+		r := 0
+		for i := uint64(100); i < 120; i++ {
+			if c.Admit(move(operator.Repair, i, 1, 2, 10*mib), 1) {
+				r++
+			}
+		}
+		if r < 5 {
+			t.Errorf("%s: repair admitted only %d after balancing", tc.speed, r)
+		}
+	}
+}
+
+func TestControllerConcurrencyAndTotal(t *testing.T) {
+	c := NewController(Limits{SnapshotBytesPerSec: 1 << 40, SnapshotsPerNode: 4, MaxOperators: 6, Speed: SpeedMax})
+	c.Begin(0, nil)
+	var running []*operator.Operator
+	for i := uint64(1); i <= 10; i++ {
+		op := move(operator.Repair, i, 1, 2, mib)
+		if c.Admit(op, 1) {
+			running = append(running, op)
+		}
+	}
+	if len(running) != 4 {
+		t.Fatalf("%d concurrent snapshots 1 -> 2, want 4 (snapshots-per-node)", len(running))
+	}
+	if c.Room(operator.Repair) != 2 || c.Room(operator.Balance) != 2 {
+		t.Fatalf("room repair %d balance %d; want 2 and 2 (balance: at most half of 6, none of its own running)", c.Room(operator.Repair), c.Room(operator.Balance))
+	}
+	// Recounted from the running operators each tick; halt stops everything.
+	c.SetLimits(Limits{SnapshotBytesPerSec: 1 << 40, SnapshotsPerNode: 4, MaxOperators: 6, Speed: SpeedMax, Halt: true})
+	c.Begin(time.Second, running)
+	if c.Admit(move(operator.Repair, 50, 3, 4, mib), 3) {
+		t.Fatal("admitted while halted")
+	}
+}
+
+func TestConfigSet(t *testing.T) {
+	cfg := DefaultConfig()
+	for _, bad := range [][2]string{{"rebalance-speed", "warp"}, {"snapshot-bytes-per-sec", "0"}, {"snapshot-bytes-per-sec", "-1MiB"},
+		{"max-operators", "0"}, {"halt-scheduling", "maybe"}, {"paused-schedulers", "nosuch"}, {"nosuch", "1"}} {
+		before := cfg.Get()
+		if err := cfg.Set(bad[0], bad[1]); err == nil {
+			t.Errorf("%s=%s accepted", bad[0], bad[1])
+		}
+		if after := cfg.Get(); after[bad[0]] != before[bad[0]] {
+			t.Errorf("%s changed by a refused value", bad[0])
+		}
+	}
+	for _, good := range [][2]string{{"rebalance-speed", "max"}, {"snapshot-bytes-per-sec", "64MiB"}, {"halt-scheduling", "true"},
+		{"paused-schedulers", "balance-replica,drain"}} {
+		if err := cfg.Set(good[0], good[1]); err != nil {
+			t.Fatalf("%s=%s: %v", good[0], good[1], err)
+		}
+	}
+	got := cfg.Get()
+	if got["snapshot-bytes-per-sec"] != "67108864" || got["paused-schedulers"] != "balance-replica,drain" || !cfg.Halt || cfg.Speed != SpeedMax {
+		t.Fatalf("config after set: %v", got)
+	}
+}

@@ -1,0 +1,378 @@
+// Package schedule is the one writer of shard changes, run on the PCS primary: a coordinator
+// that patrols shards with the checkers, runs the schedulers, admits their operators through
+// the controller's limits and hands out their steps. It is deterministic and does no I/O: each
+// Tick takes the time and one view of the cluster and returns the changes to make and the
+// operators to persist; the caller (the PCS primary, or the simulator) carries them out and
+// reports back with Applied.
+package schedule
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/internal/schedule/checker"
+	"github.com/postdb/pcs/internal/schedule/operator"
+	"github.com/postdb/pcs/internal/schedule/scheduler"
+	"github.com/postdb/pcs/internal/schedule/view"
+)
+
+// Change is one configuration change an operator's current step asks for.
+type Change struct {
+	Op  *operator.Operator
+	Cmd *pcspb.CmdChangeReplicas
+}
+
+// Actions is what a tick asks the caller to do.
+type Actions struct {
+	// Changes to apply, in order; report each with Applied.
+	Changes []Change
+	// Save: operators created or changed (persist them); Finished: operators that ended
+	// (remove them from the persisted set).
+	Save, Finished []*operator.Operator
+	// StepsDone: the steps observed done in this tick and how long each took (for metrics).
+	StepsDone []StepDone
+	// Splits the shards' primaries are to carry out (every one under way, each tick).
+	Splits []*pcspb.SplitShardCommand
+}
+
+// StepDone is one step seen done.
+type StepDone struct {
+	Kind operator.StepKind
+	Took time.Duration
+}
+
+// Coordinator decides. Not safe for concurrent use: one loop owns it.
+type Coordinator struct {
+	cfg        Config
+	ctrl       *Controller
+	checkers   []checker.Checker
+	schedulers []scheduler.Scheduler
+	newID      func() uint64
+
+	ops      map[uint64]*operator.Operator // by shard: queued or running
+	byID     map[uint64]*operator.Operator
+	cooling  map[uint64]arrival   // shard -> the replica its last move added, and when
+	finished []*operator.Operator // most recent last, bounded
+	patrol   int
+}
+
+// arrival is a replica a move added: it does not leave again within the cooldown (no A→B→A).
+type arrival struct {
+	node uint64
+	at   time.Duration
+}
+
+// KeepFinished bounds the finished operators kept for `pcsctl operator list --finished`.
+const KeepFinished = 1000
+
+// New returns a coordinator; newID allocates operator ids (unique across PCS primaries).
+func New(cfg Config, newID func() uint64) *Coordinator {
+	return &Coordinator{cfg: cfg, ctrl: NewController(cfg.Limits), checkers: checker.All(), schedulers: scheduler.All(),
+		newID: newID, ops: map[uint64]*operator.Operator{}, byID: map[uint64]*operator.Operator{}, cooling: map[uint64]arrival{}}
+}
+
+// SetConfig changes the runtime configuration.
+func (c *Coordinator) SetConfig(cfg Config) {
+	c.cfg = cfg
+	c.ctrl.SetLimits(cfg.Limits)
+}
+
+// Config returns the configuration in force.
+func (c *Coordinator) Config() Config { return c.cfg }
+
+// Resume takes over operators persisted by a previous primary. Their step timers restart now.
+func (c *Coordinator) Resume(ops []*operator.Operator, now time.Duration) {
+	sort.Slice(ops, func(i, j int) bool { return ops[i].ID < ops[j].ID })
+	for _, op := range ops {
+		if op.State.Finished() || c.ops[op.Shard] != nil {
+			continue
+		}
+		op.Created, op.StepStarted = now, now
+		c.ops[op.Shard] = op
+		c.byID[op.ID] = op
+	}
+}
+
+// Operators returns the queued and running operators, by id; with finished, also the recently
+// finished ones.
+func (c *Coordinator) Operators(finished bool) []*operator.Operator {
+	out := make([]*operator.Operator, 0, len(c.byID))
+	for _, op := range c.byID {
+		out = append(out, op)
+	}
+	if finished {
+		out = append(out, c.finished...)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Submit queues an operator asked for from outside (pcsctl, MoveShard); it is refused if the
+// shard already has one.
+func (c *Coordinator) Submit(op *operator.Operator, now time.Duration) error {
+	if cur := c.ops[op.Shard]; cur != nil {
+		return fmt.Errorf("%w: shard %d already has operator %d (%s)", ErrBusy, op.Shard, cur.ID, cur.Kind)
+	}
+	c.add(op, now)
+	return nil
+}
+
+// Cancel ends operator id; the shard stays as its steps left it (the checkers finish or undo
+// a half-added replica).
+func (c *Coordinator) Cancel(id uint64, now time.Duration) (*operator.Operator, error) {
+	op := c.byID[id]
+	if op == nil {
+		return nil, fmt.Errorf("%w: operator %d", ErrNoOperator, id)
+	}
+	c.finish(op, operator.Cancelled, now)
+	return op, nil
+}
+
+func (c *Coordinator) add(op *operator.Operator, now time.Duration) {
+	op.ID = c.newID()
+	op.Created, op.StepStarted = now, now
+	op.State = operator.Queued
+	c.ops[op.Shard] = op
+	c.byID[op.ID] = op
+}
+
+func (c *Coordinator) finish(op *operator.Operator, st operator.State, now time.Duration) {
+	op.State, op.Finished = st, now
+	delete(c.ops, op.Shard)
+	delete(c.byID, op.ID)
+	if op.To != 0 && st == operator.Done {
+		c.cooling[op.Shard] = arrival{node: op.To, at: now}
+	}
+	c.finished = append(c.finished, op)
+	if len(c.finished) > KeepFinished {
+		c.finished = slices.Delete(c.finished, 0, len(c.finished)-KeepFinished)
+	}
+}
+
+// Errors.
+var (
+	// ErrBusy: the shard already has an operator (a shard has at most one at a time).
+	ErrBusy = errors.New("shard busy")
+	// ErrNoOperator: no queued or running operator has this id.
+	ErrNoOperator = errors.New("no such operator")
+)
+
+// Applied reports the outcome of a Change: on success the operator expects the shard's new
+// configuration; on failure it is cancelled (the shard moved on under it).
+func (c *Coordinator) Applied(ch Change, err error, now time.Duration) {
+	op := ch.Op
+	if op.State.Finished() {
+		return
+	}
+	if err != nil {
+		c.finish(op, operator.Cancelled, now)
+		op.Reason += "; cancelled: " + err.Error()
+		return
+	}
+	op.ConfVer++
+	if ch.Cmd.NewPrimary != 0 {
+		op.Term++
+	}
+}
+
+// adopt accepts a shard one change ahead of an operator when that change is the operator's
+// own current step: a split its shard's primary carried out, or a configuration change its
+// previous PCS primary applied before losing office and saving it.
+func (c *Coordinator) adopt(op *operator.Operator, sh *view.Shard) bool {
+	if sh == nil || op.Current >= len(op.Steps) {
+		return false
+	}
+	st := op.Steps[op.Current]
+	if st.Kind == operator.Split {
+		if sh.Version != op.Version+1 || sh.ConfVer != op.ConfVer || sh.Term != op.Term {
+			return false
+		}
+		op.Version = sh.Version
+		return true
+	}
+	if sh.Version != op.Version || sh.ConfVer != op.ConfVer+1 {
+		return false
+	}
+	term := op.Term
+	if st.Kind == operator.TransferPrimary {
+		term++
+	}
+	if sh.Term != term || !st.Done(sh) {
+		return false
+	}
+	op.ConfVer, op.Term = sh.ConfVer, sh.Term
+	return true
+}
+
+func findShard(shards []*view.Shard, id uint64) *view.Shard {
+	i := sort.Search(len(shards), func(i int) bool { return shards[i].ID >= id })
+	if i < len(shards) && shards[i].ID == id {
+		return shards[i]
+	}
+	return nil
+}
+
+// Tick decides once. ready says whether scheduling may start: every up node has heartbeated
+// to this primary (a new primary decides nothing on a partial picture; it still drives the
+// operators it resumed).
+func (c *Coordinator) Tick(now time.Duration, v *view.Cluster) *Actions {
+	act := &Actions{}
+	ready := true
+	for _, n := range v.Nodes {
+		if n.State != view.Down && n.State != view.Tombstone && !n.Heard {
+			ready = false
+		}
+	}
+	changed := map[*operator.Operator]bool{}
+	// 1. Advance the operators under way.
+	var running []*operator.Operator
+	for _, op := range c.Operators(false) {
+		sh := findShard(v.Shards, op.Shard)
+		before, started := op.Current, op.StepStarted
+		if op.Stale(sh) && !c.adopt(op, sh) {
+			op.Reason += "; cancelled: the shard changed under it"
+			c.finish(op, operator.Cancelled, now)
+			act.Finished = append(act.Finished, op)
+			continue
+		}
+		done := op.Advance(sh, now)
+		for i := before; i < op.Current; i++ {
+			took := time.Duration(0) // steps seen done together: the first one took the time
+			if i == before && op.State == operator.Running {
+				took = now - started
+			}
+			act.StepsDone = append(act.StepsDone, StepDone{Kind: op.Steps[i].Kind, Took: took})
+		}
+		switch {
+		case done:
+			c.finish(op, operator.Done, now)
+			act.Finished = append(act.Finished, op)
+			continue
+		case op.State == operator.Running && now-op.StepStarted > op.Timeout(c.cfg.StepTimeout, c.cfg.MinRate):
+			op.Reason += fmt.Sprintf("; step %s timed out", op.Steps[op.Current])
+			c.finish(op, operator.TimedOut, now)
+			act.Finished = append(act.Finished, op)
+			continue
+		}
+		if op.Current != before {
+			changed[op] = true
+		}
+		if op.State == operator.Running {
+			running = append(running, op)
+		}
+	}
+	c.ctrl.Begin(now, running)
+	// 2. Admit queued operators, highest priority first.
+	c.admitQueued(v, changed, now)
+	loads := scheduler.Compute(v, c.ops)
+	env := &scheduler.Env{View: v, Loads: loads, Bands: c.cfg.Bands,
+		HasOp: func(id uint64) bool { return c.ops[id] != nil },
+		Cooling: func(id, node uint64) bool {
+			a, ok := c.cooling[id]
+			return ok && a.node == node && now-a.at < c.cfg.Cooldown
+		},
+		CanSnapshot: c.ctrl.CanSnapshot,
+		CanReceive:  c.ctrl.CanReceive,
+	}
+	if ready && !c.cfg.Halt {
+		// 3. Checkers on a batch of shards.
+		if n := len(v.Shards); n > 0 {
+			batch := min(c.cfg.PatrolBatch, n)
+			for i := 0; i < batch; i++ {
+				sh := v.Shards[(c.patrol+i)%n]
+				if c.ops[sh.ID] != nil {
+					continue
+				}
+				for _, ck := range c.checkers {
+					if op := ck.Check(env, sh); op != nil {
+						c.add(op, now)
+						changed[op] = true
+						break
+					}
+				}
+			}
+			c.patrol = (c.patrol + batch) % n
+		}
+		c.admitQueued(v, changed, now)
+		// 4. Schedulers, within the room the controller has.
+		for _, s := range c.schedulers {
+			if c.cfg.Paused[s.Name()] {
+				continue
+			}
+			room := c.ctrl.Room(s.Kind())
+			if room == 0 {
+				continue
+			}
+			for _, op := range s.Schedule(env, min(room, 64)) {
+				c.add(op, now)
+				changed[op] = true
+				sh := findShard(v.Shards, op.Shard)
+				c.ctrl.Admit(op, sh.Primary) // else it waits in the queue
+			}
+		}
+	}
+	// 5. Hand out the current step of every running operator that is ready.
+	for _, op := range c.Operators(false) {
+		if op.State == operator.Queued {
+			continue
+		}
+		sh := findShard(v.Shards, op.Shard)
+		if sh == nil || op.Current >= len(op.Steps) {
+			continue
+		}
+		switch st := op.Steps[op.Current]; {
+		case !st.IsConfChange():
+			act.Splits = append(act.Splits, st.SplitCommand(sh)) // handed to the primary until done
+		case st.Ready(sh):
+			act.Changes = append(act.Changes, Change{Op: op, Cmd: st.Command(sh)})
+		}
+	}
+	for op := range changed {
+		if !op.State.Finished() {
+			act.Save = append(act.Save, op)
+		}
+	}
+	sort.Slice(act.Save, func(i, j int) bool { return act.Save[i].ID < act.Save[j].ID })
+	c.expireCooling(now)
+	return act
+}
+
+func (c *Coordinator) admitQueued(v *view.Cluster, changed map[*operator.Operator]bool, now time.Duration) {
+	var queued []*operator.Operator
+	for _, op := range c.byID {
+		if op.State == operator.Queued {
+			queued = append(queued, op)
+		}
+	}
+	sort.Slice(queued, func(i, j int) bool {
+		if queued[i].Kind != queued[j].Kind {
+			return queued[i].Kind.Priority() < queued[j].Kind.Priority()
+		}
+		return queued[i].ID < queued[j].ID
+	})
+	for _, op := range queued {
+		sh := findShard(v.Shards, op.Shard)
+		if sh == nil {
+			continue
+		}
+		if c.ctrl.Admit(op, sh.Primary) {
+			op.StepStarted = now // its steps' timeouts start now, not when it was queued
+			changed[op] = true
+		}
+	}
+}
+
+func (c *Coordinator) expireCooling(now time.Duration) {
+	if len(c.cooling) < 4096 {
+		return
+	}
+	for id, a := range c.cooling {
+		if now-a.at >= c.cfg.Cooldown {
+			delete(c.cooling, id)
+		}
+	}
+}

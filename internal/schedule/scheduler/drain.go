@@ -1,0 +1,81 @@
+package scheduler
+
+import (
+	"fmt"
+
+	"github.com/postdb/pcs/internal/schedule/operator"
+	"github.com/postdb/pcs/internal/schedule/view"
+)
+
+// Drain empties offline nodes: first it hands every primary they hold to another replica in
+// line (cheap, fast, and writes stop depending on the node), then it moves their replicas to
+// the least loaded nodes the tables allow. A node is empty — and may become a tombstone —
+// once it holds nothing.
+type Drain struct{}
+
+// Name implements Scheduler.
+func (*Drain) Name() string { return "drain" }
+
+// Kind implements Scheduler.
+func (*Drain) Kind() operator.Kind { return operator.Drain }
+
+// Schedule implements Scheduler.
+func (*Drain) Schedule(env *Env, max int) []*operator.Operator {
+	var out []*operator.Operator
+	for _, n := range env.View.Nodes {
+		if n.State != view.Offline {
+			continue
+		}
+		leads := false
+		for _, sh := range env.View.Shards {
+			if len(out) >= max {
+				return out
+			}
+			if sh.Primary != n.ID {
+				continue
+			}
+			leads = true
+			if env.Busy(sh.ID) {
+				continue
+			}
+			// The in-line up replica leading the fewest shards.
+			var to *Load
+			for _, r := range sh.Replicas {
+				if ld := env.Loads.ByID[r]; ld != nil && r != n.ID && sh.IsInLine(r) && (to == nil || ld.Primaries < to.Primaries) {
+					to = ld
+				}
+			}
+			if to == nil {
+				continue
+			}
+			out = append(out, operator.New(operator.Drain, sh, fmt.Sprintf("drain node %d: primary to node %d", n.ID, to.Node.ID),
+				operator.Step{Kind: operator.TransferPrimary, Node: to.Node.ID}))
+			env.Loads.Transferred(n.ID, to.Node.ID)
+			env.Claim(sh.ID)
+		}
+		if leads {
+			continue // replicas leave once the node leads nothing
+		}
+		for _, sh := range env.View.Shards {
+			if len(out) >= max {
+				return out
+			}
+			if !sh.Holds(n.ID) || env.Busy(sh.ID) {
+				continue
+			}
+			env.Claim(sh.ID)
+			if !containsReplica(sh, n.ID) { // a learner: just drop it
+				out = append(out, operator.New(operator.Drain, sh, fmt.Sprintf("drain node %d: learner dropped", n.ID),
+					operator.Step{Kind: operator.RemoveReplica, Node: n.ID}))
+				continue
+			}
+			to := Target(env, sh, n.ID, func(ld *Load) bool { return env.CanSnapshot(operator.Drain, sh.Primary, ld.Node.ID) })
+			if to == 0 {
+				continue
+			}
+			out = append(out, operator.New(operator.Drain, sh, fmt.Sprintf("drain node %d: replica to node %d", n.ID, to), operator.Move(sh, n.ID, to)...))
+			env.Loads.Moved(sh, 0, to)
+		}
+	}
+	return out
+}

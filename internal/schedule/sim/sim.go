@@ -1,0 +1,500 @@
+// Package sim is a discrete-event simulator on virtual time: it runs the real coordinator,
+// checkers, schedulers and controller (package schedule) against simulated data nodes —
+// heartbeats at a cadence, snapshots that take bytes / the bandwidth the link gives them,
+// failures — and records what happened: a per-minute metric table, an operator trace and a
+// hash of the trace (same seed and scenario, same hash). Nothing reads the wall clock.
+package sim
+
+import (
+	"fmt"
+	"hash"
+	"hash/fnv"
+	"io"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/internal/clock"
+	"github.com/postdb/pcs/internal/schedule"
+	"github.com/postdb/pcs/internal/schedule/operator"
+	"github.com/postdb/pcs/internal/schedule/view"
+)
+
+// Params are the simulated cluster's timings.
+type Params struct {
+	Tick          time.Duration // coordinator tick (default 1 s)
+	Step          time.Duration // transfer integration step (default 100 ms)
+	Heartbeat     time.Duration // node heartbeat cadence (default 1 s)
+	DownTimeout   time.Duration // silence before a node is down (default 30 s)
+	Election      time.Duration // a new PCS primary after the old one dies (default 3 s)
+	LinkBytesPerS uint64        // each node's network for snapshots, in and out (default = budget)
+}
+
+type node struct {
+	view.Node
+	alive    bool
+	lastBeat time.Duration
+	phase    time.Duration
+}
+
+type transfer struct {
+	shard, from, to uint64
+	left            float64
+}
+
+// Sim is one simulated cluster.
+type Sim struct {
+	P      Params
+	Cfg    schedule.Config
+	clk    *clock.Manual
+	rng    *rand.Rand
+	nodes  []*node
+	shards []*view.Shard // the catalog, by id; replaced, never changed in place
+	tables map[uint64]*view.Table
+	// stats the primaries last reported: shard -> in-line set is kept in the shard itself
+	transfers []*transfer
+	dirty     map[uint64]bool // shards whose in-line set may change at their primary's next report
+	coord     *schedule.Coordinator
+	persisted map[uint64]*pcspb.Operator // the operators in the replicated state
+	nextOp    uint64
+	pcsUpAt   time.Duration // a new PCS primary takes office then (0: one is in office)
+	electedAt time.Duration
+	trace     hash.Hash64
+	traceOut  io.Writer
+	Table     io.Writer // per-minute metrics, if set
+
+	// Records.
+	Moves, Reverted, Transfers int
+	added                      map[[2]uint64]bool // (shard, node) added by a balance operator
+	// FirstOpAfterElection: from a new PCS primary's election to its first decision carried
+	// out (a new operator, or the next step of one it resumed).
+	FirstOpAfterElection time.Duration
+	Duplicates           int
+	IsolationViolations  int
+	MinLive              int
+	startMoves           int
+}
+
+// New returns an empty cluster.
+func New(seed uint64, p Params, cfg schedule.Config) *Sim {
+	if p.Tick == 0 {
+		p.Tick = time.Second
+	}
+	if p.Step == 0 {
+		p.Step = 100 * time.Millisecond
+	}
+	if p.Heartbeat == 0 {
+		p.Heartbeat = time.Second
+	}
+	if p.DownTimeout == 0 {
+		p.DownTimeout = 30 * time.Second
+	}
+	if p.Election == 0 {
+		p.Election = 3 * time.Second
+	}
+	s := &Sim{P: p, Cfg: cfg, clk: clock.NewManual(0), rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		tables: map[uint64]*view.Table{}, persisted: map[uint64]*pcspb.Operator{}, trace: fnv.New64a(),
+		added: map[[2]uint64]bool{}, dirty: map[uint64]bool{}, MinLive: math.MaxInt, FirstOpAfterElection: -1}
+	s.coord = s.newCoordinator()
+	return s
+}
+
+func (s *Sim) newCoordinator() *schedule.Coordinator {
+	return schedule.New(s.Cfg, func() uint64 { s.nextOp++; return s.nextOp })
+}
+
+// Now is the virtual time.
+func (s *Sim) Now() time.Duration { return s.clk.Mono() }
+
+// TraceHash is the hash of every operator event so far.
+func (s *Sim) TraceHash() uint64 { return s.trace.Sum64() }
+
+// SetTrace makes the simulator write its operator trace to w.
+func (s *Sim) SetTrace(w io.Writer) { s.traceOut = w }
+
+func (s *Sim) event(format string, args ...any) {
+	line := fmt.Sprintf("%9.1fs ", s.Now().Seconds()) + fmt.Sprintf(format, args...) + "\n"
+	s.trace.Write([]byte(line))
+	if s.traceOut != nil {
+		io.WriteString(s.traceOut, line)
+	}
+}
+
+// AddNode adds an up node.
+func (s *Sim) AddNode(labels map[string]string, capacity uint64) uint64 {
+	id := uint64(len(s.nodes) + 1)
+	n := &node{Node: view.Node{ID: id, Labels: labels, Capacity: capacity, State: view.Up, Heard: true}, alive: true,
+		lastBeat: s.Now(), phase: time.Duration(s.rng.Int64N(int64(s.P.Heartbeat)))}
+	s.nodes = append(s.nodes, n)
+	s.event("node %d added %v capacity %d", id, labels, capacity)
+	return id
+}
+
+// AddTable creates a table of n shards with sizes from size(), placed like create-time
+// placement (least loaded, isolation kept).
+func (s *Sim) AddTable(n, replicas int, isolation string, size func(*rand.Rand) uint64) error {
+	tid := uint64(len(s.tables) + 1)
+	t := &view.Table{ID: tid, Replicas: replicas, IsolationLabel: isolation, Public: true}
+	s.tables[tid] = t
+	count := map[uint64]int{}
+	prim := map[uint64]int{}
+	for i := 0; i < n; i++ {
+		sh := &view.Shard{ID: uint64(len(s.shards) + 1), Table: tid, Version: 1, ConfVer: 1, Term: 1, Size: size(s.rng)}
+		var cands []*node
+		for _, nd := range s.nodes {
+			if nd.State == view.Up {
+				cands = append(cands, nd)
+			}
+		}
+		sort.SliceStable(cands, func(a, b int) bool {
+			if count[cands[a].ID] != count[cands[b].ID] {
+				return count[cands[a].ID] < count[cands[b].ID]
+			}
+			return cands[a].ID < cands[b].ID
+		})
+		zones := map[string]bool{}
+		for _, c := range cands {
+			if len(sh.Replicas) == replicas {
+				break
+			}
+			z := c.Labels[isolation]
+			if isolation != "" && zones[z] {
+				continue
+			}
+			zones[z] = true
+			sh.Replicas = append(sh.Replicas, c.ID)
+		}
+		if len(sh.Replicas) < replicas {
+			return fmt.Errorf("table: not enough nodes for %d replicas", replicas)
+		}
+		sh.Primary = sh.Replicas[0]
+		for _, r := range sh.Replicas {
+			count[r]++
+			if prim[r] < prim[sh.Primary] {
+				sh.Primary = r
+			}
+		}
+		prim[sh.Primary]++
+		sh.InLine = slices.Clone(sh.Replicas)
+		s.shards = append(s.shards, sh)
+	}
+	return nil
+}
+
+func (s *Sim) node(id uint64) *node {
+	if id == 0 || int(id) > len(s.nodes) {
+		return nil
+	}
+	return s.nodes[id-1]
+}
+
+// Kill stops a node: it sends no heartbeat and no snapshot; after DownTimeout it is down and
+// its replicas leave their configurations (failover).
+func (s *Sim) Kill(id uint64) {
+	s.node(id).alive = false
+	for _, sh := range s.shards {
+		if sh.Holds(id) {
+			s.dirty[sh.ID] = true
+		}
+	}
+	s.event("node %d killed", id)
+}
+
+// Drain marks a node offline.
+func (s *Sim) Drain(id uint64) {
+	s.node(id).State = view.Offline
+	s.event("node %d offline (drain)", id)
+}
+
+// KillPCSPrimary throws the coordinator away; a new one takes office after the election and
+// resumes the persisted operators.
+func (s *Sim) KillPCSPrimary() {
+	s.coord = nil
+	s.pcsUpAt = s.Now() + s.P.Election
+	s.event("pcs primary killed")
+}
+
+// GrowSizes multiplies every shard's size.
+func (s *Sim) GrowSizes(f float64) {
+	for i, sh := range s.shards {
+		n := *sh
+		n.Size = uint64(float64(sh.Size) * f)
+		s.shards[i] = &n
+	}
+	s.event("sizes x%.2f", f)
+}
+
+// Run advances virtual time by d.
+func (s *Sim) Run(d time.Duration) { s.RunUntil(d, nil) }
+
+// RunUntil advances until cond holds (checked every tick) or d has passed; it reports whether
+// cond held.
+func (s *Sim) RunUntil(d time.Duration, cond func() bool) bool {
+	end := s.Now() + d
+	nextTick := s.Now()
+	for s.Now() < end {
+		if s.Now() >= nextTick {
+			s.tick()
+			nextTick += s.P.Tick
+			if cond != nil && cond() {
+				return true
+			}
+		}
+		s.step()
+	}
+	return cond == nil
+}
+
+// step moves the transfers and the heartbeats forward by one integration step.
+func (s *Sim) step() {
+	dt := s.P.Step
+	link := float64(s.P.LinkBytesPerS)
+	if link == 0 {
+		link = float64(s.Cfg.SnapshotBytesPerSec)
+	}
+	outN, inN := map[uint64]int{}, map[uint64]int{}
+	for _, t := range s.transfers {
+		if s.node(t.from).alive && s.node(t.to).alive {
+			outN[t.from]++
+			inN[t.to]++
+		}
+	}
+	live := s.transfers[:0]
+	for _, t := range s.transfers {
+		sh := s.shard(t.shard)
+		if sh == nil || !slices.Contains(sh.Learners, t.to) || sh.Primary != t.from {
+			continue // the learner or the sender went away: the transfer ends
+		}
+		if s.node(t.from).alive && s.node(t.to).alive {
+			rate := math.Min(link/float64(outN[t.from]), link/float64(inN[t.to]))
+			t.left -= rate * dt.Seconds()
+		}
+		if t.left > 0 {
+			live = append(live, t)
+		}
+	}
+	s.transfers = live
+	s.clk.Advance(dt)
+	now := s.Now()
+	for _, n := range s.nodes {
+		if !n.alive {
+			continue
+		}
+		// Heartbeats on a fixed cadence per node: the primary reports who is in line.
+		if (now-n.phase)/s.P.Heartbeat != (now-dt-n.phase)/s.P.Heartbeat {
+			n.lastBeat = now
+			if s.coord != nil && s.pcsUpAt == 0 {
+				n.Heard = true
+			}
+			s.report(n.ID)
+		}
+	}
+}
+
+// report refreshes the in-line sets of the shards node id leads: a replica or learner with no
+// snapshot under way is in line.
+func (s *Sim) report(id uint64) {
+	busy := map[[2]uint64]bool{}
+	for _, t := range s.transfers {
+		busy[[2]uint64{t.shard, t.to}] = true
+	}
+	for sid := range s.dirty {
+		sh := s.shard(sid)
+		if sh == nil || sh.Primary != id {
+			continue
+		}
+		var in []uint64
+		for _, r := range slices.Concat(sh.Replicas, sh.Learners) {
+			if s.node(r).alive && !busy[[2]uint64{sh.ID, r}] {
+				in = append(in, r)
+			}
+		}
+		if !slices.Equal(in, sh.InLine) {
+			n := *sh
+			n.InLine = in
+			s.setShard(&n)
+		}
+		if len(in) == len(sh.Replicas)+len(sh.Learners) {
+			delete(s.dirty, sid)
+		}
+	}
+}
+
+func (s *Sim) shard(id uint64) *view.Shard {
+	i := sort.Search(len(s.shards), func(i int) bool { return s.shards[i].ID >= id })
+	if i < len(s.shards) && s.shards[i].ID == id {
+		return s.shards[i]
+	}
+	return nil
+}
+
+func (s *Sim) setShard(sh *view.Shard) {
+	i := sort.Search(len(s.shards), func(i int) bool { return s.shards[i].ID >= sh.ID })
+	s.shards[i] = sh
+}
+
+// tick runs failure detection, failover and one coordinator tick.
+func (s *Sim) tick() {
+	now := s.Now()
+	for _, n := range s.nodes {
+		if !n.alive && n.State != view.Down && n.State != view.Tombstone && now-n.lastBeat >= s.P.DownTimeout {
+			n.State = view.Down
+			s.event("node %d down", n.ID)
+			s.failover(n.ID)
+		}
+	}
+	if s.coord == nil {
+		if now < s.pcsUpAt {
+			return
+		}
+		s.coord = s.newCoordinator()
+		var ops []*operator.Operator
+		for _, p := range s.persisted {
+			op, err := operator.FromProto(p)
+			if err != nil {
+				panic(err)
+			}
+			ops = append(ops, op)
+		}
+		s.coord.Resume(ops, now)
+		for _, n := range s.nodes {
+			n.Heard = false
+		}
+		s.pcsUpAt, s.electedAt = 0, now
+		s.event("pcs primary elected, %d operators resumed", len(ops))
+	}
+	v := &view.Cluster{Tables: s.tables, Shards: s.shards}
+	for _, n := range s.nodes {
+		nv := n.Node
+		v.Nodes = append(v.Nodes, &nv)
+	}
+	act := s.coord.Tick(now, v)
+	for _, op := range act.Save {
+		if _, ok := s.persisted[op.ID]; !ok {
+			s.event("%s", op)
+			if s.electedAt > 0 && s.FirstOpAfterElection < 0 {
+				s.FirstOpAfterElection = now - s.electedAt
+			}
+		}
+		s.persisted[op.ID] = op.ToProto()
+	}
+	for _, op := range act.Finished {
+		delete(s.persisted, op.ID)
+		s.event("op %d %s", op.ID, op.State)
+	}
+	if len(act.Changes) > 0 && s.electedAt > 0 && s.FirstOpAfterElection < 0 {
+		s.FirstOpAfterElection = now - s.electedAt // a resumed operator's step
+	}
+	seen := map[uint64]bool{}
+	for _, ch := range act.Changes {
+		if seen[ch.Cmd.ShardId] {
+			s.Duplicates++
+		}
+		seen[ch.Cmd.ShardId] = true
+		err := s.apply(ch.Cmd, ch.Op)
+		s.coord.Applied(ch, err, now)
+		if err != nil {
+			s.event("op %d change refused: %v", ch.Op.ID, err)
+		}
+	}
+	s.checkInvariants()
+}
+
+// apply is the catalog's configuration change (the same rules as internal/meta).
+func (s *Sim) apply(c *pcspb.CmdChangeReplicas, op *operator.Operator) error {
+	sh := s.shard(c.ShardId)
+	if sh == nil || sh.Term != c.Term || sh.ConfVer != c.ConfVer {
+		return fmt.Errorf("stale epoch")
+	}
+	var st operator.Step
+	switch {
+	case c.AddLearner != 0:
+		if n := s.node(c.AddLearner); n == nil || n.State == view.Offline || n.State == view.Tombstone || sh.Holds(c.AddLearner) {
+			return fmt.Errorf("add learner %d refused", c.AddLearner)
+		}
+		st = operator.Step{Kind: operator.AddLearner, Node: c.AddLearner}
+		s.transfers = append(s.transfers, &transfer{shard: sh.ID, from: sh.Primary, to: c.AddLearner, left: float64(sh.Size)})
+		s.Transfers++
+		s.dirty[sh.ID] = true
+		if op.Kind == operator.Balance {
+			s.Moves++
+			s.added[[2]uint64{sh.ID, c.AddLearner}] = true
+		} else if op.Kind != operator.Repair {
+			s.Moves++
+		}
+	case c.PromoteLearner != 0:
+		st = operator.Step{Kind: operator.PromoteLearner, Node: c.PromoteLearner}
+	case c.NewPrimary != 0:
+		if !slices.Contains(sh.Replicas, c.NewPrimary) {
+			return fmt.Errorf("not a replica")
+		}
+		st = operator.Step{Kind: operator.TransferPrimary, Node: c.NewPrimary}
+	default:
+		if c.RemoveNode == sh.Primary || !sh.Holds(c.RemoveNode) {
+			return fmt.Errorf("remove %d refused", c.RemoveNode)
+		}
+		st = operator.Step{Kind: operator.RemoveReplica, Node: c.RemoveNode}
+		if s.added[[2]uint64{sh.ID, c.RemoveNode}] {
+			s.Reverted++
+		}
+	}
+	s.setShard(st.Apply(sh))
+	return nil
+}
+
+// failover removes a down node from every configuration; a shard it led gets the first other
+// in-line replica as primary (the term bumps).
+func (s *Sim) failover(id uint64) {
+	for i, sh := range s.shards {
+		if !sh.Holds(id) {
+			continue
+		}
+		n := *sh
+		n.Replicas = slices.DeleteFunc(slices.Clone(sh.Replicas), func(x uint64) bool { return x == id })
+		n.Learners = slices.DeleteFunc(slices.Clone(sh.Learners), func(x uint64) bool { return x == id })
+		n.InLine = slices.DeleteFunc(slices.Clone(sh.InLine), func(x uint64) bool { return x == id })
+		if sh.Primary == id {
+			n.Primary = 0
+			for _, r := range n.Replicas {
+				if s.node(r).alive {
+					n.Primary = r
+					break
+				}
+			}
+			if n.Primary != 0 {
+				n.Replicas = append([]uint64{n.Primary}, slices.DeleteFunc(n.Replicas, func(x uint64) bool { return x == n.Primary })...)
+			}
+			n.Term++
+		}
+		n.ConfVer++
+		s.shards[i] = &n
+	}
+}
+
+func (s *Sim) checkInvariants() {
+	for _, sh := range s.shards {
+		live := 0
+		for _, r := range sh.Replicas {
+			if s.node(r).alive {
+				live++
+			}
+		}
+		if live < s.MinLive {
+			s.MinLive = live
+		}
+		// Isolation holds while the replicas span as many zones as the table asks replicas (a
+		// move within a zone briefly holds two there, and still spans every zone).
+		if t := s.tables[sh.Table]; t.IsolationLabel != "" {
+			zones := map[string]bool{}
+			for _, r := range sh.Replicas {
+				zones[s.node(r).Labels[t.IsolationLabel]] = true
+			}
+			if len(zones) < min(len(sh.Replicas), t.Replicas) {
+				s.IsolationViolations++
+			}
+		}
+	}
+}

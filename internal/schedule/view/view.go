@@ -1,0 +1,143 @@
+// Package view is what the scheduler sees of the cluster: one consistent, read-only picture of
+// nodes, tables and shards built by the caller (the PCS primary from its catalog and heartbeats,
+// the simulator from its simulated nodes) for each tick. Checkers, schedulers and operators read
+// it and change nothing.
+package view
+
+import "slices"
+
+// NodeState is a data node's state as the scheduler sees it.
+type NodeState uint8
+
+const (
+	// Up: heartbeating, takes new replicas.
+	Up NodeState = iota
+	// Down: silent past its lease; its replicas are being replaced.
+	Down
+	// Offline: being drained by an operator's request; loses its primaries, then its replicas.
+	Offline
+	// Tombstone: removed for good.
+	Tombstone
+)
+
+func (s NodeState) String() string {
+	switch s {
+	case Up:
+		return "up"
+	case Down:
+		return "down"
+	case Offline:
+		return "offline"
+	case Tombstone:
+		return "tombstone"
+	}
+	return "unknown"
+}
+
+// Node is one data node.
+type Node struct {
+	ID     uint64
+	Labels map[string]string
+	// Capacity in bytes; 0 when unknown (every node then weighs the same).
+	Capacity uint64
+	State    NodeState
+	// Heard: the node has heartbeated to this PCS primary since it took office.
+	Heard bool
+}
+
+// Table is what placement asks of a table's shards.
+type Table struct {
+	ID       uint64
+	Replicas int
+	// IsolationLabel, if set, is a label key whose values must differ among a shard's replicas.
+	IsolationLabel string
+	// Nodes, if set, restricts the table's replicas to these nodes.
+	Nodes []uint64
+	// Public: the table exists on its nodes (not being created or dropped).
+	Public bool
+}
+
+// Allows reports whether the table may place a replica on node id.
+func (t *Table) Allows(id uint64) bool { return len(t.Nodes) == 0 || slices.Contains(t.Nodes, id) }
+
+// Shard is one shard with its configuration and last reported size.
+type Shard struct {
+	ID      uint64
+	Table   uint64
+	Version uint64 // range version: bumps on split and merge
+	ConfVer uint64
+	Term    uint64
+	Primary uint64
+	// Replicas are in the configuration (the primary among them); learners receive writes but
+	// are not in the configuration yet.
+	Replicas []uint64
+	Learners []uint64
+	// Size in bytes, as last reported by the primary.
+	Size uint64
+	// InLine lists the replicas and learners the primary reports holding every position it has,
+	// in the current term and configuration (the primary itself included).
+	InLine []uint64
+}
+
+// Holds reports whether node id holds the shard, as a replica or a learner.
+func (s *Shard) Holds(id uint64) bool {
+	return slices.Contains(s.Replicas, id) || slices.Contains(s.Learners, id)
+}
+
+// IsInLine reports whether the primary reports node id in line with it.
+func (s *Shard) IsInLine(id uint64) bool { return slices.Contains(s.InLine, id) }
+
+// Cluster is one tick's picture.
+type Cluster struct {
+	// Nodes sorted by id (tombstones may be left out).
+	Nodes []*Node
+	// Tables by id.
+	Tables map[uint64]*Table
+	// Shards sorted by id.
+	Shards []*Shard
+
+	nodeIdx map[uint64]*Node
+}
+
+// Node returns node id, or nil.
+func (c *Cluster) Node(id uint64) *Node {
+	if c.nodeIdx == nil {
+		c.nodeIdx = make(map[uint64]*Node, len(c.Nodes))
+		for _, n := range c.Nodes {
+			c.nodeIdx[n.ID] = n
+		}
+	}
+	return c.nodeIdx[id]
+}
+
+// State returns node id's state (Tombstone for an unknown node).
+func (c *Cluster) State(id uint64) NodeState {
+	if n := c.Node(id); n != nil {
+		return n.State
+	}
+	return Tombstone
+}
+
+// Zone returns the value of label key on node id ("" if unset or unknown).
+func (c *Cluster) Zone(id uint64, key string) string {
+	if n := c.Node(id); n != nil && key != "" {
+		return n.Labels[key]
+	}
+	return ""
+}
+
+// Isolated reports whether nodes hold distinct values of the table's isolation label.
+func (c *Cluster) Isolated(t *Table, nodes []uint64) bool {
+	if t == nil || t.IsolationLabel == "" {
+		return true
+	}
+	seen := map[string]bool{}
+	for _, n := range nodes {
+		z := c.Zone(n, t.IsolationLabel)
+		if seen[z] {
+			return false
+		}
+		seen[z] = true
+	}
+	return true
+}

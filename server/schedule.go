@@ -1,0 +1,451 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/internal/schedule"
+	"github.com/postdb/pcs/internal/schedule/operator"
+	"github.com/postdb/pcs/internal/schedule/scheduler"
+	"github.com/postdb/pcs/internal/schedule/view"
+)
+
+// Reserved keys (0x00 prefix: clients cannot write them) of the scheduler's replicated state.
+var (
+	opPrefix          = []byte("\x00pcs/schedule/op/")
+	scheduleConfigKey = []byte("\x00pcs/schedule/config")
+)
+
+func opKey(id uint64) []byte { return fmt.Appendf(slices.Clone(opPrefix), "%020d", id) }
+
+// scheduling is the primary's coordinator, behind a lock: the loop ticks it, handlers submit
+// and cancel operators.
+type scheduling struct {
+	mu struct {
+		sync.Mutex
+		coord *schedule.Coordinator // nil when this node is not the primary
+	}
+	origin    time.Time
+	observed  time.Time // last metrics update; the loop's own
+	configRev uint64    // revision of the config the coordinator has; the loop's own
+}
+
+func (sc *scheduling) now() time.Duration { return time.Since(sc.origin) }
+
+// with runs f on the coordinator, or fails if this node does not run one.
+func (s *Server) withCoordinator(f func(c *schedule.Coordinator) error) error {
+	s.sched.mu.Lock()
+	defer s.sched.mu.Unlock()
+	if s.sched.mu.coord == nil {
+		return s.notPrimary()
+	}
+	return f(s.sched.mu.coord)
+}
+
+// scheduleConfig reads the runtime config from the replicated state (defaults if unset).
+func (s *Server) scheduleConfig() schedule.Config {
+	kv, _ := s.fsm.Get(scheduleConfigKey)
+	return s.parseScheduleConfig(kv)
+}
+
+func (s *Server) parseScheduleConfig(kv *pcspb.KeyValue) schedule.Config {
+	cfg := schedule.DefaultConfig()
+	if kv == nil {
+		return cfg
+	}
+	var set map[string]string
+	if err := json.Unmarshal(kv.Value, &set); err != nil {
+		s.log.Warn("schedule config unreadable; defaults in force", "err", err)
+		return cfg
+	}
+	for _, k := range schedule.Settings {
+		if v, ok := set[k]; ok {
+			if err := cfg.Set(k, v); err != nil {
+				s.log.Warn("schedule setting ignored", "key", k, "value", v, "err", err)
+			}
+		}
+	}
+	return cfg
+}
+
+// scheduleLoop runs the coordinator on the primary: it resumes the persisted operators, then
+// ticks every DDLInterval, applying the configuration changes of the operators' steps and
+// persisting the operators.
+func (s *Server) scheduleLoop(ctx context.Context) {
+	s.sched.mu.Lock()
+	if s.sched.origin.IsZero() {
+		s.sched.origin = time.Now()
+	}
+	coord := schedule.New(s.scheduleConfig(), func() uint64 {
+		id, err := s.allocIDs(ctx, "operator", 1)
+		if err != nil {
+			return 0
+		}
+		return id
+	})
+	var resumed []*operator.Operator
+	kvs, _, _ := s.fsm.Range(opPrefix, nil, 1_000_000)
+	for _, kv := range kvs {
+		p := &pcspb.Operator{}
+		if err := proto.Unmarshal(kv.Value, p); err != nil {
+			s.log.Warn("persisted operator unreadable; dropped", "key", string(kv.Key), "err", err)
+			continue
+		}
+		op, err := operator.FromProto(p)
+		if err != nil {
+			s.log.Warn("persisted operator invalid; dropped", "key", string(kv.Key), "err", err)
+			continue
+		}
+		resumed = append(resumed, op)
+	}
+	coord.Resume(resumed, s.sched.now())
+	s.sched.mu.coord = coord
+	s.sched.mu.Unlock()
+	if len(resumed) > 0 {
+		s.log.Info("operators resumed", "count", len(resumed))
+	}
+	defer func() {
+		s.sched.mu.Lock()
+		s.sched.mu.coord = nil
+		s.sched.mu.Unlock()
+		s.splits.set(nil)
+	}()
+	t := time.NewTicker(s.cfg.DDLInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !s.live.WarmedUp() {
+			continue
+		}
+		s.scheduleTick(ctx)
+	}
+}
+
+func (s *Server) scheduleTick(ctx context.Context) {
+	v := s.scheduleView()
+	s.sched.mu.Lock()
+	coord := s.sched.mu.coord
+	if kv, _ := s.fsm.Get(scheduleConfigKey); kv.GetModRevision() != s.sched.configRev {
+		s.sched.configRev = kv.GetModRevision() // parsed again only when it changes
+		coord.SetConfig(s.parseScheduleConfig(kv))
+	}
+	act := coord.Tick(s.sched.now(), v)
+	if time.Since(s.sched.observed) >= time.Second {
+		s.sched.observed = time.Now()
+		s.metrics.observeSchedule(coord, v)
+	}
+	// Copies taken under the lock: handlers may cancel an operator while this loop saves it.
+	saves := make([]*pcspb.Operator, 0, len(act.Save))
+	for _, op := range act.Save {
+		saves = append(saves, op.ToProto())
+	}
+	finished := make([]*pcspb.Operator, 0, len(act.Finished))
+	for _, op := range act.Finished {
+		finished = append(finished, op.ToProto())
+	}
+	s.sched.mu.Unlock()
+	s.splits.set(act.Splits)
+	for _, st := range act.StepsDone {
+		s.metrics.stepSeconds.WithLabelValues(st.Kind.String()).Observe(st.Took.Seconds())
+	}
+	for _, op := range saves {
+		if op.Id == 0 {
+			continue
+		}
+		if err := s.saveOperator(ctx, op); err != nil {
+			s.log.Warn("persisting operator", "op", op.Id, "err", err)
+		}
+	}
+	for _, op := range finished {
+		if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_Delete{Delete: &pcspb.CmdDelete{Key: opKey(op.Id)}}}); err != nil {
+			s.log.Warn("removing finished operator", "op", op.Id, "err", err)
+		}
+		s.metrics.operatorsFinished.WithLabelValues(op.Kind, op.State).Inc()
+		s.log.Info("operator finished", "op", op.Id, "kind", op.Kind, "shard", op.ShardId, "state", op.State, "reason", op.Reason)
+	}
+	for _, ch := range act.Changes {
+		_, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_ChangeReplicas{ChangeReplicas: ch.Cmd}})
+		s.sched.mu.Lock()
+		coord.Applied(ch, err, s.sched.now())
+		s.sched.mu.Unlock()
+		if err != nil {
+			s.log.Warn("operator step refused", "op", ch.Op.ID, "shard", ch.Cmd.ShardId, "change", ch.Cmd.String(), "err", err)
+			continue
+		}
+		s.log.Info("operator step", "op", ch.Op.ID, "kind", ch.Op.Kind.String(), "shard", ch.Cmd.ShardId, "change", ch.Cmd.String())
+	}
+}
+
+func (s *Server) saveOperator(ctx context.Context, op *pcspb.Operator) error {
+	b, err := proto.Marshal(op)
+	if err != nil {
+		return err
+	}
+	_, err = s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_Put{Put: &pcspb.CmdPut{Key: opKey(op.Id), Value: b}}})
+	return err
+}
+
+// scheduleView builds the coordinator's picture from the catalog and the nodes' reports.
+func (s *Server) scheduleView() *view.Cluster {
+	v := &view.Cluster{Tables: map[uint64]*view.Table{}}
+	warm := s.live.WarmedUp()
+	for _, n := range s.fsm.DataNodes() {
+		nv := &view.Node{ID: n.Id, Labels: n.Labels, Capacity: n.CapacityBytes, Heard: s.live.Heard(n.Id)}
+		switch {
+		case n.Tombstone:
+			nv.State = view.Tombstone
+		case !nv.Heard && warm, nv.Heard && s.nodeLost(n.Id):
+			nv.State = view.Down
+		case n.Offline:
+			nv.State = view.Offline
+		}
+		v.Nodes = append(v.Nodes, nv)
+	}
+	slices.SortFunc(v.Nodes, func(a, b *view.Node) int { return cmpU64(a.ID, b.ID) })
+	for _, t := range s.fsm.Tables() {
+		v.Tables[t.Id] = &view.Table{ID: t.Id, Replicas: int(t.Replicas), IsolationLabel: t.IsolationLabel, Nodes: t.Nodes,
+			Public: t.State == pcspb.TableState_TABLE_STATE_PUBLIC}
+		for _, sh := range s.fsm.TableShards(t.Id) {
+			v.Shards = append(v.Shards, s.viewShard(sh))
+		}
+	}
+	slices.SortFunc(v.Shards, func(a, b *view.Shard) int { return cmpU64(a.ID, b.ID) })
+	return v
+}
+
+// viewShard is the scheduler's picture of one shard: the catalog's configuration, the size its
+// primary reports and the replicas the primary reports in line (same term and configuration,
+// the primary's own position, and the replica's node holding it).
+func (s *Server) viewShard(sh *pcspb.Shard) *view.Shard {
+	vs := &view.Shard{ID: sh.Id, Table: sh.TableId, Version: sh.Epoch.GetVersion(), ConfVer: sh.Epoch.GetConfVer(), Term: sh.Term,
+		Primary: sh.Primary, Replicas: sh.Replicas, Learners: sh.Learners}
+	st := s.live.ShardStats(sh.Primary, sh.Id)
+	if st == nil {
+		return vs
+	}
+	vs.Size = st.SizeBytes
+	own, ok := st.ReplicaPositions[sh.Primary]
+	if !ok || st.Term != sh.Term || st.ConfVer != sh.Epoch.GetConfVer() {
+		return vs
+	}
+	for _, r := range slices.Concat(sh.Replicas, sh.Learners) {
+		if pos, ok := st.ReplicaPositions[r]; ok && pos == own && s.live.Holds(r, sh.Id) {
+			vs.InLine = append(vs.InLine, r)
+		}
+	}
+	return vs
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// submit queues an operator built from the current catalog and persists it before answering
+// (under the coordinator's lock, so no later save of it by the loop can land first). It
+// returns a copy: the operator itself belongs to the coordinator.
+func (s *Server) submit(ctx context.Context, sh *pcspb.Shard, kind operator.Kind, reason string, steps ...operator.Step) (*pcspb.Operator, error) {
+	op := operator.New(kind, s.viewShard(sh), reason, steps...)
+	var p *pcspb.Operator
+	err := s.withCoordinator(func(c *schedule.Coordinator) error {
+		if err := c.Submit(op, s.sched.now()); err != nil {
+			return err
+		}
+		p = op.ToProto()
+		if err := s.saveOperator(ctx, p); err != nil {
+			_, _ = c.Cancel(op.ID, s.sched.now())
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (v *service) ListOperators(ctx context.Context, req *pcspb.ListOperatorsRequest) (*pcspb.ListOperatorsResponse, error) {
+	cli, err := v.s.route(ctx, false)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if cli != nil {
+		return cli.ListOperators(ctx, req)
+	}
+	resp := &pcspb.ListOperatorsResponse{}
+	err = v.s.withCoordinator(func(c *schedule.Coordinator) error {
+		for _, op := range c.Operators(req.Finished) {
+			if req.ShardId == 0 || op.Shard == req.ShardId {
+				resp.Operators = append(resp.Operators, op.ToProto())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return resp, nil
+}
+
+func (v *service) AddOperator(ctx context.Context, req *pcspb.AddOperatorRequest) (*pcspb.AddOperatorResponse, error) {
+	s := v.s
+	cli, err := s.route(ctx, false)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if cli != nil {
+		return cli.AddOperator(ctx, req)
+	}
+	sh, _, err := s.fsm.ShardByID(req.ShardId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	for _, n := range []uint64{req.FromNode, req.ToNode} {
+		if n != 0 {
+			if _, err := s.dataNode(n); err != nil {
+				return nil, toStatus(err)
+			}
+		}
+	}
+	var steps []operator.Step
+	switch req.Kind {
+	case "move":
+		if req.FromNode == 0 || req.ToNode == 0 || req.FromNode == req.ToNode {
+			return nil, toStatus(fmt.Errorf("%w: a move needs two different nodes", ErrInvalid))
+		}
+		if err := s.checkMove(sh, req.FromNode, req.ToNode); err != nil {
+			return nil, toStatus(err)
+		}
+		steps = operator.Move(&view.Shard{Primary: sh.Primary}, req.FromNode, req.ToNode)
+		if slices.Contains(sh.Replicas, req.ToNode) {
+			steps = steps[2:] // an interrupted move: the target is already a replica
+		}
+	case "transfer-primary":
+		if !slices.Contains(sh.Replicas, req.ToNode) || sh.Primary == req.ToNode {
+			return nil, toStatus(fmt.Errorf("%w: node %d is not a replica of shard %d other than its primary", ErrInvalid, req.ToNode, sh.Id))
+		}
+		steps = []operator.Step{{Kind: operator.TransferPrimary, Node: req.ToNode}}
+	case "remove":
+		if req.FromNode == 0 || req.FromNode == sh.Primary || !(slices.Contains(sh.Replicas, req.FromNode) || slices.Contains(sh.Learners, req.FromNode)) {
+			return nil, toStatus(fmt.Errorf("%w: node %d is not a replica of shard %d other than its primary", ErrInvalid, req.FromNode, sh.Id))
+		}
+		steps = []operator.Step{{Kind: operator.RemoveReplica, Node: req.FromNode}}
+	case "add":
+		if req.ToNode == 0 || slices.Contains(sh.Replicas, req.ToNode) || slices.Contains(sh.Learners, req.ToNode) {
+			return nil, toStatus(fmt.Errorf("%w: node %d already holds shard %d", ErrInvalid, req.ToNode, sh.Id))
+		}
+		steps = []operator.Step{{Kind: operator.AddLearner, Node: req.ToNode}, {Kind: operator.PromoteLearner, Node: req.ToNode}}
+	default:
+		return nil, toStatus(fmt.Errorf("%w: operator kind %q (move, transfer-primary, remove, add)", ErrInvalid, req.Kind))
+	}
+	op, err := s.submit(ctx, sh, operator.Admin, "asked: "+req.Kind, steps...)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Info("operator submitted", "op", op.Id, "shard", sh.Id, "kind", req.Kind, "from", req.FromNode, "to", req.ToNode)
+	return &pcspb.AddOperatorResponse{Operator: op}, nil
+}
+
+func (v *service) CancelOperator(ctx context.Context, req *pcspb.CancelOperatorRequest) (*pcspb.CancelOperatorResponse, error) {
+	cli, err := v.s.route(ctx, false)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if cli != nil {
+		return cli.CancelOperator(ctx, req)
+	}
+	var op *operator.Operator
+	err = v.s.withCoordinator(func(c *schedule.Coordinator) error {
+		var err error
+		op, err = c.Cancel(req.Id, v.s.sched.now())
+		return err
+	})
+	if errors.Is(err, schedule.ErrNoOperator) {
+		return nil, toStatus(fmt.Errorf("%w: operator %d is not queued or running", ErrOperatorNotFound, req.Id))
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if _, err := v.s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_Delete{Delete: &pcspb.CmdDelete{Key: opKey(op.ID)}}}); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pcspb.CancelOperatorResponse{}, nil
+}
+
+func (v *service) GetScheduleConfig(ctx context.Context, req *pcspb.ScheduleConfigRequest) (*pcspb.ScheduleConfigResponse, error) {
+	return v.s.scheduleConfigResponse(), nil
+}
+
+func (s *Server) scheduleConfigResponse() *pcspb.ScheduleConfigResponse {
+	cfg := s.scheduleConfig()
+	resp := &pcspb.ScheduleConfigResponse{Config: cfg.Get()}
+	for _, n := range schedule.SchedulerNames() {
+		resp.Schedulers = append(resp.Schedulers, &pcspb.SchedulerInfo{Name: n, Paused: cfg.Paused[n]})
+	}
+	return resp
+}
+
+func (v *service) SetScheduleConfig(ctx context.Context, req *pcspb.SetScheduleConfigRequest) (*pcspb.ScheduleConfigResponse, error) {
+	s := v.s
+	cli, err := s.route(ctx, false)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if cli != nil {
+		return cli.SetScheduleConfig(ctx, req)
+	}
+	cfg := s.scheduleConfig()
+	if err := cfg.Set(req.Key, req.Value); err != nil {
+		return nil, toStatus(fmt.Errorf("%w: %w", ErrInvalid, err))
+	}
+	b, err := json.Marshal(cfg.Get())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if _, err := s.applyRequest(ctx, &pcspb.Command{Op: &pcspb.Command_Put{Put: &pcspb.CmdPut{Key: scheduleConfigKey, Value: b}}}); err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Info("schedule setting changed", "key", req.Key, "value", req.Value)
+	return s.scheduleConfigResponse(), nil
+}
+
+// nodeLoads is every up node's load as the balancer sees it, with the operators under way
+// projected.
+func (s *Server) nodeLoads() *scheduler.Loads {
+	v := s.scheduleView()
+	ops := map[uint64]*operator.Operator{}
+	_ = s.withCoordinator(func(c *schedule.Coordinator) error {
+		for _, op := range c.Operators(false) {
+			ops[op.Shard] = op
+		}
+		return nil
+	})
+	return scheduler.Compute(v, ops)
+}
+
+// loadScores reports each up node's balance score (for metrics).
+func loadScores(v *view.Cluster, ops map[uint64]*operator.Operator) map[uint64]float64 {
+	l := scheduler.Compute(v, ops)
+	out := map[uint64]float64{}
+	for _, ld := range l.List {
+		out[ld.Node.ID] = l.Score(ld)
+	}
+	return out
+}

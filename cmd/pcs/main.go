@@ -15,6 +15,8 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
+	"github.com/postdb/pcs/internal/clock"
+	"github.com/postdb/pcs/internal/faults"
 	"github.com/postdb/pcs/server"
 )
 
@@ -44,6 +46,7 @@ type fileConfig struct {
 	NodeWarmup         time.Duration
 	NodeLease          time.Duration
 	NodeLeaseMargin    time.Duration
+	DebugFaultsAddr    string `yaml:"debug-faults-addr"`
 }
 
 func main() {
@@ -125,6 +128,7 @@ with 'pcsctl snapshot save FILE', for a new cluster.`,
 	f.DurationVar(&fc.NodeWarmup, "node-warmup", fc.NodeWarmup, "after a primary change, declare no data node down and plan nothing for this long")
 	f.DurationVar(&fc.NodeLease, "node-lease", fc.NodeLease, "lease a heartbeat answer grants a data node")
 	f.DurationVar(&fc.NodeLeaseMargin, "node-lease-margin", fc.NodeLeaseMargin, "a data node silent for its lease plus this margin loses its shard primaries")
+	f.StringVar(&fc.DebugFaultsAddr, "debug-faults-addr", "", "serve the chaos suite's fault hooks (wall-clock skew, Raft log stalls) here; only in builds with -tags chaos")
 	return cmd
 }
 
@@ -194,6 +198,21 @@ func run(ctx context.Context, fc fileConfig) error {
 	}
 	cfg.Logger = slog.New(h)
 	cfg.LogLevel = level
+
+	if fc.DebugFaultsAddr != "" {
+		clk, stalls := faults.NewClock(clock.NewReal()), faults.NewStalls()
+		stopFaults, err := faults.Serve(fc.DebugFaultsAddr, clk, stalls)
+		if err != nil {
+			return fmt.Errorf("--debug-faults-addr: %w", err)
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = stopFaults(sctx)
+		}()
+		cfg.Clock, cfg.Raft.LogStall = clk, stalls.Hook(faults.RaftLog)
+		cfg.Logger.Warn("fault hooks on: this process's wall clock and Raft log can be skewed and stalled from outside", "addr", fc.DebugFaultsAddr)
+	}
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()

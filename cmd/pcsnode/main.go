@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/postdb/pcs/internal/faults"
 	"github.com/postdb/pcs/internal/kvnode"
 )
 
@@ -30,6 +31,7 @@ func newRootCmd() *cobra.Command {
 		endpoints                                 []string
 		interval, splitCheck                      time.Duration
 		splitSize                                 uint64
+		faultsAddr                                string
 	)
 	cmd := &cobra.Command{
 		Use:           "pcsnode",
@@ -56,7 +58,22 @@ func newRootCmd() *cobra.Command {
 				return fmt.Errorf("--heartbeat-interval, --split-check-interval and --split-size must be positive")
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			s, err := kvnode.Start(kvnode.Config{DataDir: dataDir, Addr: addr, Endpoints: endpoints, Labels: lbl,
+			var syncStall func()
+			if faultsAddr != "" {
+				stalls := faults.NewStalls()
+				stopFaults, err := faults.Serve(faultsAddr, nil, stalls)
+				if err != nil {
+					return fmt.Errorf("--debug-faults-addr: %w", err)
+				}
+				defer func() {
+					sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+					defer cancel()
+					_ = stopFaults(sctx)
+				}()
+				syncStall = stalls.Hook(faults.Pebble)
+				log.Warn("fault hooks on: this node's disk syncs can be stalled from outside", "addr", faultsAddr)
+			}
+			s, err := kvnode.Start(kvnode.Config{SyncStall: syncStall, DataDir: dataDir, Addr: addr, Endpoints: endpoints, Labels: lbl,
 				HeartbeatInterval: interval, SplitSize: splitSize, SplitCheckInterval: splitCheck, HTTPAddr: httpAddr, Logger: log})
 			if err != nil {
 				return err
@@ -78,5 +95,6 @@ func newRootCmd() *cobra.Command {
 	f.Uint64Var(&splitSize, "split-size", kvnode.DefaultSplitSize, "split a shard this node leads once it uses more bytes than this")
 	f.DurationVar(&splitCheck, "split-check-interval", 10*time.Second, "how often shard sizes are checked against --split-size")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&faultsAddr, "debug-faults-addr", "", "serve the chaos suite's fault hooks (Pebble fsync stalls) here; only in builds with -tags chaos")
 	return cmd
 }

@@ -47,6 +47,9 @@ type Config struct {
 	// WrapManager, if set, wraps how the node asks PCS for shard metadata and configuration
 	// changes (fault injection in tests; the heartbeats are the agent's).
 	WrapManager func(Manager) Manager
+	// SyncStall, if set, is called before every fsync of the Pebble database: the chaos
+	// suite's disk-stall hook. Nil in production.
+	SyncStall func()
 }
 
 // Peer returns the KV client of another data node.
@@ -111,7 +114,7 @@ func Start(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("kvnode: listening on %s: %w", cfg.Addr, err)
 		}
 	}
-	store, err := Open(cfg.DataDir, cfg.Logger)
+	store, err := open(cfg.DataDir, cfg.Logger, cfg.SyncStall)
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -245,6 +248,10 @@ func (s *Server) splitLoop(ctx context.Context, size uint64, every time.Duration
 		for _, id := range held {
 			sh, ok := s.Store.Replica(id)
 			if !ok || sh.Primary != s.Agent.NodeID() {
+				// Forgotten while another node leads it: a shard led again (primaries move
+				// with balancing) is looked at afresh, since its last leader may have stopped
+				// short of a split it needed.
+				delete(scanned, id)
 				continue
 			}
 			written := s.Store.Written(id)

@@ -33,6 +33,7 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
@@ -105,11 +106,19 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 }
 
 // Open opens (or creates) the store in dir and loads its replicas. log may be nil.
-func Open(dir string, log *slog.Logger) (*Store, error) {
+func Open(dir string, log *slog.Logger) (*Store, error) { return open(dir, log, nil) }
+
+// open is Open with syncStall, if not nil, called before every fsync of the database (the
+// chaos suite's disk-stall hook).
+func open(dir string, log *slog.Logger, syncStall func()) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{log}})
+	opts := &pebble.Options{Logger: pebbleLogger{log}}
+	if syncStall != nil {
+		opts.FS = stallFS{FS: vfs.Default, stall: syncStall}
+	}
+	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("kvnode: opening %s: %w", dir, err)
 	}

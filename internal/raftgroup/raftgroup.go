@@ -66,6 +66,9 @@ type Config struct {
 	// Identity, if set, makes every Raft connection open with a handshake of cluster ids: a
 	// peer of another cluster is refused (and logged) before any Raft message passes.
 	Identity *Identity
+	// LogStall, if set, is called before each batch of entries is written (and fsynced) to the
+	// log: the chaos suite's disk-stall hook. Nil in production.
+	LogStall func()
 }
 
 // DefaultConfig returns the LAN defaults; Name, Dir and PeerAddr are left for the caller.
@@ -181,7 +184,11 @@ func Open(cfg Config, fsm raft.FSM) (*Group, error) {
 			return nil, fmt.Errorf("raftgroup: forcing a new cluster: %w", err)
 		}
 	}
-	r, err := raft.NewRaft(rc, fsm, logs, logs, snaps, trans)
+	var store raft.LogStore = logs
+	if cfg.LogStall != nil {
+		store = stalledLog{LogStore: logs, stall: cfg.LogStall}
+	}
+	r, err := raft.NewRaft(rc, fsm, store, logs, snaps, trans)
 	if err != nil {
 		trans.Close()
 		closeLogs()
@@ -239,6 +246,22 @@ func openWAL(dir string, segmentSize int) (*wal.WAL, *metadb.BoltMetaDB, error) 
 		return nil, nil, fmt.Errorf("raftgroup: opening log in %s: %w", dir, err)
 	}
 	return logs, meta, nil
+}
+
+// stalledLog calls stall before each write of the log (fault injection).
+type stalledLog struct {
+	raft.LogStore
+	stall func()
+}
+
+func (l stalledLog) StoreLog(e *raft.Log) error {
+	l.stall()
+	return l.LogStore.StoreLog(e)
+}
+
+func (l stalledLog) StoreLogs(es []*raft.Log) error {
+	l.stall()
+	return l.LogStore.StoreLogs(es)
 }
 
 // tcpStream is raft's StreamLayer over an already bound listener.

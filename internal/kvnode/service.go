@@ -58,8 +58,14 @@ type Node struct {
 
 // replState is what a primary knows of its shard's other replicas and learners.
 type replState struct {
-	term uint64
-	// inSync: the node has every position this primary has written, at this term.
+	// term and confVer: the state holds only for this term and configuration. A node taken out
+	// of the configuration misses the writes made without it, and may come back as a learner
+	// with what it had: whether it is in line must be found out again (its Position asked),
+	// never carried over — a stale "in line" once had PCS promote a learner that lacked
+	// acknowledged writes and hand it the shard's primary role.
+	term, confVer uint64
+	// inSync: the node has every position this primary has written, at this term and
+	// configuration.
 	inSync map[uint64]bool
 	// retryAt: a learner whose catch-up failed is tried again from then.
 	retryAt map[uint64]time.Time
@@ -352,11 +358,12 @@ func (n *Node) refresh(ctx context.Context, id uint64) error {
 	return n.CreateReplica(ctx, sh)
 }
 
-// state returns the shard's replication state at sh's term (fresh on a new term).
+// state returns the shard's replication state at sh's term and configuration (fresh when
+// either changed).
 func (n *Node) state(sh *pcspb.Shard) *replState {
 	rs := n.repl[sh.Id]
-	if rs == nil || rs.term != sh.Term {
-		rs = &replState{term: sh.Term, inSync: map[uint64]bool{}, retryAt: map[uint64]time.Time{}}
+	if rs == nil || rs.term != sh.Term || rs.confVer != sh.Epoch.GetConfVer() {
+		rs = &replState{term: sh.Term, confVer: sh.Epoch.GetConfVer(), inSync: map[uint64]bool{}, retryAt: map[uint64]time.Time{}}
 		n.repl[sh.Id] = rs
 	}
 	return rs
@@ -1137,9 +1144,9 @@ func (n *Node) Stats() (*pcspb.NodeStats, []*pcspb.ShardStats) {
 			if sh.Primary == n.self() {
 				// The replicas and learners in line have every position this primary has.
 				n.mu.Lock()
-				if rs := n.repl[id]; rs != nil && rs.term == sh.Term {
+				if rs := n.repl[id]; rs != nil && rs.term == sh.Term && rs.confVer == sh.Epoch.GetConfVer() {
 					for r, ok := range rs.inSync {
-						if ok {
+						if ok && (slices.Contains(sh.Replicas, r) || slices.Contains(sh.Learners, r)) {
 							st.ReplicaPositions[r] = lsn
 						}
 					}

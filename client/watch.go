@@ -9,7 +9,8 @@ import (
 	"github.com/postdb/pcs/api/pcspb"
 )
 
-// WatchResponse is one batch of events, or the error that ended the watch.
+// WatchResponse is one batch of events, a progress report (no events: revisions up to Revision
+// matched no key of the watch), or the error that ended the watch.
 type WatchResponse struct {
 	Events []*pcspb.Event
 	// Revision: every matching event up to it has been delivered.
@@ -75,8 +76,8 @@ func (c *Client) watchOnce(ctx context.Context, ep string, prefix []byte, next *
 		if *next == 0 {
 			*next = resp.Revision + 1 // "from now" is now fixed
 		}
-		if len(resp.Events) == 0 {
-			continue
+		if len(resp.Events) == 0 && resp.Revision < *next {
+			continue // the stream's confirmation: nothing new
 		}
 		select {
 		case out <- WatchResponse{Events: resp.Events, Revision: resp.Revision}:

@@ -23,12 +23,14 @@ import (
 
 // Limits of the gRPC surface.
 const (
-	maxMsgSize      = 4 << 20
-	defaultRange    = 1000
-	maxRange        = 10_000
-	maxWatchBatch   = 1000
-	maxIDsPerCall   = 1 << 20
-	maxMemberChange = 30 * time.Second
+	maxMsgSize    = 4 << 20
+	defaultRange  = 1000
+	maxRange      = 10_000
+	maxWatchBatch = 1000
+	// watchProgressEvery: how often a watch reports revisions that matched none of its keys.
+	watchProgressEvery = 100 * time.Millisecond
+	maxIDsPerCall      = 1 << 20
+	maxMemberChange    = 30 * time.Second
 )
 
 type service struct {
@@ -239,6 +241,12 @@ func (v *service) Watch(req *pcspb.WatchRequest, stream pcspb.PCS_WatchServer) e
 	if err := stream.Send(&pcspb.WatchResponse{Revision: from - 1}); err != nil {
 		return err
 	}
+	// Revisions that matched nothing are reported too, at most every watchProgressEvery, so a
+	// watcher knows how far the stream has got even when its prefix is quiet (etcd's progress
+	// notifications): a checker waiting for "every write up to revision R" is not left waiting
+	// on writes to other keys.
+	var progress uint64 // a revision caught up to and not yet reported
+	var progressDue <-chan time.Time
 	for {
 		changed := fsm.Changed()
 		evs, through, err := fsm.Events(from, req.Prefix, maxWatchBatch)
@@ -250,6 +258,12 @@ func (v *service) Watch(req *pcspb.WatchRequest, stream pcspb.PCS_WatchServer) e
 				if err := stream.Send(&pcspb.WatchResponse{Events: evs, Revision: through}); err != nil {
 					return err
 				}
+				progress, progressDue = 0, nil
+			} else {
+				progress = through
+				if progressDue == nil {
+					progressDue = time.After(watchProgressEvery)
+				}
 			}
 			from = through + 1
 		}
@@ -260,6 +274,11 @@ func (v *service) Watch(req *pcspb.WatchRequest, stream pcspb.PCS_WatchServer) e
 		case <-ctx.Done():
 			return nil
 		case <-changed:
+		case <-progressDue:
+			if err := stream.Send(&pcspb.WatchResponse{Revision: progress}); err != nil {
+				return err
+			}
+			progress, progressDue = 0, nil
 		}
 	}
 }

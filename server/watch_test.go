@@ -122,3 +122,40 @@ func TestWatchCompactedRevision(t *testing.T) {
 	}
 	t.Fatal("watch closed without an error")
 }
+
+// TestWatchReportsProgress: writes to other keys move a watch's revision on (a progress report
+// without events), so a watcher can tell it has seen every matching event up to a revision
+// whose last writes were not its own.
+func TestWatchReportsProgress(t *testing.T) {
+	tc := newTestCluster(t, 1, nil)
+	c := tc.client()
+	ctx := ctxT(t, 30*time.Second)
+	mine, err := c.Put(ctx, []byte("p/mine"), []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var other *pcspb.PutResponse
+	for i := 0; i < 3; i++ {
+		if other, err = c.Put(ctx, []byte(fmt.Sprintf("q/%d", i)), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, progress := 0, false
+	for resp := range c.Watch(wctx, []byte("p/"), mine.Header.Revision+1) {
+		if resp.Err != nil {
+			t.Fatal(resp.Err)
+		}
+		events += len(resp.Events)
+		if len(resp.Events) == 0 {
+			progress = true
+		}
+		if resp.Revision >= other.Header.Revision {
+			break
+		}
+	}
+	if events != 0 || !progress {
+		t.Fatalf("got %d events (want none after p/mine) and a progress report %v up to revision %d", events, progress, other.Header.Revision)
+	}
+}

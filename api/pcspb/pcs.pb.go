@@ -2260,8 +2260,10 @@ func (x *WatchRequest) GetStartRevision() uint64 {
 }
 
 type WatchResponse struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	Events []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// No events: a progress report (revisions that matched no key of the watch are reported at
+	// most every 100 ms).
+	Events []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	// Revision the stream has caught up to: every event up to it has been delivered.
 	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields

@@ -11,8 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
-	"github.com/postdb/pcs/internal/catalog"
-	"github.com/postdb/pcs/internal/meta"
+	"github.com/postdb/pcs/catalog"
 )
 
 // routeCache caches, per table, its compiled partition spec and the shards looked up so far,
@@ -155,7 +154,7 @@ func (c *Client) watchCatalog() {
 	c.routes.mu.Lock()
 	c.stopWatch = cancel
 	c.routes.mu.Unlock()
-	events := c.Watch(ctx, []byte(meta.CatalogPrefix), 0)
+	events := c.Watch(ctx, []byte(pcspb.CatalogPrefix), 0)
 	go func() {
 		for resp := range events {
 			if resp.Err != nil {
@@ -168,7 +167,7 @@ func (c *Client) watchCatalog() {
 			}
 			c.routes.mu.Lock()
 			for _, ev := range resp.Events {
-				name := strings.TrimPrefix(string(ev.Kv.Key), meta.CatalogPrefix)
+				name := strings.TrimPrefix(string(ev.Kv.Key), pcspb.CatalogPrefix)
 				if tr := c.routes.tables[name]; tr != nil {
 					t := &pcspb.Table{}
 					if ev.Type == pcspb.EventType_EVENT_TYPE_PUT && proto.Unmarshal(ev.Kv.Value, t) == nil && t.Id == tr.table.Id &&

@@ -8,7 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
-	"github.com/postdb/pcs/internal/catalog"
+	"github.com/postdb/pcs/catalog"
 	"github.com/postdb/pcs/internal/meta"
 	"github.com/postdb/pcs/internal/placement"
 )

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/postdb/pcs/api/pcspb"
-	"github.com/postdb/pcs/internal/catalog"
+	"github.com/postdb/pcs/catalog"
 	"github.com/postdb/pcs/internal/meta"
 	"github.com/postdb/pcs/internal/placement"
 	"github.com/postdb/pcs/internal/raftgroup"

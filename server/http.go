@@ -26,19 +26,6 @@ type httpStatus struct {
 	Version       string `json:"version"`
 }
 
-// StateName is the lower-case name of a node state: election, recovery, running.
-func StateName(s pcspb.NodeState) string {
-	switch s {
-	case pcspb.NodeState_NODE_STATE_ELECTION:
-		return "election"
-	case pcspb.NodeState_NODE_STATE_RECOVERY:
-		return "recovery"
-	case pcspb.NodeState_NODE_STATE_RUNNING:
-		return "running"
-	}
-	return "unknown"
-}
-
 func (s *Server) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
@@ -47,7 +34,7 @@ func (s *Server) httpHandler() http.Handler {
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
 		st := s.State()
 		if st != pcspb.NodeState_NODE_STATE_RUNNING {
-			http.Error(w, StateName(st), http.StatusServiceUnavailable)
+			http.Error(w, pcspb.StateName(st), http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("running\n"))
@@ -58,7 +45,7 @@ func (s *Server) httpHandler() http.Handler {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		enc.Encode(httpStatus{
-			Name: st.Name, State: StateName(st.State), RaftState: st.RaftState, Term: st.Term,
+			Name: st.Name, State: pcspb.StateName(st.State), RaftState: st.RaftState, Term: st.Term,
 			Primary: st.PrimaryName, PrimaryAddr: st.PrimaryAddr, AppliedIndex: st.AppliedIndex,
 			CommitIndex: st.CommitIndex, LastIndex: st.LastIndex, Revision: st.Revision,
 			LastContactMs: st.LastContactMs, Version: st.Version,

@@ -10,7 +10,7 @@ import (
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/client"
-	"github.com/postdb/pcs/internal/keyenc"
+	"github.com/postdb/pcs/keyenc"
 )
 
 // Process benchmarks: real binaries on loopback. They report percentiles as custom metrics

@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/postdb/pcs/api/pcspb"
-	"github.com/postdb/pcs/server"
 )
 
 // TestPausedPrimaryServesNoStaleTimestamp: a primary frozen with SIGSTOP while a successor is
@@ -50,7 +49,7 @@ func TestPausedPrimaryServesNoStaleTimestamp(t *testing.T) {
 			sctx, scancel := context.WithTimeout(ctx, 300*time.Millisecond)
 			st, err := c.Status(sctx, p.client, false)
 			scancel()
-			if err == nil && st.RaftState == "Leader" && server.StateName(st.State) == "running" {
+			if err == nil && st.RaftState == "Leader" && pcspb.StateName(st.State) == "running" {
 				tctx, tcancel := context.WithTimeout(ctx, 2*time.Second)
 				successor, err = c.GetTS(tctx)
 				tcancel()

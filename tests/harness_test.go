@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/client"
-	"github.com/postdb/pcs/server"
 )
 
 // binDir holds the binaries built once for the whole package.
@@ -207,7 +207,7 @@ func (pc *procCluster) primary(c *client.Client) *proc {
 			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 			st, err := c.Status(ctx, p.client, false)
 			cancel()
-			if err == nil && st.RaftState == "Leader" && server.StateName(st.State) == "running" {
+			if err == nil && st.RaftState == "Leader" && pcspb.StateName(st.State) == "running" {
 				primary = p
 				return true
 			}
@@ -241,7 +241,7 @@ func (pc *procCluster) waitConverged(c *client.Client, timeout time.Duration) (u
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			st, err := c.Status(ctx, p.client, true)
 			cancel()
-			if err != nil || server.StateName(st.State) != "running" {
+			if err != nil || pcspb.StateName(st.State) != "running" {
 				return false
 			}
 			if i == 0 {

@@ -11,7 +11,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/postdb/pcs/api/pcspb"
-	"github.com/postdb/pcs/internal/keyenc"
+	"github.com/postdb/pcs/keyenc"
 )
 
 type kvInput struct {

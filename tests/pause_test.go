@@ -11,7 +11,7 @@ import (
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/client"
-	"github.com/postdb/pcs/internal/keyenc"
+	"github.com/postdb/pcs/keyenc"
 )
 
 // workload runs one kind of operation in a loop and records when each succeeded.

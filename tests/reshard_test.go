@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/postdb/pcs/api/pcspb"
-	"github.com/postdb/pcs/internal/keyenc"
+	"github.com/postdb/pcs/keyenc"
 )
 
 // TestPcsctlReshardUnderWrites: real pcs and pcsnode processes; while clients write, the real

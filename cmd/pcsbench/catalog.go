@@ -12,8 +12,8 @@ import (
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/client"
-	"github.com/postdb/pcs/internal/catalog"
-	"github.com/postdb/pcs/internal/keyenc"
+	"github.com/postdb/pcs/catalog"
+	"github.com/postdb/pcs/keyenc"
 	"github.com/postdb/pcs/nodeagent"
 )
 

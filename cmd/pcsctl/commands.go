@@ -12,7 +12,6 @@ import (
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/client"
-	"github.com/postdb/pcs/server"
 )
 
 func statusCmd(g *globals) *cobra.Command {
@@ -58,7 +57,7 @@ func statusCmd(g *globals) *cobra.Command {
 					t.rows = append(t.rows, []string{ep, "-", "-", "unreachable", "-", "-", "-", "-", "-", "-"})
 					continue
 				}
-				r := row{ep, st.Name, server.StateName(st.State), st.RaftState, st.Term, st.PrimaryName, st.AppliedIndex, st.CommitIndex, st.Revision, st.Digest, "", st.ClusterId}
+				r := row{ep, st.Name, pcspb.StateName(st.State), st.RaftState, st.Term, st.PrimaryName, st.AppliedIndex, st.CommitIndex, st.Revision, st.Digest, "", st.ClusterId}
 				rows = append(rows, r)
 				cells := []string{ep, r.Name, r.ClusterID, r.State, r.Raft, u(r.Term), r.Primary, u(r.AppliedIndex), u(r.CommitIndex), u(r.Revision)}
 				if digest {

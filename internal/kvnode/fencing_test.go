@@ -12,7 +12,7 @@ import (
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/client"
-	"github.com/postdb/pcs/internal/keyenc"
+	"github.com/postdb/pcs/keyenc"
 )
 
 var errCut = errors.New("fault injection: cut off")

@@ -14,7 +14,7 @@ import (
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/client"
 	"github.com/postdb/pcs/internal/cluster"
-	"github.com/postdb/pcs/internal/keyenc"
+	"github.com/postdb/pcs/keyenc"
 	"github.com/postdb/pcs/server"
 )
 

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
-	"github.com/postdb/pcs/internal/catalog"
+	"github.com/postdb/pcs/catalog"
 )
 
 // Catalog errors.
@@ -35,10 +35,9 @@ var (
 	ErrStaleEpoch = errors.New("meta: shard metadata changed")
 )
 
-// CatalogPrefix is the reserved key prefix of catalog events in the watch history: every change
-// to a table (create, state change, drop) appears as an event on CatalogPrefix + table name, so
-// clients invalidate routing caches by watching it. User keys cannot start with 0x00.
-const CatalogPrefix = "\x00catalog/tables/"
+// CatalogPrefix is the reserved key prefix of catalog events in the watch history (see
+// pcspb.CatalogPrefix).
+const CatalogPrefix = pcspb.CatalogPrefix
 
 // tableEvent records a table change in the watch history.
 func (f *FSM) tableEventLocked(st *state, t *pcspb.Table, deleted bool) {

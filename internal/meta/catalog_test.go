@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/postdb/pcs/api/pcspb"
-	"github.com/postdb/pcs/internal/catalog"
-	"github.com/postdb/pcs/internal/keyenc"
+	"github.com/postdb/pcs/catalog"
+	"github.com/postdb/pcs/keyenc"
 	"github.com/postdb/pcs/internal/placement"
 )
 

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/postdb/pcs/api/pcspb"
-	"github.com/postdb/pcs/client"
 	"github.com/postdb/pcs/catalog"
+	"github.com/postdb/pcs/client"
 	"github.com/postdb/pcs/keyenc"
 )
 

@@ -11,8 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/postdb/pcs/api/pcspb"
-	"github.com/postdb/pcs/client"
 	"github.com/postdb/pcs/catalog"
+	"github.com/postdb/pcs/client"
 	"github.com/postdb/pcs/keyenc"
 	"github.com/postdb/pcs/nodeagent"
 )

@@ -15,8 +15,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/postdb/pcs/api/pcspb"
-	"github.com/postdb/pcs/client"
 	"github.com/postdb/pcs/catalog"
+	"github.com/postdb/pcs/client"
 	"github.com/postdb/pcs/keyenc"
 )
 

@@ -10,8 +10,8 @@ import (
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/catalog"
-	"github.com/postdb/pcs/keyenc"
 	"github.com/postdb/pcs/internal/placement"
+	"github.com/postdb/pcs/keyenc"
 )
 
 // createTableCmd builds a create-table command the way the primary does: compile, place.

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/postdb/pcs/version"
+
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
@@ -73,8 +75,9 @@ func newRootCmd() *cobra.Command {
 	fc := defaults()
 	var configPath string
 	cmd := &cobra.Command{
-		Use:   "pcs",
-		Short: "PCS, the postdb cluster service: a replicated metadata group with TSO and ids",
+		Use:     "pcs",
+		Version: version.Get().String(),
+		Short:   "PCS, the postdb cluster service: a replicated metadata group with TSO and ids",
 		Long: `pcs runs one node of a PCS group.
 
 With no flags it runs a single-node PCS on 127.0.0.1 (gRPC 3379, Raft 3380, HTTP 3381) with its

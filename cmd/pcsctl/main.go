@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postdb/pcs/version"
+
 	"github.com/spf13/cobra"
 
 	"github.com/postdb/pcs/client"
@@ -55,6 +57,7 @@ func newRootCmd() *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{
 		Use:           "pcsctl",
+		Version:       version.Get().String(),
 		Short:         "Operate a PCS cluster",
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -76,6 +79,8 @@ func newRootCmd() *cobra.Command {
 	pf.StringSliceVar(&g.endpoints, "endpoints", defaultEndpoints, "PCS client addresses, comma-separated (default from $PCS_ENDPOINTS)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "deadline of the whole command")
+	root.AddCommand(&cobra.Command{Use: "version", Short: "Print pcsctl's build (version, revision, Go)", Args: cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "pcsctl", version.Get()) }})
 	root.AddCommand(statusCmd(g), memberCmd(g), kvCmd(g), tsoCmd(g), idCmd(g), logLevelCmd(g),
 		tableCmd(g), shardCmd(g), nodeCmd(g), jobCmd(g), groupCmd(g), snapshotCmd(g),
 		operatorCmd(g), schedulerCmd(g), configCmd(g))

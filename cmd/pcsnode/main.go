@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/postdb/pcs/version"
+
 	"github.com/spf13/cobra"
 
 	"github.com/postdb/pcs/internal/faults"
@@ -35,6 +37,7 @@ func newRootCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:           "pcsnode",
+		Version:       version.Get().String(),
 		Short:         "The reference data node of a PCS cluster",
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,

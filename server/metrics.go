@@ -22,6 +22,7 @@ type metrics struct {
 	grpcSeconds    *prometheus.HistogramVec
 	tsoRequests    prometheus.Counter
 	tsoTimestamps  prometheus.Counter
+	tsoSeconds     prometheus.Histogram
 	ids            *prometheus.CounterVec
 	failovers      prometheus.Counter
 	duplicates     prometheus.Counter
@@ -31,6 +32,12 @@ type metrics struct {
 	limitWaits        *prometheus.GaugeVec   // operators waiting for the controller's budget, by kind
 	balanceScore      *prometheus.GaugeVec   // by node
 	stepSeconds       *prometheus.HistogramVec
+	// The cluster as the primary sees it (published by the primary only; cleared when it
+	// steps down, so that a sum over every PCS counts it once).
+	clusterNodes           *prometheus.GaugeVec // data nodes by state
+	clusterShards          prometheus.Gauge
+	clusterUnderReplicated prometheus.Gauge
+	nodeCapacity, nodeUsed *prometheus.GaugeVec // bytes, by node
 }
 
 func newMetrics(s *Server) *metrics {
@@ -45,8 +52,10 @@ func newMetrics(s *Server) *metrics {
 			Name: "pcs_raft_apply_duration_seconds", Help: "Time from proposing a command on the primary to its application (replicated, persisted, applied).",
 			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
 		}),
-		grpcSeconds:   rpcmetrics.Histogram("pcs_grpc_request_duration_seconds", "gRPC request latency by method and code (streams: whole stream)."),
-		tsoRequests:   prometheus.NewCounter(prometheus.CounterOpts{Name: "pcs_tso_requests_total", Help: "TSO batches served."}),
+		grpcSeconds: rpcmetrics.Histogram("pcs_grpc_request_duration_seconds", "gRPC request latency by method and code (streams: whole stream)."),
+		tsoRequests: prometheus.NewCounter(prometheus.CounterOpts{Name: "pcs_tso_requests_total", Help: "TSO batches served."}),
+		tsoSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pcs_tso_batch_duration_seconds",
+			Help: "Time to serve one TSO batch on the primary (lease renewal and window extension included).", Buckets: prometheus.ExponentialBuckets(10e-6, 2, 18)}),
 		tsoTimestamps: prometheus.NewCounter(prometheus.CounterOpts{Name: "pcs_tso_timestamps_total", Help: "Timestamps served."}),
 		ids:           prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pcs_ids_allocated_total", Help: "Ids handed out, by kind."}, []string{"kind"}),
 		failovers:     prometheus.NewCounter(prometheus.CounterOpts{Name: "pcs_primary_takeovers_total", Help: "Times this node completed a takeover as primary."}),
@@ -61,17 +70,39 @@ func newMetrics(s *Server) *metrics {
 		stepSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "pcs_schedule_step_duration_seconds",
 			Help:    "Time from an operator step's start (admission or the previous step) to the catalog and the nodes showing it done, by step.",
 			Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}, []string{"step"}),
+		clusterNodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pcs_cluster_nodes",
+			Help: "Data nodes by state (up, down, offline, tombstone), as the primary sees them; 0 on the other members."}, []string{"state"}),
+		clusterShards: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pcs_cluster_shards",
+			Help: "Shards of every table (published by the primary)."}),
+		clusterUnderReplicated: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pcs_cluster_shards_under_replicated",
+			Help: "Shards of public tables with fewer live replicas (on nodes not down) than their table asks (published by the primary)."}),
+		nodeCapacity: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pcs_cluster_node_capacity_bytes",
+			Help: "A data node's capacity as it reports it, by node (published by the primary; 0: unknown)."}, []string{"node"}),
+		nodeUsed: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pcs_cluster_node_used_bytes",
+			Help: "Bytes of the shards a data node holds, from their primaries' reports, by node (published by the primary)."}, []string{"node"}),
 		balanceScore: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pcs_schedule_balance_score",
 			Help: "Each up data node's balance score: mean deviation of its replica count and bytes from its capacity share (0 = balanced)."}, []string{"node"}),
 	}
+	// Every kind, state and step is exported from the start (at 0), so dashboards and alerts
+	// see series, not gaps, before the first operator.
+	for _, k := range operator.Kinds {
+		for _, st := range []operator.State{operator.Done, operator.Cancelled, operator.TimedOut} {
+			m.operatorsFinished.WithLabelValues(k.String(), st.String())
+		}
+	}
+	for k := operator.AddLearner; k <= operator.Split; k++ {
+		m.stepSeconds.WithLabelValues(k.String())
+	}
+	m.zeroSchedule()
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.applySeconds, m.proposeSeconds, m.grpcSeconds, m.tsoRequests, m.tsoTimestamps, m.ids, m.failovers, m.duplicates,
+		m.applySeconds, m.proposeSeconds, m.grpcSeconds, m.tsoRequests, m.tsoTimestamps, m.tsoSeconds, m.ids, m.failovers, m.duplicates,
 		m.operators, m.operatorsFinished, m.limitWaits, m.balanceScore, m.stepSeconds,
+		m.clusterNodes, m.clusterShards, m.clusterUnderReplicated, m.nodeCapacity, m.nodeUsed,
 		gauge("pcs_node_state", "Node state: 1 election, 2 recovery, 3 running.", func() float64 { return float64(s.State()) }),
 		gauge("pcs_raft_state", "Raft role: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 { return float64(s.raft.State()) }),
 		gauge("pcs_raft_is_primary", "1 if this node is the primary.", func() float64 {
@@ -93,8 +124,7 @@ func (m *metrics) observeApply(d time.Duration) { m.applySeconds.Observe(d.Secon
 
 // observeSchedule publishes the coordinator's state after a tick.
 func (m *metrics) observeSchedule(c *schedule.Coordinator, v *view.Cluster) {
-	m.operators.Reset()
-	m.limitWaits.Reset()
+	m.zeroSchedule()
 	byShard := map[uint64]*operator.Operator{}
 	for _, op := range c.Operators(false) {
 		m.operators.WithLabelValues(op.Kind.String(), op.State.String()).Inc()
@@ -107,4 +137,67 @@ func (m *metrics) observeSchedule(c *schedule.Coordinator, v *view.Cluster) {
 	for id, sc := range loadScores(v, byShard) {
 		m.balanceScore.WithLabelValues(strconv.FormatUint(id, 10)).Set(sc)
 	}
+	m.observeCluster(v)
+}
+
+// observeCluster publishes node states, capacity and use, and under-replicated shards.
+func (m *metrics) observeCluster(v *view.Cluster) {
+	m.clusterNodes.Reset()
+	m.nodeCapacity.Reset()
+	m.nodeUsed.Reset()
+	down := map[uint64]bool{}
+	for _, st := range []view.NodeState{view.Up, view.Down, view.Offline, view.Tombstone} {
+		m.clusterNodes.WithLabelValues(st.String()).Set(0)
+	}
+	used := map[uint64]uint64{}
+	for _, n := range v.Nodes {
+		m.clusterNodes.WithLabelValues(n.State.String()).Inc()
+		down[n.ID] = n.State == view.Down || n.State == view.Tombstone
+		used[n.ID] = 0
+		if n.State != view.Tombstone {
+			m.nodeCapacity.WithLabelValues(strconv.FormatUint(n.ID, 10)).Set(float64(n.Capacity))
+		}
+	}
+	under := 0
+	for _, sh := range v.Shards {
+		live := 0
+		for _, r := range sh.Replicas {
+			used[r] += sh.Size
+			if !down[r] {
+				live++
+			}
+		}
+		if t := v.Tables[sh.Table]; t != nil && t.Public && live < t.Replicas {
+			under++
+		}
+	}
+	for id, b := range used {
+		if !down[id] || b > 0 {
+			m.nodeUsed.WithLabelValues(strconv.FormatUint(id, 10)).Set(float64(b))
+		}
+	}
+	m.clusterShards.Set(float64(len(v.Shards)))
+	m.clusterUnderReplicated.Set(float64(under))
+}
+
+// zeroSchedule sets the operator gauges of every kind and state to 0.
+func (m *metrics) zeroSchedule() {
+	m.operators.Reset()
+	m.limitWaits.Reset()
+	for _, k := range operator.Kinds {
+		m.operators.WithLabelValues(k.String(), operator.Queued.String()).Set(0)
+		m.operators.WithLabelValues(k.String(), operator.Running.String()).Set(0)
+		m.limitWaits.WithLabelValues(k.String()).Set(0)
+	}
+}
+
+// clearCluster drops what only the primary publishes (it stepped down).
+func (m *metrics) clearCluster() {
+	m.zeroSchedule()
+	m.balanceScore.Reset()
+	m.clusterNodes.Reset()
+	m.nodeCapacity.Reset()
+	m.nodeUsed.Reset()
+	m.clusterShards.Set(0)
+	m.clusterUnderReplicated.Set(0)
 }

@@ -117,6 +117,7 @@ func (s *Server) scheduleLoop(ctx context.Context) {
 		s.sched.mu.coord = nil
 		s.sched.mu.Unlock()
 		s.splits.set(nil)
+		s.metrics.clearCluster()
 	}()
 	t := time.NewTicker(s.cfg.DDLInterval)
 	defer t.Stop()

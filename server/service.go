@@ -430,10 +430,12 @@ func (v *service) Tso(stream pcspb.PCS_TsoServer) error {
 		if err != nil {
 			return err
 		}
+		start := time.Now()
 		first, err := v.s.nextTS(ctx, req.Count)
 		if err != nil {
 			return toStatus(err)
 		}
+		v.s.metrics.tsoSeconds.Observe(time.Since(start).Seconds())
 		if err := stream.Send(&pcspb.TsoResponse{First: first, Count: req.Count}); err != nil {
 			return err
 		}

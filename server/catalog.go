@@ -81,7 +81,11 @@ func (v *service) ListNodes(ctx context.Context, req *pcspb.ListNodesRequest) (*
 	}
 	resp := &pcspb.ListNodesResponse{Header: h}
 	for _, n := range v.s.fsm.DataNodes() {
-		resp.Nodes = append(resp.Nodes, &pcspb.NodeInfo{Node: n, State: v.s.nodeState(n), Shards: counts[n.Id][0], Primaries: counts[n.Id][1]})
+		ni := &pcspb.NodeInfo{Node: n, State: v.s.nodeState(n), Shards: counts[n.Id][0], Primaries: counts[n.Id][1]}
+		if st := v.s.live.NodeStats(n.Id); st != nil {
+			ni.UsedBytes, ni.DiskFreeBytes = st.BytesUsed, st.DiskFree
+		}
+		resp.Nodes = append(resp.Nodes, ni)
 	}
 	pos := v.s.fsm.Position()
 	h.Revision, h.AppliedIndex = pos.Revision, pos.AppliedIndex

@@ -2946,9 +2946,13 @@ type NodeInfo struct {
 	Node  *DataNode              `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
 	// Live state as the primary sees it: up, disconnected, down, offline, tombstone; "unknown"
 	// when served by a follower (live state is the primary's, in memory).
-	State         string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
-	Shards        uint64 `protobuf:"varint,3,opt,name=shards,proto3" json:"shards,omitempty"`
-	Primaries     uint64 `protobuf:"varint,4,opt,name=primaries,proto3" json:"primaries,omitempty"`
+	State     string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Shards    uint64 `protobuf:"varint,3,opt,name=shards,proto3" json:"shards,omitempty"`
+	Primaries uint64 `protobuf:"varint,4,opt,name=primaries,proto3" json:"primaries,omitempty"`
+	// From the node's last heartbeat to the primary (0 when served by a follower or not heard):
+	// bytes its replicas use, and bytes free on its data disk.
+	UsedBytes     uint64 `protobuf:"varint,5,opt,name=used_bytes,json=usedBytes,proto3" json:"used_bytes,omitempty"`
+	DiskFreeBytes uint64 `protobuf:"varint,6,opt,name=disk_free_bytes,json=diskFreeBytes,proto3" json:"disk_free_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3007,6 +3011,20 @@ func (x *NodeInfo) GetShards() uint64 {
 func (x *NodeInfo) GetPrimaries() uint64 {
 	if x != nil {
 		return x.Primaries
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetUsedBytes() uint64 {
+	if x != nil {
+		return x.UsedBytes
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetDiskFreeBytes() uint64 {
+	if x != nil {
+		return x.DiskFreeBytes
 	}
 	return 0
 }
@@ -9170,12 +9188,15 @@ const file_pcs_proto_rawDesc = "" +
 	"\x05state\x18\x02 \x01(\tR\x05state\"\x16\n" +
 	"\x14SetNodeStateResponse\"I\n" +
 	"\x10ListNodesRequest\x125\n" +
-	"\vconsistency\x18\x01 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"|\n" +
+	"\vconsistency\x18\x01 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"\xc3\x01\n" +
 	"\bNodeInfo\x12$\n" +
 	"\x04node\x18\x01 \x01(\v2\x10.pcs.v1.DataNodeR\x04node\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
 	"\x06shards\x18\x03 \x01(\x04R\x06shards\x12\x1c\n" +
-	"\tprimaries\x18\x04 \x01(\x04R\tprimaries\"g\n" +
+	"\tprimaries\x18\x04 \x01(\x04R\tprimaries\x12\x1d\n" +
+	"\n" +
+	"used_bytes\x18\x05 \x01(\x04R\tusedBytes\x12&\n" +
+	"\x0fdisk_free_bytes\x18\x06 \x01(\x04R\rdiskFreeBytes\"g\n" +
 	"\x11ListNodesResponse\x12*\n" +
 	"\x06header\x18\x01 \x01(\v2\x12.pcs.v1.ReadHeaderR\x06header\x12&\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x10.pcs.v1.NodeInfoR\x05nodes\"9\n" +

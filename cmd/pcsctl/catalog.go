@@ -451,13 +451,16 @@ func nodeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			t := table{header: []string{"ID", "ADDRESS", "STATE", "SHARDS", "PRIMARIES", "LABELS"}}
+			t := table{header: []string{"ID", "ADDRESS", "STATE", "SHARDS", "PRIMARIES", "CAPACITY", "USED", "DISK-FREE", "LABELS"}}
 			type row struct {
 				ID        uint64            `json:"id"`
 				Address   string            `json:"address"`
 				State     string            `json:"state"`
 				Shards    uint64            `json:"shards"`
 				Primaries uint64            `json:"primaries"`
+				Capacity  uint64            `json:"capacity_bytes"`
+				Used      uint64            `json:"used_bytes"`
+				DiskFree  uint64            `json:"disk_free_bytes"`
 				Labels    map[string]string `json:"labels"`
 			}
 			rows := []row{}
@@ -467,8 +470,9 @@ func nodeCmd(g *globals) *cobra.Command {
 					labels = append(labels, k+"="+v)
 				}
 				sort.Strings(labels)
-				rows = append(rows, row{n.Node.Id, n.Node.Address, n.State, n.Shards, n.Primaries, n.Node.Labels})
-				t.rows = append(t.rows, []string{u(n.Node.Id), n.Node.Address, n.State, u(n.Shards), u(n.Primaries), strings.Join(labels, ",")})
+				rows = append(rows, row{n.Node.Id, n.Node.Address, n.State, n.Shards, n.Primaries, n.Node.CapacityBytes, n.UsedBytes, n.DiskFreeBytes, n.Node.Labels})
+				t.rows = append(t.rows, []string{u(n.Node.Id), n.Node.Address, n.State, u(n.Shards), u(n.Primaries),
+					bytesOrDash(n.Node.CapacityBytes), bytesOrDash(n.UsedBytes), bytesOrDash(n.DiskFreeBytes), strings.Join(labels, ",")})
 			}
 			t.value = rows
 			return g.print(cmd.OutOrStdout(), t)
@@ -625,4 +629,21 @@ func parseID(what, arg string) (uint64, error) {
 		return 0, fmt.Errorf("%s id %q: want a number", what, arg)
 	}
 	return id, nil
+}
+
+// bytesOrDash prints a byte count in binary units, "-" for 0 (unknown or not reported).
+func bytesOrDash(b uint64) string {
+	if b == 0 {
+		return "-"
+	}
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%d B", b)
+	}
+	div, exp := uint64(unit), 0
+	for n := b / unit; n >= unit; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
 }

@@ -173,6 +173,17 @@ func (r *Registry) UpNodes() []uint64 {
 	return out
 }
 
+// NodeStats returns the node's last reported stats, or nil if it has not been heard from in
+// this term.
+func (r *Registry) NodeStats(node uint64) *pcspb.NodeStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l := r.mu.nodes[node]; l != nil {
+		return l.stats
+	}
+	return nil
+}
+
 // ShardStats returns the node's last reported stats of its replica of a shard, or nil.
 func (r *Registry) ShardStats(node, shard uint64) *pcspb.ShardStats {
 	r.mu.Lock()

@@ -1127,7 +1127,7 @@ func (n *Node) HeldShards() []uint64 { return n.store.Held() }
 // Stats reports the replica count, and per shard the disk usage.
 func (n *Node) Stats() (*pcspb.NodeStats, []*pcspb.ShardStats) {
 	held := n.store.Held()
-	ns := &pcspb.NodeStats{ShardCount: uint64(len(held)), SchemaVersions: map[uint64]uint64{}}
+	ns := &pcspb.NodeStats{ShardCount: uint64(len(held)), SchemaVersions: map[uint64]uint64{}, DiskFree: n.store.DiskFree()}
 	n.mu.Lock()
 	for k, v := range n.schemas {
 		ns.SchemaVersions[k] = v

@@ -44,7 +44,8 @@ var ErrNoReplica = errors.New("kvnode: no replica of the shard")
 
 // Store is a node's replicas in Pebble.
 type Store struct {
-	db *pebble.DB
+	db  *pebble.DB
+	dir string
 
 	mu      sync.RWMutex
 	shards  map[uint64]*pcspb.Shard
@@ -105,6 +106,15 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf(format, args...))
 }
 
+// DiskFree returns the bytes available on the store's disk (0 if it cannot be read).
+func (s *Store) DiskFree() uint64 {
+	du, err := vfs.Default.GetDiskUsage(s.dir)
+	if err != nil {
+		return 0
+	}
+	return du.AvailBytes
+}
+
 // Open opens (or creates) the store in dir and loads its replicas. log may be nil.
 func Open(dir string, log *slog.Logger) (*Store, error) { return open(dir, log, nil) }
 
@@ -122,7 +132,7 @@ func open(dir string, log *slog.Logger, syncStall func()) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kvnode: opening %s: %w", dir, err)
 	}
-	s := &Store{db: db, shards: map[uint64]*pcspb.Shard{}, lsns: map[uint64]Position{}, parents: map[uint64]uint64{}, written: map[uint64]uint64{}}
+	s := &Store{db: db, dir: dir, shards: map[uint64]*pcspb.Shard{}, lsns: map[uint64]Position{}, parents: map[uint64]uint64{}, written: map[uint64]uint64{}}
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{'m'}, UpperBound: []byte{'n'}})
 	if err != nil {
 		db.Close()

@@ -22,3 +22,14 @@ func TestVersion(t *testing.T) {
 		}
 	}
 }
+
+func TestBytesOrDash(t *testing.T) {
+	for _, tc := range []struct {
+		b    uint64
+		want string
+	}{{0, "-"}, {512, "512 B"}, {1024, "1.0 KiB"}, {1536, "1.5 KiB"}, {64 << 20, "64.0 MiB"}, {3 << 40, "3.0 TiB"}} {
+		if got := bytesOrDash(tc.b); got != tc.want {
+			t.Errorf("bytesOrDash(%d) = %q, want %q", tc.b, got, tc.want)
+		}
+	}
+}

@@ -59,6 +59,9 @@ partition:
 		_, out := ctl("table", "list")
 		return strings.Count(out, "public") == 2
 	})
+	if code, out := ctl("health"); code != 0 || strings.Count(out, " ok ") != 2+3+1 || !strings.Contains(out, "0 of 16 shards under-replicated") {
+		t.Fatalf("health (primary, member, 3 nodes, shards): exit %d\n%s", code, out)
+	}
 	code, out = ctl("-o", "json", "shard", "list", "events")
 	var shards []struct {
 		Partition string `json:"partition"`
@@ -151,6 +154,9 @@ func TestPcsctlStatusAndEndpointsEnv(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 3 || len(rows[0].ClusterID) != 16 || rows[1].ClusterID != rows[0].ClusterID {
 		t.Fatalf("status of a healthy cluster: exit %d\n%s", code, out)
 	}
+	if code, out := run(t, 20*time.Second, "pcsctl", eps, "health"); code != 0 || strings.Count(out, " ok ") != 5 {
+		t.Fatalf("health of a healthy cluster (primary, 3 members, shards): exit %d\n%s", code, out)
+	}
 	var follower *proc
 	for _, p := range pc.procs {
 		if p != pc.primary(c) {
@@ -163,6 +169,9 @@ func TestPcsctlStatusAndEndpointsEnv(t *testing.T) {
 	}
 	if code, out := run(t, 20*time.Second, "pcsctl", eps, "--timeout", "3s", "status", "--allow-down"); code != 0 {
 		t.Fatalf("status --allow-down: exit %d\n%s", code, out)
+	}
+	if code, out := run(t, 20*time.Second, "pcsctl", eps, "--timeout", "8s", "health"); code == 0 || !strings.Contains(out, "UNHEALTHY") || !strings.Contains(out, follower.name) {
+		t.Fatalf("health with a member down: exit %d\n%s", code, out)
 	}
 	cmd := exec.Command(filepath.Join(binDir, "pcsctl"), "kv", "put", "env", "ok")
 	cmd.Env = append(os.Environ(), "PCS_ENDPOINTS="+strings.Join(pc.endpoints(), ","))

@@ -81,7 +81,7 @@ func newRootCmd() *cobra.Command {
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "deadline of the whole command")
 	root.AddCommand(&cobra.Command{Use: "version", Short: "Print pcsctl's build (version, revision, Go)", Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "pcsctl", version.Get()) }})
-	root.AddCommand(statusCmd(g), memberCmd(g), kvCmd(g), tsoCmd(g), idCmd(g), logLevelCmd(g),
+	root.AddCommand(statusCmd(g), healthCmd(g), memberCmd(g), kvCmd(g), tsoCmd(g), idCmd(g), logLevelCmd(g),
 		tableCmd(g), shardCmd(g), nodeCmd(g), jobCmd(g), groupCmd(g), snapshotCmd(g),
 		operatorCmd(g), schedulerCmd(g), configCmd(g))
 	refuseUnknownSubcommands(root)

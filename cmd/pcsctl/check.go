@@ -31,7 +31,9 @@ func allShards(ctx context.Context, c *client.Client, table string) ([]*pcspb.Sh
 
 // shardProblems says what is wrong with a shard's replicas: kind "under-replicated" (fewer
 // replicas than the table asks, or replicas on nodes not up) or "misplaced" (outside the
-// table's nodes, on an offline or tombstone node, or sharing an isolation value).
+// table's nodes, on an offline or tombstone node, or sharing an isolation value), as pd-ctl's
+// region check: "down-replica" (a replica or learner on a node that is down or unknown) and
+// "pending" (learners still catching up, not yet promoted).
 func shardProblems(t *pcspb.Table, sh *pcspb.Shard, nodes map[uint64]*pcspb.NodeInfo, kind string) []string {
 	var out []string
 	switch kind {
@@ -46,6 +48,20 @@ func shardProblems(t *pcspb.Table, sh *pcspb.Shard, nodes map[uint64]*pcspb.Node
 		}
 		if live < int(t.Replicas) {
 			out = append(out, fmt.Sprintf("%d of %d replicas up", live, t.Replicas))
+		}
+	case "down-replica":
+		for _, r := range slices.Concat(sh.Replicas, sh.Learners) {
+			if n := nodes[r]; n == nil || (n.State != "up" && n.State != "offline") {
+				state := "not registered"
+				if n != nil {
+					state = n.State
+				}
+				out = append(out, fmt.Sprintf("node %d is %s", r, state))
+			}
+		}
+	case "pending":
+		for _, l := range sh.Learners {
+			out = append(out, fmt.Sprintf("learner on node %d is catching up", l))
 		}
 	case "misplaced":
 		zones := map[string]uint64{}
@@ -74,13 +90,13 @@ func shardProblems(t *pcspb.Table, sh *pcspb.Shard, nodes map[uint64]*pcspb.Node
 
 func shardCheckCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:   "check under-replicated|misplaced [TABLE]",
-		Short: "List shards with fewer live replicas than their table asks, or with replicas breaking its placement rules",
+		Use:   "check under-replicated|misplaced|down-replica|pending [TABLE]",
+		Short: "List shards with fewer live replicas than their table asks, replicas breaking its placement rules, replicas on down nodes, or learners catching up",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind := args[0]
-			if kind != "under-replicated" && kind != "misplaced" {
-				return fmt.Errorf("check %q: want under-replicated or misplaced: %w", kind, client.ErrInvalidArgument)
+			if !slices.Contains([]string{"under-replicated", "misplaced", "down-replica", "pending"}, kind) {
+				return fmt.Errorf("check %q: want under-replicated, misplaced, down-replica or pending: %w", kind, client.ErrInvalidArgument)
 			}
 			c, ctx, done, err := g.open(cmd)
 			if err != nil {

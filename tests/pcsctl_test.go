@@ -182,3 +182,51 @@ func TestPcsctlStatusAndEndpointsEnv(t *testing.T) {
 		t.Fatalf("the put through PCS_ENDPOINTS: %v %v", kv, err)
 	}
 }
+
+// TestPcsctlRows: pcsctl row put/get/del/scan against real pcs and pcsnode processes, keys
+// typed as values of the key columns.
+func TestPcsctlRows(t *testing.T) {
+	pc := startCluster(t, 1, "--node-warmup", "300ms")
+	c := pc.client()
+	pc.primary(c)
+	startNodeProcs(t, pc, 3)
+	ctl := func(args ...string) (int, string) {
+		return run(t, 20*time.Second, "pcsctl", append([]string{"--endpoints=" + pc.procs[0].client}, args...)...)
+	}
+	waitFor(t, 20*time.Second, "three nodes up", func() bool {
+		code, out := ctl("node", "list")
+		return code == 0 && strings.Count(out, " up ") == 3
+	})
+	if code, out := ctl("table", "create", "users", "--columns", "id:int64,name:string", "--hash-columns", "id", "--hash-partitions", "4", "--replicas", "3"); code != 0 {
+		t.Fatalf("create: %s", out)
+	}
+	waitFor(t, 20*time.Second, "table public", func() bool {
+		_, out := ctl("table", "list")
+		return strings.Contains(out, "public")
+	})
+	for _, r := range [][2]string{{"2,grace", "hopper"}, {"1,ada", "lovelace"}, {"3,edsger", "dijkstra"}} {
+		if code, out := ctl("row", "put", "users", r[0], r[1]); code != 0 {
+			t.Fatalf("row put %s: %s", r[0], out)
+		}
+	}
+	if code, out := ctl("-o", "json", "row", "get", "users", "1,ada"); code != 0 || !strings.Contains(out, `"value": "lovelace"`) {
+		t.Fatalf("row get: exit %d\n%s", code, out)
+	}
+	if code, out := ctl("row", "get", "users", "1,nobody"); code == 0 || !strings.Contains(out, "not found") {
+		t.Fatalf("row get of a missing row: exit %d\n%s", code, out)
+	}
+	if code, out := ctl("row", "get", "users", "1"); code == 0 || !strings.Contains(out, "key columns") {
+		t.Fatalf("row get with one of two key values: exit %d\n%s", code, out)
+	}
+	if code, out := ctl("row", "del", "users", "3,edsger"); code != 0 {
+		t.Fatalf("row del: %s", out)
+	}
+	code, out := ctl("-o", "json", "row", "scan", "users")
+	var rows []struct{ Key, Value string }
+	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil {
+		t.Fatalf("row scan: exit %d\n%s", code, out)
+	}
+	if fmt.Sprint(rows) != "[{1,ada lovelace} {2,grace hopper}]" {
+		t.Fatalf("row scan: %v, want the two rows left in key order", rows)
+	}
+}

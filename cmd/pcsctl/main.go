@@ -82,7 +82,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(&cobra.Command{Use: "version", Short: "Print pcsctl's build (version, revision, Go)", Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "pcsctl", version.Get()) }})
 	root.AddCommand(statusCmd(g), healthCmd(g), memberCmd(g), kvCmd(g), tsoCmd(g), idCmd(g), logLevelCmd(g),
-		tableCmd(g), shardCmd(g), nodeCmd(g), jobCmd(g), groupCmd(g), snapshotCmd(g),
+		tableCmd(g), rowCmd(g), shardCmd(g), nodeCmd(g), jobCmd(g), groupCmd(g), snapshotCmd(g),
 		operatorCmd(g), schedulerCmd(g), configCmd(g))
 	refuseUnknownSubcommands(root)
 	return root

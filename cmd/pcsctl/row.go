@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -31,7 +31,7 @@ func rowCmd(g *globals) *cobra.Command {
 		return encodeKey(tr.Table, values)
 	}
 	// each opens a client, encodes the row's key and runs f.
-	each := func(f func(ctx context.Context, c *client.Client, kv *client.TableKV, key []byte, args []string) error) func(*cobra.Command, []string) error {
+	each := func(f func(ctx context.Context, out io.Writer, kv *client.TableKV, key []byte, args []string) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, args []string) error {
 			c, ctx, done, err := g.open(cmd)
 			if err != nil {
@@ -42,40 +42,40 @@ func rowCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return f(ctx, c, c.KV(args[0]), key, args)
+			return f(ctx, cmd.OutOrStdout(), c.KV(args[0]), key, args)
 		}
 	}
 	put := &cobra.Command{
 		Use: "put TABLE KEY VALUE", Short: "Write a row (KEY: a value per key column, comma-separated)", Args: cobra.ExactArgs(3),
-		RunE: each(func(ctx context.Context, _ *client.Client, kv *client.TableKV, key []byte, args []string) error {
+		RunE: each(func(ctx context.Context, out io.Writer, kv *client.TableKV, key []byte, args []string) error {
 			if err := kv.Put(ctx, key, []byte(args[2])); err != nil {
 				return err
 			}
-			fmt.Fprintln(os.Stdout, "OK")
+			fmt.Fprintln(out, "OK")
 			return nil
 		}),
 	}
 	get := &cobra.Command{
 		Use: "get TABLE KEY", Short: "Read a row (exit 1 if there is none)", Args: cobra.ExactArgs(2),
+		RunE: each(func(ctx context.Context, out io.Writer, kv *client.TableKV, key []byte, args []string) error {
+			v, found, err := kv.Get(ctx, key)
+			if err != nil {
+				return err
+			}
+			if !found {
+				return fmt.Errorf("row (%s) of %s: %w", args[1], args[0], client.ErrNotFound)
+			}
+			return g.print(out, table{header: []string{"KEY", "VALUE"}, rows: [][]string{{args[1], text(v)}},
+				value: map[string]string{"key": args[1], "value": string(v)}})
+		}),
 	}
-	get.RunE = each(func(ctx context.Context, _ *client.Client, kv *client.TableKV, key []byte, args []string) error {
-		v, found, err := kv.Get(ctx, key)
-		if err != nil {
-			return err
-		}
-		if !found {
-			return fmt.Errorf("row (%s) of %s: %w", args[1], args[0], client.ErrNotFound)
-		}
-		return g.print(get.OutOrStdout(), table{header: []string{"KEY", "VALUE"}, rows: [][]string{{args[1], text(v)}},
-			value: map[string]string{"key": args[1], "value": string(v)}})
-	})
 	del := &cobra.Command{
 		Use: "del TABLE KEY", Short: "Delete a row", Args: cobra.ExactArgs(2),
-		RunE: each(func(ctx context.Context, _ *client.Client, kv *client.TableKV, key []byte, _ []string) error {
+		RunE: each(func(ctx context.Context, out io.Writer, kv *client.TableKV, key []byte, _ []string) error {
 			if err := kv.Delete(ctx, key); err != nil {
 				return err
 			}
-			fmt.Fprintln(os.Stdout, "OK")
+			fmt.Fprintln(out, "OK")
 			return nil
 		}),
 	}

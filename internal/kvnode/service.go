@@ -1146,7 +1146,7 @@ func (n *Node) Stats() (*pcspb.NodeStats, []*pcspb.ShardStats) {
 				n.mu.Lock()
 				if rs := n.repl[id]; rs != nil && rs.term == sh.Term && rs.confVer == sh.Epoch.GetConfVer() {
 					for r, ok := range rs.inSync {
-						if ok && (slices.Contains(sh.Replicas, r) || slices.Contains(sh.Learners, r)) {
+						if ok {
 							st.ReplicaPositions[r] = lsn
 						}
 					}

@@ -19,11 +19,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/pcstls"
 )
 
 // Options tune a Client.
@@ -38,6 +40,21 @@ type Options struct {
 	AttemptTimeout time.Duration
 	// ClusterID, if set, is sent with every call (see WithClusterID).
 	ClusterID string
+	// TLS, if set, is the identity for mutual TLS with PCS and the data nodes (see WithTLS).
+	TLS *pcstls.Source
+}
+
+// WithTLS makes every connection, to PCS and to data nodes, mutual TLS with src's identity:
+// the server's certificate must be signed by src's CA and name the address dialled. The files
+// are re-read when they change, so a rotated certificate is used by the next connection.
+func WithTLS(src *pcstls.Source) Option { return func(o *Options) { o.TLS = src } }
+
+// credentials returns the transport credentials of the client's connections.
+func (o *Options) credentials() credentials.TransportCredentials {
+	if o.TLS != nil {
+		return o.TLS.ClientCredentials(nil)
+	}
+	return insecure.NewCredentials()
 }
 
 // DefaultAttemptTimeout is a few election timeouts of PCS's LAN defaults (200 ms): long
@@ -147,7 +164,7 @@ func (c *Client) conn(addr string) (pcspb.PCSClient, error) {
 	if !ok {
 		var err error
 		cc, err = grpc.NewClient(addr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithTransportCredentials(c.opts.credentials()),
 			grpc.WithConnectParams(fastReconnect),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)),
 			grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {

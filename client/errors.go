@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -57,6 +58,12 @@ var (
 	ErrQuorumAtRisk = errors.New("pcs: change would lose quorum")
 	// ErrShardGuard: a shard command would leave the shard in a wrong shape.
 	ErrShardGuard = errors.New("pcs: shard command refused")
+	// ErrTLS: the TLS handshake failed — no certificate or one the server's CA did not sign,
+	// a server certificate this client's CA did not sign or that does not name the address
+	// dialled, an expired certificate. Not retried.
+	ErrTLS = errors.New("pcs: tls handshake failed")
+	// ErrPermissionDenied: the caller's certificate is not allowed to make this call.
+	ErrPermissionDenied = errors.New("pcs: permission denied")
 )
 
 // fromStatus maps a gRPC error to the client's errors, keeping the server's message.
@@ -77,7 +84,11 @@ func fromStatus(err error) error {
 		sentinel = ErrUnavailable
 		if notPrimary(err) != nil {
 			sentinel = ErrNotPrimary
+		} else if handshakeFailed(err) {
+			sentinel = ErrTLS
 		}
+	case codes.PermissionDenied, codes.Unauthenticated:
+		sentinel = ErrPermissionDenied
 	case codes.FailedPrecondition:
 		sentinel = ErrFailedPrecondition
 		if s, ok := reasonSentinels[reason(err)]; ok {
@@ -139,7 +150,13 @@ func KVErrorOf(err error) *pcspb.KVError { return statusDetail[*pcspb.KVError](e
 
 // retryable reports whether another attempt (perhaps at another node) may succeed.
 func retryable(err error) bool {
-	return status.Code(err) == codes.Unavailable
+	return status.Code(err) == codes.Unavailable && !handshakeFailed(err)
+}
+
+// handshakeFailed reports whether a gRPC error is a failed TLS handshake, which another
+// attempt would fail the same way.
+func handshakeFailed(err error) bool {
+	return status.Code(err) == codes.Unavailable && strings.Contains(status.Convert(err).Message(), "authentication handshake failed")
 }
 
 // MapError maps an error from a raw pcspb call to the client's errors (for callers that use the

@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/postdb/pcs/api/pcspb"
@@ -76,7 +75,7 @@ func (c *Client) nodeKV(ctx context.Context, id uint64) (pcspb.KVClient, error) 
 	cc, ok := c.nodes.conns[addr]
 	if !ok {
 		var err error
-		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithConnectParams(fastReconnect))
+		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(c.opts.credentials()), grpc.WithConnectParams(fastReconnect))
 		if err != nil {
 			return nil, err
 		}

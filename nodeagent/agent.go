@@ -19,6 +19,7 @@ import (
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/client"
+	"github.com/postdb/pcs/pcstls"
 )
 
 // Handler is what a data node implements. Commands are idempotent: creating a replica the node
@@ -62,6 +63,8 @@ type Config struct {
 	// id a new node learns at registration, to keep it with the node's data.
 	ClusterID   string
 	OnClusterID func(string) error
+	// TLS, if set, is the node's identity for mutual TLS with PCS.
+	TLS *pcstls.Source
 }
 
 // DefaultInterval is the default heartbeat interval: a quarter of PCS's default node lease.
@@ -100,7 +103,11 @@ func New(cfg Config, h Handler) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c, err := client.New(cfg.Endpoints, client.WithBackoff(10*time.Millisecond, 200*time.Millisecond), client.WithClusterID(cfg.ClusterID))
+	opts := []client.Option{client.WithBackoff(10*time.Millisecond, 200*time.Millisecond), client.WithClusterID(cfg.ClusterID)}
+	if cfg.TLS != nil {
+		opts = append(opts, client.WithTLS(cfg.TLS))
+	}
+	c, err := client.New(cfg.Endpoints, opts...)
 	if err != nil {
 		return nil, err
 	}

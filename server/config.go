@@ -11,6 +11,7 @@ import (
 	"github.com/postdb/pcs/internal/clock"
 	"github.com/postdb/pcs/internal/cluster"
 	"github.com/postdb/pcs/internal/raftgroup"
+	"github.com/postdb/pcs/pcstls"
 )
 
 // Default addresses of a PCS node with no flags.
@@ -87,6 +88,10 @@ type Config struct {
 	// DDLInterval is how often the primary plans DDL steps. Default 100ms.
 	DDLInterval time.Duration
 
+	// TLS, if set, turns mutual TLS on for every port of this node (client gRPC, Raft, HTTP)
+	// and for its calls to other members. Nil is plaintext.
+	TLS *TLSConfig
+
 	// Clock, if set, is the node's clock instead of the system's (the chaos suite skews its
 	// wall reading; TSO physical time and the proposer's clock in entries come from it).
 	Clock clock.Clock
@@ -95,6 +100,17 @@ type Config struct {
 	// logger's level so that it can be changed at runtime.
 	Logger   *slog.Logger
 	LogLevel *slog.LevelVar
+}
+
+// TLSConfig is a PCS node's mutual TLS: its identity and who may connect. An empty list
+// permits every certificate of the CA.
+type TLSConfig struct {
+	Source *pcstls.Source
+	// AllowedPeers may use the Raft port and everything else; AllowedNodes may register and
+	// heartbeat as data nodes (and call everything a client may); AllowedClients may call
+	// everything but the data-node calls. HTTP's /metrics, /status and /debug/pprof take any of
+	// them; /health and /ready need no certificate.
+	AllowedPeers, AllowedNodes, AllowedClients *pcstls.Allow
 }
 
 // DefaultConfig returns the single-node defaults.
@@ -141,6 +157,8 @@ func (c Config) Validate() error {
 		return errors.New("node lease and DDL interval must be positive")
 	case c.WriteTimeout <= 0:
 		return errors.New("write timeout must be positive")
+	case c.TLS != nil && c.TLS.Source == nil:
+		return errors.New("tls: no certificate source")
 	case len(c.InitialCluster) > 0 && len(c.Join) > 0:
 		return errors.New("initial cluster and join are exclusive")
 	}

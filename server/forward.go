@@ -9,18 +9,21 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/postdb/pcs/api/pcspb"
 )
 
 // peerConns caches gRPC connections to other PCS nodes, for forwarding.
 type peerConns struct {
+	creds credentials.TransportCredentials
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
 
-func newPeerConns() *peerConns { return &peerConns{conns: map[string]*grpc.ClientConn{}} }
+func newPeerConns(creds credentials.TransportCredentials) *peerConns {
+	return &peerConns{creds: creds, conns: map[string]*grpc.ClientConn{}}
+}
 
 func (p *peerConns) get(addr string) (pcspb.PCSClient, error) {
 	p.mu.Lock()
@@ -28,7 +31,7 @@ func (p *peerConns) get(addr string) (pcspb.PCSClient, error) {
 	cc, ok := p.conns[addr]
 	if !ok {
 		var err error
-		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(p.creds),
 			grpc.WithConnectParams(fastReconnect), grpc.WithUnaryInterceptor(forwardRequestID))
 		if err != nil {
 			return nil, fmt.Errorf("connecting to %s: %w", addr, err)

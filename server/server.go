@@ -104,11 +104,11 @@ func New(cfg Config) (*Server, error) {
 		log:      log,
 		clk:      clock.NewReal(),
 		extendCh: make(chan struct{}, 1),
-		peers:    newPeerConns(),
 	}
 	if cfg.Clock != nil {
 		s.clk = cfg.Clock
 	}
+	s.peers = newPeerConns(s.peerCredentials())
 	s.ids.blocks = map[string]*idBlock{}
 	s.live = cluster.New(s.clk, cfg.Nodes)
 	s.nodeCmds = newNodeCommands()
@@ -164,6 +164,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	rc := cfg.Raft
 	rc.Name, rc.Dir, rc.Logger, rc.Identity = cfg.Name, cfg.DataDir, log, s.ident
+	if t := cfg.TLS; t != nil {
+		rc.TLS = &raftgroup.TLS{Source: t.Source, Allow: t.AllowedPeers}
+	}
 	rc.ForceNewCluster = cfg.ForceNewCluster && hasState
 	if rc.ForceNewCluster {
 		log.Warn("forcing a new cluster of this member alone from its data")
@@ -194,7 +197,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.grpcSrv = newGRPCServer(s)
 	if s.httpLn != nil {
-		s.httpSrv = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+		var h http.Handler
+		s.httpLn, h = s.tlsHTTP(s.httpLn, s.httpHandler())
+		s.httpSrv = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	}
 	s.needJoin = !hasState && len(cfg.Join) > 0
 	return s, nil

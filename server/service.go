@@ -41,6 +41,7 @@ type service struct {
 func newGRPCServer(s *Server) *grpc.Server {
 	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(maxMsgSize), grpc.MaxSendMsgSize(maxMsgSize)},
 		rpcmetrics.ServerOptions(s.metrics.grpcSeconds)...)
+	opts = append(opts, s.tlsServerOptions()...)
 	opts = append(opts,
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 			if err := s.checkClusterID(ctx); err != nil {

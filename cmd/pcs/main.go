@@ -4,8 +4,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/postdb/pcs/internal/clock"
 	"github.com/postdb/pcs/internal/faults"
+	"github.com/postdb/pcs/pcstls"
 	"github.com/postdb/pcs/server"
 )
 
@@ -49,6 +52,12 @@ type fileConfig struct {
 	NodeLease          time.Duration
 	NodeLeaseMargin    time.Duration
 	DebugFaultsAddr    string `yaml:"debug-faults-addr"`
+	TLSCA              string
+	TLSCert            string
+	TLSKey             string
+	TLSAllowedPeers    string
+	TLSAllowedNodes    string
+	TLSAllowedClients  string
 }
 
 func main() {
@@ -131,6 +140,12 @@ with 'pcsctl snapshot save FILE', for a new cluster.`,
 	f.DurationVar(&fc.NodeWarmup, "node-warmup", fc.NodeWarmup, "after a primary change, declare no data node down and plan nothing for this long")
 	f.DurationVar(&fc.NodeLease, "node-lease", fc.NodeLease, "lease a heartbeat answer grants a data node")
 	f.DurationVar(&fc.NodeLeaseMargin, "node-lease-margin", fc.NodeLeaseMargin, "a data node silent for its lease plus this margin loses its shard primaries")
+	f.StringVar(&fc.TLSCA, "tls-ca", "", "CA bundle that signs every certificate of the cluster: mutual TLS on every port (with --tls-cert and --tls-key)")
+	f.StringVar(&fc.TLSCert, "tls-cert", "", "this member's certificate (server and client auth; names its addresses); re-read when it changes")
+	f.StringVar(&fc.TLSKey, "tls-key", "", "this member's private key")
+	f.StringVar(&fc.TLSAllowedPeers, "tls-allowed-peers", "", "identities (CN, DNS or IP SAN; globs) allowed as PCS members, comma-separated (empty: any certificate of the CA)")
+	f.StringVar(&fc.TLSAllowedNodes, "tls-allowed-nodes", "", "identities allowed to register and heartbeat as data nodes (empty: any of the CA)")
+	f.StringVar(&fc.TLSAllowedClients, "tls-allowed-clients", "", "identities allowed as clients (empty: any of the CA)")
 	f.StringVar(&fc.DebugFaultsAddr, "debug-faults-addr", "", "serve the chaos suite's fault hooks (wall-clock skew, Raft log stalls) here; only in builds with -tags chaos")
 	return cmd
 }
@@ -201,6 +216,16 @@ func run(ctx context.Context, fc fileConfig) error {
 	}
 	cfg.Logger = slog.New(h)
 	cfg.LogLevel = level
+	if cfg.TLS, err = tlsConfig(fc, cfg.Logger); err != nil {
+		return err
+	}
+	if cfg.TLS == nil {
+		for _, a := range []string{fc.ClientAddr, fc.PeerAddr, fc.HTTPAddr} {
+			if a != "" && !loopback(a) {
+				cfg.Logger.Warn("serving plaintext on a non-loopback address: anyone who reaches it can read and change the cluster; start with --tls-ca, --tls-cert and --tls-key", "addr", a)
+			}
+		}
+	}
 
 	if fc.DebugFaultsAddr != "" {
 		clk, stalls := faults.NewClock(clock.NewReal()), faults.NewStalls()
@@ -250,4 +275,47 @@ start pcs on that data dir with the same --name and --peer-addr; add members wit
 	cmd.Flags().StringVar(&dir, "data-dir", dir, "empty data directory to prepare")
 	cmd.Flags().StringVar(&peer, "peer-addr", peer, "Raft address the member will bind")
 	return cmd
+}
+
+// tlsConfig builds the member's mutual TLS from the --tls-* flags; nil when they name no file.
+func tlsConfig(fc fileConfig, log *slog.Logger) (*server.TLSConfig, error) {
+	files := pcstls.Files{CA: fc.TLSCA, Cert: fc.TLSCert, Key: fc.TLSKey}
+	if err := files.Validate(); err != nil {
+		return nil, fmt.Errorf("--tls-ca, --tls-cert, --tls-key: %w", err)
+	}
+	if !files.Enabled() {
+		if fc.TLSAllowedPeers+fc.TLSAllowedNodes+fc.TLSAllowedClients != "" {
+			return nil, errors.New("--tls-allowed-*: needs --tls-ca, --tls-cert and --tls-key")
+		}
+		return nil, nil
+	}
+	src, err := pcstls.NewSource(files, pcstls.WithReloadLog(log))
+	if err != nil {
+		return nil, err
+	}
+	t := &server.TLSConfig{Source: src}
+	for _, l := range []struct {
+		flag, kind, val string
+		dst             **pcstls.Allow
+	}{{"--tls-allowed-peers", "peers", fc.TLSAllowedPeers, &t.AllowedPeers},
+		{"--tls-allowed-nodes", "nodes", fc.TLSAllowedNodes, &t.AllowedNodes},
+		{"--tls-allowed-clients", "clients", fc.TLSAllowedClients, &t.AllowedClients}} {
+		if *l.dst, err = pcstls.NewAllow(l.kind, strings.Split(l.val, ",")); err != nil {
+			return nil, fmt.Errorf("%s: %w", l.flag, err)
+		}
+	}
+	return t, nil
+}
+
+// loopback reports whether a listen address binds only loopback.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/postdb/pcs/internal/kvnode"
+	"github.com/postdb/pcs/pcstls"
 	"github.com/postdb/pcs/server"
 )
 
@@ -21,6 +22,7 @@ import (
 func playgroundCmd() *cobra.Command {
 	var dir, logLevel string
 	var basePort int
+	var withTLS bool
 	cmd := &cobra.Command{
 		Use:   "playground",
 		Short: "Run a local cluster for trying things: 3 PCS + 3 data nodes in one process",
@@ -44,6 +46,13 @@ func playgroundCmd() *cobra.Command {
 			for i := 0; i < 3; i++ {
 				peers = append(peers, server.Peer{Name: fmt.Sprintf("pcs-%d", i+1), PeerAddr: addr(10*i + 1)})
 			}
+			var pki *playgroundPKI
+			if withTLS {
+				var err error
+				if pki, err = newPlaygroundPKI(filepath.Join(dir, "tls")); err != nil {
+					return err
+				}
+			}
 			var servers []*server.Server
 			defer func() {
 				for _, s := range servers {
@@ -58,6 +67,12 @@ func playgroundCmd() *cobra.Command {
 				cfg.InitialCluster = peers
 				cfg.Nodes.Warmup = 2 * time.Second
 				cfg.Logger, cfg.LogLevel = log, level
+				if pki != nil {
+					var err error
+					if cfg.TLS, err = pki.pcs(p.Name); err != nil {
+						return err
+					}
+				}
 				s, err := server.New(cfg)
 				if err != nil {
 					return err
@@ -73,20 +88,36 @@ func playgroundCmd() *cobra.Command {
 				}
 			}()
 			for i := 0; i < 3; i++ {
+				var nodeTLS *kvnode.TLS
+				if pki != nil {
+					var err error
+					if nodeTLS, err = pki.node(fmt.Sprintf("node-%d", i+1)); err != nil {
+						return err
+					}
+				}
 				n, err := kvnode.Start(kvnode.Config{DataDir: filepath.Join(dir, fmt.Sprintf("node-%d", i+1)), Addr: addr(100 + i),
 					Endpoints: endpoints, Labels: map[string]string{"zone": fmt.Sprintf("z%d", i), "host": fmt.Sprintf("h%d", i)},
-					HTTPAddr: addr(110 + i), Logger: log})
+					HTTPAddr: addr(110 + i), Logger: log, TLS: nodeTLS})
 				if err != nil {
 					return err
 				}
 				nodes = append(nodes, n)
 			}
 			eps := strings.Join(endpoints, ",")
+			url := func(a string) string { return "http://" + a }
+			if pki != nil {
+				url = func(a string) string { return "https://" + a }
+				fmt.Printf(`Mutual TLS is on: every port wants a certificate of the CA in %s.
+  export PCS_TLS_CA=%s PCS_TLS_CERT=%s PCS_TLS_KEY=%s
+  curl --cacert $PCS_TLS_CA --cert $PCS_TLS_CERT --key $PCS_TLS_KEY https://%s/status
+
+`, pki.dir, pki.client.CA, pki.client.Cert, pki.client.Key, addr(2))
+			}
 			fmt.Printf(`PCS playground (data in %s)
   PCS endpoints:  %s
-  HTTP:           http://%s/status  http://%s/metrics
+  HTTP:           %s/status  %s/metrics
   data nodes:     %s, %s, %s (zones z0, z1, z2)
-  node metrics:   http://%s/metrics  http://%s/metrics  http://%s/metrics
+  node metrics:   %s/metrics  %s/metrics  %s/metrics
 
 Try:
   go run ./cmd/pcsctl --endpoints %s status
@@ -96,8 +127,8 @@ Try:
   go run ./cmd/pcsctl --endpoints %s shard split SHARD_ID
   go run ./cmd/pcsctl --endpoints %s tso
 Ctrl-C stops everything.
-`, dir, eps, addr(2), addr(2), nodes[0].Addr(), nodes[1].Addr(), nodes[2].Addr(),
-				nodes[0].HTTPAddr(), nodes[1].HTTPAddr(), nodes[2].HTTPAddr(), eps, eps, eps, eps, eps, eps)
+`, dir, eps, url(addr(2)), url(addr(2)), nodes[0].Addr(), nodes[1].Addr(), nodes[2].Addr(),
+				url(nodes[0].HTTPAddr()), url(nodes[1].HTTPAddr()), url(nodes[2].HTTPAddr()), eps, eps, eps, eps, eps, eps)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			<-ctx.Done()
@@ -108,5 +139,66 @@ Ctrl-C stops everything.
 	cmd.Flags().StringVar(&dir, "dir", "", "data directory (default: a temporary one, removed on exit)")
 	cmd.Flags().IntVar(&basePort, "base-port", 13000, "PCS i uses base+10i (gRPC), +1 (Raft), +2 (HTTP); data node j uses base+100+j (KV) and base+110+j (metrics)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
+	cmd.Flags().BoolVar(&withTLS, "tls", false, "mutual TLS on every link: a CA and certificates (pcs-N, node-N, client) are made in DIR/tls")
 	return cmd
+}
+
+// playgroundPKI is the playground's test CA and the certificates it issued: pcs-N for the PCS
+// members, node-N for the data nodes and client for pcsctl; each kind is allowed only its part.
+type playgroundPKI struct {
+	dir    string
+	ca     *pcstls.CA
+	client pcstls.Files
+}
+
+func newPlaygroundPKI(dir string) (*playgroundPKI, error) {
+	ca, err := pcstls.NewCA("pcs playground CA", 30*24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	if err := ca.WriteCA(dir); err != nil {
+		return nil, err
+	}
+	p := &playgroundPKI{dir: dir, ca: ca}
+	if p.client, err = p.issue("client"); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *playgroundPKI) issue(name string) (pcstls.Files, error) {
+	is, err := p.ca.Issue(name, []string{"127.0.0.1", "localhost", "::1"}, 30*24*time.Hour)
+	if err != nil {
+		return pcstls.Files{}, err
+	}
+	return is.Write(p.dir, name)
+}
+
+func (p *playgroundPKI) source(name string) (*pcstls.Source, error) {
+	f, err := p.issue(name)
+	if err != nil {
+		return nil, err
+	}
+	return pcstls.NewSource(f)
+}
+
+func (p *playgroundPKI) allow(kind, pattern string) *pcstls.Allow {
+	return &pcstls.Allow{Kind: kind, Patterns: []string{pattern}}
+}
+
+func (p *playgroundPKI) pcs(name string) (*server.TLSConfig, error) {
+	src, err := p.source(name)
+	if err != nil {
+		return nil, err
+	}
+	return &server.TLSConfig{Source: src, AllowedPeers: p.allow("peers", "pcs-*"),
+		AllowedNodes: p.allow("nodes", "node-*"), AllowedClients: p.allow("clients", "client")}, nil
+}
+
+func (p *playgroundPKI) node(name string) (*kvnode.TLS, error) {
+	src, err := p.source(name)
+	if err != nil {
+		return nil, err
+	}
+	return &kvnode.TLS{Source: src, AllowedNodes: p.allow("nodes", "node-*"), AllowedClients: p.allow("clients", "client")}, nil
 }

@@ -18,8 +18,8 @@ import (
 )
 
 // tableKeys reads a table's definition and returns a generator of its random keys.
-func tableKeys(ctx context.Context, endpoints []string, table string) (func(r *rand.Rand) []byte, error) {
-	c, err := client.New(endpoints)
+func tableKeys(ctx context.Context, p *params, table string) (func(r *rand.Rand) []byte, error) {
+	c, err := p.newClient()
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +83,7 @@ func routeCmd(p *params) *cobra.Command {
 			if at != "" {
 				opts = append(opts, client.WithEndpoint(at))
 			}
-			gen, err := tableKeys(cmd.Context(), p.endpoints, table)
+			gen, err := tableKeys(cmd.Context(), p, table)
 			if err != nil {
 				return err
 			}
@@ -237,7 +237,7 @@ func ddlCmd(p *params) *cobra.Command {
 			if err != nil || !drop {
 				return err
 			}
-			c, err := client.New(p.endpoints)
+			c, err := p.newClient()
 			if err != nil {
 				return err
 			}
@@ -271,7 +271,7 @@ func kvCmd(p *params) *cobra.Command {
 				return fmt.Errorf("--op %q: want put or get", op)
 			}
 			value := make([]byte, p.valueSize)
-			gen, err := tableKeys(cmd.Context(), p.endpoints, table)
+			gen, err := tableKeys(cmd.Context(), p, table)
 			if err != nil {
 				return err
 			}

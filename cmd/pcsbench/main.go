@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/postdb/pcs/client"
+	"github.com/postdb/pcs/pcstls"
 )
 
 func main() {
@@ -39,6 +40,20 @@ type params struct {
 	keys        int
 	cpuProfile  string
 	perOp       int // items one operation stands for (a batch); 0 or 1: one
+	tls         pcstls.Files
+}
+
+// newClient returns a client of the endpoints, with mutual TLS if the --tls-* flags name files.
+func (p *params) newClient() (*client.Client, error) {
+	var opts []client.Option
+	if p.tls.Enabled() {
+		src, err := pcstls.NewSource(p.tls)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, client.WithTLS(src))
+	}
+	return client.New(p.endpoints, opts...)
 }
 
 func (p *params) validate() error {
@@ -53,6 +68,8 @@ func (p *params) validate() error {
 		return errors.New("--value-size must be in 0..1048576")
 	case p.keys < 1:
 		return errors.New("--keys must be at least 1")
+	case p.tls.Validate() != nil:
+		return p.tls.Validate()
 	}
 	return nil
 }
@@ -65,6 +82,9 @@ func newRootCmd() *cobra.Command {
 	pf.IntVar(&p.clients, "clients", 1, "number of independent clients")
 	pf.IntVar(&p.concurrency, "concurrency", 1, "concurrent requests per client")
 	pf.DurationVar(&p.duration, "duration", 10*time.Second, "how long to run")
+	pf.StringVar(&p.tls.CA, "tls-ca", "", "CA bundle: mutual TLS on (with --tls-cert and --tls-key)")
+	pf.StringVar(&p.tls.Cert, "tls-cert", "", "client certificate")
+	pf.StringVar(&p.tls.Key, "tls-key", "", "client certificate's key")
 	pf.StringVar(&p.cpuProfile, "cpuprofile", "", "write a CPU profile of the load generator to this file")
 	tso := &cobra.Command{
 		Use: "tso", Short: "Timestamps, one per request, batched by the client", Args: cobra.NoArgs,
@@ -101,7 +121,7 @@ func bench(ctx context.Context, name string, p *params, op func(c *client.Client
 	}
 	clients := make([]*client.Client, p.clients)
 	for i := range clients {
-		c, err := client.New(p.endpoints)
+		c, err := p.newClient()
 		if err != nil {
 			return err
 		}

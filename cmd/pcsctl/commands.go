@@ -22,7 +22,7 @@ func statusCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// Each endpoint is asked once: an unreachable one is a row, not a retry loop.
-			c, err := client.New(g.endpoints, client.WithMaxAttempts(1))
+			c, err := g.newClient(client.WithMaxAttempts(1))
 			if err != nil {
 				return err
 			}

@@ -14,7 +14,7 @@ type contextT = context.Context
 
 // eachEndpoint runs f at every endpoint and prints one row per endpoint; it fails if any did.
 func eachEndpoint(g *globals, cmd *cobra.Command, f func(*client.Client, context.Context, string) (string, error)) error {
-	c, err := client.New(g.endpoints, client.WithMaxAttempts(1))
+	c, err := g.newClient(client.WithMaxAttempts(1))
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/postdb/pcs/client"
+	"github.com/postdb/pcs/pcstls"
 )
 
 func main() {
@@ -33,10 +34,21 @@ type globals struct {
 	endpoints []string
 	output    string
 	timeout   time.Duration
+	tls       pcstls.Files
 }
 
-func (g *globals) client() (*client.Client, error) {
-	return client.New(g.endpoints)
+func (g *globals) client() (*client.Client, error) { return g.newClient() }
+
+// newClient returns a client of the --endpoints with the TLS identity of the --tls-* flags.
+func (g *globals) newClient(opts ...client.Option) (*client.Client, error) {
+	if g.tls.Enabled() {
+		src, err := pcstls.NewSource(g.tls)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, client.WithTLS(src))
+	}
+	return client.New(g.endpoints, opts...)
 }
 
 func (g *globals) ctx(cmd *cobra.Command) (context.Context, context.CancelFunc) {
@@ -68,6 +80,9 @@ func newRootCmd() *cobra.Command {
 			if len(g.endpoints) == 0 {
 				return fmt.Errorf("--endpoints: at least one address is required")
 			}
+			if err := g.tls.Validate(); err != nil {
+				return fmt.Errorf("--tls-ca, --tls-cert, --tls-key: %w", err)
+			}
 			return nil
 		},
 	}
@@ -79,11 +94,14 @@ func newRootCmd() *cobra.Command {
 	pf.StringSliceVar(&g.endpoints, "endpoints", defaultEndpoints, "PCS client addresses, comma-separated (default from $PCS_ENDPOINTS)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "deadline of the whole command")
+	pf.StringVar(&g.tls.CA, "tls-ca", os.Getenv("PCS_TLS_CA"), "CA bundle that signs the cluster's certificates: mutual TLS on (default from $PCS_TLS_CA)")
+	pf.StringVar(&g.tls.Cert, "tls-cert", os.Getenv("PCS_TLS_CERT"), "pcsctl's client certificate (default from $PCS_TLS_CERT)")
+	pf.StringVar(&g.tls.Key, "tls-key", os.Getenv("PCS_TLS_KEY"), "key of the client certificate (default from $PCS_TLS_KEY)")
 	root.AddCommand(&cobra.Command{Use: "version", Short: "Print pcsctl's build (version, revision, Go)", Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "pcsctl", version.Get()) }})
 	root.AddCommand(statusCmd(g), healthCmd(g), memberCmd(g), kvCmd(g), tsoCmd(g), idCmd(g), logLevelCmd(g),
 		tableCmd(g), rowCmd(g), shardCmd(g), nodeCmd(g), jobCmd(g), groupCmd(g), snapshotCmd(g),
-		operatorCmd(g), schedulerCmd(g), configCmd(g))
+		operatorCmd(g), schedulerCmd(g), configCmd(g), certCmd())
 	refuseUnknownSubcommands(root)
 	return root
 }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/postdb/pcs/internal/faults"
 	"github.com/postdb/pcs/internal/kvnode"
+	"github.com/postdb/pcs/pcstls"
 )
 
 func main() {
@@ -34,6 +36,8 @@ func newRootCmd() *cobra.Command {
 		interval, splitCheck                      time.Duration
 		splitSize                                 uint64
 		faultsAddr                                string
+		tlsFiles                                  pcstls.Files
+		allowedNodes, allowedClients              []string
 	)
 	cmd := &cobra.Command{
 		Use:           "pcsnode",
@@ -61,6 +65,10 @@ func newRootCmd() *cobra.Command {
 				return fmt.Errorf("--heartbeat-interval, --split-check-interval and --split-size must be positive")
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			tlsCfg, err := nodeTLS(tlsFiles, allowedNodes, allowedClients, log)
+			if err != nil {
+				return err
+			}
 			var syncStall func()
 			if faultsAddr != "" {
 				stalls := faults.NewStalls()
@@ -77,7 +85,7 @@ func newRootCmd() *cobra.Command {
 				log.Warn("fault hooks on: this node's disk syncs can be stalled from outside", "addr", faultsAddr)
 			}
 			s, err := kvnode.Start(kvnode.Config{SyncStall: syncStall, DataDir: dataDir, Addr: addr, Endpoints: endpoints, Labels: lbl,
-				HeartbeatInterval: interval, SplitSize: splitSize, SplitCheckInterval: splitCheck, HTTPAddr: httpAddr, Logger: log})
+				HeartbeatInterval: interval, SplitSize: splitSize, SplitCheckInterval: splitCheck, HTTPAddr: httpAddr, Logger: log, TLS: tlsCfg})
 			if err != nil {
 				return err
 			}
@@ -98,6 +106,36 @@ func newRootCmd() *cobra.Command {
 	f.Uint64Var(&splitSize, "split-size", kvnode.DefaultSplitSize, "split a shard this node leads once it uses more bytes than this")
 	f.DurationVar(&splitCheck, "split-check-interval", 10*time.Second, "how often shard sizes are checked against --split-size")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&tlsFiles.CA, "tls-ca", "", "CA bundle that signs every certificate of the cluster: mutual TLS with PCS, other nodes and clients (with --tls-cert and --tls-key)")
+	f.StringVar(&tlsFiles.Cert, "tls-cert", "", "this node's certificate (server and client auth; names --addr's host); re-read when it changes")
+	f.StringVar(&tlsFiles.Key, "tls-key", "", "this node's private key")
+	f.StringSliceVar(&allowedNodes, "tls-allowed-nodes", nil, "identities (CN, DNS or IP SAN; globs) allowed to replicate to this node (empty: any certificate of the CA)")
+	f.StringSliceVar(&allowedClients, "tls-allowed-clients", nil, "identities allowed to read and write rows (empty: any of the CA)")
 	f.StringVar(&faultsAddr, "debug-faults-addr", "", "serve the chaos suite's fault hooks (Pebble fsync stalls) here; only in builds with -tags chaos")
 	return cmd
+}
+
+// nodeTLS builds the node's mutual TLS from the --tls-* flags; nil when they name no file.
+func nodeTLS(files pcstls.Files, nodes, clients []string, log *slog.Logger) (*kvnode.TLS, error) {
+	if err := files.Validate(); err != nil {
+		return nil, fmt.Errorf("--tls-ca, --tls-cert, --tls-key: %w", err)
+	}
+	if !files.Enabled() {
+		if len(nodes)+len(clients) > 0 {
+			return nil, errors.New("--tls-allowed-*: needs --tls-ca, --tls-cert and --tls-key")
+		}
+		return nil, nil
+	}
+	src, err := pcstls.NewSource(files, pcstls.WithReloadLog(log))
+	if err != nil {
+		return nil, err
+	}
+	t := &kvnode.TLS{Source: src}
+	if t.AllowedNodes, err = pcstls.NewAllow("nodes", nodes); err != nil {
+		return nil, fmt.Errorf("--tls-allowed-nodes: %w", err)
+	}
+	if t.AllowedClients, err = pcstls.NewAllow("clients", clients); err != nil {
+		return nil, fmt.Errorf("--tls-allowed-clients: %w", err)
+	}
+	return t, nil
 }

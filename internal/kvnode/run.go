@@ -19,6 +19,7 @@ import (
 	"github.com/postdb/pcs/internal/raftgroup"
 	"github.com/postdb/pcs/internal/rpcmetrics"
 	"github.com/postdb/pcs/nodeagent"
+	"github.com/postdb/pcs/pcstls"
 )
 
 // Config configures a running data node.
@@ -50,6 +51,47 @@ type Config struct {
 	// SyncStall, if set, is called before every fsync of the Pebble database: the chaos
 	// suite's disk-stall hook. Nil in production.
 	SyncStall func()
+	// TLS, if set, turns mutual TLS on for the KV service, HTTP and the node's calls to PCS and
+	// to other data nodes. Nil is plaintext.
+	TLS *TLS
+}
+
+// TLS is a data node's mutual TLS: its identity, and who may connect. AllowedNodes may
+// replicate to this node (and read and write rows); AllowedClients may read and write rows.
+// HTTP's /metrics takes either; /health needs no certificate. An empty list permits every
+// certificate of the CA.
+type TLS struct {
+	Source                       *pcstls.Source
+	AllowedNodes, AllowedClients *pcstls.Allow
+}
+
+// replicationMethods are the calls only another data node may make.
+var replicationMethods = map[string]bool{
+	pcspb.KV_Replicate_FullMethodName:       true,
+	pcspb.KV_InstallSnapshot_FullMethodName: true,
+	pcspb.KV_Position_FullMethodName:        true,
+}
+
+// serverOptions are the gRPC server's TLS credentials and the interceptors that check who calls.
+func (t *TLS) serverOptions(log *slog.Logger) []grpc.ServerOption {
+	if t == nil {
+		return nil
+	}
+	unary, stream := pcstls.Interceptors(func(method string) []*pcstls.Allow {
+		if replicationMethods[method] {
+			return []*pcstls.Allow{t.AllowedNodes}
+		}
+		return []*pcstls.Allow{t.AllowedClients, t.AllowedNodes}
+	})
+	return []grpc.ServerOption{
+		grpc.Creds(t.Source.ServerCredentials(func(remote net.Addr, err error) {
+			if log != nil {
+				log.Warn("refused a client connection", "remote", remote.String(), "err", err)
+			}
+		})),
+		grpc.ChainUnaryInterceptor(unary),
+		grpc.ChainStreamInterceptor(stream),
+	}
 }
 
 // Peer returns the KV client of another data node.
@@ -77,6 +119,13 @@ func (m pcsManager) Shard(ctx context.Context, id uint64) (*pcspb.Shard, error) 
 
 func (m pcsManager) RemoveReplicas(ctx context.Context, req *pcspb.RemoveReplicasRequest) (*pcspb.Shard, error) {
 	return m.c.RemoveReplicas(ctx, req)
+}
+
+func tlsSource(t *TLS) *pcstls.Source {
+	if t == nil {
+		return nil
+	}
+	return t.Source
 }
 
 // DefaultSplitSize is the default size at which a node splits a shard.
@@ -120,7 +169,11 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, Store: store, ln: ln}
-	pcs, err := client.New(cfg.Endpoints)
+	var copts []client.Option
+	if cfg.TLS != nil {
+		copts = append(copts, client.WithTLS(cfg.TLS.Source))
+	}
+	pcs, err := client.New(cfg.Endpoints, copts...)
 	if err != nil {
 		store.Close()
 		ln.Close()
@@ -148,7 +201,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s.Node.pcs = mgr
 	agent, err = nodeagent.New(nodeagent.Config{Endpoints: cfg.Endpoints, Address: ln.Addr().String(), Labels: cfg.Labels,
-		Interval: cfg.HeartbeatInterval, Logger: cfg.Logger, ClusterID: clusterID,
+		Interval: cfg.HeartbeatInterval, Logger: cfg.Logger, ClusterID: clusterID, TLS: tlsSource(cfg.TLS),
 		OnClusterID: func(id string) error {
 			parsed, err := raftgroup.ParseClusterID(id)
 			if err != nil {
@@ -172,10 +225,16 @@ func Start(cfg Config) (*Server, error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.Node.Registry(), promhttp.HandlerOpts{}))
-		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+		var h http.Handler = mux
+		if t := cfg.TLS; t != nil {
+			hl, h = pcstls.HTTP(hl, h, t.Source, []string{"/health"}, t.AllowedClients, t.AllowedNodes)
+		}
+		s.http = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 		s.httpLn = hl
 	}
-	s.grpc = grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(16 << 20)}, rpcmetrics.ServerOptions(s.Node.metrics.grpcSeconds)...)...)
+	gopts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(16 << 20)}, rpcmetrics.ServerOptions(s.Node.metrics.grpcSeconds)...)
+	s.grpc = grpc.NewServer(append(gopts, cfg.TLS.serverOptions(cfg.Logger)...)...)
 	pcspb.RegisterKVServer(s.grpc, s.Node)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel

@@ -66,6 +66,9 @@ type Config struct {
 	// Identity, if set, makes every Raft connection open with a handshake of cluster ids: a
 	// peer of another cluster is refused (and logged) before any Raft message passes.
 	Identity *Identity
+	// TLS, if set, runs Raft over mutual TLS: a plaintext or unknown peer is refused (and
+	// logged) before any Raft message passes.
+	TLS *TLS
 	// LogStall, if set, is called before each batch of entries is written (and fsynced) to the
 	// log: the chaos suite's disk-stall hook. Nil in production.
 	LogStall func()
@@ -149,8 +152,15 @@ func Open(cfg Config, fsm raft.FSM) (*Group, error) {
 		}
 	}
 	var stream raft.StreamLayer = &tcpStream{ln: ln}
+	log := cfg.Logger
+	if cfg.TLS != nil {
+		stream = &tlsStream{StreamLayer: stream, tls: cfg.TLS, onFail: func(err error) {
+			if log != nil {
+				log.Warn("refused a raft connection", "err", err)
+			}
+		}}
+	}
 	if cfg.Identity != nil {
-		log := cfg.Logger
 		stream = &idStream{StreamLayer: stream, ident: cfg.Identity, onFail: func(err error) {
 			if log != nil && errors.Is(err, ErrClusterMismatch) {
 				log.Error("refused a raft peer", "err", err)

@@ -1,0 +1,138 @@
+package pcstls
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// ClientCredentials returns gRPC transport credentials that present this process's certificate
+// and verify the server's against the CA and the address dialled, re-reading the files at each
+// handshake. If allow is not nil the server must also name an identity it permits.
+func (s *Source) ClientCredentials(allow *Allow) credentials.TransportCredentials {
+	return &clientCreds{src: s, allow: allow}
+}
+
+type clientCreds struct {
+	src      *Source
+	allow    *Allow
+	override string
+}
+
+func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	cfg, err := c.src.ClientConfig(c.override, c.allow)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, info, err := credentials.NewTLS(cfg).ClientHandshake(ctx, authority, raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w handshake with %s: %v", ErrTLS, authority, err)
+	}
+	return conn, info, nil
+}
+
+func (c *clientCreds) ServerHandshake(net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, fmt.Errorf("%w: client credentials used by a server", ErrTLS)
+}
+
+func (c *clientCreds) Info() credentials.ProtocolInfo {
+	return credentials.ProtocolInfo{SecurityProtocol: "tls", SecurityVersion: "1.2"}
+}
+
+func (c *clientCreds) Clone() credentials.TransportCredentials {
+	cp := *c
+	return &cp
+}
+
+func (c *clientCreds) OverrideServerName(name string) error {
+	c.override = name
+	return nil
+}
+
+// ServerCredentials returns gRPC transport credentials that require a client certificate
+// signed by the CA, re-reading the files at each handshake. Which identity may call which
+// method is the interceptors' (Authorize); onFail, if set, is told of every refused handshake.
+func (s *Source) ServerCredentials(onFail func(remote net.Addr, err error)) credentials.TransportCredentials {
+	return &serverCreds{TransportCredentials: credentials.NewTLS(s.ServerConfig(nil)), onFail: onFail}
+}
+
+type serverCreds struct {
+	credentials.TransportCredentials
+	onFail func(net.Addr, error)
+}
+
+func (c *serverCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, info, err := c.TransportCredentials.ServerHandshake(raw)
+	if err != nil && c.onFail != nil {
+		c.onFail(raw.RemoteAddr(), err)
+	}
+	return conn, info, err
+}
+
+func (c *serverCreds) Clone() credentials.TransportCredentials {
+	return &serverCreds{TransportCredentials: c.TransportCredentials.Clone(), onFail: c.onFail}
+}
+
+// PeerCertificate returns the verified certificate of a gRPC call's caller, nil on a
+// plaintext connection.
+func PeerCertificate(ctx context.Context) *x509.Certificate {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return nil
+	}
+	return info.State.PeerCertificates[0]
+}
+
+// Permit returns nil if any of the lists permits cert, and otherwise an error naming the
+// certificate and every list.
+func Permit(cert *x509.Certificate, lists ...*Allow) error {
+	if cert == nil {
+		return fmt.Errorf("%w: no client certificate", ErrTLS)
+	}
+	var kinds []string
+	for _, a := range lists {
+		if a.Permits(cert) {
+			return nil
+		}
+		kinds = append(kinds, fmt.Sprintf("%s %v", a.Kind, a.Patterns))
+	}
+	return fmt.Errorf("%w: %s is not among the allowed %s", ErrNotAllowed, Identity(cert), strings.Join(kinds, " or "))
+}
+
+// Rule returns the lists whose identities may call a full gRPC method name
+// ("/pcs.v1.PCS/Heartbeat").
+type Rule func(method string) []*Allow
+
+// Interceptors return the unary and stream interceptors that refuse, with PermissionDenied and
+// the reason, a call whose certificate no list of rule(method) permits.
+func Interceptors(rule Rule) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
+	check := func(ctx context.Context, method string) error {
+		if err := Permit(PeerCertificate(ctx), rule(method)...); err != nil {
+			return status.Errorf(codes.PermissionDenied, "%s: %v", method, err)
+		}
+		return nil
+	}
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if err := check(ctx, info.FullMethod); err != nil {
+				return nil, err
+			}
+			return h(ctx, req)
+		}, func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			if err := check(ss.Context(), info.FullMethod); err != nil {
+				return err
+			}
+			return h(srv, ss)
+		}
+}

@@ -57,42 +57,63 @@ func (c *clientCreds) OverrideServerName(name string) error {
 	return nil
 }
 
-// ServerCredentials returns gRPC transport credentials that require a client certificate
-// signed by the CA, re-reading the files at each handshake. Which identity may call which
-// method is the interceptors' (Authorize); onFail, if set, is told of every refused handshake.
+// ServerCredentials returns gRPC transport credentials for a server: TLS with this process's
+// certificate, re-reading the files at each handshake. The client's certificate is verified
+// against the CA right after the handshake, but a connection whose certificate is missing or
+// fails is kept open so that each call is refused with a status that says why (the
+// interceptors of Interceptors): a TLS alert would reach the client as a bare reset. onFail,
+// if set, is told of every failed handshake and refused certificate.
 func (s *Source) ServerCredentials(onFail func(remote net.Addr, err error)) credentials.TransportCredentials {
-	return &serverCreds{TransportCredentials: credentials.NewTLS(s.ServerConfig(nil)), onFail: onFail}
+	return &serverCreds{TransportCredentials: credentials.NewTLS(s.DeferredClientConfig()), src: s, onFail: onFail}
 }
 
 type serverCreds struct {
 	credentials.TransportCredentials
+	src    *Source
 	onFail func(net.Addr, error)
+}
+
+// AuthInfo is the gRPC AuthInfo of a server connection: the TLS state and the verdict on the
+// client's certificate.
+type AuthInfo struct {
+	credentials.TLSInfo
+	// Leaf is the client's verified certificate; nil if Err is set.
+	Leaf *x509.Certificate
+	Err  error
 }
 
 func (c *serverCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	conn, info, err := c.TransportCredentials.ServerHandshake(raw)
-	if err != nil && c.onFail != nil {
-		c.onFail(raw.RemoteAddr(), err)
+	if err != nil {
+		if c.onFail != nil {
+			c.onFail(raw.RemoteAddr(), err)
+		}
+		return conn, info, err
 	}
-	return conn, info, err
+	ti := info.(credentials.TLSInfo)
+	leaf, verr := c.src.VerifyClient(ti.State.PeerCertificates)
+	if verr != nil && c.onFail != nil {
+		c.onFail(raw.RemoteAddr(), verr)
+	}
+	return conn, AuthInfo{TLSInfo: ti, Leaf: leaf, Err: verr}, nil
 }
 
 func (c *serverCreds) Clone() credentials.TransportCredentials {
-	return &serverCreds{TransportCredentials: c.TransportCredentials.Clone(), onFail: c.onFail}
+	return &serverCreds{TransportCredentials: c.TransportCredentials.Clone(), src: c.src, onFail: c.onFail}
 }
 
-// PeerCertificate returns the verified certificate of a gRPC call's caller, nil on a
-// plaintext connection.
-func PeerCertificate(ctx context.Context) *x509.Certificate {
+// PeerCertificate returns the verified certificate of a gRPC call's caller on a connection of
+// ServerCredentials, or the reason there is none.
+func PeerCertificate(ctx context.Context) (*x509.Certificate, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return nil
+		return nil, fmt.Errorf("%w: no peer", ErrTLS)
 	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(info.State.PeerCertificates) == 0 {
-		return nil
+	info, ok := p.AuthInfo.(AuthInfo)
+	if !ok {
+		return nil, fmt.Errorf("%w: not a mutual TLS connection", ErrTLS)
 	}
-	return info.State.PeerCertificates[0]
+	return info.Leaf, info.Err
 }
 
 // Permit returns nil if any of the lists permits cert, and otherwise an error naming the
@@ -119,7 +140,11 @@ type Rule func(method string) []*Allow
 // the reason, a call whose certificate no list of rule(method) permits.
 func Interceptors(rule Rule) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
 	check := func(ctx context.Context, method string) error {
-		if err := Permit(PeerCertificate(ctx), rule(method)...); err != nil {
+		cert, err := PeerCertificate(ctx)
+		if err != nil {
+			return status.Errorf(codes.Unauthenticated, "%s: %v", method, err)
+		}
+		if err := Permit(cert, rule(method)...); err != nil {
 			return status.Errorf(codes.PermissionDenied, "%s: %v", method, err)
 		}
 		return nil

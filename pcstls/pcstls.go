@@ -239,19 +239,43 @@ func (s *Source) ServerConfig(allow *Allow, nextProtos ...string) *tls.Config {
 	return cfg
 }
 
-// OptionalClientConfig is ServerConfig for a port where a client certificate is checked if
-// given but not required (HTTP health probes); the handler decides per path.
-func (s *Source) OptionalClientConfig(nextProtos ...string) *tls.Config {
+// DeferredClientConfig is ServerConfig for a port that asks for a client certificate but
+// leaves checking it to the application (VerifyClient), so that a caller with no certificate,
+// one of another CA or an expired one is told why in the protocol's own error (a gRPC status,
+// an HTTP body) instead of a TLS alert that shows as a reset connection.
+func (s *Source) DeferredClientConfig(nextProtos ...string) *tls.Config {
 	cfg := s.ServerConfig(nil, nextProtos...)
 	get := cfg.GetConfigForClient
 	cfg.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
 		c, err := get(h)
 		if err == nil {
-			c.ClientAuth = tls.VerifyClientCertIfGiven
+			c.ClientAuth = tls.RequestClientCert
 		}
 		return c, err
 	}
 	return cfg
+}
+
+// VerifyClient checks a client's certificate chain (leaf first) against the CA, for client
+// authentication, and returns the leaf.
+func (s *Source) VerifyClient(chain []*x509.Certificate) (*x509.Certificate, error) {
+	if len(chain) == 0 {
+		return nil, fmt.Errorf("%w: no client certificate (give one with --tls-cert and --tls-key)", ErrTLS)
+	}
+	m, err := s.current()
+	if err != nil {
+		return nil, err
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	leaf := chain[0]
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: m.pool, Intermediates: inter, CurrentTime: s.now(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return nil, fmt.Errorf("%w: client certificate %s refused: %v", ErrTLS, Identity(leaf), err)
+	}
+	return leaf, nil
 }
 
 // ClientConfig returns a client configuration for one handshake with serverName (a host name
@@ -266,7 +290,10 @@ func (s *Source) ClientConfig(serverName string, allow *Allow, nextProtos ...str
 	c.NextProtos = nextProtos
 	c.ServerName = serverName
 	c.RootCAs = m.pool
-	c.Certificates = []tls.Certificate{m.cert}
+	// Always present the certificate, even when the server's list of acceptable CAs does not
+	// name its issuer, so that the server can say why it refuses it.
+	cert := m.cert
+	c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
 	if allow != nil {
 		c.VerifyConnection = func(cs tls.ConnectionState) error { return allow.Check(leafOf(cs)) }
 	}

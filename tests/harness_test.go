@@ -141,6 +141,12 @@ type procCluster struct {
 // startCluster starts n pcs processes bootstrapped together.
 func startCluster(t testing.TB, n int, extra ...string) *procCluster {
 	t.Helper()
+	return startClusterWith(t, n, func(*proc) []string { return extra })
+}
+
+// startClusterWith is startCluster with each process's extra flags from extra.
+func startClusterWith(t testing.TB, n int, extra func(p *proc) []string) *procCluster {
+	t.Helper()
 	pc := &procCluster{t: t}
 	root := t.TempDir()
 	var initial []string
@@ -151,7 +157,7 @@ func startCluster(t testing.TB, n int, extra ...string) *procCluster {
 		initial = append(initial, p.name+"="+p.peer)
 	}
 	for _, p := range pc.procs {
-		p.args = append([]string{"--initial-cluster", strings.Join(initial, ",")}, extra...)
+		p.args = append([]string{"--initial-cluster", strings.Join(initial, ",")}, extra(p)...)
 		p.start()
 	}
 	t.Cleanup(func() {

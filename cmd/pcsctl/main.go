@@ -22,9 +22,21 @@ import (
 
 func main() {
 	if err := newRootCmd().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "pcsctl:", oneLine(err))
+		fmt.Fprintln(os.Stderr, "pcsctl:", oneLine(err)+tlsHint(err))
 		os.Exit(1)
 	}
+}
+
+// tlsHint explains the errors of a plaintext client at a TLS port and the reverse, which
+// gRPC reports only as a reset connection or a bad record.
+func tlsHint(err error) string {
+	switch msg := err.Error(); {
+	case strings.Contains(msg, "server preface") || strings.Contains(msg, "connection reset by peer") || strings.Contains(msg, "broken pipe"):
+		return " (if the cluster runs mutual TLS, give --tls-ca, --tls-cert and --tls-key or $PCS_TLS_CA, $PCS_TLS_CERT, $PCS_TLS_KEY)"
+	case strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return " (the server speaks plaintext: drop --tls-ca, --tls-cert and --tls-key)"
+	}
+	return ""
 }
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }

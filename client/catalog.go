@@ -95,7 +95,7 @@ func (c *Client) ScanShards(ctx context.Context, table string, start, end []byte
 	o := collect(opts)
 	var resp *pcspb.ScanShardsResponse
 	err := c.do(ctx, target{endpoint: o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
-		resp, err = cli.ScanShards(ctx, &pcspb.ScanShardsRequest{Table: table, Start: start, End: end, Limit: o.limit, Consistency: o.consistency})
+		resp, err = cli.ScanShards(ctx, &pcspb.ScanShardsRequest{Table: table, Start: start, End: end, Limit: o.limit, Consistency: o.consistency, WithStats: o.stats})
 		return err
 	})
 	return resp, err

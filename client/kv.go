@@ -19,6 +19,7 @@ type opOptions struct {
 	limit       uint32
 	after       []byte
 	keysOnly    bool
+	stats       bool
 }
 
 func collect(opts []OpOption) opOptions {
@@ -44,6 +45,9 @@ func WithConsistency(c pcspb.Consistency) OpOption { return func(o *opOptions) {
 // WithEndpoint serves a read at this node (a client address) instead of the primary. Writes
 // sent there are forwarded to the primary.
 func WithEndpoint(addr string) OpOption { return func(o *opOptions) { o.endpoint = addr } }
+
+// WithStats makes ScanShards also return each shard's load (size, rates, replica positions).
+func WithStats() OpOption { return func(o *opOptions) { o.stats = true } }
 
 // WithLimit bounds a range.
 func WithLimit(n uint32) OpOption { return func(o *opOptions) { o.limit = n } }

@@ -85,6 +85,7 @@ func (v *service) ListNodes(ctx context.Context, req *pcspb.ListNodesRequest) (*
 		if st := v.s.live.NodeStats(n.Id); st != nil {
 			ni.UsedBytes, ni.DiskFreeBytes = st.BytesUsed, st.DiskFree
 		}
+		ni.ReadPerSec, ni.WritePerSec = v.s.live.NodeLoad(n.Id)
 		resp.Nodes = append(resp.Nodes, ni)
 	}
 	pos := v.s.fsm.Position()
@@ -371,7 +372,31 @@ func (v *service) ScanShards(ctx context.Context, req *pcspb.ScanShardsRequest) 
 		shards = shards[:limit]
 	}
 	h.Revision, h.AppliedIndex = pos.Revision, pos.AppliedIndex
-	return &pcspb.ScanShardsResponse{Header: h, Shards: shards, More: more}, nil
+	resp := &pcspb.ScanShardsResponse{Header: h, Shards: shards, More: more}
+	if req.WithStats {
+		for _, sh := range shards {
+			resp.Stats = append(resp.Stats, v.s.shardLoad(sh))
+		}
+	}
+	return resp, nil
+}
+
+// shardLoad is a shard's load as the primary last heard it: size, keys and rates from the
+// shard's primary replica, and each replica's own log position (empty on a follower).
+func (s *Server) shardLoad(sh *pcspb.Shard) *pcspb.ShardStats {
+	out := &pcspb.ShardStats{ShardId: sh.Id, ReplicaPositions: map[uint64]uint64{}}
+	if p := s.live.ShardStats(sh.Primary, sh.Id); p != nil {
+		out.SizeBytes, out.Keys, out.ReadPerSec, out.WritePerSec = p.SizeBytes, p.Keys, p.ReadPerSec, p.WritePerSec
+		out.Term, out.ConfVer, out.Version = p.Term, p.ConfVer, p.Version
+	}
+	for _, r := range append(append([]uint64(nil), sh.Replicas...), sh.Learners...) {
+		if st := s.live.ShardStats(r, sh.Id); st != nil {
+			if pos, ok := st.ReplicaPositions[r]; ok {
+				out.ReplicaPositions[r] = pos
+			}
+		}
+	}
+	return out
 }
 
 // maxBatchKeys bounds one BatchGetShards call.

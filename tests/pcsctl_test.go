@@ -229,4 +229,66 @@ func TestPcsctlRows(t *testing.T) {
 	if fmt.Sprint(rows) != "[{1,ada lovelace} {2,grace hopper}]" {
 		t.Fatalf("row scan: %v, want the two rows left in key order", rows)
 	}
+
+	// The load the rows made shows in shard list and node list: written shards have a size and
+	// a write rate, every replica is level with its primary, and the nodes' rates add up.
+	type shardLoad struct {
+		Load *struct {
+			SizeBytes   uint64            `json:"size_bytes"`
+			WritePerSec float64           `json:"write_per_sec"`
+			ReadPerSec  float64           `json:"read_per_sec"`
+			Lag         map[string]uint64 `json:"replica_lag"`
+		} `json:"load"`
+		Replicas []uint64 `json:"replicas"`
+	}
+	var lastShards string
+	defer func() {
+		if t.Failed() {
+			t.Logf("last shard list:\n%s", lastShards)
+		}
+	}()
+	waitFor(t, 30*time.Second, "shard list to show the writes", func() bool {
+		code, out := ctl("-o", "json", "shard", "list", "users")
+		var shards []shardLoad
+		if code != 0 || json.Unmarshal([]byte(out), &shards) != nil || len(shards) != 4 {
+			return false
+		}
+		written, level := 0, true
+		for _, sh := range shards {
+			if sh.Load == nil {
+				return false
+			}
+			if sh.Load.WritePerSec > 0 { // size stays 0 until Pebble flushes the memtable
+				written++
+			}
+			if len(sh.Load.Lag) != len(sh.Replicas)-1 {
+				level = false
+			}
+			for _, l := range sh.Load.Lag {
+				level = level && l == 0
+			}
+		}
+		if written == 0 || !level {
+			lastShards = out
+		}
+		return written > 0 && level
+	})
+	waitFor(t, 30*time.Second, "node list to show write rates", func() bool {
+		code, out := ctl("-o", "json", "node", "list")
+		var nodes []struct {
+			Writes float64 `json:"write_per_sec"`
+		}
+		if code != 0 || json.Unmarshal([]byte(out), &nodes) != nil || len(nodes) != 3 {
+			return false
+		}
+		for _, n := range nodes {
+			if n.Writes <= 0 { // every node holds a replica of every shard
+				return false
+			}
+		}
+		return true
+	})
+	if code, out := ctl("shard", "list", "users"); code != 0 || !strings.Contains(out, "WRITE/S") || !strings.Contains(out, "LAG") {
+		t.Fatalf("shard list: exit %d\n%s", code, out)
+	}
 }

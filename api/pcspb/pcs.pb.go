@@ -2953,6 +2953,9 @@ type NodeInfo struct {
 	// bytes its replicas use, and bytes free on its data disk.
 	UsedBytes     uint64 `protobuf:"varint,5,opt,name=used_bytes,json=usedBytes,proto3" json:"used_bytes,omitempty"`
 	DiskFreeBytes uint64 `protobuf:"varint,6,opt,name=disk_free_bytes,json=diskFreeBytes,proto3" json:"disk_free_bytes,omitempty"`
+	// Keys read and written per second over the node's replicas (last reported window).
+	ReadPerSec    float64 `protobuf:"fixed64,7,opt,name=read_per_sec,json=readPerSec,proto3" json:"read_per_sec,omitempty"`
+	WritePerSec   float64 `protobuf:"fixed64,8,opt,name=write_per_sec,json=writePerSec,proto3" json:"write_per_sec,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3025,6 +3028,20 @@ func (x *NodeInfo) GetUsedBytes() uint64 {
 func (x *NodeInfo) GetDiskFreeBytes() uint64 {
 	if x != nil {
 		return x.DiskFreeBytes
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetReadPerSec() float64 {
+	if x != nil {
+		return x.ReadPerSec
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetWritePerSec() float64 {
+	if x != nil {
+		return x.WritePerSec
 	}
 	return 0
 }
@@ -3861,12 +3878,14 @@ func (x *GetShardByIDRequest) GetConsistency() Consistency {
 // ScanShardsRequest lists shards by routing key: from the shard holding start (empty: the first)
 // while shards start before end (empty: to the last).
 type ScanShardsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Table         string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
-	Start         []byte                 `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
-	End           []byte                 `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"`
-	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
-	Consistency   Consistency            `protobuf:"varint,5,opt,name=consistency,proto3,enum=pcs.v1.Consistency" json:"consistency,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Table       string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Start       []byte                 `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
+	End         []byte                 `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"`
+	Limit       uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	Consistency Consistency            `protobuf:"varint,5,opt,name=consistency,proto3,enum=pcs.v1.Consistency" json:"consistency,omitempty"`
+	// Also return each shard's load as its replicas last reported it to the primary.
+	WithStats     bool `protobuf:"varint,6,opt,name=with_stats,json=withStats,proto3" json:"with_stats,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3936,11 +3955,22 @@ func (x *ScanShardsRequest) GetConsistency() Consistency {
 	return Consistency_CONSISTENCY_LINEARIZABLE
 }
 
+func (x *ScanShardsRequest) GetWithStats() bool {
+	if x != nil {
+		return x.WithStats
+	}
+	return false
+}
+
 type ScanShardsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *ReadHeader            `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Shards        []*Shard               `protobuf:"bytes,2,rep,name=shards,proto3" json:"shards,omitempty"`
-	More          bool                   `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ReadHeader            `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Shards []*Shard               `protobuf:"bytes,2,rep,name=shards,proto3" json:"shards,omitempty"`
+	More   bool                   `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	// With with_stats, one per shard in the same order, from the primary's memory (empty when
+	// served by a follower or not reported yet): size, keys and rates from the shard's primary
+	// replica, and replica_positions holding each replica's own last reported log position.
+	Stats         []*ShardStats `protobuf:"bytes,4,rep,name=stats,proto3" json:"stats,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3994,6 +4024,13 @@ func (x *ScanShardsResponse) GetMore() bool {
 		return x.More
 	}
 	return false
+}
+
+func (x *ScanShardsResponse) GetStats() []*ShardStats {
+	if x != nil {
+		return x.Stats
+	}
+	return nil
 }
 
 type SplitShardRequest struct {
@@ -9188,7 +9225,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\x05state\x18\x02 \x01(\tR\x05state\"\x16\n" +
 	"\x14SetNodeStateResponse\"I\n" +
 	"\x10ListNodesRequest\x125\n" +
-	"\vconsistency\x18\x01 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"\xc3\x01\n" +
+	"\vconsistency\x18\x01 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"\x89\x02\n" +
 	"\bNodeInfo\x12$\n" +
 	"\x04node\x18\x01 \x01(\v2\x10.pcs.v1.DataNodeR\x04node\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
@@ -9196,7 +9233,10 @@ const file_pcs_proto_rawDesc = "" +
 	"\tprimaries\x18\x04 \x01(\x04R\tprimaries\x12\x1d\n" +
 	"\n" +
 	"used_bytes\x18\x05 \x01(\x04R\tusedBytes\x12&\n" +
-	"\x0fdisk_free_bytes\x18\x06 \x01(\x04R\rdiskFreeBytes\"g\n" +
+	"\x0fdisk_free_bytes\x18\x06 \x01(\x04R\rdiskFreeBytes\x12 \n" +
+	"\fread_per_sec\x18\a \x01(\x01R\n" +
+	"readPerSec\x12\"\n" +
+	"\rwrite_per_sec\x18\b \x01(\x01R\vwritePerSec\"g\n" +
 	"\x11ListNodesResponse\x12*\n" +
 	"\x06header\x18\x01 \x01(\v2\x12.pcs.v1.ReadHeaderR\x06header\x12&\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x10.pcs.v1.NodeInfoR\x05nodes\"9\n" +
@@ -9243,17 +9283,20 @@ const file_pcs_proto_rawDesc = "" +
 	"\x06shards\x18\x02 \x03(\v2\r.pcs.v1.ShardR\x06shards\"\\\n" +
 	"\x13GetShardByIDRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x125\n" +
-	"\vconsistency\x18\x02 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"\x9e\x01\n" +
+	"\vconsistency\x18\x02 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"\xbd\x01\n" +
 	"\x11ScanShardsRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\fR\x05start\x12\x10\n" +
 	"\x03end\x18\x03 \x01(\fR\x03end\x12\x14\n" +
 	"\x05limit\x18\x04 \x01(\rR\x05limit\x125\n" +
-	"\vconsistency\x18\x05 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"{\n" +
+	"\vconsistency\x18\x05 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\x12\x1d\n" +
+	"\n" +
+	"with_stats\x18\x06 \x01(\bR\twithStats\"\xa5\x01\n" +
 	"\x12ScanShardsResponse\x12*\n" +
 	"\x06header\x18\x01 \x01(\v2\x12.pcs.v1.ReadHeaderR\x06header\x12%\n" +
 	"\x06shards\x18\x02 \x03(\v2\r.pcs.v1.ShardR\x06shards\x12\x12\n" +
-	"\x04more\x18\x03 \x01(\bR\x04more\"K\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\x12(\n" +
+	"\x05stats\x18\x04 \x03(\v2\x12.pcs.v1.ShardStatsR\x05stats\"K\n" +
 	"\x11SplitShardRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1b\n" +
 	"\tsplit_key\x18\x02 \x01(\fR\bsplitKey\"\x9f\x01\n" +
@@ -9927,164 +9970,165 @@ var file_pcs_proto_depIdxs = []int32{
 	1,   // 42: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 43: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
 	114, // 44: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
-	114, // 45: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
-	114, // 46: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
-	113, // 47: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
-	114, // 48: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
-	114, // 49: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
-	80,  // 50: pcs.v1.Operator.steps:type_name -> pcs.v1.OperatorStep
-	79,  // 51: pcs.v1.ListOperatorsResponse.operators:type_name -> pcs.v1.Operator
-	79,  // 52: pcs.v1.AddOperatorResponse.operator:type_name -> pcs.v1.Operator
-	142, // 53: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
-	90,  // 54: pcs.v1.ScheduleConfigResponse.schedulers:type_name -> pcs.v1.SchedulerInfo
-	114, // 55: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
-	143, // 56: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	144, // 57: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
-	93,  // 58: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
-	94,  // 59: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
-	114, // 60: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
-	98,  // 61: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
-	97,  // 62: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
-	96,  // 63: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
-	100, // 64: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
-	107, // 65: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
-	3,   // 66: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	106, // 67: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	108, // 68: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	109, // 69: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	145, // 70: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	105, // 71: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	109, // 72: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
-	4,   // 73: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	112, // 74: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
-	113, // 75: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	131, // 76: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	132, // 77: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	133, // 78: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	134, // 79: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	135, // 80: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	136, // 81: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	127, // 82: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	128, // 83: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	129, // 84: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	130, // 85: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	125, // 86: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	126, // 87: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	124, // 88: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
-	123, // 89: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
-	122, // 90: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
-	120, // 91: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
-	121, // 92: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
-	116, // 93: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
-	117, // 94: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
-	27,  // 95: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
-	118, // 96: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
-	110, // 97: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	111, // 98: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	114, // 99: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,   // 100: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10,  // 101: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	138, // 102: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	27,  // 103: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	36,  // 104: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10,  // 105: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	139, // 106: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	140, // 107: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	110, // 108: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	111, // 109: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	114, // 110: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	119, // 111: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
-	8,   // 112: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11,  // 113: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13,  // 114: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15,  // 115: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	18,  // 116: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
-	21,  // 117: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	23,  // 118: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	25,  // 119: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	28,  // 120: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	30,  // 121: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	32,  // 122: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	34,  // 123: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	37,  // 124: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	39,  // 125: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	41,  // 126: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	47,  // 127: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	51,  // 128: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	49,  // 129: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
-	54,  // 130: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	58,  // 131: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	56,  // 132: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	101, // 133: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
-	103, // 134: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
-	71,  // 135: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
-	73,  // 136: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
-	75,  // 137: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
-	77,  // 138: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
-	91,  // 139: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
-	81,  // 140: pcs.v1.PCS.ListOperators:input_type -> pcs.v1.ListOperatorsRequest
-	83,  // 141: pcs.v1.PCS.AddOperator:input_type -> pcs.v1.AddOperatorRequest
-	85,  // 142: pcs.v1.PCS.CancelOperator:input_type -> pcs.v1.CancelOperatorRequest
-	87,  // 143: pcs.v1.PCS.GetScheduleConfig:input_type -> pcs.v1.ScheduleConfigRequest
-	88,  // 144: pcs.v1.PCS.SetScheduleConfig:input_type -> pcs.v1.SetScheduleConfigRequest
-	60,  // 145: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	62,  // 146: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	64,  // 147: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	66,  // 148: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	68,  // 149: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	69,  // 150: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	95,  // 151: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	43,  // 152: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	16,  // 153: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
-	45,  // 154: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 155: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 156: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 157: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	20,  // 158: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	19,  // 159: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
-	22,  // 160: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	24,  // 161: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	26,  // 162: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	29,  // 163: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	31,  // 164: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	33,  // 165: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	35,  // 166: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	38,  // 167: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	40,  // 168: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	42,  // 169: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	48,  // 170: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	53,  // 171: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	50,  // 172: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
-	55,  // 173: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	59,  // 174: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	57,  // 175: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	102, // 176: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
-	104, // 177: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
-	72,  // 178: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
-	74,  // 179: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
-	76,  // 180: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
-	78,  // 181: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
-	92,  // 182: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
-	82,  // 183: pcs.v1.PCS.ListOperators:output_type -> pcs.v1.ListOperatorsResponse
-	84,  // 184: pcs.v1.PCS.AddOperator:output_type -> pcs.v1.AddOperatorResponse
-	86,  // 185: pcs.v1.PCS.CancelOperator:output_type -> pcs.v1.CancelOperatorResponse
-	89,  // 186: pcs.v1.PCS.GetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
-	89,  // 187: pcs.v1.PCS.SetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
-	61,  // 188: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	63,  // 189: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	65,  // 190: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	67,  // 191: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	65,  // 192: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	70,  // 193: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	99,  // 194: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	44,  // 195: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	17,  // 196: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
-	46,  // 197: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	155, // [155:198] is the sub-list for method output_type
-	112, // [112:155] is the sub-list for method input_type
-	112, // [112:112] is the sub-list for extension type_name
-	112, // [112:112] is the sub-list for extension extendee
-	0,   // [0:112] is the sub-list for field type_name
+	94,  // 45: pcs.v1.ScanShardsResponse.stats:type_name -> pcs.v1.ShardStats
+	114, // 46: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
+	114, // 47: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
+	113, // 48: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
+	114, // 49: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
+	114, // 50: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
+	80,  // 51: pcs.v1.Operator.steps:type_name -> pcs.v1.OperatorStep
+	79,  // 52: pcs.v1.ListOperatorsResponse.operators:type_name -> pcs.v1.Operator
+	79,  // 53: pcs.v1.AddOperatorResponse.operator:type_name -> pcs.v1.Operator
+	142, // 54: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
+	90,  // 55: pcs.v1.ScheduleConfigResponse.schedulers:type_name -> pcs.v1.SchedulerInfo
+	114, // 56: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
+	143, // 57: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	144, // 58: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	93,  // 59: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
+	94,  // 60: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
+	114, // 61: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
+	98,  // 62: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
+	97,  // 63: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
+	96,  // 64: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
+	100, // 65: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
+	107, // 66: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	3,   // 67: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
+	106, // 68: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	108, // 69: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	109, // 70: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	145, // 71: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	105, // 72: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	109, // 73: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	4,   // 74: pcs.v1.Table.state:type_name -> pcs.v1.TableState
+	112, // 75: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
+	113, // 76: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	131, // 77: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	132, // 78: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	133, // 79: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	134, // 80: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	135, // 81: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	136, // 82: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	127, // 83: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	128, // 84: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	129, // 85: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	130, // 86: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	125, // 87: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	126, // 88: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	124, // 89: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	123, // 90: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
+	122, // 91: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
+	120, // 92: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
+	121, // 93: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
+	116, // 94: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
+	117, // 95: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
+	27,  // 96: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
+	118, // 97: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
+	110, // 98: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	111, // 99: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	114, // 100: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,   // 101: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10,  // 102: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	138, // 103: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	27,  // 104: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	36,  // 105: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10,  // 106: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	139, // 107: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	140, // 108: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	110, // 109: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	111, // 110: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	114, // 111: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	119, // 112: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
+	8,   // 113: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 114: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 115: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 116: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	18,  // 117: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
+	21,  // 118: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	23,  // 119: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	25,  // 120: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	28,  // 121: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	30,  // 122: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	32,  // 123: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	34,  // 124: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	37,  // 125: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	39,  // 126: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	41,  // 127: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	47,  // 128: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	51,  // 129: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	49,  // 130: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
+	54,  // 131: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	58,  // 132: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	56,  // 133: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
+	101, // 134: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	103, // 135: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	71,  // 136: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
+	73,  // 137: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
+	75,  // 138: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
+	77,  // 139: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
+	91,  // 140: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
+	81,  // 141: pcs.v1.PCS.ListOperators:input_type -> pcs.v1.ListOperatorsRequest
+	83,  // 142: pcs.v1.PCS.AddOperator:input_type -> pcs.v1.AddOperatorRequest
+	85,  // 143: pcs.v1.PCS.CancelOperator:input_type -> pcs.v1.CancelOperatorRequest
+	87,  // 144: pcs.v1.PCS.GetScheduleConfig:input_type -> pcs.v1.ScheduleConfigRequest
+	88,  // 145: pcs.v1.PCS.SetScheduleConfig:input_type -> pcs.v1.SetScheduleConfigRequest
+	60,  // 146: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	62,  // 147: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	64,  // 148: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	66,  // 149: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	68,  // 150: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	69,  // 151: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	95,  // 152: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	43,  // 153: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	16,  // 154: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
+	45,  // 155: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 156: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 157: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 158: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	20,  // 159: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	19,  // 160: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
+	22,  // 161: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	24,  // 162: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	26,  // 163: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	29,  // 164: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	31,  // 165: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	33,  // 166: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	35,  // 167: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	38,  // 168: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	40,  // 169: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	42,  // 170: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	48,  // 171: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	53,  // 172: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	50,  // 173: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
+	55,  // 174: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	59,  // 175: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	57,  // 176: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	102, // 177: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	104, // 178: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	72,  // 179: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
+	74,  // 180: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
+	76,  // 181: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
+	78,  // 182: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
+	92,  // 183: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
+	82,  // 184: pcs.v1.PCS.ListOperators:output_type -> pcs.v1.ListOperatorsResponse
+	84,  // 185: pcs.v1.PCS.AddOperator:output_type -> pcs.v1.AddOperatorResponse
+	86,  // 186: pcs.v1.PCS.CancelOperator:output_type -> pcs.v1.CancelOperatorResponse
+	89,  // 187: pcs.v1.PCS.GetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	89,  // 188: pcs.v1.PCS.SetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	61,  // 189: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	63,  // 190: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	65,  // 191: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	67,  // 192: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	65,  // 193: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	70,  // 194: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	99,  // 195: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	44,  // 196: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	17,  // 197: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
+	46,  // 198: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	156, // [156:199] is the sub-list for method output_type
+	113, // [113:156] is the sub-list for method input_type
+	113, // [113:113] is the sub-list for extension type_name
+	113, // [113:113] is the sub-list for extension extendee
+	0,   // [0:113] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }

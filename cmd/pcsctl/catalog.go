@@ -203,8 +203,22 @@ func tableRows(ts []*pcspb.Table, shards map[string]uint32) table {
 	return t
 }
 
-func shardRows(ss []*pcspb.Shard) table {
+func shardRows(ss []*pcspb.Shard) table { return shardLoadRows(ss, nil) }
+
+// shardLoadRows is shardRows with, if stats is given (one per shard), each shard's size, read
+// and write rates (keys per second) and how far each replica's log is behind the primary's.
+func shardLoadRows(ss []*pcspb.Shard, stats []*pcspb.ShardStats) table {
 	t := table{header: []string{"ID", "PARTITION", "START", "END", "EPOCH", "TERM", "PRIMARY", "REPLICAS", "LEARNERS"}}
+	if stats != nil {
+		t.header = append(t.header, "SIZE", "READ/S", "WRITE/S", "LAG")
+	}
+	type load struct {
+		SizeBytes   uint64            `json:"size_bytes"`
+		ReadPerSec  float64           `json:"read_per_sec"`
+		WritePerSec float64           `json:"write_per_sec"`
+		Positions   map[uint64]uint64 `json:"replica_positions"`
+		Lag         map[uint64]uint64 `json:"replica_lag"`
+	}
 	type row struct {
 		ID        uint64   `json:"id"`
 		TableID   uint64   `json:"table_id"`
@@ -217,16 +231,55 @@ func shardRows(ss []*pcspb.Shard) table {
 		Primary   uint64   `json:"primary"`
 		Replicas  []uint64 `json:"replicas"`
 		Learners  []uint64 `json:"learners"`
+		Load      *load    `json:"load,omitempty"`
 	}
 	rows := []row{}
-	for _, s := range ss {
-		rows = append(rows, row{s.Id, s.TableId, s.Partition, fmt.Sprintf("%x", s.Start), fmt.Sprintf("%x", s.End),
-			s.Epoch.GetConfVer(), s.Epoch.GetVersion(), s.Term, s.Primary, s.Replicas, s.Learners})
-		t.rows = append(t.rows, []string{u(s.Id), s.Partition, fmt.Sprintf("%x", s.Start), fmt.Sprintf("%x", s.End),
-			fmt.Sprintf("%d/%d", s.Epoch.GetConfVer(), s.Epoch.GetVersion()), u(s.Term), u(s.Primary), ids(s.Replicas), ids(s.Learners)})
+	for i, s := range ss {
+		r := row{s.Id, s.TableId, s.Partition, fmt.Sprintf("%x", s.Start), fmt.Sprintf("%x", s.End),
+			s.Epoch.GetConfVer(), s.Epoch.GetVersion(), s.Term, s.Primary, s.Replicas, s.Learners, nil}
+		cells := []string{u(s.Id), s.Partition, fmt.Sprintf("%x", s.Start), fmt.Sprintf("%x", s.End),
+			fmt.Sprintf("%d/%d", s.Epoch.GetConfVer(), s.Epoch.GetVersion()), u(s.Term), u(s.Primary), ids(s.Replicas), ids(s.Learners)}
+		if stats != nil && i < len(stats) {
+			st := stats[i]
+			lag, lagCell := replicaLag(s, st.ReplicaPositions)
+			r.Load = &load{st.SizeBytes, st.ReadPerSec, st.WritePerSec, st.ReplicaPositions, lag}
+			cells = append(cells, bytesOrDash(st.SizeBytes), fmt.Sprintf("%.1f", st.ReadPerSec), fmt.Sprintf("%.1f", st.WritePerSec), lagCell)
+		}
+		rows = append(rows, r)
+		t.rows = append(t.rows, cells)
 	}
 	t.value = rows
 	return t
+}
+
+// replicaLag returns how many log entries each replica and learner is behind the primary's
+// replica, and a cell: "0" when all are level, else node:entries for those behind ("?" for one
+// that reported no position).
+func replicaLag(s *pcspb.Shard, pos map[uint64]uint64) (map[uint64]uint64, string) {
+	head, ok := pos[s.Primary]
+	if !ok {
+		return nil, "-"
+	}
+	lag := map[uint64]uint64{}
+	var behind []string
+	for _, r := range append(append([]uint64(nil), s.Replicas...), s.Learners...) {
+		if r == s.Primary {
+			continue
+		}
+		p, ok := pos[r]
+		if !ok {
+			behind = append(behind, u(r)+":?")
+			continue
+		}
+		lag[r] = head - min(p, head)
+		if lag[r] > 0 {
+			behind = append(behind, fmt.Sprintf("%d:%d", r, lag[r]))
+		}
+	}
+	if len(behind) == 0 {
+		return lag, "0"
+	}
+	return lag, strings.Join(behind, ",")
 }
 
 // ids joins node ids with commas ("-" for none).
@@ -252,11 +305,11 @@ func shardCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer done()
-			resp, err := c.ScanShards(ctx, args[0], nil, nil, client.WithLimit(limit))
+			resp, err := c.ScanShards(ctx, args[0], nil, nil, client.WithLimit(limit), client.WithStats())
 			if err != nil {
 				return err
 			}
-			return g.print(cmd.OutOrStdout(), shardRows(resp.Shards))
+			return g.print(cmd.OutOrStdout(), shardLoadRows(resp.Shards, resp.Stats))
 		},
 	}
 	list.Flags().Uint32Var(&limit, "limit", 1000, "at most this many shards")
@@ -451,7 +504,7 @@ func nodeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			t := table{header: []string{"ID", "ADDRESS", "STATE", "SHARDS", "PRIMARIES", "CAPACITY", "USED", "DISK-FREE", "LABELS"}}
+			t := table{header: []string{"ID", "ADDRESS", "STATE", "SHARDS", "PRIMARIES", "CAPACITY", "USED", "DISK-FREE", "READ/S", "WRITE/S", "LABELS"}}
 			type row struct {
 				ID        uint64            `json:"id"`
 				Address   string            `json:"address"`
@@ -461,6 +514,8 @@ func nodeCmd(g *globals) *cobra.Command {
 				Capacity  uint64            `json:"capacity_bytes"`
 				Used      uint64            `json:"used_bytes"`
 				DiskFree  uint64            `json:"disk_free_bytes"`
+				Reads     float64           `json:"read_per_sec"`
+				Writes    float64           `json:"write_per_sec"`
 				Labels    map[string]string `json:"labels"`
 			}
 			rows := []row{}
@@ -470,9 +525,10 @@ func nodeCmd(g *globals) *cobra.Command {
 					labels = append(labels, k+"="+v)
 				}
 				sort.Strings(labels)
-				rows = append(rows, row{n.Node.Id, n.Node.Address, n.State, n.Shards, n.Primaries, n.Node.CapacityBytes, n.UsedBytes, n.DiskFreeBytes, n.Node.Labels})
+				rows = append(rows, row{n.Node.Id, n.Node.Address, n.State, n.Shards, n.Primaries, n.Node.CapacityBytes, n.UsedBytes, n.DiskFreeBytes, n.ReadPerSec, n.WritePerSec, n.Node.Labels})
 				t.rows = append(t.rows, []string{u(n.Node.Id), n.Node.Address, n.State, u(n.Shards), u(n.Primaries),
-					bytesOrDash(n.Node.CapacityBytes), bytesOrDash(n.UsedBytes), bytesOrDash(n.DiskFreeBytes), strings.Join(labels, ",")})
+					bytesOrDash(n.Node.CapacityBytes), bytesOrDash(n.UsedBytes), bytesOrDash(n.DiskFreeBytes),
+					fmt.Sprintf("%.1f", n.ReadPerSec), fmt.Sprintf("%.1f", n.WritePerSec), strings.Join(labels, ",")})
 			}
 			t.value = rows
 			return g.print(cmd.OutOrStdout(), t)

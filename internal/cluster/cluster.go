@@ -184,6 +184,20 @@ func (r *Registry) NodeStats(node uint64) *pcspb.NodeStats {
 	return nil
 }
 
+// NodeLoad returns the keys read and written per second over every replica the node last
+// reported.
+func (r *Registry) NodeLoad(node uint64) (reads, writes float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l := r.mu.nodes[node]; l != nil {
+		for _, s := range l.shards {
+			reads += s.ReadPerSec
+			writes += s.WritePerSec
+		}
+	}
+	return reads, writes
+}
+
 // ShardStats returns the node's last reported stats of its replica of a shard, or nil.
 func (r *Registry) ShardStats(node, shard uint64) *pcspb.ShardStats {
 	r.mu.Lock()

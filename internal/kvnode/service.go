@@ -48,6 +48,7 @@ type Node struct {
 	queues   sync.Map // shard id -> *writeQueue
 
 	metrics *metrics
+	load    *shardLoad
 
 	mu      sync.Mutex
 	schemas map[uint64]uint64
@@ -78,7 +79,7 @@ func NewNode(store *Store, self func() uint64, leaseValid func() bool, peer Peer
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{store: store, log: log, self: self, leaseValid: leaseValid, peer: peer, schemas: map[uint64]uint64{},
-		locks: map[uint64]*sync.Mutex{}, repl: map[uint64]*replState{}}
+		locks: map[uint64]*sync.Mutex{}, repl: map[uint64]*replState{}, load: newShardLoad(time.Now)}
 	n.metrics = newMetrics(n)
 	return n
 }
@@ -905,6 +906,7 @@ func (n *Node) Replicate(_ context.Context, req *pcspb.ReplicateRequest) (*pcspb
 	if err := n.store.Write(sh.Id, Position{req.Lsn, req.Term}, req.Puts, req.Deletes, req.Requests, req.Expired); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
+	n.load.add(sh.Id, 0, len(req.Puts)+len(req.Deletes))
 	return &pcspb.ReplicateResponse{Lsn: req.Lsn}, nil
 }
 
@@ -955,6 +957,7 @@ func (n *Node) Get(ctx context.Context, req *pcspb.KVGetRequest) (*pcspb.KVGetRe
 			return status.Error(codes.Internal, err.Error())
 		}
 		resp = &pcspb.KVGetResponse{Value: v, Found: found}
+		n.load.add(sh.Id, 1, 0)
 		return nil
 	})
 	return resp, err
@@ -967,6 +970,7 @@ func (n *Node) Put(ctx context.Context, req *pcspb.KVPutRequest) (*pcspb.KVPutRe
 	if err := n.write(ctx, req.Header, [][]byte{req.Key}, []*pcspb.KVPair{{Key: req.Key, Value: req.Value}}, nil); err != nil {
 		return nil, err
 	}
+	n.load.add(req.Header.GetShardId(), 0, 1)
 	return &pcspb.KVPutResponse{}, nil
 }
 
@@ -974,6 +978,7 @@ func (n *Node) Delete(ctx context.Context, req *pcspb.KVDeleteRequest) (*pcspb.K
 	if err := n.write(ctx, req.Header, [][]byte{req.Key}, nil, [][]byte{req.Key}); err != nil {
 		return nil, err
 	}
+	n.load.add(req.Header.GetShardId(), 0, 1)
 	return &pcspb.KVDeleteResponse{}, nil
 }
 
@@ -997,6 +1002,7 @@ func (n *Node) Scan(ctx context.Context, req *pcspb.KVScanRequest) (*pcspb.KVSca
 			return status.Error(codes.Internal, err.Error())
 		}
 		resp = &pcspb.KVScanResponse{Pairs: pairs, More: more}
+		n.load.add(sh.Id, max(len(pairs), 1), 0)
 		return nil
 	})
 	return resp, err
@@ -1017,6 +1023,7 @@ func (n *Node) Batch(ctx context.Context, req *pcspb.KVBatchRequest) (*pcspb.KVB
 	if err := n.write(ctx, req.Header, keys, req.Puts, req.Deletes); err != nil {
 		return nil, err
 	}
+	n.load.add(req.Header.GetShardId(), 0, len(keys))
 	return &pcspb.KVBatchResponse{}, nil
 }
 
@@ -1139,6 +1146,7 @@ func (n *Node) Stats() (*pcspb.NodeStats, []*pcspb.ShardStats) {
 		ns.BytesUsed += size
 		lsn := n.store.LSN(id)
 		st := &pcspb.ShardStats{ShardId: id, SizeBytes: size, ReplicaPositions: map[uint64]uint64{n.self(): lsn}, SplitFrom: n.store.Parent(id)}
+		st.ReadPerSec, st.WritePerSec = n.load.rate(id)
 		if sh, ok := n.store.Replica(id); ok {
 			st.Term, st.ConfVer, st.Version, st.Start, st.End = sh.Term, sh.Epoch.GetConfVer(), sh.Epoch.GetVersion(), sh.Start, sh.End
 			if sh.Primary == n.self() {

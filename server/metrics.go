@@ -38,6 +38,9 @@ type metrics struct {
 	clusterShards          prometheus.Gauge
 	clusterUnderReplicated prometheus.Gauge
 	nodeCapacity, nodeUsed *prometheus.GaugeVec // bytes, by node
+	nodeReads, nodeWrites  *prometheus.GaugeVec // keys per second, by node
+	replicaLagMax          prometheus.Gauge
+	ddlJobs                *prometheus.GaugeVec // by kind
 }
 
 func newMetrics(s *Server) *metrics {
@@ -80,6 +83,14 @@ func newMetrics(s *Server) *metrics {
 			Help: "A data node's capacity as it reports it, by node (published by the primary; 0: unknown)."}, []string{"node"}),
 		nodeUsed: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pcs_cluster_node_used_bytes",
 			Help: "Bytes of the shards a data node holds, from their primaries' reports, by node (published by the primary)."}, []string{"node"}),
+		nodeReads: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pcs_cluster_node_read_keys_per_second",
+			Help: "Keys a data node read per second over its replicas, as it last reported (primary only)."}, []string{"node"}),
+		nodeWrites: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pcs_cluster_node_write_keys_per_second",
+			Help: "Keys a data node wrote per second over its replicas (primaries and followers), as it last reported (primary only)."}, []string{"node"}),
+		replicaLagMax: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pcs_cluster_replica_lag_max_entries",
+			Help: "The most log entries any shard replica is behind its primary, from the replicas' last reports (primary only)."}),
+		ddlJobs: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pcs_ddl_jobs",
+			Help: "DDL jobs under way, by kind: create, drop, alter (primary only)."}, []string{"kind"}),
 		balanceScore: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pcs_schedule_balance_score",
 			Help: "Each up data node's balance score: mean deviation of its replica count and bytes from its capacity share (0 = balanced)."}, []string{"node"}),
 	}
@@ -94,6 +105,7 @@ func newMetrics(s *Server) *metrics {
 		m.stepSeconds.WithLabelValues(k.String())
 	}
 	m.zeroSchedule()
+	m.zeroJobs()
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
@@ -103,6 +115,7 @@ func newMetrics(s *Server) *metrics {
 		m.applySeconds, m.proposeSeconds, m.grpcSeconds, m.tsoRequests, m.tsoTimestamps, m.tsoSeconds, m.ids, m.failovers, m.duplicates,
 		m.operators, m.operatorsFinished, m.limitWaits, m.balanceScore, m.stepSeconds,
 		m.clusterNodes, m.clusterShards, m.clusterUnderReplicated, m.nodeCapacity, m.nodeUsed,
+		m.nodeReads, m.nodeWrites, m.replicaLagMax, m.ddlJobs,
 		gauge("pcs_node_state", "Node state: 1 election, 2 recovery, 3 running.", func() float64 { return float64(s.State()) }),
 		gauge("pcs_raft_state", "Raft role: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 { return float64(s.raft.State()) }),
 		gauge("pcs_raft_is_primary", "1 if this node is the primary.", func() float64 {
@@ -115,7 +128,7 @@ func newMetrics(s *Server) *metrics {
 		gauge("pcs_raft_commit_index", "Raft commit index.", func() float64 { return float64(s.raft.CommitIndex()) }),
 		gauge("pcs_raft_applied_index", "Raft index applied to the metadata.", func() float64 { return float64(s.fsm.Position().AppliedIndex) }),
 		gauge("pcs_raft_last_index", "Last Raft log index.", func() float64 { return float64(s.raft.LastIndex()) }),
-		gauge("pcs_revision", "Cluster revision of the local metadata.", func() float64 { return float64(s.fsm.Position().Revision) }),
+		gauge("pcs_meta_revision", "Cluster revision of the local metadata.", func() float64 { return float64(s.fsm.Position().Revision) }),
 	)
 	return m
 }
@@ -191,9 +204,38 @@ func (m *metrics) zeroSchedule() {
 	}
 }
 
+// ddlKinds are the kinds of DDL job.
+var ddlKinds = []string{"create", "drop", "alter"}
+
+func (m *metrics) zeroJobs() {
+	for _, k := range ddlKinds {
+		m.ddlJobs.WithLabelValues(k).Set(0)
+	}
+}
+
+// observeLoad publishes DDL jobs under way, the nodes' read and write rates and the largest
+// replica lag.
+func (m *metrics) observeLoad(jobs map[string]int, rates map[uint64][2]float64, maxLag uint64) {
+	m.zeroJobs()
+	for k, n := range jobs {
+		m.ddlJobs.WithLabelValues(k).Set(float64(n))
+	}
+	m.nodeReads.Reset()
+	m.nodeWrites.Reset()
+	for id, r := range rates {
+		m.nodeReads.WithLabelValues(strconv.FormatUint(id, 10)).Set(r[0])
+		m.nodeWrites.WithLabelValues(strconv.FormatUint(id, 10)).Set(r[1])
+	}
+	m.replicaLagMax.Set(float64(maxLag))
+}
+
 // clearCluster drops what only the primary publishes (it stepped down).
 func (m *metrics) clearCluster() {
 	m.zeroSchedule()
+	m.zeroJobs()
+	m.nodeReads.Reset()
+	m.nodeWrites.Reset()
+	m.replicaLagMax.Set(0)
 	m.balanceScore.Reset()
 	m.clusterNodes.Reset()
 	m.nodeCapacity.Reset()

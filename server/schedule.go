@@ -146,6 +146,7 @@ func (s *Server) scheduleTick(ctx context.Context) {
 	if time.Since(s.sched.observed) >= time.Second {
 		s.sched.observed = time.Now()
 		s.metrics.observeSchedule(coord, v)
+		s.observeLoad()
 	}
 	// Copies taken under the lock: handlers may cancel an operator while this loop saves it.
 	saves := make([]*pcspb.Operator, 0, len(act.Save))
@@ -449,4 +450,32 @@ func loadScores(v *view.Cluster, ops map[uint64]*operator.Operator) map[uint64]f
 		out[ld.Node.ID] = l.Score(ld)
 	}
 	return out
+}
+
+// observeLoad gathers what observeLoad of the metrics publishes: DDL jobs by kind, each data
+// node's read and write rates, and the most entries a replica is behind its shard's primary.
+func (s *Server) observeLoad() {
+	jobs := map[string]int{}
+	var maxLag uint64
+	for _, t := range s.fsm.Tables() {
+		if j := s.jobOf(t); j != nil {
+			jobs[j.Kind]++
+		}
+		for _, sh := range s.fsm.TableShards(t.Id) {
+			st := s.shardLoad(sh)
+			head, ok := st.ReplicaPositions[sh.Primary]
+			if !ok {
+				continue
+			}
+			for _, p := range st.ReplicaPositions {
+				maxLag = max(maxLag, head-min(p, head))
+			}
+		}
+	}
+	rates := map[uint64][2]float64{}
+	for _, n := range s.fsm.DataNodes() {
+		r, w := s.live.NodeLoad(n.Id)
+		rates[n.Id] = [2]float64{r, w}
+	}
+	s.metrics.observeLoad(jobs, rates, maxLag)
 }

@@ -461,7 +461,7 @@ func checkCatalog(ctx context.Context, cl *Cluster) []string {
 
 // checkOrphans waits (up to a minute: dropped tables' replicas are deleted in the background)
 // until every data node holds exactly the replicas the catalog gives it, read from the node's
-// own pcsnode_replicas gauge.
+// own pcsnode_shard_replicas gauge.
 func checkOrphans(ctx context.Context, cl *Cluster) []string {
 	octx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -477,7 +477,7 @@ func checkOrphans(ctx context.Context, cl *Cluster) []string {
 				want[n.Node.GetAddress()] = n.Shards
 			}
 			for _, p := range cl.Nodes {
-				held, err := gauge(octx, "http://"+p.HTTP+"/metrics", "pcsnode_replicas")
+				held, err := gauge(octx, "http://"+p.HTTP+"/metrics", "pcsnode_shard_replicas")
 				if err != nil {
 					last = append(last, fmt.Sprintf("%s: %v", p.Name, err))
 				} else if uint64(held) != want[p.Addr] {

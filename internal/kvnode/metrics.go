@@ -54,8 +54,8 @@ func newMetrics(n *Node) *metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.entrySeconds, m.entryWrites, m.grpcSeconds, m.snapshotsSent, m.snapshotBytes, m.snapshotsSkipped,
 		m.snapshotsReceived, m.duplicates, m.replicasRemoved, m.splits,
-		gauge("pcsnode_replicas", "Shard replicas this node holds.", func() float64 { return float64(len(n.store.Held())) }),
-		gauge("pcsnode_primaries", "Shards this node is the primary of.", func() float64 {
+		gauge("pcsnode_shard_replicas", "Shard replicas this node holds.", func() float64 { return float64(len(n.store.Held())) }),
+		gauge("pcsnode_shard_primaries", "Shards this node is the primary of.", func() float64 {
 			led := 0
 			for _, id := range n.store.Held() {
 				if sh, ok := n.store.Replica(id); ok && sh.Primary == n.self() {

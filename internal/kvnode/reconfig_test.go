@@ -268,13 +268,13 @@ func TestPrimaryRemovesUnreachableReplica(t *testing.T) {
 
 	// The primary's metrics, scraped over HTTP, tell the story.
 	m := scrape(t, nodes[from].HTTPAddr())
-	if m["pcsnode_replicas_removed_total"] != 1 || m["pcsnode_snapshots_sent_total"] < 1 || m["pcsnode_primaries"] != 1 ||
+	if m["pcsnode_replicas_removed_total"] != 1 || m["pcsnode_snapshots_sent_total"] < 1 || m["pcsnode_shard_primaries"] != 1 ||
 		m["pcsnode_log_entry_writes_count"] < 1 || m["pcsnode_log_entry_writes_sum"] < float64(w.count.Load()) || m["pcsnode_lease_valid"] != 1 {
 		t.Fatalf("primary's metrics: removed %v, snapshots sent %v, primaries %v, entries %v holding %v writes (%d acknowledged), lease %v",
-			m["pcsnode_replicas_removed_total"], m["pcsnode_snapshots_sent_total"], m["pcsnode_primaries"],
+			m["pcsnode_replicas_removed_total"], m["pcsnode_snapshots_sent_total"], m["pcsnode_shard_primaries"],
 			m["pcsnode_log_entry_writes_count"], m["pcsnode_log_entry_writes_sum"], w.count.Load(), m["pcsnode_lease_valid"])
 	}
-	if v := scrape(t, nodes[0].HTTPAddr())["pcsnode_replicas"] + scrape(t, nodes[1].HTTPAddr())["pcsnode_replicas"] + scrape(t, nodes[2].HTTPAddr())["pcsnode_replicas"]; v != 3 {
+	if v := scrape(t, nodes[0].HTTPAddr())["pcsnode_shard_replicas"] + scrape(t, nodes[1].HTTPAddr())["pcsnode_shard_replicas"] + scrape(t, nodes[2].HTTPAddr())["pcsnode_shard_replicas"]; v != 3 {
 		t.Fatalf("the nodes report %v replicas, want 3", v)
 	}
 }

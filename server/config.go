@@ -10,6 +10,7 @@ import (
 
 	"github.com/postdb/pcs/internal/clock"
 	"github.com/postdb/pcs/internal/cluster"
+	"github.com/postdb/pcs/internal/netaddr"
 	"github.com/postdb/pcs/internal/raftgroup"
 	"github.com/postdb/pcs/pcstls"
 )
@@ -40,6 +41,10 @@ type Config struct {
 	// HTTPAddr is the HTTP listen address (/health, /ready, /status, /metrics, /debug/pprof).
 	// Empty disables HTTP. Default 127.0.0.1:3381.
 	HTTPAddr string
+	// AdvertiseClientAddr and AdvertiseHTTPAddr, if set, are the addresses others are told to
+	// dial (member list, forwarding, primary discovery) instead of the bound ones: behind NAT,
+	// in a container, or with a wildcard bind. The Raft one is Raft.AdvertisePeerAddr.
+	AdvertiseClientAddr, AdvertiseHTTPAddr string
 	// ClientListener and HTTPListener, if set, are used instead of binding ClientAddr and
 	// HTTPAddr (tests, embedding); Raft.PeerListener likewise for the peer address.
 	ClientListener, HTTPListener net.Listener
@@ -157,6 +162,10 @@ func (c Config) Validate() error {
 		return errors.New("node lease and DDL interval must be positive")
 	case c.WriteTimeout <= 0:
 		return errors.New("write timeout must be positive")
+	case netaddr.Check("client address", c.ClientAddr, c.AdvertiseClientAddr) != nil && c.ClientListener == nil:
+		return netaddr.Check("client address", c.ClientAddr, c.AdvertiseClientAddr)
+	case netaddr.Check("http address", c.HTTPAddr, c.AdvertiseHTTPAddr) != nil && c.HTTPListener == nil:
+		return netaddr.Check("http address", c.HTTPAddr, c.AdvertiseHTTPAddr)
 	case c.TLS != nil && c.TLS.Source == nil:
 		return errors.New("tls: no certificate source")
 	case len(c.InitialCluster) > 0 && len(c.Join) > 0:

@@ -240,7 +240,8 @@ func (s *Server) Start() {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.join(ctx) }()
 	}
-	s.log.Info("serving", "client_addr", s.ClientAddr(), "peer_addr", s.PeerAddr(), "http_addr", s.HTTPAddr())
+	s.log.Info("serving", "client_addr", s.ClientAddr(), "peer_addr", s.PeerAddr(), "http_addr", s.HTTPAddr(),
+		"client_bind", s.grpcLn.Addr().String(), "peer_bind", s.group.BoundAddr())
 }
 
 // Run starts the server and blocks until ctx ends, then stops it.
@@ -319,16 +320,24 @@ func newClusterID(initial []Peer) uint64 {
 	return max(id, 1)
 }
 
-// ClientAddr is the bound gRPC address.
-func (s *Server) ClientAddr() string { return s.grpcLn.Addr().String() }
+// ClientAddr is the gRPC address others dial: the advertised one, else the bound one.
+func (s *Server) ClientAddr() string {
+	if s.cfg.AdvertiseClientAddr != "" {
+		return s.cfg.AdvertiseClientAddr
+	}
+	return s.grpcLn.Addr().String()
+}
 
-// PeerAddr is the bound Raft address.
+// PeerAddr is the Raft address others dial: the advertised one, else the bound one.
 func (s *Server) PeerAddr() string { return s.group.LocalAddr() }
 
-// HTTPAddr is the bound HTTP address, or "".
+// HTTPAddr is the HTTP address others dial (advertised, else bound), or "" without HTTP.
 func (s *Server) HTTPAddr() string {
 	if s.httpLn == nil {
 		return ""
+	}
+	if s.cfg.AdvertiseHTTPAddr != "" {
+		return s.cfg.AdvertiseHTTPAddr
 	}
 	return s.httpLn.Addr().String()
 }

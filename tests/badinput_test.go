@@ -30,6 +30,12 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--config", filepath.Join(dir, "missing.yaml")}, "config file"},
 		{[]string{"--client-addr", "256.0.0.1:99999"}, "client address"},
 		{[]string{"extra-arg"}, "unknown command"},
+		{[]string{"--client-addr", "0.0.0.0:1"}, "binds every interface"},
+		{[]string{"--advertise-peer-addr", "0.0.0.0:3380"}, "wildcard"},
+		{[]string{"--advertise-client-addr", "pcs-1"}, "advertise client address"},
+		{[]string{"--tls-ca", "ca.crt"}, "missing certificate, key"},
+		{[]string{"--tls-ca", "/nonexistent/ca.crt", "--tls-cert", "/nonexistent/a.crt", "--tls-key", "/nonexistent/a.key"}, "no such file"},
+		{[]string{"--tls-allowed-peers", "pcs-*"}, "needs --tls-ca"},
 	} {
 		args := append([]string{"--data-dir", filepath.Join(dir, "d"), "--client-addr", freeAddr(t), "--peer-addr", freeAddr(t), "--http-addr", ""}, tc.args...)
 		code, out := run(t, 10*time.Second, "pcs", args...)

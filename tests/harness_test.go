@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -153,11 +154,16 @@ func startClusterWith(t testing.TB, n int, extra func(p *proc) []string) *procCl
 	for i := 0; i < n; i++ {
 		p := &proc{t: t, name: fmt.Sprintf("p%d", i+1), dir: filepath.Join(root, fmt.Sprintf("p%d", i+1)),
 			client: freeAddr(t), peer: freeAddr(t), http: freeAddr(t)}
+		p.args = extra(p)
 		pc.procs = append(pc.procs, p)
-		initial = append(initial, p.name+"="+p.peer)
+		peer := p.peer
+		if i := slices.Index(p.args, "--advertise-peer-addr"); i >= 0 {
+			peer = p.args[i+1] // the group is formed on the advertised addresses
+		}
+		initial = append(initial, p.name+"="+peer)
 	}
 	for _, p := range pc.procs {
-		p.args = append([]string{"--initial-cluster", strings.Join(initial, ",")}, extra(p)...)
+		p.args = append([]string{"--initial-cluster", strings.Join(initial, ",")}, p.args...)
 		p.start()
 	}
 	t.Cleanup(func() {

@@ -52,6 +52,9 @@ type fileConfig struct {
 	NodeLease          time.Duration
 	NodeLeaseMargin    time.Duration
 	DebugFaultsAddr    string `yaml:"debug-faults-addr"`
+	AdvertiseClient    string
+	AdvertisePeer      string
+	AdvertiseHTTP      string
 	TLSCA              string
 	TLSCert            string
 	TLSKey             string
@@ -121,6 +124,9 @@ with 'pcsctl snapshot save FILE', for a new cluster.`,
 	f.StringVar(&fc.PeerAddr, "peer-addr", fc.PeerAddr, "Raft (peer) address to bind and advertise")
 	f.StringVar(&fc.ClientAddr, "client-addr", fc.ClientAddr, "gRPC address for clients, pcsctl and peers")
 	f.StringVar(&fc.HTTPAddr, "http-addr", fc.HTTPAddr, "HTTP address for /health, /ready, /status, /metrics, /debug/pprof (empty: off)")
+	f.StringVar(&fc.AdvertiseClient, "advertise-client-addr", "", "gRPC address clients, data nodes and peers dial, if not --client-addr (NAT, containers, a 0.0.0.0 bind)")
+	f.StringVar(&fc.AdvertisePeer, "advertise-peer-addr", "", "Raft address peers dial, if not --peer-addr; --initial-cluster names this one")
+	f.StringVar(&fc.AdvertiseHTTP, "advertise-http-addr", "", "HTTP address shown to others, if not --http-addr")
 	f.StringVar(&fc.InitialCluster, "initial-cluster", fc.InitialCluster, "bootstrap members name=peer-addr,... (first start only)")
 	f.StringVar(&fc.Join, "join", fc.Join, "client addresses of a running group to join, comma-separated (first start only)")
 	f.BoolVar(&fc.JoinAsNonVoter, "join-as-non-voter", fc.JoinAsNonVoter, "join as a non-voter")
@@ -196,6 +202,7 @@ func run(ctx context.Context, fc fileConfig) error {
 	cfg := server.DefaultConfig()
 	cfg.Name, cfg.DataDir, cfg.ClientAddr, cfg.HTTPAddr = fc.Name, fc.DataDir, fc.ClientAddr, fc.HTTPAddr
 	cfg.Raft.PeerAddr = fc.PeerAddr
+	cfg.AdvertiseClientAddr, cfg.AdvertiseHTTPAddr, cfg.Raft.AdvertisePeerAddr = fc.AdvertiseClient, fc.AdvertiseHTTP, fc.AdvertisePeer
 	cfg.Raft.HeartbeatTimeout, cfg.Raft.ElectionTimeout = fc.HeartbeatTimeout, fc.ElectionTimeout
 	cfg.Raft.LeaderLeaseTimeout, cfg.Raft.CommitTimeout = fc.LeaderLeaseTimeout, fc.CommitTimeout
 	cfg.Raft.SnapshotThreshold, cfg.Raft.SnapshotInterval, cfg.Raft.TrailingLogs = fc.SnapshotThreshold, fc.SnapshotInterval, fc.TrailingLogs
@@ -220,7 +227,7 @@ func run(ctx context.Context, fc fileConfig) error {
 		return err
 	}
 	if cfg.TLS == nil {
-		for _, a := range []string{fc.ClientAddr, fc.PeerAddr, fc.HTTPAddr} {
+		for _, a := range []string{fc.ClientAddr, fc.PeerAddr, fc.HTTPAddr, fc.AdvertiseClient, fc.AdvertisePeer} {
 			if a != "" && !loopback(a) {
 				cfg.Logger.Warn("serving plaintext on a non-loopback address: anyone who reaches it can read and change the cluster; start with --tls-ca, --tls-cert and --tls-key", "addr", a)
 			}

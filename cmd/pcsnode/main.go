@@ -32,6 +32,7 @@ func main() {
 func newRootCmd() *cobra.Command {
 	var (
 		dataDir, addr, httpAddr, labels, logLevel string
+		advertise                                 string
 		endpoints                                 []string
 		interval, splitCheck                      time.Duration
 		splitSize                                 uint64
@@ -84,7 +85,7 @@ func newRootCmd() *cobra.Command {
 				syncStall = stalls.Hook(faults.Pebble)
 				log.Warn("fault hooks on: this node's disk syncs can be stalled from outside", "addr", faultsAddr)
 			}
-			s, err := kvnode.Start(kvnode.Config{SyncStall: syncStall, DataDir: dataDir, Addr: addr, Endpoints: endpoints, Labels: lbl,
+			s, err := kvnode.Start(kvnode.Config{SyncStall: syncStall, DataDir: dataDir, Addr: addr, AdvertiseAddr: advertise, Endpoints: endpoints, Labels: lbl,
 				HeartbeatInterval: interval, SplitSize: splitSize, SplitCheckInterval: splitCheck, HTTPAddr: httpAddr, Logger: log, TLS: tlsCfg})
 			if err != nil {
 				return err
@@ -99,6 +100,7 @@ func newRootCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&dataDir, "data-dir", "pcsnode-data", "directory of the Pebble database")
 	f.StringVar(&addr, "addr", "127.0.0.1:4379", "key-value service address; also the node's identity at PCS")
+	f.StringVar(&advertise, "advertise-addr", "", "address PCS, clients and other nodes dial, if not --addr (NAT, containers, a 0.0.0.0 bind); the node's identity at PCS")
 	f.StringVar(&httpAddr, "http-addr", "", "serve Prometheus /metrics on this address (empty: off)")
 	f.StringSliceVar(&endpoints, "endpoints", []string{"127.0.0.1:3379"}, "PCS client addresses")
 	f.StringVar(&labels, "labels", "", "node labels key=value,... (e.g. zone=z1,host=h1)")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/client"
+	"github.com/postdb/pcs/internal/netaddr"
 	"github.com/postdb/pcs/internal/raftgroup"
 	"github.com/postdb/pcs/internal/rpcmetrics"
 	"github.com/postdb/pcs/nodeagent"
@@ -28,6 +29,9 @@ type Config struct {
 	DataDir string
 	// Addr is the KV service's listen address; it is also the node's identity at PCS.
 	Addr string
+	// AdvertiseAddr, if set, is the address PCS, clients and other nodes dial (and the node's
+	// identity at PCS) instead of the bound one.
+	AdvertiseAddr string
 	// Listener, if set, is used instead of binding Addr.
 	Listener net.Listener
 	// Endpoints are PCS client addresses.
@@ -156,6 +160,11 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.DataDir == "" || len(cfg.Endpoints) == 0 {
 		return nil, errors.New("kvnode: data dir and PCS endpoints are required")
 	}
+	if cfg.Listener == nil {
+		if err := netaddr.Check("address", cfg.Addr, cfg.AdvertiseAddr); err != nil {
+			return nil, fmt.Errorf("kvnode: %w", err)
+		}
+	}
 	ln := cfg.Listener
 	if ln == nil {
 		var err error
@@ -200,7 +209,11 @@ func Start(cfg Config) (*Server, error) {
 		mgr = cfg.WrapManager(mgr)
 	}
 	s.Node.pcs = mgr
-	agent, err = nodeagent.New(nodeagent.Config{Endpoints: cfg.Endpoints, Address: ln.Addr().String(), Labels: cfg.Labels,
+	advertise := ln.Addr().String()
+	if cfg.AdvertiseAddr != "" {
+		advertise = cfg.AdvertiseAddr
+	}
+	agent, err = nodeagent.New(nodeagent.Config{Endpoints: cfg.Endpoints, Address: advertise, Labels: cfg.Labels,
 		Interval: cfg.HeartbeatInterval, Logger: cfg.Logger, ClusterID: clusterID, TLS: tlsSource(cfg.TLS),
 		OnClusterID: func(id string) error {
 			parsed, err := raftgroup.ParseClusterID(id)

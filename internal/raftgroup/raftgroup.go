@@ -22,6 +22,8 @@ import (
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
+
+	"github.com/postdb/pcs/internal/netaddr"
 )
 
 // Config configures a Raft group member. Durations are wall durations.
@@ -34,6 +36,9 @@ type Config struct {
 	PeerAddr string
 	// PeerListener, if set, is used instead of binding PeerAddr (tests, embedding).
 	PeerListener net.Listener
+	// AdvertisePeerAddr, if set, is the address peers are told to dial (and that goes into the
+	// group's configuration) instead of the bound one.
+	AdvertisePeerAddr string
 
 	// HeartbeatTimeout: a follower starts an election after this long without the leader
 	// (randomised up to twice as long). Default 200ms.
@@ -98,6 +103,10 @@ func (c Config) Validate() error {
 		return errors.New("raftgroup: data dir is required")
 	case c.PeerAddr == "" && c.PeerListener == nil:
 		return errors.New("raftgroup: peer address is required")
+	case c.PeerListener == nil && netaddr.Check("peer address", c.PeerAddr, c.AdvertisePeerAddr) != nil:
+		return fmt.Errorf("raftgroup: %w", netaddr.Check("peer address", c.PeerAddr, c.AdvertisePeerAddr))
+	case c.PeerListener != nil && c.AdvertisePeerAddr != "" && netaddr.Check("peer address", "", c.AdvertisePeerAddr) != nil:
+		return fmt.Errorf("raftgroup: %w", netaddr.Check("peer address", "", c.AdvertisePeerAddr))
 	case c.HeartbeatTimeout < 5*time.Millisecond || c.ElectionTimeout < 5*time.Millisecond:
 		return errors.New("raftgroup: heartbeat and election timeouts must be at least 5ms")
 	case c.LeaderLeaseTimeout <= 0 || c.LeaderLeaseTimeout > c.HeartbeatTimeout:
@@ -122,6 +131,7 @@ type Group struct {
 	wal       *wal.WAL
 	meta      *metadb.BoltMetaDB
 	hlog      hclog.Logger
+	bound     string
 }
 
 // Open opens (or creates) the member's storage and starts Raft with fsm. It does not bootstrap.
@@ -151,7 +161,7 @@ func Open(cfg Config, fsm raft.FSM) (*Group, error) {
 			return nil, fmt.Errorf("raftgroup: listening on peer address %s: %w", cfg.PeerAddr, err)
 		}
 	}
-	var stream raft.StreamLayer = &tcpStream{ln: ln}
+	var stream raft.StreamLayer = &tcpStream{ln: ln, advertise: cfg.AdvertisePeerAddr}
 	log := cfg.Logger
 	if cfg.TLS != nil {
 		stream = &tlsStream{StreamLayer: stream, tls: cfg.TLS, onFail: func(err error) {
@@ -204,7 +214,7 @@ func Open(cfg Config, fsm raft.FSM) (*Group, error) {
 		closeLogs()
 		return nil, fmt.Errorf("raftgroup: starting raft: %w", err)
 	}
-	return &Group{Raft: r, Transport: trans, Snapshots: snaps, wal: logs, meta: meta, hlog: hlog}, nil
+	return &Group{Raft: r, Transport: trans, Snapshots: snaps, wal: logs, meta: meta, hlog: hlog, bound: ln.Addr().String()}, nil
 }
 
 // HasState reports whether dir holds Raft state from an earlier run.
@@ -230,6 +240,9 @@ func (g *Group) FirstIndex() (uint64, error) { return g.wal.FirstIndex() }
 
 // LocalAddr is the advertised peer address.
 func (g *Group) LocalAddr() string { return string(g.Transport.LocalAddr()) }
+
+// BoundAddr is the address the Raft listener is bound to.
+func (g *Group) BoundAddr() string { return g.bound }
 
 // SetLogLevel changes the level of Raft's own logs.
 func (g *Group) SetLogLevel(l slog.Level) { g.hlog.SetLevel(hclogLevel(l)) }
@@ -274,12 +287,21 @@ func (l stalledLog) StoreLogs(es []*raft.Log) error {
 	return l.LogStore.StoreLogs(es)
 }
 
-// tcpStream is raft's StreamLayer over an already bound listener.
-type tcpStream struct{ ln net.Listener }
+// tcpStream is raft's StreamLayer over an already bound listener; Addr, which raft puts in
+// the configuration, is the advertised address if there is one.
+type tcpStream struct {
+	ln        net.Listener
+	advertise string
+}
 
 func (t *tcpStream) Accept() (net.Conn, error) { return t.ln.Accept() }
 func (t *tcpStream) Close() error              { return t.ln.Close() }
-func (t *tcpStream) Addr() net.Addr            { return t.ln.Addr() }
+func (t *tcpStream) Addr() net.Addr {
+	if t.advertise != "" {
+		return netaddr.Addr(t.advertise)
+	}
+	return t.ln.Addr()
+}
 func (t *tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	c, err := net.DialTimeout("tcp", string(addr), timeout)
 	if err == nil {

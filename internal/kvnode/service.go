@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"slices"
 	"sync"
 	"time"
@@ -1067,6 +1068,34 @@ func (n *Node) DropReplica(_ context.Context, id uint64) error {
 	return n.store.DropReplica(id)
 }
 
+// rangeMiddle returns a key about halfway between start and end (end empty: unbounded), read
+// as big-endian fractions, or nil if there is none strictly between them.
+func rangeMiddle(start, end []byte) []byte {
+	n := max(len(start), len(end)) + 1
+	pad := func(b []byte) *big.Int {
+		return new(big.Int).SetBytes(append(bytes.Clone(b), make([]byte, n-len(b))...))
+	}
+	lo, hi := pad(start), new(big.Int).Lsh(big.NewInt(1), uint(8*n))
+	if len(end) > 0 {
+		hi = pad(end)
+	}
+	inside := func(k []byte) bool {
+		return bytes.Compare(k, start) > 0 && (len(end) == 0 || bytes.Compare(k, end) < 0)
+	}
+	mid := new(big.Int).Rsh(new(big.Int).Add(lo, hi), 1).FillBytes(make([]byte, n))
+	for len(mid) > 1 && mid[len(mid)-1] == 0 && inside(mid[:len(mid)-1]) {
+		mid = mid[:len(mid)-1]
+	}
+	if inside(mid) {
+		return mid
+	}
+	// The bounds differ only in trailing zero bytes: the smallest key after start.
+	if next := append(bytes.Clone(start), 0); inside(next) {
+		return next
+	}
+	return nil
+}
+
 // ErrCannotSplit: a split was asked of a shard that cannot make it (too few keys, a key outside
 // the shard, the new id in use).
 var ErrCannotSplit = errors.New("kvnode: cannot split")
@@ -1089,7 +1118,10 @@ func (n *Node) SplitShard(ctx context.Context, c *pcspb.SplitShardCommand) error
 				return err
 			}
 			if key == nil {
-				return fmt.Errorf("%w: shard %d has fewer than two keys", ErrCannotSplit, sh.Id)
+				// Fewer than two keys (an empty table being pre-split): the middle of the range.
+				if key = rangeMiddle(sh.Start, sh.End); key == nil {
+					return fmt.Errorf("%w: shard %d has fewer than two keys and no key between its bounds", ErrCannotSplit, sh.Id)
+				}
 			}
 		}
 		if bytes.Compare(key, sh.Start) <= 0 || (len(sh.End) > 0 && bytes.Compare(key, sh.End) >= 0) {

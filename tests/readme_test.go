@@ -1,13 +1,11 @@
 package tests
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,24 +32,6 @@ func tourLines(t *testing.T) []string {
 	return strings.Split(strings.TrimSpace(block), "\n")
 }
 
-// syncBuffer is a bytes.Buffer safe for a process's writer and the test's reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestReadmeTour: a new user's path. The playground starts as the README says (default ports),
 // and every line of the pcsctl tour, run by a shell from a directory whose bin/ holds the
 // binaries, exits 0 — each retried for a while, as a user would, since some wait for the one
@@ -62,7 +42,7 @@ func TestReadmeTour(t *testing.T) {
 	if err := os.Symlink(binDir, filepath.Join(work, "bin")); err != nil {
 		t.Fatal(err)
 	}
-	out := &syncBuffer{}
+	out := &lockedBuffer{}
 	pg := exec.Command(filepath.Join(binDir, "pcs"), "playground", "--dir", filepath.Join(work, "playground"))
 	pg.Dir, pg.Stdout, pg.Stderr = work, out, out
 	if err := pg.Start(); err != nil {

@@ -28,11 +28,7 @@ type clientCreds struct {
 }
 
 func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	cfg, err := c.src.ClientConfig(c.override, c.allow)
-	if err != nil {
-		return nil, nil, err
-	}
-	conn, info, err := credentials.NewTLS(cfg).ClientHandshake(ctx, authority, raw)
+	conn, info, err := credentials.NewTLS(c.src.ClientConfig(c.override, c.allow)).ClientHandshake(ctx, authority, raw)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w handshake with %s: %v", ErrTLS, authority, err)
 	}

@@ -129,13 +129,7 @@ func NewSource(f Files, opts ...Option) (*Source, error) {
 func (s *Source) Files() Files { return s.files }
 
 // Leaf returns the certificate currently presented.
-func (s *Source) Leaf() (*x509.Certificate, error) {
-	m, err := s.current()
-	if err != nil {
-		return nil, err
-	}
-	return m.leaf, nil
-}
+func (s *Source) Leaf() *x509.Certificate { return s.current().leaf }
 
 func (s *Source) stamp() (string, error) {
 	var b strings.Builder
@@ -183,14 +177,15 @@ func (s *Source) load() (*material, error) {
 	return &material{cert: cert, leaf: leaf, pool: pool, stamp: stamp}, nil
 }
 
-// current returns the loaded material, re-reading the files first if they changed.
-func (s *Source) current() (*material, error) {
+// current returns the loaded material, re-reading the files first if they changed. Files that
+// fail to load keep the material loaded before (NewSource made sure there is one).
+func (s *Source) current() *material {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	stamp, err := s.stamp()
 	if err != nil || stamp == s.cur.stamp || stamp == s.failed {
 		// A file missing for a moment (being replaced) keeps the loaded identity.
-		return s.cur, nil
+		return s.cur
 	}
 	m, err := s.load()
 	if err != nil {
@@ -198,13 +193,13 @@ func (s *Source) current() (*material, error) {
 		if s.onReload != nil {
 			s.onReload(err)
 		}
-		return s.cur, nil
+		return s.cur
 	}
 	s.cur, s.failed = m, ""
 	if s.onReload != nil {
 		s.onReload(nil)
 	}
-	return m, nil
+	return m
 }
 
 // base is the settings every config shares.
@@ -220,10 +215,7 @@ func (s *Source) ServerConfig(allow *Allow, nextProtos ...string) *tls.Config {
 	cfg := base()
 	cfg.NextProtos = nextProtos
 	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
-		m, err := s.current()
-		if err != nil {
-			return nil, err
-		}
+		m := s.current()
 		c := base()
 		c.NextProtos = nextProtos
 		c.Certificates = []tls.Certificate{m.cert}
@@ -262,10 +254,7 @@ func (s *Source) VerifyClient(chain []*x509.Certificate) (*x509.Certificate, err
 	if len(chain) == 0 {
 		return nil, fmt.Errorf("%w: no client certificate (give one with --tls-cert and --tls-key)", ErrTLS)
 	}
-	m, err := s.current()
-	if err != nil {
-		return nil, err
-	}
+	m := s.current()
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
@@ -281,11 +270,8 @@ func (s *Source) VerifyClient(chain []*x509.Certificate) (*x509.Certificate, err
 // ClientConfig returns a client configuration for one handshake with serverName (a host name
 // or IP address the server's certificate must name), presenting this process's certificate.
 // If allow is not nil the server's certificate must also name an identity it permits.
-func (s *Source) ClientConfig(serverName string, allow *Allow, nextProtos ...string) (*tls.Config, error) {
-	m, err := s.current()
-	if err != nil {
-		return nil, err
-	}
+func (s *Source) ClientConfig(serverName string, allow *Allow, nextProtos ...string) *tls.Config {
+	m := s.current()
 	c := base()
 	c.NextProtos = nextProtos
 	c.ServerName = serverName
@@ -297,7 +283,7 @@ func (s *Source) ClientConfig(serverName string, allow *Allow, nextProtos ...str
 	if allow != nil {
 		c.VerifyConnection = func(cs tls.ConnectionState) error { return allow.Check(leafOf(cs)) }
 	}
-	return c, nil
+	return c
 }
 
 func leafOf(cs tls.ConnectionState) *x509.Certificate {

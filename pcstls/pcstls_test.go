@@ -43,11 +43,7 @@ func leaf(t *testing.T, f Files) *x509.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := src.Leaf()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
+	return src.Leaf()
 }
 
 func TestAllow(t *testing.T) {
@@ -131,7 +127,7 @@ func TestSourceReloadsRotatedFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, _ := src.Leaf()
+	first := src.Leaf()
 	// A certificate whose key is not yet written: not taken.
 	is, err := ca.Issue("pcs-1", nil, time.Hour)
 	if err != nil {
@@ -140,7 +136,7 @@ func TestSourceReloadsRotatedFiles(t *testing.T) {
 	if err := WriteFileAtomic(f.Cert, is.CertPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if l, _ := src.Leaf(); l.SerialNumber.Cmp(first.SerialNumber) != 0 {
+	if l := src.Leaf(); l.SerialNumber.Cmp(first.SerialNumber) != 0 {
 		t.Fatal("a certificate without its key was taken")
 	}
 	if len(reloads) != 1 || reloads[0] == nil {
@@ -149,7 +145,7 @@ func TestSourceReloadsRotatedFiles(t *testing.T) {
 	if err := WriteFileAtomic(f.Key, is.KeyPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	second, _ := src.Leaf()
+	second := src.Leaf()
 	if second.SerialNumber.Cmp(first.SerialNumber) == 0 {
 		t.Fatal("the rotated certificate was not taken")
 	}
@@ -157,11 +153,7 @@ func TestSourceReloadsRotatedFiles(t *testing.T) {
 		t.Fatalf("reloads %v, want a failure then a success", reloads)
 	}
 	// A handshake config carries the new certificate.
-	cfg, err := src.ClientConfig("127.0.0.1", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := cfg.GetClientCertificate(nil)
+	c, _ := src.ClientConfig("127.0.0.1", nil).GetClientCertificate(nil)
 	if c.Leaf.SerialNumber.Cmp(second.SerialNumber) != 0 {
 		t.Fatal("client config presents the old certificate")
 	}

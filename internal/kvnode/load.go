@@ -2,6 +2,7 @@ package kvnode
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -10,28 +11,31 @@ import (
 const loadWindow = 5 * time.Second
 
 // shardLoad counts the keys each shard served reads and writes for and turns the counts into
-// per-second rates, one window at a time. Safe for concurrent use.
+// per-second rates, one window at a time. Counting is lock-free (it is on every request);
+// turning counts into rates happens at heartbeats. Safe for concurrent use.
 type shardLoad struct {
-	now func() time.Time
+	now    func() time.Time
+	counts sync.Map // shard id -> *loadCount, for the current window
 
-	mu     sync.Mutex
-	start  time.Time            // of the current window
-	counts map[uint64][2]uint64 // shard -> keys read, keys written in the window
-	rates  map[uint64][2]float64
+	mu    sync.Mutex
+	start time.Time // of the current window
+	rates map[uint64][2]float64
 }
 
+type loadCount struct{ reads, writes atomic.Uint64 }
+
 func newShardLoad(now func() time.Time) *shardLoad {
-	return &shardLoad{now: now, start: now(), counts: map[uint64][2]uint64{}, rates: map[uint64][2]float64{}}
+	return &shardLoad{now: now, start: now(), rates: map[uint64][2]float64{}}
 }
 
 // add records keys read and written on a shard.
 func (l *shardLoad) add(shard uint64, reads, writes int) {
-	l.mu.Lock()
-	c := l.counts[shard]
-	c[0] += uint64(reads)
-	c[1] += uint64(writes)
-	l.counts[shard] = c
-	l.mu.Unlock()
+	c, ok := l.counts.Load(shard)
+	if !ok {
+		c, _ = l.counts.LoadOrStore(shard, &loadCount{})
+	}
+	c.(*loadCount).reads.Add(uint64(reads))
+	c.(*loadCount).writes.Add(uint64(writes))
 }
 
 // rate returns a shard's reads and writes per second over the last whole window.
@@ -40,11 +44,15 @@ func (l *shardLoad) rate(shard uint64) (reads, writes float64) {
 	defer l.mu.Unlock()
 	if now := l.now(); now.Sub(l.start) >= loadWindow {
 		secs := now.Sub(l.start).Seconds()
-		l.rates = make(map[uint64][2]float64, len(l.counts))
-		for id, c := range l.counts {
-			l.rates[id] = [2]float64{float64(c[0]) / secs, float64(c[1]) / secs}
-		}
-		clear(l.counts)
+		l.rates = map[uint64][2]float64{}
+		l.counts.Range(func(k, v any) bool {
+			c := v.(*loadCount)
+			r, w := c.reads.Swap(0), c.writes.Swap(0)
+			if r+w > 0 {
+				l.rates[k.(uint64)] = [2]float64{float64(r) / secs, float64(w) / secs}
+			}
+			return true
+		})
 		l.start = now
 	}
 	r := l.rates[shard]

@@ -45,15 +45,11 @@ func (s *tlsStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Co
 	if err != nil {
 		return nil, fmt.Errorf("raft peer address %s: %w", addr, err)
 	}
-	cfg, err := s.tls.Source.ClientConfig(host, s.tls.Allow)
-	if err != nil {
-		return nil, err
-	}
 	c, err := s.StreamLayer.Dial(addr, timeout)
 	if err != nil {
 		return nil, err
 	}
-	tc := tls.Client(c, cfg)
+	tc := tls.Client(c, s.tls.Source.ClientConfig(host, s.tls.Allow))
 	ctx, cancel := context.WithTimeout(context.Background(), min(timeout, handshakeTimeout))
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {

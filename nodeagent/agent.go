@@ -6,6 +6,14 @@
 // Lease arithmetic (DESIGN §6): the agent notes t_send before it sends a heartbeat; an answer
 // granting lease L makes the lease valid until t_send + L. PCS counts the lease from when it
 // received the heartbeat, which is later, so the node always gives up first.
+//
+// Grants. The node lease says only that the node is alive. A node serves shard S as primary at
+// term T only while it holds a grant of (S, T) (Granted): PCS grants it in a heartbeat answer
+// only to the node its catalog names S's primary at term T, knowing that no earlier primary of
+// S may still hold a grant. A heartbeat reports, for every shard the node holds as primary, the
+// term of its own record; the answer renews those not denied, until t_send + L, at the term
+// reported — so a demotion that reaches the node in the same answer (a record of a newer term)
+// never runs on the renewed grant, whatever order the node applies them in.
 package nodeagent
 
 import (
@@ -81,6 +89,11 @@ type Agent struct {
 	// leaseUntil is a monotonic reading (ns since origin) until which the lease is valid.
 	leaseUntil atomic.Int64
 	seq        uint64
+
+	grants struct {
+		sync.RWMutex
+		m map[uint64]grant // shard -> the grant held to serve it as primary
+	}
 
 	// cmds carries PCS's commands from the heartbeat loop to the worker that carries them out,
 	// so a slow command never delays a heartbeat (and the lease).
@@ -159,10 +172,61 @@ func (a *Agent) work(ctx context.Context) {
 	}
 }
 
+// grant lets the node serve a shard as primary at term until the monotonic reading until (ns
+// since origin).
+type grant struct {
+	term  uint64
+	until int64
+}
+
+// Granted reports whether the node holds a live grant to serve shard as primary at term.
+func (a *Agent) Granted(shard, term uint64) bool {
+	a.grants.RLock()
+	g, ok := a.grants.m[shard]
+	a.grants.RUnlock()
+	return ok && g.term == term && int64(time.Since(a.origin)) < g.until
+}
+
+// renew records the grants of a heartbeat answer: claimed (shard -> term the heartbeat
+// reported it led at) except denied, and the explicit grants, each until until. A grant of a
+// newer term replaces an older one; expired grants are let go.
+func (a *Agent) renew(claimed map[uint64]uint64, resp *pcspb.HeartbeatResponse, until int64) {
+	denied := make(map[uint64]bool, len(resp.Denied))
+	for _, id := range resp.Denied {
+		denied[id] = true
+	}
+	now := int64(time.Since(a.origin))
+	a.grants.Lock()
+	defer a.grants.Unlock()
+	if a.grants.m == nil {
+		a.grants.m = map[uint64]grant{}
+	}
+	set := func(shard, term uint64) {
+		if g, ok := a.grants.m[shard]; ok && (g.term > term || (g.term == term && g.until >= until)) {
+			return
+		}
+		a.grants.m[shard] = grant{term: term, until: until}
+	}
+	for id, term := range claimed {
+		if !denied[id] {
+			set(id, term)
+		}
+	}
+	for _, g := range resp.Grants {
+		set(g.ShardId, g.Term)
+	}
+	for id, g := range a.grants.m {
+		if g.until <= now {
+			delete(a.grants.m, id)
+		}
+	}
+}
+
 // NodeID is the id PCS assigned (0 before registration).
 func (a *Agent) NodeID() uint64 { return a.nodeID.Load() }
 
-// LeaseValid reports whether the node may act as a shard primary now.
+// LeaseValid reports whether the node's lease is valid: PCS counts the node alive. It does not
+// let the node serve any shard as primary (Granted does).
 func (a *Agent) LeaseValid() bool { return int64(time.Since(a.origin)) < a.leaseUntil.Load() }
 
 // SetSilent makes the agent stop sending heartbeats (tests: a node that is alive but cut off).
@@ -269,6 +333,12 @@ func (a *Agent) beat(ctx context.Context, st pcspb.PCS_HeartbeatClient) error {
 	a.seq++
 	stats, shardStats := a.h.Stats()
 	hb := &pcspb.NodeHeartbeat{NodeId: a.NodeID(), Seq: a.seq, Stats: stats, HeldShards: a.h.HeldShards(), ShardStats: shardStats}
+	claimed := map[uint64]uint64{}
+	for _, st := range shardStats {
+		if st.Primary {
+			claimed[st.ShardId] = st.Term
+		}
+	}
 	tSend := time.Since(a.origin)
 	if err := st.Send(hb); err != nil {
 		return err
@@ -302,7 +372,9 @@ func (a *Agent) beat(ctx context.Context, st pcspb.PCS_HeartbeatClient) error {
 	if resp.Seq != hb.Seq {
 		return fmt.Errorf("nodeagent: answer to heartbeat %d came for %d", hb.Seq, resp.Seq)
 	}
-	if until := int64(tSend) + int64(time.Duration(resp.LeaseMs)*time.Millisecond); until > a.leaseUntil.Load() {
+	until := int64(tSend) + int64(time.Duration(resp.LeaseMs)*time.Millisecond)
+	a.renew(claimed, resp, until)
+	if until > a.leaseUntil.Load() {
 		a.leaseUntil.Store(until)
 	}
 	if a.cfg.OnBeat != nil {

@@ -125,6 +125,7 @@ func (v *service) Heartbeat(stream pcspb.PCS_HeartbeatServer) error {
 			s.log.Info("shard split recorded", "shard", sp.ShardId, "new_shard", sp.NewShardId, "version", sp.Version+1, "node", hb.NodeId)
 		}
 		resp.Commands = append(resp.Commands, ddl.Updates(s.fsm.StaleReplicas(hb.NodeId, hb.ShardStats))...)
+		resp.Denied, resp.Grants = s.grantsFor(hb)
 		if err := stream.Send(resp); err != nil {
 			return err
 		}

@@ -75,6 +75,7 @@ type Server struct {
 	extendCh chan struct{}
 	live     *cluster.Registry
 	nodeCmds *nodeCommands
+	fences   *fences
 	splits   splitRequests
 	sched    scheduling
 	needJoin bool
@@ -115,7 +116,9 @@ func New(cfg Config) (*Server, error) {
 	s.leaseDur = time.Duration(float64(cfg.Raft.HeartbeatTimeout) * cfg.LeaseRatio)
 	s.oracle = tso.NewOracle(s.clk)
 	s.metrics = newMetrics(s)
-	s.fsm = meta.New(meta.Options{History: cfg.History, Logger: log, ObserveApply: s.metrics.observeApply})
+	s.fences = newFences(cfg.NodeLease + cfg.NodeLeaseMargin)
+	s.fsm = meta.New(meta.Options{History: cfg.History, Logger: log, ObserveApply: s.metrics.observeApply,
+		OnPrimaryChange: s.primaryChanged, OnRestore: func() { s.fences.restored(s.clk.Mono()) }})
 
 	var err error
 	if err = os.MkdirAll(cfg.DataDir, 0o755); err != nil {

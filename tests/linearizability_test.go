@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -11,7 +12,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/postdb/pcs/api/pcspb"
-	"github.com/postdb/pcs/keyenc"
+	"github.com/postdb/pcs/client"
 )
 
 type kvInput struct {
@@ -75,92 +76,115 @@ func TestLinearizableAcrossDataNodeKill(t *testing.T) {
 		tr, err := c.GetTable(ctx, "lin")
 		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
 	})
-	key := func(i int) []byte {
-		b, _ := keyenc.Encode(nil, []keyenc.Column{{Type: keyenc.Int64}}, []keyenc.Value{keyenc.I64(int64(i))})
-		return b
-	}
-	const keys = 6
-	kv := c.KV("lin")
-	origin := time.Now()
-	now := func() int64 { return time.Since(origin).Nanoseconds() }
-	var (
-		mu      sync.Mutex
-		history []porcupine.Operation
-		unknown []porcupine.Operation // puts whose outcome is unknown: pending forever
-		stop    = make(chan struct{})
-		wg      sync.WaitGroup
-		puts    int
-	)
-	record := func(op porcupine.Operation) {
-		mu.Lock()
-		history = append(history, op)
-		if op.Input.(kvInput).put {
-			puts++
-		}
-		mu.Unlock()
-	}
-	for w := 0; w < 6; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for seq := 0; ; seq++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				k := (w + seq) % keys
-				opctx, opcancel := context.WithTimeout(ctx, 10*time.Second)
-				if w%2 == 0 {
-					v := fmt.Sprintf("w%d-%d", w, seq)
-					call := now()
-					err := kv.Put(opctx, key(k), []byte(v))
-					ret := now()
-					op := porcupine.Operation{ClientId: w, Input: kvInput{put: true, key: k, value: v}, Call: call, Return: ret}
-					if err != nil {
-						op.Return = math.MaxInt64 // may or may not have happened
-						mu.Lock()
-						unknown = append(unknown, op)
-						mu.Unlock()
-					} else {
-						record(op)
-					}
-				} else {
-					call := now()
-					v, _, err := kv.Get(opctx, key(k))
-					ret := now()
-					if err == nil {
-						record(porcupine.Operation{ClientId: w, Input: kvInput{key: k}, Output: string(v), Call: call, Return: ret})
-					}
-				}
-				opcancel()
-			}
-		}(w)
-	}
-	progress := func() int { mu.Lock(); defer mu.Unlock(); return puts }
-	waitFor(t, 30*time.Second, "writes before the kill", func() bool { return progress() >= 60 })
+	h := startRowHistory(ctx, c.KV("lin"), 6, 6)
+	waitFor(t, 30*time.Second, "writes before the kill", func() bool { return h.puts() >= 60 })
 	// Kill the node leading the most shards.
 	victimID, victim := mostLeading(t, ctx, c, "lin", nodes)
 	victim.kill()
 	killed := time.Now()
-	before := progress()
-	waitFor(t, 60*time.Second, "writes after the kill", func() bool { return progress() >= before+60 })
+	before := h.puts()
+	waitFor(t, 60*time.Second, "writes after the kill", func() bool { return h.puts() >= before+60 })
 	t.Logf("killed data node %d, the one leading the most shards; 60 more writes acknowledged within %v", victimID, time.Since(killed).Round(time.Millisecond))
-	close(stop)
-	wg.Wait()
-	// Final reads of every key.
-	for k := 0; k < keys; k++ {
-		call := now()
-		v, _, err := kv.Get(ctx, key(k))
+	h.stopAndCheck(t, ctx)
+}
+
+// rowHistory runs clients that put and get rows of a few keys (even clients write, odd ones
+// read) and records every operation for a linearizability check.
+type rowHistory struct {
+	kv     *client.TableKV
+	keys   int
+	origin time.Time
+	stop   chan struct{}
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	history []porcupine.Operation
+	unknown []porcupine.Operation // puts whose outcome is unknown: pending forever
+	nputs   int
+}
+
+func startRowHistory(ctx context.Context, kv *client.TableKV, keys, clients int) *rowHistory {
+	h := &rowHistory{kv: kv, keys: keys, origin: time.Now(), stop: make(chan struct{})}
+	for w := 0; w < clients; w++ {
+		h.wg.Add(1)
+		go func(w int) {
+			defer h.wg.Done()
+			for seq := 0; ; seq++ {
+				select {
+				case <-h.stop:
+					return
+				default:
+				}
+				opctx, opcancel := context.WithTimeout(ctx, 10*time.Second)
+				h.op(opctx, w, seq)
+				opcancel()
+			}
+		}(w)
+	}
+	return h
+}
+
+func (h *rowHistory) now() int64 { return time.Since(h.origin).Nanoseconds() }
+
+// op is client w's seq-th operation.
+func (h *rowHistory) op(ctx context.Context, w, seq int) {
+	k := (w + seq) % h.keys
+	if w%2 == 0 {
+		v := fmt.Sprintf("w%d-%d", w, seq)
+		call := h.now()
+		err := h.kv.Put(ctx, rowKey(k), []byte(v))
+		op := porcupine.Operation{ClientId: w, Input: kvInput{put: true, key: k, value: v}, Call: call, Return: h.now()}
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if err != nil {
+			op.Return = math.MaxInt64 // may or may not have happened
+			h.unknown = append(h.unknown, op)
+			return
+		}
+		h.history = append(h.history, op)
+		h.nputs++
+		return
+	}
+	call := h.now()
+	v, _, err := h.kv.Get(ctx, rowKey(k))
+	ret := h.now()
+	if err == nil {
+		h.mu.Lock()
+		h.history = append(h.history, porcupine.Operation{ClientId: w, Input: kvInput{key: k}, Output: string(v), Call: call, Return: ret})
+		h.mu.Unlock()
+	}
+}
+
+// puts is the number of acknowledged puts so far.
+func (h *rowHistory) puts() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.nputs
+}
+
+// stopAndCheck stops the clients, reads every key once more and checks the whole history.
+func (h *rowHistory) stopAndCheck(t *testing.T, ctx context.Context) {
+	t.Helper()
+	close(h.stop)
+	h.wg.Wait()
+	for k := 0; k < h.keys; k++ {
+		call := h.now()
+		v, _, err := h.kv.Get(ctx, rowKey(k))
 		if err != nil {
 			t.Fatalf("final read of key %d: %v", k, err)
 		}
-		record(porcupine.Operation{ClientId: 99, Input: kvInput{key: k}, Output: string(v), Call: call, Return: now()})
+		h.history = append(h.history, porcupine.Operation{ClientId: 99, Input: kvInput{key: k}, Output: string(v), Call: call, Return: h.now()})
 	}
-	all := append(history, unknown...)
-	res := porcupine.CheckOperationsTimeout(kvModel, all, time.Minute)
+	all := append(h.history, h.unknown...)
+	res, info := porcupine.CheckOperationsVerbose(kvModel, all, time.Minute)
 	if res != porcupine.Ok {
-		t.Fatalf("history of %d operations (%d of unknown outcome) is not linearizable: %v", len(all), len(unknown), res)
+		if f, err := os.CreateTemp("", "pcs-history-*.html"); err == nil {
+			porcupine.Visualize(kvModel, info, f)
+			f.Close()
+			t.Logf("history visualised in %s", f.Name())
+		}
+		t.Fatalf("history of %d operations (%d of unknown outcome) is not linearizable: %v", len(all), len(h.unknown), res)
 	}
-	t.Logf("%d operations, %d puts of unknown outcome: linearizable", len(all), len(unknown))
+	t.Logf("%d operations, %d puts of unknown outcome: linearizable", len(all), len(h.unknown))
 }
+

@@ -88,6 +88,7 @@ type KVError struct {
 	//	*KVError_KeyNotInShard
 	//	*KVError_StaleTerm
 	//	*KVError_LogGap
+	//	*KVError_NotEnoughReplicas
 	Err           isKVError_Err `protobuf_oneof:"err"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -184,6 +185,15 @@ func (x *KVError) GetLogGap() uint64 {
 	return 0
 }
 
+func (x *KVError) GetNotEnoughReplicas() uint32 {
+	if x != nil {
+		if x, ok := x.Err.(*KVError_NotEnoughReplicas); ok {
+			return x.NotEnoughReplicas
+		}
+	}
+	return 0
+}
+
 type isKVError_Err interface {
 	isKVError_Err()
 }
@@ -219,6 +229,12 @@ type KVError_LogGap struct {
 	LogGap uint64 `protobuf:"varint,6,opt,name=log_gap,json=logGap,proto3,oneof"`
 }
 
+type KVError_NotEnoughReplicas struct {
+	// The shard has fewer replicas that can persist the write than its min_in_sync (the value):
+	// the write was not acknowledged (it may be on some replicas) and may be retried.
+	NotEnoughReplicas uint32 `protobuf:"varint,7,opt,name=not_enough_replicas,json=notEnoughReplicas,proto3,oneof"`
+}
+
 func (*KVError_NotPrimary) isKVError_Err() {}
 
 func (*KVError_EpochNotMatch) isKVError_Err() {}
@@ -230,6 +246,8 @@ func (*KVError_KeyNotInShard) isKVError_Err() {}
 func (*KVError_StaleTerm) isKVError_Err() {}
 
 func (*KVError_LogGap) isKVError_Err() {}
+
+func (*KVError_NotEnoughReplicas) isKVError_Err() {}
 
 // ReplicateRequest carries one write from a shard's primary to a replica, at log position lsn.
 type ReplicateRequest struct {
@@ -1353,7 +1371,7 @@ const file_kv_proto_rawDesc = "" +
 	"\bkv.proto\x12\x06pcs.v1\x1a\tpcs.proto\"O\n" +
 	"\bKVHeader\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12(\n" +
-	"\x05epoch\x18\x02 \x01(\v2\x12.pcs.v1.ShardEpochR\x05epoch\"\x93\x02\n" +
+	"\x05epoch\x18\x02 \x01(\v2\x12.pcs.v1.ShardEpochR\x05epoch\"\xc5\x02\n" +
 	"\aKVError\x127\n" +
 	"\vnot_primary\x18\x01 \x01(\v2\x14.pcs.v1.NotPrimaryKVH\x00R\n" +
 	"notPrimary\x127\n" +
@@ -1362,7 +1380,8 @@ const file_kv_proto_rawDesc = "" +
 	"\x10key_not_in_shard\x18\x04 \x01(\fH\x00R\rkeyNotInShard\x12\x1f\n" +
 	"\n" +
 	"stale_term\x18\x05 \x01(\x04H\x00R\tstaleTerm\x12\x19\n" +
-	"\alog_gap\x18\x06 \x01(\x04H\x00R\x06logGapB\x05\n" +
+	"\alog_gap\x18\x06 \x01(\x04H\x00R\x06logGap\x120\n" +
+	"\x13not_enough_replicas\x18\a \x01(\rH\x00R\x11notEnoughReplicasB\x05\n" +
 	"\x03err\"\xb6\x02\n" +
 	"\x10ReplicateRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
@@ -1537,6 +1556,7 @@ func file_kv_proto_init() {
 		(*KVError_KeyNotInShard)(nil),
 		(*KVError_StaleTerm)(nil),
 		(*KVError_LogGap)(nil),
+		(*KVError_NotEnoughReplicas)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -5423,10 +5423,13 @@ type ShardStats struct {
 	ConfVer uint64 `protobuf:"varint,8,opt,name=conf_ver,json=confVer,proto3" json:"conf_ver,omitempty"`
 	// The replica's range and epoch version on the reporting node. A primary that split a
 	// shard reports both halves; the new half names the shard it came from.
-	Version       uint64 `protobuf:"varint,9,opt,name=version,proto3" json:"version,omitempty"`
-	Start         []byte `protobuf:"bytes,10,opt,name=start,proto3" json:"start,omitempty"`
-	End           []byte `protobuf:"bytes,11,opt,name=end,proto3" json:"end,omitempty"`
-	SplitFrom     uint64 `protobuf:"varint,12,opt,name=split_from,json=splitFrom,proto3" json:"split_from,omitempty"`
+	Version   uint64 `protobuf:"varint,9,opt,name=version,proto3" json:"version,omitempty"`
+	Start     []byte `protobuf:"bytes,10,opt,name=start,proto3" json:"start,omitempty"`
+	End       []byte `protobuf:"bytes,11,opt,name=end,proto3" json:"end,omitempty"`
+	SplitFrom uint64 `protobuf:"varint,12,opt,name=split_from,json=splitFrom,proto3" json:"split_from,omitempty"`
+	// The reporting node holds this replica as the shard's primary at `term` (its own record):
+	// it asks PCS to renew its grant to serve the shard (HeartbeatResponse).
+	Primary       bool `protobuf:"varint,13,opt,name=primary,proto3" json:"primary,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5543,6 +5546,13 @@ func (x *ShardStats) GetSplitFrom() uint64 {
 		return x.SplitFrom
 	}
 	return 0
+}
+
+func (x *ShardStats) GetPrimary() bool {
+	if x != nil {
+		return x.Primary
+	}
+	return false
 }
 
 type NodeHeartbeat struct {
@@ -5887,10 +5897,15 @@ func (x *SchemaVersionRef) GetDefinition() []byte {
 type HeartbeatResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	// The node may act as a shard primary until t_send + lease_ms, t_send being when it sent
-	// the heartbeat this answers (on its monotonic clock).
+	// Grants last until t_send + lease_ms, t_send being when the node sent the heartbeat this
+	// answers (on its monotonic clock). The node may serve shard S as primary at term T only
+	// while it holds a grant of (S, T): every shard the heartbeat reported as primary (at its
+	// reported term) is granted except those in denied; grants lists the shards PCS made this
+	// node primary of at a term the heartbeat did not report yet.
 	LeaseMs       uint64         `protobuf:"varint,2,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
 	Commands      []*NodeCommand `protobuf:"bytes,3,rep,name=commands,proto3" json:"commands,omitempty"`
+	Denied        []uint64       `protobuf:"varint,4,rep,packed,name=denied,proto3" json:"denied,omitempty"`
+	Grants        []*ShardGrant  `protobuf:"bytes,5,rep,name=grants,proto3" json:"grants,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5946,6 +5961,73 @@ func (x *HeartbeatResponse) GetCommands() []*NodeCommand {
 	return nil
 }
 
+func (x *HeartbeatResponse) GetDenied() []uint64 {
+	if x != nil {
+		return x.Denied
+	}
+	return nil
+}
+
+func (x *HeartbeatResponse) GetGrants() []*ShardGrant {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+// ShardGrant lets a node serve a shard as primary at a term (see HeartbeatResponse).
+type ShardGrant struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardGrant) Reset() {
+	*x = ShardGrant{}
+	mi := &file_pcs_proto_msgTypes[95]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardGrant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardGrant) ProtoMessage() {}
+
+func (x *ShardGrant) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[95]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardGrant.ProtoReflect.Descriptor instead.
+func (*ShardGrant) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{95}
+}
+
+func (x *ShardGrant) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *ShardGrant) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
 // Job is a DDL job's progress. A job's persisted record is its table's state (creating,
 // dropping, or two live schema versions / pending ALTER steps); progress comes from the
 // primary's live view.
@@ -5965,7 +6047,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5977,7 +6059,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5990,7 +6072,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{95}
+	return file_pcs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *Job) GetTableId() uint64 {
@@ -6043,7 +6125,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6055,7 +6137,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6068,7 +6150,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{96}
+	return file_pcs_proto_rawDescGZIP(), []int{97}
 }
 
 type ListJobsResponse struct {
@@ -6080,7 +6162,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6092,7 +6174,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6105,7 +6187,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{97}
+	return file_pcs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -6127,7 +6209,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6139,7 +6221,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6152,7 +6234,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{98}
+	return file_pcs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *CancelJobRequest) GetTable() string {
@@ -6170,7 +6252,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6182,7 +6264,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6195,7 +6277,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{99}
+	return file_pcs_proto_rawDescGZIP(), []int{100}
 }
 
 // ColumnDef is one column of a table. type is a keyenc type name: int64, uint64, float64, bool,
@@ -6212,7 +6294,7 @@ type ColumnDef struct {
 
 func (x *ColumnDef) Reset() {
 	*x = ColumnDef{}
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6224,7 +6306,7 @@ func (x *ColumnDef) String() string {
 func (*ColumnDef) ProtoMessage() {}
 
 func (x *ColumnDef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6237,7 +6319,7 @@ func (x *ColumnDef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ColumnDef.ProtoReflect.Descriptor instead.
 func (*ColumnDef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{100}
+	return file_pcs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *ColumnDef) GetName() string {
@@ -6273,7 +6355,7 @@ type RangePartition struct {
 
 func (x *RangePartition) Reset() {
 	*x = RangePartition{}
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6285,7 +6367,7 @@ func (x *RangePartition) String() string {
 func (*RangePartition) ProtoMessage() {}
 
 func (x *RangePartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6298,7 +6380,7 @@ func (x *RangePartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangePartition.ProtoReflect.Descriptor instead.
 func (*RangePartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{101}
+	return file_pcs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *RangePartition) GetName() string {
@@ -6325,7 +6407,7 @@ type ValueTuple struct {
 
 func (x *ValueTuple) Reset() {
 	*x = ValueTuple{}
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6337,7 +6419,7 @@ func (x *ValueTuple) String() string {
 func (*ValueTuple) ProtoMessage() {}
 
 func (x *ValueTuple) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6350,7 +6432,7 @@ func (x *ValueTuple) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueTuple.ProtoReflect.Descriptor instead.
 func (*ValueTuple) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{102}
+	return file_pcs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *ValueTuple) GetValues() []string {
@@ -6372,7 +6454,7 @@ type ListPartition struct {
 
 func (x *ListPartition) Reset() {
 	*x = ListPartition{}
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6384,7 +6466,7 @@ func (x *ListPartition) String() string {
 func (*ListPartition) ProtoMessage() {}
 
 func (x *ListPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6397,7 +6479,7 @@ func (x *ListPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartition.ProtoReflect.Descriptor instead.
 func (*ListPartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{103}
+	return file_pcs_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *ListPartition) GetName() string {
@@ -6437,7 +6519,7 @@ type PartitionSpec struct {
 
 func (x *PartitionSpec) Reset() {
 	*x = PartitionSpec{}
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6449,7 +6531,7 @@ func (x *PartitionSpec) String() string {
 func (*PartitionSpec) ProtoMessage() {}
 
 func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6462,7 +6544,7 @@ func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSpec.ProtoReflect.Descriptor instead.
 func (*PartitionSpec) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{104}
+	return file_pcs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *PartitionSpec) GetStrategy() PartitionStrategy {
@@ -6524,7 +6606,7 @@ type DataNode struct {
 
 func (x *DataNode) Reset() {
 	*x = DataNode{}
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6536,7 +6618,7 @@ func (x *DataNode) String() string {
 func (*DataNode) ProtoMessage() {}
 
 func (x *DataNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6549,7 +6631,7 @@ func (x *DataNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataNode.ProtoReflect.Descriptor instead.
 func (*DataNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{105}
+	return file_pcs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *DataNode) GetId() uint64 {
@@ -6616,14 +6698,17 @@ type Table struct {
 	// The live schema versions' definitions (opaque to PCS: postdb's own column catalog).
 	Versions []*SchemaVersion `protobuf:"bytes,13,rep,name=versions,proto3" json:"versions,omitempty"`
 	// Definitions of the ALTER steps not started yet.
-	PendingSteps  [][]byte `protobuf:"bytes,14,rep,name=pending_steps,json=pendingSteps,proto3" json:"pending_steps,omitempty"`
+	PendingSteps [][]byte `protobuf:"bytes,14,rep,name=pending_steps,json=pendingSteps,proto3" json:"pending_steps,omitempty"`
+	// Replicas (the primary included) that must persist a write before it is acknowledged.
+	// Default (0 at create): 2 when replicas >= 2, else 1.
+	MinInSync     uint32 `protobuf:"varint,15,opt,name=min_in_sync,json=minInSync,proto3" json:"min_in_sync,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Table) Reset() {
 	*x = Table{}
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6635,7 +6720,7 @@ func (x *Table) String() string {
 func (*Table) ProtoMessage() {}
 
 func (x *Table) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6648,7 +6733,7 @@ func (x *Table) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Table.ProtoReflect.Descriptor instead.
 func (*Table) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{106}
+	return file_pcs_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *Table) GetId() uint64 {
@@ -6749,6 +6834,13 @@ func (x *Table) GetPendingSteps() [][]byte {
 	return nil
 }
 
+func (x *Table) GetMinInSync() uint32 {
+	if x != nil {
+		return x.MinInSync
+	}
+	return 0
+}
+
 type SchemaVersion struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
@@ -6759,7 +6851,7 @@ type SchemaVersion struct {
 
 func (x *SchemaVersion) Reset() {
 	*x = SchemaVersion{}
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6771,7 +6863,7 @@ func (x *SchemaVersion) String() string {
 func (*SchemaVersion) ProtoMessage() {}
 
 func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6784,7 +6876,7 @@ func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersion.ProtoReflect.Descriptor instead.
 func (*SchemaVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{107}
+	return file_pcs_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *SchemaVersion) GetVersion() uint64 {
@@ -6813,7 +6905,7 @@ type ShardEpoch struct {
 
 func (x *ShardEpoch) Reset() {
 	*x = ShardEpoch{}
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6825,7 +6917,7 @@ func (x *ShardEpoch) String() string {
 func (*ShardEpoch) ProtoMessage() {}
 
 func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6838,7 +6930,7 @@ func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardEpoch.ProtoReflect.Descriptor instead.
 func (*ShardEpoch) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{108}
+	return file_pcs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *ShardEpoch) GetConfVer() uint64 {
@@ -6871,14 +6963,17 @@ type Shard struct {
 	Partition string `protobuf:"bytes,9,opt,name=partition,proto3" json:"partition,omitempty"`
 	// Learners receive the primary's writes (after a snapshot) but are not in the configuration
 	// that acknowledges them; PCS promotes one once it has caught up.
-	Learners      []uint64 `protobuf:"varint,10,rep,packed,name=learners,proto3" json:"learners,omitempty"`
+	Learners []uint64 `protobuf:"varint,10,rep,packed,name=learners,proto3" json:"learners,omitempty"`
+	// A write is acknowledged only once this many replicas (the primary included) persisted it;
+	// PCS refuses a removal that would leave fewer replicas. 0: 1 (shards made before it existed).
+	MinInSync     uint32 `protobuf:"varint,11,opt,name=min_in_sync,json=minInSync,proto3" json:"min_in_sync,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6890,7 +6985,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6903,7 +6998,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{109}
+	return file_pcs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *Shard) GetId() uint64 {
@@ -6976,6 +7071,13 @@ func (x *Shard) GetLearners() []uint64 {
 	return nil
 }
 
+func (x *Shard) GetMinInSync() uint32 {
+	if x != nil {
+		return x.MinInSync
+	}
+	return 0
+}
+
 // Command is one entry of the Raft log. `version` is the command format version; a node
 // refuses (deterministically, on every node alike) versions it does not know.
 type Command struct {
@@ -7014,7 +7116,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7026,7 +7128,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7039,7 +7141,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{110}
+	return file_pcs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *Command) GetVersion() uint32 {
@@ -7355,7 +7457,7 @@ type CmdSetClusterVersion struct {
 
 func (x *CmdSetClusterVersion) Reset() {
 	*x = CmdSetClusterVersion{}
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7367,7 +7469,7 @@ func (x *CmdSetClusterVersion) String() string {
 func (*CmdSetClusterVersion) ProtoMessage() {}
 
 func (x *CmdSetClusterVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7380,7 +7482,7 @@ func (x *CmdSetClusterVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetClusterVersion.ProtoReflect.Descriptor instead.
 func (*CmdSetClusterVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{111}
+	return file_pcs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *CmdSetClusterVersion) GetVersion() uint32 {
@@ -7411,7 +7513,7 @@ type RequestID struct {
 
 func (x *RequestID) Reset() {
 	*x = RequestID{}
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7423,7 +7525,7 @@ func (x *RequestID) String() string {
 func (*RequestID) ProtoMessage() {}
 
 func (x *RequestID) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7436,7 +7538,7 @@ func (x *RequestID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestID.ProtoReflect.Descriptor instead.
 func (*RequestID) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{112}
+	return file_pcs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *RequestID) GetClientId() uint64 {
@@ -7494,7 +7596,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7506,7 +7608,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7519,7 +7621,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{113}
+	return file_pcs_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *Outcome) GetSeq() uint64 {
@@ -7599,7 +7701,7 @@ type ClientSession struct {
 
 func (x *ClientSession) Reset() {
 	*x = ClientSession{}
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7611,7 +7713,7 @@ func (x *ClientSession) String() string {
 func (*ClientSession) ProtoMessage() {}
 
 func (x *ClientSession) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7624,7 +7726,7 @@ func (x *ClientSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientSession.ProtoReflect.Descriptor instead.
 func (*ClientSession) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{114}
+	return file_pcs_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *ClientSession) GetClientId() uint64 {
@@ -7675,7 +7777,7 @@ type CmdChangeReplicas struct {
 
 func (x *CmdChangeReplicas) Reset() {
 	*x = CmdChangeReplicas{}
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7687,7 +7789,7 @@ func (x *CmdChangeReplicas) String() string {
 func (*CmdChangeReplicas) ProtoMessage() {}
 
 func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7700,7 +7802,7 @@ func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangeReplicas.ProtoReflect.Descriptor instead.
 func (*CmdChangeReplicas) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{115}
+	return file_pcs_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *CmdChangeReplicas) GetShardId() uint64 {
@@ -7768,7 +7870,7 @@ type CmdSplitShard struct {
 
 func (x *CmdSplitShard) Reset() {
 	*x = CmdSplitShard{}
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7780,7 +7882,7 @@ func (x *CmdSplitShard) String() string {
 func (*CmdSplitShard) ProtoMessage() {}
 
 func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7793,7 +7895,7 @@ func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSplitShard.ProtoReflect.Descriptor instead.
 func (*CmdSplitShard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{116}
+	return file_pcs_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *CmdSplitShard) GetShardId() uint64 {
@@ -7840,7 +7942,7 @@ type CmdChangePrimary struct {
 
 func (x *CmdChangePrimary) Reset() {
 	*x = CmdChangePrimary{}
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7852,7 +7954,7 @@ func (x *CmdChangePrimary) String() string {
 func (*CmdChangePrimary) ProtoMessage() {}
 
 func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7865,7 +7967,7 @@ func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangePrimary.ProtoReflect.Descriptor instead.
 func (*CmdChangePrimary) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{117}
+	return file_pcs_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *CmdChangePrimary) GetShardId() uint64 {
@@ -7916,7 +8018,7 @@ type CmdSetNodeAdmin struct {
 
 func (x *CmdSetNodeAdmin) Reset() {
 	*x = CmdSetNodeAdmin{}
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7928,7 +8030,7 @@ func (x *CmdSetNodeAdmin) String() string {
 func (*CmdSetNodeAdmin) ProtoMessage() {}
 
 func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7941,7 +8043,7 @@ func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetNodeAdmin.ProtoReflect.Descriptor instead.
 func (*CmdSetNodeAdmin) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{118}
+	return file_pcs_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *CmdSetNodeAdmin) GetNodeId() uint64 {
@@ -7975,7 +8077,7 @@ type CmdCancelAlter struct {
 
 func (x *CmdCancelAlter) Reset() {
 	*x = CmdCancelAlter{}
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7987,7 +8089,7 @@ func (x *CmdCancelAlter) String() string {
 func (*CmdCancelAlter) ProtoMessage() {}
 
 func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8000,7 +8102,7 @@ func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCancelAlter.ProtoReflect.Descriptor instead.
 func (*CmdCancelAlter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{119}
+	return file_pcs_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *CmdCancelAlter) GetTableId() uint64 {
@@ -8022,7 +8124,7 @@ type CmdAlterTable struct {
 
 func (x *CmdAlterTable) Reset() {
 	*x = CmdAlterTable{}
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8034,7 +8136,7 @@ func (x *CmdAlterTable) String() string {
 func (*CmdAlterTable) ProtoMessage() {}
 
 func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8047,7 +8149,7 @@ func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAlterTable.ProtoReflect.Descriptor instead.
 func (*CmdAlterTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{120}
+	return file_pcs_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *CmdAlterTable) GetTableId() uint64 {
@@ -8076,7 +8178,7 @@ type CmdAdvanceSchema struct {
 
 func (x *CmdAdvanceSchema) Reset() {
 	*x = CmdAdvanceSchema{}
-	mi := &file_pcs_proto_msgTypes[121]
+	mi := &file_pcs_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8088,7 +8190,7 @@ func (x *CmdAdvanceSchema) String() string {
 func (*CmdAdvanceSchema) ProtoMessage() {}
 
 func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[121]
+	mi := &file_pcs_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8101,7 +8203,7 @@ func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAdvanceSchema.ProtoReflect.Descriptor instead.
 func (*CmdAdvanceSchema) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{121}
+	return file_pcs_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *CmdAdvanceSchema) GetTableId() uint64 {
@@ -8129,7 +8231,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[122]
+	mi := &file_pcs_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8141,7 +8243,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[122]
+	mi := &file_pcs_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8154,7 +8256,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{122}
+	return file_pcs_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -8176,7 +8278,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[123]
+	mi := &file_pcs_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8188,7 +8290,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[123]
+	mi := &file_pcs_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8201,7 +8303,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{123}
+	return file_pcs_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -8228,7 +8330,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[124]
+	mi := &file_pcs_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8240,7 +8342,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[124]
+	mi := &file_pcs_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8253,7 +8355,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{124}
+	return file_pcs_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -8280,7 +8382,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[125]
+	mi := &file_pcs_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8292,7 +8394,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[125]
+	mi := &file_pcs_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8305,7 +8407,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{125}
+	return file_pcs_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -8326,7 +8428,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[126]
+	mi := &file_pcs_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8338,7 +8440,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[126]
+	mi := &file_pcs_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8351,7 +8453,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{126}
+	return file_pcs_proto_rawDescGZIP(), []int{127}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -8385,7 +8487,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[127]
+	mi := &file_pcs_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8397,7 +8499,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[127]
+	mi := &file_pcs_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8410,7 +8512,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{127}
+	return file_pcs_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -8437,7 +8539,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[128]
+	mi := &file_pcs_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8449,7 +8551,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[128]
+	mi := &file_pcs_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8462,7 +8564,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{128}
+	return file_pcs_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -8483,7 +8585,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[129]
+	mi := &file_pcs_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8495,7 +8597,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[129]
+	mi := &file_pcs_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8508,7 +8610,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{129}
+	return file_pcs_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -8534,7 +8636,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[130]
+	mi := &file_pcs_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8546,7 +8648,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[130]
+	mi := &file_pcs_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8559,7 +8661,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{130}
+	return file_pcs_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -8578,7 +8680,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[131]
+	mi := &file_pcs_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8590,7 +8692,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[131]
+	mi := &file_pcs_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8603,7 +8705,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{131}
+	return file_pcs_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -8636,7 +8738,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[132]
+	mi := &file_pcs_proto_msgTypes[133]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8648,7 +8750,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[132]
+	mi := &file_pcs_proto_msgTypes[133]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8661,7 +8763,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{132}
+	return file_pcs_proto_rawDescGZIP(), []int{133}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -8844,7 +8946,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[133]
+	mi := &file_pcs_proto_msgTypes[134]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8856,7 +8958,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[133]
+	mi := &file_pcs_proto_msgTypes[134]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8869,7 +8971,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{133}
+	return file_pcs_proto_rawDescGZIP(), []int{134}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -8938,7 +9040,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[134]
+	mi := &file_pcs_proto_msgTypes[135]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8950,7 +9052,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[134]
+	mi := &file_pcs_proto_msgTypes[135]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8963,7 +9065,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{134}
+	return file_pcs_proto_rawDescGZIP(), []int{135}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -8990,7 +9092,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[135]
+	mi := &file_pcs_proto_msgTypes[136]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9002,7 +9104,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[135]
+	mi := &file_pcs_proto_msgTypes[136]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9015,7 +9117,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{135}
+	return file_pcs_proto_rawDescGZIP(), []int{136}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -9405,7 +9507,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\x0fschema_versions\x18\a \x03(\v2%.pcs.v1.NodeStats.SchemaVersionsEntryR\x0eschemaVersions\x1aA\n" +
 	"\x13SchemaVersionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xcc\x03\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xe6\x03\n" +
 	"\n" +
 	"ShardStats\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1d\n" +
@@ -9423,7 +9525,8 @@ const file_pcs_proto_rawDesc = "" +
 	" \x01(\fR\x05start\x12\x10\n" +
 	"\x03end\x18\v \x01(\fR\x03end\x12\x1d\n" +
 	"\n" +
-	"split_from\x18\f \x01(\x04R\tsplitFrom\x1aC\n" +
+	"split_from\x18\f \x01(\x04R\tsplitFrom\x12\x18\n" +
+	"\aprimary\x18\r \x01(\bR\aprimary\x1aC\n" +
 	"\x15ReplicaPositionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xb9\x01\n" +
@@ -9455,11 +9558,17 @@ const file_pcs_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x1e\n" +
 	"\n" +
 	"definition\x18\x03 \x01(\fR\n" +
-	"definition\"q\n" +
+	"definition\"\xb5\x01\n" +
 	"\x11HeartbeatResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x19\n" +
 	"\blease_ms\x18\x02 \x01(\x04R\aleaseMs\x12/\n" +
-	"\bcommands\x18\x03 \x03(\v2\x13.pcs.v1.NodeCommandR\bcommands\"\x88\x01\n" +
+	"\bcommands\x18\x03 \x03(\v2\x13.pcs.v1.NodeCommandR\bcommands\x12\x16\n" +
+	"\x06denied\x18\x04 \x03(\x04R\x06denied\x12*\n" +
+	"\x06grants\x18\x05 \x03(\v2\x12.pcs.v1.ShardGrantR\x06grants\";\n" +
+	"\n" +
+	"ShardGrant\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\"\x88\x01\n" +
 	"\x03Job\x12\x19\n" +
 	"\btable_id\x18\x01 \x01(\x04R\atableId\x12\x14\n" +
 	"\x05table\x18\x02 \x01(\tR\x05table\x12\x12\n" +
@@ -9505,7 +9614,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\ttombstone\x18\x06 \x01(\bR\ttombstone\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa5\x04\n" +
 	"\x05Table\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12+\n" +
@@ -9522,7 +9631,8 @@ const file_pcs_proto_rawDesc = "" +
 	"\x0fcreate_revision\x18\v \x01(\x04R\x0ecreateRevision\x12(\n" +
 	"\x10min_live_version\x18\f \x01(\x04R\x0eminLiveVersion\x121\n" +
 	"\bversions\x18\r \x03(\v2\x15.pcs.v1.SchemaVersionR\bversions\x12#\n" +
-	"\rpending_steps\x18\x0e \x03(\fR\fpendingSteps\"I\n" +
+	"\rpending_steps\x18\x0e \x03(\fR\fpendingSteps\x12\x1e\n" +
+	"\vmin_in_sync\x18\x0f \x01(\rR\tminInSync\"I\n" +
 	"\rSchemaVersion\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x1e\n" +
 	"\n" +
@@ -9531,7 +9641,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\n" +
 	"ShardEpoch\x12\x19\n" +
 	"\bconf_ver\x18\x01 \x01(\x04R\aconfVer\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"\x88\x02\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"\xa8\x02\n" +
 	"\x05Shard\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x19\n" +
 	"\btable_id\x18\x02 \x01(\x04R\atableId\x12\x14\n" +
@@ -9543,7 +9653,8 @@ const file_pcs_proto_rawDesc = "" +
 	"\breplicas\x18\b \x03(\x04R\breplicas\x12\x1c\n" +
 	"\tpartition\x18\t \x01(\tR\tpartition\x12\x1a\n" +
 	"\blearners\x18\n" +
-	" \x03(\x04R\blearners\"\xbb\t\n" +
+	" \x03(\x04R\blearners\x12\x1e\n" +
+	"\vmin_in_sync\x18\v \x01(\rR\tminInSync\"\xbb\t\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\"\n" +
 	"\x03put\x18\x02 \x01(\v2\x0e.pcs.v1.CmdPutH\x00R\x03put\x12+\n" +
@@ -9775,7 +9886,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 141)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 142)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                   // 0: pcs.v1.NodeState
 	(Consistency)(0),                 // 1: pcs.v1.Consistency
@@ -9877,52 +9988,53 @@ var file_pcs_proto_goTypes = []any{
 	(*SplitShardCommand)(nil),        // 97: pcs.v1.SplitShardCommand
 	(*SchemaVersionRef)(nil),         // 98: pcs.v1.SchemaVersionRef
 	(*HeartbeatResponse)(nil),        // 99: pcs.v1.HeartbeatResponse
-	(*Job)(nil),                      // 100: pcs.v1.Job
-	(*ListJobsRequest)(nil),          // 101: pcs.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),         // 102: pcs.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),         // 103: pcs.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),        // 104: pcs.v1.CancelJobResponse
-	(*ColumnDef)(nil),                // 105: pcs.v1.ColumnDef
-	(*RangePartition)(nil),           // 106: pcs.v1.RangePartition
-	(*ValueTuple)(nil),               // 107: pcs.v1.ValueTuple
-	(*ListPartition)(nil),            // 108: pcs.v1.ListPartition
-	(*PartitionSpec)(nil),            // 109: pcs.v1.PartitionSpec
-	(*DataNode)(nil),                 // 110: pcs.v1.DataNode
-	(*Table)(nil),                    // 111: pcs.v1.Table
-	(*SchemaVersion)(nil),            // 112: pcs.v1.SchemaVersion
-	(*ShardEpoch)(nil),               // 113: pcs.v1.ShardEpoch
-	(*Shard)(nil),                    // 114: pcs.v1.Shard
-	(*Command)(nil),                  // 115: pcs.v1.Command
-	(*CmdSetClusterVersion)(nil),     // 116: pcs.v1.CmdSetClusterVersion
-	(*RequestID)(nil),                // 117: pcs.v1.RequestID
-	(*Outcome)(nil),                  // 118: pcs.v1.Outcome
-	(*ClientSession)(nil),            // 119: pcs.v1.ClientSession
-	(*CmdChangeReplicas)(nil),        // 120: pcs.v1.CmdChangeReplicas
-	(*CmdSplitShard)(nil),            // 121: pcs.v1.CmdSplitShard
-	(*CmdChangePrimary)(nil),         // 122: pcs.v1.CmdChangePrimary
-	(*CmdSetNodeAdmin)(nil),          // 123: pcs.v1.CmdSetNodeAdmin
-	(*CmdCancelAlter)(nil),           // 124: pcs.v1.CmdCancelAlter
-	(*CmdAlterTable)(nil),            // 125: pcs.v1.CmdAlterTable
-	(*CmdAdvanceSchema)(nil),         // 126: pcs.v1.CmdAdvanceSchema
-	(*CmdRegisterNode)(nil),          // 127: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),           // 128: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),         // 129: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),           // 130: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                   // 131: pcs.v1.CmdPut
-	(*CmdDelete)(nil),                // 132: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),             // 133: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),              // 134: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),             // 135: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),          // 136: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),           // 137: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),           // 138: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),                // 139: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),          // 140: pcs.v1.SnapshotTrailer
-	nil,                              // 141: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                              // 142: pcs.v1.ScheduleConfigResponse.ConfigEntry
-	nil,                              // 143: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                              // 144: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                              // 145: pcs.v1.DataNode.LabelsEntry
+	(*ShardGrant)(nil),               // 100: pcs.v1.ShardGrant
+	(*Job)(nil),                      // 101: pcs.v1.Job
+	(*ListJobsRequest)(nil),          // 102: pcs.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),         // 103: pcs.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),         // 104: pcs.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),        // 105: pcs.v1.CancelJobResponse
+	(*ColumnDef)(nil),                // 106: pcs.v1.ColumnDef
+	(*RangePartition)(nil),           // 107: pcs.v1.RangePartition
+	(*ValueTuple)(nil),               // 108: pcs.v1.ValueTuple
+	(*ListPartition)(nil),            // 109: pcs.v1.ListPartition
+	(*PartitionSpec)(nil),            // 110: pcs.v1.PartitionSpec
+	(*DataNode)(nil),                 // 111: pcs.v1.DataNode
+	(*Table)(nil),                    // 112: pcs.v1.Table
+	(*SchemaVersion)(nil),            // 113: pcs.v1.SchemaVersion
+	(*ShardEpoch)(nil),               // 114: pcs.v1.ShardEpoch
+	(*Shard)(nil),                    // 115: pcs.v1.Shard
+	(*Command)(nil),                  // 116: pcs.v1.Command
+	(*CmdSetClusterVersion)(nil),     // 117: pcs.v1.CmdSetClusterVersion
+	(*RequestID)(nil),                // 118: pcs.v1.RequestID
+	(*Outcome)(nil),                  // 119: pcs.v1.Outcome
+	(*ClientSession)(nil),            // 120: pcs.v1.ClientSession
+	(*CmdChangeReplicas)(nil),        // 121: pcs.v1.CmdChangeReplicas
+	(*CmdSplitShard)(nil),            // 122: pcs.v1.CmdSplitShard
+	(*CmdChangePrimary)(nil),         // 123: pcs.v1.CmdChangePrimary
+	(*CmdSetNodeAdmin)(nil),          // 124: pcs.v1.CmdSetNodeAdmin
+	(*CmdCancelAlter)(nil),           // 125: pcs.v1.CmdCancelAlter
+	(*CmdAlterTable)(nil),            // 126: pcs.v1.CmdAlterTable
+	(*CmdAdvanceSchema)(nil),         // 127: pcs.v1.CmdAdvanceSchema
+	(*CmdRegisterNode)(nil),          // 128: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),           // 129: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),         // 130: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),           // 131: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                   // 132: pcs.v1.CmdPut
+	(*CmdDelete)(nil),                // 133: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),             // 134: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),              // 135: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),             // 136: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),          // 137: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),           // 138: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),           // 139: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),                // 140: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),          // 141: pcs.v1.SnapshotTrailer
+	nil,                              // 142: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                              // 143: pcs.v1.ScheduleConfigResponse.ConfigEntry
+	nil,                              // 144: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                              // 145: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                              // 146: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -9945,190 +10057,191 @@ var file_pcs_proto_depIdxs = []int32{
 	2,   // 17: pcs.v1.Event.type:type_name -> pcs.v1.EventType
 	27,  // 18: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
 	36,  // 19: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	141, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	142, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
 	1,   // 21: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
-	110, // 22: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
+	111, // 22: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
 	5,   // 23: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
 	52,  // 24: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
-	111, // 25: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
-	111, // 26: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
-	111, // 27: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
+	112, // 25: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
+	112, // 26: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
+	112, // 27: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
 	1,   // 28: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 29: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
-	111, // 30: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
-	112, // 31: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
+	112, // 30: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
+	113, // 31: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
 	1,   // 32: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 33: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
-	111, // 34: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
+	112, // 34: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
 	1,   // 35: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 36: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
-	114, // 37: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
+	115, // 37: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
 	1,   // 38: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 39: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	114, // 40: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
+	115, // 40: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
 	1,   // 41: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
 	1,   // 42: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 43: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	114, // 44: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
+	115, // 44: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
 	94,  // 45: pcs.v1.ScanShardsResponse.stats:type_name -> pcs.v1.ShardStats
-	114, // 46: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
-	114, // 47: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
-	113, // 48: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
-	114, // 49: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
-	114, // 50: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
+	115, // 46: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
+	115, // 47: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
+	114, // 48: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
+	115, // 49: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
+	115, // 50: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
 	80,  // 51: pcs.v1.Operator.steps:type_name -> pcs.v1.OperatorStep
 	79,  // 52: pcs.v1.ListOperatorsResponse.operators:type_name -> pcs.v1.Operator
 	79,  // 53: pcs.v1.AddOperatorResponse.operator:type_name -> pcs.v1.Operator
-	142, // 54: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
+	143, // 54: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
 	90,  // 55: pcs.v1.ScheduleConfigResponse.schedulers:type_name -> pcs.v1.SchedulerInfo
-	114, // 56: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
-	143, // 57: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	144, // 58: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	115, // 56: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
+	144, // 57: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	145, // 58: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
 	93,  // 59: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
 	94,  // 60: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
-	114, // 61: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
+	115, // 61: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
 	98,  // 62: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
 	97,  // 63: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
 	96,  // 64: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
-	100, // 65: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
-	107, // 66: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
-	3,   // 67: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	106, // 68: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	108, // 69: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	109, // 70: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	145, // 71: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	105, // 72: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	109, // 73: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
-	4,   // 74: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	112, // 75: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
-	113, // 76: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	131, // 77: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	132, // 78: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	133, // 79: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	134, // 80: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	135, // 81: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	136, // 82: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	127, // 83: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	128, // 84: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	129, // 85: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	130, // 86: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	125, // 87: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	126, // 88: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	124, // 89: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
-	123, // 90: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
-	122, // 91: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
-	120, // 92: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
-	121, // 93: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
-	116, // 94: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
-	117, // 95: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
-	27,  // 96: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
-	118, // 97: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
-	110, // 98: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	111, // 99: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	114, // 100: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,   // 101: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10,  // 102: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	138, // 103: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	27,  // 104: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	36,  // 105: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10,  // 106: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	139, // 107: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	140, // 108: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	110, // 109: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	111, // 110: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	114, // 111: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	119, // 112: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
-	8,   // 113: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11,  // 114: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13,  // 115: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15,  // 116: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	18,  // 117: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
-	21,  // 118: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	23,  // 119: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	25,  // 120: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	28,  // 121: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	30,  // 122: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	32,  // 123: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	34,  // 124: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	37,  // 125: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	39,  // 126: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	41,  // 127: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	47,  // 128: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	51,  // 129: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	49,  // 130: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
-	54,  // 131: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	58,  // 132: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	56,  // 133: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	101, // 134: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
-	103, // 135: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
-	71,  // 136: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
-	73,  // 137: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
-	75,  // 138: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
-	77,  // 139: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
-	91,  // 140: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
-	81,  // 141: pcs.v1.PCS.ListOperators:input_type -> pcs.v1.ListOperatorsRequest
-	83,  // 142: pcs.v1.PCS.AddOperator:input_type -> pcs.v1.AddOperatorRequest
-	85,  // 143: pcs.v1.PCS.CancelOperator:input_type -> pcs.v1.CancelOperatorRequest
-	87,  // 144: pcs.v1.PCS.GetScheduleConfig:input_type -> pcs.v1.ScheduleConfigRequest
-	88,  // 145: pcs.v1.PCS.SetScheduleConfig:input_type -> pcs.v1.SetScheduleConfigRequest
-	60,  // 146: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	62,  // 147: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	64,  // 148: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	66,  // 149: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	68,  // 150: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	69,  // 151: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	95,  // 152: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	43,  // 153: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	16,  // 154: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
-	45,  // 155: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 156: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 157: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 158: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	20,  // 159: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	19,  // 160: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
-	22,  // 161: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	24,  // 162: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	26,  // 163: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	29,  // 164: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	31,  // 165: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	33,  // 166: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	35,  // 167: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	38,  // 168: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	40,  // 169: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	42,  // 170: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	48,  // 171: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	53,  // 172: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	50,  // 173: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
-	55,  // 174: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	59,  // 175: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	57,  // 176: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	102, // 177: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
-	104, // 178: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
-	72,  // 179: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
-	74,  // 180: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
-	76,  // 181: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
-	78,  // 182: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
-	92,  // 183: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
-	82,  // 184: pcs.v1.PCS.ListOperators:output_type -> pcs.v1.ListOperatorsResponse
-	84,  // 185: pcs.v1.PCS.AddOperator:output_type -> pcs.v1.AddOperatorResponse
-	86,  // 186: pcs.v1.PCS.CancelOperator:output_type -> pcs.v1.CancelOperatorResponse
-	89,  // 187: pcs.v1.PCS.GetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
-	89,  // 188: pcs.v1.PCS.SetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
-	61,  // 189: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	63,  // 190: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	65,  // 191: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	67,  // 192: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	65,  // 193: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	70,  // 194: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	99,  // 195: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	44,  // 196: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	17,  // 197: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
-	46,  // 198: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	156, // [156:199] is the sub-list for method output_type
-	113, // [113:156] is the sub-list for method input_type
-	113, // [113:113] is the sub-list for extension type_name
-	113, // [113:113] is the sub-list for extension extendee
-	0,   // [0:113] is the sub-list for field type_name
+	100, // 65: pcs.v1.HeartbeatResponse.grants:type_name -> pcs.v1.ShardGrant
+	101, // 66: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
+	108, // 67: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	3,   // 68: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
+	107, // 69: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	109, // 70: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	110, // 71: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	146, // 72: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	106, // 73: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	110, // 74: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	4,   // 75: pcs.v1.Table.state:type_name -> pcs.v1.TableState
+	113, // 76: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
+	114, // 77: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	132, // 78: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	133, // 79: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	134, // 80: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	135, // 81: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	136, // 82: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	137, // 83: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	128, // 84: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	129, // 85: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	130, // 86: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	131, // 87: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	126, // 88: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	127, // 89: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	125, // 90: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	124, // 91: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
+	123, // 92: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
+	121, // 93: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
+	122, // 94: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
+	117, // 95: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
+	118, // 96: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
+	27,  // 97: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
+	119, // 98: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
+	111, // 99: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	112, // 100: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	115, // 101: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,   // 102: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10,  // 103: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	139, // 104: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	27,  // 105: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	36,  // 106: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10,  // 107: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	140, // 108: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	141, // 109: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	111, // 110: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	112, // 111: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	115, // 112: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	120, // 113: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
+	8,   // 114: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 115: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 116: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 117: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	18,  // 118: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
+	21,  // 119: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	23,  // 120: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	25,  // 121: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	28,  // 122: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	30,  // 123: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	32,  // 124: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	34,  // 125: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	37,  // 126: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	39,  // 127: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	41,  // 128: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	47,  // 129: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	51,  // 130: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	49,  // 131: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
+	54,  // 132: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	58,  // 133: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	56,  // 134: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
+	102, // 135: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	104, // 136: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	71,  // 137: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
+	73,  // 138: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
+	75,  // 139: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
+	77,  // 140: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
+	91,  // 141: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
+	81,  // 142: pcs.v1.PCS.ListOperators:input_type -> pcs.v1.ListOperatorsRequest
+	83,  // 143: pcs.v1.PCS.AddOperator:input_type -> pcs.v1.AddOperatorRequest
+	85,  // 144: pcs.v1.PCS.CancelOperator:input_type -> pcs.v1.CancelOperatorRequest
+	87,  // 145: pcs.v1.PCS.GetScheduleConfig:input_type -> pcs.v1.ScheduleConfigRequest
+	88,  // 146: pcs.v1.PCS.SetScheduleConfig:input_type -> pcs.v1.SetScheduleConfigRequest
+	60,  // 147: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	62,  // 148: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	64,  // 149: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	66,  // 150: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	68,  // 151: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	69,  // 152: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	95,  // 153: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	43,  // 154: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	16,  // 155: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
+	45,  // 156: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 157: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 158: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 159: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	20,  // 160: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	19,  // 161: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
+	22,  // 162: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	24,  // 163: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	26,  // 164: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	29,  // 165: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	31,  // 166: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	33,  // 167: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	35,  // 168: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	38,  // 169: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	40,  // 170: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	42,  // 171: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	48,  // 172: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	53,  // 173: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	50,  // 174: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
+	55,  // 175: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	59,  // 176: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	57,  // 177: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	103, // 178: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	105, // 179: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	72,  // 180: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
+	74,  // 181: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
+	76,  // 182: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
+	78,  // 183: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
+	92,  // 184: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
+	82,  // 185: pcs.v1.PCS.ListOperators:output_type -> pcs.v1.ListOperatorsResponse
+	84,  // 186: pcs.v1.PCS.AddOperator:output_type -> pcs.v1.AddOperatorResponse
+	86,  // 187: pcs.v1.PCS.CancelOperator:output_type -> pcs.v1.CancelOperatorResponse
+	89,  // 188: pcs.v1.PCS.GetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	89,  // 189: pcs.v1.PCS.SetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	61,  // 190: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	63,  // 191: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	65,  // 192: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	67,  // 193: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	65,  // 194: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	70,  // 195: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	99,  // 196: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	44,  // 197: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	17,  // 198: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
+	46,  // 199: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	157, // [157:200] is the sub-list for method output_type
+	114, // [114:157] is the sub-list for method input_type
+	114, // [114:114] is the sub-list for extension type_name
+	114, // [114:114] is the sub-list for extension extendee
+	0,   // [0:114] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -10145,7 +10258,7 @@ func file_pcs_proto_init() {
 		(*NodeCommand_LoadSchema)(nil),
 		(*NodeCommand_SplitShard)(nil),
 	}
-	file_pcs_proto_msgTypes[110].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[111].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_TsoWindow)(nil),
@@ -10165,9 +10278,9 @@ func file_pcs_proto_init() {
 		(*Command_SplitShard)(nil),
 		(*Command_SetClusterVersion)(nil),
 	}
-	file_pcs_proto_msgTypes[126].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[127].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[132].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[128].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[133].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -10185,7 +10298,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   141,
+			NumMessages:   142,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

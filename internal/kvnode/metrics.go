@@ -65,7 +65,7 @@ func newMetrics(n *Node) *metrics {
 			return float64(led)
 		}),
 		gauge("pcsnode_lease_valid", "1 while the node holds its lease from PCS.", func() float64 {
-			if n.leaseValid() {
+			if n.grants.LeaseValid() {
 				return 1
 			}
 			return 0

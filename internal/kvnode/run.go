@@ -155,6 +155,17 @@ type Server struct {
 	closeErr  error
 }
 
+// agentGrants reads the grants of the agent made after the node (which needs the node).
+type agentGrants struct{ a **nodeagent.Agent }
+
+func (g agentGrants) Granted(shard, term uint64) bool { return *g.a != nil && (*g.a).Granted(shard, term) }
+func (g agentGrants) LeaseValid() bool                 { return *g.a != nil && (*g.a).LeaseValid() }
+func (g agentGrants) Kick() {
+	if *g.a != nil {
+		(*g.a).Kick()
+	}
+}
+
 // Start opens the store, serves the KV service and starts the agent.
 func Start(cfg Config) (*Server, error) {
 	if cfg.DataDir == "" || len(cfg.Endpoints) == 0 {
@@ -203,7 +214,7 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.WrapPeer != nil {
 		peer = cfg.WrapPeer(peer)
 	}
-	s.Node = NewNode(store, func() uint64 { return agent.NodeID() }, func() bool { return agent.LeaseValid() }, peer, cfg.Logger)
+	s.Node = NewNode(store, func() uint64 { return agent.NodeID() }, agentGrants{&agent}, peer, cfg.Logger)
 	var mgr Manager = pcsManager{pcs}
 	if cfg.WrapManager != nil {
 		mgr = cfg.WrapManager(mgr)

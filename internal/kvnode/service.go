@@ -34,9 +34,10 @@ type Node struct {
 	pcspb.UnimplementedKVServer
 	store *Store
 	log   *slog.Logger
-	// self is this node's id (0 until registered); leaseValid reports the node's lease.
-	self       func() uint64
-	leaseValid func() bool
+	// self is this node's id (0 until registered); grants are PCS's grants to serve shards as
+	// primary.
+	self   func() uint64
+	grants Grants
 
 	// peer returns the KV client of another data node, for replication.
 	peer Peer
@@ -73,13 +74,27 @@ type replState struct {
 	retryAt map[uint64]time.Time
 }
 
-// NewNode serves store. self and leaseValid come from the node's agent; peer reaches the other
+// Grants is what a node knows of PCS's grants (nodeagent.Agent implements it). A node serves
+// shard S as primary at term T only while Granted(S, T): PCS grants it only to the node its
+// catalog names S's primary at T, once no earlier primary of S may hold a grant (see the
+// package doc).
+type Grants interface {
+	// Granted reports whether this node may serve shard as primary at term now.
+	Granted(shard, term uint64) bool
+	// LeaseValid reports whether PCS counts this node alive (metrics only).
+	LeaseValid() bool
+	// Kick asks for a heartbeat now: a new primary need not wait a whole interval for its
+	// grant.
+	Kick()
+}
+
+// NewNode serves store. self and grants come from the node's agent; peer reaches the other
 // data nodes. log may be nil.
-func NewNode(store *Store, self func() uint64, leaseValid func() bool, peer Peer, log *slog.Logger) *Node {
+func NewNode(store *Store, self func() uint64, grants Grants, peer Peer, log *slog.Logger) *Node {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{store: store, log: log, self: self, leaseValid: leaseValid, peer: peer, schemas: map[uint64]uint64{},
+	n := &Node{store: store, log: log, self: self, grants: grants, peer: peer, schemas: map[uint64]uint64{},
 		locks: map[uint64]*sync.Mutex{}, repl: map[uint64]*replState{}, load: newShardLoad(time.Now)}
 	n.metrics = newMetrics(n)
 	return n
@@ -485,7 +500,7 @@ func (n *Node) dropReplicas(ctx context.Context, sh *pcspb.Shard, nodes []uint64
 func (n *Node) CatchUp(ctx context.Context) {
 	for _, id := range n.store.Held() {
 		sh, ok := n.store.Replica(id)
-		if !ok || sh.Primary != n.self() || !n.leaseValid() || !n.laggards(sh) {
+		if !ok || sh.Primary != n.self() || !n.grants.Granted(sh.Id, sh.Term) || !n.laggards(sh) {
 			continue
 		}
 		if err := n.catchUp(ctx, sh); err != nil {
@@ -687,8 +702,8 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 		}
 		if _, err := n.dropReplicas(ctx, sh, failed); err != nil {
 			first = fmt.Errorf("%w; removing the replica: %w", first, err)
-		} else if !n.leaseValid() {
-			first = fmt.Errorf("%w; lease expired", first)
+		} else if !n.grants.Granted(sh.Id, sh.Term) {
+			first = fmt.Errorf("%w; no grant to serve the shard at term %d", first, sh.Term)
 		} else {
 			first = nil
 		}
@@ -920,7 +935,8 @@ func kvError(code codes.Code, msg string, detail *pcspb.KVError) error {
 }
 
 // check admits a request on the shard's primary: the replica exists, the epoch matches, this
-// node is the primary and holds a valid lease, and every key is inside the shard.
+// node is the primary and holds PCS's grant to serve the shard at its term, and every key is
+// inside the shard.
 func (n *Node) check(h *pcspb.KVHeader, keys ...[]byte) (*pcspb.Shard, error) {
 	if h == nil {
 		return nil, status.Error(codes.InvalidArgument, "kvnode: request has no header")
@@ -934,9 +950,14 @@ func (n *Node) check(h *pcspb.KVHeader, keys ...[]byte) (*pcspb.Shard, error) {
 		return nil, kvError(codes.FailedPrecondition, fmt.Sprintf("kvnode: shard %d epoch is %v, request has %v", sh.Id, sh.Epoch, h.Epoch),
 			&pcspb.KVError{Err: &pcspb.KVError_EpochNotMatch{EpochNotMatch: sh}})
 	}
-	if sh.Primary != n.self() || !n.leaseValid() {
-		return nil, kvError(codes.FailedPrecondition, fmt.Sprintf("kvnode: not the primary of shard %d (primary is node %d, lease valid %v)", sh.Id, sh.Primary, n.leaseValid()),
+	if sh.Primary != n.self() {
+		return nil, kvError(codes.FailedPrecondition, fmt.Sprintf("kvnode: not the primary of shard %d (primary is node %d)", sh.Id, sh.Primary),
 			&pcspb.KVError{Err: &pcspb.KVError_NotPrimary{NotPrimary: &pcspb.NotPrimaryKV{PrimaryNode: sh.Primary}}})
+	}
+	if !n.grants.Granted(sh.Id, sh.Term) {
+		n.grants.Kick()
+		return nil, kvError(codes.FailedPrecondition, fmt.Sprintf("kvnode: shard %d: no grant from PCS to serve it as primary at term %d (yet)", sh.Id, sh.Term),
+			&pcspb.KVError{Err: &pcspb.KVError_NotPrimary{NotPrimary: &pcspb.NotPrimaryKV{}}})
 	}
 	for _, k := range keys {
 		if len(k) > MaxKeySize {
@@ -1043,6 +1064,11 @@ func (n *Node) CreateReplica(_ context.Context, sh *pcspb.Shard) error {
 // version it has split to). The caller holds the shard's lock.
 func (n *Node) adoptLocked(sh *pcspb.Shard) error {
 	cur, ok := n.store.Replica(sh.Id)
+	if ok && (sh.Term < cur.Term || (sh.Term == cur.Term && sh.Epoch.GetConfVer() < cur.Epoch.GetConfVer())) {
+		// Metadata older than this replica's (a command that waited in a queue): a record
+		// never goes back to an earlier term, where this node may have been primary.
+		return nil
+	}
 	if ok && cur.Epoch.GetVersion() > sh.Epoch.GetVersion() {
 		sh = proto.Clone(sh).(*pcspb.Shard)
 		sh.Start, sh.End = cur.Start, cur.End
@@ -1181,6 +1207,7 @@ func (n *Node) Stats() (*pcspb.NodeStats, []*pcspb.ShardStats) {
 		st.ReadPerSec, st.WritePerSec = n.load.rate(id)
 		if sh, ok := n.store.Replica(id); ok {
 			st.Term, st.ConfVer, st.Version, st.Start, st.End = sh.Term, sh.Epoch.GetConfVer(), sh.Epoch.GetVersion(), sh.Start, sh.End
+			st.Primary = sh.Primary == n.self()
 			if sh.Primary == n.self() {
 				// The replicas and learners in line have every position this primary has.
 				n.mu.Lock()

@@ -36,7 +36,7 @@ func snapshotPair(t *testing.T, sh *pcspb.Shard) (primary, rnode *Node, replica 
 		return s
 	}
 	pstore, replica := open(), open()
-	rnode = NewNode(replica, func() uint64 { return 2 }, func() bool { return true }, nil, nil)
+	rnode = NewNode(replica, func() uint64 { return 2 }, allGranted{}, nil, nil)
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(16 << 20))
 	pcspb.RegisterKVServer(srv, rnode)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -51,7 +51,7 @@ func snapshotPair(t *testing.T, sh *pcspb.Shard) (primary, rnode *Node, replica 
 	}
 	t.Cleanup(func() { cc.Close() })
 	kv = pcspb.NewKVClient(cc)
-	primary = NewNode(pstore, func() uint64 { return 1 }, func() bool { return true },
+	primary = NewNode(pstore, func() uint64 { return 1 }, allGranted{},
 		func(context.Context, uint64) (pcspb.KVClient, error) { return kv, nil }, nil)
 	return primary, rnode, replica, kv
 }

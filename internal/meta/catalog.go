@@ -188,9 +188,15 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 		nn.Offline, nn.Tombstone = a.Offline, a.Tombstone
 		c.nodes[nn.Id] = nn
 	case *pcspb.Command_ChangePrimary:
-		res.Err = c.changePrimary(op.ChangePrimary)
+		old := c.shardByID[op.ChangePrimary.ShardId]
+		if res.Err = c.changePrimary(op.ChangePrimary); res.Err == nil {
+			f.primaryChangedLocked(old)
+		}
 	case *pcspb.Command_ChangeReplicas:
-		res.Err = c.changeReplicas(op.ChangeReplicas)
+		old := c.shardByID[op.ChangeReplicas.ShardId]
+		if res.Err = c.changeReplicas(op.ChangeReplicas); res.Err == nil {
+			f.primaryChangedLocked(old)
+		}
 	case *pcspb.Command_SplitShard:
 		res.ID, res.Err = c.splitShard(st, op.SplitShard)
 	case *pcspb.Command_CancelAlter:
@@ -217,6 +223,14 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 		return false
 	}
 	return true
+}
+
+// primaryChangedLocked tells OnPrimaryChange if the shard old was has another primary now.
+func (f *FSM) primaryChangedLocked(old *pcspb.Shard) {
+	cur := f.mu.st.cat.shardByID[old.GetId()]
+	if old != nil && cur != nil && cur.Primary != old.Primary && f.opts.OnPrimaryChange != nil {
+		f.opts.OnPrimaryChange(cur.Id, old.Primary, cur.Term)
+	}
 }
 
 // createTable validates a table and its shards against its own partition spec and the node
@@ -830,6 +844,26 @@ func (f *FSM) StaleReplicas(node uint64, stats []*pcspb.ShardStats) []*pcspb.Sha
 		}
 	}
 	return out
+}
+
+// Grants decides, from a node's shard stats, which primary grants its heartbeat answer
+// renews (DESIGN §6): a shard the node reports leading is denied unless the catalog names the
+// node its primary at the reported term and conf_ver; a shard the catalog makes the node
+// primary of at a newer term than it reported is granted at the catalog's term. (PCS then
+// holds back grants an earlier primary's may still overlap.)
+func (f *FSM) Grants(node uint64, stats []*pcspb.ShardStats) (denied []uint64, grants []*pcspb.ShardGrant) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, st := range stats {
+		s, ok := f.mu.st.cat.shardByID[st.ShardId]
+		if st.Primary && (!ok || s.Primary != node || s.Term != st.Term || s.Epoch.GetConfVer() != st.ConfVer) {
+			denied = append(denied, st.ShardId)
+		}
+		if ok && s.Primary == node && s.Term > st.Term {
+			grants = append(grants, &pcspb.ShardGrant{ShardId: s.Id, Term: s.Term})
+		}
+	}
+	return denied, grants
 }
 
 // ShardsForKeys routes many row keys of one table under one read lock.

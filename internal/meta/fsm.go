@@ -56,6 +56,12 @@ type Options struct {
 	// operation). Skipping it would silently fork this node's state from the others', so the
 	// default panics; it must not return normally either.
 	OnBadEntry func(error)
+	// OnPrimaryChange, if set, is called (under the FSM's lock: it must not call the FSM)
+	// when an applied command makes another node the primary of a shard, with the primary it
+	// replaces and the new term. OnRestore is called after a snapshot replaced the state.
+	// PCS fences the old primary's grant with them (DESIGN §6).
+	OnPrimaryChange func(shard, oldPrimary, newTerm uint64)
+	OnRestore       func()
 }
 
 // FSM is the metadata state machine. It implements raft.FSM and raft.ConfigurationStore (so
@@ -275,6 +281,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.st = st
 	f.notifyLocked()
 	f.mu.Unlock()
+	if f.opts.OnRestore != nil {
+		f.opts.OnRestore()
+	}
 	f.log.Info("restored snapshot", "revision", st.revision, "applied_index", st.applied, "keys", st.kv.Len())
 	return nil
 }

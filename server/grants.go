@@ -32,8 +32,8 @@ type fences struct {
 }
 
 type fence struct {
-	old   uint64    // a primary that may still hold a grant
-	term  uint64    // the term that replaced its own
+	old   uint64        // a primary that may still hold a grant
+	term  uint64        // the term that replaced its own
 	until time.Duration // when its grant has run out at the latest
 }
 

@@ -187,4 +187,3 @@ func (h *rowHistory) stopAndCheck(t *testing.T, ctx context.Context) {
 	}
 	t.Logf("%d operations, %d puts of unknown outcome: linearizable", len(all), len(h.unknown))
 }
-

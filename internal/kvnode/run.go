@@ -158,8 +158,10 @@ type Server struct {
 // agentGrants reads the grants of the agent made after the node (which needs the node).
 type agentGrants struct{ a **nodeagent.Agent }
 
-func (g agentGrants) Granted(shard, term uint64) bool { return *g.a != nil && (*g.a).Granted(shard, term) }
-func (g agentGrants) LeaseValid() bool                 { return *g.a != nil && (*g.a).LeaseValid() }
+func (g agentGrants) Granted(shard, term uint64) bool {
+	return *g.a != nil && (*g.a).Granted(shard, term)
+}
+func (g agentGrants) LeaseValid() bool { return *g.a != nil && (*g.a).LeaseValid() }
 func (g agentGrants) Kick() {
 	if *g.a != nil {
 		(*g.a).Kick()

@@ -56,6 +56,11 @@ var (
 	ErrClusterMismatch = errors.New("pcs: cluster id mismatch")
 	// ErrQuorumAtRisk: a membership change would leave the live voters without a quorum.
 	ErrQuorumAtRisk = errors.New("pcs: change would lose quorum")
+	// ErrNotEnoughReplicas: a row write could not be persisted on as many replicas as its
+	// shard's min-in-sync (or a replica removal would leave fewer). The write was not
+	// acknowledged; it may be on some replicas. Retrying is safe (the data node applies a
+	// request once); the client retries it while its deadline allows.
+	ErrNotEnoughReplicas = errors.New("pcs: not enough in-sync replicas")
 	// ErrShardGuard: a shard command would leave the shard in a wrong shape.
 	ErrShardGuard = errors.New("pcs: shard command refused")
 	// ErrTLS: the TLS handshake failed — no certificate or one the server's CA did not sign,
@@ -116,15 +121,16 @@ func fromStatus(err error) error {
 
 // reasonSentinels maps the server's error reasons (pcspb.Reason*) to the client's sentinels.
 var reasonSentinels = map[string]error{
-	pcspb.ReasonNotEnoughNodes:  ErrNotEnoughNodes,
-	pcspb.ReasonAlterInProgress: ErrAlterInProgress,
-	pcspb.ReasonTableNotPublic:  ErrTableNotPublic,
-	pcspb.ReasonVersionMismatch: ErrVersionMismatch,
-	pcspb.ReasonLeaseExpired:    ErrLeaseExpired,
-	pcspb.ReasonOutcomeUnknown:  ErrOutcomeUnknown,
-	pcspb.ReasonClusterMismatch: ErrClusterMismatch,
-	pcspb.ReasonQuorumAtRisk:    ErrQuorumAtRisk,
-	pcspb.ReasonShardGuard:      ErrShardGuard,
+	pcspb.ReasonNotEnoughNodes:    ErrNotEnoughNodes,
+	pcspb.ReasonAlterInProgress:   ErrAlterInProgress,
+	pcspb.ReasonTableNotPublic:    ErrTableNotPublic,
+	pcspb.ReasonVersionMismatch:   ErrVersionMismatch,
+	pcspb.ReasonLeaseExpired:      ErrLeaseExpired,
+	pcspb.ReasonOutcomeUnknown:    ErrOutcomeUnknown,
+	pcspb.ReasonClusterMismatch:   ErrClusterMismatch,
+	pcspb.ReasonQuorumAtRisk:      ErrQuorumAtRisk,
+	pcspb.ReasonShardGuard:        ErrShardGuard,
+	pcspb.ReasonNotEnoughReplicas: ErrNotEnoughReplicas,
 }
 
 // notPrimary returns the NotPrimary detail of a gRPC error, if any.

@@ -100,6 +100,8 @@ func kvErr(err error) (mapped error, stale bool) {
 		return fmt.Errorf("%w: %s", ErrShardNotFound, st.Message()), true
 	case *pcspb.KVError_KeyNotInShard:
 		return fmt.Errorf("%w: %s", ErrKeyNotInShard, st.Message()), true
+	case *pcspb.KVError_NotEnoughReplicas:
+		return fmt.Errorf("%w: %s", ErrNotEnoughReplicas, st.Message()), false
 	}
 	switch st.Code() {
 	case codes.Unavailable:
@@ -204,12 +206,13 @@ func (t *TableKV) onShard(ctx context.Context, key []byte, write bool, call func
 		mapped, stale := kvErr(err)
 		if ctx.Err() != nil {
 			maybeApplied = maybeApplied || (write && !stale)
-			return unknown(mapped)
+			return unknown(errors.Join(mapped, last)) // what held it up, too
 		}
 		code := status.Code(err)
-		if timedOut || (code == codes.Unavailable && KVErrorOf(err) == nil) || code == codes.Aborted {
+		if timedOut || (code == codes.Unavailable && KVErrorOf(err) == nil) || code == codes.Aborted || errors.Is(mapped, ErrNotEnoughReplicas) {
 			// No answer in time, a connection that failed under the call, or a write whose
-			// replication did not finish: try again (a write is deduplicated by the node).
+			// replication did not finish or reached too few replicas: try again (a write is
+			// deduplicated by the node).
 			maybeApplied = maybeApplied || write
 			last = mapped
 			if timedOut {

@@ -182,6 +182,9 @@ func compileForCreate(t *pcspb.Table) (*catalog.Spec, error) {
 	if t.Replicas == 0 {
 		return nil, fmt.Errorf("%w: replica count must be at least 1", ErrInvalid)
 	}
+	if t.MinInSync > t.Replicas {
+		return nil, fmt.Errorf("%w: min-in-sync %d is more than the replica count %d", ErrInvalid, t.MinInSync, t.Replicas)
+	}
 	schema, err := catalog.CompileSchema(t.Columns)
 	if err != nil {
 		return nil, err

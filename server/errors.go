@@ -110,6 +110,8 @@ func toStatus(err error) error {
 		return withReason(codes.FailedPrecondition, pcspb.ReasonClusterMismatch, err)
 	case errors.Is(err, schedule.ErrBusy):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, meta.ErrNotEnoughReplicas):
+		return withReason(codes.FailedPrecondition, pcspb.ReasonNotEnoughReplicas, err)
 	case errors.Is(err, ErrShardGuard):
 		return withReason(codes.FailedPrecondition, pcspb.ReasonShardGuard, err)
 	case errors.Is(err, ErrQuorumAtRisk):

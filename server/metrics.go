@@ -37,6 +37,7 @@ type metrics struct {
 	clusterNodes           *prometheus.GaugeVec // data nodes by state
 	clusterShards          prometheus.Gauge
 	clusterUnderReplicated prometheus.Gauge
+	clusterBelowMinInSync  prometheus.Gauge
 	nodeCapacity, nodeUsed *prometheus.GaugeVec // bytes, by node
 	nodeReads, nodeWrites  *prometheus.GaugeVec // keys per second, by node
 	replicaLagMax          prometheus.Gauge
@@ -77,6 +78,8 @@ func newMetrics(s *Server) *metrics {
 			Help: "Data nodes by state (up, down, offline, tombstone), as the primary sees them; 0 on the other members."}, []string{"state"}),
 		clusterShards: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pcs_cluster_shards",
 			Help: "Shards of every table (published by the primary)."}),
+		clusterBelowMinInSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pcs_cluster_shards_below_min_in_sync",
+			Help: "Shards with fewer live replicas in their configuration than their min-in-sync: they acknowledge no write (primary only)."}),
 		clusterUnderReplicated: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pcs_cluster_shards_under_replicated",
 			Help: "Shards of public tables with fewer live replicas (on nodes not down) than their table asks (published by the primary)."}),
 		nodeCapacity: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pcs_cluster_node_capacity_bytes",
@@ -114,7 +117,7 @@ func newMetrics(s *Server) *metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.applySeconds, m.proposeSeconds, m.grpcSeconds, m.tsoRequests, m.tsoTimestamps, m.tsoSeconds, m.ids, m.failovers, m.duplicates,
 		m.operators, m.operatorsFinished, m.limitWaits, m.balanceScore, m.stepSeconds,
-		m.clusterNodes, m.clusterShards, m.clusterUnderReplicated, m.nodeCapacity, m.nodeUsed,
+		m.clusterNodes, m.clusterShards, m.clusterUnderReplicated, m.clusterBelowMinInSync, m.nodeCapacity, m.nodeUsed,
 		m.nodeReads, m.nodeWrites, m.replicaLagMax, m.ddlJobs,
 		gauge("pcs_node_state", "Node state: 1 election, 2 recovery, 3 running.", func() float64 { return float64(s.State()) }),
 		gauge("pcs_raft_state", "Raft role: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 { return float64(s.raft.State()) }),
@@ -171,7 +174,7 @@ func (m *metrics) observeCluster(v *view.Cluster) {
 			m.nodeCapacity.WithLabelValues(strconv.FormatUint(n.ID, 10)).Set(float64(n.Capacity))
 		}
 	}
-	under := 0
+	under, belowFloor := 0, 0
 	for _, sh := range v.Shards {
 		live := 0
 		for _, r := range sh.Replicas {
@@ -183,6 +186,9 @@ func (m *metrics) observeCluster(v *view.Cluster) {
 		if t := v.Tables[sh.Table]; t != nil && t.Public && live < t.Replicas {
 			under++
 		}
+		if live < sh.MinInSync {
+			belowFloor++
+		}
 	}
 	for id, b := range used {
 		if !down[id] || b > 0 {
@@ -191,6 +197,7 @@ func (m *metrics) observeCluster(v *view.Cluster) {
 	}
 	m.clusterShards.Set(float64(len(v.Shards)))
 	m.clusterUnderReplicated.Set(float64(under))
+	m.clusterBelowMinInSync.Set(float64(belowFloor))
 }
 
 // zeroSchedule sets the operator gauges of every kind and state to 0.
@@ -242,4 +249,5 @@ func (m *metrics) clearCluster() {
 	m.nodeUsed.Reset()
 	m.clusterShards.Set(0)
 	m.clusterUnderReplicated.Set(0)
+	m.clusterBelowMinInSync.Set(0)
 }

@@ -231,7 +231,7 @@ func (s *Server) scheduleView() *view.Cluster {
 // primary reports and the replicas the primary reports in line (same term and configuration,
 // the primary's own position, and the replica's node holding it).
 func (s *Server) viewShard(sh *pcspb.Shard) *view.Shard {
-	vs := &view.Shard{ID: sh.Id, Table: sh.TableId, Version: sh.Epoch.GetVersion(), ConfVer: sh.Epoch.GetConfVer(), Term: sh.Term,
+	vs := &view.Shard{ID: sh.Id, Table: sh.TableId, MinInSync: int(sh.MinInSyncOrOne()), Version: sh.Epoch.GetVersion(), ConfVer: sh.Epoch.GetConfVer(), Term: sh.Term,
 		Primary: sh.Primary, Replicas: sh.Replicas, Learners: sh.Learners}
 	st := s.live.ShardStats(sh.Primary, sh.Id)
 	if st == nil {

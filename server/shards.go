@@ -202,6 +202,12 @@ func (v *service) RemoveReplicas(ctx context.Context, req *pcspb.RemoveReplicasR
 			return nil, toStatus(fmt.Errorf("%w: node %d is not a replica of shard %d other than its primary", ErrInvalid, n, sh.Id))
 		}
 	}
+	if left := len(sh.Replicas) - len(req.Nodes); left < int(sh.MinInSyncOrOne()) {
+		// Kafka's min.insync.replicas: the shard keeps its replicas and the write fails
+		// (retryably) rather than being acknowledged with fewer copies.
+		return nil, toStatus(fmt.Errorf("%w: shard %d: removing %v would leave %d replicas, fewer than its min-in-sync %d",
+			meta.ErrNotEnoughReplicas, sh.Id, req.Nodes, left, sh.MinInSyncOrOne()))
+	}
 	if !s.live.Heard(req.Primary) || s.live.Silent(req.Primary) >= s.cfg.NodeLease {
 		return nil, toStatus(fmt.Errorf("%w: node %d, primary of shard %d", ErrLeaseExpired, req.Primary, sh.Id))
 	}

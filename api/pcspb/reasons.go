@@ -22,6 +22,9 @@ const (
 	ReasonQuorumAtRisk = "QUORUM_AT_RISK"
 	// ReasonShardGuard: a shard command would leave the shard in a wrong shape.
 	ReasonShardGuard = "SHARD_GUARD"
+	// ReasonNotEnoughReplicas: a change would leave a shard fewer replicas than its
+	// min-in-sync, or a write could not be persisted on that many.
+	ReasonNotEnoughReplicas = "NOT_ENOUGH_REPLICAS"
 )
 
 // RequestIDHeader is the gRPC metadata key (binary) that carries a marshaled RequestID.

@@ -45,7 +45,7 @@ func loadTableSpec(path string) (*pcspb.Table, error) {
 func tableCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "table", Short: "Create, drop and inspect tables"}
 	var file, columns, isolation, hashCols string
-	var replicas, hashN uint32
+	var replicas, minInSync, hashN uint32
 	var group string
 	create := &cobra.Command{
 		Use: "create [NAME]", Short: "Create a table from a spec file (-f, JSON or YAML) or flags", Args: cobra.MaximumNArgs(1),
@@ -62,7 +62,7 @@ func tableCmd(g *globals) *cobra.Command {
 				if len(args) != 1 || columns == "" {
 					return fmt.Errorf("give a table NAME and --columns, or a spec file with -f")
 				}
-				t = &pcspb.Table{Replicas: replicas, IsolationLabel: isolation, ShardGroup: group}
+				t = &pcspb.Table{Replicas: replicas, MinInSync: minInSync, IsolationLabel: isolation, ShardGroup: group}
 				for _, c := range strings.Split(columns, ",") {
 					name, typ, ok := strings.Cut(c, ":")
 					if !ok {
@@ -94,6 +94,7 @@ func tableCmd(g *globals) *cobra.Command {
 	create.Flags().StringVarP(&file, "file", "f", "", "table spec file (JSON if it ends in .json, else YAML)")
 	create.Flags().StringVar(&columns, "columns", "", "key columns name:type[:desc],... (types: int64 uint64 float64 bool string bytes timestamp)")
 	create.Flags().Uint32Var(&replicas, "replicas", 3, "replicas per shard")
+	create.Flags().Uint32Var(&minInSync, "min-in-sync", 0, "replicas (the primary included) that must persist a write before it is acknowledged; 0: 2, or 1 with one replica")
 	create.Flags().StringVar(&isolation, "isolation-label", "", "place a shard's replicas on distinct values of this node label")
 	create.Flags().StringVar(&hashCols, "hash-columns", "", "HASH partition over these columns")
 	create.Flags().Uint32Var(&hashN, "hash-partitions", 16, "number of HASH partitions")

@@ -49,6 +49,9 @@ func shardProblems(t *pcspb.Table, sh *pcspb.Shard, nodes map[uint64]*pcspb.Node
 		if live < int(t.Replicas) {
 			out = append(out, fmt.Sprintf("%d of %d replicas up", live, t.Replicas))
 		}
+		if live < int(sh.MinInSyncOrOne()) {
+			out = append(out, fmt.Sprintf("below min-in-sync %d: writes are refused until replicas are added", sh.MinInSyncOrOne()))
+		}
 	case "down-replica":
 		for _, r := range slices.Concat(sh.Replicas, sh.Learners) {
 			if n := nodes[r]; n == nil || (n.State != "up" && n.State != "offline") {

@@ -19,6 +19,7 @@ type metrics struct {
 	snapshotsReceived prometheus.Counter
 	duplicates        prometheus.Counter
 	replicasRemoved   prometheus.Counter
+	notEnoughReplicas prometheus.Counter
 	splits            prometheus.Counter
 }
 
@@ -44,6 +45,7 @@ func newMetrics(n *Node) *metrics {
 		snapshotsReceived: counter("pcsnode_snapshots_installed_total", "Snapshots this node installed as a replica or learner."),
 		duplicates:        counter("pcsnode_requests_deduplicated_total", "Retried row writes this node, as primary, answered from their record instead of applying them again."),
 		replicasRemoved:   counter("pcsnode_replicas_removed_total", "Replicas taken out of a configuration at this primary's request (unreachable or too slow)."),
+		notEnoughReplicas: counter("pcsnode_writes_not_enough_replicas_total", "Writes refused because fewer replicas than the shard's min-in-sync could persist them."),
 		splits:            counter("pcsnode_splits_total", "Shard splits this node made as primary."),
 	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
@@ -53,7 +55,7 @@ func newMetrics(n *Node) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.entrySeconds, m.entryWrites, m.grpcSeconds, m.snapshotsSent, m.snapshotBytes, m.snapshotsSkipped,
-		m.snapshotsReceived, m.duplicates, m.replicasRemoved, m.splits,
+		m.snapshotsReceived, m.duplicates, m.replicasRemoved, m.notEnoughReplicas, m.splits,
 		gauge("pcsnode_shard_replicas", "Shard replicas this node holds.", func() float64 { return float64(len(n.store.Held())) }),
 		gauge("pcsnode_shard_primaries", "Shards this node is the primary of.", func() float64 {
 			led := 0

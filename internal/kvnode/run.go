@@ -259,7 +259,7 @@ func Start(cfg Config) (*Server, error) {
 		s.http = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 		s.httpLn = hl
 	}
-	gopts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(16 << 20)}, rpcmetrics.ServerOptions(s.Node.metrics.grpcSeconds)...)
+	gopts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes)}, rpcmetrics.ServerOptions(s.Node.metrics.grpcSeconds)...)
 	s.grpc = grpc.NewServer(append(gopts, cfg.TLS.serverOptions(cfg.Logger)...)...)
 	pcspb.RegisterKVServer(s.grpc, s.Node)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -27,7 +27,36 @@ const (
 	MaxValueSize = 1 << 20
 	MaxBatchOps  = 10_000
 	MaxScan      = 10_000
+	// MaxEntryBytes bounds the keys and values of one log entry (a write, or a group of
+	// writes committed together), well below MaxMessageBytes so that a Replicate message,
+	// with its request records, is always one a replica accepts. A single write larger than
+	// this is refused; it is never split across entries.
+	MaxEntryBytes = 8 << 20
+	// MaxMessageBytes is the largest gRPC message a data node receives.
+	MaxMessageBytes = 16 << 20
 )
+
+// writeBytes is the size of a write's keys and values.
+func writeBytes(puts []*pcspb.KVPair, deletes [][]byte) int {
+	n := 0
+	for _, kv := range puts {
+		n += len(kv.Key) + len(kv.Value)
+	}
+	for _, k := range deletes {
+		n += len(k)
+	}
+	return n
+}
+
+// notEnoughReplicas is the error of a write that could not be persisted on min_in_sync
+// replicas: retryable, its outcome unknown if it was written anywhere.
+func notEnoughReplicas(sh *pcspb.Shard, cause error) error {
+	msg := fmt.Sprintf("kvnode: shard %d: fewer than %d replicas (min-in-sync) can persist the write; not acknowledged", sh.Id, sh.MinInSyncOrOne())
+	if cause != nil {
+		msg += ": " + cause.Error()
+	}
+	return kvError(codes.Unavailable, msg, &pcspb.KVError{Err: &pcspb.KVError_NotEnoughReplicas{NotEnoughReplicas: sh.MinInSyncOrOne()}})
+}
 
 // Node serves a store: the gRPC KV service and the nodeagent.Handler.
 type Node struct {
@@ -146,9 +175,18 @@ func (n *Node) serve(ctx context.Context, h *pcspb.KVHeader, keys [][]byte, f fu
 	}
 	cur, err := n.syncLocked(ctx, sh, true)
 	if err != nil {
-		return status.Errorf(codes.Unavailable, "kvnode: shard %d: replicas not in line with the primary: %v", sh.Id, err)
+		return notInLine(sh, err)
 	}
 	return f(cur)
+}
+
+// notInLine is the error of a request that found a replica out of line with the primary and
+// could not bring it in line or have it removed.
+func notInLine(sh *pcspb.Shard, err error) error {
+	if errors.Is(err, client.ErrNotEnoughReplicas) {
+		return notEnoughReplicas(sh, err)
+	}
+	return status.Errorf(codes.Unavailable, "kvnode: shard %d: replicas not in line with the primary: %v", sh.Id, err)
 }
 
 // admit checks a request before it waits for the shard's lock; a request routed with a newer
@@ -205,6 +243,7 @@ type pendingWrite struct {
 	keys    [][]byte
 	puts    []*pcspb.KVPair
 	deletes [][]byte
+	size    int                   // bytes of keys and values
 	req     *pcspb.AppliedRequest // the client request, if it carries an id
 	done    chan error            // buffered: the committer never blocks
 }
@@ -219,23 +258,28 @@ func (n *Node) queue(id uint64) *writeQueue {
 	return q.(*writeQueue)
 }
 
-// MaxGroup bounds the writes committed as one log entry.
+// MaxGroup bounds the writes committed as one log entry (MaxEntryBytes their bytes).
 const MaxGroup = 256
 
 // write commits a write with group commit: it joins its shard's queue, and whichever waiting
 // writer takes the shard's lock commits every queued write of the shard as one log entry (one
 // fsync per replica), checking each against the shard's current metadata first. Writes are
 // applied in arrival order; a write that deletes a key an earlier one in the group puts, or
-// puts a key an earlier one deletes, starts a new entry.
+// puts a key an earlier one deletes, or that would take the entry past MaxEntryBytes, starts a
+// new entry.
 func (n *Node) write(ctx context.Context, h *pcspb.KVHeader, keys [][]byte, puts []*pcspb.KVPair, deletes [][]byte) error {
 	if err := n.admit(ctx, h, keys); err != nil {
 		return err
+	}
+	size := writeBytes(puts, deletes)
+	if size > MaxEntryBytes {
+		return status.Errorf(codes.InvalidArgument, "kvnode: a write of %d bytes of keys and values exceeds the %d a shard's log entry carries; write it in smaller batches", size, MaxEntryBytes)
 	}
 	req, err := appliedRequest(ctx)
 	if err != nil {
 		return err
 	}
-	w := &pendingWrite{h: h, keys: keys, puts: puts, deletes: deletes, req: req, done: make(chan error, 1)}
+	w := &pendingWrite{h: h, keys: keys, puts: puts, deletes: deletes, size: size, req: req, done: make(chan error, 1)}
 	q := n.queue(h.ShardId)
 	q.mu.Lock()
 	q.items = append(q.items, w)
@@ -271,6 +315,7 @@ func (n *Node) commitGroup(ctx context.Context, batch []*pendingWrite) {
 	var puts []*pcspb.KVPair
 	var deletes [][]byte
 	var reqs []*pcspb.AppliedRequest
+	size := 0
 	inGroup := map[[2]uint64]bool{}
 	putKeys, delKeys := map[string]bool{}, map[string]bool{}
 	flush := func() {
@@ -281,7 +326,7 @@ func (n *Node) commitGroup(ctx context.Context, batch []*pendingWrite) {
 		// write may be on this primary alone (an earlier attempt ended with an unknown outcome).
 		cur, err := n.syncLocked(ctx, sh, true)
 		if err != nil {
-			err = status.Errorf(codes.Unavailable, "kvnode: shard %d: replicas not in line with the primary: %v", sh.Id, err)
+			err = notInLine(sh, err)
 		} else if len(puts)+len(deletes) > 0 {
 			err = n.writeLocked(ctx, cur, puts, deletes, nil, reqs)
 		}
@@ -291,7 +336,7 @@ func (n *Node) commitGroup(ctx context.Context, batch []*pendingWrite) {
 		for _, w := range group {
 			w.done <- err
 		}
-		group, puts, deletes, reqs = nil, nil, nil, nil
+		group, puts, deletes, reqs, size = nil, nil, nil, nil, 0
 		clear(inGroup)
 		clear(putKeys)
 		clear(delKeys)
@@ -327,10 +372,11 @@ func (n *Node) commitGroup(ctx context.Context, batch []*pendingWrite) {
 		for _, k := range w.deletes {
 			conflict = conflict || putKeys[string(k)]
 		}
-		if conflict {
+		if conflict || size+w.size > MaxEntryBytes {
 			flush()
 		}
 		sh = cur
+		size += w.size
 		group = append(group, w)
 		puts = append(puts, w.puts...)
 		deletes = append(deletes, w.deletes...)
@@ -608,6 +654,12 @@ func removable(err error) bool {
 // replicas are brought in line again before the shard's next request. A learner that does not
 // acknowledge only falls out of line.
 func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.KVPair, deletes [][]byte, split *pcspb.Shard, reqs []*pcspb.AppliedRequest) error {
+	if split == nil && len(sh.Replicas) < int(sh.MinInSyncOrOne()) {
+		// Too few replicas to acknowledge: written nowhere, refused (retryable) until PCS has
+		// added replicas.
+		n.metrics.notEnoughReplicas.Inc()
+		return notEnoughReplicas(sh, fmt.Errorf("the configuration has %d", len(sh.Replicas)))
+	}
 	start := time.Now()
 	lsn := n.store.LSN(sh.Id) + 1
 	var expired []*pcspb.AppliedRequest
@@ -700,7 +752,14 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 		for _, r := range failed {
 			n.setInSync(sh, r, false)
 		}
-		if _, err := n.dropReplicas(ctx, sh, failed); err != nil {
+		if _, err := n.dropReplicas(ctx, sh, failed); errors.Is(err, client.ErrNotEnoughReplicas) {
+			// PCS keeps the replicas: the write is on fewer than min_in_sync of them.
+			n.mu.Lock()
+			delete(n.repl, sh.Id)
+			n.mu.Unlock()
+			n.metrics.notEnoughReplicas.Inc()
+			return notEnoughReplicas(sh, first)
+		} else if err != nil {
 			first = fmt.Errorf("%w; removing the replica: %w", first, err)
 		} else if !n.grants.Granted(sh.Id, sh.Term) {
 			first = fmt.Errorf("%w; no grant to serve the shard at term %d", first, sh.Term)

@@ -33,6 +33,8 @@ var (
 	// ErrStaleEpoch: a shard change was decided on metadata that has changed since (its term,
 	// conf_ver or version moved on).
 	ErrStaleEpoch = errors.New("meta: shard metadata changed")
+	// ErrNotEnoughReplicas: a change would leave a shard fewer replicas than its min_in_sync.
+	ErrNotEnoughReplicas = errors.New("meta: not enough replicas")
 )
 
 // CatalogPrefix is the reserved key prefix of catalog events in the watch history (see
@@ -263,6 +265,12 @@ func (c *catalogState) createTable(st *state, cmd *pcspb.CmdCreateTable) (uint64
 			seen[n] = true
 		}
 	}
+	switch {
+	case t.MinInSync > t.Replicas:
+		return 0, fmt.Errorf("%w: min-in-sync %d is more than the replica count %d", ErrInvalid, t.MinInSync, t.Replicas)
+	case t.MinInSync == 0:
+		t.MinInSync = min(2, t.Replicas)
+	}
 	t.Id = st.nextID("table")
 	t.State = pcspb.TableState_TABLE_STATE_CREATING
 	t.SchemaVersion, t.MinLiveVersion = 1, 1
@@ -290,7 +298,7 @@ func (c *catalogState) createTable(st *state, cmd *pcspb.CmdCreateTable) (uint64
 			replicaSets[string(key)] = reps
 		}
 		sh := &pcspb.Shard{Id: st.nextID("shard"), TableId: t.Id, Start: s.Start, End: s.End,
-			Epoch: epoch, Term: 1, Primary: s.Primary, Replicas: reps, Partition: leaves[i].Name}
+			Epoch: epoch, Term: 1, Primary: s.Primary, Replicas: reps, Partition: leaves[i].Name, MinInSync: t.MinInSync}
 		te.shards.ReplaceOrInsert(sh)
 		c.shardByID[sh.Id] = sh
 	}
@@ -380,6 +388,10 @@ func (c *catalogState) changeReplicas(cmd *pcspb.CmdChangeReplicas) error {
 		case slices.Contains(sh.Learners, cmd.RemoveNode):
 			ns.Learners = without(ns.Learners, cmd.RemoveNode)
 		case slices.Contains(sh.Replicas, cmd.RemoveNode):
+			if len(sh.Replicas)-1 < int(sh.MinInSyncOrOne()) {
+				return fmt.Errorf("%w: shard %d has %d replicas and min-in-sync %d: removing node %d would leave too few to acknowledge a write",
+					ErrNotEnoughReplicas, sh.Id, len(sh.Replicas), sh.MinInSyncOrOne(), cmd.RemoveNode)
+			}
 			ns.Replicas = without(ns.Replicas, cmd.RemoveNode)
 		default:
 			return fmt.Errorf("%w: node %d is not a replica of shard %d", ErrInvalid, cmd.RemoveNode, sh.Id)
@@ -400,6 +412,10 @@ func (c *catalogState) changeReplicas(cmd *pcspb.CmdChangeReplicas) error {
 	c.shardByID[ns.Id] = ns
 	return nil
 }
+
+// MinInSync is how many replicas of a shard, the primary included, must persist a write before
+// it is acknowledged (1 for shards made before min_in_sync existed).
+func MinInSync(sh *pcspb.Shard) uint32 { return max(sh.GetMinInSync(), 1) }
 
 // without returns ids without id, in a new slice.
 func without(ids []uint64, id uint64) []uint64 {

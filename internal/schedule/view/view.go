@@ -77,6 +77,8 @@ type Shard struct {
 	// InLine lists the replicas and learners the primary reports holding every position it has,
 	// in the current term and configuration (the primary itself included).
 	InLine []uint64
+	// MinInSync is how many replicas must persist a write before it is acknowledged.
+	MinInSync int
 }
 
 // Holds reports whether node id holds the shard, as a replica or a learner.

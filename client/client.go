@@ -42,6 +42,31 @@ type Options struct {
 	ClusterID string
 	// TLS, if set, is the identity for mutual TLS with PCS and the data nodes (see WithTLS).
 	TLS *pcstls.Source
+	// PCSNames and NodeNames are the identities (globs, as in the servers' allow lists) the
+	// client accepts from PCS members and from data nodes under TLS: a member address rewritten
+	// to point elsewhere cannot redirect the client to a server of another name. Defaults
+	// DefaultPCSNames and DefaultNodeNames.
+	PCSNames, NodeNames []string
+}
+
+// The server identities a TLS client accepts by default (the names pcs playground gives
+// members and nodes).
+const (
+	DefaultPCSNames  = "pcs-*"
+	DefaultNodeNames = "node-*"
+)
+
+// WithServerNames sets the identities accepted from PCS members and data nodes under TLS
+// (nil keeps the default).
+func WithServerNames(pcs, nodes []string) Option {
+	return func(o *Options) {
+		if pcs != nil {
+			o.PCSNames = pcs
+		}
+		if nodes != nil {
+			o.NodeNames = nodes
+		}
+	}
 }
 
 // WithTLS makes every connection, to PCS and to data nodes, mutual TLS with src's identity:
@@ -49,12 +74,23 @@ type Options struct {
 // are re-read when they change, so a rotated certificate is used by the next connection.
 func WithTLS(src *pcstls.Source) Option { return func(o *Options) { o.TLS = src } }
 
-// credentials returns the transport credentials of the client's connections.
-func (o *Options) credentials() credentials.TransportCredentials {
-	if o.TLS != nil {
-		return o.TLS.ClientCredentials(nil)
+// credentials returns the transport credentials of the client's connections to PCS members
+// (nodes false) or to data nodes.
+func (o *Options) credentials(nodes bool) credentials.TransportCredentials {
+	if o.TLS == nil {
+		return insecure.NewCredentials()
 	}
-	return insecure.NewCredentials()
+	allow := &pcstls.Allow{Kind: "PCS members", Patterns: o.PCSNames}
+	if len(allow.Patterns) == 0 {
+		allow.Patterns = []string{DefaultPCSNames}
+	}
+	if nodes {
+		allow = &pcstls.Allow{Kind: "data nodes", Patterns: o.NodeNames}
+		if len(allow.Patterns) == 0 {
+			allow.Patterns = []string{DefaultNodeNames}
+		}
+	}
+	return o.TLS.ClientCredentials(allow)
 }
 
 // DefaultAttemptTimeout is a few election timeouts of PCS's LAN defaults (200 ms): long
@@ -164,7 +200,7 @@ func (c *Client) conn(addr string) (pcspb.PCSClient, error) {
 	if !ok {
 		var err error
 		cc, err = grpc.NewClient(addr,
-			grpc.WithTransportCredentials(c.opts.credentials()),
+			grpc.WithTransportCredentials(c.opts.credentials(false)),
 			grpc.WithConnectParams(fastReconnect),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)),
 			grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {

@@ -75,7 +75,7 @@ func (c *Client) nodeKV(ctx context.Context, id uint64) (pcspb.KVClient, error) 
 	cc, ok := c.nodes.conns[addr]
 	if !ok {
 		var err error
-		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(c.opts.credentials()), grpc.WithConnectParams(fastReconnect))
+		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(c.opts.credentials(true)), grpc.WithConnectParams(fastReconnect))
 		if err != nil {
 			return nil, err
 		}

@@ -71,8 +71,10 @@ type Config struct {
 	// id a new node learns at registration, to keep it with the node's data.
 	ClusterID   string
 	OnClusterID func(string) error
-	// TLS, if set, is the node's identity for mutual TLS with PCS.
-	TLS *pcstls.Source
+	// TLS, if set, is the node's identity for mutual TLS with PCS; PCSNames the identities
+	// PCS members' certificates must name (default client.DefaultPCSNames).
+	TLS      *pcstls.Source
+	PCSNames []string
 }
 
 // DefaultInterval is the default heartbeat interval: a quarter of PCS's default node lease.
@@ -118,7 +120,7 @@ func New(cfg Config, h Handler) (*Agent, error) {
 	}
 	opts := []client.Option{client.WithBackoff(10*time.Millisecond, 200*time.Millisecond), client.WithClusterID(cfg.ClusterID)}
 	if cfg.TLS != nil {
-		opts = append(opts, client.WithTLS(cfg.TLS))
+		opts = append(opts, client.WithTLS(cfg.TLS), client.WithServerNames(cfg.PCSNames, nil))
 	}
 	c, err := client.New(cfg.Endpoints, opts...)
 	if err != nil {

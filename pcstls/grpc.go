@@ -7,11 +7,8 @@ import (
 	"net"
 	"strings"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/status"
 )
 
 // ClientCredentials returns gRPC transport credentials that present this process's certificate
@@ -126,34 +123,4 @@ func Permit(cert *x509.Certificate, lists ...*Allow) error {
 		kinds = append(kinds, fmt.Sprintf("%s %v", a.Kind, a.Patterns))
 	}
 	return fmt.Errorf("%w: %s is not among the allowed %s", ErrNotAllowed, Identity(cert), strings.Join(kinds, " or "))
-}
-
-// Rule returns the lists whose identities may call a full gRPC method name
-// ("/pcs.v1.PCS/Heartbeat").
-type Rule func(method string) []*Allow
-
-// Interceptors return the unary and stream interceptors that refuse, with PermissionDenied and
-// the reason, a call whose certificate no list of rule(method) permits.
-func Interceptors(rule Rule) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
-	check := func(ctx context.Context, method string) error {
-		cert, err := PeerCertificate(ctx)
-		if err != nil {
-			return status.Errorf(codes.Unauthenticated, "%s: %v", method, err)
-		}
-		if err := Permit(cert, rule(method)...); err != nil {
-			return status.Errorf(codes.PermissionDenied, "%s: %v", method, err)
-		}
-		return nil
-	}
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			if err := check(ctx, info.FullMethod); err != nil {
-				return nil, err
-			}
-			return h(ctx, req)
-		}, func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			if err := check(ss.Context(), info.FullMethod); err != nil {
-				return err
-			}
-			return h(srv, ss)
-		}
 }

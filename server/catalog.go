@@ -28,7 +28,7 @@ func (v *service) RegisterNode(ctx context.Context, req *pcspb.RegisterNodeReque
 		return cli.RegisterNode(ctx, req)
 	}
 	res, err := v.s.applyRequest(ctx, &pcspb.Command{Op: &pcspb.Command_RegisterNode{RegisterNode: &pcspb.CmdRegisterNode{Node: &pcspb.DataNode{
-		Address: req.Address, Labels: req.Labels, CapacityBytes: req.CapacityBytes}}}})
+		Address: req.Address, Labels: req.Labels, CapacityBytes: req.CapacityBytes, Identity: callerIdentity(ctx)}}}})
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/postdb/pcs/internal/cluster"
 	"github.com/postdb/pcs/internal/netaddr"
 	"github.com/postdb/pcs/internal/raftgroup"
+	"github.com/postdb/pcs/internal/roles"
 	"github.com/postdb/pcs/pcstls"
 )
 
@@ -107,15 +108,50 @@ type Config struct {
 	LogLevel *slog.LevelVar
 }
 
-// TLSConfig is a PCS node's mutual TLS: its identity and who may connect. An empty list
-// permits every certificate of the CA.
+// TLSConfig is a PCS node's mutual TLS: its identity and who may connect, by role (the role
+// table is internal/roles). AllowedPeers may use the Raft port and call anything (members
+// forward their callers' calls); AllowedAdmins may change membership, log levels, scheduling,
+// take snapshots and read pprof, besides what a client may; AllowedNodes may register and
+// heartbeat as data nodes; AllowedClients may use keys, rows, TSO, ids and DDL. Every list must
+// name someone unless AllowAnyOfCA is set, which lets any certificate the CA signed act in every
+// role (a test CA of one's own only).
 type TLSConfig struct {
-	Source *pcstls.Source
-	// AllowedPeers may use the Raft port and everything else; AllowedNodes may register and
-	// heartbeat as data nodes (and call everything a client may); AllowedClients may call
-	// everything but the data-node calls. HTTP's /metrics, /status and /debug/pprof take any of
-	// them; /health and /ready need no certificate.
-	AllowedPeers, AllowedNodes, AllowedClients *pcstls.Allow
+	Source                                                    *pcstls.Source
+	AllowedPeers, AllowedNodes, AllowedClients, AllowedAdmins *pcstls.Allow
+	AllowAnyOfCA                                              bool
+}
+
+// Validate checks that every role's list names someone, or that any certificate of the CA was
+// allowed explicitly.
+func (t *TLSConfig) Validate() error {
+	if t.Source == nil {
+		return errors.New("tls: no certificate source")
+	}
+	if t.AllowAnyOfCA {
+		return nil
+	}
+	for _, l := range []struct {
+		flag string
+		a    *pcstls.Allow
+	}{{"--tls-allowed-peers", t.AllowedPeers}, {"--tls-allowed-nodes", t.AllowedNodes}, {"--tls-allowed-clients", t.AllowedClients}, {"--tls-allowed-admins", t.AllowedAdmins}} {
+		if l.a == nil || len(l.a.Patterns) == 0 {
+			return fmt.Errorf("tls: %s is empty: name the identities allowed, or say --tls-allow-any-of-ca to let every certificate of the CA act in every role", l.flag)
+		}
+	}
+	return nil
+}
+
+// lists are the allow lists by role; with AllowAnyOfCA, an empty list admits any certificate
+// of the CA.
+func (t *TLSConfig) lists() roles.Lists {
+	any := func(a *pcstls.Allow, kind string) *pcstls.Allow {
+		if a == nil && t.AllowAnyOfCA {
+			return &pcstls.Allow{Kind: kind}
+		}
+		return a
+	}
+	return roles.Lists{Client: any(t.AllowedClients, "clients"), Admin: any(t.AllowedAdmins, "admins"),
+		Node: any(t.AllowedNodes, "nodes"), Peer: any(t.AllowedPeers, "peers")}
 }
 
 // DefaultConfig returns the single-node defaults.
@@ -166,8 +202,8 @@ func (c Config) Validate() error {
 		return netaddr.Check("client address", c.ClientAddr, c.AdvertiseClientAddr)
 	case netaddr.Check("http address", c.HTTPAddr, c.AdvertiseHTTPAddr) != nil && c.HTTPListener == nil:
 		return netaddr.Check("http address", c.HTTPAddr, c.AdvertiseHTTPAddr)
-	case c.TLS != nil && c.TLS.Source == nil:
-		return errors.New("tls: no certificate source")
+	case c.TLS != nil && c.TLS.Validate() != nil:
+		return c.TLS.Validate()
 	case len(c.InitialCluster) > 0 && len(c.Join) > 0:
 		return errors.New("initial cluster and join are exclusive")
 	}

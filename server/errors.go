@@ -45,6 +45,9 @@ var (
 	// ErrLeaseExpired: a data node asked for something only a node with a live lease may ask
 	// (PCS has not heard from it within its lease).
 	ErrLeaseExpired = errors.New("node lease expired")
+	// ErrPermissionDenied: the caller's certificate may not act as asked (another data node's
+	// id, a shard it does not lead).
+	ErrPermissionDenied = errors.New("permission denied")
 )
 
 // notPrimaryError carries where the primary is.
@@ -110,6 +113,8 @@ func toStatus(err error) error {
 		return withReason(codes.FailedPrecondition, pcspb.ReasonClusterMismatch, err)
 	case errors.Is(err, schedule.ErrBusy):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, ErrPermissionDenied), errors.Is(err, meta.ErrIdentity):
+		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, meta.ErrNotEnoughReplicas):
 		return withReason(codes.FailedPrecondition, pcspb.ReasonNotEnoughReplicas, err)
 	case errors.Is(err, ErrShardGuard):

@@ -108,7 +108,7 @@ func (v *service) Heartbeat(stream pcspb.PCS_HeartbeatServer) error {
 		if hb.NodeId == 0 || len(hb.HeldShards) > maxHeldShards {
 			return toStatus(errInvalidf("heartbeat: node id 0 or more than %d shards", maxHeldShards))
 		}
-		if _, err := s.dataNode(hb.NodeId); err != nil {
+		if err := s.actAsNode(ctx, hb.NodeId); err != nil {
 			return toStatus(err)
 		}
 		s.live.Observe(hb)

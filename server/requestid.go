@@ -10,6 +10,7 @@ import (
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/internal/meta"
+	"github.com/postdb/pcs/internal/roles"
 )
 
 // forwardRequestID copies the client's request id onto a call this node forwards to the
@@ -18,7 +19,52 @@ func forwardRequestID(ctx context.Context, method string, req, reply any, cc *gr
 	if vals := metadata.ValueFromIncomingContext(ctx, pcspb.RequestIDHeader); len(vals) > 0 {
 		ctx = metadata.AppendToOutgoingContext(ctx, pcspb.RequestIDHeader, vals[0])
 	}
+	if id := callerIdentity(ctx); id != "" {
+		// The primary trusts this only from a peer (callerIdentity).
+		ctx = metadata.AppendToOutgoingContext(ctx, forwardedIdentityHeader, id)
+	}
 	return invoker(ctx, method, req, reply, cc, opts...)
+}
+
+// forwardedIdentityHeader carries, on a call a member forwards, the identity of the caller it
+// forwards for.
+const forwardedIdentityHeader = "pcs-forwarded-identity"
+
+// callerIdentity is the identity of whoever made the call under mutual TLS ("" without): the
+// certificate's, or, on a call a peer forwarded, the one it forwarded for.
+func callerIdentity(ctx context.Context) string {
+	c, ok := roles.CallerFrom(ctx)
+	if !ok {
+		return ""
+	}
+	if c.Roles&roles.Peer != 0 {
+		if vals := metadata.ValueFromIncomingContext(ctx, forwardedIdentityHeader); len(vals) > 0 {
+			return vals[0]
+		}
+	}
+	return c.Identity
+}
+
+// actAsNode refuses a call made under mutual TLS by a certificate other than the one the data
+// node registered with: a node certificate acts only as its own node. A member acting for
+// itself (a peer with nothing forwarded) may act for any node.
+func (s *Server) actAsNode(ctx context.Context, id uint64) error {
+	c, ok := roles.CallerFrom(ctx)
+	if !ok {
+		return nil
+	}
+	who := callerIdentity(ctx)
+	if c.Roles&roles.Peer != 0 && who == c.Identity {
+		return nil
+	}
+	n, err := s.dataNode(id)
+	if err != nil {
+		return err
+	}
+	if n.Identity != who {
+		return fmt.Errorf("%w: %s may act only as the data node it registered; node %d registered as %q", ErrPermissionDenied, who, id, n.Identity)
+	}
+	return nil
 }
 
 // applyRequest applies the one command that carries out a client's request, exactly once: a

@@ -79,6 +79,9 @@ func (v *service) AskSplit(ctx context.Context, req *pcspb.AskSplitRequest) (*pc
 	if sh.Epoch.GetVersion() != req.Epoch.GetVersion() {
 		return nil, toStatus(fmt.Errorf("%w: shard %d is at version %d, asked at %d", meta.ErrStaleEpoch, sh.Id, sh.Epoch.GetVersion(), req.Epoch.GetVersion()))
 	}
+	if err := s.actAsNode(ctx, sh.Primary); err != nil {
+		return nil, toStatus(err) // only the shard's primary asks to split it
+	}
 	id, err := s.allocIDs(ctx, "shard", 1)
 	if err != nil {
 		return nil, toStatus(err)
@@ -188,6 +191,9 @@ func (v *service) RemoveReplicas(ctx context.Context, req *pcspb.RemoveReplicasR
 	}
 	sh, _, err := s.fsm.ShardByID(req.ShardId)
 	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.actAsNode(ctx, req.Primary); err != nil {
 		return nil, toStatus(err)
 	}
 	if len(req.Nodes) == 0 {

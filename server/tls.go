@@ -8,7 +8,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/pcstls"
 )
 
@@ -20,24 +19,14 @@ func (s *Server) peerCredentials() credentials.TransportCredentials {
 	return insecure.NewCredentials()
 }
 
-// nodeMethods are the calls only a data node (or a member forwarding one) may make.
-var nodeMethods = map[string]bool{
-	pcspb.PCS_RegisterNode_FullMethodName: true,
-	pcspb.PCS_Heartbeat_FullMethodName:    true,
-}
-
-// tlsServerOptions are the gRPC server's credentials and the interceptors that check who calls.
+// tlsServerOptions are the gRPC server's credentials and the interceptors that check who calls
+// (internal/roles).
 func (s *Server) tlsServerOptions() []grpc.ServerOption {
 	t := s.cfg.TLS
 	if t == nil {
 		return nil
 	}
-	unary, stream := pcstls.Interceptors(func(method string) []*pcstls.Allow {
-		if nodeMethods[method] {
-			return []*pcstls.Allow{t.AllowedNodes, t.AllowedPeers}
-		}
-		return []*pcstls.Allow{t.AllowedClients, t.AllowedNodes, t.AllowedPeers}
-	})
+	unary, stream := t.lists().Interceptors("PCS")
 	return []grpc.ServerOption{
 		grpc.Creds(t.Source.ServerCredentials(func(remote net.Addr, err error) {
 			s.log.Warn("refused a client connection", "remote", remote.String(), "err", err)
@@ -47,12 +36,12 @@ func (s *Server) tlsServerOptions() []grpc.ServerOption {
 	}
 }
 
-// tlsHTTP wraps the HTTP listener and handler for mutual TLS: /health and /ready answer
-// anyone (load balancers and probes), every other path needs an allowed certificate.
+// tlsHTTP wraps the HTTP listener and handler for mutual TLS, each path allowed by the role
+// table (/health and /ready to anyone, for load balancers and probes).
 func (s *Server) tlsHTTP(ln net.Listener, h http.Handler) (net.Listener, http.Handler) {
 	t := s.cfg.TLS
 	if t == nil {
 		return ln, h
 	}
-	return pcstls.HTTP(ln, h, t.Source, []string{"/health", "/ready"}, t.AllowedClients, t.AllowedNodes, t.AllowedPeers)
+	return pcstls.HTTP(ln, h, t.Source, t.lists().HTTPCheck("HTTP pcs"))
 }

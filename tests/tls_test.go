@@ -101,7 +101,7 @@ func TestMutualTLSEverywhere(t *testing.T) {
 	root := t.TempDir()
 	pki := newTestPKI(t, filepath.Join(root, "pki"))
 	other := newTestPKI(t, filepath.Join(root, "other"))
-	allow := []string{"--tls-allowed-peers", "pcs-*", "--tls-allowed-nodes", "node-*", "--tls-allowed-clients", "app"}
+	allow := []string{"--tls-allowed-peers", "pcs-*", "--tls-allowed-nodes", "node-*", "--tls-allowed-clients", "app", "--tls-allowed-admins", "admin"}
 	pcsFiles := map[string]pcstls.Files{}
 	pc := startClusterWith(t, 3, func(p *proc) []string {
 		f := pki.issue("pcs-" + p.name)

@@ -6598,8 +6598,11 @@ type DataNode struct {
 	Labels        map[string]string      `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	CapacityBytes uint64                 `protobuf:"varint,4,opt,name=capacity_bytes,json=capacityBytes,proto3" json:"capacity_bytes,omitempty"`
 	// offline: being drained, takes no new replicas. tombstone: removed for good.
-	Offline       bool `protobuf:"varint,5,opt,name=offline,proto3" json:"offline,omitempty"`
-	Tombstone     bool `protobuf:"varint,6,opt,name=tombstone,proto3" json:"tombstone,omitempty"`
+	Offline   bool `protobuf:"varint,5,opt,name=offline,proto3" json:"offline,omitempty"`
+	Tombstone bool `protobuf:"varint,6,opt,name=tombstone,proto3" json:"tombstone,omitempty"`
+	// The identity (certificate CN or first SAN) the node registered with under mutual TLS:
+	// only that certificate may act as this node ("" without TLS).
+	Identity      string `protobuf:"bytes,7,opt,name=identity,proto3" json:"identity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6674,6 +6677,13 @@ func (x *DataNode) GetTombstone() bool {
 		return x.Tombstone
 	}
 	return false
+}
+
+func (x *DataNode) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
 }
 
 // Table is a table's metadata.
@@ -9604,14 +9614,15 @@ const file_pcs_proto_rawDesc = "" +
 	"\x06ranges\x18\x03 \x03(\v2\x16.pcs.v1.RangePartitionR\x06ranges\x12+\n" +
 	"\x05lists\x18\x04 \x03(\v2\x15.pcs.v1.ListPartitionR\x05lists\x12'\n" +
 	"\x0fhash_partitions\x18\x05 \x01(\rR\x0ehashPartitions\x12'\n" +
-	"\x03sub\x18\x06 \x01(\v2\x15.pcs.v1.PartitionSpecR\x03sub\"\x84\x02\n" +
+	"\x03sub\x18\x06 \x01(\v2\x15.pcs.v1.PartitionSpecR\x03sub\"\xa0\x02\n" +
 	"\bDataNode\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x124\n" +
 	"\x06labels\x18\x03 \x03(\v2\x1c.pcs.v1.DataNode.LabelsEntryR\x06labels\x12%\n" +
 	"\x0ecapacity_bytes\x18\x04 \x01(\x04R\rcapacityBytes\x12\x18\n" +
 	"\aoffline\x18\x05 \x01(\bR\aoffline\x12\x1c\n" +
-	"\ttombstone\x18\x06 \x01(\bR\ttombstone\x1a9\n" +
+	"\ttombstone\x18\x06 \x01(\bR\ttombstone\x12\x1a\n" +
+	"\bidentity\x18\a \x01(\tR\bidentity\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa5\x04\n" +

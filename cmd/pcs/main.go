@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/postdb/pcs/internal/clock"
 	"github.com/postdb/pcs/internal/faults"
+	"github.com/postdb/pcs/internal/netaddr"
 	"github.com/postdb/pcs/pcstls"
 	"github.com/postdb/pcs/server"
 )
@@ -61,6 +61,8 @@ type fileConfig struct {
 	TLSAllowedPeers    string
 	TLSAllowedNodes    string
 	TLSAllowedClients  string
+	TLSAllowedAdmins   string
+	TLSAllowAnyOfCA    bool
 }
 
 func main() {
@@ -149,9 +151,11 @@ with 'pcsctl snapshot save FILE', for a new cluster.`,
 	f.StringVar(&fc.TLSCA, "tls-ca", "", "CA bundle that signs every certificate of the cluster: mutual TLS on every port (with --tls-cert and --tls-key)")
 	f.StringVar(&fc.TLSCert, "tls-cert", "", "this member's certificate (server and client auth; names its addresses); re-read when it changes")
 	f.StringVar(&fc.TLSKey, "tls-key", "", "this member's private key")
-	f.StringVar(&fc.TLSAllowedPeers, "tls-allowed-peers", "", "identities (CN, DNS or IP SAN; globs) allowed as PCS members, comma-separated (empty: any certificate of the CA)")
-	f.StringVar(&fc.TLSAllowedNodes, "tls-allowed-nodes", "", "identities allowed to register and heartbeat as data nodes (empty: any of the CA)")
-	f.StringVar(&fc.TLSAllowedClients, "tls-allowed-clients", "", "identities allowed as clients (empty: any of the CA)")
+	f.StringVar(&fc.TLSAllowedPeers, "tls-allowed-peers", "", "identities (CN, DNS or IP SAN; globs) allowed as PCS members, comma-separated; every list must name someone unless --tls-allow-any-of-ca")
+	f.StringVar(&fc.TLSAllowedNodes, "tls-allowed-nodes", "", "identities allowed to register and heartbeat as data nodes")
+	f.StringVar(&fc.TLSAllowedClients, "tls-allowed-clients", "", "identities allowed as clients: keys, rows, TSO, ids, DDL")
+	f.StringVar(&fc.TLSAllowedAdmins, "tls-allowed-admins", "", "identities allowed as admins: membership, transfer, log level, snapshots, scheduling, node states, pprof (and what clients may)")
+	f.BoolVar(&fc.TLSAllowAnyOfCA, "tls-allow-any-of-ca", false, "let every certificate the CA signed act in every role where a --tls-allowed-* list is empty (a CA of one's own only)")
 	f.StringVar(&fc.DebugFaultsAddr, "debug-faults-addr", "", "serve the chaos suite's fault hooks (wall-clock skew, Raft log stalls) here; only in builds with -tags chaos")
 	return cmd
 }
@@ -228,7 +232,7 @@ func run(ctx context.Context, fc fileConfig) error {
 	}
 	if cfg.TLS == nil {
 		for _, a := range []string{fc.ClientAddr, fc.PeerAddr, fc.HTTPAddr, fc.AdvertiseClient, fc.AdvertisePeer} {
-			if a != "" && !loopback(a) {
+			if a != "" && !netaddr.Loopback(a) {
 				cfg.Logger.Warn("serving plaintext on a non-loopback address: anyone who reaches it can read and change the cluster; start with --tls-ca, --tls-cert and --tls-key", "addr", a)
 			}
 		}
@@ -291,7 +295,7 @@ func tlsConfig(fc fileConfig, log *slog.Logger) (*server.TLSConfig, error) {
 		return nil, fmt.Errorf("--tls-ca, --tls-cert, --tls-key: %w", err)
 	}
 	if !files.Enabled() {
-		if fc.TLSAllowedPeers+fc.TLSAllowedNodes+fc.TLSAllowedClients != "" {
+		if fc.TLSAllowedPeers+fc.TLSAllowedNodes+fc.TLSAllowedClients+fc.TLSAllowedAdmins != "" || fc.TLSAllowAnyOfCA {
 			return nil, errors.New("--tls-allowed-*: needs --tls-ca, --tls-cert and --tls-key")
 		}
 		return nil, nil
@@ -300,29 +304,17 @@ func tlsConfig(fc fileConfig, log *slog.Logger) (*server.TLSConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &server.TLSConfig{Source: src}
+	t := &server.TLSConfig{Source: src, AllowAnyOfCA: fc.TLSAllowAnyOfCA}
 	for _, l := range []struct {
 		flag, kind, val string
 		dst             **pcstls.Allow
 	}{{"--tls-allowed-peers", "peers", fc.TLSAllowedPeers, &t.AllowedPeers},
 		{"--tls-allowed-nodes", "nodes", fc.TLSAllowedNodes, &t.AllowedNodes},
-		{"--tls-allowed-clients", "clients", fc.TLSAllowedClients, &t.AllowedClients}} {
+		{"--tls-allowed-clients", "clients", fc.TLSAllowedClients, &t.AllowedClients},
+		{"--tls-allowed-admins", "admins", fc.TLSAllowedAdmins, &t.AllowedAdmins}} {
 		if *l.dst, err = pcstls.NewAllow(l.kind, strings.Split(l.val, ",")); err != nil {
 			return nil, fmt.Errorf("%s: %w", l.flag, err)
 		}
 	}
-	return t, nil
-}
-
-// loopback reports whether a listen address binds only loopback.
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return t, t.Validate()
 }

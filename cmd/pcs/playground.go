@@ -108,10 +108,11 @@ func playgroundCmd() *cobra.Command {
 			if pki != nil {
 				url = func(a string) string { return "https://" + a }
 				fmt.Printf(`Mutual TLS is on: every port wants a certificate of the CA in %s.
+The admin certificate (for pcsctl; applications use client.crt, which may not administer):
   export PCS_TLS_CA=%s PCS_TLS_CERT=%s PCS_TLS_KEY=%s
   curl --cacert $PCS_TLS_CA --cert $PCS_TLS_CERT --key $PCS_TLS_KEY https://%s/status
 
-`, pki.dir, pki.client.CA, pki.client.Cert, pki.client.Key, addr(2))
+`, pki.dir, pki.admin.CA, pki.admin.Cert, pki.admin.Key, addr(2))
 			}
 			fmt.Printf(`PCS playground (data in %s)
   PCS endpoints:  %s
@@ -139,16 +140,17 @@ Ctrl-C stops everything.
 	cmd.Flags().StringVar(&dir, "dir", "", "data directory (default: a temporary one, removed on exit)")
 	cmd.Flags().IntVar(&basePort, "base-port", 13000, "PCS i uses base+10i (gRPC), +1 (Raft), +2 (HTTP); data node j uses base+100+j (KV) and base+110+j (metrics)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
-	cmd.Flags().BoolVar(&withTLS, "tls", false, "mutual TLS on every link: a CA and certificates (pcs-N, node-N, client) are made in DIR/tls")
+	cmd.Flags().BoolVar(&withTLS, "tls", false, "mutual TLS on every link: a CA and certificates (pcs-N, node-N, client, admin) are made in DIR/tls")
 	return cmd
 }
 
 // playgroundPKI is the playground's test CA and the certificates it issued: pcs-N for the PCS
-// members, node-N for the data nodes and client for pcsctl; each kind is allowed only its part.
+// members, node-N for the data nodes, client for applications and admin for pcsctl; each kind
+// is allowed only its role.
 type playgroundPKI struct {
-	dir    string
-	ca     *pcstls.CA
-	client pcstls.Files
+	dir   string
+	ca    *pcstls.CA
+	admin pcstls.Files
 }
 
 func newPlaygroundPKI(dir string) (*playgroundPKI, error) {
@@ -160,7 +162,10 @@ func newPlaygroundPKI(dir string) (*playgroundPKI, error) {
 		return nil, err
 	}
 	p := &playgroundPKI{dir: dir, ca: ca}
-	if p.client, err = p.issue("client"); err != nil {
+	if _, err = p.issue("client"); err != nil {
+		return nil, err
+	}
+	if p.admin, err = p.issue("admin"); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -192,7 +197,7 @@ func (p *playgroundPKI) pcs(name string) (*server.TLSConfig, error) {
 		return nil, err
 	}
 	return &server.TLSConfig{Source: src, AllowedPeers: p.allow("peers", "pcs-*"),
-		AllowedNodes: p.allow("nodes", "node-*"), AllowedClients: p.allow("clients", "client")}, nil
+		AllowedNodes: p.allow("nodes", "node-*"), AllowedClients: p.allow("clients", "client"), AllowedAdmins: p.allow("admins", "admin")}, nil
 }
 
 func (p *playgroundPKI) node(name string) (*kvnode.TLS, error) {
@@ -200,5 +205,6 @@ func (p *playgroundPKI) node(name string) (*kvnode.TLS, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &kvnode.TLS{Source: src, AllowedNodes: p.allow("nodes", "node-*"), AllowedClients: p.allow("clients", "client")}, nil
+	return &kvnode.TLS{Source: src, AllowedNodes: p.allow("nodes", "node-*"), AllowedClients: p.allow("clients", "client"),
+		AllowedAdmins: p.allow("admins", "admin")}, nil
 }

@@ -47,6 +47,8 @@ type globals struct {
 	output    string
 	timeout   time.Duration
 	tls       pcstls.Files
+	// pcsNames, nodeNames: the identities accepted from PCS members and data nodes under TLS.
+	pcsNames, nodeNames []string
 }
 
 func (g *globals) client() (*client.Client, error) { return g.newClient() }
@@ -58,7 +60,7 @@ func (g *globals) newClient(opts ...client.Option) (*client.Client, error) {
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, client.WithTLS(src))
+		opts = append(opts, client.WithTLS(src), client.WithServerNames(g.pcsNames, g.nodeNames))
 	}
 	return client.New(g.endpoints, opts...)
 }
@@ -109,6 +111,8 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&g.tls.CA, "tls-ca", os.Getenv("PCS_TLS_CA"), "CA bundle that signs the cluster's certificates: mutual TLS on (default from $PCS_TLS_CA)")
 	pf.StringVar(&g.tls.Cert, "tls-cert", os.Getenv("PCS_TLS_CERT"), "pcsctl's client certificate (default from $PCS_TLS_CERT)")
 	pf.StringVar(&g.tls.Key, "tls-key", os.Getenv("PCS_TLS_KEY"), "key of the client certificate (default from $PCS_TLS_KEY)")
+	pf.StringSliceVar(&g.pcsNames, "tls-pcs-names", nil, "identities (globs) PCS members' certificates must name (default "+client.DefaultPCSNames+")")
+	pf.StringSliceVar(&g.nodeNames, "tls-node-names", nil, "identities (globs) data nodes' certificates must name (default "+client.DefaultNodeNames+")")
 	root.AddCommand(&cobra.Command{Use: "version", Short: "Print pcsctl's build (version, revision, Go)", Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "pcsctl", version.Get()) }})
 	root.AddCommand(statusCmd(g), healthCmd(g), memberCmd(g), kvCmd(g), tsoCmd(g), idCmd(g), logLevelCmd(g),

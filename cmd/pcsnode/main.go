@@ -17,8 +17,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/postdb/pcs/client"
 	"github.com/postdb/pcs/internal/faults"
 	"github.com/postdb/pcs/internal/kvnode"
+	"github.com/postdb/pcs/internal/netaddr"
 	"github.com/postdb/pcs/pcstls"
 )
 
@@ -39,6 +41,9 @@ func newRootCmd() *cobra.Command {
 		faultsAddr                                string
 		tlsFiles                                  pcstls.Files
 		allowedNodes, allowedClients              []string
+		allowAnyOfCA                              bool
+		allowedAdmins                             []string
+		pcsNames                                  []string
 	)
 	cmd := &cobra.Command{
 		Use:           "pcsnode",
@@ -66,9 +71,18 @@ func newRootCmd() *cobra.Command {
 				return fmt.Errorf("--heartbeat-interval, --split-check-interval and --split-size must be positive")
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			tlsCfg, err := nodeTLS(tlsFiles, allowedNodes, allowedClients, log)
+			tlsCfg, err := nodeTLS(tlsFiles, allowedNodes, allowedClients, allowedAdmins, allowAnyOfCA, log)
 			if err != nil {
 				return err
+			}
+			if tlsCfg != nil {
+				tlsCfg.PCSNames = pcsNames
+			} else {
+				for _, a := range []string{addr, httpAddr, advertise} {
+					if a != "" && !netaddr.Loopback(a) {
+						log.Warn("serving plaintext on a non-loopback address: anyone who reaches it can read and write rows; start with --tls-ca, --tls-cert and --tls-key", "addr", a)
+					}
+				}
 			}
 			var syncStall func()
 			if faultsAddr != "" {
@@ -111,19 +125,22 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&tlsFiles.CA, "tls-ca", "", "CA bundle that signs every certificate of the cluster: mutual TLS with PCS, other nodes and clients (with --tls-cert and --tls-key)")
 	f.StringVar(&tlsFiles.Cert, "tls-cert", "", "this node's certificate (server and client auth; names --addr's host); re-read when it changes")
 	f.StringVar(&tlsFiles.Key, "tls-key", "", "this node's private key")
-	f.StringSliceVar(&allowedNodes, "tls-allowed-nodes", nil, "identities (CN, DNS or IP SAN; globs) allowed to replicate to this node (empty: any certificate of the CA)")
-	f.StringSliceVar(&allowedClients, "tls-allowed-clients", nil, "identities allowed to read and write rows (empty: any of the CA)")
+	f.StringSliceVar(&allowedNodes, "tls-allowed-nodes", nil, "identities (CN, DNS or IP SAN; globs) allowed to replicate to this node; both lists must name someone unless --tls-allow-any-of-ca")
+	f.StringSliceVar(&allowedClients, "tls-allowed-clients", nil, "identities allowed to read and write rows")
+	f.StringSliceVar(&allowedAdmins, "tls-allowed-admins", nil, "identities of PCS admins, allowed what clients are (optional)")
+	f.StringSliceVar(&pcsNames, "tls-pcs-names", nil, "identities (globs) PCS members' certificates must name (default "+client.DefaultPCSNames+")")
+	f.BoolVar(&allowAnyOfCA, "tls-allow-any-of-ca", false, "let every certificate the CA signed act as node and client where a --tls-allowed-* list is empty (a CA of one's own only)")
 	f.StringVar(&faultsAddr, "debug-faults-addr", "", "serve the chaos suite's fault hooks (Pebble fsync stalls) here; only in builds with -tags chaos")
 	return cmd
 }
 
 // nodeTLS builds the node's mutual TLS from the --tls-* flags; nil when they name no file.
-func nodeTLS(files pcstls.Files, nodes, clients []string, log *slog.Logger) (*kvnode.TLS, error) {
+func nodeTLS(files pcstls.Files, nodes, clients, admins []string, anyOfCA bool, log *slog.Logger) (*kvnode.TLS, error) {
 	if err := files.Validate(); err != nil {
 		return nil, fmt.Errorf("--tls-ca, --tls-cert, --tls-key: %w", err)
 	}
 	if !files.Enabled() {
-		if len(nodes)+len(clients) > 0 {
+		if len(nodes)+len(clients)+len(admins) > 0 || anyOfCA {
 			return nil, errors.New("--tls-allowed-*: needs --tls-ca, --tls-cert and --tls-key")
 		}
 		return nil, nil
@@ -132,12 +149,17 @@ func nodeTLS(files pcstls.Files, nodes, clients []string, log *slog.Logger) (*kv
 	if err != nil {
 		return nil, err
 	}
-	t := &kvnode.TLS{Source: src}
+	t := &kvnode.TLS{Source: src, AllowAnyOfCA: anyOfCA}
 	if t.AllowedNodes, err = pcstls.NewAllow("nodes", nodes); err != nil {
 		return nil, fmt.Errorf("--tls-allowed-nodes: %w", err)
 	}
 	if t.AllowedClients, err = pcstls.NewAllow("clients", clients); err != nil {
 		return nil, fmt.Errorf("--tls-allowed-clients: %w", err)
 	}
-	return t, nil
+	if len(admins) > 0 {
+		if t.AllowedAdmins, err = pcstls.NewAllow("admins", admins); err != nil {
+			return nil, fmt.Errorf("--tls-allowed-admins: %w", err)
+		}
+	}
+	return t, t.Validate()
 }

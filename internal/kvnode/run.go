@@ -1,6 +1,7 @@
 package kvnode
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/postdb/pcs/client"
 	"github.com/postdb/pcs/internal/netaddr"
 	"github.com/postdb/pcs/internal/raftgroup"
+	"github.com/postdb/pcs/internal/roles"
 	"github.com/postdb/pcs/internal/rpcmetrics"
 	"github.com/postdb/pcs/nodeagent"
 	"github.com/postdb/pcs/pcstls"
@@ -67,13 +69,35 @@ type Config struct {
 type TLS struct {
 	Source                       *pcstls.Source
 	AllowedNodes, AllowedClients *pcstls.Allow
+	// AllowedAdmins (optional) may read and write rows and metrics as clients may.
+	AllowedAdmins *pcstls.Allow
+	// AllowAnyOfCA lets any certificate of the CA act as node and client; otherwise both
+	// lists must name someone.
+	AllowAnyOfCA bool
+	// PCSNames are the identities PCS members' certificates must name (default
+	// client.DefaultPCSNames).
+	PCSNames []string
 }
 
-// replicationMethods are the calls only another data node may make.
-var replicationMethods = map[string]bool{
-	pcspb.KV_Replicate_FullMethodName:       true,
-	pcspb.KV_InstallSnapshot_FullMethodName: true,
-	pcspb.KV_Position_FullMethodName:        true,
+// Validate checks that both lists name someone, or that any certificate of the CA was allowed
+// explicitly.
+func (t *TLS) Validate() error {
+	if t.AllowAnyOfCA {
+		return nil
+	}
+	if t.AllowedNodes == nil || len(t.AllowedNodes.Patterns) == 0 || t.AllowedClients == nil || len(t.AllowedClients.Patterns) == 0 {
+		return errors.New("kvnode: tls: --tls-allowed-nodes and --tls-allowed-clients must name identities, or say --tls-allow-any-of-ca to let every certificate of the CA act in every role")
+	}
+	return nil
+}
+
+// lists are the node's allow lists by role (internal/roles): admins and peers have no call here.
+func (t *TLS) lists() roles.Lists {
+	l := roles.Lists{Client: t.AllowedClients, Node: t.AllowedNodes, Admin: t.AllowedAdmins}
+	if t.AllowAnyOfCA {
+		l.Client, l.Node = cmp.Or(l.Client, &pcstls.Allow{Kind: "clients"}), cmp.Or(l.Node, &pcstls.Allow{Kind: "nodes"})
+	}
+	return l
 }
 
 // serverOptions are the gRPC server's TLS credentials and the interceptors that check who calls.
@@ -81,12 +105,7 @@ func (t *TLS) serverOptions(log *slog.Logger) []grpc.ServerOption {
 	if t == nil {
 		return nil
 	}
-	unary, stream := pcstls.Interceptors(func(method string) []*pcstls.Allow {
-		if replicationMethods[method] {
-			return []*pcstls.Allow{t.AllowedNodes}
-		}
-		return []*pcstls.Allow{t.AllowedClients, t.AllowedNodes}
-	})
+	unary, stream := t.lists().Interceptors("KV")
 	return []grpc.ServerOption{
 		grpc.Creds(t.Source.ServerCredentials(func(remote net.Addr, err error) {
 			if log != nil {
@@ -155,6 +174,13 @@ type Server struct {
 	closeErr  error
 }
 
+func pcsNames(t *TLS) []string {
+	if t == nil {
+		return nil
+	}
+	return t.PCSNames
+}
+
 // agentGrants reads the grants of the agent made after the node (which needs the node).
 type agentGrants struct{ a **nodeagent.Agent }
 
@@ -172,6 +198,11 @@ func (g agentGrants) Kick() {
 func Start(cfg Config) (*Server, error) {
 	if cfg.DataDir == "" || len(cfg.Endpoints) == 0 {
 		return nil, errors.New("kvnode: data dir and PCS endpoints are required")
+	}
+	if cfg.TLS != nil {
+		if err := cfg.TLS.Validate(); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Listener == nil {
 		if err := netaddr.Check("address", cfg.Addr, cfg.AdvertiseAddr); err != nil {
@@ -192,8 +223,13 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, Store: store, ln: ln}
 	var copts []client.Option
-	if cfg.TLS != nil {
-		copts = append(copts, client.WithTLS(cfg.TLS.Source))
+	if t := cfg.TLS; t != nil {
+		// Other data nodes are whom this node lets replicate to it.
+		var nodes []string
+		if t.AllowedNodes != nil {
+			nodes = t.AllowedNodes.Patterns
+		}
+		copts = append(copts, client.WithTLS(t.Source), client.WithServerNames(t.PCSNames, nodes))
 	}
 	pcs, err := client.New(cfg.Endpoints, copts...)
 	if err != nil {
@@ -227,7 +263,7 @@ func Start(cfg Config) (*Server, error) {
 		advertise = cfg.AdvertiseAddr
 	}
 	agent, err = nodeagent.New(nodeagent.Config{Endpoints: cfg.Endpoints, Address: advertise, Labels: cfg.Labels,
-		Interval: cfg.HeartbeatInterval, Logger: cfg.Logger, ClusterID: clusterID, TLS: tlsSource(cfg.TLS),
+		Interval: cfg.HeartbeatInterval, Logger: cfg.Logger, ClusterID: clusterID, TLS: tlsSource(cfg.TLS), PCSNames: pcsNames(cfg.TLS),
 		OnClusterID: func(id string) error {
 			parsed, err := raftgroup.ParseClusterID(id)
 			if err != nil {
@@ -254,7 +290,7 @@ func Start(cfg Config) (*Server, error) {
 		mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 		var h http.Handler = mux
 		if t := cfg.TLS; t != nil {
-			hl, h = pcstls.HTTP(hl, h, t.Source, []string{"/health"}, t.AllowedClients, t.AllowedNodes)
+			hl, h = pcstls.HTTP(hl, h, t.Source, t.lists().HTTPCheck("HTTP pcsnode"))
 		}
 		s.http = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 		s.httpLn = hl

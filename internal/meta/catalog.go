@@ -33,6 +33,8 @@ var (
 	// ErrStaleEpoch: a shard change was decided on metadata that has changed since (its term,
 	// conf_ver or version moved on).
 	ErrStaleEpoch = errors.New("meta: shard metadata changed")
+	// ErrIdentity: a data node's address is registered to another certificate identity.
+	ErrIdentity = errors.New("meta: another identity")
 	// ErrNotEnoughReplicas: a change would leave a shard fewer replicas than its min_in_sync.
 	ErrNotEnoughReplicas = errors.New("meta: not enough replicas")
 )
@@ -131,6 +133,10 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 	case *pcspb.Command_RegisterNode:
 		n := proto.Clone(op.RegisterNode.Node).(*pcspb.DataNode)
 		if id, ok := c.nodeByAddr[n.Address]; ok {
+			if old := c.nodes[id]; old.Identity != "" && old.Identity != n.Identity {
+				res.Err = fmt.Errorf("%w: the data node at %s registered as %q; %q may not take its place", ErrIdentity, n.Address, old.Identity, n.Identity)
+				return true
+			}
 			n.Id = id
 		} else {
 			n.Id = st.nextID("node")

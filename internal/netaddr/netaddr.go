@@ -56,3 +56,16 @@ type Addr string
 
 func (a Addr) Network() string { return "tcp" }
 func (a Addr) String() string  { return string(a) }
+
+// Loopback reports whether a listen address binds only loopback.
+func Loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

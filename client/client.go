@@ -321,20 +321,25 @@ type target struct {
 
 // requests numbers a client's writes and tracks which are still waiting for their answer.
 type requests struct {
-	clientID uint64
 	mu       sync.Mutex
+	clientID uint64 // a new one if PCS dropped the session (renew)
 	next     uint64
 	inflight map[uint64]struct{}
 }
 
 func newRequests() *requests {
+	return &requests{clientID: randomID(), next: 1, inflight: map[uint64]struct{}{}}
+}
+
+// randomID is a random non-zero client id.
+func randomID() uint64 {
 	var b [8]byte
 	id := uint64(0)
 	for id == 0 {
 		_, _ = rand.Read(b[:])
 		id = binary.LittleEndian.Uint64(b[:])
 	}
-	return &requests{clientID: id, next: 1, inflight: map[uint64]struct{}{}}
+	return id
 }
 
 func (r *requests) begin() *pcspb.RequestID {
@@ -344,6 +349,17 @@ func (r *requests) begin() *pcspb.RequestID {
 	r.next++
 	r.inflight[seq] = struct{}{}
 	return &pcspb.RequestID{ClientId: r.clientID, Seq: seq}
+}
+
+// renew gives up client id old for a new one (PCS dropped its session) and begins a request
+// under it.
+func (r *requests) renew(old uint64) *pcspb.RequestID {
+	r.mu.Lock()
+	if r.clientID == old {
+		r.clientID = randomID()
+	}
+	r.mu.Unlock()
+	return r.begin()
 }
 
 func (r *requests) end(seq uint64) {
@@ -401,7 +417,7 @@ func (c *Client) do(ctx context.Context, t target, call func(context.Context, pc
 	var rid *pcspb.RequestID
 	if t.write {
 		rid = c.reqs.begin()
-		defer c.reqs.end(rid.Seq)
+		defer func() { c.reqs.end(rid.Seq) }()
 	}
 	firstSent := time.Now()
 	maybeApplied := false
@@ -470,6 +486,13 @@ func (c *Client) do(ctx context.Context, t target, call func(context.Context, pc
 				c.forgetPrimary(addr)
 			}
 			limit.timedOut()
+			immediate = true
+			continue
+		}
+		if rid != nil && !maybeApplied && errors.Is(fromStatus(err), ErrSessionExpired) {
+			// Refused, not applied: the same request again under a new client id.
+			c.reqs.end(rid.Seq)
+			rid = c.reqs.renew(rid.ClientId)
 			immediate = true
 			continue
 		}

@@ -61,6 +61,10 @@ var (
 	// acknowledged; it may be on some replicas. Retrying is safe (the data node applies a
 	// request once); the client retries it while its deadline allows.
 	ErrNotEnoughReplicas = errors.New("pcs: not enough in-sync replicas")
+	// ErrSessionExpired: PCS dropped this client's session (to make room) and refused a first
+	// attempt of it without applying it; the client takes a new client id and sends it again,
+	// so this reaches the caller only if that fails too.
+	ErrSessionExpired = errors.New("pcs: client session expired")
 	// ErrShardGuard: a shard command would leave the shard in a wrong shape.
 	ErrShardGuard = errors.New("pcs: shard command refused")
 	// ErrTLS: the TLS handshake failed — no certificate or one the server's CA did not sign,
@@ -131,6 +135,7 @@ var reasonSentinels = map[string]error{
 	pcspb.ReasonQuorumAtRisk:      ErrQuorumAtRisk,
 	pcspb.ReasonShardGuard:        ErrShardGuard,
 	pcspb.ReasonNotEnoughReplicas: ErrNotEnoughReplicas,
+	pcspb.ReasonSessionExpired:    ErrSessionExpired,
 }
 
 // notPrimary returns the NotPrimary detail of a gRPC error, if any.

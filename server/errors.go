@@ -92,6 +92,8 @@ func toStatus(err error) error {
 		return withReason(codes.FailedPrecondition, pcspb.ReasonLeaseExpired, err)
 	case errors.Is(err, meta.ErrOutcomeUnknown):
 		return withReason(codes.FailedPrecondition, pcspb.ReasonOutcomeUnknown, err)
+	case errors.Is(err, meta.ErrSessionExpired):
+		return withReason(codes.FailedPrecondition, pcspb.ReasonSessionExpired, err)
 	case errors.Is(err, meta.ErrTableExists):
 		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, meta.ErrTableNotFound), errors.Is(err, meta.ErrShardNotFound), errors.Is(err, meta.ErrNodeNotFound):

@@ -49,6 +49,10 @@ func callerIdentity(ctx context.Context) string {
 // node registered with: a node certificate acts only as its own node. A member acting for
 // itself (a peer with nothing forwarded) may act for any node.
 func (s *Server) actAsNode(ctx context.Context, id uint64) error {
+	n, err := s.dataNode(id)
+	if err != nil {
+		return err
+	}
 	c, ok := roles.CallerFrom(ctx)
 	if !ok {
 		return nil
@@ -56,10 +60,6 @@ func (s *Server) actAsNode(ctx context.Context, id uint64) error {
 	who := callerIdentity(ctx)
 	if c.Roles&roles.Peer != 0 && who == c.Identity {
 		return nil
-	}
-	n, err := s.dataNode(id)
-	if err != nil {
-		return err
 	}
 	if n.Identity != who {
 		return fmt.Errorf("%w: %s may act only as the data node it registered; node %d registered as %q", ErrPermissionDenied, who, id, n.Identity)
@@ -73,6 +73,9 @@ func (s *Server) applyRequest(ctx context.Context, cmd *pcspb.Command) (*meta.Re
 	id, err := pcspb.RequestIDFrom(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if id != nil {
+		id.Identity = callerIdentity(ctx) // the member says who asked, never the client
 	}
 	cmd.Request = id
 	return s.apply(ctx, cmd)

@@ -7516,7 +7516,10 @@ type RequestID struct {
 	// An earlier attempt of this request may have been applied.
 	Retry bool `protobuf:"varint,4,opt,name=retry,proto3" json:"retry,omitempty"`
 	// Milliseconds since the client sent the first attempt (on a retry).
-	AgeMs         uint64 `protobuf:"varint,5,opt,name=age_ms,json=ageMs,proto3" json:"age_ms,omitempty"`
+	AgeMs uint64 `protobuf:"varint,5,opt,name=age_ms,json=ageMs,proto3" json:"age_ms,omitempty"`
+	// The caller's certificate identity under mutual TLS, set by the PCS member that took the
+	// request (never by the client): a session belongs to the identity that opened it.
+	Identity      string `protobuf:"bytes,6,opt,name=identity,proto3" json:"identity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -7584,6 +7587,13 @@ func (x *RequestID) GetAgeMs() uint64 {
 		return x.AgeMs
 	}
 	return 0
+}
+
+func (x *RequestID) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
 }
 
 // Outcome is the recorded result of one applied request (KeyValue without its value: a
@@ -7702,9 +7712,12 @@ type ClientSession struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	ClientId uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	// Every seq at or above floor that was applied is in outcomes; below it nothing is known.
-	Floor         uint64     `protobuf:"varint,2,opt,name=floor,proto3" json:"floor,omitempty"`
+	Floor uint64 `protobuf:"varint,2,opt,name=floor,proto3" json:"floor,omitempty"`
+	// Command version 3 on: the Raft index of the session's last request (before: the
+	// proposer's clock in ms).
 	LastActiveMs  uint64     `protobuf:"varint,3,opt,name=last_active_ms,json=lastActiveMs,proto3" json:"last_active_ms,omitempty"`
 	Outcomes      []*Outcome `protobuf:"bytes,4,rep,name=outcomes,proto3" json:"outcomes,omitempty"`
+	Identity      string     `protobuf:"bytes,5,opt,name=identity,proto3" json:"identity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -7767,6 +7780,68 @@ func (x *ClientSession) GetOutcomes() []*Outcome {
 	return nil
 }
 
+func (x *ClientSession) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+// Client sessions dropped (evicted for room), in the order they were dropped: a request of one
+// of them is refused rather than applied without its history. lost: older drops were
+// forgotten (a retry of an unknown session is then refused too).
+type DroppedSessions struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClientIds     []uint64               `protobuf:"varint,1,rep,packed,name=client_ids,json=clientIds,proto3" json:"client_ids,omitempty"`
+	Lost          bool                   `protobuf:"varint,2,opt,name=lost,proto3" json:"lost,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DroppedSessions) Reset() {
+	*x = DroppedSessions{}
+	mi := &file_pcs_proto_msgTypes[116]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DroppedSessions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DroppedSessions) ProtoMessage() {}
+
+func (x *DroppedSessions) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[116]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DroppedSessions.ProtoReflect.Descriptor instead.
+func (*DroppedSessions) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{116}
+}
+
+func (x *DroppedSessions) GetClientIds() []uint64 {
+	if x != nil {
+		return x.ClientIds
+	}
+	return nil
+}
+
+func (x *DroppedSessions) GetLost() bool {
+	if x != nil {
+		return x.Lost
+	}
+	return false
+}
+
 // One configuration change of a shard, refused unless term and conf_ver still match (the
 // decision was made on the current metadata). Exactly one of the node fields is set:
 // add_learner adds a learner; promote_learner makes a caught-up learner a replica; remove_node
@@ -7787,7 +7862,7 @@ type CmdChangeReplicas struct {
 
 func (x *CmdChangeReplicas) Reset() {
 	*x = CmdChangeReplicas{}
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7799,7 +7874,7 @@ func (x *CmdChangeReplicas) String() string {
 func (*CmdChangeReplicas) ProtoMessage() {}
 
 func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7812,7 +7887,7 @@ func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangeReplicas.ProtoReflect.Descriptor instead.
 func (*CmdChangeReplicas) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{116}
+	return file_pcs_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *CmdChangeReplicas) GetShardId() uint64 {
@@ -7880,7 +7955,7 @@ type CmdSplitShard struct {
 
 func (x *CmdSplitShard) Reset() {
 	*x = CmdSplitShard{}
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7892,7 +7967,7 @@ func (x *CmdSplitShard) String() string {
 func (*CmdSplitShard) ProtoMessage() {}
 
 func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7905,7 +7980,7 @@ func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSplitShard.ProtoReflect.Descriptor instead.
 func (*CmdSplitShard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{117}
+	return file_pcs_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *CmdSplitShard) GetShardId() uint64 {
@@ -7952,7 +8027,7 @@ type CmdChangePrimary struct {
 
 func (x *CmdChangePrimary) Reset() {
 	*x = CmdChangePrimary{}
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7964,7 +8039,7 @@ func (x *CmdChangePrimary) String() string {
 func (*CmdChangePrimary) ProtoMessage() {}
 
 func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7977,7 +8052,7 @@ func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangePrimary.ProtoReflect.Descriptor instead.
 func (*CmdChangePrimary) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{118}
+	return file_pcs_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *CmdChangePrimary) GetShardId() uint64 {
@@ -8028,7 +8103,7 @@ type CmdSetNodeAdmin struct {
 
 func (x *CmdSetNodeAdmin) Reset() {
 	*x = CmdSetNodeAdmin{}
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8040,7 +8115,7 @@ func (x *CmdSetNodeAdmin) String() string {
 func (*CmdSetNodeAdmin) ProtoMessage() {}
 
 func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8053,7 +8128,7 @@ func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetNodeAdmin.ProtoReflect.Descriptor instead.
 func (*CmdSetNodeAdmin) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{119}
+	return file_pcs_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *CmdSetNodeAdmin) GetNodeId() uint64 {
@@ -8087,7 +8162,7 @@ type CmdCancelAlter struct {
 
 func (x *CmdCancelAlter) Reset() {
 	*x = CmdCancelAlter{}
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8099,7 +8174,7 @@ func (x *CmdCancelAlter) String() string {
 func (*CmdCancelAlter) ProtoMessage() {}
 
 func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8112,7 +8187,7 @@ func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCancelAlter.ProtoReflect.Descriptor instead.
 func (*CmdCancelAlter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{120}
+	return file_pcs_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *CmdCancelAlter) GetTableId() uint64 {
@@ -8134,7 +8209,7 @@ type CmdAlterTable struct {
 
 func (x *CmdAlterTable) Reset() {
 	*x = CmdAlterTable{}
-	mi := &file_pcs_proto_msgTypes[121]
+	mi := &file_pcs_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8146,7 +8221,7 @@ func (x *CmdAlterTable) String() string {
 func (*CmdAlterTable) ProtoMessage() {}
 
 func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[121]
+	mi := &file_pcs_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8159,7 +8234,7 @@ func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAlterTable.ProtoReflect.Descriptor instead.
 func (*CmdAlterTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{121}
+	return file_pcs_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *CmdAlterTable) GetTableId() uint64 {
@@ -8188,7 +8263,7 @@ type CmdAdvanceSchema struct {
 
 func (x *CmdAdvanceSchema) Reset() {
 	*x = CmdAdvanceSchema{}
-	mi := &file_pcs_proto_msgTypes[122]
+	mi := &file_pcs_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8200,7 +8275,7 @@ func (x *CmdAdvanceSchema) String() string {
 func (*CmdAdvanceSchema) ProtoMessage() {}
 
 func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[122]
+	mi := &file_pcs_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8213,7 +8288,7 @@ func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAdvanceSchema.ProtoReflect.Descriptor instead.
 func (*CmdAdvanceSchema) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{122}
+	return file_pcs_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *CmdAdvanceSchema) GetTableId() uint64 {
@@ -8241,7 +8316,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[123]
+	mi := &file_pcs_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8253,7 +8328,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[123]
+	mi := &file_pcs_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8266,7 +8341,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{123}
+	return file_pcs_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -8288,7 +8363,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[124]
+	mi := &file_pcs_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8300,7 +8375,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[124]
+	mi := &file_pcs_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8313,7 +8388,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{124}
+	return file_pcs_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -8340,7 +8415,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[125]
+	mi := &file_pcs_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8352,7 +8427,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[125]
+	mi := &file_pcs_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8365,7 +8440,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{125}
+	return file_pcs_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -8392,7 +8467,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[126]
+	mi := &file_pcs_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8404,7 +8479,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[126]
+	mi := &file_pcs_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8417,7 +8492,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{126}
+	return file_pcs_proto_rawDescGZIP(), []int{127}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -8438,7 +8513,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[127]
+	mi := &file_pcs_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8450,7 +8525,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[127]
+	mi := &file_pcs_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8463,7 +8538,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{127}
+	return file_pcs_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -8497,7 +8572,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[128]
+	mi := &file_pcs_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8509,7 +8584,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[128]
+	mi := &file_pcs_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8522,7 +8597,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{128}
+	return file_pcs_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -8549,7 +8624,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[129]
+	mi := &file_pcs_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8561,7 +8636,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[129]
+	mi := &file_pcs_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8574,7 +8649,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{129}
+	return file_pcs_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -8595,7 +8670,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[130]
+	mi := &file_pcs_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8607,7 +8682,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[130]
+	mi := &file_pcs_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8620,7 +8695,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{130}
+	return file_pcs_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -8646,7 +8721,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[131]
+	mi := &file_pcs_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8658,7 +8733,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[131]
+	mi := &file_pcs_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8671,7 +8746,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{131}
+	return file_pcs_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -8690,7 +8765,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[132]
+	mi := &file_pcs_proto_msgTypes[133]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8702,7 +8777,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[132]
+	mi := &file_pcs_proto_msgTypes[133]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8715,7 +8790,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{132}
+	return file_pcs_proto_rawDescGZIP(), []int{133}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -8741,6 +8816,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Table
 	//	*SnapshotRecord_Shard
 	//	*SnapshotRecord_Session
+	//	*SnapshotRecord_DroppedSessions
 	Rec           isSnapshotRecord_Rec `protobuf_oneof:"rec"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -8748,7 +8824,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[133]
+	mi := &file_pcs_proto_msgTypes[134]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8760,7 +8836,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[133]
+	mi := &file_pcs_proto_msgTypes[134]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8773,7 +8849,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{133}
+	return file_pcs_proto_rawDescGZIP(), []int{134}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -8873,6 +8949,15 @@ func (x *SnapshotRecord) GetSession() *ClientSession {
 	return nil
 }
 
+func (x *SnapshotRecord) GetDroppedSessions() *DroppedSessions {
+	if x != nil {
+		if x, ok := x.Rec.(*SnapshotRecord_DroppedSessions); ok {
+			return x.DroppedSessions
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Rec interface {
 	isSnapshotRecord_Rec()
 }
@@ -8917,6 +9002,10 @@ type SnapshotRecord_Session struct {
 	Session *ClientSession `protobuf:"bytes,10,opt,name=session,proto3,oneof"`
 }
 
+type SnapshotRecord_DroppedSessions struct {
+	DroppedSessions *DroppedSessions `protobuf:"bytes,11,opt,name=dropped_sessions,json=droppedSessions,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Kv) isSnapshotRecord_Rec() {}
@@ -8937,6 +9026,8 @@ func (*SnapshotRecord_Shard) isSnapshotRecord_Rec() {}
 
 func (*SnapshotRecord_Session) isSnapshotRecord_Rec() {}
 
+func (*SnapshotRecord_DroppedSessions) isSnapshotRecord_Rec() {}
+
 type SnapshotHeader struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	FormatVersion uint32                 `protobuf:"varint,1,opt,name=format_version,json=formatVersion,proto3" json:"format_version,omitempty"`
@@ -8956,7 +9047,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[134]
+	mi := &file_pcs_proto_msgTypes[135]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8968,7 +9059,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[134]
+	mi := &file_pcs_proto_msgTypes[135]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8981,7 +9072,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{134}
+	return file_pcs_proto_rawDescGZIP(), []int{135}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -9050,7 +9141,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[135]
+	mi := &file_pcs_proto_msgTypes[136]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9062,7 +9153,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[135]
+	mi := &file_pcs_proto_msgTypes[136]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9075,7 +9166,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{135}
+	return file_pcs_proto_rawDescGZIP(), []int{136}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -9102,7 +9193,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[136]
+	mi := &file_pcs_proto_msgTypes[137]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9114,7 +9205,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[136]
+	mi := &file_pcs_proto_msgTypes[137]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9127,7 +9218,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{136}
+	return file_pcs_proto_rawDescGZIP(), []int{137}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -9695,14 +9786,15 @@ const file_pcs_proto_rawDesc = "" +
 	"\x0eproposed_at_ms\x18\x1f \x01(\x04R\fproposedAtMsB\x04\n" +
 	"\x02op\"0\n" +
 	"\x14CmdSetClusterVersion\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\rR\aversion\"\x88\x01\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\"\xa4\x01\n" +
 	"\tRequestID\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1f\n" +
 	"\vacked_below\x18\x03 \x01(\x04R\n" +
 	"ackedBelow\x12\x14\n" +
 	"\x05retry\x18\x04 \x01(\bR\x05retry\x12\x15\n" +
-	"\x06age_ms\x18\x05 \x01(\x04R\x05ageMs\"\xe3\x01\n" +
+	"\x06age_ms\x18\x05 \x01(\x04R\x05ageMs\x12\x1a\n" +
+	"\bidentity\x18\x06 \x01(\tR\bidentity\"\xe3\x01\n" +
 	"\aOutcome\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x14\n" +
@@ -9712,12 +9804,17 @@ const file_pcs_proto_rawDesc = "" +
 	"\x05first\x18\x06 \x01(\x04R\x05first\x12\x0e\n" +
 	"\x02id\x18\a \x01(\x04R\x02id\x12\x19\n" +
 	"\berr_kind\x18\b \x01(\tR\aerrKind\x12\x17\n" +
-	"\aerr_msg\x18\t \x01(\tR\x06errMsg\"\x95\x01\n" +
+	"\aerr_msg\x18\t \x01(\tR\x06errMsg\"\xb1\x01\n" +
 	"\rClientSession\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x14\n" +
 	"\x05floor\x18\x02 \x01(\x04R\x05floor\x12$\n" +
 	"\x0elast_active_ms\x18\x03 \x01(\x04R\flastActiveMs\x12+\n" +
-	"\boutcomes\x18\x04 \x03(\v2\x0f.pcs.v1.OutcomeR\boutcomes\"\xe9\x01\n" +
+	"\boutcomes\x18\x04 \x03(\v2\x0f.pcs.v1.OutcomeR\boutcomes\x12\x1a\n" +
+	"\bidentity\x18\x05 \x01(\tR\bidentity\"D\n" +
+	"\x0fDroppedSessions\x12\x1d\n" +
+	"\n" +
+	"client_ids\x18\x01 \x03(\x04R\tclientIds\x12\x12\n" +
+	"\x04lost\x18\x02 \x01(\bR\x04lost\"\xe9\x01\n" +
 	"\x11CmdChangeReplicas\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x19\n" +
@@ -9783,7 +9880,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\fCmdSetMember\x12&\n" +
 	"\x06member\x18\x01 \x01(\v2\x0e.pcs.v1.MemberR\x06member\"%\n" +
 	"\x0fCmdRemoveMember\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xd9\x03\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x9f\x04\n" +
 	"\x0eSnapshotRecord\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.pcs.v1.SnapshotHeaderH\x00R\x06header\x12\"\n" +
 	"\x02kv\x18\x02 \x01(\v2\x10.pcs.v1.KeyValueH\x00R\x02kv\x12%\n" +
@@ -9796,7 +9893,8 @@ const file_pcs_proto_rawDesc = "" +
 	"\x05table\x18\b \x01(\v2\r.pcs.v1.TableH\x00R\x05table\x12%\n" +
 	"\x05shard\x18\t \x01(\v2\r.pcs.v1.ShardH\x00R\x05shard\x121\n" +
 	"\asession\x18\n" +
-	" \x01(\v2\x15.pcs.v1.ClientSessionH\x00R\asessionB\x05\n" +
+	" \x01(\v2\x15.pcs.v1.ClientSessionH\x00R\asession\x12D\n" +
+	"\x10dropped_sessions\x18\v \x01(\v2\x17.pcs.v1.DroppedSessionsH\x00R\x0fdroppedSessionsB\x05\n" +
 	"\x03rec\"\xbc\x02\n" +
 	"\x0eSnapshotHeader\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12\x1a\n" +
@@ -9897,7 +9995,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 142)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 143)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                   // 0: pcs.v1.NodeState
 	(Consistency)(0),                 // 1: pcs.v1.Consistency
@@ -10020,32 +10118,33 @@ var file_pcs_proto_goTypes = []any{
 	(*RequestID)(nil),                // 118: pcs.v1.RequestID
 	(*Outcome)(nil),                  // 119: pcs.v1.Outcome
 	(*ClientSession)(nil),            // 120: pcs.v1.ClientSession
-	(*CmdChangeReplicas)(nil),        // 121: pcs.v1.CmdChangeReplicas
-	(*CmdSplitShard)(nil),            // 122: pcs.v1.CmdSplitShard
-	(*CmdChangePrimary)(nil),         // 123: pcs.v1.CmdChangePrimary
-	(*CmdSetNodeAdmin)(nil),          // 124: pcs.v1.CmdSetNodeAdmin
-	(*CmdCancelAlter)(nil),           // 125: pcs.v1.CmdCancelAlter
-	(*CmdAlterTable)(nil),            // 126: pcs.v1.CmdAlterTable
-	(*CmdAdvanceSchema)(nil),         // 127: pcs.v1.CmdAdvanceSchema
-	(*CmdRegisterNode)(nil),          // 128: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),           // 129: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),         // 130: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),           // 131: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                   // 132: pcs.v1.CmdPut
-	(*CmdDelete)(nil),                // 133: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),             // 134: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),              // 135: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),             // 136: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),          // 137: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),           // 138: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),           // 139: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),                // 140: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),          // 141: pcs.v1.SnapshotTrailer
-	nil,                              // 142: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                              // 143: pcs.v1.ScheduleConfigResponse.ConfigEntry
-	nil,                              // 144: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                              // 145: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                              // 146: pcs.v1.DataNode.LabelsEntry
+	(*DroppedSessions)(nil),          // 121: pcs.v1.DroppedSessions
+	(*CmdChangeReplicas)(nil),        // 122: pcs.v1.CmdChangeReplicas
+	(*CmdSplitShard)(nil),            // 123: pcs.v1.CmdSplitShard
+	(*CmdChangePrimary)(nil),         // 124: pcs.v1.CmdChangePrimary
+	(*CmdSetNodeAdmin)(nil),          // 125: pcs.v1.CmdSetNodeAdmin
+	(*CmdCancelAlter)(nil),           // 126: pcs.v1.CmdCancelAlter
+	(*CmdAlterTable)(nil),            // 127: pcs.v1.CmdAlterTable
+	(*CmdAdvanceSchema)(nil),         // 128: pcs.v1.CmdAdvanceSchema
+	(*CmdRegisterNode)(nil),          // 129: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),           // 130: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),         // 131: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),           // 132: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                   // 133: pcs.v1.CmdPut
+	(*CmdDelete)(nil),                // 134: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),             // 135: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),              // 136: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),             // 137: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),          // 138: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),           // 139: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),           // 140: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),                // 141: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),          // 142: pcs.v1.SnapshotTrailer
+	nil,                              // 143: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                              // 144: pcs.v1.ScheduleConfigResponse.ConfigEntry
+	nil,                              // 145: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                              // 146: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                              // 147: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -10068,7 +10167,7 @@ var file_pcs_proto_depIdxs = []int32{
 	2,   // 17: pcs.v1.Event.type:type_name -> pcs.v1.EventType
 	27,  // 18: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
 	36,  // 19: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	142, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	143, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
 	1,   // 21: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
 	111, // 22: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
 	5,   // 23: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
@@ -10102,11 +10201,11 @@ var file_pcs_proto_depIdxs = []int32{
 	80,  // 51: pcs.v1.Operator.steps:type_name -> pcs.v1.OperatorStep
 	79,  // 52: pcs.v1.ListOperatorsResponse.operators:type_name -> pcs.v1.Operator
 	79,  // 53: pcs.v1.AddOperatorResponse.operator:type_name -> pcs.v1.Operator
-	143, // 54: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
+	144, // 54: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
 	90,  // 55: pcs.v1.ScheduleConfigResponse.schedulers:type_name -> pcs.v1.SchedulerInfo
 	115, // 56: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
-	144, // 57: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	145, // 58: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	145, // 57: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	146, // 58: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
 	93,  // 59: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
 	94,  // 60: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
 	115, // 61: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
@@ -10120,29 +10219,29 @@ var file_pcs_proto_depIdxs = []int32{
 	107, // 69: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
 	109, // 70: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
 	110, // 71: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	146, // 72: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	147, // 72: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
 	106, // 73: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
 	110, // 74: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
 	4,   // 75: pcs.v1.Table.state:type_name -> pcs.v1.TableState
 	113, // 76: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
 	114, // 77: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	132, // 78: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	133, // 79: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	134, // 80: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	135, // 81: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	136, // 82: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	137, // 83: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	128, // 84: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	129, // 85: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	130, // 86: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	131, // 87: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	126, // 88: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	127, // 89: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	125, // 90: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
-	124, // 91: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
-	123, // 92: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
-	121, // 93: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
-	122, // 94: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
+	133, // 78: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	134, // 79: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	135, // 80: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	136, // 81: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	137, // 82: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	138, // 83: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	129, // 84: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	130, // 85: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	131, // 86: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	132, // 87: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	127, // 88: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	128, // 89: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	126, // 90: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	125, // 91: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
+	124, // 92: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
+	122, // 93: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
+	123, // 94: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
 	117, // 95: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
 	118, // 96: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
 	27,  // 97: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
@@ -10152,107 +10251,108 @@ var file_pcs_proto_depIdxs = []int32{
 	115, // 101: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
 	4,   // 102: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
 	10,  // 103: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	139, // 104: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	140, // 104: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
 	27,  // 105: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
 	36,  // 106: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
 	10,  // 107: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	140, // 108: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	141, // 109: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	141, // 108: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	142, // 109: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
 	111, // 110: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
 	112, // 111: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
 	115, // 112: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
 	120, // 113: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
-	8,   // 114: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11,  // 115: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13,  // 116: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15,  // 117: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	18,  // 118: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
-	21,  // 119: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	23,  // 120: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	25,  // 121: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	28,  // 122: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	30,  // 123: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	32,  // 124: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	34,  // 125: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	37,  // 126: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	39,  // 127: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	41,  // 128: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	47,  // 129: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	51,  // 130: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	49,  // 131: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
-	54,  // 132: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	58,  // 133: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	56,  // 134: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	102, // 135: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
-	104, // 136: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
-	71,  // 137: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
-	73,  // 138: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
-	75,  // 139: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
-	77,  // 140: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
-	91,  // 141: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
-	81,  // 142: pcs.v1.PCS.ListOperators:input_type -> pcs.v1.ListOperatorsRequest
-	83,  // 143: pcs.v1.PCS.AddOperator:input_type -> pcs.v1.AddOperatorRequest
-	85,  // 144: pcs.v1.PCS.CancelOperator:input_type -> pcs.v1.CancelOperatorRequest
-	87,  // 145: pcs.v1.PCS.GetScheduleConfig:input_type -> pcs.v1.ScheduleConfigRequest
-	88,  // 146: pcs.v1.PCS.SetScheduleConfig:input_type -> pcs.v1.SetScheduleConfigRequest
-	60,  // 147: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	62,  // 148: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	64,  // 149: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	66,  // 150: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	68,  // 151: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	69,  // 152: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	95,  // 153: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	43,  // 154: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	16,  // 155: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
-	45,  // 156: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 157: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 158: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 159: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	20,  // 160: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	19,  // 161: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
-	22,  // 162: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	24,  // 163: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	26,  // 164: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	29,  // 165: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	31,  // 166: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	33,  // 167: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	35,  // 168: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	38,  // 169: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	40,  // 170: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	42,  // 171: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	48,  // 172: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	53,  // 173: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	50,  // 174: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
-	55,  // 175: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	59,  // 176: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	57,  // 177: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	103, // 178: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
-	105, // 179: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
-	72,  // 180: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
-	74,  // 181: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
-	76,  // 182: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
-	78,  // 183: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
-	92,  // 184: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
-	82,  // 185: pcs.v1.PCS.ListOperators:output_type -> pcs.v1.ListOperatorsResponse
-	84,  // 186: pcs.v1.PCS.AddOperator:output_type -> pcs.v1.AddOperatorResponse
-	86,  // 187: pcs.v1.PCS.CancelOperator:output_type -> pcs.v1.CancelOperatorResponse
-	89,  // 188: pcs.v1.PCS.GetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
-	89,  // 189: pcs.v1.PCS.SetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
-	61,  // 190: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	63,  // 191: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	65,  // 192: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	67,  // 193: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	65,  // 194: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	70,  // 195: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	99,  // 196: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	44,  // 197: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	17,  // 198: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
-	46,  // 199: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	157, // [157:200] is the sub-list for method output_type
-	114, // [114:157] is the sub-list for method input_type
-	114, // [114:114] is the sub-list for extension type_name
-	114, // [114:114] is the sub-list for extension extendee
-	0,   // [0:114] is the sub-list for field type_name
+	121, // 114: pcs.v1.SnapshotRecord.dropped_sessions:type_name -> pcs.v1.DroppedSessions
+	8,   // 115: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 116: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 117: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 118: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	18,  // 119: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
+	21,  // 120: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	23,  // 121: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	25,  // 122: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	28,  // 123: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	30,  // 124: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	32,  // 125: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	34,  // 126: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	37,  // 127: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	39,  // 128: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	41,  // 129: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	47,  // 130: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	51,  // 131: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	49,  // 132: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
+	54,  // 133: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	58,  // 134: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	56,  // 135: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
+	102, // 136: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	104, // 137: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	71,  // 138: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
+	73,  // 139: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
+	75,  // 140: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
+	77,  // 141: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
+	91,  // 142: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
+	81,  // 143: pcs.v1.PCS.ListOperators:input_type -> pcs.v1.ListOperatorsRequest
+	83,  // 144: pcs.v1.PCS.AddOperator:input_type -> pcs.v1.AddOperatorRequest
+	85,  // 145: pcs.v1.PCS.CancelOperator:input_type -> pcs.v1.CancelOperatorRequest
+	87,  // 146: pcs.v1.PCS.GetScheduleConfig:input_type -> pcs.v1.ScheduleConfigRequest
+	88,  // 147: pcs.v1.PCS.SetScheduleConfig:input_type -> pcs.v1.SetScheduleConfigRequest
+	60,  // 148: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	62,  // 149: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	64,  // 150: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	66,  // 151: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	68,  // 152: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	69,  // 153: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	95,  // 154: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	43,  // 155: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	16,  // 156: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
+	45,  // 157: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 158: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 159: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 160: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	20,  // 161: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	19,  // 162: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
+	22,  // 163: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	24,  // 164: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	26,  // 165: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	29,  // 166: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	31,  // 167: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	33,  // 168: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	35,  // 169: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	38,  // 170: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	40,  // 171: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	42,  // 172: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	48,  // 173: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	53,  // 174: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	50,  // 175: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
+	55,  // 176: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	59,  // 177: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	57,  // 178: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	103, // 179: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	105, // 180: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	72,  // 181: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
+	74,  // 182: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
+	76,  // 183: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
+	78,  // 184: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
+	92,  // 185: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
+	82,  // 186: pcs.v1.PCS.ListOperators:output_type -> pcs.v1.ListOperatorsResponse
+	84,  // 187: pcs.v1.PCS.AddOperator:output_type -> pcs.v1.AddOperatorResponse
+	86,  // 188: pcs.v1.PCS.CancelOperator:output_type -> pcs.v1.CancelOperatorResponse
+	89,  // 189: pcs.v1.PCS.GetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	89,  // 190: pcs.v1.PCS.SetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	61,  // 191: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	63,  // 192: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	65,  // 193: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	67,  // 194: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	65,  // 195: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	70,  // 196: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	99,  // 197: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	44,  // 198: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	17,  // 199: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
+	46,  // 200: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	158, // [158:201] is the sub-list for method output_type
+	115, // [115:158] is the sub-list for method input_type
+	115, // [115:115] is the sub-list for extension type_name
+	115, // [115:115] is the sub-list for extension extendee
+	0,   // [0:115] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -10289,9 +10389,9 @@ func file_pcs_proto_init() {
 		(*Command_SplitShard)(nil),
 		(*Command_SetClusterVersion)(nil),
 	}
-	file_pcs_proto_msgTypes[127].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[128].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[133].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[129].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[134].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -10302,6 +10402,7 @@ func file_pcs_proto_init() {
 		(*SnapshotRecord_Table)(nil),
 		(*SnapshotRecord_Shard)(nil),
 		(*SnapshotRecord_Session)(nil),
+		(*SnapshotRecord_DroppedSessions)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -10309,7 +10410,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   142,
+			NumMessages:   143,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

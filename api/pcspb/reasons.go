@@ -25,6 +25,9 @@ const (
 	// ReasonNotEnoughReplicas: a change would leave a shard fewer replicas than its
 	// min-in-sync, or a write could not be persisted on that many.
 	ReasonNotEnoughReplicas = "NOT_ENOUGH_REPLICAS"
+	// ReasonSessionExpired: a first attempt of a client session PCS dropped; nothing was
+	// applied, and the client sends it again under a new client id.
+	ReasonSessionExpired = "SESSION_EXPIRED"
 )
 
 // RequestIDHeader is the gRPC metadata key (binary) that carries a marshaled RequestID.

@@ -54,6 +54,9 @@ type Config struct {
 	// WrapManager, if set, wraps how the node asks PCS for shard metadata and configuration
 	// changes (fault injection in tests; the heartbeats are the agent's).
 	WrapManager func(Manager) Manager
+	// ReplicateTimeout bounds how long this node, as a primary, waits for a replica to persist
+	// a write before it has PCS take the replica out. Default ReplicateTimeout.
+	ReplicateTimeout time.Duration
 	// SyncStall, if set, is called before every fsync of the Pebble database: the chaos
 	// suite's disk-stall hook. Nil in production.
 	SyncStall func()
@@ -253,6 +256,9 @@ func Start(cfg Config) (*Server, error) {
 		peer = cfg.WrapPeer(peer)
 	}
 	s.Node = NewNode(store, func() uint64 { return agent.NodeID() }, agentGrants{&agent}, peer, cfg.Logger)
+	if cfg.ReplicateTimeout > 0 {
+		s.Node.replicateTimeout = cfg.ReplicateTimeout
+	}
 	var mgr Manager = pcsManager{pcs}
 	if cfg.WrapManager != nil {
 		mgr = cfg.WrapManager(mgr)

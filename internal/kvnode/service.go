@@ -80,6 +80,8 @@ type Node struct {
 
 	metrics *metrics
 	load    *shardLoad
+	// replicateTimeout is ReplicateTimeout unless the node's Config says otherwise.
+	replicateTimeout time.Duration
 
 	mu      sync.Mutex
 	schemas map[uint64]uint64
@@ -124,7 +126,7 @@ func NewNode(store *Store, self func() uint64, grants Grants, peer Peer, log *sl
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{store: store, log: log, self: self, grants: grants, peer: peer, schemas: map[uint64]uint64{},
-		locks: map[uint64]*sync.Mutex{}, repl: map[uint64]*replState{}, load: newShardLoad(time.Now)}
+		locks: map[uint64]*sync.Mutex{}, repl: map[uint64]*replState{}, load: newShardLoad(time.Now), replicateTimeout: ReplicateTimeout}
 	n.metrics = newMetrics(n)
 	return n
 }
@@ -504,7 +506,7 @@ func (n *Node) dropReplicas(ctx context.Context, sh *pcspb.Shard, nodes []uint64
 	if n.pcs == nil {
 		return nil, errors.New("kvnode: no PCS to ask")
 	}
-	rctx, cancel := context.WithTimeout(ctx, ReplicateTimeout)
+	rctx, cancel := context.WithTimeout(ctx, n.replicateTimeout)
 	defer cancel()
 	nsh, err := n.pcs.RemoveReplicas(rctx, &pcspb.RemoveReplicasRequest{ShardId: sh.Id, Primary: n.self(), Term: sh.Term,
 		ConfVer: sh.Epoch.GetConfVer(), Nodes: nodes})
@@ -591,7 +593,7 @@ func (n *Node) laggards(sh *pcspb.Shard) bool {
 func (n *Node) snapshotTo(ctx context.Context, node uint64, sh *pcspb.Shard, lsn uint64, retry bool) error {
 	sctx, cancel := context.WithTimeout(ctx, SnapshotTimeout)
 	defer cancel()
-	rctx, rcancel := context.WithTimeout(ctx, ReplicateTimeout)
+	rctx, rcancel := context.WithTimeout(ctx, n.replicateTimeout)
 	defer rcancel()
 	try := retryTransport
 	if !retry {
@@ -695,7 +697,7 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 	send := func(r uint64, learner bool) {
 		waiting++
 		go func() {
-			rctx, cancel := context.WithTimeout(ctx, ReplicateTimeout)
+			rctx, cancel := context.WithTimeout(ctx, n.replicateTimeout)
 			defer cancel()
 			err := retryTransport(rctx, func() error {
 				kv, err := n.peer(rctx, r)

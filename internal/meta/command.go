@@ -14,10 +14,14 @@ import (
 // Entries of every version up to it are read; the primary writes the cluster version in force,
 // which rises only once every member reports it can read it (etcd's cluster version), so no
 // member ever meets an entry it would apply differently.
-const CommandVersion = 2
+const CommandVersion = 3
 
 // VersionRequestIDs is the first command version whose entries carry request ids.
 const VersionRequestIDs = 2
+
+// VersionSessionsByLog is the first command version whose client sessions are bounded by the
+// log, not by the proposers' clocks (see sessions).
+const VersionSessionsByLog = 3
 
 // Limits on what a command may carry. They bound the size of a Raft entry and of the state.
 const (

@@ -135,14 +135,16 @@ func (f *FSM) Apply(l *raft.Log) any {
 	st := f.mu.st
 	st.revision++
 	st.applied = l.Index
-	st.sess.advance(cmd.ProposedAtMs)
+	if cmd.Version < VersionSessionsByLog {
+		st.sess.advance(cmd.ProposedAtMs)
+	}
 	res := &Result{Revision: st.revision, Index: l.Index}
 	req := cmd.Request
 	if cmd.Version < VersionRequestIDs {
 		req = nil // (an entry of version 1 never carries one; a member of that version ignored it)
 	}
 	if req != nil && req.ClientId != 0 && req.Seq != 0 {
-		dup, err := st.sess.lookup(req)
+		dup, err := st.sess.lookup(req, cmd.Version)
 		switch {
 		case dup != nil:
 			res = resultOf(cmd, dup)
@@ -150,7 +152,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 			res.Err = err
 		default:
 			f.applyLocked(st, cmd, res)
-			st.sess.record(req, outcomeOf(req.Seq, res))
+			st.sess.record(req, outcomeOf(req.Seq, res), cmd.Version, l.Index)
 		}
 	} else {
 		f.applyLocked(st, cmd, res)

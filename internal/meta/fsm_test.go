@@ -15,14 +15,15 @@ import (
 
 // applier feeds commands to an FSM as Raft would.
 type applier struct {
-	t     testing.TB
-	f     *FSM
-	index uint64
+	t       testing.TB
+	f       *FSM
+	index   uint64
+	version uint32 // of the commands written (0: CommandVersion)
 }
 
 func (a *applier) apply(cmd *pcspb.Command) *Result {
 	a.t.Helper()
-	data, err := EncodeCommand(cmd)
+	data, err := EncodeCommand(cmd, a.version)
 	if err != nil {
 		a.t.Fatalf("encode: %v", err)
 	}

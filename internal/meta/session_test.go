@@ -49,8 +49,10 @@ func TestRepeatedRequestAppliesOnce(t *testing.T) {
 	}
 }
 
-func TestForgottenRequestsAreUnknownNotReapplied(t *testing.T) {
-	a := &applier{t: t, f: New(Options{})}
+// TestForgottenRequestsAreUnknownNotReappliedV2: version 2's rules, kept for entries written
+// before a cluster moved to version 3.
+func TestForgottenRequestsAreUnknownNotReappliedV2(t *testing.T) {
+	a := &applier{t: t, f: New(Options{}), version: VersionRequestIDs}
 	const now = 5_000_000
 	a.apply(req(put("k", "1"), 1, 1, 1, false, now))
 	a.apply(req(put("k", "2"), 1, 2, 2, false, now)) // the client has its answer for seq 1
@@ -116,5 +118,97 @@ func TestSessionTableIsBounded(t *testing.T) {
 	}
 	if r := a.apply(req(put("k", "v"), 1, 1, 1, true, 1000)); !errors.Is(r.Err, ErrOutcomeUnknown) {
 		t.Fatalf("retry of a trimmed seq: %+v", r)
+	}
+}
+
+// TestClockJumpsKeepSessions: under version 3 a proposer's clock 11 minutes ahead or behind
+// (a primary with a wrong clock, a failover to one) drops no session: a retry of a write in
+// flight is answered from its record, not applied again.
+func TestClockJumpsKeepSessions(t *testing.T) {
+	a := &applier{t: t, f: New(Options{})}
+	const now = 5_000_000
+	const jump = 11 * 60 * 1000
+	first := a.apply(req(put("k", "1"), 1, 1, 1, false, now))
+	a.apply(req(put("other", "x"), 2, 1, 1, false, now+jump))   // a primary 11 min ahead
+	a.apply(req(put("other", "y"), 2, 2, 2, false, now-jump))   // then one 11 min behind
+	a.apply(req(put("other", "z"), 3, 1, 1, false, now+3*jump)) // and far ahead again
+	r := a.apply(req(put("k", "1"), 1, 1, 1, true, now+3*jump))
+	if !r.Duplicate || r.KV.Version != first.KV.Version {
+		t.Fatalf("retry after clock jumps: %+v, want the first attempt's outcome", r)
+	}
+	if kv, _ := a.f.Get([]byte("k")); kv.Version != 1 {
+		t.Fatalf("applied again: version %d", kv.Version)
+	}
+}
+
+// TestFirstAttemptBelowFloorRefused: a delayed first attempt of a seq the client has its answer
+// for (its retry was applied, and the client moved its acked_below past it) is refused, not
+// applied a second time.
+func TestFirstAttemptBelowFloorRefused(t *testing.T) {
+	a := &applier{t: t, f: New(Options{})}
+	a.apply(req(put("k", "1"), 1, 1, 1, true, 0))  // the retry applied seq 1
+	a.apply(req(put("j", "2"), 1, 2, 2, false, 0)) // the client has seq 1's answer
+	if r := a.apply(req(put("k", "1"), 1, 1, 1, false, 0)); !errors.Is(r.Err, ErrOutcomeUnknown) {
+		t.Fatalf("delayed first attempt below the floor: %+v", r)
+	}
+	if kv, _ := a.f.Get([]byte("k")); kv.Version != 1 {
+		t.Fatalf("applied again: version %d", kv.Version)
+	}
+}
+
+// TestDroppedSessionsRefused: once more than MaxSessions sessions exist the oldest (by log
+// position) is dropped and remembered: its retry is refused as unknown, its first attempt as
+// an expired session (the client takes a new id); a retry of a session never seen applies.
+func TestDroppedSessionsRefused(t *testing.T) {
+	a := &applier{t: t, f: New(Options{})}
+	for c := uint64(1); c <= MaxSessions+1; c++ {
+		a.apply(req(put("k", "v"), c, 1, 1, false, 0))
+	}
+	if r := a.apply(req(put("k", "v"), 1, 1, 1, true, 0)); !errors.Is(r.Err, ErrOutcomeUnknown) {
+		t.Fatalf("retry of a dropped session: %+v", r)
+	}
+	if r := a.apply(req(put("k", "v"), 1, 2, 2, false, 0)); !errors.Is(r.Err, ErrSessionExpired) {
+		t.Fatalf("first attempt of a dropped session: %+v", r)
+	}
+	if r := a.apply(req(put("k", "v"), 1<<40, 1, 1, true, 0)); r.Err != nil || r.Duplicate {
+		t.Fatalf("retry of a session never seen: %+v", r)
+	}
+	n, b := a.f.mu.st.sess.size()
+	if n != MaxSessions || b <= 0 || b > MaxSessionBytes {
+		t.Fatalf("%d sessions of %d bytes", n, b)
+	}
+	// The dropped sessions survive a snapshot.
+	data := snapshotBytes(t, a.f)
+	g := New(Options{})
+	if err := g.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
+		t.Fatal(err)
+	}
+	ga := &applier{t: t, f: g, index: a.index}
+	if r := ga.apply(req(put("k", "v"), 1, 3, 3, false, 0)); !errors.Is(r.Err, ErrSessionExpired) {
+		t.Fatalf("after a restore, first attempt of a dropped session: %+v", r)
+	}
+	da, _ := a.f.Digest()
+	db, _ := g.Digest()
+	if da == "" || db == "" {
+		t.Fatal("no digest")
+	}
+}
+
+// TestSessionBelongsToIdentity: a client id opened by one certificate identity cannot be used
+// by another (which would turn the owner's real write into a duplicate never applied).
+func TestSessionBelongsToIdentity(t *testing.T) {
+	a := &applier{t: t, f: New(Options{})}
+	own := req(put("k", "1"), 5, 1, 1, false, 0)
+	own.Request.Identity = "app"
+	a.apply(own)
+	thief := req(put("k", "evil"), 5, 2, 1, false, 0)
+	thief.Request.Identity = "mallory"
+	if r := a.apply(thief); !errors.Is(r.Err, ErrIdentity) {
+		t.Fatalf("another identity's request under the session: %+v", r)
+	}
+	next := req(put("k", "2"), 5, 2, 1, false, 0)
+	next.Request.Identity = "app"
+	if r := a.apply(next); r.Err != nil || r.Duplicate || r.KV.Version != 2 {
+		t.Fatalf("the owner's next write: %+v", r)
 	}
 }

@@ -99,6 +99,11 @@ func WriteSnapshot(out io.Writer, st *state) error {
 			err = w.write(&pcspb.SnapshotRecord{Rec: &pcspb.SnapshotRecord_Session{Session: cs}})
 		}
 	}
+	for _, d := range st.sess.droppedProtos(10_000) {
+		if err == nil {
+			err = w.write(&pcspb.SnapshotRecord{Rec: &pcspb.SnapshotRecord_DroppedSessions{DroppedSessions: d}})
+		}
+	}
 	for _, ev := range st.hist.events[st.hist.head:] {
 		if err == nil {
 			err = w.write(&pcspb.SnapshotRecord{Rec: &pcspb.SnapshotRecord_Event{Event: ev}})
@@ -211,6 +216,10 @@ func readSnapshot(r io.Reader) (*state, error) {
 			}
 		case *pcspb.SnapshotRecord_Session:
 			if err := st.sess.restore(x.Session); err != nil {
+				return nil, bad("record %d: %v", n, err)
+			}
+		case *pcspb.SnapshotRecord_DroppedSessions:
+			if err := st.sess.restoreDropped(x.DroppedSessions); err != nil {
 				return nil, bad("record %d: %v", n, err)
 			}
 		case *pcspb.SnapshotRecord_Event:

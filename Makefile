@@ -12,5 +12,6 @@ proto:
 build:
 	go build ./...
 
+# Installs what the tests need (as root) and runs every test, as CI does.
 test:
-	go test -race -count=1 -timeout 15m ./...
+	.ci/run

@@ -258,3 +258,32 @@ func (l Lists) Interceptors(service string) (grpc.UnaryServerInterceptor, grpc.S
 func (l Lists) HTTPCheck(service string) func(path string, cert *x509.Certificate) error {
 	return func(path string, cert *x509.Certificate) error { return l.check(service, path, cert) }
 }
+
+// Markdown renders the table for the README: one line per service and set of roles, in the
+// table's order.
+func Markdown() string {
+	var b strings.Builder
+	b.WriteString("| service | calls | roles |\n|---|---|---|\n")
+	type key struct {
+		service string
+		roles   Role
+	}
+	var order []key
+	calls := map[key][]string{}
+	for _, r := range table {
+		k := key{r.Service, r.Roles}
+		if _, ok := calls[k]; !ok {
+			order = append(order, k)
+		}
+		name := r.Call
+		if i := strings.LastIndex(name, "/"); !strings.HasPrefix(r.Service, "HTTP") && i >= 0 {
+			name = name[i+1:]
+		}
+		calls[k] = append(calls[k], "`"+name+"`")
+	}
+	for _, k := range order {
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", k.service, strings.Join(calls[k], ", "), strings.ReplaceAll(k.roles.String(), ",", ", "))
+	}
+	b.WriteString("| Raft port | | peer |\n")
+	return b.String()
+}

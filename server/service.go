@@ -256,7 +256,7 @@ func (v *service) Watch(req *pcspb.WatchRequest, stream pcspb.PCS_WatchServer) e
 		}
 		if through >= from {
 			if len(evs) > 0 {
-				if err := stream.Send(&pcspb.WatchResponse{Events: evs, Revision: through}); err != nil {
+				if err := sendEvents(stream, evs, through); err != nil {
 					return err
 				}
 				progress, progressDue = 0, nil
@@ -282,6 +282,28 @@ func (v *service) Watch(req *pcspb.WatchRequest, stream pcspb.PCS_WatchServer) e
 			progress, progressDue = 0, nil
 		}
 	}
+}
+
+// maxWatchMessage bounds the bytes of events in one watch message, well below the 4 MiB a
+// gRPC client accepts by default; one revision's events larger than that go alone.
+const maxWatchMessage = 1 << 20
+
+// sendEvents sends events (of revisions up to through) in messages of at most maxWatchMessage
+// bytes, cut only between revisions: each message's revision is the last it covers, so a
+// watch resumed from it misses nothing.
+func sendEvents(stream pcspb.PCS_WatchServer, evs []*pcspb.Event, through uint64) error {
+	start, size := 0, 0
+	for i, ev := range evs {
+		n := proto.Size(ev)
+		if i > start && size+n > maxWatchMessage && ev.Kv.GetModRevision() != evs[i-1].Kv.GetModRevision() {
+			if err := stream.Send(&pcspb.WatchResponse{Events: evs[start:i], Revision: evs[i-1].Kv.GetModRevision()}); err != nil {
+				return err
+			}
+			start, size = i, 0
+		}
+		size += n
+	}
+	return stream.Send(&pcspb.WatchResponse{Events: evs[start:], Revision: through})
 }
 
 func (v *service) MemberList(ctx context.Context, req *pcspb.MemberListRequest) (*pcspb.MemberListResponse, error) {

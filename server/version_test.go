@@ -3,12 +3,14 @@ package server
 import (
 	"testing"
 	"time"
+
+	"github.com/postdb/pcs/internal/meta"
 )
 
 // TestClusterVersionWaitsForEveryMember: while one member reports it reads only command
 // version 1 (an older build), the primary keeps writing version 1 — entries without request
 // ids, which that member would apply alike — and retries are not deduplicated; once every
-// member reads version 2, the cluster version rises and exactly-once applies.
+// member reads this build's version, the cluster version rises and exactly-once applies.
 func TestClusterVersionWaitsForEveryMember(t *testing.T) {
 	tc := newTestCluster(t, 3, func(c *Config) {
 		if c.Name == "n3" {
@@ -39,7 +41,7 @@ func TestClusterVersionWaitsForEveryMember(t *testing.T) {
 	}
 	tc.waitConverged(10 * time.Second)
 
-	// The old member goes; the others all read version 2.
+	// The old member goes; the others all read this build's version.
 	var old *Server
 	for _, s := range tc.live() {
 		if s.Name() == "n3" {
@@ -50,6 +52,6 @@ func TestClusterVersionWaitsForEveryMember(t *testing.T) {
 		t.Fatal(err)
 	}
 	old.Close()
-	waitFor(t, 10*time.Second, "cluster version 2", func() bool { return tc.primary().FSM().ClusterVersion() == 2 })
+	waitFor(t, 10*time.Second, "this build's cluster version", func() bool { return tc.primary().FSM().ClusterVersion() == meta.CommandVersion })
 	tc.waitConverged(10 * time.Second)
 }

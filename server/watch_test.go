@@ -1,8 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"github.com/postdb/pcs/internal/meta"
 	"sync"
 	"testing"
 	"time"
@@ -158,4 +160,37 @@ func TestWatchReportsProgress(t *testing.T) {
 	if events != 0 || !progress {
 		t.Fatalf("got %d events (want none after p/mine) and a progress report %v up to revision %d", events, progress, other.Header.Revision)
 	}
+}
+
+// TestWatchOfLargeValues: a watch from revision 1 over five 1 MiB values gets every event
+// (messages are cut by bytes below what a client accepts, between revisions).
+func TestWatchOfLargeValues(t *testing.T) {
+	tc := newTestCluster(t, 1, nil)
+	c := tc.client()
+	ctx := ctxT(t, 30*time.Second)
+	big := bytes.Repeat([]byte("x"), meta.MaxValueSize)
+	var last uint64
+	for i := 0; i < 5; i++ {
+		resp, err := c.Put(ctx, []byte(fmt.Sprint("big/", i)), big)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = resp.Header.Revision
+	}
+	got := 0
+	for resp := range c.Watch(ctx, []byte("big/"), 1) {
+		if resp.Err != nil {
+			t.Fatalf("watch: %v", resp.Err)
+		}
+		for _, ev := range resp.Events {
+			if len(ev.Kv.Value) != meta.MaxValueSize {
+				t.Fatalf("event of %d bytes", len(ev.Kv.Value))
+			}
+			got++
+		}
+		if got == 5 && resp.Revision >= last {
+			return
+		}
+	}
+	t.Fatalf("watch closed after %d of 5 events", got)
 }

@@ -20,7 +20,7 @@ const CommandVersion = 3
 const VersionRequestIDs = 2
 
 // VersionSessionsByLog is the first command version whose client sessions are bounded by the
-// log, not by the proposers' clocks (see sessions).
+// log, not by the proposers' clocks (see sessions), and whose id kinds are at most MaxIDKinds.
 const VersionSessionsByLog = 3
 
 // Limits on what a command may carry. They bound the size of a Raft entry and of the state.
@@ -29,6 +29,7 @@ const (
 	MaxValueSize  = 1 << 20  // bytes
 	MaxKindLen    = 64       // bytes of an id kind name
 	MaxIDBlock    = 1 << 20  // ids in one allocation
+	MaxIDKinds    = 1000     // kinds of ids (each is state, a snapshot record and a metric series)
 	MaxNameLen    = 128      // bytes of a member name
 	MaxSplitKey   = 8 << 10  // bytes of a split key (a routing key)
 	MaxAddrLen    = 256      // bytes of an address

@@ -226,6 +226,10 @@ func (f *FSM) applyLocked(st *state, cmd *pcspb.Command, res *Result) {
 	case *pcspb.Command_TsoWindow:
 		st.tsoWindow = max(st.tsoWindow, op.TsoWindow.PhysicalMs)
 	case *pcspb.Command_AllocIds:
+		if _, known := st.ids[op.AllocIds.Kind]; !known && cmd.Version >= VersionSessionsByLog && len(st.ids) >= MaxIDKinds {
+			res.Err = fmt.Errorf("%w: %d id kinds exist, the most there may be; use one of them", ErrInvalid, len(st.ids))
+			return
+		}
 		next := max(st.ids[op.AllocIds.Kind], 1)
 		res.First = next
 		st.ids[op.AllocIds.Kind] = next + op.AllocIds.Count

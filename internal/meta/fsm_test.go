@@ -267,3 +267,23 @@ func flip(b []byte, i int) []byte {
 	c[i] ^= 0x40
 	return c
 }
+
+// TestIDKindsBounded: at most MaxIDKinds kinds of ids; a new kind beyond is refused and
+// changes nothing, known kinds go on.
+func TestIDKindsBounded(t *testing.T) {
+	a := &applier{t: t, f: New(Options{})}
+	alloc := func(kind string) *Result {
+		return a.apply(&pcspb.Command{Op: &pcspb.Command_AllocIds{AllocIds: &pcspb.CmdAllocIDs{Kind: kind, Count: 1}}})
+	}
+	for i := range MaxIDKinds {
+		if r := alloc(fmt.Sprint("k", i)); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	if r := alloc("one-too-many"); !errors.Is(r.Err, ErrInvalid) {
+		t.Fatalf("kind %d: %v", MaxIDKinds+1, r.Err)
+	}
+	if r := alloc("k7"); r.Err != nil || r.First != 2 {
+		t.Fatalf("a known kind: %+v", r)
+	}
+}

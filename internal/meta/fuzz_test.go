@@ -2,8 +2,10 @@ package meta
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
+	"runtime"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -106,3 +108,20 @@ func FuzzRestore(f *testing.F) {
 }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+// TestRestoreAllocatesWhatArrives: a record claiming 128 MiB backed by a few bytes is refused
+// without allocating the claimed length.
+func TestRestoreAllocatesWhatArrives(t *testing.T) {
+	data := binary.AppendUvarint(nil, maxRecord) // a length, then almost nothing
+	data = append(data, 1, 2, 3)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	err := New(Options{}).Restore(io.NopCloser(bytes.NewReader(data)))
+	runtime.ReadMemStats(&after)
+	if !errorsIs(err, ErrBadSnapshot) {
+		t.Fatalf("restore: %v", err)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 8<<20 {
+		t.Fatalf("restoring %d bytes allocated %d", len(data), got)
+	}
+}

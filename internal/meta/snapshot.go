@@ -8,6 +8,7 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"slices"
 	"sort"
 
 	"github.com/hashicorp/raft"
@@ -127,6 +128,24 @@ func bad(format string, args ...any) error {
 }
 
 // readSnapshot reads and verifies a whole snapshot into a new state.
+// readRecord reads size bytes into buf (reusing its room), growing it a chunk at a time as the
+// bytes arrive: a length the input does not back is never allocated (7 bytes claiming a record
+// of 128 MiB cost at most a chunk).
+func readRecord(r io.Reader, buf []byte, size int) ([]byte, error) {
+	const chunk = 1 << 20
+	for len(buf) < size {
+		n := min(size-len(buf), chunk)
+		if cap(buf)-len(buf) < n {
+			buf = slices.Grow(buf, n)
+		}
+		if _, err := io.ReadFull(r, buf[len(buf):len(buf)+n]); err != nil {
+			return buf, err
+		}
+		buf = buf[:len(buf)+n]
+	}
+	return buf, nil
+}
+
 func readSnapshot(r io.Reader) (*state, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
 	crc := crc32.New(castagnoli)
@@ -157,11 +176,7 @@ func readSnapshot(r io.Reader) (*state, error) {
 		if size > maxRecord {
 			return nil, bad("record %d: length %d exceeds %d", n, size, maxRecord)
 		}
-		if cap(buf) < int(size) {
-			buf = make([]byte, size)
-		}
-		buf = buf[:size]
-		if _, err := io.ReadFull(br, buf); err != nil {
+		if buf, err = readRecord(br, buf[:0], int(size)); err != nil {
 			return nil, bad("record %d: %v", n, noEOF(err))
 		}
 		sumAtRec = crc.Sum32()

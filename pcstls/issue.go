@@ -15,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/postdb/pcs/durable"
 )
 
 // CA is a certificate authority that issues certificates for a test or small deployment
@@ -173,28 +175,9 @@ func (is *Issued) Write(dir, name string) (Files, error) {
 	return f, WriteFileAtomic(f.Cert, is.CertPEM, 0o644)
 }
 
-// WriteFileAtomic writes data to a temporary file in path's directory and renames it over
-// path, so that a reader sees the old file or the new one, never a part.
+// WriteFileAtomic writes data to a temporary file in path's directory, syncs it and renames
+// it over path (syncing the directory), so that a reader sees the old file or the new one,
+// never a part, also after a crash.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return durable.WriteFile(path, data, perm)
 }

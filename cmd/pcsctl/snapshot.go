@@ -2,10 +2,10 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
+
+	"github.com/postdb/pcs/durable"
 )
 
 func snapshotCmd(g *globals) *cobra.Command {
@@ -23,7 +23,7 @@ func snapshotCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := writeFileSync(args[0], data); err != nil {
+			if err := durable.WriteFile(args[0], data, 0o600); err != nil {
 				return err
 			}
 			return g.print(cmd.OutOrStdout(), table{rows: [][]string{{fmt.Sprintf("saved %d bytes at revision %d to %s", len(data), rev, args[0])}},
@@ -33,25 +33,4 @@ func snapshotCmd(g *globals) *cobra.Command {
 	save.Flags().StringVar(&endpoint, "endpoint", "", "save this node's state (may be stale) instead of the primary's")
 	cmd.AddCommand(save)
 	return cmd
-}
-
-// writeFileSync writes data to path durably: a temporary file, fsync, rename.
-func writeFileSync(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".snapshot-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

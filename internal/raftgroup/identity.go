@@ -17,6 +17,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/postdb/pcs/durable"
 )
 
 // ErrClusterMismatch: a peer belongs to another cluster.
@@ -102,7 +104,7 @@ func (i *Identity) Adopt(id uint64) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, filepath.Join(i.dir, clusterIDFile))
+		err = durable.Rename(tmp, filepath.Join(i.dir, clusterIDFile))
 	}
 	if err != nil {
 		return fmt.Errorf("raftgroup: writing cluster id: %w", err)

@@ -34,6 +34,7 @@ import (
 	"github.com/postdb/pcs/internal/dirlock"
 	"github.com/postdb/pcs/internal/meta"
 	"github.com/postdb/pcs/internal/raftgroup"
+	"github.com/postdb/pcs/internal/rpclimits"
 	"github.com/postdb/pcs/internal/tso"
 )
 
@@ -202,7 +203,7 @@ func New(cfg Config) (*Server, error) {
 	if s.httpLn != nil {
 		var h http.Handler
 		s.httpLn, h = s.tlsHTTP(s.httpLn, s.httpHandler())
-		s.httpSrv = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+		s.httpSrv = rpclimits.HTTP(h)
 	}
 	s.needJoin = !hasState && len(cfg.Join) > 0
 	return s, nil

@@ -17,6 +17,7 @@ import (
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/internal/meta"
+	"github.com/postdb/pcs/internal/rpclimits"
 	"github.com/postdb/pcs/internal/rpcmetrics"
 	"github.com/postdb/pcs/internal/tso"
 )
@@ -55,7 +56,7 @@ func newGRPCServer(s *Server) *grpc.Server {
 			}
 			return handler(srv, ss)
 		}))
-	g := grpc.NewServer(opts...)
+	g := grpc.NewServer(append(opts, rpclimits.GRPC()...)...)
 	pcspb.RegisterPCSServer(g, &service{s: s})
 	return g
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/postdb/pcs/internal/netaddr"
 	"github.com/postdb/pcs/internal/raftgroup"
 	"github.com/postdb/pcs/internal/roles"
+	"github.com/postdb/pcs/internal/rpclimits"
 	"github.com/postdb/pcs/internal/rpcmetrics"
 	"github.com/postdb/pcs/nodeagent"
 	"github.com/postdb/pcs/pcstls"
@@ -298,10 +299,11 @@ func Start(cfg Config) (*Server, error) {
 		if t := cfg.TLS; t != nil {
 			hl, h = pcstls.HTTP(hl, h, t.Source, t.lists().HTTPCheck("HTTP pcsnode"))
 		}
-		s.http = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+		s.http = rpclimits.HTTP(h)
 		s.httpLn = hl
 	}
 	gopts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes)}, rpcmetrics.ServerOptions(s.Node.metrics.grpcSeconds)...)
+	gopts = append(gopts, rpclimits.GRPC()...)
 	s.grpc = grpc.NewServer(append(gopts, cfg.TLS.serverOptions(cfg.Logger)...)...)
 	pcspb.RegisterKVServer(s.grpc, s.Node)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -878,24 +878,35 @@ func (n *Node) recordFollowed(sh *pcspb.Shard) error {
 }
 
 // InstallSnapshot replaces this replica's data with the primary's, at the primary's position,
-// and adopts the primary's term, range and epoch version: the chunks are gathered and applied
-// at once when the primary closes the stream.
+// and adopts the primary's term, range and epoch version: the chunks are gathered in a batch
+// and applied at once when the primary closes the stream. The shard's lock is held only to
+// check the primary at the start and to check it again and commit at the end, never while
+// chunks cross the network; the whole stream has SnapshotTimeout.
 func (n *Node) InstallSnapshot(stream pcspb.KV_InstallSnapshotServer) error {
-	first, err := stream.Recv()
+	ctx, cancel := context.WithTimeout(stream.Context(), SnapshotTimeout)
+	defer cancel()
+	first, err := recvWithin(ctx, stream)
 	if err != nil {
 		return err
+	}
+	target := func() (*pcspb.Shard, error) { // the replica's record as the snapshot leaves it
+		sh, err := n.follow(first.ShardId, first.Term, first.Primary)
+		if err != nil {
+			return nil, err
+		}
+		if first.Version > 0 && (first.Version != sh.Epoch.GetVersion() || !bytes.Equal(first.Start, sh.Start) || !bytes.Equal(first.End, sh.End)) {
+			sh = proto.Clone(sh).(*pcspb.Shard)
+			sh.Start, sh.End = first.Start, first.End
+			sh.Epoch = &pcspb.ShardEpoch{ConfVer: sh.Epoch.GetConfVer(), Version: first.Version}
+		}
+		return sh, nil
 	}
 	l := n.shardLock(first.ShardId)
 	l.Lock()
-	defer l.Unlock()
-	sh, err := n.follow(first.ShardId, first.Term, first.Primary)
+	sh, err := target()
+	l.Unlock()
 	if err != nil {
 		return err
-	}
-	if first.Version > 0 && (first.Version != sh.Epoch.GetVersion() || !bytes.Equal(first.Start, sh.Start) || !bytes.Equal(first.End, sh.End)) {
-		sh = proto.Clone(sh).(*pcspb.Shard)
-		sh.Start, sh.End = first.Start, first.End
-		sh.Epoch = &pcspb.ShardEpoch{ConfVer: sh.Epoch.GetConfVer(), Version: first.Version}
 	}
 	r, err := n.store.Replace(sh)
 	if err != nil {
@@ -915,18 +926,48 @@ func (n *Node) InstallSnapshot(stream pcspb.KV_InstallSnapshotServer) error {
 			r.Abort()
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
-		if req, err = stream.Recv(); errors.Is(err, io.EOF) {
+		if req, err = recvWithin(ctx, stream); errors.Is(err, io.EOF) {
 			break
 		} else if err != nil {
 			r.Abort()
 			return err
 		}
 	}
+	l.Lock()
+	defer l.Unlock()
+	// The replica may have moved on while the chunks came (a newer primary): check again.
+	if sh, err = target(); err == nil {
+		err = r.SetMeta(sh)
+	}
+	if err != nil {
+		r.Abort()
+		return err
+	}
 	if err := r.Commit(Position{first.Lsn, first.LastTerm}); err != nil {
 		return status.Error(codes.Internal, err.Error())
 	}
 	n.metrics.snapshotsReceived.Inc()
 	return stream.SendAndClose(&pcspb.InstallSnapshotResponse{})
+}
+
+// recvWithin receives the next message of a stream, or fails when ctx ends (the handler then
+// returns, which ends the stream and the receive left waiting).
+func recvWithin(ctx context.Context, stream pcspb.KV_InstallSnapshotServer) (*pcspb.InstallSnapshotRequest, error) {
+	type got struct {
+		req *pcspb.InstallSnapshotRequest
+		err error
+	}
+	ch := make(chan got, 1)
+	go func() {
+		req, err := stream.Recv()
+		ch <- got{req, err}
+	}()
+	select {
+	case g := <-ch:
+		return g.req, g.err
+	case <-ctx.Done():
+		return nil, status.Errorf(codes.DeadlineExceeded, "kvnode: snapshot stream: %v", ctx.Err())
+	}
 }
 
 // Position tells the shard's primary where this replica's log ends, adopting the primary's

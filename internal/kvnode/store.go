@@ -366,6 +366,17 @@ func (r *Replacement) AddRequests(reqs []*pcspb.AppliedRequest) error {
 	return nil
 }
 
+// SetMeta makes sh the metadata the replacement installs (the replica's record when the
+// replacement commits, which may have changed since it began).
+func (r *Replacement) SetMeta(sh *pcspb.Shard) error {
+	meta, err := proto.Marshal(sh)
+	if err != nil {
+		return err
+	}
+	r.sh = proto.Clone(sh).(*pcspb.Shard)
+	return r.b.Set(metaKey(sh.Id), meta, nil)
+}
+
 // Commit applies the replacement at log position pos.
 func (r *Replacement) Commit(pos Position) error {
 	defer r.b.Close()

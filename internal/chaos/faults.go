@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -92,6 +93,45 @@ var faults = map[string]fault{
 		n.Kill()
 		return func(context.Context) error { return n.Start() }, nil
 	}},
+	"pause-node": {"pause-node", func(ctx context.Context, cl *Cluster, _ *rand.Rand) (func(context.Context) error, error) {
+		// The data node leading the most shards, SIGSTOPped for the fault's duration: its
+		// shards move to new primaries, and when it wakes it must not serve from its old state.
+		n, err := busiestNode(ctx, cl)
+		if err != nil {
+			return nil, err
+		}
+		return func(context.Context) error { return n.Resume() }, n.Pause()
+	}},
+	"pause-node-in-warmup": {"pause-node-in-warmup", func(ctx context.Context, cl *Cluster, _ *rand.Rand) (func(context.Context) error, error) {
+		// The PCS primary SIGSTOPped, and as soon as another has taken office (in its warm-up)
+		// the busiest data node too; both resume at the heal.
+		n, err := busiestNode(ctx, cl)
+		if err != nil {
+			return nil, err
+		}
+		p, err := primary(ctx, cl)
+		if err != nil {
+			return nil, err
+		}
+		if err := p.Pause(); err != nil {
+			return nil, err
+		}
+		heal := func(context.Context) error { return errors.Join(n.Resume(), p.Resume()) }
+		for ctx.Err() == nil {
+			if q, err := primary(ctx, cl); err == nil && q != p {
+				break
+			}
+		}
+		return heal, n.Pause()
+	}},
+	"isolate-node": {"isolate-node", func(ctx context.Context, cl *Cluster, _ *rand.Rand) (func(context.Context) error, error) {
+		// The busiest data node cut off from every other host.
+		n, err := busiestNode(ctx, cl)
+		if err != nil {
+			return nil, err
+		}
+		return healNet(cl), Partition(ctx, []*Host{n.Host}, otherHosts(cl, n.Host))
+	}},
 	"clock-forward": {"clock-forward", clockJump("10s")},
 	"clock-back":    {"clock-back", clockJump("-10s")},
 	"stall-raft-log": {"stall-raft-log", func(ctx context.Context, cl *Cluster, _ *rand.Rand) (func(context.Context) error, error) {
@@ -173,6 +213,10 @@ var Schedules = map[string][]string{
 	"ci": {"isolate-primary", "minority-majority", "isolate-primary", "bridge", "isolate-primary", "asymmetric",
 		"isolate-primary", "pause-primary", "clock-forward", "clock-back", "isolate-primary", "stall-raft-log",
 		"stall-pebble", "kill-primary"},
+	// nodes: data-node faults ten times each, for the rows' unavailability table (run with
+	// --hold 1s, 2.5s, 5s).
+	"nodes": slices.Concat(slices.Repeat([]string{"pause-node"}, 10), slices.Repeat([]string{"pause-node-in-warmup"}, 10),
+		slices.Repeat([]string{"isolate-node"}, 10), slices.Repeat([]string{"bridge"}, 10), slices.Repeat([]string{"minority-majority"}, 10)),
 	// smoke: one partition and one process fault, for a quick look.
 	"smoke": {"isolate-primary", "pause-primary"},
 	// soak: every fault, drawn at random for the whole duration.

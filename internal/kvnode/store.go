@@ -21,6 +21,21 @@
 // of order. Before serving a new term, and for a replica or learner that missed a write, the
 // primary sends its data as a snapshot. A split is an entry of the shard's log, so every
 // replica splits at the same position.
+//
+// Who may serve (DESIGN §6). A node serves shard S as primary only while (1) its own record of
+// S names it primary at term T and (2) it holds PCS's grant of (S, T), renewed by heartbeat
+// answers for the node lease from the heartbeat's send time. PCS grants (S, T) only to the
+// node its catalog names S's primary at T, and a new primary's first grant only once the old
+// primary's grant can have run out or the old primary reports the new term; a record never
+// goes back to an earlier term. So at no moment do two nodes serve S: a node paused or cut off
+// at any time wakes up without a grant of the shards it lost, and its first heartbeat answer
+// denies them. A write is acknowledged only once every replica of the configuration persisted
+// it, and the configuration never shrinks below the shard's min_in_sync replicas (two copies).
+//
+// Files: service.go (the node, its handler for PCS's commands), serve.go (admission, reads,
+// group commit of writes), replicate.go (the primary's replication and a replica's side of it),
+// snapshot.go (catch-up by snapshot), split.go, store.go and requests.go (Pebble), run.go (the
+// process: gRPC, HTTP, the node agent).
 package kvnode
 
 import (

@@ -38,9 +38,6 @@ import (
 	"github.com/postdb/pcs/internal/tso"
 )
 
-// Version is the PCS build version reported by Status.
-const Version = "0.1.0"
-
 // Server is a running PCS node.
 type Server struct {
 	cfg     Config

@@ -20,6 +20,7 @@ import (
 	"github.com/postdb/pcs/internal/rpclimits"
 	"github.com/postdb/pcs/internal/rpcmetrics"
 	"github.com/postdb/pcs/internal/tso"
+	"github.com/postdb/pcs/version"
 )
 
 // Limits of the gRPC surface.
@@ -98,7 +99,7 @@ func (s *Server) status(withDigest bool) *pcspb.StatusResponse {
 		PeerAddr:       s.PeerAddr(),
 		HttpAddr:       s.HTTPAddr(),
 		LastContactMs:  s.lastContactMs(),
-		Version:        Version,
+		Version:        version.Get().String(),
 		ClusterId:      s.ClusterID(),
 		CommandVersion: s.commandVersion(),
 		ClusterVersion: s.fsm.ClusterVersion(),

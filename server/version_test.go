@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/postdb/pcs/internal/meta"
+	"github.com/postdb/pcs/version"
 )
 
 // TestClusterVersionWaitsForEveryMember: while one member reports it reads only command
@@ -36,8 +37,8 @@ func TestClusterVersionWaitsForEveryMember(t *testing.T) {
 		t.Fatalf("cluster version %d with a member of version 1", v)
 	}
 	st, err := c.Status(ctx, "", false)
-	if err != nil || st.ClusterVersion != 1 || st.CommandVersion != tc.primary().commandVersion() {
-		t.Fatalf("status: %+v %v", st, err)
+	if err != nil || st.ClusterVersion != 1 || st.CommandVersion != tc.primary().commandVersion() || st.Version != version.Get().String() {
+		t.Fatalf("status: %+v %v (build %s)", st, err, version.Get())
 	}
 	tc.waitConverged(10 * time.Second)
 

@@ -148,11 +148,19 @@ func TestPcsctlStatusAndEndpointsEnv(t *testing.T) {
 	eps := "--endpoints=" + strings.Join(pc.endpoints(), ",")
 	code, out := run(t, 20*time.Second, "pcsctl", eps, "-o", "json", "status")
 	var rows []struct {
-		ClusterID string `json:"cluster_id"`
-		Primary   string `json:"primary"`
+		ClusterID      string `json:"cluster_id"`
+		Primary        string `json:"primary"`
+		ClusterVersion uint32 `json:"cluster_version"`
+		CommandVersion uint32 `json:"command_version"`
+		Version        string `json:"version"`
 	}
-	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 3 || len(rows[0].ClusterID) != 16 || rows[1].ClusterID != rows[0].ClusterID {
+	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 3 || len(rows[0].ClusterID) != 16 || rows[1].ClusterID != rows[0].ClusterID ||
+		rows[0].CommandVersion == 0 || rows[0].Version == "" {
 		t.Fatalf("status of a healthy cluster: exit %d\n%s", code, out)
+	}
+	pc.waitVersion(c)
+	if _, out := run(t, 20*time.Second, "pcsctl", eps, "-o", "json", "status"); !strings.Contains(out, `"cluster_version"`) {
+		t.Fatalf("status -o json shows no cluster_version:\n%s", out)
 	}
 	if code, out := run(t, 20*time.Second, "pcsctl", eps, "health"); code != 0 || strings.Count(out, " ok ") != 5 {
 		t.Fatalf("health of a healthy cluster (primary, 3 members, shards): exit %d\n%s", code, out)

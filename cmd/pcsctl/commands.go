@@ -42,6 +42,10 @@ func statusCmd(g *globals) *cobra.Command {
 				Digest       string `json:"digest,omitempty"`
 				Error        string `json:"error,omitempty"`
 				ClusterID    string `json:"cluster_id,omitempty"`
+				// The command format the primary writes, and the newest this member reads.
+				ClusterVersion uint32 `json:"cluster_version,omitempty"`
+				CommandVersion uint32 `json:"command_version,omitempty"`
+				Version        string `json:"version,omitempty"` // the member's build
 			}
 			var rows []row
 			t := table{header: []string{"ENDPOINT", "NAME", "CLUSTER", "STATE", "RAFT", "TERM", "PRIMARY", "APPLIED", "COMMIT", "REVISION"}}
@@ -57,7 +61,9 @@ func statusCmd(g *globals) *cobra.Command {
 					t.rows = append(t.rows, []string{ep, "-", "-", "unreachable", "-", "-", "-", "-", "-", "-"})
 					continue
 				}
-				r := row{ep, st.Name, pcspb.StateName(st.State), st.RaftState, st.Term, st.PrimaryName, st.AppliedIndex, st.CommitIndex, st.Revision, st.Digest, "", st.ClusterId}
+				r := row{Endpoint: ep, Name: st.Name, State: pcspb.StateName(st.State), Raft: st.RaftState, Term: st.Term, Primary: st.PrimaryName,
+					AppliedIndex: st.AppliedIndex, CommitIndex: st.CommitIndex, Revision: st.Revision, Digest: st.Digest, ClusterID: st.ClusterId,
+					ClusterVersion: st.ClusterVersion, CommandVersion: st.CommandVersion, Version: st.Version}
 				rows = append(rows, r)
 				cells := []string{ep, r.Name, r.ClusterID, r.State, r.Raft, u(r.Term), r.Primary, u(r.AppliedIndex), u(r.CommitIndex), u(r.Revision)}
 				if digest {

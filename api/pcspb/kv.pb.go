@@ -368,12 +368,15 @@ func (x *ReplicateRequest) GetExpired() []*AppliedRequest {
 // by the shard's log with the write itself; trimmed below the client's acked_below and after
 // the dedup window.
 type AppliedRequest struct {
-	state      protoimpl.MessageState `protogen:"open.v1"`
-	ClientId   uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	Seq        uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
-	AckedBelow uint64                 `protobuf:"varint,3,opt,name=acked_below,json=ackedBelow,proto3" json:"acked_below,omitempty"`
-	// The primary's wall clock when it applied the request (ms).
-	AtMs          uint64 `protobuf:"varint,4,opt,name=at_ms,json=atMs,proto3" json:"at_ms,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ClientId uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// 0: not a request but the client's floor (at): every seq below it is done, and an attempt
+	// of one that has no record is refused rather than applied.
+	Seq        uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	AckedBelow uint64 `protobuf:"varint,3,opt,name=acked_below,json=ackedBelow,proto3" json:"acked_below,omitempty"`
+	// The shard log position of the entry that applied the request (the floor, for seq 0).
+	// Records written before log positions were used hold a wall clock (ms) here.
+	At            uint64 `protobuf:"varint,4,opt,name=at,proto3" json:"at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -429,9 +432,9 @@ func (x *AppliedRequest) GetAckedBelow() uint64 {
 	return 0
 }
 
-func (x *AppliedRequest) GetAtMs() uint64 {
+func (x *AppliedRequest) GetAt() uint64 {
 	if x != nil {
-		return x.AtMs
+		return x.At
 	}
 	return 0
 }
@@ -1392,13 +1395,13 @@ const file_kv_proto_rawDesc = "" +
 	"\aprimary\x18\x06 \x01(\x04R\aprimary\x12#\n" +
 	"\x05split\x18\a \x01(\v2\r.pcs.v1.ShardR\x05split\x122\n" +
 	"\brequests\x18\b \x03(\v2\x16.pcs.v1.AppliedRequestR\brequests\x120\n" +
-	"\aexpired\x18\t \x03(\v2\x16.pcs.v1.AppliedRequestR\aexpired\"u\n" +
+	"\aexpired\x18\t \x03(\v2\x16.pcs.v1.AppliedRequestR\aexpired\"p\n" +
 	"\x0eAppliedRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1f\n" +
 	"\vacked_below\x18\x03 \x01(\x04R\n" +
-	"ackedBelow\x12\x13\n" +
-	"\x05at_ms\x18\x04 \x01(\x04R\x04atMs\"\xac\x02\n" +
+	"ackedBelow\x12\x0e\n" +
+	"\x02at\x18\x04 \x01(\x04R\x02at\"\xac\x02\n" +
 	"\x16InstallSnapshotRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x10\n" +

@@ -257,6 +257,9 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 	}
 	start := time.Now()
 	lsn := n.store.LSN(sh.Id) + 1
+	for _, r := range reqs {
+		r.At = lsn // records are stamped with a log position, never a clock
+	}
 	var expired []*pcspb.AppliedRequest
 	if split == nil {
 		expired = n.expiredRequests(sh.Id)

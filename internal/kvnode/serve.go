@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -93,12 +95,15 @@ func appliedRequest(ctx context.Context) (*pcspb.AppliedRequest, error) {
 	if id == nil {
 		return nil, nil
 	}
+	if id.ClientId == 0 || id.Seq == 0 {
+		return nil, status.Error(codes.InvalidArgument, "kvnode: a request id needs a client id and a seq (from 1)")
+	}
 	return &pcspb.AppliedRequest{ClientId: id.ClientId, Seq: id.Seq, AckedBelow: id.AckedBelow}, nil
 }
 
-// expiredRequests returns, about once a minute per shard, up to 1000 request records of the
-// shard older than RequestWindow, for the next entry to delete. The caller holds the shard's
-// lock.
+// expiredRequests returns, about once a minute per shard (the clock only paces the search),
+// up to 1000 request records of the shard RequestWindow entries behind its log, for the next
+// entry to delete. The caller holds the shard's lock.
 func (n *Node) expiredRequests(shard uint64) []*pcspb.AppliedRequest {
 	now := time.Now()
 	n.mu.Lock()
@@ -113,12 +118,22 @@ func (n *Node) expiredRequests(shard uint64) []*pcspb.AppliedRequest {
 	if !due {
 		return nil
 	}
-	exp, err := n.store.ExpiredRequests(shard, uint64(now.UnixMilli())-RequestWindow, 1000)
+	exp, err := n.store.ExpiredRequests(shard, n.store.LSN(shard), 1000)
 	if err != nil {
 		n.log.Warn("looking for expired request records", "shard", shard, "err", err)
 		return nil
 	}
 	return exp
+}
+
+// outcomeUnknown is the error of an attempt below its client's floor with no record.
+func outcomeUnknown(shard, client, seq, floor uint64) error {
+	st := status.New(codes.FailedPrecondition, fmt.Sprintf("kvnode: shard %d has no record of client %x request %d, below its floor %d: it may have been applied",
+		shard, client, seq, floor))
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: pcspb.ReasonOutcomeUnknown, Domain: pcspb.ReasonDomain}); err == nil {
+		return d.Err()
+	}
+	return st.Err()
 }
 
 // pendingWrite is a write waiting in its shard's queue for group commit.
@@ -245,9 +260,19 @@ func (n *Node) commitGroup(ctx context.Context, batch []*pendingWrite) {
 				group = append(group, w)
 				continue
 			}
+			floor, err := n.store.Floor(cur.Id, id[0])
+			if err != nil {
+				w.done <- status.Error(codes.Internal, err.Error())
+				continue
+			}
+			if id[1] < floor {
+				// Below the client's floor with no record: its record expired, or the client
+				// had its answer long ago (a delayed copy). Applying it could apply it twice.
+				w.done <- outcomeUnknown(cur.Id, id[0], id[1], floor)
+				continue
+			}
 			inGroup[id] = true
-			w.req.AtMs = uint64(time.Now().UnixMilli())
-			reqs = append(reqs, w.req)
+			reqs = append(reqs, w.req) // stamped with its entry's position by writeLocked
 		}
 		conflict := false
 		for _, kv := range w.puts {

@@ -286,10 +286,11 @@ func (s *Store) Write(shard uint64, pos Position, puts []*pcspb.KVPair, deletes 
 	if err := b.Set(lsnKey(shard), pos.encode(), nil); err != nil {
 		return err
 	}
-	if err := deleteRequests(b, shard, expired); err != nil {
+	fl := newFloors(s.db, shard)
+	if err := deleteRequests(b, fl, expired); err != nil {
 		return err
 	}
-	if err := setRequests(b, shard, reqs); err != nil {
+	if err := setRequests(b, fl, reqs); err != nil {
 		return err
 	}
 	p := dataPrefix(shard)
@@ -368,13 +369,13 @@ func (r *Replacement) Add(pairs []*pcspb.KVPair) error {
 	return nil
 }
 
-// AddRequests adds request records of the snapshot.
+// AddRequests adds request records (and floors, seq 0) of the snapshot.
 func (r *Replacement) AddRequests(reqs []*pcspb.AppliedRequest) error {
 	for _, q := range reqs {
-		if q.ClientId == 0 || q.Seq == 0 {
-			return fmt.Errorf("kvnode: a request record without client or seq")
+		if q.ClientId == 0 {
+			return fmt.Errorf("kvnode: a request record without a client")
 		}
-		if err := r.b.Set(reqKey(r.sh.Id, q.ClientId, q.Seq), binary.BigEndian.AppendUint64(nil, q.AtMs), nil); err != nil {
+		if err := r.b.Set(reqKey(r.sh.Id, q.ClientId, q.Seq), binary.BigEndian.AppendUint64(nil, q.At), nil); err != nil {
 			return err
 		}
 	}
@@ -500,13 +501,14 @@ func (s *Store) Split(left, right *pcspb.Shard, at Position) error {
 	if err := b.DeleteRange(append(bytes.Clone(lp), right.Start...), prefixEnd(lp), nil); err != nil {
 		return err
 	}
-	// Both halves keep the request records: a retry routed to either finds its record.
+	// Both halves keep the request records and floors: a retry routed to either finds its
+	// record.
 	var recs []*pcspb.AppliedRequest
 	if err := requestsIn(snap, left.Id, func(r *pcspb.AppliedRequest) bool { recs = append(recs, r); return true }); err != nil {
 		return err
 	}
 	for _, r := range recs {
-		if err := b.Set(reqKey(right.Id, r.ClientId, r.Seq), binary.BigEndian.AppendUint64(nil, r.AtMs), nil); err != nil {
+		if err := b.Set(reqKey(right.Id, r.ClientId, r.Seq), binary.BigEndian.AppendUint64(nil, r.At), nil); err != nil {
 			return err
 		}
 	}

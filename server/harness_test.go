@@ -68,6 +68,9 @@ func newTestCluster(t *testing.T, n int, tweak func(*Config)) *testCluster {
 		if tweak != nil {
 			tweak(&cfg)
 		}
+		if i == 0 {
+			t.Cleanup(tc.closeAll) // also the members started before one that fails to
+		}
 		s, err := New(cfg)
 		if err != nil {
 			t.Fatalf("starting %s: %v", tc.names[i], err)
@@ -75,7 +78,6 @@ func newTestCluster(t *testing.T, n int, tweak func(*Config)) *testCluster {
 		s.Start()
 		tc.servers = append(tc.servers, s)
 	}
-	t.Cleanup(tc.closeAll)
 	tc.waitRunning(10 * time.Second)
 	if tweak == nil {
 		waitFor(t, 10*time.Second, "the cluster version in force", func() bool {

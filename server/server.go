@@ -172,29 +172,30 @@ func New(cfg Config) (*Server, error) {
 	if rc.ForceNewCluster {
 		log.Warn("forcing a new cluster of this member alone from its data")
 	}
+	if bootstrap {
+		rc.Bootstrap = func(local raft.ServerAddress) raft.Configuration {
+			peers := cfg.InitialCluster
+			if len(peers) == 0 {
+				peers = []Peer{{Name: cfg.Name, PeerAddr: string(local)}}
+			}
+			var servers []raft.Server
+			for _, p := range peers {
+				addr := raft.ServerAddress(p.PeerAddr)
+				if p.Name == cfg.Name {
+					addr = local
+				}
+				servers = append(servers, raft.Server{ID: raft.ServerID(p.Name), Address: addr, Suffrage: raft.Voter})
+			}
+			return raft.Configuration{Servers: servers}
+		}
+	}
 	s.group, err = raftgroup.Open(rc, s.fsm)
 	if err != nil {
 		return fail(err)
 	}
 	s.raft = s.group.Raft
 	if bootstrap {
-		peers := cfg.InitialCluster
-		if len(peers) == 0 {
-			peers = []Peer{{Name: cfg.Name, PeerAddr: s.group.LocalAddr()}}
-		}
-		var servers []raft.Server
-		for _, p := range peers {
-			addr := p.PeerAddr
-			if p.Name == cfg.Name {
-				addr = s.group.LocalAddr()
-			}
-			servers = append(servers, raft.Server{ID: raft.ServerID(p.Name), Address: raft.ServerAddress(addr), Suffrage: raft.Voter})
-		}
-		if err := s.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
-			s.group.Close()
-			return fail(fmt.Errorf("bootstrap: %w", err))
-		}
-		log.Info("bootstrapped cluster", "members", len(servers), "cluster_id", s.ClusterID())
+		log.Info("bootstrapped cluster", "members", max(len(cfg.InitialCluster), 1), "cluster_id", s.ClusterID())
 	}
 	s.grpcSrv = newGRPCServer(s)
 	if s.httpLn != nil {

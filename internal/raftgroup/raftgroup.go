@@ -68,6 +68,10 @@ type Config struct {
 	// itself alone, keeping its data (etcd's --force-new-cluster): the way back when a quorum
 	// is lost for good. Other members must be re-added.
 	ForceNewCluster bool
+	// Bootstrap, if set, makes Open bootstrap a new group with the configuration it returns
+	// (given this member's transport address), before Raft starts: a member whose peers formed
+	// a quorum and reached it first must not find its log already written and refuse.
+	Bootstrap func(local raft.ServerAddress) raft.Configuration
 	// Identity, if set, makes every Raft connection open with a handshake of cluster ids: a
 	// peer of another cluster is refused (and logged) before any Raft message passes.
 	Identity *Identity
@@ -202,6 +206,13 @@ func Open(cfg Config, fsm raft.FSM) (*Group, error) {
 			trans.Close()
 			closeLogs()
 			return nil, fmt.Errorf("raftgroup: forcing a new cluster: %w", err)
+		}
+	}
+	if cfg.Bootstrap != nil {
+		if err := raft.BootstrapCluster(rc, logs, logs, snaps, trans, cfg.Bootstrap(trans.LocalAddr())); err != nil {
+			trans.Close()
+			closeLogs()
+			return nil, fmt.Errorf("raftgroup: bootstrap: %w", err)
 		}
 	}
 	var store raft.LogStore = logs

@@ -376,7 +376,10 @@ type AppliedRequest struct {
 	AckedBelow uint64 `protobuf:"varint,3,opt,name=acked_below,json=ackedBelow,proto3" json:"acked_below,omitempty"`
 	// The shard log position of the entry that applied the request (the floor, for seq 0).
 	// Records written before log positions were used hold a wall clock (ms) here.
-	At            uint64 `protobuf:"varint,4,opt,name=at,proto3" json:"at,omitempty"`
+	At uint64 `protobuf:"varint,4,opt,name=at,proto3" json:"at,omitempty"`
+	// Trim the client's records below acked_below (and raise its floor to it) with this entry;
+	// the primary asks for it about once every 64 requests of a client, not with each.
+	Trim          bool `protobuf:"varint,5,opt,name=trim,proto3" json:"trim,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -437,6 +440,13 @@ func (x *AppliedRequest) GetAt() uint64 {
 		return x.At
 	}
 	return 0
+}
+
+func (x *AppliedRequest) GetTrim() bool {
+	if x != nil {
+		return x.Trim
+	}
+	return false
 }
 
 // InstallSnapshotRequest is one chunk of a snapshot that replaces a lagging replica's data with
@@ -1395,13 +1405,14 @@ const file_kv_proto_rawDesc = "" +
 	"\aprimary\x18\x06 \x01(\x04R\aprimary\x12#\n" +
 	"\x05split\x18\a \x01(\v2\r.pcs.v1.ShardR\x05split\x122\n" +
 	"\brequests\x18\b \x03(\v2\x16.pcs.v1.AppliedRequestR\brequests\x120\n" +
-	"\aexpired\x18\t \x03(\v2\x16.pcs.v1.AppliedRequestR\aexpired\"p\n" +
+	"\aexpired\x18\t \x03(\v2\x16.pcs.v1.AppliedRequestR\aexpired\"\x84\x01\n" +
 	"\x0eAppliedRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1f\n" +
 	"\vacked_below\x18\x03 \x01(\x04R\n" +
 	"ackedBelow\x12\x0e\n" +
-	"\x02at\x18\x04 \x01(\x04R\x02at\"\xac\x02\n" +
+	"\x02at\x18\x04 \x01(\x04R\x02at\x12\x12\n" +
+	"\x04trim\x18\x05 \x01(\bR\x04trim\"\xac\x02\n" +
 	"\x16InstallSnapshotRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x10\n" +

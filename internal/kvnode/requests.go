@@ -24,6 +24,10 @@ import (
 // RequestWindow is how many entries of its shard's log a request's record outlives.
 const RequestWindow = 100_000
 
+// trimEvery: a client's answered records are trimmed with about one request in trimEvery
+// (each trim is a range deletion, which every read of the store then has to skip).
+const trimEvery = 64
+
 // reqPrefix: 'q' shard client seq -> at_ms (8 bytes).
 func reqPrefix(shard uint64) []byte { return binary.BigEndian.AppendUint64([]byte{'q'}, shard) }
 
@@ -83,14 +87,14 @@ func floorIn(r pebble.Reader, shard, client uint64) (uint64, error) {
 	return binary.BigEndian.Uint64(v), nil
 }
 
-// setRequests adds request records (and the trimming of each client's answered ones, raising
-// its floor) to b.
+// setRequests adds request records (and, where the primary asked, the trimming of a client's
+// answered ones, raising its floor) to b.
 func setRequests(b *pebble.Batch, fl *floors, reqs []*pcspb.AppliedRequest) error {
 	for _, r := range reqs {
 		if r.ClientId == 0 || r.Seq == 0 {
 			return fmt.Errorf("kvnode: a request record without client or seq")
 		}
-		if r.AckedBelow > 1 && r.AckedBelow <= r.Seq {
+		if r.Trim && r.AckedBelow > 1 && r.AckedBelow <= r.Seq {
 			if err := b.DeleteRange(reqKey(fl.shard, r.ClientId, 1), reqKey(fl.shard, r.ClientId, r.AckedBelow), nil); err != nil {
 				return err
 			}

@@ -126,6 +126,27 @@ func (n *Node) expiredRequests(shard uint64) []*pcspb.AppliedRequest {
 	return exp
 }
 
+// trimDue decides whether a request trims its client's answered records (about once every
+// trimEvery requests). The decision travels with the entry, so every replica trims alike; it
+// is remembered only here, and forgetting it costs one early trim.
+func (n *Node) trimDue(shard, client, ackedBelow uint64) bool {
+	if ackedBelow <= 1 {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.trimmed == nil || len(n.trimmed) > 100_000 {
+		n.trimmed = map[[2]uint64]uint64{}
+	}
+	k := [2]uint64{shard, client}
+	last, ok := n.trimmed[k]
+	if ok && ackedBelow < last+trimEvery {
+		return false
+	}
+	n.trimmed[k] = ackedBelow
+	return true
+}
+
 // outcomeUnknown is the error of an attempt below its client's floor with no record.
 func outcomeUnknown(shard, client, seq, floor uint64) error {
 	st := status.New(codes.FailedPrecondition, fmt.Sprintf("kvnode: shard %d has no record of client %x request %d, below its floor %d: it may have been applied",
@@ -272,6 +293,7 @@ func (n *Node) commitGroup(ctx context.Context, batch []*pendingWrite) {
 				continue
 			}
 			inGroup[id] = true
+			w.req.Trim = n.trimDue(cur.Id, id[0], w.req.AckedBelow)
 			reqs = append(reqs, w.req) // stamped with its entry's position by writeLocked
 		}
 		conflict := false

@@ -56,6 +56,7 @@ type Node struct {
 	locks   map[uint64]*sync.Mutex // per shard: orders its requests as primary, and its log on a replica
 	repl    map[uint64]*replState  // per shard this node is primary of
 	gcAt    map[uint64]time.Time   // per shard: when its expired request records were last looked for
+	trimmed map[[2]uint64]uint64   // (shard, client) -> the acked_below its records were last trimmed to
 }
 
 // Grants is what a node knows of PCS's grants (nodeagent.Agent implements it). A node serves

@@ -61,6 +61,9 @@ var (
 	// acknowledged; it may be on some replicas. Retrying is safe (the data node applies a
 	// request once); the client retries it while its deadline allows.
 	ErrNotEnoughReplicas = errors.New("pcs: not enough in-sync replicas")
+	// ErrNoSpace: the system key-value namespace is at its quota (pcs --quota-bytes); deletes
+	// still work. Not retried.
+	ErrNoSpace = errors.New("pcs: no space")
 	// ErrSessionExpired: PCS dropped this client's session (to make room) and refused a first
 	// attempt of it without applying it; the client takes a new client id and sends it again,
 	// so this reaches the caller only if that fails too.
@@ -105,6 +108,11 @@ func fromStatus(err error) error {
 		}
 	case codes.OutOfRange:
 		sentinel = ErrCompacted
+	case codes.ResourceExhausted:
+		sentinel = ErrInternal
+		if reason(err) == pcspb.ReasonNoSpace {
+			sentinel = ErrNoSpace
+		}
 	case codes.InvalidArgument:
 		sentinel = ErrInvalidArgument
 	case codes.NotFound:

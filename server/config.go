@@ -80,6 +80,10 @@ type Config struct {
 	IDBlock uint64
 	// WriteTimeout bounds a single Raft write when the caller's context has no deadline. Default 5s.
 	WriteTimeout time.Duration
+	// QuotaBytes bounds the system key-value namespace (keys and values, as etcd's
+	// --quota-backend-bytes): past it puts fail with ErrNoSpace and the alarm metric is 1;
+	// deletes still work. Default DefaultQuotaBytes; 0: no quota.
+	QuotaBytes int64
 	// History is the number of key-value events kept for watches. Default 100000.
 	History int
 
@@ -154,6 +158,9 @@ func (t *TLSConfig) lists() roles.Lists {
 		Node: any(t.AllowedNodes, "nodes"), Peer: any(t.AllowedPeers, "peers")}
 }
 
+// DefaultQuotaBytes is the default bound of the system key-value namespace: 2 GiB.
+const DefaultQuotaBytes = 2 << 30
+
 // DefaultConfig returns the single-node defaults.
 func DefaultConfig() Config {
 	rc := raftgroup.DefaultConfig()
@@ -170,6 +177,7 @@ func DefaultConfig() Config {
 		WriteTimeout:    5 * time.Second,
 		History:         100_000,
 		Nodes:           cluster.DefaultConfig(),
+		QuotaBytes:      DefaultQuotaBytes,
 		NodeLease:       time.Second,
 		NodeLeaseMargin: 300 * time.Millisecond,
 		DDLInterval:     100 * time.Millisecond,
@@ -196,6 +204,8 @@ func (c Config) Validate() error {
 		return errors.New("node timeouts: disconnect-after must be positive and at most down-after; warm-up not negative")
 	case c.NodeLease <= 0 || c.DDLInterval <= 0 || c.NodeLeaseMargin < 0:
 		return errors.New("node lease and DDL interval must be positive")
+	case c.QuotaBytes < 0:
+		return errors.New("quota bytes must not be negative")
 	case c.WriteTimeout <= 0:
 		return errors.New("write timeout must be positive")
 	case netaddr.Check("client address", c.ClientAddr, c.AdvertiseClientAddr) != nil && c.ClientListener == nil:

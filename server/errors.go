@@ -45,6 +45,8 @@ var (
 	// ErrLeaseExpired: a data node asked for something only a node with a live lease may ask
 	// (PCS has not heard from it within its lease).
 	ErrLeaseExpired = errors.New("node lease expired")
+	// ErrNoSpace: the system key-value namespace is at its quota; delete keys to make room.
+	ErrNoSpace = errors.New("no space: the key-value quota is used up")
 	// ErrPermissionDenied: the caller's certificate may not act as asked (another data node's
 	// id, a shard it does not lead).
 	ErrPermissionDenied = errors.New("permission denied")
@@ -117,6 +119,8 @@ func toStatus(err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, ErrPermissionDenied), errors.Is(err, meta.ErrIdentity):
 		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, ErrNoSpace):
+		return withReason(codes.ResourceExhausted, pcspb.ReasonNoSpace, err)
 	case errors.Is(err, meta.ErrNotEnoughReplicas):
 		return withReason(codes.FailedPrecondition, pcspb.ReasonNotEnoughReplicas, err)
 	case errors.Is(err, ErrShardGuard):

@@ -132,6 +132,10 @@ func newMetrics(s *Server) *metrics {
 		gauge("pcs_raft_applied_index", "Raft index applied to the metadata.", func() float64 { return float64(s.fsm.Position().AppliedIndex) }),
 		gauge("pcs_raft_last_index", "Last Raft log index.", func() float64 { return float64(s.raft.LastIndex()) }),
 		gauge("pcs_meta_revision", "Cluster revision of the local metadata.", func() float64 { return float64(s.fsm.Position().Revision) }),
+		gauge("pcs_meta_kv_bytes", "Bytes of keys and values in the system key-value namespace.", func() float64 { return float64(s.fsm.KVBytes()) }),
+		gauge("pcs_meta_quota_bytes", "The quota of the system key-value namespace (0: none).", func() float64 { return float64(s.cfg.QuotaBytes) }),
+		gauge("pcs_meta_sessions", "Client sessions the metadata keeps for exactly-once writes.", func() float64 { n, _ := s.fsm.SessionSize(); return float64(n) }),
+		gauge("pcs_meta_session_bytes", "Bytes the client sessions hold, about.", func() float64 { _, b := s.fsm.SessionSize(); return float64(b) }),
 	)
 	return m
 }

@@ -377,6 +377,9 @@ func (v *service) Put(ctx context.Context, req *pcspb.PutRequest) (*pcspb.PutRes
 	if cli != nil {
 		return forwarded(ctx, req, func(r *pcspb.PutRequest) { r.NoForward = true }, cli.Put)
 	}
+	if used, quota := v.s.fsm.KVBytes(), v.s.cfg.QuotaBytes; quota > 0 && used+int64(len(req.Key)+len(req.Value)) > quota {
+		return nil, toStatus(fmt.Errorf("%w: %d of %d bytes used; delete keys to make room", ErrNoSpace, used, quota))
+	}
 	res, err := v.s.applyRequest(ctx, &pcspb.Command{Op: &pcspb.Command_Put{Put: &pcspb.CmdPut{Key: req.Key, Value: req.Value, ExpectedVersion: req.ExpectedVersion}}})
 	if err != nil {
 		return nil, toStatus(err)

@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/postdb/pcs/internal/meta"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/client"
+	"github.com/postdb/pcs/internal/meta"
 )
 
 // TestWatchAcrossPrimaryChange: a watch served by the primary survives the primary's loss: no
@@ -193,4 +193,31 @@ func TestWatchOfLargeValues(t *testing.T) {
 		}
 	}
 	t.Fatalf("watch closed after %d of 5 events", got)
+}
+
+// TestKeyspaceQuota: past --quota-bytes a put fails with ErrNoSpace and changes nothing;
+// deletes still work and make room again.
+func TestKeyspaceQuota(t *testing.T) {
+	tc := newTestCluster(t, 1, func(c *Config) { c.QuotaBytes = 4 << 10 })
+	c := tc.client()
+	ctx := ctxT(t, 20*time.Second)
+	v := bytes.Repeat([]byte("v"), 1000)
+	for i := 0; i < 4; i++ {
+		if _, err := c.Put(ctx, []byte(fmt.Sprint("q/", i)), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := tc.primary().FSM().Position().Revision
+	if _, err := c.Put(ctx, []byte("q/4"), v); !errorsIs(err, client.ErrNoSpace) {
+		t.Fatalf("a put past the quota: %v, want ErrNoSpace", err)
+	}
+	if after := tc.primary().FSM().Position().Revision; after != before {
+		t.Fatalf("a refused put moved the revision %d -> %d", before, after)
+	}
+	if _, err := c.Delete(ctx, []byte("q/0")); err != nil {
+		t.Fatalf("a delete at the quota: %v", err)
+	}
+	if _, err := c.Put(ctx, []byte("q/4"), v); err != nil {
+		t.Fatalf("a put after a delete made room: %v", err)
+	}
 }

@@ -28,6 +28,8 @@ const (
 	// ReasonSessionExpired: a first attempt of a client session PCS dropped; nothing was
 	// applied, and the client sends it again under a new client id.
 	ReasonSessionExpired = "SESSION_EXPIRED"
+	// ReasonNoSpace: the system key-value namespace is at its quota.
+	ReasonNoSpace = "NO_SPACE"
 )
 
 // RequestIDHeader is the gRPC metadata key (binary) that carries a marshaled RequestID.

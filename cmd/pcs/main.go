@@ -51,6 +51,7 @@ type fileConfig struct {
 	NodeWarmup         time.Duration
 	NodeLease          time.Duration
 	NodeLeaseMargin    time.Duration
+	QuotaBytes         int64
 	DebugFaultsAddr    string `yaml:"debug-faults-addr"`
 	AdvertiseClient    string
 	AdvertisePeer      string
@@ -81,7 +82,7 @@ func defaults() fileConfig {
 		LeaderLeaseTimeout: d.Raft.LeaderLeaseTimeout, CommitTimeout: d.Raft.CommitTimeout,
 		SnapshotThreshold: d.Raft.SnapshotThreshold, SnapshotInterval: d.Raft.SnapshotInterval,
 		TrailingLogs: d.Raft.TrailingLogs, TSOWindow: d.TSOWindow,
-		NodeDisconnect: d.Nodes.DisconnectAfter, NodeDown: d.Nodes.DownAfter, NodeWarmup: d.Nodes.Warmup, NodeLease: d.NodeLease, NodeLeaseMargin: d.NodeLeaseMargin,
+		NodeDisconnect: d.Nodes.DisconnectAfter, NodeDown: d.Nodes.DownAfter, NodeWarmup: d.Nodes.Warmup, NodeLease: d.NodeLease, NodeLeaseMargin: d.NodeLeaseMargin, QuotaBytes: d.QuotaBytes,
 	}
 }
 
@@ -148,6 +149,7 @@ with 'pcsctl snapshot save FILE', for a new cluster.`,
 	f.DurationVar(&fc.NodeWarmup, "node-warmup", fc.NodeWarmup, "after a primary change, declare no data node down and plan nothing for this long")
 	f.DurationVar(&fc.NodeLease, "node-lease", fc.NodeLease, "lease a heartbeat answer grants a data node")
 	f.DurationVar(&fc.NodeLeaseMargin, "node-lease-margin", fc.NodeLeaseMargin, "a data node silent for its lease plus this margin loses its shard primaries")
+	f.Int64Var(&fc.QuotaBytes, "quota-bytes", fc.QuotaBytes, "bytes of keys and values the system key-value namespace may hold; past it puts fail with no space (deletes work); 0: no quota")
 	f.StringVar(&fc.TLSCA, "tls-ca", "", "CA bundle that signs every certificate of the cluster: mutual TLS on every port (with --tls-cert and --tls-key)")
 	f.StringVar(&fc.TLSCert, "tls-cert", "", "this member's certificate (server and client auth; names its addresses); re-read when it changes")
 	f.StringVar(&fc.TLSKey, "tls-key", "", "this member's private key")
@@ -214,6 +216,7 @@ func run(ctx context.Context, fc fileConfig) error {
 	cfg.Nodes.DisconnectAfter, cfg.Nodes.DownAfter, cfg.Nodes.Warmup = fc.NodeDisconnect, fc.NodeDown, fc.NodeWarmup
 	cfg.NodeLease = fc.NodeLease
 	cfg.NodeLeaseMargin = fc.NodeLeaseMargin
+	cfg.QuotaBytes = fc.QuotaBytes
 	cfg.JoinAsNonVoter = fc.JoinAsNonVoter
 	cfg.ForceNewCluster = fc.ForceNewCluster
 	var err error

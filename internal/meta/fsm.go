@@ -83,6 +83,7 @@ type state struct {
 	applied   uint64 // Raft index of the last command or configuration applied
 	tsoWindow uint64 // ms
 	kv        *btree.BTreeG[*pcspb.KeyValue]
+	kvBytes   int64 // keys and values in kv
 	ids       map[string]uint64 // next id to hand out per kind; absent means 1
 	members   map[string]*pcspb.Member
 	hist      history
@@ -201,6 +202,10 @@ func (f *FSM) applyLocked(st *state, cmd *pcspb.Command, res *Result) {
 			kv.Version = old.Version + 1
 		}
 		st.kv.ReplaceOrInsert(kv)
+		st.kvBytes += kvSize(kv)
+		if exists {
+			st.kvBytes -= kvSize(old)
+		}
 		st.hist.append(&pcspb.Event{Type: pcspb.EventType_EVENT_TYPE_PUT, Kv: kv}, f.opts.History)
 		res.KV = kv
 	case *pcspb.Command_Delete:
@@ -220,6 +225,7 @@ func (f *FSM) applyLocked(st *state, cmd *pcspb.Command, res *Result) {
 			return
 		}
 		st.kv.Delete(old)
+		st.kvBytes -= kvSize(old)
 		res.Deleted = true
 		st.hist.append(&pcspb.Event{Type: pcspb.EventType_EVENT_TYPE_DELETE,
 			Kv: &pcspb.KeyValue{Key: d.Key, ModRevision: st.revision}}, f.opts.History)
@@ -259,6 +265,7 @@ func (st *state) cloneLocked() *state {
 		applied:   st.applied,
 		tsoWindow: st.tsoWindow,
 		kv:        st.kv.Clone(),
+		kvBytes:   st.kvBytes,
 		ids:       make(map[string]uint64, len(st.ids)),
 		members:   make(map[string]*pcspb.Member, len(st.members)),
 		hist:      history{start: st.hist.start, events: append([]*pcspb.Event(nil), st.hist.events[st.hist.head:]...)},
@@ -292,6 +299,23 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.log.Info("restored snapshot", "revision", st.revision, "applied_index", st.applied, "keys", st.kv.Len())
 	return nil
+}
+
+func kvSize(kv *pcspb.KeyValue) int64 { return int64(len(kv.Key) + len(kv.Value)) }
+
+// KVBytes is the bytes of keys and values in the system key-value namespace (the quota counts
+// them).
+func (f *FSM) KVBytes() int64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.mu.st.kvBytes
+}
+
+// SessionSize is the number of client sessions and about the bytes they hold.
+func (f *FSM) SessionSize() (int, int) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.mu.st.sess.size()
 }
 
 // Position is the applied position of the state.

@@ -225,6 +225,7 @@ func readSnapshot(r io.Reader) (*state, error) {
 			}
 			lastKey = kv.Key
 			st.kv.ReplaceOrInsert(kv)
+			st.kvBytes += kvSize(kv)
 		case *pcspb.SnapshotRecord_DataNode, *pcspb.SnapshotRecord_Table, *pcspb.SnapshotRecord_Shard:
 			if err := readCatalogRecord(st.cat, &rec); err != nil {
 				return nil, bad("record %d: %v", n, err)

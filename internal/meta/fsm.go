@@ -83,7 +83,7 @@ type state struct {
 	applied   uint64 // Raft index of the last command or configuration applied
 	tsoWindow uint64 // ms
 	kv        *btree.BTreeG[*pcspb.KeyValue]
-	kvBytes   int64 // keys and values in kv
+	kvBytes   int64             // keys and values in kv
 	ids       map[string]uint64 // next id to hand out per kind; absent means 1
 	members   map[string]*pcspb.Member
 	hist      history

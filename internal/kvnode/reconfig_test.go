@@ -213,15 +213,7 @@ func TestReplicaLossAndReturn(t *testing.T) {
 func TestPrimaryRemovesUnreachableReplica(t *testing.T) {
 	var cutTo [3]atomic.Uint64 // per node: the node it cannot reach (0: none)
 	c, nodes := startCluster(t, 3, func(cfg *Config) {
-		i := cfg.Labels["zone"][1] - '0'
-		cfg.WrapPeer = func(p Peer) Peer {
-			return func(ctx context.Context, node uint64) (pcspb.KVClient, error) {
-				if cutTo[i].Load() == node {
-					return nil, errCut
-				}
-				return p(ctx, node)
-			}
-		}
+		cutPeers(&cutTo)(cfg)
 		cfg.HTTPAddr = "127.0.0.1:0"
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -276,6 +268,21 @@ func TestPrimaryRemovesUnreachableReplica(t *testing.T) {
 	}
 	if v := scrape(t, nodes[0].HTTPAddr())["pcsnode_shard_replicas"] + scrape(t, nodes[1].HTTPAddr())["pcsnode_shard_replicas"] + scrape(t, nodes[2].HTTPAddr())["pcsnode_shard_replicas"]; v != 3 {
 		t.Fatalf("the nodes report %v replicas, want 3", v)
+	}
+}
+
+// cutPeers makes node i (of a startCluster of 3) unable to reach the node cutTo[i] names.
+func cutPeers(cutTo *[3]atomic.Uint64) func(*Config) {
+	return func(cfg *Config) {
+		i := cfg.Labels["zone"][1] - '0'
+		cfg.WrapPeer = func(p Peer) Peer {
+			return func(ctx context.Context, node uint64) (pcspb.KVClient, error) {
+				if cutTo[i].Load() == node {
+					return nil, errCut
+				}
+				return p(ctx, node)
+			}
+		}
 	}
 }
 

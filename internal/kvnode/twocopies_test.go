@@ -106,17 +106,7 @@ func TestLargeBatchesKeepEveryReplica(t *testing.T) {
 // resume, and every acknowledged write is on both replicas.
 func TestWritesNeedMinInSync(t *testing.T) {
 	var cutTo [3]atomic.Uint64 // per node: the node it cannot reach (0: none)
-	c, nodes := startCluster(t, 3, func(cfg *Config) {
-		i := cfg.Labels["zone"][1] - '0'
-		cfg.WrapPeer = func(p Peer) Peer {
-			return func(ctx context.Context, node uint64) (pcspb.KVClient, error) {
-				if cutTo[i].Load() == node {
-					return nil, errCut
-				}
-				return p(ctx, node)
-			}
-		}
-	})
+	c, nodes := startCluster(t, 3, cutPeers(&cutTo))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	waitNodesUp(t, ctx, c, 3)

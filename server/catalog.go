@@ -84,6 +84,7 @@ func (v *service) ListNodes(ctx context.Context, req *pcspb.ListNodesRequest) (*
 		ni := &pcspb.NodeInfo{Node: n, State: v.s.nodeState(n), Shards: counts[n.Id][0], Primaries: counts[n.Id][1]}
 		if st := v.s.live.NodeStats(n.Id); st != nil {
 			ni.UsedBytes, ni.DiskFreeBytes = st.BytesUsed, st.DiskFree
+			ni.Cpu, ni.MemoryBytes, ni.IoBytesPerSec = st.Cpu, st.MemoryBytes, st.IoBytesPerSec
 		}
 		ni.ReadPerSec, ni.WritePerSec = v.s.live.NodeLoad(n.Id)
 		resp.Nodes = append(resp.Nodes, ni)

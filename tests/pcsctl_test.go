@@ -281,16 +281,21 @@ func TestPcsctlRows(t *testing.T) {
 		}
 		return written > 0 && level
 	})
-	waitFor(t, 30*time.Second, "node list to show write rates", func() bool {
+	waitFor(t, 30*time.Second, "node list to show write rates and the nodes' resources", func() bool {
 		code, out := ctl("-o", "json", "node", "list")
 		var nodes []struct {
-			Writes float64 `json:"write_per_sec"`
+			Writes   float64 `json:"write_per_sec"`
+			Capacity uint64  `json:"capacity_bytes"`
+			Memory   uint64  `json:"memory_bytes"`
+			CPU      float64 `json:"cpu_cores"`
 		}
 		if code != 0 || json.Unmarshal([]byte(out), &nodes) != nil || len(nodes) != 3 {
 			return false
 		}
 		for _, n := range nodes {
-			if n.Writes <= 0 { // every node holds a replica of every shard
+			// Every node holds a replica of every shard; a node offers its disk's size by
+			// default and reports its process's memory and CPU.
+			if n.Writes <= 0 || n.Capacity == 0 || n.Memory == 0 || n.CPU <= 0 {
 				return false
 			}
 		}

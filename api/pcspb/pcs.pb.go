@@ -2954,8 +2954,13 @@ type NodeInfo struct {
 	UsedBytes     uint64 `protobuf:"varint,5,opt,name=used_bytes,json=usedBytes,proto3" json:"used_bytes,omitempty"`
 	DiskFreeBytes uint64 `protobuf:"varint,6,opt,name=disk_free_bytes,json=diskFreeBytes,proto3" json:"disk_free_bytes,omitempty"`
 	// Keys read and written per second over the node's replicas (last reported window).
-	ReadPerSec    float64 `protobuf:"fixed64,7,opt,name=read_per_sec,json=readPerSec,proto3" json:"read_per_sec,omitempty"`
-	WritePerSec   float64 `protobuf:"fixed64,8,opt,name=write_per_sec,json=writePerSec,proto3" json:"write_per_sec,omitempty"`
+	ReadPerSec  float64 `protobuf:"fixed64,7,opt,name=read_per_sec,json=readPerSec,proto3" json:"read_per_sec,omitempty"`
+	WritePerSec float64 `protobuf:"fixed64,8,opt,name=write_per_sec,json=writePerSec,proto3" json:"write_per_sec,omitempty"`
+	// The node process's CPU (cores used), resident memory and storage IO (bytes read and
+	// written per second), from its last heartbeat.
+	Cpu           float64 `protobuf:"fixed64,9,opt,name=cpu,proto3" json:"cpu,omitempty"`
+	MemoryBytes   uint64  `protobuf:"varint,10,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	IoBytesPerSec uint64  `protobuf:"varint,11,opt,name=io_bytes_per_sec,json=ioBytesPerSec,proto3" json:"io_bytes_per_sec,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3042,6 +3047,27 @@ func (x *NodeInfo) GetReadPerSec() float64 {
 func (x *NodeInfo) GetWritePerSec() float64 {
 	if x != nil {
 		return x.WritePerSec
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetCpu() float64 {
+	if x != nil {
+		return x.Cpu
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetMemoryBytes() uint64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetIoBytesPerSec() uint64 {
+	if x != nil {
+		return x.IoBytesPerSec
 	}
 	return 0
 }
@@ -9428,7 +9454,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\x05state\x18\x02 \x01(\tR\x05state\"\x16\n" +
 	"\x14SetNodeStateResponse\"I\n" +
 	"\x10ListNodesRequest\x125\n" +
-	"\vconsistency\x18\x01 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"\x89\x02\n" +
+	"\vconsistency\x18\x01 \x01(\x0e2\x13.pcs.v1.ConsistencyR\vconsistency\"\xe7\x02\n" +
 	"\bNodeInfo\x12$\n" +
 	"\x04node\x18\x01 \x01(\v2\x10.pcs.v1.DataNodeR\x04node\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
@@ -9439,7 +9465,11 @@ const file_pcs_proto_rawDesc = "" +
 	"\x0fdisk_free_bytes\x18\x06 \x01(\x04R\rdiskFreeBytes\x12 \n" +
 	"\fread_per_sec\x18\a \x01(\x01R\n" +
 	"readPerSec\x12\"\n" +
-	"\rwrite_per_sec\x18\b \x01(\x01R\vwritePerSec\"g\n" +
+	"\rwrite_per_sec\x18\b \x01(\x01R\vwritePerSec\x12\x10\n" +
+	"\x03cpu\x18\t \x01(\x01R\x03cpu\x12!\n" +
+	"\fmemory_bytes\x18\n" +
+	" \x01(\x04R\vmemoryBytes\x12'\n" +
+	"\x10io_bytes_per_sec\x18\v \x01(\x04R\rioBytesPerSec\"g\n" +
 	"\x11ListNodesResponse\x12*\n" +
 	"\x06header\x18\x01 \x01(\v2\x12.pcs.v1.ReadHeaderR\x06header\x12&\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x10.pcs.v1.NodeInfoR\x05nodes\"9\n" +

@@ -505,7 +505,7 @@ func nodeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			t := table{header: []string{"ID", "ADDRESS", "STATE", "SHARDS", "PRIMARIES", "CAPACITY", "USED", "DISK-FREE", "READ/S", "WRITE/S", "LABELS"}}
+			t := table{header: []string{"ID", "ADDRESS", "STATE", "SHARDS", "PRIMARIES", "CAPACITY", "USED", "DISK-FREE", "READ/S", "WRITE/S", "CPU", "MEM", "IO/S", "LABELS"}}
 			type row struct {
 				ID        uint64            `json:"id"`
 				Address   string            `json:"address"`
@@ -517,6 +517,9 @@ func nodeCmd(g *globals) *cobra.Command {
 				DiskFree  uint64            `json:"disk_free_bytes"`
 				Reads     float64           `json:"read_per_sec"`
 				Writes    float64           `json:"write_per_sec"`
+				CPU       float64           `json:"cpu_cores"`
+				Memory    uint64            `json:"memory_bytes"`
+				IO        uint64            `json:"io_bytes_per_sec"`
 				Labels    map[string]string `json:"labels"`
 			}
 			rows := []row{}
@@ -526,10 +529,12 @@ func nodeCmd(g *globals) *cobra.Command {
 					labels = append(labels, k+"="+v)
 				}
 				sort.Strings(labels)
-				rows = append(rows, row{n.Node.Id, n.Node.Address, n.State, n.Shards, n.Primaries, n.Node.CapacityBytes, n.UsedBytes, n.DiskFreeBytes, n.ReadPerSec, n.WritePerSec, n.Node.Labels})
+				rows = append(rows, row{n.Node.Id, n.Node.Address, n.State, n.Shards, n.Primaries, n.Node.CapacityBytes, n.UsedBytes, n.DiskFreeBytes,
+					n.ReadPerSec, n.WritePerSec, n.Cpu, n.MemoryBytes, n.IoBytesPerSec, n.Node.Labels})
 				t.rows = append(t.rows, []string{u(n.Node.Id), n.Node.Address, n.State, u(n.Shards), u(n.Primaries),
 					bytesOrDash(n.Node.CapacityBytes), bytesOrDash(n.UsedBytes), bytesOrDash(n.DiskFreeBytes),
-					fmt.Sprintf("%.1f", n.ReadPerSec), fmt.Sprintf("%.1f", n.WritePerSec), strings.Join(labels, ",")})
+					fmt.Sprintf("%.1f", n.ReadPerSec), fmt.Sprintf("%.1f", n.WritePerSec), fmt.Sprintf("%.2f", n.Cpu),
+					bytesOrDash(n.MemoryBytes), bytesOrDash(n.IoBytesPerSec), strings.Join(labels, ",")})
 			}
 			t.value = rows
 			return g.print(cmd.OutOrStdout(), t)

@@ -42,6 +42,7 @@ func newRootCmd() *cobra.Command {
 		tlsFiles                                  pcstls.Files
 		allowedNodes, allowedClients              []string
 		allowAnyOfCA                              bool
+		capacity                                  uint64
 		allowedAdmins                             []string
 		pcsNames                                  []string
 	)
@@ -99,7 +100,7 @@ func newRootCmd() *cobra.Command {
 				syncStall = stalls.Hook(faults.Pebble)
 				log.Warn("fault hooks on: this node's disk syncs can be stalled from outside", "addr", faultsAddr)
 			}
-			s, err := kvnode.Start(kvnode.Config{SyncStall: syncStall, DataDir: dataDir, Addr: addr, AdvertiseAddr: advertise, Endpoints: endpoints, Labels: lbl,
+			s, err := kvnode.Start(kvnode.Config{SyncStall: syncStall, CapacityBytes: capacity, DataDir: dataDir, Addr: addr, AdvertiseAddr: advertise, Endpoints: endpoints, Labels: lbl,
 				HeartbeatInterval: interval, SplitSize: splitSize, SplitCheckInterval: splitCheck, HTTPAddr: httpAddr, Logger: log, TLS: tlsCfg})
 			if err != nil {
 				return err
@@ -118,6 +119,7 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&httpAddr, "http-addr", "", "serve Prometheus /metrics on this address (empty: off)")
 	f.StringSliceVar(&endpoints, "endpoints", []string{"127.0.0.1:3379"}, "PCS client addresses")
 	f.StringVar(&labels, "labels", "", "node labels key=value,... (e.g. zone=z1,host=h1)")
+	f.Uint64Var(&capacity, "capacity", 0, "bytes of storage this node offers (default: the size of the disk holding --data-dir)")
 	f.DurationVar(&interval, "heartbeat-interval", 250*time.Millisecond, "heartbeat interval (well below PCS's --node-lease)")
 	f.Uint64Var(&splitSize, "split-size", kvnode.DefaultSplitSize, "split a shard this node leads once it uses more bytes than this")
 	f.DurationVar(&splitCheck, "split-check-interval", 10*time.Second, "how often shard sizes are checked against --split-size")

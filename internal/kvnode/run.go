@@ -40,6 +40,9 @@ type Config struct {
 	// Endpoints are PCS client addresses.
 	Endpoints []string
 	Labels    map[string]string
+	// CapacityBytes is the storage the node offers PCS (balance weighs nodes by it). Default:
+	// the size of the disk holding DataDir.
+	CapacityBytes uint64
 	// HeartbeatInterval, default nodeagent.DefaultInterval.
 	HeartbeatInterval time.Duration
 	// SplitSize: a shard this node leads whose live keys and values take more bytes than this is
@@ -269,7 +272,11 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.AdvertiseAddr != "" {
 		advertise = cfg.AdvertiseAddr
 	}
-	agent, err = nodeagent.New(nodeagent.Config{Endpoints: cfg.Endpoints, Address: advertise, Labels: cfg.Labels,
+	capacity := cfg.CapacityBytes
+	if capacity == 0 {
+		capacity = store.DiskTotal()
+	}
+	agent, err = nodeagent.New(nodeagent.Config{Endpoints: cfg.Endpoints, Address: advertise, Labels: cfg.Labels, CapacityBytes: capacity,
 		Interval: cfg.HeartbeatInterval, Logger: cfg.Logger, ClusterID: clusterID, TLS: tlsSource(cfg.TLS), PCSNames: pcsNames(cfg.TLS),
 		OnClusterID: func(id string) error {
 			parsed, err := raftgroup.ParseClusterID(id)

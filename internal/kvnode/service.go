@@ -48,6 +48,7 @@ type Node struct {
 
 	metrics *metrics
 	load    *shardLoad
+	res     *resources // the process's CPU, memory and IO, for heartbeats
 	// replicateTimeout is ReplicateTimeout unless the node's Config says otherwise.
 	replicateTimeout time.Duration
 
@@ -80,7 +81,7 @@ func NewNode(store *Store, self func() uint64, grants Grants, peer Peer, log *sl
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{store: store, log: log, self: self, grants: grants, peer: peer, schemas: map[uint64]uint64{},
-		locks: map[uint64]*sync.Mutex{}, repl: map[uint64]*replState{}, load: newShardLoad(time.Now), replicateTimeout: ReplicateTimeout}
+		locks: map[uint64]*sync.Mutex{}, repl: map[uint64]*replState{}, load: newShardLoad(time.Now), replicateTimeout: ReplicateTimeout, res: newResources()}
 	n.metrics = newMetrics(n)
 	return n
 }
@@ -156,6 +157,7 @@ func (n *Node) HeldShards() []uint64 { return n.store.Held() }
 func (n *Node) Stats() (*pcspb.NodeStats, []*pcspb.ShardStats) {
 	held := n.store.Held()
 	ns := &pcspb.NodeStats{ShardCount: uint64(len(held)), SchemaVersions: map[uint64]uint64{}, DiskFree: n.store.DiskFree()}
+	ns.Cpu, ns.MemoryBytes, ns.IoBytesPerSec = n.res.sample(time.Now())
 	n.mu.Lock()
 	for k, v := range n.schemas {
 		ns.SchemaVersions[k] = v

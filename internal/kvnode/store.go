@@ -130,6 +130,15 @@ func (s *Store) DiskFree() uint64 {
 	return du.AvailBytes
 }
 
+// DiskTotal is the size of the disk holding the store (0 if it cannot be read).
+func (s *Store) DiskTotal() uint64 {
+	du, err := vfs.Default.GetDiskUsage(s.dir)
+	if err != nil {
+		return 0
+	}
+	return du.TotalBytes
+}
+
 // Open opens (or creates) the store in dir and loads its replicas. log may be nil.
 func Open(dir string, log *slog.Logger) (*Store, error) { return open(dir, log, nil) }
 

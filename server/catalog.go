@@ -125,11 +125,13 @@ func (s *Server) waitNodesHeard(ctx context.Context) error {
 // eligible lists the nodes that may receive new replicas.
 func (s *Server) eligible() []placement.Node {
 	loads := s.nodeLoads()
+	lowSpace := s.scheduleConfig().LowSpaceRatio
 	var out []placement.Node
 	for _, n := range s.fsm.DataNodes() {
 		st := s.nodeState(n)
 		pn := placement.Node{ID: n.Id, Labels: n.Labels, Eligible: st == "up" && !s.nodeLost(n.Id)}
 		if ld := loads.ByID[n.Id]; ld != nil {
+			pn.Eligible = pn.Eligible && !ld.Node.LowOnSpace(ld.Bytes, lowSpace) // full nodes take no new table
 			pn.Score, pn.Shards, pn.Primaries, pn.BytesUsed = loads.Score(ld), ld.Count, ld.Primaries, ld.Bytes
 			pn.ScoreStep = loads.OneShard(ld) // a new shard is empty: count only
 			if loads.UseBytes {

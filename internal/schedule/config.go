@@ -63,6 +63,9 @@ type Config struct {
 	Cooldown time.Duration
 	// Bands are the balancers' deadband.
 	Bands scheduler.Bands
+	// LowSpaceRatio: a node using more than this share of its capacity receives no new
+	// replica (PD's low-space-ratio). Default 0.8.
+	LowSpaceRatio float64
 }
 
 // DefaultConfig returns the defaults.
@@ -70,7 +73,7 @@ func DefaultConfig() Config {
 	return Config{
 		Limits: Limits{SnapshotBytesPerSec: 128 << 20, SnapshotsPerNode: 8, MaxOperators: 512, Speed: SpeedNormal},
 		Paused: map[string]bool{}, PatrolBatch: 1024, StepTimeout: time.Minute, MinRate: 4 << 20,
-		Cooldown: 10 * time.Minute, Bands: scheduler.DefaultBands,
+		Cooldown: 10 * time.Minute, Bands: scheduler.DefaultBands, LowSpaceRatio: 0.8,
 	}
 }
 
@@ -85,6 +88,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: patrol batch and step timeout must be positive", ErrInvalidConfig)
 	case c.Bands.Stop <= 0 || c.Bands.Start < c.Bands.Stop:
 		return fmt.Errorf("%w: bands need 0 < stop <= start", ErrInvalidConfig)
+	case c.LowSpaceRatio <= 0 || c.LowSpaceRatio > 1:
+		return fmt.Errorf("%w: low-space-ratio must be in (0, 1]", ErrInvalidConfig)
 	}
 	return nil
 }
@@ -99,7 +104,7 @@ func SchedulerNames() []string {
 }
 
 // Settings are the names `pcsctl config set` accepts.
-var Settings = []string{"rebalance-speed", "snapshot-bytes-per-sec", "snapshots-per-node", "max-operators", "halt-scheduling", "paused-schedulers"}
+var Settings = []string{"rebalance-speed", "snapshot-bytes-per-sec", "snapshots-per-node", "max-operators", "halt-scheduling", "paused-schedulers", "low-space-ratio"}
 
 // Set changes one setting by name, validating it; c is unchanged on error.
 func (c *Config) Set(key, value string) error {
@@ -128,6 +133,12 @@ func (c *Config) Set(key, value string) error {
 		} else {
 			n.SnapshotsPerNode = v
 		}
+	case "low-space-ratio":
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil || v <= 0 || v > 1 {
+			return fmt.Errorf("%w: low-space-ratio %q must be a number in (0, 1]", ErrInvalidConfig, value)
+		}
+		n.LowSpaceRatio = v
 	case "halt-scheduling":
 		v, err := strconv.ParseBool(value)
 		if err != nil {
@@ -171,6 +182,7 @@ func (c *Config) Get() map[string]string {
 		"max-operators":          strconv.Itoa(c.MaxOperators),
 		"halt-scheduling":        strconv.FormatBool(c.Halt),
 		"paused-schedulers":      strings.Join(paused, ","),
+		"low-space-ratio":        strconv.FormatFloat(c.LowSpaceRatio, 'g', -1, 64),
 	}
 }
 

@@ -269,7 +269,7 @@ func (c *Coordinator) Tick(now time.Duration, v *view.Cluster) *Actions {
 	// 2. Admit queued operators, highest priority first.
 	c.admitQueued(v, changed, now)
 	loads := scheduler.Compute(v, c.ops)
-	env := &scheduler.Env{View: v, Loads: loads, Bands: c.cfg.Bands,
+	env := &scheduler.Env{View: v, Loads: loads, Bands: c.cfg.Bands, LowSpaceRatio: c.cfg.LowSpaceRatio,
 		HasOp: func(id uint64) bool { return c.ops[id] != nil },
 		Cooling: func(id, node uint64) bool {
 			a, ok := c.cooling[id]

@@ -250,6 +250,8 @@ type Env struct {
 	// CanReceive reports whether node to could receive a snapshot of kind now (nil: yes).
 	CanReceive func(kind operator.Kind, to uint64) bool
 	Bands      Bands
+	// LowSpaceRatio: nodes using more of their capacity get no new replica (0: no limit).
+	LowSpaceRatio float64
 
 	claimed map[uint64]bool
 }
@@ -285,7 +287,7 @@ func Target(env *Env, sh *view.Shard, from uint64, ok func(*Load) bool) uint64 {
 	bestScore := math.Inf(1)
 	for _, ld := range env.Loads.List {
 		id := ld.Node.ID
-		if sh.Holds(id) || (t != nil && !t.Allows(id)) || (ok != nil && !ok(ld)) {
+		if sh.Holds(id) || (t != nil && !t.Allows(id)) || (ok != nil && !ok(ld)) || ld.Node.LowOnSpace(ld.Bytes, env.LowSpaceRatio) {
 			continue
 		}
 		if !Isolated(env.View, t, sh, from, id) {

@@ -197,3 +197,31 @@ func TestDrain(t *testing.T) {
 		}
 	}
 }
+
+// TestTargetSkipsLowSpace: a node whose replicas take more of its capacity than the low-space
+// ratio is no target for a new replica, however few replicas it has; one of unknown capacity
+// is.
+func TestTargetSkipsLowSpace(t *testing.T) {
+	v := schedtest.Cluster(4, 0, 3, "")
+	for _, n := range v.Nodes {
+		n.Capacity = 1000 * mib
+	}
+	v.Nodes[3].Capacity = 100 * mib
+	schedtest.Shard(v, 90*mib, 4) // node 4: 90 % used by one big shard
+	sh := schedtest.Shard(v, mib, 1, 2, 3)
+	env := schedtest.Env(v)
+	env.LowSpaceRatio = 0.8
+	if to := scheduler.Target(env, sh, 1, nil); to != 0 {
+		t.Fatalf("target %d for a shard whose only other node is 90 %% full", to)
+	}
+	env.LowSpaceRatio = 0.95
+	if to := scheduler.Target(env, sh, 1, nil); to != 4 {
+		t.Fatalf("target %d, want node 4 below a 95 %% ratio", to)
+	}
+	v.Nodes[3].Capacity = 0 // unknown
+	env = schedtest.Env(v)
+	env.LowSpaceRatio = 0.8
+	if to := scheduler.Target(env, sh, 1, nil); to != 4 {
+		t.Fatalf("target %d, want node 4 (unknown capacity is no reason to skip it)", to)
+	}
+}

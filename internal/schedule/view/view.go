@@ -45,6 +45,17 @@ type Node struct {
 	Heard bool
 }
 
+// LowOnSpace reports whether the node's replicas, of used bytes, take more than ratio of the
+// capacity it offers (a node of unknown capacity, or ratio 0, is never low). The capacity is
+// what the node offers PCS (pcsnode --capacity, by default its disk's size), so the check does
+// not depend on what else shares the disk.
+func (n *Node) LowOnSpace(used uint64, ratio float64) bool {
+	if n.Capacity == 0 || ratio <= 0 {
+		return false
+	}
+	return float64(used)/float64(n.Capacity) > ratio
+}
+
 // Table is what placement asks of a table's shards.
 type Table struct {
 	ID       uint64

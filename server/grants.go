@@ -31,6 +31,9 @@ type fences struct {
 	}
 }
 
+// sweepFencesAt is how many fenced shards make a new fence sweep the expired ones first.
+const sweepFencesAt = 4096
+
 type fence struct {
 	old   uint64        // a primary that may still hold a grant
 	term  uint64        // the term that replaced its own
@@ -53,6 +56,13 @@ func (f *fences) changed(shard, old, term uint64, now time.Duration, silent time
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if len(f.mu.byShard) >= sweepFencesAt {
+		// Fences of shards nobody reports any more (dropped, or replayed from an old log)
+		// are let go once they have run out.
+		for id := range f.mu.byShard {
+			f.fencedLocked(id, 0, now) // node 0 is no node: only expired fences go
+		}
+	}
 	f.mu.byShard[shard] = append(f.mu.byShard[shard], fence{old: old, term: term, until: until})
 	m := f.mu.byNode[old]
 	if m == nil {

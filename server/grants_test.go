@@ -59,3 +59,20 @@ func TestFences(t *testing.T) {
 		t.Fatalf("denied %v once the restore's window passed", denied)
 	}
 }
+
+// TestFencesSwept: fences of shards nobody reports any more go once they have run out, and
+// those still running stay.
+func TestFencesSwept(t *testing.T) {
+	f := newFences(time.Second)
+	for i := uint64(1); i < sweepFencesAt; i++ {
+		f.changed(i, 100, 2, 0, 0) // until 1 s
+	}
+	f.changed(sweepFencesAt, 100, 2, 500*time.Millisecond, 0) // until 1.5 s
+	f.changed(sweepFencesAt+1, 100, 2, 1200*time.Millisecond, 0)
+	if n := f.len(); n != 2 {
+		t.Fatalf("%d fences after the sweep, want the 2 still running", n)
+	}
+	if denied, _ := f.filter(200, leads(sweepFencesAt), nil, nil, 1200*time.Millisecond); len(denied) != 1 {
+		t.Fatalf("a running fence was swept: denied %v", denied)
+	}
+}

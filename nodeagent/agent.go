@@ -326,9 +326,17 @@ func (a *Agent) stream(ctx context.Context) error {
 			return sctx.Err()
 		case <-tick.C:
 		case <-a.kick:
+			// Kicks come from requests that found no grant: at most one early heartbeat per
+			// minKickSpacing, however many ask, so a waiting shard does not flood PCS.
+			if !sleep(sctx, minKickSpacing) {
+				return sctx.Err()
+			}
 		}
 	}
 }
+
+// minKickSpacing is the least time between a heartbeat and one sent early on a Kick.
+const minKickSpacing = 20 * time.Millisecond
 
 // beat sends one heartbeat, waits for the answer and carries out its commands.
 func (a *Agent) beat(ctx context.Context, st pcspb.PCS_HeartbeatClient) error {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/hashicorp/raft"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -142,11 +141,7 @@ func toStatus(err error) error {
 }
 
 func withReason(code codes.Code, reason string, err error) error {
-	st, derr := status.New(code, err.Error()).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: pcspb.ReasonDomain})
-	if derr != nil {
-		return status.Error(code, err.Error())
-	}
-	return st.Err()
+	return pcspb.ReasonError(code, reason, err.Error())
 }
 
 func errInvalidf(format string, args ...any) error {

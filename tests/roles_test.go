@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -48,7 +49,7 @@ func TestRoleTableWalk(t *testing.T) {
 			"--tls-allowed-nodes", "node-*", "--tls-allowed-clients", "app", "--tls-allowed-admins", "admin"}, tlsFlags(pki.issue("node-1"))...)}
 	n.start()
 	t.Cleanup(n.kill)
-	nodeHTTP := n.args[argIndex(n.args, "--http-addr")+1]
+	nodeHTTP := n.args[slices.Index(n.args, "--http-addr")+1]
 
 	ourCA := x509.NewCertPool()
 	ourCA.AppendCertsFromPEM(pki.ca.CertPEM)
@@ -170,15 +171,6 @@ func TestRoleTableWalk(t *testing.T) {
 	if _, err := fc.Put(pctx, []byte("k"), []byte("v")); !errors.Is(err, client.ErrTLS) || !strings.Contains(err.Error(), "CN=app") {
 		t.Fatalf("a put to a server named app: %v, want a TLS refusal naming it", err)
 	}
-}
-
-func argIndex(s []string, v string) int {
-	for i, x := range s {
-		if x == v {
-			return i
-		}
-	}
-	return -1
 }
 
 // invoke calls a method with an empty request (a stream: opened, closed, one answer read) and

@@ -1,5 +1,11 @@
 package pcspb
 
+import (
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
 // Error reasons distinguish errors that share a gRPC code. They travel as an ErrorInfo status
 // detail in the ReasonDomain domain; the server sets them and the client maps them back to its
 // sentinels, both from this one list.
@@ -38,3 +44,13 @@ const RequestIDHeader = "pcs-request-id-bin"
 // ClusterIDHeader is the gRPC metadata key carrying the caller's cluster id (16 hex digits);
 // a server of another cluster refuses the call with ReasonClusterMismatch.
 const ClusterIDHeader = "pcs-cluster-id"
+
+// ReasonError is a gRPC status error of code and msg that carries reason (one of the Reason
+// constants) as its ErrorInfo detail.
+func ReasonError(code codes.Code, reason, msg string) error {
+	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ReasonDomain})
+	if err != nil {
+		return status.Error(code, msg)
+	}
+	return st.Err()
+}

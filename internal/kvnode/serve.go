@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -149,12 +147,8 @@ func (n *Node) trimDue(shard, client, ackedBelow uint64) bool {
 
 // outcomeUnknown is the error of an attempt below its client's floor with no record.
 func outcomeUnknown(shard, client, seq, floor uint64) error {
-	st := status.New(codes.FailedPrecondition, fmt.Sprintf("kvnode: shard %d has no record of client %x request %d, below its floor %d: it may have been applied",
-		shard, client, seq, floor))
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: pcspb.ReasonOutcomeUnknown, Domain: pcspb.ReasonDomain}); err == nil {
-		return d.Err()
-	}
-	return st.Err()
+	return pcspb.ReasonError(codes.FailedPrecondition, pcspb.ReasonOutcomeUnknown,
+		fmt.Sprintf("kvnode: shard %d has no record of client %x request %d, below its floor %d: it may have been applied", shard, client, seq, floor))
 }
 
 // pendingWrite is a write waiting in its shard's queue for group commit.

@@ -84,8 +84,8 @@ func (s *Server) scheduleLoop(ctx context.Context) {
 	if s.sched.origin.IsZero() {
 		s.sched.origin = time.Now()
 	}
-	coord := schedule.New(s.scheduleConfig(), func() uint64 {
-		id, err := s.allocIDs(ctx, "operator", 1)
+	coord := schedule.New(s.scheduleConfig(), func(kind string) uint64 {
+		id, err := s.allocIDs(ctx, kind, 1)
 		if err != nil {
 			return 0
 		}
@@ -233,6 +233,8 @@ func (s *Server) scheduleView() *view.Cluster {
 func (s *Server) viewShard(sh *pcspb.Shard) *view.Shard {
 	vs := &view.Shard{ID: sh.Id, Table: sh.TableId, MinInSync: int(sh.MinInSyncOrOne()), Version: sh.Epoch.GetVersion(), ConfVer: sh.Epoch.GetConfVer(), Term: sh.Term,
 		Primary: sh.Primary, Replicas: sh.Replicas, Learners: sh.Learners}
+	ld := s.live.ShardLoad(sh.Id)
+	vs.Load = view.Load{Reads: ld.Reads, Writes: ld.Writes, ReadBytes: ld.ReadBytes, WriteBytes: ld.WriteBytes}
 	st := s.live.ShardStats(sh.Primary, sh.Id)
 	if st == nil {
 		return vs

@@ -4660,9 +4660,11 @@ type OperatorStep struct {
 	Node uint64 `protobuf:"varint,2,opt,name=node,proto3" json:"node,omitempty"`
 	// split: the key (empty: the primary's middle key), the new half's reserved id, the range
 	// version to split at.
-	SplitKey      []byte `protobuf:"bytes,3,opt,name=split_key,json=splitKey,proto3" json:"split_key,omitempty"`
-	NewShardId    uint64 `protobuf:"varint,4,opt,name=new_shard_id,json=newShardId,proto3" json:"new_shard_id,omitempty"`
-	Version       uint64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	SplitKey   []byte `protobuf:"bytes,3,opt,name=split_key,json=splitKey,proto3" json:"split_key,omitempty"`
+	NewShardId uint64 `protobuf:"varint,4,opt,name=new_shard_id,json=newShardId,proto3" json:"new_shard_id,omitempty"`
+	Version    uint64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	// split: the primary picks the key that halves the shard's recent load (a split by load).
+	ByLoad        bool `protobuf:"varint,6,opt,name=by_load,json=byLoad,proto3" json:"by_load,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4730,6 +4732,13 @@ func (x *OperatorStep) GetVersion() uint64 {
 		return x.Version
 	}
 	return 0
+}
+
+func (x *OperatorStep) GetByLoad() bool {
+	if x != nil {
+		return x.ByLoad
+	}
+	return false
 }
 
 type ListOperatorsRequest struct {
@@ -5455,9 +5464,13 @@ type ShardStats struct {
 	SplitFrom uint64 `protobuf:"varint,12,opt,name=split_from,json=splitFrom,proto3" json:"split_from,omitempty"`
 	// The reporting node holds this replica as the shard's primary at `term` (its own record):
 	// it asks PCS to renew its grant to serve the shard (HeartbeatResponse).
-	Primary       bool `protobuf:"varint,13,opt,name=primary,proto3" json:"primary,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Primary bool `protobuf:"varint,13,opt,name=primary,proto3" json:"primary,omitempty"`
+	// Bytes of keys and values read and written per second (the reads and writes above count
+	// keys).
+	ReadBytesPerSec  float64 `protobuf:"fixed64,14,opt,name=read_bytes_per_sec,json=readBytesPerSec,proto3" json:"read_bytes_per_sec,omitempty"`
+	WriteBytesPerSec float64 `protobuf:"fixed64,15,opt,name=write_bytes_per_sec,json=writeBytesPerSec,proto3" json:"write_bytes_per_sec,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ShardStats) Reset() {
@@ -5579,6 +5592,20 @@ func (x *ShardStats) GetPrimary() bool {
 		return x.Primary
 	}
 	return false
+}
+
+func (x *ShardStats) GetReadBytesPerSec() float64 {
+	if x != nil {
+		return x.ReadBytesPerSec
+	}
+	return 0
+}
+
+func (x *ShardStats) GetWriteBytesPerSec() float64 {
+	if x != nil {
+		return x.WriteBytesPerSec
+	}
+	return 0
 }
 
 type NodeHeartbeat struct {
@@ -5795,9 +5822,12 @@ type SplitShardCommand struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	ShardId uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
 	Version uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
-	// Empty: the node picks the middle key of its data.
-	SplitKey      []byte `protobuf:"bytes,3,opt,name=split_key,json=splitKey,proto3" json:"split_key,omitempty"`
-	NewShardId    uint64 `protobuf:"varint,4,opt,name=new_shard_id,json=newShardId,proto3" json:"new_shard_id,omitempty"`
+	// Empty: the node picks the middle key of its data (or, by_load, of its recent load).
+	SplitKey   []byte `protobuf:"bytes,3,opt,name=split_key,json=splitKey,proto3" json:"split_key,omitempty"`
+	NewShardId uint64 `protobuf:"varint,4,opt,name=new_shard_id,json=newShardId,proto3" json:"new_shard_id,omitempty"`
+	// Split where the keys the shard served recently divide into halves of equal load; the
+	// node refuses (ErrCannotSplit) when no key does better than a third against two thirds.
+	ByLoad        bool `protobuf:"varint,5,opt,name=by_load,json=byLoad,proto3" json:"by_load,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5858,6 +5888,13 @@ func (x *SplitShardCommand) GetNewShardId() uint64 {
 		return x.NewShardId
 	}
 	return 0
+}
+
+func (x *SplitShardCommand) GetByLoad() bool {
+	if x != nil {
+		return x.ByLoad
+	}
+	return false
 }
 
 type SchemaVersionRef struct {
@@ -9580,14 +9617,15 @@ const file_pcs_proto_rawDesc = "" +
 	"\vfinished_ns\x18\r \x01(\x03R\n" +
 	"finishedNs\x12\x1d\n" +
 	"\n" +
-	"created_ms\x18\x0e \x01(\x03R\tcreatedMs\"\x8f\x01\n" +
+	"created_ms\x18\x0e \x01(\x03R\tcreatedMs\"\xa8\x01\n" +
 	"\fOperatorStep\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\x04R\x04node\x12\x1b\n" +
 	"\tsplit_key\x18\x03 \x01(\fR\bsplitKey\x12 \n" +
 	"\fnew_shard_id\x18\x04 \x01(\x04R\n" +
 	"newShardId\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\x04R\aversion\"M\n" +
+	"\aversion\x18\x05 \x01(\x04R\aversion\x12\x17\n" +
+	"\aby_load\x18\x06 \x01(\bR\x06byLoad\"M\n" +
 	"\x14ListOperatorsRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1a\n" +
 	"\bfinished\x18\x02 \x01(\bR\bfinished\"G\n" +
@@ -9638,7 +9676,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\x0fschema_versions\x18\a \x03(\v2%.pcs.v1.NodeStats.SchemaVersionsEntryR\x0eschemaVersions\x1aA\n" +
 	"\x13SchemaVersionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xe6\x03\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xc2\x04\n" +
 	"\n" +
 	"ShardStats\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1d\n" +
@@ -9657,7 +9695,9 @@ const file_pcs_proto_rawDesc = "" +
 	"\x03end\x18\v \x01(\fR\x03end\x12\x1d\n" +
 	"\n" +
 	"split_from\x18\f \x01(\x04R\tsplitFrom\x12\x18\n" +
-	"\aprimary\x18\r \x01(\bR\aprimary\x1aC\n" +
+	"\aprimary\x18\r \x01(\bR\aprimary\x12+\n" +
+	"\x12read_bytes_per_sec\x18\x0e \x01(\x01R\x0freadBytesPerSec\x12-\n" +
+	"\x13write_bytes_per_sec\x18\x0f \x01(\x01R\x10writeBytesPerSec\x1aC\n" +
 	"\x15ReplicaPositionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xb9\x01\n" +
@@ -9677,13 +9717,14 @@ const file_pcs_proto_rawDesc = "" +
 	"loadSchema\x12<\n" +
 	"\vsplit_shard\x18\x05 \x01(\v2\x19.pcs.v1.SplitShardCommandH\x00R\n" +
 	"splitShardB\x05\n" +
-	"\x03cmd\"\x87\x01\n" +
+	"\x03cmd\"\xa0\x01\n" +
 	"\x11SplitShardCommand\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x1b\n" +
 	"\tsplit_key\x18\x03 \x01(\fR\bsplitKey\x12 \n" +
 	"\fnew_shard_id\x18\x04 \x01(\x04R\n" +
-	"newShardId\"g\n" +
+	"newShardId\x12\x17\n" +
+	"\aby_load\x18\x05 \x01(\bR\x06byLoad\"g\n" +
 	"\x10SchemaVersionRef\x12\x19\n" +
 	"\btable_id\x18\x01 \x01(\x04R\atableId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x1e\n" +

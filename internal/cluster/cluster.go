@@ -8,6 +8,7 @@
 package cluster
 
 import (
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -62,7 +63,35 @@ type Registry struct {
 		sync.Mutex
 		since time.Duration // when this primary took office
 		nodes map[uint64]*live
+		loads map[uint64]*avgLoad // shard -> moving average of what its primary reports
+		swept time.Duration
 	}
+}
+
+// Load is a shard's traffic per second: keys and bytes read and written.
+type Load struct{ Reads, Writes, ReadBytes, WriteBytes float64 }
+
+// LoadHalfLife is the half-life of a shard's moving average of load: a change of traffic shows
+// half within it, and a burst shorter than the node's window hardly at all.
+const LoadHalfLife = 10 * time.Second
+
+type avgLoad struct {
+	Load
+	at      time.Duration // last update
+	version uint64        // the range version it was last reported at
+}
+
+func (a *avgLoad) update(now time.Duration, x Load) {
+	w := 1 - math.Exp2(-float64(now-a.at)/float64(LoadHalfLife))
+	a.Reads += w * (x.Reads - a.Reads)
+	a.Writes += w * (x.Writes - a.Writes)
+	a.ReadBytes += w * (x.ReadBytes - a.ReadBytes)
+	a.WriteBytes += w * (x.WriteBytes - a.WriteBytes)
+	a.at = now
+}
+
+func (l Load) scaled(f float64) Load {
+	return Load{l.Reads * f, l.Writes * f, l.ReadBytes * f, l.WriteBytes * f}
 }
 
 // New returns an empty registry whose warm-up starts now.
@@ -78,6 +107,8 @@ func (r *Registry) Reset() {
 	defer r.mu.Unlock()
 	r.mu.since = r.clk.Mono()
 	r.mu.nodes = map[uint64]*live{}
+	r.mu.loads = map[uint64]*avgLoad{}
+	r.mu.swept = r.mu.since
 }
 
 // Observe records a heartbeat.
@@ -94,7 +125,58 @@ func (r *Registry) Observe(hb *pcspb.NodeHeartbeat) {
 			shards[s.ShardId] = s
 		}
 	}
-	r.mu.nodes[hb.NodeId] = &live{lastSeen: r.clk.Mono(), stats: hb.Stats, held: held, shards: shards}
+	now := r.clk.Mono()
+	r.mu.nodes[hb.NodeId] = &live{lastSeen: now, stats: hb.Stats, held: held, shards: shards}
+	for _, st := range hb.ShardStats {
+		if st.Primary {
+			r.observeLoad(now, st)
+		}
+	}
+	if now-r.mu.swept >= time.Minute {
+		r.mu.swept = now
+		for id, a := range r.mu.loads {
+			if now-a.at >= 5*time.Minute {
+				delete(r.mu.loads, id) // the shard is gone, or its primary silent: start again
+			}
+		}
+	}
+}
+
+// observeLoad folds a primary's report into its shard's moving average. A split halves the
+// shard's average and gives the new half the other half (a split by load divides the traffic
+// about evenly), so neither half looks idle or doubly hot while the averages catch up.
+func (r *Registry) observeLoad(now time.Duration, st *pcspb.ShardStats) {
+	x := Load{st.ReadPerSec, st.WritePerSec, st.ReadBytesPerSec, st.WriteBytesPerSec}
+	a := r.mu.loads[st.ShardId]
+	if a == nil {
+		a = &avgLoad{Load: x, at: now, version: st.Version}
+		if p := r.mu.loads[st.SplitFrom]; st.SplitFrom != 0 && p != nil {
+			if p.version < st.Version { // the parent's own report of the split comes later
+				p.Load, p.version = p.Load.scaled(0.5), st.Version
+			}
+			a.Load = p.Load
+		}
+		r.mu.loads[st.ShardId] = a
+		return
+	}
+	if st.Version > a.version && st.Version > 0 {
+		// This shard split since its last report (its new half may not have been seen yet).
+		if a.version != 0 {
+			a.Load = a.Load.scaled(0.5)
+		}
+		a.version = st.Version
+	}
+	a.update(now, x)
+}
+
+// ShardLoad returns a shard's moving average of traffic, as its primaries reported it.
+func (r *Registry) ShardLoad(shard uint64) Load {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if a := r.mu.loads[shard]; a != nil {
+		return a.Load
+	}
+	return Load{}
 }
 
 // WarmedUp reports whether the warm-up has passed.

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -43,5 +44,48 @@ func TestLivenessAndWarmup(t *testing.T) {
 	r.Reset()
 	if r.State(1) != Disconnected || r.Heard(1) {
 		t.Fatal("a new term must start with no node down and nothing heard")
+	}
+}
+
+func TestShardLoadAverage(t *testing.T) {
+	clk := clock.NewManual(0)
+	r := New(clk, DefaultConfig())
+	beat := func(stats ...*pcspb.ShardStats) { r.Observe(&pcspb.NodeHeartbeat{NodeId: 1, ShardStats: stats}) }
+	st := func(id, version, from uint64, writes float64) *pcspb.ShardStats {
+		return &pcspb.ShardStats{ShardId: id, Version: version, SplitFrom: from, WritePerSec: writes, Primary: true}
+	}
+	beat(st(1, 1, 0, 1000))
+	if got := r.ShardLoad(1).Writes; got != 1000 {
+		t.Fatalf("first report: %v", got)
+	}
+	// A jump shows half within one half-life.
+	clk.Advance(LoadHalfLife)
+	beat(st(1, 1, 0, 3000))
+	if got := r.ShardLoad(1).Writes; math.Abs(got-2000) > 1e-6 {
+		t.Fatalf("after one half-life: %v, want 2000", got)
+	}
+	// A secondary's report does not count.
+	r.Observe(&pcspb.NodeHeartbeat{NodeId: 2, ShardStats: []*pcspb.ShardStats{{ShardId: 1, Version: 1, WritePerSec: 0}}})
+	if got := r.ShardLoad(1).Writes; math.Abs(got-2000) > 1e-6 {
+		t.Fatalf("a secondary's report moved the average: %v", got)
+	}
+	// A split halves it between the halves, whichever half reports first.
+	for _, childFirst := range []bool{true, false} {
+		r.Reset()
+		beat(st(1, 1, 0, 1000))
+		split := []*pcspb.ShardStats{st(1, 2, 0, 1000), st(2, 2, 1, 0)}
+		if childFirst {
+			split[0], split[1] = split[1], split[0]
+		}
+		beat(split...)
+		if a, b := r.ShardLoad(1).Writes, r.ShardLoad(2).Writes; a != 500 || b != 500 {
+			t.Fatalf("child first %v: halves %v and %v, want 500 each", childFirst, a, b)
+		}
+	}
+	// Averages of shards nobody reports go after five minutes.
+	clk.Advance(6 * time.Minute)
+	beat(st(9, 1, 0, 1))
+	if got := r.ShardLoad(1); got != (Load{}) {
+		t.Fatalf("stale average kept: %v", got)
 	}
 }

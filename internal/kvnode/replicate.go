@@ -470,6 +470,6 @@ func (n *Node) Replicate(_ context.Context, req *pcspb.ReplicateRequest) (*pcspb
 	if err := n.store.Write(sh.Id, Position{req.Lsn, req.Term}, req.Puts, req.Deletes, req.Requests, req.Expired); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	n.load.add(sh.Id, 0, len(req.Puts)+len(req.Deletes))
+	n.load.add(sh.Id, access{writes: len(req.Puts) + len(req.Deletes), writeBytes: pairBytes(req.Puts, req.Deletes)})
 	return &pcspb.ReplicateResponse{Lsn: req.Lsn}, nil
 }

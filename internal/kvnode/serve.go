@@ -399,7 +399,7 @@ func (n *Node) Get(ctx context.Context, req *pcspb.KVGetRequest) (*pcspb.KVGetRe
 			return status.Error(codes.Internal, err.Error())
 		}
 		resp = &pcspb.KVGetResponse{Value: v, Found: found}
-		n.load.add(sh.Id, 1, 0)
+		n.load.add(sh.Id, access{reads: 1, readBytes: len(req.Key) + len(v), key: req.Key})
 		return nil
 	})
 	return resp, err
@@ -412,7 +412,7 @@ func (n *Node) Put(ctx context.Context, req *pcspb.KVPutRequest) (*pcspb.KVPutRe
 	if err := n.write(ctx, req.Header, [][]byte{req.Key}, []*pcspb.KVPair{{Key: req.Key, Value: req.Value}}, nil); err != nil {
 		return nil, err
 	}
-	n.load.add(req.Header.GetShardId(), 0, 1)
+	n.load.add(req.Header.GetShardId(), access{writes: 1, writeBytes: len(req.Key) + len(req.Value), key: req.Key})
 	return &pcspb.KVPutResponse{}, nil
 }
 
@@ -420,7 +420,7 @@ func (n *Node) Delete(ctx context.Context, req *pcspb.KVDeleteRequest) (*pcspb.K
 	if err := n.write(ctx, req.Header, [][]byte{req.Key}, nil, [][]byte{req.Key}); err != nil {
 		return nil, err
 	}
-	n.load.add(req.Header.GetShardId(), 0, 1)
+	n.load.add(req.Header.GetShardId(), access{writes: 1, writeBytes: len(req.Key), key: req.Key})
 	return &pcspb.KVDeleteResponse{}, nil
 }
 
@@ -444,7 +444,7 @@ func (n *Node) Scan(ctx context.Context, req *pcspb.KVScanRequest) (*pcspb.KVSca
 			return status.Error(codes.Internal, err.Error())
 		}
 		resp = &pcspb.KVScanResponse{Pairs: pairs, More: more}
-		n.load.add(sh.Id, max(len(pairs), 1), 0)
+		n.load.add(sh.Id, access{reads: max(len(pairs), 1), readBytes: pairBytes(pairs, nil), key: start})
 		return nil
 	})
 	return resp, err
@@ -465,6 +465,25 @@ func (n *Node) Batch(ctx context.Context, req *pcspb.KVBatchRequest) (*pcspb.KVB
 	if err := n.write(ctx, req.Header, keys, req.Puts, req.Deletes); err != nil {
 		return nil, err
 	}
-	n.load.add(req.Header.GetShardId(), 0, len(keys))
+	n.load.add(req.Header.GetShardId(), access{writes: len(keys), writeBytes: pairBytes(req.Puts, req.Deletes), key: firstKey(keys)})
 	return &pcspb.KVBatchResponse{}, nil
+}
+
+// pairBytes is the bytes of keys and values in puts and of the keys in deletes.
+func pairBytes(puts []*pcspb.KVPair, deletes [][]byte) int {
+	n := 0
+	for _, p := range puts {
+		n += len(p.Key) + len(p.Value)
+	}
+	for _, k := range deletes {
+		n += len(k)
+	}
+	return n
+}
+
+func firstKey(keys [][]byte) []byte {
+	if len(keys) == 0 {
+		return nil
+	}
+	return keys[0]
 }

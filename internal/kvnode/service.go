@@ -138,6 +138,7 @@ func (n *Node) DropReplica(_ context.Context, id uint64) error {
 	}
 	n.mu.Lock()
 	delete(n.repl, id)
+	n.load.forget(id)
 	n.mu.Unlock()
 	return n.store.DropReplica(id)
 }
@@ -169,7 +170,8 @@ func (n *Node) Stats() (*pcspb.NodeStats, []*pcspb.ShardStats) {
 		ns.BytesUsed += size
 		lsn := n.store.LSN(id)
 		st := &pcspb.ShardStats{ShardId: id, SizeBytes: size, ReplicaPositions: map[uint64]uint64{n.self(): lsn}, SplitFrom: n.store.Parent(id)}
-		st.ReadPerSec, st.WritePerSec = n.load.rate(id)
+		r := n.load.rate(id)
+		st.ReadPerSec, st.WritePerSec, st.ReadBytesPerSec, st.WriteBytesPerSec = r.reads, r.writes, r.readBytes, r.writeBytes
 		if sh, ok := n.store.Replica(id); ok {
 			st.Term, st.ConfVer, st.Version, st.Start, st.End = sh.Term, sh.Epoch.GetConfVer(), sh.Epoch.GetVersion(), sh.Start, sh.End
 			st.Primary = sh.Primary == n.self()

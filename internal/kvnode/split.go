@@ -38,6 +38,10 @@ func rangeMiddle(start, end []byte) []byte {
 	return nil
 }
 
+// maxLoadSplitShare: a split by load is refused unless the larger half takes at most this
+// share of the shard's sampled accesses (one key taking most of the load cannot be split away).
+const maxLoadSplitShare = 2.0 / 3
+
 // ErrCannotSplit: a split was asked of a shard that cannot make it (too few keys, a key outside
 // the shard, the new id in use).
 var ErrCannotSplit = errors.New("kvnode: cannot split")
@@ -45,7 +49,8 @@ var ErrCannotSplit = errors.New("kvnode: cannot split")
 // SplitShard splits a shard this node is primary of, as an entry of the shard's log so that
 // every replica splits at the same position; PCS learns of it from the next heartbeat. A
 // command for another version of the shard, or a shard this node does not lead, is ignored
-// (the command is stale). An empty key splits the data into halves of about equal size.
+// (the command is stale). An empty key splits the data into halves of about equal size; by
+// load, the recent accesses (sampled) into halves of about equal traffic.
 func (n *Node) SplitShard(ctx context.Context, c *pcspb.SplitShardCommand) error {
 	sh, ok := n.store.Replica(c.ShardId)
 	if !ok || sh.Primary != n.self() || sh.Epoch.GetVersion() != c.Version {
@@ -54,6 +59,14 @@ func (n *Node) SplitShard(ctx context.Context, c *pcspb.SplitShardCommand) error
 	h := &pcspb.KVHeader{ShardId: sh.Id, Epoch: sh.Epoch}
 	return n.serve(ctx, h, nil, func(sh *pcspb.Shard) error {
 		key := c.SplitKey
+		if len(key) == 0 && c.ByLoad {
+			k, share := n.load.splitKey(sh.Id, sh.Start, sh.End)
+			if k == nil || share > maxLoadSplitShare {
+				return fmt.Errorf("%w: shard %d: no sampled key divides its recent load better than %.0f%% (best %.0f%%)",
+					ErrCannotSplit, sh.Id, 100*maxLoadSplitShare, 100*share)
+			}
+			key = k
+		}
 		if len(key) == 0 {
 			var err error
 			if _, key, err = n.store.SplitPoint(sh.Id); err != nil {

@@ -66,6 +66,8 @@ type Config struct {
 	// LowSpaceRatio: a node using more than this share of its capacity receives no new
 	// replica (PD's low-space-ratio). Default 0.8.
 	LowSpaceRatio float64
+	// Hot says when a node's load is hot (hot-ratio, hot-hold, hot-min-keys).
+	Hot scheduler.HotConfig
 }
 
 // DefaultConfig returns the defaults.
@@ -74,6 +76,7 @@ func DefaultConfig() Config {
 		Limits: Limits{SnapshotBytesPerSec: 128 << 20, SnapshotsPerNode: 8, MaxOperators: 512, Speed: SpeedNormal},
 		Paused: map[string]bool{}, PatrolBatch: 1024, StepTimeout: time.Minute, MinRate: 4 << 20,
 		Cooldown: 10 * time.Minute, Bands: scheduler.DefaultBands, LowSpaceRatio: 0.8,
+		Hot: scheduler.DefaultHot,
 	}
 }
 
@@ -90,6 +93,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: bands need 0 < stop <= start", ErrInvalidConfig)
 	case c.LowSpaceRatio <= 0 || c.LowSpaceRatio > 1:
 		return fmt.Errorf("%w: low-space-ratio must be in (0, 1]", ErrInvalidConfig)
+	case c.Hot.Ratio <= 0 || c.Hot.Hold < 0 || c.Hot.MinKeys < 0 || c.Hot.PerPass < 1:
+		return fmt.Errorf("%w: hot-ratio must be positive, hot-hold and hot-min-keys not negative", ErrInvalidConfig)
 	}
 	return nil
 }
@@ -104,7 +109,8 @@ func SchedulerNames() []string {
 }
 
 // Settings are the names `pcsctl config set` accepts.
-var Settings = []string{"rebalance-speed", "snapshot-bytes-per-sec", "snapshots-per-node", "max-operators", "halt-scheduling", "paused-schedulers", "low-space-ratio"}
+var Settings = []string{"rebalance-speed", "snapshot-bytes-per-sec", "snapshots-per-node", "max-operators", "halt-scheduling", "paused-schedulers", "low-space-ratio",
+	"hot-ratio", "hot-hold", "hot-min-keys"}
 
 // Set changes one setting by name, validating it; c is unchanged on error.
 func (c *Config) Set(key, value string) error {
@@ -139,6 +145,22 @@ func (c *Config) Set(key, value string) error {
 			return fmt.Errorf("%w: low-space-ratio %q must be a number in (0, 1]", ErrInvalidConfig, value)
 		}
 		n.LowSpaceRatio = v
+	case "hot-ratio", "hot-min-keys":
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil || v <= 0 || v > 1e12 || (key == "hot-ratio" && v > 10) {
+			return fmt.Errorf("%w: %s %q must be a positive number (hot-ratio at most 10)", ErrInvalidConfig, key, value)
+		}
+		if key == "hot-ratio" {
+			n.Hot.Ratio = v
+		} else {
+			n.Hot.MinKeys = v
+		}
+	case "hot-hold":
+		d, err := time.ParseDuration(value)
+		if err != nil || d < 0 || d > time.Hour {
+			return fmt.Errorf("%w: hot-hold %q must be a duration in [0, 1h]", ErrInvalidConfig, value)
+		}
+		n.Hot.Hold = d
 	case "halt-scheduling":
 		v, err := strconv.ParseBool(value)
 		if err != nil {
@@ -183,6 +205,9 @@ func (c *Config) Get() map[string]string {
 		"halt-scheduling":        strconv.FormatBool(c.Halt),
 		"paused-schedulers":      strings.Join(paused, ","),
 		"low-space-ratio":        strconv.FormatFloat(c.LowSpaceRatio, 'g', -1, 64),
+		"hot-ratio":              strconv.FormatFloat(c.Hot.Ratio, 'g', -1, 64),
+		"hot-hold":               c.Hot.Hold.String(),
+		"hot-min-keys":           strconv.FormatFloat(c.Hot.MinKeys, 'g', -1, 64),
 	}
 }
 

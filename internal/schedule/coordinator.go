@@ -51,13 +51,16 @@ type Coordinator struct {
 	ctrl       *Controller
 	checkers   []checker.Checker
 	schedulers []scheduler.Scheduler
-	newID      func() uint64
+	newID      func(kind string) uint64
 
 	ops      map[uint64]*operator.Operator // by shard: queued or running
 	byID     map[uint64]*operator.Operator
 	cooling  map[uint64]arrival   // shard -> the replica its last move added, and when
 	finished []*operator.Operator // most recent last, bounded
 	patrol   int
+	// splitFailed: shards whose split by load ended without splitting, and when (the node
+	// found no key that divides the load: one hot key); not tried again within the cooldown.
+	splitFailed map[uint64]time.Duration
 }
 
 // arrival is a replica a move added: it does not leave again within the cooldown (no A→B→A).
@@ -69,10 +72,18 @@ type arrival struct {
 // KeepFinished bounds the finished operators kept for `pcsctl operator list --finished`.
 const KeepFinished = 1000
 
-// New returns a coordinator; newID allocates operator ids (unique across PCS primaries).
-func New(cfg Config, newID func() uint64) *Coordinator {
+// ID kinds newID is asked for.
+const (
+	OperatorIDs = "operator"
+	ShardIDs    = "shard"
+)
+
+// New returns a coordinator; newID allocates ids of a kind (OperatorIDs, ShardIDs) unique
+// across PCS primaries, or returns 0 if it cannot now.
+func New(cfg Config, newID func(kind string) uint64) *Coordinator {
 	return &Coordinator{cfg: cfg, ctrl: NewController(cfg.Limits), checkers: checker.All(), schedulers: scheduler.All(),
-		newID: newID, ops: map[uint64]*operator.Operator{}, byID: map[uint64]*operator.Operator{}, cooling: map[uint64]arrival{}}
+		newID: newID, ops: map[uint64]*operator.Operator{}, byID: map[uint64]*operator.Operator{}, cooling: map[uint64]arrival{},
+		splitFailed: map[uint64]time.Duration{}}
 }
 
 // SetConfig changes the runtime configuration.
@@ -133,7 +144,7 @@ func (c *Coordinator) Cancel(id uint64, now time.Duration) (*operator.Operator, 
 }
 
 func (c *Coordinator) add(op *operator.Operator, now time.Duration) {
-	op.ID = c.newID()
+	op.ID = c.newID(OperatorIDs)
 	op.Created, op.StepStarted = now, now
 	op.State = operator.Queued
 	c.ops[op.Shard] = op
@@ -146,6 +157,9 @@ func (c *Coordinator) finish(op *operator.Operator, st operator.State, now time.
 	delete(c.byID, op.ID)
 	if op.To != 0 && st == operator.Done {
 		c.cooling[op.Shard] = arrival{node: op.To, at: now}
+	}
+	if st != operator.Done && slices.ContainsFunc(op.Steps, func(s operator.Step) bool { return s.ByLoad }) {
+		c.splitFailed[op.Shard] = now
 	}
 	c.finished = append(c.finished, op)
 	if len(c.finished) > KeepFinished {
@@ -277,6 +291,13 @@ func (c *Coordinator) Tick(now time.Duration, v *view.Cluster) *Actions {
 		},
 		CanSnapshot: c.ctrl.CanSnapshot,
 		CanReceive:  c.ctrl.CanReceive,
+		Hot:         c.cfg.Hot,
+		Now:         now,
+		NewShardID:  func() uint64 { return c.newID(ShardIDs) },
+		SplitBlocked: func(id uint64) bool {
+			at, ok := c.splitFailed[id]
+			return ok && now-at < c.cfg.Cooldown
+		},
 	}
 	if ready && !c.cfg.Halt {
 		// 3. Checkers on a batch of shards.
@@ -367,6 +388,11 @@ func (c *Coordinator) admitQueued(v *view.Cluster, changed map[*operator.Operato
 }
 
 func (c *Coordinator) expireCooling(now time.Duration) {
+	for id, at := range c.splitFailed {
+		if now-at >= c.cfg.Cooldown {
+			delete(c.splitFailed, id)
+		}
+	}
 	if len(c.cooling) < 4096 {
 		return
 	}

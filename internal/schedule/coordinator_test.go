@@ -12,7 +12,7 @@ import (
 
 func newCoord() *Coordinator {
 	var id uint64
-	return New(DefaultConfig(), func() uint64 { id++; return id })
+	return New(DefaultConfig(), func(string) uint64 { id++; return id })
 }
 
 // apply carries out a tick's changes on v as the catalog would.
@@ -110,7 +110,7 @@ func TestCoordinatorQueuedOperatorTimesFromAdmission(t *testing.T) {
 	cfg.MaxOperators = 1
 	cfg.Paused = map[string]bool{"balance-replica": true, "balance-primary": true}
 	var id uint64
-	c := New(cfg, func() uint64 { id++; return id })
+	c := New(cfg, func(string) uint64 { id++; return id })
 	// The first waits on node 4 forever (never in line), holding the only slot.
 	if err := c.Submit(operator.New(operator.Admin, a, "a", operator.Step{Kind: operator.TransferPrimary, Node: 4}), 0); err != nil {
 		t.Fatal(err)

@@ -202,7 +202,7 @@ func (o *Operator) ToProto() *pcspb.Operator {
 		State: o.State.String(), Reason: o.Reason, Version: o.Version, ConfVer: o.ConfVer, Term: o.Term,
 		SizeBytes: o.Size, CreatedNs: int64(o.Created), FinishedNs: int64(o.Finished)}
 	for _, s := range o.Steps {
-		p.Steps = append(p.Steps, &pcspb.OperatorStep{Kind: s.Kind.String(), Node: s.Node, SplitKey: []byte(s.Key), NewShardId: s.NewShard, Version: s.Version})
+		p.Steps = append(p.Steps, &pcspb.OperatorStep{Kind: s.Kind.String(), Node: s.Node, SplitKey: []byte(s.Key), NewShardId: s.NewShard, Version: s.Version, ByLoad: s.ByLoad})
 	}
 	return p
 }
@@ -225,7 +225,7 @@ func FromProto(p *pcspb.Operator) (*Operator, error) {
 		if s.Node == 0 && sk != Split || sk == Split && s.NewShardId == 0 {
 			return nil, fmt.Errorf("%w: operator %d: a step on node 0, or a split without a new shard id", ErrInvalid, p.Id)
 		}
-		steps = append(steps, Step{Kind: sk, Node: s.Node, Key: string(s.SplitKey), NewShard: s.NewShardId, Version: s.Version})
+		steps = append(steps, Step{Kind: sk, Node: s.Node, Key: string(s.SplitKey), NewShard: s.NewShardId, Version: s.Version, ByLoad: s.ByLoad})
 	}
 	o := &Operator{ID: p.Id, Kind: k, Shard: p.ShardId, Steps: steps, Current: int(p.Current), Reason: p.Reason,
 		Version: p.Version, ConfVer: p.ConfVer, Term: p.Term, Size: p.SizeBytes}

@@ -51,10 +51,15 @@ type Step struct {
 	Key      string
 	NewShard uint64
 	Version  uint64
+	// ByLoad: the primary picks the key that halves the shard's recent load.
+	ByLoad bool
 }
 
 func (s Step) String() string {
 	if s.Kind == Split {
+		if s.ByLoad {
+			return fmt.Sprintf("split into %d by load", s.NewShard)
+		}
 		return fmt.Sprintf("split into %d at %x", s.NewShard, s.Key)
 	}
 	return fmt.Sprintf("%s %d", s.Kind, s.Node)
@@ -98,7 +103,7 @@ func (s Step) IsConfChange() bool { return s.Kind != Split }
 
 // SplitCommand is what the shard's primary is told to carry out a split step.
 func (s Step) SplitCommand(sh *view.Shard) *pcspb.SplitShardCommand {
-	return &pcspb.SplitShardCommand{ShardId: sh.ID, Version: s.Version, SplitKey: []byte(s.Key), NewShardId: s.NewShard}
+	return &pcspb.SplitShardCommand{ShardId: sh.ID, Version: s.Version, SplitKey: []byte(s.Key), NewShardId: s.NewShard, ByLoad: s.ByLoad}
 }
 
 // Command is the configuration change that carries out the step on sh.

@@ -33,7 +33,7 @@ func Shard(v *view.Cluster, size uint64, replicas ...uint64) *view.Shard {
 
 // Env is an environment over v with no operators, nothing cooling and every snapshot allowed.
 func Env(v *view.Cluster) *scheduler.Env {
-	return &scheduler.Env{View: v, Loads: scheduler.Compute(v, nil), Bands: scheduler.DefaultBands,
+	return &scheduler.Env{View: v, Loads: scheduler.Compute(v, nil), Bands: scheduler.DefaultBands, Hot: scheduler.DefaultHot,
 		HasOp:       func(uint64) bool { return false },
 		Cooling:     func(uint64, uint64) bool { return false },
 		CanSnapshot: func(operator.Kind, uint64, uint64) bool { return true },

@@ -50,7 +50,7 @@ func (*Drain) Schedule(env *Env, max int) []*operator.Operator {
 			}
 			out = append(out, operator.New(operator.Drain, sh, fmt.Sprintf("drain node %d: primary to node %d", n.ID, to.Node.ID),
 				operator.Step{Kind: operator.TransferPrimary, Node: to.Node.ID}))
-			env.Loads.Transferred(n.ID, to.Node.ID)
+			env.Loads.Transferred(sh, n.ID, to.Node.ID)
 			env.Claim(sh.ID)
 		}
 		if leads {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/postdb/pcs/internal/schedule/operator"
 	"github.com/postdb/pcs/internal/schedule/view"
@@ -19,6 +20,10 @@ type Load struct {
 	Count     int    // replicas and learners held
 	Bytes     uint64 // their sizes
 	Primaries int
+	// Keys is the load (keys read and written per second) of the shards the node leads, with
+	// the operators under way projected; KeysNow without them. Their difference is the load
+	// already on its way off (or onto) the node.
+	Keys, KeysNow float64
 	// Weight is the node's share of the cluster's capacity (1/n when capacities are unknown).
 	Weight float64
 	shards []*view.Shard
@@ -49,8 +54,9 @@ type Loads struct {
 	dense []*Load // by id, when ids are small: the hot path of Compute
 	Count int
 	Bytes uint64
-	// Primaries counts the shards led by up nodes.
+	// Primaries counts the shards led by up nodes; Keys is their load.
 	Primaries int
+	Keys      float64
 	// UseBytes: the cluster holds enough data (MinBytesPerNode a node on average) for bytes to
 	// be an objective; below it, sizes are noise and only counts are balanced.
 	UseBytes bool
@@ -101,6 +107,9 @@ func Compute(v *view.Cluster, ops map[uint64]*operator.Operator) *Loads {
 		}
 	}
 	for _, sh := range v.Shards {
+		if ld := l.get(sh.Primary); ld != nil {
+			ld.KeysNow += sh.Load.Keys()
+		}
 		if op := ops[sh.ID]; op != nil && !op.State.Finished() {
 			sh = Project(sh, op)
 		}
@@ -151,7 +160,9 @@ func (l *Loads) add(sh *view.Shard) {
 	}
 	if ld := l.get(sh.Primary); ld != nil {
 		ld.Primaries++
+		ld.Keys += sh.Load.Keys()
 		l.Primaries++
+		l.Keys += sh.Load.Keys()
 	}
 }
 
@@ -164,6 +175,7 @@ func (l *Loads) Moved(sh *view.Shard, from, to uint64) {
 		ld.tableAdd(sh.Table, -1)
 		if sh.Primary == from {
 			ld.Primaries--
+			ld.Keys -= sh.Load.Keys()
 		}
 	}
 	if ld := l.ByID[to]; ld != nil {
@@ -172,18 +184,40 @@ func (l *Loads) Moved(sh *view.Shard, from, to uint64) {
 		ld.tableAdd(sh.Table, 1)
 		if sh.Primary == from && from != 0 {
 			ld.Primaries++
+			ld.Keys += sh.Load.Keys()
 		}
 	}
 }
 
-// Transferred accounts for the primary role moving.
-func (l *Loads) Transferred(from, to uint64) {
+// Transferred accounts for sh's primary role moving.
+func (l *Loads) Transferred(sh *view.Shard, from, to uint64) {
 	if ld := l.ByID[from]; ld != nil {
 		ld.Primaries--
+		ld.Keys -= sh.Load.Keys()
 	}
 	if ld := l.ByID[to]; ld != nil {
 		ld.Primaries++
+		ld.Keys += sh.Load.Keys()
 	}
+}
+
+// MeanKeys is the mean load of an up node.
+func (l *Loads) MeanKeys() float64 {
+	if len(l.List) == 0 {
+		return 0
+	}
+	return l.Keys / float64(len(l.List))
+}
+
+// TakesLoad reports whether node ld can lead sh as well without its load going past the
+// mean by more than half the hot ratio (so a balancer never makes a node hot, and hot
+// scheduling never undoes a balancer's move). Without load worth scheduling, any node can.
+func (l *Loads) TakesLoad(env *Env, ld *Load, sh *view.Shard) bool {
+	mean := l.MeanKeys()
+	if mean < env.Hot.MinKeys || sh.Load.Keys() == 0 {
+		return true
+	}
+	return ld.Keys+sh.Load.Keys() <= mean*(1+env.Hot.Ratio/2)
 }
 
 // DevCount is how far node's replica count is from its capacity share (0.1 = 10 % above).
@@ -252,6 +286,14 @@ type Env struct {
 	Bands      Bands
 	// LowSpaceRatio: nodes using more of their capacity get no new replica (0: no limit).
 	LowSpaceRatio float64
+	// Hot says when a node's load is hot.
+	Hot HotConfig
+	// Now is the coordinator's clock.
+	Now time.Duration
+	// NewShardID reserves an id for the new half of a split (nil: no splits).
+	NewShardID func() uint64
+	// SplitBlocked reports whether a split by load of shard failed recently (nil: none).
+	SplitBlocked func(shard uint64) bool
 
 	claimed map[uint64]bool
 }
@@ -282,15 +324,10 @@ var DefaultBands = Bands{Start: 0.05, Stop: 0.025}
 // holds no replica of it, that its table allows, keeping its replicas on distinct isolation
 // values, with the lowest score; 0 if none. ok filters further (nil: any).
 func Target(env *Env, sh *view.Shard, from uint64, ok func(*Load) bool) uint64 {
-	t := env.View.Tables[sh.Table]
 	var best *Load
 	bestScore := math.Inf(1)
 	for _, ld := range env.Loads.List {
-		id := ld.Node.ID
-		if sh.Holds(id) || (t != nil && !t.Allows(id)) || (ok != nil && !ok(ld)) || ld.Node.LowOnSpace(ld.Bytes, env.LowSpaceRatio) {
-			continue
-		}
-		if !Isolated(env.View, t, sh, from, id) {
+		if !Eligible(env, sh, from, ld) || (ok != nil && !ok(ld)) {
 			continue
 		}
 		if s := env.Loads.Score(ld); s < bestScore {
@@ -301,6 +338,18 @@ func Target(env *Env, sh *view.Shard, from uint64, ok func(*Load) bool) uint64 {
 		return 0
 	}
 	return best.Node.ID
+}
+
+// Eligible reports whether up node ld may receive a new replica of sh (replacing from, 0 if
+// none): it holds none, the table allows it, the replicas stay on distinct isolation values,
+// and it is not low on space. Every choice of a node for a new replica goes through it.
+func Eligible(env *Env, sh *view.Shard, from uint64, ld *Load) bool {
+	id := ld.Node.ID
+	t := env.View.Tables[sh.Table]
+	if sh.Holds(id) || (t != nil && !t.Allows(id)) || ld.Node.LowOnSpace(ld.Bytes, env.LowSpaceRatio) {
+		return false
+	}
+	return Isolated(env.View, t, sh, from, id)
 }
 
 // Isolated reports whether sh's replicas, with from replaced by to, keep the table's

@@ -36,6 +36,9 @@ type Runner struct {
 	// State at the last mark.
 	markAt             time.Duration
 	markMoves, markRev int
+	markTransfers      int
+	markSplits         int
+	peakLoad           float64 // the highest load max/mean since the mark, at whole seconds
 	tstar, minMoves    float64
 	primariesOffAt     time.Duration
 	res                *Result
@@ -199,6 +202,22 @@ func (ru *Runner) do(line int, f []string) error {
 			s.Drain(id)
 			ru.primariesOffAt = -1
 		}
+	case "load":
+		var v [4]float64
+		for i, k := range []string{"keys", "hot", "zipf", "reads"} {
+			if args[k] == "" {
+				continue
+			}
+			x, err := strconv.ParseFloat(args[k], 64)
+			if err != nil || x < 0 || math.IsInf(x, 0) || (i != 0 && i != 2 && x > 1) || (i == 2 && x > 5) {
+				return fmt.Errorf("%w: %s=%q", ErrScenario, k, args[k])
+			}
+			v[i] = x
+		}
+		if v[0] <= 0 {
+			return fmt.Errorf("%w: load needs keys=N (keys/s)", ErrScenario)
+		}
+		s.SetLoad(v[0], v[1], v[2], v[3])
 	case "kill-pcs-primary":
 		s.KillPCSPrimary()
 	case "grow-sizes":
@@ -212,6 +231,7 @@ func (ru *Runner) do(line int, f []string) error {
 		s.GrowSizes(x)
 	case "mark":
 		ru.markAt, ru.markMoves, ru.markRev = s.Now(), s.Moves, s.Reverted
+		ru.markTransfers, ru.markSplits, ru.peakLoad = s.PrimaryTransfers, s.Splits, s.LoadMaxMean()
 	case "tstar":
 		if len(f) != 2 || (f[1] != "balance" && f[1] != "drain") {
 			return fmt.Errorf("%w: tstar balance|drain", ErrScenario)
@@ -328,6 +348,9 @@ func (ru *Runner) runFor(d time.Duration, cond func() bool) bool {
 }
 
 func (ru *Runner) watch() {
+	if ru.Sim.Now()%time.Second == 0 {
+		ru.peakLoad = math.Max(ru.peakLoad, ru.Sim.LoadMaxMean())
+	}
 	if ru.primariesOffAt == -1 {
 		for _, n := range ru.Sim.nodes {
 			if n.State == view.Offline && ru.count(n.ID, true) == 0 {
@@ -356,11 +379,12 @@ func (ru *Runner) row() {
 	if s.coord != nil {
 		ops = len(s.coord.Operators(false))
 	}
-	fmt.Fprintf(s.Table, "%8.0f %6d %7d %8d %9d %6d %6d %6d %6d\n", s.Now().Seconds(), ops, len(s.transfers), s.Moves, s.Reverted, minC, maxC, minP, maxP)
+	fmt.Fprintf(s.Table, "%8.0f %6d %7d %8d %9d %6d %6d %6d %6d %8.3f %6d\n", s.Now().Seconds(), ops, len(s.transfers), s.Moves, s.Reverted, minC, maxC, minP, maxP,
+		s.LoadMaxMean(), s.Splits)
 }
 
 // TableHeader names the per-minute table's columns.
-const TableHeader = "  time_s    ops snapshots    moves  reverted  min_r  max_r  min_p  max_p\n"
+const TableHeader = "  time_s    ops snapshots    moves  reverted  min_r  max_r  min_p  max_p load_max splits\n"
 
 // tally counts, in one pass, each node's replicas, primaries and bytes.
 func (ru *Runner) tally() (c, p map[uint64]int, b map[uint64]float64) {
@@ -590,6 +614,19 @@ func (ru *Runner) metric(name string) (float64, error) {
 			return math.Inf(1), nil
 		}
 		return ru.primariesOffAt.Seconds(), nil
+	case "load-max-mean":
+		return s.LoadMaxMean(), nil
+	case "load-max-mean-peak":
+		return ru.peakLoad, nil
+	case "primary-transfers":
+		return float64(s.PrimaryTransfers - ru.markTransfers), nil
+	case "load-splits":
+		return float64(s.Splits - ru.markSplits), nil
+	case "first-split":
+		if s.FirstSplitAt < 0 || s.FirstSplitAt < ru.markAt {
+			return math.Inf(1), nil
+		}
+		return (s.FirstSplitAt - ru.markAt).Seconds(), nil
 	case "count-spread", "primary-spread", "util-spread":
 		return ru.spread(strings.TrimSuffix(name, "-spread")), nil
 	case "utilization-deviation":

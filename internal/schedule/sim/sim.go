@@ -60,15 +60,22 @@ type Sim struct {
 	coord     *schedule.Coordinator
 	persisted map[uint64]*pcspb.Operator // the operators in the replicated state
 	nextOp    uint64
+	nextShard uint64        // the last shard id given out
 	pcsUpAt   time.Duration // a new PCS primary takes office then (0: one is in office)
 	electedAt time.Duration
 	trace     hash.Hash64
 	traceOut  io.Writer
 	Table     io.Writer // per-minute metrics, if set
 
+	splitReq []*pcspb.SplitShardCommand // the splits the coordinator asks of primaries
+
 	// Records.
 	Moves, Reverted, Transfers int
-	added                      map[[2]uint64]bool // (shard, node) added by a balance operator
+	// PrimaryTransfers counts primary changes operators made; Splits the splits carried out,
+	// the first at FirstSplitAt (-1: none yet).
+	PrimaryTransfers, Splits int
+	FirstSplitAt             time.Duration
+	added                    map[[2]uint64]bool // (shard, node) added by a balance operator
 	// FirstOpAfterElection: from a new PCS primary's election to its first decision carried
 	// out (a new operator, or the next step of one it resumed).
 	FirstOpAfterElection time.Duration
@@ -97,13 +104,20 @@ func New(seed uint64, p Params, cfg schedule.Config) *Sim {
 	}
 	s := &Sim{P: p, Cfg: cfg, clk: clock.NewManual(0), rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		tables: map[uint64]*view.Table{}, persisted: map[uint64]*pcspb.Operator{}, trace: fnv.New64a(),
-		added: map[[2]uint64]bool{}, dirty: map[uint64]bool{}, MinLive: math.MaxInt, FirstOpAfterElection: -1}
+		added: map[[2]uint64]bool{}, dirty: map[uint64]bool{}, MinLive: math.MaxInt, FirstOpAfterElection: -1, FirstSplitAt: -1}
 	s.coord = s.newCoordinator()
 	return s
 }
 
 func (s *Sim) newCoordinator() *schedule.Coordinator {
-	return schedule.New(s.Cfg, func() uint64 { s.nextOp++; return s.nextOp })
+	return schedule.New(s.Cfg, func(kind string) uint64 {
+		if kind == schedule.ShardIDs {
+			s.nextShard++
+			return s.nextShard
+		}
+		s.nextOp++
+		return s.nextOp
+	})
 }
 
 // Now is the virtual time.
@@ -142,7 +156,8 @@ func (s *Sim) AddTable(n, replicas int, isolation string, size func(*rand.Rand) 
 	count := map[uint64]int{}
 	prim := map[uint64]int{}
 	for i := 0; i < n; i++ {
-		sh := &view.Shard{ID: uint64(len(s.shards) + 1), Table: tid, Version: 1, ConfVer: 1, Term: 1, Size: size(s.rng)}
+		s.nextShard++
+		sh := &view.Shard{ID: s.nextShard, Table: tid, Version: 1, ConfVer: 1, Term: 1, Size: size(s.rng)}
 		var cands []*node
 		for _, nd := range s.nodes {
 			if nd.State == view.Up {
@@ -213,8 +228,103 @@ func (s *Sim) Drain(id uint64) {
 // resumes the persisted operators.
 func (s *Sim) KillPCSPrimary() {
 	s.coord = nil
+	s.splitReq = nil
 	s.pcsUpAt = s.Now() + s.P.Election
 	s.event("pcs primary killed")
+}
+
+// SetLoad spreads keys/s of traffic over every shard: one shard, picked at random, takes the
+// hot share; the rest follow Zipf(s) in a random order (s 0: uniform). A read share of the
+// traffic is reads, the rest writes; values are taken as 1 KiB.
+func (s *Sim) SetLoad(keys, hot, zipf, reads float64) {
+	n := len(s.shards)
+	if n == 0 {
+		return
+	}
+	order := s.rng.Perm(n)
+	rest := keys
+	if hot > 0 {
+		rest = keys * (1 - hot)
+	}
+	var h float64
+	for k := 1; k < n; k++ {
+		h += math.Pow(float64(k), -zipf)
+	}
+	if hot <= 0 {
+		h += math.Pow(float64(n), -zipf)
+	}
+	for rank, i := range order {
+		var x float64
+		switch {
+		case hot > 0 && rank == 0:
+			x = keys * hot
+		case hot > 0:
+			x = rest * math.Pow(float64(rank), -zipf) / h
+		default:
+			x = rest * math.Pow(float64(rank+1), -zipf) / h
+		}
+		n := *s.shards[i]
+		n.Load = view.Load{Reads: x * reads, Writes: x * (1 - reads), ReadBytes: x * reads * 1024, WriteBytes: x * (1 - reads) * 1024}
+		s.shards[i] = &n
+	}
+	s.event("load %.0f keys/s, hot %.2f, zipf %.2f, reads %.2f", keys, hot, zipf, reads)
+}
+
+// split carries out a split the coordinator asked of the shard's primary: the new half takes
+// half the size and, the split key halving the load (by load) or the data (uniform traffic
+// assumed), half the load.
+func (s *Sim) split(c *pcspb.SplitShardCommand) {
+	sh := s.shard(c.ShardId)
+	if sh == nil || sh.Version != c.Version || s.shard(c.NewShardId) != nil || c.NewShardId <= s.shards[len(s.shards)-1].ID {
+		return
+	}
+	left, right := *sh, *sh
+	left.Version++
+	left.Size /= 2
+	left.Load = sh.Load.Scaled(0.5)
+	right.ID, right.Version, right.Size, right.Load = c.NewShardId, sh.Version+1, sh.Size-left.Size, sh.Load.Scaled(0.5)
+	right.Replicas, right.Learners, right.InLine = slices.Clone(sh.Replicas), slices.Clone(sh.Learners), slices.Clone(sh.InLine)
+	s.setShard(&left)
+	s.shards = append(s.shards, &right)
+	s.Splits++
+	if s.FirstSplitAt < 0 {
+		s.FirstSplitAt = s.Now()
+	}
+	how := "at its middle"
+	if c.ByLoad {
+		how = "by load"
+	}
+	s.event("shard %d split %s into %d", sh.ID, how, right.ID)
+}
+
+// NodeLoads returns each up node's load: the keys/s of the shards it leads.
+func (s *Sim) NodeLoads() map[uint64]float64 {
+	out := map[uint64]float64{}
+	for _, n := range s.nodes {
+		if n.State == view.Up {
+			out[n.ID] = 0
+		}
+	}
+	for _, sh := range s.shards {
+		if _, ok := out[sh.Primary]; ok {
+			out[sh.Primary] += sh.Load.Keys()
+		}
+	}
+	return out
+}
+
+// LoadMaxMean is the most loaded up node's load over the mean (1 without load).
+func (s *Sim) LoadMaxMean() float64 {
+	var sum, mx float64
+	loads := s.NodeLoads()
+	for _, l := range loads {
+		sum += l
+		mx = math.Max(mx, l)
+	}
+	if sum == 0 {
+		return 1
+	}
+	return mx / (sum / float64(len(loads)))
 }
 
 // GrowSizes multiplies every shard's size.
@@ -321,6 +431,11 @@ func (s *Sim) report(id uint64) {
 			delete(s.dirty, sid)
 		}
 	}
+	for _, c := range s.splitReq {
+		if sh := s.shard(c.ShardId); sh != nil && sh.Primary == id {
+			s.split(c)
+		}
+	}
 }
 
 func (s *Sim) shard(id uint64) *view.Shard {
@@ -385,6 +500,7 @@ func (s *Sim) tick() {
 		delete(s.persisted, op.ID)
 		s.event("op %d %s", op.ID, op.State)
 	}
+	s.splitReq = act.Splits
 	if len(act.Changes) > 0 && s.electedAt > 0 && s.FirstOpAfterElection < 0 {
 		s.FirstOpAfterElection = now - s.electedAt // a resumed operator's step
 	}
@@ -432,6 +548,7 @@ func (s *Sim) apply(c *pcspb.CmdChangeReplicas, op *operator.Operator) error {
 			return fmt.Errorf("not a replica")
 		}
 		st = operator.Step{Kind: operator.TransferPrimary, Node: c.NewPrimary}
+		s.PrimaryTransfers++
 	default:
 		if c.RemoveNode == sh.Primary || !sh.Holds(c.RemoveNode) {
 			return fmt.Errorf("remove %d refused", c.RemoveNode)

@@ -1,12 +1,44 @@
 package sim
 
 import (
+	"bufio"
 	"errors"
+	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
+
+var update = flag.Bool("update", false, "rewrite testdata/hashes.golden with the trace hashes of this run")
+
+// hashesFile pins every scenario's trace hash at every seed: a change to the coordinator that
+// changes any decision shows here, and is either a bug or a change to pin again (-update) and
+// explain in its commit.
+const hashesFile = "testdata/hashes.golden"
+
+func readHashes(t *testing.T) map[string]string {
+	f, err := os.Open(hashesFile)
+	if err != nil {
+		t.Fatalf("%v (write it with go test ./internal/schedule/sim -run TestScenarios -update)", err)
+	}
+	defer f.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if line := strings.TrimSpace(sc.Text()); line != "" && !strings.HasPrefix(line, "#") {
+			k, v, ok := strings.Cut(line, " = ")
+			if !ok {
+				t.Fatalf("%s: bad line %q", hashesFile, line)
+			}
+			out[k] = v
+		}
+	}
+	return out
+}
 
 // seeds each scenario runs at.
 var seeds = []uint64{1, 2, 3}
@@ -33,6 +65,30 @@ func TestScenarios(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no scenarios: %v", err)
 	}
+	var want map[string]string
+	if !*update {
+		want = readHashes(t)
+	}
+	var mu sync.Mutex
+	got := map[string]string{}
+	t.Cleanup(func() {
+		if !*update || t.Failed() {
+			return
+		}
+		keys := make([]string, 0, len(got))
+		for k := range got {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		var b strings.Builder
+		b.WriteString("# Trace hashes of every scenario at every seed (go test ./internal/schedule/sim -run TestScenarios -update).\n")
+		for _, k := range keys {
+			fmt.Fprintf(&b, "%s = %s\n", k, got[k])
+		}
+		if err := os.WriteFile(hashesFile, []byte(b.String()), 0o644); err != nil {
+			t.Error(err)
+		}
+	})
 	for _, path := range files {
 		if only != nil && !only[filepath.Base(path)] {
 			t.Logf("%s: not run under the race detector (.ci/run runs it without)", filepath.Base(path))
@@ -43,6 +99,13 @@ func TestScenarios(t *testing.T) {
 				t.Parallel()
 				res := runFile(t, path, seed)
 				t.Logf("seed %d: simulated %s, hash %016x, %v", seed, res.Simulated, res.Hash, res.Metrics)
+				key, h := fmt.Sprintf("%s seed %d", filepath.Base(path), seed), fmt.Sprintf("%016x", res.Hash)
+				mu.Lock()
+				got[key] = h
+				mu.Unlock()
+				if want != nil && want[key] != h {
+					t.Errorf("%s: trace hash %s, pinned %q: a decision changed (if meant, pin again with -update and say why in the commit)", key, h, want[key])
+				}
 			})
 		}
 	}

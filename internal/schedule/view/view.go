@@ -90,6 +90,23 @@ type Shard struct {
 	InLine []uint64
 	// MinInSync is how many replicas must persist a write before it is acknowledged.
 	MinInSync int
+	// Load is the shard's recent traffic, as its primary reports it (moving averages).
+	Load Load
+}
+
+// Load is a shard's traffic: keys and bytes read and written per second, moving averages of
+// what its primary reports.
+type Load struct {
+	Reads, Writes, ReadBytes, WriteBytes float64
+}
+
+// Keys is the keys read and written per second: the measure hot scheduling balances (the
+// primary serves every read and coordinates every write).
+func (l Load) Keys() float64 { return l.Reads + l.Writes }
+
+// Scaled returns the load times f (a split's halves each take about half).
+func (l Load) Scaled(f float64) Load {
+	return Load{l.Reads * f, l.Writes * f, l.ReadBytes * f, l.WriteBytes * f}
 }
 
 // Holds reports whether node id holds the shard, as a replica or a learner.

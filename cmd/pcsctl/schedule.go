@@ -25,7 +25,14 @@ func operatorRows(ops []*pcspb.Operator) table {
 			if i == int(op.Current) && (op.State == "queued" || op.State == "running") {
 				mark = "*"
 			}
-			steps[i] = fmt.Sprintf("%s%s %d", mark, s.Kind, s.Node)
+			switch {
+			case s.Kind == "split" && s.ByLoad:
+				steps[i] = fmt.Sprintf("%ssplit into %d by load", mark, s.NewShardId)
+			case s.Kind == "split":
+				steps[i] = fmt.Sprintf("%ssplit into %d at %x", mark, s.NewShardId, s.SplitKey)
+			default:
+				steps[i] = fmt.Sprintf("%s%s %d", mark, s.Kind, s.Node)
+			}
 		}
 		t.rows = append(t.rows, []string{u(op.Id), op.Kind, u(op.ShardId), op.State, strings.Join(steps, ", "), op.Reason})
 	}

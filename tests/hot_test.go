@@ -1,0 +1,154 @@
+package tests
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/keyenc"
+)
+
+// TestHotShardSplitByLoad: real pcs and pcsnode processes; clients write as fast as they can to
+// a table of one shard, so the node leading it leads all the cluster's load. The hot scheduler
+// splits the shard by load (the node picks the key from the keys it sampled) and spreads the
+// halves' primaries over the nodes; every acknowledged write reads back afterwards. The write
+// rate before and after is logged (a figure, not an assertion: the machine is shared).
+func TestHotShardSplitByLoad(t *testing.T) {
+	pc := startCluster(t, 1, "--node-warmup", "300ms")
+	c := pc.client()
+	pc.primary(c)
+	nodes := startNodeProcs(t, pc, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	waitFor(t, 20*time.Second, "four data nodes up", func() bool { return upNodes(ctx, c) == len(nodes) })
+	ep := "--endpoints=" + strings.Join(pc.endpoints(), ",")
+	pcsctl := func(args ...string) (int, string) {
+		return run(t, 60*time.Second, "pcsctl", append([]string{ep, "-o", "json"}, args...)...)
+	}
+	for _, kv := range [][2]string{{"hot-hold", "3s"}, {"hot-min-keys", "20"}} {
+		if code, out := pcsctl("config", "set", kv[0], kv[1]); code != 0 {
+			t.Fatalf("config set %s: %s", kv[0], out)
+		}
+	}
+	if code, out := pcsctl("table", "create", "hot", "--columns", "id:int64", "--hash-columns", "id", "--hash-partitions", "1", "--replicas", "3"); code != 0 {
+		t.Fatalf("table create: %s", out)
+	}
+	waitFor(t, 20*time.Second, "table public", func() bool {
+		tr, err := c.GetTable(ctx, "hot")
+		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
+	})
+	kv := c.KV("hot")
+	var (
+		mu    sync.Mutex
+		acked = map[int]bool{}
+		stop  atomic.Bool
+		wg    sync.WaitGroup
+		fail  atomic.Value
+		puts  atomic.Int64
+	)
+	key := func(i int) []byte {
+		k, _ := keyenc.Encode(nil, []keyenc.Column{{Type: keyenc.Int64}}, []keyenc.Value{keyenc.I64(int64(i*7919) % 1_000_003)})
+		return k
+	}
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; !stop.Load(); i += 8 {
+				var err error
+				for attempt := 0; attempt < 50 && ctx.Err() == nil; attempt++ { // an outcome-unknown put is written again
+					if err = kv.Put(ctx, key(i), []byte(fmt.Sprint(i))); err == nil {
+						break
+					}
+				}
+				if err != nil {
+					fail.Store(err)
+					return
+				}
+				puts.Add(1)
+				mu.Lock()
+				acked[i] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	rate := func() float64 {
+		before, at := puts.Load(), time.Now()
+		time.Sleep(5 * time.Second) // a measurement window, not a synchronisation
+		return float64(puts.Load()-before) / time.Since(at).Seconds()
+	}
+	type shardRow struct {
+		ID      uint64 `json:"id"`
+		Primary uint64 `json:"primary"`
+	}
+	shards := func() []shardRow {
+		code, out := pcsctl("shard", "list", "hot")
+		if code != 0 {
+			t.Fatalf("shard list: %s", out)
+		}
+		var rows []shardRow
+		if err := json.Unmarshal([]byte(out), &rows); err != nil {
+			t.Fatalf("shard list output %q: %v", out, err)
+		}
+		return rows
+	}
+	before := rate()
+	primaries := map[uint64]bool{}
+	waitFor(t, 3*time.Minute, "the hot shard split by load and its primaries on three nodes", func() bool {
+		if err := fail.Load(); err != nil {
+			t.Fatal(err)
+		}
+		rows := shards()
+		primaries = map[uint64]bool{}
+		for _, r := range rows {
+			primaries[r.Primary] = true
+		}
+		return len(rows) >= 2 && len(primaries) >= 3
+	})
+	after := rate()
+	code, out := pcsctl("operator", "list", "--finished")
+	if code != 0 {
+		t.Fatalf("operator list: %s", out)
+	}
+	var ops []struct {
+		Kind  string `json:"kind"`
+		State string `json:"state"`
+		Steps []struct {
+			Kind   string `json:"kind"`
+			ByLoad bool   `json:"by_load"`
+		} `json:"steps"`
+	}
+	if err := json.Unmarshal([]byte(out), &ops); err != nil {
+		t.Fatalf("operator list output %q: %v", out, err)
+	}
+	splits := 0
+	for _, op := range ops {
+		for _, st := range op.Steps {
+			if op.Kind == "hot" && op.State == "done" && st.Kind == "split" && st.ByLoad {
+				splits++
+			}
+		}
+	}
+	if splits == 0 {
+		t.Fatalf("no finished hot split by load among the operators: %s", out)
+	}
+	stop.Store(true)
+	wg.Wait()
+	if err := fail.Load(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range acked {
+		v, found, err := kv.Get(ctx, key(i))
+		if err != nil || !found || string(v) != fmt.Sprint(i) {
+			t.Fatalf("acknowledged row %d: %q %v %v", i, v, found, err)
+		}
+	}
+	t.Logf("hot shard: %d splits by load, %d shards, primaries on %d nodes; puts %.0f/s before, %.0f/s after; %d acknowledged rows read back",
+		splits, len(shards()), len(primaries), before, after, len(acked))
+}

@@ -62,6 +62,7 @@ type (
 		TransferPrimary(ctx context.Context, shardID, to uint64) (*pcspb.Shard, error)
 		SplitShard(ctx context.Context, shardID uint64, key []byte) (left, right *pcspb.Shard, err error)
 		ListOperators(ctx context.Context, shardID uint64, finished bool) ([]*pcspb.Operator, error)
+		HotShards(ctx context.Context, table, by string, top uint32) (*pcspb.HotShardsResponse, error)
 		CancelOperator(ctx context.Context, id uint64) error
 		ScheduleConfig(ctx context.Context) (*pcspb.ScheduleConfigResponse, error)
 		SetScheduleConfig(ctx context.Context, key, value string) (*pcspb.ScheduleConfigResponse, error)

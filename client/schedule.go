@@ -154,6 +154,18 @@ func (c *Client) ListOperators(ctx context.Context, shardID uint64, finished boo
 	return resp.Operators, nil
 }
 
+// HotShards returns the shards with the most traffic (by keys, reads, writes or bytes; "" is
+// keys), at most top of them (0: 20), of one table or all (""), with every node's load as hot
+// scheduling sees it.
+func (c *Client) HotShards(ctx context.Context, table, by string, top uint32) (*pcspb.HotShardsResponse, error) {
+	var resp *pcspb.HotShardsResponse
+	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.HotShards(ctx, &pcspb.HotShardsRequest{Table: table, By: by, Top: top})
+		return err
+	})
+	return resp, err
+}
+
 // AddOperator submits an operator: kind move (from, to), transfer-primary (to), remove (from)
 // or add (to). It returns at once with the queued operator.
 func (c *Client) AddOperator(ctx context.Context, shardID uint64, kind string, from, to uint64) (*pcspb.Operator, error) {

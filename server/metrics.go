@@ -40,6 +40,9 @@ type metrics struct {
 	clusterBelowMinInSync  prometheus.Gauge
 	nodeCapacity, nodeUsed *prometheus.GaugeVec // bytes, by node
 	nodeReads, nodeWrites  *prometheus.GaugeVec // keys per second, by node
+	nodeLeadKeys           *prometheus.GaugeVec // keys per second of the shards a node leads
+	hotNodes               prometheus.Gauge
+	loadSplits             prometheus.Counter
 	replicaLagMax          prometheus.Gauge
 	ddlJobs                *prometheus.GaugeVec // by kind
 }
@@ -90,6 +93,12 @@ func newMetrics(s *Server) *metrics {
 			Help: "Keys a data node read per second over its replicas, as it last reported (primary only)."}, []string{"node"}),
 		nodeWrites: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pcs_cluster_node_write_keys_per_second",
 			Help: "Keys a data node wrote per second over its replicas (primaries and followers), as it last reported (primary only)."}, []string{"node"}),
+		nodeLeadKeys: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pcs_schedule_node_lead_keys_per_second",
+			Help: "Keys read and written per second of the shards a data node leads, moving averages: the load hot scheduling balances, by node (primary only)."}, []string{"node"}),
+		hotNodes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pcs_schedule_hot_nodes",
+			Help: "Data nodes leading more than the mean load x (1 + hot-ratio) (primary only)."}),
+		loadSplits: prometheus.NewCounter(prometheus.CounterOpts{Name: "pcs_schedule_load_splits_total",
+			Help: "Shards split by load by the hot scheduler (this member, while primary)."}),
 		replicaLagMax: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pcs_cluster_replica_lag_max_entries",
 			Help: "The most log entries any shard replica is behind its primary, from the replicas' last reports (primary only)."}),
 		ddlJobs: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pcs_ddl_jobs",
@@ -118,7 +127,7 @@ func newMetrics(s *Server) *metrics {
 		m.applySeconds, m.proposeSeconds, m.grpcSeconds, m.tsoRequests, m.tsoTimestamps, m.tsoSeconds, m.ids, m.failovers, m.duplicates,
 		m.operators, m.operatorsFinished, m.limitWaits, m.balanceScore, m.stepSeconds,
 		m.clusterNodes, m.clusterShards, m.clusterUnderReplicated, m.clusterBelowMinInSync, m.nodeCapacity, m.nodeUsed,
-		m.nodeReads, m.nodeWrites, m.replicaLagMax, m.ddlJobs,
+		m.nodeReads, m.nodeWrites, m.nodeLeadKeys, m.hotNodes, m.loadSplits, m.replicaLagMax, m.ddlJobs,
 		gauge("pcs_node_state", "Node state: 1 election, 2 recovery, 3 running.", func() float64 { return float64(s.State()) }),
 		gauge("pcs_raft_state", "Raft role: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 { return float64(s.raft.State()) }),
 		gauge("pcs_raft_is_primary", "1 if this node is the primary.", func() float64 {
@@ -157,6 +166,18 @@ func (m *metrics) observeSchedule(c *schedule.Coordinator, v *view.Cluster) {
 	for id, sc := range loadScores(v, byShard) {
 		m.balanceScore.WithLabelValues(strconv.FormatUint(id, 10)).Set(sc)
 	}
+	m.nodeLeadKeys.Reset()
+	for _, n := range v.Nodes {
+		if n.State == view.Up {
+			m.nodeLeadKeys.WithLabelValues(strconv.FormatUint(n.ID, 10)).Set(0)
+		}
+	}
+	for _, sh := range v.Shards {
+		if sh.Load.Keys() > 0 && v.State(sh.Primary) == view.Up {
+			m.nodeLeadKeys.WithLabelValues(strconv.FormatUint(sh.Primary, 10)).Add(sh.Load.Keys())
+		}
+	}
+	m.hotNodes.Set(float64(len(c.HotSince())))
 	m.observeCluster(v)
 }
 
@@ -246,6 +267,8 @@ func (m *metrics) clearCluster() {
 	m.zeroJobs()
 	m.nodeReads.Reset()
 	m.nodeWrites.Reset()
+	m.nodeLeadKeys.Reset()
+	m.hotNodes.Set(0)
 	m.replicaLagMax.Set(0)
 	m.balanceScore.Reset()
 	m.clusterNodes.Reset()

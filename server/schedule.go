@@ -175,6 +175,9 @@ func (s *Server) scheduleTick(ctx context.Context) {
 			s.log.Warn("removing finished operator", "op", op.Id, "err", err)
 		}
 		s.metrics.operatorsFinished.WithLabelValues(op.Kind, op.State).Inc()
+		if op.State == operator.Done.String() && slices.ContainsFunc(op.Steps, func(st *pcspb.OperatorStep) bool { return st.ByLoad }) {
+			s.metrics.loadSplits.Inc()
+		}
 		s.log.Info("operator finished", "op", op.Id, "kind", op.Kind, "shard", op.ShardId, "state", op.State, "reason", op.Reason)
 	}
 	for _, ch := range act.Changes {

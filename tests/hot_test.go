@@ -112,7 +112,37 @@ func TestHotShardSplitByLoad(t *testing.T) {
 		return len(rows) >= 2 && len(primaries) >= 3
 	})
 	after := rate()
-	code, out := pcsctl("operator", "list", "--finished")
+	code, out := pcsctl("shard", "hot", "--table", "hot", "--by", "writes", "--top", "3")
+	if code != 0 {
+		t.Fatalf("shard hot: %s", out)
+	}
+	var hot struct {
+		Shards []struct {
+			ID          uint64  `json:"id"`
+			Table       string  `json:"table"`
+			WritePerSec float64 `json:"write_per_sec"`
+		} `json:"shards"`
+		Nodes []struct {
+			ID   uint64  `json:"id"`
+			Keys float64 `json:"keys_per_sec"`
+		} `json:"nodes"`
+		Mean float64 `json:"mean_keys_per_sec"`
+	}
+	if err := json.Unmarshal([]byte(out), &hot); err != nil {
+		t.Fatalf("shard hot output %q: %v", out, err)
+	}
+	if len(hot.Shards) == 0 || len(hot.Shards) > 3 || hot.Shards[0].Table != "hot" || hot.Shards[0].WritePerSec <= 0 || len(hot.Nodes) != 4 || hot.Mean <= 0 {
+		t.Fatalf("shard hot: %s", out)
+	}
+	for i := 1; i < len(hot.Shards); i++ {
+		if hot.Shards[i].WritePerSec > hot.Shards[i-1].WritePerSec {
+			t.Fatalf("shard hot not ordered by writes: %s", out)
+		}
+	}
+	if code, out := pcsctl("shard", "hot", "--by", "colour"); code != 1 || !strings.Contains(out, "colour") {
+		t.Fatalf("shard hot --by colour: exit %d %q", code, out)
+	}
+	code, out = pcsctl("operator", "list", "--finished")
 	if code != 0 {
 		t.Fatalf("operator list: %s", out)
 	}
@@ -134,6 +164,11 @@ func TestHotShardSplitByLoad(t *testing.T) {
 				splits++
 			}
 		}
+	}
+	if _, table := run(t, 60*time.Second, "pcsctl", ep, "operator", "list", "--finished"); testing.Verbose() {
+		t.Log(table)
+		_, sl := run(t, 60*time.Second, "pcsctl", ep, "shard", "list", "hot")
+		t.Log(sl)
 	}
 	if splits == 0 {
 		t.Fatalf("no finished hot split by load among the operators: %s", out)

@@ -4839,6 +4839,285 @@ func (x *ListOperatorsResponse) GetOperators() []*Operator {
 	return nil
 }
 
+type HotShardsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// reads, writes, keys (reads + writes: what hot scheduling balances; the default) or bytes.
+	By string `protobuf:"bytes,1,opt,name=by,proto3" json:"by,omitempty"`
+	// At most this many shards (default 20, at most 1000).
+	Top uint32 `protobuf:"varint,2,opt,name=top,proto3" json:"top,omitempty"`
+	// Only this table's shards (empty: every table).
+	Table         string `protobuf:"bytes,3,opt,name=table,proto3" json:"table,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HotShardsRequest) Reset() {
+	*x = HotShardsRequest{}
+	mi := &file_pcs_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HotShardsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HotShardsRequest) ProtoMessage() {}
+
+func (x *HotShardsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HotShardsRequest.ProtoReflect.Descriptor instead.
+func (*HotShardsRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *HotShardsRequest) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *HotShardsRequest) GetTop() uint32 {
+	if x != nil {
+		return x.Top
+	}
+	return 0
+}
+
+func (x *HotShardsRequest) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+type HotShard struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Shard *Shard                 `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	Table string                 `protobuf:"bytes,2,opt,name=table,proto3" json:"table,omitempty"`
+	// Moving averages (half-life 10 s) of what the shard's primary reports.
+	ReadPerSec       float64 `protobuf:"fixed64,3,opt,name=read_per_sec,json=readPerSec,proto3" json:"read_per_sec,omitempty"`
+	WritePerSec      float64 `protobuf:"fixed64,4,opt,name=write_per_sec,json=writePerSec,proto3" json:"write_per_sec,omitempty"`
+	ReadBytesPerSec  float64 `protobuf:"fixed64,5,opt,name=read_bytes_per_sec,json=readBytesPerSec,proto3" json:"read_bytes_per_sec,omitempty"`
+	WriteBytesPerSec float64 `protobuf:"fixed64,6,opt,name=write_bytes_per_sec,json=writeBytesPerSec,proto3" json:"write_bytes_per_sec,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *HotShard) Reset() {
+	*x = HotShard{}
+	mi := &file_pcs_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HotShard) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HotShard) ProtoMessage() {}
+
+func (x *HotShard) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HotShard.ProtoReflect.Descriptor instead.
+func (*HotShard) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *HotShard) GetShard() *Shard {
+	if x != nil {
+		return x.Shard
+	}
+	return nil
+}
+
+func (x *HotShard) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *HotShard) GetReadPerSec() float64 {
+	if x != nil {
+		return x.ReadPerSec
+	}
+	return 0
+}
+
+func (x *HotShard) GetWritePerSec() float64 {
+	if x != nil {
+		return x.WritePerSec
+	}
+	return 0
+}
+
+func (x *HotShard) GetReadBytesPerSec() float64 {
+	if x != nil {
+		return x.ReadBytesPerSec
+	}
+	return 0
+}
+
+func (x *HotShard) GetWriteBytesPerSec() float64 {
+	if x != nil {
+		return x.WriteBytesPerSec
+	}
+	return 0
+}
+
+type NodeLoad struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Keys read and written per second of the shards the node leads (moving averages).
+	KeysPerSec float64 `protobuf:"fixed64,2,opt,name=keys_per_sec,json=keysPerSec,proto3" json:"keys_per_sec,omitempty"`
+	// How long the hot scheduler has seen the node hot (0: not hot).
+	HotForMs      int64 `protobuf:"varint,3,opt,name=hot_for_ms,json=hotForMs,proto3" json:"hot_for_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeLoad) Reset() {
+	*x = NodeLoad{}
+	mi := &file_pcs_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeLoad) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeLoad) ProtoMessage() {}
+
+func (x *NodeLoad) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeLoad.ProtoReflect.Descriptor instead.
+func (*NodeLoad) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *NodeLoad) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *NodeLoad) GetKeysPerSec() float64 {
+	if x != nil {
+		return x.KeysPerSec
+	}
+	return 0
+}
+
+func (x *NodeLoad) GetHotForMs() int64 {
+	if x != nil {
+		return x.HotForMs
+	}
+	return 0
+}
+
+type HotShardsResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Shards []*HotShard            `protobuf:"bytes,1,rep,name=shards,proto3" json:"shards,omitempty"`
+	// Every data node's load; the mean and the hot threshold (mean x (1 + hot-ratio)).
+	Nodes          []*NodeLoad `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	MeanKeysPerSec float64     `protobuf:"fixed64,3,opt,name=mean_keys_per_sec,json=meanKeysPerSec,proto3" json:"mean_keys_per_sec,omitempty"`
+	HotThreshold   float64     `protobuf:"fixed64,4,opt,name=hot_threshold,json=hotThreshold,proto3" json:"hot_threshold,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *HotShardsResponse) Reset() {
+	*x = HotShardsResponse{}
+	mi := &file_pcs_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HotShardsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HotShardsResponse) ProtoMessage() {}
+
+func (x *HotShardsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HotShardsResponse.ProtoReflect.Descriptor instead.
+func (*HotShardsResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *HotShardsResponse) GetShards() []*HotShard {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+func (x *HotShardsResponse) GetNodes() []*NodeLoad {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *HotShardsResponse) GetMeanKeysPerSec() float64 {
+	if x != nil {
+		return x.MeanKeysPerSec
+	}
+	return 0
+}
+
+func (x *HotShardsResponse) GetHotThreshold() float64 {
+	if x != nil {
+		return x.HotThreshold
+	}
+	return 0
+}
+
 type AddOperatorRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	ShardId uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
@@ -4852,7 +5131,7 @@ type AddOperatorRequest struct {
 
 func (x *AddOperatorRequest) Reset() {
 	*x = AddOperatorRequest{}
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4864,7 +5143,7 @@ func (x *AddOperatorRequest) String() string {
 func (*AddOperatorRequest) ProtoMessage() {}
 
 func (x *AddOperatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4877,7 +5156,7 @@ func (x *AddOperatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddOperatorRequest.ProtoReflect.Descriptor instead.
 func (*AddOperatorRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{78}
+	return file_pcs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *AddOperatorRequest) GetShardId() uint64 {
@@ -4917,7 +5196,7 @@ type AddOperatorResponse struct {
 
 func (x *AddOperatorResponse) Reset() {
 	*x = AddOperatorResponse{}
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4929,7 +5208,7 @@ func (x *AddOperatorResponse) String() string {
 func (*AddOperatorResponse) ProtoMessage() {}
 
 func (x *AddOperatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4942,7 +5221,7 @@ func (x *AddOperatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddOperatorResponse.ProtoReflect.Descriptor instead.
 func (*AddOperatorResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{79}
+	return file_pcs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *AddOperatorResponse) GetOperator() *Operator {
@@ -4961,7 +5240,7 @@ type CancelOperatorRequest struct {
 
 func (x *CancelOperatorRequest) Reset() {
 	*x = CancelOperatorRequest{}
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4973,7 +5252,7 @@ func (x *CancelOperatorRequest) String() string {
 func (*CancelOperatorRequest) ProtoMessage() {}
 
 func (x *CancelOperatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4986,7 +5265,7 @@ func (x *CancelOperatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOperatorRequest.ProtoReflect.Descriptor instead.
 func (*CancelOperatorRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{80}
+	return file_pcs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *CancelOperatorRequest) GetId() uint64 {
@@ -5004,7 +5283,7 @@ type CancelOperatorResponse struct {
 
 func (x *CancelOperatorResponse) Reset() {
 	*x = CancelOperatorResponse{}
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5016,7 +5295,7 @@ func (x *CancelOperatorResponse) String() string {
 func (*CancelOperatorResponse) ProtoMessage() {}
 
 func (x *CancelOperatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5029,7 +5308,7 @@ func (x *CancelOperatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOperatorResponse.ProtoReflect.Descriptor instead.
 func (*CancelOperatorResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{81}
+	return file_pcs_proto_rawDescGZIP(), []int{85}
 }
 
 // Scheduling configuration: runtime settings kept in the replicated state.
@@ -5041,7 +5320,7 @@ type ScheduleConfigRequest struct {
 
 func (x *ScheduleConfigRequest) Reset() {
 	*x = ScheduleConfigRequest{}
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5053,7 +5332,7 @@ func (x *ScheduleConfigRequest) String() string {
 func (*ScheduleConfigRequest) ProtoMessage() {}
 
 func (x *ScheduleConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5066,7 +5345,7 @@ func (x *ScheduleConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleConfigRequest.ProtoReflect.Descriptor instead.
 func (*ScheduleConfigRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{82}
+	return file_pcs_proto_rawDescGZIP(), []int{86}
 }
 
 type SetScheduleConfigRequest struct {
@@ -5079,7 +5358,7 @@ type SetScheduleConfigRequest struct {
 
 func (x *SetScheduleConfigRequest) Reset() {
 	*x = SetScheduleConfigRequest{}
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5091,7 +5370,7 @@ func (x *SetScheduleConfigRequest) String() string {
 func (*SetScheduleConfigRequest) ProtoMessage() {}
 
 func (x *SetScheduleConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5104,7 +5383,7 @@ func (x *SetScheduleConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetScheduleConfigRequest.ProtoReflect.Descriptor instead.
 func (*SetScheduleConfigRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{83}
+	return file_pcs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *SetScheduleConfigRequest) GetKey() string {
@@ -5132,7 +5411,7 @@ type ScheduleConfigResponse struct {
 
 func (x *ScheduleConfigResponse) Reset() {
 	*x = ScheduleConfigResponse{}
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5144,7 +5423,7 @@ func (x *ScheduleConfigResponse) String() string {
 func (*ScheduleConfigResponse) ProtoMessage() {}
 
 func (x *ScheduleConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5157,7 +5436,7 @@ func (x *ScheduleConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleConfigResponse.ProtoReflect.Descriptor instead.
 func (*ScheduleConfigResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{84}
+	return file_pcs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *ScheduleConfigResponse) GetConfig() map[string]string {
@@ -5184,7 +5463,7 @@ type SchedulerInfo struct {
 
 func (x *SchedulerInfo) Reset() {
 	*x = SchedulerInfo{}
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5196,7 +5475,7 @@ func (x *SchedulerInfo) String() string {
 func (*SchedulerInfo) ProtoMessage() {}
 
 func (x *SchedulerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5209,7 +5488,7 @@ func (x *SchedulerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchedulerInfo.ProtoReflect.Descriptor instead.
 func (*SchedulerInfo) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{85}
+	return file_pcs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *SchedulerInfo) GetName() string {
@@ -5244,7 +5523,7 @@ type RemoveReplicasRequest struct {
 
 func (x *RemoveReplicasRequest) Reset() {
 	*x = RemoveReplicasRequest{}
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5256,7 +5535,7 @@ func (x *RemoveReplicasRequest) String() string {
 func (*RemoveReplicasRequest) ProtoMessage() {}
 
 func (x *RemoveReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5269,7 +5548,7 @@ func (x *RemoveReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicasRequest.ProtoReflect.Descriptor instead.
 func (*RemoveReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{86}
+	return file_pcs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *RemoveReplicasRequest) GetShardId() uint64 {
@@ -5316,7 +5595,7 @@ type RemoveReplicasResponse struct {
 
 func (x *RemoveReplicasResponse) Reset() {
 	*x = RemoveReplicasResponse{}
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5328,7 +5607,7 @@ func (x *RemoveReplicasResponse) String() string {
 func (*RemoveReplicasResponse) ProtoMessage() {}
 
 func (x *RemoveReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5341,7 +5620,7 @@ func (x *RemoveReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicasResponse.ProtoReflect.Descriptor instead.
 func (*RemoveReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{87}
+	return file_pcs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *RemoveReplicasResponse) GetShard() *Shard {
@@ -5367,7 +5646,7 @@ type NodeStats struct {
 
 func (x *NodeStats) Reset() {
 	*x = NodeStats{}
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5379,7 +5658,7 @@ func (x *NodeStats) String() string {
 func (*NodeStats) ProtoMessage() {}
 
 func (x *NodeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5392,7 +5671,7 @@ func (x *NodeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStats.ProtoReflect.Descriptor instead.
 func (*NodeStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{88}
+	return file_pcs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *NodeStats) GetShardCount() uint64 {
@@ -5475,7 +5754,7 @@ type ShardStats struct {
 
 func (x *ShardStats) Reset() {
 	*x = ShardStats{}
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5487,7 +5766,7 @@ func (x *ShardStats) String() string {
 func (*ShardStats) ProtoMessage() {}
 
 func (x *ShardStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5500,7 +5779,7 @@ func (x *ShardStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStats.ProtoReflect.Descriptor instead.
 func (*ShardStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{89}
+	return file_pcs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *ShardStats) GetShardId() uint64 {
@@ -5622,7 +5901,7 @@ type NodeHeartbeat struct {
 
 func (x *NodeHeartbeat) Reset() {
 	*x = NodeHeartbeat{}
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5634,7 +5913,7 @@ func (x *NodeHeartbeat) String() string {
 func (*NodeHeartbeat) ProtoMessage() {}
 
 func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5647,7 +5926,7 @@ func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeHeartbeat.ProtoReflect.Descriptor instead.
 func (*NodeHeartbeat) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{90}
+	return file_pcs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *NodeHeartbeat) GetNodeId() uint64 {
@@ -5702,7 +5981,7 @@ type NodeCommand struct {
 
 func (x *NodeCommand) Reset() {
 	*x = NodeCommand{}
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5714,7 +5993,7 @@ func (x *NodeCommand) String() string {
 func (*NodeCommand) ProtoMessage() {}
 
 func (x *NodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5727,7 +6006,7 @@ func (x *NodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCommand.ProtoReflect.Descriptor instead.
 func (*NodeCommand) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{91}
+	return file_pcs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *NodeCommand) GetCmd() isNodeCommand_Cmd {
@@ -5834,7 +6113,7 @@ type SplitShardCommand struct {
 
 func (x *SplitShardCommand) Reset() {
 	*x = SplitShardCommand{}
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5846,7 +6125,7 @@ func (x *SplitShardCommand) String() string {
 func (*SplitShardCommand) ProtoMessage() {}
 
 func (x *SplitShardCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5859,7 +6138,7 @@ func (x *SplitShardCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitShardCommand.ProtoReflect.Descriptor instead.
 func (*SplitShardCommand) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{92}
+	return file_pcs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *SplitShardCommand) GetShardId() uint64 {
@@ -5908,7 +6187,7 @@ type SchemaVersionRef struct {
 
 func (x *SchemaVersionRef) Reset() {
 	*x = SchemaVersionRef{}
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5920,7 +6199,7 @@ func (x *SchemaVersionRef) String() string {
 func (*SchemaVersionRef) ProtoMessage() {}
 
 func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5933,7 +6212,7 @@ func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersionRef.ProtoReflect.Descriptor instead.
 func (*SchemaVersionRef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{93}
+	return file_pcs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *SchemaVersionRef) GetTableId() uint64 {
@@ -5975,7 +6254,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5987,7 +6266,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6000,7 +6279,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{94}
+	return file_pcs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *HeartbeatResponse) GetSeq() uint64 {
@@ -6049,7 +6328,7 @@ type ShardGrant struct {
 
 func (x *ShardGrant) Reset() {
 	*x = ShardGrant{}
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6061,7 +6340,7 @@ func (x *ShardGrant) String() string {
 func (*ShardGrant) ProtoMessage() {}
 
 func (x *ShardGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6074,7 +6353,7 @@ func (x *ShardGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardGrant.ProtoReflect.Descriptor instead.
 func (*ShardGrant) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{95}
+	return file_pcs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *ShardGrant) GetShardId() uint64 {
@@ -6110,7 +6389,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6122,7 +6401,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6135,7 +6414,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{96}
+	return file_pcs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *Job) GetTableId() uint64 {
@@ -6188,7 +6467,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6200,7 +6479,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6213,7 +6492,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{97}
+	return file_pcs_proto_rawDescGZIP(), []int{101}
 }
 
 type ListJobsResponse struct {
@@ -6225,7 +6504,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6237,7 +6516,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6250,7 +6529,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{98}
+	return file_pcs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -6272,7 +6551,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6284,7 +6563,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6297,7 +6576,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{99}
+	return file_pcs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *CancelJobRequest) GetTable() string {
@@ -6315,7 +6594,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6327,7 +6606,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6340,7 +6619,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{100}
+	return file_pcs_proto_rawDescGZIP(), []int{104}
 }
 
 // ColumnDef is one column of a table. type is a keyenc type name: int64, uint64, float64, bool,
@@ -6357,7 +6636,7 @@ type ColumnDef struct {
 
 func (x *ColumnDef) Reset() {
 	*x = ColumnDef{}
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6369,7 +6648,7 @@ func (x *ColumnDef) String() string {
 func (*ColumnDef) ProtoMessage() {}
 
 func (x *ColumnDef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6382,7 +6661,7 @@ func (x *ColumnDef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ColumnDef.ProtoReflect.Descriptor instead.
 func (*ColumnDef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{101}
+	return file_pcs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *ColumnDef) GetName() string {
@@ -6418,7 +6697,7 @@ type RangePartition struct {
 
 func (x *RangePartition) Reset() {
 	*x = RangePartition{}
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6430,7 +6709,7 @@ func (x *RangePartition) String() string {
 func (*RangePartition) ProtoMessage() {}
 
 func (x *RangePartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6443,7 +6722,7 @@ func (x *RangePartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangePartition.ProtoReflect.Descriptor instead.
 func (*RangePartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{102}
+	return file_pcs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *RangePartition) GetName() string {
@@ -6470,7 +6749,7 @@ type ValueTuple struct {
 
 func (x *ValueTuple) Reset() {
 	*x = ValueTuple{}
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6482,7 +6761,7 @@ func (x *ValueTuple) String() string {
 func (*ValueTuple) ProtoMessage() {}
 
 func (x *ValueTuple) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6495,7 +6774,7 @@ func (x *ValueTuple) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueTuple.ProtoReflect.Descriptor instead.
 func (*ValueTuple) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{103}
+	return file_pcs_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *ValueTuple) GetValues() []string {
@@ -6517,7 +6796,7 @@ type ListPartition struct {
 
 func (x *ListPartition) Reset() {
 	*x = ListPartition{}
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6529,7 +6808,7 @@ func (x *ListPartition) String() string {
 func (*ListPartition) ProtoMessage() {}
 
 func (x *ListPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6542,7 +6821,7 @@ func (x *ListPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartition.ProtoReflect.Descriptor instead.
 func (*ListPartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{104}
+	return file_pcs_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *ListPartition) GetName() string {
@@ -6582,7 +6861,7 @@ type PartitionSpec struct {
 
 func (x *PartitionSpec) Reset() {
 	*x = PartitionSpec{}
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6594,7 +6873,7 @@ func (x *PartitionSpec) String() string {
 func (*PartitionSpec) ProtoMessage() {}
 
 func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6607,7 +6886,7 @@ func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSpec.ProtoReflect.Descriptor instead.
 func (*PartitionSpec) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{105}
+	return file_pcs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *PartitionSpec) GetStrategy() PartitionStrategy {
@@ -6672,7 +6951,7 @@ type DataNode struct {
 
 func (x *DataNode) Reset() {
 	*x = DataNode{}
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6684,7 +6963,7 @@ func (x *DataNode) String() string {
 func (*DataNode) ProtoMessage() {}
 
 func (x *DataNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6697,7 +6976,7 @@ func (x *DataNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataNode.ProtoReflect.Descriptor instead.
 func (*DataNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{106}
+	return file_pcs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *DataNode) GetId() uint64 {
@@ -6781,7 +7060,7 @@ type Table struct {
 
 func (x *Table) Reset() {
 	*x = Table{}
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6793,7 +7072,7 @@ func (x *Table) String() string {
 func (*Table) ProtoMessage() {}
 
 func (x *Table) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6806,7 +7085,7 @@ func (x *Table) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Table.ProtoReflect.Descriptor instead.
 func (*Table) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{107}
+	return file_pcs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *Table) GetId() uint64 {
@@ -6924,7 +7203,7 @@ type SchemaVersion struct {
 
 func (x *SchemaVersion) Reset() {
 	*x = SchemaVersion{}
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6936,7 +7215,7 @@ func (x *SchemaVersion) String() string {
 func (*SchemaVersion) ProtoMessage() {}
 
 func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6949,7 +7228,7 @@ func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersion.ProtoReflect.Descriptor instead.
 func (*SchemaVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{108}
+	return file_pcs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *SchemaVersion) GetVersion() uint64 {
@@ -6978,7 +7257,7 @@ type ShardEpoch struct {
 
 func (x *ShardEpoch) Reset() {
 	*x = ShardEpoch{}
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6990,7 +7269,7 @@ func (x *ShardEpoch) String() string {
 func (*ShardEpoch) ProtoMessage() {}
 
 func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7003,7 +7282,7 @@ func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardEpoch.ProtoReflect.Descriptor instead.
 func (*ShardEpoch) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{109}
+	return file_pcs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *ShardEpoch) GetConfVer() uint64 {
@@ -7046,7 +7325,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7058,7 +7337,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7071,7 +7350,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{110}
+	return file_pcs_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *Shard) GetId() uint64 {
@@ -7189,7 +7468,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7201,7 +7480,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7214,7 +7493,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{111}
+	return file_pcs_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *Command) GetVersion() uint32 {
@@ -7530,7 +7809,7 @@ type CmdSetClusterVersion struct {
 
 func (x *CmdSetClusterVersion) Reset() {
 	*x = CmdSetClusterVersion{}
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7542,7 +7821,7 @@ func (x *CmdSetClusterVersion) String() string {
 func (*CmdSetClusterVersion) ProtoMessage() {}
 
 func (x *CmdSetClusterVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7555,7 +7834,7 @@ func (x *CmdSetClusterVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetClusterVersion.ProtoReflect.Descriptor instead.
 func (*CmdSetClusterVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{112}
+	return file_pcs_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *CmdSetClusterVersion) GetVersion() uint32 {
@@ -7589,7 +7868,7 @@ type RequestID struct {
 
 func (x *RequestID) Reset() {
 	*x = RequestID{}
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7601,7 +7880,7 @@ func (x *RequestID) String() string {
 func (*RequestID) ProtoMessage() {}
 
 func (x *RequestID) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7614,7 +7893,7 @@ func (x *RequestID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestID.ProtoReflect.Descriptor instead.
 func (*RequestID) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{113}
+	return file_pcs_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *RequestID) GetClientId() uint64 {
@@ -7679,7 +7958,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7691,7 +7970,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7704,7 +7983,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{114}
+	return file_pcs_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *Outcome) GetSeq() uint64 {
@@ -7787,7 +8066,7 @@ type ClientSession struct {
 
 func (x *ClientSession) Reset() {
 	*x = ClientSession{}
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7799,7 +8078,7 @@ func (x *ClientSession) String() string {
 func (*ClientSession) ProtoMessage() {}
 
 func (x *ClientSession) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7812,7 +8091,7 @@ func (x *ClientSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientSession.ProtoReflect.Descriptor instead.
 func (*ClientSession) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{115}
+	return file_pcs_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *ClientSession) GetClientId() uint64 {
@@ -7863,7 +8142,7 @@ type DroppedSessions struct {
 
 func (x *DroppedSessions) Reset() {
 	*x = DroppedSessions{}
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7875,7 +8154,7 @@ func (x *DroppedSessions) String() string {
 func (*DroppedSessions) ProtoMessage() {}
 
 func (x *DroppedSessions) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7888,7 +8167,7 @@ func (x *DroppedSessions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DroppedSessions.ProtoReflect.Descriptor instead.
 func (*DroppedSessions) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{116}
+	return file_pcs_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *DroppedSessions) GetClientIds() []uint64 {
@@ -7925,7 +8204,7 @@ type CmdChangeReplicas struct {
 
 func (x *CmdChangeReplicas) Reset() {
 	*x = CmdChangeReplicas{}
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7937,7 +8216,7 @@ func (x *CmdChangeReplicas) String() string {
 func (*CmdChangeReplicas) ProtoMessage() {}
 
 func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7950,7 +8229,7 @@ func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangeReplicas.ProtoReflect.Descriptor instead.
 func (*CmdChangeReplicas) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{117}
+	return file_pcs_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *CmdChangeReplicas) GetShardId() uint64 {
@@ -8018,7 +8297,7 @@ type CmdSplitShard struct {
 
 func (x *CmdSplitShard) Reset() {
 	*x = CmdSplitShard{}
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8030,7 +8309,7 @@ func (x *CmdSplitShard) String() string {
 func (*CmdSplitShard) ProtoMessage() {}
 
 func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8043,7 +8322,7 @@ func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSplitShard.ProtoReflect.Descriptor instead.
 func (*CmdSplitShard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{118}
+	return file_pcs_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *CmdSplitShard) GetShardId() uint64 {
@@ -8090,7 +8369,7 @@ type CmdChangePrimary struct {
 
 func (x *CmdChangePrimary) Reset() {
 	*x = CmdChangePrimary{}
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8102,7 +8381,7 @@ func (x *CmdChangePrimary) String() string {
 func (*CmdChangePrimary) ProtoMessage() {}
 
 func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8115,7 +8394,7 @@ func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangePrimary.ProtoReflect.Descriptor instead.
 func (*CmdChangePrimary) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{119}
+	return file_pcs_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *CmdChangePrimary) GetShardId() uint64 {
@@ -8166,7 +8445,7 @@ type CmdSetNodeAdmin struct {
 
 func (x *CmdSetNodeAdmin) Reset() {
 	*x = CmdSetNodeAdmin{}
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8178,7 +8457,7 @@ func (x *CmdSetNodeAdmin) String() string {
 func (*CmdSetNodeAdmin) ProtoMessage() {}
 
 func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8191,7 +8470,7 @@ func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetNodeAdmin.ProtoReflect.Descriptor instead.
 func (*CmdSetNodeAdmin) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{120}
+	return file_pcs_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *CmdSetNodeAdmin) GetNodeId() uint64 {
@@ -8225,7 +8504,7 @@ type CmdCancelAlter struct {
 
 func (x *CmdCancelAlter) Reset() {
 	*x = CmdCancelAlter{}
-	mi := &file_pcs_proto_msgTypes[121]
+	mi := &file_pcs_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8237,7 +8516,7 @@ func (x *CmdCancelAlter) String() string {
 func (*CmdCancelAlter) ProtoMessage() {}
 
 func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[121]
+	mi := &file_pcs_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8250,7 +8529,7 @@ func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCancelAlter.ProtoReflect.Descriptor instead.
 func (*CmdCancelAlter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{121}
+	return file_pcs_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *CmdCancelAlter) GetTableId() uint64 {
@@ -8272,7 +8551,7 @@ type CmdAlterTable struct {
 
 func (x *CmdAlterTable) Reset() {
 	*x = CmdAlterTable{}
-	mi := &file_pcs_proto_msgTypes[122]
+	mi := &file_pcs_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8284,7 +8563,7 @@ func (x *CmdAlterTable) String() string {
 func (*CmdAlterTable) ProtoMessage() {}
 
 func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[122]
+	mi := &file_pcs_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8297,7 +8576,7 @@ func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAlterTable.ProtoReflect.Descriptor instead.
 func (*CmdAlterTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{122}
+	return file_pcs_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *CmdAlterTable) GetTableId() uint64 {
@@ -8326,7 +8605,7 @@ type CmdAdvanceSchema struct {
 
 func (x *CmdAdvanceSchema) Reset() {
 	*x = CmdAdvanceSchema{}
-	mi := &file_pcs_proto_msgTypes[123]
+	mi := &file_pcs_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8338,7 +8617,7 @@ func (x *CmdAdvanceSchema) String() string {
 func (*CmdAdvanceSchema) ProtoMessage() {}
 
 func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[123]
+	mi := &file_pcs_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8351,7 +8630,7 @@ func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAdvanceSchema.ProtoReflect.Descriptor instead.
 func (*CmdAdvanceSchema) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{123}
+	return file_pcs_proto_rawDescGZIP(), []int{127}
 }
 
 func (x *CmdAdvanceSchema) GetTableId() uint64 {
@@ -8379,7 +8658,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[124]
+	mi := &file_pcs_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8391,7 +8670,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[124]
+	mi := &file_pcs_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8404,7 +8683,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{124}
+	return file_pcs_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -8426,7 +8705,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[125]
+	mi := &file_pcs_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8438,7 +8717,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[125]
+	mi := &file_pcs_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8451,7 +8730,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{125}
+	return file_pcs_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -8478,7 +8757,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[126]
+	mi := &file_pcs_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8490,7 +8769,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[126]
+	mi := &file_pcs_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8503,7 +8782,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{126}
+	return file_pcs_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -8530,7 +8809,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[127]
+	mi := &file_pcs_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8542,7 +8821,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[127]
+	mi := &file_pcs_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8555,7 +8834,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{127}
+	return file_pcs_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -8576,7 +8855,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[128]
+	mi := &file_pcs_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8588,7 +8867,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[128]
+	mi := &file_pcs_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8601,7 +8880,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{128}
+	return file_pcs_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -8635,7 +8914,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[129]
+	mi := &file_pcs_proto_msgTypes[133]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8647,7 +8926,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[129]
+	mi := &file_pcs_proto_msgTypes[133]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8660,7 +8939,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{129}
+	return file_pcs_proto_rawDescGZIP(), []int{133}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -8687,7 +8966,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[130]
+	mi := &file_pcs_proto_msgTypes[134]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8699,7 +8978,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[130]
+	mi := &file_pcs_proto_msgTypes[134]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8712,7 +8991,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{130}
+	return file_pcs_proto_rawDescGZIP(), []int{134}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -8733,7 +9012,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[131]
+	mi := &file_pcs_proto_msgTypes[135]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8745,7 +9024,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[131]
+	mi := &file_pcs_proto_msgTypes[135]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8758,7 +9037,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{131}
+	return file_pcs_proto_rawDescGZIP(), []int{135}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -8784,7 +9063,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[132]
+	mi := &file_pcs_proto_msgTypes[136]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8796,7 +9075,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[132]
+	mi := &file_pcs_proto_msgTypes[136]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8809,7 +9088,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{132}
+	return file_pcs_proto_rawDescGZIP(), []int{136}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -8828,7 +9107,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[133]
+	mi := &file_pcs_proto_msgTypes[137]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8840,7 +9119,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[133]
+	mi := &file_pcs_proto_msgTypes[137]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8853,7 +9132,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{133}
+	return file_pcs_proto_rawDescGZIP(), []int{137}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -8887,7 +9166,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[134]
+	mi := &file_pcs_proto_msgTypes[138]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8899,7 +9178,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[134]
+	mi := &file_pcs_proto_msgTypes[138]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8912,7 +9191,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{134}
+	return file_pcs_proto_rawDescGZIP(), []int{138}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -9110,7 +9389,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[135]
+	mi := &file_pcs_proto_msgTypes[139]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9122,7 +9401,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[135]
+	mi := &file_pcs_proto_msgTypes[139]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9135,7 +9414,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{135}
+	return file_pcs_proto_rawDescGZIP(), []int{139}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -9204,7 +9483,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[136]
+	mi := &file_pcs_proto_msgTypes[140]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9216,7 +9495,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[136]
+	mi := &file_pcs_proto_msgTypes[140]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9229,7 +9508,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{136}
+	return file_pcs_proto_rawDescGZIP(), []int{140}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -9256,7 +9535,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[137]
+	mi := &file_pcs_proto_msgTypes[141]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9268,7 +9547,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[137]
+	mi := &file_pcs_proto_msgTypes[141]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9281,7 +9560,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{137}
+	return file_pcs_proto_rawDescGZIP(), []int{141}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -9630,7 +9909,30 @@ const file_pcs_proto_rawDesc = "" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1a\n" +
 	"\bfinished\x18\x02 \x01(\bR\bfinished\"G\n" +
 	"\x15ListOperatorsResponse\x12.\n" +
-	"\toperators\x18\x01 \x03(\v2\x10.pcs.v1.OperatorR\toperators\"y\n" +
+	"\toperators\x18\x01 \x03(\v2\x10.pcs.v1.OperatorR\toperators\"J\n" +
+	"\x10HotShardsRequest\x12\x0e\n" +
+	"\x02by\x18\x01 \x01(\tR\x02by\x12\x10\n" +
+	"\x03top\x18\x02 \x01(\rR\x03top\x12\x14\n" +
+	"\x05table\x18\x03 \x01(\tR\x05table\"\xe7\x01\n" +
+	"\bHotShard\x12#\n" +
+	"\x05shard\x18\x01 \x01(\v2\r.pcs.v1.ShardR\x05shard\x12\x14\n" +
+	"\x05table\x18\x02 \x01(\tR\x05table\x12 \n" +
+	"\fread_per_sec\x18\x03 \x01(\x01R\n" +
+	"readPerSec\x12\"\n" +
+	"\rwrite_per_sec\x18\x04 \x01(\x01R\vwritePerSec\x12+\n" +
+	"\x12read_bytes_per_sec\x18\x05 \x01(\x01R\x0freadBytesPerSec\x12-\n" +
+	"\x13write_bytes_per_sec\x18\x06 \x01(\x01R\x10writeBytesPerSec\"c\n" +
+	"\bNodeLoad\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12 \n" +
+	"\fkeys_per_sec\x18\x02 \x01(\x01R\n" +
+	"keysPerSec\x12\x1c\n" +
+	"\n" +
+	"hot_for_ms\x18\x03 \x01(\x03R\bhotForMs\"\xb5\x01\n" +
+	"\x11HotShardsResponse\x12(\n" +
+	"\x06shards\x18\x01 \x03(\v2\x10.pcs.v1.HotShardR\x06shards\x12&\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x10.pcs.v1.NodeLoadR\x05nodes\x12)\n" +
+	"\x11mean_keys_per_sec\x18\x03 \x01(\x01R\x0emeanKeysPerSec\x12#\n" +
+	"\rhot_threshold\x18\x04 \x01(\x01R\fhotThreshold\"y\n" +
 	"\x12AddOperatorRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1b\n" +
@@ -10002,7 +10304,7 @@ const file_pcs_proto_rawDesc = "" +
 	"TableState\x12\x18\n" +
 	"\x14TABLE_STATE_CREATING\x10\x00\x12\x16\n" +
 	"\x12TABLE_STATE_PUBLIC\x10\x01\x12\x18\n" +
-	"\x14TABLE_STATE_DROPPING\x10\x022\x94\x17\n" +
+	"\x14TABLE_STATE_DROPPING\x10\x022\xd6\x17\n" +
 	"\x03PCS\x127\n" +
 	"\x06Status\x12\x15.pcs.v1.StatusRequest\x1a\x16.pcs.v1.StatusResponse\x12C\n" +
 	"\n" +
@@ -10035,7 +10337,8 @@ const file_pcs_proto_rawDesc = "" +
 	"\tMoveShard\x12\x18.pcs.v1.MoveShardRequest\x1a\x19.pcs.v1.MoveShardResponse\x12R\n" +
 	"\x0fTransferPrimary\x12\x1e.pcs.v1.TransferPrimaryRequest\x1a\x1f.pcs.v1.TransferPrimaryResponse\x12O\n" +
 	"\x0eRemoveReplicas\x12\x1d.pcs.v1.RemoveReplicasRequest\x1a\x1e.pcs.v1.RemoveReplicasResponse\x12L\n" +
-	"\rListOperators\x12\x1c.pcs.v1.ListOperatorsRequest\x1a\x1d.pcs.v1.ListOperatorsResponse\x12F\n" +
+	"\rListOperators\x12\x1c.pcs.v1.ListOperatorsRequest\x1a\x1d.pcs.v1.ListOperatorsResponse\x12@\n" +
+	"\tHotShards\x12\x18.pcs.v1.HotShardsRequest\x1a\x19.pcs.v1.HotShardsResponse\x12F\n" +
 	"\vAddOperator\x12\x1a.pcs.v1.AddOperatorRequest\x1a\x1b.pcs.v1.AddOperatorResponse\x12O\n" +
 	"\x0eCancelOperator\x12\x1d.pcs.v1.CancelOperatorRequest\x1a\x1e.pcs.v1.CancelOperatorResponse\x12R\n" +
 	"\x11GetScheduleConfig\x12\x1d.pcs.v1.ScheduleConfigRequest\x1a\x1e.pcs.v1.ScheduleConfigResponse\x12U\n" +
@@ -10066,7 +10369,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 143)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 147)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                   // 0: pcs.v1.NodeState
 	(Consistency)(0),                 // 1: pcs.v1.Consistency
@@ -10151,71 +10454,75 @@ var file_pcs_proto_goTypes = []any{
 	(*OperatorStep)(nil),             // 80: pcs.v1.OperatorStep
 	(*ListOperatorsRequest)(nil),     // 81: pcs.v1.ListOperatorsRequest
 	(*ListOperatorsResponse)(nil),    // 82: pcs.v1.ListOperatorsResponse
-	(*AddOperatorRequest)(nil),       // 83: pcs.v1.AddOperatorRequest
-	(*AddOperatorResponse)(nil),      // 84: pcs.v1.AddOperatorResponse
-	(*CancelOperatorRequest)(nil),    // 85: pcs.v1.CancelOperatorRequest
-	(*CancelOperatorResponse)(nil),   // 86: pcs.v1.CancelOperatorResponse
-	(*ScheduleConfigRequest)(nil),    // 87: pcs.v1.ScheduleConfigRequest
-	(*SetScheduleConfigRequest)(nil), // 88: pcs.v1.SetScheduleConfigRequest
-	(*ScheduleConfigResponse)(nil),   // 89: pcs.v1.ScheduleConfigResponse
-	(*SchedulerInfo)(nil),            // 90: pcs.v1.SchedulerInfo
-	(*RemoveReplicasRequest)(nil),    // 91: pcs.v1.RemoveReplicasRequest
-	(*RemoveReplicasResponse)(nil),   // 92: pcs.v1.RemoveReplicasResponse
-	(*NodeStats)(nil),                // 93: pcs.v1.NodeStats
-	(*ShardStats)(nil),               // 94: pcs.v1.ShardStats
-	(*NodeHeartbeat)(nil),            // 95: pcs.v1.NodeHeartbeat
-	(*NodeCommand)(nil),              // 96: pcs.v1.NodeCommand
-	(*SplitShardCommand)(nil),        // 97: pcs.v1.SplitShardCommand
-	(*SchemaVersionRef)(nil),         // 98: pcs.v1.SchemaVersionRef
-	(*HeartbeatResponse)(nil),        // 99: pcs.v1.HeartbeatResponse
-	(*ShardGrant)(nil),               // 100: pcs.v1.ShardGrant
-	(*Job)(nil),                      // 101: pcs.v1.Job
-	(*ListJobsRequest)(nil),          // 102: pcs.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),         // 103: pcs.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),         // 104: pcs.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),        // 105: pcs.v1.CancelJobResponse
-	(*ColumnDef)(nil),                // 106: pcs.v1.ColumnDef
-	(*RangePartition)(nil),           // 107: pcs.v1.RangePartition
-	(*ValueTuple)(nil),               // 108: pcs.v1.ValueTuple
-	(*ListPartition)(nil),            // 109: pcs.v1.ListPartition
-	(*PartitionSpec)(nil),            // 110: pcs.v1.PartitionSpec
-	(*DataNode)(nil),                 // 111: pcs.v1.DataNode
-	(*Table)(nil),                    // 112: pcs.v1.Table
-	(*SchemaVersion)(nil),            // 113: pcs.v1.SchemaVersion
-	(*ShardEpoch)(nil),               // 114: pcs.v1.ShardEpoch
-	(*Shard)(nil),                    // 115: pcs.v1.Shard
-	(*Command)(nil),                  // 116: pcs.v1.Command
-	(*CmdSetClusterVersion)(nil),     // 117: pcs.v1.CmdSetClusterVersion
-	(*RequestID)(nil),                // 118: pcs.v1.RequestID
-	(*Outcome)(nil),                  // 119: pcs.v1.Outcome
-	(*ClientSession)(nil),            // 120: pcs.v1.ClientSession
-	(*DroppedSessions)(nil),          // 121: pcs.v1.DroppedSessions
-	(*CmdChangeReplicas)(nil),        // 122: pcs.v1.CmdChangeReplicas
-	(*CmdSplitShard)(nil),            // 123: pcs.v1.CmdSplitShard
-	(*CmdChangePrimary)(nil),         // 124: pcs.v1.CmdChangePrimary
-	(*CmdSetNodeAdmin)(nil),          // 125: pcs.v1.CmdSetNodeAdmin
-	(*CmdCancelAlter)(nil),           // 126: pcs.v1.CmdCancelAlter
-	(*CmdAlterTable)(nil),            // 127: pcs.v1.CmdAlterTable
-	(*CmdAdvanceSchema)(nil),         // 128: pcs.v1.CmdAdvanceSchema
-	(*CmdRegisterNode)(nil),          // 129: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),           // 130: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),         // 131: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),           // 132: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                   // 133: pcs.v1.CmdPut
-	(*CmdDelete)(nil),                // 134: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),             // 135: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),              // 136: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),             // 137: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),          // 138: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),           // 139: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),           // 140: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),                // 141: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),          // 142: pcs.v1.SnapshotTrailer
-	nil,                              // 143: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                              // 144: pcs.v1.ScheduleConfigResponse.ConfigEntry
-	nil,                              // 145: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                              // 146: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                              // 147: pcs.v1.DataNode.LabelsEntry
+	(*HotShardsRequest)(nil),         // 83: pcs.v1.HotShardsRequest
+	(*HotShard)(nil),                 // 84: pcs.v1.HotShard
+	(*NodeLoad)(nil),                 // 85: pcs.v1.NodeLoad
+	(*HotShardsResponse)(nil),        // 86: pcs.v1.HotShardsResponse
+	(*AddOperatorRequest)(nil),       // 87: pcs.v1.AddOperatorRequest
+	(*AddOperatorResponse)(nil),      // 88: pcs.v1.AddOperatorResponse
+	(*CancelOperatorRequest)(nil),    // 89: pcs.v1.CancelOperatorRequest
+	(*CancelOperatorResponse)(nil),   // 90: pcs.v1.CancelOperatorResponse
+	(*ScheduleConfigRequest)(nil),    // 91: pcs.v1.ScheduleConfigRequest
+	(*SetScheduleConfigRequest)(nil), // 92: pcs.v1.SetScheduleConfigRequest
+	(*ScheduleConfigResponse)(nil),   // 93: pcs.v1.ScheduleConfigResponse
+	(*SchedulerInfo)(nil),            // 94: pcs.v1.SchedulerInfo
+	(*RemoveReplicasRequest)(nil),    // 95: pcs.v1.RemoveReplicasRequest
+	(*RemoveReplicasResponse)(nil),   // 96: pcs.v1.RemoveReplicasResponse
+	(*NodeStats)(nil),                // 97: pcs.v1.NodeStats
+	(*ShardStats)(nil),               // 98: pcs.v1.ShardStats
+	(*NodeHeartbeat)(nil),            // 99: pcs.v1.NodeHeartbeat
+	(*NodeCommand)(nil),              // 100: pcs.v1.NodeCommand
+	(*SplitShardCommand)(nil),        // 101: pcs.v1.SplitShardCommand
+	(*SchemaVersionRef)(nil),         // 102: pcs.v1.SchemaVersionRef
+	(*HeartbeatResponse)(nil),        // 103: pcs.v1.HeartbeatResponse
+	(*ShardGrant)(nil),               // 104: pcs.v1.ShardGrant
+	(*Job)(nil),                      // 105: pcs.v1.Job
+	(*ListJobsRequest)(nil),          // 106: pcs.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),         // 107: pcs.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),         // 108: pcs.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),        // 109: pcs.v1.CancelJobResponse
+	(*ColumnDef)(nil),                // 110: pcs.v1.ColumnDef
+	(*RangePartition)(nil),           // 111: pcs.v1.RangePartition
+	(*ValueTuple)(nil),               // 112: pcs.v1.ValueTuple
+	(*ListPartition)(nil),            // 113: pcs.v1.ListPartition
+	(*PartitionSpec)(nil),            // 114: pcs.v1.PartitionSpec
+	(*DataNode)(nil),                 // 115: pcs.v1.DataNode
+	(*Table)(nil),                    // 116: pcs.v1.Table
+	(*SchemaVersion)(nil),            // 117: pcs.v1.SchemaVersion
+	(*ShardEpoch)(nil),               // 118: pcs.v1.ShardEpoch
+	(*Shard)(nil),                    // 119: pcs.v1.Shard
+	(*Command)(nil),                  // 120: pcs.v1.Command
+	(*CmdSetClusterVersion)(nil),     // 121: pcs.v1.CmdSetClusterVersion
+	(*RequestID)(nil),                // 122: pcs.v1.RequestID
+	(*Outcome)(nil),                  // 123: pcs.v1.Outcome
+	(*ClientSession)(nil),            // 124: pcs.v1.ClientSession
+	(*DroppedSessions)(nil),          // 125: pcs.v1.DroppedSessions
+	(*CmdChangeReplicas)(nil),        // 126: pcs.v1.CmdChangeReplicas
+	(*CmdSplitShard)(nil),            // 127: pcs.v1.CmdSplitShard
+	(*CmdChangePrimary)(nil),         // 128: pcs.v1.CmdChangePrimary
+	(*CmdSetNodeAdmin)(nil),          // 129: pcs.v1.CmdSetNodeAdmin
+	(*CmdCancelAlter)(nil),           // 130: pcs.v1.CmdCancelAlter
+	(*CmdAlterTable)(nil),            // 131: pcs.v1.CmdAlterTable
+	(*CmdAdvanceSchema)(nil),         // 132: pcs.v1.CmdAdvanceSchema
+	(*CmdRegisterNode)(nil),          // 133: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),           // 134: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),         // 135: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),           // 136: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                   // 137: pcs.v1.CmdPut
+	(*CmdDelete)(nil),                // 138: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),             // 139: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),              // 140: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),             // 141: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),          // 142: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),           // 143: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),           // 144: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),                // 145: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),          // 146: pcs.v1.SnapshotTrailer
+	nil,                              // 147: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                              // 148: pcs.v1.ScheduleConfigResponse.ConfigEntry
+	nil,                              // 149: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                              // 150: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                              // 151: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -10238,192 +10545,197 @@ var file_pcs_proto_depIdxs = []int32{
 	2,   // 17: pcs.v1.Event.type:type_name -> pcs.v1.EventType
 	27,  // 18: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
 	36,  // 19: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	143, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	147, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
 	1,   // 21: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
-	111, // 22: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
+	115, // 22: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
 	5,   // 23: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
 	52,  // 24: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
-	112, // 25: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
-	112, // 26: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
-	112, // 27: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
+	116, // 25: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
+	116, // 26: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
+	116, // 27: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
 	1,   // 28: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 29: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
-	112, // 30: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
-	113, // 31: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
+	116, // 30: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
+	117, // 31: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
 	1,   // 32: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 33: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
-	112, // 34: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
+	116, // 34: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
 	1,   // 35: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 36: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
-	115, // 37: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
+	119, // 37: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
 	1,   // 38: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 39: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	115, // 40: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
+	119, // 40: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
 	1,   // 41: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
 	1,   // 42: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 43: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	115, // 44: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
-	94,  // 45: pcs.v1.ScanShardsResponse.stats:type_name -> pcs.v1.ShardStats
-	115, // 46: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
-	115, // 47: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
-	114, // 48: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
-	115, // 49: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
-	115, // 50: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
+	119, // 44: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
+	98,  // 45: pcs.v1.ScanShardsResponse.stats:type_name -> pcs.v1.ShardStats
+	119, // 46: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
+	119, // 47: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
+	118, // 48: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
+	119, // 49: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
+	119, // 50: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
 	80,  // 51: pcs.v1.Operator.steps:type_name -> pcs.v1.OperatorStep
 	79,  // 52: pcs.v1.ListOperatorsResponse.operators:type_name -> pcs.v1.Operator
-	79,  // 53: pcs.v1.AddOperatorResponse.operator:type_name -> pcs.v1.Operator
-	144, // 54: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
-	90,  // 55: pcs.v1.ScheduleConfigResponse.schedulers:type_name -> pcs.v1.SchedulerInfo
-	115, // 56: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
-	145, // 57: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	146, // 58: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
-	93,  // 59: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
-	94,  // 60: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
-	115, // 61: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
-	98,  // 62: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
-	97,  // 63: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
-	96,  // 64: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
-	100, // 65: pcs.v1.HeartbeatResponse.grants:type_name -> pcs.v1.ShardGrant
-	101, // 66: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
-	108, // 67: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
-	3,   // 68: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	107, // 69: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	109, // 70: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	110, // 71: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	147, // 72: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	106, // 73: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	110, // 74: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
-	4,   // 75: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	113, // 76: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
-	114, // 77: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	133, // 78: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	134, // 79: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	135, // 80: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	136, // 81: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	137, // 82: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	138, // 83: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	129, // 84: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	130, // 85: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	131, // 86: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	132, // 87: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	127, // 88: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	128, // 89: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	126, // 90: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
-	125, // 91: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
-	124, // 92: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
-	122, // 93: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
-	123, // 94: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
-	117, // 95: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
-	118, // 96: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
-	27,  // 97: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
-	119, // 98: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
-	111, // 99: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	112, // 100: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	115, // 101: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,   // 102: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10,  // 103: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	140, // 104: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	27,  // 105: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	36,  // 106: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10,  // 107: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	141, // 108: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	142, // 109: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	111, // 110: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	112, // 111: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	115, // 112: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	120, // 113: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
-	121, // 114: pcs.v1.SnapshotRecord.dropped_sessions:type_name -> pcs.v1.DroppedSessions
-	8,   // 115: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11,  // 116: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13,  // 117: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15,  // 118: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	18,  // 119: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
-	21,  // 120: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	23,  // 121: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	25,  // 122: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	28,  // 123: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	30,  // 124: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	32,  // 125: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	34,  // 126: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	37,  // 127: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	39,  // 128: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	41,  // 129: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	47,  // 130: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	51,  // 131: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	49,  // 132: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
-	54,  // 133: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	58,  // 134: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	56,  // 135: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	102, // 136: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
-	104, // 137: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
-	71,  // 138: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
-	73,  // 139: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
-	75,  // 140: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
-	77,  // 141: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
-	91,  // 142: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
-	81,  // 143: pcs.v1.PCS.ListOperators:input_type -> pcs.v1.ListOperatorsRequest
-	83,  // 144: pcs.v1.PCS.AddOperator:input_type -> pcs.v1.AddOperatorRequest
-	85,  // 145: pcs.v1.PCS.CancelOperator:input_type -> pcs.v1.CancelOperatorRequest
-	87,  // 146: pcs.v1.PCS.GetScheduleConfig:input_type -> pcs.v1.ScheduleConfigRequest
-	88,  // 147: pcs.v1.PCS.SetScheduleConfig:input_type -> pcs.v1.SetScheduleConfigRequest
-	60,  // 148: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	62,  // 149: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	64,  // 150: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	66,  // 151: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	68,  // 152: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	69,  // 153: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	95,  // 154: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	43,  // 155: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	16,  // 156: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
-	45,  // 157: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 158: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 159: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 160: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	20,  // 161: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	19,  // 162: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
-	22,  // 163: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	24,  // 164: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	26,  // 165: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	29,  // 166: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	31,  // 167: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	33,  // 168: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	35,  // 169: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	38,  // 170: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	40,  // 171: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	42,  // 172: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	48,  // 173: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	53,  // 174: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	50,  // 175: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
-	55,  // 176: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	59,  // 177: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	57,  // 178: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	103, // 179: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
-	105, // 180: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
-	72,  // 181: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
-	74,  // 182: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
-	76,  // 183: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
-	78,  // 184: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
-	92,  // 185: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
-	82,  // 186: pcs.v1.PCS.ListOperators:output_type -> pcs.v1.ListOperatorsResponse
-	84,  // 187: pcs.v1.PCS.AddOperator:output_type -> pcs.v1.AddOperatorResponse
-	86,  // 188: pcs.v1.PCS.CancelOperator:output_type -> pcs.v1.CancelOperatorResponse
-	89,  // 189: pcs.v1.PCS.GetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
-	89,  // 190: pcs.v1.PCS.SetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
-	61,  // 191: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	63,  // 192: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	65,  // 193: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	67,  // 194: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	65,  // 195: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	70,  // 196: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	99,  // 197: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	44,  // 198: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	17,  // 199: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
-	46,  // 200: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	158, // [158:201] is the sub-list for method output_type
-	115, // [115:158] is the sub-list for method input_type
-	115, // [115:115] is the sub-list for extension type_name
-	115, // [115:115] is the sub-list for extension extendee
-	0,   // [0:115] is the sub-list for field type_name
+	119, // 53: pcs.v1.HotShard.shard:type_name -> pcs.v1.Shard
+	84,  // 54: pcs.v1.HotShardsResponse.shards:type_name -> pcs.v1.HotShard
+	85,  // 55: pcs.v1.HotShardsResponse.nodes:type_name -> pcs.v1.NodeLoad
+	79,  // 56: pcs.v1.AddOperatorResponse.operator:type_name -> pcs.v1.Operator
+	148, // 57: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
+	94,  // 58: pcs.v1.ScheduleConfigResponse.schedulers:type_name -> pcs.v1.SchedulerInfo
+	119, // 59: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
+	149, // 60: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	150, // 61: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	97,  // 62: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
+	98,  // 63: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
+	119, // 64: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
+	102, // 65: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
+	101, // 66: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
+	100, // 67: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
+	104, // 68: pcs.v1.HeartbeatResponse.grants:type_name -> pcs.v1.ShardGrant
+	105, // 69: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
+	112, // 70: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	3,   // 71: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
+	111, // 72: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	113, // 73: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	114, // 74: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	151, // 75: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	110, // 76: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	114, // 77: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	4,   // 78: pcs.v1.Table.state:type_name -> pcs.v1.TableState
+	117, // 79: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
+	118, // 80: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	137, // 81: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	138, // 82: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	139, // 83: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	140, // 84: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	141, // 85: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	142, // 86: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	133, // 87: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	134, // 88: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	135, // 89: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	136, // 90: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	131, // 91: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	132, // 92: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	130, // 93: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	129, // 94: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
+	128, // 95: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
+	126, // 96: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
+	127, // 97: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
+	121, // 98: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
+	122, // 99: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
+	27,  // 100: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
+	123, // 101: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
+	115, // 102: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	116, // 103: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	119, // 104: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,   // 105: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10,  // 106: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	144, // 107: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	27,  // 108: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	36,  // 109: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10,  // 110: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	145, // 111: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	146, // 112: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	115, // 113: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	116, // 114: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	119, // 115: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	124, // 116: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
+	125, // 117: pcs.v1.SnapshotRecord.dropped_sessions:type_name -> pcs.v1.DroppedSessions
+	8,   // 118: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 119: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 120: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 121: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	18,  // 122: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
+	21,  // 123: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	23,  // 124: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	25,  // 125: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	28,  // 126: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	30,  // 127: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	32,  // 128: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	34,  // 129: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	37,  // 130: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	39,  // 131: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	41,  // 132: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	47,  // 133: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	51,  // 134: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	49,  // 135: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
+	54,  // 136: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	58,  // 137: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	56,  // 138: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
+	106, // 139: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	108, // 140: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	71,  // 141: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
+	73,  // 142: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
+	75,  // 143: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
+	77,  // 144: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
+	95,  // 145: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
+	81,  // 146: pcs.v1.PCS.ListOperators:input_type -> pcs.v1.ListOperatorsRequest
+	83,  // 147: pcs.v1.PCS.HotShards:input_type -> pcs.v1.HotShardsRequest
+	87,  // 148: pcs.v1.PCS.AddOperator:input_type -> pcs.v1.AddOperatorRequest
+	89,  // 149: pcs.v1.PCS.CancelOperator:input_type -> pcs.v1.CancelOperatorRequest
+	91,  // 150: pcs.v1.PCS.GetScheduleConfig:input_type -> pcs.v1.ScheduleConfigRequest
+	92,  // 151: pcs.v1.PCS.SetScheduleConfig:input_type -> pcs.v1.SetScheduleConfigRequest
+	60,  // 152: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	62,  // 153: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	64,  // 154: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	66,  // 155: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	68,  // 156: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	69,  // 157: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	99,  // 158: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	43,  // 159: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	16,  // 160: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
+	45,  // 161: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 162: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 163: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 164: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	20,  // 165: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	19,  // 166: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
+	22,  // 167: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	24,  // 168: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	26,  // 169: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	29,  // 170: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	31,  // 171: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	33,  // 172: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	35,  // 173: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	38,  // 174: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	40,  // 175: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	42,  // 176: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	48,  // 177: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	53,  // 178: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	50,  // 179: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
+	55,  // 180: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	59,  // 181: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	57,  // 182: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	107, // 183: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	109, // 184: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	72,  // 185: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
+	74,  // 186: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
+	76,  // 187: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
+	78,  // 188: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
+	96,  // 189: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
+	82,  // 190: pcs.v1.PCS.ListOperators:output_type -> pcs.v1.ListOperatorsResponse
+	86,  // 191: pcs.v1.PCS.HotShards:output_type -> pcs.v1.HotShardsResponse
+	88,  // 192: pcs.v1.PCS.AddOperator:output_type -> pcs.v1.AddOperatorResponse
+	90,  // 193: pcs.v1.PCS.CancelOperator:output_type -> pcs.v1.CancelOperatorResponse
+	93,  // 194: pcs.v1.PCS.GetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	93,  // 195: pcs.v1.PCS.SetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	61,  // 196: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	63,  // 197: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	65,  // 198: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	67,  // 199: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	65,  // 200: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	70,  // 201: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	103, // 202: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	44,  // 203: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	17,  // 204: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
+	46,  // 205: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	162, // [162:206] is the sub-list for method output_type
+	118, // [118:162] is the sub-list for method input_type
+	118, // [118:118] is the sub-list for extension type_name
+	118, // [118:118] is the sub-list for extension extendee
+	0,   // [0:118] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -10433,14 +10745,14 @@ func file_pcs_proto_init() {
 	}
 	file_pcs_proto_msgTypes[23].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[25].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[91].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[95].OneofWrappers = []any{
 		(*NodeCommand_CreateReplica)(nil),
 		(*NodeCommand_DropReplica)(nil),
 		(*NodeCommand_SetLogLevel)(nil),
 		(*NodeCommand_LoadSchema)(nil),
 		(*NodeCommand_SplitShard)(nil),
 	}
-	file_pcs_proto_msgTypes[111].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[115].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_TsoWindow)(nil),
@@ -10460,9 +10772,9 @@ func file_pcs_proto_init() {
 		(*Command_SplitShard)(nil),
 		(*Command_SetClusterVersion)(nil),
 	}
-	file_pcs_proto_msgTypes[128].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[129].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[134].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[132].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[133].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[138].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -10481,7 +10793,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   143,
+			NumMessages:   147,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -52,6 +52,7 @@ const (
 	PCS_TransferPrimary_FullMethodName   = "/pcs.v1.PCS/TransferPrimary"
 	PCS_RemoveReplicas_FullMethodName    = "/pcs.v1.PCS/RemoveReplicas"
 	PCS_ListOperators_FullMethodName     = "/pcs.v1.PCS/ListOperators"
+	PCS_HotShards_FullMethodName         = "/pcs.v1.PCS/HotShards"
 	PCS_AddOperator_FullMethodName       = "/pcs.v1.PCS/AddOperator"
 	PCS_CancelOperator_FullMethodName    = "/pcs.v1.PCS/CancelOperator"
 	PCS_GetScheduleConfig_FullMethodName = "/pcs.v1.PCS/GetScheduleConfig"
@@ -108,6 +109,8 @@ type PCSClient interface {
 	// Scheduling: operators (MoveShard and TransferPrimary submit one and return its id) and
 	// the runtime configuration of the coordinator.
 	ListOperators(ctx context.Context, in *ListOperatorsRequest, opts ...grpc.CallOption) (*ListOperatorsResponse, error)
+	// The shards with the most traffic and every node's load, as the coordinator sees them.
+	HotShards(ctx context.Context, in *HotShardsRequest, opts ...grpc.CallOption) (*HotShardsResponse, error)
 	AddOperator(ctx context.Context, in *AddOperatorRequest, opts ...grpc.CallOption) (*AddOperatorResponse, error)
 	CancelOperator(ctx context.Context, in *CancelOperatorRequest, opts ...grpc.CallOption) (*CancelOperatorResponse, error)
 	GetScheduleConfig(ctx context.Context, in *ScheduleConfigRequest, opts ...grpc.CallOption) (*ScheduleConfigResponse, error)
@@ -438,6 +441,16 @@ func (c *pCSClient) ListOperators(ctx context.Context, in *ListOperatorsRequest,
 	return out, nil
 }
 
+func (c *pCSClient) HotShards(ctx context.Context, in *HotShardsRequest, opts ...grpc.CallOption) (*HotShardsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HotShardsResponse)
+	err := c.cc.Invoke(ctx, PCS_HotShards_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *pCSClient) AddOperator(ctx context.Context, in *AddOperatorRequest, opts ...grpc.CallOption) (*AddOperatorResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(AddOperatorResponse)
@@ -630,6 +643,8 @@ type PCSServer interface {
 	// Scheduling: operators (MoveShard and TransferPrimary submit one and return its id) and
 	// the runtime configuration of the coordinator.
 	ListOperators(context.Context, *ListOperatorsRequest) (*ListOperatorsResponse, error)
+	// The shards with the most traffic and every node's load, as the coordinator sees them.
+	HotShards(context.Context, *HotShardsRequest) (*HotShardsResponse, error)
 	AddOperator(context.Context, *AddOperatorRequest) (*AddOperatorResponse, error)
 	CancelOperator(context.Context, *CancelOperatorRequest) (*CancelOperatorResponse, error)
 	GetScheduleConfig(context.Context, *ScheduleConfigRequest) (*ScheduleConfigResponse, error)
@@ -744,6 +759,9 @@ func (UnimplementedPCSServer) RemoveReplicas(context.Context, *RemoveReplicasReq
 }
 func (UnimplementedPCSServer) ListOperators(context.Context, *ListOperatorsRequest) (*ListOperatorsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListOperators not implemented")
+}
+func (UnimplementedPCSServer) HotShards(context.Context, *HotShardsRequest) (*HotShardsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method HotShards not implemented")
 }
 func (UnimplementedPCSServer) AddOperator(context.Context, *AddOperatorRequest) (*AddOperatorResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddOperator not implemented")
@@ -1312,6 +1330,24 @@ func _PCS_ListOperators_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PCS_HotShards_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HotShardsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).HotShards(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_HotShards_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).HotShards(ctx, req.(*HotShardsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PCS_AddOperator_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AddOperatorRequest)
 	if err := dec(in); err != nil {
@@ -1660,6 +1696,10 @@ var PCS_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListOperators",
 			Handler:    _PCS_ListOperators_Handler,
+		},
+		{
+			MethodName: "HotShards",
+			Handler:    _PCS_HotShards_Handler,
 		},
 		{
 			MethodName: "AddOperator",

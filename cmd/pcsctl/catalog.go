@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -468,7 +469,7 @@ func shardCmd(g *globals) *cobra.Command {
 		},
 	}
 	transfer.Flags().StringVar(&primaryTo, "to", "", "node id of the new primary (a replica)")
-	cmd.AddCommand(list, show, route, split, move, transfer, shardCheckCmd(g))
+	cmd.AddCommand(list, show, route, split, move, transfer, shardCheckCmd(g), shardHotCmd(g))
 	return cmd
 }
 
@@ -708,4 +709,82 @@ func bytesOrDash(b uint64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
+}
+
+func shardHotCmd(g *globals) *cobra.Command {
+	var by, tableName string
+	var top uint32
+	cmd := &cobra.Command{
+		Use:   "hot",
+		Short: "The shards with the most traffic (moving averages) and each node's load as hot scheduling sees it",
+		Long: `The shards with the most traffic: keys and bytes read and written per second, moving averages
+(half-life 10 s) of what each shard's primary reports. Then every data node's load as hot
+scheduling measures it: the keys/s of the shards it leads, against the mean and the threshold
+(mean x (1 + hot-ratio)) above which it sheds after hot-hold.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, done, err := g.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.HotShards(ctx, tableName, by, top)
+			if err != nil {
+				return err
+			}
+			t := table{header: []string{"SHARD", "TABLE", "PRIMARY", "READ/S", "WRITE/S", "READ B/S", "WRITE B/S"}}
+			type shardRow struct {
+				ID          uint64  `json:"id"`
+				Table       string  `json:"table"`
+				Primary     uint64  `json:"primary"`
+				ReadPerSec  float64 `json:"read_per_sec"`
+				WritePerSec float64 `json:"write_per_sec"`
+				ReadBytes   float64 `json:"read_bytes_per_sec"`
+				WriteBytes  float64 `json:"write_bytes_per_sec"`
+			}
+			type nodeRow struct {
+				ID       uint64  `json:"id"`
+				Keys     float64 `json:"keys_per_sec"`
+				HotForMs int64   `json:"hot_for_ms"`
+			}
+			out := struct {
+				Shards    []shardRow `json:"shards"`
+				Nodes     []nodeRow  `json:"nodes"`
+				Mean      float64    `json:"mean_keys_per_sec"`
+				Threshold float64    `json:"hot_threshold"`
+			}{Shards: []shardRow{}, Nodes: []nodeRow{}, Mean: resp.MeanKeysPerSec, Threshold: resp.HotThreshold}
+			for _, h := range resp.Shards {
+				out.Shards = append(out.Shards, shardRow{h.Shard.GetId(), h.Table, h.Shard.GetPrimary(), h.ReadPerSec, h.WritePerSec, h.ReadBytesPerSec, h.WriteBytesPerSec})
+				t.rows = append(t.rows, []string{u(h.Shard.GetId()), h.Table, u(h.Shard.GetPrimary()), fmt.Sprintf("%.1f", h.ReadPerSec),
+					fmt.Sprintf("%.1f", h.WritePerSec), bytesOrDash(uint64(h.ReadBytesPerSec)), bytesOrDash(uint64(h.WriteBytesPerSec))})
+			}
+			for _, n := range resp.Nodes {
+				out.Nodes = append(out.Nodes, nodeRow{n.NodeId, n.KeysPerSec, n.HotForMs})
+			}
+			if g.output == "json" {
+				return g.print(cmd.OutOrStdout(), table{value: out})
+			}
+			w := cmd.OutOrStdout()
+			if err := g.print(w, table{header: t.header, rows: t.rows}); err != nil {
+				return err
+			}
+			nodes := table{header: []string{"NODE", "LEADS KEYS/S", "VS MEAN", "HOT FOR"}}
+			for _, n := range resp.Nodes {
+				vs, hotFor := "-", "-"
+				if resp.MeanKeysPerSec > 0 {
+					vs = fmt.Sprintf("%+.0f%%", 100*(n.KeysPerSec/resp.MeanKeysPerSec-1))
+				}
+				if n.HotForMs > 0 {
+					hotFor = (time.Duration(n.HotForMs) * time.Millisecond).Round(time.Second).String()
+				}
+				nodes.rows = append(nodes.rows, []string{u(n.NodeId), fmt.Sprintf("%.1f", n.KeysPerSec), vs, hotFor})
+			}
+			fmt.Fprintf(w, "\nnode load (mean %.1f keys/s, hot above %.1f):\n", resp.MeanKeysPerSec, resp.HotThreshold)
+			return g.print(w, nodes)
+		},
+	}
+	cmd.Flags().StringVar(&by, "by", "keys", "order by keys (reads + writes), reads, writes or bytes")
+	cmd.Flags().Uint32Var(&top, "top", 20, "at most this many shards (up to 1000)")
+	cmd.Flags().StringVar(&tableName, "table", "", "only this table's shards")
+	return cmd
 }

@@ -108,6 +108,23 @@ func (l *shardLoad) rate(shard uint64) loadRate {
 	return l.rates[shard]
 }
 
+// split gives a shard's new half half of the shard's counts in this window and half of its
+// last rates (the parent's window would otherwise report the whole shard's traffic once more,
+// and the new half none).
+func (l *shardLoad) split(parent, child uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p, c := l.count(parent), l.count(child)
+	for _, pair := range [][2]*atomic.Uint64{{&p.reads, &c.reads}, {&p.writes, &c.writes}, {&p.readBytes, &c.readBytes}, {&p.writeBytes, &c.writeBytes}} {
+		half := pair[0].Load() / 2
+		pair[0].Add(^(half - 1)) // subtract half
+		pair[1].Add(half)
+	}
+	r := l.rates[parent]
+	r = loadRate{r.reads / 2, r.writes / 2, r.readBytes / 2, r.writeBytes / 2}
+	l.rates[parent], l.rates[child] = r, r
+}
+
 // forget drops a shard's counts and samples (its replica left this node).
 func (l *shardLoad) forget(shard uint64) { l.counts.Delete(shard) }
 

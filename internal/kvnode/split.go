@@ -101,6 +101,7 @@ func (n *Node) SplitShard(ctx context.Context, c *pcspb.SplitShardCommand) error
 			nrs.inSync[k] = v
 		}
 		n.mu.Unlock()
+		n.load.split(sh.Id, right.Id)
 		n.metrics.splits.Inc()
 		n.log.Info("shard split", "shard", sh.Id, "new_shard", right.Id, "key", fmt.Sprintf("%x", key), "version", right.Epoch.Version)
 		return nil

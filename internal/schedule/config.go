@@ -66,6 +66,9 @@ type Config struct {
 	// LowSpaceRatio: a node using more than this share of its capacity receives no new
 	// replica (PD's low-space-ratio). Default 0.8.
 	LowSpaceRatio float64
+	// HighSpaceRatio: a node using more than this share moves replicas away until it uses
+	// less (PD's high-space-ratio). Default 0.9.
+	HighSpaceRatio float64
 	// Hot says when a node's load is hot (hot-ratio, hot-hold, hot-min-keys).
 	Hot scheduler.HotConfig
 }
@@ -75,7 +78,7 @@ func DefaultConfig() Config {
 	return Config{
 		Limits: Limits{SnapshotBytesPerSec: 128 << 20, SnapshotsPerNode: 8, MaxOperators: 512, Speed: SpeedNormal},
 		Paused: map[string]bool{}, PatrolBatch: 1024, StepTimeout: time.Minute, MinRate: 4 << 20,
-		Cooldown: 10 * time.Minute, Bands: scheduler.DefaultBands, LowSpaceRatio: 0.8,
+		Cooldown: 10 * time.Minute, Bands: scheduler.DefaultBands, LowSpaceRatio: 0.8, HighSpaceRatio: 0.9,
 		Hot: scheduler.DefaultHot,
 	}
 }
@@ -91,8 +94,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: patrol batch and step timeout must be positive", ErrInvalidConfig)
 	case c.Bands.Stop <= 0 || c.Bands.Start < c.Bands.Stop:
 		return fmt.Errorf("%w: bands need 0 < stop <= start", ErrInvalidConfig)
-	case c.LowSpaceRatio <= 0 || c.LowSpaceRatio > 1:
-		return fmt.Errorf("%w: low-space-ratio must be in (0, 1]", ErrInvalidConfig)
+	case c.LowSpaceRatio <= 0 || c.LowSpaceRatio > 1 || c.HighSpaceRatio < c.LowSpaceRatio || c.HighSpaceRatio > 1:
+		return fmt.Errorf("%w: low-space-ratio and high-space-ratio must be in (0, 1], low <= high", ErrInvalidConfig)
 	case c.Hot.Ratio <= 0 || c.Hot.Hold < 0 || c.Hot.MinKeys < 0 || c.Hot.PerPass < 1:
 		return fmt.Errorf("%w: hot-ratio must be positive, hot-hold and hot-min-keys not negative", ErrInvalidConfig)
 	}
@@ -110,12 +113,12 @@ func SchedulerNames() []string {
 
 // Settings are the names `pcsctl config set` accepts.
 var Settings = []string{"rebalance-speed", "snapshot-bytes-per-sec", "snapshots-per-node", "max-operators", "halt-scheduling", "paused-schedulers", "low-space-ratio",
-	"hot-ratio", "hot-hold", "hot-min-keys"}
+	"high-space-ratio", "hot-ratio", "hot-hold", "hot-min-keys"}
 
 // Set changes one setting by name, validating it; c is unchanged on error.
 func (c *Config) Set(key, value string) error {
 	n := *c
-	n.Paused = maps(c.Paused)
+	n.Paused = cloneSet(c.Paused)
 	switch key {
 	case "rebalance-speed":
 		i := slices.Index(speedNames, value)
@@ -139,12 +142,16 @@ func (c *Config) Set(key, value string) error {
 		} else {
 			n.SnapshotsPerNode = v
 		}
-	case "low-space-ratio":
+	case "low-space-ratio", "high-space-ratio":
 		v, err := strconv.ParseFloat(value, 64)
 		if err != nil || v <= 0 || v > 1 {
-			return fmt.Errorf("%w: low-space-ratio %q must be a number in (0, 1]", ErrInvalidConfig, value)
+			return fmt.Errorf("%w: %s %q must be a number in (0, 1]", ErrInvalidConfig, key, value)
 		}
-		n.LowSpaceRatio = v
+		if key == "low-space-ratio" {
+			n.LowSpaceRatio = v
+		} else {
+			n.HighSpaceRatio = v
+		}
 	case "hot-ratio", "hot-min-keys":
 		v, err := strconv.ParseFloat(value, 64)
 		if err != nil || v <= 0 || v > 1e12 || (key == "hot-ratio" && v > 10) {
@@ -205,13 +212,14 @@ func (c *Config) Get() map[string]string {
 		"halt-scheduling":        strconv.FormatBool(c.Halt),
 		"paused-schedulers":      strings.Join(paused, ","),
 		"low-space-ratio":        strconv.FormatFloat(c.LowSpaceRatio, 'g', -1, 64),
+		"high-space-ratio":       strconv.FormatFloat(c.HighSpaceRatio, 'g', -1, 64),
 		"hot-ratio":              strconv.FormatFloat(c.Hot.Ratio, 'g', -1, 64),
 		"hot-hold":               c.Hot.Hold.String(),
 		"hot-min-keys":           strconv.FormatFloat(c.Hot.MinKeys, 'g', -1, 64),
 	}
 }
 
-func maps(m map[string]bool) map[string]bool {
+func cloneSet(m map[string]bool) map[string]bool {
 	out := make(map[string]bool, len(m))
 	for k, v := range m {
 		out[k] = v

@@ -9,6 +9,7 @@ package schedule
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -61,6 +62,9 @@ type Coordinator struct {
 	// splitFailed: shards whose split by load ended without splitting, and when (the node
 	// found no key that divides the load: one hot key); not tried again within the cooldown.
 	splitFailed map[uint64]time.Duration
+	// splitAt: shards split (both halves), and when: a half is not split by load again within
+	// hot-hold, until the node's stats of the halves are whole windows.
+	splitAt map[uint64]time.Duration
 }
 
 // arrival is a replica a move added: it does not leave again within the cooldown (no A→B→A).
@@ -83,7 +87,7 @@ const (
 func New(cfg Config, newID func(kind string) uint64) *Coordinator {
 	return &Coordinator{cfg: cfg, ctrl: NewController(cfg.Limits), checkers: checker.All(), schedulers: scheduler.All(),
 		newID: newID, ops: map[uint64]*operator.Operator{}, byID: map[uint64]*operator.Operator{}, cooling: map[uint64]arrival{},
-		splitFailed: map[uint64]time.Duration{}}
+		splitFailed: map[uint64]time.Duration{}, splitAt: map[uint64]time.Duration{}}
 }
 
 // SetConfig changes the runtime configuration.
@@ -122,6 +126,17 @@ func (c *Coordinator) Operators(finished bool) []*operator.Operator {
 	return out
 }
 
+// HotSince returns the nodes the hot scheduler found hot at its last pass, and since when (nil
+// if it has not run, or no load is worth scheduling).
+func (c *Coordinator) HotSince() map[uint64]time.Duration {
+	for _, s := range c.schedulers {
+		if h, ok := s.(*scheduler.Hot); ok {
+			return maps.Clone(h.HotNodes())
+		}
+	}
+	return nil
+}
+
 // Submit queues an operator asked for from outside (pcsctl, MoveShard); it is refused if the
 // shard already has one.
 func (c *Coordinator) Submit(op *operator.Operator, now time.Duration) error {
@@ -158,8 +173,14 @@ func (c *Coordinator) finish(op *operator.Operator, st operator.State, now time.
 	if op.To != 0 && st == operator.Done {
 		c.cooling[op.Shard] = arrival{node: op.To, at: now}
 	}
-	if st != operator.Done && slices.ContainsFunc(op.Steps, func(s operator.Step) bool { return s.ByLoad }) {
-		c.splitFailed[op.Shard] = now
+	for _, s := range op.Steps {
+		switch {
+		case s.Kind != operator.Split:
+		case st == operator.Done:
+			c.splitAt[op.Shard], c.splitAt[s.NewShard] = now, now
+		case s.ByLoad:
+			c.splitFailed[op.Shard] = now
+		}
 	}
 	c.finished = append(c.finished, op)
 	if len(c.finished) > KeepFinished {
@@ -283,7 +304,7 @@ func (c *Coordinator) Tick(now time.Duration, v *view.Cluster) *Actions {
 	// 2. Admit queued operators, highest priority first.
 	c.admitQueued(v, changed, now)
 	loads := scheduler.Compute(v, c.ops)
-	env := &scheduler.Env{View: v, Loads: loads, Bands: c.cfg.Bands, LowSpaceRatio: c.cfg.LowSpaceRatio,
+	env := &scheduler.Env{View: v, Loads: loads, Bands: c.cfg.Bands, LowSpaceRatio: c.cfg.LowSpaceRatio, HighSpaceRatio: c.cfg.HighSpaceRatio,
 		HasOp: func(id uint64) bool { return c.ops[id] != nil },
 		Cooling: func(id, node uint64) bool {
 			a, ok := c.cooling[id]
@@ -295,6 +316,9 @@ func (c *Coordinator) Tick(now time.Duration, v *view.Cluster) *Actions {
 		Now:         now,
 		NewShardID:  func() uint64 { return c.newID(ShardIDs) },
 		SplitBlocked: func(id uint64) bool {
+			if at, ok := c.splitAt[id]; ok && now-at < c.cfg.Hot.Hold {
+				return true
+			}
 			at, ok := c.splitFailed[id]
 			return ok && now-at < c.cfg.Cooldown
 		},
@@ -391,6 +415,11 @@ func (c *Coordinator) expireCooling(now time.Duration) {
 	for id, at := range c.splitFailed {
 		if now-at >= c.cfg.Cooldown {
 			delete(c.splitFailed, id)
+		}
+	}
+	for id, at := range c.splitAt {
+		if now-at >= c.cfg.Hot.Hold {
+			delete(c.splitAt, id)
 		}
 	}
 	if len(c.cooling) < 4096 {

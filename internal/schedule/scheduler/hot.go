@@ -35,12 +35,13 @@ const pendingShare = 0.1
 // relative to the cluster: a node above the mean by more than the ratio, for the hold, whatever
 // the absolute rates, so a cluster where everything is busy still evens out and one where
 // nothing is never moves. A hot node sheds, in this order:
-//  1. its hottest shard by splitting it by load, when that shard alone would make any node
-//     it went to hot (the primary picks the key that halves the shard's recent load);
-//  2. a primary, handed to an in-line replica on a cooler node that stays below the mean plus
+//  1. a primary, handed to an in-line replica on a cooler node that stays below the mean plus
 //     half the ratio (no new hot node, and no ping-pong with the balancers, which respect the
 //     same bound);
-//  3. a replica with its primary role, moved to the coolest eligible node.
+//  2. a split by load, when the shard would make even the coolest node hot (the primary picks
+//     the key that halves the shard's recent load);
+//  3. a replica with its primary role, moved to the coolest eligible node that stays below
+//     the hot threshold.
 //
 // A pass proposes at most PerPass operators, and none for a node with pendingShare of its load
 // already under way; operators draw on the balancing budget (kind Hot, ahead of Balance).
@@ -120,7 +121,6 @@ func (h *Hot) shed(env *Env, src *Load, mean, limit float64) *operator.Operator 
 	for _, ld := range l.List {
 		coolest = math.Min(coolest, ld.Keys)
 	}
-	bound := mean * (1 + env.Hot.Ratio/2) // what a node may lead after taking a shard
 	excess := src.Keys - mean
 	canReceive := func(id uint64) bool { return env.CanReceive == nil || env.CanReceive(operator.Hot, id) }
 	// The hottest shards first: each is transferred, else split if no node could take it,
@@ -145,8 +145,8 @@ func (h *Hot) shed(env *Env, src *Load, mean, limit float64) *operator.Operator 
 			l.Transferred(sh, src.Node.ID, to.Node.ID)
 			return operator.New(operator.Hot, sh, reason, operator.Step{Kind: operator.TransferPrimary, Node: to.Node.ID})
 		}
-		// Too hot for any node: split it by load.
-		if coolest+k > bound {
+		// Too hot for any node (it would make even the coolest hot): split it by load.
+		if coolest+k > limit {
 			if env.NewShardID == nil || (env.SplitBlocked != nil && env.SplitBlocked(sh.ID)) {
 				continue
 			}
@@ -162,7 +162,7 @@ func (h *Hot) shed(env *Env, src *Load, mean, limit float64) *operator.Operator 
 		// A replica, with its primary role, to the coolest eligible node.
 		var dst *Load
 		for _, ld := range l.List {
-			if (dst == nil || ld.Keys < dst.Keys) && Eligible(env, sh, src.Node.ID, ld) && l.TakesLoad(env, ld, sh) &&
+			if (dst == nil || ld.Keys < dst.Keys) && ld.Keys+k <= limit && Eligible(env, sh, src.Node.ID, ld) &&
 				canReceive(ld.Node.ID) && env.CanSnapshot(operator.Hot, src.Node.ID, ld.Node.ID) {
 				dst = ld
 			}

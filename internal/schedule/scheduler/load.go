@@ -284,8 +284,9 @@ type Env struct {
 	// CanReceive reports whether node to could receive a snapshot of kind now (nil: yes).
 	CanReceive func(kind operator.Kind, to uint64) bool
 	Bands      Bands
-	// LowSpaceRatio: nodes using more of their capacity get no new replica (0: no limit).
-	LowSpaceRatio float64
+	// LowSpaceRatio: nodes using more of their capacity get no new replica (0: no limit);
+	// HighSpaceRatio: nodes using more shed replicas (0: never).
+	LowSpaceRatio, HighSpaceRatio float64
 	// Hot says when a node's load is hot.
 	Hot HotConfig
 	// Now is the coordinator's clock.

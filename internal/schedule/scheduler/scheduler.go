@@ -14,7 +14,7 @@ type Scheduler interface {
 
 // All returns one of each scheduler, in the order the coordinator runs them.
 func All() []Scheduler {
-	return []Scheduler{&Drain{}, &Hot{}, &BalanceReplica{}, &BalancePrimary{}}
+	return []Scheduler{&Drain{}, HighSpace{}, &Hot{}, &BalanceReplica{}, &BalancePrimary{}}
 }
 
 // deadband gives a balancer hysteresis: it becomes active once the cluster is outside the

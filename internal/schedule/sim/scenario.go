@@ -614,6 +614,10 @@ func (ru *Runner) metric(name string) (float64, error) {
 			return math.Inf(1), nil
 		}
 		return ru.primariesOffAt.Seconds(), nil
+	case "max-space-used":
+		return s.MaxSpaceUsed(), nil
+	case "added-to-low-space":
+		return float64(s.AddedLowSpace), nil
 	case "load-max-mean":
 		return s.LoadMaxMean(), nil
 	case "load-max-mean-peak":

@@ -74,8 +74,11 @@ type Sim struct {
 	// PrimaryTransfers counts primary changes operators made; Splits the splits carried out,
 	// the first at FirstSplitAt (-1: none yet).
 	PrimaryTransfers, Splits int
-	FirstSplitAt             time.Duration
-	added                    map[[2]uint64]bool // (shard, node) added by a balance operator
+	// AddedLowSpace counts replicas added to a node whose replicas took more than the
+	// low-space ratio of its capacity.
+	AddedLowSpace int
+	FirstSplitAt  time.Duration
+	added         map[[2]uint64]bool // (shard, node) added by a balance operator
 	// FirstOpAfterElection: from a new PCS primary's election to its first decision carried
 	// out (a new operator, or the next step of one it resumed).
 	FirstOpAfterElection time.Duration
@@ -313,6 +316,29 @@ func (s *Sim) NodeLoads() map[uint64]float64 {
 	return out
 }
 
+// Used is the bytes of the replicas and learners node id holds.
+func (s *Sim) Used(id uint64) uint64 {
+	var b uint64
+	for _, sh := range s.shards {
+		if sh.Holds(id) {
+			b += sh.Size
+		}
+	}
+	return b
+}
+
+// MaxSpaceUsed is the highest share of its capacity an up node's replicas take (0 if no node
+// has a capacity).
+func (s *Sim) MaxSpaceUsed() float64 {
+	var mx float64
+	for _, n := range s.nodes {
+		if n.State == view.Up && n.Capacity > 0 {
+			mx = math.Max(mx, float64(s.Used(n.ID))/float64(n.Capacity))
+		}
+	}
+	return mx
+}
+
 // LoadMaxMean is the most loaded up node's load over the mean (1 without load).
 func (s *Sim) LoadMaxMean() float64 {
 	var sum, mx float64
@@ -532,6 +558,9 @@ func (s *Sim) apply(c *pcspb.CmdChangeReplicas, op *operator.Operator) error {
 			return fmt.Errorf("add learner %d refused", c.AddLearner)
 		}
 		st = operator.Step{Kind: operator.AddLearner, Node: c.AddLearner}
+		if n := s.node(c.AddLearner); n.Capacity > 0 && float64(s.Used(n.ID)) > s.Cfg.LowSpaceRatio*float64(n.Capacity) {
+			s.AddedLowSpace++
+		}
 		s.transfers = append(s.transfers, &transfer{shard: sh.ID, from: sh.Primary, to: c.AddLearner, left: float64(sh.Size)})
 		s.Transfers++
 		s.dirty[sh.ID] = true

@@ -154,6 +154,17 @@ func (c *Client) ListOperators(ctx context.Context, shardID uint64, finished boo
 	return resp.Operators, nil
 }
 
+// EvictPrimaries makes a data node lead no shard (its primaries move to other replicas; none
+// are given to it), or with undo lets it lead again. It returns the configuration in force.
+func (c *Client) EvictPrimaries(ctx context.Context, nodeID uint64, undo bool) (*pcspb.ScheduleConfigResponse, error) {
+	var resp *pcspb.ScheduleConfigResponse
+	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.EvictPrimaries(ctx, &pcspb.EvictPrimariesRequest{NodeId: nodeID, Undo: undo})
+		return err
+	})
+	return resp, err
+}
+
 // HotShards returns the shards with the most traffic (by keys, reads, writes or bytes; "" is
 // keys), at most top of them (0: 20), of one table or all (""), with every node's load as hot
 // scheduling sees it.

@@ -80,8 +80,9 @@ func (v *service) ListNodes(ctx context.Context, req *pcspb.ListNodesRequest) (*
 		}
 	}
 	resp := &pcspb.ListNodesResponse{Header: h}
+	evict := v.s.scheduleConfig().EvictPrimaries
 	for _, n := range v.s.fsm.DataNodes() {
-		ni := &pcspb.NodeInfo{Node: n, State: v.s.nodeState(n), Shards: counts[n.Id][0], Primaries: counts[n.Id][1]}
+		ni := &pcspb.NodeInfo{Node: n, State: v.s.nodeState(n), Shards: counts[n.Id][0], Primaries: counts[n.Id][1], EvictPrimaries: evict[n.Id]}
 		if st := v.s.live.NodeStats(n.Id); st != nil {
 			ni.UsedBytes, ni.DiskFreeBytes = st.BytesUsed, st.DiskFree
 			ni.Cpu, ni.MemoryBytes, ni.IoBytesPerSec = st.Cpu, st.MemoryBytes, st.IoBytesPerSec

@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/internal/meta"
 	"github.com/postdb/pcs/internal/schedule"
 	"github.com/postdb/pcs/internal/schedule/operator"
 	"github.com/postdb/pcs/internal/schedule/scheduler"
@@ -418,19 +421,68 @@ func (v *service) SetScheduleConfig(ctx context.Context, req *pcspb.SetScheduleC
 	if cli != nil {
 		return cli.SetScheduleConfig(ctx, req)
 	}
-	cfg := s.scheduleConfig()
-	if err := cfg.Set(req.Key, req.Value); err != nil {
-		return nil, toStatus(fmt.Errorf("%w: %w", ErrInvalid, err))
-	}
-	b, err := json.Marshal(cfg.Get())
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	if _, err := s.applyRequest(ctx, &pcspb.Command{Op: &pcspb.Command_Put{Put: &pcspb.CmdPut{Key: scheduleConfigKey, Value: b}}}); err != nil {
+	if err := s.updateScheduleConfig(ctx, func(cfg *schedule.Config) error { return cfg.Set(req.Key, req.Value) }); err != nil {
 		return nil, toStatus(err)
 	}
 	s.log.Info("schedule setting changed", "key", req.Key, "value", req.Value)
 	return s.scheduleConfigResponse(), nil
+}
+
+func (v *service) EvictPrimaries(ctx context.Context, req *pcspb.EvictPrimariesRequest) (*pcspb.ScheduleConfigResponse, error) {
+	s := v.s
+	cli, err := s.route(ctx, false)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if cli != nil {
+		return cli.EvictPrimaries(ctx, req)
+	}
+	known := false
+	for _, n := range s.fsm.DataNodes() {
+		known = known || (n.Id == req.NodeId && !n.Tombstone)
+	}
+	if !known && !req.Undo {
+		return nil, toStatus(fmt.Errorf("%w: data node %d", meta.ErrNodeNotFound, req.NodeId))
+	}
+	err = s.updateScheduleConfig(ctx, func(cfg *schedule.Config) error {
+		ids := []string{}
+		for id, on := range cfg.EvictPrimaries {
+			if on && id != req.NodeId {
+				ids = append(ids, strconv.FormatUint(id, 10))
+			}
+		}
+		if !req.Undo {
+			ids = append(ids, strconv.FormatUint(req.NodeId, 10))
+		}
+		return cfg.Set("evict-primaries", strings.Join(ids, ","))
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Info("evict-primaries changed", "node", req.NodeId, "undo", req.Undo)
+	return s.scheduleConfigResponse(), nil
+}
+
+// updateScheduleConfig changes the replicated runtime configuration by a compare-and-swap of
+// its key, retried a few times if another change lands in between (so concurrent changes of
+// different settings both take effect).
+func (s *Server) updateScheduleConfig(ctx context.Context, change func(*schedule.Config) error) error {
+	for attempt := 0; ; attempt++ {
+		kv, _ := s.fsm.Get(scheduleConfigKey)
+		cfg := s.parseScheduleConfig(kv)
+		if err := change(&cfg); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		b, err := json.Marshal(cfg.Get())
+		if err != nil {
+			return err
+		}
+		version := kv.GetVersion()
+		_, err = s.applyRequest(ctx, &pcspb.Command{Op: &pcspb.Command_Put{Put: &pcspb.CmdPut{Key: scheduleConfigKey, Value: b, ExpectedVersion: &version}}})
+		if !errors.Is(err, meta.ErrVersionMismatch) || attempt == 4 {
+			return err
+		}
+	}
 }
 
 // nodeLoads is every up node's load as the balancer sees it, with the operators under way

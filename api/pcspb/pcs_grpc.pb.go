@@ -57,6 +57,7 @@ const (
 	PCS_CancelOperator_FullMethodName    = "/pcs.v1.PCS/CancelOperator"
 	PCS_GetScheduleConfig_FullMethodName = "/pcs.v1.PCS/GetScheduleConfig"
 	PCS_SetScheduleConfig_FullMethodName = "/pcs.v1.PCS/SetScheduleConfig"
+	PCS_EvictPrimaries_FullMethodName    = "/pcs.v1.PCS/EvictPrimaries"
 	PCS_GetTable_FullMethodName          = "/pcs.v1.PCS/GetTable"
 	PCS_ListTables_FullMethodName        = "/pcs.v1.PCS/ListTables"
 	PCS_GetShard_FullMethodName          = "/pcs.v1.PCS/GetShard"
@@ -115,6 +116,9 @@ type PCSClient interface {
 	CancelOperator(ctx context.Context, in *CancelOperatorRequest, opts ...grpc.CallOption) (*CancelOperatorResponse, error)
 	GetScheduleConfig(ctx context.Context, in *ScheduleConfigRequest, opts ...grpc.CallOption) (*ScheduleConfigResponse, error)
 	SetScheduleConfig(ctx context.Context, in *SetScheduleConfigRequest, opts ...grpc.CallOption) (*ScheduleConfigResponse, error)
+	// Add a node to (or, undo, take it off) the evict-primaries setting: its primaries move to
+	// other replicas and it is given none, before a restart. A compare-and-swap of the setting.
+	EvictPrimaries(ctx context.Context, in *EvictPrimariesRequest, opts ...grpc.CallOption) (*ScheduleConfigResponse, error)
 	GetTable(ctx context.Context, in *GetTableRequest, opts ...grpc.CallOption) (*GetTableResponse, error)
 	ListTables(ctx context.Context, in *ListTablesRequest, opts ...grpc.CallOption) (*ListTablesResponse, error)
 	GetShard(ctx context.Context, in *GetShardRequest, opts ...grpc.CallOption) (*GetShardResponse, error)
@@ -491,6 +495,16 @@ func (c *pCSClient) SetScheduleConfig(ctx context.Context, in *SetScheduleConfig
 	return out, nil
 }
 
+func (c *pCSClient) EvictPrimaries(ctx context.Context, in *EvictPrimariesRequest, opts ...grpc.CallOption) (*ScheduleConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ScheduleConfigResponse)
+	err := c.cc.Invoke(ctx, PCS_EvictPrimaries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *pCSClient) GetTable(ctx context.Context, in *GetTableRequest, opts ...grpc.CallOption) (*GetTableResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetTableResponse)
@@ -649,6 +663,9 @@ type PCSServer interface {
 	CancelOperator(context.Context, *CancelOperatorRequest) (*CancelOperatorResponse, error)
 	GetScheduleConfig(context.Context, *ScheduleConfigRequest) (*ScheduleConfigResponse, error)
 	SetScheduleConfig(context.Context, *SetScheduleConfigRequest) (*ScheduleConfigResponse, error)
+	// Add a node to (or, undo, take it off) the evict-primaries setting: its primaries move to
+	// other replicas and it is given none, before a restart. A compare-and-swap of the setting.
+	EvictPrimaries(context.Context, *EvictPrimariesRequest) (*ScheduleConfigResponse, error)
 	GetTable(context.Context, *GetTableRequest) (*GetTableResponse, error)
 	ListTables(context.Context, *ListTablesRequest) (*ListTablesResponse, error)
 	GetShard(context.Context, *GetShardRequest) (*GetShardResponse, error)
@@ -774,6 +791,9 @@ func (UnimplementedPCSServer) GetScheduleConfig(context.Context, *ScheduleConfig
 }
 func (UnimplementedPCSServer) SetScheduleConfig(context.Context, *SetScheduleConfigRequest) (*ScheduleConfigResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetScheduleConfig not implemented")
+}
+func (UnimplementedPCSServer) EvictPrimaries(context.Context, *EvictPrimariesRequest) (*ScheduleConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EvictPrimaries not implemented")
 }
 func (UnimplementedPCSServer) GetTable(context.Context, *GetTableRequest) (*GetTableResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTable not implemented")
@@ -1420,6 +1440,24 @@ func _PCS_SetScheduleConfig_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PCS_EvictPrimaries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EvictPrimariesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).EvictPrimaries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_EvictPrimaries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).EvictPrimaries(ctx, req.(*EvictPrimariesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PCS_GetTable_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetTableRequest)
 	if err := dec(in); err != nil {
@@ -1716,6 +1754,10 @@ var PCS_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetScheduleConfig",
 			Handler:    _PCS_SetScheduleConfig_Handler,
+		},
+		{
+			MethodName: "EvictPrimaries",
+			Handler:    _PCS_EvictPrimaries_Handler,
 		},
 		{
 			MethodName: "GetTable",

@@ -522,6 +522,7 @@ func nodeCmd(g *globals) *cobra.Command {
 				Memory    uint64            `json:"memory_bytes"`
 				IO        uint64            `json:"io_bytes_per_sec"`
 				Labels    map[string]string `json:"labels"`
+				Evict     bool              `json:"evict_primaries"`
 			}
 			rows := []row{}
 			for _, n := range resp.Nodes {
@@ -531,8 +532,12 @@ func nodeCmd(g *globals) *cobra.Command {
 				}
 				sort.Strings(labels)
 				rows = append(rows, row{n.Node.Id, n.Node.Address, n.State, n.Shards, n.Primaries, n.Node.CapacityBytes, n.UsedBytes, n.DiskFreeBytes,
-					n.ReadPerSec, n.WritePerSec, n.Cpu, n.MemoryBytes, n.IoBytesPerSec, n.Node.Labels})
-				t.rows = append(t.rows, []string{u(n.Node.Id), n.Node.Address, n.State, u(n.Shards), u(n.Primaries),
+					n.ReadPerSec, n.WritePerSec, n.Cpu, n.MemoryBytes, n.IoBytesPerSec, n.Node.Labels, n.EvictPrimaries})
+				state := n.State
+				if n.EvictPrimaries {
+					state += " (evicting primaries)"
+				}
+				t.rows = append(t.rows, []string{u(n.Node.Id), n.Node.Address, state, u(n.Shards), u(n.Primaries),
 					bytesOrDash(n.Node.CapacityBytes), bytesOrDash(n.UsedBytes), bytesOrDash(n.DiskFreeBytes),
 					fmt.Sprintf("%.1f", n.ReadPerSec), fmt.Sprintf("%.1f", n.WritePerSec), fmt.Sprintf("%.2f", n.Cpu),
 					bytesOrDash(n.MemoryBytes), bytesOrDash(n.IoBytesPerSec), strings.Join(labels, ",")})
@@ -586,7 +591,7 @@ func nodeCmd(g *globals) *cobra.Command {
 			return g.print(cmd.OutOrStdout(), table{rows: [][]string{{fmt.Sprintf("node %d: %s", id, args[1])}}, value: map[string]any{"node": id, "state": args[1]}})
 		},
 	}
-	cmd.AddCommand(list, show, setState, drainCmd(g))
+	cmd.AddCommand(list, show, setState, drainCmd(g), evictPrimariesCmd(g))
 	return cmd
 }
 

@@ -298,6 +298,76 @@ func drainCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+func evictPrimariesCmd(g *globals) *cobra.Command {
+	var wait time.Duration
+	var undo bool
+	cmd := &cobra.Command{
+		Use:   "evict-primaries ID",
+		Short: "Make a node lead no shard before a restart (--wait: until it leads none; --undo: lead again)",
+		Long: `Moves every primary the node holds to another replica in line with it and gives it no new one;
+its replicas stay. For a rolling restart: evict, wait until the node leads nothing, restart it,
+then --undo (balancing gives it primaries back).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID("node", args[0])
+			if err != nil {
+				return err
+			}
+			c, ctx, done, err := g.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			if _, err := c.EvictPrimaries(ctx, id, undo); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if undo {
+				fmt.Fprintf(out, "node %d: may lead shards again\n", id)
+				return nil
+			}
+			fmt.Fprintf(out, "node %d: evicting primaries\n", id)
+			if wait == 0 {
+				return nil
+			}
+			wctx, cancel := context.WithTimeout(context.Background(), wait)
+			defer cancel()
+			start := time.Now()
+			for {
+				leads, err := nodePrimaries(wctx, c, id)
+				if err != nil {
+					return err
+				}
+				if leads == 0 {
+					fmt.Fprintf(out, "node %d: leads no shard after %s; restart it, then: pcsctl node evict-primaries %d --undo\n", id, time.Since(start).Round(100*time.Millisecond), id)
+					return nil
+				}
+				select {
+				case <-wctx.Done():
+					return fmt.Errorf("node %d still leads %d shards: %w", id, leads, wctx.Err())
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+		},
+	}
+	cmd.Flags().DurationVar(&wait, "wait", 0, "wait this long for the node to lead nothing (0: return at once)")
+	cmd.Flags().BoolVar(&undo, "undo", false, "let the node lead shards again")
+	return cmd
+}
+
+func nodePrimaries(ctx context.Context, c *client.Client, id uint64) (uint64, error) {
+	resp, err := c.ListNodes(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, n := range resp.Nodes {
+		if n.Node.GetId() == id {
+			return n.Primaries, nil
+		}
+	}
+	return 0, fmt.Errorf("node %d: %w", id, client.ErrNotFound)
+}
+
 func nodeShards(ctx context.Context, c *client.Client, id uint64) (int64, error) {
 	resp, err := c.ListNodes(ctx)
 	if err != nil {

@@ -117,6 +117,7 @@ var table = []Row{
 	{"PCS", pcspb.PCS_CancelOperator_FullMethodName, admin},
 	{"PCS", pcspb.PCS_GetScheduleConfig_FullMethodName, client},
 	{"PCS", pcspb.PCS_SetScheduleConfig_FullMethodName, admin},
+	{"PCS", pcspb.PCS_EvictPrimaries_FullMethodName, admin},
 	{"PCS", pcspb.PCS_GetTable_FullMethodName, read},
 	{"PCS", pcspb.PCS_ListTables_FullMethodName, read},
 	{"PCS", pcspb.PCS_GetShard_FullMethodName, read},

@@ -3,6 +3,7 @@ package schedule
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -71,13 +72,16 @@ type Config struct {
 	HighSpaceRatio float64
 	// Hot says when a node's load is hot (hot-ratio, hot-hold, hot-min-keys).
 	Hot scheduler.HotConfig
+	// EvictPrimaries: nodes to lead no shard (evict-primaries: before a restart). Their
+	// primaries move to other replicas and none are given to them; their replicas stay.
+	EvictPrimaries map[uint64]bool
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
 		Limits: Limits{SnapshotBytesPerSec: 128 << 20, SnapshotsPerNode: 8, MaxOperators: 512, Speed: SpeedNormal},
-		Paused: map[string]bool{}, PatrolBatch: 1024, StepTimeout: time.Minute, MinRate: 4 << 20,
+		Paused: map[string]bool{}, EvictPrimaries: map[uint64]bool{}, PatrolBatch: 1024, StepTimeout: time.Minute, MinRate: 4 << 20,
 		Cooldown: 10 * time.Minute, Bands: scheduler.DefaultBands, LowSpaceRatio: 0.8, HighSpaceRatio: 0.9,
 		Hot: scheduler.DefaultHot,
 	}
@@ -113,12 +117,13 @@ func SchedulerNames() []string {
 
 // Settings are the names `pcsctl config set` accepts.
 var Settings = []string{"rebalance-speed", "snapshot-bytes-per-sec", "snapshots-per-node", "max-operators", "halt-scheduling", "paused-schedulers", "low-space-ratio",
-	"high-space-ratio", "hot-ratio", "hot-hold", "hot-min-keys"}
+	"high-space-ratio", "hot-ratio", "hot-hold", "hot-min-keys", "evict-primaries"}
 
 // Set changes one setting by name, validating it; c is unchanged on error.
 func (c *Config) Set(key, value string) error {
 	n := *c
 	n.Paused = cloneSet(c.Paused)
+	n.EvictPrimaries = maps.Clone(c.EvictPrimaries)
 	switch key {
 	case "rebalance-speed":
 		i := slices.Index(speedNames, value)
@@ -174,6 +179,21 @@ func (c *Config) Set(key, value string) error {
 			return fmt.Errorf("%w: halt-scheduling %q must be true or false", ErrInvalidConfig, value)
 		}
 		n.Halt = v
+	case "evict-primaries":
+		n.EvictPrimaries = map[uint64]bool{}
+		for _, f := range strings.Split(value, ",") {
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			id, err := strconv.ParseUint(f, 10, 64)
+			if err != nil || id == 0 {
+				return fmt.Errorf("%w: evict-primaries %q: a comma-separated list of node ids", ErrInvalidConfig, value)
+			}
+			n.EvictPrimaries[id] = true
+		}
+		if len(n.EvictPrimaries) > 1000 {
+			return fmt.Errorf("%w: evict-primaries names %d nodes (at most 1000)", ErrInvalidConfig, len(n.EvictPrimaries))
+		}
 	case "paused-schedulers":
 		n.Paused = map[string]bool{}
 		for _, s := range strings.Split(value, ",") {
@@ -216,7 +236,19 @@ func (c *Config) Get() map[string]string {
 		"hot-ratio":              strconv.FormatFloat(c.Hot.Ratio, 'g', -1, 64),
 		"hot-hold":               c.Hot.Hold.String(),
 		"hot-min-keys":           strconv.FormatFloat(c.Hot.MinKeys, 'g', -1, 64),
+		"evict-primaries":        c.evictList(),
 	}
+}
+
+func (c *Config) evictList() string {
+	ids := slices.Sorted(maps.Keys(c.EvictPrimaries))
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if c.EvictPrimaries[id] {
+			out = append(out, strconv.FormatUint(id, 10))
+		}
+	}
+	return strings.Join(out, ",")
 }
 
 func cloneSet(m map[string]bool) map[string]bool {

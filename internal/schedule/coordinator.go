@@ -256,6 +256,9 @@ func findShard(shards []*view.Shard, id uint64) *view.Shard {
 // operators it resumed).
 func (c *Coordinator) Tick(now time.Duration, v *view.Cluster) *Actions {
 	act := &Actions{}
+	for _, n := range v.Nodes {
+		n.EvictPrimaries = c.cfg.EvictPrimaries[n.ID]
+	}
 	ready := true
 	for _, n := range v.Nodes {
 		if n.State != view.Down && n.State != view.Tombstone && !n.Heard {

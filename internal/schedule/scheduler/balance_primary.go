@@ -48,6 +48,9 @@ func (b *BalancePrimary) one(env *Env) *operator.Operator {
 	l := env.Loads
 	var src *Load
 	for _, ld := range l.List {
+		if ld.Node.EvictPrimaries {
+			continue // drain takes its primaries
+		}
 		if src == nil || ld.Primaries > src.Primaries {
 			src = ld
 		}
@@ -58,7 +61,7 @@ func (b *BalancePrimary) one(env *Env) *operator.Operator {
 			return nil
 		}
 		for _, sh := range src.shards {
-			if sh.Primary != src.Node.ID || env.Busy(sh.ID) || !sh.IsInLine(dst.Node.ID) || !containsReplica(sh, dst.Node.ID) || !l.TakesLoad(env, dst, sh) {
+			if sh.Primary != src.Node.ID || env.Busy(sh.ID) || !sh.IsInLine(dst.Node.ID) || !containsReplica(sh, dst.Node.ID) || !l.TakesLoad(env, dst, sh) || dst.Node.EvictPrimaries {
 				continue
 			}
 			reason := fmt.Sprintf("balance primaries: node %d leads %d, node %d leads %d (mean %.1f)",

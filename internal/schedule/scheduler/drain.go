@@ -10,7 +10,8 @@ import (
 // Drain empties offline nodes: first it hands every primary they hold to another replica in
 // line (cheap, fast, and writes stop depending on the node), then it moves their replicas to
 // the least loaded nodes the tables allow. A node is empty — and may become a tombstone —
-// once it holds nothing.
+// once it holds nothing. A node evicting primaries (before a restart) only loses its
+// primaries.
 type Drain struct{}
 
 // Name implements Scheduler.
@@ -23,7 +24,7 @@ func (*Drain) Kind() operator.Kind { return operator.Drain }
 func (*Drain) Schedule(env *Env, max int) []*operator.Operator {
 	var out []*operator.Operator
 	for _, n := range env.View.Nodes {
-		if n.State != view.Offline {
+		if n.State != view.Offline && !(n.EvictPrimaries && n.State == view.Up) {
 			continue
 		}
 		leads := false
@@ -41,20 +42,24 @@ func (*Drain) Schedule(env *Env, max int) []*operator.Operator {
 			// The in-line up replica leading the fewest shards.
 			var to *Load
 			for _, r := range sh.Replicas {
-				if ld := env.Loads.ByID[r]; ld != nil && r != n.ID && sh.IsInLine(r) && (to == nil || ld.Primaries < to.Primaries) {
+				if ld := env.Loads.ByID[r]; ld != nil && r != n.ID && sh.IsInLine(r) && env.View.CanLead(r) && (to == nil || ld.Primaries < to.Primaries) {
 					to = ld
 				}
 			}
 			if to == nil {
 				continue
 			}
-			out = append(out, operator.New(operator.Drain, sh, fmt.Sprintf("drain node %d: primary to node %d", n.ID, to.Node.ID),
+			why := "drain"
+			if n.State != view.Offline {
+				why = "evict primaries from"
+			}
+			out = append(out, operator.New(operator.Drain, sh, fmt.Sprintf("%s node %d: primary to node %d", why, n.ID, to.Node.ID),
 				operator.Step{Kind: operator.TransferPrimary, Node: to.Node.ID}))
 			env.Loads.Transferred(sh, n.ID, to.Node.ID)
 			env.Claim(sh.ID)
 		}
-		if leads {
-			continue // replicas leave once the node leads nothing
+		if leads || n.State != view.Offline {
+			continue // replicas leave once the node leads nothing (and only a drained node's)
 		}
 		for _, sh := range env.View.Shards {
 			if len(out) >= max {

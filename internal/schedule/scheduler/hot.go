@@ -79,6 +79,9 @@ func (h *Hot) Schedule(env *Env, max int) []*operator.Operator {
 	slices.SortStableFunc(order, func(a, b *Load) int { return cmp.Compare(b.Keys, a.Keys) })
 	var out []*operator.Operator
 	for _, src := range order {
+		if src.Node.EvictPrimaries {
+			continue // drain takes its primaries
+		}
 		for len(out) < min(max, env.Hot.PerPass) {
 			t, hot := h.since[src.Node.ID]
 			if !hot || env.Now-t < env.Hot.Hold || src.Keys <= limit || src.KeysNow-src.Keys >= pendingShare*src.KeysNow {
@@ -134,7 +137,7 @@ func (h *Hot) shed(env *Env, src *Load, mean, limit float64) *operator.Operator 
 		var to *Load
 		for _, r := range sh.Replicas {
 			dst := l.ByID[r]
-			if dst != nil && r != src.Node.ID && sh.IsInLine(r) && l.TakesLoad(env, dst, sh) && (to == nil || dst.Keys < to.Keys) {
+			if dst != nil && r != src.Node.ID && sh.IsInLine(r) && l.TakesLoad(env, dst, sh) && !dst.Node.EvictPrimaries && (to == nil || dst.Keys < to.Keys) {
 				to = dst
 			}
 		}
@@ -162,7 +165,7 @@ func (h *Hot) shed(env *Env, src *Load, mean, limit float64) *operator.Operator 
 		// A replica, with its primary role, to the coolest eligible node.
 		var dst *Load
 		for _, ld := range l.List {
-			if (dst == nil || ld.Keys < dst.Keys) && ld.Keys+k <= limit && Eligible(env, sh, src.Node.ID, ld) &&
+			if (dst == nil || ld.Keys < dst.Keys) && ld.Keys+k <= limit && !ld.Node.EvictPrimaries && Eligible(env, sh, src.Node.ID, ld) &&
 				canReceive(ld.Node.ID) && env.CanSnapshot(operator.Hot, src.Node.ID, ld.Node.ID) {
 				dst = ld
 			}

@@ -54,7 +54,9 @@ func (HighSpace) Schedule(env *Env, max int) []*operator.Operator {
 			if env.Busy(sh.ID) || sh.Size == 0 || t == nil || !t.Public || !containsReplica(sh, src.Node.ID) || sh.Primary == 0 {
 				continue
 			}
-			to := Target(env, sh, src.Node.ID, func(ld *Load) bool { return env.CanSnapshot(operator.Drain, sh.Primary, ld.Node.ID) })
+			to := Target(env, sh, src.Node.ID, func(ld *Load) bool {
+				return env.CanSnapshot(operator.Drain, sh.Primary, ld.Node.ID) && (sh.Primary != src.Node.ID || !ld.Node.EvictPrimaries)
+			})
 			if to == 0 {
 				continue
 			}

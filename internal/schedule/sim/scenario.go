@@ -124,6 +124,7 @@ func (ru *Runner) do(line int, f []string) error {
 	s := ru.Sim
 	args, err := kv(f[1:])
 	if f[0] == "config" || f[0] == "assert" || f[0] == "run" || f[0] == "kill-node" || f[0] == "drain-node" ||
+		f[0] == "stop-node" || f[0] == "start-node" || f[0] == "evict-primaries" || f[0] == "admit-primaries" ||
 		f[0] == "grow-sizes" || f[0] == "tstar" || f[0] == "run-until" {
 		args, err = nil, nil
 	}
@@ -188,7 +189,7 @@ func (ru *Runner) do(line int, f []string) error {
 		if s.coord != nil {
 			s.coord.SetConfig(s.Cfg)
 		}
-	case "kill-node", "drain-node":
+	case "kill-node", "drain-node", "stop-node", "start-node", "evict-primaries", "admit-primaries":
 		if len(f) != 2 {
 			return fmt.Errorf("%w: %s ID", ErrScenario, f[0])
 		}
@@ -196,9 +197,16 @@ func (ru *Runner) do(line int, f []string) error {
 		if err != nil || s.node(id) == nil {
 			return fmt.Errorf("%w: node %q", ErrScenario, f[1])
 		}
-		if f[0] == "kill-node" {
+		switch f[0] {
+		case "kill-node", "stop-node": // a stop is a kill the node comes back from
 			s.Kill(id)
-		} else {
+		case "start-node":
+			s.Start(id)
+		case "evict-primaries":
+			s.SetEvict(id, true)
+		case "admit-primaries":
+			s.SetEvict(id, false)
+		default:
 			s.Drain(id)
 			ru.primariesOffAt = -1
 		}
@@ -427,6 +435,12 @@ func (ru *Runner) cond(name string) (func() bool, error) {
 		return func() bool { return ru.Sim.Now()%time.Minute == 0 && ru.balanced() }, nil
 	case name == "idle":
 		return func() bool { return ru.Sim.coord != nil && len(ru.Sim.coord.Operators(false)) == 0 }, nil
+	case strings.HasPrefix(name, "primaries-off:"):
+		id, err := strconv.ParseUint(strings.TrimPrefix(name, "primaries-off:"), 10, 64)
+		if err != nil || ru.Sim.node(id) == nil {
+			return nil, fmt.Errorf("%w: %q", ErrScenario, name)
+		}
+		return func() bool { return ru.count(id, true) == 0 }, nil
 	case strings.HasPrefix(name, "drained:"):
 		id, err := strconv.ParseUint(strings.TrimPrefix(name, "drained:"), 10, 64)
 		if err != nil || ru.Sim.node(id) == nil {
@@ -434,7 +448,7 @@ func (ru *Runner) cond(name string) (func() bool, error) {
 		}
 		return func() bool { return ru.Sim.Now()%(10*time.Second) == 0 && ru.count(id, false) == 0 }, nil
 	}
-	return nil, fmt.Errorf("%w: condition %q (balanced, idle, drained:ID)", ErrScenario, name)
+	return nil, fmt.Errorf("%w: condition %q (balanced, idle, drained:ID, primaries-off:ID)", ErrScenario, name)
 }
 
 // spread is how far the worst up node is outside ±5 % (or one shard) of its share, in that
@@ -616,6 +630,8 @@ func (ru *Runner) metric(name string) (float64, error) {
 		return ru.primariesOffAt.Seconds(), nil
 	case "max-space-used":
 		return s.MaxSpaceUsed(), nil
+	case "max-primaryless":
+		return float64(s.MaxPrimaryless), nil
 	case "added-to-low-space":
 		return float64(s.AddedLowSpace), nil
 	case "load-max-mean":

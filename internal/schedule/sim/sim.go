@@ -7,6 +7,7 @@ package sim
 
 import (
 	"fmt"
+	"maps"
 	"hash"
 	"hash/fnv"
 	"io"
@@ -77,6 +78,8 @@ type Sim struct {
 	// AddedLowSpace counts replicas added to a node whose replicas took more than the
 	// low-space ratio of its capacity.
 	AddedLowSpace int
+	// MaxPrimaryless is the most shards seen at once whose primary's node is not running.
+	MaxPrimaryless int
 	FirstSplitAt  time.Duration
 	added         map[[2]uint64]bool // (shard, node) added by a balance operator
 	// FirstOpAfterElection: from a new PCS primary's election to its first decision carried
@@ -219,6 +222,40 @@ func (s *Sim) Kill(id uint64) {
 		}
 	}
 	s.event("node %d killed", id)
+}
+
+// Start brings a stopped node back with its data (a restart): it heartbeats again; if it was
+// declared down meanwhile, its replicas have left their configurations and it is up, empty.
+func (s *Sim) Start(id uint64) {
+	n := s.node(id)
+	n.alive, n.lastBeat = true, s.Now()
+	if n.State == view.Down {
+		n.State = view.Up
+	}
+	for _, sh := range s.shards {
+		if sh.Holds(id) {
+			s.dirty[sh.ID] = true
+		}
+	}
+	s.event("node %d started", id)
+}
+
+// SetEvict sets whether node id is to lead no shard (the evict-primaries setting).
+func (s *Sim) SetEvict(id uint64, evict bool) {
+	if s.Cfg.EvictPrimaries == nil {
+		s.Cfg.EvictPrimaries = map[uint64]bool{}
+	} else {
+		s.Cfg.EvictPrimaries = maps.Clone(s.Cfg.EvictPrimaries)
+	}
+	if evict {
+		s.Cfg.EvictPrimaries[id] = true
+	} else {
+		delete(s.Cfg.EvictPrimaries, id)
+	}
+	if s.coord != nil {
+		s.coord.SetConfig(s.Cfg)
+	}
+	s.event("node %d evict-primaries %v", id, evict)
 }
 
 // Drain marks a node offline.
@@ -621,7 +658,12 @@ func (s *Sim) failover(id uint64) {
 }
 
 func (s *Sim) checkInvariants() {
+	primaryless := 0
+	defer func() { s.MaxPrimaryless = max(s.MaxPrimaryless, primaryless) }()
 	for _, sh := range s.shards {
+		if n := s.node(sh.Primary); n == nil || !n.alive {
+			primaryless++
+		}
 		live := 0
 		for _, r := range sh.Replicas {
 			if s.node(r).alive {

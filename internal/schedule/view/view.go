@@ -43,6 +43,15 @@ type Node struct {
 	State    NodeState
 	// Heard: the node has heartbeated to this PCS primary since it took office.
 	Heard bool
+	// EvictPrimaries: the node is to lead no shard (before a restart): its primaries leave
+	// and none arrive; its replicas stay.
+	EvictPrimaries bool
+}
+
+// CanLead reports whether node id may be given the primary role: up and not evicting.
+func (c *Cluster) CanLead(id uint64) bool {
+	n := c.Node(id)
+	return n != nil && n.State == Up && !n.EvictPrimaries
 }
 
 // LowOnSpace reports whether the node's replicas, of used bytes, take more than ratio of the

@@ -124,7 +124,11 @@ func TestRollingRestartEvictPrimaries(t *testing.T) {
 	waitFor(t, 20*time.Second, "node 1 leading shards", func() bool { ni := info(idOf[nodes[0]]); return ni != nil && ni.Primaries > 0 })
 	slowest.Store(0)
 	restart(nodes[0])
-	waitFor(t, 60*time.Second, "writes flowing again", func() bool { before := nacked.Load(); time.Sleep(200 * time.Millisecond); return nacked.Load() > before })
+	waitFor(t, 60*time.Second, "writes flowing again", func() bool {
+		before := nacked.Load()
+		time.Sleep(200 * time.Millisecond)
+		return nacked.Load() > before
+	})
 	unevicted := time.Duration(slowest.Load())
 	slowest.Store(0)
 	for _, n := range nodes {

@@ -7,10 +7,10 @@ package sim
 
 import (
 	"fmt"
-	"maps"
 	"hash"
 	"hash/fnv"
 	"io"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -80,8 +80,8 @@ type Sim struct {
 	AddedLowSpace int
 	// MaxPrimaryless is the most shards seen at once whose primary's node is not running.
 	MaxPrimaryless int
-	FirstSplitAt  time.Duration
-	added         map[[2]uint64]bool // (shard, node) added by a balance operator
+	FirstSplitAt   time.Duration
+	added          map[[2]uint64]bool // (shard, node) added by a balance operator
 	// FirstOpAfterElection: from a new PCS primary's election to its first decision carried
 	// out (a new operator, or the next step of one it resumed).
 	FirstOpAfterElection time.Duration

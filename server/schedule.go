@@ -69,7 +69,13 @@ func (s *Server) parseScheduleConfig(kv *pcspb.KeyValue) schedule.Config {
 		s.log.Warn("schedule config unreadable; defaults in force", "err", err)
 		return cfg
 	}
-	for _, k := range schedule.Settings {
+	keys := slices.Clone(schedule.Settings)
+	for k := range set {
+		if strings.HasPrefix(k, schedule.PrimaryPolicyPrefix) {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range keys {
 		if v, ok := set[k]; ok {
 			if err := cfg.Set(k, v); err != nil {
 				s.log.Warn("schedule setting ignored", "key", k, "value", v, "err", err)
@@ -223,7 +229,7 @@ func (s *Server) scheduleView() *view.Cluster {
 	}
 	slices.SortFunc(v.Nodes, func(a, b *view.Node) int { return cmpU64(a.ID, b.ID) })
 	for _, t := range s.fsm.Tables() {
-		v.Tables[t.Id] = &view.Table{ID: t.Id, Replicas: int(t.Replicas), IsolationLabel: t.IsolationLabel, Nodes: t.Nodes,
+		v.Tables[t.Id] = &view.Table{ID: t.Id, Name: t.Name, Replicas: int(t.Replicas), IsolationLabel: t.IsolationLabel, Nodes: t.Nodes,
 			Public: t.State == pcspb.TableState_TABLE_STATE_PUBLIC}
 		for _, sh := range s.fsm.TableShards(t.Id) {
 			v.Shards = append(v.Shards, s.viewShard(sh))
@@ -420,6 +426,11 @@ func (v *service) SetScheduleConfig(ctx context.Context, req *pcspb.SetScheduleC
 	}
 	if cli != nil {
 		return cli.SetScheduleConfig(ctx, req)
+	}
+	if table, ok := strings.CutPrefix(req.Key, schedule.PrimaryPolicyPrefix); ok && table != "" {
+		if _, _, err := s.fsm.Table(table); err != nil {
+			return nil, toStatus(err)
+		}
 	}
 	if err := s.updateScheduleConfig(ctx, func(cfg *schedule.Config) error { return cfg.Set(req.Key, req.Value) }); err != nil {
 		return nil, toStatus(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/catalog"
 	"github.com/postdb/pcs/client"
+	"github.com/postdb/pcs/internal/schedule"
 	"github.com/postdb/pcs/keyenc"
 )
 
@@ -174,7 +175,7 @@ func tableCmd(g *globals) *cobra.Command {
 			return g.print(cmd.OutOrStdout(), table{rows: [][]string{{string(b)}, {fmt.Sprintf("shards: %d", resp.Shards)}}, value: v})
 		},
 	}
-	cmd.AddCommand(create, drop, alter, list, show)
+	cmd.AddCommand(create, drop, alter, list, show, primaryPolicyCmd(g))
 	return cmd
 }
 
@@ -792,4 +793,36 @@ scheduling measures it: the keys/s of the shards it leads, against the mean and 
 	cmd.Flags().Uint32Var(&top, "top", 20, "at most this many shards (up to 1000)")
 	cmd.Flags().StringVar(&tableName, "table", "", "only this table's shards")
 	return cmd
+}
+
+func primaryPolicyCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "primary-policy TABLE balanced|none|preferred LABEL=VALUE[,LABEL=VALUE...]",
+		Short: "Where a table's primaries go: balanced (default), none (left where they are), or preferred labels/nodes in order",
+		Long: `balanced: primaries spread evenly by count, and by load when a node is hot (the default).
+preferred zone=z1,zone=z2: on a replica in the first preference that has one in line (node=ID
+names a node), balanced among those; after a failover they come back once a replica there is in
+line again (YugabyteDB's leader affinity, CockroachDB's lease preferences).
+none: PCS moves a primary only to keep the shard available (failover, drain, eviction).
+Stored as the runtime setting primary-policy:TABLE (pcsctl config get shows it).`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ctx, done, err := g.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.SetScheduleConfig(ctx, schedule.PrimaryPolicyPrefix+args[0], strings.Join(args[1:], " "))
+			if err != nil {
+				return err
+			}
+			key := schedule.PrimaryPolicyPrefix + args[0]
+			v := resp.Config[key]
+			if v == "" {
+				v = "balanced"
+			}
+			return g.print(cmd.OutOrStdout(), table{header: []string{"TABLE", "PRIMARY POLICY"}, rows: [][]string{{args[0], v}},
+				value: map[string]string{"table": args[0], "primary_policy": v}})
+		},
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/postdb/pcs/internal/schedule/scheduler"
+	"github.com/postdb/pcs/internal/schedule/view"
 )
 
 // ErrInvalidConfig means a setting's name or value is not accepted; nothing changes.
@@ -75,6 +76,43 @@ type Config struct {
 	// EvictPrimaries: nodes to lead no shard (evict-primaries: before a restart). Their
 	// primaries move to other replicas and none are given to them; their replicas stay.
 	EvictPrimaries map[uint64]bool
+	// PrimaryPolicies by table name (primary-policy:TABLE); a table not named is balanced.
+	PrimaryPolicies map[string]view.PrimaryPolicy
+}
+
+// PrimaryPolicyPrefix starts the setting of a table's primary policy: primary-policy:TABLE.
+const PrimaryPolicyPrefix = "primary-policy:"
+
+// ParsePrimaryPolicy reads "balanced", "none" or "preferred K=V[,K=V...]" (node=ID names a node).
+func ParsePrimaryPolicy(value string) (view.PrimaryPolicy, error) {
+	mode, rest, _ := strings.Cut(strings.TrimSpace(value), " ")
+	switch mode {
+	case view.Balanced, view.None:
+		if strings.TrimSpace(rest) != "" {
+			return view.PrimaryPolicy{}, fmt.Errorf("%w: primary policy %q takes no preferences", ErrInvalidConfig, mode)
+		}
+		return view.PrimaryPolicy{Mode: mode}, nil
+	case view.Preferred:
+		var prefs []string
+		for _, c := range strings.Split(rest, ",") {
+			c = strings.TrimSpace(c)
+			k, v, ok := strings.Cut(c, "=")
+			if !ok || k == "" || v == "" || len(c) > 256 {
+				return view.PrimaryPolicy{}, fmt.Errorf("%w: preference %q is not label=value (or node=ID)", ErrInvalidConfig, c)
+			}
+			if k == "node" {
+				if id, err := strconv.ParseUint(v, 10, 64); err != nil || id == 0 {
+					return view.PrimaryPolicy{}, fmt.Errorf("%w: preference %q: node=ID", ErrInvalidConfig, c)
+				}
+			}
+			prefs = append(prefs, c)
+		}
+		if len(prefs) == 0 || len(prefs) > 16 {
+			return view.PrimaryPolicy{}, fmt.Errorf("%w: preferred takes 1 to 16 preferences", ErrInvalidConfig)
+		}
+		return view.PrimaryPolicy{Mode: view.Preferred, Preferred: prefs}, nil
+	}
+	return view.PrimaryPolicy{}, fmt.Errorf("%w: primary policy %q (balanced, none, or preferred zone=a,zone=b)", ErrInvalidConfig, value)
 }
 
 // DefaultConfig returns the defaults.
@@ -124,6 +162,26 @@ func (c *Config) Set(key, value string) error {
 	n := *c
 	n.Paused = cloneSet(c.Paused)
 	n.EvictPrimaries = maps.Clone(c.EvictPrimaries)
+	n.PrimaryPolicies = maps.Clone(c.PrimaryPolicies)
+	if table, ok := strings.CutPrefix(key, PrimaryPolicyPrefix); ok {
+		if table == "" || len(table) > 256 {
+			return fmt.Errorf("%w: %s needs a table name", ErrInvalidConfig, PrimaryPolicyPrefix)
+		}
+		p, err := ParsePrimaryPolicy(value)
+		if err != nil {
+			return err
+		}
+		if n.PrimaryPolicies == nil {
+			n.PrimaryPolicies = map[string]view.PrimaryPolicy{}
+		}
+		if p.Mode == view.Balanced {
+			delete(n.PrimaryPolicies, table) // the default
+		} else {
+			n.PrimaryPolicies[table] = p
+		}
+		*c = n
+		return nil
+	}
 	switch key {
 	case "rebalance-speed":
 		i := slices.Index(speedNames, value)
@@ -224,7 +282,7 @@ func (c *Config) Get() map[string]string {
 		}
 	}
 	sort.Strings(paused)
-	return map[string]string{
+	out := map[string]string{
 		"rebalance-speed":        c.Speed.String(),
 		"snapshot-bytes-per-sec": strconv.FormatUint(c.SnapshotBytesPerSec, 10),
 		"snapshots-per-node":     strconv.Itoa(c.SnapshotsPerNode),
@@ -238,6 +296,10 @@ func (c *Config) Get() map[string]string {
 		"hot-min-keys":           strconv.FormatFloat(c.Hot.MinKeys, 'g', -1, 64),
 		"evict-primaries":        c.evictList(),
 	}
+	for table, p := range c.PrimaryPolicies {
+		out[PrimaryPolicyPrefix+table] = p.String()
+	}
+	return out
 }
 
 func (c *Config) evictList() string {

@@ -96,7 +96,10 @@ func TestControllerConcurrencyAndTotal(t *testing.T) {
 func TestConfigSet(t *testing.T) {
 	cfg := DefaultConfig()
 	for _, bad := range [][2]string{{"rebalance-speed", "warp"}, {"snapshot-bytes-per-sec", "0"}, {"snapshot-bytes-per-sec", "-1MiB"},
-		{"max-operators", "0"}, {"halt-scheduling", "maybe"}, {"paused-schedulers", "nosuch"}, {"nosuch", "1"}} {
+		{"max-operators", "0"}, {"halt-scheduling", "maybe"}, {"paused-schedulers", "nosuch"}, {"nosuch", "1"},
+		{"high-space-ratio", "0.5"}, {"hot-ratio", "0"}, {"hot-hold", "-1s"}, {"evict-primaries", "1,x"}, {"evict-primaries", "0"},
+		{"primary-policy:", "none"}, {"primary-policy:t", "preferred"}, {"primary-policy:t", "preferred zone"}, {"primary-policy:t", "preferred node=x"},
+		{"primary-policy:t", "none zone=a"}, {"primary-policy:t", "sideways"}} {
 		before := cfg.Get()
 		if err := cfg.Set(bad[0], bad[1]); err == nil {
 			t.Errorf("%s=%s accepted", bad[0], bad[1])
@@ -106,13 +109,39 @@ func TestConfigSet(t *testing.T) {
 		}
 	}
 	for _, good := range [][2]string{{"rebalance-speed", "max"}, {"snapshot-bytes-per-sec", "64MiB"}, {"halt-scheduling", "true"},
-		{"paused-schedulers", "balance-replica,drain"}} {
+		{"paused-schedulers", "balance-replica,drain"}, {"evict-primaries", "3, 1"}, {"hot-hold", "5s"},
+		{"primary-policy:orders", "preferred zone=z1, node=4"}, {"primary-policy:logs", "none"}, {"primary-policy:tmp", "none"},
+		{"primary-policy:tmp", "balanced"}} {
 		if err := cfg.Set(good[0], good[1]); err != nil {
 			t.Fatalf("%s=%s: %v", good[0], good[1], err)
 		}
 	}
 	got := cfg.Get()
-	if got["snapshot-bytes-per-sec"] != "67108864" || got["paused-schedulers"] != "balance-replica,drain" || !cfg.Halt || cfg.Speed != SpeedMax {
+	if got["snapshot-bytes-per-sec"] != "67108864" || got["paused-schedulers"] != "balance-replica,drain" || !cfg.Halt || cfg.Speed != SpeedMax ||
+		got["evict-primaries"] != "1,3" || got["hot-hold"] != "5s" || got["primary-policy:orders"] != "preferred zone=z1,node=4" ||
+		got["primary-policy:logs"] != "none" || got["primary-policy:tmp"] != "" {
 		t.Fatalf("config after set: %v", got)
+	}
+}
+
+func TestPrimaryPolicyRank(t *testing.T) {
+	p, err := ParsePrimaryPolicy("preferred zone=a,node=7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		n    *view.Node
+		want int
+	}{
+		{&view.Node{ID: 1, Labels: map[string]string{"zone": "a"}}, 0},
+		{&view.Node{ID: 7, Labels: map[string]string{"zone": "b"}}, 1},
+		{&view.Node{ID: 2, Labels: map[string]string{"zone": "b"}}, 2},
+	} {
+		if got := p.Rank(tc.n); got != tc.want {
+			t.Errorf("node %d: rank %d, want %d", tc.n.ID, got, tc.want)
+		}
+	}
+	if none, _ := ParsePrimaryPolicy("none"); none.Moves() || none.Rank(&view.Node{ID: 1}) != 0 {
+		t.Fatalf("none: %+v", none)
 	}
 }

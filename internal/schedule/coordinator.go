@@ -259,6 +259,9 @@ func (c *Coordinator) Tick(now time.Duration, v *view.Cluster) *Actions {
 	for _, n := range v.Nodes {
 		n.EvictPrimaries = c.cfg.EvictPrimaries[n.ID]
 	}
+	for _, t := range v.Tables {
+		t.Primaries = c.cfg.PrimaryPolicies[t.Name]
+	}
 	ready := true
 	for _, n := range v.Nodes {
 		if n.State != view.Down && n.State != view.Tombstone && !n.Heard {

@@ -19,7 +19,7 @@ type Checker interface {
 }
 
 // All returns every checker, in the order the coordinator runs them.
-func All() []Checker { return []Checker{Learner{}, Replica{}, Placement{}} }
+func All() []Checker { return []Checker{Learner{}, Replica{}, Placement{}, PrimaryPreference{}} }
 
 // Replica keeps a public table's shard at its replica count: a shard with too few replicas
 // and learners gets a learner on the best node (promoted once in line); one with too many

@@ -61,7 +61,8 @@ func (b *BalancePrimary) one(env *Env) *operator.Operator {
 			return nil
 		}
 		for _, sh := range src.shards {
-			if sh.Primary != src.Node.ID || env.Busy(sh.ID) || !sh.IsInLine(dst.Node.ID) || !containsReplica(sh, dst.Node.ID) || !l.TakesLoad(env, dst, sh) || dst.Node.EvictPrimaries {
+			if sh.Primary != src.Node.ID || env.Busy(sh.ID) || !sh.IsInLine(dst.Node.ID) || !containsReplica(sh, dst.Node.ID) || !l.TakesLoad(env, dst, sh) || dst.Node.EvictPrimaries ||
+				!primaryMayMove(env, sh, src.Node.ID, dst.Node.ID) {
 				continue
 			}
 			reason := fmt.Sprintf("balance primaries: node %d leads %d, node %d leads %d (mean %.1f)",
@@ -94,4 +95,12 @@ func containsReplica(sh *view.Shard, id uint64) bool {
 		}
 	}
 	return false
+}
+
+// primaryMayMove reports whether a scheduler may hand sh's primary role from one node to
+// another under its table's primary policy: never under none, and under preferred only to a
+// node ranking at least as well.
+func primaryMayMove(env *Env, sh *view.Shard, from, to uint64) bool {
+	t := env.View.Tables[sh.Table]
+	return t == nil || (t.Primaries.Moves() && env.View.SameRank(sh, from, to))
 }

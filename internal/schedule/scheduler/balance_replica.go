@@ -118,7 +118,7 @@ func (b *BalanceReplica) pair(env *Env, src, dst *Load) *operator.Operator {
 		if sh.Holds(dst.Node.ID) || sh.Primary == 0 || env.Busy(sh.ID) || env.Cooling(sh.ID, src.Node.ID) {
 			continue
 		}
-		if sh.Primary == src.Node.ID && (!l.TakesLoad(env, dst, sh) || dst.Node.EvictPrimaries) {
+		if sh.Primary == src.Node.ID && (!l.TakesLoad(env, dst, sh) || dst.Node.EvictPrimaries || !primaryMayMove(env, sh, src.Node.ID, dst.Node.ID)) {
 			continue // the primary role would go with it and make dst hot
 		}
 		t := env.View.Tables[sh.Table]

@@ -137,7 +137,7 @@ func (h *Hot) shed(env *Env, src *Load, mean, limit float64) *operator.Operator 
 		var to *Load
 		for _, r := range sh.Replicas {
 			dst := l.ByID[r]
-			if dst != nil && r != src.Node.ID && sh.IsInLine(r) && l.TakesLoad(env, dst, sh) && !dst.Node.EvictPrimaries && (to == nil || dst.Keys < to.Keys) {
+			if dst != nil && r != src.Node.ID && sh.IsInLine(r) && l.TakesLoad(env, dst, sh) && !dst.Node.EvictPrimaries && primaryMayMove(env, sh, src.Node.ID, r) && (to == nil || dst.Keys < to.Keys) {
 				to = dst
 			}
 		}
@@ -165,7 +165,7 @@ func (h *Hot) shed(env *Env, src *Load, mean, limit float64) *operator.Operator 
 		// A replica, with its primary role, to the coolest eligible node.
 		var dst *Load
 		for _, ld := range l.List {
-			if (dst == nil || ld.Keys < dst.Keys) && ld.Keys+k <= limit && !ld.Node.EvictPrimaries && Eligible(env, sh, src.Node.ID, ld) &&
+			if (dst == nil || ld.Keys < dst.Keys) && ld.Keys+k <= limit && !ld.Node.EvictPrimaries && primaryMayMove(env, sh, src.Node.ID, ld.Node.ID) && Eligible(env, sh, src.Node.ID, ld) &&
 				canReceive(ld.Node.ID) && env.CanSnapshot(operator.Hot, src.Node.ID, ld.Node.ID) {
 				dst = ld
 			}

@@ -168,9 +168,10 @@ func (ru *Runner) do(line int, f []string) error {
 			return fmt.Errorf("%w: %w", ErrScenario, err)
 		}
 	case "config":
-		if len(f) != 3 {
+		if len(f) < 3 {
 			return fmt.Errorf("%w: config KEY VALUE", ErrScenario)
 		}
+		f = []string{f[0], f[1], strings.Join(f[2:], " ")}
 		if f[1] == "down-timeout" || f[1] == "heartbeat" {
 			d, err := parseDur(f[2])
 			if err != nil {
@@ -651,6 +652,19 @@ func (ru *Runner) metric(name string) (float64, error) {
 		return ru.spread(strings.TrimSuffix(name, "-spread")), nil
 	case "utilization-deviation":
 		return ru.spread("util-raw"), nil
+	}
+	if label, ok := strings.CutPrefix(name, "primaries-in:"); ok {
+		k, v, ok := strings.Cut(label, "=")
+		if !ok {
+			return 0, fmt.Errorf("%w: %q (primaries-in:LABEL=VALUE)", ErrScenario, name)
+		}
+		in := 0
+		for _, sh := range s.shards {
+			if n := s.node(sh.Primary); n != nil && n.Labels[k] == v {
+				in++
+			}
+		}
+		return float64(in) / float64(max(len(s.shards), 1)), nil
 	}
 	return 0, fmt.Errorf("%w: unknown metric %q", ErrScenario, name)
 }

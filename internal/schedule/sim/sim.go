@@ -75,12 +75,12 @@ type Sim struct {
 	// PrimaryTransfers counts primary changes operators made; Splits the splits carried out,
 	// the first at FirstSplitAt (-1: none yet).
 	PrimaryTransfers, Splits int
+	FirstSplitAt             time.Duration
 	// AddedLowSpace counts replicas added to a node whose replicas took more than the
 	// low-space ratio of its capacity.
 	AddedLowSpace int
 	// MaxPrimaryless is the most shards seen at once whose primary's node is not running.
 	MaxPrimaryless int
-	FirstSplitAt   time.Duration
 	added          map[[2]uint64]bool // (shard, node) added by a balance operator
 	// FirstOpAfterElection: from a new PCS primary's election to its first decision carried
 	// out (a new operator, or the next step of one it resumed).
@@ -157,7 +157,7 @@ func (s *Sim) AddNode(labels map[string]string, capacity uint64) uint64 {
 // placement (least loaded, isolation kept).
 func (s *Sim) AddTable(n, replicas int, isolation string, size func(*rand.Rand) uint64) error {
 	tid := uint64(len(s.tables) + 1)
-	t := &view.Table{ID: tid, Replicas: replicas, IsolationLabel: isolation, Public: true}
+	t := &view.Table{ID: tid, Name: fmt.Sprintf("t%d", tid), Replicas: replicas, IsolationLabel: isolation, Public: true}
 	s.tables[tid] = t
 	count := map[uint64]int{}
 	prim := map[uint64]int{}

@@ -4,7 +4,11 @@
 // it and change nothing.
 package view
 
-import "slices"
+import (
+	"slices"
+	"strconv"
+	"strings"
+)
 
 // NodeState is a data node's state as the scheduler sees it.
 type NodeState uint8
@@ -68,6 +72,7 @@ func (n *Node) LowOnSpace(used uint64, ratio float64) bool {
 // Table is what placement asks of a table's shards.
 type Table struct {
 	ID       uint64
+	Name     string
 	Replicas int
 	// IsolationLabel, if set, is a label key whose values must differ among a shard's replicas.
 	IsolationLabel string
@@ -75,6 +80,57 @@ type Table struct {
 	Nodes []uint64
 	// Public: the table exists on its nodes (not being created or dropped).
 	Public bool
+	// Primaries is where the table's primaries go (the zero value: balanced).
+	Primaries PrimaryPolicy
+}
+
+// Primary policy modes.
+const (
+	// Balanced: primaries are spread evenly (by count, and by load when hot).
+	Balanced = "balanced"
+	// Preferred: primaries go to the first preference that has an in-line replica (then
+	// balanced among the replicas of that rank), as YugabyteDB's leader affinity or
+	// CockroachDB's lease preferences.
+	Preferred = "preferred"
+	// None: PCS moves a primary only to keep the shard available (failover, drain, eviction).
+	None = "none"
+)
+
+// PrimaryPolicy says where a table's primaries go.
+type PrimaryPolicy struct {
+	Mode string // Balanced ("" too), Preferred or None
+	// Preferred: label constraints key=value (node=ID names a node), best first.
+	Preferred []string
+}
+
+// Rank is node n's rank under the policy: the index of the first preference it matches, or
+// the number of preferences if none (every node ranks 0 unless the mode is Preferred).
+func (p PrimaryPolicy) Rank(n *Node) int {
+	if p.Mode != Preferred || n == nil {
+		return 0
+	}
+	for i, c := range p.Preferred {
+		k, v, _ := strings.Cut(c, "=")
+		if (k == "node" && strconv.FormatUint(n.ID, 10) == v) || (k != "node" && n.Labels[k] == v) {
+			return i
+		}
+	}
+	return len(p.Preferred)
+}
+
+// Moves reports whether schedulers other than failover, drain and eviction move the table's
+// primaries (not under None).
+func (p PrimaryPolicy) Moves() bool { return p.Mode != None }
+
+// String is the policy as the setting writes it: "balanced", "none", "preferred zone=a,zone=b".
+func (p PrimaryPolicy) String() string {
+	if p.Mode == Preferred {
+		return Preferred + " " + strings.Join(p.Preferred, ",")
+	}
+	if p.Mode == "" {
+		return Balanced
+	}
+	return p.Mode
 }
 
 // Allows reports whether the table may place a replica on node id.
@@ -147,6 +203,16 @@ func (c *Cluster) Node(id uint64) *Node {
 		}
 	}
 	return c.nodeIdx[id]
+}
+
+// SameRank reports whether node to ranks as well as node from under sh's table's primary
+// policy (a hand-over between them keeps the preference).
+func (c *Cluster) SameRank(sh *Shard, from, to uint64) bool {
+	t := c.Tables[sh.Table]
+	if t == nil {
+		return true
+	}
+	return t.Primaries.Rank(c.Node(to)) <= t.Primaries.Rank(c.Node(from))
 }
 
 // State returns node id's state (Tombstone for an unknown node).

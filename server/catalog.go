@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"time"
@@ -205,19 +206,41 @@ func (s *Server) planTable(t *pcspb.Table, spec *catalog.Spec) (*pcspb.CmdCreate
 	leaves := spec.Leaves()
 	var plan []placement.Replicas
 	if t.ShardGroup != "" {
+		// Co-located with the group's anchor table (its member of lowest id), leaf by leaf: each
+		// leaf on the nodes of the anchor's first shard of the same partition. If the anchor's
+		// leaves were split since, the group checker splits this table's shards to match.
+		var anchor *pcspb.Table
 		for _, other := range s.fsm.Tables() {
-			if other.ShardGroup != t.ShardGroup {
-				continue
+			if other.ShardGroup == t.ShardGroup && (anchor == nil || other.Id < anchor.Id) {
+				anchor = other
 			}
-			shards, _, _ := s.fsm.ScanShards(other.Name, nil, nil, len(leaves)+1)
-			if len(shards) != len(leaves) || other.Replicas != t.Replicas {
-				return nil, fmt.Errorf("%w: shard group %q has tables of %d shards × %d replicas; this one has %d × %d",
-					ErrInvalid, t.ShardGroup, len(shards), other.Replicas, len(leaves), t.Replicas)
+		}
+		if anchor != nil {
+			if anchor.Replicas != t.Replicas {
+				return nil, fmt.Errorf("%w: shard group %q has tables of %d replicas; this one has %d", ErrInvalid, t.ShardGroup, anchor.Replicas, t.Replicas)
 			}
-			for _, sh := range shards {
-				plan = append(plan, sh.Replicas)
+			first := map[string]*pcspb.Shard{}
+			for _, sh := range s.fsm.TableShards(anchor.Id) {
+				if f := first[sh.Partition]; f == nil || bytes.Compare(sh.Start, f.Start) < 0 {
+					first[sh.Partition] = sh
+				}
 			}
-			break
+			if len(first) != len(leaves) {
+				return nil, fmt.Errorf("%w: shard group %q has tables of %d partitions; this one has %d", ErrInvalid, t.ShardGroup, len(first), len(leaves))
+			}
+			for _, l := range leaves {
+				f := first[l.Name]
+				if f == nil {
+					return nil, fmt.Errorf("%w: shard group %q: table %q has no partition %q", ErrInvalid, t.ShardGroup, anchor.Name, l.Name)
+				}
+				r := placement.Replicas{f.Primary} // the primary first, as the anchor's
+				for _, n := range f.Replicas {
+					if n != f.Primary {
+						r = append(r, n)
+					}
+				}
+				plan = append(plan, r)
+			}
 		}
 	}
 	if plan == nil {

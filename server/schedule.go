@@ -229,7 +229,7 @@ func (s *Server) scheduleView() *view.Cluster {
 	}
 	slices.SortFunc(v.Nodes, func(a, b *view.Node) int { return cmpU64(a.ID, b.ID) })
 	for _, t := range s.fsm.Tables() {
-		v.Tables[t.Id] = &view.Table{ID: t.Id, Name: t.Name, Replicas: int(t.Replicas), IsolationLabel: t.IsolationLabel, Nodes: t.Nodes,
+		v.Tables[t.Id] = &view.Table{ID: t.Id, Name: t.Name, Group: t.ShardGroup, Replicas: int(t.Replicas), IsolationLabel: t.IsolationLabel, Nodes: t.Nodes,
 			Public: t.State == pcspb.TableState_TABLE_STATE_PUBLIC}
 		for _, sh := range s.fsm.TableShards(t.Id) {
 			v.Shards = append(v.Shards, s.viewShard(sh))
@@ -244,7 +244,7 @@ func (s *Server) scheduleView() *view.Cluster {
 // the primary's own position, and the replica's node holding it).
 func (s *Server) viewShard(sh *pcspb.Shard) *view.Shard {
 	vs := &view.Shard{ID: sh.Id, Table: sh.TableId, MinInSync: int(sh.MinInSyncOrOne()), Version: sh.Epoch.GetVersion(), ConfVer: sh.Epoch.GetConfVer(), Term: sh.Term,
-		Primary: sh.Primary, Replicas: sh.Replicas, Learners: sh.Learners}
+		Primary: sh.Primary, Replicas: sh.Replicas, Learners: sh.Learners, Partition: sh.Partition, Start: string(sh.Start), End: string(sh.End)}
 	ld := s.live.ShardLoad(sh.Id)
 	vs.Load = view.Load{Reads: ld.Reads, Writes: ld.Writes, ReadBytes: ld.ReadBytes, WriteBytes: ld.WriteBytes}
 	st := s.live.ShardStats(sh.Primary, sh.Id)

@@ -310,6 +310,7 @@ func (c *Coordinator) Tick(now time.Duration, v *view.Cluster) *Actions {
 	// 2. Admit queued operators, highest priority first.
 	c.admitQueued(v, changed, now)
 	loads := scheduler.Compute(v, c.ops)
+	anchors := scheduler.GroupAnchors(v)
 	env := &scheduler.Env{View: v, Loads: loads, Bands: c.cfg.Bands, LowSpaceRatio: c.cfg.LowSpaceRatio, HighSpaceRatio: c.cfg.HighSpaceRatio,
 		HasOp: func(id uint64) bool { return c.ops[id] != nil },
 		Cooling: func(id, node uint64) bool {
@@ -321,6 +322,8 @@ func (c *Coordinator) Tick(now time.Duration, v *view.Cluster) *Actions {
 		Hot:         c.cfg.Hot,
 		Now:         now,
 		NewShardID:  func() uint64 { return c.newID(ShardIDs) },
+		Anchors:     anchors,
+		Followers:   scheduler.GroupFollowers(anchors, v),
 		SplitBlocked: func(id uint64) bool {
 			if at, ok := c.splitAt[id]; ok && now-at < c.cfg.Hot.Hold {
 				return true

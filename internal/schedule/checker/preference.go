@@ -22,7 +22,7 @@ func (PrimaryPreference) Name() string { return "primary-preference" }
 // Check implements Checker.
 func (PrimaryPreference) Check(env *scheduler.Env, sh *view.Shard) *operator.Operator {
 	t := env.View.Tables[sh.Table]
-	if t == nil || !t.Public || t.Primaries.Mode != view.Preferred || env.View.State(sh.Primary) != view.Up {
+	if t == nil || !t.Public || t.Primaries.Mode != view.Preferred || env.View.State(sh.Primary) != view.Up || env.Follows(sh) {
 		return nil
 	}
 	cur := t.Primaries.Rank(env.View.Node(sh.Primary))

@@ -19,7 +19,9 @@ type Checker interface {
 }
 
 // All returns every checker, in the order the coordinator runs them.
-func All() []Checker { return []Checker{Learner{}, Replica{}, Placement{}, PrimaryPreference{}} }
+func All() []Checker {
+	return []Checker{Learner{}, Replica{}, Placement{}, GroupAlign{}, PrimaryPreference{}}
+}
 
 // Replica keeps a public table's shard at its replica count: a shard with too few replicas
 // and learners gets a learner on the best node (promoted once in line); one with too many
@@ -41,6 +43,15 @@ func (Replica) Check(env *scheduler.Env, sh *view.Shard) *operator.Operator {
 	switch {
 	case have < t.Replicas && len(sh.Learners) == 0:
 		to := scheduler.Target(env, sh, 0, nil)
+		if a := env.Anchors[sh.ID]; a != nil {
+			// A shard group's follower: to a node of its anchor's, if one is up.
+			for _, n := range a.Replicas {
+				if !sh.Holds(n) && env.View.State(n) == view.Up {
+					to = n
+					break
+				}
+			}
+		}
 		if to == 0 {
 			return nil
 		}

@@ -61,14 +61,14 @@ func (b *BalancePrimary) one(env *Env) *operator.Operator {
 			return nil
 		}
 		for _, sh := range src.shards {
-			if sh.Primary != src.Node.ID || env.Busy(sh.ID) || !sh.IsInLine(dst.Node.ID) || !containsReplica(sh, dst.Node.ID) || !l.TakesLoad(env, dst, sh) || dst.Node.EvictPrimaries ||
+			if sh.Primary != src.Node.ID || env.Busy(sh.ID) || env.Follows(sh) || !sh.IsInLine(dst.Node.ID) || !containsReplica(sh, dst.Node.ID) || !l.TakesLoad(env, dst, sh) || dst.Node.EvictPrimaries ||
 				!primaryMayMove(env, sh, src.Node.ID, dst.Node.ID) {
 				continue
 			}
 			reason := fmt.Sprintf("balance primaries: node %d leads %d, node %d leads %d (mean %.1f)",
 				src.Node.ID, src.Primaries, dst.Node.ID, dst.Primaries, float64(l.Primaries)/float64(len(l.List)))
 			op := operator.New(operator.Balance, sh, reason, operator.Step{Kind: operator.TransferPrimary, Node: dst.Node.ID})
-			l.Transferred(sh, src.Node.ID, dst.Node.ID)
+			env.Transferred(sh, src.Node.ID, dst.Node.ID)
 			src.shards = removeShard(src.shards, sh)
 			env.Claim(sh.ID)
 			return op

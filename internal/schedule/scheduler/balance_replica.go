@@ -115,7 +115,7 @@ func (b *BalanceReplica) pair(env *Env, src, dst *Load) *operator.Operator {
 		if cost > bestCost || (cost == bestCost && sh.ID > best.ID) {
 			continue
 		}
-		if sh.Holds(dst.Node.ID) || sh.Primary == 0 || env.Busy(sh.ID) || env.Cooling(sh.ID, src.Node.ID) {
+		if sh.Holds(dst.Node.ID) || sh.Primary == 0 || env.Busy(sh.ID) || env.Cooling(sh.ID, src.Node.ID) || env.Follows(sh) {
 			continue
 		}
 		if sh.Primary == src.Node.ID && (!l.TakesLoad(env, dst, sh) || dst.Node.EvictPrimaries || !primaryMayMove(env, sh, src.Node.ID, dst.Node.ID)) {
@@ -136,7 +136,7 @@ func (b *BalanceReplica) pair(env *Env, src, dst *Load) *operator.Operator {
 	reason := fmt.Sprintf("balance: node %d score %.3f (count %+.3f bytes %+.3f) -> node %d score %.3f (count %+.3f bytes %+.3f)",
 		src.Node.ID, l.Score(src), l.DevCount(src), l.DevBytes(src), dst.Node.ID, l.Score(dst), l.DevCount(dst), l.DevBytes(dst))
 	op := operator.New(operator.Balance, best, reason, operator.Move(best, src.Node.ID, dst.Node.ID)...)
-	l.Moved(best, src.Node.ID, dst.Node.ID)
+	env.Moved(best, src.Node.ID, dst.Node.ID)
 	src.shards = removeShard(src.shards, best)
 	env.Claim(best.ID)
 	return op

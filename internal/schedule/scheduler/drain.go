@@ -55,7 +55,7 @@ func (*Drain) Schedule(env *Env, max int) []*operator.Operator {
 			}
 			out = append(out, operator.New(operator.Drain, sh, fmt.Sprintf("%s node %d: primary to node %d", why, n.ID, to.Node.ID),
 				operator.Step{Kind: operator.TransferPrimary, Node: to.Node.ID}))
-			env.Loads.Transferred(sh, n.ID, to.Node.ID)
+			env.Transferred(sh, n.ID, to.Node.ID)
 			env.Claim(sh.ID)
 		}
 		if leads || n.State != view.Offline {
@@ -65,8 +65,8 @@ func (*Drain) Schedule(env *Env, max int) []*operator.Operator {
 			if len(out) >= max {
 				return out
 			}
-			if !sh.Holds(n.ID) || env.Busy(sh.ID) {
-				continue
+			if !sh.Holds(n.ID) || env.Busy(sh.ID) || env.Follows(sh) {
+				continue // a shard group's follower goes where its anchor goes (GroupAlign)
 			}
 			env.Claim(sh.ID)
 			if !containsReplica(sh, n.ID) { // a learner: just drop it
@@ -79,7 +79,7 @@ func (*Drain) Schedule(env *Env, max int) []*operator.Operator {
 				continue
 			}
 			out = append(out, operator.New(operator.Drain, sh, fmt.Sprintf("drain node %d: replica to node %d", n.ID, to), operator.Move(sh, n.ID, to)...))
-			env.Loads.Moved(sh, 0, to)
+			env.Moved(sh, n.ID, to)
 		}
 	}
 	return out

@@ -105,7 +105,7 @@ func (h *Hot) shed(env *Env, src *Load, mean, limit float64) *operator.Operator 
 	l := env.Loads
 	var led []*view.Shard
 	for _, sh := range src.shards {
-		if sh.Primary == src.Node.ID && sh.Load.Keys() > 0 && !env.Busy(sh.ID) {
+		if sh.Primary == src.Node.ID && sh.Load.Keys() > 0 && !env.Busy(sh.ID) && !env.Follows(sh) {
 			if t := env.View.Tables[sh.Table]; t != nil && t.Public {
 				led = append(led, sh)
 			}
@@ -145,7 +145,7 @@ func (h *Hot) shed(env *Env, src *Load, mean, limit float64) *operator.Operator 
 			env.Claim(sh.ID)
 			reason := fmt.Sprintf("hot: node %d leads %.0f keys/s (mean %.0f): primary of shard %d (%.0f keys/s) to node %d (%.0f)",
 				src.Node.ID, src.Keys, mean, sh.ID, k, to.Node.ID, to.Keys)
-			l.Transferred(sh, src.Node.ID, to.Node.ID)
+			env.Transferred(sh, src.Node.ID, to.Node.ID)
 			return operator.New(operator.Hot, sh, reason, operator.Step{Kind: operator.TransferPrimary, Node: to.Node.ID})
 		}
 		// Too hot for any node (it would make even the coolest hot): split it by load.
@@ -177,7 +177,7 @@ func (h *Hot) shed(env *Env, src *Load, mean, limit float64) *operator.Operator 
 		reason := fmt.Sprintf("hot: node %d leads %.0f keys/s (mean %.0f): shard %d (%.0f keys/s) moves to node %d (%.0f)",
 			src.Node.ID, src.Keys, mean, sh.ID, k, dst.Node.ID, dst.Keys)
 		op := operator.New(operator.Hot, sh, reason, operator.Move(sh, src.Node.ID, dst.Node.ID)...)
-		l.Moved(sh, src.Node.ID, dst.Node.ID)
+		env.Moved(sh, src.Node.ID, dst.Node.ID)
 		return op
 	}
 	return nil

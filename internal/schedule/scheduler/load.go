@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/postdb/pcs/internal/schedule/operator"
@@ -295,8 +296,93 @@ type Env struct {
 	NewShardID func() uint64
 	// SplitBlocked reports whether a split by load of shard failed recently (nil: none).
 	SplitBlocked func(shard uint64) bool
+	// Anchors maps each shard of a shard group's other tables to its anchor: the shard of the
+	// group's anchor table it follows (GroupAnchors). Schedulers leave followers alone.
+	Anchors map[uint64]*view.Shard
+	// Followers is the inverse of Anchors: an anchor's followers (they follow its moves one
+	// patrol later; a scheduler accounts for them with the anchor).
+	Followers map[uint64][]*view.Shard
 
 	claimed map[uint64]bool
+}
+
+// Transferred accounts for sh's primary role moving, and its followers' that will follow.
+func (e *Env) Transferred(sh *view.Shard, from, to uint64) {
+	e.Loads.Transferred(sh, from, to)
+	for _, f := range e.Followers[sh.ID] {
+		if f.Primary == from && f.Holds(to) {
+			e.Loads.Transferred(f, from, to)
+		}
+	}
+}
+
+// Moved accounts for a replica of sh moving, and its followers' that will follow.
+func (e *Env) Moved(sh *view.Shard, from, to uint64) {
+	e.Loads.Moved(sh, from, to)
+	for _, f := range e.Followers[sh.ID] {
+		if f.Holds(from) && !f.Holds(to) {
+			e.Loads.Moved(f, from, to)
+		}
+	}
+}
+
+// Follows reports whether sh follows a shard group's anchor (and so is moved by alignment,
+// not by the schedulers).
+func (e *Env) Follows(sh *view.Shard) bool { return e.Anchors[sh.ID] != nil }
+
+// GroupFollowers inverts GroupAnchors.
+func GroupFollowers(anchors map[uint64]*view.Shard, v *view.Cluster) map[uint64][]*view.Shard {
+	if anchors == nil {
+		return nil
+	}
+	out := map[uint64][]*view.Shard{}
+	for _, sh := range v.Shards {
+		if a := anchors[sh.ID]; a != nil {
+			out[a.ID] = append(out[a.ID], sh)
+		}
+	}
+	return out
+}
+
+// GroupAnchors maps every shard of a shard group's tables but the anchor table's (the public
+// member of lowest id) to the anchor table's shard of the same partition whose range holds the
+// shard's start key. Nil if no public table is in a group.
+func GroupAnchors(v *view.Cluster) map[uint64]*view.Shard {
+	anchor := map[string]uint64{} // group -> anchor table
+	for _, t := range v.Tables {
+		if t.Group != "" && t.Public && (anchor[t.Group] == 0 || t.ID < anchor[t.Group]) {
+			anchor[t.Group] = t.ID
+		}
+	}
+	if len(anchor) == 0 {
+		return nil
+	}
+	type part struct {
+		table uint64
+		name  string
+	}
+	ranges := map[part][]*view.Shard{}
+	for _, sh := range v.Shards {
+		if t := v.Tables[sh.Table]; t != nil && t.Group != "" && anchor[t.Group] == sh.Table {
+			ranges[part{sh.Table, sh.Partition}] = append(ranges[part{sh.Table, sh.Partition}], sh)
+		}
+	}
+	for _, list := range ranges {
+		slices.SortFunc(list, func(a, b *view.Shard) int { return strings.Compare(a.Start, b.Start) })
+	}
+	out := map[uint64]*view.Shard{}
+	for _, sh := range v.Shards {
+		t := v.Tables[sh.Table]
+		if t == nil || t.Group == "" || anchor[t.Group] == sh.Table {
+			continue
+		}
+		list := ranges[part{anchor[t.Group], sh.Partition}]
+		i := sort.Search(len(list), func(i int) bool { return list[i].Start > sh.Start }) - 1
+		if i >= 0 {
+			out[sh.ID] = list[i]
+		}
+	}
+	return out
 }
 
 // Busy reports whether a shard has an operator, or one proposed earlier in this tick.

@@ -51,7 +51,7 @@ func (HighSpace) Schedule(env *Env, max int) []*operator.Operator {
 				break
 			}
 			t := env.View.Tables[sh.Table]
-			if env.Busy(sh.ID) || sh.Size == 0 || t == nil || !t.Public || !containsReplica(sh, src.Node.ID) || sh.Primary == 0 {
+			if env.Busy(sh.ID) || env.Follows(sh) || sh.Size == 0 || t == nil || !t.Public || !containsReplica(sh, src.Node.ID) || sh.Primary == 0 {
 				continue
 			}
 			to := Target(env, sh, src.Node.ID, func(ld *Load) bool {
@@ -64,7 +64,7 @@ func (HighSpace) Schedule(env *Env, max int) []*operator.Operator {
 			reason := fmt.Sprintf("high space: node %d's replicas take %.1f%% of its capacity (high-space-ratio %.0f%%): shard %d to node %d",
 				src.Node.ID, 100*float64(src.Bytes)/float64(src.Node.Capacity), 100*env.HighSpaceRatio, sh.ID, to)
 			out = append(out, operator.New(operator.Drain, sh, reason, operator.Move(sh, src.Node.ID, to)...))
-			env.Loads.Moved(sh, src.Node.ID, to)
+			env.Moved(sh, src.Node.ID, to)
 		}
 	}
 	return out

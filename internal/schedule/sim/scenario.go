@@ -7,11 +7,13 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/postdb/pcs/internal/schedule"
+	"github.com/postdb/pcs/internal/schedule/scheduler"
 	"github.com/postdb/pcs/internal/schedule/view"
 )
 
@@ -164,7 +166,7 @@ func (ru *Runner) do(line int, f []string) error {
 		if err != nil {
 			return err
 		}
-		if err := s.AddTable(n, reps, args["isolation"], size); err != nil {
+		if err := s.AddTable(n, reps, args["isolation"], args["group"], size); err != nil {
 			return fmt.Errorf("%w: %w", ErrScenario, err)
 		}
 	case "config":
@@ -227,6 +229,11 @@ func (ru *Runner) do(line int, f []string) error {
 			return fmt.Errorf("%w: load needs keys=N (keys/s)", ErrScenario)
 		}
 		s.SetLoad(v[0], v[1], v[2], v[3])
+	case "split-shard":
+		id, err := strconv.ParseUint(args["id"], 10, 64)
+		if err != nil || s.SplitShard(id) != nil {
+			return fmt.Errorf("%w: split-shard id=%q", ErrScenario, args["id"])
+		}
 	case "kill-pcs-primary":
 		s.KillPCSPrimary()
 	case "grow-sizes":
@@ -633,6 +640,8 @@ func (ru *Runner) metric(name string) (float64, error) {
 		return s.MaxSpaceUsed(), nil
 	case "max-primaryless":
 		return float64(s.MaxPrimaryless), nil
+	case "group-misaligned":
+		return float64(ru.misaligned()), nil
 	case "added-to-low-space":
 		return float64(s.AddedLowSpace), nil
 	case "load-max-mean":
@@ -667,4 +676,22 @@ func (ru *Runner) metric(name string) (float64, error) {
 		return float64(in) / float64(max(len(s.shards), 1)), nil
 	}
 	return 0, fmt.Errorf("%w: unknown metric %q", ErrScenario, name)
+}
+
+// misaligned counts the shards of shard groups not on their anchor's nodes, with its primary,
+// and within its range (see checker.GroupAlign).
+func (ru *Runner) misaligned() int {
+	v := &view.Cluster{Tables: ru.Sim.tables, Shards: ru.Sim.shards}
+	n := 0
+	for id, a := range scheduler.GroupAnchors(v) {
+		sh := ru.Sim.shard(id)
+		same := len(sh.Replicas) == len(a.Replicas) && len(sh.Learners) == 0
+		for _, r := range a.Replicas {
+			same = same && slices.Contains(sh.Replicas, r)
+		}
+		if !same || sh.Primary != a.Primary || (a.End != "" && (sh.End == "" || sh.End > a.End)) {
+			n++
+		}
+	}
+	return n
 }

@@ -153,17 +153,39 @@ func (s *Sim) AddNode(labels map[string]string, capacity uint64) uint64 {
 	return id
 }
 
-// AddTable creates a table of n shards with sizes from size(), placed like create-time
-// placement (least loaded, isolation kept).
-func (s *Sim) AddTable(n, replicas int, isolation string, size func(*rand.Rand) uint64) error {
+// AddTable creates a table of n shards (partitions p0..p<n-1>, one shard each) with sizes from
+// size(), placed like create-time placement (least loaded, isolation kept); in a shard group,
+// as the group's first table's shards are, partition by partition.
+func (s *Sim) AddTable(n, replicas int, isolation, group string, size func(*rand.Rand) uint64) error {
 	tid := uint64(len(s.tables) + 1)
-	t := &view.Table{ID: tid, Name: fmt.Sprintf("t%d", tid), Replicas: replicas, IsolationLabel: isolation, Public: true}
+	t := &view.Table{ID: tid, Name: fmt.Sprintf("t%d", tid), Replicas: replicas, IsolationLabel: isolation, Public: true, Group: group}
+	var anchor *view.Table
+	for _, o := range s.tables {
+		if group != "" && o.Group == group && (anchor == nil || o.ID < anchor.ID) {
+			anchor = o
+		}
+	}
 	s.tables[tid] = t
+	if anchor != nil {
+		var add []*view.Shard
+		for _, a := range s.shards {
+			if a.Table != anchor.ID {
+				continue
+			}
+			s.nextShard++
+			sh := &view.Shard{ID: s.nextShard, Table: tid, Version: 1, ConfVer: 1, Term: 1, Size: size(s.rng), Partition: a.Partition,
+				Start: a.Start, End: a.End, Primary: a.Primary, Replicas: slices.Clone(a.Replicas), InLine: slices.Clone(a.Replicas)}
+			add = append(add, sh)
+		}
+		s.shards = append(s.shards, add...)
+		s.event("table %d joins group %s: %d shards", tid, group, len(add))
+		return nil
+	}
 	count := map[uint64]int{}
 	prim := map[uint64]int{}
 	for i := 0; i < n; i++ {
 		s.nextShard++
-		sh := &view.Shard{ID: s.nextShard, Table: tid, Version: 1, ConfVer: 1, Term: 1, Size: size(s.rng)}
+		sh := &view.Shard{ID: s.nextShard, Table: tid, Version: 1, ConfVer: 1, Term: 1, Size: size(s.rng), Partition: fmt.Sprintf("p%d", i)}
 		var cands []*node
 		for _, nd := range s.nodes {
 			if nd.State == view.Up {
@@ -318,7 +340,15 @@ func (s *Sim) split(c *pcspb.SplitShardCommand) {
 	if sh == nil || sh.Version != c.Version || s.shard(c.NewShardId) != nil || c.NewShardId <= s.shards[len(s.shards)-1].ID {
 		return
 	}
+	key := string(c.SplitKey)
+	if key == "" {
+		key = middle(sh.Start, sh.End)
+	}
+	if key <= sh.Start || (sh.End != "" && key >= sh.End) {
+		return
+	}
 	left, right := *sh, *sh
+	left.End, right.Start = key, key
 	left.Version++
 	left.Size /= 2
 	left.Load = sh.Load.Scaled(0.5)
@@ -335,6 +365,31 @@ func (s *Sim) split(c *pcspb.SplitShardCommand) {
 		how = "by load"
 	}
 	s.event("shard %d split %s into %d", sh.ID, how, right.ID)
+}
+
+// middle is a key strictly between start and end ("" end: unbounded): start's bytes with one
+// byte appended halfway between the byte after start and end's, as the simulator's stand-in for
+// a node's middle key.
+func middle(start, end string) string {
+	hi := 256
+	if end != "" && len(end) > len(start) && end[:len(start)] == start {
+		hi = int(end[len(start)])
+	}
+	if hi <= 1 {
+		return start + "\x00" // end is start + "\x00" or "\x01": the least key after start
+	}
+	return start + string([]byte{byte(hi / 2)})
+}
+
+// SplitShard has shard id's primary split it at its middle (as pcsctl shard split does).
+func (s *Sim) SplitShard(id uint64) error {
+	sh := s.shard(id)
+	if sh == nil {
+		return fmt.Errorf("no shard %d", id)
+	}
+	s.nextShard++
+	s.split(&pcspb.SplitShardCommand{ShardId: id, Version: sh.Version, NewShardId: s.nextShard})
+	return nil
 }
 
 // NodeLoads returns each up node's load: the keys/s of the shards it leads.

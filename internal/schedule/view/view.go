@@ -80,6 +80,9 @@ type Table struct {
 	Nodes []uint64
 	// Public: the table exists on its nodes (not being created or dropped).
 	Public bool
+	// Group is the table's shard group ("" none): its shards are kept on the nodes, with the
+	// primaries, of the group's anchor table's shards, and split where they split.
+	Group string
 	// Primaries is where the table's primaries go (the zero value: balanced).
 	Primaries PrimaryPolicy
 }
@@ -155,6 +158,10 @@ type Shard struct {
 	InLine []uint64
 	// MinInSync is how many replicas must persist a write before it is acknowledged.
 	MinInSync int
+	// Partition is the table's leaf partition the shard is in; Start and End its range of
+	// routing keys within the table (End "" is unbounded).
+	Partition  string
+	Start, End string
 	// Load is the shard's recent traffic, as its primary reports it (moving averages).
 	Load Load
 }

@@ -63,6 +63,7 @@ type (
 		SplitShard(ctx context.Context, shardID uint64, key []byte) (left, right *pcspb.Shard, err error)
 		ListOperators(ctx context.Context, shardID uint64, finished bool) ([]*pcspb.Operator, error)
 		HotShards(ctx context.Context, table, by string, top uint32) (*pcspb.HotShardsResponse, error)
+		Explain(ctx context.Context, shardID, nodeID uint64) ([]string, error)
 		EvictPrimaries(ctx context.Context, nodeID uint64, undo bool) (*pcspb.ScheduleConfigResponse, error)
 		CancelOperator(ctx context.Context, id uint64) error
 		ScheduleConfig(ctx context.Context) (*pcspb.ScheduleConfigResponse, error)

@@ -165,6 +165,20 @@ func (c *Client) EvictPrimaries(ctx context.Context, nodeID uint64, undo bool) (
 	return resp, err
 }
 
+// Explain returns why the coordinator does or does not move a shard (shardID) or a node (nodeID;
+// give one of them): one statement a line.
+func (c *Client) Explain(ctx context.Context, shardID, nodeID uint64) ([]string, error) {
+	var resp *pcspb.ExplainResponse
+	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.Explain(ctx, &pcspb.ExplainRequest{ShardId: shardID, NodeId: nodeID})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Lines, nil
+}
+
 // HotShards returns the shards with the most traffic (by keys, reads, writes or bytes; "" is
 // keys), at most top of them (0: 20), of one table or all (""), with every node's load as hot
 // scheduling sees it.

@@ -3,6 +3,7 @@ package server
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -106,4 +107,41 @@ func hotMeasure(by string) (func(*pcspb.HotShard) float64, error) {
 		return func(h *pcspb.HotShard) float64 { return h.ReadBytesPerSec + h.WriteBytesPerSec }, nil
 	}
 	return nil, fmt.Errorf("%w: --by %q (keys, reads, writes or bytes)", ErrInvalid, by)
+}
+
+// Explain answers, on the primary, why the coordinator does or does not move a shard or a node.
+func (v *service) Explain(ctx context.Context, req *pcspb.ExplainRequest) (*pcspb.ExplainResponse, error) {
+	s := v.s
+	if (req.ShardId == 0) == (req.NodeId == 0) {
+		return nil, toStatus(fmt.Errorf("%w: explain one shard or one node", ErrInvalid))
+	}
+	cli, err := s.route(ctx, false)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if cli != nil {
+		return cli.Explain(ctx, req)
+	}
+	view := s.scheduleView()
+	var lines []string
+	err = s.withCoordinator(func(c *schedule.Coordinator) error {
+		var err error
+		if req.ShardId != 0 {
+			lines, err = c.ExplainShard(s.sched.now(), view, req.ShardId)
+		} else {
+			lines, err = c.ExplainNode(s.sched.now(), view, req.NodeId)
+		}
+		return err
+	})
+	if errors.Is(err, schedule.ErrNotFound) {
+		if req.ShardId != 0 {
+			err = fmt.Errorf("%w: %w", meta.ErrShardNotFound, err)
+		} else {
+			err = fmt.Errorf("%w: %w", meta.ErrNodeNotFound, err)
+		}
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pcspb.ExplainResponse{Lines: lines}, nil
 }

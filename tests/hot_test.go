@@ -139,6 +139,17 @@ func TestHotShardSplitByLoad(t *testing.T) {
 			t.Fatalf("shard hot not ordered by writes: %s", out)
 		}
 	}
+	if code, out := run(t, 60*time.Second, "pcsctl", ep, "scheduler", "explain", "node", fmt.Sprint(hot.Nodes[0].ID)); code != 0 ||
+		!strings.Contains(out, "load: leads") || !strings.Contains(out, "replicas:") {
+		t.Fatalf("scheduler explain node: exit %d: %s", code, out)
+	}
+	if code, out := run(t, 60*time.Second, "pcsctl", ep, "scheduler", "explain", "shard", fmt.Sprint(hot.Shards[0].ID)); code != 0 ||
+		!strings.Contains(out, "as a new replica:") {
+		t.Fatalf("scheduler explain shard: exit %d: %s", code, out)
+	}
+	if code, out := run(t, 60*time.Second, "pcsctl", ep, "scheduler", "explain", "shard", "999999"); code != 1 {
+		t.Fatalf("scheduler explain of an unknown shard: exit %d: %s", code, out)
+	}
 	if code, out := pcsctl("shard", "hot", "--by", "colour"); code != 1 || !strings.Contains(out, "colour") {
 		t.Fatalf("shard hot --by colour: exit %d %q", code, out)
 	}

@@ -4848,6 +4848,104 @@ func (x *ListOperatorsResponse) GetOperators() []*Operator {
 	return nil
 }
 
+type ExplainRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One of them: the shard or the data node to explain.
+	ShardId       uint64 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	NodeId        uint64 `protobuf:"varint,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainRequest) Reset() {
+	*x = ExplainRequest{}
+	mi := &file_pcs_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainRequest) ProtoMessage() {}
+
+func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
+func (*ExplainRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *ExplainRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *ExplainRequest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+type ExplainResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What the coordinator sees and would do now, one statement a line.
+	Lines         []string `protobuf:"bytes,1,rep,name=lines,proto3" json:"lines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainResponse) Reset() {
+	*x = ExplainResponse{}
+	mi := &file_pcs_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainResponse) ProtoMessage() {}
+
+func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
+func (*ExplainResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *ExplainResponse) GetLines() []string {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
 type HotShardsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// reads, writes, keys (reads + writes: what hot scheduling balances; the default) or bytes.
@@ -4862,7 +4960,7 @@ type HotShardsRequest struct {
 
 func (x *HotShardsRequest) Reset() {
 	*x = HotShardsRequest{}
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4874,7 +4972,7 @@ func (x *HotShardsRequest) String() string {
 func (*HotShardsRequest) ProtoMessage() {}
 
 func (x *HotShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4887,7 +4985,7 @@ func (x *HotShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HotShardsRequest.ProtoReflect.Descriptor instead.
 func (*HotShardsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{78}
+	return file_pcs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *HotShardsRequest) GetBy() string {
@@ -4926,7 +5024,7 @@ type HotShard struct {
 
 func (x *HotShard) Reset() {
 	*x = HotShard{}
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4938,7 +5036,7 @@ func (x *HotShard) String() string {
 func (*HotShard) ProtoMessage() {}
 
 func (x *HotShard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4951,7 +5049,7 @@ func (x *HotShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HotShard.ProtoReflect.Descriptor instead.
 func (*HotShard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{79}
+	return file_pcs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *HotShard) GetShard() *Shard {
@@ -5009,7 +5107,7 @@ type NodeLoad struct {
 
 func (x *NodeLoad) Reset() {
 	*x = NodeLoad{}
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5021,7 +5119,7 @@ func (x *NodeLoad) String() string {
 func (*NodeLoad) ProtoMessage() {}
 
 func (x *NodeLoad) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5034,7 +5132,7 @@ func (x *NodeLoad) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeLoad.ProtoReflect.Descriptor instead.
 func (*NodeLoad) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{80}
+	return file_pcs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *NodeLoad) GetNodeId() uint64 {
@@ -5071,7 +5169,7 @@ type HotShardsResponse struct {
 
 func (x *HotShardsResponse) Reset() {
 	*x = HotShardsResponse{}
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5083,7 +5181,7 @@ func (x *HotShardsResponse) String() string {
 func (*HotShardsResponse) ProtoMessage() {}
 
 func (x *HotShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5096,7 +5194,7 @@ func (x *HotShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HotShardsResponse.ProtoReflect.Descriptor instead.
 func (*HotShardsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{81}
+	return file_pcs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *HotShardsResponse) GetShards() []*HotShard {
@@ -5140,7 +5238,7 @@ type AddOperatorRequest struct {
 
 func (x *AddOperatorRequest) Reset() {
 	*x = AddOperatorRequest{}
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5152,7 +5250,7 @@ func (x *AddOperatorRequest) String() string {
 func (*AddOperatorRequest) ProtoMessage() {}
 
 func (x *AddOperatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5165,7 +5263,7 @@ func (x *AddOperatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddOperatorRequest.ProtoReflect.Descriptor instead.
 func (*AddOperatorRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{82}
+	return file_pcs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *AddOperatorRequest) GetShardId() uint64 {
@@ -5205,7 +5303,7 @@ type AddOperatorResponse struct {
 
 func (x *AddOperatorResponse) Reset() {
 	*x = AddOperatorResponse{}
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5217,7 +5315,7 @@ func (x *AddOperatorResponse) String() string {
 func (*AddOperatorResponse) ProtoMessage() {}
 
 func (x *AddOperatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5230,7 +5328,7 @@ func (x *AddOperatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddOperatorResponse.ProtoReflect.Descriptor instead.
 func (*AddOperatorResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{83}
+	return file_pcs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *AddOperatorResponse) GetOperator() *Operator {
@@ -5249,7 +5347,7 @@ type CancelOperatorRequest struct {
 
 func (x *CancelOperatorRequest) Reset() {
 	*x = CancelOperatorRequest{}
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5261,7 +5359,7 @@ func (x *CancelOperatorRequest) String() string {
 func (*CancelOperatorRequest) ProtoMessage() {}
 
 func (x *CancelOperatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5274,7 +5372,7 @@ func (x *CancelOperatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOperatorRequest.ProtoReflect.Descriptor instead.
 func (*CancelOperatorRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{84}
+	return file_pcs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *CancelOperatorRequest) GetId() uint64 {
@@ -5292,7 +5390,7 @@ type CancelOperatorResponse struct {
 
 func (x *CancelOperatorResponse) Reset() {
 	*x = CancelOperatorResponse{}
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5304,7 +5402,7 @@ func (x *CancelOperatorResponse) String() string {
 func (*CancelOperatorResponse) ProtoMessage() {}
 
 func (x *CancelOperatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5317,7 +5415,7 @@ func (x *CancelOperatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOperatorResponse.ProtoReflect.Descriptor instead.
 func (*CancelOperatorResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{85}
+	return file_pcs_proto_rawDescGZIP(), []int{87}
 }
 
 // Scheduling configuration: runtime settings kept in the replicated state.
@@ -5329,7 +5427,7 @@ type ScheduleConfigRequest struct {
 
 func (x *ScheduleConfigRequest) Reset() {
 	*x = ScheduleConfigRequest{}
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5341,7 +5439,7 @@ func (x *ScheduleConfigRequest) String() string {
 func (*ScheduleConfigRequest) ProtoMessage() {}
 
 func (x *ScheduleConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5354,7 +5452,7 @@ func (x *ScheduleConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleConfigRequest.ProtoReflect.Descriptor instead.
 func (*ScheduleConfigRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{86}
+	return file_pcs_proto_rawDescGZIP(), []int{88}
 }
 
 type EvictPrimariesRequest struct {
@@ -5368,7 +5466,7 @@ type EvictPrimariesRequest struct {
 
 func (x *EvictPrimariesRequest) Reset() {
 	*x = EvictPrimariesRequest{}
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5380,7 +5478,7 @@ func (x *EvictPrimariesRequest) String() string {
 func (*EvictPrimariesRequest) ProtoMessage() {}
 
 func (x *EvictPrimariesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5393,7 +5491,7 @@ func (x *EvictPrimariesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictPrimariesRequest.ProtoReflect.Descriptor instead.
 func (*EvictPrimariesRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{87}
+	return file_pcs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *EvictPrimariesRequest) GetNodeId() uint64 {
@@ -5420,7 +5518,7 @@ type SetScheduleConfigRequest struct {
 
 func (x *SetScheduleConfigRequest) Reset() {
 	*x = SetScheduleConfigRequest{}
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5432,7 +5530,7 @@ func (x *SetScheduleConfigRequest) String() string {
 func (*SetScheduleConfigRequest) ProtoMessage() {}
 
 func (x *SetScheduleConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5445,7 +5543,7 @@ func (x *SetScheduleConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetScheduleConfigRequest.ProtoReflect.Descriptor instead.
 func (*SetScheduleConfigRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{88}
+	return file_pcs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *SetScheduleConfigRequest) GetKey() string {
@@ -5473,7 +5571,7 @@ type ScheduleConfigResponse struct {
 
 func (x *ScheduleConfigResponse) Reset() {
 	*x = ScheduleConfigResponse{}
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5485,7 +5583,7 @@ func (x *ScheduleConfigResponse) String() string {
 func (*ScheduleConfigResponse) ProtoMessage() {}
 
 func (x *ScheduleConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5498,7 +5596,7 @@ func (x *ScheduleConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleConfigResponse.ProtoReflect.Descriptor instead.
 func (*ScheduleConfigResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{89}
+	return file_pcs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *ScheduleConfigResponse) GetConfig() map[string]string {
@@ -5525,7 +5623,7 @@ type SchedulerInfo struct {
 
 func (x *SchedulerInfo) Reset() {
 	*x = SchedulerInfo{}
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5537,7 +5635,7 @@ func (x *SchedulerInfo) String() string {
 func (*SchedulerInfo) ProtoMessage() {}
 
 func (x *SchedulerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5550,7 +5648,7 @@ func (x *SchedulerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchedulerInfo.ProtoReflect.Descriptor instead.
 func (*SchedulerInfo) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{90}
+	return file_pcs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *SchedulerInfo) GetName() string {
@@ -5585,7 +5683,7 @@ type RemoveReplicasRequest struct {
 
 func (x *RemoveReplicasRequest) Reset() {
 	*x = RemoveReplicasRequest{}
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5597,7 +5695,7 @@ func (x *RemoveReplicasRequest) String() string {
 func (*RemoveReplicasRequest) ProtoMessage() {}
 
 func (x *RemoveReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5610,7 +5708,7 @@ func (x *RemoveReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicasRequest.ProtoReflect.Descriptor instead.
 func (*RemoveReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{91}
+	return file_pcs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *RemoveReplicasRequest) GetShardId() uint64 {
@@ -5657,7 +5755,7 @@ type RemoveReplicasResponse struct {
 
 func (x *RemoveReplicasResponse) Reset() {
 	*x = RemoveReplicasResponse{}
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5669,7 +5767,7 @@ func (x *RemoveReplicasResponse) String() string {
 func (*RemoveReplicasResponse) ProtoMessage() {}
 
 func (x *RemoveReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5682,7 +5780,7 @@ func (x *RemoveReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicasResponse.ProtoReflect.Descriptor instead.
 func (*RemoveReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{92}
+	return file_pcs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *RemoveReplicasResponse) GetShard() *Shard {
@@ -5708,7 +5806,7 @@ type NodeStats struct {
 
 func (x *NodeStats) Reset() {
 	*x = NodeStats{}
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5720,7 +5818,7 @@ func (x *NodeStats) String() string {
 func (*NodeStats) ProtoMessage() {}
 
 func (x *NodeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5733,7 +5831,7 @@ func (x *NodeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStats.ProtoReflect.Descriptor instead.
 func (*NodeStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{93}
+	return file_pcs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *NodeStats) GetShardCount() uint64 {
@@ -5816,7 +5914,7 @@ type ShardStats struct {
 
 func (x *ShardStats) Reset() {
 	*x = ShardStats{}
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5828,7 +5926,7 @@ func (x *ShardStats) String() string {
 func (*ShardStats) ProtoMessage() {}
 
 func (x *ShardStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5841,7 +5939,7 @@ func (x *ShardStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStats.ProtoReflect.Descriptor instead.
 func (*ShardStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{94}
+	return file_pcs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *ShardStats) GetShardId() uint64 {
@@ -5963,7 +6061,7 @@ type NodeHeartbeat struct {
 
 func (x *NodeHeartbeat) Reset() {
 	*x = NodeHeartbeat{}
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5975,7 +6073,7 @@ func (x *NodeHeartbeat) String() string {
 func (*NodeHeartbeat) ProtoMessage() {}
 
 func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5988,7 +6086,7 @@ func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeHeartbeat.ProtoReflect.Descriptor instead.
 func (*NodeHeartbeat) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{95}
+	return file_pcs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *NodeHeartbeat) GetNodeId() uint64 {
@@ -6043,7 +6141,7 @@ type NodeCommand struct {
 
 func (x *NodeCommand) Reset() {
 	*x = NodeCommand{}
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6055,7 +6153,7 @@ func (x *NodeCommand) String() string {
 func (*NodeCommand) ProtoMessage() {}
 
 func (x *NodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6068,7 +6166,7 @@ func (x *NodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCommand.ProtoReflect.Descriptor instead.
 func (*NodeCommand) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{96}
+	return file_pcs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *NodeCommand) GetCmd() isNodeCommand_Cmd {
@@ -6175,7 +6273,7 @@ type SplitShardCommand struct {
 
 func (x *SplitShardCommand) Reset() {
 	*x = SplitShardCommand{}
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6187,7 +6285,7 @@ func (x *SplitShardCommand) String() string {
 func (*SplitShardCommand) ProtoMessage() {}
 
 func (x *SplitShardCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6200,7 +6298,7 @@ func (x *SplitShardCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitShardCommand.ProtoReflect.Descriptor instead.
 func (*SplitShardCommand) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{97}
+	return file_pcs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *SplitShardCommand) GetShardId() uint64 {
@@ -6249,7 +6347,7 @@ type SchemaVersionRef struct {
 
 func (x *SchemaVersionRef) Reset() {
 	*x = SchemaVersionRef{}
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6261,7 +6359,7 @@ func (x *SchemaVersionRef) String() string {
 func (*SchemaVersionRef) ProtoMessage() {}
 
 func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6274,7 +6372,7 @@ func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersionRef.ProtoReflect.Descriptor instead.
 func (*SchemaVersionRef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{98}
+	return file_pcs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *SchemaVersionRef) GetTableId() uint64 {
@@ -6316,7 +6414,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6328,7 +6426,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6341,7 +6439,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{99}
+	return file_pcs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *HeartbeatResponse) GetSeq() uint64 {
@@ -6390,7 +6488,7 @@ type ShardGrant struct {
 
 func (x *ShardGrant) Reset() {
 	*x = ShardGrant{}
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6402,7 +6500,7 @@ func (x *ShardGrant) String() string {
 func (*ShardGrant) ProtoMessage() {}
 
 func (x *ShardGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6415,7 +6513,7 @@ func (x *ShardGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardGrant.ProtoReflect.Descriptor instead.
 func (*ShardGrant) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{100}
+	return file_pcs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *ShardGrant) GetShardId() uint64 {
@@ -6451,7 +6549,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6463,7 +6561,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6476,7 +6574,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{101}
+	return file_pcs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *Job) GetTableId() uint64 {
@@ -6529,7 +6627,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6541,7 +6639,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6554,7 +6652,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{102}
+	return file_pcs_proto_rawDescGZIP(), []int{104}
 }
 
 type ListJobsResponse struct {
@@ -6566,7 +6664,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6578,7 +6676,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6591,7 +6689,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{103}
+	return file_pcs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -6613,7 +6711,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6625,7 +6723,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6638,7 +6736,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{104}
+	return file_pcs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *CancelJobRequest) GetTable() string {
@@ -6656,7 +6754,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6668,7 +6766,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6681,7 +6779,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{105}
+	return file_pcs_proto_rawDescGZIP(), []int{107}
 }
 
 // ColumnDef is one column of a table. type is a keyenc type name: int64, uint64, float64, bool,
@@ -6698,7 +6796,7 @@ type ColumnDef struct {
 
 func (x *ColumnDef) Reset() {
 	*x = ColumnDef{}
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6710,7 +6808,7 @@ func (x *ColumnDef) String() string {
 func (*ColumnDef) ProtoMessage() {}
 
 func (x *ColumnDef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6723,7 +6821,7 @@ func (x *ColumnDef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ColumnDef.ProtoReflect.Descriptor instead.
 func (*ColumnDef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{106}
+	return file_pcs_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *ColumnDef) GetName() string {
@@ -6759,7 +6857,7 @@ type RangePartition struct {
 
 func (x *RangePartition) Reset() {
 	*x = RangePartition{}
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6771,7 +6869,7 @@ func (x *RangePartition) String() string {
 func (*RangePartition) ProtoMessage() {}
 
 func (x *RangePartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6784,7 +6882,7 @@ func (x *RangePartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangePartition.ProtoReflect.Descriptor instead.
 func (*RangePartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{107}
+	return file_pcs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *RangePartition) GetName() string {
@@ -6811,7 +6909,7 @@ type ValueTuple struct {
 
 func (x *ValueTuple) Reset() {
 	*x = ValueTuple{}
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6823,7 +6921,7 @@ func (x *ValueTuple) String() string {
 func (*ValueTuple) ProtoMessage() {}
 
 func (x *ValueTuple) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6836,7 +6934,7 @@ func (x *ValueTuple) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueTuple.ProtoReflect.Descriptor instead.
 func (*ValueTuple) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{108}
+	return file_pcs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *ValueTuple) GetValues() []string {
@@ -6858,7 +6956,7 @@ type ListPartition struct {
 
 func (x *ListPartition) Reset() {
 	*x = ListPartition{}
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6870,7 +6968,7 @@ func (x *ListPartition) String() string {
 func (*ListPartition) ProtoMessage() {}
 
 func (x *ListPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6883,7 +6981,7 @@ func (x *ListPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartition.ProtoReflect.Descriptor instead.
 func (*ListPartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{109}
+	return file_pcs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *ListPartition) GetName() string {
@@ -6923,7 +7021,7 @@ type PartitionSpec struct {
 
 func (x *PartitionSpec) Reset() {
 	*x = PartitionSpec{}
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6935,7 +7033,7 @@ func (x *PartitionSpec) String() string {
 func (*PartitionSpec) ProtoMessage() {}
 
 func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6948,7 +7046,7 @@ func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSpec.ProtoReflect.Descriptor instead.
 func (*PartitionSpec) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{110}
+	return file_pcs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *PartitionSpec) GetStrategy() PartitionStrategy {
@@ -7013,7 +7111,7 @@ type DataNode struct {
 
 func (x *DataNode) Reset() {
 	*x = DataNode{}
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7025,7 +7123,7 @@ func (x *DataNode) String() string {
 func (*DataNode) ProtoMessage() {}
 
 func (x *DataNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7038,7 +7136,7 @@ func (x *DataNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataNode.ProtoReflect.Descriptor instead.
 func (*DataNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{111}
+	return file_pcs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *DataNode) GetId() uint64 {
@@ -7122,7 +7220,7 @@ type Table struct {
 
 func (x *Table) Reset() {
 	*x = Table{}
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7134,7 +7232,7 @@ func (x *Table) String() string {
 func (*Table) ProtoMessage() {}
 
 func (x *Table) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7147,7 +7245,7 @@ func (x *Table) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Table.ProtoReflect.Descriptor instead.
 func (*Table) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{112}
+	return file_pcs_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *Table) GetId() uint64 {
@@ -7265,7 +7363,7 @@ type SchemaVersion struct {
 
 func (x *SchemaVersion) Reset() {
 	*x = SchemaVersion{}
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7277,7 +7375,7 @@ func (x *SchemaVersion) String() string {
 func (*SchemaVersion) ProtoMessage() {}
 
 func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7290,7 +7388,7 @@ func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersion.ProtoReflect.Descriptor instead.
 func (*SchemaVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{113}
+	return file_pcs_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *SchemaVersion) GetVersion() uint64 {
@@ -7319,7 +7417,7 @@ type ShardEpoch struct {
 
 func (x *ShardEpoch) Reset() {
 	*x = ShardEpoch{}
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7331,7 +7429,7 @@ func (x *ShardEpoch) String() string {
 func (*ShardEpoch) ProtoMessage() {}
 
 func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7344,7 +7442,7 @@ func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardEpoch.ProtoReflect.Descriptor instead.
 func (*ShardEpoch) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{114}
+	return file_pcs_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *ShardEpoch) GetConfVer() uint64 {
@@ -7387,7 +7485,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7399,7 +7497,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7412,7 +7510,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{115}
+	return file_pcs_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *Shard) GetId() uint64 {
@@ -7530,7 +7628,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7542,7 +7640,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7555,7 +7653,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{116}
+	return file_pcs_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *Command) GetVersion() uint32 {
@@ -7871,7 +7969,7 @@ type CmdSetClusterVersion struct {
 
 func (x *CmdSetClusterVersion) Reset() {
 	*x = CmdSetClusterVersion{}
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7883,7 +7981,7 @@ func (x *CmdSetClusterVersion) String() string {
 func (*CmdSetClusterVersion) ProtoMessage() {}
 
 func (x *CmdSetClusterVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7896,7 +7994,7 @@ func (x *CmdSetClusterVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetClusterVersion.ProtoReflect.Descriptor instead.
 func (*CmdSetClusterVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{117}
+	return file_pcs_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *CmdSetClusterVersion) GetVersion() uint32 {
@@ -7930,7 +8028,7 @@ type RequestID struct {
 
 func (x *RequestID) Reset() {
 	*x = RequestID{}
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7942,7 +8040,7 @@ func (x *RequestID) String() string {
 func (*RequestID) ProtoMessage() {}
 
 func (x *RequestID) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7955,7 +8053,7 @@ func (x *RequestID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestID.ProtoReflect.Descriptor instead.
 func (*RequestID) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{118}
+	return file_pcs_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *RequestID) GetClientId() uint64 {
@@ -8020,7 +8118,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8032,7 +8130,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8045,7 +8143,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{119}
+	return file_pcs_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *Outcome) GetSeq() uint64 {
@@ -8128,7 +8226,7 @@ type ClientSession struct {
 
 func (x *ClientSession) Reset() {
 	*x = ClientSession{}
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8140,7 +8238,7 @@ func (x *ClientSession) String() string {
 func (*ClientSession) ProtoMessage() {}
 
 func (x *ClientSession) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8153,7 +8251,7 @@ func (x *ClientSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientSession.ProtoReflect.Descriptor instead.
 func (*ClientSession) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{120}
+	return file_pcs_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *ClientSession) GetClientId() uint64 {
@@ -8204,7 +8302,7 @@ type DroppedSessions struct {
 
 func (x *DroppedSessions) Reset() {
 	*x = DroppedSessions{}
-	mi := &file_pcs_proto_msgTypes[121]
+	mi := &file_pcs_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8216,7 +8314,7 @@ func (x *DroppedSessions) String() string {
 func (*DroppedSessions) ProtoMessage() {}
 
 func (x *DroppedSessions) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[121]
+	mi := &file_pcs_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8229,7 +8327,7 @@ func (x *DroppedSessions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DroppedSessions.ProtoReflect.Descriptor instead.
 func (*DroppedSessions) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{121}
+	return file_pcs_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *DroppedSessions) GetClientIds() []uint64 {
@@ -8266,7 +8364,7 @@ type CmdChangeReplicas struct {
 
 func (x *CmdChangeReplicas) Reset() {
 	*x = CmdChangeReplicas{}
-	mi := &file_pcs_proto_msgTypes[122]
+	mi := &file_pcs_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8278,7 +8376,7 @@ func (x *CmdChangeReplicas) String() string {
 func (*CmdChangeReplicas) ProtoMessage() {}
 
 func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[122]
+	mi := &file_pcs_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8291,7 +8389,7 @@ func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangeReplicas.ProtoReflect.Descriptor instead.
 func (*CmdChangeReplicas) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{122}
+	return file_pcs_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *CmdChangeReplicas) GetShardId() uint64 {
@@ -8359,7 +8457,7 @@ type CmdSplitShard struct {
 
 func (x *CmdSplitShard) Reset() {
 	*x = CmdSplitShard{}
-	mi := &file_pcs_proto_msgTypes[123]
+	mi := &file_pcs_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8371,7 +8469,7 @@ func (x *CmdSplitShard) String() string {
 func (*CmdSplitShard) ProtoMessage() {}
 
 func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[123]
+	mi := &file_pcs_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8384,7 +8482,7 @@ func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSplitShard.ProtoReflect.Descriptor instead.
 func (*CmdSplitShard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{123}
+	return file_pcs_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *CmdSplitShard) GetShardId() uint64 {
@@ -8431,7 +8529,7 @@ type CmdChangePrimary struct {
 
 func (x *CmdChangePrimary) Reset() {
 	*x = CmdChangePrimary{}
-	mi := &file_pcs_proto_msgTypes[124]
+	mi := &file_pcs_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8443,7 +8541,7 @@ func (x *CmdChangePrimary) String() string {
 func (*CmdChangePrimary) ProtoMessage() {}
 
 func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[124]
+	mi := &file_pcs_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8456,7 +8554,7 @@ func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangePrimary.ProtoReflect.Descriptor instead.
 func (*CmdChangePrimary) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{124}
+	return file_pcs_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *CmdChangePrimary) GetShardId() uint64 {
@@ -8507,7 +8605,7 @@ type CmdSetNodeAdmin struct {
 
 func (x *CmdSetNodeAdmin) Reset() {
 	*x = CmdSetNodeAdmin{}
-	mi := &file_pcs_proto_msgTypes[125]
+	mi := &file_pcs_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8519,7 +8617,7 @@ func (x *CmdSetNodeAdmin) String() string {
 func (*CmdSetNodeAdmin) ProtoMessage() {}
 
 func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[125]
+	mi := &file_pcs_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8532,7 +8630,7 @@ func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetNodeAdmin.ProtoReflect.Descriptor instead.
 func (*CmdSetNodeAdmin) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{125}
+	return file_pcs_proto_rawDescGZIP(), []int{127}
 }
 
 func (x *CmdSetNodeAdmin) GetNodeId() uint64 {
@@ -8566,7 +8664,7 @@ type CmdCancelAlter struct {
 
 func (x *CmdCancelAlter) Reset() {
 	*x = CmdCancelAlter{}
-	mi := &file_pcs_proto_msgTypes[126]
+	mi := &file_pcs_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8578,7 +8676,7 @@ func (x *CmdCancelAlter) String() string {
 func (*CmdCancelAlter) ProtoMessage() {}
 
 func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[126]
+	mi := &file_pcs_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8591,7 +8689,7 @@ func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCancelAlter.ProtoReflect.Descriptor instead.
 func (*CmdCancelAlter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{126}
+	return file_pcs_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *CmdCancelAlter) GetTableId() uint64 {
@@ -8613,7 +8711,7 @@ type CmdAlterTable struct {
 
 func (x *CmdAlterTable) Reset() {
 	*x = CmdAlterTable{}
-	mi := &file_pcs_proto_msgTypes[127]
+	mi := &file_pcs_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8625,7 +8723,7 @@ func (x *CmdAlterTable) String() string {
 func (*CmdAlterTable) ProtoMessage() {}
 
 func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[127]
+	mi := &file_pcs_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8638,7 +8736,7 @@ func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAlterTable.ProtoReflect.Descriptor instead.
 func (*CmdAlterTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{127}
+	return file_pcs_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *CmdAlterTable) GetTableId() uint64 {
@@ -8667,7 +8765,7 @@ type CmdAdvanceSchema struct {
 
 func (x *CmdAdvanceSchema) Reset() {
 	*x = CmdAdvanceSchema{}
-	mi := &file_pcs_proto_msgTypes[128]
+	mi := &file_pcs_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8679,7 +8777,7 @@ func (x *CmdAdvanceSchema) String() string {
 func (*CmdAdvanceSchema) ProtoMessage() {}
 
 func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[128]
+	mi := &file_pcs_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8692,7 +8790,7 @@ func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAdvanceSchema.ProtoReflect.Descriptor instead.
 func (*CmdAdvanceSchema) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{128}
+	return file_pcs_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *CmdAdvanceSchema) GetTableId() uint64 {
@@ -8720,7 +8818,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[129]
+	mi := &file_pcs_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8732,7 +8830,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[129]
+	mi := &file_pcs_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8745,7 +8843,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{129}
+	return file_pcs_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -8767,7 +8865,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[130]
+	mi := &file_pcs_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8779,7 +8877,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[130]
+	mi := &file_pcs_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8792,7 +8890,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{130}
+	return file_pcs_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -8819,7 +8917,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[131]
+	mi := &file_pcs_proto_msgTypes[133]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8831,7 +8929,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[131]
+	mi := &file_pcs_proto_msgTypes[133]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8844,7 +8942,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{131}
+	return file_pcs_proto_rawDescGZIP(), []int{133}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -8871,7 +8969,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[132]
+	mi := &file_pcs_proto_msgTypes[134]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8883,7 +8981,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[132]
+	mi := &file_pcs_proto_msgTypes[134]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8896,7 +8994,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{132}
+	return file_pcs_proto_rawDescGZIP(), []int{134}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -8917,7 +9015,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[133]
+	mi := &file_pcs_proto_msgTypes[135]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8929,7 +9027,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[133]
+	mi := &file_pcs_proto_msgTypes[135]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8942,7 +9040,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{133}
+	return file_pcs_proto_rawDescGZIP(), []int{135}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -8976,7 +9074,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[134]
+	mi := &file_pcs_proto_msgTypes[136]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8988,7 +9086,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[134]
+	mi := &file_pcs_proto_msgTypes[136]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9001,7 +9099,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{134}
+	return file_pcs_proto_rawDescGZIP(), []int{136}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -9028,7 +9126,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[135]
+	mi := &file_pcs_proto_msgTypes[137]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9040,7 +9138,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[135]
+	mi := &file_pcs_proto_msgTypes[137]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9053,7 +9151,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{135}
+	return file_pcs_proto_rawDescGZIP(), []int{137}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -9074,7 +9172,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[136]
+	mi := &file_pcs_proto_msgTypes[138]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9086,7 +9184,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[136]
+	mi := &file_pcs_proto_msgTypes[138]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9099,7 +9197,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{136}
+	return file_pcs_proto_rawDescGZIP(), []int{138}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -9125,7 +9223,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[137]
+	mi := &file_pcs_proto_msgTypes[139]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9137,7 +9235,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[137]
+	mi := &file_pcs_proto_msgTypes[139]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9150,7 +9248,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{137}
+	return file_pcs_proto_rawDescGZIP(), []int{139}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -9169,7 +9267,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[138]
+	mi := &file_pcs_proto_msgTypes[140]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9181,7 +9279,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[138]
+	mi := &file_pcs_proto_msgTypes[140]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9194,7 +9292,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{138}
+	return file_pcs_proto_rawDescGZIP(), []int{140}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -9228,7 +9326,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[139]
+	mi := &file_pcs_proto_msgTypes[141]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9240,7 +9338,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[139]
+	mi := &file_pcs_proto_msgTypes[141]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9253,7 +9351,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{139}
+	return file_pcs_proto_rawDescGZIP(), []int{141}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -9451,7 +9549,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[140]
+	mi := &file_pcs_proto_msgTypes[142]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9463,7 +9561,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[140]
+	mi := &file_pcs_proto_msgTypes[142]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9476,7 +9574,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{140}
+	return file_pcs_proto_rawDescGZIP(), []int{142}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -9545,7 +9643,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[141]
+	mi := &file_pcs_proto_msgTypes[143]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9557,7 +9655,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[141]
+	mi := &file_pcs_proto_msgTypes[143]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9570,7 +9668,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{141}
+	return file_pcs_proto_rawDescGZIP(), []int{143}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -9597,7 +9695,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[142]
+	mi := &file_pcs_proto_msgTypes[144]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9609,7 +9707,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[142]
+	mi := &file_pcs_proto_msgTypes[144]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9622,7 +9720,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{142}
+	return file_pcs_proto_rawDescGZIP(), []int{144}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -9972,7 +10070,12 @@ const file_pcs_proto_rawDesc = "" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1a\n" +
 	"\bfinished\x18\x02 \x01(\bR\bfinished\"G\n" +
 	"\x15ListOperatorsResponse\x12.\n" +
-	"\toperators\x18\x01 \x03(\v2\x10.pcs.v1.OperatorR\toperators\"J\n" +
+	"\toperators\x18\x01 \x03(\v2\x10.pcs.v1.OperatorR\toperators\"D\n" +
+	"\x0eExplainRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\"'\n" +
+	"\x0fExplainResponse\x12\x14\n" +
+	"\x05lines\x18\x01 \x03(\tR\x05lines\"J\n" +
 	"\x10HotShardsRequest\x12\x0e\n" +
 	"\x02by\x18\x01 \x01(\tR\x02by\x12\x10\n" +
 	"\x03top\x18\x02 \x01(\rR\x03top\x12\x14\n" +
@@ -10370,7 +10473,7 @@ const file_pcs_proto_rawDesc = "" +
 	"TableState\x12\x18\n" +
 	"\x14TABLE_STATE_CREATING\x10\x00\x12\x16\n" +
 	"\x12TABLE_STATE_PUBLIC\x10\x01\x12\x18\n" +
-	"\x14TABLE_STATE_DROPPING\x10\x022\xa7\x18\n" +
+	"\x14TABLE_STATE_DROPPING\x10\x022\xe3\x18\n" +
 	"\x03PCS\x127\n" +
 	"\x06Status\x12\x15.pcs.v1.StatusRequest\x1a\x16.pcs.v1.StatusResponse\x12C\n" +
 	"\n" +
@@ -10404,7 +10507,8 @@ const file_pcs_proto_rawDesc = "" +
 	"\x0fTransferPrimary\x12\x1e.pcs.v1.TransferPrimaryRequest\x1a\x1f.pcs.v1.TransferPrimaryResponse\x12O\n" +
 	"\x0eRemoveReplicas\x12\x1d.pcs.v1.RemoveReplicasRequest\x1a\x1e.pcs.v1.RemoveReplicasResponse\x12L\n" +
 	"\rListOperators\x12\x1c.pcs.v1.ListOperatorsRequest\x1a\x1d.pcs.v1.ListOperatorsResponse\x12@\n" +
-	"\tHotShards\x12\x18.pcs.v1.HotShardsRequest\x1a\x19.pcs.v1.HotShardsResponse\x12F\n" +
+	"\tHotShards\x12\x18.pcs.v1.HotShardsRequest\x1a\x19.pcs.v1.HotShardsResponse\x12:\n" +
+	"\aExplain\x12\x16.pcs.v1.ExplainRequest\x1a\x17.pcs.v1.ExplainResponse\x12F\n" +
 	"\vAddOperator\x12\x1a.pcs.v1.AddOperatorRequest\x1a\x1b.pcs.v1.AddOperatorResponse\x12O\n" +
 	"\x0eCancelOperator\x12\x1d.pcs.v1.CancelOperatorRequest\x1a\x1e.pcs.v1.CancelOperatorResponse\x12R\n" +
 	"\x11GetScheduleConfig\x12\x1d.pcs.v1.ScheduleConfigRequest\x1a\x1e.pcs.v1.ScheduleConfigResponse\x12U\n" +
@@ -10436,7 +10540,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 148)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 150)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                   // 0: pcs.v1.NodeState
 	(Consistency)(0),                 // 1: pcs.v1.Consistency
@@ -10521,76 +10625,78 @@ var file_pcs_proto_goTypes = []any{
 	(*OperatorStep)(nil),             // 80: pcs.v1.OperatorStep
 	(*ListOperatorsRequest)(nil),     // 81: pcs.v1.ListOperatorsRequest
 	(*ListOperatorsResponse)(nil),    // 82: pcs.v1.ListOperatorsResponse
-	(*HotShardsRequest)(nil),         // 83: pcs.v1.HotShardsRequest
-	(*HotShard)(nil),                 // 84: pcs.v1.HotShard
-	(*NodeLoad)(nil),                 // 85: pcs.v1.NodeLoad
-	(*HotShardsResponse)(nil),        // 86: pcs.v1.HotShardsResponse
-	(*AddOperatorRequest)(nil),       // 87: pcs.v1.AddOperatorRequest
-	(*AddOperatorResponse)(nil),      // 88: pcs.v1.AddOperatorResponse
-	(*CancelOperatorRequest)(nil),    // 89: pcs.v1.CancelOperatorRequest
-	(*CancelOperatorResponse)(nil),   // 90: pcs.v1.CancelOperatorResponse
-	(*ScheduleConfigRequest)(nil),    // 91: pcs.v1.ScheduleConfigRequest
-	(*EvictPrimariesRequest)(nil),    // 92: pcs.v1.EvictPrimariesRequest
-	(*SetScheduleConfigRequest)(nil), // 93: pcs.v1.SetScheduleConfigRequest
-	(*ScheduleConfigResponse)(nil),   // 94: pcs.v1.ScheduleConfigResponse
-	(*SchedulerInfo)(nil),            // 95: pcs.v1.SchedulerInfo
-	(*RemoveReplicasRequest)(nil),    // 96: pcs.v1.RemoveReplicasRequest
-	(*RemoveReplicasResponse)(nil),   // 97: pcs.v1.RemoveReplicasResponse
-	(*NodeStats)(nil),                // 98: pcs.v1.NodeStats
-	(*ShardStats)(nil),               // 99: pcs.v1.ShardStats
-	(*NodeHeartbeat)(nil),            // 100: pcs.v1.NodeHeartbeat
-	(*NodeCommand)(nil),              // 101: pcs.v1.NodeCommand
-	(*SplitShardCommand)(nil),        // 102: pcs.v1.SplitShardCommand
-	(*SchemaVersionRef)(nil),         // 103: pcs.v1.SchemaVersionRef
-	(*HeartbeatResponse)(nil),        // 104: pcs.v1.HeartbeatResponse
-	(*ShardGrant)(nil),               // 105: pcs.v1.ShardGrant
-	(*Job)(nil),                      // 106: pcs.v1.Job
-	(*ListJobsRequest)(nil),          // 107: pcs.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),         // 108: pcs.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),         // 109: pcs.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),        // 110: pcs.v1.CancelJobResponse
-	(*ColumnDef)(nil),                // 111: pcs.v1.ColumnDef
-	(*RangePartition)(nil),           // 112: pcs.v1.RangePartition
-	(*ValueTuple)(nil),               // 113: pcs.v1.ValueTuple
-	(*ListPartition)(nil),            // 114: pcs.v1.ListPartition
-	(*PartitionSpec)(nil),            // 115: pcs.v1.PartitionSpec
-	(*DataNode)(nil),                 // 116: pcs.v1.DataNode
-	(*Table)(nil),                    // 117: pcs.v1.Table
-	(*SchemaVersion)(nil),            // 118: pcs.v1.SchemaVersion
-	(*ShardEpoch)(nil),               // 119: pcs.v1.ShardEpoch
-	(*Shard)(nil),                    // 120: pcs.v1.Shard
-	(*Command)(nil),                  // 121: pcs.v1.Command
-	(*CmdSetClusterVersion)(nil),     // 122: pcs.v1.CmdSetClusterVersion
-	(*RequestID)(nil),                // 123: pcs.v1.RequestID
-	(*Outcome)(nil),                  // 124: pcs.v1.Outcome
-	(*ClientSession)(nil),            // 125: pcs.v1.ClientSession
-	(*DroppedSessions)(nil),          // 126: pcs.v1.DroppedSessions
-	(*CmdChangeReplicas)(nil),        // 127: pcs.v1.CmdChangeReplicas
-	(*CmdSplitShard)(nil),            // 128: pcs.v1.CmdSplitShard
-	(*CmdChangePrimary)(nil),         // 129: pcs.v1.CmdChangePrimary
-	(*CmdSetNodeAdmin)(nil),          // 130: pcs.v1.CmdSetNodeAdmin
-	(*CmdCancelAlter)(nil),           // 131: pcs.v1.CmdCancelAlter
-	(*CmdAlterTable)(nil),            // 132: pcs.v1.CmdAlterTable
-	(*CmdAdvanceSchema)(nil),         // 133: pcs.v1.CmdAdvanceSchema
-	(*CmdRegisterNode)(nil),          // 134: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),           // 135: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),         // 136: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),           // 137: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                   // 138: pcs.v1.CmdPut
-	(*CmdDelete)(nil),                // 139: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),             // 140: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),              // 141: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),             // 142: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),          // 143: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),           // 144: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),           // 145: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),                // 146: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),          // 147: pcs.v1.SnapshotTrailer
-	nil,                              // 148: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                              // 149: pcs.v1.ScheduleConfigResponse.ConfigEntry
-	nil,                              // 150: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                              // 151: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                              // 152: pcs.v1.DataNode.LabelsEntry
+	(*ExplainRequest)(nil),           // 83: pcs.v1.ExplainRequest
+	(*ExplainResponse)(nil),          // 84: pcs.v1.ExplainResponse
+	(*HotShardsRequest)(nil),         // 85: pcs.v1.HotShardsRequest
+	(*HotShard)(nil),                 // 86: pcs.v1.HotShard
+	(*NodeLoad)(nil),                 // 87: pcs.v1.NodeLoad
+	(*HotShardsResponse)(nil),        // 88: pcs.v1.HotShardsResponse
+	(*AddOperatorRequest)(nil),       // 89: pcs.v1.AddOperatorRequest
+	(*AddOperatorResponse)(nil),      // 90: pcs.v1.AddOperatorResponse
+	(*CancelOperatorRequest)(nil),    // 91: pcs.v1.CancelOperatorRequest
+	(*CancelOperatorResponse)(nil),   // 92: pcs.v1.CancelOperatorResponse
+	(*ScheduleConfigRequest)(nil),    // 93: pcs.v1.ScheduleConfigRequest
+	(*EvictPrimariesRequest)(nil),    // 94: pcs.v1.EvictPrimariesRequest
+	(*SetScheduleConfigRequest)(nil), // 95: pcs.v1.SetScheduleConfigRequest
+	(*ScheduleConfigResponse)(nil),   // 96: pcs.v1.ScheduleConfigResponse
+	(*SchedulerInfo)(nil),            // 97: pcs.v1.SchedulerInfo
+	(*RemoveReplicasRequest)(nil),    // 98: pcs.v1.RemoveReplicasRequest
+	(*RemoveReplicasResponse)(nil),   // 99: pcs.v1.RemoveReplicasResponse
+	(*NodeStats)(nil),                // 100: pcs.v1.NodeStats
+	(*ShardStats)(nil),               // 101: pcs.v1.ShardStats
+	(*NodeHeartbeat)(nil),            // 102: pcs.v1.NodeHeartbeat
+	(*NodeCommand)(nil),              // 103: pcs.v1.NodeCommand
+	(*SplitShardCommand)(nil),        // 104: pcs.v1.SplitShardCommand
+	(*SchemaVersionRef)(nil),         // 105: pcs.v1.SchemaVersionRef
+	(*HeartbeatResponse)(nil),        // 106: pcs.v1.HeartbeatResponse
+	(*ShardGrant)(nil),               // 107: pcs.v1.ShardGrant
+	(*Job)(nil),                      // 108: pcs.v1.Job
+	(*ListJobsRequest)(nil),          // 109: pcs.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),         // 110: pcs.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),         // 111: pcs.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),        // 112: pcs.v1.CancelJobResponse
+	(*ColumnDef)(nil),                // 113: pcs.v1.ColumnDef
+	(*RangePartition)(nil),           // 114: pcs.v1.RangePartition
+	(*ValueTuple)(nil),               // 115: pcs.v1.ValueTuple
+	(*ListPartition)(nil),            // 116: pcs.v1.ListPartition
+	(*PartitionSpec)(nil),            // 117: pcs.v1.PartitionSpec
+	(*DataNode)(nil),                 // 118: pcs.v1.DataNode
+	(*Table)(nil),                    // 119: pcs.v1.Table
+	(*SchemaVersion)(nil),            // 120: pcs.v1.SchemaVersion
+	(*ShardEpoch)(nil),               // 121: pcs.v1.ShardEpoch
+	(*Shard)(nil),                    // 122: pcs.v1.Shard
+	(*Command)(nil),                  // 123: pcs.v1.Command
+	(*CmdSetClusterVersion)(nil),     // 124: pcs.v1.CmdSetClusterVersion
+	(*RequestID)(nil),                // 125: pcs.v1.RequestID
+	(*Outcome)(nil),                  // 126: pcs.v1.Outcome
+	(*ClientSession)(nil),            // 127: pcs.v1.ClientSession
+	(*DroppedSessions)(nil),          // 128: pcs.v1.DroppedSessions
+	(*CmdChangeReplicas)(nil),        // 129: pcs.v1.CmdChangeReplicas
+	(*CmdSplitShard)(nil),            // 130: pcs.v1.CmdSplitShard
+	(*CmdChangePrimary)(nil),         // 131: pcs.v1.CmdChangePrimary
+	(*CmdSetNodeAdmin)(nil),          // 132: pcs.v1.CmdSetNodeAdmin
+	(*CmdCancelAlter)(nil),           // 133: pcs.v1.CmdCancelAlter
+	(*CmdAlterTable)(nil),            // 134: pcs.v1.CmdAlterTable
+	(*CmdAdvanceSchema)(nil),         // 135: pcs.v1.CmdAdvanceSchema
+	(*CmdRegisterNode)(nil),          // 136: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),           // 137: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),         // 138: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),           // 139: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                   // 140: pcs.v1.CmdPut
+	(*CmdDelete)(nil),                // 141: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),             // 142: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),              // 143: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),             // 144: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),          // 145: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),           // 146: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),           // 147: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),                // 148: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),          // 149: pcs.v1.SnapshotTrailer
+	nil,                              // 150: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                              // 151: pcs.v1.ScheduleConfigResponse.ConfigEntry
+	nil,                              // 152: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                              // 153: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                              // 154: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -10613,104 +10719,104 @@ var file_pcs_proto_depIdxs = []int32{
 	2,   // 17: pcs.v1.Event.type:type_name -> pcs.v1.EventType
 	27,  // 18: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
 	36,  // 19: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	148, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	150, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
 	1,   // 21: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
-	116, // 22: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
+	118, // 22: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
 	5,   // 23: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
 	52,  // 24: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
-	117, // 25: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
-	117, // 26: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
-	117, // 27: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
+	119, // 25: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
+	119, // 26: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
+	119, // 27: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
 	1,   // 28: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 29: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
-	117, // 30: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
-	118, // 31: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
+	119, // 30: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
+	120, // 31: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
 	1,   // 32: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 33: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
-	117, // 34: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
+	119, // 34: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
 	1,   // 35: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 36: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
-	120, // 37: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
+	122, // 37: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
 	1,   // 38: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 39: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	120, // 40: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
+	122, // 40: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
 	1,   // 41: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
 	1,   // 42: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 43: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	120, // 44: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
-	99,  // 45: pcs.v1.ScanShardsResponse.stats:type_name -> pcs.v1.ShardStats
-	120, // 46: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
-	120, // 47: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
-	119, // 48: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
-	120, // 49: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
-	120, // 50: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
+	122, // 44: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
+	101, // 45: pcs.v1.ScanShardsResponse.stats:type_name -> pcs.v1.ShardStats
+	122, // 46: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
+	122, // 47: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
+	121, // 48: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
+	122, // 49: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
+	122, // 50: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
 	80,  // 51: pcs.v1.Operator.steps:type_name -> pcs.v1.OperatorStep
 	79,  // 52: pcs.v1.ListOperatorsResponse.operators:type_name -> pcs.v1.Operator
-	120, // 53: pcs.v1.HotShard.shard:type_name -> pcs.v1.Shard
-	84,  // 54: pcs.v1.HotShardsResponse.shards:type_name -> pcs.v1.HotShard
-	85,  // 55: pcs.v1.HotShardsResponse.nodes:type_name -> pcs.v1.NodeLoad
+	122, // 53: pcs.v1.HotShard.shard:type_name -> pcs.v1.Shard
+	86,  // 54: pcs.v1.HotShardsResponse.shards:type_name -> pcs.v1.HotShard
+	87,  // 55: pcs.v1.HotShardsResponse.nodes:type_name -> pcs.v1.NodeLoad
 	79,  // 56: pcs.v1.AddOperatorResponse.operator:type_name -> pcs.v1.Operator
-	149, // 57: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
-	95,  // 58: pcs.v1.ScheduleConfigResponse.schedulers:type_name -> pcs.v1.SchedulerInfo
-	120, // 59: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
-	150, // 60: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	151, // 61: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
-	98,  // 62: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
-	99,  // 63: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
-	120, // 64: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
-	103, // 65: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
-	102, // 66: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
-	101, // 67: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
-	105, // 68: pcs.v1.HeartbeatResponse.grants:type_name -> pcs.v1.ShardGrant
-	106, // 69: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
-	113, // 70: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	151, // 57: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
+	97,  // 58: pcs.v1.ScheduleConfigResponse.schedulers:type_name -> pcs.v1.SchedulerInfo
+	122, // 59: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
+	152, // 60: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	153, // 61: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	100, // 62: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
+	101, // 63: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
+	122, // 64: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
+	105, // 65: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
+	104, // 66: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
+	103, // 67: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
+	107, // 68: pcs.v1.HeartbeatResponse.grants:type_name -> pcs.v1.ShardGrant
+	108, // 69: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
+	115, // 70: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
 	3,   // 71: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	112, // 72: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	114, // 73: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	115, // 74: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	152, // 75: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	111, // 76: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	115, // 77: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	114, // 72: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	116, // 73: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	117, // 74: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	154, // 75: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	113, // 76: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	117, // 77: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
 	4,   // 78: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	118, // 79: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
-	119, // 80: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	138, // 81: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	139, // 82: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	140, // 83: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	141, // 84: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	142, // 85: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	143, // 86: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	134, // 87: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	135, // 88: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	136, // 89: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	137, // 90: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	132, // 91: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	133, // 92: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	131, // 93: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
-	130, // 94: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
-	129, // 95: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
-	127, // 96: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
-	128, // 97: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
-	122, // 98: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
-	123, // 99: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
+	120, // 79: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
+	121, // 80: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	140, // 81: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	141, // 82: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	142, // 83: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	143, // 84: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	144, // 85: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	145, // 86: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	136, // 87: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	137, // 88: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	138, // 89: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	139, // 90: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	134, // 91: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	135, // 92: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	133, // 93: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	132, // 94: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
+	131, // 95: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
+	129, // 96: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
+	130, // 97: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
+	124, // 98: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
+	125, // 99: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
 	27,  // 100: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
-	124, // 101: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
-	116, // 102: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	117, // 103: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	120, // 104: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	126, // 101: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
+	118, // 102: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	119, // 103: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	122, // 104: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
 	4,   // 105: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
 	10,  // 106: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	145, // 107: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	147, // 107: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
 	27,  // 108: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
 	36,  // 109: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
 	10,  // 110: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	146, // 111: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	147, // 112: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	116, // 113: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	117, // 114: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	120, // 115: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	125, // 116: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
-	126, // 117: pcs.v1.SnapshotRecord.dropped_sessions:type_name -> pcs.v1.DroppedSessions
+	148, // 111: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	149, // 112: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	118, // 113: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	119, // 114: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	122, // 115: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	127, // 116: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
+	128, // 117: pcs.v1.SnapshotRecord.dropped_sessions:type_name -> pcs.v1.DroppedSessions
 	8,   // 118: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
 	11,  // 119: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
 	13,  // 120: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
@@ -10732,77 +10838,79 @@ var file_pcs_proto_depIdxs = []int32{
 	54,  // 136: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
 	58,  // 137: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
 	56,  // 138: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	107, // 139: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
-	109, // 140: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	109, // 139: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	111, // 140: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
 	71,  // 141: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
 	73,  // 142: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
 	75,  // 143: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
 	77,  // 144: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
-	96,  // 145: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
+	98,  // 145: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
 	81,  // 146: pcs.v1.PCS.ListOperators:input_type -> pcs.v1.ListOperatorsRequest
-	83,  // 147: pcs.v1.PCS.HotShards:input_type -> pcs.v1.HotShardsRequest
-	87,  // 148: pcs.v1.PCS.AddOperator:input_type -> pcs.v1.AddOperatorRequest
-	89,  // 149: pcs.v1.PCS.CancelOperator:input_type -> pcs.v1.CancelOperatorRequest
-	91,  // 150: pcs.v1.PCS.GetScheduleConfig:input_type -> pcs.v1.ScheduleConfigRequest
-	93,  // 151: pcs.v1.PCS.SetScheduleConfig:input_type -> pcs.v1.SetScheduleConfigRequest
-	92,  // 152: pcs.v1.PCS.EvictPrimaries:input_type -> pcs.v1.EvictPrimariesRequest
-	60,  // 153: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	62,  // 154: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	64,  // 155: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	66,  // 156: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	68,  // 157: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	69,  // 158: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	100, // 159: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	43,  // 160: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	16,  // 161: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
-	45,  // 162: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 163: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 164: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 165: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	20,  // 166: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	19,  // 167: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
-	22,  // 168: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	24,  // 169: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	26,  // 170: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	29,  // 171: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	31,  // 172: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	33,  // 173: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	35,  // 174: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	38,  // 175: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	40,  // 176: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	42,  // 177: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	48,  // 178: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	53,  // 179: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	50,  // 180: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
-	55,  // 181: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	59,  // 182: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	57,  // 183: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	108, // 184: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
-	110, // 185: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
-	72,  // 186: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
-	74,  // 187: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
-	76,  // 188: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
-	78,  // 189: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
-	97,  // 190: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
-	82,  // 191: pcs.v1.PCS.ListOperators:output_type -> pcs.v1.ListOperatorsResponse
-	86,  // 192: pcs.v1.PCS.HotShards:output_type -> pcs.v1.HotShardsResponse
-	88,  // 193: pcs.v1.PCS.AddOperator:output_type -> pcs.v1.AddOperatorResponse
-	90,  // 194: pcs.v1.PCS.CancelOperator:output_type -> pcs.v1.CancelOperatorResponse
-	94,  // 195: pcs.v1.PCS.GetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
-	94,  // 196: pcs.v1.PCS.SetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
-	94,  // 197: pcs.v1.PCS.EvictPrimaries:output_type -> pcs.v1.ScheduleConfigResponse
-	61,  // 198: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	63,  // 199: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	65,  // 200: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	67,  // 201: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	65,  // 202: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	70,  // 203: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	104, // 204: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	44,  // 205: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	17,  // 206: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
-	46,  // 207: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	163, // [163:208] is the sub-list for method output_type
-	118, // [118:163] is the sub-list for method input_type
+	85,  // 147: pcs.v1.PCS.HotShards:input_type -> pcs.v1.HotShardsRequest
+	83,  // 148: pcs.v1.PCS.Explain:input_type -> pcs.v1.ExplainRequest
+	89,  // 149: pcs.v1.PCS.AddOperator:input_type -> pcs.v1.AddOperatorRequest
+	91,  // 150: pcs.v1.PCS.CancelOperator:input_type -> pcs.v1.CancelOperatorRequest
+	93,  // 151: pcs.v1.PCS.GetScheduleConfig:input_type -> pcs.v1.ScheduleConfigRequest
+	95,  // 152: pcs.v1.PCS.SetScheduleConfig:input_type -> pcs.v1.SetScheduleConfigRequest
+	94,  // 153: pcs.v1.PCS.EvictPrimaries:input_type -> pcs.v1.EvictPrimariesRequest
+	60,  // 154: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	62,  // 155: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	64,  // 156: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	66,  // 157: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	68,  // 158: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	69,  // 159: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	102, // 160: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	43,  // 161: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	16,  // 162: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
+	45,  // 163: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 164: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 165: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 166: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	20,  // 167: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	19,  // 168: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
+	22,  // 169: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	24,  // 170: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	26,  // 171: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	29,  // 172: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	31,  // 173: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	33,  // 174: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	35,  // 175: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	38,  // 176: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	40,  // 177: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	42,  // 178: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	48,  // 179: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	53,  // 180: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	50,  // 181: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
+	55,  // 182: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	59,  // 183: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	57,  // 184: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	110, // 185: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	112, // 186: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	72,  // 187: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
+	74,  // 188: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
+	76,  // 189: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
+	78,  // 190: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
+	99,  // 191: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
+	82,  // 192: pcs.v1.PCS.ListOperators:output_type -> pcs.v1.ListOperatorsResponse
+	88,  // 193: pcs.v1.PCS.HotShards:output_type -> pcs.v1.HotShardsResponse
+	84,  // 194: pcs.v1.PCS.Explain:output_type -> pcs.v1.ExplainResponse
+	90,  // 195: pcs.v1.PCS.AddOperator:output_type -> pcs.v1.AddOperatorResponse
+	92,  // 196: pcs.v1.PCS.CancelOperator:output_type -> pcs.v1.CancelOperatorResponse
+	96,  // 197: pcs.v1.PCS.GetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	96,  // 198: pcs.v1.PCS.SetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	96,  // 199: pcs.v1.PCS.EvictPrimaries:output_type -> pcs.v1.ScheduleConfigResponse
+	61,  // 200: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	63,  // 201: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	65,  // 202: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	67,  // 203: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	65,  // 204: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	70,  // 205: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	106, // 206: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	44,  // 207: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	17,  // 208: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
+	46,  // 209: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	164, // [164:210] is the sub-list for method output_type
+	118, // [118:164] is the sub-list for method input_type
 	118, // [118:118] is the sub-list for extension type_name
 	118, // [118:118] is the sub-list for extension extendee
 	0,   // [0:118] is the sub-list for field type_name
@@ -10815,14 +10923,14 @@ func file_pcs_proto_init() {
 	}
 	file_pcs_proto_msgTypes[23].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[25].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[96].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[98].OneofWrappers = []any{
 		(*NodeCommand_CreateReplica)(nil),
 		(*NodeCommand_DropReplica)(nil),
 		(*NodeCommand_SetLogLevel)(nil),
 		(*NodeCommand_LoadSchema)(nil),
 		(*NodeCommand_SplitShard)(nil),
 	}
-	file_pcs_proto_msgTypes[116].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[118].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_TsoWindow)(nil),
@@ -10842,9 +10950,9 @@ func file_pcs_proto_init() {
 		(*Command_SplitShard)(nil),
 		(*Command_SetClusterVersion)(nil),
 	}
-	file_pcs_proto_msgTypes[133].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[134].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[139].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[135].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[136].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[141].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -10863,7 +10971,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   148,
+			NumMessages:   150,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -53,6 +53,7 @@ const (
 	PCS_RemoveReplicas_FullMethodName    = "/pcs.v1.PCS/RemoveReplicas"
 	PCS_ListOperators_FullMethodName     = "/pcs.v1.PCS/ListOperators"
 	PCS_HotShards_FullMethodName         = "/pcs.v1.PCS/HotShards"
+	PCS_Explain_FullMethodName           = "/pcs.v1.PCS/Explain"
 	PCS_AddOperator_FullMethodName       = "/pcs.v1.PCS/AddOperator"
 	PCS_CancelOperator_FullMethodName    = "/pcs.v1.PCS/CancelOperator"
 	PCS_GetScheduleConfig_FullMethodName = "/pcs.v1.PCS/GetScheduleConfig"
@@ -112,6 +113,9 @@ type PCSClient interface {
 	ListOperators(ctx context.Context, in *ListOperatorsRequest, opts ...grpc.CallOption) (*ListOperatorsResponse, error)
 	// The shards with the most traffic and every node's load, as the coordinator sees them.
 	HotShards(ctx context.Context, in *HotShardsRequest, opts ...grpc.CallOption) (*HotShardsResponse, error)
+	// Why the coordinator does (or does not) move a shard or a node: a dry run of its checkers,
+	// the filters and scores of every target, bands and thresholds. Changes nothing.
+	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
 	AddOperator(ctx context.Context, in *AddOperatorRequest, opts ...grpc.CallOption) (*AddOperatorResponse, error)
 	CancelOperator(ctx context.Context, in *CancelOperatorRequest, opts ...grpc.CallOption) (*CancelOperatorResponse, error)
 	GetScheduleConfig(ctx context.Context, in *ScheduleConfigRequest, opts ...grpc.CallOption) (*ScheduleConfigResponse, error)
@@ -455,6 +459,16 @@ func (c *pCSClient) HotShards(ctx context.Context, in *HotShardsRequest, opts ..
 	return out, nil
 }
 
+func (c *pCSClient) Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExplainResponse)
+	err := c.cc.Invoke(ctx, PCS_Explain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *pCSClient) AddOperator(ctx context.Context, in *AddOperatorRequest, opts ...grpc.CallOption) (*AddOperatorResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(AddOperatorResponse)
@@ -659,6 +673,9 @@ type PCSServer interface {
 	ListOperators(context.Context, *ListOperatorsRequest) (*ListOperatorsResponse, error)
 	// The shards with the most traffic and every node's load, as the coordinator sees them.
 	HotShards(context.Context, *HotShardsRequest) (*HotShardsResponse, error)
+	// Why the coordinator does (or does not) move a shard or a node: a dry run of its checkers,
+	// the filters and scores of every target, bands and thresholds. Changes nothing.
+	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
 	AddOperator(context.Context, *AddOperatorRequest) (*AddOperatorResponse, error)
 	CancelOperator(context.Context, *CancelOperatorRequest) (*CancelOperatorResponse, error)
 	GetScheduleConfig(context.Context, *ScheduleConfigRequest) (*ScheduleConfigResponse, error)
@@ -779,6 +796,9 @@ func (UnimplementedPCSServer) ListOperators(context.Context, *ListOperatorsReque
 }
 func (UnimplementedPCSServer) HotShards(context.Context, *HotShardsRequest) (*HotShardsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method HotShards not implemented")
+}
+func (UnimplementedPCSServer) Explain(context.Context, *ExplainRequest) (*ExplainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Explain not implemented")
 }
 func (UnimplementedPCSServer) AddOperator(context.Context, *AddOperatorRequest) (*AddOperatorResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddOperator not implemented")
@@ -1368,6 +1388,24 @@ func _PCS_HotShards_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PCS_Explain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExplainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).Explain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_Explain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).Explain(ctx, req.(*ExplainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PCS_AddOperator_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AddOperatorRequest)
 	if err := dec(in); err != nil {
@@ -1738,6 +1776,10 @@ var PCS_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "HotShards",
 			Handler:    _PCS_HotShards_Handler,
+		},
+		{
+			MethodName: "Explain",
+			Handler:    _PCS_Explain_Handler,
 		},
 		{
 			MethodName: "AddOperator",

@@ -182,7 +182,7 @@ func configCmd(g *globals) *cobra.Command {
 }
 
 func schedulerCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "scheduler", Short: "Schedulers: list, pause, resume"}
+	cmd := &cobra.Command{Use: "scheduler", Short: "Schedulers: list, pause, resume, explain"}
 	list := &cobra.Command{
 		Use: "list", Short: "List the schedulers and whether each is paused", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -237,7 +237,47 @@ func schedulerCmd(g *globals) *cobra.Command {
 			},
 		}
 	}
-	cmd.AddCommand(list, pauseResume(true), pauseResume(false))
+	explain := &cobra.Command{
+		Use:   "explain shard|node ID",
+		Short: "Why the coordinator does or does not move a shard or a node: checkers, filters, scores, bands",
+		Long: `A dry run on the PCS primary, changing nothing. For a shard: its operator, or what each checker
+would do; for every up node whether it could take a replica and which filter refuses it (holds
+one, not among the table's nodes, low on space, isolation, budget), with its balance score. For a
+node: space against the low/high-space ratios, replicas and bytes against its share and the
+balancers' bands, primaries and load against the mean and the hot threshold, its operators.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[0] != "shard" && args[0] != "node" {
+				return fmt.Errorf("explain %q: want shard ID or node ID", args[0])
+			}
+			id, err := parseID(args[0], args[1])
+			if err != nil {
+				return err
+			}
+			c, ctx, done, err := g.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			var lines []string
+			if args[0] == "shard" {
+				lines, err = c.Explain(ctx, id, 0)
+			} else {
+				lines, err = c.Explain(ctx, 0, id)
+			}
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return g.print(cmd.OutOrStdout(), table{value: map[string]any{args[0]: id, "lines": lines}})
+			}
+			for _, l := range lines {
+				fmt.Fprintln(cmd.OutOrStdout(), l)
+			}
+			return nil
+		},
+	}
+	cmd.AddCommand(list, pauseResume(true), pauseResume(false), explain)
 	return cmd
 }
 

@@ -113,6 +113,7 @@ var table = []Row{
 	{"PCS", pcspb.PCS_TransferPrimary_FullMethodName, admin},
 	{"PCS", pcspb.PCS_ListOperators_FullMethodName, client},
 	{"PCS", pcspb.PCS_HotShards_FullMethodName, client},
+	{"PCS", pcspb.PCS_Explain_FullMethodName, client},
 	{"PCS", pcspb.PCS_AddOperator_FullMethodName, admin},
 	{"PCS", pcspb.PCS_CancelOperator_FullMethodName, admin},
 	{"PCS", pcspb.PCS_GetScheduleConfig_FullMethodName, client},

@@ -194,6 +194,8 @@ var (
 	ErrBusy = errors.New("shard busy")
 	// ErrNoOperator: no queued or running operator has this id.
 	ErrNoOperator = errors.New("no such operator")
+	// ErrNotFound: Explain was asked about a shard or node the view does not hold.
+	ErrNotFound = errors.New("not found")
 )
 
 // Applied reports the outcome of a Change: on success the operator expects the shard's new
@@ -256,12 +258,7 @@ func findShard(shards []*view.Shard, id uint64) *view.Shard {
 // operators it resumed).
 func (c *Coordinator) Tick(now time.Duration, v *view.Cluster) *Actions {
 	act := &Actions{}
-	for _, n := range v.Nodes {
-		n.EvictPrimaries = c.cfg.EvictPrimaries[n.ID]
-	}
-	for _, t := range v.Tables {
-		t.Primaries = c.cfg.PrimaryPolicies[t.Name]
-	}
+	c.decorate(v)
 	ready := true
 	for _, n := range v.Nodes {
 		if n.State != view.Down && n.State != view.Tombstone && !n.Heard {
@@ -309,29 +306,7 @@ func (c *Coordinator) Tick(now time.Duration, v *view.Cluster) *Actions {
 	c.ctrl.Begin(now, running)
 	// 2. Admit queued operators, highest priority first.
 	c.admitQueued(v, changed, now)
-	loads := scheduler.Compute(v, c.ops)
-	anchors := scheduler.GroupAnchors(v)
-	env := &scheduler.Env{View: v, Loads: loads, Bands: c.cfg.Bands, LowSpaceRatio: c.cfg.LowSpaceRatio, HighSpaceRatio: c.cfg.HighSpaceRatio,
-		HasOp: func(id uint64) bool { return c.ops[id] != nil },
-		Cooling: func(id, node uint64) bool {
-			a, ok := c.cooling[id]
-			return ok && a.node == node && now-a.at < c.cfg.Cooldown
-		},
-		CanSnapshot: c.ctrl.CanSnapshot,
-		CanReceive:  c.ctrl.CanReceive,
-		Hot:         c.cfg.Hot,
-		Now:         now,
-		NewShardID:  func() uint64 { return c.newID(ShardIDs) },
-		Anchors:     anchors,
-		Followers:   scheduler.GroupFollowers(anchors, v),
-		SplitBlocked: func(id uint64) bool {
-			if at, ok := c.splitAt[id]; ok && now-at < c.cfg.Hot.Hold {
-				return true
-			}
-			at, ok := c.splitFailed[id]
-			return ok && now-at < c.cfg.Cooldown
-		},
-	}
+	env := c.env(now, v)
 	if ready && !c.cfg.Halt {
 		// 3. Checkers on a batch of shards.
 		if n := len(v.Shards); n > 0 {
@@ -393,6 +368,44 @@ func (c *Coordinator) Tick(now time.Duration, v *view.Cluster) *Actions {
 	sort.Slice(act.Save, func(i, j int) bool { return act.Save[i].ID < act.Save[j].ID })
 	c.expireCooling(now)
 	return act
+}
+
+// decorate marks v with the settings the view does not carry: evicting nodes, tables' primary
+// policies.
+func (c *Coordinator) decorate(v *view.Cluster) {
+	for _, n := range v.Nodes {
+		n.EvictPrimaries = c.cfg.EvictPrimaries[n.ID]
+	}
+	for _, t := range v.Tables {
+		t.Primaries = c.cfg.PrimaryPolicies[t.Name]
+	}
+}
+
+// env is the schedulers' and checkers' environment for one tick over v.
+func (c *Coordinator) env(now time.Duration, v *view.Cluster) *scheduler.Env {
+	loads := scheduler.Compute(v, c.ops)
+	anchors := scheduler.GroupAnchors(v)
+	return &scheduler.Env{View: v, Loads: loads, Bands: c.cfg.Bands, LowSpaceRatio: c.cfg.LowSpaceRatio, HighSpaceRatio: c.cfg.HighSpaceRatio,
+		HasOp: func(id uint64) bool { return c.ops[id] != nil },
+		Cooling: func(id, node uint64) bool {
+			a, ok := c.cooling[id]
+			return ok && a.node == node && now-a.at < c.cfg.Cooldown
+		},
+		CanSnapshot: c.ctrl.CanSnapshot,
+		CanReceive:  c.ctrl.CanReceive,
+		Hot:         c.cfg.Hot,
+		Now:         now,
+		NewShardID:  func() uint64 { return c.newID(ShardIDs) },
+		Anchors:     anchors,
+		Followers:   scheduler.GroupFollowers(anchors, v),
+		SplitBlocked: func(id uint64) bool {
+			if at, ok := c.splitAt[id]; ok && now-at < c.cfg.Hot.Hold {
+				return true
+			}
+			at, ok := c.splitFailed[id]
+			return ok && now-at < c.cfg.Cooldown
+		},
+	}
 }
 
 func (c *Coordinator) admitQueued(v *view.Cluster, changed map[*operator.Operator]bool, now time.Duration) {

@@ -5,13 +5,10 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/postdb/pcs/api/pcspb"
-	"github.com/postdb/pcs/keyenc"
 )
 
 // TestRollingRestartEvictPrimaries: real processes; while clients write, each of four data
@@ -65,45 +62,7 @@ func TestRollingRestartEvictPrimaries(t *testing.T) {
 		return nil
 	}
 	kv := c.KV("roll")
-	var (
-		mu      sync.Mutex
-		acked   = map[int]bool{}
-		nacked  atomic.Int64
-		stop    atomic.Bool
-		wg      sync.WaitGroup
-		fail    atomic.Value
-		slowest atomic.Int64
-	)
-	key := func(i int) []byte {
-		k, _ := keyenc.Encode(nil, []keyenc.Column{{Type: keyenc.Int64}}, []keyenc.Value{keyenc.I64(int64(i))})
-		return k
-	}
-	for g := 0; g < 4; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := g; !stop.Load(); i += 4 {
-				start := time.Now()
-				var err error
-				for attempt := 0; attempt < 100 && ctx.Err() == nil; attempt++ { // an outcome-unknown put is written again
-					if err = kv.Put(ctx, key(i), []byte(fmt.Sprint(i))); err == nil {
-						break
-					}
-				}
-				if err != nil {
-					fail.Store(err)
-					return
-				}
-				if d := int64(time.Since(start)); d > slowest.Load() {
-					slowest.Store(d)
-				}
-				mu.Lock()
-				acked[i] = true
-				mu.Unlock()
-				nacked.Add(1)
-			}
-		}()
-	}
+	w := startWriters(ctx, kv, 4, int64Key)
 	restart := func(n *nodeProc) {
 		id := idOf[n]
 		n.kill()
@@ -122,15 +81,11 @@ func TestRollingRestartEvictPrimaries(t *testing.T) {
 	// For comparison: one node restarted without evicting its primaries first (its shards
 	// wait for failover).
 	waitFor(t, 20*time.Second, "node 1 leading shards", func() bool { ni := info(idOf[nodes[0]]); return ni != nil && ni.Primaries > 0 })
-	slowest.Store(0)
+	w.slowest.Store(0)
 	restart(nodes[0])
-	waitFor(t, 60*time.Second, "writes flowing again", func() bool {
-		before := nacked.Load()
-		time.Sleep(200 * time.Millisecond)
-		return nacked.Load() > before
-	})
-	unevicted := time.Duration(slowest.Load())
-	slowest.Store(0)
+	waitFor(t, 60*time.Second, "writes flowing again", func() bool { return w.rate(200*time.Millisecond) > 0 })
+	unevicted := time.Duration(w.slowest.Load())
+	w.slowest.Store(0)
 	for _, n := range nodes {
 		id := idOf[n]
 		code, out := pcsctl("node", "evict-primaries", fmt.Sprint(id), "--wait", "30s")
@@ -144,9 +99,7 @@ func TestRollingRestartEvictPrimaries(t *testing.T) {
 		if code, out := pcsctl("node", "evict-primaries", fmt.Sprint(id), "--undo"); code != 0 {
 			t.Fatalf("evict-primaries --undo %d: %s", id, out)
 		}
-		if err := fail.Load(); err != nil {
-			t.Fatal(err)
-		}
+		w.check(t)
 	}
 	if code, out := pcsctl("node", "evict-primaries", "999"); code != 1 {
 		t.Fatalf("evict-primaries of an unknown node: exit %d: %s", code, out)
@@ -159,17 +112,7 @@ func TestRollingRestartEvictPrimaries(t *testing.T) {
 		}
 		return true
 	})
-	stop.Store(true)
-	wg.Wait()
-	if err := fail.Load(); err != nil {
-		t.Fatal(err)
-	}
-	for i := range acked {
-		v, found, err := kv.Get(ctx, key(i))
-		if err != nil || !found || string(v) != fmt.Sprint(i) {
-			t.Fatalf("acknowledged row %d: %q %v %v", i, v, found, err)
-		}
-	}
+	n := w.stopAndVerify(ctx, t)
 	t.Logf("rolling restart of %d nodes with evict-primaries: slowest write %s (a restart without: %s); %d acknowledged rows read back",
-		len(nodes), time.Duration(slowest.Load()).Round(time.Millisecond), unevicted.Round(time.Millisecond), len(acked))
+		len(nodes), time.Duration(w.slowest.Load()).Round(time.Millisecond), unevicted.Round(time.Millisecond), n)
 }

@@ -5,13 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/postdb/pcs/api/pcspb"
-	"github.com/postdb/pcs/keyenc"
 )
 
 // TestHotShardSplitByLoad: real pcs and pcsnode processes; clients write as fast as they can to
@@ -44,45 +41,8 @@ func TestHotShardSplitByLoad(t *testing.T) {
 		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
 	})
 	kv := c.KV("hot")
-	var (
-		mu    sync.Mutex
-		acked = map[int]bool{}
-		stop  atomic.Bool
-		wg    sync.WaitGroup
-		fail  atomic.Value
-		puts  atomic.Int64
-	)
-	key := func(i int) []byte {
-		k, _ := keyenc.Encode(nil, []keyenc.Column{{Type: keyenc.Int64}}, []keyenc.Value{keyenc.I64(int64(i*7919) % 1_000_003)})
-		return k
-	}
-	for g := 0; g < 8; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := g; !stop.Load(); i += 8 {
-				var err error
-				for attempt := 0; attempt < 50 && ctx.Err() == nil; attempt++ { // an outcome-unknown put is written again
-					if err = kv.Put(ctx, key(i), []byte(fmt.Sprint(i))); err == nil {
-						break
-					}
-				}
-				if err != nil {
-					fail.Store(err)
-					return
-				}
-				puts.Add(1)
-				mu.Lock()
-				acked[i] = true
-				mu.Unlock()
-			}
-		}()
-	}
-	rate := func() float64 {
-		before, at := puts.Load(), time.Now()
-		time.Sleep(5 * time.Second) // a measurement window, not a synchronisation
-		return float64(puts.Load()-before) / time.Since(at).Seconds()
-	}
+	key := func(i int) []byte { return int64Key(i * 7919 % 1_000_003) } // spread over the key space
+	w := startWriters(ctx, kv, 8, key)
 	type shardRow struct {
 		ID      uint64 `json:"id"`
 		Primary uint64 `json:"primary"`
@@ -98,12 +58,10 @@ func TestHotShardSplitByLoad(t *testing.T) {
 		}
 		return rows
 	}
-	before := rate()
+	before := w.rate(5 * time.Second)
 	primaries := map[uint64]bool{}
 	waitFor(t, 3*time.Minute, "the hot shard split by load and its primaries on three nodes", func() bool {
-		if err := fail.Load(); err != nil {
-			t.Fatal(err)
-		}
+		w.check(t)
 		rows := shards()
 		primaries = map[uint64]bool{}
 		for _, r := range rows {
@@ -111,7 +69,7 @@ func TestHotShardSplitByLoad(t *testing.T) {
 		}
 		return len(rows) >= 2 && len(primaries) >= 3
 	})
-	after := rate()
+	after := w.rate(5 * time.Second)
 	code, out := pcsctl("shard", "hot", "--table", "hot", "--by", "writes", "--top", "3")
 	if code != 0 {
 		t.Fatalf("shard hot: %s", out)
@@ -184,17 +142,7 @@ func TestHotShardSplitByLoad(t *testing.T) {
 	if splits == 0 {
 		t.Fatalf("no finished hot split by load among the operators: %s", out)
 	}
-	stop.Store(true)
-	wg.Wait()
-	if err := fail.Load(); err != nil {
-		t.Fatal(err)
-	}
-	for i := range acked {
-		v, found, err := kv.Get(ctx, key(i))
-		if err != nil || !found || string(v) != fmt.Sprint(i) {
-			t.Fatalf("acknowledged row %d: %q %v %v", i, v, found, err)
-		}
-	}
+	n := w.stopAndVerify(ctx, t)
 	t.Logf("hot shard: %d splits by load, %d shards, primaries on %d nodes; puts %.0f/s before, %.0f/s after; %d acknowledged rows read back",
-		splits, len(shards()), len(primaries), before, after, len(acked))
+		splits, len(shards()), len(primaries), before, after, n)
 }

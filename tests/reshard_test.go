@@ -5,13 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/postdb/pcs/api/pcspb"
-	"github.com/postdb/pcs/keyenc"
 )
 
 // TestPcsctlReshardUnderWrites: real pcs and pcsnode processes; while clients write, the real
@@ -37,38 +34,7 @@ func TestPcsctlReshardUnderWrites(t *testing.T) {
 		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
 	})
 	kv := c.KV("rs")
-	var (
-		mu    sync.Mutex
-		acked = map[int]bool{}
-		stop  atomic.Bool
-		wg    sync.WaitGroup
-		fail  atomic.Value
-	)
-	key := func(i int) []byte {
-		k, _ := keyenc.Encode(nil, []keyenc.Column{{Type: keyenc.Int64}}, []keyenc.Value{keyenc.I64(int64(i))})
-		return k
-	}
-	for g := 0; g < 4; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := g; !stop.Load(); i += 4 {
-				var err error
-				for attempt := 0; attempt < 50; attempt++ { // an outcome-unknown put is simply written again
-					if err = kv.Put(ctx, key(i), []byte(fmt.Sprint(i))); err == nil {
-						break
-					}
-				}
-				if err != nil {
-					fail.Store(err)
-					return
-				}
-				mu.Lock()
-				acked[i] = true
-				mu.Unlock()
-			}
-		}()
-	}
+	w := startWriters(ctx, kv, 4, int64Key)
 	shardOf := func(out string) []map[string]any {
 		var rows []map[string]any
 		if err := json.Unmarshal([]byte(out), &rows); err != nil {
@@ -123,16 +89,6 @@ func TestPcsctlReshardUnderWrites(t *testing.T) {
 			t.Errorf("pcsctl %v: exit %d, output %q; want exit 1 and one line", bad, code, out)
 		}
 	}
-	stop.Store(true)
-	wg.Wait()
-	if err := fail.Load(); err != nil {
-		t.Fatal(err)
-	}
-	for i := range acked {
-		v, found, err := kv.Get(ctx, key(i))
-		if err != nil || !found || string(v) != fmt.Sprint(i) {
-			t.Fatalf("acknowledged row %d: %q %v %v", i, v, found, err)
-		}
-	}
-	t.Logf("%d acknowledged rows read back after split, move and transfer", len(acked))
+	n := w.stopAndVerify(ctx, t)
+	t.Logf("%d acknowledged rows read back after split, move and transfer", n)
 }

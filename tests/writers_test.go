@@ -1,0 +1,97 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/postdb/pcs/client"
+	"github.com/postdb/pcs/keyenc"
+)
+
+// int64Key is row i's key in a table keyed by one int64 column.
+func int64Key(i int) []byte {
+	k, _ := keyenc.Encode(nil, []keyenc.Column{{Type: keyenc.Int64}}, []keyenc.Value{keyenc.I64(int64(i))})
+	return k
+}
+
+// writers put rows i -> "i" from several goroutines until stopped, each row written again
+// after an outcome-unknown answer (the data node deduplicates a retried request), and remember
+// every acknowledged row, how many, and the slowest put (retries included).
+type writers struct {
+	kv  *client.TableKV
+	key func(int) []byte
+
+	mu      sync.Mutex
+	acked   map[int]bool
+	count   atomic.Int64
+	slowest atomic.Int64 // nanoseconds
+	stop    atomic.Bool
+	wg      sync.WaitGroup
+	fail    atomic.Value
+}
+
+func startWriters(ctx context.Context, kv *client.TableKV, goroutines int, key func(int) []byte) *writers {
+	w := &writers{kv: kv, key: key, acked: map[int]bool{}}
+	for g := 0; g < goroutines; g++ {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			for i := g; !w.stop.Load(); i += goroutines {
+				start := time.Now()
+				var err error
+				for attempt := 0; attempt < 100 && ctx.Err() == nil; attempt++ {
+					if err = kv.Put(ctx, key(i), []byte(fmt.Sprint(i))); err == nil {
+						break
+					}
+				}
+				if err != nil {
+					w.fail.Store(err)
+					return
+				}
+				if d := int64(time.Since(start)); d > w.slowest.Load() {
+					w.slowest.Store(d)
+				}
+				w.mu.Lock()
+				w.acked[i] = true
+				w.mu.Unlock()
+				w.count.Add(1)
+			}
+		}()
+	}
+	return w
+}
+
+// check fails the test if a writer gave up.
+func (w *writers) check(t testing.TB) {
+	t.Helper()
+	if err := w.fail.Load(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rate measures the acknowledged puts per second over d (a measurement window, not a
+// synchronisation).
+func (w *writers) rate(d time.Duration) float64 {
+	before, at := w.count.Load(), time.Now()
+	time.Sleep(d)
+	return float64(w.count.Load()-before) / time.Since(at).Seconds()
+}
+
+// stopAndVerify stops the writers and reads every acknowledged row back; it returns how many.
+func (w *writers) stopAndVerify(ctx context.Context, t testing.TB) int {
+	t.Helper()
+	w.stop.Store(true)
+	w.wg.Wait()
+	w.check(t)
+	for i := range w.acked {
+		v, found, err := w.kv.Get(ctx, w.key(i))
+		if err != nil || !found || string(v) != fmt.Sprint(i) {
+			t.Fatalf("acknowledged row %d: %q %v %v", i, v, found, err)
+		}
+	}
+	return len(w.acked)
+}

@@ -18,7 +18,6 @@ import (
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/catalog"
 	"github.com/postdb/pcs/client"
-	"github.com/postdb/pcs/internal/schedule"
 	"github.com/postdb/pcs/keyenc"
 )
 
@@ -812,11 +811,11 @@ Stored as the runtime setting primary-policy:TABLE (pcsctl config get shows it).
 				return err
 			}
 			defer done()
-			resp, err := c.SetScheduleConfig(ctx, schedule.PrimaryPolicyPrefix+args[0], strings.Join(args[1:], " "))
+			resp, err := c.SetScheduleConfig(ctx, "primary-policy:"+args[0], strings.Join(args[1:], " "))
 			if err != nil {
 				return err
 			}
-			key := schedule.PrimaryPolicyPrefix + args[0]
+			key := "primary-policy:" + args[0] // schedule.PrimaryPolicyPrefix (pcsctl links no server code)
 			v := resp.Config[key]
 			if v == "" {
 				v = "balanced"

@@ -229,6 +229,20 @@ func (ru *Runner) do(line int, f []string) error {
 			return fmt.Errorf("%w: load needs keys=N (keys/s)", ErrScenario)
 		}
 		s.SetLoad(v[0], v[1], v[2], v[3])
+	case "load-led":
+		node, err := strconv.ParseUint(args["node"], 10, 64)
+		if err != nil || s.node(node) == nil {
+			return fmt.Errorf("%w: load-led node=%q", ErrScenario, args["node"])
+		}
+		count, err := strconv.Atoi(args["count"])
+		if err != nil || count < 1 {
+			return fmt.Errorf("%w: load-led count=%q", ErrScenario, args["count"])
+		}
+		keys, err := strconv.ParseFloat(args["keys"], 64)
+		if err != nil || keys <= 0 || math.IsInf(keys, 0) {
+			return fmt.Errorf("%w: load-led keys=%q", ErrScenario, args["keys"])
+		}
+		s.LoadLed(node, count, keys)
 	case "split-shard":
 		id, err := strconv.ParseUint(args["id"], 10, 64)
 		if err != nil || s.SplitShard(id) != nil {
@@ -443,6 +457,31 @@ func (ru *Runner) cond(name string) (func() bool, error) {
 		return func() bool { return ru.Sim.Now()%time.Minute == 0 && ru.balanced() }, nil
 	case name == "idle":
 		return func() bool { return ru.Sim.coord != nil && len(ru.Sim.coord.Operators(false)) == 0 }, nil
+	case strings.HasPrefix(name, "loaded-spread:"):
+		// The shards with load: their primaries over the up nodes differ by at most N (PD's
+		// hot-write and hot-read cases' checker, on leaders).
+		limit, err := strconv.Atoi(strings.TrimPrefix(name, "loaded-spread:"))
+		if err != nil || limit < 0 {
+			return nil, fmt.Errorf("%w: %q", ErrScenario, name)
+		}
+		return func() bool {
+			count := map[uint64]int{}
+			for _, n := range ru.Sim.nodes {
+				if n.State == view.Up {
+					count[n.ID] = 0
+				}
+			}
+			for _, sh := range ru.Sim.shards {
+				if _, up := count[sh.Primary]; up && sh.Load.Keys() > 0 {
+					count[sh.Primary]++
+				}
+			}
+			lo, hi := math.MaxInt, 0
+			for _, c := range count {
+				lo, hi = min(lo, c), max(hi, c)
+			}
+			return hi-lo <= limit
+		}, nil
 	case strings.HasPrefix(name, "primaries-off:"):
 		id, err := strconv.ParseUint(strings.TrimPrefix(name, "primaries-off:"), 10, 64)
 		if err != nil || ru.Sim.node(id) == nil {

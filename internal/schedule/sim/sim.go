@@ -332,6 +332,22 @@ func (s *Sim) SetLoad(keys, hot, zipf, reads float64) {
 	s.event("load %.0f keys/s, hot %.2f, zipf %.2f, reads %.2f", keys, hot, zipf, reads)
 }
 
+// LoadLed gives count shards led by node (the lowest ids) keys/s of writes each (1 KiB values),
+// as PD's simulator's hot-write case does to regions led by one store.
+func (s *Sim) LoadLed(node uint64, count int, keys float64) {
+	n := 0
+	for i, sh := range s.shards {
+		if sh.Primary != node || n >= count {
+			continue
+		}
+		c := *sh
+		c.Load = view.Load{Writes: keys, WriteBytes: keys * 1024}
+		s.shards[i] = &c
+		n++
+	}
+	s.event("load %.0f keys/s on %d shards led by node %d", keys, n, node)
+}
+
 // split carries out a split the coordinator asked of the shard's primary: the new half takes
 // half the size and, the split key halving the load (by load) or the data (uniform traffic
 // assumed), half the load.

@@ -340,36 +340,14 @@ func (v *service) AddOperator(ctx context.Context, req *pcspb.AddOperatorRequest
 			}
 		}
 	}
-	var steps []operator.Step
-	switch req.Kind {
-	case "move":
-		if req.FromNode == 0 || req.ToNode == 0 || req.FromNode == req.ToNode {
-			return nil, toStatus(fmt.Errorf("%w: a move needs two different nodes", ErrInvalid))
-		}
+	if req.Kind == "move" && req.FromNode != 0 && req.ToNode != 0 && req.FromNode != req.ToNode {
 		if err := s.checkMove(sh, req.FromNode, req.ToNode); err != nil {
 			return nil, toStatus(err)
 		}
-		steps = operator.Move(&view.Shard{Primary: sh.Primary}, req.FromNode, req.ToNode)
-		if slices.Contains(sh.Replicas, req.ToNode) {
-			steps = steps[2:] // an interrupted move: the target is already a replica
-		}
-	case "transfer-primary":
-		if !slices.Contains(sh.Replicas, req.ToNode) || sh.Primary == req.ToNode {
-			return nil, toStatus(fmt.Errorf("%w: node %d is not a replica of shard %d other than its primary", ErrInvalid, req.ToNode, sh.Id))
-		}
-		steps = []operator.Step{{Kind: operator.TransferPrimary, Node: req.ToNode}}
-	case "remove":
-		if req.FromNode == 0 || req.FromNode == sh.Primary || !(slices.Contains(sh.Replicas, req.FromNode) || slices.Contains(sh.Learners, req.FromNode)) {
-			return nil, toStatus(fmt.Errorf("%w: node %d is not a replica of shard %d other than its primary", ErrInvalid, req.FromNode, sh.Id))
-		}
-		steps = []operator.Step{{Kind: operator.RemoveReplica, Node: req.FromNode}}
-	case "add":
-		if req.ToNode == 0 || slices.Contains(sh.Replicas, req.ToNode) || slices.Contains(sh.Learners, req.ToNode) {
-			return nil, toStatus(fmt.Errorf("%w: node %d already holds shard %d", ErrInvalid, req.ToNode, sh.Id))
-		}
-		steps = []operator.Step{{Kind: operator.AddLearner, Node: req.ToNode}, {Kind: operator.PromoteLearner, Node: req.ToNode}}
-	default:
-		return nil, toStatus(fmt.Errorf("%w: operator kind %q (move, transfer-primary, remove, add)", ErrInvalid, req.Kind))
+	}
+	steps, err := operator.AdminSteps(&view.Shard{ID: sh.Id, Primary: sh.Primary, Replicas: sh.Replicas, Learners: sh.Learners}, req.Kind, req.FromNode, req.ToNode)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("%w: %w", ErrInvalid, err))
 	}
 	op, err := s.submit(ctx, sh, operator.Admin, "asked: "+req.Kind, steps...)
 	if err != nil {

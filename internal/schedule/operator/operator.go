@@ -8,6 +8,7 @@ package operator
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -135,6 +136,41 @@ func Move(sh *view.Shard, from, to uint64) []Step {
 		steps = append(steps, Step{Kind: TransferPrimary, Node: to})
 	}
 	return append(steps, Step{Kind: RemoveReplica, Node: from})
+}
+
+// AdminSteps builds the steps of an operator an operator (a person) asks for on sh by kind:
+// move (from -> to: a learner on to, promoted, the primary handed over if from leads, from
+// removed; resumed past the promotion if to is already a replica), transfer-primary (to),
+// remove (from, not the primary) or add (to). A request that cannot apply to sh is ErrInvalid.
+func AdminSteps(sh *view.Shard, kind string, from, to uint64) ([]Step, error) {
+	holds := func(n uint64) bool { return slices.Contains(sh.Replicas, n) || slices.Contains(sh.Learners, n) }
+	switch kind {
+	case "move":
+		if from == 0 || to == 0 || from == to {
+			return nil, fmt.Errorf("%w: a move needs two different nodes", ErrInvalid)
+		}
+		steps := Move(sh, from, to)
+		if slices.Contains(sh.Replicas, to) {
+			steps = steps[2:] // an interrupted move: the target is already a replica
+		}
+		return steps, nil
+	case "transfer-primary":
+		if !slices.Contains(sh.Replicas, to) || sh.Primary == to {
+			return nil, fmt.Errorf("%w: node %d is not a replica of shard %d other than its primary", ErrInvalid, to, sh.ID)
+		}
+		return []Step{{Kind: TransferPrimary, Node: to}}, nil
+	case "remove":
+		if from == 0 || from == sh.Primary || !holds(from) {
+			return nil, fmt.Errorf("%w: node %d is not a replica of shard %d other than its primary", ErrInvalid, from, sh.ID)
+		}
+		return []Step{{Kind: RemoveReplica, Node: from}}, nil
+	case "add":
+		if to == 0 || holds(to) {
+			return nil, fmt.Errorf("%w: node %d already holds shard %d", ErrInvalid, to, sh.ID)
+		}
+		return []Step{{Kind: AddLearner, Node: to}, {Kind: PromoteLearner, Node: to}}, nil
+	}
+	return nil, fmt.Errorf("%w: operator kind %q (move, transfer-primary, remove, add)", ErrInvalid, kind)
 }
 
 // AddsReplica reports whether the operator adds a replica (and so sends a snapshot).

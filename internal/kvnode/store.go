@@ -534,6 +534,98 @@ func (s *Store) Split(left, right *pcspb.Shard, at Position) error {
 	return nil
 }
 
+// ErrMergeMismatch: a merge found the absorbed replica missing, or at another log position than
+// the primary's (it would lose or invent writes).
+var ErrMergeMismatch = errors.New("kvnode: merge: the absorbed replica is not at the primary's position")
+
+// Merge absorbs replica right into its left neighbour at log position at of left's log:
+// left is the survivor's new metadata (its range extended over right's, a newer epoch). right
+// must be at position rightAt (every write the primary acknowledged on it, nothing more). Its
+// data moves under left, its request records too (stamped at at, so they outlive the merge by
+// a whole window; floors: the higher of the two), and it is gone. Atomic and durable. (Not yet
+// driven by PCS: the merge entry and its catalog record are the next step.)
+func (s *Store) Merge(left *pcspb.Shard, right uint64, at, rightAt Position) error {
+	s.mu.RLock()
+	r, ok := s.shards[right]
+	l, lok := s.shards[left.Id]
+	have := s.lsns[right]
+	s.mu.RUnlock()
+	if !ok || !lok || have != rightAt {
+		return fmt.Errorf("%w: shard %d is at %+v, the primary's at %+v (held: %v; survivor %d held: %v)", ErrMergeMismatch, right, have, rightAt, ok, left.Id, lok)
+	}
+	if !bytes.Equal(l.End, r.Start) || !bytes.Equal(left.Start, l.Start) || !bytes.Equal(left.End, r.End) {
+		return fmt.Errorf("%w: shards %d [%x, %x) and %d [%x, %x) are not neighbours making [%x, %x)", ErrMergeMismatch,
+			l.Id, l.Start, l.End, r.Id, r.Start, r.End, left.Start, left.End)
+	}
+	lm, err := proto.Marshal(left)
+	if err != nil {
+		return err
+	}
+	b := s.db.NewBatch()
+	for _, kv := range [][2][]byte{{metaKey(left.Id), lm}, {lsnKey(left.Id), at.encode()}} {
+		if err := b.Set(kv[0], kv[1], nil); err != nil {
+			return err
+		}
+	}
+	lp, rp := dataPrefix(left.Id), dataPrefix(right)
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: rp, UpperBound: prefixEnd(rp)})
+	if err != nil {
+		return err
+	}
+	moved := 0
+	for it.First(); it.Valid(); it.Next() {
+		if err := b.Set(append(bytes.Clone(lp), it.Key()[len(rp):]...), it.Value(), nil); err != nil {
+			it.Close()
+			return err
+		}
+		moved += len(it.Key()) - len(rp) + len(it.Value())
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	fl := newFloors(snap, left.Id)
+	var recs []*pcspb.AppliedRequest
+	if err := requestsIn(snap, right, func(r *pcspb.AppliedRequest) bool { recs = append(recs, r); return true }); err != nil {
+		return err
+	}
+	for _, r := range recs {
+		if r.Seq == 0 {
+			if err := fl.raise(b, r.ClientId, r.At); err != nil { // a floor's value is in At
+				return err
+			}
+			continue
+		}
+		if err := b.Set(reqKey(left.Id, r.ClientId, r.Seq), binary.BigEndian.AppendUint64(nil, at.LSN), nil); err != nil {
+			return err
+		}
+	}
+	for _, p := range [][]byte{rp, reqPrefix(right)} {
+		if err := b.DeleteRange(p, prefixEnd(p), nil); err != nil {
+			return err
+		}
+	}
+	for _, k := range [][]byte{metaKey(right), lsnKey(right), parentKey(right)} {
+		if err := b.Delete(k, nil); err != nil {
+			return err
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("kvnode: merging replica %d into %d: %w", right, left.Id, err)
+	}
+	s.mu.Lock()
+	s.shards[left.Id] = proto.Clone(left).(*pcspb.Shard)
+	s.lsns[left.Id] = at
+	delete(s.shards, right)
+	delete(s.lsns, right)
+	delete(s.parents, right)
+	s.written[left.Id] += uint64(moved)
+	delete(s.written, right)
+	s.mu.Unlock()
+	return nil
+}
+
 // Flush flushes the memtable, so that Size counts what was written.
 func (s *Store) Flush() error { return s.db.Flush() }
 

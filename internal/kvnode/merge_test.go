@@ -1,0 +1,92 @@
+package kvnode
+
+import (
+	"errors"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/postdb/pcs/api/pcspb"
+)
+
+// TestStoreMerge: a replica absorbs its right neighbour at a position of its own log: every
+// row of both is under the survivor, request records move with fresh stamps, floors keep the
+// higher, the absorbed replica is gone, and all of it survives a reopen. A neighbour at another
+// position than the primary's, or not adjacent, is refused and nothing changes.
+func TestStoreMerge(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := &pcspb.Shard{Id: 1, TableId: 1, End: []byte("m"), Term: 1, Primary: 1, Replicas: []uint64{1}, Epoch: &pcspb.ShardEpoch{ConfVer: 1, Version: 2}}
+	right := &pcspb.Shard{Id: 2, TableId: 1, Start: []byte("m"), Term: 1, Primary: 1, Replicas: []uint64{1}, Epoch: &pcspb.ShardEpoch{ConfVer: 1, Version: 2}}
+	other := &pcspb.Shard{Id: 3, TableId: 2, Term: 1, Primary: 1, Replicas: []uint64{1}, Epoch: &pcspb.ShardEpoch{ConfVer: 1, Version: 1}}
+	for _, sh := range []*pcspb.Shard{left, right, other} {
+		if err := s.PutReplica(sh); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kv := func(k, v string) []*pcspb.KVPair { return []*pcspb.KVPair{{Key: []byte(k), Value: []byte(v)}} }
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(s.Write(1, Position{1, 1}, kv("a", "1"), nil, []*pcspb.AppliedRequest{{ClientId: 9, Seq: 4, At: 1}}, nil))
+	must(s.Write(2, Position{1, 1}, kv("n", "2"), nil, []*pcspb.AppliedRequest{{ClientId: 9, Seq: 5, At: 1}}, nil))
+	must(s.Write(2, Position{2, 1}, kv("z", "3"), nil, []*pcspb.AppliedRequest{{ClientId: 8, Seq: 7, AckedBelow: 7, Trim: true, At: 2}}, nil))
+	must(s.Write(3, Position{1, 1}, kv("n", "other table"), nil, nil, nil))
+	merged := proto.Clone(left).(*pcspb.Shard)
+	merged.End, merged.Epoch = nil, &pcspb.ShardEpoch{ConfVer: 1, Version: 3}
+	// Refused: the neighbour behind the primary, and a range that is not the union.
+	if err := s.Merge(merged, 2, Position{2, 1}, Position{1, 1}); !errors.Is(err, ErrMergeMismatch) {
+		t.Fatalf("merge of a neighbour behind the primary: %v", err)
+	}
+	bad := proto.Clone(merged).(*pcspb.Shard)
+	bad.End = []byte("q")
+	if err := s.Merge(bad, 2, Position{2, 1}, Position{2, 1}); !errors.Is(err, ErrMergeMismatch) {
+		t.Fatalf("merge to a range that is not the union: %v", err)
+	}
+	if _, ok := s.Replica(2); !ok {
+		t.Fatal("a refused merge removed the neighbour")
+	}
+	must(s.Merge(merged, 2, Position{2, 1}, Position{2, 1}))
+	check := func(s *Store) {
+		t.Helper()
+		for k, want := range map[string]string{"a": "1", "n": "2", "z": "3"} {
+			if v, ok, err := s.Get(1, []byte(k)); err != nil || !ok || string(v) != want {
+				t.Fatalf("row %s after the merge: %q %v %v", k, v, ok, err)
+			}
+		}
+		if v, _, _ := s.Get(3, []byte("n")); string(v) != "other table" {
+			t.Fatalf("another table's row changed: %q", v)
+		}
+		if _, ok := s.Replica(2); ok {
+			t.Fatal("the absorbed replica is still there")
+		}
+		if sh, _ := s.Replica(1); len(sh.End) != 0 || sh.Epoch.GetVersion() != 3 || s.Position(1) != (Position{2, 1}) {
+			t.Fatalf("survivor after the merge: %v at %+v", sh, s.Position(1))
+		}
+		for _, r := range [][2]uint64{{9, 4}, {9, 5}} {
+			if ok, err := s.Applied(1, r[0], r[1]); err != nil || !ok {
+				t.Fatalf("request record %v did not move: %v %v", r, ok, err)
+			}
+		}
+		if f, err := s.Floor(1, 8); err != nil || f != 7 {
+			t.Fatalf("client 8's floor after the merge: %d %v, want 7", f, err)
+		}
+		if rows, _, err := s.Scan(2, nil, nil, 10); err != nil || len(rows) != 0 {
+			t.Fatalf("rows left under the absorbed replica: %v %v", rows, err)
+		}
+	}
+	check(s)
+	must(s.Close())
+	s, err = Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	check(s)
+}

@@ -266,7 +266,9 @@ type ReplicateRequest struct {
 	// so that whichever replica is primary later answers a retry without applying it again.
 	Requests []*AppliedRequest `protobuf:"bytes,8,rep,name=requests,proto3" json:"requests,omitempty"`
 	// Records of requests that expired (older than the dedup window), deleted with this entry.
-	Expired       []*AppliedRequest `protobuf:"bytes,9,rep,name=expired,proto3" json:"expired,omitempty"`
+	Expired []*AppliedRequest `protobuf:"bytes,9,rep,name=expired,proto3" json:"expired,omitempty"`
+	// A merge entry instead of a write: the shard absorbs its right neighbour.
+	Merge         *MergeEntry `protobuf:"bytes,10,opt,name=merge,proto3" json:"merge,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -364,6 +366,84 @@ func (x *ReplicateRequest) GetExpired() []*AppliedRequest {
 	return nil
 }
 
+func (x *ReplicateRequest) GetMerge() *MergeEntry {
+	if x != nil {
+		return x.Merge
+	}
+	return nil
+}
+
+// MergeEntry: the shard absorbs its right neighbour source_id, which every replica holds at
+// (source_lsn, source_term) — the primary's position of it, every write it acknowledged there;
+// survivor is the shard's new metadata (its range the union, a newer epoch version).
+type MergeEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Survivor      *Shard                 `protobuf:"bytes,1,opt,name=survivor,proto3" json:"survivor,omitempty"`
+	SourceId      uint64                 `protobuf:"varint,2,opt,name=source_id,json=sourceId,proto3" json:"source_id,omitempty"`
+	SourceLsn     uint64                 `protobuf:"varint,3,opt,name=source_lsn,json=sourceLsn,proto3" json:"source_lsn,omitempty"`
+	SourceTerm    uint64                 `protobuf:"varint,4,opt,name=source_term,json=sourceTerm,proto3" json:"source_term,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MergeEntry) Reset() {
+	*x = MergeEntry{}
+	mi := &file_kv_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergeEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergeEntry) ProtoMessage() {}
+
+func (x *MergeEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergeEntry.ProtoReflect.Descriptor instead.
+func (*MergeEntry) Descriptor() ([]byte, []int) {
+	return file_kv_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MergeEntry) GetSurvivor() *Shard {
+	if x != nil {
+		return x.Survivor
+	}
+	return nil
+}
+
+func (x *MergeEntry) GetSourceId() uint64 {
+	if x != nil {
+		return x.SourceId
+	}
+	return 0
+}
+
+func (x *MergeEntry) GetSourceLsn() uint64 {
+	if x != nil {
+		return x.SourceLsn
+	}
+	return 0
+}
+
+func (x *MergeEntry) GetSourceTerm() uint64 {
+	if x != nil {
+		return x.SourceTerm
+	}
+	return 0
+}
+
 // AppliedRequest records that a client request (a row write) was applied to a shard. Written
 // by the shard's log with the write itself; trimmed below the client's acked_below and after
 // the dedup window.
@@ -386,7 +466,7 @@ type AppliedRequest struct {
 
 func (x *AppliedRequest) Reset() {
 	*x = AppliedRequest{}
-	mi := &file_kv_proto_msgTypes[3]
+	mi := &file_kv_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -398,7 +478,7 @@ func (x *AppliedRequest) String() string {
 func (*AppliedRequest) ProtoMessage() {}
 
 func (x *AppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[3]
+	mi := &file_kv_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -411,7 +491,7 @@ func (x *AppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppliedRequest.ProtoReflect.Descriptor instead.
 func (*AppliedRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{3}
+	return file_kv_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AppliedRequest) GetClientId() uint64 {
@@ -473,7 +553,7 @@ type InstallSnapshotRequest struct {
 
 func (x *InstallSnapshotRequest) Reset() {
 	*x = InstallSnapshotRequest{}
-	mi := &file_kv_proto_msgTypes[4]
+	mi := &file_kv_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +565,7 @@ func (x *InstallSnapshotRequest) String() string {
 func (*InstallSnapshotRequest) ProtoMessage() {}
 
 func (x *InstallSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[4]
+	mi := &file_kv_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +578,7 @@ func (x *InstallSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*InstallSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{4}
+	return file_kv_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *InstallSnapshotRequest) GetShardId() uint64 {
@@ -579,7 +659,7 @@ type InstallSnapshotResponse struct {
 
 func (x *InstallSnapshotResponse) Reset() {
 	*x = InstallSnapshotResponse{}
-	mi := &file_kv_proto_msgTypes[5]
+	mi := &file_kv_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -591,7 +671,7 @@ func (x *InstallSnapshotResponse) String() string {
 func (*InstallSnapshotResponse) ProtoMessage() {}
 
 func (x *InstallSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[5]
+	mi := &file_kv_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -604,7 +684,7 @@ func (x *InstallSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*InstallSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{5}
+	return file_kv_proto_rawDescGZIP(), []int{6}
 }
 
 // PositionRequest: a shard's primary (of term, fencing as for replication) asks for the
@@ -620,7 +700,7 @@ type PositionRequest struct {
 
 func (x *PositionRequest) Reset() {
 	*x = PositionRequest{}
-	mi := &file_kv_proto_msgTypes[6]
+	mi := &file_kv_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -632,7 +712,7 @@ func (x *PositionRequest) String() string {
 func (*PositionRequest) ProtoMessage() {}
 
 func (x *PositionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[6]
+	mi := &file_kv_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -645,7 +725,7 @@ func (x *PositionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PositionRequest.ProtoReflect.Descriptor instead.
 func (*PositionRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{6}
+	return file_kv_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PositionRequest) GetShardId() uint64 {
@@ -682,7 +762,7 @@ type PositionResponse struct {
 
 func (x *PositionResponse) Reset() {
 	*x = PositionResponse{}
-	mi := &file_kv_proto_msgTypes[7]
+	mi := &file_kv_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +774,7 @@ func (x *PositionResponse) String() string {
 func (*PositionResponse) ProtoMessage() {}
 
 func (x *PositionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[7]
+	mi := &file_kv_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +787,7 @@ func (x *PositionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PositionResponse.ProtoReflect.Descriptor instead.
 func (*PositionResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{7}
+	return file_kv_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PositionResponse) GetLsn() uint64 {
@@ -734,7 +814,7 @@ type ReplicateResponse struct {
 
 func (x *ReplicateResponse) Reset() {
 	*x = ReplicateResponse{}
-	mi := &file_kv_proto_msgTypes[8]
+	mi := &file_kv_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +826,7 @@ func (x *ReplicateResponse) String() string {
 func (*ReplicateResponse) ProtoMessage() {}
 
 func (x *ReplicateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[8]
+	mi := &file_kv_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +839,7 @@ func (x *ReplicateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateResponse.ProtoReflect.Descriptor instead.
 func (*ReplicateResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{8}
+	return file_kv_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReplicateResponse) GetLsn() uint64 {
@@ -779,7 +859,7 @@ type NotPrimaryKV struct {
 
 func (x *NotPrimaryKV) Reset() {
 	*x = NotPrimaryKV{}
-	mi := &file_kv_proto_msgTypes[9]
+	mi := &file_kv_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +871,7 @@ func (x *NotPrimaryKV) String() string {
 func (*NotPrimaryKV) ProtoMessage() {}
 
 func (x *NotPrimaryKV) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[9]
+	mi := &file_kv_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +884,7 @@ func (x *NotPrimaryKV) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotPrimaryKV.ProtoReflect.Descriptor instead.
 func (*NotPrimaryKV) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{9}
+	return file_kv_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NotPrimaryKV) GetPrimaryNode() uint64 {
@@ -831,7 +911,7 @@ type KVGetRequest struct {
 
 func (x *KVGetRequest) Reset() {
 	*x = KVGetRequest{}
-	mi := &file_kv_proto_msgTypes[10]
+	mi := &file_kv_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -843,7 +923,7 @@ func (x *KVGetRequest) String() string {
 func (*KVGetRequest) ProtoMessage() {}
 
 func (x *KVGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[10]
+	mi := &file_kv_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -856,7 +936,7 @@ func (x *KVGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVGetRequest.ProtoReflect.Descriptor instead.
 func (*KVGetRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{10}
+	return file_kv_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KVGetRequest) GetHeader() *KVHeader {
@@ -883,7 +963,7 @@ type KVGetResponse struct {
 
 func (x *KVGetResponse) Reset() {
 	*x = KVGetResponse{}
-	mi := &file_kv_proto_msgTypes[11]
+	mi := &file_kv_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +975,7 @@ func (x *KVGetResponse) String() string {
 func (*KVGetResponse) ProtoMessage() {}
 
 func (x *KVGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[11]
+	mi := &file_kv_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +988,7 @@ func (x *KVGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVGetResponse.ProtoReflect.Descriptor instead.
 func (*KVGetResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{11}
+	return file_kv_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KVGetResponse) GetValue() []byte {
@@ -936,7 +1016,7 @@ type KVPutRequest struct {
 
 func (x *KVPutRequest) Reset() {
 	*x = KVPutRequest{}
-	mi := &file_kv_proto_msgTypes[12]
+	mi := &file_kv_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1028,7 @@ func (x *KVPutRequest) String() string {
 func (*KVPutRequest) ProtoMessage() {}
 
 func (x *KVPutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[12]
+	mi := &file_kv_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1041,7 @@ func (x *KVPutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPutRequest.ProtoReflect.Descriptor instead.
 func (*KVPutRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{12}
+	return file_kv_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KVPutRequest) GetHeader() *KVHeader {
@@ -993,7 +1073,7 @@ type KVPutResponse struct {
 
 func (x *KVPutResponse) Reset() {
 	*x = KVPutResponse{}
-	mi := &file_kv_proto_msgTypes[13]
+	mi := &file_kv_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1005,7 +1085,7 @@ func (x *KVPutResponse) String() string {
 func (*KVPutResponse) ProtoMessage() {}
 
 func (x *KVPutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[13]
+	mi := &file_kv_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1018,7 +1098,7 @@ func (x *KVPutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPutResponse.ProtoReflect.Descriptor instead.
 func (*KVPutResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{13}
+	return file_kv_proto_rawDescGZIP(), []int{14}
 }
 
 type KVDeleteRequest struct {
@@ -1031,7 +1111,7 @@ type KVDeleteRequest struct {
 
 func (x *KVDeleteRequest) Reset() {
 	*x = KVDeleteRequest{}
-	mi := &file_kv_proto_msgTypes[14]
+	mi := &file_kv_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1123,7 @@ func (x *KVDeleteRequest) String() string {
 func (*KVDeleteRequest) ProtoMessage() {}
 
 func (x *KVDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[14]
+	mi := &file_kv_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1136,7 @@ func (x *KVDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVDeleteRequest.ProtoReflect.Descriptor instead.
 func (*KVDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{14}
+	return file_kv_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *KVDeleteRequest) GetHeader() *KVHeader {
@@ -1081,7 +1161,7 @@ type KVDeleteResponse struct {
 
 func (x *KVDeleteResponse) Reset() {
 	*x = KVDeleteResponse{}
-	mi := &file_kv_proto_msgTypes[15]
+	mi := &file_kv_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1173,7 @@ func (x *KVDeleteResponse) String() string {
 func (*KVDeleteResponse) ProtoMessage() {}
 
 func (x *KVDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[15]
+	mi := &file_kv_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1186,7 @@ func (x *KVDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVDeleteResponse.ProtoReflect.Descriptor instead.
 func (*KVDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{15}
+	return file_kv_proto_rawDescGZIP(), []int{16}
 }
 
 type KVScanRequest struct {
@@ -1121,7 +1201,7 @@ type KVScanRequest struct {
 
 func (x *KVScanRequest) Reset() {
 	*x = KVScanRequest{}
-	mi := &file_kv_proto_msgTypes[16]
+	mi := &file_kv_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1213,7 @@ func (x *KVScanRequest) String() string {
 func (*KVScanRequest) ProtoMessage() {}
 
 func (x *KVScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[16]
+	mi := &file_kv_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1226,7 @@ func (x *KVScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVScanRequest.ProtoReflect.Descriptor instead.
 func (*KVScanRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{16}
+	return file_kv_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *KVScanRequest) GetHeader() *KVHeader {
@@ -1187,7 +1267,7 @@ type KVPair struct {
 
 func (x *KVPair) Reset() {
 	*x = KVPair{}
-	mi := &file_kv_proto_msgTypes[17]
+	mi := &file_kv_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1279,7 @@ func (x *KVPair) String() string {
 func (*KVPair) ProtoMessage() {}
 
 func (x *KVPair) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[17]
+	mi := &file_kv_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1292,7 @@ func (x *KVPair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPair.ProtoReflect.Descriptor instead.
 func (*KVPair) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{17}
+	return file_kv_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *KVPair) GetKey() []byte {
@@ -1239,7 +1319,7 @@ type KVScanResponse struct {
 
 func (x *KVScanResponse) Reset() {
 	*x = KVScanResponse{}
-	mi := &file_kv_proto_msgTypes[18]
+	mi := &file_kv_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1331,7 @@ func (x *KVScanResponse) String() string {
 func (*KVScanResponse) ProtoMessage() {}
 
 func (x *KVScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[18]
+	mi := &file_kv_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1344,7 @@ func (x *KVScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVScanResponse.ProtoReflect.Descriptor instead.
 func (*KVScanResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{18}
+	return file_kv_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *KVScanResponse) GetPairs() []*KVPair {
@@ -1292,7 +1372,7 @@ type KVBatchRequest struct {
 
 func (x *KVBatchRequest) Reset() {
 	*x = KVBatchRequest{}
-	mi := &file_kv_proto_msgTypes[19]
+	mi := &file_kv_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +1384,7 @@ func (x *KVBatchRequest) String() string {
 func (*KVBatchRequest) ProtoMessage() {}
 
 func (x *KVBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[19]
+	mi := &file_kv_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +1397,7 @@ func (x *KVBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVBatchRequest.ProtoReflect.Descriptor instead.
 func (*KVBatchRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{19}
+	return file_kv_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *KVBatchRequest) GetHeader() *KVHeader {
@@ -1349,7 +1429,7 @@ type KVBatchResponse struct {
 
 func (x *KVBatchResponse) Reset() {
 	*x = KVBatchResponse{}
-	mi := &file_kv_proto_msgTypes[20]
+	mi := &file_kv_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1441,7 @@ func (x *KVBatchResponse) String() string {
 func (*KVBatchResponse) ProtoMessage() {}
 
 func (x *KVBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[20]
+	mi := &file_kv_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1454,7 @@ func (x *KVBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVBatchResponse.ProtoReflect.Descriptor instead.
 func (*KVBatchResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{20}
+	return file_kv_proto_rawDescGZIP(), []int{21}
 }
 
 var File_kv_proto protoreflect.FileDescriptor
@@ -1395,7 +1475,7 @@ const file_kv_proto_rawDesc = "" +
 	"stale_term\x18\x05 \x01(\x04H\x00R\tstaleTerm\x12\x19\n" +
 	"\alog_gap\x18\x06 \x01(\x04H\x00R\x06logGap\x120\n" +
 	"\x13not_enough_replicas\x18\a \x01(\rH\x00R\x11notEnoughReplicasB\x05\n" +
-	"\x03err\"\xb6\x02\n" +
+	"\x03err\"\xe0\x02\n" +
 	"\x10ReplicateRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x10\n" +
@@ -1405,7 +1485,17 @@ const file_kv_proto_rawDesc = "" +
 	"\aprimary\x18\x06 \x01(\x04R\aprimary\x12#\n" +
 	"\x05split\x18\a \x01(\v2\r.pcs.v1.ShardR\x05split\x122\n" +
 	"\brequests\x18\b \x03(\v2\x16.pcs.v1.AppliedRequestR\brequests\x120\n" +
-	"\aexpired\x18\t \x03(\v2\x16.pcs.v1.AppliedRequestR\aexpired\"\x84\x01\n" +
+	"\aexpired\x18\t \x03(\v2\x16.pcs.v1.AppliedRequestR\aexpired\x12(\n" +
+	"\x05merge\x18\n" +
+	" \x01(\v2\x12.pcs.v1.MergeEntryR\x05merge\"\x94\x01\n" +
+	"\n" +
+	"MergeEntry\x12)\n" +
+	"\bsurvivor\x18\x01 \x01(\v2\r.pcs.v1.ShardR\bsurvivor\x12\x1b\n" +
+	"\tsource_id\x18\x02 \x01(\x04R\bsourceId\x12\x1d\n" +
+	"\n" +
+	"source_lsn\x18\x03 \x01(\x04R\tsourceLsn\x12\x1f\n" +
+	"\vsource_term\x18\x04 \x01(\x04R\n" +
+	"sourceTerm\"\x84\x01\n" +
 	"\x0eAppliedRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1f\n" +
@@ -1491,70 +1581,73 @@ func file_kv_proto_rawDescGZIP() []byte {
 	return file_kv_proto_rawDescData
 }
 
-var file_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_kv_proto_goTypes = []any{
 	(*KVHeader)(nil),                // 0: pcs.v1.KVHeader
 	(*KVError)(nil),                 // 1: pcs.v1.KVError
 	(*ReplicateRequest)(nil),        // 2: pcs.v1.ReplicateRequest
-	(*AppliedRequest)(nil),          // 3: pcs.v1.AppliedRequest
-	(*InstallSnapshotRequest)(nil),  // 4: pcs.v1.InstallSnapshotRequest
-	(*InstallSnapshotResponse)(nil), // 5: pcs.v1.InstallSnapshotResponse
-	(*PositionRequest)(nil),         // 6: pcs.v1.PositionRequest
-	(*PositionResponse)(nil),        // 7: pcs.v1.PositionResponse
-	(*ReplicateResponse)(nil),       // 8: pcs.v1.ReplicateResponse
-	(*NotPrimaryKV)(nil),            // 9: pcs.v1.NotPrimaryKV
-	(*KVGetRequest)(nil),            // 10: pcs.v1.KVGetRequest
-	(*KVGetResponse)(nil),           // 11: pcs.v1.KVGetResponse
-	(*KVPutRequest)(nil),            // 12: pcs.v1.KVPutRequest
-	(*KVPutResponse)(nil),           // 13: pcs.v1.KVPutResponse
-	(*KVDeleteRequest)(nil),         // 14: pcs.v1.KVDeleteRequest
-	(*KVDeleteResponse)(nil),        // 15: pcs.v1.KVDeleteResponse
-	(*KVScanRequest)(nil),           // 16: pcs.v1.KVScanRequest
-	(*KVPair)(nil),                  // 17: pcs.v1.KVPair
-	(*KVScanResponse)(nil),          // 18: pcs.v1.KVScanResponse
-	(*KVBatchRequest)(nil),          // 19: pcs.v1.KVBatchRequest
-	(*KVBatchResponse)(nil),         // 20: pcs.v1.KVBatchResponse
-	(*ShardEpoch)(nil),              // 21: pcs.v1.ShardEpoch
-	(*Shard)(nil),                   // 22: pcs.v1.Shard
+	(*MergeEntry)(nil),              // 3: pcs.v1.MergeEntry
+	(*AppliedRequest)(nil),          // 4: pcs.v1.AppliedRequest
+	(*InstallSnapshotRequest)(nil),  // 5: pcs.v1.InstallSnapshotRequest
+	(*InstallSnapshotResponse)(nil), // 6: pcs.v1.InstallSnapshotResponse
+	(*PositionRequest)(nil),         // 7: pcs.v1.PositionRequest
+	(*PositionResponse)(nil),        // 8: pcs.v1.PositionResponse
+	(*ReplicateResponse)(nil),       // 9: pcs.v1.ReplicateResponse
+	(*NotPrimaryKV)(nil),            // 10: pcs.v1.NotPrimaryKV
+	(*KVGetRequest)(nil),            // 11: pcs.v1.KVGetRequest
+	(*KVGetResponse)(nil),           // 12: pcs.v1.KVGetResponse
+	(*KVPutRequest)(nil),            // 13: pcs.v1.KVPutRequest
+	(*KVPutResponse)(nil),           // 14: pcs.v1.KVPutResponse
+	(*KVDeleteRequest)(nil),         // 15: pcs.v1.KVDeleteRequest
+	(*KVDeleteResponse)(nil),        // 16: pcs.v1.KVDeleteResponse
+	(*KVScanRequest)(nil),           // 17: pcs.v1.KVScanRequest
+	(*KVPair)(nil),                  // 18: pcs.v1.KVPair
+	(*KVScanResponse)(nil),          // 19: pcs.v1.KVScanResponse
+	(*KVBatchRequest)(nil),          // 20: pcs.v1.KVBatchRequest
+	(*KVBatchResponse)(nil),         // 21: pcs.v1.KVBatchResponse
+	(*ShardEpoch)(nil),              // 22: pcs.v1.ShardEpoch
+	(*Shard)(nil),                   // 23: pcs.v1.Shard
 }
 var file_kv_proto_depIdxs = []int32{
-	21, // 0: pcs.v1.KVHeader.epoch:type_name -> pcs.v1.ShardEpoch
-	9,  // 1: pcs.v1.KVError.not_primary:type_name -> pcs.v1.NotPrimaryKV
-	22, // 2: pcs.v1.KVError.epoch_not_match:type_name -> pcs.v1.Shard
-	17, // 3: pcs.v1.ReplicateRequest.puts:type_name -> pcs.v1.KVPair
-	22, // 4: pcs.v1.ReplicateRequest.split:type_name -> pcs.v1.Shard
-	3,  // 5: pcs.v1.ReplicateRequest.requests:type_name -> pcs.v1.AppliedRequest
-	3,  // 6: pcs.v1.ReplicateRequest.expired:type_name -> pcs.v1.AppliedRequest
-	17, // 7: pcs.v1.InstallSnapshotRequest.pairs:type_name -> pcs.v1.KVPair
-	3,  // 8: pcs.v1.InstallSnapshotRequest.requests:type_name -> pcs.v1.AppliedRequest
-	0,  // 9: pcs.v1.KVGetRequest.header:type_name -> pcs.v1.KVHeader
-	0,  // 10: pcs.v1.KVPutRequest.header:type_name -> pcs.v1.KVHeader
-	0,  // 11: pcs.v1.KVDeleteRequest.header:type_name -> pcs.v1.KVHeader
-	0,  // 12: pcs.v1.KVScanRequest.header:type_name -> pcs.v1.KVHeader
-	17, // 13: pcs.v1.KVScanResponse.pairs:type_name -> pcs.v1.KVPair
-	0,  // 14: pcs.v1.KVBatchRequest.header:type_name -> pcs.v1.KVHeader
-	17, // 15: pcs.v1.KVBatchRequest.puts:type_name -> pcs.v1.KVPair
-	10, // 16: pcs.v1.KV.Get:input_type -> pcs.v1.KVGetRequest
-	12, // 17: pcs.v1.KV.Put:input_type -> pcs.v1.KVPutRequest
-	14, // 18: pcs.v1.KV.Delete:input_type -> pcs.v1.KVDeleteRequest
-	16, // 19: pcs.v1.KV.Scan:input_type -> pcs.v1.KVScanRequest
-	19, // 20: pcs.v1.KV.Batch:input_type -> pcs.v1.KVBatchRequest
-	2,  // 21: pcs.v1.KV.Replicate:input_type -> pcs.v1.ReplicateRequest
-	4,  // 22: pcs.v1.KV.InstallSnapshot:input_type -> pcs.v1.InstallSnapshotRequest
-	6,  // 23: pcs.v1.KV.Position:input_type -> pcs.v1.PositionRequest
-	11, // 24: pcs.v1.KV.Get:output_type -> pcs.v1.KVGetResponse
-	13, // 25: pcs.v1.KV.Put:output_type -> pcs.v1.KVPutResponse
-	15, // 26: pcs.v1.KV.Delete:output_type -> pcs.v1.KVDeleteResponse
-	18, // 27: pcs.v1.KV.Scan:output_type -> pcs.v1.KVScanResponse
-	20, // 28: pcs.v1.KV.Batch:output_type -> pcs.v1.KVBatchResponse
-	8,  // 29: pcs.v1.KV.Replicate:output_type -> pcs.v1.ReplicateResponse
-	5,  // 30: pcs.v1.KV.InstallSnapshot:output_type -> pcs.v1.InstallSnapshotResponse
-	7,  // 31: pcs.v1.KV.Position:output_type -> pcs.v1.PositionResponse
-	24, // [24:32] is the sub-list for method output_type
-	16, // [16:24] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	22, // 0: pcs.v1.KVHeader.epoch:type_name -> pcs.v1.ShardEpoch
+	10, // 1: pcs.v1.KVError.not_primary:type_name -> pcs.v1.NotPrimaryKV
+	23, // 2: pcs.v1.KVError.epoch_not_match:type_name -> pcs.v1.Shard
+	18, // 3: pcs.v1.ReplicateRequest.puts:type_name -> pcs.v1.KVPair
+	23, // 4: pcs.v1.ReplicateRequest.split:type_name -> pcs.v1.Shard
+	4,  // 5: pcs.v1.ReplicateRequest.requests:type_name -> pcs.v1.AppliedRequest
+	4,  // 6: pcs.v1.ReplicateRequest.expired:type_name -> pcs.v1.AppliedRequest
+	3,  // 7: pcs.v1.ReplicateRequest.merge:type_name -> pcs.v1.MergeEntry
+	23, // 8: pcs.v1.MergeEntry.survivor:type_name -> pcs.v1.Shard
+	18, // 9: pcs.v1.InstallSnapshotRequest.pairs:type_name -> pcs.v1.KVPair
+	4,  // 10: pcs.v1.InstallSnapshotRequest.requests:type_name -> pcs.v1.AppliedRequest
+	0,  // 11: pcs.v1.KVGetRequest.header:type_name -> pcs.v1.KVHeader
+	0,  // 12: pcs.v1.KVPutRequest.header:type_name -> pcs.v1.KVHeader
+	0,  // 13: pcs.v1.KVDeleteRequest.header:type_name -> pcs.v1.KVHeader
+	0,  // 14: pcs.v1.KVScanRequest.header:type_name -> pcs.v1.KVHeader
+	18, // 15: pcs.v1.KVScanResponse.pairs:type_name -> pcs.v1.KVPair
+	0,  // 16: pcs.v1.KVBatchRequest.header:type_name -> pcs.v1.KVHeader
+	18, // 17: pcs.v1.KVBatchRequest.puts:type_name -> pcs.v1.KVPair
+	11, // 18: pcs.v1.KV.Get:input_type -> pcs.v1.KVGetRequest
+	13, // 19: pcs.v1.KV.Put:input_type -> pcs.v1.KVPutRequest
+	15, // 20: pcs.v1.KV.Delete:input_type -> pcs.v1.KVDeleteRequest
+	17, // 21: pcs.v1.KV.Scan:input_type -> pcs.v1.KVScanRequest
+	20, // 22: pcs.v1.KV.Batch:input_type -> pcs.v1.KVBatchRequest
+	2,  // 23: pcs.v1.KV.Replicate:input_type -> pcs.v1.ReplicateRequest
+	5,  // 24: pcs.v1.KV.InstallSnapshot:input_type -> pcs.v1.InstallSnapshotRequest
+	7,  // 25: pcs.v1.KV.Position:input_type -> pcs.v1.PositionRequest
+	12, // 26: pcs.v1.KV.Get:output_type -> pcs.v1.KVGetResponse
+	14, // 27: pcs.v1.KV.Put:output_type -> pcs.v1.KVPutResponse
+	16, // 28: pcs.v1.KV.Delete:output_type -> pcs.v1.KVDeleteResponse
+	19, // 29: pcs.v1.KV.Scan:output_type -> pcs.v1.KVScanResponse
+	21, // 30: pcs.v1.KV.Batch:output_type -> pcs.v1.KVBatchResponse
+	9,  // 31: pcs.v1.KV.Replicate:output_type -> pcs.v1.ReplicateResponse
+	6,  // 32: pcs.v1.KV.InstallSnapshot:output_type -> pcs.v1.InstallSnapshotResponse
+	8,  // 33: pcs.v1.KV.Position:output_type -> pcs.v1.PositionResponse
+	26, // [26:34] is the sub-list for method output_type
+	18, // [18:26] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_kv_proto_init() }
@@ -1578,7 +1671,7 @@ func file_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_proto_rawDesc), len(file_kv_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

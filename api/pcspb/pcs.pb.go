@@ -6336,6 +6336,76 @@ func (x *SplitShardCommand) GetByLoad() bool {
 	return false
 }
 
+// MergeShardsCommand: the shard's primary absorbs its right neighbour source_id (led by the
+// same node, with the same replicas) at these versions of both.
+type MergeShardsCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	SourceId      uint64                 `protobuf:"varint,3,opt,name=source_id,json=sourceId,proto3" json:"source_id,omitempty"`
+	SourceVersion uint64                 `protobuf:"varint,4,opt,name=source_version,json=sourceVersion,proto3" json:"source_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MergeShardsCommand) Reset() {
+	*x = MergeShardsCommand{}
+	mi := &file_pcs_proto_msgTypes[100]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergeShardsCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergeShardsCommand) ProtoMessage() {}
+
+func (x *MergeShardsCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[100]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergeShardsCommand.ProtoReflect.Descriptor instead.
+func (*MergeShardsCommand) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{100}
+}
+
+func (x *MergeShardsCommand) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *MergeShardsCommand) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *MergeShardsCommand) GetSourceId() uint64 {
+	if x != nil {
+		return x.SourceId
+	}
+	return 0
+}
+
+func (x *MergeShardsCommand) GetSourceVersion() uint64 {
+	if x != nil {
+		return x.SourceVersion
+	}
+	return 0
+}
+
 type SchemaVersionRef struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TableId       uint64                 `protobuf:"varint,1,opt,name=table_id,json=tableId,proto3" json:"table_id,omitempty"`
@@ -6347,7 +6417,7 @@ type SchemaVersionRef struct {
 
 func (x *SchemaVersionRef) Reset() {
 	*x = SchemaVersionRef{}
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6359,7 +6429,7 @@ func (x *SchemaVersionRef) String() string {
 func (*SchemaVersionRef) ProtoMessage() {}
 
 func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6372,7 +6442,7 @@ func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersionRef.ProtoReflect.Descriptor instead.
 func (*SchemaVersionRef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{100}
+	return file_pcs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *SchemaVersionRef) GetTableId() uint64 {
@@ -6414,7 +6484,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6426,7 +6496,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6439,7 +6509,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{101}
+	return file_pcs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *HeartbeatResponse) GetSeq() uint64 {
@@ -6488,7 +6558,7 @@ type ShardGrant struct {
 
 func (x *ShardGrant) Reset() {
 	*x = ShardGrant{}
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6500,7 +6570,7 @@ func (x *ShardGrant) String() string {
 func (*ShardGrant) ProtoMessage() {}
 
 func (x *ShardGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6513,7 +6583,7 @@ func (x *ShardGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardGrant.ProtoReflect.Descriptor instead.
 func (*ShardGrant) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{102}
+	return file_pcs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *ShardGrant) GetShardId() uint64 {
@@ -6549,7 +6619,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6561,7 +6631,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6574,7 +6644,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{103}
+	return file_pcs_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *Job) GetTableId() uint64 {
@@ -6627,7 +6697,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6639,7 +6709,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6652,7 +6722,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{104}
+	return file_pcs_proto_rawDescGZIP(), []int{105}
 }
 
 type ListJobsResponse struct {
@@ -6664,7 +6734,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6676,7 +6746,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6689,7 +6759,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{105}
+	return file_pcs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -6711,7 +6781,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6723,7 +6793,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6736,7 +6806,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{106}
+	return file_pcs_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *CancelJobRequest) GetTable() string {
@@ -6754,7 +6824,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6766,7 +6836,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6779,7 +6849,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{107}
+	return file_pcs_proto_rawDescGZIP(), []int{108}
 }
 
 // ColumnDef is one column of a table. type is a keyenc type name: int64, uint64, float64, bool,
@@ -6796,7 +6866,7 @@ type ColumnDef struct {
 
 func (x *ColumnDef) Reset() {
 	*x = ColumnDef{}
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6808,7 +6878,7 @@ func (x *ColumnDef) String() string {
 func (*ColumnDef) ProtoMessage() {}
 
 func (x *ColumnDef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6821,7 +6891,7 @@ func (x *ColumnDef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ColumnDef.ProtoReflect.Descriptor instead.
 func (*ColumnDef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{108}
+	return file_pcs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *ColumnDef) GetName() string {
@@ -6857,7 +6927,7 @@ type RangePartition struct {
 
 func (x *RangePartition) Reset() {
 	*x = RangePartition{}
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6869,7 +6939,7 @@ func (x *RangePartition) String() string {
 func (*RangePartition) ProtoMessage() {}
 
 func (x *RangePartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6882,7 +6952,7 @@ func (x *RangePartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangePartition.ProtoReflect.Descriptor instead.
 func (*RangePartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{109}
+	return file_pcs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *RangePartition) GetName() string {
@@ -6909,7 +6979,7 @@ type ValueTuple struct {
 
 func (x *ValueTuple) Reset() {
 	*x = ValueTuple{}
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6921,7 +6991,7 @@ func (x *ValueTuple) String() string {
 func (*ValueTuple) ProtoMessage() {}
 
 func (x *ValueTuple) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6934,7 +7004,7 @@ func (x *ValueTuple) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueTuple.ProtoReflect.Descriptor instead.
 func (*ValueTuple) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{110}
+	return file_pcs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *ValueTuple) GetValues() []string {
@@ -6956,7 +7026,7 @@ type ListPartition struct {
 
 func (x *ListPartition) Reset() {
 	*x = ListPartition{}
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6968,7 +7038,7 @@ func (x *ListPartition) String() string {
 func (*ListPartition) ProtoMessage() {}
 
 func (x *ListPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6981,7 +7051,7 @@ func (x *ListPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartition.ProtoReflect.Descriptor instead.
 func (*ListPartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{111}
+	return file_pcs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *ListPartition) GetName() string {
@@ -7021,7 +7091,7 @@ type PartitionSpec struct {
 
 func (x *PartitionSpec) Reset() {
 	*x = PartitionSpec{}
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7033,7 +7103,7 @@ func (x *PartitionSpec) String() string {
 func (*PartitionSpec) ProtoMessage() {}
 
 func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7046,7 +7116,7 @@ func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSpec.ProtoReflect.Descriptor instead.
 func (*PartitionSpec) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{112}
+	return file_pcs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *PartitionSpec) GetStrategy() PartitionStrategy {
@@ -7111,7 +7181,7 @@ type DataNode struct {
 
 func (x *DataNode) Reset() {
 	*x = DataNode{}
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7123,7 +7193,7 @@ func (x *DataNode) String() string {
 func (*DataNode) ProtoMessage() {}
 
 func (x *DataNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7136,7 +7206,7 @@ func (x *DataNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataNode.ProtoReflect.Descriptor instead.
 func (*DataNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{113}
+	return file_pcs_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *DataNode) GetId() uint64 {
@@ -7220,7 +7290,7 @@ type Table struct {
 
 func (x *Table) Reset() {
 	*x = Table{}
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7232,7 +7302,7 @@ func (x *Table) String() string {
 func (*Table) ProtoMessage() {}
 
 func (x *Table) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7245,7 +7315,7 @@ func (x *Table) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Table.ProtoReflect.Descriptor instead.
 func (*Table) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{114}
+	return file_pcs_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *Table) GetId() uint64 {
@@ -7363,7 +7433,7 @@ type SchemaVersion struct {
 
 func (x *SchemaVersion) Reset() {
 	*x = SchemaVersion{}
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7375,7 +7445,7 @@ func (x *SchemaVersion) String() string {
 func (*SchemaVersion) ProtoMessage() {}
 
 func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7388,7 +7458,7 @@ func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersion.ProtoReflect.Descriptor instead.
 func (*SchemaVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{115}
+	return file_pcs_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *SchemaVersion) GetVersion() uint64 {
@@ -7417,7 +7487,7 @@ type ShardEpoch struct {
 
 func (x *ShardEpoch) Reset() {
 	*x = ShardEpoch{}
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7429,7 +7499,7 @@ func (x *ShardEpoch) String() string {
 func (*ShardEpoch) ProtoMessage() {}
 
 func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7442,7 +7512,7 @@ func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardEpoch.ProtoReflect.Descriptor instead.
 func (*ShardEpoch) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{116}
+	return file_pcs_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *ShardEpoch) GetConfVer() uint64 {
@@ -7485,7 +7555,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7497,7 +7567,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7510,7 +7580,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{117}
+	return file_pcs_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *Shard) GetId() uint64 {
@@ -7628,7 +7698,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7640,7 +7710,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7653,7 +7723,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{118}
+	return file_pcs_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *Command) GetVersion() uint32 {
@@ -7969,7 +8039,7 @@ type CmdSetClusterVersion struct {
 
 func (x *CmdSetClusterVersion) Reset() {
 	*x = CmdSetClusterVersion{}
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7981,7 +8051,7 @@ func (x *CmdSetClusterVersion) String() string {
 func (*CmdSetClusterVersion) ProtoMessage() {}
 
 func (x *CmdSetClusterVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7994,7 +8064,7 @@ func (x *CmdSetClusterVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetClusterVersion.ProtoReflect.Descriptor instead.
 func (*CmdSetClusterVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{119}
+	return file_pcs_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *CmdSetClusterVersion) GetVersion() uint32 {
@@ -8028,7 +8098,7 @@ type RequestID struct {
 
 func (x *RequestID) Reset() {
 	*x = RequestID{}
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8040,7 +8110,7 @@ func (x *RequestID) String() string {
 func (*RequestID) ProtoMessage() {}
 
 func (x *RequestID) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8053,7 +8123,7 @@ func (x *RequestID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestID.ProtoReflect.Descriptor instead.
 func (*RequestID) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{120}
+	return file_pcs_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *RequestID) GetClientId() uint64 {
@@ -8118,7 +8188,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_pcs_proto_msgTypes[121]
+	mi := &file_pcs_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8130,7 +8200,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[121]
+	mi := &file_pcs_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8143,7 +8213,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{121}
+	return file_pcs_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *Outcome) GetSeq() uint64 {
@@ -8226,7 +8296,7 @@ type ClientSession struct {
 
 func (x *ClientSession) Reset() {
 	*x = ClientSession{}
-	mi := &file_pcs_proto_msgTypes[122]
+	mi := &file_pcs_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8238,7 +8308,7 @@ func (x *ClientSession) String() string {
 func (*ClientSession) ProtoMessage() {}
 
 func (x *ClientSession) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[122]
+	mi := &file_pcs_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8251,7 +8321,7 @@ func (x *ClientSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientSession.ProtoReflect.Descriptor instead.
 func (*ClientSession) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{122}
+	return file_pcs_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *ClientSession) GetClientId() uint64 {
@@ -8302,7 +8372,7 @@ type DroppedSessions struct {
 
 func (x *DroppedSessions) Reset() {
 	*x = DroppedSessions{}
-	mi := &file_pcs_proto_msgTypes[123]
+	mi := &file_pcs_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8314,7 +8384,7 @@ func (x *DroppedSessions) String() string {
 func (*DroppedSessions) ProtoMessage() {}
 
 func (x *DroppedSessions) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[123]
+	mi := &file_pcs_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8327,7 +8397,7 @@ func (x *DroppedSessions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DroppedSessions.ProtoReflect.Descriptor instead.
 func (*DroppedSessions) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{123}
+	return file_pcs_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *DroppedSessions) GetClientIds() []uint64 {
@@ -8364,7 +8434,7 @@ type CmdChangeReplicas struct {
 
 func (x *CmdChangeReplicas) Reset() {
 	*x = CmdChangeReplicas{}
-	mi := &file_pcs_proto_msgTypes[124]
+	mi := &file_pcs_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8376,7 +8446,7 @@ func (x *CmdChangeReplicas) String() string {
 func (*CmdChangeReplicas) ProtoMessage() {}
 
 func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[124]
+	mi := &file_pcs_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8389,7 +8459,7 @@ func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangeReplicas.ProtoReflect.Descriptor instead.
 func (*CmdChangeReplicas) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{124}
+	return file_pcs_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *CmdChangeReplicas) GetShardId() uint64 {
@@ -8457,7 +8527,7 @@ type CmdSplitShard struct {
 
 func (x *CmdSplitShard) Reset() {
 	*x = CmdSplitShard{}
-	mi := &file_pcs_proto_msgTypes[125]
+	mi := &file_pcs_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8469,7 +8539,7 @@ func (x *CmdSplitShard) String() string {
 func (*CmdSplitShard) ProtoMessage() {}
 
 func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[125]
+	mi := &file_pcs_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8482,7 +8552,7 @@ func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSplitShard.ProtoReflect.Descriptor instead.
 func (*CmdSplitShard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{125}
+	return file_pcs_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *CmdSplitShard) GetShardId() uint64 {
@@ -8529,7 +8599,7 @@ type CmdChangePrimary struct {
 
 func (x *CmdChangePrimary) Reset() {
 	*x = CmdChangePrimary{}
-	mi := &file_pcs_proto_msgTypes[126]
+	mi := &file_pcs_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8541,7 +8611,7 @@ func (x *CmdChangePrimary) String() string {
 func (*CmdChangePrimary) ProtoMessage() {}
 
 func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[126]
+	mi := &file_pcs_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8554,7 +8624,7 @@ func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangePrimary.ProtoReflect.Descriptor instead.
 func (*CmdChangePrimary) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{126}
+	return file_pcs_proto_rawDescGZIP(), []int{127}
 }
 
 func (x *CmdChangePrimary) GetShardId() uint64 {
@@ -8605,7 +8675,7 @@ type CmdSetNodeAdmin struct {
 
 func (x *CmdSetNodeAdmin) Reset() {
 	*x = CmdSetNodeAdmin{}
-	mi := &file_pcs_proto_msgTypes[127]
+	mi := &file_pcs_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8617,7 +8687,7 @@ func (x *CmdSetNodeAdmin) String() string {
 func (*CmdSetNodeAdmin) ProtoMessage() {}
 
 func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[127]
+	mi := &file_pcs_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8630,7 +8700,7 @@ func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetNodeAdmin.ProtoReflect.Descriptor instead.
 func (*CmdSetNodeAdmin) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{127}
+	return file_pcs_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *CmdSetNodeAdmin) GetNodeId() uint64 {
@@ -8664,7 +8734,7 @@ type CmdCancelAlter struct {
 
 func (x *CmdCancelAlter) Reset() {
 	*x = CmdCancelAlter{}
-	mi := &file_pcs_proto_msgTypes[128]
+	mi := &file_pcs_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8676,7 +8746,7 @@ func (x *CmdCancelAlter) String() string {
 func (*CmdCancelAlter) ProtoMessage() {}
 
 func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[128]
+	mi := &file_pcs_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8689,7 +8759,7 @@ func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCancelAlter.ProtoReflect.Descriptor instead.
 func (*CmdCancelAlter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{128}
+	return file_pcs_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *CmdCancelAlter) GetTableId() uint64 {
@@ -8711,7 +8781,7 @@ type CmdAlterTable struct {
 
 func (x *CmdAlterTable) Reset() {
 	*x = CmdAlterTable{}
-	mi := &file_pcs_proto_msgTypes[129]
+	mi := &file_pcs_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8723,7 +8793,7 @@ func (x *CmdAlterTable) String() string {
 func (*CmdAlterTable) ProtoMessage() {}
 
 func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[129]
+	mi := &file_pcs_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8736,7 +8806,7 @@ func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAlterTable.ProtoReflect.Descriptor instead.
 func (*CmdAlterTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{129}
+	return file_pcs_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *CmdAlterTable) GetTableId() uint64 {
@@ -8765,7 +8835,7 @@ type CmdAdvanceSchema struct {
 
 func (x *CmdAdvanceSchema) Reset() {
 	*x = CmdAdvanceSchema{}
-	mi := &file_pcs_proto_msgTypes[130]
+	mi := &file_pcs_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8777,7 +8847,7 @@ func (x *CmdAdvanceSchema) String() string {
 func (*CmdAdvanceSchema) ProtoMessage() {}
 
 func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[130]
+	mi := &file_pcs_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8790,7 +8860,7 @@ func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAdvanceSchema.ProtoReflect.Descriptor instead.
 func (*CmdAdvanceSchema) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{130}
+	return file_pcs_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *CmdAdvanceSchema) GetTableId() uint64 {
@@ -8818,7 +8888,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[131]
+	mi := &file_pcs_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8830,7 +8900,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[131]
+	mi := &file_pcs_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8843,7 +8913,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{131}
+	return file_pcs_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -8865,7 +8935,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[132]
+	mi := &file_pcs_proto_msgTypes[133]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8877,7 +8947,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[132]
+	mi := &file_pcs_proto_msgTypes[133]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8890,7 +8960,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{132}
+	return file_pcs_proto_rawDescGZIP(), []int{133}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -8917,7 +8987,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[133]
+	mi := &file_pcs_proto_msgTypes[134]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8929,7 +8999,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[133]
+	mi := &file_pcs_proto_msgTypes[134]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8942,7 +9012,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{133}
+	return file_pcs_proto_rawDescGZIP(), []int{134}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -8969,7 +9039,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[134]
+	mi := &file_pcs_proto_msgTypes[135]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8981,7 +9051,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[134]
+	mi := &file_pcs_proto_msgTypes[135]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8994,7 +9064,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{134}
+	return file_pcs_proto_rawDescGZIP(), []int{135}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -9015,7 +9085,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[135]
+	mi := &file_pcs_proto_msgTypes[136]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9027,7 +9097,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[135]
+	mi := &file_pcs_proto_msgTypes[136]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9040,7 +9110,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{135}
+	return file_pcs_proto_rawDescGZIP(), []int{136}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -9074,7 +9144,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[136]
+	mi := &file_pcs_proto_msgTypes[137]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9086,7 +9156,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[136]
+	mi := &file_pcs_proto_msgTypes[137]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9099,7 +9169,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{136}
+	return file_pcs_proto_rawDescGZIP(), []int{137}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -9126,7 +9196,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[137]
+	mi := &file_pcs_proto_msgTypes[138]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9138,7 +9208,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[137]
+	mi := &file_pcs_proto_msgTypes[138]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9151,7 +9221,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{137}
+	return file_pcs_proto_rawDescGZIP(), []int{138}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -9172,7 +9242,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[138]
+	mi := &file_pcs_proto_msgTypes[139]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9184,7 +9254,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[138]
+	mi := &file_pcs_proto_msgTypes[139]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9197,7 +9267,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{138}
+	return file_pcs_proto_rawDescGZIP(), []int{139}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -9223,7 +9293,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[139]
+	mi := &file_pcs_proto_msgTypes[140]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9235,7 +9305,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[139]
+	mi := &file_pcs_proto_msgTypes[140]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9248,7 +9318,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{139}
+	return file_pcs_proto_rawDescGZIP(), []int{140}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -9267,7 +9337,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[140]
+	mi := &file_pcs_proto_msgTypes[141]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9279,7 +9349,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[140]
+	mi := &file_pcs_proto_msgTypes[141]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9292,7 +9362,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{140}
+	return file_pcs_proto_rawDescGZIP(), []int{141}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -9326,7 +9396,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[141]
+	mi := &file_pcs_proto_msgTypes[142]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9338,7 +9408,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[141]
+	mi := &file_pcs_proto_msgTypes[142]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9351,7 +9421,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{141}
+	return file_pcs_proto_rawDescGZIP(), []int{142}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -9549,7 +9619,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[142]
+	mi := &file_pcs_proto_msgTypes[143]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9561,7 +9631,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[142]
+	mi := &file_pcs_proto_msgTypes[143]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9574,7 +9644,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{142}
+	return file_pcs_proto_rawDescGZIP(), []int{143}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -9643,7 +9713,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[143]
+	mi := &file_pcs_proto_msgTypes[144]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9655,7 +9725,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[143]
+	mi := &file_pcs_proto_msgTypes[144]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9668,7 +9738,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{143}
+	return file_pcs_proto_rawDescGZIP(), []int{144}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -9695,7 +9765,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[144]
+	mi := &file_pcs_proto_msgTypes[145]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9707,7 +9777,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[144]
+	mi := &file_pcs_proto_msgTypes[145]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9720,7 +9790,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{144}
+	return file_pcs_proto_rawDescGZIP(), []int{145}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -10195,7 +10265,12 @@ const file_pcs_proto_rawDesc = "" +
 	"\tsplit_key\x18\x03 \x01(\fR\bsplitKey\x12 \n" +
 	"\fnew_shard_id\x18\x04 \x01(\x04R\n" +
 	"newShardId\x12\x17\n" +
-	"\aby_load\x18\x05 \x01(\bR\x06byLoad\"g\n" +
+	"\aby_load\x18\x05 \x01(\bR\x06byLoad\"\x8d\x01\n" +
+	"\x12MergeShardsCommand\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x1b\n" +
+	"\tsource_id\x18\x03 \x01(\x04R\bsourceId\x12%\n" +
+	"\x0esource_version\x18\x04 \x01(\x04R\rsourceVersion\"g\n" +
 	"\x10SchemaVersionRef\x12\x19\n" +
 	"\btable_id\x18\x01 \x01(\x04R\atableId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x1e\n" +
@@ -10540,7 +10615,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 150)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 151)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                   // 0: pcs.v1.NodeState
 	(Consistency)(0),                 // 1: pcs.v1.Consistency
@@ -10647,56 +10722,57 @@ var file_pcs_proto_goTypes = []any{
 	(*NodeHeartbeat)(nil),            // 102: pcs.v1.NodeHeartbeat
 	(*NodeCommand)(nil),              // 103: pcs.v1.NodeCommand
 	(*SplitShardCommand)(nil),        // 104: pcs.v1.SplitShardCommand
-	(*SchemaVersionRef)(nil),         // 105: pcs.v1.SchemaVersionRef
-	(*HeartbeatResponse)(nil),        // 106: pcs.v1.HeartbeatResponse
-	(*ShardGrant)(nil),               // 107: pcs.v1.ShardGrant
-	(*Job)(nil),                      // 108: pcs.v1.Job
-	(*ListJobsRequest)(nil),          // 109: pcs.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),         // 110: pcs.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),         // 111: pcs.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),        // 112: pcs.v1.CancelJobResponse
-	(*ColumnDef)(nil),                // 113: pcs.v1.ColumnDef
-	(*RangePartition)(nil),           // 114: pcs.v1.RangePartition
-	(*ValueTuple)(nil),               // 115: pcs.v1.ValueTuple
-	(*ListPartition)(nil),            // 116: pcs.v1.ListPartition
-	(*PartitionSpec)(nil),            // 117: pcs.v1.PartitionSpec
-	(*DataNode)(nil),                 // 118: pcs.v1.DataNode
-	(*Table)(nil),                    // 119: pcs.v1.Table
-	(*SchemaVersion)(nil),            // 120: pcs.v1.SchemaVersion
-	(*ShardEpoch)(nil),               // 121: pcs.v1.ShardEpoch
-	(*Shard)(nil),                    // 122: pcs.v1.Shard
-	(*Command)(nil),                  // 123: pcs.v1.Command
-	(*CmdSetClusterVersion)(nil),     // 124: pcs.v1.CmdSetClusterVersion
-	(*RequestID)(nil),                // 125: pcs.v1.RequestID
-	(*Outcome)(nil),                  // 126: pcs.v1.Outcome
-	(*ClientSession)(nil),            // 127: pcs.v1.ClientSession
-	(*DroppedSessions)(nil),          // 128: pcs.v1.DroppedSessions
-	(*CmdChangeReplicas)(nil),        // 129: pcs.v1.CmdChangeReplicas
-	(*CmdSplitShard)(nil),            // 130: pcs.v1.CmdSplitShard
-	(*CmdChangePrimary)(nil),         // 131: pcs.v1.CmdChangePrimary
-	(*CmdSetNodeAdmin)(nil),          // 132: pcs.v1.CmdSetNodeAdmin
-	(*CmdCancelAlter)(nil),           // 133: pcs.v1.CmdCancelAlter
-	(*CmdAlterTable)(nil),            // 134: pcs.v1.CmdAlterTable
-	(*CmdAdvanceSchema)(nil),         // 135: pcs.v1.CmdAdvanceSchema
-	(*CmdRegisterNode)(nil),          // 136: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),           // 137: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),         // 138: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),           // 139: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                   // 140: pcs.v1.CmdPut
-	(*CmdDelete)(nil),                // 141: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),             // 142: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),              // 143: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),             // 144: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),          // 145: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),           // 146: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),           // 147: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),                // 148: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),          // 149: pcs.v1.SnapshotTrailer
-	nil,                              // 150: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                              // 151: pcs.v1.ScheduleConfigResponse.ConfigEntry
-	nil,                              // 152: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                              // 153: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                              // 154: pcs.v1.DataNode.LabelsEntry
+	(*MergeShardsCommand)(nil),       // 105: pcs.v1.MergeShardsCommand
+	(*SchemaVersionRef)(nil),         // 106: pcs.v1.SchemaVersionRef
+	(*HeartbeatResponse)(nil),        // 107: pcs.v1.HeartbeatResponse
+	(*ShardGrant)(nil),               // 108: pcs.v1.ShardGrant
+	(*Job)(nil),                      // 109: pcs.v1.Job
+	(*ListJobsRequest)(nil),          // 110: pcs.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),         // 111: pcs.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),         // 112: pcs.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),        // 113: pcs.v1.CancelJobResponse
+	(*ColumnDef)(nil),                // 114: pcs.v1.ColumnDef
+	(*RangePartition)(nil),           // 115: pcs.v1.RangePartition
+	(*ValueTuple)(nil),               // 116: pcs.v1.ValueTuple
+	(*ListPartition)(nil),            // 117: pcs.v1.ListPartition
+	(*PartitionSpec)(nil),            // 118: pcs.v1.PartitionSpec
+	(*DataNode)(nil),                 // 119: pcs.v1.DataNode
+	(*Table)(nil),                    // 120: pcs.v1.Table
+	(*SchemaVersion)(nil),            // 121: pcs.v1.SchemaVersion
+	(*ShardEpoch)(nil),               // 122: pcs.v1.ShardEpoch
+	(*Shard)(nil),                    // 123: pcs.v1.Shard
+	(*Command)(nil),                  // 124: pcs.v1.Command
+	(*CmdSetClusterVersion)(nil),     // 125: pcs.v1.CmdSetClusterVersion
+	(*RequestID)(nil),                // 126: pcs.v1.RequestID
+	(*Outcome)(nil),                  // 127: pcs.v1.Outcome
+	(*ClientSession)(nil),            // 128: pcs.v1.ClientSession
+	(*DroppedSessions)(nil),          // 129: pcs.v1.DroppedSessions
+	(*CmdChangeReplicas)(nil),        // 130: pcs.v1.CmdChangeReplicas
+	(*CmdSplitShard)(nil),            // 131: pcs.v1.CmdSplitShard
+	(*CmdChangePrimary)(nil),         // 132: pcs.v1.CmdChangePrimary
+	(*CmdSetNodeAdmin)(nil),          // 133: pcs.v1.CmdSetNodeAdmin
+	(*CmdCancelAlter)(nil),           // 134: pcs.v1.CmdCancelAlter
+	(*CmdAlterTable)(nil),            // 135: pcs.v1.CmdAlterTable
+	(*CmdAdvanceSchema)(nil),         // 136: pcs.v1.CmdAdvanceSchema
+	(*CmdRegisterNode)(nil),          // 137: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),           // 138: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),         // 139: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),           // 140: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                   // 141: pcs.v1.CmdPut
+	(*CmdDelete)(nil),                // 142: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),             // 143: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),              // 144: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),             // 145: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),          // 146: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),           // 147: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),           // 148: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),                // 149: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),          // 150: pcs.v1.SnapshotTrailer
+	nil,                              // 151: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                              // 152: pcs.v1.ScheduleConfigResponse.ConfigEntry
+	nil,                              // 153: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                              // 154: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                              // 155: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -10719,104 +10795,104 @@ var file_pcs_proto_depIdxs = []int32{
 	2,   // 17: pcs.v1.Event.type:type_name -> pcs.v1.EventType
 	27,  // 18: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
 	36,  // 19: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	150, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	151, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
 	1,   // 21: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
-	118, // 22: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
+	119, // 22: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
 	5,   // 23: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
 	52,  // 24: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
-	119, // 25: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
-	119, // 26: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
-	119, // 27: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
+	120, // 25: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
+	120, // 26: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
+	120, // 27: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
 	1,   // 28: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 29: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
-	119, // 30: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
-	120, // 31: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
+	120, // 30: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
+	121, // 31: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
 	1,   // 32: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 33: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
-	119, // 34: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
+	120, // 34: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
 	1,   // 35: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 36: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
-	122, // 37: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
+	123, // 37: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
 	1,   // 38: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 39: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	122, // 40: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
+	123, // 40: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
 	1,   // 41: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
 	1,   // 42: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 43: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	122, // 44: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
+	123, // 44: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
 	101, // 45: pcs.v1.ScanShardsResponse.stats:type_name -> pcs.v1.ShardStats
-	122, // 46: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
-	122, // 47: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
-	121, // 48: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
-	122, // 49: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
-	122, // 50: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
+	123, // 46: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
+	123, // 47: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
+	122, // 48: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
+	123, // 49: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
+	123, // 50: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
 	80,  // 51: pcs.v1.Operator.steps:type_name -> pcs.v1.OperatorStep
 	79,  // 52: pcs.v1.ListOperatorsResponse.operators:type_name -> pcs.v1.Operator
-	122, // 53: pcs.v1.HotShard.shard:type_name -> pcs.v1.Shard
+	123, // 53: pcs.v1.HotShard.shard:type_name -> pcs.v1.Shard
 	86,  // 54: pcs.v1.HotShardsResponse.shards:type_name -> pcs.v1.HotShard
 	87,  // 55: pcs.v1.HotShardsResponse.nodes:type_name -> pcs.v1.NodeLoad
 	79,  // 56: pcs.v1.AddOperatorResponse.operator:type_name -> pcs.v1.Operator
-	151, // 57: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
+	152, // 57: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
 	97,  // 58: pcs.v1.ScheduleConfigResponse.schedulers:type_name -> pcs.v1.SchedulerInfo
-	122, // 59: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
-	152, // 60: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	153, // 61: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	123, // 59: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
+	153, // 60: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	154, // 61: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
 	100, // 62: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
 	101, // 63: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
-	122, // 64: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
-	105, // 65: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
+	123, // 64: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
+	106, // 65: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
 	104, // 66: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
 	103, // 67: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
-	107, // 68: pcs.v1.HeartbeatResponse.grants:type_name -> pcs.v1.ShardGrant
-	108, // 69: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
-	115, // 70: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	108, // 68: pcs.v1.HeartbeatResponse.grants:type_name -> pcs.v1.ShardGrant
+	109, // 69: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
+	116, // 70: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
 	3,   // 71: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	114, // 72: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	116, // 73: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	117, // 74: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	154, // 75: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	113, // 76: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	117, // 77: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	115, // 72: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	117, // 73: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	118, // 74: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	155, // 75: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	114, // 76: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	118, // 77: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
 	4,   // 78: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	120, // 79: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
-	121, // 80: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	140, // 81: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	141, // 82: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	142, // 83: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	143, // 84: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	144, // 85: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	145, // 86: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	136, // 87: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	137, // 88: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	138, // 89: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	139, // 90: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	134, // 91: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	135, // 92: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	133, // 93: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
-	132, // 94: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
-	131, // 95: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
-	129, // 96: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
-	130, // 97: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
-	124, // 98: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
-	125, // 99: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
+	121, // 79: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
+	122, // 80: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	141, // 81: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	142, // 82: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	143, // 83: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	144, // 84: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	145, // 85: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	146, // 86: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	137, // 87: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	138, // 88: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	139, // 89: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	140, // 90: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	135, // 91: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	136, // 92: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	134, // 93: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	133, // 94: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
+	132, // 95: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
+	130, // 96: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
+	131, // 97: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
+	125, // 98: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
+	126, // 99: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
 	27,  // 100: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
-	126, // 101: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
-	118, // 102: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	119, // 103: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	122, // 104: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	127, // 101: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
+	119, // 102: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	120, // 103: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	123, // 104: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
 	4,   // 105: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
 	10,  // 106: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	147, // 107: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	148, // 107: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
 	27,  // 108: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
 	36,  // 109: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
 	10,  // 110: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	148, // 111: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	149, // 112: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	118, // 113: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	119, // 114: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	122, // 115: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	127, // 116: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
-	128, // 117: pcs.v1.SnapshotRecord.dropped_sessions:type_name -> pcs.v1.DroppedSessions
+	149, // 111: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	150, // 112: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	119, // 113: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	120, // 114: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	123, // 115: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	128, // 116: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
+	129, // 117: pcs.v1.SnapshotRecord.dropped_sessions:type_name -> pcs.v1.DroppedSessions
 	8,   // 118: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
 	11,  // 119: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
 	13,  // 120: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
@@ -10838,8 +10914,8 @@ var file_pcs_proto_depIdxs = []int32{
 	54,  // 136: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
 	58,  // 137: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
 	56,  // 138: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	109, // 139: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
-	111, // 140: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	110, // 139: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	112, // 140: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
 	71,  // 141: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
 	73,  // 142: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
 	75,  // 143: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
@@ -10884,8 +10960,8 @@ var file_pcs_proto_depIdxs = []int32{
 	55,  // 182: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
 	59,  // 183: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
 	57,  // 184: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	110, // 185: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
-	112, // 186: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	111, // 185: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	113, // 186: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
 	72,  // 187: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
 	74,  // 188: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
 	76,  // 189: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
@@ -10905,7 +10981,7 @@ var file_pcs_proto_depIdxs = []int32{
 	67,  // 203: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
 	65,  // 204: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
 	70,  // 205: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	106, // 206: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	107, // 206: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
 	44,  // 207: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
 	17,  // 208: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
 	46,  // 209: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
@@ -10930,7 +11006,7 @@ func file_pcs_proto_init() {
 		(*NodeCommand_LoadSchema)(nil),
 		(*NodeCommand_SplitShard)(nil),
 	}
-	file_pcs_proto_msgTypes[118].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[119].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_TsoWindow)(nil),
@@ -10950,9 +11026,9 @@ func file_pcs_proto_init() {
 		(*Command_SplitShard)(nil),
 		(*Command_SetClusterVersion)(nil),
 	}
-	file_pcs_proto_msgTypes[135].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[136].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[141].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[137].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[142].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -10971,7 +11047,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   150,
+			NumMessages:   151,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,12 +1,17 @@
 package kvnode
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/keyenc"
 )
 
 // TestStoreMerge: a replica absorbs its right neighbour at a position of its own log: every
@@ -89,4 +94,100 @@ func TestStoreMerge(t *testing.T) {
 	}
 	defer s.Close()
 	check(s)
+}
+
+// TestMergeShards: real nodes and PCS. A shard is split (both halves on the same three nodes,
+// led by the same one) and written to; the primary merges the right half back as an entry of
+// the left half's log: on every node the survivor covers both ranges at a newer epoch, at the
+// same log position, with every row, and the absorbed replica is gone. A command with stale
+// versions is ignored; one for shards that are not neighbours is refused.
+func TestMergeShards(t *testing.T) {
+	c, nodes := startCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	waitNodesUp(t, ctx, c, 3)
+	// No balancing: the halves stay where the split leaves them (PCS does not record merges yet,
+	// so nothing should move the absorbed shard either).
+	if _, err := c.SetScheduleConfig(ctx, "paused-schedulers", "balance-replica,balance-primary,hot"); err != nil {
+		t.Fatal(err)
+	}
+	createTable(t, ctx, c, "mg", 3, 1)
+	kv := c.KV("mg")
+	key := func(i int) []byte {
+		k, _ := keyenc.Encode(nil, []keyenc.Column{{Type: keyenc.Int64}}, []keyenc.Value{keyenc.I64(int64(i))})
+		return k
+	}
+	for i := 0; i < 100; i++ {
+		if err := kv.Put(ctx, key(i), []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := c.ScanShards(ctx, "mg", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.SplitShard(ctx, resp.Shards[0].Id, nil); err != nil {
+		t.Fatal(err)
+	}
+	var shards []*pcspb.Shard
+	waitFor(t, 30*time.Second, "the split recorded", func() bool {
+		resp, err := c.ScanShards(ctx, "mg", nil, nil)
+		shards = resp.GetShards()
+		return err == nil && len(shards) == 2
+	})
+	for i := 100; i < 200; i++ { // writes to both halves after the split
+		if err := kv.Put(ctx, key(i%100), []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	left, right := shards[0], shards[1]
+	var primary *Server
+	for _, n := range nodes {
+		if sh, ok := n.Store.Replica(left.Id); ok && sh.Primary == n.Node.self() {
+			primary = n
+		}
+	}
+	if primary == nil {
+		t.Fatal("no primary of the left half")
+	}
+	lsh, _ := primary.Store.Replica(left.Id)
+	rsh, _ := primary.Store.Replica(right.Id)
+	stale := &pcspb.MergeShardsCommand{ShardId: left.Id, Version: lsh.Epoch.Version - 1, SourceId: right.Id, SourceVersion: rsh.Epoch.Version}
+	if err := primary.Node.MergeShards(ctx, stale); err != nil {
+		t.Fatalf("a stale command: %v", err)
+	}
+	backwards := &pcspb.MergeShardsCommand{ShardId: right.Id, Version: rsh.Epoch.Version, SourceId: left.Id, SourceVersion: lsh.Epoch.Version}
+	if err := primary.Node.MergeShards(ctx, backwards); !errors.Is(err, ErrCannotMerge) {
+		t.Fatalf("merging the left half into the right: %v (left %v, right %v)", err, lsh, rsh)
+	}
+	cmd := &pcspb.MergeShardsCommand{ShardId: left.Id, Version: lsh.Epoch.Version, SourceId: right.Id, SourceVersion: rsh.Epoch.Version}
+	if err := primary.Node.MergeShards(ctx, cmd); err != nil {
+		t.Fatal(err)
+	}
+	want := primary.Store.Position(left.Id)
+	for i, n := range nodes {
+		sh, ok := n.Store.Replica(left.Id)
+		if !ok || !bytes.Equal(sh.End, rsh.End) || !bytes.Equal(sh.Start, lsh.Start) || sh.Epoch.Version != max(lsh.Epoch.Version, rsh.Epoch.Version)+1 {
+			t.Fatalf("node %d: survivor %v", i, sh)
+		}
+		if got := n.Store.Position(left.Id); got != want {
+			t.Fatalf("node %d: survivor at %+v, primary at %+v", i, got, want)
+		}
+		if _, ok := n.Store.Replica(right.Id); ok {
+			t.Fatalf("node %d still holds the absorbed shard", i)
+		}
+		rows, _, err := n.Store.Scan(left.Id, nil, nil, 1000)
+		got := map[string]bool{}
+		for _, r := range rows {
+			got[string(r.Value)] = true
+		}
+		for j := 100; j < 200; j++ {
+			if !got[fmt.Sprint(j)] {
+				t.Fatalf("node %d: after the merge the survivor lacks the row written %d (%d rows, %v)", i, j, len(rows), err)
+			}
+		}
+		if len(rows) != 100 {
+			t.Fatalf("node %d: %d rows after the merge, want 100", i, len(rows))
+		}
+	}
 }

@@ -242,14 +242,26 @@ func removable(err error) bool {
 	return err != nil && ke.GetStaleTerm() == 0 && ke.GetShardNotFound() == 0
 }
 
-// writeLocked gives a write (or a split, if split is set) the shard's next log position,
+// control is a log entry that changes the shard itself rather than its rows: a split (the new
+// half) or a merge (the neighbour absorbed).
+type control struct {
+	split *pcspb.Shard
+	merge *pcspb.MergeEntry
+}
+
+// writeLocked gives a write (or a split or merge, if ctl says so) the shard's next log position,
 // persists it locally and on every other replica of the configuration and every learner in
 // line, in parallel, and returns once every replica has it. If a replica does not acknowledge,
 // the outcome is unknown to the client (ABORTED: the write may be on some replicas) and the
 // replicas are brought in line again before the shard's next request. A learner that does not
 // acknowledge only falls out of line.
-func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.KVPair, deletes [][]byte, split *pcspb.Shard, reqs []*pcspb.AppliedRequest) error {
-	if split == nil && len(sh.Replicas) < int(sh.MinInSyncOrOne()) {
+func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.KVPair, deletes [][]byte, ctl *control, reqs []*pcspb.AppliedRequest) error {
+	var split *pcspb.Shard
+	var merge *pcspb.MergeEntry
+	if ctl != nil {
+		split, merge = ctl.split, ctl.merge
+	}
+	if ctl == nil && len(sh.Replicas) < int(sh.MinInSyncOrOne()) {
 		// Too few replicas to acknowledge: written nowhere, refused (retryable) until PCS has
 		// added replicas.
 		n.metrics.notEnoughReplicas.Inc()
@@ -261,7 +273,7 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 		r.At = lsn // records are stamped with a log position, never a clock
 	}
 	var expired []*pcspb.AppliedRequest
-	if split == nil {
+	if ctl == nil {
 		expired = n.expiredRequests(sh.Id)
 	}
 	type result struct {
@@ -275,11 +287,14 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 	var localErr error
 	go func() {
 		defer close(localDone)
-		if split != nil {
+		switch {
+		case split != nil:
 			left := proto.Clone(sh).(*pcspb.Shard)
 			left.End, left.Epoch = split.Start, proto.Clone(split.Epoch).(*pcspb.ShardEpoch)
 			localErr = n.store.Split(left, split, Position{lsn, sh.Term})
-		} else {
+		case merge != nil:
+			localErr = n.store.Merge(merge.Survivor, merge.SourceId, Position{lsn, sh.Term}, Position{merge.SourceLsn, merge.SourceTerm})
+		default:
 			localErr = n.store.Write(sh.Id, Position{lsn, sh.Term}, puts, deletes, reqs, expired)
 		}
 		if localErr != nil {
@@ -288,7 +303,7 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 		results <- result{node: n.self(), err: localErr}
 	}()
 	req := &pcspb.ReplicateRequest{ShardId: sh.Id, Term: sh.Term, Lsn: lsn, Puts: puts, Deletes: deletes, Primary: n.self(), Split: split,
-		Requests: reqs, Expired: expired}
+		Merge: merge, Requests: reqs, Expired: expired}
 	waiting := 1
 	send := func(r uint64, learner bool) {
 		waiting++
@@ -462,6 +477,26 @@ func (n *Node) Replicate(_ context.Context, req *pcspb.ReplicateRequest) (*pcspb
 		if err := n.store.Split(left, req.Split, Position{req.Lsn, req.Term}); err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
 		}
+		return &pcspb.ReplicateResponse{Lsn: req.Lsn}, nil
+	}
+	if m := req.Merge; m != nil {
+		if m.Survivor.GetId() != sh.Id {
+			return nil, status.Errorf(codes.InvalidArgument, "kvnode: a merge entry of shard %d names survivor %d", sh.Id, m.Survivor.GetId())
+		}
+		if err := n.recordFollowed(sh); err != nil {
+			return nil, err
+		}
+		// The neighbour's lock: no write of it is in flight here (its primary holds its own).
+		rl := n.shardLock(m.SourceId)
+		rl.Lock()
+		defer rl.Unlock()
+		if err := n.store.Merge(m.Survivor, m.SourceId, Position{req.Lsn, req.Term}, Position{m.SourceLsn, m.SourceTerm}); err != nil {
+			// This replica lacks some of the neighbour's acknowledged writes, or holds more than
+			// the primary: it fails the entry as for any write, and the primary has it taken out
+			// of the configuration (then brought back by repair).
+			return nil, status.Error(codes.FailedPrecondition, err.Error())
+		}
+		n.forgetReplica(m.SourceId)
 		return &pcspb.ReplicateResponse{Lsn: req.Lsn}, nil
 	}
 	if err := n.recordFollowed(sh); err != nil {

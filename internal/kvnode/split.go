@@ -91,7 +91,7 @@ func (n *Node) SplitShard(ctx context.Context, c *pcspb.SplitShardCommand) error
 		rl := n.shardLock(right.Id)
 		rl.Lock()
 		defer rl.Unlock()
-		if err := n.writeLocked(ctx, sh, nil, nil, right, nil); err != nil {
+		if err := n.writeLocked(ctx, sh, nil, nil, &control{split: right}, nil); err != nil {
 			return err
 		}
 		// Every replica in line with the parent has the new shard's first position.

@@ -11,6 +11,7 @@ import (
 	"github.com/postdb/pcs/internal/rpcmetrics"
 	"github.com/postdb/pcs/internal/schedule"
 	"github.com/postdb/pcs/internal/schedule/operator"
+	"github.com/postdb/pcs/internal/schedule/scheduler"
 	"github.com/postdb/pcs/internal/schedule/view"
 )
 
@@ -162,20 +163,15 @@ func (m *metrics) observeSchedule(c *schedule.Coordinator, v *view.Cluster) {
 		}
 		byShard[op.Shard] = op
 	}
+	// One load model for both: scores with the operators under way projected, the led load
+	// as it is now.
+	l := scheduler.Compute(v, byShard)
 	m.balanceScore.Reset()
-	for id, sc := range loadScores(v, byShard) {
-		m.balanceScore.WithLabelValues(strconv.FormatUint(id, 10)).Set(sc)
-	}
 	m.nodeLeadKeys.Reset()
-	for _, n := range v.Nodes {
-		if n.State == view.Up {
-			m.nodeLeadKeys.WithLabelValues(strconv.FormatUint(n.ID, 10)).Set(0)
-		}
-	}
-	for _, sh := range v.Shards {
-		if sh.Load.Keys() > 0 && v.State(sh.Primary) == view.Up {
-			m.nodeLeadKeys.WithLabelValues(strconv.FormatUint(sh.Primary, 10)).Add(sh.Load.Keys())
-		}
+	for _, ld := range l.List {
+		id := strconv.FormatUint(ld.Node.ID, 10)
+		m.balanceScore.WithLabelValues(id).Set(l.Score(ld))
+		m.nodeLeadKeys.WithLabelValues(id).Set(ld.KeysNow)
 	}
 	m.hotNodes.Set(float64(len(c.HotSince())))
 	m.observeCluster(v)

@@ -488,16 +488,6 @@ func (s *Server) nodeLoads() *scheduler.Loads {
 	return scheduler.Compute(v, ops)
 }
 
-// loadScores reports each up node's balance score (for metrics).
-func loadScores(v *view.Cluster, ops map[uint64]*operator.Operator) map[uint64]float64 {
-	l := scheduler.Compute(v, ops)
-	out := map[uint64]float64{}
-	for _, ld := range l.List {
-		out[ld.Node.ID] = l.Score(ld)
-	}
-	return out
-}
-
 // observeLoad gathers what observeLoad of the metrics publishes: DDL jobs by kind, each data
 // node's read and write rates, and the most entries a replica is behind its shard's primary.
 func (s *Server) observeLoad() {

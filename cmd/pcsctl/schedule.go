@@ -310,10 +310,11 @@ func drainCmd(g *globals) *cobra.Command {
 			start := time.Now()
 			first := int64(-1)
 			for {
-				held, err := nodeShards(wctx, c, id)
+				ni, err := nodeInfo(wctx, c, id)
 				if err != nil {
 					return err
 				}
+				held := int64(ni.Shards)
 				if first < 0 {
 					first = held
 				}
@@ -374,10 +375,11 @@ then --undo (balancing gives it primaries back).`,
 			defer cancel()
 			start := time.Now()
 			for {
-				leads, err := nodePrimaries(wctx, c, id)
+				ni, err := nodeInfo(wctx, c, id)
 				if err != nil {
 					return err
 				}
+				leads := ni.Primaries
 				if leads == 0 {
 					fmt.Fprintf(out, "node %d: leads no shard after %s; restart it, then: pcsctl node evict-primaries %d --undo\n", id, time.Since(start).Round(100*time.Millisecond), id)
 					return nil
@@ -395,28 +397,16 @@ then --undo (balancing gives it primaries back).`,
 	return cmd
 }
 
-func nodePrimaries(ctx context.Context, c *client.Client, id uint64) (uint64, error) {
+// nodeInfo is one data node's entry of ListNodes.
+func nodeInfo(ctx context.Context, c *client.Client, id uint64) (*pcspb.NodeInfo, error) {
 	resp, err := c.ListNodes(ctx)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	for _, n := range resp.Nodes {
 		if n.Node.GetId() == id {
-			return n.Primaries, nil
+			return n, nil
 		}
 	}
-	return 0, fmt.Errorf("node %d: %w", id, client.ErrNotFound)
-}
-
-func nodeShards(ctx context.Context, c *client.Client, id uint64) (int64, error) {
-	resp, err := c.ListNodes(ctx)
-	if err != nil {
-		return 0, err
-	}
-	for _, n := range resp.Nodes {
-		if n.Node.Id == id {
-			return int64(n.Shards), nil
-		}
-	}
-	return 0, fmt.Errorf("node %d: %w", id, client.ErrNotFound)
+	return nil, fmt.Errorf("node %d: %w", id, client.ErrNotFound)
 }

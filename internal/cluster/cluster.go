@@ -161,6 +161,8 @@ func (r *Registry) observeLoad(now time.Duration, st *pcspb.ShardStats) {
 	}
 	if st.Version > a.version && st.Version > 0 {
 		// This shard split since its last report (its new half may not have been seen yet).
+		// (Only splits bump a range version today; once PCS drives merges, a survivor's bump
+		// must add the absorbed shard's average instead.)
 		if a.version != 0 {
 			a.Load = a.Load.scaled(0.5)
 		}

@@ -3,6 +3,7 @@ package kvnode
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -78,7 +79,7 @@ func mergeable(left, right *pcspb.Shard) error {
 
 // ErrCannotMerge: a merge was asked of shards that cannot make it (not neighbours, other
 // replicas).
-var ErrCannotMerge = fmt.Errorf("kvnode: cannot merge")
+var ErrCannotMerge = errors.New("kvnode: cannot merge")
 
 // forgetReplica drops what the node keeps in memory of a replica that is gone (merged away).
 func (n *Node) forgetReplica(id uint64) {

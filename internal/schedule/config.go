@@ -160,7 +160,7 @@ var Settings = []string{"rebalance-speed", "snapshot-bytes-per-sec", "snapshots-
 // Set changes one setting by name, validating it; c is unchanged on error.
 func (c *Config) Set(key, value string) error {
 	n := *c
-	n.Paused = cloneSet(c.Paused)
+	n.Paused = maps.Clone(c.Paused)
 	n.EvictPrimaries = maps.Clone(c.EvictPrimaries)
 	n.PrimaryPolicies = maps.Clone(c.PrimaryPolicies)
 	if table, ok := strings.CutPrefix(key, PrimaryPolicyPrefix); ok {
@@ -311,14 +311,6 @@ func (c *Config) evictList() string {
 		}
 	}
 	return strings.Join(out, ",")
-}
-
-func cloneSet(m map[string]bool) map[string]bool {
-	out := make(map[string]bool, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 // parseBytes reads a byte count with an optional KiB/MiB/GiB suffix.

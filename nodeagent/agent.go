@@ -52,6 +52,14 @@ type Splitter interface {
 	SplitShard(ctx context.Context, cmd *pcspb.SplitShardCommand) error
 }
 
+// Merger is implemented by a node that can merge shards. MergeShards absorbs a shard's right
+// neighbour, both led by the node with the same replicas, as an entry of the shard's log, and
+// ignores a command for shards it does not lead or at other versions; the node then reports
+// the survivor with MergedFrom set, which is how PCS records the merge.
+type Merger interface {
+	MergeShards(ctx context.Context, cmd *pcspb.MergeShardsCommand) error
+}
+
 // Config configures an Agent.
 type Config struct {
 	// Endpoints are PCS client addresses.
@@ -163,6 +171,12 @@ func (a *Agent) work(ctx context.Context) {
 			case *pcspb.NodeCommand_SplitShard:
 				if sp, ok := a.h.(Splitter); ok {
 					if err = sp.SplitShard(ctx, x.SplitShard); err == nil {
+						a.Kick()
+					}
+				}
+			case *pcspb.NodeCommand_MergeShards:
+				if m, ok := a.h.(Merger); ok {
+					if err = m.MergeShards(ctx, x.MergeShards); err == nil {
 						a.Kick()
 					}
 				}

@@ -5908,8 +5908,12 @@ type ShardStats struct {
 	// keys).
 	ReadBytesPerSec  float64 `protobuf:"fixed64,14,opt,name=read_bytes_per_sec,json=readBytesPerSec,proto3" json:"read_bytes_per_sec,omitempty"`
 	WriteBytesPerSec float64 `protobuf:"fixed64,15,opt,name=write_bytes_per_sec,json=writeBytesPerSec,proto3" json:"write_bytes_per_sec,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The shard absorbed its right neighbour merged_from (a merge entry of its log) at this
+	// version; the primary reports it until PCS records the merge.
+	MergedFrom        uint64 `protobuf:"varint,16,opt,name=merged_from,json=mergedFrom,proto3" json:"merged_from,omitempty"`
+	MergedFromVersion uint64 `protobuf:"varint,17,opt,name=merged_from_version,json=mergedFromVersion,proto3" json:"merged_from_version,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ShardStats) Reset() {
@@ -6047,6 +6051,20 @@ func (x *ShardStats) GetWriteBytesPerSec() float64 {
 	return 0
 }
 
+func (x *ShardStats) GetMergedFrom() uint64 {
+	if x != nil {
+		return x.MergedFrom
+	}
+	return 0
+}
+
+func (x *ShardStats) GetMergedFromVersion() uint64 {
+	if x != nil {
+		return x.MergedFromVersion
+	}
+	return 0
+}
+
 type NodeHeartbeat struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -6134,6 +6152,7 @@ type NodeCommand struct {
 	//	*NodeCommand_SetLogLevel
 	//	*NodeCommand_LoadSchema
 	//	*NodeCommand_SplitShard
+	//	*NodeCommand_MergeShards
 	Cmd           isNodeCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -6221,6 +6240,15 @@ func (x *NodeCommand) GetSplitShard() *SplitShardCommand {
 	return nil
 }
 
+func (x *NodeCommand) GetMergeShards() *MergeShardsCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*NodeCommand_MergeShards); ok {
+			return x.MergeShards
+		}
+	}
+	return nil
+}
+
 type isNodeCommand_Cmd interface {
 	isNodeCommand_Cmd()
 }
@@ -6247,6 +6275,11 @@ type NodeCommand_SplitShard struct {
 	SplitShard *SplitShardCommand `protobuf:"bytes,5,opt,name=split_shard,json=splitShard,proto3,oneof"`
 }
 
+type NodeCommand_MergeShards struct {
+	// Absorb the shard's right neighbour (ignored if either version has moved on).
+	MergeShards *MergeShardsCommand `protobuf:"bytes,6,opt,name=merge_shards,json=mergeShards,proto3,oneof"`
+}
+
 func (*NodeCommand_CreateReplica) isNodeCommand_Cmd() {}
 
 func (*NodeCommand_DropReplica) isNodeCommand_Cmd() {}
@@ -6256,6 +6289,8 @@ func (*NodeCommand_SetLogLevel) isNodeCommand_Cmd() {}
 func (*NodeCommand_LoadSchema) isNodeCommand_Cmd() {}
 
 func (*NodeCommand_SplitShard) isNodeCommand_Cmd() {}
+
+func (*NodeCommand_MergeShards) isNodeCommand_Cmd() {}
 
 type SplitShardCommand struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -7685,6 +7720,7 @@ type Command struct {
 	//	*Command_ChangeReplicas
 	//	*Command_SplitShard
 	//	*Command_SetClusterVersion
+	//	*Command_MergeShards
 	Op isCommand_Op `protobuf_oneof:"op"`
 	// The client request this command carries out, if any: the state machine applies each
 	// (client_id, seq) at most once and answers a repeat with the recorded outcome.
@@ -7902,6 +7938,15 @@ func (x *Command) GetSetClusterVersion() *CmdSetClusterVersion {
 	return nil
 }
 
+func (x *Command) GetMergeShards() *CmdMergeShards {
+	if x != nil {
+		if x, ok := x.Op.(*Command_MergeShards); ok {
+			return x.MergeShards
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetRequest() *RequestID {
 	if x != nil {
 		return x.Request
@@ -7992,6 +8037,11 @@ type Command_SetClusterVersion struct {
 	SetClusterVersion *CmdSetClusterVersion `protobuf:"bytes,19,opt,name=set_cluster_version,json=setClusterVersion,proto3,oneof"`
 }
 
+type Command_MergeShards struct {
+	// Command version 4.
+	MergeShards *CmdMergeShards `protobuf:"bytes,20,opt,name=merge_shards,json=mergeShards,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -8027,6 +8077,8 @@ func (*Command_ChangeReplicas) isCommand_Op() {}
 func (*Command_SplitShard) isCommand_Op() {}
 
 func (*Command_SetClusterVersion) isCommand_Op() {}
+
+func (*Command_MergeShards) isCommand_Op() {}
 
 // CmdSetClusterVersion raises the cluster version: the command format every member reads.
 // The primary proposes it once every member reports it can; it never goes down.
@@ -8583,6 +8635,78 @@ func (x *CmdSplitShard) GetNewShardId() uint64 {
 	return 0
 }
 
+// Record a merge a shard's primary made: shard_id (at version) absorbed its right neighbour
+// source_id (at source_version); the survivor's range ends where the source's did and its
+// version becomes one past the higher of the two; the source is gone. Refused unless both
+// versions still match and the two are neighbours of one table and partition.
+type CmdMergeShards struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	SourceId      uint64                 `protobuf:"varint,3,opt,name=source_id,json=sourceId,proto3" json:"source_id,omitempty"`
+	SourceVersion uint64                 `protobuf:"varint,4,opt,name=source_version,json=sourceVersion,proto3" json:"source_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CmdMergeShards) Reset() {
+	*x = CmdMergeShards{}
+	mi := &file_pcs_proto_msgTypes[127]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CmdMergeShards) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CmdMergeShards) ProtoMessage() {}
+
+func (x *CmdMergeShards) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[127]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CmdMergeShards.ProtoReflect.Descriptor instead.
+func (*CmdMergeShards) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{127}
+}
+
+func (x *CmdMergeShards) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *CmdMergeShards) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *CmdMergeShards) GetSourceId() uint64 {
+	if x != nil {
+		return x.SourceId
+	}
+	return 0
+}
+
+func (x *CmdMergeShards) GetSourceVersion() uint64 {
+	if x != nil {
+		return x.SourceVersion
+	}
+	return 0
+}
+
 // Make another replica the shard's primary after its primary's node was lost: the term bumps
 // (fencing the old primary), the lost node leaves the configuration (conf_ver + 1). Refused
 // unless term and conf_ver still match (the decision was made on the current metadata).
@@ -8599,7 +8723,7 @@ type CmdChangePrimary struct {
 
 func (x *CmdChangePrimary) Reset() {
 	*x = CmdChangePrimary{}
-	mi := &file_pcs_proto_msgTypes[127]
+	mi := &file_pcs_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8611,7 +8735,7 @@ func (x *CmdChangePrimary) String() string {
 func (*CmdChangePrimary) ProtoMessage() {}
 
 func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[127]
+	mi := &file_pcs_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8624,7 +8748,7 @@ func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangePrimary.ProtoReflect.Descriptor instead.
 func (*CmdChangePrimary) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{127}
+	return file_pcs_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *CmdChangePrimary) GetShardId() uint64 {
@@ -8675,7 +8799,7 @@ type CmdSetNodeAdmin struct {
 
 func (x *CmdSetNodeAdmin) Reset() {
 	*x = CmdSetNodeAdmin{}
-	mi := &file_pcs_proto_msgTypes[128]
+	mi := &file_pcs_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8687,7 +8811,7 @@ func (x *CmdSetNodeAdmin) String() string {
 func (*CmdSetNodeAdmin) ProtoMessage() {}
 
 func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[128]
+	mi := &file_pcs_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8700,7 +8824,7 @@ func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetNodeAdmin.ProtoReflect.Descriptor instead.
 func (*CmdSetNodeAdmin) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{128}
+	return file_pcs_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *CmdSetNodeAdmin) GetNodeId() uint64 {
@@ -8734,7 +8858,7 @@ type CmdCancelAlter struct {
 
 func (x *CmdCancelAlter) Reset() {
 	*x = CmdCancelAlter{}
-	mi := &file_pcs_proto_msgTypes[129]
+	mi := &file_pcs_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8746,7 +8870,7 @@ func (x *CmdCancelAlter) String() string {
 func (*CmdCancelAlter) ProtoMessage() {}
 
 func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[129]
+	mi := &file_pcs_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8759,7 +8883,7 @@ func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCancelAlter.ProtoReflect.Descriptor instead.
 func (*CmdCancelAlter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{129}
+	return file_pcs_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *CmdCancelAlter) GetTableId() uint64 {
@@ -8781,7 +8905,7 @@ type CmdAlterTable struct {
 
 func (x *CmdAlterTable) Reset() {
 	*x = CmdAlterTable{}
-	mi := &file_pcs_proto_msgTypes[130]
+	mi := &file_pcs_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8793,7 +8917,7 @@ func (x *CmdAlterTable) String() string {
 func (*CmdAlterTable) ProtoMessage() {}
 
 func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[130]
+	mi := &file_pcs_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8806,7 +8930,7 @@ func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAlterTable.ProtoReflect.Descriptor instead.
 func (*CmdAlterTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{130}
+	return file_pcs_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *CmdAlterTable) GetTableId() uint64 {
@@ -8835,7 +8959,7 @@ type CmdAdvanceSchema struct {
 
 func (x *CmdAdvanceSchema) Reset() {
 	*x = CmdAdvanceSchema{}
-	mi := &file_pcs_proto_msgTypes[131]
+	mi := &file_pcs_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8847,7 +8971,7 @@ func (x *CmdAdvanceSchema) String() string {
 func (*CmdAdvanceSchema) ProtoMessage() {}
 
 func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[131]
+	mi := &file_pcs_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8860,7 +8984,7 @@ func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAdvanceSchema.ProtoReflect.Descriptor instead.
 func (*CmdAdvanceSchema) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{131}
+	return file_pcs_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *CmdAdvanceSchema) GetTableId() uint64 {
@@ -8888,7 +9012,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[132]
+	mi := &file_pcs_proto_msgTypes[133]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8900,7 +9024,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[132]
+	mi := &file_pcs_proto_msgTypes[133]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8913,7 +9037,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{132}
+	return file_pcs_proto_rawDescGZIP(), []int{133}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -8935,7 +9059,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[133]
+	mi := &file_pcs_proto_msgTypes[134]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8947,7 +9071,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[133]
+	mi := &file_pcs_proto_msgTypes[134]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8960,7 +9084,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{133}
+	return file_pcs_proto_rawDescGZIP(), []int{134}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -8987,7 +9111,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[134]
+	mi := &file_pcs_proto_msgTypes[135]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8999,7 +9123,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[134]
+	mi := &file_pcs_proto_msgTypes[135]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9012,7 +9136,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{134}
+	return file_pcs_proto_rawDescGZIP(), []int{135}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -9039,7 +9163,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[135]
+	mi := &file_pcs_proto_msgTypes[136]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9051,7 +9175,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[135]
+	mi := &file_pcs_proto_msgTypes[136]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9064,7 +9188,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{135}
+	return file_pcs_proto_rawDescGZIP(), []int{136}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -9085,7 +9209,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[136]
+	mi := &file_pcs_proto_msgTypes[137]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9097,7 +9221,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[136]
+	mi := &file_pcs_proto_msgTypes[137]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9110,7 +9234,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{136}
+	return file_pcs_proto_rawDescGZIP(), []int{137}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -9144,7 +9268,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[137]
+	mi := &file_pcs_proto_msgTypes[138]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9156,7 +9280,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[137]
+	mi := &file_pcs_proto_msgTypes[138]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9169,7 +9293,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{137}
+	return file_pcs_proto_rawDescGZIP(), []int{138}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -9196,7 +9320,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[138]
+	mi := &file_pcs_proto_msgTypes[139]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9208,7 +9332,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[138]
+	mi := &file_pcs_proto_msgTypes[139]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9221,7 +9345,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{138}
+	return file_pcs_proto_rawDescGZIP(), []int{139}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -9242,7 +9366,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[139]
+	mi := &file_pcs_proto_msgTypes[140]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9254,7 +9378,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[139]
+	mi := &file_pcs_proto_msgTypes[140]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9267,7 +9391,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{139}
+	return file_pcs_proto_rawDescGZIP(), []int{140}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -9293,7 +9417,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[140]
+	mi := &file_pcs_proto_msgTypes[141]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9305,7 +9429,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[140]
+	mi := &file_pcs_proto_msgTypes[141]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9318,7 +9442,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{140}
+	return file_pcs_proto_rawDescGZIP(), []int{141}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -9337,7 +9461,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[141]
+	mi := &file_pcs_proto_msgTypes[142]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9349,7 +9473,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[141]
+	mi := &file_pcs_proto_msgTypes[142]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9362,7 +9486,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{141}
+	return file_pcs_proto_rawDescGZIP(), []int{142}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -9396,7 +9520,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[142]
+	mi := &file_pcs_proto_msgTypes[143]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9408,7 +9532,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[142]
+	mi := &file_pcs_proto_msgTypes[143]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9421,7 +9545,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{142}
+	return file_pcs_proto_rawDescGZIP(), []int{143}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -9619,7 +9743,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[143]
+	mi := &file_pcs_proto_msgTypes[144]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9631,7 +9755,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[143]
+	mi := &file_pcs_proto_msgTypes[144]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9644,7 +9768,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{143}
+	return file_pcs_proto_rawDescGZIP(), []int{144}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -9713,7 +9837,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[144]
+	mi := &file_pcs_proto_msgTypes[145]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9725,7 +9849,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[144]
+	mi := &file_pcs_proto_msgTypes[145]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9738,7 +9862,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{144}
+	return file_pcs_proto_rawDescGZIP(), []int{145}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -9765,7 +9889,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[145]
+	mi := &file_pcs_proto_msgTypes[146]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9777,7 +9901,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[145]
+	mi := &file_pcs_proto_msgTypes[146]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9790,7 +9914,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{145}
+	return file_pcs_proto_rawDescGZIP(), []int{146}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -10217,7 +10341,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\x0fschema_versions\x18\a \x03(\v2%.pcs.v1.NodeStats.SchemaVersionsEntryR\x0eschemaVersions\x1aA\n" +
 	"\x13SchemaVersionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xc2\x04\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x93\x05\n" +
 	"\n" +
 	"ShardStats\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1d\n" +
@@ -10238,7 +10362,10 @@ const file_pcs_proto_rawDesc = "" +
 	"split_from\x18\f \x01(\x04R\tsplitFrom\x12\x18\n" +
 	"\aprimary\x18\r \x01(\bR\aprimary\x12+\n" +
 	"\x12read_bytes_per_sec\x18\x0e \x01(\x01R\x0freadBytesPerSec\x12-\n" +
-	"\x13write_bytes_per_sec\x18\x0f \x01(\x01R\x10writeBytesPerSec\x1aC\n" +
+	"\x13write_bytes_per_sec\x18\x0f \x01(\x01R\x10writeBytesPerSec\x12\x1f\n" +
+	"\vmerged_from\x18\x10 \x01(\x04R\n" +
+	"mergedFrom\x12.\n" +
+	"\x13merged_from_version\x18\x11 \x01(\x04R\x11mergedFromVersion\x1aC\n" +
 	"\x15ReplicaPositionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xb9\x01\n" +
@@ -10249,7 +10376,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\vheld_shards\x18\x04 \x03(\x04R\n" +
 	"heldShards\x123\n" +
 	"\vshard_stats\x18\x05 \x03(\v2\x12.pcs.v1.ShardStatsR\n" +
-	"shardStats\"\x92\x02\n" +
+	"shardStats\"\xd3\x02\n" +
 	"\vNodeCommand\x126\n" +
 	"\x0ecreate_replica\x18\x01 \x01(\v2\r.pcs.v1.ShardH\x00R\rcreateReplica\x12#\n" +
 	"\fdrop_replica\x18\x02 \x01(\x04H\x00R\vdropReplica\x12$\n" +
@@ -10257,7 +10384,8 @@ const file_pcs_proto_rawDesc = "" +
 	"\vload_schema\x18\x04 \x01(\v2\x18.pcs.v1.SchemaVersionRefH\x00R\n" +
 	"loadSchema\x12<\n" +
 	"\vsplit_shard\x18\x05 \x01(\v2\x19.pcs.v1.SplitShardCommandH\x00R\n" +
-	"splitShardB\x05\n" +
+	"splitShard\x12?\n" +
+	"\fmerge_shards\x18\x06 \x01(\v2\x1a.pcs.v1.MergeShardsCommandH\x00R\vmergeShardsB\x05\n" +
 	"\x03cmd\"\xa0\x01\n" +
 	"\x11SplitShardCommand\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x18\n" +
@@ -10373,7 +10501,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\tpartition\x18\t \x01(\tR\tpartition\x12\x1a\n" +
 	"\blearners\x18\n" +
 	" \x03(\x04R\blearners\x12\x1e\n" +
-	"\vmin_in_sync\x18\v \x01(\rR\tminInSync\"\xbb\t\n" +
+	"\vmin_in_sync\x18\v \x01(\rR\tminInSync\"\xf8\t\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\"\n" +
 	"\x03put\x18\x02 \x01(\v2\x0e.pcs.v1.CmdPutH\x00R\x03put\x12+\n" +
@@ -10398,7 +10526,8 @@ const file_pcs_proto_rawDesc = "" +
 	"\x0fchange_replicas\x18\x11 \x01(\v2\x19.pcs.v1.CmdChangeReplicasH\x00R\x0echangeReplicas\x128\n" +
 	"\vsplit_shard\x18\x12 \x01(\v2\x15.pcs.v1.CmdSplitShardH\x00R\n" +
 	"splitShard\x12N\n" +
-	"\x13set_cluster_version\x18\x13 \x01(\v2\x1c.pcs.v1.CmdSetClusterVersionH\x00R\x11setClusterVersion\x12+\n" +
+	"\x13set_cluster_version\x18\x13 \x01(\v2\x1c.pcs.v1.CmdSetClusterVersionH\x00R\x11setClusterVersion\x12;\n" +
+	"\fmerge_shards\x18\x14 \x01(\v2\x16.pcs.v1.CmdMergeShardsH\x00R\vmergeShards\x12+\n" +
 	"\arequest\x18\x1e \x01(\v2\x11.pcs.v1.RequestIDR\arequest\x12$\n" +
 	"\x0eproposed_at_ms\x18\x1f \x01(\x04R\fproposedAtMsB\x04\n" +
 	"\x02op\"0\n" +
@@ -10448,7 +10577,12 @@ const file_pcs_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x1b\n" +
 	"\tsplit_key\x18\x03 \x01(\fR\bsplitKey\x12 \n" +
 	"\fnew_shard_id\x18\x04 \x01(\x04R\n" +
-	"newShardId\"\x9e\x01\n" +
+	"newShardId\"\x89\x01\n" +
+	"\x0eCmdMergeShards\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x1b\n" +
+	"\tsource_id\x18\x03 \x01(\x04R\bsourceId\x12%\n" +
+	"\x0esource_version\x18\x04 \x01(\x04R\rsourceVersion\"\x9e\x01\n" +
 	"\x10CmdChangePrimary\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x19\n" +
@@ -10615,7 +10749,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 151)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 152)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                   // 0: pcs.v1.NodeState
 	(Consistency)(0),                 // 1: pcs.v1.Consistency
@@ -10749,30 +10883,31 @@ var file_pcs_proto_goTypes = []any{
 	(*DroppedSessions)(nil),          // 129: pcs.v1.DroppedSessions
 	(*CmdChangeReplicas)(nil),        // 130: pcs.v1.CmdChangeReplicas
 	(*CmdSplitShard)(nil),            // 131: pcs.v1.CmdSplitShard
-	(*CmdChangePrimary)(nil),         // 132: pcs.v1.CmdChangePrimary
-	(*CmdSetNodeAdmin)(nil),          // 133: pcs.v1.CmdSetNodeAdmin
-	(*CmdCancelAlter)(nil),           // 134: pcs.v1.CmdCancelAlter
-	(*CmdAlterTable)(nil),            // 135: pcs.v1.CmdAlterTable
-	(*CmdAdvanceSchema)(nil),         // 136: pcs.v1.CmdAdvanceSchema
-	(*CmdRegisterNode)(nil),          // 137: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),           // 138: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),         // 139: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),           // 140: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                   // 141: pcs.v1.CmdPut
-	(*CmdDelete)(nil),                // 142: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),             // 143: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),              // 144: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),             // 145: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),          // 146: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),           // 147: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),           // 148: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),                // 149: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),          // 150: pcs.v1.SnapshotTrailer
-	nil,                              // 151: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                              // 152: pcs.v1.ScheduleConfigResponse.ConfigEntry
-	nil,                              // 153: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                              // 154: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                              // 155: pcs.v1.DataNode.LabelsEntry
+	(*CmdMergeShards)(nil),           // 132: pcs.v1.CmdMergeShards
+	(*CmdChangePrimary)(nil),         // 133: pcs.v1.CmdChangePrimary
+	(*CmdSetNodeAdmin)(nil),          // 134: pcs.v1.CmdSetNodeAdmin
+	(*CmdCancelAlter)(nil),           // 135: pcs.v1.CmdCancelAlter
+	(*CmdAlterTable)(nil),            // 136: pcs.v1.CmdAlterTable
+	(*CmdAdvanceSchema)(nil),         // 137: pcs.v1.CmdAdvanceSchema
+	(*CmdRegisterNode)(nil),          // 138: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),           // 139: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),         // 140: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),           // 141: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                   // 142: pcs.v1.CmdPut
+	(*CmdDelete)(nil),                // 143: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),             // 144: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),              // 145: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),             // 146: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),          // 147: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),           // 148: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),           // 149: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),                // 150: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),          // 151: pcs.v1.SnapshotTrailer
+	nil,                              // 152: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                              // 153: pcs.v1.ScheduleConfigResponse.ConfigEntry
+	nil,                              // 154: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                              // 155: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                              // 156: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -10795,7 +10930,7 @@ var file_pcs_proto_depIdxs = []int32{
 	2,   // 17: pcs.v1.Event.type:type_name -> pcs.v1.EventType
 	27,  // 18: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
 	36,  // 19: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	151, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	152, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
 	1,   // 21: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
 	119, // 22: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
 	5,   // 23: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
@@ -10832,164 +10967,166 @@ var file_pcs_proto_depIdxs = []int32{
 	86,  // 54: pcs.v1.HotShardsResponse.shards:type_name -> pcs.v1.HotShard
 	87,  // 55: pcs.v1.HotShardsResponse.nodes:type_name -> pcs.v1.NodeLoad
 	79,  // 56: pcs.v1.AddOperatorResponse.operator:type_name -> pcs.v1.Operator
-	152, // 57: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
+	153, // 57: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
 	97,  // 58: pcs.v1.ScheduleConfigResponse.schedulers:type_name -> pcs.v1.SchedulerInfo
 	123, // 59: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
-	153, // 60: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	154, // 61: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	154, // 60: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	155, // 61: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
 	100, // 62: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
 	101, // 63: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
 	123, // 64: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
 	106, // 65: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
 	104, // 66: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
-	103, // 67: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
-	108, // 68: pcs.v1.HeartbeatResponse.grants:type_name -> pcs.v1.ShardGrant
-	109, // 69: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
-	116, // 70: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
-	3,   // 71: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	115, // 72: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	117, // 73: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	118, // 74: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	155, // 75: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	114, // 76: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	118, // 77: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
-	4,   // 78: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	121, // 79: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
-	122, // 80: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	141, // 81: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	142, // 82: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	143, // 83: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	144, // 84: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	145, // 85: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	146, // 86: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	137, // 87: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	138, // 88: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	139, // 89: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	140, // 90: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	135, // 91: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	136, // 92: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	134, // 93: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
-	133, // 94: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
-	132, // 95: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
-	130, // 96: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
-	131, // 97: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
-	125, // 98: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
-	126, // 99: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
-	27,  // 100: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
-	127, // 101: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
-	119, // 102: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	120, // 103: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	123, // 104: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,   // 105: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10,  // 106: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	148, // 107: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	27,  // 108: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	36,  // 109: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10,  // 110: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	149, // 111: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	150, // 112: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	119, // 113: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	120, // 114: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	123, // 115: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	128, // 116: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
-	129, // 117: pcs.v1.SnapshotRecord.dropped_sessions:type_name -> pcs.v1.DroppedSessions
-	8,   // 118: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11,  // 119: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13,  // 120: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15,  // 121: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	18,  // 122: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
-	21,  // 123: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	23,  // 124: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	25,  // 125: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	28,  // 126: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	30,  // 127: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	32,  // 128: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	34,  // 129: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	37,  // 130: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	39,  // 131: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	41,  // 132: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	47,  // 133: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	51,  // 134: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	49,  // 135: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
-	54,  // 136: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	58,  // 137: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	56,  // 138: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	110, // 139: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
-	112, // 140: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
-	71,  // 141: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
-	73,  // 142: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
-	75,  // 143: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
-	77,  // 144: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
-	98,  // 145: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
-	81,  // 146: pcs.v1.PCS.ListOperators:input_type -> pcs.v1.ListOperatorsRequest
-	85,  // 147: pcs.v1.PCS.HotShards:input_type -> pcs.v1.HotShardsRequest
-	83,  // 148: pcs.v1.PCS.Explain:input_type -> pcs.v1.ExplainRequest
-	89,  // 149: pcs.v1.PCS.AddOperator:input_type -> pcs.v1.AddOperatorRequest
-	91,  // 150: pcs.v1.PCS.CancelOperator:input_type -> pcs.v1.CancelOperatorRequest
-	93,  // 151: pcs.v1.PCS.GetScheduleConfig:input_type -> pcs.v1.ScheduleConfigRequest
-	95,  // 152: pcs.v1.PCS.SetScheduleConfig:input_type -> pcs.v1.SetScheduleConfigRequest
-	94,  // 153: pcs.v1.PCS.EvictPrimaries:input_type -> pcs.v1.EvictPrimariesRequest
-	60,  // 154: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	62,  // 155: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	64,  // 156: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	66,  // 157: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	68,  // 158: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	69,  // 159: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	102, // 160: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	43,  // 161: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	16,  // 162: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
-	45,  // 163: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 164: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 165: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 166: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	20,  // 167: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	19,  // 168: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
-	22,  // 169: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	24,  // 170: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	26,  // 171: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	29,  // 172: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	31,  // 173: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	33,  // 174: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	35,  // 175: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	38,  // 176: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	40,  // 177: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	42,  // 178: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	48,  // 179: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	53,  // 180: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	50,  // 181: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
-	55,  // 182: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	59,  // 183: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	57,  // 184: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	111, // 185: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
-	113, // 186: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
-	72,  // 187: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
-	74,  // 188: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
-	76,  // 189: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
-	78,  // 190: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
-	99,  // 191: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
-	82,  // 192: pcs.v1.PCS.ListOperators:output_type -> pcs.v1.ListOperatorsResponse
-	88,  // 193: pcs.v1.PCS.HotShards:output_type -> pcs.v1.HotShardsResponse
-	84,  // 194: pcs.v1.PCS.Explain:output_type -> pcs.v1.ExplainResponse
-	90,  // 195: pcs.v1.PCS.AddOperator:output_type -> pcs.v1.AddOperatorResponse
-	92,  // 196: pcs.v1.PCS.CancelOperator:output_type -> pcs.v1.CancelOperatorResponse
-	96,  // 197: pcs.v1.PCS.GetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
-	96,  // 198: pcs.v1.PCS.SetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
-	96,  // 199: pcs.v1.PCS.EvictPrimaries:output_type -> pcs.v1.ScheduleConfigResponse
-	61,  // 200: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	63,  // 201: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	65,  // 202: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	67,  // 203: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	65,  // 204: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	70,  // 205: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	107, // 206: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	44,  // 207: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	17,  // 208: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
-	46,  // 209: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	164, // [164:210] is the sub-list for method output_type
-	118, // [118:164] is the sub-list for method input_type
-	118, // [118:118] is the sub-list for extension type_name
-	118, // [118:118] is the sub-list for extension extendee
-	0,   // [0:118] is the sub-list for field type_name
+	105, // 67: pcs.v1.NodeCommand.merge_shards:type_name -> pcs.v1.MergeShardsCommand
+	103, // 68: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
+	108, // 69: pcs.v1.HeartbeatResponse.grants:type_name -> pcs.v1.ShardGrant
+	109, // 70: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
+	116, // 71: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	3,   // 72: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
+	115, // 73: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	117, // 74: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	118, // 75: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	156, // 76: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	114, // 77: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	118, // 78: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	4,   // 79: pcs.v1.Table.state:type_name -> pcs.v1.TableState
+	121, // 80: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
+	122, // 81: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	142, // 82: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	143, // 83: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	144, // 84: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	145, // 85: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	146, // 86: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	147, // 87: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	138, // 88: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	139, // 89: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	140, // 90: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	141, // 91: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	136, // 92: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	137, // 93: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	135, // 94: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	134, // 95: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
+	133, // 96: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
+	130, // 97: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
+	131, // 98: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
+	125, // 99: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
+	132, // 100: pcs.v1.Command.merge_shards:type_name -> pcs.v1.CmdMergeShards
+	126, // 101: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
+	27,  // 102: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
+	127, // 103: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
+	119, // 104: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	120, // 105: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	123, // 106: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,   // 107: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10,  // 108: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	149, // 109: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	27,  // 110: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	36,  // 111: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10,  // 112: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	150, // 113: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	151, // 114: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	119, // 115: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	120, // 116: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	123, // 117: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	128, // 118: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
+	129, // 119: pcs.v1.SnapshotRecord.dropped_sessions:type_name -> pcs.v1.DroppedSessions
+	8,   // 120: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 121: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 122: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 123: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	18,  // 124: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
+	21,  // 125: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	23,  // 126: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	25,  // 127: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	28,  // 128: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	30,  // 129: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	32,  // 130: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	34,  // 131: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	37,  // 132: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	39,  // 133: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	41,  // 134: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	47,  // 135: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	51,  // 136: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	49,  // 137: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
+	54,  // 138: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	58,  // 139: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	56,  // 140: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
+	110, // 141: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	112, // 142: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	71,  // 143: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
+	73,  // 144: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
+	75,  // 145: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
+	77,  // 146: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
+	98,  // 147: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
+	81,  // 148: pcs.v1.PCS.ListOperators:input_type -> pcs.v1.ListOperatorsRequest
+	85,  // 149: pcs.v1.PCS.HotShards:input_type -> pcs.v1.HotShardsRequest
+	83,  // 150: pcs.v1.PCS.Explain:input_type -> pcs.v1.ExplainRequest
+	89,  // 151: pcs.v1.PCS.AddOperator:input_type -> pcs.v1.AddOperatorRequest
+	91,  // 152: pcs.v1.PCS.CancelOperator:input_type -> pcs.v1.CancelOperatorRequest
+	93,  // 153: pcs.v1.PCS.GetScheduleConfig:input_type -> pcs.v1.ScheduleConfigRequest
+	95,  // 154: pcs.v1.PCS.SetScheduleConfig:input_type -> pcs.v1.SetScheduleConfigRequest
+	94,  // 155: pcs.v1.PCS.EvictPrimaries:input_type -> pcs.v1.EvictPrimariesRequest
+	60,  // 156: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	62,  // 157: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	64,  // 158: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	66,  // 159: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	68,  // 160: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	69,  // 161: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	102, // 162: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	43,  // 163: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	16,  // 164: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
+	45,  // 165: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 166: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 167: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 168: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	20,  // 169: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	19,  // 170: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
+	22,  // 171: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	24,  // 172: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	26,  // 173: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	29,  // 174: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	31,  // 175: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	33,  // 176: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	35,  // 177: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	38,  // 178: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	40,  // 179: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	42,  // 180: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	48,  // 181: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	53,  // 182: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	50,  // 183: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
+	55,  // 184: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	59,  // 185: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	57,  // 186: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	111, // 187: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	113, // 188: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	72,  // 189: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
+	74,  // 190: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
+	76,  // 191: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
+	78,  // 192: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
+	99,  // 193: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
+	82,  // 194: pcs.v1.PCS.ListOperators:output_type -> pcs.v1.ListOperatorsResponse
+	88,  // 195: pcs.v1.PCS.HotShards:output_type -> pcs.v1.HotShardsResponse
+	84,  // 196: pcs.v1.PCS.Explain:output_type -> pcs.v1.ExplainResponse
+	90,  // 197: pcs.v1.PCS.AddOperator:output_type -> pcs.v1.AddOperatorResponse
+	92,  // 198: pcs.v1.PCS.CancelOperator:output_type -> pcs.v1.CancelOperatorResponse
+	96,  // 199: pcs.v1.PCS.GetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	96,  // 200: pcs.v1.PCS.SetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	96,  // 201: pcs.v1.PCS.EvictPrimaries:output_type -> pcs.v1.ScheduleConfigResponse
+	61,  // 202: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	63,  // 203: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	65,  // 204: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	67,  // 205: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	65,  // 206: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	70,  // 207: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	107, // 208: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	44,  // 209: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	17,  // 210: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
+	46,  // 211: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	166, // [166:212] is the sub-list for method output_type
+	120, // [120:166] is the sub-list for method input_type
+	120, // [120:120] is the sub-list for extension type_name
+	120, // [120:120] is the sub-list for extension extendee
+	0,   // [0:120] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -11005,6 +11142,7 @@ func file_pcs_proto_init() {
 		(*NodeCommand_SetLogLevel)(nil),
 		(*NodeCommand_LoadSchema)(nil),
 		(*NodeCommand_SplitShard)(nil),
+		(*NodeCommand_MergeShards)(nil),
 	}
 	file_pcs_proto_msgTypes[119].OneofWrappers = []any{
 		(*Command_Put)(nil),
@@ -11025,10 +11163,11 @@ func file_pcs_proto_init() {
 		(*Command_ChangeReplicas)(nil),
 		(*Command_SplitShard)(nil),
 		(*Command_SetClusterVersion)(nil),
+		(*Command_MergeShards)(nil),
 	}
-	file_pcs_proto_msgTypes[136].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[137].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[142].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[138].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[143].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -11047,7 +11186,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   151,
+			NumMessages:   152,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,8 +20,8 @@ import (
 // shard's epoch version becomes one past the higher of the two; requests routed by an older
 // epoch are refused with EpochNotMatch, and the neighbour's with ShardNotFound, until the
 // client refreshes its routes. A command for other versions, or shards this node does not
-// lead, is ignored (stale). (PCS does not send it yet: the catalog's record of a merge is the
-// next step.)
+// lead, is ignored (stale). The survivor then reports the merge (ShardStats.MergedFrom) and
+// PCS records it in its catalog.
 func (n *Node) MergeShards(ctx context.Context, c *pcspb.MergeShardsCommand) error {
 	l, ok := n.store.Replica(c.ShardId)
 	r, rok := n.store.Replica(c.SourceId)
@@ -80,6 +80,10 @@ func mergeable(left, right *pcspb.Shard) error {
 // ErrCannotMerge: a merge was asked of shards that cannot make it (not neighbours, other
 // replicas).
 var ErrCannotMerge = errors.New("kvnode: cannot merge")
+
+// ErrReplicaOverlaps: a replica PCS asked for overlaps one the node holds at a newer or equal
+// version (PCS has not recorded a merge yet); it is not created.
+var ErrReplicaOverlaps = errors.New("kvnode: replica overlaps a newer one")
 
 // forgetReplica drops what the node keeps in memory of a replica that is gone (merged away).
 func (n *Node) forgetReplica(id uint64) {

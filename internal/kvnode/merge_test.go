@@ -82,6 +82,9 @@ func TestStoreMerge(t *testing.T) {
 		if f, err := s.Floor(1, 8); err != nil || f != 7 {
 			t.Fatalf("client 8's floor after the merge: %d %v, want 7", f, err)
 		}
+		if m := s.Merged(1); m.Shard != 2 || m.Version != 2 {
+			t.Fatalf("the survivor remembers absorbing %+v, want shard 2 at version 2", m)
+		}
 		if rows, _, err := s.Scan(2, nil, nil, 10); err != nil || len(rows) != 0 {
 			t.Fatalf("rows left under the absorbed replica: %v %v", rows, err)
 		}

@@ -2,6 +2,7 @@ package kvnode
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -112,6 +113,14 @@ func (n *Node) CreateReplica(_ context.Context, sh *pcspb.Shard) error {
 // version it has split to). The caller holds the shard's lock.
 func (n *Node) adoptLocked(sh *pcspb.Shard) error {
 	cur, ok := n.store.Replica(sh.Id)
+	if !ok {
+		if r := n.store.Covering(sh); r != nil {
+			// PCS's catalog has not recorded a merge (or split) this node made: creating the
+			// replica would serve an empty copy of rows the node holds elsewhere.
+			return fmt.Errorf("%w: shard %d [%x, %x) at version %d overlaps replica %d [%x, %x) at version %d",
+				ErrReplicaOverlaps, sh.Id, sh.Start, sh.End, sh.Epoch.GetVersion(), r.Id, r.Start, r.End, r.Epoch.GetVersion())
+		}
+	}
 	if ok && (sh.Term < cur.Term || (sh.Term == cur.Term && sh.Epoch.GetConfVer() < cur.Epoch.GetConfVer())) {
 		// Metadata older than this replica's (a command that waited in a queue): a record
 		// never goes back to an earlier term, where this node may have been primary.
@@ -170,6 +179,9 @@ func (n *Node) Stats() (*pcspb.NodeStats, []*pcspb.ShardStats) {
 		ns.BytesUsed += size
 		lsn := n.store.LSN(id)
 		st := &pcspb.ShardStats{ShardId: id, SizeBytes: size, ReplicaPositions: map[uint64]uint64{n.self(): lsn}, SplitFrom: n.store.Parent(id)}
+		if m := n.store.Merged(id); m.Shard != 0 {
+			st.MergedFrom, st.MergedFromVersion = m.Shard, m.Version
+		}
 		r := n.load.rate(id)
 		st.ReadPerSec, st.WritePerSec, st.ReadBytesPerSec, st.WriteBytesPerSec = r.reads, r.writes, r.readBytes, r.writeBytes
 		if sh, ok := n.store.Replica(id); ok {

@@ -66,6 +66,7 @@ type Store struct {
 	shards  map[uint64]*pcspb.Shard
 	lsns    map[uint64]Position
 	parents map[uint64]uint64
+	merged  map[uint64]Absorbed // survivor -> the neighbour it absorbed last
 	written map[uint64]uint64 // bytes of keys and values written per replica since the store opened
 }
 
@@ -94,6 +95,13 @@ func decodePosition(v []byte) (Position, error) {
 	return Position{}, fmt.Errorf("kvnode: a log position of %d bytes", len(v))
 }
 func parentKey(shard uint64) []byte { return binary.BigEndian.AppendUint64([]byte{'s'}, shard) }
+func mergedKey(shard uint64) []byte { return binary.BigEndian.AppendUint64([]byte{'g'}, shard) }
+
+// Absorbed is the neighbour a shard absorbed in its last merge, at the version it had then:
+// the primary reports it (ShardStats.MergedFrom) until PCS records the merge.
+type Absorbed struct {
+	Shard, Version uint64
+}
 
 // prefixEnd is the first key after every key with prefix p.
 func prefixEnd(p []byte) []byte {
@@ -156,7 +164,7 @@ func open(dir string, log *slog.Logger, syncStall func()) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kvnode: opening %s: %w", dir, err)
 	}
-	s := &Store{db: db, dir: dir, shards: map[uint64]*pcspb.Shard{}, lsns: map[uint64]Position{}, parents: map[uint64]uint64{}, written: map[uint64]uint64{}}
+	s := &Store{db: db, dir: dir, shards: map[uint64]*pcspb.Shard{}, lsns: map[uint64]Position{}, parents: map[uint64]uint64{}, merged: map[uint64]Absorbed{}, written: map[uint64]uint64{}}
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{'m'}, UpperBound: []byte{'n'}})
 	if err != nil {
 		db.Close()
@@ -184,6 +192,12 @@ func open(dir string, log *slog.Logger, syncStall func()) (*Store, error) {
 		if v, closer, err := db.Get(parentKey(sh.Id)); err == nil {
 			if len(v) == 8 {
 				s.parents[sh.Id] = binary.BigEndian.Uint64(v)
+			}
+			closer.Close()
+		}
+		if v, closer, err := db.Get(mergedKey(sh.Id)); err == nil {
+			if len(v) == 16 {
+				s.merged[sh.Id] = Absorbed{binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])}
 			}
 			closer.Close()
 		}
@@ -232,6 +246,9 @@ func (s *Store) DropReplica(id uint64) error {
 	if err := b.Delete(parentKey(id), nil); err != nil {
 		return err
 	}
+	if err := b.Delete(mergedKey(id), nil); err != nil {
+		return err
+	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("kvnode: dropping replica %d: %w", id, err)
 	}
@@ -239,6 +256,7 @@ func (s *Store) DropReplica(id uint64) error {
 	delete(s.shards, id)
 	delete(s.lsns, id)
 	delete(s.parents, id)
+	delete(s.merged, id)
 	delete(s.written, id)
 	s.mu.Unlock()
 	return nil
@@ -260,6 +278,21 @@ func (s *Store) Replica(id uint64) (*pcspb.Shard, bool) {
 	defer s.mu.RUnlock()
 	sh, ok := s.shards[id]
 	return sh, ok
+}
+
+// Covering returns a replica other than sh of sh's table and partition whose range overlaps
+// sh's at a version at least sh's (nil: none): the node holds newer data for part of sh's range
+// (sh's metadata predates a merge, or a split, this node has carried out).
+func (s *Store) Covering(sh *pcspb.Shard) *pcspb.Shard {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for id, r := range s.shards {
+		if id != sh.Id && r.TableId == sh.TableId && r.Partition == sh.Partition && r.Epoch.GetVersion() >= sh.Epoch.GetVersion() &&
+			(len(r.End) == 0 || bytes.Compare(sh.Start, r.End) < 0) && (len(sh.End) == 0 || bytes.Compare(r.Start, sh.End) < 0) {
+			return r
+		}
+	}
+	return nil
 }
 
 // Held lists the replicas, by id.
@@ -542,8 +575,8 @@ var ErrMergeMismatch = errors.New("kvnode: merge: the absorbed replica is not at
 // left is the survivor's new metadata (its range extended over right's, a newer epoch). right
 // must be at position rightAt (every write the primary acknowledged on it, nothing more). Its
 // data moves under left, its request records too (stamped at at, so they outlive the merge by
-// a whole window; floors: the higher of the two), and it is gone. Atomic and durable. (Not yet
-// driven by PCS: the merge entry and its catalog record are the next step.)
+// a whole window; floors: the higher of the two), and it is gone; the survivor remembers it
+// (Merged) for the report that has PCS record the merge. Atomic and durable.
 func (s *Store) Merge(left *pcspb.Shard, right uint64, at, rightAt Position) error {
 	s.mu.RLock()
 	r, ok := s.shards[right]
@@ -562,7 +595,9 @@ func (s *Store) Merge(left *pcspb.Shard, right uint64, at, rightAt Position) err
 		return err
 	}
 	b := s.db.NewBatch()
-	for _, kv := range [][2][]byte{{metaKey(left.Id), lm}, {lsnKey(left.Id), at.encode()}} {
+	from := Absorbed{right, r.Epoch.GetVersion()}
+	for _, kv := range [][2][]byte{{metaKey(left.Id), lm}, {lsnKey(left.Id), at.encode()},
+		{mergedKey(left.Id), binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, from.Shard), from.Version)}} {
 		if err := b.Set(kv[0], kv[1], nil); err != nil {
 			return err
 		}
@@ -606,7 +641,7 @@ func (s *Store) Merge(left *pcspb.Shard, right uint64, at, rightAt Position) err
 			return err
 		}
 	}
-	for _, k := range [][]byte{metaKey(right), lsnKey(right), parentKey(right)} {
+	for _, k := range [][]byte{metaKey(right), lsnKey(right), parentKey(right), mergedKey(right)} {
 		if err := b.Delete(k, nil); err != nil {
 			return err
 		}
@@ -620,6 +655,8 @@ func (s *Store) Merge(left *pcspb.Shard, right uint64, at, rightAt Position) err
 	delete(s.shards, right)
 	delete(s.lsns, right)
 	delete(s.parents, right)
+	delete(s.merged, right)
+	s.merged[left.Id] = from
 	s.written[left.Id] += uint64(moved)
 	delete(s.written, right)
 	s.mu.Unlock()
@@ -628,6 +665,13 @@ func (s *Store) Merge(left *pcspb.Shard, right uint64, at, rightAt Position) err
 
 // Flush flushes the memtable, so that Size counts what was written.
 func (s *Store) Flush() error { return s.db.Flush() }
+
+// Merged returns the neighbour a replica absorbed in its last merge (zero: none).
+func (s *Store) Merged(id uint64) Absorbed {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.merged[id]
+}
 
 // Parent returns the shard a replica was split from (0: none).
 func (s *Store) Parent(id uint64) uint64 {

@@ -207,6 +207,8 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 		}
 	case *pcspb.Command_SplitShard:
 		res.ID, res.Err = c.splitShard(st, op.SplitShard)
+	case *pcspb.Command_MergeShards:
+		res.Err = c.mergeShards(op.MergeShards)
 	case *pcspb.Command_CancelAlter:
 		te, ok := c.tables[op.CancelAlter.TableId]
 		if !ok {
@@ -463,6 +465,37 @@ func (c *catalogState) splitShard(st *state, cmd *pcspb.CmdSplitShard) (uint64, 
 	c.shardByID[left.Id] = left
 	c.shardByID[right.Id] = right
 	return right.Id, nil
+}
+
+// mergeShards records a merge a shard's primary made (see CmdMergeShards): the survivor's range
+// reaches the source's end, its version goes one past the higher of the two, and the source is
+// gone. The merge is a fact of the shards' data once the primary reports it, so only the
+// versions it was made at are checked, not the configurations (a conf change of the source
+// recorded meanwhile concerned a replica that no longer exists; its nodes drop what is left).
+func (c *catalogState) mergeShards(cmd *pcspb.CmdMergeShards) error {
+	l, lok := c.shardByID[cmd.ShardId]
+	r, rok := c.shardByID[cmd.SourceId]
+	switch {
+	case !lok:
+		return fmt.Errorf("%w: id %d", ErrShardNotFound, cmd.ShardId)
+	case !rok:
+		return fmt.Errorf("%w: id %d", ErrShardNotFound, cmd.SourceId)
+	case l.Epoch.GetVersion() != cmd.Version || r.Epoch.GetVersion() != cmd.SourceVersion:
+		return fmt.Errorf("%w: shards %d and %d are at versions %d and %d, the merge was made at %d and %d", ErrStaleEpoch,
+			l.Id, r.Id, l.Epoch.GetVersion(), r.Epoch.GetVersion(), cmd.Version, cmd.SourceVersion)
+	case l.TableId != r.TableId || l.Partition != r.Partition || len(l.End) == 0 || !bytes.Equal(l.End, r.Start):
+		return fmt.Errorf("%w: shard %d [%x, %x) is not followed by shard %d [%x, %x) of its table and partition", ErrInvalid,
+			l.Id, l.Start, l.End, r.Id, r.Start, r.End)
+	}
+	survivor := proto.Clone(l).(*pcspb.Shard)
+	survivor.End = bytes.Clone(r.End)
+	survivor.Epoch = &pcspb.ShardEpoch{ConfVer: l.Epoch.GetConfVer(), Version: max(l.Epoch.GetVersion(), r.Epoch.GetVersion()) + 1}
+	te := c.tables[l.TableId]
+	te.shards.Delete(r)
+	te.shards.ReplaceOrInsert(survivor)
+	delete(c.shardByID, r.Id)
+	c.shardByID[survivor.Id] = survivor
+	return nil
 }
 
 // MaxAlterSteps bounds the steps of one ALTER.
@@ -848,6 +881,27 @@ func (f *FSM) PendingSplits(node uint64, stats []*pcspb.ShardStats) []*pcspb.Cmd
 		p, ok := f.mu.st.cat.shardByID[st.SplitFrom]
 		if ok && p.Primary == node && p.Epoch.GetVersion()+1 == st.Version {
 			out = append(out, &pcspb.CmdSplitShard{ShardId: p.Id, Version: p.Epoch.GetVersion(), SplitKey: st.Start, NewShardId: st.ShardId})
+		}
+	}
+	return out
+}
+
+// PendingMerges returns the merges a shard's primary reports (merged_from in its shard stats)
+// that the catalog has not recorded: the survivor at the version the merge gives it, the
+// source still in the catalog at the version the merge was made at.
+func (f *FSM) PendingMerges(node uint64, stats []*pcspb.ShardStats) []*pcspb.CmdMergeShards {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []*pcspb.CmdMergeShards
+	for _, st := range stats {
+		if st.MergedFrom == 0 {
+			continue
+		}
+		l, lok := f.mu.st.cat.shardByID[st.ShardId]
+		r, rok := f.mu.st.cat.shardByID[st.MergedFrom]
+		if lok && rok && l.Primary == node && r.Epoch.GetVersion() == st.MergedFromVersion &&
+			max(l.Epoch.GetVersion(), r.Epoch.GetVersion())+1 == st.Version {
+			out = append(out, &pcspb.CmdMergeShards{ShardId: l.Id, Version: l.Epoch.GetVersion(), SourceId: r.Id, SourceVersion: r.Epoch.GetVersion()})
 		}
 	}
 	return out

@@ -10,11 +10,12 @@ import (
 )
 
 // CommandVersion is the newest command format this build reads (and writes once the cluster
-// version allows). Version 2 adds client request ids (exactly-once) and the proposer's clock.
+// version allows). Version 2 adds client request ids (exactly-once) and the proposer's clock;
+// version 3 bounds client sessions by the log; version 4 adds shard merges.
 // Entries of every version up to it are read; the primary writes the cluster version in force,
 // which rises only once every member reports it can read it (etcd's cluster version), so no
 // member ever meets an entry it would apply differently.
-const CommandVersion = 3
+const CommandVersion = 4
 
 // VersionRequestIDs is the first command version whose entries carry request ids.
 const VersionRequestIDs = 2
@@ -22,6 +23,10 @@ const VersionRequestIDs = 2
 // VersionSessionsByLog is the first command version whose client sessions are bounded by the
 // log, not by the proposers' clocks (see sessions), and whose id kinds are at most MaxIDKinds.
 const VersionSessionsByLog = 3
+
+// VersionMerge is the first command version with shard merges (CmdMergeShards): a member of an
+// older build could not apply one, so PCS neither records nor asks for merges below it.
+const VersionMerge = 4
 
 // Limits on what a command may carry. They bound the size of a Raft entry and of the state.
 const (
@@ -49,6 +54,9 @@ func EncodeCommand(cmd *pcspb.Command, version ...uint32) ([]byte, error) {
 	}
 	if _, ok := cmd.Op.(*pcspb.Command_SetClusterVersion); ok && cmd.Version < 1 {
 		cmd.Version = 1
+	}
+	if _, ok := cmd.Op.(*pcspb.Command_MergeShards); ok && cmd.Version < VersionMerge {
+		return nil, fmt.Errorf("%w: a merge needs command version %d, the cluster is at %d", ErrUnknownVersion, VersionMerge, cmd.Version)
 	}
 	if err := ValidateCommand(cmd); err != nil {
 		return nil, err
@@ -189,6 +197,10 @@ func ValidateCommand(cmd *pcspb.Command) error {
 	case *pcspb.Command_SplitShard:
 		if k := op.SplitShard.SplitKey; len(k) == 0 || len(k) > MaxSplitKey {
 			err = fmt.Errorf("%w: split key of %d bytes (1..%d)", ErrInvalid, len(k), MaxSplitKey)
+		}
+	case *pcspb.Command_MergeShards:
+		if m := op.MergeShards; m.ShardId == 0 || m.SourceId == 0 || m.ShardId == m.SourceId {
+			err = fmt.Errorf("%w: a merge needs two shard ids", ErrInvalid)
 		}
 	case *pcspb.Command_SetClusterVersion:
 		if v := op.SetClusterVersion.GetVersion(); v < 1 || v > CommandVersion {

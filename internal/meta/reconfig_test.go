@@ -117,6 +117,41 @@ func TestShardReconfiguration(t *testing.T) {
 	if err := a.f.CheckInvariants(); err != nil {
 		t.Fatal(err)
 	}
+
+	// Merge: the primary's report is recorded once, at the versions it was made at; the
+	// survivor covers both ranges again at version 3 and the source is gone.
+	report := []*pcspb.ShardStats{{ShardId: left.Id, Version: 3, MergedFrom: right.Id, MergedFromVersion: 2}}
+	if got := a.f.PendingMerges(left.Primary+100, report); len(got) != 0 {
+		t.Fatalf("a node that is not the primary reported a merge: %v", got)
+	}
+	pending := a.f.PendingMerges(left.Primary, report)
+	if len(pending) != 1 || pending[0].ShardId != left.Id || pending[0].SourceId != right.Id || pending[0].Version != 2 || pending[0].SourceVersion != 2 {
+		t.Fatalf("pending merges: %v", pending)
+	}
+	mergeCmd := func(c *pcspb.CmdMergeShards) *pcspb.Command { return &pcspb.Command{Op: &pcspb.Command_MergeShards{MergeShards: c}} }
+	refused("merge at a stale version", mergeCmd(&pcspb.CmdMergeShards{ShardId: left.Id, Version: 1, SourceId: right.Id, SourceVersion: 2}), ErrStaleEpoch)
+	refused("merge of the right into itself backwards", mergeCmd(&pcspb.CmdMergeShards{ShardId: right.Id, Version: 2, SourceId: left.Id, SourceVersion: 2}), ErrInvalid)
+	refused("merge of an unknown shard", mergeCmd(&pcspb.CmdMergeShards{ShardId: left.Id, Version: 2, SourceId: newID + 5, SourceVersion: 2}), ErrShardNotFound)
+	if r := a.apply(mergeCmd(pending[0])); r.Err != nil {
+		t.Fatalf("merge: %v", r.Err)
+	}
+	merged := cur()
+	if !bytes.Equal(merged.Start, s.Start) || !bytes.Equal(merged.End, s.End) || merged.Epoch.Version != 3 || merged.Primary != left.Primary {
+		t.Fatalf("merge gave %v", merged)
+	}
+	if _, _, err := a.f.ShardByID(right.Id); !errors.Is(err, ErrShardNotFound) {
+		t.Fatalf("the source is still in the catalog: %v", err)
+	}
+	if got := a.f.PendingMerges(left.Primary, report); len(got) != 0 {
+		t.Fatalf("a recorded merge is still pending: %v", got)
+	}
+	refused("the same merge again", mergeCmd(pending[0]), ErrShardNotFound)
+	if err := a.f.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EncodeCommand(mergeCmd(pending[0]), VersionMerge-1); !errors.Is(err, ErrUnknownVersion) {
+		t.Fatalf("a merge encoded below its command version: %v", err)
+	}
 	dst := New(Options{})
 	if err := dst.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, a.f)))); err != nil {
 		t.Fatal(err)

@@ -67,7 +67,7 @@ type Store struct {
 	lsns    map[uint64]Position
 	parents map[uint64]uint64
 	merged  map[uint64]Absorbed // survivor -> the neighbour it absorbed last
-	written map[uint64]uint64 // bytes of keys and values written per replica since the store opened
+	written map[uint64]uint64   // bytes of keys and values written per replica since the store opened
 }
 
 func dataPrefix(shard uint64) []byte { return binary.BigEndian.AppendUint64([]byte{'d'}, shard) }

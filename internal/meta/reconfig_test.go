@@ -128,7 +128,9 @@ func TestShardReconfiguration(t *testing.T) {
 	if len(pending) != 1 || pending[0].ShardId != left.Id || pending[0].SourceId != right.Id || pending[0].Version != 2 || pending[0].SourceVersion != 2 {
 		t.Fatalf("pending merges: %v", pending)
 	}
-	mergeCmd := func(c *pcspb.CmdMergeShards) *pcspb.Command { return &pcspb.Command{Op: &pcspb.Command_MergeShards{MergeShards: c}} }
+	mergeCmd := func(c *pcspb.CmdMergeShards) *pcspb.Command {
+		return &pcspb.Command{Op: &pcspb.Command_MergeShards{MergeShards: c}}
+	}
 	refused("merge at a stale version", mergeCmd(&pcspb.CmdMergeShards{ShardId: left.Id, Version: 1, SourceId: right.Id, SourceVersion: 2}), ErrStaleEpoch)
 	refused("merge of the right into itself backwards", mergeCmd(&pcspb.CmdMergeShards{ShardId: right.Id, Version: 2, SourceId: left.Id, SourceVersion: 2}), ErrInvalid)
 	refused("merge of an unknown shard", mergeCmd(&pcspb.CmdMergeShards{ShardId: left.Id, Version: 2, SourceId: newID + 5, SourceVersion: 2}), ErrShardNotFound)

@@ -44,6 +44,7 @@ type metrics struct {
 	nodeLeadKeys           *prometheus.GaugeVec // keys per second of the shards a node leads
 	hotNodes               prometheus.Gauge
 	loadSplits             prometheus.Counter
+	merges                 prometheus.Counter
 	replicaLagMax          prometheus.Gauge
 	ddlJobs                *prometheus.GaugeVec // by kind
 }
@@ -100,6 +101,8 @@ func newMetrics(s *Server) *metrics {
 			Help: "Data nodes leading more than the mean load x (1 + hot-ratio) (primary only)."}),
 		loadSplits: prometheus.NewCounter(prometheus.CounterOpts{Name: "pcs_schedule_load_splits_total",
 			Help: "Shards split by load by the hot scheduler (this member, while primary)."}),
+		merges: prometheus.NewCounter(prometheus.CounterOpts{Name: "pcs_schedule_merges_total",
+			Help: "Shard merges recorded in the catalog (this member, while primary)."}),
 		replicaLagMax: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pcs_cluster_replica_lag_max_entries",
 			Help: "The most log entries any shard replica is behind its primary, from the replicas' last reports (primary only)."}),
 		ddlJobs: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pcs_ddl_jobs",
@@ -128,7 +131,7 @@ func newMetrics(s *Server) *metrics {
 		m.applySeconds, m.proposeSeconds, m.grpcSeconds, m.tsoRequests, m.tsoTimestamps, m.tsoSeconds, m.ids, m.failovers, m.duplicates,
 		m.operators, m.operatorsFinished, m.limitWaits, m.balanceScore, m.stepSeconds,
 		m.clusterNodes, m.clusterShards, m.clusterUnderReplicated, m.clusterBelowMinInSync, m.nodeCapacity, m.nodeUsed,
-		m.nodeReads, m.nodeWrites, m.nodeLeadKeys, m.hotNodes, m.loadSplits, m.replicaLagMax, m.ddlJobs,
+		m.nodeReads, m.nodeWrites, m.nodeLeadKeys, m.hotNodes, m.loadSplits, m.merges, m.replicaLagMax, m.ddlJobs,
 		gauge("pcs_node_state", "Node state: 1 election, 2 recovery, 3 running.", func() float64 { return float64(s.State()) }),
 		gauge("pcs_raft_state", "Raft role: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 { return float64(s.raft.State()) }),
 		gauge("pcs_raft_is_primary", "1 if this node is the primary.", func() float64 {

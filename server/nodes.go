@@ -39,6 +39,8 @@ func cmdKey(c *pcspb.NodeCommand) string {
 		return fmt.Sprintf("schema/%d/%d", x.LoadSchema.TableId, x.LoadSchema.Version)
 	case *pcspb.NodeCommand_SplitShard:
 		return fmt.Sprintf("split/%d/%d", x.SplitShard.ShardId, x.SplitShard.Version)
+	case *pcspb.NodeCommand_MergeShards:
+		return fmt.Sprintf("merge/%d/%d/%d/%d", x.MergeShards.ShardId, x.MergeShards.Version, x.MergeShards.SourceId, x.MergeShards.SourceVersion)
 	}
 	return c.String()
 }
@@ -124,6 +126,16 @@ func (v *service) Heartbeat(stream pcspb.PCS_HeartbeatServer) error {
 			}
 			s.log.Info("shard split recorded", "shard", sp.ShardId, "new_shard", sp.NewShardId, "version", sp.Version+1, "node", hb.NodeId)
 		}
+		if s.fsm.ClusterVersion() >= meta.VersionMerge {
+			for _, m := range s.fsm.PendingMerges(hb.NodeId, hb.ShardStats) {
+				if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_MergeShards{MergeShards: m}}); err != nil {
+					s.log.Warn("recording a shard merge", "shard", m.ShardId, "absorbed", m.SourceId, "err", err)
+					continue
+				}
+				s.metrics.merges.Inc()
+				s.log.Info("shard merge recorded", "shard", m.ShardId, "absorbed", m.SourceId, "version", max(m.Version, m.SourceVersion)+1, "node", hb.NodeId)
+			}
+		}
 		resp.Commands = append(resp.Commands, ddl.Updates(s.fsm.StaleReplicas(hb.NodeId, hb.ShardStats))...)
 		resp.Denied, resp.Grants = s.grantsFor(hb)
 		if err := stream.Send(resp); err != nil {
@@ -183,9 +195,15 @@ func (s *Server) ddlLoop(ctx context.Context) {
 				step.Commands[n] = append(step.Commands[n], &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_CreateReplica{CreateReplica: sh}})
 			}
 		}
-		for _, c := range s.splits.all() {
+		splits, merges := s.splits.all()
+		for _, c := range splits {
 			if sh, _, err := s.fsm.ShardByID(c.ShardId); err == nil {
 				step.Commands[sh.Primary] = append(step.Commands[sh.Primary], &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_SplitShard{SplitShard: c}})
+			}
+		}
+		for _, c := range merges {
+			if sh, _, err := s.fsm.ShardByID(c.ShardId); err == nil {
+				step.Commands[sh.Primary] = append(step.Commands[sh.Primary], &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_MergeShards{MergeShards: c}})
 			}
 		}
 		s.nodeCmds.set(step.Commands)

@@ -125,7 +125,7 @@ func (s *Server) scheduleLoop(ctx context.Context) {
 		s.sched.mu.Lock()
 		s.sched.mu.coord = nil
 		s.sched.mu.Unlock()
-		s.splits.set(nil)
+		s.splits.set(nil, nil)
 		s.metrics.clearCluster()
 	}()
 	t := time.NewTicker(s.cfg.DDLInterval)
@@ -167,7 +167,7 @@ func (s *Server) scheduleTick(ctx context.Context) {
 		finished = append(finished, op.ToProto())
 	}
 	s.sched.mu.Unlock()
-	s.splits.set(act.Splits)
+	s.splits.set(act.Splits, act.Merges)
 	for _, st := range act.StepsDone {
 		s.metrics.stepSeconds.WithLabelValues(st.Kind.String()).Observe(st.Took.Seconds())
 	}
@@ -213,7 +213,7 @@ func (s *Server) saveOperator(ctx context.Context, op *pcspb.Operator) error {
 
 // scheduleView builds the coordinator's picture from the catalog and the nodes' reports.
 func (s *Server) scheduleView() *view.Cluster {
-	v := &view.Cluster{Tables: map[uint64]*view.Table{}}
+	v := &view.Cluster{Tables: map[uint64]*view.Table{}, CanMerge: s.fsm.ClusterVersion() >= meta.VersionMerge}
 	warm := s.live.WarmedUp()
 	for _, n := range s.fsm.DataNodes() {
 		nv := &view.Node{ID: n.Id, Labels: n.Labels, Capacity: n.CapacityBytes, Heard: s.live.Heard(n.Id)}

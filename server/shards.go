@@ -12,23 +12,25 @@ import (
 	"github.com/postdb/pcs/internal/schedule/operator"
 )
 
-// splitRequests are the splits the coordinator's operators want the shards' primaries to
-// carry out, as of its last tick; the DDL loop hands each to its shard's primary node.
+// splitRequests are the splits and merges the coordinator's operators want the shards'
+// primaries to carry out, as of its last tick; the DDL loop hands each to its shard's primary
+// node.
 type splitRequests struct {
-	mu  sync.Mutex
-	req []*pcspb.SplitShardCommand
+	mu     sync.Mutex
+	req    []*pcspb.SplitShardCommand
+	merges []*pcspb.MergeShardsCommand
 }
 
-func (r *splitRequests) set(req []*pcspb.SplitShardCommand) {
+func (r *splitRequests) set(req []*pcspb.SplitShardCommand, merges []*pcspb.MergeShardsCommand) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.req = req
+	r.req, r.merges = req, merges
 }
 
-func (r *splitRequests) all() []*pcspb.SplitShardCommand {
+func (r *splitRequests) all() ([]*pcspb.SplitShardCommand, []*pcspb.MergeShardsCommand) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.req
+	return r.req, r.merges
 }
 
 // SplitShard submits an operator that has the shard's primary split it (at the key, or its

@@ -4664,7 +4664,7 @@ func (x *Operator) GetCreatedMs() int64 {
 
 type OperatorStep struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// add-learner, promote, transfer-primary, remove, split.
+	// add-learner, promote, transfer-primary, remove, split, merge.
 	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
 	Node uint64 `protobuf:"varint,2,opt,name=node,proto3" json:"node,omitempty"`
 	// split: the key (empty: the primary's middle key), the new half's reserved id, the range
@@ -4673,7 +4673,11 @@ type OperatorStep struct {
 	NewShardId uint64 `protobuf:"varint,4,opt,name=new_shard_id,json=newShardId,proto3" json:"new_shard_id,omitempty"`
 	Version    uint64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
 	// split: the primary picks the key that halves the shard's recent load (a split by load).
-	ByLoad        bool `protobuf:"varint,6,opt,name=by_load,json=byLoad,proto3" json:"by_load,omitempty"`
+	ByLoad bool `protobuf:"varint,6,opt,name=by_load,json=byLoad,proto3" json:"by_load,omitempty"`
+	// merge: the right neighbour the shard absorbs and its range version (version is the
+	// shard's own).
+	SourceId      uint64 `protobuf:"varint,7,opt,name=source_id,json=sourceId,proto3" json:"source_id,omitempty"`
+	SourceVersion uint64 `protobuf:"varint,8,opt,name=source_version,json=sourceVersion,proto3" json:"source_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4748,6 +4752,20 @@ func (x *OperatorStep) GetByLoad() bool {
 		return x.ByLoad
 	}
 	return false
+}
+
+func (x *OperatorStep) GetSourceId() uint64 {
+	if x != nil {
+		return x.SourceId
+	}
+	return 0
+}
+
+func (x *OperatorStep) GetSourceVersion() uint64 {
+	if x != nil {
+		return x.SourceVersion
+	}
+	return 0
 }
 
 type ListOperatorsRequest struct {
@@ -10251,7 +10269,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\vfinished_ns\x18\r \x01(\x03R\n" +
 	"finishedNs\x12\x1d\n" +
 	"\n" +
-	"created_ms\x18\x0e \x01(\x03R\tcreatedMs\"\xa8\x01\n" +
+	"created_ms\x18\x0e \x01(\x03R\tcreatedMs\"\xec\x01\n" +
 	"\fOperatorStep\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\x04R\x04node\x12\x1b\n" +
@@ -10259,7 +10277,9 @@ const file_pcs_proto_rawDesc = "" +
 	"\fnew_shard_id\x18\x04 \x01(\x04R\n" +
 	"newShardId\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\x04R\aversion\x12\x17\n" +
-	"\aby_load\x18\x06 \x01(\bR\x06byLoad\"M\n" +
+	"\aby_load\x18\x06 \x01(\bR\x06byLoad\x12\x1b\n" +
+	"\tsource_id\x18\a \x01(\x04R\bsourceId\x12%\n" +
+	"\x0esource_version\x18\b \x01(\x04R\rsourceVersion\"M\n" +
 	"\x14ListOperatorsRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1a\n" +
 	"\bfinished\x18\x02 \x01(\bR\bfinished\"G\n" +

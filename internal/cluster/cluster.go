@@ -94,6 +94,10 @@ func (l Load) scaled(f float64) Load {
 	return Load{l.Reads * f, l.Writes * f, l.ReadBytes * f, l.WriteBytes * f}
 }
 
+func (l Load) plus(o Load) Load {
+	return Load{l.Reads + o.Reads, l.Writes + o.Writes, l.ReadBytes + o.ReadBytes, l.WriteBytes + o.WriteBytes}
+}
+
 // New returns an empty registry whose warm-up starts now.
 func New(clk clock.Clock, cfg Config) *Registry {
 	r := &Registry{clk: clk, cfg: cfg}
@@ -160,10 +164,13 @@ func (r *Registry) observeLoad(now time.Duration, st *pcspb.ShardStats) {
 		return
 	}
 	if st.Version > a.version && st.Version > 0 {
-		// This shard split since its last report (its new half may not have been seen yet).
-		// (Only splits bump a range version today; once PCS drives merges, a survivor's bump
-		// must add the absorbed shard's average instead.)
-		if a.version != 0 {
+		// This shard split, or absorbed its neighbour, since its last report (a split's new
+		// half may not have been seen yet): it takes half its average, or the sum of both.
+		switch m := r.mu.loads[st.MergedFrom]; {
+		case st.MergedFrom != 0 && m != nil:
+			a.Load = a.Load.plus(m.Load)
+			delete(r.mu.loads, st.MergedFrom)
+		case a.version != 0 && st.MergedFrom == 0:
 			a.Load = a.Load.scaled(0.5)
 		}
 		a.version = st.Version

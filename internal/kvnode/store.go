@@ -543,6 +543,9 @@ func (s *Store) Split(left, right *pcspb.Shard, at Position) error {
 	if err := b.DeleteRange(append(bytes.Clone(lp), right.Start...), prefixEnd(lp), nil); err != nil {
 		return err
 	}
+	if err := b.Delete(mergedKey(left.Id), nil); err != nil { // a merge before is recorded by now
+		return err
+	}
 	// Both halves keep the request records and floors: a retry routed to either finds its
 	// record.
 	var recs []*pcspb.AppliedRequest
@@ -562,6 +565,7 @@ func (s *Store) Split(left, right *pcspb.Shard, at Position) error {
 	s.shards[right.Id] = proto.Clone(right).(*pcspb.Shard)
 	s.lsns[left.Id], s.lsns[right.Id] = at, at
 	s.parents[right.Id] = left.Id
+	delete(s.merged, left.Id)
 	s.written[right.Id] += uint64(moved)
 	s.mu.Unlock()
 	return nil

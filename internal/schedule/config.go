@@ -78,6 +78,8 @@ type Config struct {
 	EvictPrimaries map[uint64]bool
 	// PrimaryPolicies by table name (primary-policy:TABLE); a table not named is balanced.
 	PrimaryPolicies map[string]view.PrimaryPolicy
+	// Merge says which neighbours merge (merge-max-bytes, merge-max-keys, split-merge-interval).
+	Merge scheduler.MergeConfig
 }
 
 // PrimaryPolicyPrefix starts the setting of a table's primary policy: primary-policy:TABLE.
@@ -121,7 +123,7 @@ func DefaultConfig() Config {
 		Limits: Limits{SnapshotBytesPerSec: 128 << 20, SnapshotsPerNode: 8, MaxOperators: 512, Speed: SpeedNormal},
 		Paused: map[string]bool{}, EvictPrimaries: map[uint64]bool{}, PatrolBatch: 1024, StepTimeout: time.Minute, MinRate: 4 << 20,
 		Cooldown: 10 * time.Minute, Bands: scheduler.DefaultBands, LowSpaceRatio: 0.8, HighSpaceRatio: 0.9,
-		Hot: scheduler.DefaultHot,
+		Hot: scheduler.DefaultHot, Merge: scheduler.DefaultMerge,
 	}
 }
 
@@ -155,7 +157,7 @@ func SchedulerNames() []string {
 
 // Settings are the names `pcsctl config set` accepts.
 var Settings = []string{"rebalance-speed", "snapshot-bytes-per-sec", "snapshots-per-node", "max-operators", "halt-scheduling", "paused-schedulers", "low-space-ratio",
-	"high-space-ratio", "hot-ratio", "hot-hold", "hot-min-keys", "evict-primaries"}
+	"high-space-ratio", "hot-ratio", "hot-hold", "hot-min-keys", "evict-primaries", "merge-max-bytes", "merge-max-keys", "split-merge-interval"}
 
 // Set changes one setting by name, validating it; c is unchanged on error.
 func (c *Config) Set(key, value string) error {
@@ -231,6 +233,24 @@ func (c *Config) Set(key, value string) error {
 			return fmt.Errorf("%w: hot-hold %q must be a duration in [0, 1h]", ErrInvalidConfig, value)
 		}
 		n.Hot.Hold = d
+	case "merge-max-bytes":
+		v, err := parseBytes(value)
+		if err != nil && value != "0" {
+			return err
+		}
+		n.Merge.MaxBytes = v
+	case "merge-max-keys":
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil || v < 0 || v > 1e12 {
+			return fmt.Errorf("%w: merge-max-keys %q must be a number in [0, 1e12]", ErrInvalidConfig, value)
+		}
+		n.Merge.MaxKeys = v
+	case "split-merge-interval":
+		d, err := time.ParseDuration(value)
+		if err != nil || d < 0 || d > 7*24*time.Hour {
+			return fmt.Errorf("%w: split-merge-interval %q must be a duration in [0, 168h]", ErrInvalidConfig, value)
+		}
+		n.Merge.AfterSplit = d
 	case "halt-scheduling":
 		v, err := strconv.ParseBool(value)
 		if err != nil {
@@ -295,6 +315,9 @@ func (c *Config) Get() map[string]string {
 		"hot-hold":               c.Hot.Hold.String(),
 		"hot-min-keys":           strconv.FormatFloat(c.Hot.MinKeys, 'g', -1, 64),
 		"evict-primaries":        c.evictList(),
+		"merge-max-bytes":        strconv.FormatUint(c.Merge.MaxBytes, 10),
+		"merge-max-keys":         strconv.FormatFloat(c.Merge.MaxKeys, 'g', -1, 64),
+		"split-merge-interval":   c.Merge.AfterSplit.String(),
 	}
 	for table, p := range c.PrimaryPolicies {
 		out[PrimaryPolicyPrefix+table] = p.String()

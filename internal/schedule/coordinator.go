@@ -7,6 +7,7 @@
 package schedule
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -38,6 +39,8 @@ type Actions struct {
 	StepsDone []StepDone
 	// Splits the shards' primaries are to carry out (every one under way, each tick).
 	Splits []*pcspb.SplitShardCommand
+	// Merges the shards' primaries are to carry out, likewise.
+	Merges []*pcspb.MergeShardsCommand
 }
 
 // StepDone is one step seen done.
@@ -103,11 +106,11 @@ func (c *Coordinator) Config() Config { return c.cfg }
 func (c *Coordinator) Resume(ops []*operator.Operator, now time.Duration) {
 	sort.Slice(ops, func(i, j int) bool { return ops[i].ID < ops[j].ID })
 	for _, op := range ops {
-		if op.State.Finished() || c.ops[op.Shard] != nil {
+		if op.State.Finished() || c.busy(op) != nil {
 			continue
 		}
 		op.Created, op.StepStarted = now, now
-		c.ops[op.Shard] = op
+		c.claim(op)
 		c.byID[op.ID] = op
 	}
 }
@@ -140,7 +143,7 @@ func (c *Coordinator) HotSince() map[uint64]time.Duration {
 // Submit queues an operator asked for from outside (pcsctl, MoveShard); it is refused if the
 // shard already has one.
 func (c *Coordinator) Submit(op *operator.Operator, now time.Duration) error {
-	if cur := c.ops[op.Shard]; cur != nil {
+	if cur := c.busy(op); cur != nil {
 		return fmt.Errorf("%w: shard %d already has operator %d (%s)", ErrBusy, op.Shard, cur.ID, cur.Kind)
 	}
 	c.add(op, now)
@@ -162,13 +165,33 @@ func (c *Coordinator) add(op *operator.Operator, now time.Duration) {
 	op.ID = c.newID(OperatorIDs)
 	op.Created, op.StepStarted = now, now
 	op.State = operator.Queued
-	c.ops[op.Shard] = op
+	c.claim(op)
 	c.byID[op.ID] = op
+}
+
+// busy returns an operator that holds a shard op claims (nil: none).
+func (c *Coordinator) busy(op *operator.Operator) *operator.Operator {
+	for _, id := range op.Claims() {
+		if cur := c.ops[id]; cur != nil {
+			return cur
+		}
+	}
+	return nil
+}
+
+func (c *Coordinator) claim(op *operator.Operator) {
+	for _, id := range op.Claims() {
+		c.ops[id] = op
+	}
 }
 
 func (c *Coordinator) finish(op *operator.Operator, st operator.State, now time.Duration) {
 	op.State, op.Finished = st, now
-	delete(c.ops, op.Shard)
+	for _, id := range op.Claims() {
+		if c.ops[id] == op {
+			delete(c.ops, id)
+		}
+	}
 	delete(c.byID, op.ID)
 	if op.To != 0 && st == operator.Done {
 		c.cooling[op.Shard] = arrival{node: op.To, at: now}
@@ -224,8 +247,8 @@ func (c *Coordinator) adopt(op *operator.Operator, sh *view.Shard) bool {
 		return false
 	}
 	st := op.Steps[op.Current]
-	if st.Kind == operator.Split {
-		if sh.Version != op.Version+1 || sh.ConfVer != op.ConfVer || sh.Term != op.Term {
+	if st.Kind == operator.Split || st.Kind == operator.Absorb {
+		if sh.Version != st.Versioned(op.Version) || sh.ConfVer != op.ConfVer || sh.Term != op.Term {
 			return false
 		}
 		op.Version = sh.Version
@@ -354,8 +377,10 @@ func (c *Coordinator) Tick(now time.Duration, v *view.Cluster) *Actions {
 			continue
 		}
 		switch st := op.Steps[op.Current]; {
-		case !st.IsConfChange():
+		case st.Kind == operator.Split:
 			act.Splits = append(act.Splits, st.SplitCommand(sh)) // handed to the primary until done
+		case st.Kind == operator.Absorb:
+			act.Merges = append(act.Merges, st.MergeCommand(sh))
 		case st.Ready(sh):
 			act.Changes = append(act.Changes, Change{Op: op, Cmd: st.Command(sh)})
 		}
@@ -391,13 +416,19 @@ func (c *Coordinator) env(now time.Duration, v *view.Cluster) *scheduler.Env {
 			a, ok := c.cooling[id]
 			return ok && a.node == node && now-a.at < c.cfg.Cooldown
 		},
-		CanSnapshot: c.ctrl.CanSnapshot,
-		CanReceive:  c.ctrl.CanReceive,
-		Hot:         c.cfg.Hot,
-		Now:         now,
-		NewShardID:  func() uint64 { return c.newID(ShardIDs) },
-		Anchors:     anchors,
-		Followers:   scheduler.GroupFollowers(anchors, v),
+		CanSnapshot:    c.ctrl.CanSnapshot,
+		CanReceive:     c.ctrl.CanReceive,
+		Hot:            c.cfg.Hot,
+		Now:            now,
+		NewShardID:     func() uint64 { return c.newID(ShardIDs) },
+		Anchors:        anchors,
+		Followers:      scheduler.GroupFollowers(anchors, v),
+		Merge:          c.cfg.Merge,
+		RightNeighbour: rightNeighbours(v, c.cfg.Merge),
+		MergeBlocked: func(id uint64) bool {
+			at, ok := c.splitAt[id]
+			return ok && now-at < c.cfg.Merge.AfterSplit
+		},
 		SplitBlocked: func(id uint64) bool {
 			if at, ok := c.splitAt[id]; ok && now-at < c.cfg.Hot.Hold {
 				return true
@@ -406,6 +437,26 @@ func (c *Coordinator) env(now time.Duration, v *view.Cluster) *scheduler.Env {
 			return ok && now-at < c.cfg.Cooldown
 		},
 	}
+}
+
+// rightNeighbours returns a lookup of each shard's right neighbour in its table partition, or
+// nil when merges are off.
+func rightNeighbours(v *view.Cluster, cfg scheduler.MergeConfig) func(uint64) *view.Shard {
+	if !v.CanMerge || cfg.MaxBytes == 0 {
+		return nil
+	}
+	byRange := slices.Clone(v.Shards)
+	slices.SortFunc(byRange, func(a, b *view.Shard) int {
+		return cmp.Or(cmp.Compare(a.Table, b.Table), cmp.Compare(a.Partition, b.Partition), cmp.Compare(a.Start, b.Start))
+	})
+	next := make(map[uint64]*view.Shard, len(byRange))
+	for i := 0; i+1 < len(byRange); i++ {
+		a, b := byRange[i], byRange[i+1]
+		if a.Table == b.Table && a.Partition == b.Partition && a.End != "" && a.End == b.Start {
+			next[a.ID] = b
+		}
+	}
+	return func(id uint64) *view.Shard { return next[id] }
 }
 
 func (c *Coordinator) admitQueued(v *view.Cluster, changed map[*operator.Operator]bool, now time.Duration) {

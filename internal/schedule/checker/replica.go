@@ -20,7 +20,7 @@ type Checker interface {
 
 // All returns every checker, in the order the coordinator runs them.
 func All() []Checker {
-	return []Checker{Learner{}, Replica{}, Placement{}, GroupAlign{}, PrimaryPreference{}}
+	return []Checker{Learner{}, Replica{}, Placement{}, GroupAlign{}, PrimaryPreference{}, Merge{}}
 }
 
 // Replica keeps a public table's shard at its replica count: a shard with too few replicas

@@ -128,6 +128,18 @@ func New(kind Kind, sh *view.Shard, reason string, steps ...Step) *Operator {
 	return op
 }
 
+// Claims returns the shards the operator holds: its own, and the neighbour a merge absorbs
+// (no other operator may change it meanwhile).
+func (o *Operator) Claims() []uint64 {
+	out := []uint64{o.Shard}
+	for _, s := range o.Steps {
+		if s.Kind == Absorb {
+			out = append(out, s.Source)
+		}
+	}
+	return out
+}
+
 // Move returns the steps that move a replica of sh from node from to node to: a learner on
 // to, promoted once in line; the primary handed to it if from leads the shard; from removed.
 func Move(sh *view.Shard, from, to uint64) []Step {
@@ -238,7 +250,8 @@ func (o *Operator) ToProto() *pcspb.Operator {
 		State: o.State.String(), Reason: o.Reason, Version: o.Version, ConfVer: o.ConfVer, Term: o.Term,
 		SizeBytes: o.Size, CreatedNs: int64(o.Created), FinishedNs: int64(o.Finished)}
 	for _, s := range o.Steps {
-		p.Steps = append(p.Steps, &pcspb.OperatorStep{Kind: s.Kind.String(), Node: s.Node, SplitKey: []byte(s.Key), NewShardId: s.NewShard, Version: s.Version, ByLoad: s.ByLoad})
+		p.Steps = append(p.Steps, &pcspb.OperatorStep{Kind: s.Kind.String(), Node: s.Node, SplitKey: []byte(s.Key), NewShardId: s.NewShard, Version: s.Version, ByLoad: s.ByLoad,
+			SourceId: s.Source, SourceVersion: s.SourceVersion})
 	}
 	return p
 }
@@ -261,7 +274,8 @@ func FromProto(p *pcspb.Operator) (*Operator, error) {
 		if s.Node == 0 && sk != Split || sk == Split && s.NewShardId == 0 {
 			return nil, fmt.Errorf("%w: operator %d: a step on node 0, or a split without a new shard id", ErrInvalid, p.Id)
 		}
-		steps = append(steps, Step{Kind: sk, Node: s.Node, Key: string(s.SplitKey), NewShard: s.NewShardId, Version: s.Version, ByLoad: s.ByLoad})
+		steps = append(steps, Step{Kind: sk, Node: s.Node, Key: string(s.SplitKey), NewShard: s.NewShardId, Version: s.Version, ByLoad: s.ByLoad,
+			Source: s.SourceId, SourceVersion: s.SourceVersion})
 	}
 	o := &Operator{ID: p.Id, Kind: k, Shard: p.ShardId, Steps: steps, Current: int(p.Current), Reason: p.Reason,
 		Version: p.Version, ConfVer: p.ConfVer, Term: p.Term, Size: p.SizeBytes}

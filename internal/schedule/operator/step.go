@@ -23,9 +23,13 @@ const (
 	// Split asks the shard's primary to split it at Key (empty: its middle key) into itself
 	// and shard NewShard; done once the catalog records the shard past Version.
 	Split
+	// Absorb (a merge) asks the shard's primary (Node) to absorb its right neighbour Source, led by the
+	// same node with the same replicas, at the shard's Version and the neighbour's
+	// SourceVersion; done once the catalog records the shard past Version.
+	Absorb
 )
 
-var stepNames = []string{"add-learner", "promote", "transfer-primary", "remove", "split"}
+var stepNames = []string{"add-learner", "promote", "transfer-primary", "remove", "split", "merge"}
 
 func (k StepKind) String() string {
 	if int(k) < len(stepNames) {
@@ -53,9 +57,14 @@ type Step struct {
 	Version  uint64
 	// ByLoad: the primary picks the key that halves the shard's recent load.
 	ByLoad bool
+	// Merge only: the neighbour absorbed and its range version (Version is the shard's).
+	Source, SourceVersion uint64
 }
 
 func (s Step) String() string {
+	if s.Kind == Absorb {
+		return fmt.Sprintf("merge %d into it", s.Source)
+	}
 	if s.Kind == Split {
 		if s.ByLoad {
 			return fmt.Sprintf("split into %d by load", s.NewShard)
@@ -76,7 +85,7 @@ func (s Step) Done(sh *view.Shard) bool {
 		return sh.Primary == s.Node
 	case RemoveReplica:
 		return !sh.Holds(s.Node)
-	case Split:
+	case Split, Absorb:
 		return sh.Version > s.Version
 	}
 	return false
@@ -97,9 +106,26 @@ func (s Step) Ready(sh *view.Shard) bool {
 }
 
 // IsConfChange reports whether the step is a configuration change PCS makes in its catalog
-// (Command); a split is carried out by the shard's primary (SplitCommand) and recorded when
-// it reports it.
-func (s Step) IsConfChange() bool { return s.Kind != Split }
+// (Command); a split or a merge is carried out by the shard's primary (SplitCommand,
+// MergeCommand) and recorded when it reports it.
+func (s Step) IsConfChange() bool { return s.Kind != Split && s.Kind != Absorb }
+
+// MergeCommand is what the shard's primary is told to carry out a merge step.
+func (s Step) MergeCommand(sh *view.Shard) *pcspb.MergeShardsCommand {
+	return &pcspb.MergeShardsCommand{ShardId: sh.ID, Version: s.Version, SourceId: s.Source, SourceVersion: s.SourceVersion}
+}
+
+// Versioned returns the shard's range version once the step is carried out (a split or merge
+// bumps it; other steps leave it).
+func (s Step) Versioned(version uint64) uint64 {
+	switch s.Kind {
+	case Split:
+		return version + 1
+	case Absorb:
+		return max(version, s.SourceVersion) + 1
+	}
+	return version
+}
 
 // SplitCommand is what the shard's primary is told to carry out a split step.
 func (s Step) SplitCommand(sh *view.Shard) *pcspb.SplitShardCommand {
@@ -143,6 +169,9 @@ func (s Step) Apply(sh *view.Shard) *view.Shard {
 		n.Replicas = slices.DeleteFunc(n.Replicas, func(x uint64) bool { return x == s.Node })
 	case Split:
 		n.Version++ // the size the new half takes is unknown until the primary reports it
+		return &n
+	case Absorb:
+		n.Version = s.Versioned(n.Version)
 		return &n
 	}
 	n.ConfVer++

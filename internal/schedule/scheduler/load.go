@@ -302,6 +302,12 @@ type Env struct {
 	// Followers is the inverse of Anchors: an anchor's followers (they follow its moves one
 	// patrol later; a scheduler accounts for them with the anchor).
 	Followers map[uint64][]*view.Shard
+	// Merge says which neighbours merge; RightNeighbour returns the next shard of a shard's
+	// table partition (nil: none; a nil func: no merges); MergeBlocked whether a shard split
+	// too recently to merge (nil: none did).
+	Merge          MergeConfig
+	RightNeighbour func(shard uint64) *view.Shard
+	MergeBlocked   func(shard uint64) bool
 
 	claimed map[uint64]bool
 }

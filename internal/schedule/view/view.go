@@ -197,6 +197,8 @@ type Cluster struct {
 	Tables map[uint64]*Table
 	// Shards sorted by id.
 	Shards []*Shard
+	// CanMerge: every PCS member can record a merge (the cluster version allows it).
+	CanMerge bool
 
 	nodeIdx map[uint64]*Node
 }

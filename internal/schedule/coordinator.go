@@ -68,6 +68,9 @@ type Coordinator struct {
 	// splitAt: shards split (both halves), and when: a half is not split by load again within
 	// hot-hold, until the node's stats of the halves are whole windows.
 	splitAt map[uint64]time.Duration
+	// merging: shards the merge checker is bringing together, and since when: the schedulers
+	// leave them alone meanwhile (else balancing would move back the replicas a merge aligns).
+	merging map[uint64]time.Duration
 }
 
 // arrival is a replica a move added: it does not leave again within the cooldown (no A→B→A).
@@ -90,7 +93,7 @@ const (
 func New(cfg Config, newID func(kind string) uint64) *Coordinator {
 	return &Coordinator{cfg: cfg, ctrl: NewController(cfg.Limits), checkers: checker.All(), schedulers: scheduler.All(),
 		newID: newID, ops: map[uint64]*operator.Operator{}, byID: map[uint64]*operator.Operator{}, cooling: map[uint64]arrival{},
-		splitFailed: map[uint64]time.Duration{}, splitAt: map[uint64]time.Duration{}}
+		splitFailed: map[uint64]time.Duration{}, splitAt: map[uint64]time.Duration{}, merging: map[uint64]time.Duration{}}
 }
 
 // SetConfig changes the runtime configuration.
@@ -416,14 +419,26 @@ func (c *Coordinator) env(now time.Duration, v *view.Cluster) *scheduler.Env {
 			a, ok := c.cooling[id]
 			return ok && a.node == node && now-a.at < c.cfg.Cooldown
 		},
-		CanSnapshot:    c.ctrl.CanSnapshot,
-		CanReceive:     c.ctrl.CanReceive,
-		Hot:            c.cfg.Hot,
-		Now:            now,
-		NewShardID:     func() uint64 { return c.newID(ShardIDs) },
-		Anchors:        anchors,
-		Followers:      scheduler.GroupFollowers(anchors, v),
-		Merge:          c.cfg.Merge,
+		CanSnapshot: c.ctrl.CanSnapshot,
+		CanReceive:  c.ctrl.CanReceive,
+		Hot:         c.cfg.Hot,
+		Now:         now,
+		NewShardID:  func() uint64 { return c.newID(ShardIDs) },
+		Anchors:     anchors,
+		Followers:   scheduler.GroupFollowers(anchors, v),
+		Merge:       c.cfg.Merge,
+		Merging: func(id uint64) bool {
+			at, ok := c.merging[id]
+			return ok && now-at < mergeIntentFor(c.cfg)
+		},
+		IntendMerge: func(l, r uint64) {
+			if _, ok := c.merging[l]; !ok {
+				c.merging[l] = now
+			}
+			if _, ok := c.merging[r]; !ok {
+				c.merging[r] = now
+			}
+		},
 		RightNeighbour: rightNeighbours(v, c.cfg.Merge),
 		MergeBlocked: func(id uint64) bool {
 			at, ok := c.splitAt[id]
@@ -438,6 +453,11 @@ func (c *Coordinator) env(now time.Duration, v *view.Cluster) *scheduler.Env {
 		},
 	}
 }
+
+// mergeIntentFor is how long the schedulers leave alone two shards the merge checker started
+// to bring together: long enough for a few moves, not so long that a merge that cannot finish
+// pins them.
+func mergeIntentFor(cfg Config) time.Duration { return 4 * cfg.StepTimeout }
 
 // rightNeighbours returns a lookup of each shard's right neighbour in its table partition, or
 // nil when merges are off.
@@ -491,8 +511,13 @@ func (c *Coordinator) expireCooling(now time.Duration) {
 		}
 	}
 	for id, at := range c.splitAt {
-		if now-at >= c.cfg.Hot.Hold {
+		if now-at >= max(c.cfg.Hot.Hold, c.cfg.Merge.AfterSplit) {
 			delete(c.splitAt, id)
+		}
+	}
+	for id, at := range c.merging {
+		if now-at >= mergeIntentFor(c.cfg) {
+			delete(c.merging, id)
 		}
 	}
 	if len(c.cooling) < 4096 {

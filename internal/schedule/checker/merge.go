@@ -35,6 +35,9 @@ func (Merge) Check(env *scheduler.Env, l *view.Shard) *operator.Operator {
 		env.MergeBlocked != nil && (env.MergeBlocked(l.ID) || env.MergeBlocked(r.ID)) {
 		return nil
 	}
+	if env.IntendMerge != nil {
+		env.IntendMerge(l.ID, r.ID)
+	}
 	// 1. The right one's replicas, one node of the left one's at a time.
 	for _, to := range l.Replicas {
 		if r.Holds(to) {

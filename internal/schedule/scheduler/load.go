@@ -308,6 +308,10 @@ type Env struct {
 	Merge          MergeConfig
 	RightNeighbour func(shard uint64) *view.Shard
 	MergeBlocked   func(shard uint64) bool
+	// Merging reports whether the merge checker is bringing a shard together with a neighbour
+	// (the schedulers leave it alone); IntendMerge records that it started to (nil: no record).
+	Merging     func(shard uint64) bool
+	IntendMerge func(left, right uint64)
 
 	claimed map[uint64]bool
 }
@@ -391,8 +395,11 @@ func GroupAnchors(v *view.Cluster) map[uint64]*view.Shard {
 	return out
 }
 
-// Busy reports whether a shard has an operator, or one proposed earlier in this tick.
-func (e *Env) Busy(id uint64) bool { return e.claimed[id] || (e.HasOp != nil && e.HasOp(id)) }
+// Busy reports whether a shard has an operator, or one proposed earlier in this tick, or is
+// being brought together with a neighbour to merge.
+func (e *Env) Busy(id uint64) bool {
+	return e.claimed[id] || (e.HasOp != nil && e.HasOp(id)) || (e.Merging != nil && e.Merging(id))
+}
 
 // Claim marks a shard as having an operator proposed in this tick.
 func (e *Env) Claim(id uint64) {

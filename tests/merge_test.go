@@ -1,0 +1,115 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/client"
+)
+
+// TestMergeUnderWrites: real pcs and pcsnode processes. A table of one partition, three
+// replicas on four nodes, is split into four shards while clients write to it; then merges are
+// turned on and the shards merge back into one — the right shard of each pair first brought to
+// its neighbour's nodes and primary, then absorbed by a merge entry in the survivor's log —
+// while the clients keep writing through the routes they cached. Every acknowledged write
+// reads back afterwards, and the operators show the merges done.
+func TestMergeUnderWrites(t *testing.T) {
+	pc := startCluster(t, 1, "--node-warmup", "300ms")
+	c := pc.client()
+	pc.primary(c)
+	nodes := startNodeProcs(t, pc, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	waitFor(t, 20*time.Second, "four data nodes up", func() bool { return upNodes(ctx, c) == len(nodes) })
+	ep := "--endpoints=" + strings.Join(pc.endpoints(), ",")
+	pcsctl := func(args ...string) (int, string) {
+		return run(t, 60*time.Second, "pcsctl", append([]string{ep, "-o", "json"}, args...)...)
+	}
+	set := func(kv ...string) {
+		t.Helper()
+		for i := 0; i < len(kv); i += 2 {
+			if code, out := pcsctl("config", "set", kv[i], kv[i+1]); code != 0 {
+				t.Fatalf("config set %s %s: %s", kv[i], kv[i+1], out)
+			}
+		}
+	}
+	// No merges while the table is split, and no splits by load: the writers make it hot.
+	set("merge-max-bytes", "0", "rebalance-speed", "max", "hot-min-keys", "1000000000")
+	if code, out := pcsctl("table", "create", "m", "--columns", "id:int64", "--hash-columns", "id", "--hash-partitions", "1", "--replicas", "3"); code != 0 {
+		t.Fatalf("table create: %s", out)
+	}
+	waitFor(t, 20*time.Second, "table public", func() bool {
+		tr, err := c.GetTable(ctx, "m")
+		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
+	})
+	shards := func() []*pcspb.Shard {
+		resp, err := c.ScanShards(ctx, "m", nil, nil, client.WithLimit(1000))
+		if err != nil {
+			t.Fatalf("shards: %v", err)
+		}
+		return resp.Shards
+	}
+	whole := shards()[0]
+	w := startWriters(ctx, c.KV("m"), 6, func(i int) []byte { return int64Key(i * 7919 % 1_000_003) })
+	waitFor(t, 30*time.Second, "rows written", func() bool { w.check(t); return w.count.Load() >= 200 })
+	for _, at := range []int{250_000, 500_000, 750_000} {
+		waitFor(t, 60*time.Second, "a split", func() bool {
+			var sh *pcspb.Shard
+			for _, x := range shards() {
+				if bytes.Compare(x.Start[4:], int64Key(at)) < 0 {
+					sh = x
+				}
+			}
+			_, _, err := c.SplitShard(ctx, sh.Id, append(bytes.Clone(sh.Start[:4]), int64Key(at)...))
+			if err != nil && !strings.Contains(err.Error(), "busy") {
+				t.Fatalf("split of shard %d at %d: %v", sh.Id, at, err)
+			}
+			return err == nil
+		})
+	}
+	if n := len(shards()); n != 4 {
+		t.Fatalf("%d shards after three splits", n)
+	}
+	split := w.count.Load()
+	set("split-merge-interval", "0s", "merge-max-keys", "1000000", "merge-max-bytes", "64MiB")
+	waitFor(t, 3*time.Minute, "the shards merged into one", func() bool {
+		w.check(t)
+		s := shards()
+		return len(s) == 1 && bytes.Equal(s[0].Start, whole.Start) && bytes.Equal(s[0].End, whole.End)
+	})
+	if w.count.Load() == split {
+		t.Fatal("no write was acknowledged while the shards merged")
+	}
+	rows := w.stopAndVerify(ctx, t)
+	code, out := pcsctl("operator", "list", "--finished")
+	if code != 0 {
+		t.Fatalf("operator list: %s", out)
+	}
+	var ops []struct {
+		Kind  string `json:"kind"`
+		State string `json:"state"`
+		Steps []struct {
+			Kind string `json:"kind"`
+		} `json:"steps"`
+	}
+	if err := json.Unmarshal([]byte(out), &ops); err != nil {
+		t.Fatalf("operator list output %q: %v", out, err)
+	}
+	merges := 0
+	for _, op := range ops {
+		for _, st := range op.Steps {
+			if op.Kind == "merge" && op.State == "done" && st.Kind == "merge" {
+				merges++
+			}
+		}
+	}
+	if merges != 3 {
+		t.Fatalf("%d merge operators done, want 3: %s", merges, out)
+	}
+	t.Logf("%d rows acknowledged and read back; %d merges", rows, merges)
+}

@@ -71,6 +71,8 @@ type Coordinator struct {
 	// merging: shards the merge checker is bringing together, and since when: the schedulers
 	// leave them alone meanwhile (else balancing would move back the replicas a merge aligns).
 	merging map[uint64]time.Duration
+	// seen: the shard ids of the views so far (noteSplits).
+	seen map[uint64]bool
 }
 
 // arrival is a replica a move added: it does not leave again within the cooldown (no A→B→A).
@@ -332,6 +334,7 @@ func (c *Coordinator) Tick(now time.Duration, v *view.Cluster) *Actions {
 	c.ctrl.Begin(now, running)
 	// 2. Admit queued operators, highest priority first.
 	c.admitQueued(v, changed, now)
+	c.noteSplits(now, v)
 	env := c.env(now, v)
 	if ready && !c.cfg.Halt {
 		// 3. Checkers on a batch of shards.
@@ -451,6 +454,50 @@ func (c *Coordinator) env(now time.Duration, v *view.Cluster) *scheduler.Env {
 			at, ok := c.splitFailed[id]
 			return ok && now-at < c.cfg.Cooldown
 		},
+	}
+}
+
+// noteSplits records in splitAt the splits the view shows that no operator of this
+// coordinator made (a node's split by size, or one a previous PCS primary's operator made just
+// before it lost office): a shard id not seen before at a range version past 1 is a split's new
+// half, and the shard that ends where it starts its other half. The first view only fills seen.
+func (c *Coordinator) noteSplits(now time.Duration, v *view.Cluster) {
+	first := c.seen == nil
+	if first || len(c.seen) > 2*len(v.Shards)+1024 {
+		c.seen = make(map[uint64]bool, len(v.Shards)) // let go of ids long gone
+		for _, sh := range v.Shards {
+			c.seen[sh.ID] = true
+		}
+		if first {
+			return
+		}
+	}
+	var fresh []*view.Shard
+	for _, sh := range v.Shards {
+		if !c.seen[sh.ID] {
+			c.seen[sh.ID] = true
+			if sh.Version > 1 {
+				fresh = append(fresh, sh)
+			}
+		}
+	}
+	if len(fresh) == 0 {
+		return
+	}
+	type end struct {
+		table     uint64
+		partition string
+		end       string
+	}
+	byEnd := make(map[end]uint64, len(v.Shards))
+	for _, sh := range v.Shards {
+		byEnd[end{sh.Table, sh.Partition, sh.End}] = sh.ID
+	}
+	for _, sh := range fresh {
+		c.splitAt[sh.ID] = now
+		if l, ok := byEnd[end{sh.Table, sh.Partition, sh.Start}]; ok {
+			c.splitAt[l] = now
+		}
 	}
 }
 

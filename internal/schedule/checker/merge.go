@@ -49,7 +49,8 @@ func (Merge) Check(env *scheduler.Env, l *view.Shard) *operator.Operator {
 				from = x // a secondary if there is one (no hand-over needed)
 			}
 		}
-		if from == 0 || env.View.State(to) != view.Up || !env.CanSnapshot(operator.Merge, r.Primary, to) {
+		tiny := r.Size <= operator.TinySnapshot
+		if from == 0 || env.View.State(to) != view.Up || !tiny && !env.CanSnapshot(operator.Merge, r.Primary, to) {
 			return nil
 		}
 		env.Moved(r, from, to)

@@ -40,6 +40,7 @@ type Runner struct {
 	markMoves, markRev int
 	markTransfers      int
 	markSplits         int
+	markMerges         int
 	peakLoad           float64 // the highest load max/mean since the mark, at whole seconds
 	tstar, minMoves    float64
 	primariesOffAt     time.Duration
@@ -166,7 +167,15 @@ func (ru *Runner) do(line int, f []string) error {
 		if err != nil {
 			return err
 		}
-		if err := s.AddTable(n, reps, args["isolation"], args["group"], size); err != nil {
+		ranged := false
+		switch args["partitions"] {
+		case "", "each":
+		case "one":
+			ranged = true
+		default:
+			return fmt.Errorf("%w: partitions=%q (each: a partition per shard; one: one partition of neighbouring ranges)", ErrScenario, args["partitions"])
+		}
+		if err := s.AddTable(n, reps, args["isolation"], args["group"], ranged, size); err != nil {
 			return fmt.Errorf("%w: %w", ErrScenario, err)
 		}
 	case "config":
@@ -248,6 +257,12 @@ func (ru *Runner) do(line int, f []string) error {
 		if err != nil || s.SplitShard(id) != nil {
 			return fmt.Errorf("%w: split-shard id=%q", ErrScenario, args["id"])
 		}
+	case "drop-rows":
+		id, err := strconv.ParseUint(args["table"], 10, 64)
+		if err != nil || s.tables[id] == nil {
+			return fmt.Errorf("%w: drop-rows table=%q", ErrScenario, args["table"])
+		}
+		s.DropRows(id)
 	case "kill-pcs-primary":
 		s.KillPCSPrimary()
 	case "grow-sizes":
@@ -261,7 +276,7 @@ func (ru *Runner) do(line int, f []string) error {
 		s.GrowSizes(x)
 	case "mark":
 		ru.markAt, ru.markMoves, ru.markRev = s.Now(), s.Moves, s.Reverted
-		ru.markTransfers, ru.markSplits, ru.peakLoad = s.PrimaryTransfers, s.Splits, s.LoadMaxMean()
+		ru.markTransfers, ru.markSplits, ru.peakLoad, ru.markMerges = s.PrimaryTransfers, s.Splits, s.LoadMaxMean(), s.Merges
 	case "tstar":
 		if len(f) != 2 || (f[1] != "balance" && f[1] != "drain") {
 			return fmt.Errorf("%w: tstar balance|drain", ErrScenario)
@@ -689,6 +704,12 @@ func (ru *Runner) metric(name string) (float64, error) {
 		return ru.peakLoad, nil
 	case "primary-transfers":
 		return float64(s.PrimaryTransfers - ru.markTransfers), nil
+	case "merges":
+		return float64(s.Merges - ru.markMerges), nil
+	case "merges-in-cooldown":
+		return float64(s.MergesInCooldown), nil
+	case "hot-merges":
+		return float64(s.HotMerges), nil
 	case "load-splits":
 		return float64(s.Splits - ru.markSplits), nil
 	case "first-split":
@@ -700,6 +721,19 @@ func (ru *Runner) metric(name string) (float64, error) {
 		return ru.spread(strings.TrimSuffix(name, "-spread")), nil
 	case "utilization-deviation":
 		return ru.spread("util-raw"), nil
+	}
+	if t, ok := strings.CutPrefix(name, "shards-of:"); ok {
+		id, err := strconv.ParseUint(t, 10, 64)
+		if err != nil || s.tables[id] == nil {
+			return 0, fmt.Errorf("%w: %q (shards-of:TABLE)", ErrScenario, name)
+		}
+		n := 0
+		for _, sh := range s.shards {
+			if sh.Table == id {
+				n++
+			}
+		}
+		return float64(n), nil
 	}
 	if label, ok := strings.CutPrefix(name, "primaries-in:"); ok {
 		k, v, ok := strings.Cut(label, "=")

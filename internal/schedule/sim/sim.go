@@ -68,7 +68,9 @@ type Sim struct {
 	traceOut  io.Writer
 	Table     io.Writer // per-minute metrics, if set
 
-	splitReq []*pcspb.SplitShardCommand // the splits the coordinator asks of primaries
+	splitReq []*pcspb.SplitShardCommand  // the splits the coordinator asks of primaries
+	mergeReq []*pcspb.MergeShardsCommand // the merges, likewise
+	splitAt  map[uint64]time.Duration    // when each shard was last split (both halves)
 
 	// Records.
 	Moves, Reverted, Transfers int
@@ -76,6 +78,10 @@ type Sim struct {
 	// the first at FirstSplitAt (-1: none yet).
 	PrimaryTransfers, Splits int
 	FirstSplitAt             time.Duration
+	// Merges counts the merges carried out; MergesInCooldown those of a shard split less than
+	// split-merge-interval before, HotMerges those of shards serving more than merge-max-keys
+	// together (both must stay 0).
+	Merges, MergesInCooldown, HotMerges int
 	// AddedLowSpace counts replicas added to a node whose replicas took more than the
 	// low-space ratio of its capacity.
 	AddedLowSpace int
@@ -110,7 +116,7 @@ func New(seed uint64, p Params, cfg schedule.Config) *Sim {
 	}
 	s := &Sim{P: p, Cfg: cfg, clk: clock.NewManual(0), rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		tables: map[uint64]*view.Table{}, persisted: map[uint64]*pcspb.Operator{}, trace: fnv.New64a(),
-		added: map[[2]uint64]bool{}, dirty: map[uint64]bool{}, MinLive: math.MaxInt, FirstOpAfterElection: -1, FirstSplitAt: -1}
+		added: map[[2]uint64]bool{}, dirty: map[uint64]bool{}, splitAt: map[uint64]time.Duration{}, MinLive: math.MaxInt, FirstOpAfterElection: -1, FirstSplitAt: -1}
 	s.coord = s.newCoordinator()
 	return s
 }
@@ -156,7 +162,7 @@ func (s *Sim) AddNode(labels map[string]string, capacity uint64) uint64 {
 // AddTable creates a table of n shards (partitions p0..p<n-1>, one shard each) with sizes from
 // size(), placed like create-time placement (least loaded, isolation kept); in a shard group,
 // as the group's first table's shards are, partition by partition.
-func (s *Sim) AddTable(n, replicas int, isolation, group string, size func(*rand.Rand) uint64) error {
+func (s *Sim) AddTable(n, replicas int, isolation, group string, ranged bool, size func(*rand.Rand) uint64) error {
 	tid := uint64(len(s.tables) + 1)
 	t := &view.Table{ID: tid, Name: fmt.Sprintf("t%d", tid), Replicas: replicas, IsolationLabel: isolation, Public: true, Group: group}
 	var anchor *view.Table
@@ -186,6 +192,15 @@ func (s *Sim) AddTable(n, replicas int, isolation, group string, size func(*rand
 	for i := 0; i < n; i++ {
 		s.nextShard++
 		sh := &view.Shard{ID: s.nextShard, Table: tid, Version: 1, ConfVer: 1, Term: 1, Size: size(s.rng), Partition: fmt.Sprintf("p%d", i)}
+		if ranged { // one partition of n neighbouring ranges
+			sh.Partition = "p0"
+			if i > 0 {
+				sh.Start = rangeKey(i)
+			}
+			if i < n-1 {
+				sh.End = rangeKey(i + 1)
+			}
+		}
 		var cands []*node
 		for _, nd := range s.nodes {
 			if nd.State == view.Up {
@@ -225,6 +240,25 @@ func (s *Sim) AddTable(n, replicas int, isolation, group string, size func(*rand
 		s.shards = append(s.shards, sh)
 	}
 	return nil
+}
+
+// rangeKey is the start of a ranged table's i-th shard: fixed width, so keys sort as numbers.
+func rangeKey(i int) string { return fmt.Sprintf("r%08d", i) }
+
+// DropRows deletes every row of a table and its traffic, leaving its shards empty (as a drop
+// in TiDB leaves its ranges until they merge).
+func (s *Sim) DropRows(table uint64) int {
+	n := 0
+	for i, sh := range s.shards {
+		if sh.Table == table {
+			c := *sh
+			c.Size, c.Load = 0, view.Load{}
+			s.shards[i] = &c
+			n++
+		}
+	}
+	s.event("rows of table %d dropped: %d shards empty", table, n)
+	return n
 }
 
 func (s *Sim) node(id uint64) *node {
@@ -290,7 +324,7 @@ func (s *Sim) Drain(id uint64) {
 // resumes the persisted operators.
 func (s *Sim) KillPCSPrimary() {
 	s.coord = nil
-	s.splitReq = nil
+	s.splitReq, s.mergeReq = nil, nil
 	s.pcsUpAt = s.Now() + s.P.Election
 	s.event("pcs primary killed")
 }
@@ -372,6 +406,7 @@ func (s *Sim) split(c *pcspb.SplitShardCommand) {
 	right.Replicas, right.Learners, right.InLine = slices.Clone(sh.Replicas), slices.Clone(sh.Learners), slices.Clone(sh.InLine)
 	s.setShard(&left)
 	s.shards = append(s.shards, &right)
+	s.splitAt[left.ID], s.splitAt[right.ID] = s.Now(), s.Now()
 	s.Splits++
 	if s.FirstSplitAt < 0 {
 		s.FirstSplitAt = s.Now()
@@ -570,6 +605,48 @@ func (s *Sim) report(id uint64) {
 			s.split(c)
 		}
 	}
+	for _, c := range s.mergeReq {
+		if sh := s.shard(c.ShardId); sh != nil && sh.Primary == id {
+			s.merge(c)
+		}
+	}
+}
+
+// merge carries out a merge the coordinator asked of the shard's primary, under the data
+// node's rules (kvnode.MergeShards): both shards led by this node at the versions asked, right
+// neighbours of one partition, the same replicas, no learners, every replica in line.
+func (s *Sim) merge(c *pcspb.MergeShardsCommand) {
+	l, r := s.shard(c.ShardId), s.shard(c.SourceId)
+	if l == nil || r == nil || l.Version != c.Version || r.Version != c.SourceVersion || l.Primary != r.Primary ||
+		l.Table != r.Table || l.Partition != r.Partition || l.End == "" || l.End != r.Start ||
+		len(l.Learners) > 0 || len(r.Learners) > 0 || len(l.Replicas) != len(r.Replicas) {
+		return
+	}
+	for _, x := range l.Replicas {
+		if !slices.Contains(r.Replicas, x) || !r.IsInLine(x) {
+			return
+		}
+	}
+	now := s.Now()
+	for _, id := range []uint64{l.ID, r.ID} {
+		if at, ok := s.splitAt[id]; ok && now-at < s.Cfg.Merge.AfterSplit {
+			s.MergesInCooldown++
+		}
+	}
+	if l.Load.Keys()+r.Load.Keys() > s.Cfg.Merge.MaxKeys {
+		s.HotMerges++
+	}
+	n := *l
+	n.End, n.Version, n.Size = r.End, max(l.Version, r.Version)+1, l.Size+r.Size
+	n.Load = view.Load{Reads: l.Load.Reads + r.Load.Reads, Writes: l.Load.Writes + r.Load.Writes,
+		ReadBytes: l.Load.ReadBytes + r.Load.ReadBytes, WriteBytes: l.Load.WriteBytes + r.Load.WriteBytes}
+	s.setShard(&n)
+	i := sort.Search(len(s.shards), func(i int) bool { return s.shards[i].ID >= r.ID })
+	s.shards = slices.Delete(s.shards, i, i+1)
+	delete(s.dirty, r.ID)
+	delete(s.splitAt, r.ID)
+	s.Merges++
+	s.event("shard %d absorbed %d", l.ID, r.ID)
 }
 
 func (s *Sim) shard(id uint64) *view.Shard {
@@ -615,7 +692,7 @@ func (s *Sim) tick() {
 		s.pcsUpAt, s.electedAt = 0, now
 		s.event("pcs primary elected, %d operators resumed", len(ops))
 	}
-	v := &view.Cluster{Tables: s.tables, Shards: s.shards}
+	v := &view.Cluster{Tables: s.tables, Shards: s.shards, CanMerge: true}
 	for _, n := range s.nodes {
 		nv := n.Node
 		v.Nodes = append(v.Nodes, &nv)
@@ -634,7 +711,7 @@ func (s *Sim) tick() {
 		delete(s.persisted, op.ID)
 		s.event("op %d %s", op.ID, op.State)
 	}
-	s.splitReq = act.Splits
+	s.splitReq, s.mergeReq = act.Splits, act.Merges
 	if len(act.Changes) > 0 && s.electedAt > 0 && s.FirstOpAfterElection < 0 {
 		s.FirstOpAfterElection = now - s.electedAt // a resumed operator's step
 	}

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/postdb/pcs/internal/schedule/operator"
-	"github.com/postdb/pcs/internal/schedule/scheduler"
 	"github.com/postdb/pcs/internal/schedule/schedtest"
+	"github.com/postdb/pcs/internal/schedule/scheduler"
 	"github.com/postdb/pcs/internal/schedule/view"
 )
 

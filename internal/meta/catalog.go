@@ -888,13 +888,16 @@ func (f *FSM) PendingSplits(node uint64, stats []*pcspb.ShardStats) []*pcspb.Cmd
 
 // PendingMerges returns the merges a shard's primary reports (merged_from in its shard stats)
 // that the catalog has not recorded: the survivor at the version the merge gives it, the
-// source still in the catalog at the version the merge was made at.
+// source still in the catalog at the version the merge was made at, and every replica of the
+// survivor in line with the primary, so holding the merge entry. (A primary restarted after
+// writing the entry but before its replicas had it reports the merge too; recorded then, the
+// replicas would take the survivor's wider range without the neighbour's rows.)
 func (f *FSM) PendingMerges(node uint64, stats []*pcspb.ShardStats) []*pcspb.CmdMergeShards {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	var out []*pcspb.CmdMergeShards
 	for _, st := range stats {
-		if st.MergedFrom == 0 {
+		if st.MergedFrom == 0 || !allInLine(f.mu.st.cat.shardByID[st.ShardId], st) {
 			continue
 		}
 		l, lok := f.mu.st.cat.shardByID[st.ShardId]
@@ -905,6 +908,19 @@ func (f *FSM) PendingMerges(node uint64, stats []*pcspb.ShardStats) []*pcspb.Cmd
 		}
 	}
 	return out
+}
+
+// allInLine reports whether the primary's stats show every replica of sh at its own position.
+func allInLine(sh *pcspb.Shard, st *pcspb.ShardStats) bool {
+	if sh == nil {
+		return false
+	}
+	own, ok := st.ReplicaPositions[sh.Primary]
+	for _, r := range sh.Replicas {
+		p, in := st.ReplicaPositions[r]
+		ok = ok && in && p == own
+	}
+	return ok
 }
 
 // StaleReplicas returns the catalog's metadata of the replicas whose reported term, conf_ver or version

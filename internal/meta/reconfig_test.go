@@ -120,7 +120,14 @@ func TestShardReconfiguration(t *testing.T) {
 
 	// Merge: the primary's report is recorded once, at the versions it was made at; the
 	// survivor covers both ranges again at version 3 and the source is gone.
-	report := []*pcspb.ShardStats{{ShardId: left.Id, Version: 3, MergedFrom: right.Id, MergedFromVersion: 2}}
+	report := []*pcspb.ShardStats{{ShardId: left.Id, Version: 3, MergedFrom: right.Id, MergedFromVersion: 2,
+		ReplicaPositions: map[uint64]uint64{left.Replicas[0]: 9, left.Replicas[1]: 9}}}
+	if got := a.f.PendingMerges(left.Primary, report); len(got) != 0 {
+		t.Fatalf("a merge was recorded before every replica was in line: %v", got)
+	}
+	for _, r := range left.Replicas {
+		report[0].ReplicaPositions[r] = 9
+	}
 	if got := a.f.PendingMerges(left.Primary+100, report); len(got) != 0 {
 		t.Fatalf("a node that is not the primary reported a merge: %v", got)
 	}

@@ -88,7 +88,7 @@ func (c *Controller) count(op *operator.Operator) {
 	if !op.Kind.Reserved() {
 		c.unreserved++
 	}
-	if op.Snapshotting() && op.Size > operator.TinySnapshot {
+	if op.Snapshotting() && op.Size >= operator.TinySnapshot {
 		c.snapOut[op.SnapFrom]++
 		c.snapIn[op.To]++
 		if !op.Kind.Reserved() {
@@ -154,7 +154,7 @@ func (c *Controller) Admit(op *operator.Operator, primary uint64) bool {
 		return false
 	}
 	if op.AddsReplica() && !op.Charged {
-		if op.Size > operator.TinySnapshot && !c.CanSnapshot(op.Kind, primary, op.To) {
+		if op.Size >= operator.TinySnapshot && !c.CanSnapshot(op.Kind, primary, op.To) {
 			return false
 		}
 		bf, bt := c.bucket(primary), c.bucket(op.To)

@@ -460,13 +460,19 @@ func (c *Coordinator) env(now time.Duration, v *view.Cluster) *scheduler.Env {
 // noteSplits records in splitAt the splits the view shows that no operator of this
 // coordinator made (a node's split by size, or one a previous PCS primary's operator made just
 // before it lost office): a shard id not seen before at a range version past 1 is a split's new
-// half, and the shard that ends where it starts its other half. The first view only fills seen.
+// half, and the shard that ends where it starts its other half. On the first view, when
+// this coordinator cannot tell when the shards were split, every shard split or merged since
+// its table was created counts as split now: no merge inside a split cooldown, even across a
+// change of PCS primary.
 func (c *Coordinator) noteSplits(now time.Duration, v *view.Cluster) {
 	first := c.seen == nil
 	if first || len(c.seen) > 2*len(v.Shards)+1024 {
 		c.seen = make(map[uint64]bool, len(v.Shards)) // let go of ids long gone
 		for _, sh := range v.Shards {
 			c.seen[sh.ID] = true
+			if first && sh.Version > 1 {
+				c.splitAt[sh.ID] = now
+			}
 		}
 		if first {
 			return

@@ -49,7 +49,7 @@ func (Merge) Check(env *scheduler.Env, l *view.Shard) *operator.Operator {
 				from = x // a secondary if there is one (no hand-over needed)
 			}
 		}
-		tiny := r.Size <= operator.TinySnapshot
+		tiny := r.Size < operator.TinySnapshot
 		if from == 0 || env.View.State(to) != view.Up || !tiny && !env.CanSnapshot(operator.Merge, r.Primary, to) {
 			return nil
 		}

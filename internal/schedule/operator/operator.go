@@ -110,7 +110,7 @@ type Operator struct {
 	SnapFrom uint64
 }
 
-// TinySnapshot: a snapshot of at most this many bytes (an empty shard's, a small one's) does
+// TinySnapshot: a snapshot of fewer bytes (an empty shard's, a small one's) does
 // not count against the concurrent snapshots per node, which are there to bound the disk and
 // network a node spends on copies; it still draws on the byte budgets and the operator limits.
 // Merging the empty ranges a drop leaves behind is then bounded by operators, not by copies

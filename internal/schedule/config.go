@@ -209,7 +209,7 @@ func (c *Config) Set(key, value string) error {
 		}
 	case "low-space-ratio", "high-space-ratio":
 		v, err := strconv.ParseFloat(value, 64)
-		if err != nil || v <= 0 || v > 1 {
+		if err != nil || !(v > 0 && v <= 1) { // NaN too
 			return fmt.Errorf("%w: %s %q must be a number in (0, 1]", ErrInvalidConfig, key, value)
 		}
 		if key == "low-space-ratio" {
@@ -219,7 +219,7 @@ func (c *Config) Set(key, value string) error {
 		}
 	case "hot-ratio", "hot-min-keys":
 		v, err := strconv.ParseFloat(value, 64)
-		if err != nil || v <= 0 || v > 1e12 || (key == "hot-ratio" && v > 10) {
+		if err != nil || !(v > 0 && v <= 1e12) || (key == "hot-ratio" && v > 10) { // NaN too
 			return fmt.Errorf("%w: %s %q must be a positive number (hot-ratio at most 10)", ErrInvalidConfig, key, value)
 		}
 		if key == "hot-ratio" {
@@ -241,7 +241,7 @@ func (c *Config) Set(key, value string) error {
 		n.Merge.MaxBytes = v
 	case "merge-max-keys":
 		v, err := strconv.ParseFloat(value, 64)
-		if err != nil || v < 0 || v > 1e12 {
+		if err != nil || !(v >= 0 && v <= 1e12) { // NaN too
 			return fmt.Errorf("%w: merge-max-keys %q must be a number in [0, 1e12]", ErrInvalidConfig, value)
 		}
 		n.Merge.MaxKeys = v

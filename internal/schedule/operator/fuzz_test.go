@@ -16,6 +16,7 @@ func FuzzFromProto(f *testing.F) {
 	for _, op := range []*Operator{
 		New(Balance, sh, "seed", Move(sh, 1, 4)...),
 		New(Admin, sh, "split", Step{Kind: Split, Node: 1, Key: "k", NewShard: 9, Version: 2}),
+		New(Merge, sh, "merge", Step{Kind: Absorb, Node: 1, Source: 8, Version: 2, SourceVersion: 5}),
 	} {
 		op.ID = 5
 		b, _ := proto.Marshal(op.ToProto())

@@ -278,8 +278,8 @@ func FromProto(p *pcspb.Operator) (*Operator, error) {
 		if err != nil {
 			return nil, err
 		}
-		if s.Node == 0 && sk != Split || sk == Split && s.NewShardId == 0 {
-			return nil, fmt.Errorf("%w: operator %d: a step on node 0, or a split without a new shard id", ErrInvalid, p.Id)
+		if s.Node == 0 && sk != Split || sk == Split && s.NewShardId == 0 || sk == Absorb && (s.SourceId == 0 || s.SourceId == p.ShardId) {
+			return nil, fmt.Errorf("%w: operator %d: a step on node 0, a split without a new shard id, or a merge without another shard", ErrInvalid, p.Id)
 		}
 		steps = append(steps, Step{Kind: sk, Node: s.Node, Key: string(s.SplitKey), NewShard: s.NewShardId, Version: s.Version, ByLoad: s.ByLoad,
 			Source: s.SourceId, SourceVersion: s.SourceVersion})

@@ -11,7 +11,8 @@ import (
 func FuzzScenarioLine(f *testing.F) {
 	for _, s := range []string{"nodes n=3 zones=a,b capacity=1TiB", "table shards=10 replicas=1 size=lognormal:64MiB:0.5",
 		"table shards=3 replicas=1 size=one:10MiB", "config rebalance-speed max", "assert moves <= 3", "kill-node 1",
-		"drain-node 2", "grow-sizes 1.5", "tstar drain", "mark", "add-nodes n=1 capacity=2x"} {
+		"drain-node 2", "grow-sizes 1.5", "tstar drain", "mark", "add-nodes n=1 capacity=2x",
+		"table shards=5 replicas=1 size=fixed:0 partitions=one", "drop-rows table=1", "assert shards-of:1 <= 4", "assert merges == 0"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, line string) {

@@ -78,7 +78,8 @@ type Config struct {
 	EvictPrimaries map[uint64]bool
 	// PrimaryPolicies by table name (primary-policy:TABLE); a table not named is balanced.
 	PrimaryPolicies map[string]view.PrimaryPolicy
-	// Merge says which neighbours merge (merge-max-bytes, merge-max-keys, split-merge-interval).
+	// Merge says which neighbours merge (merge-max-bytes, merge-max-result-bytes, merge-max-keys,
+	// split-merge-interval).
 	Merge scheduler.MergeConfig
 }
 
@@ -157,7 +158,7 @@ func SchedulerNames() []string {
 
 // Settings are the names `pcsctl config set` accepts.
 var Settings = []string{"rebalance-speed", "snapshot-bytes-per-sec", "snapshots-per-node", "max-operators", "halt-scheduling", "paused-schedulers", "low-space-ratio",
-	"high-space-ratio", "hot-ratio", "hot-hold", "hot-min-keys", "evict-primaries", "merge-max-bytes", "merge-max-keys", "split-merge-interval"}
+	"high-space-ratio", "hot-ratio", "hot-hold", "hot-min-keys", "evict-primaries", "merge-max-bytes", "merge-max-result-bytes", "merge-max-keys", "split-merge-interval"}
 
 // Set changes one setting by name, validating it; c is unchanged on error.
 func (c *Config) Set(key, value string) error {
@@ -239,6 +240,12 @@ func (c *Config) Set(key, value string) error {
 			return err
 		}
 		n.Merge.MaxBytes = v
+	case "merge-max-result-bytes":
+		v, err := parseBytes(value)
+		if err != nil {
+			return err
+		}
+		n.Merge.MaxResultBytes = v
 	case "merge-max-keys":
 		v, err := strconv.ParseFloat(value, 64)
 		if err != nil || !(v >= 0 && v <= 1e12) { // NaN too
@@ -316,6 +323,7 @@ func (c *Config) Get() map[string]string {
 		"hot-min-keys":           strconv.FormatFloat(c.Hot.MinKeys, 'g', -1, 64),
 		"evict-primaries":        c.evictList(),
 		"merge-max-bytes":        strconv.FormatUint(c.Merge.MaxBytes, 10),
+		"merge-max-result-bytes": strconv.FormatUint(c.Merge.MaxResultBytes, 10),
 		"merge-max-keys":         strconv.FormatFloat(c.Merge.MaxKeys, 'g', -1, 64),
 		"split-merge-interval":   c.Merge.AfterSplit.String(),
 	}

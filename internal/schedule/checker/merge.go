@@ -10,8 +10,8 @@ import (
 )
 
 // Merge merges small, cool neighbours: a shard and the next one of its table's partition, when
-// together they hold at most merge-max-bytes and serve at most merge-max-keys per second, and
-// neither was split within split-merge-interval. The right one is brought to the left one's
+// one holds at most merge-max-bytes, together at most merge-max-result-bytes, they serve at most
+// merge-max-keys per second together, and neither was split within split-merge-interval. The right one is brought to the left one's
 // shape first, one operator at a time: a replica moved to a node of the left one, then the
 // primary handed to the left one's primary. Once both have the same replicas and primary, the
 // left one's primary absorbs the right one (a merge entry in its log); the operator holds both
@@ -31,7 +31,7 @@ func (Merge) Check(env *scheduler.Env, l *view.Shard) *operator.Operator {
 	t := env.View.Tables[l.Table]
 	r := env.RightNeighbour(l.ID)
 	if t == nil || !t.Public || t.Group != "" || r == nil || env.HasOp(r.ID) || !settled(env, t, l) || !settled(env, t, r) ||
-		l.Size+r.Size > cfg.MaxBytes || l.Load.Keys()+r.Load.Keys() > cfg.MaxKeys ||
+		!cfg.Fits(l.Size, r.Size, l.Load.Keys()+r.Load.Keys()) ||
 		env.MergeBlocked != nil && (env.MergeBlocked(l.ID) || env.MergeBlocked(r.ID)) {
 		return nil
 	}

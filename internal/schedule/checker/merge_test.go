@@ -33,7 +33,8 @@ func TestMerge(t *testing.T) {
 		{name: "aligned: absorb", right: []uint64{1, 3, 2},
 			want: []S{{Kind: operator.Absorb, Node: 1, Source: 2, Version: 1, SourceVersion: 1}}, wantShard: 1},
 		{name: "merges off", right: []uint64{1, 2, 3}, off: true},
-		{name: "too big together", right: []uint64{1, 2, 3}, size: 11 << 20},
+		{name: "neither small", right: []uint64{1, 2, 3}, size: 21 << 20},
+		{name: "too big together", right: []uint64{1, 2, 3}, size: 16 << 20},
 		{name: "hot together", right: []uint64{1, 2, 3}, keys: 60},
 		{name: "split recently", right: []uint64{1, 2, 3}, blocked: true},
 		{name: "another partition", right: []uint64{1, 2, 3}, rightPart: "p1"},
@@ -52,7 +53,7 @@ func TestMerge(t *testing.T) {
 			l.End, r.Start = "m", "m"
 			l.Load, r.Load = view.Load{Writes: tc.keys}, view.Load{Writes: tc.keys}
 			env := schedtest.Env(v)
-			env.Merge = scheduler.MergeConfig{MaxBytes: 20 << 20, MaxKeys: 100, AfterSplit: time.Hour}
+			env.Merge = scheduler.MergeConfig{MaxBytes: 20 << 20, MaxResultBytes: 30 << 20, MaxKeys: 100, AfterSplit: time.Hour}
 			env.RightNeighbour = func(id uint64) *view.Shard {
 				if id == l.ID && r.Partition == l.Partition {
 					return r

@@ -467,6 +467,16 @@ func (ru *Runner) balanced() bool {
 }
 
 func (ru *Runner) cond(name string) (func() bool, error) {
+	if m, limit, ok := strings.Cut(name, "<="); ok { // any metric: METRIC<=VALUE
+		v, err := strconv.ParseFloat(limit, 64)
+		if err != nil || math.IsNaN(v) {
+			return nil, fmt.Errorf("%w: %q", ErrScenario, name)
+		}
+		if _, err := ru.metric(m); err != nil {
+			return nil, err
+		}
+		return func() bool { got, _ := ru.metric(m); return got <= v }, nil
+	}
 	switch {
 	case name == "balanced":
 		return func() bool { return ru.Sim.Now()%time.Minute == 0 && ru.balanced() }, nil

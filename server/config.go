@@ -110,6 +110,10 @@ type Config struct {
 	// logger's level so that it can be changed at runtime.
 	Logger   *slog.Logger
 	LogLevel *slog.LevelVar
+
+	// loseReply, if set (tests), is asked after each unary call is served whether to lose its
+	// reply: the caller gets Unavailable as if the connection broke after the server acted.
+	loseReply func(method string) bool
 }
 
 // TLSConfig is a PCS node's mutual TLS: its identity and who may connect, by role (the role

@@ -3,7 +3,9 @@ package server
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,7 +19,14 @@ import (
 // applies each request once and answers the retries with the recorded outcome. The watch from
 // revision 1 shows every acknowledged value exactly once and no value twice.
 func TestRetriedWritesApplyOnce(t *testing.T) {
-	tc := newTestCluster(t, 3, nil)
+	// Every seventh put reply is lost after the member served it (besides the attempts the
+	// 2 ms timeout cuts short): the client must retry those, and only the record may answer.
+	var served atomic.Int64
+	tc := newTestCluster(t, 3, func(c *Config) {
+		c.loseReply = func(method string) bool {
+			return strings.HasSuffix(method, "/Put") && served.Add(1)%7 == 0
+		}
+	})
 	tc.primary()
 	ctx := ctxT(t, 2*time.Minute)
 	c := tc.client(client.WithAttemptTimeout(2*time.Millisecond), client.WithBackoff(time.Millisecond, 5*time.Millisecond),

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
@@ -78,7 +79,40 @@ func (s *Server) applyRequest(ctx context.Context, cmd *pcspb.Command) (*meta.Re
 		id.Identity = callerIdentity(ctx) // the member says who asked, never the client
 	}
 	cmd.Request = id
+	if id != nil && s.fsm.ClusterVersion() < meta.VersionRequestIDs {
+		// Entries below that version carry no request id, so a retry would apply twice. A new
+		// cluster raises its version within moments of electing a primary (every member reports
+		// it can): its first writes wait for that, up to clusterVersionWait after this member
+		// became primary, rather than go without exactly-once. A mixed cluster with a member of
+		// an older build stays below it; once the wait is over its writes go on as before.
+		until := time.Unix(0, s.readySince.Load()).Add(clusterVersionWait)
+		s.awaitClusterVersion(ctx, meta.VersionRequestIDs, time.Until(until))
+	}
 	return s.apply(ctx, cmd)
+}
+
+// clusterVersionWait: for this long after a member becomes primary, client writes wait for a
+// new cluster's version to rise to one with request ids.
+const clusterVersionWait = 2 * time.Second
+
+// awaitClusterVersion waits until the cluster version is at least v, for at most d or until ctx
+// ends.
+func (s *Server) awaitClusterVersion(ctx context.Context, v uint32, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.After(d)
+	for s.fsm.ClusterVersion() < v {
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // waitFuture waits for a Raft future, or for ctx. hashicorp/raft bounds only the enqueueing of

@@ -61,6 +61,8 @@ type Server struct {
 	leaseUntil atomic.Int64
 	// ready is set once a new primary has finished its takeover; cleared when it loses office.
 	ready atomic.Bool
+	// readySince: when this member last became a ready primary (unix ns).
+	readySince atomic.Int64
 	// transferring blocks the TSO while a graceful transfer of the primary is under way.
 	transferring atomic.Bool
 	// caughtUp is set once a follower has applied what was committed when the primary changed.
@@ -456,6 +458,7 @@ func (s *Server) primaryTerm(ctx context.Context) {
 	}
 	s.live.Reset() // live state is rebuilt from heartbeats; the warm-up starts now
 	s.nodeCmds.reset()
+	s.readySince.Store(time.Now().UnixNano())
 	s.ready.Store(true)
 	s.metrics.failovers.Inc()
 	s.log.Info("primary ready", "took", time.Since(start))

@@ -12,7 +12,9 @@ import (
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
@@ -45,11 +47,15 @@ func newGRPCServer(s *Server) *grpc.Server {
 		rpcmetrics.ServerOptions(s.metrics.grpcSeconds)...)
 	opts = append(opts, s.tlsServerOptions()...)
 	opts = append(opts,
-		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 			if err := s.checkClusterID(ctx); err != nil {
 				return nil, toStatus(err)
 			}
-			return handler(ctx, req)
+			resp, err := handler(ctx, req)
+			if err == nil && s.cfg.loseReply != nil && s.cfg.loseReply(info.FullMethod) {
+				return nil, status.Error(codes.Unavailable, "test: the reply was lost")
+			}
+			return resp, err
 		}),
 		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 			if err := s.checkClusterID(ss.Context()); err != nil {

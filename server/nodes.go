@@ -11,7 +11,6 @@ import (
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/internal/ddl"
 	"github.com/postdb/pcs/internal/meta"
-	"github.com/postdb/pcs/internal/schedule/checker"
 )
 
 // nodeCommands holds, per data node, the commands the DDL driver wants it to receive. The
@@ -176,18 +175,8 @@ func (s *Server) ddlLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		lost := map[uint64]bool{}
-		for _, n := range s.fsm.DataNodes() {
-			if !n.Tombstone && s.nodeLost(n.Id) {
-				lost[n.Id] = true
-			}
-		}
 		if !s.live.WarmedUp() {
-			// During the warm-up, only shard primaries on nodes silent for lease + margin since
-			// this primary took office move (DESIGN §6): their leases have lapsed whoever granted
-			// them. Everything that declares nodes down waits for the warm-up.
-			s.failover(ctx, lost, true)
-			continue
+			continue // failover during the warm-up is the coordinator's (scheduleLoop)
 		}
 		step := ddl.Next(fsmCatalog{s.fsm}, s.live)
 		for n, shards := range ddl.Missing(fsmCatalog{s.fsm}, s.live) {
@@ -215,7 +204,6 @@ func (s *Server) ddlLoop(ctx context.Context) {
 			}
 			s.log.Info("table public", "table", id)
 		}
-		s.failover(ctx, lost, false)
 		for id, v := range step.Advance {
 			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_AdvanceSchema{AdvanceSchema: &pcspb.CmdAdvanceSchema{TableId: id, Loaded: v}}}); err != nil {
 				s.log.Warn("advancing schema", "table", id, "err", err)
@@ -230,18 +218,6 @@ func (s *Server) ddlLoop(ctx context.Context) {
 			}
 			s.log.Info("table dropped", "table", id)
 		}
-	}
-}
-
-// failover replaces the shard primaries on lost nodes (and, unless primariesOnly, removes
-// lost replicas).
-func (s *Server) failover(ctx context.Context, lost map[uint64]bool, primariesOnly bool) {
-	for _, cmd := range checker.Failover(fsmCatalog{s.fsm}, s.live, lost, primariesOnly) {
-		if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_ChangePrimary{ChangePrimary: cmd}}); err != nil {
-			s.log.Warn("changing shard primary", "shard", cmd.ShardId, "err", err)
-			continue
-		}
-		s.log.Info("shard primary changed", "shard", cmd.ShardId, "primary", cmd.NewPrimary, "lost_node", cmd.RemoveNode, "term", cmd.Term+1)
 	}
 }
 

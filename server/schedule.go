@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/internal/cluster"
 	"github.com/postdb/pcs/internal/meta"
 	"github.com/postdb/pcs/internal/schedule"
 	"github.com/postdb/pcs/internal/schedule/operator"
@@ -137,6 +138,14 @@ func (s *Server) scheduleLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		if !s.live.WarmedUp() {
+			// During the warm-up, only shard primaries on nodes silent for lease + margin since
+			// this primary took office move (DESIGN §6): their leases have lapsed whoever
+			// granted them. Everything that declares nodes down waits for the warm-up.
+			v := s.scheduleView()
+			s.sched.mu.Lock()
+			fo := coord.WarmupFailover(v)
+			s.sched.mu.Unlock()
+			s.applyFailovers(ctx, fo)
 			continue
 		}
 		s.scheduleTick(ctx)
@@ -167,6 +176,7 @@ func (s *Server) scheduleTick(ctx context.Context) {
 		finished = append(finished, op.ToProto())
 	}
 	s.sched.mu.Unlock()
+	s.applyFailovers(ctx, act.Failovers)
 	s.splits.set(act.Splits, act.Merges)
 	for _, st := range act.StepsDone {
 		s.metrics.stepSeconds.WithLabelValues(st.Kind.String()).Observe(st.Took.Seconds())
@@ -220,8 +230,8 @@ func (s *Server) scheduleView() *view.Cluster {
 		switch {
 		case n.Tombstone:
 			nv.State = view.Tombstone
-		case !nv.Heard && warm, nv.Heard && s.nodeLost(n.Id):
-			nv.State = view.Down
+		case s.nodeLost(n.Id), !nv.Heard && warm:
+			nv.State = view.Down // lost: silent past its lease and the margin (or never heard since the warm-up)
 		case n.Offline:
 			nv.State = view.Offline
 		}
@@ -232,11 +242,42 @@ func (s *Server) scheduleView() *view.Cluster {
 		v.Tables[t.Id] = &view.Table{ID: t.Id, Name: t.Name, Group: t.ShardGroup, Replicas: int(t.Replicas), IsolationLabel: t.IsolationLabel, Nodes: t.Nodes,
 			Public: t.State == pcspb.TableState_TABLE_STATE_PUBLIC}
 		for _, sh := range s.fsm.TableShards(t.Id) {
-			v.Shards = append(v.Shards, s.viewShard(sh))
+			vs := s.viewShard(sh)
+			if v.State(sh.Primary) == view.Down {
+				vs.Positions = s.replicaPositions(sh)
+			}
+			v.Shards = append(v.Shards, vs)
 		}
 	}
 	slices.SortFunc(v.Shards, func(a, b *view.Shard) int { return cmpU64(a.ID, b.ID) })
 	return v
+}
+
+// replicaPositions returns the log position each replica of sh that is heartbeating now
+// reports it holds (failover promotes the furthest ahead).
+func (s *Server) replicaPositions(sh *pcspb.Shard) map[uint64]uint64 {
+	out := map[uint64]uint64{}
+	for _, r := range sh.Replicas {
+		if s.live.State(r) != cluster.Up {
+			continue
+		}
+		if st := s.live.ShardStats(r, sh.Id); st != nil {
+			out[r] = st.ReplicaPositions[r]
+		}
+	}
+	return out
+}
+
+// applyFailovers applies the coordinator's failovers: at once, each on the configuration it was
+// decided on (a change since refuses it; the next tick decides again).
+func (s *Server) applyFailovers(ctx context.Context, cmds []*pcspb.CmdChangePrimary) {
+	for _, cmd := range cmds {
+		if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_ChangePrimary{ChangePrimary: cmd}}); err != nil {
+			s.log.Warn("changing shard primary", "shard", cmd.ShardId, "err", err)
+			continue
+		}
+		s.log.Info("shard primary changed", "shard", cmd.ShardId, "primary", cmd.NewPrimary, "lost_node", cmd.RemoveNode, "term", cmd.Term+1)
+	}
 }
 
 // viewShard is the scheduler's picture of one shard: the catalog's configuration, the size its

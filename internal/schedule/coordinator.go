@@ -41,6 +41,9 @@ type Actions struct {
 	Splits []*pcspb.SplitShardCommand
 	// Merges the shards' primaries are to carry out, likewise.
 	Merges []*pcspb.MergeShardsCommand
+	// Failovers are the configuration changes of shards with a replica on a lost node, to be
+	// applied first and at once (checker.Failover): no budget, no queue, no operator.
+	Failovers []*pcspb.CmdChangePrimary
 }
 
 // StepDone is one step seen done.
@@ -281,11 +284,15 @@ func findShard(shards []*view.Shard, id uint64) *view.Shard {
 	return nil
 }
 
-// Tick decides once. ready says whether scheduling may start: every up node has heartbeated
-// to this primary (a new primary decides nothing on a partial picture; it still drives the
-// operators it resumed).
+// Tick decides once: first the failovers of shards on lost nodes (Actions.Failovers), then the
+// operators. Scheduling starts only once every up node has heartbeated to this primary (a new
+// primary decides nothing on a partial picture; it still drives the operators it resumed).
 func (c *Coordinator) Tick(now time.Duration, v *view.Cluster) *Actions {
-	act := &Actions{}
+	act := &Actions{Failovers: checker.Failover(v, false)}
+	failing := make(map[uint64]bool, len(act.Failovers))
+	for _, f := range act.Failovers {
+		failing[f.ShardId] = true // its configuration changes now: no operator step this tick
+	}
 	c.decorate(v)
 	ready := true
 	for _, n := range v.Nodes {
@@ -379,7 +386,7 @@ func (c *Coordinator) Tick(now time.Duration, v *view.Cluster) *Actions {
 			continue
 		}
 		sh := findShard(v.Shards, op.Shard)
-		if sh == nil || op.Current >= len(op.Steps) {
+		if sh == nil || op.Current >= len(op.Steps) || failing[op.Shard] {
 			continue
 		}
 		switch st := op.Steps[op.Current]; {
@@ -455,6 +462,12 @@ func (c *Coordinator) env(now time.Duration, v *view.Cluster) *scheduler.Env {
 			return ok && now-at < c.cfg.Cooldown
 		},
 	}
+}
+
+// WarmupFailover is the failover pass alone, for a new PCS primary's warm-up, when Tick does
+// not run yet: only lost primaries are replaced (see checker.Failover).
+func (c *Coordinator) WarmupFailover(v *view.Cluster) []*pcspb.CmdChangePrimary {
+	return checker.Failover(v, true)
 }
 
 // noteSplits records in splitAt the splits the view shows that no operator of this

@@ -2,75 +2,53 @@ package checker
 
 import (
 	"github.com/postdb/pcs/api/pcspb"
-	"github.com/postdb/pcs/internal/cluster"
+	"github.com/postdb/pcs/internal/schedule/view"
 )
 
-// Catalog is what Failover reads of the metadata.
-type Catalog interface {
-	Tables() []*pcspb.Table
-	TableShards(tableID uint64) []*pcspb.Shard
-}
-
-// Positions is what Failover reads of the nodes: their state and the log positions they report.
-type Positions interface {
-	State(node uint64) cluster.State
-	ShardStats(node, shard uint64) *pcspb.ShardStats
-}
-
-// Failover is the one checker that acts on the catalog directly, not through an operator: a
-// shard on a lost node must not wait for the controller's budget or a patrol (its writes stop
-// until the configuration changes), and its decision depends on leases, not on load.
+// Failover plans the configuration changes for shards with a replica on a lost node (a node
+// the view marks Down: silent for at least its lease plus a safety margin, so that an old
+// primary there has stopped serving before another is made primary). It is the coordinator's
+// first pass and its changes go straight to the catalog: a shard on a lost node must not wait
+// for the controller's budget, a patrol or an operator (its writes stop until its
+// configuration changes), and the decision depends on leases, not on load.
 //
-// Failover plans configuration changes for shards with a replica on a lost node. A lost
-// replica is removed (conf_ver + 1) so that the primary's writes go on. A lost primary is
-// replaced: for shards whose primary is on a lost node — one silent for at
-// least its lease plus a safety margin, so that the old primary has stopped serving before
-// another is made primary (the caller decides which nodes are lost). The replica with the
-// highest reported log position among the up ones is promoted (lowest id on a tie); the lost
-// node leaves the configuration. A shard with no up replica is left alone.
+// A lost replica is removed (conf_ver + 1) so that the primary's writes go on. A lost primary
+// is replaced by the replica with the highest log position it reported itself
+// (view.Shard.Positions: replicas heartbeating now) among those not lost, the lowest id on a
+// tie; the lost node leaves the configuration. A shard with no such replica is left alone. One
+// change per shard per round: the next is planned on the new configuration.
 //
 // With primariesOnly, only lost primaries are replaced (a new PCS primary does that once lease
 // plus margin has passed since it took office; removing lost replicas waits for its warm-up).
-func Failover(cat Catalog, live Positions, lost map[uint64]bool, primariesOnly bool) []*pcspb.CmdChangePrimary {
-	if len(lost) == 0 {
-		return nil
-	}
+func Failover(v *view.Cluster, primariesOnly bool) []*pcspb.CmdChangePrimary {
+	lost := func(n uint64) bool { return v.State(n) == view.Down }
 	var out []*pcspb.CmdChangePrimary
-	for _, t := range cat.Tables() {
-		for _, s := range cat.TableShards(t.Id) {
-			if !lost[s.Primary] {
-				if primariesOnly {
-					continue
-				}
-				// A lost replica: drop it from the configuration so the primary's writes go on.
-				for _, r := range s.Replicas {
-					if lost[r] && r != s.Primary {
-						out = append(out, &pcspb.CmdChangePrimary{ShardId: s.Id, Term: s.Term, ConfVer: s.Epoch.GetConfVer(),
-							NewPrimary: s.Primary, RemoveNode: r})
-						break // one change per shard per round: the next is planned on the new conf_ver
-					}
-				}
+	for _, s := range v.Shards {
+		if !lost(s.Primary) {
+			if primariesOnly {
 				continue
 			}
-			var best, bestPos uint64
-			found := false
 			for _, r := range s.Replicas {
-				if r == s.Primary || lost[r] || live.State(r) != cluster.Up {
-					continue
-				}
-				st := live.ShardStats(r, s.Id)
-				if st == nil {
-					continue // no report of its position yet
-				}
-				pos := st.ReplicaPositions[r]
-				if !found || pos > bestPos || (pos == bestPos && r < best) {
-					best, bestPos, found = r, pos, true
+				if lost(r) && r != s.Primary {
+					out = append(out, &pcspb.CmdChangePrimary{ShardId: s.ID, Term: s.Term, ConfVer: s.ConfVer, NewPrimary: s.Primary, RemoveNode: r})
+					break
 				}
 			}
-			if found {
-				out = append(out, &pcspb.CmdChangePrimary{ShardId: s.Id, Term: s.Term, ConfVer: s.Epoch.GetConfVer(),
-					NewPrimary: best, RemoveNode: s.Primary})
+			continue
+		}
+		var best, bestPos uint64
+		found := false
+		for _, r := range s.Replicas {
+			pos, reported := s.Positions[r]
+			if r == s.Primary || lost(r) || !reported {
+				continue
 			}
+			if !found || pos > bestPos || (pos == bestPos && r < best) {
+				best, bestPos, found = r, pos, true
+			}
+		}
+		if found {
+			out = append(out, &pcspb.CmdChangePrimary{ShardId: s.ID, Term: s.Term, ConfVer: s.ConfVer, NewPrimary: best, RemoveNode: s.Primary})
 		}
 	}
 	return out

@@ -27,8 +27,8 @@ func (GroupAlign) Name() string { return "group" }
 func (GroupAlign) Check(env *scheduler.Env, sh *view.Shard) *operator.Operator {
 	a := env.Anchors[sh.ID]
 	t := env.View.Tables[sh.Table]
-	if a == nil || t == nil || !t.Public || env.View.State(sh.Primary) != view.Up || len(sh.Learners) > 0 {
-		return nil
+	if a == nil || t == nil || !t.Public || env.View.State(sh.Primary) != view.Up || len(sh.Learners) > 0 || env.HasOp(a.ID) {
+		return nil // (an anchor with an operator is on its way elsewhere: followed once it is there)
 	}
 	// 1. The range: split at the anchor's end if it falls inside this shard.
 	if a.End != "" && a.End > sh.Start && (sh.End == "" || sh.End > a.End) {

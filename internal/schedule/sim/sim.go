@@ -668,8 +668,7 @@ func (s *Sim) tick() {
 	for _, n := range s.nodes {
 		if !n.alive && n.State != view.Down && n.State != view.Tombstone && now-n.lastBeat >= s.P.DownTimeout {
 			n.State = view.Down
-			s.event("node %d down", n.ID)
-			s.failover(n.ID)
+			s.event("node %d down", n.ID) // the coordinator's failover pass takes it from here
 		}
 	}
 	if s.coord == nil {
@@ -697,7 +696,13 @@ func (s *Sim) tick() {
 		nv := n.Node
 		v.Nodes = append(v.Nodes, &nv)
 	}
+	v.Shards = s.withPositions(v)
 	act := s.coord.Tick(now, v)
+	for _, c := range act.Failovers {
+		if err := s.changePrimary(c); err != nil {
+			s.event("failover of shard %d refused: %v", c.ShardId, err)
+		}
+	}
 	for _, op := range act.Save {
 		if _, ok := s.persisted[op.ID]; !ok {
 			s.event("%s", op)
@@ -776,33 +781,61 @@ func (s *Sim) apply(c *pcspb.CmdChangeReplicas, op *operator.Operator) error {
 	return nil
 }
 
-// failover removes a down node from every configuration; a shard it led gets the first other
-// in-line replica as primary (the term bumps).
-func (s *Sim) failover(id uint64) {
-	for i, sh := range s.shards {
-		if !sh.Holds(id) {
+// withPositions returns the shards of v, those whose primary is down with the positions their
+// running replicas report (as heartbeats carry them): the replicas the primary last reported in
+// line are furthest ahead.
+func (s *Sim) withPositions(v *view.Cluster) []*view.Shard {
+	out := v.Shards
+	copied := false
+	for i, sh := range v.Shards {
+		if v.State(sh.Primary) != view.Down {
 			continue
 		}
-		n := *sh
-		n.Replicas = slices.DeleteFunc(slices.Clone(sh.Replicas), func(x uint64) bool { return x == id })
-		n.Learners = slices.DeleteFunc(slices.Clone(sh.Learners), func(x uint64) bool { return x == id })
-		n.InLine = slices.DeleteFunc(slices.Clone(sh.InLine), func(x uint64) bool { return x == id })
-		if sh.Primary == id {
-			n.Primary = 0
-			for _, r := range n.Replicas {
-				if s.node(r).alive {
-					n.Primary = r
-					break
+		if !copied {
+			out, copied = slices.Clone(v.Shards), true
+		}
+		c := *sh
+		c.Positions = map[uint64]uint64{}
+		for _, r := range sh.Replicas {
+			if s.node(r).alive {
+				c.Positions[r] = 0
+				if sh.IsInLine(r) {
+					c.Positions[r] = 1
 				}
 			}
-			if n.Primary != 0 {
-				n.Replicas = append([]uint64{n.Primary}, slices.DeleteFunc(n.Replicas, func(x uint64) bool { return x == n.Primary })...)
-			}
-			n.Term++
 		}
-		n.ConfVer++
-		s.shards[i] = &n
+		out[i] = &c
 	}
+	return out
+}
+
+// changePrimary is the catalog's failover change (the same rules as internal/meta): the lost
+// node leaves the configuration, the new primary first; a new primary bumps the term.
+func (s *Sim) changePrimary(c *pcspb.CmdChangePrimary) error {
+	sh := s.shard(c.ShardId)
+	switch {
+	case sh == nil || sh.Term != c.Term || sh.ConfVer != c.ConfVer:
+		return fmt.Errorf("stale epoch")
+	case !slices.Contains(sh.Replicas, c.NewPrimary) || c.NewPrimary == c.RemoveNode || !slices.Contains(sh.Replicas, c.RemoveNode):
+		return fmt.Errorf("invalid change %v", c)
+	}
+	n := *sh
+	if c.NewPrimary != sh.Primary {
+		n.Term++
+	}
+	n.Primary = c.NewPrimary
+	n.ConfVer++
+	n.Replicas = []uint64{c.NewPrimary}
+	for _, r := range sh.Replicas {
+		if r != c.NewPrimary && r != c.RemoveNode {
+			n.Replicas = append(n.Replicas, r)
+		}
+	}
+	n.InLine = slices.DeleteFunc(slices.Clone(sh.InLine), func(x uint64) bool { return x == c.RemoveNode })
+	s.setShard(&n)
+	s.dirty[n.ID] = true
+	s.event("shard %d failover: primary %d, node %d out", n.ID, n.Primary, c.RemoveNode)
+	return nil
 }
 
 func (s *Sim) checkInvariants() {

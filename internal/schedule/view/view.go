@@ -164,6 +164,9 @@ type Shard struct {
 	Start, End string
 	// Load is the shard's recent traffic, as its primary reports it (moving averages).
 	Load Load
+	// Positions, for a shard whose primary is on a lost node: the log position each replica
+	// heartbeating now reports it holds (failover promotes the furthest ahead).
+	Positions map[uint64]uint64
 }
 
 // Load is a shard's traffic: keys and bytes read and written per second, moving averages of

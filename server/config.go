@@ -87,7 +87,9 @@ type Config struct {
 	// History is the number of key-value events kept for watches. Default 100000.
 	History int
 
-	// Nodes holds the data-node liveness timeouts (disconnected, down, warm-up).
+	// Nodes holds the data-node liveness timeouts (disconnected, down, warm-up). Down is at
+	// least NodeLease + NodeLeaseMargin (the default): a down node's primaries are failed over
+	// and its replicas replaced, which must wait for its lease to lapse.
 	Nodes cluster.Config
 	// NodeLease is the lease a heartbeat answer grants a data node. Default 1s (with data
 	// nodes heartbeating every 250ms, four heartbeats may be lost before a lease lapses).
@@ -180,7 +182,7 @@ func DefaultConfig() Config {
 		IDBlock:         1000,
 		WriteTimeout:    5 * time.Second,
 		History:         100_000,
-		Nodes:           cluster.DefaultConfig(),
+		Nodes:           cluster.Config{DisconnectAfter: time.Second, Warmup: 10 * time.Second}, // down: lease + margin
 		QuotaBytes:      DefaultQuotaBytes,
 		NodeLease:       time.Second,
 		NodeLeaseMargin: 300 * time.Millisecond,
@@ -204,8 +206,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("tso window %v must be at least 100ms", c.TSOWindow)
 	case c.IDBlock == 0:
 		return errors.New("id block must be positive")
-	case c.Nodes.DisconnectAfter <= 0 || c.Nodes.DownAfter < c.Nodes.DisconnectAfter || c.Nodes.Warmup < 0:
-		return errors.New("node timeouts: disconnect-after must be positive and at most down-after; warm-up not negative")
+	case c.Nodes.DisconnectAfter <= 0 || c.Nodes.DownAfter < 0 || c.Nodes.Warmup < 0 ||
+		c.Nodes.DisconnectAfter > max(c.Nodes.DownAfter, c.NodeLease+c.NodeLeaseMargin):
+		return errors.New("node timeouts: disconnect-after must be positive and at most down-after (at least node lease + margin); warm-up not negative")
 	case c.NodeLease <= 0 || c.DDLInterval <= 0 || c.NodeLeaseMargin < 0:
 		return errors.New("node lease and DDL interval must be positive")
 	case c.QuotaBytes < 0:

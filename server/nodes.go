@@ -234,9 +234,11 @@ func (s *Server) liveState(n *pcspb.DataNode) string {
 	return string(s.live.State(n.Id))
 }
 
-// nodeLost reports whether a node has been silent past its lease and the margin: its shard
-// primaries are failed over, its replicas removed, and it gets no new replica (it may still
-// count as up for a while, until the registry's disconnect time).
+// nodeLost reports whether a node is down: silent past down-after, which is never before its
+// lease and the margin have lapsed. Its shard primaries are failed over, its replicas removed,
+// and it gets no new replica. During a new primary's warm-up it counts silence since the
+// primary took office (only lost primaries move then); the registry's State says down only
+// after the warm-up.
 func (s *Server) nodeLost(id uint64) bool {
-	return s.live.Silent(id) >= s.cfg.NodeLease+s.cfg.NodeLeaseMargin
+	return s.live.Silent(id) >= s.downAfter
 }

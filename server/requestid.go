@@ -82,18 +82,22 @@ func (s *Server) applyRequest(ctx context.Context, cmd *pcspb.Command) (*meta.Re
 	if id != nil && s.fsm.ClusterVersion() < meta.VersionRequestIDs {
 		// Entries below that version carry no request id, so a retry would apply twice. A new
 		// cluster raises its version within moments of electing a primary (every member reports
-		// it can): its first writes wait for that, up to clusterVersionWait after this member
-		// became primary, rather than go without exactly-once. A mixed cluster with a member of
-		// an older build stays below it; once the wait is over its writes go on as before.
+		// it can): its first writes wait for that rather than go without exactly-once. A mixed
+		// cluster with a member of an older build stays below it (the version loop finds that
+		// out at once) and its writes go on as before; so do they once clusterVersionWait has
+		// passed since this member became primary with a member not answering.
 		until := time.Unix(0, s.readySince.Load()).Add(clusterVersionWait)
 		s.awaitClusterVersion(ctx, meta.VersionRequestIDs, time.Until(until))
+		if err := ctx.Err(); err != nil {
+			return nil, err // nothing proposed: the client's retry is safe
+		}
 	}
 	return s.apply(ctx, cmd)
 }
 
 // clusterVersionWait: for this long after a member becomes primary, client writes wait for a
 // new cluster's version to rise to one with request ids.
-const clusterVersionWait = 2 * time.Second
+const clusterVersionWait = 10 * time.Second
 
 // awaitClusterVersion waits until the cluster version is at least v, for at most d or until ctx
 // ends.
@@ -105,6 +109,9 @@ func (s *Server) awaitClusterVersion(ctx context.Context, v uint32, d time.Durat
 	defer t.Stop()
 	deadline := time.After(d)
 	for s.fsm.ClusterVersion() < v {
+		if low := s.membersVersion.Load(); low != 0 && low < v {
+			return // a member cannot read v: it will not rise
+		}
 		select {
 		case <-ctx.Done():
 			return

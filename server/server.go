@@ -61,8 +61,14 @@ type Server struct {
 	leaseUntil atomic.Int64
 	// ready is set once a new primary has finished its takeover; cleared when it loses office.
 	ready atomic.Bool
-	// readySince: when this member last became a ready primary (unix ns).
-	readySince atomic.Int64
+	// downAfter: a data node silent this long is down (lost): Config.Nodes.DownAfter, at
+	// least NodeLease + NodeLeaseMargin.
+	downAfter time.Duration
+	// readySince: when this member last became a ready primary (unix ns). membersVersion: the
+	// lowest command version the members reported at the version loop's last look (0: not
+	// every member answered).
+	readySince     atomic.Int64
+	membersVersion atomic.Uint32
 	// transferring blocks the TSO while a graceful transfer of the primary is under way.
 	transferring atomic.Bool
 	// caughtUp is set once a follower has applied what was committed when the primary changed.
@@ -111,7 +117,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.peers = newPeerConns(s.peerCredentials())
 	s.ids.blocks = map[string]*idBlock{}
-	s.live = cluster.New(s.clk, cfg.Nodes)
+	// One meaning of down everywhere (pcsctl, the scheduler's view, DDL): silent past
+	// down-after and never before its lease and the margin have lapsed, when failover acts.
+	s.downAfter = max(cfg.Nodes.DownAfter, cfg.NodeLease+cfg.NodeLeaseMargin)
+	nodes := cfg.Nodes
+	nodes.DownAfter = s.downAfter
+	s.live = cluster.New(s.clk, nodes)
 	s.nodeCmds = newNodeCommands()
 	s.leaseDur = time.Duration(float64(cfg.Raft.HeartbeatTimeout) * cfg.LeaseRatio)
 	s.oracle = tso.NewOracle(s.clk)
@@ -459,6 +470,7 @@ func (s *Server) primaryTerm(ctx context.Context) {
 	s.live.Reset() // live state is rebuilt from heartbeats; the warm-up starts now
 	s.nodeCmds.reset()
 	s.readySince.Store(time.Now().UnixNano())
+	s.membersVersion.Store(0)
 	s.ready.Store(true)
 	s.metrics.failovers.Inc()
 	s.log.Info("primary ready", "took", time.Since(start))

@@ -25,7 +25,9 @@ func (s *Server) versionLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		if v := s.fsm.ClusterVersion(); v < s.commandVersion() {
-			if want := s.membersCommandVersion(ctx); want > v {
+			want := s.membersCommandVersion(ctx)
+			s.membersVersion.Store(want)
+			if want > v {
 				if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_SetClusterVersion{SetClusterVersion: &pcspb.CmdSetClusterVersion{Version: want}}}); err != nil {
 					s.log.Warn("raising the cluster version", "version", want, "err", err)
 				} else {

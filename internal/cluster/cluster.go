@@ -29,17 +29,12 @@ const (
 
 // Config holds the liveness timeouts.
 type Config struct {
-	// DisconnectAfter: silence after which an up node is disconnected. Default 3s.
+	// DisconnectAfter: silence after which an up node is disconnected.
 	DisconnectAfter time.Duration
-	// DownAfter: silence after which a node is down. Default 10s.
+	// DownAfter: silence after which a node is down (it wins over disconnected).
 	DownAfter time.Duration
-	// Warmup: after taking office, no node is declared down for this long. Default 10s.
+	// Warmup: after taking office, no node is declared down for this long.
 	Warmup time.Duration
-}
-
-// DefaultConfig returns the default timeouts.
-func DefaultConfig() Config {
-	return Config{DisconnectAfter: 3 * time.Second, DownAfter: 10 * time.Second, Warmup: 10 * time.Second}
 }
 
 type live struct {
@@ -209,12 +204,12 @@ func (r *Registry) State(node uint64) State {
 		return Disconnected
 	}
 	switch silent := now - l.lastSeen; {
-	case silent < r.cfg.DisconnectAfter:
-		return Up
-	case silent < r.cfg.DownAfter || !warm:
+	case silent >= r.cfg.DownAfter && warm:
+		return Down
+	case silent >= r.cfg.DisconnectAfter:
 		return Disconnected
 	}
-	return Down
+	return Up
 }
 
 // Heard reports whether the node has sent a heartbeat in this term.

@@ -49,7 +49,7 @@ func TestLivenessAndWarmup(t *testing.T) {
 
 func TestShardLoadAverage(t *testing.T) {
 	clk := clock.NewManual(0)
-	r := New(clk, DefaultConfig())
+	r := New(clk, Config{DisconnectAfter: time.Second, DownAfter: 1300 * time.Millisecond, Warmup: 10 * time.Second})
 	beat := func(stats ...*pcspb.ShardStats) { r.Observe(&pcspb.NodeHeartbeat{NodeId: 1, ShardStats: stats}) }
 	st := func(id, version, from uint64, writes float64) *pcspb.ShardStats {
 		return &pcspb.ShardStats{ShardId: id, Version: version, SplitFrom: from, WritePerSec: writes, Primary: true}

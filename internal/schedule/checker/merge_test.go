@@ -24,6 +24,7 @@ func TestMerge(t *testing.T) {
 		keys         float64
 		off, blocked bool
 		group        string
+		follower     int // 1: both follow one anchor shard; 2: each its own
 		want         []S
 		wantShard    uint64 // the shard the operator is on (2: the right one)
 	}{
@@ -38,7 +39,12 @@ func TestMerge(t *testing.T) {
 		{name: "hot together", right: []uint64{1, 2, 3}, keys: 60},
 		{name: "split recently", right: []uint64{1, 2, 3}, blocked: true},
 		{name: "another partition", right: []uint64{1, 2, 3}, rightPart: "p1"},
-		{name: "a shard group's", right: []uint64{1, 2, 3}, group: "g"},
+		{name: "a shard group's anchors: as any", right: []uint64{1, 2, 3}, group: "g",
+			want: []S{{Kind: operator.Absorb, Node: 1, Source: 2, Version: 1, SourceVersion: 1}}, wantShard: 1},
+		{name: "followers of two anchors", right: []uint64{1, 2, 3}, group: "g", follower: 2},
+		{name: "followers of one anchor", right: []uint64{1, 2, 3}, group: "g", follower: 1,
+			want: []S{{Kind: operator.Absorb, Node: 1, Source: 2, Version: 1, SourceVersion: 1}}, wantShard: 1},
+		{name: "followers of one anchor, not aligned", right: []uint64{2, 1, 3}, group: "g", follower: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := schedtest.Cluster(4, 0, 3, "")
@@ -61,6 +67,13 @@ func TestMerge(t *testing.T) {
 				return nil
 			}
 			env.MergeBlocked = func(id uint64) bool { return tc.blocked && id == r.ID }
+			if tc.follower > 0 {
+				a1, a2 := &view.Shard{ID: 100}, &view.Shard{ID: 101}
+				env.Anchors = map[uint64]*view.Shard{l.ID: a1, r.ID: a1}
+				if tc.follower == 2 {
+					env.Anchors[r.ID] = a2
+				}
+			}
 			var intended [2]uint64
 			env.IntendMerge = func(a, b uint64) { intended = [2]uint64{a, b} }
 			op := Merge{}.Check(env, l)

@@ -62,8 +62,8 @@ func (b *BalancePrimary) one(env *Env) *operator.Operator {
 		}
 		for _, sh := range src.shards {
 			if sh.Primary != src.Node.ID || env.Busy(sh.ID) || env.Follows(sh) || !sh.IsInLine(dst.Node.ID) || !containsReplica(sh, dst.Node.ID) || !l.TakesLoad(env, dst, sh) || dst.Node.EvictPrimaries ||
-				!primaryMayMove(env, sh, src.Node.ID, dst.Node.ID) {
-				continue
+				!primaryMayMove(env, sh, src.Node.ID, dst.Node.ID) || env.groupMoves(sh, src.Node.ID, dst.Node.ID) >= src.Primaries-dst.Primaries {
+				continue // (a shard group's anchor takes its followers along: the move must still narrow the gap)
 			}
 			reason := fmt.Sprintf("balance primaries: node %d leads %d, node %d leads %d (mean %.1f)",
 				src.Node.ID, src.Primaries, dst.Node.ID, dst.Primaries, float64(l.Primaries)/float64(len(l.List)))

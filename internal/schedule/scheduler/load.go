@@ -326,6 +326,23 @@ func (e *Env) Transferred(sh *view.Shard, from, to uint64) {
 	}
 }
 
+// groupMoves is how many primaries hand over with sh's from one node to another: its own and
+// its followers' that follow (see Transferred).
+// A group whose followers are not with their anchor yet (or busy getting there) does not move
+// at all (a large count): the anchor would run from followers chasing it.
+func (e *Env) groupMoves(sh *view.Shard, from, to uint64) int {
+	n := 1
+	for _, f := range e.Followers[sh.ID] {
+		if f.Primary != sh.Primary || e.Busy(f.ID) {
+			return math.MaxInt32
+		}
+		if f.Holds(to) {
+			n++
+		}
+	}
+	return n
+}
+
 // Moved accounts for a replica of sh moving, and its followers' that will follow.
 func (e *Env) Moved(sh *view.Shard, from, to uint64) {
 	e.Loads.Moved(sh, from, to)

@@ -127,10 +127,11 @@ func (h *Hot) shed(env *Env, src *Load, mean, limit float64) *operator.Operator 
 	excess := src.Keys - mean
 	canReceive := func(id uint64) bool { return env.CanReceive == nil || env.CanReceive(operator.Hot, id) }
 	// The hottest shards first: each is transferred, else split if no node could take it,
-	// else moved; a shard shedding less than a tenth of the excess is not worth an operator.
+	// else moved; a shard shedding less than a tenth of the excess (or of the band above the
+	// mean, when the excess is spread over many shards) is not worth an operator.
 	for _, sh := range led {
 		k := sh.Load.Keys()
-		if math.Min(k, excess) < excess/10 {
+		if math.Min(k, excess) < math.Min(excess, mean*env.Hot.Ratio)/10 {
 			break
 		}
 		// A primary to an in-line replica on a cooler node.

@@ -251,7 +251,15 @@ func (ru *Runner) do(line int, f []string) error {
 		if err != nil || keys <= 0 || math.IsInf(keys, 0) {
 			return fmt.Errorf("%w: load-led keys=%q", ErrScenario, args["keys"])
 		}
-		s.LoadLed(node, count, keys)
+		reads := false
+		switch args["of"] {
+		case "", "writes":
+		case "reads":
+			reads = true
+		default:
+			return fmt.Errorf("%w: load-led of=%q (reads or writes)", ErrScenario, args["of"])
+		}
+		s.LoadLed(node, count, keys, reads)
 	case "split-shard":
 		id, err := strconv.ParseUint(args["id"], 10, 64)
 		if err != nil || s.SplitShard(id) != nil {

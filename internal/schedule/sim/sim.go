@@ -368,7 +368,7 @@ func (s *Sim) SetLoad(keys, hot, zipf, reads float64) {
 
 // LoadLed gives count shards led by node (the lowest ids) keys/s of writes each (1 KiB values),
 // as PD's simulator's hot-write case does to regions led by one store.
-func (s *Sim) LoadLed(node uint64, count int, keys float64) {
+func (s *Sim) LoadLed(node uint64, count int, keys float64, reads bool) {
 	n := 0
 	for i, sh := range s.shards {
 		if sh.Primary != node || n >= count {
@@ -376,6 +376,9 @@ func (s *Sim) LoadLed(node uint64, count int, keys float64) {
 		}
 		c := *sh
 		c.Load = view.Load{Writes: keys, WriteBytes: keys * 1024}
+		if reads {
+			c.Load = view.Load{Reads: keys, ReadBytes: keys * 1024}
+		}
 		s.shards[i] = &c
 		n++
 	}

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -16,24 +15,9 @@ import (
 // it leads nothing, restarted on its data, and let lead again. Every acknowledged write reads
 // back; the longest a write took (retries included) is logged.
 func TestRollingRestartEvictPrimaries(t *testing.T) {
-	pc := startCluster(t, 1, "--node-warmup", "300ms")
-	c := pc.client()
-	pc.primary(c)
-	nodes := startNodeProcs(t, pc, 4)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	waitFor(t, 20*time.Second, "four data nodes up", func() bool { return upNodes(ctx, c) == len(nodes) })
-	ep := "--endpoints=" + strings.Join(pc.endpoints(), ",")
-	pcsctl := func(args ...string) (int, string) {
-		return run(t, 60*time.Second, "pcsctl", append([]string{ep}, args...)...)
-	}
-	if code, out := pcsctl("table", "create", "roll", "--columns", "id:int64", "--hash-columns", "id", "--hash-partitions", "8", "--replicas", "3"); code != 0 {
-		t.Fatalf("table create: %s", out)
-	}
-	waitFor(t, 20*time.Second, "table public", func() bool {
-		tr, err := c.GetTable(ctx, "roll")
-		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
-	})
+	sc := startSchedCluster(t, 4, 5*time.Minute)
+	c, ctx, nodes, pcsctl := sc.c, sc.ctx, sc.nodes, sc.pcsctl
+	sc.createTable("roll", "--hash-partitions", "8", "--replicas", "3")
 	idOf := map[*nodeProc]uint64{}
 	resp, err := c.ListNodes(ctx)
 	if err != nil {

@@ -2,7 +2,6 @@ package tests
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -19,29 +18,11 @@ import (
 // group stays on the nodes of its anchor (the first table's shard of the same partition and
 // range), with the same primary, and within its range.
 func TestShardGroupStaysTogether(t *testing.T) {
-	pc := startCluster(t, 1, "--node-warmup", "300ms")
-	c := pc.client()
-	pc.primary(c)
-	nodes := startNodeProcs(t, pc, 3)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	waitFor(t, 20*time.Second, "three data nodes up", func() bool { return upNodes(ctx, c) == len(nodes) })
-	ep := "--endpoints=" + strings.Join(pc.endpoints(), ",")
-	pcsctl := func(args ...string) (int, string) {
-		return run(t, 60*time.Second, "pcsctl", append([]string{ep}, args...)...)
-	}
-	if code, out := pcsctl("config", "set", "rebalance-speed", "max"); code != 0 {
-		t.Fatal(out)
-	}
+	sc := startSchedCluster(t, 3, 5*time.Minute)
+	pc, c, ctx, nodes, pcsctl := sc.pc, sc.c, sc.ctx, sc.nodes, sc.pcsctl
+	sc.set("rebalance-speed", "max")
 	create := func(name string) {
-		if code, out := pcsctl("table", "create", name, "--columns", "id:int64", "--hash-columns", "id", "--hash-partitions", "4",
-			"--replicas", "2", "--shard-group", "g"); code != 0 {
-			t.Fatalf("table create %s: %s", name, out)
-		}
-		waitFor(t, 30*time.Second, name+" public", func() bool {
-			tr, err := c.GetTable(ctx, name)
-			return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
-		})
+		sc.createTable(name, "--hash-partitions", "4", "--replicas", "2", "--shard-group", "g")
 	}
 	create("orders")
 	create("lines")

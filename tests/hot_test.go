@@ -1,14 +1,11 @@
 package tests
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/postdb/pcs/api/pcspb"
 )
 
 // TestHotShardSplitByLoad: real pcs and pcsnode processes; clients write as fast as they can to
@@ -17,29 +14,11 @@ import (
 // halves' primaries over the nodes; every acknowledged write reads back afterwards. The write
 // rate before and after is logged (a figure, not an assertion: the machine is shared).
 func TestHotShardSplitByLoad(t *testing.T) {
-	pc := startCluster(t, 1, "--node-warmup", "300ms")
-	c := pc.client()
-	pc.primary(c)
-	nodes := startNodeProcs(t, pc, 4)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	waitFor(t, 20*time.Second, "four data nodes up", func() bool { return upNodes(ctx, c) == len(nodes) })
-	ep := "--endpoints=" + strings.Join(pc.endpoints(), ",")
-	pcsctl := func(args ...string) (int, string) {
-		return run(t, 60*time.Second, "pcsctl", append([]string{ep, "-o", "json"}, args...)...)
-	}
-	for _, kv := range [][2]string{{"hot-hold", "3s"}, {"hot-min-keys", "20"}} {
-		if code, out := pcsctl("config", "set", kv[0], kv[1]); code != 0 {
-			t.Fatalf("config set %s: %s", kv[0], out)
-		}
-	}
-	if code, out := pcsctl("table", "create", "hot", "--columns", "id:int64", "--hash-columns", "id", "--hash-partitions", "1", "--replicas", "3"); code != 0 {
-		t.Fatalf("table create: %s", out)
-	}
-	waitFor(t, 20*time.Second, "table public", func() bool {
-		tr, err := c.GetTable(ctx, "hot")
-		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
-	})
+	sc := startSchedCluster(t, 4, 4*time.Minute)
+	c, ctx, ep := sc.c, sc.ctx, sc.ep
+	pcsctl := func(args ...string) (int, string) { return sc.pcsctl(append([]string{"-o", "json"}, args...)...) }
+	sc.set("hot-hold", "3s", "hot-min-keys", "20")
+	sc.createTable("hot", "--hash-partitions", "1", "--replicas", "3")
 	kv := c.KV("hot")
 	key := func(i int) []byte { return int64Key(i * 7919 % 1_000_003) } // spread over the key space
 	w := startWriters(ctx, kv, 8, key)

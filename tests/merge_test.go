@@ -2,7 +2,6 @@ package tests
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -19,34 +18,11 @@ import (
 // while the clients keep writing through the routes they cached. Every acknowledged write
 // reads back afterwards, and the operators show the merges done.
 func TestMergeUnderWrites(t *testing.T) {
-	pc := startCluster(t, 1, "--node-warmup", "300ms")
-	c := pc.client()
-	pc.primary(c)
-	nodes := startNodeProcs(t, pc, 4)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	waitFor(t, 20*time.Second, "four data nodes up", func() bool { return upNodes(ctx, c) == len(nodes) })
-	ep := "--endpoints=" + strings.Join(pc.endpoints(), ",")
-	pcsctl := func(args ...string) (int, string) {
-		return run(t, 60*time.Second, "pcsctl", append([]string{ep, "-o", "json"}, args...)...)
-	}
-	set := func(kv ...string) {
-		t.Helper()
-		for i := 0; i < len(kv); i += 2 {
-			if code, out := pcsctl("config", "set", kv[i], kv[i+1]); code != 0 {
-				t.Fatalf("config set %s %s: %s", kv[i], kv[i+1], out)
-			}
-		}
-	}
+	sc := startSchedCluster(t, 4, 5*time.Minute)
+	c, ctx := sc.c, sc.ctx
 	// No merges while the table is split, and no splits by load: the writers make it hot.
-	set("merge-max-bytes", "0", "rebalance-speed", "max", "hot-min-keys", "1000000000")
-	if code, out := pcsctl("table", "create", "m", "--columns", "id:int64", "--hash-columns", "id", "--hash-partitions", "1", "--replicas", "3"); code != 0 {
-		t.Fatalf("table create: %s", out)
-	}
-	waitFor(t, 20*time.Second, "table public", func() bool {
-		tr, err := c.GetTable(ctx, "m")
-		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
-	})
+	sc.set("merge-max-bytes", "0", "rebalance-speed", "max", "hot-min-keys", "1000000000")
+	sc.createTable("m", "--hash-partitions", "1", "--replicas", "3")
 	shards := func() []*pcspb.Shard {
 		resp, err := c.ScanShards(ctx, "m", nil, nil, client.WithLimit(1000))
 		if err != nil {
@@ -76,7 +52,7 @@ func TestMergeUnderWrites(t *testing.T) {
 		t.Fatalf("%d shards after three splits", n)
 	}
 	split := w.count.Load()
-	set("split-merge-interval", "0s", "merge-max-keys", "1000000", "merge-max-bytes", "64MiB")
+	sc.set("split-merge-interval", "0s", "merge-max-keys", "1000000", "merge-max-bytes", "64MiB")
 	waitFor(t, 3*time.Minute, "the shards merged into one", func() bool {
 		w.check(t)
 		s := shards()
@@ -86,7 +62,7 @@ func TestMergeUnderWrites(t *testing.T) {
 		t.Fatal("no write was acknowledged while the shards merged")
 	}
 	rows := w.stopAndVerify(ctx, t)
-	code, out := pcsctl("operator", "list", "--finished")
+	code, out := sc.pcsctl("-o", "json", "operator", "list", "--finished")
 	if code != 0 {
 		t.Fatalf("operator list: %s", out)
 	}

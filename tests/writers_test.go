@@ -3,11 +3,13 @@ package tests
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/client"
 	"github.com/postdb/pcs/keyenc"
 )
@@ -94,4 +96,56 @@ func (w *writers) stopAndVerify(ctx context.Context, t testing.TB) int {
 		}
 	}
 	return len(w.acked)
+}
+
+// schedCluster is a PCS member and data nodes, all up, as the scheduling tests start them: a
+// client, a deadline for the whole test and pcsctl against the member.
+type schedCluster struct {
+	t     *testing.T
+	pc    *procCluster
+	c     *client.Client
+	ctx   context.Context
+	nodes []*nodeProc
+	ep    string
+}
+
+func startSchedCluster(t *testing.T, nodes int, timeout time.Duration) *schedCluster {
+	pc := startCluster(t, 1, "--node-warmup", "300ms")
+	c := pc.client()
+	pc.primary(c)
+	sc := &schedCluster{t: t, pc: pc, c: c, nodes: startNodeProcs(t, pc, nodes), ep: "--endpoints=" + strings.Join(pc.endpoints(), ",")}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	sc.ctx = ctx
+	waitFor(t, 20*time.Second, fmt.Sprintf("%d data nodes up", nodes), func() bool { return upNodes(ctx, c) == nodes })
+	return sc
+}
+
+// pcsctl runs pcsctl against the cluster; its exit code and output.
+func (sc *schedCluster) pcsctl(args ...string) (int, string) {
+	return run(sc.t, 60*time.Second, "pcsctl", append([]string{sc.ep}, args...)...)
+}
+
+// set changes schedule settings (key, value, ...), failing the test on an error.
+func (sc *schedCluster) set(kv ...string) {
+	sc.t.Helper()
+	for i := 0; i+1 < len(kv); i += 2 {
+		if code, out := sc.pcsctl("config", "set", kv[i], kv[i+1]); code != 0 {
+			sc.t.Fatalf("config set %s %s: %s", kv[i], kv[i+1], out)
+		}
+	}
+}
+
+// createTable creates a table keyed by one int64 column with pcsctl (extra flags after the
+// columns) and waits until it is public.
+func (sc *schedCluster) createTable(name string, flags ...string) {
+	sc.t.Helper()
+	args := append([]string{"table", "create", name, "--columns", "id:int64", "--hash-columns", "id"}, flags...)
+	if code, out := sc.pcsctl(args...); code != 0 {
+		sc.t.Fatalf("table create %s: %s", name, out)
+	}
+	waitFor(sc.t, 30*time.Second, name+" public", func() bool {
+		tr, err := sc.c.GetTable(sc.ctx, name)
+		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
+	})
 }

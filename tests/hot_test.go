@@ -90,36 +90,14 @@ func TestHotShardSplitByLoad(t *testing.T) {
 	if code, out := pcsctl("shard", "hot", "--by", "colour"); code != 1 || !strings.Contains(out, "colour") {
 		t.Fatalf("shard hot --by colour: exit %d %q", code, out)
 	}
-	code, out = pcsctl("operator", "list", "--finished")
-	if code != 0 {
-		t.Fatalf("operator list: %s", out)
-	}
-	var ops []struct {
-		Kind  string `json:"kind"`
-		State string `json:"state"`
-		Steps []struct {
-			Kind   string `json:"kind"`
-			ByLoad bool   `json:"by_load"`
-		} `json:"steps"`
-	}
-	if err := json.Unmarshal([]byte(out), &ops); err != nil {
-		t.Fatalf("operator list output %q: %v", out, err)
-	}
-	splits := 0
-	for _, op := range ops {
-		for _, st := range op.Steps {
-			if op.Kind == "hot" && op.State == "done" && st.Kind == "split" && st.ByLoad {
-				splits++
-			}
-		}
-	}
+	splits := sc.doneSteps("hot", "split", true)
 	if _, table := run(t, 60*time.Second, "pcsctl", ep, "operator", "list", "--finished"); testing.Verbose() {
 		t.Log(table)
 		_, sl := run(t, 60*time.Second, "pcsctl", ep, "shard", "list", "hot")
 		t.Log(sl)
 	}
 	if splits == 0 {
-		t.Fatalf("no finished hot split by load among the operators: %s", out)
+		t.Fatal("no finished hot split by load among the operators")
 	}
 	n := w.stopAndVerify(ctx, t)
 	t.Logf("hot shard: %d splits by load, %d shards, primaries on %d nodes; puts %.0f/s before, %.0f/s after; %d acknowledged rows read back",

@@ -2,7 +2,6 @@ package tests
 
 import (
 	"bytes"
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -62,30 +61,9 @@ func TestMergeUnderWrites(t *testing.T) {
 		t.Fatal("no write was acknowledged while the shards merged")
 	}
 	rows := w.stopAndVerify(ctx, t)
-	code, out := sc.pcsctl("-o", "json", "operator", "list", "--finished")
-	if code != 0 {
-		t.Fatalf("operator list: %s", out)
-	}
-	var ops []struct {
-		Kind  string `json:"kind"`
-		State string `json:"state"`
-		Steps []struct {
-			Kind string `json:"kind"`
-		} `json:"steps"`
-	}
-	if err := json.Unmarshal([]byte(out), &ops); err != nil {
-		t.Fatalf("operator list output %q: %v", out, err)
-	}
-	merges := 0
-	for _, op := range ops {
-		for _, st := range op.Steps {
-			if op.Kind == "merge" && op.State == "done" && st.Kind == "merge" {
-				merges++
-			}
-		}
-	}
+	merges := sc.doneSteps("merge", "merge", false)
 	if merges != 3 {
-		t.Fatalf("%d merge operators done, want 3: %s", merges, out)
+		t.Fatalf("%d merge operators done, want 3", merges)
 	}
 	t.Logf("%d rows acknowledged and read back; %d merges", rows, merges)
 }

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -148,4 +149,34 @@ func (sc *schedCluster) createTable(name string, flags ...string) {
 		tr, err := sc.c.GetTable(sc.ctx, name)
 		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
 	})
+}
+
+// doneSteps counts the steps of finished operators, as pcsctl lists them, that are done and
+// match: the operator's kind and the step's kind (byLoad: only splits by load).
+func (sc *schedCluster) doneSteps(opKind, stepKind string, byLoad bool) int {
+	sc.t.Helper()
+	code, out := sc.pcsctl("-o", "json", "operator", "list", "--finished")
+	if code != 0 {
+		sc.t.Fatalf("operator list: %s", out)
+	}
+	var ops []struct {
+		Kind  string `json:"kind"`
+		State string `json:"state"`
+		Steps []struct {
+			Kind   string `json:"kind"`
+			ByLoad bool   `json:"by_load"`
+		} `json:"steps"`
+	}
+	if err := json.Unmarshal([]byte(out), &ops); err != nil {
+		sc.t.Fatalf("operator list output %q: %v", out, err)
+	}
+	n := 0
+	for _, op := range ops {
+		for _, st := range op.Steps {
+			if op.Kind == opKind && op.State == "done" && st.Kind == stepKind && (!byLoad || st.ByLoad) {
+				n++
+			}
+		}
+	}
+	return n
 }

@@ -150,6 +150,19 @@ func (v *service) CreateTable(ctx context.Context, req *pcspb.CreateTableRequest
 	if t == nil {
 		return nil, toStatus(fmt.Errorf("%w: no table", ErrInvalid))
 	}
+	if t.Replicas == 0 {
+		// The cluster's default-replicas, as the primary knows it (a follower may not have
+		// applied the latest setting yet).
+		cli, err := v.s.route(ctx, false)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		if cli != nil {
+			return cli.CreateTable(ctx, req)
+		}
+		t = proto.Clone(t).(*pcspb.Table)
+		t.Replicas = uint32(v.s.scheduleConfig().DefaultReplicas)
+	}
 	spec, err := compileForCreate(t)
 	if err != nil {
 		return nil, toStatus(err)

@@ -136,6 +136,23 @@ func TestCreateTableBadInput(t *testing.T) {
 	if err := c.DropTable(ctx, "nope"); !errors.Is(err, client.ErrNotFound) {
 		t.Fatalf("drop unknown: %v", err)
 	}
+
+	// A table without a replica count takes the cluster's default-replicas: 3 at first (more
+	// than the two nodes here), then 2 once set.
+	unset := &pcspb.Table{Name: "d", Columns: []*pcspb.ColumnDef{{Name: "k", Type: "int64"}}}
+	if _, err := c.CreateTable(ctx, unset); !errors.Is(err, client.ErrNotEnoughNodes) {
+		t.Fatalf("a table without a replica count, default 3, on 2 nodes: %v", err)
+	}
+	if _, err := c.SetScheduleConfig(ctx, "default-replicas", "10"); !errors.Is(err, client.ErrInvalidArgument) {
+		t.Fatalf("default-replicas 10: %v", err)
+	}
+	if _, err := c.SetScheduleConfig(ctx, "default-replicas", "2"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.CreateTable(ctx, unset)
+	if err != nil || resp.Table.Replicas != 2 {
+		t.Fatalf("a table without a replica count after default-replicas 2: %v %v", resp, err)
+	}
 }
 
 // TestClientRouteCache: the client's cached routes agree with PCS, and a catalog change (drop

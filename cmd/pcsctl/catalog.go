@@ -94,7 +94,7 @@ func tableCmd(g *globals) *cobra.Command {
 	}
 	create.Flags().StringVarP(&file, "file", "f", "", "table spec file (JSON if it ends in .json, else YAML)")
 	create.Flags().StringVar(&columns, "columns", "", "key columns name:type[:desc],... (types: int64 uint64 float64 bool string bytes timestamp)")
-	create.Flags().Uint32Var(&replicas, "replicas", 3, "replicas per shard")
+	create.Flags().Uint32Var(&replicas, "replicas", 0, "replicas per shard (0: the cluster's default-replicas, 3 unless set)")
 	create.Flags().Uint32Var(&minInSync, "min-in-sync", 0, "replicas (the primary included) that must persist a write before it is acknowledged; 0: 2, or 1 with one replica")
 	create.Flags().StringVar(&isolation, "isolation-label", "", "place a shard's replicas on distinct values of this node label")
 	create.Flags().StringVar(&hashCols, "hash-columns", "", "HASH partition over these columns")

@@ -81,7 +81,12 @@ type Config struct {
 	// Merge says which neighbours merge (merge-max-bytes, merge-max-result-bytes, merge-max-keys,
 	// split-merge-interval).
 	Merge scheduler.MergeConfig
+	// DefaultReplicas is the replica count of a table created without one. Default 3.
+	DefaultReplicas int
 }
+
+// MaxReplicas is the most replicas a table may ask for (as the catalog allows).
+const MaxReplicas = 9
 
 // PrimaryPolicyPrefix starts the setting of a table's primary policy: primary-policy:TABLE.
 const PrimaryPolicyPrefix = "primary-policy:"
@@ -124,7 +129,7 @@ func DefaultConfig() Config {
 		Limits: Limits{SnapshotBytesPerSec: 128 << 20, SnapshotsPerNode: 8, MaxOperators: 512, Speed: SpeedNormal},
 		Paused: map[string]bool{}, EvictPrimaries: map[uint64]bool{}, PatrolBatch: 1024, StepTimeout: time.Minute, MinRate: 4 << 20,
 		Cooldown: 10 * time.Minute, Bands: scheduler.DefaultBands, LowSpaceRatio: 0.8, HighSpaceRatio: 0.9,
-		Hot: scheduler.DefaultHot, Merge: scheduler.DefaultMerge,
+		Hot: scheduler.DefaultHot, Merge: scheduler.DefaultMerge, DefaultReplicas: 3,
 	}
 }
 
@@ -158,7 +163,8 @@ func SchedulerNames() []string {
 
 // Settings are the names `pcsctl config set` accepts.
 var Settings = []string{"rebalance-speed", "snapshot-bytes-per-sec", "snapshots-per-node", "max-operators", "halt-scheduling", "paused-schedulers", "low-space-ratio",
-	"high-space-ratio", "hot-ratio", "hot-hold", "hot-min-keys", "evict-primaries", "merge-max-bytes", "merge-max-result-bytes", "merge-max-keys", "split-merge-interval"}
+	"high-space-ratio", "hot-ratio", "hot-hold", "hot-min-keys", "evict-primaries", "merge-max-bytes", "merge-max-result-bytes", "merge-max-keys", "split-merge-interval",
+	"default-replicas"}
 
 // Set changes one setting by name, validating it; c is unchanged on error.
 func (c *Config) Set(key, value string) error {
@@ -234,6 +240,12 @@ func (c *Config) Set(key, value string) error {
 			return fmt.Errorf("%w: hot-hold %q must be a duration in [0, 1h]", ErrInvalidConfig, value)
 		}
 		n.Hot.Hold = d
+	case "default-replicas":
+		v, err := strconv.Atoi(value)
+		if err != nil || v < 1 || v > MaxReplicas {
+			return fmt.Errorf("%w: default-replicas %q must be an integer in [1, %d]", ErrInvalidConfig, value, MaxReplicas)
+		}
+		n.DefaultReplicas = v
 	case "merge-max-bytes":
 		v, err := parseBytes(value)
 		if err != nil && value != "0" {
@@ -323,6 +335,7 @@ func (c *Config) Get() map[string]string {
 		"hot-min-keys":           strconv.FormatFloat(c.Hot.MinKeys, 'g', -1, 64),
 		"evict-primaries":        c.evictList(),
 		"merge-max-bytes":        strconv.FormatUint(c.Merge.MaxBytes, 10),
+		"default-replicas":       strconv.Itoa(c.DefaultReplicas),
 		"merge-max-result-bytes": strconv.FormatUint(c.Merge.MaxResultBytes, 10),
 		"merge-max-keys":         strconv.FormatFloat(c.Merge.MaxKeys, 'g', -1, 64),
 		"split-merge-interval":   c.Merge.AfterSplit.String(),

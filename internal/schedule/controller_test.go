@@ -108,7 +108,8 @@ func TestConfigSet(t *testing.T) {
 		{"primary-policy:", "none"}, {"primary-policy:t", "preferred"}, {"primary-policy:t", "preferred zone"}, {"primary-policy:t", "preferred node=x"},
 		{"primary-policy:t", "none zone=a"}, {"primary-policy:t", "sideways"}, {"merge-max-bytes", "lots"}, {"merge-max-bytes", "-1"},
 		{"merge-max-keys", "-1"}, {"merge-max-keys", "NaN"}, {"merge-max-result-bytes", "0"}, {"split-merge-interval", "-1s"}, {"split-merge-interval", "1000h"},
-		{"hot-ratio", "NaN"}, {"hot-min-keys", "NaN"}, {"low-space-ratio", "NaN"}} {
+		{"hot-ratio", "NaN"}, {"hot-min-keys", "NaN"}, {"low-space-ratio", "NaN"}, {"default-replicas", "0"}, {"default-replicas", "10"},
+		{"default-replicas", "two"}} {
 		before := cfg.Get()
 		if err := cfg.Set(bad[0], bad[1]); err == nil {
 			t.Errorf("%s=%s accepted", bad[0], bad[1])
@@ -121,7 +122,7 @@ func TestConfigSet(t *testing.T) {
 		{"paused-schedulers", "balance-replica,drain"}, {"evict-primaries", "3, 1"}, {"hot-hold", "5s"},
 		{"primary-policy:orders", "preferred zone=z1, node=4"}, {"primary-policy:logs", "none"}, {"primary-policy:tmp", "none"},
 		{"primary-policy:tmp", "balanced"}, {"merge-max-bytes", "0"}, {"merge-max-keys", "50"}, {"split-merge-interval", "30m"},
-		{"merge-max-result-bytes", "100MiB"}} {
+		{"merge-max-result-bytes", "100MiB"}, {"default-replicas", "5"}} {
 		if err := cfg.Set(good[0], good[1]); err != nil {
 			t.Fatalf("%s=%s: %v", good[0], good[1], err)
 		}
@@ -130,7 +131,7 @@ func TestConfigSet(t *testing.T) {
 	if got["snapshot-bytes-per-sec"] != "67108864" || got["paused-schedulers"] != "balance-replica,drain" || !cfg.Halt || cfg.Speed != SpeedMax ||
 		got["evict-primaries"] != "1,3" || got["hot-hold"] != "5s" || got["primary-policy:orders"] != "preferred zone=z1,node=4" ||
 		got["primary-policy:logs"] != "none" || got["primary-policy:tmp"] != "" || got["merge-max-bytes"] != "0" || cfg.Merge.MaxKeys != 50 ||
-		got["split-merge-interval"] != "30m0s" || cfg.Merge.MaxResultBytes != 100<<20 {
+		got["split-merge-interval"] != "30m0s" || cfg.Merge.MaxResultBytes != 100<<20 || got["default-replicas"] != "5" {
 		t.Fatalf("config after set: %v", got)
 	}
 }

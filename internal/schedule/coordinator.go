@@ -7,7 +7,6 @@
 package schedule
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -525,24 +524,33 @@ func (c *Coordinator) noteSplits(now time.Duration, v *view.Cluster) {
 // pins them.
 func mergeIntentFor(cfg Config) time.Duration { return 4 * cfg.StepTimeout }
 
-// rightNeighbours returns a lookup of each shard's right neighbour in its table partition, or
-// nil when merges are off.
+// rightNeighbours returns a lookup of each shard's right neighbour in its table partition (the
+// shard that starts where it ends), or nil when merges are off. The index is built on the
+// first lookup of a tick, in one pass over the shards (no sort): a tick whose patrol finds no
+// candidate pays nothing.
 func rightNeighbours(v *view.Cluster, cfg scheduler.MergeConfig) func(uint64) *view.Shard {
 	if !v.CanMerge || cfg.MaxBytes == 0 {
 		return nil
 	}
-	byRange := slices.Clone(v.Shards)
-	slices.SortFunc(byRange, func(a, b *view.Shard) int {
-		return cmp.Or(cmp.Compare(a.Table, b.Table), cmp.Compare(a.Partition, b.Partition), cmp.Compare(a.Start, b.Start))
-	})
-	next := make(map[uint64]*view.Shard, len(byRange))
-	for i := 0; i+1 < len(byRange); i++ {
-		a, b := byRange[i], byRange[i+1]
-		if a.Table == b.Table && a.Partition == b.Partition && a.End != "" && a.End == b.Start {
-			next[a.ID] = b
-		}
+	type start struct {
+		table     uint64
+		partition string
+		start     string
 	}
-	return func(id uint64) *view.Shard { return next[id] }
+	var byStart map[start]*view.Shard
+	return func(id uint64) *view.Shard {
+		sh := findShard(v.Shards, id)
+		if sh == nil || sh.End == "" {
+			return nil
+		}
+		if byStart == nil {
+			byStart = make(map[start]*view.Shard, len(v.Shards))
+			for _, x := range v.Shards {
+				byStart[start{x.Table, x.Partition, x.Start}] = x
+			}
+		}
+		return byStart[start{sh.Table, sh.Partition, sh.End}]
+	}
 }
 
 func (c *Coordinator) admitQueued(v *view.Cluster, changed map[*operator.Operator]bool, now time.Duration) {

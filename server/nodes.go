@@ -184,7 +184,7 @@ func (s *Server) ddlLoop(ctx context.Context) {
 				step.Commands[n] = append(step.Commands[n], &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_CreateReplica{CreateReplica: sh}})
 			}
 		}
-		splits, merges := s.splits.all()
+		splits, merges := s.shardReq.all()
 		for _, c := range splits {
 			if sh, _, err := s.fsm.ShardByID(c.ShardId); err == nil {
 				step.Commands[sh.Primary] = append(step.Commands[sh.Primary], &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_SplitShard{SplitShard: c}})

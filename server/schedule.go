@@ -126,7 +126,7 @@ func (s *Server) scheduleLoop(ctx context.Context) {
 		s.sched.mu.Lock()
 		s.sched.mu.coord = nil
 		s.sched.mu.Unlock()
-		s.splits.set(nil, nil)
+		s.shardReq.set(nil, nil)
 		s.metrics.clearCluster()
 	}()
 	t := time.NewTicker(s.cfg.DDLInterval)
@@ -177,7 +177,7 @@ func (s *Server) scheduleTick(ctx context.Context) {
 	}
 	s.sched.mu.Unlock()
 	s.applyFailovers(ctx, act.Failovers)
-	s.splits.set(act.Splits, act.Merges)
+	s.shardReq.set(act.Splits, act.Merges)
 	for _, st := range act.StepsDone {
 		s.metrics.stepSeconds.WithLabelValues(st.Kind.String()).Observe(st.Took.Seconds())
 	}

@@ -82,7 +82,7 @@ type Server struct {
 	live     *cluster.Registry
 	nodeCmds *nodeCommands
 	fences   *fences
-	splits   splitRequests
+	shardReq shardRequests
 	sched    scheduling
 	needJoin bool
 	dirLock  *dirlock.Lock

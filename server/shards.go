@@ -12,22 +12,22 @@ import (
 	"github.com/postdb/pcs/internal/schedule/operator"
 )
 
-// splitRequests are the splits and merges the coordinator's operators want the shards'
+// shardRequests are the splits and merges the coordinator's operators want the shards'
 // primaries to carry out, as of its last tick; the DDL loop hands each to its shard's primary
 // node.
-type splitRequests struct {
+type shardRequests struct {
 	mu     sync.Mutex
 	req    []*pcspb.SplitShardCommand
 	merges []*pcspb.MergeShardsCommand
 }
 
-func (r *splitRequests) set(req []*pcspb.SplitShardCommand, merges []*pcspb.MergeShardsCommand) {
+func (r *shardRequests) set(req []*pcspb.SplitShardCommand, merges []*pcspb.MergeShardsCommand) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.req, r.merges = req, merges
 }
 
-func (r *splitRequests) all() ([]*pcspb.SplitShardCommand, []*pcspb.MergeShardsCommand) {
+func (r *shardRequests) all() ([]*pcspb.SplitShardCommand, []*pcspb.MergeShardsCommand) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.req, r.merges

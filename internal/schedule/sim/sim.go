@@ -641,8 +641,7 @@ func (s *Sim) merge(c *pcspb.MergeShardsCommand) {
 	}
 	n := *l
 	n.End, n.Version, n.Size = r.End, max(l.Version, r.Version)+1, l.Size+r.Size
-	n.Load = view.Load{Reads: l.Load.Reads + r.Load.Reads, Writes: l.Load.Writes + r.Load.Writes,
-		ReadBytes: l.Load.ReadBytes + r.Load.ReadBytes, WriteBytes: l.Load.WriteBytes + r.Load.WriteBytes}
+	n.Load = l.Load.Plus(r.Load)
 	s.setShard(&n)
 	i := sort.Search(len(s.shards), func(i int) bool { return s.shards[i].ID >= r.ID })
 	s.shards = slices.Delete(s.shards, i, i+1)

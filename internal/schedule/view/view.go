@@ -179,6 +179,11 @@ type Load struct {
 // primary serves every read and coordinates every write).
 func (l Load) Keys() float64 { return l.Reads + l.Writes }
 
+// Plus returns the sum of two loads (a merge's survivor takes both).
+func (l Load) Plus(o Load) Load {
+	return Load{l.Reads + o.Reads, l.Writes + o.Writes, l.ReadBytes + o.ReadBytes, l.WriteBytes + o.WriteBytes}
+}
+
 // Scaled returns the load times f (a split's halves each take about half).
 func (l Load) Scaled(f float64) Load {
 	return Load{l.Reads * f, l.Writes * f, l.ReadBytes * f, l.WriteBytes * f}

@@ -122,6 +122,7 @@ type level struct {
 	list     map[string]int   // LIST: encoded tuple → partition
 	deflt    int              // LIST: default partition, or -1
 	buckets  int              // HASH: number of partitions
+	dropped  []bool           // RANGE, LIST: dropped partitions (they keep their place, own no rows)
 }
 
 func (l *level) count() int {
@@ -190,18 +191,24 @@ func compileLevel(schema *Schema, spec *pcspb.PartitionSpec, where string) (*lev
 		l.cols = append(l.cols, schema.Cols[i])
 	}
 	names := map[string]bool{}
-	addName := func(n string, i int) error {
+	addName := func(n string, i int, dropped bool) error {
 		if n == "" {
 			n = fmt.Sprintf("p%d", i)
 		}
 		if len(n) > MaxPartitionName || strings.Contains(n, "/") {
 			return invalid("%s: partition name %q must be 1..%d bytes without '/'", where, n, MaxPartitionName)
 		}
-		if names[n] {
+		if names[n] && !dropped {
 			return invalid("%s: partition name %q is used twice", where, n)
 		}
-		names[n] = true
+		if dropped && where != "partition spec" {
+			return invalid("%s: only a top-level partition can be dropped", where)
+		}
+		if !dropped {
+			names[n] = true // a dropped partition's name may be taken again
+		}
 		l.names = append(l.names, n)
+		l.dropped = append(l.dropped, dropped)
 		return nil
 	}
 	switch spec.Strategy {
@@ -210,7 +217,7 @@ func compileLevel(schema *Schema, spec *pcspb.PartitionSpec, where string) (*lev
 			return nil, invalid("%s: RANGE needs range partitions and nothing else", where)
 		}
 		for i, rp := range spec.Ranges {
-			if err := addName(rp.Name, i); err != nil {
+			if err := addName(rp.Name, i, rp.Dropped); err != nil {
 				return nil, err
 			}
 			name := l.names[i]
@@ -238,10 +245,13 @@ func compileLevel(schema *Schema, spec *pcspb.PartitionSpec, where string) (*lev
 		l.list = map[string]int{}
 		owner := map[string]string{}
 		for i, lp := range spec.Lists {
-			if err := addName(lp.Name, i); err != nil {
+			if err := addName(lp.Name, i, lp.Dropped); err != nil {
 				return nil, err
 			}
 			name := l.names[i]
+			if lp.Dropped {
+				continue // its values are no one's (or the DEFAULT partition's)
+			}
 			if lp.Default {
 				if l.deflt >= 0 {
 					return nil, invalid("%s: partitions %q and %q are both DEFAULT", where, l.names[l.deflt], name)
@@ -294,14 +304,29 @@ func (s *Spec) LeafCount() int {
 	return n
 }
 
-// Leaves lists the leaf partitions in routing-key order.
+// Leaves lists the leaf partitions that own rows (not dropped) in routing-key order. A leaf's
+// routing keys are fixed by its place in the spec, which a later ADD or DROP never moves.
 func (s *Spec) Leaves() []Leaf {
 	n := s.LeafCount()
-	out := make([]Leaf, n)
-	for i := range out {
-		out[i] = Leaf{Index: i, Name: s.leafName(i), Start: leafPrefix(i), End: leafPrefix(i + 1)}
+	out := make([]Leaf, 0, n)
+	for i := range n {
+		if !s.leafDropped(i) {
+			out = append(out, Leaf{Index: i, Name: s.leafName(i), Start: leafPrefix(i), End: leafPrefix(i + 1)})
+		}
 	}
 	return out
+}
+
+// leafDropped reports whether leaf i belongs to a dropped partition.
+func (s *Spec) leafDropped(i int) bool {
+	if len(s.levels) == 0 {
+		return false
+	}
+	top := s.levels[0]
+	if len(s.levels) == 2 {
+		i /= s.levels[1].count()
+	}
+	return i < len(top.dropped) && top.dropped[i]
 }
 
 func (s *Spec) leafName(i int) string {
@@ -374,7 +399,7 @@ func (l *level) partitionOf(vals []keyenc.Value) (int, error) {
 				lo = m + 1
 			}
 		}
-		if lo == len(l.bounds) {
+		if lo == len(l.bounds) || l.dropped[lo] {
 			return 0, ErrNoPartition
 		}
 		return lo, nil

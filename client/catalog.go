@@ -167,6 +167,21 @@ func (c *Client) AlterTable(ctx context.Context, name string, steps [][]byte) (*
 	return resp.Table, nil
 }
 
+// AlterPartitions changes a table's partitions (ADD, DROP, TRUNCATE PARTITION) or its replica
+// count, and returns the table as changed. The data nodes carry out the change as a job
+// (ListJobs); rows route by the new partitions at once.
+func (c *Client) AlterPartitions(ctx context.Context, name string, alter *pcspb.PartitionAlter) (*pcspb.Table, error) {
+	var resp *pcspb.AlterPartitionsResponse
+	err := c.do(ctx, target{write: true, long: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.AlterPartitions(ctx, &pcspb.AlterPartitionsRequest{Name: name, Alter: alter})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Table, nil
+}
+
 // GetTableVersion returns a live schema version of a table.
 func (c *Client) GetTableVersion(ctx context.Context, name string, version uint64, opts ...OpOption) (*pcspb.SchemaVersion, error) {
 	o := collect(opts)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/internal/ddl"
 	"github.com/postdb/pcs/internal/meta"
 )
 
@@ -28,6 +29,12 @@ func (s *Server) jobOf(t *pcspb.Table) *pcspb.Job {
 	case t.State == pcspb.TableState_TABLE_STATE_DROPPING:
 		j.Kind, j.Step = "drop", "dropping replicas"
 		count(false)
+	case t.PartitionJob != nil:
+		pj := t.PartitionJob
+		j.Kind, j.Partition = pj.Kind, pj.Partition
+		_, c := ddl.PartitionJobProgress(fsmCatalog{s.fsm}, s.live, t)
+		j.Done, j.Total = c[0], c[1]
+		j.Step = fmt.Sprintf("%s %q: %d new shards to create on their replicas, %d removed shards to drop on every node", pj.Kind, pj.Partition, len(pj.Creating), len(pj.Dropping))
 	case t.SchemaVersion != t.MinLiveVersion || len(t.PendingSteps) > 0:
 		j.Kind = "alter"
 		j.Step = fmt.Sprintf("loading version %d (%d steps pending)", t.SchemaVersion, len(t.PendingSteps))
@@ -38,7 +45,17 @@ func (s *Server) jobOf(t *pcspb.Table) *pcspb.Job {
 			}
 		}
 	default:
-		return nil
+		// SET REPLICAS under way: shards whose replica count is not the table's yet.
+		for _, sh := range s.fsm.TableShards(t.Id) {
+			j.Total++
+			if len(sh.Replicas) == int(t.Replicas) && len(sh.Learners) == 0 {
+				j.Done++
+			}
+		}
+		if j.Done == j.Total {
+			return nil
+		}
+		j.Kind, j.Step = "replicas", fmt.Sprintf("shards at the table's %d replicas", t.Replicas)
 	}
 	return j
 }
@@ -81,7 +98,7 @@ func (v *service) CancelJob(ctx context.Context, req *pcspb.CancelJobRequest) (*
 	case j.Kind == "alter":
 		cmd = &pcspb.Command{Op: &pcspb.Command_CancelAlter{CancelAlter: &pcspb.CmdCancelAlter{TableId: t.Id}}}
 	default:
-		return nil, toStatus(fmt.Errorf("%w: a drop cannot be cancelled", ErrInvalid))
+		return nil, toStatus(fmt.Errorf("%w: a %s cannot be cancelled", ErrInvalid, j.Kind))
 	}
 	if _, err := v.s.applyRequest(ctx, cmd); err != nil {
 		return nil, toStatus(err)

@@ -211,6 +211,13 @@ func (s *Server) ddlLoop(ctx context.Context) {
 			}
 			s.log.Info("schema version loaded everywhere", "table", id, "version", v)
 		}
+		for id, job := range step.Finished {
+			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_FinishPartitionJob{FinishPartitionJob: &pcspb.CmdFinishPartitionJob{TableId: id, JobId: job}}}); err != nil {
+				s.log.Warn("finishing partition job", "table", id, "job", job, "err", err)
+				continue
+			}
+			s.log.Info("partition job finished", "table", id, "job", job)
+		}
 		for _, id := range step.Delete {
 			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_DeleteTable{DeleteTable: &pcspb.CmdDeleteTable{TableId: id}}}); err != nil {
 				s.log.Warn("removing dropped table", "table", id, "err", err)

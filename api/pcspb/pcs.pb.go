@@ -6660,12 +6660,15 @@ type Job struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	TableId uint64                 `protobuf:"varint,1,opt,name=table_id,json=tableId,proto3" json:"table_id,omitempty"`
 	Table   string                 `protobuf:"bytes,2,opt,name=table,proto3" json:"table,omitempty"`
-	// create, drop or alter.
+	// create, drop, alter, add partition, drop partition, truncate partition, or replicas (shards
+	// not at the table's replica count yet: SET REPLICAS, or a repair).
 	Kind string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
 	Step string `protobuf:"bytes,4,opt,name=step,proto3" json:"step,omitempty"`
-	// Replicas (create, drop) or nodes (alter) done, of total.
-	Done          uint64 `protobuf:"varint,5,opt,name=done,proto3" json:"done,omitempty"`
-	Total         uint64 `protobuf:"varint,6,opt,name=total,proto3" json:"total,omitempty"`
+	// Replicas (create, drop, partition jobs), nodes (alter) or shards (replicas) done, of total.
+	Done  uint64 `protobuf:"varint,5,opt,name=done,proto3" json:"done,omitempty"`
+	Total uint64 `protobuf:"varint,6,opt,name=total,proto3" json:"total,omitempty"`
+	// The partition of a partition job.
+	Partition     string `protobuf:"bytes,7,opt,name=partition,proto3" json:"partition,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6740,6 +6743,13 @@ func (x *Job) GetTotal() uint64 {
 		return x.Total
 	}
 	return 0
+}
+
+func (x *Job) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
 }
 
 type ListJobsRequest struct {
@@ -6825,6 +6835,238 @@ func (x *ListJobsResponse) GetJobs() []*Job {
 // CancelJobRequest cancels a table's job: a create is rolled back (the table is dropped); an
 // alter's pending steps are abandoned (the newest version, already live, stays). A drop cannot
 // be cancelled.
+// PartitionAlter is one change of a table's partitions or replica count.
+type PartitionAlter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*PartitionAlter_AddRange
+	//	*PartitionAlter_AddList
+	//	*PartitionAlter_Drop
+	//	*PartitionAlter_Truncate
+	//	*PartitionAlter_SetReplicas
+	Op            isPartitionAlter_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionAlter) Reset() {
+	*x = PartitionAlter{}
+	mi := &file_pcs_proto_msgTypes[107]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionAlter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionAlter) ProtoMessage() {}
+
+func (x *PartitionAlter) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[107]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionAlter.ProtoReflect.Descriptor instead.
+func (*PartitionAlter) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{107}
+}
+
+func (x *PartitionAlter) GetOp() isPartitionAlter_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *PartitionAlter) GetAddRange() *RangePartition {
+	if x != nil {
+		if x, ok := x.Op.(*PartitionAlter_AddRange); ok {
+			return x.AddRange
+		}
+	}
+	return nil
+}
+
+func (x *PartitionAlter) GetAddList() *ListPartition {
+	if x != nil {
+		if x, ok := x.Op.(*PartitionAlter_AddList); ok {
+			return x.AddList
+		}
+	}
+	return nil
+}
+
+func (x *PartitionAlter) GetDrop() string {
+	if x != nil {
+		if x, ok := x.Op.(*PartitionAlter_Drop); ok {
+			return x.Drop
+		}
+	}
+	return ""
+}
+
+func (x *PartitionAlter) GetTruncate() string {
+	if x != nil {
+		if x, ok := x.Op.(*PartitionAlter_Truncate); ok {
+			return x.Truncate
+		}
+	}
+	return ""
+}
+
+func (x *PartitionAlter) GetSetReplicas() uint32 {
+	if x != nil {
+		if x, ok := x.Op.(*PartitionAlter_SetReplicas); ok {
+			return x.SetReplicas
+		}
+	}
+	return 0
+}
+
+type isPartitionAlter_Op interface {
+	isPartitionAlter_Op()
+}
+
+type PartitionAlter_AddRange struct {
+	// A RANGE partition after the last (whose bound is not MAXVALUE).
+	AddRange *RangePartition `protobuf:"bytes,1,opt,name=add_range,json=addRange,proto3,oneof"`
+}
+
+type PartitionAlter_AddList struct {
+	// A LIST partition of values no partition lists (the table has no DEFAULT partition).
+	AddList *ListPartition `protobuf:"bytes,2,opt,name=add_list,json=addList,proto3,oneof"`
+}
+
+type PartitionAlter_Drop struct {
+	// The named partition's shards are removed from every node.
+	Drop string `protobuf:"bytes,3,opt,name=drop,proto3,oneof"`
+}
+
+type PartitionAlter_Truncate struct {
+	// The named partition's shards are replaced by new empty ones.
+	Truncate string `protobuf:"bytes,4,opt,name=truncate,proto3,oneof"`
+}
+
+type PartitionAlter_SetReplicas struct {
+	// The table's replica count (1..9): the scheduler adds or removes replicas.
+	SetReplicas uint32 `protobuf:"varint,5,opt,name=set_replicas,json=setReplicas,proto3,oneof"`
+}
+
+func (*PartitionAlter_AddRange) isPartitionAlter_Op() {}
+
+func (*PartitionAlter_AddList) isPartitionAlter_Op() {}
+
+func (*PartitionAlter_Drop) isPartitionAlter_Op() {}
+
+func (*PartitionAlter_Truncate) isPartitionAlter_Op() {}
+
+func (*PartitionAlter_SetReplicas) isPartitionAlter_Op() {}
+
+type AlterPartitionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Alter         *PartitionAlter        `protobuf:"bytes,2,opt,name=alter,proto3" json:"alter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlterPartitionsRequest) Reset() {
+	*x = AlterPartitionsRequest{}
+	mi := &file_pcs_proto_msgTypes[108]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlterPartitionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlterPartitionsRequest) ProtoMessage() {}
+
+func (x *AlterPartitionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[108]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlterPartitionsRequest.ProtoReflect.Descriptor instead.
+func (*AlterPartitionsRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{108}
+}
+
+func (x *AlterPartitionsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AlterPartitionsRequest) GetAlter() *PartitionAlter {
+	if x != nil {
+		return x.Alter
+	}
+	return nil
+}
+
+type AlterPartitionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Table         *Table                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlterPartitionsResponse) Reset() {
+	*x = AlterPartitionsResponse{}
+	mi := &file_pcs_proto_msgTypes[109]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlterPartitionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlterPartitionsResponse) ProtoMessage() {}
+
+func (x *AlterPartitionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[109]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlterPartitionsResponse.ProtoReflect.Descriptor instead.
+func (*AlterPartitionsResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{109}
+}
+
+func (x *AlterPartitionsResponse) GetTable() *Table {
+	if x != nil {
+		return x.Table
+	}
+	return nil
+}
+
 type CancelJobRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Table         string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
@@ -6834,7 +7076,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6846,7 +7088,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6859,7 +7101,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{107}
+	return file_pcs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *CancelJobRequest) GetTable() string {
@@ -6877,7 +7119,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6889,7 +7131,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6902,7 +7144,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{108}
+	return file_pcs_proto_rawDescGZIP(), []int{111}
 }
 
 // ColumnDef is one column of a table. type is a keyenc type name: int64, uint64, float64, bool,
@@ -6919,7 +7161,7 @@ type ColumnDef struct {
 
 func (x *ColumnDef) Reset() {
 	*x = ColumnDef{}
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6931,7 +7173,7 @@ func (x *ColumnDef) String() string {
 func (*ColumnDef) ProtoMessage() {}
 
 func (x *ColumnDef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6944,7 +7186,7 @@ func (x *ColumnDef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ColumnDef.ProtoReflect.Descriptor instead.
 func (*ColumnDef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{109}
+	return file_pcs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *ColumnDef) GetName() string {
@@ -6971,16 +7213,19 @@ func (x *ColumnDef) GetDescending() bool {
 // RangePartition holds keys below its bound (VALUES LESS THAN), one value per partition column;
 // "MAXVALUE" is above every value.
 type RangePartition struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	LessThan      []string               `protobuf:"bytes,2,rep,name=less_than,json=lessThan,proto3" json:"less_than,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	LessThan []string               `protobuf:"bytes,2,rep,name=less_than,json=lessThan,proto3" json:"less_than,omitempty"`
+	// Dropped (ALTER TABLE DROP PARTITION): the partition keeps its place, so the routing keys of
+	// the others do not move, but owns no shards; a row in its range has no partition.
+	Dropped       bool `protobuf:"varint,3,opt,name=dropped,proto3" json:"dropped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RangePartition) Reset() {
 	*x = RangePartition{}
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6992,7 +7237,7 @@ func (x *RangePartition) String() string {
 func (*RangePartition) ProtoMessage() {}
 
 func (x *RangePartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7005,7 +7250,7 @@ func (x *RangePartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangePartition.ProtoReflect.Descriptor instead.
 func (*RangePartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{110}
+	return file_pcs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *RangePartition) GetName() string {
@@ -7022,6 +7267,13 @@ func (x *RangePartition) GetLessThan() []string {
 	return nil
 }
 
+func (x *RangePartition) GetDropped() bool {
+	if x != nil {
+		return x.Dropped
+	}
+	return false
+}
+
 // ValueTuple is one value per partition column, as text ("NULL" for null).
 type ValueTuple struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -7032,7 +7284,7 @@ type ValueTuple struct {
 
 func (x *ValueTuple) Reset() {
 	*x = ValueTuple{}
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7044,7 +7296,7 @@ func (x *ValueTuple) String() string {
 func (*ValueTuple) ProtoMessage() {}
 
 func (x *ValueTuple) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7057,7 +7309,7 @@ func (x *ValueTuple) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueTuple.ProtoReflect.Descriptor instead.
 func (*ValueTuple) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{111}
+	return file_pcs_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *ValueTuple) GetValues() []string {
@@ -7069,17 +7321,19 @@ func (x *ValueTuple) GetValues() []string {
 
 // ListPartition holds the listed tuples, or every tuple no other partition lists (default).
 type ListPartition struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Values        []*ValueTuple          `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty"`
-	Default       bool                   `protobuf:"varint,3,opt,name=default,proto3" json:"default,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Values  []*ValueTuple          `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty"`
+	Default bool                   `protobuf:"varint,3,opt,name=default,proto3" json:"default,omitempty"`
+	// Dropped: as RangePartition.dropped; its values go to the DEFAULT partition, if any.
+	Dropped       bool `protobuf:"varint,4,opt,name=dropped,proto3" json:"dropped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListPartition) Reset() {
 	*x = ListPartition{}
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7091,7 +7345,7 @@ func (x *ListPartition) String() string {
 func (*ListPartition) ProtoMessage() {}
 
 func (x *ListPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7104,7 +7358,7 @@ func (x *ListPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartition.ProtoReflect.Descriptor instead.
 func (*ListPartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{112}
+	return file_pcs_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *ListPartition) GetName() string {
@@ -7128,6 +7382,13 @@ func (x *ListPartition) GetDefault() bool {
 	return false
 }
 
+func (x *ListPartition) GetDropped() bool {
+	if x != nil {
+		return x.Dropped
+	}
+	return false
+}
+
 // PartitionSpec is one level of partitioning over some of the table's key columns; sub is an
 // optional second level applied inside every partition of this one.
 type PartitionSpec struct {
@@ -7144,7 +7405,7 @@ type PartitionSpec struct {
 
 func (x *PartitionSpec) Reset() {
 	*x = PartitionSpec{}
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7156,7 +7417,7 @@ func (x *PartitionSpec) String() string {
 func (*PartitionSpec) ProtoMessage() {}
 
 func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7169,7 +7430,7 @@ func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSpec.ProtoReflect.Descriptor instead.
 func (*PartitionSpec) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{113}
+	return file_pcs_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *PartitionSpec) GetStrategy() PartitionStrategy {
@@ -7234,7 +7495,7 @@ type DataNode struct {
 
 func (x *DataNode) Reset() {
 	*x = DataNode{}
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7246,7 +7507,7 @@ func (x *DataNode) String() string {
 func (*DataNode) ProtoMessage() {}
 
 func (x *DataNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7259,7 +7520,7 @@ func (x *DataNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataNode.ProtoReflect.Descriptor instead.
 func (*DataNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{114}
+	return file_pcs_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *DataNode) GetId() uint64 {
@@ -7336,14 +7597,16 @@ type Table struct {
 	PendingSteps [][]byte `protobuf:"bytes,14,rep,name=pending_steps,json=pendingSteps,proto3" json:"pending_steps,omitempty"`
 	// Replicas (the primary included) that must persist a write before it is acknowledged.
 	// Default (0 at create): 2 when replicas >= 2, else 1.
-	MinInSync     uint32 `protobuf:"varint,15,opt,name=min_in_sync,json=minInSync,proto3" json:"min_in_sync,omitempty"`
+	MinInSync uint32 `protobuf:"varint,15,opt,name=min_in_sync,json=minInSync,proto3" json:"min_in_sync,omitempty"`
+	// The partition change under way (ALTER TABLE ADD/DROP/TRUNCATE PARTITION), if any.
+	PartitionJob  *PartitionJob `protobuf:"bytes,16,opt,name=partition_job,json=partitionJob,proto3" json:"partition_job,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Table) Reset() {
 	*x = Table{}
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7355,7 +7618,7 @@ func (x *Table) String() string {
 func (*Table) ProtoMessage() {}
 
 func (x *Table) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7368,7 +7631,7 @@ func (x *Table) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Table.ProtoReflect.Descriptor instead.
 func (*Table) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{115}
+	return file_pcs_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *Table) GetId() uint64 {
@@ -7476,6 +7739,95 @@ func (x *Table) GetMinInSync() uint32 {
 	return 0
 }
 
+func (x *Table) GetPartitionJob() *PartitionJob {
+	if x != nil {
+		return x.PartitionJob
+	}
+	return nil
+}
+
+// PartitionJob is a partition change the catalog has recorded and the data nodes are carrying
+// out: shards to create on every replica, shards to remove from every node.
+type PartitionJob struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision that started it.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// "add partition", "drop partition" or "truncate partition".
+	Kind      string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Partition string `protobuf:"bytes,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	// Shards of the table every replica of which must exist.
+	Creating []uint64 `protobuf:"varint,4,rep,packed,name=creating,proto3" json:"creating,omitempty"`
+	// Shards no longer in the catalog that nodes may still hold.
+	Dropping      []*Shard `protobuf:"bytes,5,rep,name=dropping,proto3" json:"dropping,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionJob) Reset() {
+	*x = PartitionJob{}
+	mi := &file_pcs_proto_msgTypes[119]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionJob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionJob) ProtoMessage() {}
+
+func (x *PartitionJob) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[119]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionJob.ProtoReflect.Descriptor instead.
+func (*PartitionJob) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{119}
+}
+
+func (x *PartitionJob) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *PartitionJob) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *PartitionJob) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
+}
+
+func (x *PartitionJob) GetCreating() []uint64 {
+	if x != nil {
+		return x.Creating
+	}
+	return nil
+}
+
+func (x *PartitionJob) GetDropping() []*Shard {
+	if x != nil {
+		return x.Dropping
+	}
+	return nil
+}
+
 type SchemaVersion struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
@@ -7486,7 +7838,7 @@ type SchemaVersion struct {
 
 func (x *SchemaVersion) Reset() {
 	*x = SchemaVersion{}
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7498,7 +7850,7 @@ func (x *SchemaVersion) String() string {
 func (*SchemaVersion) ProtoMessage() {}
 
 func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7511,7 +7863,7 @@ func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersion.ProtoReflect.Descriptor instead.
 func (*SchemaVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{116}
+	return file_pcs_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *SchemaVersion) GetVersion() uint64 {
@@ -7540,7 +7892,7 @@ type ShardEpoch struct {
 
 func (x *ShardEpoch) Reset() {
 	*x = ShardEpoch{}
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7552,7 +7904,7 @@ func (x *ShardEpoch) String() string {
 func (*ShardEpoch) ProtoMessage() {}
 
 func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7565,7 +7917,7 @@ func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardEpoch.ProtoReflect.Descriptor instead.
 func (*ShardEpoch) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{117}
+	return file_pcs_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *ShardEpoch) GetConfVer() uint64 {
@@ -7608,7 +7960,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7620,7 +7972,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7633,7 +7985,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{118}
+	return file_pcs_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *Shard) GetId() uint64 {
@@ -7739,6 +8091,8 @@ type Command struct {
 	//	*Command_SplitShard
 	//	*Command_SetClusterVersion
 	//	*Command_MergeShards
+	//	*Command_AlterPartitions
+	//	*Command_FinishPartitionJob
 	Op isCommand_Op `protobuf_oneof:"op"`
 	// The client request this command carries out, if any: the state machine applies each
 	// (client_id, seq) at most once and answers a repeat with the recorded outcome.
@@ -7752,7 +8106,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7764,7 +8118,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7777,7 +8131,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{119}
+	return file_pcs_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *Command) GetVersion() uint32 {
@@ -7965,6 +8319,24 @@ func (x *Command) GetMergeShards() *CmdMergeShards {
 	return nil
 }
 
+func (x *Command) GetAlterPartitions() *CmdAlterPartitions {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AlterPartitions); ok {
+			return x.AlterPartitions
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetFinishPartitionJob() *CmdFinishPartitionJob {
+	if x != nil {
+		if x, ok := x.Op.(*Command_FinishPartitionJob); ok {
+			return x.FinishPartitionJob
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetRequest() *RequestID {
 	if x != nil {
 		return x.Request
@@ -8060,6 +8432,15 @@ type Command_MergeShards struct {
 	MergeShards *CmdMergeShards `protobuf:"bytes,20,opt,name=merge_shards,json=mergeShards,proto3,oneof"`
 }
 
+type Command_AlterPartitions struct {
+	// Command version 5.
+	AlterPartitions *CmdAlterPartitions `protobuf:"bytes,21,opt,name=alter_partitions,json=alterPartitions,proto3,oneof"`
+}
+
+type Command_FinishPartitionJob struct {
+	FinishPartitionJob *CmdFinishPartitionJob `protobuf:"bytes,22,opt,name=finish_partition_job,json=finishPartitionJob,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -8098,6 +8479,10 @@ func (*Command_SetClusterVersion) isCommand_Op() {}
 
 func (*Command_MergeShards) isCommand_Op() {}
 
+func (*Command_AlterPartitions) isCommand_Op() {}
+
+func (*Command_FinishPartitionJob) isCommand_Op() {}
+
 // CmdSetClusterVersion raises the cluster version: the command format every member reads.
 // The primary proposes it once every member reports it can; it never goes down.
 type CmdSetClusterVersion struct {
@@ -8109,7 +8494,7 @@ type CmdSetClusterVersion struct {
 
 func (x *CmdSetClusterVersion) Reset() {
 	*x = CmdSetClusterVersion{}
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8121,7 +8506,7 @@ func (x *CmdSetClusterVersion) String() string {
 func (*CmdSetClusterVersion) ProtoMessage() {}
 
 func (x *CmdSetClusterVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8134,7 +8519,7 @@ func (x *CmdSetClusterVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetClusterVersion.ProtoReflect.Descriptor instead.
 func (*CmdSetClusterVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{120}
+	return file_pcs_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *CmdSetClusterVersion) GetVersion() uint32 {
@@ -8168,7 +8553,7 @@ type RequestID struct {
 
 func (x *RequestID) Reset() {
 	*x = RequestID{}
-	mi := &file_pcs_proto_msgTypes[121]
+	mi := &file_pcs_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8180,7 +8565,7 @@ func (x *RequestID) String() string {
 func (*RequestID) ProtoMessage() {}
 
 func (x *RequestID) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[121]
+	mi := &file_pcs_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8193,7 +8578,7 @@ func (x *RequestID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestID.ProtoReflect.Descriptor instead.
 func (*RequestID) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{121}
+	return file_pcs_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *RequestID) GetClientId() uint64 {
@@ -8258,7 +8643,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_pcs_proto_msgTypes[122]
+	mi := &file_pcs_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8270,7 +8655,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[122]
+	mi := &file_pcs_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8283,7 +8668,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{122}
+	return file_pcs_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *Outcome) GetSeq() uint64 {
@@ -8366,7 +8751,7 @@ type ClientSession struct {
 
 func (x *ClientSession) Reset() {
 	*x = ClientSession{}
-	mi := &file_pcs_proto_msgTypes[123]
+	mi := &file_pcs_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8378,7 +8763,7 @@ func (x *ClientSession) String() string {
 func (*ClientSession) ProtoMessage() {}
 
 func (x *ClientSession) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[123]
+	mi := &file_pcs_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8391,7 +8776,7 @@ func (x *ClientSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientSession.ProtoReflect.Descriptor instead.
 func (*ClientSession) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{123}
+	return file_pcs_proto_rawDescGZIP(), []int{127}
 }
 
 func (x *ClientSession) GetClientId() uint64 {
@@ -8442,7 +8827,7 @@ type DroppedSessions struct {
 
 func (x *DroppedSessions) Reset() {
 	*x = DroppedSessions{}
-	mi := &file_pcs_proto_msgTypes[124]
+	mi := &file_pcs_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8454,7 +8839,7 @@ func (x *DroppedSessions) String() string {
 func (*DroppedSessions) ProtoMessage() {}
 
 func (x *DroppedSessions) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[124]
+	mi := &file_pcs_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8467,7 +8852,7 @@ func (x *DroppedSessions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DroppedSessions.ProtoReflect.Descriptor instead.
 func (*DroppedSessions) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{124}
+	return file_pcs_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *DroppedSessions) GetClientIds() []uint64 {
@@ -8504,7 +8889,7 @@ type CmdChangeReplicas struct {
 
 func (x *CmdChangeReplicas) Reset() {
 	*x = CmdChangeReplicas{}
-	mi := &file_pcs_proto_msgTypes[125]
+	mi := &file_pcs_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8516,7 +8901,7 @@ func (x *CmdChangeReplicas) String() string {
 func (*CmdChangeReplicas) ProtoMessage() {}
 
 func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[125]
+	mi := &file_pcs_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8529,7 +8914,7 @@ func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangeReplicas.ProtoReflect.Descriptor instead.
 func (*CmdChangeReplicas) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{125}
+	return file_pcs_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *CmdChangeReplicas) GetShardId() uint64 {
@@ -8597,7 +8982,7 @@ type CmdSplitShard struct {
 
 func (x *CmdSplitShard) Reset() {
 	*x = CmdSplitShard{}
-	mi := &file_pcs_proto_msgTypes[126]
+	mi := &file_pcs_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8609,7 +8994,7 @@ func (x *CmdSplitShard) String() string {
 func (*CmdSplitShard) ProtoMessage() {}
 
 func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[126]
+	mi := &file_pcs_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8622,7 +9007,7 @@ func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSplitShard.ProtoReflect.Descriptor instead.
 func (*CmdSplitShard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{126}
+	return file_pcs_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *CmdSplitShard) GetShardId() uint64 {
@@ -8669,7 +9054,7 @@ type CmdMergeShards struct {
 
 func (x *CmdMergeShards) Reset() {
 	*x = CmdMergeShards{}
-	mi := &file_pcs_proto_msgTypes[127]
+	mi := &file_pcs_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8681,7 +9066,7 @@ func (x *CmdMergeShards) String() string {
 func (*CmdMergeShards) ProtoMessage() {}
 
 func (x *CmdMergeShards) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[127]
+	mi := &file_pcs_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8694,7 +9079,7 @@ func (x *CmdMergeShards) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdMergeShards.ProtoReflect.Descriptor instead.
 func (*CmdMergeShards) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{127}
+	return file_pcs_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *CmdMergeShards) GetShardId() uint64 {
@@ -8725,6 +9110,123 @@ func (x *CmdMergeShards) GetSourceVersion() uint64 {
 	return 0
 }
 
+// CmdAlterPartitions changes a public table's partitions (shards: add, the new leaves' shards;
+// truncate, the replacement shards; in leaf order, placed by the primary) or replica count. A
+// table of a shard group changes with its whole group (set_replicas) or not at all.
+type CmdAlterPartitions struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TableId       uint64                 `protobuf:"varint,1,opt,name=table_id,json=tableId,proto3" json:"table_id,omitempty"`
+	Alter         *PartitionAlter        `protobuf:"bytes,2,opt,name=alter,proto3" json:"alter,omitempty"`
+	Shards        []*Shard               `protobuf:"bytes,3,rep,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CmdAlterPartitions) Reset() {
+	*x = CmdAlterPartitions{}
+	mi := &file_pcs_proto_msgTypes[132]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CmdAlterPartitions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CmdAlterPartitions) ProtoMessage() {}
+
+func (x *CmdAlterPartitions) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[132]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CmdAlterPartitions.ProtoReflect.Descriptor instead.
+func (*CmdAlterPartitions) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{132}
+}
+
+func (x *CmdAlterPartitions) GetTableId() uint64 {
+	if x != nil {
+		return x.TableId
+	}
+	return 0
+}
+
+func (x *CmdAlterPartitions) GetAlter() *PartitionAlter {
+	if x != nil {
+		return x.Alter
+	}
+	return nil
+}
+
+func (x *CmdAlterPartitions) GetShards() []*Shard {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+// CmdFinishPartitionJob ends a table's partition job once every replica it creates exists and
+// no node that is not down holds a shard it drops.
+type CmdFinishPartitionJob struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TableId       uint64                 `protobuf:"varint,1,opt,name=table_id,json=tableId,proto3" json:"table_id,omitempty"`
+	JobId         uint64                 `protobuf:"varint,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CmdFinishPartitionJob) Reset() {
+	*x = CmdFinishPartitionJob{}
+	mi := &file_pcs_proto_msgTypes[133]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CmdFinishPartitionJob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CmdFinishPartitionJob) ProtoMessage() {}
+
+func (x *CmdFinishPartitionJob) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[133]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CmdFinishPartitionJob.ProtoReflect.Descriptor instead.
+func (*CmdFinishPartitionJob) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{133}
+}
+
+func (x *CmdFinishPartitionJob) GetTableId() uint64 {
+	if x != nil {
+		return x.TableId
+	}
+	return 0
+}
+
+func (x *CmdFinishPartitionJob) GetJobId() uint64 {
+	if x != nil {
+		return x.JobId
+	}
+	return 0
+}
+
 // Make another replica the shard's primary after its primary's node was lost: the term bumps
 // (fencing the old primary), the lost node leaves the configuration (conf_ver + 1). Refused
 // unless term and conf_ver still match (the decision was made on the current metadata).
@@ -8741,7 +9243,7 @@ type CmdChangePrimary struct {
 
 func (x *CmdChangePrimary) Reset() {
 	*x = CmdChangePrimary{}
-	mi := &file_pcs_proto_msgTypes[128]
+	mi := &file_pcs_proto_msgTypes[134]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8753,7 +9255,7 @@ func (x *CmdChangePrimary) String() string {
 func (*CmdChangePrimary) ProtoMessage() {}
 
 func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[128]
+	mi := &file_pcs_proto_msgTypes[134]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8766,7 +9268,7 @@ func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangePrimary.ProtoReflect.Descriptor instead.
 func (*CmdChangePrimary) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{128}
+	return file_pcs_proto_rawDescGZIP(), []int{134}
 }
 
 func (x *CmdChangePrimary) GetShardId() uint64 {
@@ -8817,7 +9319,7 @@ type CmdSetNodeAdmin struct {
 
 func (x *CmdSetNodeAdmin) Reset() {
 	*x = CmdSetNodeAdmin{}
-	mi := &file_pcs_proto_msgTypes[129]
+	mi := &file_pcs_proto_msgTypes[135]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8829,7 +9331,7 @@ func (x *CmdSetNodeAdmin) String() string {
 func (*CmdSetNodeAdmin) ProtoMessage() {}
 
 func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[129]
+	mi := &file_pcs_proto_msgTypes[135]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8842,7 +9344,7 @@ func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetNodeAdmin.ProtoReflect.Descriptor instead.
 func (*CmdSetNodeAdmin) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{129}
+	return file_pcs_proto_rawDescGZIP(), []int{135}
 }
 
 func (x *CmdSetNodeAdmin) GetNodeId() uint64 {
@@ -8876,7 +9378,7 @@ type CmdCancelAlter struct {
 
 func (x *CmdCancelAlter) Reset() {
 	*x = CmdCancelAlter{}
-	mi := &file_pcs_proto_msgTypes[130]
+	mi := &file_pcs_proto_msgTypes[136]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8888,7 +9390,7 @@ func (x *CmdCancelAlter) String() string {
 func (*CmdCancelAlter) ProtoMessage() {}
 
 func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[130]
+	mi := &file_pcs_proto_msgTypes[136]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8901,7 +9403,7 @@ func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCancelAlter.ProtoReflect.Descriptor instead.
 func (*CmdCancelAlter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{130}
+	return file_pcs_proto_rawDescGZIP(), []int{136}
 }
 
 func (x *CmdCancelAlter) GetTableId() uint64 {
@@ -8923,7 +9425,7 @@ type CmdAlterTable struct {
 
 func (x *CmdAlterTable) Reset() {
 	*x = CmdAlterTable{}
-	mi := &file_pcs_proto_msgTypes[131]
+	mi := &file_pcs_proto_msgTypes[137]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8935,7 +9437,7 @@ func (x *CmdAlterTable) String() string {
 func (*CmdAlterTable) ProtoMessage() {}
 
 func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[131]
+	mi := &file_pcs_proto_msgTypes[137]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8948,7 +9450,7 @@ func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAlterTable.ProtoReflect.Descriptor instead.
 func (*CmdAlterTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{131}
+	return file_pcs_proto_rawDescGZIP(), []int{137}
 }
 
 func (x *CmdAlterTable) GetTableId() uint64 {
@@ -8977,7 +9479,7 @@ type CmdAdvanceSchema struct {
 
 func (x *CmdAdvanceSchema) Reset() {
 	*x = CmdAdvanceSchema{}
-	mi := &file_pcs_proto_msgTypes[132]
+	mi := &file_pcs_proto_msgTypes[138]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8989,7 +9491,7 @@ func (x *CmdAdvanceSchema) String() string {
 func (*CmdAdvanceSchema) ProtoMessage() {}
 
 func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[132]
+	mi := &file_pcs_proto_msgTypes[138]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9002,7 +9504,7 @@ func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAdvanceSchema.ProtoReflect.Descriptor instead.
 func (*CmdAdvanceSchema) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{132}
+	return file_pcs_proto_rawDescGZIP(), []int{138}
 }
 
 func (x *CmdAdvanceSchema) GetTableId() uint64 {
@@ -9030,7 +9532,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[133]
+	mi := &file_pcs_proto_msgTypes[139]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9042,7 +9544,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[133]
+	mi := &file_pcs_proto_msgTypes[139]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9055,7 +9557,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{133}
+	return file_pcs_proto_rawDescGZIP(), []int{139}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -9077,7 +9579,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[134]
+	mi := &file_pcs_proto_msgTypes[140]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9089,7 +9591,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[134]
+	mi := &file_pcs_proto_msgTypes[140]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9102,7 +9604,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{134}
+	return file_pcs_proto_rawDescGZIP(), []int{140}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -9129,7 +9631,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[135]
+	mi := &file_pcs_proto_msgTypes[141]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9141,7 +9643,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[135]
+	mi := &file_pcs_proto_msgTypes[141]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9154,7 +9656,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{135}
+	return file_pcs_proto_rawDescGZIP(), []int{141}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -9181,7 +9683,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[136]
+	mi := &file_pcs_proto_msgTypes[142]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9193,7 +9695,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[136]
+	mi := &file_pcs_proto_msgTypes[142]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9206,7 +9708,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{136}
+	return file_pcs_proto_rawDescGZIP(), []int{142}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -9227,7 +9729,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[137]
+	mi := &file_pcs_proto_msgTypes[143]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9239,7 +9741,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[137]
+	mi := &file_pcs_proto_msgTypes[143]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9252,7 +9754,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{137}
+	return file_pcs_proto_rawDescGZIP(), []int{143}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -9286,7 +9788,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[138]
+	mi := &file_pcs_proto_msgTypes[144]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9298,7 +9800,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[138]
+	mi := &file_pcs_proto_msgTypes[144]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9311,7 +9813,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{138}
+	return file_pcs_proto_rawDescGZIP(), []int{144}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -9338,7 +9840,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[139]
+	mi := &file_pcs_proto_msgTypes[145]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9350,7 +9852,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[139]
+	mi := &file_pcs_proto_msgTypes[145]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9363,7 +9865,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{139}
+	return file_pcs_proto_rawDescGZIP(), []int{145}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -9384,7 +9886,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[140]
+	mi := &file_pcs_proto_msgTypes[146]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9396,7 +9898,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[140]
+	mi := &file_pcs_proto_msgTypes[146]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9409,7 +9911,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{140}
+	return file_pcs_proto_rawDescGZIP(), []int{146}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -9435,7 +9937,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[141]
+	mi := &file_pcs_proto_msgTypes[147]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9447,7 +9949,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[141]
+	mi := &file_pcs_proto_msgTypes[147]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9460,7 +9962,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{141}
+	return file_pcs_proto_rawDescGZIP(), []int{147}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -9479,7 +9981,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[142]
+	mi := &file_pcs_proto_msgTypes[148]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9491,7 +9993,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[142]
+	mi := &file_pcs_proto_msgTypes[148]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9504,7 +10006,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{142}
+	return file_pcs_proto_rawDescGZIP(), []int{148}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -9538,7 +10040,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[143]
+	mi := &file_pcs_proto_msgTypes[149]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9550,7 +10052,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[143]
+	mi := &file_pcs_proto_msgTypes[149]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9563,7 +10065,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{143}
+	return file_pcs_proto_rawDescGZIP(), []int{149}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -9761,7 +10263,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[144]
+	mi := &file_pcs_proto_msgTypes[150]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9773,7 +10275,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[144]
+	mi := &file_pcs_proto_msgTypes[150]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9786,7 +10288,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{144}
+	return file_pcs_proto_rawDescGZIP(), []int{150}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -9855,7 +10357,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[145]
+	mi := &file_pcs_proto_msgTypes[151]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9867,7 +10369,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[145]
+	mi := &file_pcs_proto_msgTypes[151]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9880,7 +10382,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{145}
+	return file_pcs_proto_rawDescGZIP(), []int{151}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -9907,7 +10409,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[146]
+	mi := &file_pcs_proto_msgTypes[152]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9919,7 +10421,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[146]
+	mi := &file_pcs_proto_msgTypes[152]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9932,7 +10434,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{146}
+	return file_pcs_proto_rawDescGZIP(), []int{152}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -10434,17 +10936,30 @@ const file_pcs_proto_rawDesc = "" +
 	"\n" +
 	"ShardGrant\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
-	"\x04term\x18\x02 \x01(\x04R\x04term\"\x88\x01\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\"\xa6\x01\n" +
 	"\x03Job\x12\x19\n" +
 	"\btable_id\x18\x01 \x01(\x04R\atableId\x12\x14\n" +
 	"\x05table\x18\x02 \x01(\tR\x05table\x12\x12\n" +
 	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04step\x18\x04 \x01(\tR\x04step\x12\x12\n" +
 	"\x04done\x18\x05 \x01(\x04R\x04done\x12\x14\n" +
-	"\x05total\x18\x06 \x01(\x04R\x05total\"\x11\n" +
+	"\x05total\x18\x06 \x01(\x04R\x05total\x12\x1c\n" +
+	"\tpartition\x18\a \x01(\tR\tpartition\"\x11\n" +
 	"\x0fListJobsRequest\"3\n" +
 	"\x10ListJobsResponse\x12\x1f\n" +
-	"\x04jobs\x18\x01 \x03(\v2\v.pcs.v1.JobR\x04jobs\"(\n" +
+	"\x04jobs\x18\x01 \x03(\v2\v.pcs.v1.JobR\x04jobs\"\xda\x01\n" +
+	"\x0ePartitionAlter\x125\n" +
+	"\tadd_range\x18\x01 \x01(\v2\x16.pcs.v1.RangePartitionH\x00R\baddRange\x122\n" +
+	"\badd_list\x18\x02 \x01(\v2\x15.pcs.v1.ListPartitionH\x00R\aaddList\x12\x14\n" +
+	"\x04drop\x18\x03 \x01(\tH\x00R\x04drop\x12\x1c\n" +
+	"\btruncate\x18\x04 \x01(\tH\x00R\btruncate\x12#\n" +
+	"\fset_replicas\x18\x05 \x01(\rH\x00R\vsetReplicasB\x04\n" +
+	"\x02op\"Z\n" +
+	"\x16AlterPartitionsRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
+	"\x05alter\x18\x02 \x01(\v2\x16.pcs.v1.PartitionAlterR\x05alter\">\n" +
+	"\x17AlterPartitionsResponse\x12#\n" +
+	"\x05table\x18\x01 \x01(\v2\r.pcs.v1.TableR\x05table\"(\n" +
 	"\x10CancelJobRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\"\x13\n" +
 	"\x11CancelJobResponse\"S\n" +
@@ -10453,17 +10968,19 @@ const file_pcs_proto_rawDesc = "" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1e\n" +
 	"\n" +
 	"descending\x18\x03 \x01(\bR\n" +
-	"descending\"A\n" +
+	"descending\"[\n" +
 	"\x0eRangePartition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
-	"\tless_than\x18\x02 \x03(\tR\blessThan\"$\n" +
+	"\tless_than\x18\x02 \x03(\tR\blessThan\x12\x18\n" +
+	"\adropped\x18\x03 \x01(\bR\adropped\"$\n" +
 	"\n" +
 	"ValueTuple\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values\"i\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values\"\x83\x01\n" +
 	"\rListPartition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x06values\x18\x02 \x03(\v2\x12.pcs.v1.ValueTupleR\x06values\x12\x18\n" +
-	"\adefault\x18\x03 \x01(\bR\adefault\"\x8f\x02\n" +
+	"\adefault\x18\x03 \x01(\bR\adefault\x12\x18\n" +
+	"\adropped\x18\x04 \x01(\bR\adropped\"\x8f\x02\n" +
 	"\rPartitionSpec\x125\n" +
 	"\bstrategy\x18\x01 \x01(\x0e2\x19.pcs.v1.PartitionStrategyR\bstrategy\x12\x18\n" +
 	"\acolumns\x18\x02 \x03(\tR\acolumns\x12.\n" +
@@ -10481,7 +10998,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\bidentity\x18\a \x01(\tR\bidentity\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa5\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe0\x04\n" +
 	"\x05Table\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12+\n" +
@@ -10499,7 +11016,14 @@ const file_pcs_proto_rawDesc = "" +
 	"\x10min_live_version\x18\f \x01(\x04R\x0eminLiveVersion\x121\n" +
 	"\bversions\x18\r \x03(\v2\x15.pcs.v1.SchemaVersionR\bversions\x12#\n" +
 	"\rpending_steps\x18\x0e \x03(\fR\fpendingSteps\x12\x1e\n" +
-	"\vmin_in_sync\x18\x0f \x01(\rR\tminInSync\"I\n" +
+	"\vmin_in_sync\x18\x0f \x01(\rR\tminInSync\x129\n" +
+	"\rpartition_job\x18\x10 \x01(\v2\x14.pcs.v1.PartitionJobR\fpartitionJob\"\x97\x01\n" +
+	"\fPartitionJob\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1c\n" +
+	"\tpartition\x18\x03 \x01(\tR\tpartition\x12\x1a\n" +
+	"\bcreating\x18\x04 \x03(\x04R\bcreating\x12)\n" +
+	"\bdropping\x18\x05 \x03(\v2\r.pcs.v1.ShardR\bdropping\"I\n" +
 	"\rSchemaVersion\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x1e\n" +
 	"\n" +
@@ -10521,7 +11045,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\tpartition\x18\t \x01(\tR\tpartition\x12\x1a\n" +
 	"\blearners\x18\n" +
 	" \x03(\x04R\blearners\x12\x1e\n" +
-	"\vmin_in_sync\x18\v \x01(\rR\tminInSync\"\xf8\t\n" +
+	"\vmin_in_sync\x18\v \x01(\rR\tminInSync\"\x94\v\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\"\n" +
 	"\x03put\x18\x02 \x01(\v2\x0e.pcs.v1.CmdPutH\x00R\x03put\x12+\n" +
@@ -10547,7 +11071,9 @@ const file_pcs_proto_rawDesc = "" +
 	"\vsplit_shard\x18\x12 \x01(\v2\x15.pcs.v1.CmdSplitShardH\x00R\n" +
 	"splitShard\x12N\n" +
 	"\x13set_cluster_version\x18\x13 \x01(\v2\x1c.pcs.v1.CmdSetClusterVersionH\x00R\x11setClusterVersion\x12;\n" +
-	"\fmerge_shards\x18\x14 \x01(\v2\x16.pcs.v1.CmdMergeShardsH\x00R\vmergeShards\x12+\n" +
+	"\fmerge_shards\x18\x14 \x01(\v2\x16.pcs.v1.CmdMergeShardsH\x00R\vmergeShards\x12G\n" +
+	"\x10alter_partitions\x18\x15 \x01(\v2\x1a.pcs.v1.CmdAlterPartitionsH\x00R\x0falterPartitions\x12Q\n" +
+	"\x14finish_partition_job\x18\x16 \x01(\v2\x1d.pcs.v1.CmdFinishPartitionJobH\x00R\x12finishPartitionJob\x12+\n" +
 	"\arequest\x18\x1e \x01(\v2\x11.pcs.v1.RequestIDR\arequest\x12$\n" +
 	"\x0eproposed_at_ms\x18\x1f \x01(\x04R\fproposedAtMsB\x04\n" +
 	"\x02op\"0\n" +
@@ -10602,7 +11128,14 @@ const file_pcs_proto_rawDesc = "" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x1b\n" +
 	"\tsource_id\x18\x03 \x01(\x04R\bsourceId\x12%\n" +
-	"\x0esource_version\x18\x04 \x01(\x04R\rsourceVersion\"\x9e\x01\n" +
+	"\x0esource_version\x18\x04 \x01(\x04R\rsourceVersion\"\x84\x01\n" +
+	"\x12CmdAlterPartitions\x12\x19\n" +
+	"\btable_id\x18\x01 \x01(\x04R\atableId\x12,\n" +
+	"\x05alter\x18\x02 \x01(\v2\x16.pcs.v1.PartitionAlterR\x05alter\x12%\n" +
+	"\x06shards\x18\x03 \x03(\v2\r.pcs.v1.ShardR\x06shards\"I\n" +
+	"\x15CmdFinishPartitionJob\x12\x19\n" +
+	"\btable_id\x18\x01 \x01(\x04R\atableId\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\x04R\x05jobId\"\x9e\x01\n" +
 	"\x10CmdChangePrimary\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x19\n" +
@@ -10702,7 +11235,7 @@ const file_pcs_proto_rawDesc = "" +
 	"TableState\x12\x18\n" +
 	"\x14TABLE_STATE_CREATING\x10\x00\x12\x16\n" +
 	"\x12TABLE_STATE_PUBLIC\x10\x01\x12\x18\n" +
-	"\x14TABLE_STATE_DROPPING\x10\x022\xe3\x18\n" +
+	"\x14TABLE_STATE_DROPPING\x10\x022\xb7\x19\n" +
 	"\x03PCS\x127\n" +
 	"\x06Status\x12\x15.pcs.v1.StatusRequest\x1a\x16.pcs.v1.StatusResponse\x12C\n" +
 	"\n" +
@@ -10728,7 +11261,8 @@ const file_pcs_proto_rawDesc = "" +
 	"\n" +
 	"AlterTable\x12\x19.pcs.v1.AlterTableRequest\x1a\x1a.pcs.v1.AlterTableResponse\x12=\n" +
 	"\bListJobs\x12\x17.pcs.v1.ListJobsRequest\x1a\x18.pcs.v1.ListJobsResponse\x12@\n" +
-	"\tCancelJob\x12\x18.pcs.v1.CancelJobRequest\x1a\x19.pcs.v1.CancelJobResponse\x12C\n" +
+	"\tCancelJob\x12\x18.pcs.v1.CancelJobRequest\x1a\x19.pcs.v1.CancelJobResponse\x12R\n" +
+	"\x0fAlterPartitions\x12\x1e.pcs.v1.AlterPartitionsRequest\x1a\x1f.pcs.v1.AlterPartitionsResponse\x12C\n" +
 	"\n" +
 	"SplitShard\x12\x19.pcs.v1.SplitShardRequest\x1a\x1a.pcs.v1.SplitShardResponse\x12=\n" +
 	"\bAskSplit\x12\x17.pcs.v1.AskSplitRequest\x1a\x18.pcs.v1.AskSplitResponse\x12@\n" +
@@ -10769,7 +11303,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 152)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 158)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                   // 0: pcs.v1.NodeState
 	(Consistency)(0),                 // 1: pcs.v1.Consistency
@@ -10883,51 +11417,57 @@ var file_pcs_proto_goTypes = []any{
 	(*Job)(nil),                      // 109: pcs.v1.Job
 	(*ListJobsRequest)(nil),          // 110: pcs.v1.ListJobsRequest
 	(*ListJobsResponse)(nil),         // 111: pcs.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),         // 112: pcs.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),        // 113: pcs.v1.CancelJobResponse
-	(*ColumnDef)(nil),                // 114: pcs.v1.ColumnDef
-	(*RangePartition)(nil),           // 115: pcs.v1.RangePartition
-	(*ValueTuple)(nil),               // 116: pcs.v1.ValueTuple
-	(*ListPartition)(nil),            // 117: pcs.v1.ListPartition
-	(*PartitionSpec)(nil),            // 118: pcs.v1.PartitionSpec
-	(*DataNode)(nil),                 // 119: pcs.v1.DataNode
-	(*Table)(nil),                    // 120: pcs.v1.Table
-	(*SchemaVersion)(nil),            // 121: pcs.v1.SchemaVersion
-	(*ShardEpoch)(nil),               // 122: pcs.v1.ShardEpoch
-	(*Shard)(nil),                    // 123: pcs.v1.Shard
-	(*Command)(nil),                  // 124: pcs.v1.Command
-	(*CmdSetClusterVersion)(nil),     // 125: pcs.v1.CmdSetClusterVersion
-	(*RequestID)(nil),                // 126: pcs.v1.RequestID
-	(*Outcome)(nil),                  // 127: pcs.v1.Outcome
-	(*ClientSession)(nil),            // 128: pcs.v1.ClientSession
-	(*DroppedSessions)(nil),          // 129: pcs.v1.DroppedSessions
-	(*CmdChangeReplicas)(nil),        // 130: pcs.v1.CmdChangeReplicas
-	(*CmdSplitShard)(nil),            // 131: pcs.v1.CmdSplitShard
-	(*CmdMergeShards)(nil),           // 132: pcs.v1.CmdMergeShards
-	(*CmdChangePrimary)(nil),         // 133: pcs.v1.CmdChangePrimary
-	(*CmdSetNodeAdmin)(nil),          // 134: pcs.v1.CmdSetNodeAdmin
-	(*CmdCancelAlter)(nil),           // 135: pcs.v1.CmdCancelAlter
-	(*CmdAlterTable)(nil),            // 136: pcs.v1.CmdAlterTable
-	(*CmdAdvanceSchema)(nil),         // 137: pcs.v1.CmdAdvanceSchema
-	(*CmdRegisterNode)(nil),          // 138: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),           // 139: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),         // 140: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),           // 141: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                   // 142: pcs.v1.CmdPut
-	(*CmdDelete)(nil),                // 143: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),             // 144: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),              // 145: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),             // 146: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),          // 147: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),           // 148: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),           // 149: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),                // 150: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),          // 151: pcs.v1.SnapshotTrailer
-	nil,                              // 152: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                              // 153: pcs.v1.ScheduleConfigResponse.ConfigEntry
-	nil,                              // 154: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                              // 155: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                              // 156: pcs.v1.DataNode.LabelsEntry
+	(*PartitionAlter)(nil),           // 112: pcs.v1.PartitionAlter
+	(*AlterPartitionsRequest)(nil),   // 113: pcs.v1.AlterPartitionsRequest
+	(*AlterPartitionsResponse)(nil),  // 114: pcs.v1.AlterPartitionsResponse
+	(*CancelJobRequest)(nil),         // 115: pcs.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),        // 116: pcs.v1.CancelJobResponse
+	(*ColumnDef)(nil),                // 117: pcs.v1.ColumnDef
+	(*RangePartition)(nil),           // 118: pcs.v1.RangePartition
+	(*ValueTuple)(nil),               // 119: pcs.v1.ValueTuple
+	(*ListPartition)(nil),            // 120: pcs.v1.ListPartition
+	(*PartitionSpec)(nil),            // 121: pcs.v1.PartitionSpec
+	(*DataNode)(nil),                 // 122: pcs.v1.DataNode
+	(*Table)(nil),                    // 123: pcs.v1.Table
+	(*PartitionJob)(nil),             // 124: pcs.v1.PartitionJob
+	(*SchemaVersion)(nil),            // 125: pcs.v1.SchemaVersion
+	(*ShardEpoch)(nil),               // 126: pcs.v1.ShardEpoch
+	(*Shard)(nil),                    // 127: pcs.v1.Shard
+	(*Command)(nil),                  // 128: pcs.v1.Command
+	(*CmdSetClusterVersion)(nil),     // 129: pcs.v1.CmdSetClusterVersion
+	(*RequestID)(nil),                // 130: pcs.v1.RequestID
+	(*Outcome)(nil),                  // 131: pcs.v1.Outcome
+	(*ClientSession)(nil),            // 132: pcs.v1.ClientSession
+	(*DroppedSessions)(nil),          // 133: pcs.v1.DroppedSessions
+	(*CmdChangeReplicas)(nil),        // 134: pcs.v1.CmdChangeReplicas
+	(*CmdSplitShard)(nil),            // 135: pcs.v1.CmdSplitShard
+	(*CmdMergeShards)(nil),           // 136: pcs.v1.CmdMergeShards
+	(*CmdAlterPartitions)(nil),       // 137: pcs.v1.CmdAlterPartitions
+	(*CmdFinishPartitionJob)(nil),    // 138: pcs.v1.CmdFinishPartitionJob
+	(*CmdChangePrimary)(nil),         // 139: pcs.v1.CmdChangePrimary
+	(*CmdSetNodeAdmin)(nil),          // 140: pcs.v1.CmdSetNodeAdmin
+	(*CmdCancelAlter)(nil),           // 141: pcs.v1.CmdCancelAlter
+	(*CmdAlterTable)(nil),            // 142: pcs.v1.CmdAlterTable
+	(*CmdAdvanceSchema)(nil),         // 143: pcs.v1.CmdAdvanceSchema
+	(*CmdRegisterNode)(nil),          // 144: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),           // 145: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),         // 146: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),           // 147: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                   // 148: pcs.v1.CmdPut
+	(*CmdDelete)(nil),                // 149: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),             // 150: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),              // 151: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),             // 152: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),          // 153: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),           // 154: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),           // 155: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),                // 156: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),          // 157: pcs.v1.SnapshotTrailer
+	nil,                              // 158: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                              // 159: pcs.v1.ScheduleConfigResponse.ConfigEntry
+	nil,                              // 160: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                              // 161: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                              // 162: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -10950,203 +11490,215 @@ var file_pcs_proto_depIdxs = []int32{
 	2,   // 17: pcs.v1.Event.type:type_name -> pcs.v1.EventType
 	27,  // 18: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
 	36,  // 19: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	152, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	158, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
 	1,   // 21: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
-	119, // 22: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
+	122, // 22: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
 	5,   // 23: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
 	52,  // 24: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
-	120, // 25: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
-	120, // 26: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
-	120, // 27: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
+	123, // 25: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
+	123, // 26: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
+	123, // 27: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
 	1,   // 28: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 29: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
-	120, // 30: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
-	121, // 31: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
+	123, // 30: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
+	125, // 31: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
 	1,   // 32: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 33: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
-	120, // 34: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
+	123, // 34: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
 	1,   // 35: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 36: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
-	123, // 37: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
+	127, // 37: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
 	1,   // 38: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 39: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	123, // 40: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
+	127, // 40: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
 	1,   // 41: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
 	1,   // 42: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
 	5,   // 43: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	123, // 44: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
+	127, // 44: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
 	101, // 45: pcs.v1.ScanShardsResponse.stats:type_name -> pcs.v1.ShardStats
-	123, // 46: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
-	123, // 47: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
-	122, // 48: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
-	123, // 49: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
-	123, // 50: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
+	127, // 46: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
+	127, // 47: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
+	126, // 48: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
+	127, // 49: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
+	127, // 50: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
 	80,  // 51: pcs.v1.Operator.steps:type_name -> pcs.v1.OperatorStep
 	79,  // 52: pcs.v1.ListOperatorsResponse.operators:type_name -> pcs.v1.Operator
-	123, // 53: pcs.v1.HotShard.shard:type_name -> pcs.v1.Shard
+	127, // 53: pcs.v1.HotShard.shard:type_name -> pcs.v1.Shard
 	86,  // 54: pcs.v1.HotShardsResponse.shards:type_name -> pcs.v1.HotShard
 	87,  // 55: pcs.v1.HotShardsResponse.nodes:type_name -> pcs.v1.NodeLoad
 	79,  // 56: pcs.v1.AddOperatorResponse.operator:type_name -> pcs.v1.Operator
-	153, // 57: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
+	159, // 57: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
 	97,  // 58: pcs.v1.ScheduleConfigResponse.schedulers:type_name -> pcs.v1.SchedulerInfo
-	123, // 59: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
-	154, // 60: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	155, // 61: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	127, // 59: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
+	160, // 60: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	161, // 61: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
 	100, // 62: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
 	101, // 63: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
-	123, // 64: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
+	127, // 64: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
 	106, // 65: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
 	104, // 66: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
 	105, // 67: pcs.v1.NodeCommand.merge_shards:type_name -> pcs.v1.MergeShardsCommand
 	103, // 68: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
 	108, // 69: pcs.v1.HeartbeatResponse.grants:type_name -> pcs.v1.ShardGrant
 	109, // 70: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
-	116, // 71: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
-	3,   // 72: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	115, // 73: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	117, // 74: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	118, // 75: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	156, // 76: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	114, // 77: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	118, // 78: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
-	4,   // 79: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	121, // 80: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
-	122, // 81: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	142, // 82: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	143, // 83: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	144, // 84: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	145, // 85: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	146, // 86: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	147, // 87: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	138, // 88: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	139, // 89: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	140, // 90: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	141, // 91: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	136, // 92: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	137, // 93: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	135, // 94: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
-	134, // 95: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
-	133, // 96: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
-	130, // 97: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
-	131, // 98: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
-	125, // 99: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
-	132, // 100: pcs.v1.Command.merge_shards:type_name -> pcs.v1.CmdMergeShards
-	126, // 101: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
-	27,  // 102: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
-	127, // 103: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
-	119, // 104: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	120, // 105: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	123, // 106: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,   // 107: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10,  // 108: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	149, // 109: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	27,  // 110: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	36,  // 111: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10,  // 112: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	150, // 113: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	151, // 114: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	119, // 115: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	120, // 116: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	123, // 117: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	128, // 118: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
-	129, // 119: pcs.v1.SnapshotRecord.dropped_sessions:type_name -> pcs.v1.DroppedSessions
-	8,   // 120: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11,  // 121: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13,  // 122: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15,  // 123: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	18,  // 124: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
-	21,  // 125: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	23,  // 126: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	25,  // 127: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	28,  // 128: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	30,  // 129: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	32,  // 130: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	34,  // 131: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	37,  // 132: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	39,  // 133: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	41,  // 134: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	47,  // 135: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	51,  // 136: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	49,  // 137: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
-	54,  // 138: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	58,  // 139: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	56,  // 140: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	110, // 141: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
-	112, // 142: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
-	71,  // 143: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
-	73,  // 144: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
-	75,  // 145: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
-	77,  // 146: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
-	98,  // 147: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
-	81,  // 148: pcs.v1.PCS.ListOperators:input_type -> pcs.v1.ListOperatorsRequest
-	85,  // 149: pcs.v1.PCS.HotShards:input_type -> pcs.v1.HotShardsRequest
-	83,  // 150: pcs.v1.PCS.Explain:input_type -> pcs.v1.ExplainRequest
-	89,  // 151: pcs.v1.PCS.AddOperator:input_type -> pcs.v1.AddOperatorRequest
-	91,  // 152: pcs.v1.PCS.CancelOperator:input_type -> pcs.v1.CancelOperatorRequest
-	93,  // 153: pcs.v1.PCS.GetScheduleConfig:input_type -> pcs.v1.ScheduleConfigRequest
-	95,  // 154: pcs.v1.PCS.SetScheduleConfig:input_type -> pcs.v1.SetScheduleConfigRequest
-	94,  // 155: pcs.v1.PCS.EvictPrimaries:input_type -> pcs.v1.EvictPrimariesRequest
-	60,  // 156: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	62,  // 157: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	64,  // 158: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	66,  // 159: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	68,  // 160: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	69,  // 161: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	102, // 162: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	43,  // 163: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	16,  // 164: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
-	45,  // 165: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 166: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 167: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 168: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	20,  // 169: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	19,  // 170: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
-	22,  // 171: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	24,  // 172: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	26,  // 173: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	29,  // 174: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	31,  // 175: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	33,  // 176: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	35,  // 177: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	38,  // 178: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	40,  // 179: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	42,  // 180: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	48,  // 181: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	53,  // 182: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	50,  // 183: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
-	55,  // 184: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	59,  // 185: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	57,  // 186: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	111, // 187: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
-	113, // 188: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
-	72,  // 189: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
-	74,  // 190: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
-	76,  // 191: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
-	78,  // 192: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
-	99,  // 193: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
-	82,  // 194: pcs.v1.PCS.ListOperators:output_type -> pcs.v1.ListOperatorsResponse
-	88,  // 195: pcs.v1.PCS.HotShards:output_type -> pcs.v1.HotShardsResponse
-	84,  // 196: pcs.v1.PCS.Explain:output_type -> pcs.v1.ExplainResponse
-	90,  // 197: pcs.v1.PCS.AddOperator:output_type -> pcs.v1.AddOperatorResponse
-	92,  // 198: pcs.v1.PCS.CancelOperator:output_type -> pcs.v1.CancelOperatorResponse
-	96,  // 199: pcs.v1.PCS.GetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
-	96,  // 200: pcs.v1.PCS.SetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
-	96,  // 201: pcs.v1.PCS.EvictPrimaries:output_type -> pcs.v1.ScheduleConfigResponse
-	61,  // 202: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	63,  // 203: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	65,  // 204: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	67,  // 205: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	65,  // 206: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	70,  // 207: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	107, // 208: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	44,  // 209: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	17,  // 210: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
-	46,  // 211: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	166, // [166:212] is the sub-list for method output_type
-	120, // [120:166] is the sub-list for method input_type
-	120, // [120:120] is the sub-list for extension type_name
-	120, // [120:120] is the sub-list for extension extendee
-	0,   // [0:120] is the sub-list for field type_name
+	118, // 71: pcs.v1.PartitionAlter.add_range:type_name -> pcs.v1.RangePartition
+	120, // 72: pcs.v1.PartitionAlter.add_list:type_name -> pcs.v1.ListPartition
+	112, // 73: pcs.v1.AlterPartitionsRequest.alter:type_name -> pcs.v1.PartitionAlter
+	123, // 74: pcs.v1.AlterPartitionsResponse.table:type_name -> pcs.v1.Table
+	119, // 75: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	3,   // 76: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
+	118, // 77: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	120, // 78: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	121, // 79: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	162, // 80: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	117, // 81: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	121, // 82: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	4,   // 83: pcs.v1.Table.state:type_name -> pcs.v1.TableState
+	125, // 84: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
+	124, // 85: pcs.v1.Table.partition_job:type_name -> pcs.v1.PartitionJob
+	127, // 86: pcs.v1.PartitionJob.dropping:type_name -> pcs.v1.Shard
+	126, // 87: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	148, // 88: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	149, // 89: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	150, // 90: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	151, // 91: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	152, // 92: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	153, // 93: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	144, // 94: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	145, // 95: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	146, // 96: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	147, // 97: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	142, // 98: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	143, // 99: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	141, // 100: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	140, // 101: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
+	139, // 102: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
+	134, // 103: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
+	135, // 104: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
+	129, // 105: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
+	136, // 106: pcs.v1.Command.merge_shards:type_name -> pcs.v1.CmdMergeShards
+	137, // 107: pcs.v1.Command.alter_partitions:type_name -> pcs.v1.CmdAlterPartitions
+	138, // 108: pcs.v1.Command.finish_partition_job:type_name -> pcs.v1.CmdFinishPartitionJob
+	130, // 109: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
+	27,  // 110: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
+	131, // 111: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
+	112, // 112: pcs.v1.CmdAlterPartitions.alter:type_name -> pcs.v1.PartitionAlter
+	127, // 113: pcs.v1.CmdAlterPartitions.shards:type_name -> pcs.v1.Shard
+	122, // 114: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	123, // 115: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	127, // 116: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,   // 117: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10,  // 118: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	155, // 119: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	27,  // 120: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	36,  // 121: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10,  // 122: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	156, // 123: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	157, // 124: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	122, // 125: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	123, // 126: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	127, // 127: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	132, // 128: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
+	133, // 129: pcs.v1.SnapshotRecord.dropped_sessions:type_name -> pcs.v1.DroppedSessions
+	8,   // 130: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 131: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 132: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 133: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	18,  // 134: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
+	21,  // 135: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	23,  // 136: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	25,  // 137: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	28,  // 138: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	30,  // 139: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	32,  // 140: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	34,  // 141: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	37,  // 142: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	39,  // 143: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	41,  // 144: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	47,  // 145: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	51,  // 146: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	49,  // 147: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
+	54,  // 148: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	58,  // 149: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	56,  // 150: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
+	110, // 151: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	115, // 152: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	113, // 153: pcs.v1.PCS.AlterPartitions:input_type -> pcs.v1.AlterPartitionsRequest
+	71,  // 154: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
+	73,  // 155: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
+	75,  // 156: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
+	77,  // 157: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
+	98,  // 158: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
+	81,  // 159: pcs.v1.PCS.ListOperators:input_type -> pcs.v1.ListOperatorsRequest
+	85,  // 160: pcs.v1.PCS.HotShards:input_type -> pcs.v1.HotShardsRequest
+	83,  // 161: pcs.v1.PCS.Explain:input_type -> pcs.v1.ExplainRequest
+	89,  // 162: pcs.v1.PCS.AddOperator:input_type -> pcs.v1.AddOperatorRequest
+	91,  // 163: pcs.v1.PCS.CancelOperator:input_type -> pcs.v1.CancelOperatorRequest
+	93,  // 164: pcs.v1.PCS.GetScheduleConfig:input_type -> pcs.v1.ScheduleConfigRequest
+	95,  // 165: pcs.v1.PCS.SetScheduleConfig:input_type -> pcs.v1.SetScheduleConfigRequest
+	94,  // 166: pcs.v1.PCS.EvictPrimaries:input_type -> pcs.v1.EvictPrimariesRequest
+	60,  // 167: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	62,  // 168: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	64,  // 169: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	66,  // 170: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	68,  // 171: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	69,  // 172: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	102, // 173: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	43,  // 174: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	16,  // 175: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
+	45,  // 176: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	9,   // 177: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 178: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 179: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	20,  // 180: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	19,  // 181: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
+	22,  // 182: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	24,  // 183: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	26,  // 184: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	29,  // 185: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	31,  // 186: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	33,  // 187: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	35,  // 188: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	38,  // 189: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	40,  // 190: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	42,  // 191: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	48,  // 192: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	53,  // 193: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	50,  // 194: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
+	55,  // 195: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	59,  // 196: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	57,  // 197: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	111, // 198: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	116, // 199: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	114, // 200: pcs.v1.PCS.AlterPartitions:output_type -> pcs.v1.AlterPartitionsResponse
+	72,  // 201: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
+	74,  // 202: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
+	76,  // 203: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
+	78,  // 204: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
+	99,  // 205: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
+	82,  // 206: pcs.v1.PCS.ListOperators:output_type -> pcs.v1.ListOperatorsResponse
+	88,  // 207: pcs.v1.PCS.HotShards:output_type -> pcs.v1.HotShardsResponse
+	84,  // 208: pcs.v1.PCS.Explain:output_type -> pcs.v1.ExplainResponse
+	90,  // 209: pcs.v1.PCS.AddOperator:output_type -> pcs.v1.AddOperatorResponse
+	92,  // 210: pcs.v1.PCS.CancelOperator:output_type -> pcs.v1.CancelOperatorResponse
+	96,  // 211: pcs.v1.PCS.GetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	96,  // 212: pcs.v1.PCS.SetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	96,  // 213: pcs.v1.PCS.EvictPrimaries:output_type -> pcs.v1.ScheduleConfigResponse
+	61,  // 214: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	63,  // 215: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	65,  // 216: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	67,  // 217: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	65,  // 218: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	70,  // 219: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	107, // 220: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	44,  // 221: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	17,  // 222: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
+	46,  // 223: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	177, // [177:224] is the sub-list for method output_type
+	130, // [130:177] is the sub-list for method input_type
+	130, // [130:130] is the sub-list for extension type_name
+	130, // [130:130] is the sub-list for extension extendee
+	0,   // [0:130] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -11164,7 +11716,14 @@ func file_pcs_proto_init() {
 		(*NodeCommand_SplitShard)(nil),
 		(*NodeCommand_MergeShards)(nil),
 	}
-	file_pcs_proto_msgTypes[119].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[107].OneofWrappers = []any{
+		(*PartitionAlter_AddRange)(nil),
+		(*PartitionAlter_AddList)(nil),
+		(*PartitionAlter_Drop)(nil),
+		(*PartitionAlter_Truncate)(nil),
+		(*PartitionAlter_SetReplicas)(nil),
+	}
+	file_pcs_proto_msgTypes[123].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_TsoWindow)(nil),
@@ -11184,10 +11743,12 @@ func file_pcs_proto_init() {
 		(*Command_SplitShard)(nil),
 		(*Command_SetClusterVersion)(nil),
 		(*Command_MergeShards)(nil),
+		(*Command_AlterPartitions)(nil),
+		(*Command_FinishPartitionJob)(nil),
 	}
-	file_pcs_proto_msgTypes[137].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[138].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[143].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[143].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[144].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[149].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -11206,7 +11767,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   152,
+			NumMessages:   158,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

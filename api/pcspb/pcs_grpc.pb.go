@@ -46,6 +46,7 @@ const (
 	PCS_AlterTable_FullMethodName        = "/pcs.v1.PCS/AlterTable"
 	PCS_ListJobs_FullMethodName          = "/pcs.v1.PCS/ListJobs"
 	PCS_CancelJob_FullMethodName         = "/pcs.v1.PCS/CancelJob"
+	PCS_AlterPartitions_FullMethodName   = "/pcs.v1.PCS/AlterPartitions"
 	PCS_SplitShard_FullMethodName        = "/pcs.v1.PCS/SplitShard"
 	PCS_AskSplit_FullMethodName          = "/pcs.v1.PCS/AskSplit"
 	PCS_MoveShard_FullMethodName         = "/pcs.v1.PCS/MoveShard"
@@ -100,6 +101,7 @@ type PCSClient interface {
 	AlterTable(ctx context.Context, in *AlterTableRequest, opts ...grpc.CallOption) (*AlterTableResponse, error)
 	ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error)
 	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error)
+	AlterPartitions(ctx context.Context, in *AlterPartitionsRequest, opts ...grpc.CallOption) (*AlterPartitionsResponse, error)
 	// Shard operations: split (PCS-initiated; a node asks with AskSplit), move a replica, and
 	// hand the primary role to another replica. SplitShard returns once the catalog shows the
 	// result; MoveShard and TransferPrimary submit an operator and return its id.
@@ -389,6 +391,16 @@ func (c *pCSClient) CancelJob(ctx context.Context, in *CancelJobRequest, opts ..
 	return out, nil
 }
 
+func (c *pCSClient) AlterPartitions(ctx context.Context, in *AlterPartitionsRequest, opts ...grpc.CallOption) (*AlterPartitionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AlterPartitionsResponse)
+	err := c.cc.Invoke(ctx, PCS_AlterPartitions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *pCSClient) SplitShard(ctx context.Context, in *SplitShardRequest, opts ...grpc.CallOption) (*SplitShardResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SplitShardResponse)
@@ -660,6 +672,7 @@ type PCSServer interface {
 	AlterTable(context.Context, *AlterTableRequest) (*AlterTableResponse, error)
 	ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error)
 	CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error)
+	AlterPartitions(context.Context, *AlterPartitionsRequest) (*AlterPartitionsResponse, error)
 	// Shard operations: split (PCS-initiated; a node asks with AskSplit), move a replica, and
 	// hand the primary role to another replica. SplitShard returns once the catalog shows the
 	// result; MoveShard and TransferPrimary submit an operator and return its id.
@@ -775,6 +788,9 @@ func (UnimplementedPCSServer) ListJobs(context.Context, *ListJobsRequest) (*List
 }
 func (UnimplementedPCSServer) CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelJob not implemented")
+}
+func (UnimplementedPCSServer) AlterPartitions(context.Context, *AlterPartitionsRequest) (*AlterPartitionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AlterPartitions not implemented")
 }
 func (UnimplementedPCSServer) SplitShard(context.Context, *SplitShardRequest) (*SplitShardResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SplitShard not implemented")
@@ -1258,6 +1274,24 @@ func _PCS_CancelJob_Handler(srv interface{}, ctx context.Context, dec func(inter
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(PCSServer).CancelJob(ctx, req.(*CancelJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PCS_AlterPartitions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AlterPartitionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).AlterPartitions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_AlterPartitions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).AlterPartitions(ctx, req.(*AlterPartitionsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1748,6 +1782,10 @@ var PCS_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelJob",
 			Handler:    _PCS_CancelJob_Handler,
+		},
+		{
+			MethodName: "AlterPartitions",
+			Handler:    _PCS_AlterPartitions_Handler,
 		},
 		{
 			MethodName: "SplitShard",

@@ -114,18 +114,47 @@ func tableCmd(g *globals) *cobra.Command {
 			return g.print(cmd.OutOrStdout(), table{rows: [][]string{{"dropping " + args[0]}}, value: map[string]string{"dropping": args[0]}})
 		},
 	}
-	var steps []string
+	var steps, values []string
+	var lessThan string
 	alter := &cobra.Command{
-		Use: "alter NAME --step DEF [--step DEF...]", Short: "Online schema change: one new schema version per step, each after every live node loaded the last", Args: cobra.ExactArgs(1),
+		Use:   "alter NAME (--step DEF... | add-partition PART (--less-than V,... | --value V,...) | drop-partition PART | truncate-partition PART | set-replicas N)",
+		Short: "Change a table: online schema steps, or its partitions and replica count (a job: pcsctl job list)",
+		Example: `  pcsctl table alter orders --step v2.sql
+  pcsctl table alter events add-partition d20261208 --less-than 2026-12-09T00:00:00Z
+  pcsctl table alter users add-partition apac --value jp --value kr
+  pcsctl table alter events drop-partition d20261101
+  pcsctl table alter events truncate-partition d20261207
+  pcsctl table alter events set-replicas 5`,
+		Args: cobra.RangeArgs(1, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(steps) == 0 {
-				return fmt.Errorf("give at least one --step")
+			var pa *pcspb.PartitionAlter
+			if len(args) > 1 {
+				var err error
+				if pa, err = partitionAlter(args[1:], lessThan, values); err != nil {
+					return err
+				}
+				if len(steps) > 0 {
+					return fmt.Errorf("--step is for schema changes, not with %s", args[1])
+				}
+			} else if len(steps) == 0 {
+				return fmt.Errorf("give --step DEF, or a change: add-partition, drop-partition, truncate-partition, set-replicas")
 			}
 			c, ctx, done, err := g.open(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
+			if pa != nil {
+				t, err := c.AlterPartitions(ctx, args[0], pa)
+				if err != nil {
+					return err
+				}
+				msg := fmt.Sprintf("%s: %d replicas", t.Name, t.Replicas)
+				if j := t.PartitionJob; j != nil {
+					msg = fmt.Sprintf("%s: %s %q under way (pcsctl job show %s)", t.Name, j.Kind, j.Partition, t.Name)
+				}
+				return g.print(cmd.OutOrStdout(), table{rows: [][]string{{msg}}, value: t})
+			}
 			var bs [][]byte
 			for _, st := range steps {
 				bs = append(bs, []byte(st))
@@ -141,6 +170,8 @@ func tableCmd(g *globals) *cobra.Command {
 		},
 	}
 	alter.Flags().StringArrayVar(&steps, "step", nil, "schema definition of one step (opaque to PCS), in order")
+	alter.Flags().StringVar(&lessThan, "less-than", "", "add-partition of a RANGE table: the new partition's exclusive upper bound, one value per partition column (v1,v2,...)")
+	alter.Flags().StringArrayVar(&values, "value", nil, "add-partition of a LIST table: one listed tuple (v1,v2,... for several columns); repeat for more")
 	list := &cobra.Command{
 		Use: "list", Short: "List tables", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -595,12 +626,49 @@ func nodeCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// partitionAlter parses "add-partition PART", "drop-partition PART", "truncate-partition PART"
+// or "set-replicas N".
+func partitionAlter(args []string, lessThan string, values []string) (*pcspb.PartitionAlter, error) {
+	if len(args) != 2 {
+		return nil, fmt.Errorf("%s takes one argument", args[0])
+	}
+	what, arg := args[0], args[1]
+	if what != "add-partition" && (lessThan != "" || len(values) > 0) {
+		return nil, fmt.Errorf("--less-than and --value are for add-partition")
+	}
+	switch what {
+	case "add-partition":
+		switch {
+		case lessThan != "" && len(values) == 0:
+			return &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddRange{AddRange: &pcspb.RangePartition{Name: arg, LessThan: strings.Split(lessThan, ",")}}}, nil
+		case lessThan == "" && len(values) > 0:
+			lp := &pcspb.ListPartition{Name: arg}
+			for _, v := range values {
+				lp.Values = append(lp.Values, &pcspb.ValueTuple{Values: strings.Split(v, ",")})
+			}
+			return &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddList{AddList: lp}}, nil
+		}
+		return nil, fmt.Errorf("add-partition takes --less-than (RANGE) or --value (LIST)")
+	case "drop-partition":
+		return &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Drop{Drop: arg}}, nil
+	case "truncate-partition":
+		return &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Truncate{Truncate: arg}}, nil
+	case "set-replicas":
+		n, err := strconv.ParseUint(arg, 10, 32)
+		if err != nil || n < 1 || n > 9 {
+			return nil, fmt.Errorf("set-replicas %q: want a count in 1..9", arg)
+		}
+		return &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_SetReplicas{SetReplicas: uint32(n)}}, nil
+	}
+	return nil, fmt.Errorf("unknown change %q: add-partition, drop-partition, truncate-partition or set-replicas", what)
+}
+
 func jobCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "job", Short: "DDL jobs: list, show, cancel"}
 	jobRows := func(js []*pcspb.Job) table {
-		t := table{header: []string{"TABLE_ID", "TABLE", "KIND", "STEP", "PROGRESS"}}
+		t := table{header: []string{"TABLE_ID", "TABLE", "KIND", "PARTITION", "STEP", "PROGRESS"}}
 		for _, j := range js {
-			t.rows = append(t.rows, []string{u(j.TableId), j.Table, j.Kind, j.Step, fmt.Sprintf("%d/%d", j.Done, j.Total)})
+			t.rows = append(t.rows, []string{u(j.TableId), j.Table, j.Kind, j.Partition, j.Step, fmt.Sprintf("%d/%d", j.Done, j.Total)})
 		}
 		if js == nil {
 			js = []*pcspb.Job{}

@@ -11,6 +11,11 @@
 //     any, becomes the newest — so no more than two versions are ever live.
 //   - creating: every replica node must hold its replicas (CreateReplica until it reports them);
 //     when all do, the table becomes public.
+//   - public with a partition job (ADD, DROP, TRUNCATE PARTITION): the catalog already routes
+//     by the new partitions; the new shards' replicas are created like any missing replica
+//     (Missing) and the removed shards dropped like any replica the catalog does not know
+//     (Orphans). The job finishes once every new replica exists and no node that is not down
+//     holds a removed shard (a node that was down drops it when it returns).
 //   - dropping: every node that reports a replica of the table is told to drop it; when no
 //     node that is not down still reports one, the table's metadata is removed. A node that was
 //     down drops its replicas when it returns, because any node that reports a shard the
@@ -18,6 +23,8 @@
 package ddl
 
 import (
+	"slices"
+
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/internal/cluster"
 )
@@ -47,11 +54,13 @@ type Step struct {
 	// Advance lists online ALTERs whose newest schema version every live node has loaded:
 	// table id -> that version.
 	Advance map[uint64]uint64
+	// Finished lists partition jobs that are done: table id -> job id.
+	Finished map[uint64]uint64
 }
 
 // Next plans one step.
 func Next(cat Catalog, live Live) Step {
-	st := Step{Commands: map[uint64][]*pcspb.NodeCommand{}, Advance: map[uint64]uint64{}}
+	st := Step{Commands: map[uint64][]*pcspb.NodeCommand{}, Advance: map[uint64]uint64{}, Finished: map[uint64]uint64{}}
 	add := func(node uint64, c *pcspb.NodeCommand) { st.Commands[node] = append(st.Commands[node], c) }
 	for _, t := range cat.Tables() {
 		switch t.State {
@@ -72,6 +81,11 @@ func Next(cat Catalog, live Live) Step {
 				st.Public = append(st.Public, t.Id)
 			}
 		case pcspb.TableState_TABLE_STATE_PUBLIC:
+			if j := t.PartitionJob; j != nil {
+				if done, _ := PartitionJobProgress(cat, live, t); done {
+					st.Finished[t.Id] = j.Id
+				}
+			}
 			if t.SchemaVersion == t.MinLiveVersion && len(t.PendingSteps) == 0 {
 				continue // no ALTER under way
 			}
@@ -109,6 +123,45 @@ func Next(cat Catalog, live Live) Step {
 		}
 	}
 	return st
+}
+
+// PartitionJobProgress counts the replicas a table's partition job has created and dropped, of
+// all it must, and says whether it is done: every replica of the shards it creates exists (a
+// shard since merged away counts as done), and no node that is not down holds a shard it drops.
+func PartitionJobProgress(cat Catalog, live Live, t *pcspb.Table) (done bool, count [2]uint64) {
+	j := t.PartitionJob
+	if j == nil {
+		return true, count
+	}
+	creating := map[uint64]bool{}
+	for _, id := range j.Creating {
+		creating[id] = true
+	}
+	done = true
+	for _, s := range cat.TableShards(t.Id) {
+		if !creating[s.Id] {
+			continue
+		}
+		for _, n := range s.Replicas {
+			count[1]++
+			if live.Holds(n, s.Id) {
+				count[0]++
+			} else {
+				done = false
+			}
+		}
+	}
+	for _, s := range j.Dropping {
+		for _, n := range slices.Concat(s.Replicas, s.Learners) {
+			count[1]++
+			if !live.Holds(n, s.Id) {
+				count[0]++
+			} else if live.State(n) != cluster.Down {
+				done = false
+			}
+		}
+	}
+	return done, count
 }
 
 // Orphans returns drop commands for the replicas a node reports that the catalog does not give

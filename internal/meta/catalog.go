@@ -209,6 +209,17 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 		res.ID, res.Err = c.splitShard(st, op.SplitShard)
 	case *pcspb.Command_MergeShards:
 		res.Err = c.mergeShards(op.MergeShards)
+	case *pcspb.Command_AlterPartitions:
+		var changed []*pcspb.Table
+		changed, res.Err = c.alterPartitions(st, op.AlterPartitions)
+		for _, t := range changed {
+			f.tableEventLocked(st, t, false)
+		}
+	case *pcspb.Command_FinishPartitionJob:
+		var t *pcspb.Table
+		if t, res.Err = c.finishPartitionJob(op.FinishPartitionJob); res.Err == nil {
+			f.tableEventLocked(st, t, false)
+		}
 	case *pcspb.Command_CancelAlter:
 		te, ok := c.tables[op.CancelAlter.TableId]
 		if !ok {
@@ -258,20 +269,8 @@ func (c *catalogState) createTable(st *state, cmd *pcspb.CmdCreateTable) (uint64
 	if len(cmd.Shards) != len(leaves) {
 		return 0, fmt.Errorf("%w: %d shards for %d leaf partitions", ErrInvalid, len(cmd.Shards), len(leaves))
 	}
-	for i, s := range cmd.Shards {
-		if !bytes.Equal(s.Start, leaves[i].Start) || !bytes.Equal(s.End, leaves[i].End) {
-			return 0, fmt.Errorf("%w: shard %d does not cover leaf %s", ErrInvalid, i, leaves[i].Name)
-		}
-		if len(s.Replicas) != int(t.Replicas) || len(s.Replicas) == 0 || s.Primary != s.Replicas[0] {
-			return 0, fmt.Errorf("%w: shard %d: %d replicas for replica count %d, primary first", ErrInvalid, i, len(s.Replicas), t.Replicas)
-		}
-		seen := map[uint64]bool{}
-		for _, n := range s.Replicas {
-			if _, ok := c.nodes[n]; !ok || seen[n] {
-				return 0, fmt.Errorf("%w: shard %d: node %d unknown or listed twice", ErrInvalid, i, n)
-			}
-			seen[n] = true
-		}
+	if err := c.checkPlaced(t, leaves, cmd.Shards); err != nil {
+		return 0, err
 	}
 	switch {
 	case t.MinInSync > t.Replicas:
@@ -670,14 +669,19 @@ func (f *FSM) CheckInvariants() error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	for _, te := range f.mu.st.cat.tables {
+		// The shards tile the live leaves in order: a gap only where dropped partitions are.
 		leaves := te.spec.Leaves()
+		startOf, endOf := map[string]int{}, map[string]int{}
+		for i, l := range leaves {
+			startOf[string(l.Start)], endOf[string(l.End)] = i, i
+		}
 		var prev *pcspb.Shard
 		var err error
 		te.shards.Ascend(func(s *pcspb.Shard) bool {
 			switch {
-			case prev == nil && !bytes.Equal(s.Start, leaves[0].Start):
-				err = fmt.Errorf("table %q: first shard starts at %x, not %x", te.t.Name, s.Start, leaves[0].Start)
-			case prev != nil && !bytes.Equal(prev.End, s.Start):
+			case prev == nil && (len(leaves) == 0 || !bytes.Equal(s.Start, leaves[0].Start)):
+				err = fmt.Errorf("table %q: first shard %d starts at %x, not where the first live leaf does", te.t.Name, s.Id, s.Start)
+			case prev != nil && !bytes.Equal(prev.End, s.Start) && !leafGap(endOf, startOf, prev.End, s.Start):
 				err = fmt.Errorf("table %q: gap or overlap between shards %d and %d", te.t.Name, prev.Id, s.Id)
 			case bytes.Compare(s.Start, s.End) >= 0:
 				err = fmt.Errorf("table %q: shard %d is empty", te.t.Name, s.Id)
@@ -694,7 +698,7 @@ func (f *FSM) CheckInvariants() error {
 		if err != nil {
 			return err
 		}
-		if prev == nil || !bytes.Equal(prev.End, leaves[len(leaves)-1].End) {
+		if len(leaves) > 0 && (prev == nil || !bytes.Equal(prev.End, leaves[len(leaves)-1].End)) || len(leaves) == 0 && prev != nil {
 			return fmt.Errorf("table %q: shards do not reach the end of the key space", te.t.Name)
 		}
 		if t := te.t; t.SchemaVersion < t.MinLiveVersion || t.SchemaVersion-t.MinLiveVersion > 1 ||
@@ -703,6 +707,14 @@ func (f *FSM) CheckInvariants() error {
 		}
 	}
 	return nil
+}
+
+// leafGap reports whether the routing keys from end to start are the dropped partitions between
+// two consecutive live leaves.
+func leafGap(endOf, startOf map[string]int, end, start []byte) bool {
+	i, ok := endOf[string(end)]
+	j, ok2 := startOf[string(start)]
+	return ok && ok2 && j == i+1
 }
 
 func overlap(a, b []uint64) bool {

@@ -11,11 +11,12 @@ import (
 
 // CommandVersion is the newest command format this build reads (and writes once the cluster
 // version allows). Version 2 adds client request ids (exactly-once) and the proposer's clock;
-// version 3 bounds client sessions by the log; version 4 adds shard merges.
+// version 3 bounds client sessions by the log; version 4 adds shard merges; version 5 adds
+// partition changes (ADD, DROP, TRUNCATE PARTITION, SET REPLICAS).
 // Entries of every version up to it are read; the primary writes the cluster version in force,
 // which rises only once every member reports it can read it (etcd's cluster version), so no
 // member ever meets an entry it would apply differently.
-const CommandVersion = 4
+const CommandVersion = 5
 
 // VersionRequestIDs is the first command version whose entries carry request ids.
 const VersionRequestIDs = 2
@@ -27,6 +28,13 @@ const VersionSessionsByLog = 3
 // VersionMerge is the first command version with shard merges (CmdMergeShards): a member of an
 // older build could not apply one, so PCS neither records nor asks for merges below it.
 const VersionMerge = 4
+
+// VersionPartitions is the first command version with partition changes (CmdAlterPartitions,
+// CmdFinishPartitionJob, and tables with a partition job or dropped partitions).
+const VersionPartitions = 5
+
+// MaxReplicas is the largest replica count of a table.
+const MaxReplicas = 9
 
 // Limits on what a command may carry. They bound the size of a Raft entry and of the state.
 const (
@@ -57,6 +65,12 @@ func EncodeCommand(cmd *pcspb.Command, version ...uint32) ([]byte, error) {
 	}
 	if _, ok := cmd.Op.(*pcspb.Command_MergeShards); ok && cmd.Version < VersionMerge {
 		return nil, fmt.Errorf("%w: a merge needs command version %d, the cluster is at %d", ErrUnknownVersion, VersionMerge, cmd.Version)
+	}
+	switch cmd.Op.(type) {
+	case *pcspb.Command_AlterPartitions, *pcspb.Command_FinishPartitionJob:
+		if cmd.Version < VersionPartitions {
+			return nil, fmt.Errorf("%w: a partition change needs command version %d, the cluster is at %d", ErrUnknownVersion, VersionPartitions, cmd.Version)
+		}
 	}
 	if err := ValidateCommand(cmd); err != nil {
 		return nil, err
@@ -104,6 +118,8 @@ func DecodeEntry(b []byte) (*pcspb.Command, error) {
 		missing = op.RegisterNode.GetNode() == nil
 	case *pcspb.Command_CreateTable:
 		missing = op.CreateTable.GetTable() == nil
+	case *pcspb.Command_AlterPartitions:
+		missing = op.AlterPartitions.GetAlter().GetOp() == nil
 	}
 	if missing {
 		return nil, fmt.Errorf("%w: %T without its message", ErrBadCommand, cmd.Op)
@@ -191,9 +207,24 @@ func ValidateCommand(cmd *pcspb.Command) error {
 		t := op.CreateTable.GetTable()
 		if t == nil || t.Name == "" || len(t.Name) > MaxNameLen || !utf8.ValidString(t.Name) {
 			err = fmt.Errorf("%w: table name must be 1..%d bytes of UTF-8", ErrInvalid, MaxNameLen)
-		} else if t.Replicas < 1 || t.Replicas > 9 {
-			err = fmt.Errorf("%w: replica count %d (1..9)", ErrInvalid, t.Replicas)
+		} else if t.Replicas < 1 || t.Replicas > MaxReplicas {
+			err = fmt.Errorf("%w: replica count %d (1..%d)", ErrInvalid, t.Replicas, MaxReplicas)
 		}
+	case *pcspb.Command_AlterPartitions:
+		a := op.AlterPartitions.GetAlter()
+		switch o := a.GetOp().(type) {
+		case nil:
+			err = fmt.Errorf("%w: no partition change", ErrInvalid)
+		case *pcspb.PartitionAlter_SetReplicas:
+			if o.SetReplicas < 1 || o.SetReplicas > MaxReplicas {
+				err = fmt.Errorf("%w: replica count %d (1..%d)", ErrInvalid, o.SetReplicas, MaxReplicas)
+			}
+		case *pcspb.PartitionAlter_Drop, *pcspb.PartitionAlter_Truncate:
+			if n := a.GetDrop() + a.GetTruncate(); n == "" || len(n) > MaxNameLen {
+				err = fmt.Errorf("%w: partition name must be 1..%d bytes", ErrInvalid, MaxNameLen)
+			}
+		}
+	case *pcspb.Command_FinishPartitionJob:
 	case *pcspb.Command_SplitShard:
 		if k := op.SplitShard.SplitKey; len(k) == 0 || len(k) > MaxSplitKey {
 			err = fmt.Errorf("%w: split key of %d bytes (1..%d)", ErrInvalid, len(k), MaxSplitKey)

@@ -108,6 +108,7 @@ var table = []Row{
 	{"PCS", pcspb.PCS_AlterTable_FullMethodName, client},
 	{"PCS", pcspb.PCS_ListJobs_FullMethodName, client},
 	{"PCS", pcspb.PCS_CancelJob_FullMethodName, client},
+	{"PCS", pcspb.PCS_AlterPartitions_FullMethodName, client},
 	{"PCS", pcspb.PCS_SplitShard_FullMethodName, admin},
 	{"PCS", pcspb.PCS_MoveShard_FullMethodName, admin},
 	{"PCS", pcspb.PCS_TransferPrimary_FullMethodName, admin},

@@ -1,0 +1,184 @@
+package meta
+
+import (
+	"bytes"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/catalog"
+)
+
+// alterPartitions applies a partition change (see CmdAlterPartitions). It changes nothing on
+// error. It returns the tables it changed.
+func (c *catalogState) alterPartitions(st *state, cmd *pcspb.CmdAlterPartitions) ([]*pcspb.Table, error) {
+	te, ok := c.tables[cmd.TableId]
+	if !ok {
+		return nil, fmt.Errorf("%w: id %d", ErrTableNotFound, cmd.TableId)
+	}
+	t := te.t
+	if t.State != pcspb.TableState_TABLE_STATE_PUBLIC {
+		return nil, fmt.Errorf("%w: %q is %v", ErrTableNotPublic, t.Name, t.State)
+	}
+	alter := cmd.GetAlter()
+	if n, ok := alter.GetOp().(*pcspb.PartitionAlter_SetReplicas); ok {
+		return c.setReplicas(t, int(n.SetReplicas))
+	}
+	switch {
+	case t.PartitionJob != nil:
+		return nil, fmt.Errorf("%w: %q: %s %q has not finished", ErrAlterInProgress, t.Name, t.PartitionJob.Kind, t.PartitionJob.Partition)
+	case t.ShardGroup != "":
+		return nil, fmt.Errorf("%w: %q is in shard group %q, whose tables must keep the same partitions", ErrInvalid, t.Name, t.ShardGroup)
+	}
+	schema, err := catalog.CompileSchema(t.Columns)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	newSpec, name, err := catalog.Alter(schema, t.Partition, alter)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %q: %w", ErrInvalid, t.Name, err)
+	}
+	compiled, err := catalog.Compile(schema, newSpec)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %q: %w", ErrInvalid, t.Name, err)
+	}
+	nt := proto.Clone(t).(*pcspb.Table)
+	nt.Partition = newSpec
+	job := &pcspb.PartitionJob{Id: st.revision, Partition: name}
+	shards := te.shards.Clone()
+	var add []*pcspb.Shard
+	var dropStart, dropEnd []byte
+	switch alter.GetOp().(type) {
+	case *pcspb.PartitionAlter_AddRange, *pcspb.PartitionAlter_AddList:
+		job.Kind = "add partition"
+		if add, err = c.newShards(st, nt, compiled, name, cmd.Shards); err != nil {
+			return nil, err
+		}
+	case *pcspb.PartitionAlter_Truncate:
+		job.Kind = "truncate partition"
+		if add, err = c.newShards(st, nt, compiled, name, cmd.Shards); err != nil {
+			return nil, err
+		}
+		dropStart, dropEnd, _ = compiled.PartitionRange(name)
+	case *pcspb.PartitionAlter_Drop:
+		job.Kind = "drop partition"
+		if len(cmd.Shards) > 0 {
+			return nil, fmt.Errorf("%w: a drop takes no shards", ErrInvalid)
+		}
+		dropStart, dropEnd, _ = compiled.PartitionRange(name)
+	}
+	if dropStart != nil {
+		var gone []*pcspb.Shard
+		shards.AscendGreaterOrEqual(&pcspb.Shard{Start: dropStart}, func(s *pcspb.Shard) bool {
+			if bytes.Compare(s.Start, dropEnd) >= 0 {
+				return false
+			}
+			gone = append(gone, s)
+			return true
+		})
+		for _, s := range gone {
+			shards.Delete(s)
+			delete(c.shardByID, s.Id)
+		}
+		job.Dropping = gone
+	}
+	for _, s := range add {
+		shards.ReplaceOrInsert(s)
+		c.shardByID[s.Id] = s
+		job.Creating = append(job.Creating, s.Id)
+	}
+	nt.PartitionJob = job
+	c.tables[nt.Id] = &tableEntry{t: nt, spec: compiled, shards: shards}
+	return []*pcspb.Table{nt}, nil
+}
+
+// newShards checks the shards the primary placed for the leaves of partition name (one per
+// leaf, in order, the table's replica count, the primary first, registered nodes) and gives
+// them ids.
+func (c *catalogState) newShards(st *state, t *pcspb.Table, spec *catalog.Spec, name string, given []*pcspb.Shard) ([]*pcspb.Shard, error) {
+	leaves, err := spec.PartitionLeaves(name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if len(given) != len(leaves) {
+		return nil, fmt.Errorf("%w: %d shards for the %d leaves of partition %q", ErrInvalid, len(given), len(leaves), name)
+	}
+	if err := c.checkPlaced(t, leaves, given); err != nil {
+		return nil, err
+	}
+	epoch := &pcspb.ShardEpoch{ConfVer: 1, Version: 1}
+	out := make([]*pcspb.Shard, len(given))
+	for i, s := range given {
+		out[i] = &pcspb.Shard{Id: st.nextID("shard"), TableId: t.Id, Start: leaves[i].Start, End: leaves[i].End, Epoch: epoch, Term: 1,
+			Primary: s.Primary, Replicas: append([]uint64(nil), s.Replicas...), Partition: leaves[i].Name, MinInSync: t.MinInSync}
+	}
+	return out, nil
+}
+
+// checkPlaced checks shards placed for leaves: each covers its leaf, has the table's replica
+// count on distinct registered nodes, the primary first.
+func (c *catalogState) checkPlaced(t *pcspb.Table, leaves []catalog.Leaf, shards []*pcspb.Shard) error {
+	for i, s := range shards {
+		if !bytes.Equal(s.Start, leaves[i].Start) || !bytes.Equal(s.End, leaves[i].End) {
+			return fmt.Errorf("%w: shard %d does not cover leaf %s", ErrInvalid, i, leaves[i].Name)
+		}
+		if len(s.Replicas) != int(t.Replicas) || len(s.Replicas) == 0 || s.Primary != s.Replicas[0] {
+			return fmt.Errorf("%w: shard %d: %d replicas for replica count %d, primary first", ErrInvalid, i, len(s.Replicas), t.Replicas)
+		}
+		seen := map[uint64]bool{}
+		for _, n := range s.Replicas {
+			if _, ok := c.nodes[n]; !ok || seen[n] {
+				return fmt.Errorf("%w: shard %d: node %d unknown or listed twice", ErrInvalid, i, n)
+			}
+			seen[n] = true
+		}
+	}
+	return nil
+}
+
+// setReplicas changes the replica count of a table and of every table of its shard group (they
+// keep co-located replicas); the scheduler's replica checker adds or removes replicas.
+func (c *catalogState) setReplicas(t *pcspb.Table, n int) ([]*pcspb.Table, error) {
+	switch {
+	case n < 1 || n > MaxReplicas:
+		return nil, fmt.Errorf("%w: replica count %d (1..%d)", ErrInvalid, n, MaxReplicas)
+	case uint32(n) < t.MinInSync:
+		return nil, fmt.Errorf("%w: %q acknowledges a write once %d replicas hold it: it cannot have %d", ErrInvalid, t.Name, t.MinInSync, n)
+	}
+	group := []*tableEntry{c.tables[t.Id]}
+	if t.ShardGroup != "" {
+		group = group[:0]
+		for _, te := range c.tables {
+			if te.t.ShardGroup == t.ShardGroup {
+				if te.t.State != pcspb.TableState_TABLE_STATE_PUBLIC || uint32(n) < te.t.MinInSync {
+					return nil, fmt.Errorf("%w: table %q of shard group %q is %v with min-in-sync %d", ErrInvalid, te.t.Name, t.ShardGroup, te.t.State, te.t.MinInSync)
+				}
+				group = append(group, te)
+			}
+		}
+	}
+	var out []*pcspb.Table
+	for _, te := range group {
+		nt := proto.Clone(te.t).(*pcspb.Table)
+		nt.Replicas = uint32(n)
+		c.tables[nt.Id] = &tableEntry{t: nt, spec: te.spec, shards: te.shards}
+		out = append(out, nt)
+	}
+	return out, nil
+}
+
+// finishPartitionJob ends a table's partition job (see CmdFinishPartitionJob).
+func (c *catalogState) finishPartitionJob(cmd *pcspb.CmdFinishPartitionJob) (*pcspb.Table, error) {
+	te, ok := c.tables[cmd.TableId]
+	if !ok {
+		return nil, fmt.Errorf("%w: id %d", ErrTableNotFound, cmd.TableId)
+	}
+	if j := te.t.PartitionJob; j == nil || j.Id != cmd.JobId {
+		return nil, fmt.Errorf("%w: table %q has no partition job %d", ErrInvalid, te.t.Name, cmd.JobId)
+	}
+	nt := proto.Clone(te.t).(*pcspb.Table)
+	nt.PartitionJob = nil
+	c.tables[nt.Id] = &tableEntry{t: nt, spec: te.spec, shards: te.shards}
+	return nt, nil
+}

@@ -1,0 +1,219 @@
+package server
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/postdb/pcs/client"
+	"github.com/postdb/pcs/internal/cluster"
+	"github.com/postdb/pcs/keyenc"
+)
+
+// rangeTable is a RANGE table on an int64 column, sub-partitioned by HASH(2).
+func rangeTable(name string, bounds ...string) *pcspb.Table {
+	t := &pcspb.Table{Name: name, Replicas: 2, Columns: []*pcspb.ColumnDef{{Name: "ts", Type: "int64"}, {Name: "id", Type: "int64"}},
+		Partition: &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_RANGE, Columns: []string{"ts"},
+			Sub: &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_HASH, Columns: []string{"id"}, HashPartitions: 2}}}
+	for i, b := range bounds {
+		t.Partition.Ranges = append(t.Partition.Ranges, &pcspb.RangePartition{Name: "p" + string(rune('0'+i)), LessThan: []string{b}})
+	}
+	return t
+}
+
+func tsKey(ts, id int64) []byte {
+	k, _ := keyenc.Encode(nil, []keyenc.Column{{Type: keyenc.Int64}, {Type: keyenc.Int64}}, []keyenc.Value{keyenc.I64(ts), keyenc.I64(id)})
+	return k
+}
+
+// waitNoJob waits until the table has no partition job, and checks the catalog's invariants on
+// every member.
+func waitNoJob(t *testing.T, tc *testCluster, c *client.Client, table string) {
+	t.Helper()
+	waitFor(t, 20*time.Second, "the partition job of "+table+" to finish", func() bool {
+		tb, _, err := tc.primary().FSM().Table(table)
+		return err == nil && tb.PartitionJob == nil
+	})
+	tc.waitConverged(10 * time.Second)
+	for _, s := range tc.live() {
+		if err := s.FSM().CheckInvariants(); err != nil {
+			t.Fatalf("%s: %v", s.Name(), err)
+		}
+	}
+}
+
+// heldAnywhere reports whether any node holds the shard.
+func heldAnywhere(nodes []*testNode, id uint64) bool {
+	for _, n := range nodes {
+		if slices.Contains(n.HeldShards(), id) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestAlterPartitions: ADD, DROP and TRUNCATE PARTITION of a sub-partitioned RANGE table: rows
+// of the other partitions keep their shards; an added partition's replicas exist on their
+// nodes when its job ends; a dropped one's rows have no partition and its shards leave every
+// node, also one that was down during the drop; a truncated one gets new shards; refused
+// changes change nothing.
+func TestAlterPartitions(t *testing.T) {
+	tc := newTestCluster(t, 3, fastNodes)
+	c := tc.client()
+	ctx := ctxT(t, 90*time.Second)
+	nodes := tc.startNodes(3, 1)
+	if _, err := c.CreateTable(ctx, rangeTable("events", "10", "20")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "table public", func() bool {
+		st, ok := tableState(t, tc.primary(), "events")
+		return ok && st == pcspb.TableState_TABLE_STATE_PUBLIC
+	})
+	shardOf := func(ts, id int64) (*pcspb.Shard, error) {
+		r, err := c.GetShard(ctx, "events", tsKey(ts, id))
+		return r.GetShard(), err
+	}
+	before := map[int64]uint64{}
+	for _, ts := range []int64{-5, 5, 15} {
+		sh, err := shardOf(ts, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[ts] = sh.Id
+	}
+	if _, err := shardOf(25, 1); !errors.Is(err, client.ErrInvalidArgument) {
+		t.Fatalf("a row past the last bound: %v", err)
+	}
+
+	// ADD: the rows past the last bound have a partition; the others keep their shards.
+	tb, err := c.AlterPartitions(ctx, "events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddRange{AddRange: &pcspb.RangePartition{Name: "p2", LessThan: []string{"30"}}}})
+	if err != nil || tb.PartitionJob == nil || len(tb.PartitionJob.Creating) != 2 {
+		t.Fatalf("add partition: %v, %v", tb.GetPartitionJob(), err)
+	}
+	if _, err := c.AlterPartitions(ctx, "events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Drop{Drop: "p0"}}); !errors.Is(err, client.ErrAlterInProgress) {
+		t.Fatalf("a second change while the first runs: %v", err)
+	}
+	added := tb.PartitionJob.Creating
+	waitNoJob(t, tc, c, "events")
+	for _, id := range added {
+		sh, _, err := tc.primary().FSM().ShardByID(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range sh.Replicas {
+			if !slices.Contains(nodeByID(nodes, r).HeldShards(), id) {
+				t.Fatalf("added shard %d not on its replica %d after the job", id, r)
+			}
+		}
+	}
+	if sh, err := shardOf(25, 1); err != nil || !slices.Contains(added, sh.Id) || sh.Partition[:2] != "p2" {
+		t.Fatalf("a row of the new partition: %v, %v", sh, err)
+	}
+	for ts, id := range before {
+		if sh, err := shardOf(ts, 1); err != nil || sh.Id != id {
+			t.Fatalf("row ts=%d moved from shard %d to %v (%v)", ts, id, sh, err)
+		}
+	}
+
+	// DROP with a node down: the job ends without it (it is down), and it drops the shards
+	// when it returns.
+	down := nodes[2]
+	down.stop()
+	waitFor(t, 20*time.Second, "node down", func() bool { return tc.primary().live.State(down.id()) == cluster.Down })
+	p1, _ := shardOf(15, 1)
+	p1b, _ := shardOf(15, 2)
+	if _, err := c.AlterPartitions(ctx, "events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Drop{Drop: "p1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := shardOf(15, 1); !errors.Is(err, client.ErrInvalidArgument) {
+		t.Fatalf("a row of the dropped partition: %v", err)
+	}
+	waitNoJob(t, tc, c, "events")
+	down.start()
+	waitFor(t, 20*time.Second, "the dropped partition's shards gone from every node", func() bool {
+		return !heldAnywhere(nodes, p1.Id) && !heldAnywhere(nodes, p1b.Id)
+	})
+	if sh, err := shardOf(25, 1); err != nil || !slices.Contains(added, sh.Id) {
+		t.Fatalf("after the drop, a row of p2 moved: %v, %v", sh, err)
+	}
+
+	// TRUNCATE: new shards for p0, the old ones gone.
+	old0, _ := shardOf(5, 1)
+	tb, err = c.AlterPartitions(ctx, "events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Truncate{Truncate: "p0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sh, err := shardOf(5, 1); err != nil || sh.Id == old0.Id || !slices.Contains(tb.PartitionJob.Creating, sh.Id) {
+		t.Fatalf("after truncate, row of p0 in %v (%v), was %d", sh, err, old0.Id)
+	}
+	waitNoJob(t, tc, c, "events")
+	waitFor(t, 20*time.Second, "the truncated shards gone", func() bool { return !heldAnywhere(nodes, old0.Id) })
+
+	// A dropped partition's name may be used again, for a new range.
+	if _, err := c.AlterPartitions(ctx, "events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddRange{AddRange: &pcspb.RangePartition{Name: "p1", LessThan: []string{"40"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitNoJob(t, tc, c, "events")
+	if sh, err := shardOf(35, 1); err != nil || sh.Partition[:2] != "p1" {
+		t.Fatalf("row of the new p1: %v %v", sh, err)
+	}
+
+	// Refused changes change nothing.
+	if _, err := c.CreateTable(ctx, &pcspb.Table{Name: "h", Replicas: 2, Columns: []*pcspb.ColumnDef{{Name: "k", Type: "int64"}},
+		Partition: &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_HASH, Columns: []string{"k"}, HashPartitions: 4}}); err != nil {
+		t.Fatal(err)
+	}
+	withMax := rangeTable("m", "10", "MAXVALUE")
+	if _, err := c.CreateTable(ctx, withMax); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "tables public", func() bool {
+		a, _ := tableState(t, tc.primary(), "h")
+		b, _ := tableState(t, tc.primary(), "m")
+		return a == pcspb.TableState_TABLE_STATE_PUBLIC && b == pcspb.TableState_TABLE_STATE_PUBLIC
+	})
+	catalogBefore := tc.primary().FSM().Tables()
+	for name, tcase := range map[string]struct {
+		table string
+		alter *pcspb.PartitionAlter
+		want  error
+	}{
+		"unknown table":      {"nope", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Drop{Drop: "p0"}}, client.ErrNotFound},
+		"unknown partition":  {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Drop{Drop: "zz"}}, client.ErrInvalidArgument},
+		"dropped partition":  {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Truncate{Truncate: "p2x"}}, client.ErrInvalidArgument},
+		"bound not above":    {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddRange{AddRange: &pcspb.RangePartition{Name: "q", LessThan: []string{"25"}}}}, client.ErrInvalidArgument},
+		"duplicate name":     {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddRange{AddRange: &pcspb.RangePartition{Name: "p2", LessThan: []string{"90"}}}}, client.ErrInvalidArgument},
+		"bad bound":          {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddRange{AddRange: &pcspb.RangePartition{Name: "q", LessThan: []string{"x"}}}}, client.ErrInvalidArgument},
+		"list on range":      {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddList{AddList: &pcspb.ListPartition{Name: "q", Values: []*pcspb.ValueTuple{{Values: []string{"1"}}}}}}, client.ErrInvalidArgument},
+		"hash table":         {"h", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Drop{Drop: "h0"}}, client.ErrInvalidArgument},
+		"after MAXVALUE":     {"m", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddRange{AddRange: &pcspb.RangePartition{Name: "q", LessThan: []string{"99"}}}}, client.ErrInvalidArgument},
+		"no change":          {"events", &pcspb.PartitionAlter{}, client.ErrInvalidArgument},
+		"replicas 0":         {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_SetReplicas{SetReplicas: 0}}, client.ErrInvalidArgument},
+		"replicas 10":        {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_SetReplicas{SetReplicas: 10}}, client.ErrInvalidArgument},
+		"below min-in-sync":  {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_SetReplicas{SetReplicas: 1}}, client.ErrInvalidArgument},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := c.AlterPartitions(ctx, tcase.table, tcase.alter); !errors.Is(err, tcase.want) {
+				t.Fatalf("got %v, want %v", err, tcase.want)
+			}
+		})
+	}
+	for i, tb := range tc.primary().FSM().Tables() {
+		if !proto.Equal(tb, catalogBefore[i]) {
+			t.Fatalf("a refused change changed table %q", tb.Name)
+		}
+	}
+}
+
+func nodeByID(nodes []*testNode, id uint64) *testNode {
+	for _, n := range nodes {
+		if n.id() == id {
+			return n
+		}
+	}
+	return nil
+}

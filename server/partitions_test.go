@@ -182,19 +182,19 @@ func TestAlterPartitions(t *testing.T) {
 		alter *pcspb.PartitionAlter
 		want  error
 	}{
-		"unknown table":      {"nope", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Drop{Drop: "p0"}}, client.ErrNotFound},
-		"unknown partition":  {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Drop{Drop: "zz"}}, client.ErrInvalidArgument},
-		"dropped partition":  {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Truncate{Truncate: "p2x"}}, client.ErrInvalidArgument},
-		"bound not above":    {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddRange{AddRange: &pcspb.RangePartition{Name: "q", LessThan: []string{"25"}}}}, client.ErrInvalidArgument},
-		"duplicate name":     {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddRange{AddRange: &pcspb.RangePartition{Name: "p2", LessThan: []string{"90"}}}}, client.ErrInvalidArgument},
-		"bad bound":          {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddRange{AddRange: &pcspb.RangePartition{Name: "q", LessThan: []string{"x"}}}}, client.ErrInvalidArgument},
-		"list on range":      {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddList{AddList: &pcspb.ListPartition{Name: "q", Values: []*pcspb.ValueTuple{{Values: []string{"1"}}}}}}, client.ErrInvalidArgument},
-		"hash table":         {"h", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Drop{Drop: "h0"}}, client.ErrInvalidArgument},
-		"after MAXVALUE":     {"m", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddRange{AddRange: &pcspb.RangePartition{Name: "q", LessThan: []string{"99"}}}}, client.ErrInvalidArgument},
-		"no change":          {"events", &pcspb.PartitionAlter{}, client.ErrInvalidArgument},
-		"replicas 0":         {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_SetReplicas{SetReplicas: 0}}, client.ErrInvalidArgument},
-		"replicas 10":        {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_SetReplicas{SetReplicas: 10}}, client.ErrInvalidArgument},
-		"below min-in-sync":  {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_SetReplicas{SetReplicas: 1}}, client.ErrInvalidArgument},
+		"unknown table":     {"nope", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Drop{Drop: "p0"}}, client.ErrNotFound},
+		"unknown partition": {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Drop{Drop: "zz"}}, client.ErrInvalidArgument},
+		"dropped partition": {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Truncate{Truncate: "p2x"}}, client.ErrInvalidArgument},
+		"bound not above":   {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddRange{AddRange: &pcspb.RangePartition{Name: "q", LessThan: []string{"25"}}}}, client.ErrInvalidArgument},
+		"duplicate name":    {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddRange{AddRange: &pcspb.RangePartition{Name: "p2", LessThan: []string{"90"}}}}, client.ErrInvalidArgument},
+		"bad bound":         {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddRange{AddRange: &pcspb.RangePartition{Name: "q", LessThan: []string{"x"}}}}, client.ErrInvalidArgument},
+		"list on range":     {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddList{AddList: &pcspb.ListPartition{Name: "q", Values: []*pcspb.ValueTuple{{Values: []string{"1"}}}}}}, client.ErrInvalidArgument},
+		"hash table":        {"h", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Drop{Drop: "h0"}}, client.ErrInvalidArgument},
+		"after MAXVALUE":    {"m", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddRange{AddRange: &pcspb.RangePartition{Name: "q", LessThan: []string{"99"}}}}, client.ErrInvalidArgument},
+		"no change":         {"events", &pcspb.PartitionAlter{}, client.ErrInvalidArgument},
+		"replicas 0":        {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_SetReplicas{SetReplicas: 0}}, client.ErrInvalidArgument},
+		"replicas 10":       {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_SetReplicas{SetReplicas: 10}}, client.ErrInvalidArgument},
+		"below min-in-sync": {"events", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_SetReplicas{SetReplicas: 1}}, client.ErrInvalidArgument},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := c.AlterPartitions(ctx, tcase.table, tcase.alter); !errors.Is(err, tcase.want) {

@@ -171,8 +171,11 @@ func (c *Client) watchCatalog() {
 				if tr := c.routes.tables[name]; tr != nil {
 					t := &pcspb.Table{}
 					if ev.Type == pcspb.EventType_EVENT_TYPE_PUT && proto.Unmarshal(ev.Kv.Value, t) == nil && t.Id == tr.table.Id &&
-						t.SchemaVersion == tr.table.SchemaVersion && proto.Equal(t.Partition, tr.table.Partition) {
-						// State change only (creating → public): the routes still hold.
+						t.SchemaVersion == tr.table.SchemaVersion && proto.Equal(t.Partition, tr.table.Partition) &&
+						t.GetPartitionJob().GetId() == tr.table.GetPartitionJob().GetId() {
+						// State change only (creating → public): the routes still hold. A new
+						// partition job (TRUNCATE replaces shards without changing the spec)
+						// drops them.
 						tr.table = t
 						continue
 					}

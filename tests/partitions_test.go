@@ -1,0 +1,167 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/client"
+)
+
+// partitionJobDone reports whether table has no partition job, as the primary says.
+func partitionJobDone(ctx context.Context, c *client.Client, table string) bool {
+	tr, err := c.GetTable(ctx, table)
+	return err == nil && tr.Table.PartitionJob == nil
+}
+
+// goneFromNodes reports whether no data node serves shard sh any more (each says it has no
+// replica of it).
+func goneFromNodes(ctx context.Context, t *testing.T, nodes []*nodeProc, sh *pcspb.Shard) bool {
+	for _, n := range nodes {
+		cc, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err = pcspb.NewKVClient(cc).Get(actx, &pcspb.KVGetRequest{Header: &pcspb.KVHeader{ShardId: sh.Id, Epoch: sh.Epoch}, Key: sh.Start})
+		cancel()
+		cc.Close()
+		if !errors.Is(client.MapKVError(err), client.ErrShardNotFound) {
+			return false
+		}
+	}
+	return true
+}
+
+// TestPartitionsUnderWrites: real pcs (three members) and pcsnode processes. While clients write
+// rows into a RANGE table, pcsctl adds a partition, drops one (with a data node down, which
+// returns afterwards) and truncates one; the PCS primary is killed right after each change is
+// accepted. Every acknowledged row of the surviving partitions reads back; the dropped
+// partition's rows have no partition and its shards are gone from every node, also the one
+// that was down; the truncated partition is empty and takes new rows.
+func TestPartitionsUnderWrites(t *testing.T) {
+	pc := startCluster(t, 3, "--node-warmup", "300ms")
+	c := pc.client()
+	pc.primary(c)
+	pc.waitVersion(c)
+	nodes := startNodeProcs(t, pc, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	waitFor(t, 20*time.Second, "four data nodes up", func() bool { return upNodes(ctx, c) == len(nodes) })
+	ep := "--endpoints=" + strings.Join(pc.endpoints(), ",")
+	pcsctl := func(args ...string) string {
+		t.Helper()
+		code, out := run(t, 60*time.Second, "pcsctl", append([]string{ep}, args...)...)
+		if code != 0 {
+			t.Fatalf("pcsctl %v: %s", args, out)
+		}
+		return out
+	}
+	spec := filepath.Join(t.TempDir(), "events.yaml")
+	os.WriteFile(spec, []byte(`name: events
+replicas: 3
+columns: [{name: id, type: int64}]
+partition:
+  strategy: PARTITION_STRATEGY_RANGE
+  columns: [id]
+  ranges:
+    - {name: p0, lessThan: ["1000"]}
+    - {name: p1, lessThan: ["2000"]}
+    - {name: p2, lessThan: ["3000"]}
+`), 0o644)
+	pcsctl("table", "create", "-f", spec)
+	waitFor(t, 30*time.Second, "table public", func() bool {
+		tr, err := c.GetTable(ctx, "events")
+		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
+	})
+	kv := c.KV("events")
+	killPrimary := func() {
+		t.Helper()
+		p := pc.primary(c)
+		p.kill()
+		p.start()
+	}
+	// p0 takes rows 0, -1, -2, ... for the whole test; p1 and p2 take 1000 rows each first.
+	w0 := startWriters(ctx, kv, 4, func(i int) []byte { return int64Key(-i) })
+	fill := func(base int) *writers {
+		w := startWriters(ctx, kv, 4, func(i int) []byte { return int64Key(base + i%1000) })
+		waitFor(t, 60*time.Second, fmt.Sprintf("rows of partition at %d", base), func() bool { w.check(t); return w.count.Load() >= 300 })
+		w.stop.Store(true)
+		w.wg.Wait()
+		w.check(t)
+		return w
+	}
+	w1, w2 := fill(1000), fill(2000)
+
+	// ADD p3, then a PCS primary kill: the job finishes under the next primary, and p3 takes rows.
+	if _, _, err := kv.Get(ctx, int64Key(3500)); !errors.Is(err, client.ErrInvalidArgument) {
+		t.Fatalf("a row past the last bound before ADD: %v", err)
+	}
+	pcsctl("table", "alter", "events", "add-partition", "p3", "--less-than", "1000000000")
+	killPrimary()
+	waitFor(t, 60*time.Second, "add-partition job done", func() bool { return partitionJobDone(ctx, c, "events") })
+	w3 := startWriters(ctx, kv, 2, func(i int) []byte { return int64Key(3000 + i) })
+
+	// DROP p1 with a data node down, then a PCS primary kill; the node returns afterwards.
+	shardsOf := func(lo, hi int) []*pcspb.Shard {
+		t.Helper()
+		var out []*pcspb.Shard
+		for _, k := range []int{lo, hi} {
+			r, err := c.GetShard(ctx, "events", int64Key(k))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, r.Shard)
+		}
+		return out
+	}
+	p1 := shardsOf(1000, 1999)
+	nodes[3].kill()
+	waitFor(t, 30*time.Second, "node down", func() bool { return upNodes(ctx, c) == 3 })
+	pcsctl("table", "alter", "events", "drop-partition", "p1")
+	killPrimary()
+	waitFor(t, 60*time.Second, "drop-partition job done", func() bool { return partitionJobDone(ctx, c, "events") })
+	nodes[3].start()
+	waitFor(t, 60*time.Second, "the dropped partition's shards gone from every node", func() bool {
+		return goneFromNodes(ctx, t, nodes, p1[0]) && goneFromNodes(ctx, t, nodes, p1[1])
+	})
+	if _, _, err := kv.Get(ctx, int64Key(1500)); !errors.Is(err, client.ErrInvalidArgument) {
+		t.Fatalf("a row of the dropped partition: %v", err)
+	}
+
+	// TRUNCATE p2, then a PCS primary kill: its rows are gone, it takes new ones.
+	p2 := shardsOf(2000, 2999)
+	pcsctl("table", "alter", "events", "truncate-partition", "p2")
+	killPrimary()
+	waitFor(t, 60*time.Second, "truncate-partition job done", func() bool { return partitionJobDone(ctx, c, "events") })
+	waitFor(t, 60*time.Second, "the truncated shards gone from every node", func() bool {
+		return goneFromNodes(ctx, t, nodes, p2[0]) && goneFromNodes(ctx, t, nodes, p2[1])
+	})
+	for i := range w2.acked {
+		if _, found, err := kv.Get(ctx, int64Key(2000+i%1000)); err != nil || found {
+			t.Fatalf("row %d of the truncated partition: found %v, %v", 2000+i%1000, found, err)
+		}
+	}
+	if err := kv.Put(ctx, int64Key(2500), []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, err := kv.Get(ctx, int64Key(2500)); err != nil || string(v) != "new" {
+		t.Fatalf("a new row of the truncated partition: %q %v", v, err)
+	}
+	_ = w1
+
+	n0, n3 := w0.stopAndVerify(ctx, t), w3.stopAndVerify(ctx, t)
+	t.Logf("%d rows of p0 and %d of the added p3 read back after add, drop and truncate with three PCS primary kills", n0, n3)
+	if out := pcsctl("job", "list"); strings.Contains(out, "partition") {
+		t.Fatalf("jobs left: %s", out)
+	}
+}

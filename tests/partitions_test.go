@@ -165,3 +165,46 @@ partition:
 		t.Fatalf("jobs left: %s", out)
 	}
 }
+
+// TestSetReplicasUnderWrites: real processes; while clients write, pcsctl sets a table's replica
+// count from 3 to 5 and back to 3. The scheduler adds and removes replicas through its
+// operators; every shard ends at the count on distinct nodes, and every acknowledged row reads
+// back.
+func TestSetReplicasUnderWrites(t *testing.T) {
+	sc := startSchedCluster(t, 5, 4*time.Minute)
+	sc.pc.waitVersion(sc.c)
+	sc.createTable("sr", "--hash-partitions", "4", "--replicas", "3")
+	w := startWriters(sc.ctx, sc.c.KV("sr"), 4, int64Key)
+	at := func(n int) func() bool {
+		return func() bool {
+			w.check(t)
+			resp, err := sc.c.ScanShards(sc.ctx, "sr", nil, nil)
+			if err != nil || len(resp.Shards) == 0 {
+				return false
+			}
+			for _, sh := range resp.Shards {
+				distinct := map[uint64]bool{}
+				for _, r := range sh.Replicas {
+					distinct[r] = true
+				}
+				if len(sh.Replicas) != n || len(distinct) != n || len(sh.Learners) != 0 {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	for _, n := range []int{5, 3} {
+		if code, out := sc.pcsctl("table", "alter", "sr", "set-replicas", fmt.Sprint(n)); code != 0 {
+			t.Fatalf("set-replicas %d: %s", n, out)
+		}
+		waitFor(t, 90*time.Second, fmt.Sprintf("every shard at %d replicas", n), at(n))
+		if code, out := sc.pcsctl("job", "list"); code != 0 || strings.Contains(out, "replicas") {
+			t.Fatalf("job list after set-replicas %d: %s", n, out)
+		}
+	}
+	if code, out := sc.pcsctl("table", "alter", "sr", "set-replicas", "1"); code != 1 || !strings.Contains(out, "min-in-sync") && !strings.Contains(out, "acknowledges") {
+		t.Fatalf("set-replicas below min-in-sync: exit %d %s", code, out)
+	}
+	t.Logf("%d acknowledged rows read back after 3 → 5 → 3 replicas", w.stopAndVerify(sc.ctx, t))
+}

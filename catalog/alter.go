@@ -3,32 +3,64 @@ package catalog
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
 )
 
-// Alter returns the partition spec after one change (ADD, DROP or TRUNCATE PARTITION; a
-// truncate leaves the spec as it is) and the name of the partition it touches. It never
+// Alter returns the partition spec after one change (ADD, DROP or TRUNCATE PARTITION, or the
+// intervals a cover_key needs; a truncate leaves the spec as it is) and the names of the
+// partitions it touches (none: a cover_key already covered). It never
 // changes the routing of a row that has a partition before and after: an added partition
 // takes only rows that had none, and a dropped one keeps its place, so the routing keys of
 // every other partition stay where they are. It does not modify spec.
-func Alter(schema *Schema, spec *pcspb.PartitionSpec, alter *pcspb.PartitionAlter) (*pcspb.PartitionSpec, string, error) {
+//
+// now is the clock of a cover_key (the intervals past the retention are not made): the
+// proposer's, recorded in the command, so that every member computes the same.
+func Alter(schema *Schema, spec *pcspb.PartitionSpec, alter *pcspb.PartitionAlter, now time.Time) (*pcspb.PartitionSpec, []string, error) {
 	if spec == nil || spec.Strategy == pcspb.PartitionStrategy_PARTITION_STRATEGY_NONE {
-		return nil, "", invalid("the table is not partitioned")
+		return nil, nil, invalid("the table is not partitioned")
 	}
 	out := proto.Clone(spec).(*pcspb.PartitionSpec)
 	var name string
 	switch op := alter.GetOp().(type) {
+	case *pcspb.PartitionAlter_CoverKey:
+		cur, err := Compile(schema, spec)
+		if err != nil {
+			return nil, nil, err
+		}
+		v, err := cur.IntervalValue(op.CoverKey)
+		if err != nil {
+			return nil, nil, invalid("cover key: %v", err)
+		}
+		add, err := cur.IntervalsFor(v, now)
+		if err != nil || len(add) == 0 {
+			return spec, nil, err
+		}
+		var names []string
+		for _, rp := range add {
+			out.Ranges = append(out.Ranges, rp)
+			if !rp.Dropped {
+				names = append(names, rp.Name)
+			}
+		}
+		if len(names) == 0 {
+			return spec, nil, invalid("the row is past the retention")
+		}
+		if _, err := Compile(schema, out); err != nil {
+			return nil, nil, err
+		}
+		return out, names, nil
 	case *pcspb.PartitionAlter_AddRange:
 		if spec.Strategy != pcspb.PartitionStrategy_PARTITION_STRATEGY_RANGE {
-			return nil, "", invalid("ADD PARTITION with a bound needs a RANGE table; this one is %s", strategyName(spec.Strategy))
+			return nil, nil, invalid("ADD PARTITION with a bound needs a RANGE table; this one is %s", strategyName(spec.Strategy))
 		}
 		rp := proto.Clone(op.AddRange).(*pcspb.RangePartition)
 		rp.Dropped = false
 		if last := spec.Ranges[len(spec.Ranges)-1]; allMax(last.LessThan) && !last.Dropped {
-			return nil, "", invalid("the last partition %q is bounded by MAXVALUE: a new partition would take rows it holds (split it instead)", last.Name)
+			return nil, nil, invalid("the last partition %q is bounded by MAXVALUE: a new partition would take rows it holds (split it instead)", last.Name)
 		}
 		if rp.Name == "" {
 			rp.Name = fmt.Sprintf("p%d", len(out.Ranges))
@@ -37,16 +69,16 @@ func Alter(schema *Schema, spec *pcspb.PartitionSpec, alter *pcspb.PartitionAlte
 		name = rp.Name
 	case *pcspb.PartitionAlter_AddList:
 		if spec.Strategy != pcspb.PartitionStrategy_PARTITION_STRATEGY_LIST {
-			return nil, "", invalid("ADD PARTITION with values needs a LIST table; this one is %s", strategyName(spec.Strategy))
+			return nil, nil, invalid("ADD PARTITION with values needs a LIST table; this one is %s", strategyName(spec.Strategy))
 		}
 		lp := proto.Clone(op.AddList).(*pcspb.ListPartition)
 		lp.Dropped = false
 		if lp.Default {
-			return nil, "", invalid("a DEFAULT partition cannot be added: it would take rows of no partition only if none were written, which PCS cannot know")
+			return nil, nil, invalid("a DEFAULT partition cannot be added: it would take rows of no partition only if none were written, which PCS cannot know")
 		}
 		for _, p := range spec.Lists {
 			if p.Default && !p.Dropped {
-				return nil, "", invalid("partition %q is DEFAULT: the new partition's values would move rows it holds (split it instead)", p.Name)
+				return nil, nil, invalid("partition %q is DEFAULT: the new partition's values would move rows it holds (split it instead)", p.Name)
 			}
 		}
 		if lp.Name == "" {
@@ -61,7 +93,7 @@ func Alter(schema *Schema, spec *pcspb.PartitionSpec, alter *pcspb.PartitionAlte
 		}
 		i, err := livePartition(out, name)
 		if err != nil {
-			return nil, "", err
+			return nil, nil, err
 		}
 		if alter.GetDrop() != "" {
 			switch spec.Strategy {
@@ -72,16 +104,16 @@ func Alter(schema *Schema, spec *pcspb.PartitionSpec, alter *pcspb.PartitionAlte
 			}
 		}
 	default:
-		return nil, "", invalid("no partition change")
+		return nil, nil, invalid("no partition change")
 	}
 	compiled, err := Compile(schema, out)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	if _, err := compiled.PartitionLeaves(name); err != nil && alter.GetDrop() == "" {
-		return nil, "", err
+		return nil, nil, err
 	}
-	return out, name, nil
+	return out, []string{name}, nil
 }
 
 // livePartition finds a top-level partition of a RANGE or LIST spec by name.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/keyenc"
@@ -93,12 +94,16 @@ func FuzzAlter(f *testing.F) {
 					alter = &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Truncate{Truncate: pick}}
 				}
 			}
-			next, touched, err := Alter(schema, spec, alter)
+			next, touchedNames, err := Alter(schema, spec, alter, time.Unix(0, 0))
 			if err != nil {
 				if !errors.Is(err, ErrInvalidSpec) {
 					t.Fatalf("error %v is not ErrInvalidSpec", err)
 				}
 				continue
+			}
+			touched := ""
+			if len(touchedNames) > 0 {
+				touched = touchedNames[0]
 			}
 			after, err := Compile(schema, next)
 			if err != nil {

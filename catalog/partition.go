@@ -123,6 +123,7 @@ type level struct {
 	deflt    int              // LIST: default partition, or -1
 	buckets  int              // HASH: number of partitions
 	dropped  []bool           // RANGE, LIST: dropped partitions (they keep their place, own no rows)
+	interval *interval        // RANGE: automatic partitions, one per interval (top level only)
 }
 
 func (l *level) count() int {
@@ -238,7 +239,13 @@ func compileLevel(schema *Schema, spec *pcspb.PartitionSpec, where string) (*lev
 			}
 			l.bounds = append(l.bounds, bound)
 		}
+		if err := compileInterval(l, spec, where); err != nil {
+			return nil, err
+		}
 	case pcspb.PartitionStrategy_PARTITION_STRATEGY_LIST:
+		if spec.Interval != "" || spec.Retention != "" {
+			return nil, invalid("%s: an interval needs a RANGE partition", where)
+		}
 		if len(spec.Lists) == 0 || len(spec.Ranges) > 0 || spec.HashPartitions > 0 {
 			return nil, invalid("%s: LIST needs list partitions and nothing else", where)
 		}
@@ -282,7 +289,7 @@ func compileLevel(schema *Schema, spec *pcspb.PartitionSpec, where string) (*lev
 			}
 		}
 	case pcspb.PartitionStrategy_PARTITION_STRATEGY_HASH:
-		if len(spec.Ranges) > 0 || len(spec.Lists) > 0 {
+		if len(spec.Ranges) > 0 || len(spec.Lists) > 0 || spec.Interval != "" || spec.Retention != "" {
 			return nil, invalid("%s: HASH takes only a partition count", where)
 		}
 		if spec.HashPartitions < 1 || spec.HashPartitions > MaxHashBuckets {
@@ -398,6 +405,9 @@ func (l *level) partitionOf(vals []keyenc.Value) (int, error) {
 			} else {
 				lo = m + 1
 			}
+		}
+		if lo == len(l.bounds) && l.interval != nil {
+			return 0, ErrIntervalMissing
 		}
 		if lo == len(l.bounds) || l.dropped[lo] {
 			return 0, ErrNoPartition

@@ -104,6 +104,13 @@ func (c *Client) route(ctx context.Context, table string, key []byte) (*pcspb.Sh
 	return resp.Shard, rk, nil
 }
 
+// invalidateTable forgets a table's cached spec and routes.
+func (c *Client) invalidateTable(table string) {
+	c.routes.mu.Lock()
+	defer c.routes.mu.Unlock()
+	delete(c.routes.tables, table)
+}
+
 // InvalidateShard drops a cached shard (the node said its epoch or primary is stale).
 func (c *Client) InvalidateShard(table string, s *pcspb.Shard) {
 	c.routes.mu.Lock()

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/catalog"
 )
 
 // Errors of the data-node key-value service, mapped from its status details.
@@ -164,8 +165,13 @@ func (t *TableKV) onShard(ctx context.Context, key []byte, write bool, call func
 	backoff := c.opts.BackoffBase
 	limit := newAttemptLimit(c.attemptTimeout())
 	var last error
+	again := false     // retry at once: the routes were just refreshed
+	refreshed := false // the table's routes were looked up again after "no partition"
+	covered := false   // PCS was asked to add the row's interval
 	for attempt := 0; attempt < c.opts.MaxAttempts; attempt++ {
-		if attempt > 0 {
+		if again {
+			again = false
+		} else if attempt > 0 {
 			select {
 			case <-ctx.Done():
 				return unknown(errors.Join(ctx.Err(), last))
@@ -177,6 +183,25 @@ func (t *TableKV) onShard(ctx context.Context, key []byte, write bool, call func
 			return unknown(last)
 		}
 		sh, rk, err := c.route(ctx, t.table, key)
+		if errors.Is(err, catalog.ErrNoPartition) {
+			// No partition holds the row, as the cached spec says. An interval table makes one
+			// on demand for a write (idempotent: many writers may ask at once); otherwise the
+			// spec is looked up again once, in case a partition was added since.
+			switch {
+			case write && !covered && errors.Is(err, catalog.ErrIntervalMissing):
+				covered = true
+				if _, cerr := c.AlterPartitions(ctx, t.table, &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_CoverKey{CoverKey: key}}); cerr != nil {
+					return unknown(fmt.Errorf("adding the row's interval: %w", cerr))
+				}
+			case !refreshed:
+				refreshed = true
+			default:
+				return unknown(err)
+			}
+			c.invalidateTable(t.table)
+			again, last = true, err
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return unknown(err)
@@ -239,6 +264,9 @@ func (t *TableKV) Get(ctx context.Context, key []byte) (value []byte, found bool
 		}
 		return err
 	})
+	if errors.Is(err, catalog.ErrIntervalMissing) {
+		return nil, false, nil // no partition for its interval yet: the row does not exist
+	}
 	return value, found, err
 }
 

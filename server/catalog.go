@@ -150,9 +150,11 @@ func (v *service) CreateTable(ctx context.Context, req *pcspb.CreateTableRequest
 	if t == nil {
 		return nil, toStatus(fmt.Errorf("%w: no table", ErrInvalid))
 	}
-	if t.Replicas == 0 {
+	p := t.GetPartition()
+	firstInterval := p.GetInterval() != "" && p.Strategy == pcspb.PartitionStrategy_PARTITION_STRATEGY_RANGE && len(p.Ranges) == 0
+	if t.Replicas == 0 || firstInterval {
 		// The cluster's default-replicas, as the primary knows it (a follower may not have
-		// applied the latest setting yet).
+		// applied the latest setting yet), and the first interval by the primary's clock.
 		cli, err := v.s.route(ctx, false)
 		if err != nil {
 			return nil, toStatus(err)
@@ -161,7 +163,20 @@ func (v *service) CreateTable(ctx context.Context, req *pcspb.CreateTableRequest
 			return cli.CreateTable(ctx, req)
 		}
 		t = proto.Clone(t).(*pcspb.Table)
-		t.Replicas = uint32(v.s.scheduleConfig().DefaultReplicas)
+		if t.Replicas == 0 {
+			t.Replicas = uint32(v.s.scheduleConfig().DefaultReplicas)
+		}
+		if firstInterval {
+			schema, err := catalog.CompileSchema(t.Columns)
+			if err != nil {
+				return nil, toStatus(fmt.Errorf("%w: %w", ErrInvalid, err))
+			}
+			first, err := catalog.FirstInterval(schema, t.Partition, time.Now())
+			if err != nil {
+				return nil, toStatus(fmt.Errorf("%w: %w", ErrInvalid, err))
+			}
+			t.Partition.Ranges = []*pcspb.RangePartition{first}
+		}
 	}
 	spec, err := compileForCreate(t)
 	if err != nil {

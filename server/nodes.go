@@ -169,6 +169,7 @@ func (c fsmCatalog) TableShards(id uint64) []*pcspb.Shard { return c.f.TableShar
 func (s *Server) ddlLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.DDLInterval)
 	defer t.Stop()
+	var lastIntervals time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -177,6 +178,10 @@ func (s *Server) ddlLoop(ctx context.Context) {
 		}
 		if !s.live.WarmedUp() {
 			continue // failover during the warm-up is the coordinator's (scheduleLoop)
+		}
+		if now := time.Now(); now.Sub(lastIntervals) >= time.Second {
+			lastIntervals = now
+			s.maintainIntervals(ctx, now)
 		}
 		step := ddl.Next(fsmCatalog{s.fsm}, s.live)
 		for n, shards := range ddl.Missing(fsmCatalog{s.fsm}, s.live) {

@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/catalog"
@@ -29,14 +31,12 @@ func (v *service) AlterPartitions(ctx context.Context, req *pcspb.AlterPartition
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	cmd := &pcspb.CmdAlterPartitions{TableId: t.Id, Alter: req.Alter}
-	switch req.Alter.Op.(type) {
-	case *pcspb.PartitionAlter_AddRange, *pcspb.PartitionAlter_AddList, *pcspb.PartitionAlter_Truncate:
-		if cmd.Shards, err = v.s.placePartition(ctx, t, req.Alter); err != nil {
-			return nil, toStatus(err)
-		}
+	if _, ok := req.Alter.Op.(*pcspb.PartitionAlter_CoverKey); ok {
+		err = v.s.coverKey(ctx, t, req.Alter)
+	} else {
+		err = v.s.alterPartitions(ctx, t, req.Alter, v.s.applyRequest)
 	}
-	if _, err := v.s.applyRequest(ctx, &pcspb.Command{Op: &pcspb.Command_AlterPartitions{AlterPartitions: cmd}}); err != nil {
+	if err != nil {
 		return nil, toStatus(err)
 	}
 	if t, _, err = v.s.fsm.Table(req.Name); err != nil {
@@ -44,6 +44,35 @@ func (v *service) AlterPartitions(ctx context.Context, req *pcspb.AlterPartition
 	}
 	v.s.log.Info("table partitions changed", "table", t.Name, "change", req.Alter.String())
 	return &pcspb.AlterPartitionsResponse{Table: t}, nil
+}
+
+// alterPartitions places the shards a change creates and applies it with apply.
+func (s *Server) alterPartitions(ctx context.Context, t *pcspb.Table, alter *pcspb.PartitionAlter, apply func(context.Context, *pcspb.Command) (*meta.Result, error)) error {
+	cmd := &pcspb.CmdAlterPartitions{TableId: t.Id, Alter: alter}
+	switch alter.Op.(type) {
+	case *pcspb.PartitionAlter_AddRange, *pcspb.PartitionAlter_AddList, *pcspb.PartitionAlter_Truncate, *pcspb.PartitionAlter_CoverKey:
+		var err error
+		if cmd.Shards, err = s.placePartition(ctx, t, alter); err != nil {
+			return err
+		}
+	}
+	_, err := apply(ctx, &pcspb.Command{Op: &pcspb.Command_AlterPartitions{AlterPartitions: cmd}})
+	return err
+}
+
+// coverKey makes sure a partition holds a row of an interval table. It is idempotent (the state
+// machine adds nothing for a key already covered), so it needs no request id; when another
+// cover changed the partitions between placing and applying, it places again.
+func (s *Server) coverKey(ctx context.Context, t *pcspb.Table, alter *pcspb.PartitionAlter) error {
+	for attempt := 0; ; attempt++ {
+		err := s.alterPartitions(ctx, t, alter, s.apply)
+		if !errors.Is(err, meta.ErrStaleEpoch) || attempt == 5 {
+			return err
+		}
+		if t, _, err = s.fsm.Table(t.Name); err != nil {
+			return err
+		}
+	}
 }
 
 // placePartition places the shards of the partition an ADD creates or a TRUNCATE replaces, by
@@ -54,15 +83,18 @@ func (s *Server) placePartition(ctx context.Context, t *pcspb.Table, alter *pcsp
 	if err != nil {
 		return nil, err
 	}
-	spec, name, err := catalog.Alter(schema, t.Partition, alter)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %q: %w", meta.ErrInvalid, t.Name, err)
+	spec, names, err := catalog.Alter(schema, t.Partition, alter, time.UnixMilli(s.clk.WallMs()))
+	if err != nil || len(names) == 0 {
+		if err != nil {
+			err = fmt.Errorf("%w: %q: %w", meta.ErrInvalid, t.Name, err)
+		}
+		return nil, err
 	}
 	compiled, err := catalog.Compile(schema, spec)
 	if err != nil {
 		return nil, err
 	}
-	leaves, err := compiled.PartitionLeaves(name)
+	leaves, err := meta.PartitionsLeaves(compiled, names)
 	if err != nil {
 		return nil, err
 	}
@@ -79,4 +111,57 @@ func (s *Server) placePartition(ctx context.Context, t *pcspb.Table, alter *pcsp
 		out[i] = &pcspb.Shard{Start: l.Start, End: l.End, Primary: plan[i][0], Replicas: plan[i]}
 	}
 	return out, nil
+}
+
+// maintainIntervals keeps the interval tables' partitions: those with a timestamp column get
+// the intervals up to interval-create-ahead past now made ahead of their rows, and the oldest
+// partition past the retention dropped (one drop at a time: a drop is a job of its own). It
+// runs on the primary, by its clock; every change is idempotent or checked by the state
+// machine, so a new primary simply carries on.
+func (s *Server) maintainIntervals(ctx context.Context, now time.Time) {
+	ahead := int64(s.scheduleConfig().IntervalCreateAhead)
+	for _, t := range s.fsm.Tables() {
+		if t.State != pcspb.TableState_TABLE_STATE_PUBLIC || t.Partition.GetInterval() == "" {
+			continue
+		}
+		spec, err := compileForCreate(t)
+		if err != nil {
+			continue
+		}
+		width, _, _ := spec.Interval()
+		if job := t.PartitionJob; job == nil || job.Kind == "add partition" {
+			if c, ok := s.timestampInterval(t); ok && c {
+				if add, err := spec.IntervalsFor(now.UnixMicro()+ahead*width, now); err == nil && len(add) > 0 {
+					cover := &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_CoverKey{CoverKey: spec.IntervalKey(now.UnixMicro() + ahead*width)}}
+					if err := s.coverKey(ctx, t, cover); err != nil {
+						s.log.Warn("creating intervals ahead", "table", t.Name, "err", err)
+					} else {
+						s.log.Info("intervals created ahead", "table", t.Name, "partitions", len(add))
+					}
+					continue
+				}
+			}
+		}
+		if t.PartitionJob != nil {
+			continue
+		}
+		if expired := spec.Expired(now); len(expired) > 0 {
+			drop := &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Drop{Drop: expired[0]}}
+			if err := s.alterPartitions(ctx, t, drop, s.apply); err != nil {
+				s.log.Warn("dropping a partition past retention", "table", t.Name, "partition", expired[0], "err", err)
+				continue
+			}
+			s.log.Info("partition past retention dropped", "table", t.Name, "partition", expired[0])
+		}
+	}
+}
+
+// timestampInterval reports whether an interval table's interval column is a timestamp.
+func (s *Server) timestampInterval(t *pcspb.Table) (isTimestamp, ok bool) {
+	for _, c := range t.Columns {
+		if len(t.Partition.GetColumns()) == 1 && c.Name == t.Partition.Columns[0] {
+			return c.Type == "timestamp", true
+		}
+	}
+	return false, false
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/postdb/pcs/api/pcspb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/postdb/pcs/catalog"
 	"github.com/postdb/pcs/client"
 	"github.com/postdb/pcs/internal/cluster"
 	"github.com/postdb/pcs/keyenc"
@@ -216,4 +217,92 @@ func nodeByID(nodes []*testNode, id uint64) *testNode {
 		}
 	}
 	return nil
+}
+
+// TestIntervalPartitions: a timestamp interval table is created with the current day's
+// partition and gets interval-create-ahead days made ahead; a write past them makes its own
+// (50 concurrent covers of one new day make one partition); partitions past the retention are
+// dropped as jobs.
+func TestIntervalPartitions(t *testing.T) {
+	tc := newTestCluster(t, 1, fastNodes)
+	c := tc.client()
+	ctx := ctxT(t, 90*time.Second)
+	tc.startNodes(3, 1)
+	day := 24 * time.Hour
+	now := time.Now().UTC()
+	old := now.Add(-40 * day).Truncate(day)
+	tbl := &pcspb.Table{Name: "ev", Replicas: 2, Columns: []*pcspb.ColumnDef{{Name: "ts", Type: "timestamp"}, {Name: "id", Type: "int64"}},
+		Partition: &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_RANGE, Columns: []string{"ts"}, Interval: "1d", Retention: "30d",
+			Ranges: []*pcspb.RangePartition{{Name: "old", LessThan: []string{old.Format(time.RFC3339)}}}}}
+	if _, err := c.CreateTable(ctx, tbl); err != nil {
+		t.Fatal(err)
+	}
+	schema, _ := catalog.CompileSchema(tbl.Columns)
+	key := func(ts time.Time, id int64) []byte {
+		k, _ := keyenc.Encode(nil, schema.Cols, []keyenc.Value{keyenc.Ts(ts), keyenc.I64(id)})
+		return k
+	}
+	liveNames := func() []string {
+		tb, _, err := tc.primary().FSM().Table("ev")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range tb.Partition.Ranges {
+			if !r.Dropped {
+				out = append(out, r.Name)
+			}
+		}
+		return out
+	}
+	// Past the retention: "old" is dropped; ahead: today's and the next two days exist.
+	waitFor(t, 30*time.Second, "old partition dropped and two days made ahead", func() bool {
+		names := liveNames()
+		return !slices.Contains(names, "old") && slices.Contains(names, now.Add(2*day).Format("p20060102")) && slices.Contains(names, now.Format("p20060102"))
+	})
+	waitNoJob(t, tc, c, "ev")
+	if _, err := c.GetShard(ctx, "ev", key(now, 1)); err != nil {
+		t.Fatalf("today's row: %v", err)
+	}
+	if _, err := c.GetShard(ctx, "ev", key(old.Add(-day), 1)); !errors.Is(err, client.ErrInvalidArgument) {
+		t.Fatalf("a row past the retention: %v", err)
+	}
+
+	// 50 concurrent covers of a day ten days ahead: the days up to it are made once.
+	future := now.Add(10 * day)
+	before := len(liveNames())
+	errs := make(chan error, 50)
+	for i := range 50 {
+		go func() {
+			_, err := c.AlterPartitions(ctx, "ev", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_CoverKey{CoverKey: key(future, int64(i))}})
+			errs <- err
+		}()
+	}
+	for range 50 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := liveNames()
+	if len(names) != before+8 || !slices.Contains(names, future.Format("p20060102")) {
+		t.Fatalf("after 50 covers of %s: %d partitions (had %d): %v", future.Format("p20060102"), len(names), before, names)
+	}
+	waitNoJob(t, tc, c, "ev")
+	sh, err := c.GetShard(ctx, "ev", key(future, 7))
+	if err != nil || sh.Shard.Partition != future.Format("p20060102") {
+		t.Fatalf("a row of the covered day: %v %v", sh, err)
+	}
+	// Refused: a cover far past the last partition, of a table without an interval, malformed.
+	for name, tcase := range map[string]struct {
+		table string
+		key   []byte
+	}{
+		"too far":     {"ev", key(now.Add(1000*day), 1)},
+		"no interval": {"events", tsKey(1, 1)},
+		"malformed":   {"ev", []byte{0xff}},
+	} {
+		if _, err := c.AlterPartitions(ctx, tcase.table, &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_CoverKey{CoverKey: tcase.key}}); !errors.Is(err, client.ErrInvalidArgument) && !errors.Is(err, client.ErrNotFound) {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
 }

@@ -6845,6 +6845,7 @@ type PartitionAlter struct {
 	//	*PartitionAlter_Drop
 	//	*PartitionAlter_Truncate
 	//	*PartitionAlter_SetReplicas
+	//	*PartitionAlter_CoverKey
 	Op            isPartitionAlter_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -6932,6 +6933,15 @@ func (x *PartitionAlter) GetSetReplicas() uint32 {
 	return 0
 }
 
+func (x *PartitionAlter) GetCoverKey() []byte {
+	if x != nil {
+		if x, ok := x.Op.(*PartitionAlter_CoverKey); ok {
+			return x.CoverKey
+		}
+	}
+	return nil
+}
+
 type isPartitionAlter_Op interface {
 	isPartitionAlter_Op()
 }
@@ -6961,6 +6971,12 @@ type PartitionAlter_SetReplicas struct {
 	SetReplicas uint32 `protobuf:"varint,5,opt,name=set_replicas,json=setReplicas,proto3,oneof"`
 }
 
+type PartitionAlter_CoverKey struct {
+	// Interval tables: make sure a partition holds this row key, adding the intervals up to
+	// its own (idempotent: a key already covered changes nothing).
+	CoverKey []byte `protobuf:"bytes,6,opt,name=cover_key,json=coverKey,proto3,oneof"`
+}
+
 func (*PartitionAlter_AddRange) isPartitionAlter_Op() {}
 
 func (*PartitionAlter_AddList) isPartitionAlter_Op() {}
@@ -6970,6 +6986,8 @@ func (*PartitionAlter_Drop) isPartitionAlter_Op() {}
 func (*PartitionAlter_Truncate) isPartitionAlter_Op() {}
 
 func (*PartitionAlter_SetReplicas) isPartitionAlter_Op() {}
+
+func (*PartitionAlter_CoverKey) isPartitionAlter_Op() {}
 
 type AlterPartitionsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -7399,8 +7417,17 @@ type PartitionSpec struct {
 	Lists          []*ListPartition       `protobuf:"bytes,4,rep,name=lists,proto3" json:"lists,omitempty"`
 	HashPartitions uint32                 `protobuf:"varint,5,opt,name=hash_partitions,json=hashPartitions,proto3" json:"hash_partitions,omitempty"`
 	Sub            *PartitionSpec         `protobuf:"bytes,6,opt,name=sub,proto3" json:"sub,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// RANGE on one ascending timestamp or int64 column (top level only): partitions are made on
+	// demand, one per interval ("1d", "6h" for a timestamp; a width for an int64), aligned on
+	// multiples of it from the Unix epoch (or zero), when a row needs one (cover_key) and ahead
+	// of time (the interval-create-ahead setting). The ranges given at create (at least one, or
+	// none: PCS makes the current interval's) stay as they are.
+	Interval string `protobuf:"bytes,7,opt,name=interval,proto3" json:"interval,omitempty"`
+	// Timestamp intervals only: partitions whose rows are all older than this ("30d") are dropped
+	// as jobs.
+	Retention     string `protobuf:"bytes,8,opt,name=retention,proto3" json:"retention,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PartitionSpec) Reset() {
@@ -7473,6 +7500,20 @@ func (x *PartitionSpec) GetSub() *PartitionSpec {
 		return x.Sub
 	}
 	return nil
+}
+
+func (x *PartitionSpec) GetInterval() string {
+	if x != nil {
+		return x.Interval
+	}
+	return ""
+}
+
+func (x *PartitionSpec) GetRetention() string {
+	if x != nil {
+		return x.Retention
+	}
+	return ""
 }
 
 // DataNode is a registered data node. Liveness (up, disconnected, down) is kept in memory on the
@@ -10947,13 +10988,14 @@ const file_pcs_proto_rawDesc = "" +
 	"\tpartition\x18\a \x01(\tR\tpartition\"\x11\n" +
 	"\x0fListJobsRequest\"3\n" +
 	"\x10ListJobsResponse\x12\x1f\n" +
-	"\x04jobs\x18\x01 \x03(\v2\v.pcs.v1.JobR\x04jobs\"\xda\x01\n" +
+	"\x04jobs\x18\x01 \x03(\v2\v.pcs.v1.JobR\x04jobs\"\xf9\x01\n" +
 	"\x0ePartitionAlter\x125\n" +
 	"\tadd_range\x18\x01 \x01(\v2\x16.pcs.v1.RangePartitionH\x00R\baddRange\x122\n" +
 	"\badd_list\x18\x02 \x01(\v2\x15.pcs.v1.ListPartitionH\x00R\aaddList\x12\x14\n" +
 	"\x04drop\x18\x03 \x01(\tH\x00R\x04drop\x12\x1c\n" +
 	"\btruncate\x18\x04 \x01(\tH\x00R\btruncate\x12#\n" +
-	"\fset_replicas\x18\x05 \x01(\rH\x00R\vsetReplicasB\x04\n" +
+	"\fset_replicas\x18\x05 \x01(\rH\x00R\vsetReplicas\x12\x1d\n" +
+	"\tcover_key\x18\x06 \x01(\fH\x00R\bcoverKeyB\x04\n" +
 	"\x02op\"Z\n" +
 	"\x16AlterPartitionsRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
@@ -10980,14 +11022,16 @@ const file_pcs_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x06values\x18\x02 \x03(\v2\x12.pcs.v1.ValueTupleR\x06values\x12\x18\n" +
 	"\adefault\x18\x03 \x01(\bR\adefault\x12\x18\n" +
-	"\adropped\x18\x04 \x01(\bR\adropped\"\x8f\x02\n" +
+	"\adropped\x18\x04 \x01(\bR\adropped\"\xc9\x02\n" +
 	"\rPartitionSpec\x125\n" +
 	"\bstrategy\x18\x01 \x01(\x0e2\x19.pcs.v1.PartitionStrategyR\bstrategy\x12\x18\n" +
 	"\acolumns\x18\x02 \x03(\tR\acolumns\x12.\n" +
 	"\x06ranges\x18\x03 \x03(\v2\x16.pcs.v1.RangePartitionR\x06ranges\x12+\n" +
 	"\x05lists\x18\x04 \x03(\v2\x15.pcs.v1.ListPartitionR\x05lists\x12'\n" +
 	"\x0fhash_partitions\x18\x05 \x01(\rR\x0ehashPartitions\x12'\n" +
-	"\x03sub\x18\x06 \x01(\v2\x15.pcs.v1.PartitionSpecR\x03sub\"\xa0\x02\n" +
+	"\x03sub\x18\x06 \x01(\v2\x15.pcs.v1.PartitionSpecR\x03sub\x12\x1a\n" +
+	"\binterval\x18\a \x01(\tR\binterval\x12\x1c\n" +
+	"\tretention\x18\b \x01(\tR\tretention\"\xa0\x02\n" +
 	"\bDataNode\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x124\n" +
@@ -11722,6 +11766,7 @@ func file_pcs_proto_init() {
 		(*PartitionAlter_Drop)(nil),
 		(*PartitionAlter_Truncate)(nil),
 		(*PartitionAlter_SetReplicas)(nil),
+		(*PartitionAlter_CoverKey)(nil),
 	}
 	file_pcs_proto_msgTypes[123].OneofWrappers = []any{
 		(*Command_Put)(nil),

@@ -45,12 +45,13 @@ func loadTableSpec(path string) (*pcspb.Table, error) {
 
 func tableCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "table", Short: "Create, drop and inspect tables"}
-	var file, columns, isolation, hashCols string
+	var file, columns, isolation, hashCols, rangeCol, intervalW, retention string
 	var replicas, minInSync, hashN uint32
 	var group string
 	create := &cobra.Command{
 		Use: "create [NAME]", Short: "Create a table from a spec file (-f, JSON or YAML) or flags", Args: cobra.MaximumNArgs(1),
 		Example: `  pcsctl table create orders --columns id:int64,region:string --hash-columns id --hash-partitions 16 --replicas 3 --isolation-label zone
+  pcsctl table create events --columns ts:timestamp,id:int64 --range-column ts --interval 1d --retention 30d
   pcsctl table create -f orders.yaml`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var t *pcspb.Table
@@ -72,9 +73,20 @@ func tableCmd(g *globals) *cobra.Command {
 					typ, desc := strings.CutSuffix(typ, ":desc")
 					t.Columns = append(t.Columns, &pcspb.ColumnDef{Name: name, Type: typ, Descending: desc})
 				}
-				if hashCols != "" {
+				switch {
+				case hashCols != "" && intervalW != "":
+					return fmt.Errorf("--hash-columns and --interval are two partitionings: give one (or a spec file with a sub-partition)")
+				case hashCols != "":
 					t.Partition = &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_HASH,
 						Columns: strings.Split(hashCols, ","), HashPartitions: hashN}
+				case intervalW != "":
+					if rangeCol == "" {
+						return fmt.Errorf("--interval needs --range-column")
+					}
+					t.Partition = &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_RANGE,
+						Columns: []string{rangeCol}, Interval: intervalW, Retention: retention}
+				case rangeCol != "" || retention != "":
+					return fmt.Errorf("--range-column and --retention go with --interval")
 				}
 			}
 			if len(args) == 1 {
@@ -99,6 +111,9 @@ func tableCmd(g *globals) *cobra.Command {
 	create.Flags().StringVar(&isolation, "isolation-label", "", "place a shard's replicas on distinct values of this node label")
 	create.Flags().StringVar(&hashCols, "hash-columns", "", "HASH partition over these columns")
 	create.Flags().Uint32Var(&hashN, "hash-partitions", 16, "number of HASH partitions")
+	create.Flags().StringVar(&rangeCol, "range-column", "", "with --interval: the timestamp or int64 column of the RANGE partition")
+	create.Flags().StringVar(&intervalW, "interval", "", "RANGE partitions made on demand, one per interval of --range-column (1d, 6h for a timestamp; a width for an int64)")
+	create.Flags().StringVar(&retention, "retention", "", "with --interval on a timestamp: partitions older than this (30d) are dropped")
 	create.Flags().StringVar(&group, "shard-group", "", "co-locate the shards with the tables of this shard group, leaf by leaf")
 	drop := &cobra.Command{
 		Use: "drop NAME", Short: "Drop a table", Args: cobra.ExactArgs(1),

@@ -8,6 +8,7 @@ import (
 	"hash"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/google/btree"
 	"google.golang.org/protobuf/proto"
@@ -211,7 +212,7 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 		res.Err = c.mergeShards(op.MergeShards)
 	case *pcspb.Command_AlterPartitions:
 		var changed []*pcspb.Table
-		changed, res.Err = c.alterPartitions(st, op.AlterPartitions)
+		changed, res.Err = c.alterPartitions(st, op.AlterPartitions, time.UnixMilli(int64(cmd.ProposedAtMs)))
 		for _, t := range changed {
 			f.tableEventLocked(st, t, false)
 		}

@@ -223,6 +223,10 @@ func ValidateCommand(cmd *pcspb.Command) error {
 			if n := a.GetDrop() + a.GetTruncate(); n == "" || len(n) > MaxNameLen {
 				err = fmt.Errorf("%w: partition name must be 1..%d bytes", ErrInvalid, MaxNameLen)
 			}
+		case *pcspb.PartitionAlter_CoverKey:
+			if k := o.CoverKey; len(k) == 0 || len(k) > MaxKeySize {
+				err = fmt.Errorf("%w: cover key of %d bytes (1..%d)", ErrInvalid, len(k), MaxKeySize)
+			}
 		}
 	case *pcspb.Command_FinishPartitionJob:
 	case *pcspb.Command_SplitShard:

@@ -3,6 +3,8 @@ package meta
 import (
 	"bytes"
 	"fmt"
+	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -12,7 +14,9 @@ import (
 
 // alterPartitions applies a partition change (see CmdAlterPartitions). It changes nothing on
 // error. It returns the tables it changed.
-func (c *catalogState) alterPartitions(st *state, cmd *pcspb.CmdAlterPartitions) ([]*pcspb.Table, error) {
+//
+// now is the proposer's clock, recorded in the command (see catalog.Alter).
+func (c *catalogState) alterPartitions(st *state, cmd *pcspb.CmdAlterPartitions, now time.Time) ([]*pcspb.Table, error) {
 	te, ok := c.tables[cmd.TableId]
 	if !ok {
 		return nil, fmt.Errorf("%w: id %d", ErrTableNotFound, cmd.TableId)
@@ -25,8 +29,14 @@ func (c *catalogState) alterPartitions(st *state, cmd *pcspb.CmdAlterPartitions)
 	if n, ok := alter.GetOp().(*pcspb.PartitionAlter_SetReplicas); ok {
 		return c.setReplicas(t, int(n.SetReplicas))
 	}
+	adds := false
+	switch alter.GetOp().(type) {
+	case *pcspb.PartitionAlter_AddRange, *pcspb.PartitionAlter_AddList, *pcspb.PartitionAlter_CoverKey:
+		adds = true
+	}
 	switch {
-	case t.PartitionJob != nil:
+	case t.PartitionJob != nil && !(adds && t.PartitionJob.Kind == "add partition"):
+		// Adds join an add under way (intervals are added while earlier ones are being made).
 		return nil, fmt.Errorf("%w: %q: %s %q has not finished", ErrAlterInProgress, t.Name, t.PartitionJob.Kind, t.PartitionJob.Partition)
 	case t.ShardGroup != "":
 		return nil, fmt.Errorf("%w: %q is in shard group %q, whose tables must keep the same partitions", ErrInvalid, t.Name, t.ShardGroup)
@@ -35,9 +45,12 @@ func (c *catalogState) alterPartitions(st *state, cmd *pcspb.CmdAlterPartitions)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	newSpec, name, err := catalog.Alter(schema, t.Partition, alter)
+	newSpec, names, err := catalog.Alter(schema, t.Partition, alter, now)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %q: %w", ErrInvalid, t.Name, err)
+	}
+	if len(names) == 0 {
+		return nil, nil // a cover_key already covered: nothing to do
 	}
 	compiled, err := catalog.Compile(schema, newSpec)
 	if err != nil {
@@ -45,28 +58,32 @@ func (c *catalogState) alterPartitions(st *state, cmd *pcspb.CmdAlterPartitions)
 	}
 	nt := proto.Clone(t).(*pcspb.Table)
 	nt.Partition = newSpec
-	job := &pcspb.PartitionJob{Id: st.revision, Partition: name}
+	job := &pcspb.PartitionJob{Id: st.revision, Partition: strings.Join(names, ",")}
+	if old := t.PartitionJob; old != nil {
+		job = proto.Clone(old).(*pcspb.PartitionJob)
+		job.Partition += "," + strings.Join(names, ",")
+	}
 	shards := te.shards.Clone()
 	var add []*pcspb.Shard
 	var dropStart, dropEnd []byte
 	switch alter.GetOp().(type) {
-	case *pcspb.PartitionAlter_AddRange, *pcspb.PartitionAlter_AddList:
+	case *pcspb.PartitionAlter_AddRange, *pcspb.PartitionAlter_AddList, *pcspb.PartitionAlter_CoverKey:
 		job.Kind = "add partition"
-		if add, err = c.newShards(st, nt, compiled, name, cmd.Shards); err != nil {
+		if add, err = c.newShards(st, nt, compiled, names, cmd.Shards); err != nil {
 			return nil, err
 		}
 	case *pcspb.PartitionAlter_Truncate:
 		job.Kind = "truncate partition"
-		if add, err = c.newShards(st, nt, compiled, name, cmd.Shards); err != nil {
+		if add, err = c.newShards(st, nt, compiled, names, cmd.Shards); err != nil {
 			return nil, err
 		}
-		dropStart, dropEnd, _ = compiled.PartitionRange(name)
+		dropStart, dropEnd, _ = compiled.PartitionRange(names[0])
 	case *pcspb.PartitionAlter_Drop:
 		job.Kind = "drop partition"
 		if len(cmd.Shards) > 0 {
 			return nil, fmt.Errorf("%w: a drop takes no shards", ErrInvalid)
 		}
-		dropStart, dropEnd, _ = compiled.PartitionRange(name)
+		dropStart, dropEnd, _ = compiled.PartitionRange(names[0])
 	}
 	if dropStart != nil {
 		var gone []*pcspb.Shard
@@ -93,16 +110,16 @@ func (c *catalogState) alterPartitions(st *state, cmd *pcspb.CmdAlterPartitions)
 	return []*pcspb.Table{nt}, nil
 }
 
-// newShards checks the shards the primary placed for the leaves of partition name (one per
-// leaf, in order, the table's replica count, the primary first, registered nodes) and gives
-// them ids.
-func (c *catalogState) newShards(st *state, t *pcspb.Table, spec *catalog.Spec, name string, given []*pcspb.Shard) ([]*pcspb.Shard, error) {
-	leaves, err := spec.PartitionLeaves(name)
+// newShards checks the shards the primary placed for the leaves of the named partitions (one
+// per leaf, in order, the table's replica count, the primary first, registered nodes) and
+// gives them ids.
+func (c *catalogState) newShards(st *state, t *pcspb.Table, spec *catalog.Spec, names []string, given []*pcspb.Shard) ([]*pcspb.Shard, error) {
+	leaves, err := PartitionsLeaves(spec, names)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if len(given) != len(leaves) {
-		return nil, fmt.Errorf("%w: %d shards for the %d leaves of partition %q", ErrInvalid, len(given), len(leaves), name)
+		return nil, fmt.Errorf("%w: %d shards for the %d leaves of partitions %v (the partitions changed since they were placed)", ErrStaleEpoch, len(given), len(leaves), names)
 	}
 	if err := c.checkPlaced(t, leaves, given); err != nil {
 		return nil, err
@@ -112,6 +129,19 @@ func (c *catalogState) newShards(st *state, t *pcspb.Table, spec *catalog.Spec, 
 	for i, s := range given {
 		out[i] = &pcspb.Shard{Id: st.nextID("shard"), TableId: t.Id, Start: leaves[i].Start, End: leaves[i].End, Epoch: epoch, Term: 1,
 			Primary: s.Primary, Replicas: append([]uint64(nil), s.Replicas...), Partition: leaves[i].Name, MinInSync: t.MinInSync}
+	}
+	return out, nil
+}
+
+// PartitionsLeaves returns the leaves of the named partitions, in order.
+func PartitionsLeaves(spec *catalog.Spec, names []string) ([]catalog.Leaf, error) {
+	var out []catalog.Leaf
+	for _, n := range names {
+		l, err := spec.PartitionLeaves(n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, l...)
 	}
 	return out, nil
 }

@@ -83,7 +83,14 @@ type Config struct {
 	Merge scheduler.MergeConfig
 	// DefaultReplicas is the replica count of a table created without one. Default 3.
 	DefaultReplicas int
+	// IntervalCreateAhead is how many intervals past the current one an interval table with a
+	// timestamp column has partitions for, made ahead of the rows (interval-create-ahead, 0..
+	// MaxCreateAhead). Default 2.
+	IntervalCreateAhead int
 }
+
+// MaxCreateAhead bounds interval-create-ahead.
+const MaxCreateAhead = 64
 
 // MaxReplicas is the most replicas a table may ask for (as the catalog allows).
 const MaxReplicas = 9
@@ -130,6 +137,7 @@ func DefaultConfig() Config {
 		Paused: map[string]bool{}, EvictPrimaries: map[uint64]bool{}, PatrolBatch: 1024, StepTimeout: time.Minute, MinRate: 4 << 20,
 		Cooldown: 10 * time.Minute, Bands: scheduler.DefaultBands, LowSpaceRatio: 0.8, HighSpaceRatio: 0.9,
 		Hot: scheduler.DefaultHot, Merge: scheduler.DefaultMerge, DefaultReplicas: 3,
+		IntervalCreateAhead: 2,
 	}
 }
 
@@ -164,7 +172,7 @@ func SchedulerNames() []string {
 // Settings are the names `pcsctl config set` accepts.
 var Settings = []string{"rebalance-speed", "snapshot-bytes-per-sec", "snapshots-per-node", "max-operators", "halt-scheduling", "paused-schedulers", "low-space-ratio",
 	"high-space-ratio", "hot-ratio", "hot-hold", "hot-min-keys", "evict-primaries", "merge-max-bytes", "merge-max-result-bytes", "merge-max-keys", "split-merge-interval",
-	"default-replicas"}
+	"default-replicas", "interval-create-ahead"}
 
 // Set changes one setting by name, validating it; c is unchanged on error.
 func (c *Config) Set(key, value string) error {
@@ -246,6 +254,12 @@ func (c *Config) Set(key, value string) error {
 			return fmt.Errorf("%w: default-replicas %q must be an integer in [1, %d]", ErrInvalidConfig, value, MaxReplicas)
 		}
 		n.DefaultReplicas = v
+	case "interval-create-ahead":
+		v, err := strconv.Atoi(value)
+		if err != nil || v < 0 || v > MaxCreateAhead {
+			return fmt.Errorf("%w: interval-create-ahead %q must be an integer in [0, %d]", ErrInvalidConfig, value, MaxCreateAhead)
+		}
+		n.IntervalCreateAhead = v
 	case "merge-max-bytes":
 		v, err := parseBytes(value)
 		if err != nil && value != "0" {
@@ -336,6 +350,7 @@ func (c *Config) Get() map[string]string {
 		"evict-primaries":        c.evictList(),
 		"merge-max-bytes":        strconv.FormatUint(c.Merge.MaxBytes, 10),
 		"default-replicas":       strconv.Itoa(c.DefaultReplicas),
+		"interval-create-ahead":  strconv.Itoa(c.IntervalCreateAhead),
 		"merge-max-result-bytes": strconv.FormatUint(c.Merge.MaxResultBytes, 10),
 		"merge-max-keys":         strconv.FormatFloat(c.Merge.MaxKeys, 'g', -1, 64),
 		"split-merge-interval":   c.Merge.AfterSplit.String(),

@@ -141,6 +141,13 @@ func (c *Client) connReady(ctx context.Context, id uint64) bool {
 // nodes keep the record of an applied request for 10 minutes.
 const rowRetryWindow = 5 * time.Minute
 
+// newShardWait and newShardBackoff: after PCS adds a row's interval, the write is retried every
+// newShardBackoff at most for newShardWait while the new shards' replicas are made.
+const (
+	newShardWait    = time.Second
+	newShardBackoff = 10 * time.Millisecond
+)
+
 // onShard runs call against the primary of the shard holding key, refreshing stale routes. Each
 // attempt has the attempt timeout: a node that does not answer (paused, cut off) is given up on
 // and the route looked up again. A write carries a request id, so the data node applies it once
@@ -165,10 +172,11 @@ func (t *TableKV) onShard(ctx context.Context, key []byte, write bool, call func
 	backoff := c.opts.BackoffBase
 	limit := newAttemptLimit(c.attemptTimeout())
 	var last error
-	again := false     // retry at once: the routes were just refreshed
-	refreshed := false // the table's routes were looked up again after "no partition"
-	covered := false   // PCS was asked to add the row's interval
-	for attempt := 0; attempt < c.opts.MaxAttempts; attempt++ {
+	again := false          // retry at once: the routes were just refreshed
+	refreshed := false      // the table's routes were looked up again after "no partition"
+	var coveredAt time.Time // when PCS added the row's interval, if it was asked to
+	maxAttempts := c.opts.MaxAttempts
+	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if again {
 			again = false
 		} else if attempt > 0 {
@@ -178,6 +186,11 @@ func (t *TableKV) onShard(ctx context.Context, key []byte, write bool, call func
 			case <-time.After(backoff):
 			}
 			backoff = min(2*backoff, c.opts.BackoffMax)
+			if !coveredAt.IsZero() && time.Since(coveredAt) < newShardWait {
+				// The new partition's replicas are being made (tens of milliseconds): look
+				// again soon rather than backing off as from a fault.
+				backoff = min(backoff, newShardBackoff)
+			}
 		}
 		if maybeApplied && time.Since(firstSent) > rowRetryWindow {
 			return unknown(last)
@@ -188,11 +201,12 @@ func (t *TableKV) onShard(ctx context.Context, key []byte, write bool, call func
 			// on demand for a write (idempotent: many writers may ask at once); otherwise the
 			// spec is looked up again once, in case a partition was added since.
 			switch {
-			case write && !covered && errors.Is(err, catalog.ErrIntervalMissing):
-				covered = true
+			case write && coveredAt.IsZero() && errors.Is(err, catalog.ErrIntervalMissing):
 				if _, cerr := c.AlterPartitions(ctx, t.table, &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_CoverKey{CoverKey: key}}); cerr != nil {
 					return unknown(fmt.Errorf("adding the row's interval: %w", cerr))
 				}
+				coveredAt = time.Now()
+				maxAttempts += int(newShardWait / newShardBackoff)
 			case !refreshed:
 				refreshed = true
 			default:

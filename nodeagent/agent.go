@@ -329,8 +329,10 @@ func (a *Agent) stream(ctx context.Context) error {
 	}
 	tick := time.NewTicker(a.cfg.Interval)
 	defer tick.Stop()
+	var last time.Time
 	for {
 		if !a.isSilent() {
+			last = time.Now()
 			if err := a.beat(sctx, st); err != nil {
 				return err
 			}
@@ -340,9 +342,10 @@ func (a *Agent) stream(ctx context.Context) error {
 			return sctx.Err()
 		case <-tick.C:
 		case <-a.kick:
-			// Kicks come from requests that found no grant: at most one early heartbeat per
-			// minKickSpacing, however many ask, so a waiting shard does not flood PCS.
-			if !sleep(sctx, minKickSpacing) {
+			// Kicks come from requests that found no grant or no replica: at most one early
+			// heartbeat per minKickSpacing, however many ask, so a waiting shard does not
+			// flood PCS.
+			if !sleep(sctx, minKickSpacing-time.Since(last)) {
 				return sctx.Err()
 			}
 		}

@@ -175,6 +175,7 @@ func (s *Server) ddlLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.ddlKick:
 		}
 		if !s.live.WarmedUp() {
 			continue // failover during the warm-up is the coordinator's (scheduleLoop)

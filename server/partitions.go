@@ -57,6 +57,12 @@ func (s *Server) alterPartitions(ctx context.Context, t *pcspb.Table, alter *pcs
 		}
 	}
 	_, err := apply(ctx, &pcspb.Command{Op: &pcspb.Command_AlterPartitions{AlterPartitions: cmd}})
+	if err == nil {
+		select {
+		case s.ddlKick <- struct{}{}:
+		default:
+		}
+	}
 	return err
 }
 

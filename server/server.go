@@ -81,6 +81,9 @@ type Server struct {
 	extendCh chan struct{}
 	live     *cluster.Registry
 	nodeCmds *nodeCommands
+	// ddlKick wakes the DDL loop before its next tick (a partition was added: its replicas'
+	// commands should be ready for the nodes' next heartbeat).
+	ddlKick chan struct{}
 	fences   *fences
 	shardReq shardRequests
 	sched    scheduling
@@ -124,6 +127,7 @@ func New(cfg Config) (*Server, error) {
 	nodes.DownAfter = s.downAfter
 	s.live = cluster.New(s.clk, nodes)
 	s.nodeCmds = newNodeCommands()
+	s.ddlKick = make(chan struct{}, 1)
 	s.leaseDur = time.Duration(float64(cfg.Raft.HeartbeatTimeout) * cfg.LeaseRatio)
 	s.oracle = tso.NewOracle(s.clk)
 	s.metrics = newMetrics(s)

@@ -208,3 +208,83 @@ func TestSetReplicasUnderWrites(t *testing.T) {
 	}
 	t.Logf("%d acknowledged rows read back after 3 → 5 → 3 replicas", w.stopAndVerify(sc.ctx, t))
 }
+
+// intervalCluster is a PCS member, three data nodes and an int64 interval table of width
+// 1000 (created without ranges: its first partition holds every id below 1000).
+func intervalCluster(tb testing.TB, name string) (*client.Client, *client.TableKV, context.Context) {
+	pc := startCluster(tb, 1, "--node-warmup", "300ms")
+	c := pc.client()
+	pc.primary(c)
+	pc.waitVersion(c)
+	nodes := startNodeProcs(tb, pc, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	tb.Cleanup(cancel)
+	waitFor(tb, 20*time.Second, "three data nodes up", func() bool { return upNodes(ctx, c) == len(nodes) })
+	ep := "--endpoints=" + strings.Join(pc.endpoints(), ",")
+	if code, out := run(tb, 60*time.Second, "pcsctl", ep, "table", "create", name, "--columns", "id:int64", "--range-column", "id", "--interval", "1000", "--replicas", "3"); code != 0 {
+		tb.Fatalf("table create: %s", out)
+	}
+	waitFor(tb, 30*time.Second, "table public", func() bool {
+		tr, err := c.GetTable(ctx, name)
+		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
+	})
+	return c, c.KV(name), ctx
+}
+
+// TestIntervalOnDemandUnderWrites: real processes; 50 clients write at once into an interval no
+// partition has: one partition is made, every write is acknowledged and reads back once.
+func TestIntervalOnDemandUnderWrites(t *testing.T) {
+	c, kv, ctx := intervalCluster(t, "iv")
+	start := make(chan struct{})
+	errs := make(chan error, 50)
+	for i := range 50 {
+		go func() {
+			<-start
+			errs <- kv.Put(ctx, int64Key(1000+i), []byte(fmt.Sprint(i)))
+		}()
+	}
+	close(start)
+	for range 50 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr, err := c.GetTable(ctx, "iv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var live []string
+	for _, r := range tr.Table.Partition.Ranges {
+		if !r.Dropped {
+			live = append(live, r.Name)
+		}
+	}
+	if len(live) != 2 || live[1] != "p1000" {
+		t.Fatalf("partitions after 50 writers crossed into [1000, 2000): %v", live)
+	}
+	for i := range 50 {
+		if v, found, err := kv.Get(ctx, int64Key(1000+i)); err != nil || !found || string(v) != fmt.Sprint(i) {
+			t.Fatalf("row %d: %q %v %v", 1000+i, v, found, err)
+		}
+	}
+	if _, found, err := kv.Get(ctx, int64Key(5000)); err != nil || found {
+		t.Fatalf("a row of an interval with no partition: found %v, %v", found, err)
+	}
+}
+
+// BenchmarkIntervalFirstWrite: the time from the first write into an interval no partition has
+// (nothing made ahead: an int64 interval) until it is acknowledged; one interval per op.
+// go test ./tests -run XXX -bench IntervalFirstWrite -benchtime 100x
+func BenchmarkIntervalFirstWrite(b *testing.B) {
+	_, kv, ctx := intervalCluster(b, "ivb")
+	var took []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if err := kv.Put(ctx, int64Key((i+1)*1000), []byte("v")); err != nil {
+			b.Fatal(err)
+		}
+		took = append(took, time.Since(start))
+	}
+	reportPercentiles(b, "first-write", took)
+}

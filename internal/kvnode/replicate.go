@@ -402,6 +402,7 @@ func isGap(ke *pcspb.KVError) bool {
 func (n *Node) follow(id, term, primary uint64) (*pcspb.Shard, error) {
 	sh, ok := n.store.Replica(id)
 	if !ok {
+		n.grants.Kick() // as in check: a new shard's replica may be waiting for its command
 		return nil, kvError(codes.NotFound, fmt.Sprintf("kvnode: no replica of shard %d here", id),
 			&pcspb.KVError{Err: &pcspb.KVError_ShardNotFound{ShardNotFound: id}})
 	}

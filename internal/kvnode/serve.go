@@ -363,6 +363,9 @@ func (n *Node) check(h *pcspb.KVHeader, keys ...[]byte) (*pcspb.Shard, error) {
 	}
 	sh, ok := n.store.Replica(h.ShardId)
 	if !ok {
+		// PCS may have just made the shard (a new partition): ask for commands now, not at the
+		// next heartbeat (kicks are spaced, however many requests ask).
+		n.grants.Kick()
 		return nil, kvError(codes.NotFound, fmt.Sprintf("kvnode: no replica of shard %d here", h.ShardId),
 			&pcspb.KVError{Err: &pcspb.KVError_ShardNotFound{ShardNotFound: h.ShardId}})
 	}

@@ -83,7 +83,7 @@ type Server struct {
 	nodeCmds *nodeCommands
 	// ddlKick wakes the DDL loop before its next tick (a partition was added: its replicas'
 	// commands should be ready for the nodes' next heartbeat).
-	ddlKick chan struct{}
+	ddlKick  chan struct{}
 	fences   *fences
 	shardReq shardRequests
 	sched    scheduling

@@ -25,6 +25,55 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ReadConsistency int32
+
+const (
+	ReadConsistency_READ_CONSISTENCY_PRIMARY  ReadConsistency = 0
+	ReadConsistency_READ_CONSISTENCY_FOLLOWER ReadConsistency = 1
+	ReadConsistency_READ_CONSISTENCY_STALE    ReadConsistency = 2
+)
+
+// Enum value maps for ReadConsistency.
+var (
+	ReadConsistency_name = map[int32]string{
+		0: "READ_CONSISTENCY_PRIMARY",
+		1: "READ_CONSISTENCY_FOLLOWER",
+		2: "READ_CONSISTENCY_STALE",
+	}
+	ReadConsistency_value = map[string]int32{
+		"READ_CONSISTENCY_PRIMARY":  0,
+		"READ_CONSISTENCY_FOLLOWER": 1,
+		"READ_CONSISTENCY_STALE":    2,
+	}
+)
+
+func (x ReadConsistency) Enum() *ReadConsistency {
+	p := new(ReadConsistency)
+	*p = x
+	return p
+}
+
+func (x ReadConsistency) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReadConsistency) Descriptor() protoreflect.EnumDescriptor {
+	return file_kv_proto_enumTypes[0].Descriptor()
+}
+
+func (ReadConsistency) Type() protoreflect.EnumType {
+	return &file_kv_proto_enumTypes[0]
+}
+
+func (x ReadConsistency) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReadConsistency.Descriptor instead.
+func (ReadConsistency) EnumDescriptor() ([]byte, []int) {
+	return file_kv_proto_rawDescGZIP(), []int{0}
+}
+
 type KVHeader struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
@@ -902,11 +951,16 @@ func (x *NotPrimaryKV) GetPrimaryAddr() string {
 }
 
 type KVGetRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *KVHeader              `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *KVHeader              `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Key    []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// Where the read may be served. PRIMARY (the default): by the shard's primary. FOLLOWER: by
+	// any replica, linearizable (it asks the primary for its position and reads exactly that
+	// state). STALE: by any replica, from a state at most max_staleness_ms old.
+	Consistency    ReadConsistency `protobuf:"varint,3,opt,name=consistency,proto3,enum=pcs.v1.ReadConsistency" json:"consistency,omitempty"`
+	MaxStalenessMs uint32          `protobuf:"varint,4,opt,name=max_staleness_ms,json=maxStalenessMs,proto3" json:"max_staleness_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *KVGetRequest) Reset() {
@@ -953,10 +1007,26 @@ func (x *KVGetRequest) GetKey() []byte {
 	return nil
 }
 
+func (x *KVGetRequest) GetConsistency() ReadConsistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return ReadConsistency_READ_CONSISTENCY_PRIMARY
+}
+
+func (x *KVGetRequest) GetMaxStalenessMs() uint32 {
+	if x != nil {
+		return x.MaxStalenessMs
+	}
+	return 0
+}
+
 type KVGetResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Value         []byte                 `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
-	Found         bool                   `protobuf:"varint,2,opt,name=found,proto3" json:"found,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Value []byte                 `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
+	Found bool                   `protobuf:"varint,2,opt,name=found,proto3" json:"found,omitempty"`
+	// A replica's read: how old the state it read may be (0: current, as of the read).
+	StalenessMs   uint32 `protobuf:"varint,3,opt,name=staleness_ms,json=stalenessMs,proto3" json:"staleness_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1005,6 +1075,113 @@ func (x *KVGetResponse) GetFound() bool {
 	return false
 }
 
+func (x *KVGetResponse) GetStalenessMs() uint32 {
+	if x != nil {
+		return x.StalenessMs
+	}
+	return 0
+}
+
+// ShardReadIndexRequest: a replica asks the shard's primary for the position a linearizable read
+// must reflect.
+type ShardReadIndexRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *KVHeader              `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardReadIndexRequest) Reset() {
+	*x = ShardReadIndexRequest{}
+	mi := &file_kv_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardReadIndexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardReadIndexRequest) ProtoMessage() {}
+
+func (x *ShardReadIndexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardReadIndexRequest.ProtoReflect.Descriptor instead.
+func (*ShardReadIndexRequest) Descriptor() ([]byte, []int) {
+	return file_kv_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ShardReadIndexRequest) GetHeader() *KVHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+// ShardReadIndexResponse: every write acknowledged before the request is at or below lsn, and the
+// state at lsn is on every replica of the configuration (term: the primary's).
+type ShardReadIndexResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lsn           uint64                 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardReadIndexResponse) Reset() {
+	*x = ShardReadIndexResponse{}
+	mi := &file_kv_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardReadIndexResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardReadIndexResponse) ProtoMessage() {}
+
+func (x *ShardReadIndexResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardReadIndexResponse.ProtoReflect.Descriptor instead.
+func (*ShardReadIndexResponse) Descriptor() ([]byte, []int) {
+	return file_kv_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ShardReadIndexResponse) GetLsn() uint64 {
+	if x != nil {
+		return x.Lsn
+	}
+	return 0
+}
+
+func (x *ShardReadIndexResponse) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
 type KVPutRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *KVHeader              `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
@@ -1016,7 +1193,7 @@ type KVPutRequest struct {
 
 func (x *KVPutRequest) Reset() {
 	*x = KVPutRequest{}
-	mi := &file_kv_proto_msgTypes[13]
+	mi := &file_kv_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1205,7 @@ func (x *KVPutRequest) String() string {
 func (*KVPutRequest) ProtoMessage() {}
 
 func (x *KVPutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[13]
+	mi := &file_kv_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1218,7 @@ func (x *KVPutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPutRequest.ProtoReflect.Descriptor instead.
 func (*KVPutRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{13}
+	return file_kv_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *KVPutRequest) GetHeader() *KVHeader {
@@ -1073,7 +1250,7 @@ type KVPutResponse struct {
 
 func (x *KVPutResponse) Reset() {
 	*x = KVPutResponse{}
-	mi := &file_kv_proto_msgTypes[14]
+	mi := &file_kv_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1262,7 @@ func (x *KVPutResponse) String() string {
 func (*KVPutResponse) ProtoMessage() {}
 
 func (x *KVPutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[14]
+	mi := &file_kv_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1275,7 @@ func (x *KVPutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPutResponse.ProtoReflect.Descriptor instead.
 func (*KVPutResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{14}
+	return file_kv_proto_rawDescGZIP(), []int{16}
 }
 
 type KVDeleteRequest struct {
@@ -1111,7 +1288,7 @@ type KVDeleteRequest struct {
 
 func (x *KVDeleteRequest) Reset() {
 	*x = KVDeleteRequest{}
-	mi := &file_kv_proto_msgTypes[15]
+	mi := &file_kv_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1300,7 @@ func (x *KVDeleteRequest) String() string {
 func (*KVDeleteRequest) ProtoMessage() {}
 
 func (x *KVDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[15]
+	mi := &file_kv_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1313,7 @@ func (x *KVDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVDeleteRequest.ProtoReflect.Descriptor instead.
 func (*KVDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{15}
+	return file_kv_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *KVDeleteRequest) GetHeader() *KVHeader {
@@ -1161,7 +1338,7 @@ type KVDeleteResponse struct {
 
 func (x *KVDeleteResponse) Reset() {
 	*x = KVDeleteResponse{}
-	mi := &file_kv_proto_msgTypes[16]
+	mi := &file_kv_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1350,7 @@ func (x *KVDeleteResponse) String() string {
 func (*KVDeleteResponse) ProtoMessage() {}
 
 func (x *KVDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[16]
+	mi := &file_kv_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1363,7 @@ func (x *KVDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVDeleteResponse.ProtoReflect.Descriptor instead.
 func (*KVDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{16}
+	return file_kv_proto_rawDescGZIP(), []int{18}
 }
 
 type KVScanRequest struct {
@@ -1201,7 +1378,7 @@ type KVScanRequest struct {
 
 func (x *KVScanRequest) Reset() {
 	*x = KVScanRequest{}
-	mi := &file_kv_proto_msgTypes[17]
+	mi := &file_kv_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1390,7 @@ func (x *KVScanRequest) String() string {
 func (*KVScanRequest) ProtoMessage() {}
 
 func (x *KVScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[17]
+	mi := &file_kv_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1403,7 @@ func (x *KVScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVScanRequest.ProtoReflect.Descriptor instead.
 func (*KVScanRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{17}
+	return file_kv_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *KVScanRequest) GetHeader() *KVHeader {
@@ -1267,7 +1444,7 @@ type KVPair struct {
 
 func (x *KVPair) Reset() {
 	*x = KVPair{}
-	mi := &file_kv_proto_msgTypes[18]
+	mi := &file_kv_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1279,7 +1456,7 @@ func (x *KVPair) String() string {
 func (*KVPair) ProtoMessage() {}
 
 func (x *KVPair) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[18]
+	mi := &file_kv_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1292,7 +1469,7 @@ func (x *KVPair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPair.ProtoReflect.Descriptor instead.
 func (*KVPair) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{18}
+	return file_kv_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *KVPair) GetKey() []byte {
@@ -1319,7 +1496,7 @@ type KVScanResponse struct {
 
 func (x *KVScanResponse) Reset() {
 	*x = KVScanResponse{}
-	mi := &file_kv_proto_msgTypes[19]
+	mi := &file_kv_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1508,7 @@ func (x *KVScanResponse) String() string {
 func (*KVScanResponse) ProtoMessage() {}
 
 func (x *KVScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[19]
+	mi := &file_kv_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1521,7 @@ func (x *KVScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVScanResponse.ProtoReflect.Descriptor instead.
 func (*KVScanResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{19}
+	return file_kv_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *KVScanResponse) GetPairs() []*KVPair {
@@ -1372,7 +1549,7 @@ type KVBatchRequest struct {
 
 func (x *KVBatchRequest) Reset() {
 	*x = KVBatchRequest{}
-	mi := &file_kv_proto_msgTypes[20]
+	mi := &file_kv_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1561,7 @@ func (x *KVBatchRequest) String() string {
 func (*KVBatchRequest) ProtoMessage() {}
 
 func (x *KVBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[20]
+	mi := &file_kv_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1574,7 @@ func (x *KVBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVBatchRequest.ProtoReflect.Descriptor instead.
 func (*KVBatchRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{20}
+	return file_kv_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *KVBatchRequest) GetHeader() *KVHeader {
@@ -1429,7 +1606,7 @@ type KVBatchResponse struct {
 
 func (x *KVBatchResponse) Reset() {
 	*x = KVBatchResponse{}
-	mi := &file_kv_proto_msgTypes[21]
+	mi := &file_kv_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1441,7 +1618,7 @@ func (x *KVBatchResponse) String() string {
 func (*KVBatchResponse) ProtoMessage() {}
 
 func (x *KVBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[21]
+	mi := &file_kv_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1454,7 +1631,7 @@ func (x *KVBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVBatchResponse.ProtoReflect.Descriptor instead.
 func (*KVBatchResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{21}
+	return file_kv_proto_rawDescGZIP(), []int{23}
 }
 
 var File_kv_proto protoreflect.FileDescriptor
@@ -1527,13 +1704,21 @@ const file_kv_proto_rawDesc = "" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\"T\n" +
 	"\fNotPrimaryKV\x12!\n" +
 	"\fprimary_node\x18\x01 \x01(\x04R\vprimaryNode\x12!\n" +
-	"\fprimary_addr\x18\x02 \x01(\tR\vprimaryAddr\"J\n" +
+	"\fprimary_addr\x18\x02 \x01(\tR\vprimaryAddr\"\xaf\x01\n" +
 	"\fKVGetRequest\x12(\n" +
 	"\x06header\x18\x01 \x01(\v2\x10.pcs.v1.KVHeaderR\x06header\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\fR\x03key\";\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x129\n" +
+	"\vconsistency\x18\x03 \x01(\x0e2\x17.pcs.v1.ReadConsistencyR\vconsistency\x12(\n" +
+	"\x10max_staleness_ms\x18\x04 \x01(\rR\x0emaxStalenessMs\"^\n" +
 	"\rKVGetResponse\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x14\n" +
-	"\x05found\x18\x02 \x01(\bR\x05found\"`\n" +
+	"\x05found\x18\x02 \x01(\bR\x05found\x12!\n" +
+	"\fstaleness_ms\x18\x03 \x01(\rR\vstalenessMs\"A\n" +
+	"\x15ShardReadIndexRequest\x12(\n" +
+	"\x06header\x18\x01 \x01(\v2\x10.pcs.v1.KVHeaderR\x06header\">\n" +
+	"\x16ShardReadIndexResponse\x12\x10\n" +
+	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\"`\n" +
 	"\fKVPutRequest\x12(\n" +
 	"\x06header\x18\x01 \x01(\v2\x10.pcs.v1.KVHeaderR\x06header\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
@@ -1558,7 +1743,11 @@ const file_kv_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x10.pcs.v1.KVHeaderR\x06header\x12\"\n" +
 	"\x04puts\x18\x02 \x03(\v2\x0e.pcs.v1.KVPairR\x04puts\x12\x18\n" +
 	"\adeletes\x18\x03 \x03(\fR\adeletes\"\x11\n" +
-	"\x0fKVBatchResponse2\xf1\x03\n" +
+	"\x0fKVBatchResponse*j\n" +
+	"\x0fReadConsistency\x12\x1c\n" +
+	"\x18READ_CONSISTENCY_PRIMARY\x10\x00\x12\x1d\n" +
+	"\x19READ_CONSISTENCY_FOLLOWER\x10\x01\x12\x1a\n" +
+	"\x16READ_CONSISTENCY_STALE\x10\x022\xbd\x04\n" +
 	"\x02KV\x122\n" +
 	"\x03Get\x12\x14.pcs.v1.KVGetRequest\x1a\x15.pcs.v1.KVGetResponse\x122\n" +
 	"\x03Put\x12\x14.pcs.v1.KVPutRequest\x1a\x15.pcs.v1.KVPutResponse\x12;\n" +
@@ -1567,7 +1756,8 @@ const file_kv_proto_rawDesc = "" +
 	"\x05Batch\x12\x16.pcs.v1.KVBatchRequest\x1a\x17.pcs.v1.KVBatchResponse\x12@\n" +
 	"\tReplicate\x12\x18.pcs.v1.ReplicateRequest\x1a\x19.pcs.v1.ReplicateResponse\x12T\n" +
 	"\x0fInstallSnapshot\x12\x1e.pcs.v1.InstallSnapshotRequest\x1a\x1f.pcs.v1.InstallSnapshotResponse(\x01\x12=\n" +
-	"\bPosition\x12\x17.pcs.v1.PositionRequest\x1a\x18.pcs.v1.PositionResponseB!Z\x1fgithub.com/postdb/pcs/api/pcspbb\x06proto3"
+	"\bPosition\x12\x17.pcs.v1.PositionRequest\x1a\x18.pcs.v1.PositionResponse\x12J\n" +
+	"\tReadIndex\x12\x1d.pcs.v1.ShardReadIndexRequest\x1a\x1e.pcs.v1.ShardReadIndexResponseB!Z\x1fgithub.com/postdb/pcs/api/pcspbb\x06proto3"
 
 var (
 	file_kv_proto_rawDescOnce sync.Once
@@ -1581,73 +1771,81 @@ func file_kv_proto_rawDescGZIP() []byte {
 	return file_kv_proto_rawDescData
 }
 
-var file_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_kv_proto_goTypes = []any{
-	(*KVHeader)(nil),                // 0: pcs.v1.KVHeader
-	(*KVError)(nil),                 // 1: pcs.v1.KVError
-	(*ReplicateRequest)(nil),        // 2: pcs.v1.ReplicateRequest
-	(*MergeEntry)(nil),              // 3: pcs.v1.MergeEntry
-	(*AppliedRequest)(nil),          // 4: pcs.v1.AppliedRequest
-	(*InstallSnapshotRequest)(nil),  // 5: pcs.v1.InstallSnapshotRequest
-	(*InstallSnapshotResponse)(nil), // 6: pcs.v1.InstallSnapshotResponse
-	(*PositionRequest)(nil),         // 7: pcs.v1.PositionRequest
-	(*PositionResponse)(nil),        // 8: pcs.v1.PositionResponse
-	(*ReplicateResponse)(nil),       // 9: pcs.v1.ReplicateResponse
-	(*NotPrimaryKV)(nil),            // 10: pcs.v1.NotPrimaryKV
-	(*KVGetRequest)(nil),            // 11: pcs.v1.KVGetRequest
-	(*KVGetResponse)(nil),           // 12: pcs.v1.KVGetResponse
-	(*KVPutRequest)(nil),            // 13: pcs.v1.KVPutRequest
-	(*KVPutResponse)(nil),           // 14: pcs.v1.KVPutResponse
-	(*KVDeleteRequest)(nil),         // 15: pcs.v1.KVDeleteRequest
-	(*KVDeleteResponse)(nil),        // 16: pcs.v1.KVDeleteResponse
-	(*KVScanRequest)(nil),           // 17: pcs.v1.KVScanRequest
-	(*KVPair)(nil),                  // 18: pcs.v1.KVPair
-	(*KVScanResponse)(nil),          // 19: pcs.v1.KVScanResponse
-	(*KVBatchRequest)(nil),          // 20: pcs.v1.KVBatchRequest
-	(*KVBatchResponse)(nil),         // 21: pcs.v1.KVBatchResponse
-	(*ShardEpoch)(nil),              // 22: pcs.v1.ShardEpoch
-	(*Shard)(nil),                   // 23: pcs.v1.Shard
+	(ReadConsistency)(0),            // 0: pcs.v1.ReadConsistency
+	(*KVHeader)(nil),                // 1: pcs.v1.KVHeader
+	(*KVError)(nil),                 // 2: pcs.v1.KVError
+	(*ReplicateRequest)(nil),        // 3: pcs.v1.ReplicateRequest
+	(*MergeEntry)(nil),              // 4: pcs.v1.MergeEntry
+	(*AppliedRequest)(nil),          // 5: pcs.v1.AppliedRequest
+	(*InstallSnapshotRequest)(nil),  // 6: pcs.v1.InstallSnapshotRequest
+	(*InstallSnapshotResponse)(nil), // 7: pcs.v1.InstallSnapshotResponse
+	(*PositionRequest)(nil),         // 8: pcs.v1.PositionRequest
+	(*PositionResponse)(nil),        // 9: pcs.v1.PositionResponse
+	(*ReplicateResponse)(nil),       // 10: pcs.v1.ReplicateResponse
+	(*NotPrimaryKV)(nil),            // 11: pcs.v1.NotPrimaryKV
+	(*KVGetRequest)(nil),            // 12: pcs.v1.KVGetRequest
+	(*KVGetResponse)(nil),           // 13: pcs.v1.KVGetResponse
+	(*ShardReadIndexRequest)(nil),   // 14: pcs.v1.ShardReadIndexRequest
+	(*ShardReadIndexResponse)(nil),  // 15: pcs.v1.ShardReadIndexResponse
+	(*KVPutRequest)(nil),            // 16: pcs.v1.KVPutRequest
+	(*KVPutResponse)(nil),           // 17: pcs.v1.KVPutResponse
+	(*KVDeleteRequest)(nil),         // 18: pcs.v1.KVDeleteRequest
+	(*KVDeleteResponse)(nil),        // 19: pcs.v1.KVDeleteResponse
+	(*KVScanRequest)(nil),           // 20: pcs.v1.KVScanRequest
+	(*KVPair)(nil),                  // 21: pcs.v1.KVPair
+	(*KVScanResponse)(nil),          // 22: pcs.v1.KVScanResponse
+	(*KVBatchRequest)(nil),          // 23: pcs.v1.KVBatchRequest
+	(*KVBatchResponse)(nil),         // 24: pcs.v1.KVBatchResponse
+	(*ShardEpoch)(nil),              // 25: pcs.v1.ShardEpoch
+	(*Shard)(nil),                   // 26: pcs.v1.Shard
 }
 var file_kv_proto_depIdxs = []int32{
-	22, // 0: pcs.v1.KVHeader.epoch:type_name -> pcs.v1.ShardEpoch
-	10, // 1: pcs.v1.KVError.not_primary:type_name -> pcs.v1.NotPrimaryKV
-	23, // 2: pcs.v1.KVError.epoch_not_match:type_name -> pcs.v1.Shard
-	18, // 3: pcs.v1.ReplicateRequest.puts:type_name -> pcs.v1.KVPair
-	23, // 4: pcs.v1.ReplicateRequest.split:type_name -> pcs.v1.Shard
-	4,  // 5: pcs.v1.ReplicateRequest.requests:type_name -> pcs.v1.AppliedRequest
-	4,  // 6: pcs.v1.ReplicateRequest.expired:type_name -> pcs.v1.AppliedRequest
-	3,  // 7: pcs.v1.ReplicateRequest.merge:type_name -> pcs.v1.MergeEntry
-	23, // 8: pcs.v1.MergeEntry.survivor:type_name -> pcs.v1.Shard
-	18, // 9: pcs.v1.InstallSnapshotRequest.pairs:type_name -> pcs.v1.KVPair
-	4,  // 10: pcs.v1.InstallSnapshotRequest.requests:type_name -> pcs.v1.AppliedRequest
-	0,  // 11: pcs.v1.KVGetRequest.header:type_name -> pcs.v1.KVHeader
-	0,  // 12: pcs.v1.KVPutRequest.header:type_name -> pcs.v1.KVHeader
-	0,  // 13: pcs.v1.KVDeleteRequest.header:type_name -> pcs.v1.KVHeader
-	0,  // 14: pcs.v1.KVScanRequest.header:type_name -> pcs.v1.KVHeader
-	18, // 15: pcs.v1.KVScanResponse.pairs:type_name -> pcs.v1.KVPair
-	0,  // 16: pcs.v1.KVBatchRequest.header:type_name -> pcs.v1.KVHeader
-	18, // 17: pcs.v1.KVBatchRequest.puts:type_name -> pcs.v1.KVPair
-	11, // 18: pcs.v1.KV.Get:input_type -> pcs.v1.KVGetRequest
-	13, // 19: pcs.v1.KV.Put:input_type -> pcs.v1.KVPutRequest
-	15, // 20: pcs.v1.KV.Delete:input_type -> pcs.v1.KVDeleteRequest
-	17, // 21: pcs.v1.KV.Scan:input_type -> pcs.v1.KVScanRequest
-	20, // 22: pcs.v1.KV.Batch:input_type -> pcs.v1.KVBatchRequest
-	2,  // 23: pcs.v1.KV.Replicate:input_type -> pcs.v1.ReplicateRequest
-	5,  // 24: pcs.v1.KV.InstallSnapshot:input_type -> pcs.v1.InstallSnapshotRequest
-	7,  // 25: pcs.v1.KV.Position:input_type -> pcs.v1.PositionRequest
-	12, // 26: pcs.v1.KV.Get:output_type -> pcs.v1.KVGetResponse
-	14, // 27: pcs.v1.KV.Put:output_type -> pcs.v1.KVPutResponse
-	16, // 28: pcs.v1.KV.Delete:output_type -> pcs.v1.KVDeleteResponse
-	19, // 29: pcs.v1.KV.Scan:output_type -> pcs.v1.KVScanResponse
-	21, // 30: pcs.v1.KV.Batch:output_type -> pcs.v1.KVBatchResponse
-	9,  // 31: pcs.v1.KV.Replicate:output_type -> pcs.v1.ReplicateResponse
-	6,  // 32: pcs.v1.KV.InstallSnapshot:output_type -> pcs.v1.InstallSnapshotResponse
-	8,  // 33: pcs.v1.KV.Position:output_type -> pcs.v1.PositionResponse
-	26, // [26:34] is the sub-list for method output_type
-	18, // [18:26] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	25, // 0: pcs.v1.KVHeader.epoch:type_name -> pcs.v1.ShardEpoch
+	11, // 1: pcs.v1.KVError.not_primary:type_name -> pcs.v1.NotPrimaryKV
+	26, // 2: pcs.v1.KVError.epoch_not_match:type_name -> pcs.v1.Shard
+	21, // 3: pcs.v1.ReplicateRequest.puts:type_name -> pcs.v1.KVPair
+	26, // 4: pcs.v1.ReplicateRequest.split:type_name -> pcs.v1.Shard
+	5,  // 5: pcs.v1.ReplicateRequest.requests:type_name -> pcs.v1.AppliedRequest
+	5,  // 6: pcs.v1.ReplicateRequest.expired:type_name -> pcs.v1.AppliedRequest
+	4,  // 7: pcs.v1.ReplicateRequest.merge:type_name -> pcs.v1.MergeEntry
+	26, // 8: pcs.v1.MergeEntry.survivor:type_name -> pcs.v1.Shard
+	21, // 9: pcs.v1.InstallSnapshotRequest.pairs:type_name -> pcs.v1.KVPair
+	5,  // 10: pcs.v1.InstallSnapshotRequest.requests:type_name -> pcs.v1.AppliedRequest
+	1,  // 11: pcs.v1.KVGetRequest.header:type_name -> pcs.v1.KVHeader
+	0,  // 12: pcs.v1.KVGetRequest.consistency:type_name -> pcs.v1.ReadConsistency
+	1,  // 13: pcs.v1.ShardReadIndexRequest.header:type_name -> pcs.v1.KVHeader
+	1,  // 14: pcs.v1.KVPutRequest.header:type_name -> pcs.v1.KVHeader
+	1,  // 15: pcs.v1.KVDeleteRequest.header:type_name -> pcs.v1.KVHeader
+	1,  // 16: pcs.v1.KVScanRequest.header:type_name -> pcs.v1.KVHeader
+	21, // 17: pcs.v1.KVScanResponse.pairs:type_name -> pcs.v1.KVPair
+	1,  // 18: pcs.v1.KVBatchRequest.header:type_name -> pcs.v1.KVHeader
+	21, // 19: pcs.v1.KVBatchRequest.puts:type_name -> pcs.v1.KVPair
+	12, // 20: pcs.v1.KV.Get:input_type -> pcs.v1.KVGetRequest
+	16, // 21: pcs.v1.KV.Put:input_type -> pcs.v1.KVPutRequest
+	18, // 22: pcs.v1.KV.Delete:input_type -> pcs.v1.KVDeleteRequest
+	20, // 23: pcs.v1.KV.Scan:input_type -> pcs.v1.KVScanRequest
+	23, // 24: pcs.v1.KV.Batch:input_type -> pcs.v1.KVBatchRequest
+	3,  // 25: pcs.v1.KV.Replicate:input_type -> pcs.v1.ReplicateRequest
+	6,  // 26: pcs.v1.KV.InstallSnapshot:input_type -> pcs.v1.InstallSnapshotRequest
+	8,  // 27: pcs.v1.KV.Position:input_type -> pcs.v1.PositionRequest
+	14, // 28: pcs.v1.KV.ReadIndex:input_type -> pcs.v1.ShardReadIndexRequest
+	13, // 29: pcs.v1.KV.Get:output_type -> pcs.v1.KVGetResponse
+	17, // 30: pcs.v1.KV.Put:output_type -> pcs.v1.KVPutResponse
+	19, // 31: pcs.v1.KV.Delete:output_type -> pcs.v1.KVDeleteResponse
+	22, // 32: pcs.v1.KV.Scan:output_type -> pcs.v1.KVScanResponse
+	24, // 33: pcs.v1.KV.Batch:output_type -> pcs.v1.KVBatchResponse
+	10, // 34: pcs.v1.KV.Replicate:output_type -> pcs.v1.ReplicateResponse
+	7,  // 35: pcs.v1.KV.InstallSnapshot:output_type -> pcs.v1.InstallSnapshotResponse
+	9,  // 36: pcs.v1.KV.Position:output_type -> pcs.v1.PositionResponse
+	15, // 37: pcs.v1.KV.ReadIndex:output_type -> pcs.v1.ShardReadIndexResponse
+	29, // [29:38] is the sub-list for method output_type
+	20, // [20:29] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_kv_proto_init() }
@@ -1670,13 +1868,14 @@ func file_kv_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_proto_rawDesc), len(file_kv_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   22,
+			NumEnums:      1,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_kv_proto_goTypes,
 		DependencyIndexes: file_kv_proto_depIdxs,
+		EnumInfos:         file_kv_proto_enumTypes,
 		MessageInfos:      file_kv_proto_msgTypes,
 	}.Build()
 	File_kv_proto = out.File

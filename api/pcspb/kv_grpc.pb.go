@@ -31,6 +31,7 @@ const (
 	KV_Replicate_FullMethodName       = "/pcs.v1.KV/Replicate"
 	KV_InstallSnapshot_FullMethodName = "/pcs.v1.KV/InstallSnapshot"
 	KV_Position_FullMethodName        = "/pcs.v1.KV/Position"
+	KV_ReadIndex_FullMethodName       = "/pcs.v1.KV/ReadIndex"
 )
 
 // KVClient is the client API for KV service.
@@ -50,6 +51,9 @@ type KVClient interface {
 	// Position is node to node: a new primary asks a replica where its log ends, to skip the
 	// snapshot of a replica that already holds exactly what the primary holds.
 	Position(ctx context.Context, in *PositionRequest, opts ...grpc.CallOption) (*PositionResponse, error)
+	// ReadIndex is node to node: a replica serving a follower read asks the primary for its
+	// position.
+	ReadIndex(ctx context.Context, in *ShardReadIndexRequest, opts ...grpc.CallOption) (*ShardReadIndexResponse, error)
 }
 
 type kVClient struct {
@@ -143,6 +147,16 @@ func (c *kVClient) Position(ctx context.Context, in *PositionRequest, opts ...gr
 	return out, nil
 }
 
+func (c *kVClient) ReadIndex(ctx context.Context, in *ShardReadIndexRequest, opts ...grpc.CallOption) (*ShardReadIndexResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ShardReadIndexResponse)
+	err := c.cc.Invoke(ctx, KV_ReadIndex_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
@@ -160,6 +174,9 @@ type KVServer interface {
 	// Position is node to node: a new primary asks a replica where its log ends, to skip the
 	// snapshot of a replica that already holds exactly what the primary holds.
 	Position(context.Context, *PositionRequest) (*PositionResponse, error)
+	// ReadIndex is node to node: a replica serving a follower read asks the primary for its
+	// position.
+	ReadIndex(context.Context, *ShardReadIndexRequest) (*ShardReadIndexResponse, error)
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -193,6 +210,9 @@ func (UnimplementedKVServer) InstallSnapshot(grpc.ClientStreamingServer[InstallS
 }
 func (UnimplementedKVServer) Position(context.Context, *PositionRequest) (*PositionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Position not implemented")
+}
+func (UnimplementedKVServer) ReadIndex(context.Context, *ShardReadIndexRequest) (*ShardReadIndexResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -348,6 +368,24 @@ func _KV_Position_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KV_ReadIndex_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ShardReadIndexRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).ReadIndex(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_ReadIndex_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).ReadIndex(ctx, req.(*ShardReadIndexRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -382,6 +420,10 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Position",
 			Handler:    _KV_Position_Handler,
+		},
+		{
+			MethodName: "ReadIndex",
+			Handler:    _KV_ReadIndex_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -90,5 +90,6 @@ func (n *Node) forgetReplica(id uint64) {
 	n.mu.Lock()
 	delete(n.repl, id)
 	n.mu.Unlock()
+	n.dropView(id)
 	n.load.forget(id)
 }

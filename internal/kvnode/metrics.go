@@ -21,6 +21,7 @@ type metrics struct {
 	replicasRemoved   prometheus.Counter
 	notEnoughReplicas prometheus.Counter
 	splits            prometheus.Counter
+	replicaReads      *prometheus.CounterVec
 }
 
 func newMetrics(n *Node) *metrics {
@@ -47,6 +48,8 @@ func newMetrics(n *Node) *metrics {
 		replicasRemoved:   counter("pcsnode_replicas_removed_total", "Replicas taken out of a configuration at this primary's request (unreachable or too slow)."),
 		notEnoughReplicas: counter("pcsnode_writes_not_enough_replicas_total", "Writes refused because fewer replicas than the shard's min-in-sync could persist them."),
 		splits:            counter("pcsnode_splits_total", "Shard splits this node made as primary."),
+		replicaReads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pcsnode_replica_reads_total",
+			Help: "Reads this node served as a replica that is not the primary, by consistency (follower, stale)."}, []string{"consistency"}),
 	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
@@ -55,7 +58,7 @@ func newMetrics(n *Node) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.entrySeconds, m.entryWrites, m.grpcSeconds, m.snapshotsSent, m.snapshotBytes, m.snapshotsSkipped,
-		m.snapshotsReceived, m.duplicates, m.replicasRemoved, m.notEnoughReplicas, m.splits,
+		m.snapshotsReceived, m.duplicates, m.replicasRemoved, m.notEnoughReplicas, m.splits, m.replicaReads,
 		gauge("pcsnode_shard_replicas", "Shard replicas this node holds.", func() float64 { return float64(len(n.store.Held())) }),
 		gauge("pcsnode_shard_primaries", "Shards this node is the primary of.", func() float64 {
 			led := 0

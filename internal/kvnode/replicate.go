@@ -469,6 +469,13 @@ func (n *Node) Replicate(_ context.Context, req *pcspb.ReplicateRequest) (*pcspb
 		return nil, kvError(codes.FailedPrecondition, fmt.Sprintf("kvnode: shard %d has position %d; %d leaves a gap", sh.Id, cur, req.Lsn),
 			&pcspb.KVError{Err: &pcspb.KVError_LogGap{LogGap: cur}})
 	}
+	if req.Split != nil || req.Merge != nil {
+		n.dropView(sh.Id) // the range changes: a view of the old one would serve keys it lost
+	} else if cur > 0 {
+		// The primary sends an entry only once the one before is on every replica: the state
+		// here now is committed.
+		n.setView(sh.Id, cur, time.Now())
+	}
 	if req.Split != nil {
 		if bytes.Compare(req.Split.Start, sh.Start) <= 0 || req.Split.Id == sh.Id {
 			return nil, status.Errorf(codes.InvalidArgument, "kvnode: split of shard %d at %x is outside [%x, %x)", sh.Id, req.Split.Start, sh.Start, sh.End)

@@ -458,5 +458,6 @@ func (s *Server) close() error {
 	}
 	s.wg.Wait()
 	s.pcs.Close()
+	s.Node.closeViews()
 	return s.Store.Close()
 }

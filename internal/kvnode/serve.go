@@ -358,6 +358,25 @@ func kvError(code codes.Code, msg string, detail *pcspb.KVError) error {
 // node is the primary and holds PCS's grant to serve the shard at its term, and every key is
 // inside the shard.
 func (n *Node) check(h *pcspb.KVHeader, keys ...[]byte) (*pcspb.Shard, error) {
+	sh, err := n.checkReplica(h, keys...)
+	if err != nil {
+		return nil, err
+	}
+	if sh.Primary != n.self() {
+		return nil, kvError(codes.FailedPrecondition, fmt.Sprintf("kvnode: not the primary of shard %d (primary is node %d)", sh.Id, sh.Primary),
+			&pcspb.KVError{Err: &pcspb.KVError_NotPrimary{NotPrimary: &pcspb.NotPrimaryKV{PrimaryNode: sh.Primary}}})
+	}
+	if !n.grants.Granted(sh.Id, sh.Term) {
+		n.grants.Kick()
+		return nil, kvError(codes.FailedPrecondition, fmt.Sprintf("kvnode: shard %d: no grant from PCS to serve it as primary at term %d (yet)", sh.Id, sh.Term),
+			&pcspb.KVError{Err: &pcspb.KVError_NotPrimary{NotPrimary: &pcspb.NotPrimaryKV{}}})
+	}
+	return sh, nil
+}
+
+// checkReplica admits a request on any replica of the shard: the replica exists, the epoch
+// matches, and every key is inside the shard.
+func (n *Node) checkReplica(h *pcspb.KVHeader, keys ...[]byte) (*pcspb.Shard, error) {
 	if h == nil {
 		return nil, status.Error(codes.InvalidArgument, "kvnode: request has no header")
 	}
@@ -373,15 +392,6 @@ func (n *Node) check(h *pcspb.KVHeader, keys ...[]byte) (*pcspb.Shard, error) {
 		return nil, kvError(codes.FailedPrecondition, fmt.Sprintf("kvnode: shard %d epoch is %v, request has %v", sh.Id, sh.Epoch, h.Epoch),
 			&pcspb.KVError{Err: &pcspb.KVError_EpochNotMatch{EpochNotMatch: sh}})
 	}
-	if sh.Primary != n.self() {
-		return nil, kvError(codes.FailedPrecondition, fmt.Sprintf("kvnode: not the primary of shard %d (primary is node %d)", sh.Id, sh.Primary),
-			&pcspb.KVError{Err: &pcspb.KVError_NotPrimary{NotPrimary: &pcspb.NotPrimaryKV{PrimaryNode: sh.Primary}}})
-	}
-	if !n.grants.Granted(sh.Id, sh.Term) {
-		n.grants.Kick()
-		return nil, kvError(codes.FailedPrecondition, fmt.Sprintf("kvnode: shard %d: no grant from PCS to serve it as primary at term %d (yet)", sh.Id, sh.Term),
-			&pcspb.KVError{Err: &pcspb.KVError_NotPrimary{NotPrimary: &pcspb.NotPrimaryKV{}}})
-	}
 	for _, k := range keys {
 		if len(k) > MaxKeySize {
 			return nil, status.Errorf(codes.InvalidArgument, "kvnode: key of %d bytes exceeds %d", len(k), MaxKeySize)
@@ -395,6 +405,11 @@ func (n *Node) check(h *pcspb.KVHeader, keys ...[]byte) (*pcspb.Shard, error) {
 }
 
 func (n *Node) Get(ctx context.Context, req *pcspb.KVGetRequest) (*pcspb.KVGetResponse, error) {
+	if req.Consistency != pcspb.ReadConsistency_READ_CONSISTENCY_PRIMARY {
+		if resp, err, served := n.replicaGet(ctx, req); served {
+			return resp, err
+		}
+	}
 	var resp *pcspb.KVGetResponse
 	err := n.serve(ctx, req.Header, [][]byte{req.Key}, func(sh *pcspb.Shard) error {
 		v, found, err := n.store.Get(sh.Id, req.Key)

@@ -59,6 +59,7 @@ type Node struct {
 	repl    map[uint64]*replState  // per shard this node is primary of
 	gcAt    map[uint64]time.Time   // per shard: when its expired request records were last looked for
 	trimmed map[[2]uint64]uint64   // (shard, client) -> the acked_below its records were last trimmed to
+	views   map[uint64]*readView   // per shard this node is a replica of: its read view (replicaread.go)
 }
 
 // Grants is what a node knows of PCS's grants (nodeagent.Agent implements it). A node serves
@@ -82,7 +83,7 @@ func NewNode(store *Store, self func() uint64, grants Grants, peer Peer, log *sl
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{store: store, log: log, self: self, grants: grants, peer: peer, schemas: map[uint64]uint64{},
-		locks: map[uint64]*sync.Mutex{}, repl: map[uint64]*replState{}, load: newShardLoad(time.Now), replicateTimeout: ReplicateTimeout, res: newResources()}
+		locks: map[uint64]*sync.Mutex{}, repl: map[uint64]*replState{}, views: map[uint64]*readView{}, load: newShardLoad(time.Now), replicateTimeout: ReplicateTimeout, res: newResources()}
 	n.metrics = newMetrics(n)
 	return n
 }
@@ -149,6 +150,7 @@ func (n *Node) DropReplica(_ context.Context, id uint64) error {
 	delete(n.repl, id)
 	n.load.forget(id)
 	n.mu.Unlock()
+	n.dropView(id)
 	return n.store.DropReplica(id)
 }
 

@@ -133,6 +133,7 @@ func (n *Node) InstallSnapshot(stream pcspb.KV_InstallSnapshotServer) error {
 	if err != nil {
 		return err
 	}
+	n.dropView(sh.Id) // the data is replaced
 	r, err := n.store.Replace(sh)
 	if err != nil {
 		return status.Error(codes.Internal, err.Error())

@@ -137,6 +137,7 @@ var table = []Row{
 	{"KV", pcspb.KV_Replicate_FullMethodName, nodeKV},
 	{"KV", pcspb.KV_InstallSnapshot_FullMethodName, nodeKV},
 	{"KV", pcspb.KV_Position_FullMethodName, nodeKV},
+	{"KV", pcspb.KV_ReadIndex_FullMethodName, nodeKV},
 	{"HTTP pcs", "/health", Anyone},
 	{"HTTP pcs", "/ready", Anyone},
 	{"HTTP pcs", "/metrics", monitor},

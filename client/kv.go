@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/postdb/pcs/api/pcspb"
 )
@@ -20,6 +21,10 @@ type opOptions struct {
 	after       []byte
 	keysOnly    bool
 	stats       bool
+	rowRead     pcspb.ReadConsistency
+	maxStale    time.Duration
+	readFrom    string
+	staleness   *time.Duration
 }
 
 func collect(opts []OpOption) opOptions {
@@ -29,6 +34,26 @@ func collect(opts []OpOption) opOptions {
 	}
 	return o
 }
+
+// WithFollowerRead lets a replica of the row's shard serve a row read (TableKV.Get),
+// linearizably: the replica reads exactly the state at the primary's position when the read
+// arrived.
+func WithFollowerRead() OpOption {
+	return func(o *opOptions) { o.rowRead = pcspb.ReadConsistency_READ_CONSISTENCY_FOLLOWER }
+}
+
+// WithStaleRead lets a replica serve a row read from a state at most maxStaleness old (it asks
+// the primary only if its latest known state is older).
+func WithStaleRead(maxStaleness time.Duration) OpOption {
+	return func(o *opOptions) { o.rowRead, o.maxStale = pcspb.ReadConsistency_READ_CONSISTENCY_STALE, maxStaleness }
+}
+
+// WithReadFrom prefers, for a follower or stale row read, a replica on a node whose zone
+// label is zone.
+func WithReadFrom(zone string) OpOption { return func(o *opOptions) { o.readFrom = zone } }
+
+// WithStaleness receives how old the state a replica read may have been (0: current).
+func WithStaleness(d *time.Duration) OpOption { return func(o *opOptions) { o.staleness = d } }
 
 // WithExpectedVersion makes a put or delete a compare-and-swap: it applies only if the key's
 // version is v (0: the key must not exist); otherwise it fails with ErrVersionMismatch.

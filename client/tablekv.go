@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"time"
@@ -41,9 +42,10 @@ func (c *Client) KV(table string) *TableKV { return &TableKV{c: c, table: table}
 
 // nodes caches data node addresses by id.
 type nodeAddrs struct {
-	mu    sync.Mutex
-	addrs map[uint64]string
-	conns map[string]*grpc.ClientConn
+	mu     sync.Mutex
+	addrs  map[uint64]string
+	labels map[uint64]map[string]string
+	conns  map[string]*grpc.ClientConn
 }
 
 // NodeKV returns the KV client of a data node by id; addresses come from PCS (stale reads,
@@ -62,8 +64,12 @@ func (c *Client) nodeKV(ctx context.Context, id uint64) (pcspb.KVClient, error) 
 			return nil, err
 		}
 		c.nodes.mu.Lock()
+		if c.nodes.labels == nil {
+			c.nodes.labels = map[uint64]map[string]string{}
+		}
 		for _, n := range resp.Nodes {
 			c.nodes.addrs[n.Node.Id] = n.Node.Address
+			c.nodes.labels[n.Node.Id] = n.Node.Labels
 		}
 		addr, ok = c.nodes.addrs[id]
 		c.nodes.mu.Unlock()
@@ -269,8 +275,16 @@ func (t *TableKV) onShard(ctx context.Context, key []byte, write bool, call func
 	return unknown(fmt.Errorf("after %d attempts: %w", c.opts.MaxAttempts, last))
 }
 
-// Get reads a row; found is false if it does not exist.
-func (t *TableKV) Get(ctx context.Context, key []byte) (value []byte, found bool, err error) {
+// Get reads a row; found is false if it does not exist. By default the shard's primary serves
+// it; WithFollowerRead and WithStaleRead let a replica serve it (WithReadFrom: one in a zone),
+// and the primary still does if no replica can.
+func (t *TableKV) Get(ctx context.Context, key []byte, opts ...OpOption) (value []byte, found bool, err error) {
+	if o := collect(opts); o.rowRead != pcspb.ReadConsistency_READ_CONSISTENCY_PRIMARY {
+		value, found, err = t.replicaGet(ctx, key, o)
+		if err == nil || ctx.Err() != nil || errors.Is(err, ErrInvalidArgument) {
+			return value, found, err
+		}
+	}
 	err = t.onShard(ctx, key, false, func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error {
 		resp, err := kv.Get(ctx, &pcspb.KVGetRequest{Header: h, Key: rk})
 		if err == nil {
@@ -282,6 +296,58 @@ func (t *TableKV) Get(ctx context.Context, key []byte) (value []byte, found bool
 		return nil, false, nil // no partition for its interval yet: the row does not exist
 	}
 	return value, found, err
+}
+
+// replicaGet reads a row on one replica of its shard (see Get): one attempt, whose failure
+// sends the read to the primary.
+func (t *TableKV) replicaGet(ctx context.Context, key []byte, o opOptions) ([]byte, bool, error) {
+	c := t.c
+	sh, rk, err := c.route(ctx, t.table, key)
+	if errors.Is(err, catalog.ErrIntervalMissing) {
+		return nil, false, nil // no partition for its interval yet: the row does not exist
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	node := c.pickReplica(sh, o.readFrom)
+	kv, err := c.nodeKV(ctx, node)
+	if err != nil {
+		return nil, false, err
+	}
+	actx, cancel := context.WithTimeout(ctx, c.attemptTimeout())
+	defer cancel()
+	resp, err := kv.Get(actx, &pcspb.KVGetRequest{Header: &pcspb.KVHeader{ShardId: sh.Id, Epoch: sh.Epoch}, Key: rk,
+		Consistency: o.rowRead, MaxStalenessMs: uint32(min(o.maxStale.Milliseconds(), 1<<31))})
+	if err != nil {
+		mapped, stale := kvErr(err)
+		if stale {
+			c.InvalidateShard(t.table, sh)
+		}
+		return nil, false, fmt.Errorf("%w: reading on replica node %d", mapped, node)
+	}
+	if o.staleness != nil {
+		*o.staleness = time.Duration(resp.StalenessMs) * time.Millisecond
+	}
+	return resp.Value, resp.Found, nil
+}
+
+// pickReplica chooses the replica of sh to read from: one on a node whose zone label is zone,
+// else any replica, at random (reads spread over the replicas).
+func (c *Client) pickReplica(sh *pcspb.Shard, zone string) uint64 {
+	c.nodes.mu.Lock()
+	defer c.nodes.mu.Unlock()
+	if zone != "" {
+		var in []uint64
+		for _, r := range sh.Replicas {
+			if c.nodes.labels[r]["zone"] == zone {
+				in = append(in, r)
+			}
+		}
+		if len(in) > 0 {
+			return in[rand.IntN(len(in))]
+		}
+	}
+	return sh.Replicas[rand.IntN(len(sh.Replicas))]
 }
 
 // Put writes a row.

@@ -91,8 +91,9 @@ func TestLinearizableAcrossDataNodeKill(t *testing.T) {
 // rowHistory runs clients that put and get rows of a few keys (even clients write, odd ones
 // read) and records every operation for a linearizability check.
 type rowHistory struct {
-	kv     *client.TableKV
-	keys   int
+	kv       *client.TableKV
+	keys     int
+	readOpts []client.OpOption // how the readers read (default: from the primary)
 	origin time.Time
 	stop   chan struct{}
 	wg     sync.WaitGroup
@@ -146,7 +147,7 @@ func (h *rowHistory) op(ctx context.Context, w, seq int) {
 		return
 	}
 	call := h.now()
-	v, _, err := h.kv.Get(ctx, rowKey(k))
+	v, _, err := h.kv.Get(ctx, rowKey(k), h.readOpts...)
 	ret := h.now()
 	if err == nil {
 		h.mu.Lock()

@@ -55,20 +55,39 @@ func rowCmd(g *globals) *cobra.Command {
 			return nil
 		}),
 	}
+	var consistency, readFrom string
+	var maxStale time.Duration
 	get := &cobra.Command{
 		Use: "get TABLE KEY", Short: "Read a row (exit 1 if there is none)", Args: cobra.ExactArgs(2),
+		Example: `  pcsctl row get orders 42
+  pcsctl row get orders 42 --consistency follower --read-from z1
+  pcsctl row get orders 42 --consistency stale --max-staleness 5s`,
 		RunE: each(func(ctx context.Context, out io.Writer, kv *client.TableKV, key []byte, args []string) error {
-			v, found, err := kv.Get(ctx, key)
+			var stale time.Duration
+			opts := []client.OpOption{client.WithStaleness(&stale), client.WithReadFrom(readFrom)}
+			switch consistency {
+			case "primary":
+			case "follower":
+				opts = append(opts, client.WithFollowerRead())
+			case "stale":
+				opts = append(opts, client.WithStaleRead(maxStale))
+			default:
+				return fmt.Errorf("--consistency %q: primary, follower or stale", consistency)
+			}
+			v, found, err := kv.Get(ctx, key, opts...)
 			if err != nil {
 				return err
 			}
 			if !found {
 				return fmt.Errorf("row (%s) of %s: %w", args[1], args[0], client.ErrNotFound)
 			}
-			return g.print(out, table{header: []string{"KEY", "VALUE"}, rows: [][]string{{args[1], text(v)}},
-				value: map[string]string{"key": args[1], "value": string(v)}})
+			return g.print(out, table{header: []string{"KEY", "VALUE", "STALENESS"}, rows: [][]string{{args[1], text(v), stale.String()}},
+				value: map[string]string{"key": args[1], "value": string(v), "staleness": stale.String()}})
 		}),
 	}
+	get.Flags().StringVar(&consistency, "consistency", "primary", "who serves the read: primary; follower (any replica, linearizable); stale (any replica, at most --max-staleness old)")
+	get.Flags().DurationVar(&maxStale, "max-staleness", 5*time.Second, "with --consistency stale: the oldest state the read may see")
+	get.Flags().StringVar(&readFrom, "read-from", "", "with follower or stale: prefer a replica on a node of this zone label")
 	del := &cobra.Command{
 		Use: "del TABLE KEY", Short: "Delete a row", Args: cobra.ExactArgs(2),
 		RunE: each(func(ctx context.Context, out io.Writer, kv *client.TableKV, key []byte, _ []string) error {

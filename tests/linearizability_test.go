@@ -94,9 +94,9 @@ type rowHistory struct {
 	kv       *client.TableKV
 	keys     int
 	readOpts []client.OpOption // how the readers read (default: from the primary)
-	origin time.Time
-	stop   chan struct{}
-	wg     sync.WaitGroup
+	origin   time.Time
+	stop     chan struct{}
+	wg       sync.WaitGroup
 
 	mu      sync.Mutex
 	history []porcupine.Operation

@@ -135,17 +135,16 @@ func (s *Server) maintainIntervals(ctx context.Context, now time.Time) {
 			continue
 		}
 		width, _, _ := spec.Interval()
-		if job := t.PartitionJob; job == nil || job.Kind == "add partition" {
-			if c, ok := s.timestampInterval(t); ok && c {
-				if add, err := spec.IntervalsFor(now.UnixMicro()+ahead*width, now); err == nil && len(add) > 0 {
-					cover := &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_CoverKey{CoverKey: spec.IntervalKey(now.UnixMicro() + ahead*width)}}
-					if err := s.coverKey(ctx, t, cover); err != nil {
-						s.log.Warn("creating intervals ahead", "table", t.Name, "err", err)
-					} else {
-						s.log.Info("intervals created ahead", "table", t.Name, "partitions", len(add))
-					}
-					continue
+		if isTime, ok := s.timestampInterval(t); ok && isTime {
+			until := now.UnixMicro() + ahead*width
+			if add, err := spec.IntervalsFor(until, now); err == nil && len(add) > 0 {
+				cover := &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_CoverKey{CoverKey: spec.IntervalKey(until)}}
+				if err := s.coverKey(ctx, t, cover); err != nil {
+					s.log.Warn("creating intervals ahead", "table", t.Name, "err", err)
+				} else {
+					s.log.Info("intervals created ahead", "table", t.Name, "partitions", len(add))
 				}
+				continue
 			}
 		}
 		if t.PartitionJob != nil {

@@ -35,8 +35,9 @@ func (c *catalogState) alterPartitions(st *state, cmd *pcspb.CmdAlterPartitions,
 		adds = true
 	}
 	switch {
-	case t.PartitionJob != nil && !(adds && t.PartitionJob.Kind == "add partition"):
-		// Adds join an add under way (intervals are added while earlier ones are being made).
+	case t.PartitionJob != nil && !adds:
+		// Adds join any job under way (a row's interval must not wait for a retention drop);
+		// a drop or truncate waits for the job before it.
 		return nil, fmt.Errorf("%w: %q: %s %q has not finished", ErrAlterInProgress, t.Name, t.PartitionJob.Kind, t.PartitionJob.Partition)
 	case t.ShardGroup != "":
 		return nil, fmt.Errorf("%w: %q is in shard group %q, whose tables must keep the same partitions", ErrInvalid, t.Name, t.ShardGroup)
@@ -62,13 +63,18 @@ func (c *catalogState) alterPartitions(st *state, cmd *pcspb.CmdAlterPartitions,
 	if old := t.PartitionJob; old != nil {
 		job = proto.Clone(old).(*pcspb.PartitionJob)
 		job.Partition += "," + strings.Join(names, ",")
+		if !strings.HasSuffix(job.Kind, "add partition") {
+			job.Kind += ", add partition"
+		}
 	}
 	shards := te.shards.Clone()
 	var add []*pcspb.Shard
 	var dropStart, dropEnd []byte
 	switch alter.GetOp().(type) {
 	case *pcspb.PartitionAlter_AddRange, *pcspb.PartitionAlter_AddList, *pcspb.PartitionAlter_CoverKey:
-		job.Kind = "add partition"
+		if job.Kind == "" {
+			job.Kind = "add partition"
+		}
 		if add, err = c.newShards(st, nt, compiled, names, cmd.Shards); err != nil {
 			return nil, err
 		}

@@ -131,6 +131,17 @@ partition:
 		{"table", "create", "x", "--columns", "id:int64", "--replicas", "5"},
 		{"table", "show", "nope"},
 		{"shard", "route", "events", "notanumber"},
+		{"table", "alter", "users", "add-partition", "p9"},
+		{"table", "alter", "users", "add-partition", "p9", "--less-than", "1", "--value", "2"},
+		{"table", "alter", "users", "set-replicas", "ten"},
+		{"table", "alter", "users", "set-replicas", "0"},
+		{"table", "alter", "users", "rename-partition", "p0"},
+		{"table", "alter", "users", "drop-partition", "p0"},
+		{"table", "alter", "nope", "truncate-partition", "p0"},
+		{"table", "create", "iv", "--columns", "ts:timestamp", "--interval", "1d"},
+		{"table", "create", "iv", "--columns", "ts:timestamp", "--range-column", "ts", "--interval", "1x"},
+		{"table", "create", "iv", "--columns", "name:string", "--range-column", "name", "--interval", "1d"},
+		{"row", "get", "users", "1,ada", "--consistency", "eventual"},
 	} {
 		code, out := ctl(args...)
 		if code == 0 || strings.Count(strings.TrimSpace(out), "\n") != 0 {

@@ -1,9 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/postdb/pcs/api/pcspb"
@@ -104,6 +106,10 @@ func (s *Server) placePartition(ctx context.Context, t *pcspb.Table, alter *pcsp
 	if err != nil {
 		return nil, err
 	}
+	if _, ok := alter.Op.(*pcspb.PartitionAlter_Truncate); ok && t.ShardGroup != "" {
+		// A shard group's table keeps its leaves where they are (co-located with the group's).
+		return currentPlacement(s.fsm.TableShards(t.Id), leaves), nil
+	}
 	if err := s.waitNodesHeard(ctx); err != nil {
 		return nil, err
 	}
@@ -169,4 +175,21 @@ func (s *Server) timestampInterval(t *pcspb.Table) (isTimestamp, ok bool) {
 		}
 	}
 	return false, false
+}
+
+// currentPlacement places each leaf's new shard on the replicas of the first shard now holding
+// the leaf, its primary first.
+func currentPlacement(shards []*pcspb.Shard, leaves []catalog.Leaf) []*pcspb.Shard {
+	out := make([]*pcspb.Shard, len(leaves))
+	for i, l := range leaves {
+		out[i] = &pcspb.Shard{Start: l.Start, End: l.End}
+		for _, sh := range shards {
+			if bytes.Compare(sh.Start, l.Start) >= 0 && bytes.Compare(sh.Start, l.End) < 0 {
+				out[i].Primary = sh.Primary
+				out[i].Replicas = append([]uint64{sh.Primary}, slices.DeleteFunc(slices.Clone(sh.Replicas), func(r uint64) bool { return r == sh.Primary })...)
+				break
+			}
+		}
+	}
+	return out
 }

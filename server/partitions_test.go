@@ -306,3 +306,63 @@ func TestIntervalPartitions(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupPartitions: the tables of a shard group change partitions together: an ADD or DROP
+// of one is the group's, the new leaves' shards co-located table by table; a TRUNCATE is one
+// table's, its new shards where the old ones were.
+func TestGroupPartitions(t *testing.T) {
+	tc := newTestCluster(t, 1, fastNodes)
+	c := tc.client()
+	ctx := ctxT(t, 60*time.Second)
+	tc.startNodes(4, 1)
+	for _, name := range []string{"ga", "gb"} {
+		tb := rangeTable(name, "10", "20")
+		tb.ShardGroup = "g"
+		if _, err := c.CreateTable(ctx, tb); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 20*time.Second, name+" public", func() bool {
+			st, ok := tableState(t, tc.primary(), name)
+			return ok && st == pcspb.TableState_TABLE_STATE_PUBLIC
+		})
+	}
+	replicasOf := func(table string, ts int64) []uint64 {
+		r, err := c.GetShard(ctx, table, tsKey(ts, 1))
+		if err != nil {
+			t.Fatalf("%s row %d: %v", table, ts, err)
+		}
+		out := slices.Clone(r.Shard.Replicas)
+		slices.Sort(out)
+		return out
+	}
+	if _, err := c.AlterPartitions(ctx, "gb", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_AddRange{AddRange: &pcspb.RangePartition{Name: "p2", LessThan: []string{"30"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitNoJob(t, tc, c, "ga")
+	waitNoJob(t, tc, c, "gb")
+	if a, b := replicasOf("ga", 25), replicasOf("gb", 25); !slices.Equal(a, b) {
+		t.Fatalf("the added partition's shards are not co-located: %v and %v", a, b)
+	}
+	before := replicasOf("ga", 5)
+	oldB, _ := c.GetShard(ctx, "gb", tsKey(5, 1))
+	oldA, _ := c.GetShard(ctx, "ga", tsKey(5, 1))
+	if _, err := c.AlterPartitions(ctx, "ga", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Truncate{Truncate: "p0"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitNoJob(t, tc, c, "ga")
+	if newA, _ := c.GetShard(ctx, "ga", tsKey(5, 1)); newA.Shard.Id == oldA.Shard.Id || !slices.Equal(replicasOf("ga", 5), before) {
+		t.Fatalf("truncate of ga: shard %d on %v, was %d on %v", newA.Shard.Id, replicasOf("ga", 5), oldA.Shard.Id, before)
+	}
+	if sameB, _ := c.GetShard(ctx, "gb", tsKey(5, 1)); sameB.Shard.Id != oldB.Shard.Id {
+		t.Fatalf("a truncate of ga changed gb's shard %d to %d", oldB.Shard.Id, sameB.Shard.Id)
+	}
+	if _, err := c.AlterPartitions(ctx, "ga", &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_Drop{Drop: "p1"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"ga", "gb"} {
+		if _, err := c.GetShard(ctx, name, tsKey(15, 1)); !errors.Is(err, client.ErrInvalidArgument) {
+			t.Fatalf("%s: a row of the group's dropped partition: %v", name, err)
+		}
+	}
+	waitNoJob(t, tc, c, "gb")
+}

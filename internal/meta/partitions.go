@@ -2,7 +2,9 @@ package meta
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,7 +15,9 @@ import (
 )
 
 // alterPartitions applies a partition change (see CmdAlterPartitions). It changes nothing on
-// error. It returns the tables it changed.
+// error. It returns the tables it changed: the table, or, for an ADD or DROP of a table in a
+// shard group, every table of the group (their partitions are the group's, and the new leaves'
+// shards are placed alike, so they stay co-located).
 //
 // now is the proposer's clock, recorded in the command (see catalog.Alter).
 func (c *catalogState) alterPartitions(st *state, cmd *pcspb.CmdAlterPartitions, now time.Time) ([]*pcspb.Table, error) {
@@ -29,18 +33,33 @@ func (c *catalogState) alterPartitions(st *state, cmd *pcspb.CmdAlterPartitions,
 	if n, ok := alter.GetOp().(*pcspb.PartitionAlter_SetReplicas); ok {
 		return c.setReplicas(t, int(n.SetReplicas))
 	}
-	adds := false
+	var kind string
 	switch alter.GetOp().(type) {
 	case *pcspb.PartitionAlter_AddRange, *pcspb.PartitionAlter_AddList, *pcspb.PartitionAlter_CoverKey:
-		adds = true
+		kind = "add partition"
+	case *pcspb.PartitionAlter_Truncate:
+		kind = "truncate partition"
+	case *pcspb.PartitionAlter_Drop:
+		kind = "drop partition"
+		if len(cmd.Shards) > 0 {
+			return nil, fmt.Errorf("%w: a drop takes no shards", ErrInvalid)
+		}
 	}
-	switch {
-	case t.PartitionJob != nil && !adds:
-		// Adds join any job under way (a row's interval must not wait for a retention drop);
-		// a drop or truncate waits for the job before it.
-		return nil, fmt.Errorf("%w: %q: %s %q has not finished", ErrAlterInProgress, t.Name, t.PartitionJob.Kind, t.PartitionJob.Partition)
-	case t.ShardGroup != "":
-		return nil, fmt.Errorf("%w: %q is in shard group %q, whose tables must keep the same partitions", ErrInvalid, t.Name, t.ShardGroup)
+	group := []*tableEntry{te}
+	if t.ShardGroup != "" && kind != "truncate partition" {
+		group = c.groupTables(t.ShardGroup)
+	}
+	for _, g := range group {
+		switch {
+		case g.t.State != pcspb.TableState_TABLE_STATE_PUBLIC:
+			return nil, fmt.Errorf("%w: %q of shard group %q is %v", ErrTableNotPublic, g.t.Name, t.ShardGroup, g.t.State)
+		case g.t.PartitionJob != nil && kind != "add partition":
+			// Adds join any job under way (a row's interval must not wait for a retention
+			// drop); a drop or truncate waits for the job before it.
+			return nil, fmt.Errorf("%w: %q: %s %q has not finished", ErrAlterInProgress, g.t.Name, g.t.PartitionJob.Kind, g.t.PartitionJob.Partition)
+		case !proto.Equal(g.t.Partition, t.Partition):
+			return nil, fmt.Errorf("%w: the tables of shard group %q have different partitions (%q and %q)", ErrInvalid, t.ShardGroup, t.Name, g.t.Name)
+		}
 	}
 	schema, err := catalog.CompileSchema(t.Columns)
 	if err != nil {
@@ -53,48 +72,68 @@ func (c *catalogState) alterPartitions(st *state, cmd *pcspb.CmdAlterPartitions,
 	if len(names) == 0 {
 		return nil, nil // a cover_key already covered: nothing to do
 	}
-	compiled, err := catalog.Compile(schema, newSpec)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %q: %w", ErrInvalid, t.Name, err)
+	specs := make([]*catalog.Spec, len(group))
+	for i, g := range group {
+		gs, err := catalog.CompileSchema(g.t.Columns)
+		if err == nil {
+			specs[i], err = catalog.Compile(gs, newSpec)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %q: %w", ErrInvalid, g.t.Name, err)
+		}
 	}
-	nt := proto.Clone(t).(*pcspb.Table)
+	var leaves []catalog.Leaf
+	if kind != "drop partition" {
+		if leaves, err = PartitionsLeaves(specs[0], names); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		if len(cmd.Shards) != len(leaves) {
+			return nil, fmt.Errorf("%w: %d shards for the %d leaves of partitions %v (the partitions changed since they were placed)", ErrStaleEpoch, len(cmd.Shards), len(leaves), names)
+		}
+		if err := c.checkPlaced(t, leaves, cmd.Shards); err != nil {
+			return nil, err
+		}
+	}
+	// Checked: now change.
+	out := make([]*pcspb.Table, len(group))
+	for i, g := range group {
+		out[i] = c.changePartitions(st, g, newSpec, specs[i], kind, names, leaves, cmd.Shards)
+	}
+	return out, nil
+}
+
+// groupTables returns the tables of a shard group, by id.
+func (c *catalogState) groupTables(group string) []*tableEntry {
+	var out []*tableEntry
+	for _, te := range c.tables {
+		if te.t.ShardGroup == group {
+			out = append(out, te)
+		}
+	}
+	slices.SortFunc(out, func(a, b *tableEntry) int { return cmp.Compare(a.t.Id, b.t.Id) })
+	return out
+}
+
+// changePartitions gives a table its new partition spec and job: shards for the new leaves (as
+// placed), the shards of a dropped or truncated partition out of the catalog and into the job.
+func (c *catalogState) changePartitions(st *state, te *tableEntry, newSpec *pcspb.PartitionSpec, compiled *catalog.Spec, kind string, names []string,
+	leaves []catalog.Leaf, placed []*pcspb.Shard) *pcspb.Table {
+	nt := proto.Clone(te.t).(*pcspb.Table)
 	nt.Partition = newSpec
-	job := &pcspb.PartitionJob{Id: st.revision, Partition: strings.Join(names, ",")}
-	if old := t.PartitionJob; old != nil {
+	job := &pcspb.PartitionJob{Id: st.revision, Kind: kind, Partition: strings.Join(names, ",")}
+	if old := te.t.PartitionJob; old != nil {
 		job = proto.Clone(old).(*pcspb.PartitionJob)
 		job.Partition += "," + strings.Join(names, ",")
-		if !strings.HasSuffix(job.Kind, "add partition") {
-			job.Kind += ", add partition"
+		if !strings.HasSuffix(job.Kind, kind) {
+			job.Kind += ", " + kind
 		}
 	}
 	shards := te.shards.Clone()
-	var add []*pcspb.Shard
-	var dropStart, dropEnd []byte
-	switch alter.GetOp().(type) {
-	case *pcspb.PartitionAlter_AddRange, *pcspb.PartitionAlter_AddList, *pcspb.PartitionAlter_CoverKey:
-		if job.Kind == "" {
-			job.Kind = "add partition"
-		}
-		if add, err = c.newShards(st, nt, compiled, names, cmd.Shards); err != nil {
-			return nil, err
-		}
-	case *pcspb.PartitionAlter_Truncate:
-		job.Kind = "truncate partition"
-		if add, err = c.newShards(st, nt, compiled, names, cmd.Shards); err != nil {
-			return nil, err
-		}
-		dropStart, dropEnd, _ = compiled.PartitionRange(names[0])
-	case *pcspb.PartitionAlter_Drop:
-		job.Kind = "drop partition"
-		if len(cmd.Shards) > 0 {
-			return nil, fmt.Errorf("%w: a drop takes no shards", ErrInvalid)
-		}
-		dropStart, dropEnd, _ = compiled.PartitionRange(names[0])
-	}
-	if dropStart != nil {
+	if kind != "add partition" {
+		start, end, _ := compiled.PartitionRange(names[0])
 		var gone []*pcspb.Shard
-		shards.AscendGreaterOrEqual(&pcspb.Shard{Start: dropStart}, func(s *pcspb.Shard) bool {
-			if bytes.Compare(s.Start, dropEnd) >= 0 {
+		shards.AscendGreaterOrEqual(&pcspb.Shard{Start: start}, func(s *pcspb.Shard) bool {
+			if bytes.Compare(s.Start, end) >= 0 {
 				return false
 			}
 			gone = append(gone, s)
@@ -104,39 +143,19 @@ func (c *catalogState) alterPartitions(st *state, cmd *pcspb.CmdAlterPartitions,
 			shards.Delete(s)
 			delete(c.shardByID, s.Id)
 		}
-		job.Dropping = gone
+		job.Dropping = append(job.Dropping, gone...)
 	}
-	for _, s := range add {
+	epoch := &pcspb.ShardEpoch{ConfVer: 1, Version: 1}
+	for i, p := range placed {
+		s := &pcspb.Shard{Id: st.nextID("shard"), TableId: nt.Id, Start: leaves[i].Start, End: leaves[i].End, Epoch: epoch, Term: 1,
+			Primary: p.Primary, Replicas: append([]uint64(nil), p.Replicas...), Partition: leaves[i].Name, MinInSync: nt.MinInSync}
 		shards.ReplaceOrInsert(s)
 		c.shardByID[s.Id] = s
 		job.Creating = append(job.Creating, s.Id)
 	}
 	nt.PartitionJob = job
 	c.tables[nt.Id] = &tableEntry{t: nt, spec: compiled, shards: shards}
-	return []*pcspb.Table{nt}, nil
-}
-
-// newShards checks the shards the primary placed for the leaves of the named partitions (one
-// per leaf, in order, the table's replica count, the primary first, registered nodes) and
-// gives them ids.
-func (c *catalogState) newShards(st *state, t *pcspb.Table, spec *catalog.Spec, names []string, given []*pcspb.Shard) ([]*pcspb.Shard, error) {
-	leaves, err := PartitionsLeaves(spec, names)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
-	if len(given) != len(leaves) {
-		return nil, fmt.Errorf("%w: %d shards for the %d leaves of partitions %v (the partitions changed since they were placed)", ErrStaleEpoch, len(given), len(leaves), names)
-	}
-	if err := c.checkPlaced(t, leaves, given); err != nil {
-		return nil, err
-	}
-	epoch := &pcspb.ShardEpoch{ConfVer: 1, Version: 1}
-	out := make([]*pcspb.Shard, len(given))
-	for i, s := range given {
-		out[i] = &pcspb.Shard{Id: st.nextID("shard"), TableId: t.Id, Start: leaves[i].Start, End: leaves[i].End, Epoch: epoch, Term: 1,
-			Primary: s.Primary, Replicas: append([]uint64(nil), s.Replicas...), Partition: leaves[i].Name, MinInSync: t.MinInSync}
-	}
-	return out, nil
+	return nt
 }
 
 // PartitionsLeaves returns the leaves of the named partitions, in order.

@@ -104,8 +104,8 @@ type rowHistory struct {
 	nputs   int
 }
 
-func startRowHistory(ctx context.Context, kv *client.TableKV, keys, clients int) *rowHistory {
-	h := &rowHistory{kv: kv, keys: keys, origin: time.Now(), stop: make(chan struct{})}
+func startRowHistory(ctx context.Context, kv *client.TableKV, keys, clients int, readOpts ...client.OpOption) *rowHistory {
+	h := &rowHistory{kv: kv, keys: keys, readOpts: readOpts, origin: time.Now(), stop: make(chan struct{})}
 	for w := 0; w < clients; w++ {
 		h.wg.Add(1)
 		go func(w int) {

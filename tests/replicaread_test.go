@@ -67,8 +67,7 @@ func TestFollowerReadsLinearizable(t *testing.T) {
 	if _, err := bkv.Get(ctx, req); !errors.Is(client.MapKVError(err), client.ErrNotPrimary) {
 		t.Fatalf("primary read on replica node %d: %v", backup, err)
 	}
-	h := startRowHistory(ctx, c.KV("rr"), 6, 8)
-	h.readOpts = []client.OpOption{client.WithFollowerRead()}
+	h := startRowHistory(ctx, c.KV("rr"), 6, 8, client.WithFollowerRead())
 	waitFor(t, 30*time.Second, "writes before the faults", func() bool { return h.puts() >= 60 })
 	// Pause a node that leads no shard, if there is one (else the least leading), for 2 s.
 	_, lead := mostLeading(t, ctx, c, "rr", nodes)

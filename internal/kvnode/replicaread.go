@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -148,14 +149,7 @@ func (n *Node) replicaGet(ctx context.Context, req *pcspb.KVGetRequest) (resp *p
 // followerGet reads the state at the primary's position (see the package doc above).
 func (n *Node) followerGet(ctx context.Context, sh *pcspb.Shard, req *pcspb.KVGetRequest) (*pcspb.KVGetResponse, error) {
 	for attempt := 0; attempt < 3; attempt++ {
-		sent := time.Now()
-		kv, err := n.peer(ctx, sh.Primary)
-		if err != nil {
-			return nil, kvError(codes.Unavailable, fmt.Sprintf("kvnode: shard %d: reaching its primary: %v", sh.Id, err), nil)
-		}
-		rctx, cancel := context.WithTimeout(ctx, n.replicateTimeout)
-		ri, err := kv.ReadIndex(rctx, &pcspb.ShardReadIndexRequest{Header: req.Header})
-		cancel()
+		ri, sent, err := n.readIndex(ctx, sh, req.Header)
 		if err != nil {
 			// The primary's refusal (no grant, a newer epoch) or silence: the client reads from
 			// the primary instead, with fresh routes.
@@ -176,6 +170,71 @@ func (n *Node) followerGet(ctx context.Context, sh *pcspb.Shard, req *pcspb.KVGe
 		// Another entry arrived meanwhile: ask again.
 	}
 	return nil, kvError(codes.Unavailable, fmt.Sprintf("kvnode: shard %d: this replica did not hold the primary's position in time", sh.Id), nil)
+}
+
+// readIndexRound is one ReadIndex call to a shard's primary, shared by the follower reads that
+// arrived before it was sent.
+type readIndexRound struct {
+	done chan struct{}
+	resp *pcspb.ShardReadIndexResponse
+	sent time.Time
+	err  error
+}
+
+// readIndexBatch collects a shard's follower reads into rounds: one call to the primary at a
+// time, for every read that arrived before it was sent (each such read's state is at least
+// the primary's position when the read arrived: linearizable).
+type readIndexBatch struct {
+	mu      sync.Mutex
+	next    *readIndexRound // collecting, not sent yet
+	running bool
+}
+
+// readIndex asks shard's primary for its position, in the next round of the shard's batch; sent
+// is when that round's call was sent.
+func (n *Node) readIndex(ctx context.Context, sh *pcspb.Shard, h *pcspb.KVHeader) (*pcspb.ShardReadIndexResponse, time.Time, error) {
+	v, _ := n.readIndexes.LoadOrStore(sh.Id, &readIndexBatch{})
+	b := v.(*readIndexBatch)
+	b.mu.Lock()
+	if b.next == nil {
+		b.next = &readIndexRound{done: make(chan struct{})}
+	}
+	r := b.next
+	if !b.running {
+		b.running = true
+		go n.readIndexRounds(b, sh.Primary, h)
+	}
+	b.mu.Unlock()
+	select {
+	case <-r.done:
+		return r.resp, r.sent, r.err
+	case <-ctx.Done():
+		return nil, time.Time{}, ctx.Err()
+	}
+}
+
+// readIndexRounds sends a batch's rounds, one after another, until none is waiting.
+func (n *Node) readIndexRounds(b *readIndexBatch, primary uint64, h *pcspb.KVHeader) {
+	for {
+		b.mu.Lock()
+		r := b.next
+		b.next = nil
+		if r == nil {
+			b.running = false
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+		r.sent = time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), n.replicateTimeout)
+		kv, err := n.peer(ctx, primary)
+		if err == nil {
+			r.resp, err = kv.ReadIndex(ctx, &pcspb.ShardReadIndexRequest{Header: h})
+		}
+		cancel()
+		r.err = err
+		close(r.done)
+	}
 }
 
 // waitLSN waits until this replica holds shard's entries up to lsn.

@@ -46,6 +46,9 @@ type Node struct {
 	pcs      Manager
 	fetching sync.Map // shard id -> chan struct{} closed when the fetch in flight ends
 	queues   sync.Map // shard id -> *writeQueue
+	// readIndexes: shard id -> *readIndexBatch, the follower reads waiting for the primary's
+	// position (replicaread.go).
+	readIndexes sync.Map
 
 	metrics *metrics
 	load    *shardLoad

@@ -13,24 +13,12 @@ import (
 	"github.com/postdb/pcs/client"
 )
 
-// replicaTable starts three PCS members and four data nodes and creates a 3-replica table.
+// replicaTable starts three PCS members and four data nodes with rowCluster's 3-replica table
+// "t".
 func replicaTable(t *testing.T) (*client.Client, []*nodeProc, context.Context) {
-	pc := startCluster(t, 3, "--node-warmup", "300ms", "--node-lease", "1s")
-	c := pc.client()
-	pc.primary(c)
-	nodes := startNodeProcs(t, pc, 4)
+	_, c, nodes := rowCluster(t, 4, "--node-warmup", "300ms", "--node-lease", "1s")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	waitFor(t, 20*time.Second, "four data nodes up", func() bool { return upNodes(ctx, c) == 4 })
-	if _, err := c.CreateTable(ctx, &pcspb.Table{Name: "rr", Replicas: 3, IsolationLabel: "zone",
-		Columns:   []*pcspb.ColumnDef{{Name: "k", Type: "int64"}},
-		Partition: &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_HASH, Columns: []string{"k"}, HashPartitions: 4}}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 20*time.Second, "table public", func() bool {
-		tr, err := c.GetTable(ctx, "rr")
-		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
-	})
 	return c, nodes, ctx
 }
 
@@ -40,10 +28,10 @@ func replicaTable(t *testing.T) (*client.Client, []*nodeProc, context.Context) {
 func TestFollowerReadsLinearizable(t *testing.T) {
 	c, nodes, ctx := replicaTable(t)
 	// A replica that is not the primary serves a follower read, and refuses a primary read.
-	if err := c.KV("rr").Put(ctx, rowKey(0), []byte("v0")); err != nil {
+	if err := c.KV("t").Put(ctx, rowKey(0), []byte("v0")); err != nil {
 		t.Fatal(err)
 	}
-	sr, err := c.GetShard(ctx, "rr", rowKey(0))
+	sr, err := c.GetShard(ctx, "t", rowKey(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,10 +55,10 @@ func TestFollowerReadsLinearizable(t *testing.T) {
 	if _, err := bkv.Get(ctx, req); !errors.Is(client.MapKVError(err), client.ErrNotPrimary) {
 		t.Fatalf("primary read on replica node %d: %v", backup, err)
 	}
-	h := startRowHistory(ctx, c.KV("rr"), 6, 8, client.WithFollowerRead())
+	h := startRowHistory(ctx, c.KV("t"), 6, 8, client.WithFollowerRead())
 	waitFor(t, 30*time.Second, "writes before the faults", func() bool { return h.puts() >= 60 })
 	// Pause a node that leads no shard, if there is one (else the least leading), for 2 s.
-	_, lead := mostLeading(t, ctx, c, "rr", nodes)
+	_, lead := mostLeading(t, ctx, c, "t", nodes)
 	paused := nodes[0]
 	if paused == lead {
 		paused = nodes[1]
@@ -79,7 +67,7 @@ func TestFollowerReadsLinearizable(t *testing.T) {
 	before := h.puts()
 	waitFor(t, 30*time.Second, "writes while a replica is paused", func() bool { return h.puts() >= before+30 })
 	paused.cmd.Process.Signal(syscall.SIGCONT)
-	_, victim := mostLeading(t, ctx, c, "rr", nodes)
+	_, victim := mostLeading(t, ctx, c, "t", nodes)
 	victim.kill()
 	before = h.puts()
 	waitFor(t, 60*time.Second, "writes after the kill", func() bool { return h.puts() >= before+60 })
@@ -92,7 +80,7 @@ func TestFollowerReadsLinearizable(t *testing.T) {
 // the bound.
 func TestStaleReadsWithinBound(t *testing.T) {
 	c, nodes, ctx := replicaTable(t)
-	kv := c.KV("rr")
+	kv := c.KV("t")
 	const bound = 300 * time.Millisecond
 	origin := time.Now()
 	type put struct {
@@ -144,7 +132,7 @@ func TestStaleReadsWithinBound(t *testing.T) {
 		}()
 	}
 	time.Sleep(2 * time.Second) // a window of load, not a synchronisation
-	_, lead := mostLeading(t, ctx, c, "rr", nodes)
+	_, lead := mostLeading(t, ctx, c, "t", nodes)
 	paused := nodes[0]
 	if paused == lead {
 		paused = nodes[1]

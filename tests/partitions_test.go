@@ -101,6 +101,39 @@ partition:
 		return w
 	}
 	w1, w2 := fill(1000), fill(2000)
+	// A reader reads back p0's acknowledged rows throughout.
+	readerDone := make(chan error, 1)
+	stopReader := make(chan struct{})
+	go func() {
+		reads := 0
+		for {
+			select {
+			case <-stopReader:
+				if reads == 0 {
+					readerDone <- errors.New("the reader read nothing")
+				}
+				readerDone <- nil
+				return
+			default:
+			}
+			w0.mu.Lock()
+			i, ok := -1, false
+			for k := range w0.acked {
+				i, ok = k, true
+				break
+			}
+			w0.mu.Unlock()
+			if !ok {
+				continue
+			}
+			v, found, err := kv.Get(ctx, int64Key(-i))
+			if err != nil || !found || string(v) != fmt.Sprint(i) {
+				readerDone <- fmt.Errorf("acknowledged row %d read back as %q, found %v: %v", -i, v, found, err)
+				return
+			}
+			reads++
+		}
+	}()
 
 	// ADD p3, then a PCS primary kill: the job finishes under the next primary, and p3 takes rows.
 	if _, _, err := kv.Get(ctx, int64Key(3500)); !errors.Is(err, client.ErrInvalidArgument) {
@@ -169,6 +202,10 @@ partition:
 	}
 	_ = w1
 
+	close(stopReader)
+	if err := <-readerDone; err != nil {
+		t.Fatal(err)
+	}
 	n0, n3 := w0.stopAndVerify(ctx, t), w3.stopAndVerify(ctx, t)
 	t.Logf("%d rows of p0 and %d of the added p3 read back after add, drop and truncate with three PCS primary kills", n0, n3)
 	if out := pcsctl("job", "list"); strings.Contains(out, "partition") {

@@ -111,3 +111,32 @@ func TestAlterAdvancesOnlyWhenAllLoaded(t *testing.T) {
 		t.Fatalf("all live nodes loaded v2: %v", st)
 	}
 }
+
+// TestPartitionJob: a partition job is done once every replica of the shards it creates exists
+// and no node that is not down holds a shard it drops; a down node does not hold it up.
+func TestPartitionJob(t *testing.T) {
+	job := &pcspb.PartitionJob{Id: 9, Kind: "truncate partition", Creating: []uint64{20},
+		Dropping: []*pcspb.Shard{{Id: 10, Replicas: []uint64{1, 2, 3}}}}
+	tbl := &pcspb.Table{Id: 1, State: pcspb.TableState_TABLE_STATE_PUBLIC, SchemaVersion: 1, MinLiveVersion: 1, PartitionJob: job}
+	cat := &fakeCatalog{tables: []*pcspb.Table{tbl}, shards: map[uint64][]*pcspb.Shard{1: {{Id: 20, Replicas: []uint64{1, 2, 3}}}}}
+	live := &fakeLive{state: map[uint64]cluster.State{1: cluster.Up, 2: cluster.Up, 3: cluster.Up},
+		held: map[uint64]map[uint64]bool{1: {10: true}, 2: {10: true}, 3: {10: true}}}
+	check := func(wantDone bool, wantCount [2]uint64) {
+		t.Helper()
+		done, c := PartitionJobProgress(cat, live, tbl)
+		if done != wantDone || c != wantCount {
+			t.Fatalf("progress: done %v %v, want %v %v", done, c, wantDone, wantCount)
+		}
+		if _, finished := Next(cat, live).Finished[1]; finished != wantDone {
+			t.Fatalf("Next finished the job: %v, want %v", finished, wantDone)
+		}
+	}
+	check(false, [2]uint64{0, 6})
+	live.held = map[uint64]map[uint64]bool{1: {20: true}, 2: {20: true}, 3: {10: true, 20: true}}
+	check(false, [2]uint64{5, 6}) // node 3 still holds the old shard
+	live.state[3] = cluster.Down
+	check(true, [2]uint64{5, 6}) // ... but it is down: it drops it when it returns
+	live.state[3] = cluster.Up
+	live.held[3] = map[uint64]bool{20: true}
+	check(true, [2]uint64{6, 6})
+}

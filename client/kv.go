@@ -235,6 +235,29 @@ func (c *Client) SetLogLevel(ctx context.Context, endpoint, level string) error 
 	})
 }
 
+// SetNodeConfig sets (value "": unsets) a data node setting on the listed nodes, or on every
+// node, also those registered later (nodes empty); PCS carries it to the nodes. It returns
+// each node's desired and applied settings.
+func (c *Client) SetNodeConfig(ctx context.Context, nodes []uint64, key, value string) ([]*pcspb.NodeConfigInfo, error) {
+	var resp *pcspb.NodeConfigResponse
+	err := c.do(ctx, target{write: true}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.SetNodeConfig(ctx, &pcspb.SetNodeConfigRequest{Nodes: nodes, Key: key, Value: value})
+		return err
+	})
+	return resp.GetNodes(), err
+}
+
+// GetNodeConfig returns the listed nodes' (empty: every node's) desired settings and those each
+// reports in force.
+func (c *Client) GetNodeConfig(ctx context.Context, nodes ...uint64) ([]*pcspb.NodeConfigInfo, error) {
+	var resp *pcspb.NodeConfigResponse
+	err := c.do(ctx, target{}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.GetNodeConfig(ctx, &pcspb.GetNodeConfigRequest{Nodes: nodes})
+		return err
+	})
+	return resp.GetNodes(), err
+}
+
 // SnapshotSave returns a snapshot of the metadata state (the primary's; endpoint "" — or one
 // node's, possibly stale) and the revision it was taken at. `pcs restore` starts a new cluster
 // from it.

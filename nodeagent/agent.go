@@ -52,6 +52,12 @@ type Splitter interface {
 	SplitShard(ctx context.Context, cmd *pcspb.SplitShardCommand) error
 }
 
+// Configurer is implemented by a node that takes settings from PCS (NodeConfigCommand); it
+// reports the settings in force in NodeStats.Config, and PCS sends them again until it does.
+type Configurer interface {
+	SetConfig(ctx context.Context, settings map[string]string) error
+}
+
 // Merger is implemented by a node that can merge shards. MergeShards absorbs a shard's right
 // neighbour, both led by the node with the same replicas, as an entry of the shard's log, and
 // ignores a command for shards it does not lead or at other versions; the node then reports
@@ -173,6 +179,10 @@ func (a *Agent) work(ctx context.Context) {
 					if err = sp.SplitShard(ctx, x.SplitShard); err == nil {
 						a.Kick()
 					}
+				}
+			case *pcspb.NodeCommand_SetConfig:
+				if cf, ok := a.h.(Configurer); ok {
+					err = cf.SetConfig(ctx, x.SetConfig.GetSettings())
 				}
 			case *pcspb.NodeCommand_MergeShards:
 				if m, ok := a.h.(Merger); ok {

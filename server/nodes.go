@@ -136,6 +136,9 @@ func (v *service) Heartbeat(stream pcspb.PCS_HeartbeatServer) error {
 			}
 		}
 		resp.Commands = append(resp.Commands, ddl.Updates(s.fsm.StaleReplicas(hb.NodeId, hb.ShardStats))...)
+		if c := s.configCommand(hb.NodeId, hb.Stats); c != nil {
+			resp.Commands = append(resp.Commands, c)
+		}
 		resp.Denied, resp.Grants = s.grantsFor(hb)
 		if err := stream.Send(resp); err != nil {
 			return err

@@ -2605,6 +2605,228 @@ func (x *GetLogLevelResponse) GetLevel() string {
 	return ""
 }
 
+// SetNodeConfigRequest sets (value "": unsets) a node setting on the listed data nodes, or on
+// every node, also those registered later (nodes empty). A node's own setting wins over the
+// setting for all.
+type SetNodeConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nodes         []uint64               `protobuf:"varint,1,rep,packed,name=nodes,proto3" json:"nodes,omitempty"`
+	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Value         string                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetNodeConfigRequest) Reset() {
+	*x = SetNodeConfigRequest{}
+	mi := &file_pcs_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNodeConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNodeConfigRequest) ProtoMessage() {}
+
+func (x *SetNodeConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNodeConfigRequest.ProtoReflect.Descriptor instead.
+func (*SetNodeConfigRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *SetNodeConfigRequest) GetNodes() []uint64 {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *SetNodeConfigRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *SetNodeConfigRequest) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+type GetNodeConfigRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: every node.
+	Nodes         []uint64 `protobuf:"varint,1,rep,packed,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetNodeConfigRequest) Reset() {
+	*x = GetNodeConfigRequest{}
+	mi := &file_pcs_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetNodeConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetNodeConfigRequest) ProtoMessage() {}
+
+func (x *GetNodeConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetNodeConfigRequest.ProtoReflect.Descriptor instead.
+func (*GetNodeConfigRequest) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *GetNodeConfigRequest) GetNodes() []uint64 {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+type NodeConfigResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nodes         []*NodeConfigInfo      `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeConfigResponse) Reset() {
+	*x = NodeConfigResponse{}
+	mi := &file_pcs_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeConfigResponse) ProtoMessage() {}
+
+func (x *NodeConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeConfigResponse.ProtoReflect.Descriptor instead.
+func (*NodeConfigResponse) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *NodeConfigResponse) GetNodes() []*NodeConfigInfo {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+// NodeConfigInfo: what PCS asks of a node and what the node last reported in force.
+type NodeConfigInfo struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	NodeId  uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Desired map[string]string      `protobuf:"bytes,2,rep,name=desired,proto3" json:"desired,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Applied map[string]string      `protobuf:"bytes,3,rep,name=applied,proto3" json:"applied,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The node's live state, as the primary sees it.
+	State         string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeConfigInfo) Reset() {
+	*x = NodeConfigInfo{}
+	mi := &file_pcs_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeConfigInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeConfigInfo) ProtoMessage() {}
+
+func (x *NodeConfigInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeConfigInfo.ProtoReflect.Descriptor instead.
+func (*NodeConfigInfo) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *NodeConfigInfo) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *NodeConfigInfo) GetDesired() map[string]string {
+	if x != nil {
+		return x.Desired
+	}
+	return nil
+}
+
+func (x *NodeConfigInfo) GetApplied() map[string]string {
+	if x != nil {
+		return x.Applied
+	}
+	return nil
+}
+
+func (x *NodeConfigInfo) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
 type SetLogLevelRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// debug, info, warn or error.
@@ -2615,7 +2837,7 @@ type SetLogLevelRequest struct {
 
 func (x *SetLogLevelRequest) Reset() {
 	*x = SetLogLevelRequest{}
-	mi := &file_pcs_proto_msgTypes[40]
+	mi := &file_pcs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2627,7 +2849,7 @@ func (x *SetLogLevelRequest) String() string {
 func (*SetLogLevelRequest) ProtoMessage() {}
 
 func (x *SetLogLevelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[40]
+	mi := &file_pcs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2640,7 +2862,7 @@ func (x *SetLogLevelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLogLevelRequest.ProtoReflect.Descriptor instead.
 func (*SetLogLevelRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{40}
+	return file_pcs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SetLogLevelRequest) GetLevel() string {
@@ -2659,7 +2881,7 @@ type SetLogLevelResponse struct {
 
 func (x *SetLogLevelResponse) Reset() {
 	*x = SetLogLevelResponse{}
-	mi := &file_pcs_proto_msgTypes[41]
+	mi := &file_pcs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2671,7 +2893,7 @@ func (x *SetLogLevelResponse) String() string {
 func (*SetLogLevelResponse) ProtoMessage() {}
 
 func (x *SetLogLevelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[41]
+	mi := &file_pcs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2684,7 +2906,7 @@ func (x *SetLogLevelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLogLevelResponse.ProtoReflect.Descriptor instead.
 func (*SetLogLevelResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{41}
+	return file_pcs_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SetLogLevelResponse) GetLevel() string {
@@ -2705,7 +2927,7 @@ type RegisterNodeRequest struct {
 
 func (x *RegisterNodeRequest) Reset() {
 	*x = RegisterNodeRequest{}
-	mi := &file_pcs_proto_msgTypes[42]
+	mi := &file_pcs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2717,7 +2939,7 @@ func (x *RegisterNodeRequest) String() string {
 func (*RegisterNodeRequest) ProtoMessage() {}
 
 func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[42]
+	mi := &file_pcs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2730,7 +2952,7 @@ func (x *RegisterNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeRequest.ProtoReflect.Descriptor instead.
 func (*RegisterNodeRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{42}
+	return file_pcs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RegisterNodeRequest) GetAddress() string {
@@ -2766,7 +2988,7 @@ type RegisterNodeResponse struct {
 
 func (x *RegisterNodeResponse) Reset() {
 	*x = RegisterNodeResponse{}
-	mi := &file_pcs_proto_msgTypes[43]
+	mi := &file_pcs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2778,7 +3000,7 @@ func (x *RegisterNodeResponse) String() string {
 func (*RegisterNodeResponse) ProtoMessage() {}
 
 func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[43]
+	mi := &file_pcs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2791,7 +3013,7 @@ func (x *RegisterNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeResponse.ProtoReflect.Descriptor instead.
 func (*RegisterNodeResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{43}
+	return file_pcs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RegisterNodeResponse) GetNodeId() uint64 {
@@ -2819,7 +3041,7 @@ type SetNodeStateRequest struct {
 
 func (x *SetNodeStateRequest) Reset() {
 	*x = SetNodeStateRequest{}
-	mi := &file_pcs_proto_msgTypes[44]
+	mi := &file_pcs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2831,7 +3053,7 @@ func (x *SetNodeStateRequest) String() string {
 func (*SetNodeStateRequest) ProtoMessage() {}
 
 func (x *SetNodeStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[44]
+	mi := &file_pcs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2844,7 +3066,7 @@ func (x *SetNodeStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeStateRequest.ProtoReflect.Descriptor instead.
 func (*SetNodeStateRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{44}
+	return file_pcs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *SetNodeStateRequest) GetNodeId() uint64 {
@@ -2869,7 +3091,7 @@ type SetNodeStateResponse struct {
 
 func (x *SetNodeStateResponse) Reset() {
 	*x = SetNodeStateResponse{}
-	mi := &file_pcs_proto_msgTypes[45]
+	mi := &file_pcs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2881,7 +3103,7 @@ func (x *SetNodeStateResponse) String() string {
 func (*SetNodeStateResponse) ProtoMessage() {}
 
 func (x *SetNodeStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[45]
+	mi := &file_pcs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2894,7 +3116,7 @@ func (x *SetNodeStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeStateResponse.ProtoReflect.Descriptor instead.
 func (*SetNodeStateResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{45}
+	return file_pcs_proto_rawDescGZIP(), []int{49}
 }
 
 type ListNodesRequest struct {
@@ -2906,7 +3128,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_pcs_proto_msgTypes[46]
+	mi := &file_pcs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2918,7 +3140,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[46]
+	mi := &file_pcs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2931,7 +3153,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{46}
+	return file_pcs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListNodesRequest) GetConsistency() Consistency {
@@ -2969,7 +3191,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_pcs_proto_msgTypes[47]
+	mi := &file_pcs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2981,7 +3203,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[47]
+	mi := &file_pcs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2994,7 +3216,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{47}
+	return file_pcs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *NodeInfo) GetNode() *DataNode {
@@ -3091,7 +3313,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_pcs_proto_msgTypes[48]
+	mi := &file_pcs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3103,7 +3325,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[48]
+	mi := &file_pcs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3116,7 +3338,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{48}
+	return file_pcs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListNodesResponse) GetHeader() *ReadHeader {
@@ -3142,7 +3364,7 @@ type CreateTableRequest struct {
 
 func (x *CreateTableRequest) Reset() {
 	*x = CreateTableRequest{}
-	mi := &file_pcs_proto_msgTypes[49]
+	mi := &file_pcs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3154,7 +3376,7 @@ func (x *CreateTableRequest) String() string {
 func (*CreateTableRequest) ProtoMessage() {}
 
 func (x *CreateTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[49]
+	mi := &file_pcs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3167,7 +3389,7 @@ func (x *CreateTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTableRequest.ProtoReflect.Descriptor instead.
 func (*CreateTableRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{49}
+	return file_pcs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CreateTableRequest) GetTable() *Table {
@@ -3187,7 +3409,7 @@ type CreateTableResponse struct {
 
 func (x *CreateTableResponse) Reset() {
 	*x = CreateTableResponse{}
-	mi := &file_pcs_proto_msgTypes[50]
+	mi := &file_pcs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3199,7 +3421,7 @@ func (x *CreateTableResponse) String() string {
 func (*CreateTableResponse) ProtoMessage() {}
 
 func (x *CreateTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[50]
+	mi := &file_pcs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3212,7 +3434,7 @@ func (x *CreateTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTableResponse.ProtoReflect.Descriptor instead.
 func (*CreateTableResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{50}
+	return file_pcs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CreateTableResponse) GetTable() *Table {
@@ -3240,7 +3462,7 @@ type AlterTableRequest struct {
 
 func (x *AlterTableRequest) Reset() {
 	*x = AlterTableRequest{}
-	mi := &file_pcs_proto_msgTypes[51]
+	mi := &file_pcs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3252,7 +3474,7 @@ func (x *AlterTableRequest) String() string {
 func (*AlterTableRequest) ProtoMessage() {}
 
 func (x *AlterTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[51]
+	mi := &file_pcs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3265,7 +3487,7 @@ func (x *AlterTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterTableRequest.ProtoReflect.Descriptor instead.
 func (*AlterTableRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{51}
+	return file_pcs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *AlterTableRequest) GetName() string {
@@ -3291,7 +3513,7 @@ type AlterTableResponse struct {
 
 func (x *AlterTableResponse) Reset() {
 	*x = AlterTableResponse{}
-	mi := &file_pcs_proto_msgTypes[52]
+	mi := &file_pcs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3303,7 +3525,7 @@ func (x *AlterTableResponse) String() string {
 func (*AlterTableResponse) ProtoMessage() {}
 
 func (x *AlterTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[52]
+	mi := &file_pcs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3316,7 +3538,7 @@ func (x *AlterTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterTableResponse.ProtoReflect.Descriptor instead.
 func (*AlterTableResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{52}
+	return file_pcs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *AlterTableResponse) GetTable() *Table {
@@ -3335,7 +3557,7 @@ type DropTableRequest struct {
 
 func (x *DropTableRequest) Reset() {
 	*x = DropTableRequest{}
-	mi := &file_pcs_proto_msgTypes[53]
+	mi := &file_pcs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3347,7 +3569,7 @@ func (x *DropTableRequest) String() string {
 func (*DropTableRequest) ProtoMessage() {}
 
 func (x *DropTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[53]
+	mi := &file_pcs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3360,7 +3582,7 @@ func (x *DropTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropTableRequest.ProtoReflect.Descriptor instead.
 func (*DropTableRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{53}
+	return file_pcs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *DropTableRequest) GetName() string {
@@ -3378,7 +3600,7 @@ type DropTableResponse struct {
 
 func (x *DropTableResponse) Reset() {
 	*x = DropTableResponse{}
-	mi := &file_pcs_proto_msgTypes[54]
+	mi := &file_pcs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3390,7 +3612,7 @@ func (x *DropTableResponse) String() string {
 func (*DropTableResponse) ProtoMessage() {}
 
 func (x *DropTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[54]
+	mi := &file_pcs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3403,7 +3625,7 @@ func (x *DropTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropTableResponse.ProtoReflect.Descriptor instead.
 func (*DropTableResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{54}
+	return file_pcs_proto_rawDescGZIP(), []int{58}
 }
 
 type GetTableRequest struct {
@@ -3418,7 +3640,7 @@ type GetTableRequest struct {
 
 func (x *GetTableRequest) Reset() {
 	*x = GetTableRequest{}
-	mi := &file_pcs_proto_msgTypes[55]
+	mi := &file_pcs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3430,7 +3652,7 @@ func (x *GetTableRequest) String() string {
 func (*GetTableRequest) ProtoMessage() {}
 
 func (x *GetTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[55]
+	mi := &file_pcs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3443,7 +3665,7 @@ func (x *GetTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTableRequest.ProtoReflect.Descriptor instead.
 func (*GetTableRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{55}
+	return file_pcs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetTableRequest) GetName() string {
@@ -3479,7 +3701,7 @@ type GetTableResponse struct {
 
 func (x *GetTableResponse) Reset() {
 	*x = GetTableResponse{}
-	mi := &file_pcs_proto_msgTypes[56]
+	mi := &file_pcs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3491,7 +3713,7 @@ func (x *GetTableResponse) String() string {
 func (*GetTableResponse) ProtoMessage() {}
 
 func (x *GetTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[56]
+	mi := &file_pcs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3504,7 +3726,7 @@ func (x *GetTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTableResponse.ProtoReflect.Descriptor instead.
 func (*GetTableResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{56}
+	return file_pcs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetTableResponse) GetHeader() *ReadHeader {
@@ -3544,7 +3766,7 @@ type ListTablesRequest struct {
 
 func (x *ListTablesRequest) Reset() {
 	*x = ListTablesRequest{}
-	mi := &file_pcs_proto_msgTypes[57]
+	mi := &file_pcs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3556,7 +3778,7 @@ func (x *ListTablesRequest) String() string {
 func (*ListTablesRequest) ProtoMessage() {}
 
 func (x *ListTablesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[57]
+	mi := &file_pcs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3569,7 +3791,7 @@ func (x *ListTablesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTablesRequest.ProtoReflect.Descriptor instead.
 func (*ListTablesRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{57}
+	return file_pcs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ListTablesRequest) GetConsistency() Consistency {
@@ -3589,7 +3811,7 @@ type ListTablesResponse struct {
 
 func (x *ListTablesResponse) Reset() {
 	*x = ListTablesResponse{}
-	mi := &file_pcs_proto_msgTypes[58]
+	mi := &file_pcs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3601,7 +3823,7 @@ func (x *ListTablesResponse) String() string {
 func (*ListTablesResponse) ProtoMessage() {}
 
 func (x *ListTablesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[58]
+	mi := &file_pcs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3614,7 +3836,7 @@ func (x *ListTablesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTablesResponse.ProtoReflect.Descriptor instead.
 func (*ListTablesResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{58}
+	return file_pcs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListTablesResponse) GetHeader() *ReadHeader {
@@ -3643,7 +3865,7 @@ type GetShardRequest struct {
 
 func (x *GetShardRequest) Reset() {
 	*x = GetShardRequest{}
-	mi := &file_pcs_proto_msgTypes[59]
+	mi := &file_pcs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3655,7 +3877,7 @@ func (x *GetShardRequest) String() string {
 func (*GetShardRequest) ProtoMessage() {}
 
 func (x *GetShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[59]
+	mi := &file_pcs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3668,7 +3890,7 @@ func (x *GetShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardRequest.ProtoReflect.Descriptor instead.
 func (*GetShardRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{59}
+	return file_pcs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *GetShardRequest) GetTable() string {
@@ -3702,7 +3924,7 @@ type GetShardResponse struct {
 
 func (x *GetShardResponse) Reset() {
 	*x = GetShardResponse{}
-	mi := &file_pcs_proto_msgTypes[60]
+	mi := &file_pcs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3714,7 +3936,7 @@ func (x *GetShardResponse) String() string {
 func (*GetShardResponse) ProtoMessage() {}
 
 func (x *GetShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[60]
+	mi := &file_pcs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3727,7 +3949,7 @@ func (x *GetShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardResponse.ProtoReflect.Descriptor instead.
 func (*GetShardResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{60}
+	return file_pcs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *GetShardResponse) GetHeader() *ReadHeader {
@@ -3756,7 +3978,7 @@ type BatchGetShardsRequest struct {
 
 func (x *BatchGetShardsRequest) Reset() {
 	*x = BatchGetShardsRequest{}
-	mi := &file_pcs_proto_msgTypes[61]
+	mi := &file_pcs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3768,7 +3990,7 @@ func (x *BatchGetShardsRequest) String() string {
 func (*BatchGetShardsRequest) ProtoMessage() {}
 
 func (x *BatchGetShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[61]
+	mi := &file_pcs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3781,7 +4003,7 @@ func (x *BatchGetShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetShardsRequest.ProtoReflect.Descriptor instead.
 func (*BatchGetShardsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{61}
+	return file_pcs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *BatchGetShardsRequest) GetTable() string {
@@ -3816,7 +4038,7 @@ type BatchGetShardsResponse struct {
 
 func (x *BatchGetShardsResponse) Reset() {
 	*x = BatchGetShardsResponse{}
-	mi := &file_pcs_proto_msgTypes[62]
+	mi := &file_pcs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3828,7 +4050,7 @@ func (x *BatchGetShardsResponse) String() string {
 func (*BatchGetShardsResponse) ProtoMessage() {}
 
 func (x *BatchGetShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[62]
+	mi := &file_pcs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3841,7 +4063,7 @@ func (x *BatchGetShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetShardsResponse.ProtoReflect.Descriptor instead.
 func (*BatchGetShardsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{62}
+	return file_pcs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *BatchGetShardsResponse) GetHeader() *ReadHeader {
@@ -3868,7 +4090,7 @@ type GetShardByIDRequest struct {
 
 func (x *GetShardByIDRequest) Reset() {
 	*x = GetShardByIDRequest{}
-	mi := &file_pcs_proto_msgTypes[63]
+	mi := &file_pcs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3880,7 +4102,7 @@ func (x *GetShardByIDRequest) String() string {
 func (*GetShardByIDRequest) ProtoMessage() {}
 
 func (x *GetShardByIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[63]
+	mi := &file_pcs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3893,7 +4115,7 @@ func (x *GetShardByIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardByIDRequest.ProtoReflect.Descriptor instead.
 func (*GetShardByIDRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{63}
+	return file_pcs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *GetShardByIDRequest) GetId() uint64 {
@@ -3927,7 +4149,7 @@ type ScanShardsRequest struct {
 
 func (x *ScanShardsRequest) Reset() {
 	*x = ScanShardsRequest{}
-	mi := &file_pcs_proto_msgTypes[64]
+	mi := &file_pcs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3939,7 +4161,7 @@ func (x *ScanShardsRequest) String() string {
 func (*ScanShardsRequest) ProtoMessage() {}
 
 func (x *ScanShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[64]
+	mi := &file_pcs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3952,7 +4174,7 @@ func (x *ScanShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanShardsRequest.ProtoReflect.Descriptor instead.
 func (*ScanShardsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{64}
+	return file_pcs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ScanShardsRequest) GetTable() string {
@@ -4012,7 +4234,7 @@ type ScanShardsResponse struct {
 
 func (x *ScanShardsResponse) Reset() {
 	*x = ScanShardsResponse{}
-	mi := &file_pcs_proto_msgTypes[65]
+	mi := &file_pcs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4024,7 +4246,7 @@ func (x *ScanShardsResponse) String() string {
 func (*ScanShardsResponse) ProtoMessage() {}
 
 func (x *ScanShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[65]
+	mi := &file_pcs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4037,7 +4259,7 @@ func (x *ScanShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanShardsResponse.ProtoReflect.Descriptor instead.
 func (*ScanShardsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{65}
+	return file_pcs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ScanShardsResponse) GetHeader() *ReadHeader {
@@ -4079,7 +4301,7 @@ type SplitShardRequest struct {
 
 func (x *SplitShardRequest) Reset() {
 	*x = SplitShardRequest{}
-	mi := &file_pcs_proto_msgTypes[66]
+	mi := &file_pcs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4091,7 +4313,7 @@ func (x *SplitShardRequest) String() string {
 func (*SplitShardRequest) ProtoMessage() {}
 
 func (x *SplitShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[66]
+	mi := &file_pcs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4104,7 +4326,7 @@ func (x *SplitShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitShardRequest.ProtoReflect.Descriptor instead.
 func (*SplitShardRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{66}
+	return file_pcs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *SplitShardRequest) GetShardId() uint64 {
@@ -4135,7 +4357,7 @@ type SplitShardResponse struct {
 
 func (x *SplitShardResponse) Reset() {
 	*x = SplitShardResponse{}
-	mi := &file_pcs_proto_msgTypes[67]
+	mi := &file_pcs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4147,7 +4369,7 @@ func (x *SplitShardResponse) String() string {
 func (*SplitShardResponse) ProtoMessage() {}
 
 func (x *SplitShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[67]
+	mi := &file_pcs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4160,7 +4382,7 @@ func (x *SplitShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitShardResponse.ProtoReflect.Descriptor instead.
 func (*SplitShardResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{67}
+	return file_pcs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *SplitShardResponse) GetLeft() *Shard {
@@ -4202,7 +4424,7 @@ type AskSplitRequest struct {
 
 func (x *AskSplitRequest) Reset() {
 	*x = AskSplitRequest{}
-	mi := &file_pcs_proto_msgTypes[68]
+	mi := &file_pcs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4214,7 +4436,7 @@ func (x *AskSplitRequest) String() string {
 func (*AskSplitRequest) ProtoMessage() {}
 
 func (x *AskSplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[68]
+	mi := &file_pcs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4227,7 +4449,7 @@ func (x *AskSplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AskSplitRequest.ProtoReflect.Descriptor instead.
 func (*AskSplitRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{68}
+	return file_pcs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *AskSplitRequest) GetShardId() uint64 {
@@ -4253,7 +4475,7 @@ type AskSplitResponse struct {
 
 func (x *AskSplitResponse) Reset() {
 	*x = AskSplitResponse{}
-	mi := &file_pcs_proto_msgTypes[69]
+	mi := &file_pcs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4265,7 +4487,7 @@ func (x *AskSplitResponse) String() string {
 func (*AskSplitResponse) ProtoMessage() {}
 
 func (x *AskSplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[69]
+	mi := &file_pcs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4278,7 +4500,7 @@ func (x *AskSplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AskSplitResponse.ProtoReflect.Descriptor instead.
 func (*AskSplitResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{69}
+	return file_pcs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *AskSplitResponse) GetNewShardId() uint64 {
@@ -4299,7 +4521,7 @@ type MoveShardRequest struct {
 
 func (x *MoveShardRequest) Reset() {
 	*x = MoveShardRequest{}
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4311,7 +4533,7 @@ func (x *MoveShardRequest) String() string {
 func (*MoveShardRequest) ProtoMessage() {}
 
 func (x *MoveShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[70]
+	mi := &file_pcs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4324,7 +4546,7 @@ func (x *MoveShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveShardRequest.ProtoReflect.Descriptor instead.
 func (*MoveShardRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{70}
+	return file_pcs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *MoveShardRequest) GetShardId() uint64 {
@@ -4359,7 +4581,7 @@ type MoveShardResponse struct {
 
 func (x *MoveShardResponse) Reset() {
 	*x = MoveShardResponse{}
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4371,7 +4593,7 @@ func (x *MoveShardResponse) String() string {
 func (*MoveShardResponse) ProtoMessage() {}
 
 func (x *MoveShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[71]
+	mi := &file_pcs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4384,7 +4606,7 @@ func (x *MoveShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveShardResponse.ProtoReflect.Descriptor instead.
 func (*MoveShardResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{71}
+	return file_pcs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *MoveShardResponse) GetShard() *Shard {
@@ -4411,7 +4633,7 @@ type TransferPrimaryRequest struct {
 
 func (x *TransferPrimaryRequest) Reset() {
 	*x = TransferPrimaryRequest{}
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4423,7 +4645,7 @@ func (x *TransferPrimaryRequest) String() string {
 func (*TransferPrimaryRequest) ProtoMessage() {}
 
 func (x *TransferPrimaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[72]
+	mi := &file_pcs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4436,7 +4658,7 @@ func (x *TransferPrimaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferPrimaryRequest.ProtoReflect.Descriptor instead.
 func (*TransferPrimaryRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{72}
+	return file_pcs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *TransferPrimaryRequest) GetShardId() uint64 {
@@ -4463,7 +4685,7 @@ type TransferPrimaryResponse struct {
 
 func (x *TransferPrimaryResponse) Reset() {
 	*x = TransferPrimaryResponse{}
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4475,7 +4697,7 @@ func (x *TransferPrimaryResponse) String() string {
 func (*TransferPrimaryResponse) ProtoMessage() {}
 
 func (x *TransferPrimaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[73]
+	mi := &file_pcs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4488,7 +4710,7 @@ func (x *TransferPrimaryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferPrimaryResponse.ProtoReflect.Descriptor instead.
 func (*TransferPrimaryResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{73}
+	return file_pcs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *TransferPrimaryResponse) GetShard() *Shard {
@@ -4536,7 +4758,7 @@ type Operator struct {
 
 func (x *Operator) Reset() {
 	*x = Operator{}
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4548,7 +4770,7 @@ func (x *Operator) String() string {
 func (*Operator) ProtoMessage() {}
 
 func (x *Operator) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[74]
+	mi := &file_pcs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4561,7 +4783,7 @@ func (x *Operator) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Operator.ProtoReflect.Descriptor instead.
 func (*Operator) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{74}
+	return file_pcs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *Operator) GetId() uint64 {
@@ -4684,7 +4906,7 @@ type OperatorStep struct {
 
 func (x *OperatorStep) Reset() {
 	*x = OperatorStep{}
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4696,7 +4918,7 @@ func (x *OperatorStep) String() string {
 func (*OperatorStep) ProtoMessage() {}
 
 func (x *OperatorStep) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[75]
+	mi := &file_pcs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4709,7 +4931,7 @@ func (x *OperatorStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorStep.ProtoReflect.Descriptor instead.
 func (*OperatorStep) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{75}
+	return file_pcs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *OperatorStep) GetKind() string {
@@ -4780,7 +5002,7 @@ type ListOperatorsRequest struct {
 
 func (x *ListOperatorsRequest) Reset() {
 	*x = ListOperatorsRequest{}
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4792,7 +5014,7 @@ func (x *ListOperatorsRequest) String() string {
 func (*ListOperatorsRequest) ProtoMessage() {}
 
 func (x *ListOperatorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[76]
+	mi := &file_pcs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4805,7 +5027,7 @@ func (x *ListOperatorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOperatorsRequest.ProtoReflect.Descriptor instead.
 func (*ListOperatorsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{76}
+	return file_pcs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ListOperatorsRequest) GetShardId() uint64 {
@@ -4831,7 +5053,7 @@ type ListOperatorsResponse struct {
 
 func (x *ListOperatorsResponse) Reset() {
 	*x = ListOperatorsResponse{}
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4843,7 +5065,7 @@ func (x *ListOperatorsResponse) String() string {
 func (*ListOperatorsResponse) ProtoMessage() {}
 
 func (x *ListOperatorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[77]
+	mi := &file_pcs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4856,7 +5078,7 @@ func (x *ListOperatorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOperatorsResponse.ProtoReflect.Descriptor instead.
 func (*ListOperatorsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{77}
+	return file_pcs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *ListOperatorsResponse) GetOperators() []*Operator {
@@ -4877,7 +5099,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4889,7 +5111,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[78]
+	mi := &file_pcs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4902,7 +5124,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{78}
+	return file_pcs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *ExplainRequest) GetShardId() uint64 {
@@ -4929,7 +5151,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4941,7 +5163,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[79]
+	mi := &file_pcs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4954,7 +5176,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{79}
+	return file_pcs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *ExplainResponse) GetLines() []string {
@@ -4978,7 +5200,7 @@ type HotShardsRequest struct {
 
 func (x *HotShardsRequest) Reset() {
 	*x = HotShardsRequest{}
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4990,7 +5212,7 @@ func (x *HotShardsRequest) String() string {
 func (*HotShardsRequest) ProtoMessage() {}
 
 func (x *HotShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[80]
+	mi := &file_pcs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5003,7 +5225,7 @@ func (x *HotShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HotShardsRequest.ProtoReflect.Descriptor instead.
 func (*HotShardsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{80}
+	return file_pcs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *HotShardsRequest) GetBy() string {
@@ -5042,7 +5264,7 @@ type HotShard struct {
 
 func (x *HotShard) Reset() {
 	*x = HotShard{}
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5054,7 +5276,7 @@ func (x *HotShard) String() string {
 func (*HotShard) ProtoMessage() {}
 
 func (x *HotShard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[81]
+	mi := &file_pcs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5067,7 +5289,7 @@ func (x *HotShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HotShard.ProtoReflect.Descriptor instead.
 func (*HotShard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{81}
+	return file_pcs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *HotShard) GetShard() *Shard {
@@ -5125,7 +5347,7 @@ type NodeLoad struct {
 
 func (x *NodeLoad) Reset() {
 	*x = NodeLoad{}
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5137,7 +5359,7 @@ func (x *NodeLoad) String() string {
 func (*NodeLoad) ProtoMessage() {}
 
 func (x *NodeLoad) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[82]
+	mi := &file_pcs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5150,7 +5372,7 @@ func (x *NodeLoad) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeLoad.ProtoReflect.Descriptor instead.
 func (*NodeLoad) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{82}
+	return file_pcs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *NodeLoad) GetNodeId() uint64 {
@@ -5187,7 +5409,7 @@ type HotShardsResponse struct {
 
 func (x *HotShardsResponse) Reset() {
 	*x = HotShardsResponse{}
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5199,7 +5421,7 @@ func (x *HotShardsResponse) String() string {
 func (*HotShardsResponse) ProtoMessage() {}
 
 func (x *HotShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[83]
+	mi := &file_pcs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5212,7 +5434,7 @@ func (x *HotShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HotShardsResponse.ProtoReflect.Descriptor instead.
 func (*HotShardsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{83}
+	return file_pcs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *HotShardsResponse) GetShards() []*HotShard {
@@ -5256,7 +5478,7 @@ type AddOperatorRequest struct {
 
 func (x *AddOperatorRequest) Reset() {
 	*x = AddOperatorRequest{}
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5268,7 +5490,7 @@ func (x *AddOperatorRequest) String() string {
 func (*AddOperatorRequest) ProtoMessage() {}
 
 func (x *AddOperatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[84]
+	mi := &file_pcs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5281,7 +5503,7 @@ func (x *AddOperatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddOperatorRequest.ProtoReflect.Descriptor instead.
 func (*AddOperatorRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{84}
+	return file_pcs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *AddOperatorRequest) GetShardId() uint64 {
@@ -5321,7 +5543,7 @@ type AddOperatorResponse struct {
 
 func (x *AddOperatorResponse) Reset() {
 	*x = AddOperatorResponse{}
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5333,7 +5555,7 @@ func (x *AddOperatorResponse) String() string {
 func (*AddOperatorResponse) ProtoMessage() {}
 
 func (x *AddOperatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[85]
+	mi := &file_pcs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5346,7 +5568,7 @@ func (x *AddOperatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddOperatorResponse.ProtoReflect.Descriptor instead.
 func (*AddOperatorResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{85}
+	return file_pcs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *AddOperatorResponse) GetOperator() *Operator {
@@ -5365,7 +5587,7 @@ type CancelOperatorRequest struct {
 
 func (x *CancelOperatorRequest) Reset() {
 	*x = CancelOperatorRequest{}
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5377,7 +5599,7 @@ func (x *CancelOperatorRequest) String() string {
 func (*CancelOperatorRequest) ProtoMessage() {}
 
 func (x *CancelOperatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[86]
+	mi := &file_pcs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5390,7 +5612,7 @@ func (x *CancelOperatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOperatorRequest.ProtoReflect.Descriptor instead.
 func (*CancelOperatorRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{86}
+	return file_pcs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *CancelOperatorRequest) GetId() uint64 {
@@ -5408,7 +5630,7 @@ type CancelOperatorResponse struct {
 
 func (x *CancelOperatorResponse) Reset() {
 	*x = CancelOperatorResponse{}
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5420,7 +5642,7 @@ func (x *CancelOperatorResponse) String() string {
 func (*CancelOperatorResponse) ProtoMessage() {}
 
 func (x *CancelOperatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[87]
+	mi := &file_pcs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5433,7 +5655,7 @@ func (x *CancelOperatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOperatorResponse.ProtoReflect.Descriptor instead.
 func (*CancelOperatorResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{87}
+	return file_pcs_proto_rawDescGZIP(), []int{91}
 }
 
 // Scheduling configuration: runtime settings kept in the replicated state.
@@ -5445,7 +5667,7 @@ type ScheduleConfigRequest struct {
 
 func (x *ScheduleConfigRequest) Reset() {
 	*x = ScheduleConfigRequest{}
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5457,7 +5679,7 @@ func (x *ScheduleConfigRequest) String() string {
 func (*ScheduleConfigRequest) ProtoMessage() {}
 
 func (x *ScheduleConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[88]
+	mi := &file_pcs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5470,7 +5692,7 @@ func (x *ScheduleConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleConfigRequest.ProtoReflect.Descriptor instead.
 func (*ScheduleConfigRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{88}
+	return file_pcs_proto_rawDescGZIP(), []int{92}
 }
 
 type EvictPrimariesRequest struct {
@@ -5484,7 +5706,7 @@ type EvictPrimariesRequest struct {
 
 func (x *EvictPrimariesRequest) Reset() {
 	*x = EvictPrimariesRequest{}
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5496,7 +5718,7 @@ func (x *EvictPrimariesRequest) String() string {
 func (*EvictPrimariesRequest) ProtoMessage() {}
 
 func (x *EvictPrimariesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[89]
+	mi := &file_pcs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5509,7 +5731,7 @@ func (x *EvictPrimariesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictPrimariesRequest.ProtoReflect.Descriptor instead.
 func (*EvictPrimariesRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{89}
+	return file_pcs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *EvictPrimariesRequest) GetNodeId() uint64 {
@@ -5536,7 +5758,7 @@ type SetScheduleConfigRequest struct {
 
 func (x *SetScheduleConfigRequest) Reset() {
 	*x = SetScheduleConfigRequest{}
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5548,7 +5770,7 @@ func (x *SetScheduleConfigRequest) String() string {
 func (*SetScheduleConfigRequest) ProtoMessage() {}
 
 func (x *SetScheduleConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[90]
+	mi := &file_pcs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5561,7 +5783,7 @@ func (x *SetScheduleConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetScheduleConfigRequest.ProtoReflect.Descriptor instead.
 func (*SetScheduleConfigRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{90}
+	return file_pcs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *SetScheduleConfigRequest) GetKey() string {
@@ -5589,7 +5811,7 @@ type ScheduleConfigResponse struct {
 
 func (x *ScheduleConfigResponse) Reset() {
 	*x = ScheduleConfigResponse{}
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5601,7 +5823,7 @@ func (x *ScheduleConfigResponse) String() string {
 func (*ScheduleConfigResponse) ProtoMessage() {}
 
 func (x *ScheduleConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[91]
+	mi := &file_pcs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5614,7 +5836,7 @@ func (x *ScheduleConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleConfigResponse.ProtoReflect.Descriptor instead.
 func (*ScheduleConfigResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{91}
+	return file_pcs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *ScheduleConfigResponse) GetConfig() map[string]string {
@@ -5641,7 +5863,7 @@ type SchedulerInfo struct {
 
 func (x *SchedulerInfo) Reset() {
 	*x = SchedulerInfo{}
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5653,7 +5875,7 @@ func (x *SchedulerInfo) String() string {
 func (*SchedulerInfo) ProtoMessage() {}
 
 func (x *SchedulerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[92]
+	mi := &file_pcs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5666,7 +5888,7 @@ func (x *SchedulerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchedulerInfo.ProtoReflect.Descriptor instead.
 func (*SchedulerInfo) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{92}
+	return file_pcs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *SchedulerInfo) GetName() string {
@@ -5701,7 +5923,7 @@ type RemoveReplicasRequest struct {
 
 func (x *RemoveReplicasRequest) Reset() {
 	*x = RemoveReplicasRequest{}
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5713,7 +5935,7 @@ func (x *RemoveReplicasRequest) String() string {
 func (*RemoveReplicasRequest) ProtoMessage() {}
 
 func (x *RemoveReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[93]
+	mi := &file_pcs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5726,7 +5948,7 @@ func (x *RemoveReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicasRequest.ProtoReflect.Descriptor instead.
 func (*RemoveReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{93}
+	return file_pcs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *RemoveReplicasRequest) GetShardId() uint64 {
@@ -5773,7 +5995,7 @@ type RemoveReplicasResponse struct {
 
 func (x *RemoveReplicasResponse) Reset() {
 	*x = RemoveReplicasResponse{}
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5785,7 +6007,7 @@ func (x *RemoveReplicasResponse) String() string {
 func (*RemoveReplicasResponse) ProtoMessage() {}
 
 func (x *RemoveReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[94]
+	mi := &file_pcs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5798,7 +6020,7 @@ func (x *RemoveReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicasResponse.ProtoReflect.Descriptor instead.
 func (*RemoveReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{94}
+	return file_pcs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *RemoveReplicasResponse) GetShard() *Shard {
@@ -5818,13 +6040,16 @@ type NodeStats struct {
 	IoBytesPerSec uint64                 `protobuf:"varint,6,opt,name=io_bytes_per_sec,json=ioBytesPerSec,proto3" json:"io_bytes_per_sec,omitempty"`
 	// table id -> schema version loaded.
 	SchemaVersions map[uint64]uint64 `protobuf:"bytes,7,rep,name=schema_versions,json=schemaVersions,proto3" json:"schema_versions,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The node settings in force on the node (key -> value; see NodeConfigCommand), reported
+	// until they match what PCS asks.
+	Config        map[string]string `protobuf:"bytes,8,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStats) Reset() {
 	*x = NodeStats{}
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5836,7 +6061,7 @@ func (x *NodeStats) String() string {
 func (*NodeStats) ProtoMessage() {}
 
 func (x *NodeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[95]
+	mi := &file_pcs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5849,7 +6074,7 @@ func (x *NodeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStats.ProtoReflect.Descriptor instead.
 func (*NodeStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{95}
+	return file_pcs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *NodeStats) GetShardCount() uint64 {
@@ -5901,6 +6126,13 @@ func (x *NodeStats) GetSchemaVersions() map[uint64]uint64 {
 	return nil
 }
 
+func (x *NodeStats) GetConfig() map[string]string {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
 type ShardStats struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	ShardId     uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
@@ -5936,7 +6168,7 @@ type ShardStats struct {
 
 func (x *ShardStats) Reset() {
 	*x = ShardStats{}
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5948,7 +6180,7 @@ func (x *ShardStats) String() string {
 func (*ShardStats) ProtoMessage() {}
 
 func (x *ShardStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[96]
+	mi := &file_pcs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5961,7 +6193,7 @@ func (x *ShardStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStats.ProtoReflect.Descriptor instead.
 func (*ShardStats) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{96}
+	return file_pcs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *ShardStats) GetShardId() uint64 {
@@ -6097,7 +6329,7 @@ type NodeHeartbeat struct {
 
 func (x *NodeHeartbeat) Reset() {
 	*x = NodeHeartbeat{}
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6109,7 +6341,7 @@ func (x *NodeHeartbeat) String() string {
 func (*NodeHeartbeat) ProtoMessage() {}
 
 func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[97]
+	mi := &file_pcs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6122,7 +6354,7 @@ func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeHeartbeat.ProtoReflect.Descriptor instead.
 func (*NodeHeartbeat) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{97}
+	return file_pcs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *NodeHeartbeat) GetNodeId() uint64 {
@@ -6171,6 +6403,7 @@ type NodeCommand struct {
 	//	*NodeCommand_LoadSchema
 	//	*NodeCommand_SplitShard
 	//	*NodeCommand_MergeShards
+	//	*NodeCommand_SetConfig
 	Cmd           isNodeCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -6178,7 +6411,7 @@ type NodeCommand struct {
 
 func (x *NodeCommand) Reset() {
 	*x = NodeCommand{}
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6190,7 +6423,7 @@ func (x *NodeCommand) String() string {
 func (*NodeCommand) ProtoMessage() {}
 
 func (x *NodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[98]
+	mi := &file_pcs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6203,7 +6436,7 @@ func (x *NodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCommand.ProtoReflect.Descriptor instead.
 func (*NodeCommand) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{98}
+	return file_pcs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *NodeCommand) GetCmd() isNodeCommand_Cmd {
@@ -6267,6 +6500,15 @@ func (x *NodeCommand) GetMergeShards() *MergeShardsCommand {
 	return nil
 }
 
+func (x *NodeCommand) GetSetConfig() *NodeConfigCommand {
+	if x != nil {
+		if x, ok := x.Cmd.(*NodeCommand_SetConfig); ok {
+			return x.SetConfig
+		}
+	}
+	return nil
+}
+
 type isNodeCommand_Cmd interface {
 	isNodeCommand_Cmd()
 }
@@ -6298,6 +6540,11 @@ type NodeCommand_MergeShards struct {
 	MergeShards *MergeShardsCommand `protobuf:"bytes,6,opt,name=merge_shards,json=mergeShards,proto3,oneof"`
 }
 
+type NodeCommand_SetConfig struct {
+	// Apply node settings (sent until the node reports them in NodeStats.config).
+	SetConfig *NodeConfigCommand `protobuf:"bytes,7,opt,name=set_config,json=setConfig,proto3,oneof"`
+}
+
 func (*NodeCommand_CreateReplica) isNodeCommand_Cmd() {}
 
 func (*NodeCommand_DropReplica) isNodeCommand_Cmd() {}
@@ -6309,6 +6556,54 @@ func (*NodeCommand_LoadSchema) isNodeCommand_Cmd() {}
 func (*NodeCommand_SplitShard) isNodeCommand_Cmd() {}
 
 func (*NodeCommand_MergeShards) isNodeCommand_Cmd() {}
+
+func (*NodeCommand_SetConfig) isNodeCommand_Cmd() {}
+
+// NodeConfigCommand: node settings to apply, key -> value (pcsctl node config set). Keys: see
+// the nodeconf package (log-level: debug, info, warn, error).
+type NodeConfigCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Settings      map[string]string      `protobuf:"bytes,1,rep,name=settings,proto3" json:"settings,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeConfigCommand) Reset() {
+	*x = NodeConfigCommand{}
+	mi := &file_pcs_proto_msgTypes[103]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeConfigCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeConfigCommand) ProtoMessage() {}
+
+func (x *NodeConfigCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_pcs_proto_msgTypes[103]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeConfigCommand.ProtoReflect.Descriptor instead.
+func (*NodeConfigCommand) Descriptor() ([]byte, []int) {
+	return file_pcs_proto_rawDescGZIP(), []int{103}
+}
+
+func (x *NodeConfigCommand) GetSettings() map[string]string {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
 
 type SplitShardCommand struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -6326,7 +6621,7 @@ type SplitShardCommand struct {
 
 func (x *SplitShardCommand) Reset() {
 	*x = SplitShardCommand{}
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6338,7 +6633,7 @@ func (x *SplitShardCommand) String() string {
 func (*SplitShardCommand) ProtoMessage() {}
 
 func (x *SplitShardCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[99]
+	mi := &file_pcs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6351,7 +6646,7 @@ func (x *SplitShardCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitShardCommand.ProtoReflect.Descriptor instead.
 func (*SplitShardCommand) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{99}
+	return file_pcs_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *SplitShardCommand) GetShardId() uint64 {
@@ -6403,7 +6698,7 @@ type MergeShardsCommand struct {
 
 func (x *MergeShardsCommand) Reset() {
 	*x = MergeShardsCommand{}
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6415,7 +6710,7 @@ func (x *MergeShardsCommand) String() string {
 func (*MergeShardsCommand) ProtoMessage() {}
 
 func (x *MergeShardsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[100]
+	mi := &file_pcs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6428,7 +6723,7 @@ func (x *MergeShardsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeShardsCommand.ProtoReflect.Descriptor instead.
 func (*MergeShardsCommand) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{100}
+	return file_pcs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *MergeShardsCommand) GetShardId() uint64 {
@@ -6470,7 +6765,7 @@ type SchemaVersionRef struct {
 
 func (x *SchemaVersionRef) Reset() {
 	*x = SchemaVersionRef{}
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6482,7 +6777,7 @@ func (x *SchemaVersionRef) String() string {
 func (*SchemaVersionRef) ProtoMessage() {}
 
 func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[101]
+	mi := &file_pcs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6495,7 +6790,7 @@ func (x *SchemaVersionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersionRef.ProtoReflect.Descriptor instead.
 func (*SchemaVersionRef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{101}
+	return file_pcs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *SchemaVersionRef) GetTableId() uint64 {
@@ -6537,7 +6832,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6549,7 +6844,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[102]
+	mi := &file_pcs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6562,7 +6857,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{102}
+	return file_pcs_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *HeartbeatResponse) GetSeq() uint64 {
@@ -6611,7 +6906,7 @@ type ShardGrant struct {
 
 func (x *ShardGrant) Reset() {
 	*x = ShardGrant{}
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6623,7 +6918,7 @@ func (x *ShardGrant) String() string {
 func (*ShardGrant) ProtoMessage() {}
 
 func (x *ShardGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[103]
+	mi := &file_pcs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6636,7 +6931,7 @@ func (x *ShardGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardGrant.ProtoReflect.Descriptor instead.
 func (*ShardGrant) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{103}
+	return file_pcs_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *ShardGrant) GetShardId() uint64 {
@@ -6675,7 +6970,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6687,7 +6982,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[104]
+	mi := &file_pcs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6700,7 +6995,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{104}
+	return file_pcs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *Job) GetTableId() uint64 {
@@ -6760,7 +7055,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6772,7 +7067,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[105]
+	mi := &file_pcs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6785,7 +7080,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{105}
+	return file_pcs_proto_rawDescGZIP(), []int{110}
 }
 
 type ListJobsResponse struct {
@@ -6797,7 +7092,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6809,7 +7104,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[106]
+	mi := &file_pcs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6822,7 +7117,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{106}
+	return file_pcs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -6853,7 +7148,7 @@ type PartitionAlter struct {
 
 func (x *PartitionAlter) Reset() {
 	*x = PartitionAlter{}
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6865,7 +7160,7 @@ func (x *PartitionAlter) String() string {
 func (*PartitionAlter) ProtoMessage() {}
 
 func (x *PartitionAlter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[107]
+	mi := &file_pcs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6878,7 +7173,7 @@ func (x *PartitionAlter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionAlter.ProtoReflect.Descriptor instead.
 func (*PartitionAlter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{107}
+	return file_pcs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *PartitionAlter) GetOp() isPartitionAlter_Op {
@@ -6999,7 +7294,7 @@ type AlterPartitionsRequest struct {
 
 func (x *AlterPartitionsRequest) Reset() {
 	*x = AlterPartitionsRequest{}
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7011,7 +7306,7 @@ func (x *AlterPartitionsRequest) String() string {
 func (*AlterPartitionsRequest) ProtoMessage() {}
 
 func (x *AlterPartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[108]
+	mi := &file_pcs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7024,7 +7319,7 @@ func (x *AlterPartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterPartitionsRequest.ProtoReflect.Descriptor instead.
 func (*AlterPartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{108}
+	return file_pcs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *AlterPartitionsRequest) GetName() string {
@@ -7050,7 +7345,7 @@ type AlterPartitionsResponse struct {
 
 func (x *AlterPartitionsResponse) Reset() {
 	*x = AlterPartitionsResponse{}
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7062,7 +7357,7 @@ func (x *AlterPartitionsResponse) String() string {
 func (*AlterPartitionsResponse) ProtoMessage() {}
 
 func (x *AlterPartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[109]
+	mi := &file_pcs_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7075,7 +7370,7 @@ func (x *AlterPartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterPartitionsResponse.ProtoReflect.Descriptor instead.
 func (*AlterPartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{109}
+	return file_pcs_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *AlterPartitionsResponse) GetTable() *Table {
@@ -7094,7 +7389,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7106,7 +7401,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[110]
+	mi := &file_pcs_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7119,7 +7414,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{110}
+	return file_pcs_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *CancelJobRequest) GetTable() string {
@@ -7137,7 +7432,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7149,7 +7444,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[111]
+	mi := &file_pcs_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7162,7 +7457,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{111}
+	return file_pcs_proto_rawDescGZIP(), []int{116}
 }
 
 // ColumnDef is one column of a table. type is a keyenc type name: int64, uint64, float64, bool,
@@ -7179,7 +7474,7 @@ type ColumnDef struct {
 
 func (x *ColumnDef) Reset() {
 	*x = ColumnDef{}
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7191,7 +7486,7 @@ func (x *ColumnDef) String() string {
 func (*ColumnDef) ProtoMessage() {}
 
 func (x *ColumnDef) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[112]
+	mi := &file_pcs_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7204,7 +7499,7 @@ func (x *ColumnDef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ColumnDef.ProtoReflect.Descriptor instead.
 func (*ColumnDef) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{112}
+	return file_pcs_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *ColumnDef) GetName() string {
@@ -7243,7 +7538,7 @@ type RangePartition struct {
 
 func (x *RangePartition) Reset() {
 	*x = RangePartition{}
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7255,7 +7550,7 @@ func (x *RangePartition) String() string {
 func (*RangePartition) ProtoMessage() {}
 
 func (x *RangePartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[113]
+	mi := &file_pcs_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7268,7 +7563,7 @@ func (x *RangePartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangePartition.ProtoReflect.Descriptor instead.
 func (*RangePartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{113}
+	return file_pcs_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *RangePartition) GetName() string {
@@ -7302,7 +7597,7 @@ type ValueTuple struct {
 
 func (x *ValueTuple) Reset() {
 	*x = ValueTuple{}
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7314,7 +7609,7 @@ func (x *ValueTuple) String() string {
 func (*ValueTuple) ProtoMessage() {}
 
 func (x *ValueTuple) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[114]
+	mi := &file_pcs_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7327,7 +7622,7 @@ func (x *ValueTuple) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueTuple.ProtoReflect.Descriptor instead.
 func (*ValueTuple) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{114}
+	return file_pcs_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *ValueTuple) GetValues() []string {
@@ -7351,7 +7646,7 @@ type ListPartition struct {
 
 func (x *ListPartition) Reset() {
 	*x = ListPartition{}
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7363,7 +7658,7 @@ func (x *ListPartition) String() string {
 func (*ListPartition) ProtoMessage() {}
 
 func (x *ListPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[115]
+	mi := &file_pcs_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7376,7 +7671,7 @@ func (x *ListPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartition.ProtoReflect.Descriptor instead.
 func (*ListPartition) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{115}
+	return file_pcs_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *ListPartition) GetName() string {
@@ -7432,7 +7727,7 @@ type PartitionSpec struct {
 
 func (x *PartitionSpec) Reset() {
 	*x = PartitionSpec{}
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7444,7 +7739,7 @@ func (x *PartitionSpec) String() string {
 func (*PartitionSpec) ProtoMessage() {}
 
 func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[116]
+	mi := &file_pcs_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7457,7 +7752,7 @@ func (x *PartitionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSpec.ProtoReflect.Descriptor instead.
 func (*PartitionSpec) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{116}
+	return file_pcs_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *PartitionSpec) GetStrategy() PartitionStrategy {
@@ -7536,7 +7831,7 @@ type DataNode struct {
 
 func (x *DataNode) Reset() {
 	*x = DataNode{}
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7548,7 +7843,7 @@ func (x *DataNode) String() string {
 func (*DataNode) ProtoMessage() {}
 
 func (x *DataNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[117]
+	mi := &file_pcs_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7561,7 +7856,7 @@ func (x *DataNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataNode.ProtoReflect.Descriptor instead.
 func (*DataNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{117}
+	return file_pcs_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *DataNode) GetId() uint64 {
@@ -7647,7 +7942,7 @@ type Table struct {
 
 func (x *Table) Reset() {
 	*x = Table{}
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7659,7 +7954,7 @@ func (x *Table) String() string {
 func (*Table) ProtoMessage() {}
 
 func (x *Table) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[118]
+	mi := &file_pcs_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7672,7 +7967,7 @@ func (x *Table) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Table.ProtoReflect.Descriptor instead.
 func (*Table) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{118}
+	return file_pcs_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *Table) GetId() uint64 {
@@ -7806,7 +8101,7 @@ type PartitionJob struct {
 
 func (x *PartitionJob) Reset() {
 	*x = PartitionJob{}
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7818,7 +8113,7 @@ func (x *PartitionJob) String() string {
 func (*PartitionJob) ProtoMessage() {}
 
 func (x *PartitionJob) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[119]
+	mi := &file_pcs_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7831,7 +8126,7 @@ func (x *PartitionJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionJob.ProtoReflect.Descriptor instead.
 func (*PartitionJob) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{119}
+	return file_pcs_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *PartitionJob) GetId() uint64 {
@@ -7879,7 +8174,7 @@ type SchemaVersion struct {
 
 func (x *SchemaVersion) Reset() {
 	*x = SchemaVersion{}
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7891,7 +8186,7 @@ func (x *SchemaVersion) String() string {
 func (*SchemaVersion) ProtoMessage() {}
 
 func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[120]
+	mi := &file_pcs_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7904,7 +8199,7 @@ func (x *SchemaVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaVersion.ProtoReflect.Descriptor instead.
 func (*SchemaVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{120}
+	return file_pcs_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *SchemaVersion) GetVersion() uint64 {
@@ -7933,7 +8228,7 @@ type ShardEpoch struct {
 
 func (x *ShardEpoch) Reset() {
 	*x = ShardEpoch{}
-	mi := &file_pcs_proto_msgTypes[121]
+	mi := &file_pcs_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7945,7 +8240,7 @@ func (x *ShardEpoch) String() string {
 func (*ShardEpoch) ProtoMessage() {}
 
 func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[121]
+	mi := &file_pcs_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7958,7 +8253,7 @@ func (x *ShardEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardEpoch.ProtoReflect.Descriptor instead.
 func (*ShardEpoch) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{121}
+	return file_pcs_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *ShardEpoch) GetConfVer() uint64 {
@@ -8001,7 +8296,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_pcs_proto_msgTypes[122]
+	mi := &file_pcs_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8013,7 +8308,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[122]
+	mi := &file_pcs_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8026,7 +8321,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{122}
+	return file_pcs_proto_rawDescGZIP(), []int{127}
 }
 
 func (x *Shard) GetId() uint64 {
@@ -8147,7 +8442,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_pcs_proto_msgTypes[123]
+	mi := &file_pcs_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8159,7 +8454,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[123]
+	mi := &file_pcs_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8172,7 +8467,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{123}
+	return file_pcs_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *Command) GetVersion() uint32 {
@@ -8535,7 +8830,7 @@ type CmdSetClusterVersion struct {
 
 func (x *CmdSetClusterVersion) Reset() {
 	*x = CmdSetClusterVersion{}
-	mi := &file_pcs_proto_msgTypes[124]
+	mi := &file_pcs_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8547,7 +8842,7 @@ func (x *CmdSetClusterVersion) String() string {
 func (*CmdSetClusterVersion) ProtoMessage() {}
 
 func (x *CmdSetClusterVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[124]
+	mi := &file_pcs_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8560,7 +8855,7 @@ func (x *CmdSetClusterVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetClusterVersion.ProtoReflect.Descriptor instead.
 func (*CmdSetClusterVersion) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{124}
+	return file_pcs_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *CmdSetClusterVersion) GetVersion() uint32 {
@@ -8594,7 +8889,7 @@ type RequestID struct {
 
 func (x *RequestID) Reset() {
 	*x = RequestID{}
-	mi := &file_pcs_proto_msgTypes[125]
+	mi := &file_pcs_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8606,7 +8901,7 @@ func (x *RequestID) String() string {
 func (*RequestID) ProtoMessage() {}
 
 func (x *RequestID) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[125]
+	mi := &file_pcs_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8619,7 +8914,7 @@ func (x *RequestID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestID.ProtoReflect.Descriptor instead.
 func (*RequestID) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{125}
+	return file_pcs_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *RequestID) GetClientId() uint64 {
@@ -8684,7 +8979,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_pcs_proto_msgTypes[126]
+	mi := &file_pcs_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8696,7 +8991,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[126]
+	mi := &file_pcs_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8709,7 +9004,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{126}
+	return file_pcs_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *Outcome) GetSeq() uint64 {
@@ -8792,7 +9087,7 @@ type ClientSession struct {
 
 func (x *ClientSession) Reset() {
 	*x = ClientSession{}
-	mi := &file_pcs_proto_msgTypes[127]
+	mi := &file_pcs_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8804,7 +9099,7 @@ func (x *ClientSession) String() string {
 func (*ClientSession) ProtoMessage() {}
 
 func (x *ClientSession) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[127]
+	mi := &file_pcs_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8817,7 +9112,7 @@ func (x *ClientSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientSession.ProtoReflect.Descriptor instead.
 func (*ClientSession) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{127}
+	return file_pcs_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *ClientSession) GetClientId() uint64 {
@@ -8868,7 +9163,7 @@ type DroppedSessions struct {
 
 func (x *DroppedSessions) Reset() {
 	*x = DroppedSessions{}
-	mi := &file_pcs_proto_msgTypes[128]
+	mi := &file_pcs_proto_msgTypes[133]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8880,7 +9175,7 @@ func (x *DroppedSessions) String() string {
 func (*DroppedSessions) ProtoMessage() {}
 
 func (x *DroppedSessions) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[128]
+	mi := &file_pcs_proto_msgTypes[133]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8893,7 +9188,7 @@ func (x *DroppedSessions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DroppedSessions.ProtoReflect.Descriptor instead.
 func (*DroppedSessions) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{128}
+	return file_pcs_proto_rawDescGZIP(), []int{133}
 }
 
 func (x *DroppedSessions) GetClientIds() []uint64 {
@@ -8930,7 +9225,7 @@ type CmdChangeReplicas struct {
 
 func (x *CmdChangeReplicas) Reset() {
 	*x = CmdChangeReplicas{}
-	mi := &file_pcs_proto_msgTypes[129]
+	mi := &file_pcs_proto_msgTypes[134]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8942,7 +9237,7 @@ func (x *CmdChangeReplicas) String() string {
 func (*CmdChangeReplicas) ProtoMessage() {}
 
 func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[129]
+	mi := &file_pcs_proto_msgTypes[134]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8955,7 +9250,7 @@ func (x *CmdChangeReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangeReplicas.ProtoReflect.Descriptor instead.
 func (*CmdChangeReplicas) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{129}
+	return file_pcs_proto_rawDescGZIP(), []int{134}
 }
 
 func (x *CmdChangeReplicas) GetShardId() uint64 {
@@ -9023,7 +9318,7 @@ type CmdSplitShard struct {
 
 func (x *CmdSplitShard) Reset() {
 	*x = CmdSplitShard{}
-	mi := &file_pcs_proto_msgTypes[130]
+	mi := &file_pcs_proto_msgTypes[135]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9035,7 +9330,7 @@ func (x *CmdSplitShard) String() string {
 func (*CmdSplitShard) ProtoMessage() {}
 
 func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[130]
+	mi := &file_pcs_proto_msgTypes[135]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9048,7 +9343,7 @@ func (x *CmdSplitShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSplitShard.ProtoReflect.Descriptor instead.
 func (*CmdSplitShard) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{130}
+	return file_pcs_proto_rawDescGZIP(), []int{135}
 }
 
 func (x *CmdSplitShard) GetShardId() uint64 {
@@ -9095,7 +9390,7 @@ type CmdMergeShards struct {
 
 func (x *CmdMergeShards) Reset() {
 	*x = CmdMergeShards{}
-	mi := &file_pcs_proto_msgTypes[131]
+	mi := &file_pcs_proto_msgTypes[136]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9107,7 +9402,7 @@ func (x *CmdMergeShards) String() string {
 func (*CmdMergeShards) ProtoMessage() {}
 
 func (x *CmdMergeShards) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[131]
+	mi := &file_pcs_proto_msgTypes[136]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9120,7 +9415,7 @@ func (x *CmdMergeShards) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdMergeShards.ProtoReflect.Descriptor instead.
 func (*CmdMergeShards) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{131}
+	return file_pcs_proto_rawDescGZIP(), []int{136}
 }
 
 func (x *CmdMergeShards) GetShardId() uint64 {
@@ -9165,7 +9460,7 @@ type CmdAlterPartitions struct {
 
 func (x *CmdAlterPartitions) Reset() {
 	*x = CmdAlterPartitions{}
-	mi := &file_pcs_proto_msgTypes[132]
+	mi := &file_pcs_proto_msgTypes[137]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9177,7 +9472,7 @@ func (x *CmdAlterPartitions) String() string {
 func (*CmdAlterPartitions) ProtoMessage() {}
 
 func (x *CmdAlterPartitions) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[132]
+	mi := &file_pcs_proto_msgTypes[137]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9190,7 +9485,7 @@ func (x *CmdAlterPartitions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAlterPartitions.ProtoReflect.Descriptor instead.
 func (*CmdAlterPartitions) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{132}
+	return file_pcs_proto_rawDescGZIP(), []int{137}
 }
 
 func (x *CmdAlterPartitions) GetTableId() uint64 {
@@ -9226,7 +9521,7 @@ type CmdFinishPartitionJob struct {
 
 func (x *CmdFinishPartitionJob) Reset() {
 	*x = CmdFinishPartitionJob{}
-	mi := &file_pcs_proto_msgTypes[133]
+	mi := &file_pcs_proto_msgTypes[138]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9238,7 +9533,7 @@ func (x *CmdFinishPartitionJob) String() string {
 func (*CmdFinishPartitionJob) ProtoMessage() {}
 
 func (x *CmdFinishPartitionJob) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[133]
+	mi := &file_pcs_proto_msgTypes[138]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9251,7 +9546,7 @@ func (x *CmdFinishPartitionJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdFinishPartitionJob.ProtoReflect.Descriptor instead.
 func (*CmdFinishPartitionJob) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{133}
+	return file_pcs_proto_rawDescGZIP(), []int{138}
 }
 
 func (x *CmdFinishPartitionJob) GetTableId() uint64 {
@@ -9284,7 +9579,7 @@ type CmdChangePrimary struct {
 
 func (x *CmdChangePrimary) Reset() {
 	*x = CmdChangePrimary{}
-	mi := &file_pcs_proto_msgTypes[134]
+	mi := &file_pcs_proto_msgTypes[139]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9296,7 +9591,7 @@ func (x *CmdChangePrimary) String() string {
 func (*CmdChangePrimary) ProtoMessage() {}
 
 func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[134]
+	mi := &file_pcs_proto_msgTypes[139]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9309,7 +9604,7 @@ func (x *CmdChangePrimary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdChangePrimary.ProtoReflect.Descriptor instead.
 func (*CmdChangePrimary) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{134}
+	return file_pcs_proto_rawDescGZIP(), []int{139}
 }
 
 func (x *CmdChangePrimary) GetShardId() uint64 {
@@ -9360,7 +9655,7 @@ type CmdSetNodeAdmin struct {
 
 func (x *CmdSetNodeAdmin) Reset() {
 	*x = CmdSetNodeAdmin{}
-	mi := &file_pcs_proto_msgTypes[135]
+	mi := &file_pcs_proto_msgTypes[140]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9372,7 +9667,7 @@ func (x *CmdSetNodeAdmin) String() string {
 func (*CmdSetNodeAdmin) ProtoMessage() {}
 
 func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[135]
+	mi := &file_pcs_proto_msgTypes[140]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9385,7 +9680,7 @@ func (x *CmdSetNodeAdmin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetNodeAdmin.ProtoReflect.Descriptor instead.
 func (*CmdSetNodeAdmin) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{135}
+	return file_pcs_proto_rawDescGZIP(), []int{140}
 }
 
 func (x *CmdSetNodeAdmin) GetNodeId() uint64 {
@@ -9419,7 +9714,7 @@ type CmdCancelAlter struct {
 
 func (x *CmdCancelAlter) Reset() {
 	*x = CmdCancelAlter{}
-	mi := &file_pcs_proto_msgTypes[136]
+	mi := &file_pcs_proto_msgTypes[141]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9431,7 +9726,7 @@ func (x *CmdCancelAlter) String() string {
 func (*CmdCancelAlter) ProtoMessage() {}
 
 func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[136]
+	mi := &file_pcs_proto_msgTypes[141]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9444,7 +9739,7 @@ func (x *CmdCancelAlter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCancelAlter.ProtoReflect.Descriptor instead.
 func (*CmdCancelAlter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{136}
+	return file_pcs_proto_rawDescGZIP(), []int{141}
 }
 
 func (x *CmdCancelAlter) GetTableId() uint64 {
@@ -9466,7 +9761,7 @@ type CmdAlterTable struct {
 
 func (x *CmdAlterTable) Reset() {
 	*x = CmdAlterTable{}
-	mi := &file_pcs_proto_msgTypes[137]
+	mi := &file_pcs_proto_msgTypes[142]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9478,7 +9773,7 @@ func (x *CmdAlterTable) String() string {
 func (*CmdAlterTable) ProtoMessage() {}
 
 func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[137]
+	mi := &file_pcs_proto_msgTypes[142]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9491,7 +9786,7 @@ func (x *CmdAlterTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAlterTable.ProtoReflect.Descriptor instead.
 func (*CmdAlterTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{137}
+	return file_pcs_proto_rawDescGZIP(), []int{142}
 }
 
 func (x *CmdAlterTable) GetTableId() uint64 {
@@ -9520,7 +9815,7 @@ type CmdAdvanceSchema struct {
 
 func (x *CmdAdvanceSchema) Reset() {
 	*x = CmdAdvanceSchema{}
-	mi := &file_pcs_proto_msgTypes[138]
+	mi := &file_pcs_proto_msgTypes[143]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9532,7 +9827,7 @@ func (x *CmdAdvanceSchema) String() string {
 func (*CmdAdvanceSchema) ProtoMessage() {}
 
 func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[138]
+	mi := &file_pcs_proto_msgTypes[143]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9545,7 +9840,7 @@ func (x *CmdAdvanceSchema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAdvanceSchema.ProtoReflect.Descriptor instead.
 func (*CmdAdvanceSchema) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{138}
+	return file_pcs_proto_rawDescGZIP(), []int{143}
 }
 
 func (x *CmdAdvanceSchema) GetTableId() uint64 {
@@ -9573,7 +9868,7 @@ type CmdRegisterNode struct {
 
 func (x *CmdRegisterNode) Reset() {
 	*x = CmdRegisterNode{}
-	mi := &file_pcs_proto_msgTypes[139]
+	mi := &file_pcs_proto_msgTypes[144]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9585,7 +9880,7 @@ func (x *CmdRegisterNode) String() string {
 func (*CmdRegisterNode) ProtoMessage() {}
 
 func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[139]
+	mi := &file_pcs_proto_msgTypes[144]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9598,7 +9893,7 @@ func (x *CmdRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRegisterNode.ProtoReflect.Descriptor instead.
 func (*CmdRegisterNode) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{139}
+	return file_pcs_proto_rawDescGZIP(), []int{144}
 }
 
 func (x *CmdRegisterNode) GetNode() *DataNode {
@@ -9620,7 +9915,7 @@ type CmdCreateTable struct {
 
 func (x *CmdCreateTable) Reset() {
 	*x = CmdCreateTable{}
-	mi := &file_pcs_proto_msgTypes[140]
+	mi := &file_pcs_proto_msgTypes[145]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9632,7 +9927,7 @@ func (x *CmdCreateTable) String() string {
 func (*CmdCreateTable) ProtoMessage() {}
 
 func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[140]
+	mi := &file_pcs_proto_msgTypes[145]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9645,7 +9940,7 @@ func (x *CmdCreateTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdCreateTable.ProtoReflect.Descriptor instead.
 func (*CmdCreateTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{140}
+	return file_pcs_proto_rawDescGZIP(), []int{145}
 }
 
 func (x *CmdCreateTable) GetTable() *Table {
@@ -9672,7 +9967,7 @@ type CmdSetTableState struct {
 
 func (x *CmdSetTableState) Reset() {
 	*x = CmdSetTableState{}
-	mi := &file_pcs_proto_msgTypes[141]
+	mi := &file_pcs_proto_msgTypes[146]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9684,7 +9979,7 @@ func (x *CmdSetTableState) String() string {
 func (*CmdSetTableState) ProtoMessage() {}
 
 func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[141]
+	mi := &file_pcs_proto_msgTypes[146]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9697,7 +9992,7 @@ func (x *CmdSetTableState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetTableState.ProtoReflect.Descriptor instead.
 func (*CmdSetTableState) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{141}
+	return file_pcs_proto_rawDescGZIP(), []int{146}
 }
 
 func (x *CmdSetTableState) GetTableId() uint64 {
@@ -9724,7 +10019,7 @@ type CmdDeleteTable struct {
 
 func (x *CmdDeleteTable) Reset() {
 	*x = CmdDeleteTable{}
-	mi := &file_pcs_proto_msgTypes[142]
+	mi := &file_pcs_proto_msgTypes[147]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9736,7 +10031,7 @@ func (x *CmdDeleteTable) String() string {
 func (*CmdDeleteTable) ProtoMessage() {}
 
 func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[142]
+	mi := &file_pcs_proto_msgTypes[147]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9749,7 +10044,7 @@ func (x *CmdDeleteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDeleteTable.ProtoReflect.Descriptor instead.
 func (*CmdDeleteTable) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{142}
+	return file_pcs_proto_rawDescGZIP(), []int{147}
 }
 
 func (x *CmdDeleteTable) GetTableId() uint64 {
@@ -9770,7 +10065,7 @@ type CmdPut struct {
 
 func (x *CmdPut) Reset() {
 	*x = CmdPut{}
-	mi := &file_pcs_proto_msgTypes[143]
+	mi := &file_pcs_proto_msgTypes[148]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9782,7 +10077,7 @@ func (x *CmdPut) String() string {
 func (*CmdPut) ProtoMessage() {}
 
 func (x *CmdPut) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[143]
+	mi := &file_pcs_proto_msgTypes[148]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9795,7 +10090,7 @@ func (x *CmdPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdPut.ProtoReflect.Descriptor instead.
 func (*CmdPut) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{143}
+	return file_pcs_proto_rawDescGZIP(), []int{148}
 }
 
 func (x *CmdPut) GetKey() []byte {
@@ -9829,7 +10124,7 @@ type CmdDelete struct {
 
 func (x *CmdDelete) Reset() {
 	*x = CmdDelete{}
-	mi := &file_pcs_proto_msgTypes[144]
+	mi := &file_pcs_proto_msgTypes[149]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9841,7 +10136,7 @@ func (x *CmdDelete) String() string {
 func (*CmdDelete) ProtoMessage() {}
 
 func (x *CmdDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[144]
+	mi := &file_pcs_proto_msgTypes[149]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9854,7 +10149,7 @@ func (x *CmdDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdDelete.ProtoReflect.Descriptor instead.
 func (*CmdDelete) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{144}
+	return file_pcs_proto_rawDescGZIP(), []int{149}
 }
 
 func (x *CmdDelete) GetKey() []byte {
@@ -9881,7 +10176,7 @@ type CmdTsoWindow struct {
 
 func (x *CmdTsoWindow) Reset() {
 	*x = CmdTsoWindow{}
-	mi := &file_pcs_proto_msgTypes[145]
+	mi := &file_pcs_proto_msgTypes[150]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9893,7 +10188,7 @@ func (x *CmdTsoWindow) String() string {
 func (*CmdTsoWindow) ProtoMessage() {}
 
 func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[145]
+	mi := &file_pcs_proto_msgTypes[150]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9906,7 +10201,7 @@ func (x *CmdTsoWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdTsoWindow.ProtoReflect.Descriptor instead.
 func (*CmdTsoWindow) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{145}
+	return file_pcs_proto_rawDescGZIP(), []int{150}
 }
 
 func (x *CmdTsoWindow) GetPhysicalMs() uint64 {
@@ -9927,7 +10222,7 @@ type CmdAllocIDs struct {
 
 func (x *CmdAllocIDs) Reset() {
 	*x = CmdAllocIDs{}
-	mi := &file_pcs_proto_msgTypes[146]
+	mi := &file_pcs_proto_msgTypes[151]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9939,7 +10234,7 @@ func (x *CmdAllocIDs) String() string {
 func (*CmdAllocIDs) ProtoMessage() {}
 
 func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[146]
+	mi := &file_pcs_proto_msgTypes[151]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9952,7 +10247,7 @@ func (x *CmdAllocIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdAllocIDs.ProtoReflect.Descriptor instead.
 func (*CmdAllocIDs) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{146}
+	return file_pcs_proto_rawDescGZIP(), []int{151}
 }
 
 func (x *CmdAllocIDs) GetKind() string {
@@ -9978,7 +10273,7 @@ type CmdSetMember struct {
 
 func (x *CmdSetMember) Reset() {
 	*x = CmdSetMember{}
-	mi := &file_pcs_proto_msgTypes[147]
+	mi := &file_pcs_proto_msgTypes[152]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9990,7 +10285,7 @@ func (x *CmdSetMember) String() string {
 func (*CmdSetMember) ProtoMessage() {}
 
 func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[147]
+	mi := &file_pcs_proto_msgTypes[152]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -10003,7 +10298,7 @@ func (x *CmdSetMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdSetMember.ProtoReflect.Descriptor instead.
 func (*CmdSetMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{147}
+	return file_pcs_proto_rawDescGZIP(), []int{152}
 }
 
 func (x *CmdSetMember) GetMember() *Member {
@@ -10022,7 +10317,7 @@ type CmdRemoveMember struct {
 
 func (x *CmdRemoveMember) Reset() {
 	*x = CmdRemoveMember{}
-	mi := &file_pcs_proto_msgTypes[148]
+	mi := &file_pcs_proto_msgTypes[153]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -10034,7 +10329,7 @@ func (x *CmdRemoveMember) String() string {
 func (*CmdRemoveMember) ProtoMessage() {}
 
 func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[148]
+	mi := &file_pcs_proto_msgTypes[153]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -10047,7 +10342,7 @@ func (x *CmdRemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CmdRemoveMember.ProtoReflect.Descriptor instead.
 func (*CmdRemoveMember) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{148}
+	return file_pcs_proto_rawDescGZIP(), []int{153}
 }
 
 func (x *CmdRemoveMember) GetName() string {
@@ -10081,7 +10376,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_pcs_proto_msgTypes[149]
+	mi := &file_pcs_proto_msgTypes[154]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -10093,7 +10388,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[149]
+	mi := &file_pcs_proto_msgTypes[154]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -10106,7 +10401,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{149}
+	return file_pcs_proto_rawDescGZIP(), []int{154}
 }
 
 func (x *SnapshotRecord) GetRec() isSnapshotRecord_Rec {
@@ -10304,7 +10599,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_pcs_proto_msgTypes[150]
+	mi := &file_pcs_proto_msgTypes[155]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -10316,7 +10611,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[150]
+	mi := &file_pcs_proto_msgTypes[155]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -10329,7 +10624,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{150}
+	return file_pcs_proto_rawDescGZIP(), []int{155}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -10398,7 +10693,7 @@ type IDCounter struct {
 
 func (x *IDCounter) Reset() {
 	*x = IDCounter{}
-	mi := &file_pcs_proto_msgTypes[151]
+	mi := &file_pcs_proto_msgTypes[156]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -10410,7 +10705,7 @@ func (x *IDCounter) String() string {
 func (*IDCounter) ProtoMessage() {}
 
 func (x *IDCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[151]
+	mi := &file_pcs_proto_msgTypes[156]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -10423,7 +10718,7 @@ func (x *IDCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IDCounter.ProtoReflect.Descriptor instead.
 func (*IDCounter) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{151}
+	return file_pcs_proto_rawDescGZIP(), []int{156}
 }
 
 func (x *IDCounter) GetKind() string {
@@ -10450,7 +10745,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_pcs_proto_msgTypes[152]
+	mi := &file_pcs_proto_msgTypes[157]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -10462,7 +10757,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_pcs_proto_msgTypes[152]
+	mi := &file_pcs_proto_msgTypes[157]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -10475,7 +10770,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_pcs_proto_rawDescGZIP(), []int{152}
+	return file_pcs_proto_rawDescGZIP(), []int{157}
 }
 
 func (x *SnapshotTrailer) GetRecords() uint64 {
@@ -10664,7 +10959,26 @@ const file_pcs_proto_rawDesc = "" +
 	"\x05count\x18\x02 \x01(\rR\x05count\"\x14\n" +
 	"\x12GetLogLevelRequest\"+\n" +
 	"\x13GetLogLevelResponse\x12\x14\n" +
-	"\x05level\x18\x01 \x01(\tR\x05level\"*\n" +
+	"\x05level\x18\x01 \x01(\tR\x05level\"T\n" +
+	"\x14SetNodeConfigRequest\x12\x14\n" +
+	"\x05nodes\x18\x01 \x03(\x04R\x05nodes\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\tR\x05value\",\n" +
+	"\x14GetNodeConfigRequest\x12\x14\n" +
+	"\x05nodes\x18\x01 \x03(\x04R\x05nodes\"B\n" +
+	"\x12NodeConfigResponse\x12,\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x16.pcs.v1.NodeConfigInfoR\x05nodes\"\xb5\x02\n" +
+	"\x0eNodeConfigInfo\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12=\n" +
+	"\adesired\x18\x02 \x03(\v2#.pcs.v1.NodeConfigInfo.DesiredEntryR\adesired\x12=\n" +
+	"\aapplied\x18\x03 \x03(\v2#.pcs.v1.NodeConfigInfo.AppliedEntryR\aapplied\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x1a:\n" +
+	"\fDesiredEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
+	"\fAppliedEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"*\n" +
 	"\x12SetLogLevelRequest\x12\x14\n" +
 	"\x05level\x18\x01 \x01(\tR\x05level\"+\n" +
 	"\x13SetLogLevelResponse\x12\x14\n" +
@@ -10891,7 +11205,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\bconf_ver\x18\x04 \x01(\x04R\aconfVer\x12\x14\n" +
 	"\x05nodes\x18\x05 \x03(\x04R\x05nodes\"=\n" +
 	"\x16RemoveReplicasResponse\x12#\n" +
-	"\x05shard\x18\x01 \x01(\v2\r.pcs.v1.ShardR\x05shard\"\xd9\x02\n" +
+	"\x05shard\x18\x01 \x01(\v2\r.pcs.v1.ShardR\x05shard\"\xcb\x03\n" +
 	"\tNodeStats\x12\x1f\n" +
 	"\vshard_count\x18\x01 \x01(\x04R\n" +
 	"shardCount\x12\x1d\n" +
@@ -10901,10 +11215,14 @@ const file_pcs_proto_rawDesc = "" +
 	"\x03cpu\x18\x04 \x01(\x01R\x03cpu\x12!\n" +
 	"\fmemory_bytes\x18\x05 \x01(\x04R\vmemoryBytes\x12'\n" +
 	"\x10io_bytes_per_sec\x18\x06 \x01(\x04R\rioBytesPerSec\x12N\n" +
-	"\x0fschema_versions\x18\a \x03(\v2%.pcs.v1.NodeStats.SchemaVersionsEntryR\x0eschemaVersions\x1aA\n" +
+	"\x0fschema_versions\x18\a \x03(\v2%.pcs.v1.NodeStats.SchemaVersionsEntryR\x0eschemaVersions\x125\n" +
+	"\x06config\x18\b \x03(\v2\x1d.pcs.v1.NodeStats.ConfigEntryR\x06config\x1aA\n" +
 	"\x13SchemaVersionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x93\x05\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a9\n" +
+	"\vConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x93\x05\n" +
 	"\n" +
 	"ShardStats\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1d\n" +
@@ -10939,7 +11257,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\vheld_shards\x18\x04 \x03(\x04R\n" +
 	"heldShards\x123\n" +
 	"\vshard_stats\x18\x05 \x03(\v2\x12.pcs.v1.ShardStatsR\n" +
-	"shardStats\"\xd3\x02\n" +
+	"shardStats\"\x8f\x03\n" +
 	"\vNodeCommand\x126\n" +
 	"\x0ecreate_replica\x18\x01 \x01(\v2\r.pcs.v1.ShardH\x00R\rcreateReplica\x12#\n" +
 	"\fdrop_replica\x18\x02 \x01(\x04H\x00R\vdropReplica\x12$\n" +
@@ -10948,8 +11266,15 @@ const file_pcs_proto_rawDesc = "" +
 	"loadSchema\x12<\n" +
 	"\vsplit_shard\x18\x05 \x01(\v2\x19.pcs.v1.SplitShardCommandH\x00R\n" +
 	"splitShard\x12?\n" +
-	"\fmerge_shards\x18\x06 \x01(\v2\x1a.pcs.v1.MergeShardsCommandH\x00R\vmergeShardsB\x05\n" +
-	"\x03cmd\"\xa0\x01\n" +
+	"\fmerge_shards\x18\x06 \x01(\v2\x1a.pcs.v1.MergeShardsCommandH\x00R\vmergeShards\x12:\n" +
+	"\n" +
+	"set_config\x18\a \x01(\v2\x19.pcs.v1.NodeConfigCommandH\x00R\tsetConfigB\x05\n" +
+	"\x03cmd\"\x95\x01\n" +
+	"\x11NodeConfigCommand\x12C\n" +
+	"\bsettings\x18\x01 \x03(\v2'.pcs.v1.NodeConfigCommand.SettingsEntryR\bsettings\x1a;\n" +
+	"\rSettingsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa0\x01\n" +
 	"\x11SplitShardCommand\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x1b\n" +
@@ -11279,7 +11604,7 @@ const file_pcs_proto_rawDesc = "" +
 	"TableState\x12\x18\n" +
 	"\x14TABLE_STATE_CREATING\x10\x00\x12\x16\n" +
 	"\x12TABLE_STATE_PUBLIC\x10\x01\x12\x18\n" +
-	"\x14TABLE_STATE_DROPPING\x10\x022\xb7\x19\n" +
+	"\x14TABLE_STATE_DROPPING\x10\x022\xcd\x1a\n" +
 	"\x03PCS\x127\n" +
 	"\x06Status\x12\x15.pcs.v1.StatusRequest\x1a\x16.pcs.v1.StatusResponse\x12C\n" +
 	"\n" +
@@ -11332,7 +11657,9 @@ const file_pcs_proto_rawDesc = "" +
 	"\tHeartbeat\x12\x15.pcs.v1.NodeHeartbeat\x1a\x19.pcs.v1.HeartbeatResponse(\x010\x01\x12F\n" +
 	"\vGetLogLevel\x12\x1a.pcs.v1.GetLogLevelRequest\x1a\x1b.pcs.v1.GetLogLevelResponse\x12D\n" +
 	"\fSnapshotSave\x12\x1b.pcs.v1.SnapshotSaveRequest\x1a\x15.pcs.v1.SnapshotChunk0\x01\x12F\n" +
-	"\vSetLogLevel\x12\x1a.pcs.v1.SetLogLevelRequest\x1a\x1b.pcs.v1.SetLogLevelResponseB!Z\x1fgithub.com/postdb/pcs/api/pcspbb\x06proto3"
+	"\vSetLogLevel\x12\x1a.pcs.v1.SetLogLevelRequest\x1a\x1b.pcs.v1.SetLogLevelResponse\x12I\n" +
+	"\rSetNodeConfig\x12\x1c.pcs.v1.SetNodeConfigRequest\x1a\x1a.pcs.v1.NodeConfigResponse\x12I\n" +
+	"\rGetNodeConfig\x12\x1c.pcs.v1.GetNodeConfigRequest\x1a\x1a.pcs.v1.NodeConfigResponseB!Z\x1fgithub.com/postdb/pcs/api/pcspbb\x06proto3"
 
 var (
 	file_pcs_proto_rawDescOnce sync.Once
@@ -11347,7 +11674,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 158)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 167)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                   // 0: pcs.v1.NodeState
 	(Consistency)(0),                 // 1: pcs.v1.Consistency
@@ -11394,124 +11721,133 @@ var file_pcs_proto_goTypes = []any{
 	(*AllocIDsResponse)(nil),         // 42: pcs.v1.AllocIDsResponse
 	(*GetLogLevelRequest)(nil),       // 43: pcs.v1.GetLogLevelRequest
 	(*GetLogLevelResponse)(nil),      // 44: pcs.v1.GetLogLevelResponse
-	(*SetLogLevelRequest)(nil),       // 45: pcs.v1.SetLogLevelRequest
-	(*SetLogLevelResponse)(nil),      // 46: pcs.v1.SetLogLevelResponse
-	(*RegisterNodeRequest)(nil),      // 47: pcs.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),     // 48: pcs.v1.RegisterNodeResponse
-	(*SetNodeStateRequest)(nil),      // 49: pcs.v1.SetNodeStateRequest
-	(*SetNodeStateResponse)(nil),     // 50: pcs.v1.SetNodeStateResponse
-	(*ListNodesRequest)(nil),         // 51: pcs.v1.ListNodesRequest
-	(*NodeInfo)(nil),                 // 52: pcs.v1.NodeInfo
-	(*ListNodesResponse)(nil),        // 53: pcs.v1.ListNodesResponse
-	(*CreateTableRequest)(nil),       // 54: pcs.v1.CreateTableRequest
-	(*CreateTableResponse)(nil),      // 55: pcs.v1.CreateTableResponse
-	(*AlterTableRequest)(nil),        // 56: pcs.v1.AlterTableRequest
-	(*AlterTableResponse)(nil),       // 57: pcs.v1.AlterTableResponse
-	(*DropTableRequest)(nil),         // 58: pcs.v1.DropTableRequest
-	(*DropTableResponse)(nil),        // 59: pcs.v1.DropTableResponse
-	(*GetTableRequest)(nil),          // 60: pcs.v1.GetTableRequest
-	(*GetTableResponse)(nil),         // 61: pcs.v1.GetTableResponse
-	(*ListTablesRequest)(nil),        // 62: pcs.v1.ListTablesRequest
-	(*ListTablesResponse)(nil),       // 63: pcs.v1.ListTablesResponse
-	(*GetShardRequest)(nil),          // 64: pcs.v1.GetShardRequest
-	(*GetShardResponse)(nil),         // 65: pcs.v1.GetShardResponse
-	(*BatchGetShardsRequest)(nil),    // 66: pcs.v1.BatchGetShardsRequest
-	(*BatchGetShardsResponse)(nil),   // 67: pcs.v1.BatchGetShardsResponse
-	(*GetShardByIDRequest)(nil),      // 68: pcs.v1.GetShardByIDRequest
-	(*ScanShardsRequest)(nil),        // 69: pcs.v1.ScanShardsRequest
-	(*ScanShardsResponse)(nil),       // 70: pcs.v1.ScanShardsResponse
-	(*SplitShardRequest)(nil),        // 71: pcs.v1.SplitShardRequest
-	(*SplitShardResponse)(nil),       // 72: pcs.v1.SplitShardResponse
-	(*AskSplitRequest)(nil),          // 73: pcs.v1.AskSplitRequest
-	(*AskSplitResponse)(nil),         // 74: pcs.v1.AskSplitResponse
-	(*MoveShardRequest)(nil),         // 75: pcs.v1.MoveShardRequest
-	(*MoveShardResponse)(nil),        // 76: pcs.v1.MoveShardResponse
-	(*TransferPrimaryRequest)(nil),   // 77: pcs.v1.TransferPrimaryRequest
-	(*TransferPrimaryResponse)(nil),  // 78: pcs.v1.TransferPrimaryResponse
-	(*Operator)(nil),                 // 79: pcs.v1.Operator
-	(*OperatorStep)(nil),             // 80: pcs.v1.OperatorStep
-	(*ListOperatorsRequest)(nil),     // 81: pcs.v1.ListOperatorsRequest
-	(*ListOperatorsResponse)(nil),    // 82: pcs.v1.ListOperatorsResponse
-	(*ExplainRequest)(nil),           // 83: pcs.v1.ExplainRequest
-	(*ExplainResponse)(nil),          // 84: pcs.v1.ExplainResponse
-	(*HotShardsRequest)(nil),         // 85: pcs.v1.HotShardsRequest
-	(*HotShard)(nil),                 // 86: pcs.v1.HotShard
-	(*NodeLoad)(nil),                 // 87: pcs.v1.NodeLoad
-	(*HotShardsResponse)(nil),        // 88: pcs.v1.HotShardsResponse
-	(*AddOperatorRequest)(nil),       // 89: pcs.v1.AddOperatorRequest
-	(*AddOperatorResponse)(nil),      // 90: pcs.v1.AddOperatorResponse
-	(*CancelOperatorRequest)(nil),    // 91: pcs.v1.CancelOperatorRequest
-	(*CancelOperatorResponse)(nil),   // 92: pcs.v1.CancelOperatorResponse
-	(*ScheduleConfigRequest)(nil),    // 93: pcs.v1.ScheduleConfigRequest
-	(*EvictPrimariesRequest)(nil),    // 94: pcs.v1.EvictPrimariesRequest
-	(*SetScheduleConfigRequest)(nil), // 95: pcs.v1.SetScheduleConfigRequest
-	(*ScheduleConfigResponse)(nil),   // 96: pcs.v1.ScheduleConfigResponse
-	(*SchedulerInfo)(nil),            // 97: pcs.v1.SchedulerInfo
-	(*RemoveReplicasRequest)(nil),    // 98: pcs.v1.RemoveReplicasRequest
-	(*RemoveReplicasResponse)(nil),   // 99: pcs.v1.RemoveReplicasResponse
-	(*NodeStats)(nil),                // 100: pcs.v1.NodeStats
-	(*ShardStats)(nil),               // 101: pcs.v1.ShardStats
-	(*NodeHeartbeat)(nil),            // 102: pcs.v1.NodeHeartbeat
-	(*NodeCommand)(nil),              // 103: pcs.v1.NodeCommand
-	(*SplitShardCommand)(nil),        // 104: pcs.v1.SplitShardCommand
-	(*MergeShardsCommand)(nil),       // 105: pcs.v1.MergeShardsCommand
-	(*SchemaVersionRef)(nil),         // 106: pcs.v1.SchemaVersionRef
-	(*HeartbeatResponse)(nil),        // 107: pcs.v1.HeartbeatResponse
-	(*ShardGrant)(nil),               // 108: pcs.v1.ShardGrant
-	(*Job)(nil),                      // 109: pcs.v1.Job
-	(*ListJobsRequest)(nil),          // 110: pcs.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),         // 111: pcs.v1.ListJobsResponse
-	(*PartitionAlter)(nil),           // 112: pcs.v1.PartitionAlter
-	(*AlterPartitionsRequest)(nil),   // 113: pcs.v1.AlterPartitionsRequest
-	(*AlterPartitionsResponse)(nil),  // 114: pcs.v1.AlterPartitionsResponse
-	(*CancelJobRequest)(nil),         // 115: pcs.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),        // 116: pcs.v1.CancelJobResponse
-	(*ColumnDef)(nil),                // 117: pcs.v1.ColumnDef
-	(*RangePartition)(nil),           // 118: pcs.v1.RangePartition
-	(*ValueTuple)(nil),               // 119: pcs.v1.ValueTuple
-	(*ListPartition)(nil),            // 120: pcs.v1.ListPartition
-	(*PartitionSpec)(nil),            // 121: pcs.v1.PartitionSpec
-	(*DataNode)(nil),                 // 122: pcs.v1.DataNode
-	(*Table)(nil),                    // 123: pcs.v1.Table
-	(*PartitionJob)(nil),             // 124: pcs.v1.PartitionJob
-	(*SchemaVersion)(nil),            // 125: pcs.v1.SchemaVersion
-	(*ShardEpoch)(nil),               // 126: pcs.v1.ShardEpoch
-	(*Shard)(nil),                    // 127: pcs.v1.Shard
-	(*Command)(nil),                  // 128: pcs.v1.Command
-	(*CmdSetClusterVersion)(nil),     // 129: pcs.v1.CmdSetClusterVersion
-	(*RequestID)(nil),                // 130: pcs.v1.RequestID
-	(*Outcome)(nil),                  // 131: pcs.v1.Outcome
-	(*ClientSession)(nil),            // 132: pcs.v1.ClientSession
-	(*DroppedSessions)(nil),          // 133: pcs.v1.DroppedSessions
-	(*CmdChangeReplicas)(nil),        // 134: pcs.v1.CmdChangeReplicas
-	(*CmdSplitShard)(nil),            // 135: pcs.v1.CmdSplitShard
-	(*CmdMergeShards)(nil),           // 136: pcs.v1.CmdMergeShards
-	(*CmdAlterPartitions)(nil),       // 137: pcs.v1.CmdAlterPartitions
-	(*CmdFinishPartitionJob)(nil),    // 138: pcs.v1.CmdFinishPartitionJob
-	(*CmdChangePrimary)(nil),         // 139: pcs.v1.CmdChangePrimary
-	(*CmdSetNodeAdmin)(nil),          // 140: pcs.v1.CmdSetNodeAdmin
-	(*CmdCancelAlter)(nil),           // 141: pcs.v1.CmdCancelAlter
-	(*CmdAlterTable)(nil),            // 142: pcs.v1.CmdAlterTable
-	(*CmdAdvanceSchema)(nil),         // 143: pcs.v1.CmdAdvanceSchema
-	(*CmdRegisterNode)(nil),          // 144: pcs.v1.CmdRegisterNode
-	(*CmdCreateTable)(nil),           // 145: pcs.v1.CmdCreateTable
-	(*CmdSetTableState)(nil),         // 146: pcs.v1.CmdSetTableState
-	(*CmdDeleteTable)(nil),           // 147: pcs.v1.CmdDeleteTable
-	(*CmdPut)(nil),                   // 148: pcs.v1.CmdPut
-	(*CmdDelete)(nil),                // 149: pcs.v1.CmdDelete
-	(*CmdTsoWindow)(nil),             // 150: pcs.v1.CmdTsoWindow
-	(*CmdAllocIDs)(nil),              // 151: pcs.v1.CmdAllocIDs
-	(*CmdSetMember)(nil),             // 152: pcs.v1.CmdSetMember
-	(*CmdRemoveMember)(nil),          // 153: pcs.v1.CmdRemoveMember
-	(*SnapshotRecord)(nil),           // 154: pcs.v1.SnapshotRecord
-	(*SnapshotHeader)(nil),           // 155: pcs.v1.SnapshotHeader
-	(*IDCounter)(nil),                // 156: pcs.v1.IDCounter
-	(*SnapshotTrailer)(nil),          // 157: pcs.v1.SnapshotTrailer
-	nil,                              // 158: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                              // 159: pcs.v1.ScheduleConfigResponse.ConfigEntry
-	nil,                              // 160: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                              // 161: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                              // 162: pcs.v1.DataNode.LabelsEntry
+	(*SetNodeConfigRequest)(nil),     // 45: pcs.v1.SetNodeConfigRequest
+	(*GetNodeConfigRequest)(nil),     // 46: pcs.v1.GetNodeConfigRequest
+	(*NodeConfigResponse)(nil),       // 47: pcs.v1.NodeConfigResponse
+	(*NodeConfigInfo)(nil),           // 48: pcs.v1.NodeConfigInfo
+	(*SetLogLevelRequest)(nil),       // 49: pcs.v1.SetLogLevelRequest
+	(*SetLogLevelResponse)(nil),      // 50: pcs.v1.SetLogLevelResponse
+	(*RegisterNodeRequest)(nil),      // 51: pcs.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),     // 52: pcs.v1.RegisterNodeResponse
+	(*SetNodeStateRequest)(nil),      // 53: pcs.v1.SetNodeStateRequest
+	(*SetNodeStateResponse)(nil),     // 54: pcs.v1.SetNodeStateResponse
+	(*ListNodesRequest)(nil),         // 55: pcs.v1.ListNodesRequest
+	(*NodeInfo)(nil),                 // 56: pcs.v1.NodeInfo
+	(*ListNodesResponse)(nil),        // 57: pcs.v1.ListNodesResponse
+	(*CreateTableRequest)(nil),       // 58: pcs.v1.CreateTableRequest
+	(*CreateTableResponse)(nil),      // 59: pcs.v1.CreateTableResponse
+	(*AlterTableRequest)(nil),        // 60: pcs.v1.AlterTableRequest
+	(*AlterTableResponse)(nil),       // 61: pcs.v1.AlterTableResponse
+	(*DropTableRequest)(nil),         // 62: pcs.v1.DropTableRequest
+	(*DropTableResponse)(nil),        // 63: pcs.v1.DropTableResponse
+	(*GetTableRequest)(nil),          // 64: pcs.v1.GetTableRequest
+	(*GetTableResponse)(nil),         // 65: pcs.v1.GetTableResponse
+	(*ListTablesRequest)(nil),        // 66: pcs.v1.ListTablesRequest
+	(*ListTablesResponse)(nil),       // 67: pcs.v1.ListTablesResponse
+	(*GetShardRequest)(nil),          // 68: pcs.v1.GetShardRequest
+	(*GetShardResponse)(nil),         // 69: pcs.v1.GetShardResponse
+	(*BatchGetShardsRequest)(nil),    // 70: pcs.v1.BatchGetShardsRequest
+	(*BatchGetShardsResponse)(nil),   // 71: pcs.v1.BatchGetShardsResponse
+	(*GetShardByIDRequest)(nil),      // 72: pcs.v1.GetShardByIDRequest
+	(*ScanShardsRequest)(nil),        // 73: pcs.v1.ScanShardsRequest
+	(*ScanShardsResponse)(nil),       // 74: pcs.v1.ScanShardsResponse
+	(*SplitShardRequest)(nil),        // 75: pcs.v1.SplitShardRequest
+	(*SplitShardResponse)(nil),       // 76: pcs.v1.SplitShardResponse
+	(*AskSplitRequest)(nil),          // 77: pcs.v1.AskSplitRequest
+	(*AskSplitResponse)(nil),         // 78: pcs.v1.AskSplitResponse
+	(*MoveShardRequest)(nil),         // 79: pcs.v1.MoveShardRequest
+	(*MoveShardResponse)(nil),        // 80: pcs.v1.MoveShardResponse
+	(*TransferPrimaryRequest)(nil),   // 81: pcs.v1.TransferPrimaryRequest
+	(*TransferPrimaryResponse)(nil),  // 82: pcs.v1.TransferPrimaryResponse
+	(*Operator)(nil),                 // 83: pcs.v1.Operator
+	(*OperatorStep)(nil),             // 84: pcs.v1.OperatorStep
+	(*ListOperatorsRequest)(nil),     // 85: pcs.v1.ListOperatorsRequest
+	(*ListOperatorsResponse)(nil),    // 86: pcs.v1.ListOperatorsResponse
+	(*ExplainRequest)(nil),           // 87: pcs.v1.ExplainRequest
+	(*ExplainResponse)(nil),          // 88: pcs.v1.ExplainResponse
+	(*HotShardsRequest)(nil),         // 89: pcs.v1.HotShardsRequest
+	(*HotShard)(nil),                 // 90: pcs.v1.HotShard
+	(*NodeLoad)(nil),                 // 91: pcs.v1.NodeLoad
+	(*HotShardsResponse)(nil),        // 92: pcs.v1.HotShardsResponse
+	(*AddOperatorRequest)(nil),       // 93: pcs.v1.AddOperatorRequest
+	(*AddOperatorResponse)(nil),      // 94: pcs.v1.AddOperatorResponse
+	(*CancelOperatorRequest)(nil),    // 95: pcs.v1.CancelOperatorRequest
+	(*CancelOperatorResponse)(nil),   // 96: pcs.v1.CancelOperatorResponse
+	(*ScheduleConfigRequest)(nil),    // 97: pcs.v1.ScheduleConfigRequest
+	(*EvictPrimariesRequest)(nil),    // 98: pcs.v1.EvictPrimariesRequest
+	(*SetScheduleConfigRequest)(nil), // 99: pcs.v1.SetScheduleConfigRequest
+	(*ScheduleConfigResponse)(nil),   // 100: pcs.v1.ScheduleConfigResponse
+	(*SchedulerInfo)(nil),            // 101: pcs.v1.SchedulerInfo
+	(*RemoveReplicasRequest)(nil),    // 102: pcs.v1.RemoveReplicasRequest
+	(*RemoveReplicasResponse)(nil),   // 103: pcs.v1.RemoveReplicasResponse
+	(*NodeStats)(nil),                // 104: pcs.v1.NodeStats
+	(*ShardStats)(nil),               // 105: pcs.v1.ShardStats
+	(*NodeHeartbeat)(nil),            // 106: pcs.v1.NodeHeartbeat
+	(*NodeCommand)(nil),              // 107: pcs.v1.NodeCommand
+	(*NodeConfigCommand)(nil),        // 108: pcs.v1.NodeConfigCommand
+	(*SplitShardCommand)(nil),        // 109: pcs.v1.SplitShardCommand
+	(*MergeShardsCommand)(nil),       // 110: pcs.v1.MergeShardsCommand
+	(*SchemaVersionRef)(nil),         // 111: pcs.v1.SchemaVersionRef
+	(*HeartbeatResponse)(nil),        // 112: pcs.v1.HeartbeatResponse
+	(*ShardGrant)(nil),               // 113: pcs.v1.ShardGrant
+	(*Job)(nil),                      // 114: pcs.v1.Job
+	(*ListJobsRequest)(nil),          // 115: pcs.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),         // 116: pcs.v1.ListJobsResponse
+	(*PartitionAlter)(nil),           // 117: pcs.v1.PartitionAlter
+	(*AlterPartitionsRequest)(nil),   // 118: pcs.v1.AlterPartitionsRequest
+	(*AlterPartitionsResponse)(nil),  // 119: pcs.v1.AlterPartitionsResponse
+	(*CancelJobRequest)(nil),         // 120: pcs.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),        // 121: pcs.v1.CancelJobResponse
+	(*ColumnDef)(nil),                // 122: pcs.v1.ColumnDef
+	(*RangePartition)(nil),           // 123: pcs.v1.RangePartition
+	(*ValueTuple)(nil),               // 124: pcs.v1.ValueTuple
+	(*ListPartition)(nil),            // 125: pcs.v1.ListPartition
+	(*PartitionSpec)(nil),            // 126: pcs.v1.PartitionSpec
+	(*DataNode)(nil),                 // 127: pcs.v1.DataNode
+	(*Table)(nil),                    // 128: pcs.v1.Table
+	(*PartitionJob)(nil),             // 129: pcs.v1.PartitionJob
+	(*SchemaVersion)(nil),            // 130: pcs.v1.SchemaVersion
+	(*ShardEpoch)(nil),               // 131: pcs.v1.ShardEpoch
+	(*Shard)(nil),                    // 132: pcs.v1.Shard
+	(*Command)(nil),                  // 133: pcs.v1.Command
+	(*CmdSetClusterVersion)(nil),     // 134: pcs.v1.CmdSetClusterVersion
+	(*RequestID)(nil),                // 135: pcs.v1.RequestID
+	(*Outcome)(nil),                  // 136: pcs.v1.Outcome
+	(*ClientSession)(nil),            // 137: pcs.v1.ClientSession
+	(*DroppedSessions)(nil),          // 138: pcs.v1.DroppedSessions
+	(*CmdChangeReplicas)(nil),        // 139: pcs.v1.CmdChangeReplicas
+	(*CmdSplitShard)(nil),            // 140: pcs.v1.CmdSplitShard
+	(*CmdMergeShards)(nil),           // 141: pcs.v1.CmdMergeShards
+	(*CmdAlterPartitions)(nil),       // 142: pcs.v1.CmdAlterPartitions
+	(*CmdFinishPartitionJob)(nil),    // 143: pcs.v1.CmdFinishPartitionJob
+	(*CmdChangePrimary)(nil),         // 144: pcs.v1.CmdChangePrimary
+	(*CmdSetNodeAdmin)(nil),          // 145: pcs.v1.CmdSetNodeAdmin
+	(*CmdCancelAlter)(nil),           // 146: pcs.v1.CmdCancelAlter
+	(*CmdAlterTable)(nil),            // 147: pcs.v1.CmdAlterTable
+	(*CmdAdvanceSchema)(nil),         // 148: pcs.v1.CmdAdvanceSchema
+	(*CmdRegisterNode)(nil),          // 149: pcs.v1.CmdRegisterNode
+	(*CmdCreateTable)(nil),           // 150: pcs.v1.CmdCreateTable
+	(*CmdSetTableState)(nil),         // 151: pcs.v1.CmdSetTableState
+	(*CmdDeleteTable)(nil),           // 152: pcs.v1.CmdDeleteTable
+	(*CmdPut)(nil),                   // 153: pcs.v1.CmdPut
+	(*CmdDelete)(nil),                // 154: pcs.v1.CmdDelete
+	(*CmdTsoWindow)(nil),             // 155: pcs.v1.CmdTsoWindow
+	(*CmdAllocIDs)(nil),              // 156: pcs.v1.CmdAllocIDs
+	(*CmdSetMember)(nil),             // 157: pcs.v1.CmdSetMember
+	(*CmdRemoveMember)(nil),          // 158: pcs.v1.CmdRemoveMember
+	(*SnapshotRecord)(nil),           // 159: pcs.v1.SnapshotRecord
+	(*SnapshotHeader)(nil),           // 160: pcs.v1.SnapshotHeader
+	(*IDCounter)(nil),                // 161: pcs.v1.IDCounter
+	(*SnapshotTrailer)(nil),          // 162: pcs.v1.SnapshotTrailer
+	nil,                              // 163: pcs.v1.NodeConfigInfo.DesiredEntry
+	nil,                              // 164: pcs.v1.NodeConfigInfo.AppliedEntry
+	nil,                              // 165: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                              // 166: pcs.v1.ScheduleConfigResponse.ConfigEntry
+	nil,                              // 167: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                              // 168: pcs.v1.NodeStats.ConfigEntry
+	nil,                              // 169: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                              // 170: pcs.v1.NodeConfigCommand.SettingsEntry
+	nil,                              // 171: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
@@ -11534,215 +11870,225 @@ var file_pcs_proto_depIdxs = []int32{
 	2,   // 17: pcs.v1.Event.type:type_name -> pcs.v1.EventType
 	27,  // 18: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
 	36,  // 19: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	158, // 20: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
-	1,   // 21: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
-	122, // 22: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
-	5,   // 23: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
-	52,  // 24: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
-	123, // 25: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
-	123, // 26: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
-	123, // 27: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
-	1,   // 28: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 29: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
-	123, // 30: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
-	125, // 31: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
-	1,   // 32: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 33: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
-	123, // 34: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
-	1,   // 35: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 36: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
-	127, // 37: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
-	1,   // 38: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 39: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	127, // 40: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
-	1,   // 41: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
-	1,   // 42: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 43: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	127, // 44: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
-	101, // 45: pcs.v1.ScanShardsResponse.stats:type_name -> pcs.v1.ShardStats
-	127, // 46: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
-	127, // 47: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
-	126, // 48: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
-	127, // 49: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
-	127, // 50: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
-	80,  // 51: pcs.v1.Operator.steps:type_name -> pcs.v1.OperatorStep
-	79,  // 52: pcs.v1.ListOperatorsResponse.operators:type_name -> pcs.v1.Operator
-	127, // 53: pcs.v1.HotShard.shard:type_name -> pcs.v1.Shard
-	86,  // 54: pcs.v1.HotShardsResponse.shards:type_name -> pcs.v1.HotShard
-	87,  // 55: pcs.v1.HotShardsResponse.nodes:type_name -> pcs.v1.NodeLoad
-	79,  // 56: pcs.v1.AddOperatorResponse.operator:type_name -> pcs.v1.Operator
-	159, // 57: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
-	97,  // 58: pcs.v1.ScheduleConfigResponse.schedulers:type_name -> pcs.v1.SchedulerInfo
-	127, // 59: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
-	160, // 60: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	161, // 61: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
-	100, // 62: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
-	101, // 63: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
-	127, // 64: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
-	106, // 65: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
-	104, // 66: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
-	105, // 67: pcs.v1.NodeCommand.merge_shards:type_name -> pcs.v1.MergeShardsCommand
-	103, // 68: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
-	108, // 69: pcs.v1.HeartbeatResponse.grants:type_name -> pcs.v1.ShardGrant
-	109, // 70: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
-	118, // 71: pcs.v1.PartitionAlter.add_range:type_name -> pcs.v1.RangePartition
-	120, // 72: pcs.v1.PartitionAlter.add_list:type_name -> pcs.v1.ListPartition
-	112, // 73: pcs.v1.AlterPartitionsRequest.alter:type_name -> pcs.v1.PartitionAlter
-	123, // 74: pcs.v1.AlterPartitionsResponse.table:type_name -> pcs.v1.Table
-	119, // 75: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
-	3,   // 76: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	118, // 77: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	120, // 78: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	121, // 79: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	162, // 80: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	117, // 81: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	121, // 82: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
-	4,   // 83: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	125, // 84: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
-	124, // 85: pcs.v1.Table.partition_job:type_name -> pcs.v1.PartitionJob
-	127, // 86: pcs.v1.PartitionJob.dropping:type_name -> pcs.v1.Shard
-	126, // 87: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	148, // 88: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	149, // 89: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	150, // 90: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	151, // 91: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	152, // 92: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	153, // 93: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	144, // 94: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	145, // 95: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	146, // 96: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	147, // 97: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	142, // 98: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	143, // 99: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	141, // 100: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
-	140, // 101: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
-	139, // 102: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
-	134, // 103: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
-	135, // 104: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
-	129, // 105: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
-	136, // 106: pcs.v1.Command.merge_shards:type_name -> pcs.v1.CmdMergeShards
-	137, // 107: pcs.v1.Command.alter_partitions:type_name -> pcs.v1.CmdAlterPartitions
-	138, // 108: pcs.v1.Command.finish_partition_job:type_name -> pcs.v1.CmdFinishPartitionJob
-	130, // 109: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
-	27,  // 110: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
-	131, // 111: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
-	112, // 112: pcs.v1.CmdAlterPartitions.alter:type_name -> pcs.v1.PartitionAlter
-	127, // 113: pcs.v1.CmdAlterPartitions.shards:type_name -> pcs.v1.Shard
-	122, // 114: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	123, // 115: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	127, // 116: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,   // 117: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10,  // 118: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	155, // 119: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	27,  // 120: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	36,  // 121: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10,  // 122: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	156, // 123: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	157, // 124: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	122, // 125: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	123, // 126: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	127, // 127: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	132, // 128: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
-	133, // 129: pcs.v1.SnapshotRecord.dropped_sessions:type_name -> pcs.v1.DroppedSessions
-	8,   // 130: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11,  // 131: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13,  // 132: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15,  // 133: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	18,  // 134: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
-	21,  // 135: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	23,  // 136: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	25,  // 137: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	28,  // 138: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	30,  // 139: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	32,  // 140: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	34,  // 141: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	37,  // 142: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	39,  // 143: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	41,  // 144: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	47,  // 145: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	51,  // 146: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	49,  // 147: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
-	54,  // 148: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	58,  // 149: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	56,  // 150: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	110, // 151: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
-	115, // 152: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
-	113, // 153: pcs.v1.PCS.AlterPartitions:input_type -> pcs.v1.AlterPartitionsRequest
-	71,  // 154: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
-	73,  // 155: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
-	75,  // 156: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
-	77,  // 157: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
-	98,  // 158: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
-	81,  // 159: pcs.v1.PCS.ListOperators:input_type -> pcs.v1.ListOperatorsRequest
-	85,  // 160: pcs.v1.PCS.HotShards:input_type -> pcs.v1.HotShardsRequest
-	83,  // 161: pcs.v1.PCS.Explain:input_type -> pcs.v1.ExplainRequest
-	89,  // 162: pcs.v1.PCS.AddOperator:input_type -> pcs.v1.AddOperatorRequest
-	91,  // 163: pcs.v1.PCS.CancelOperator:input_type -> pcs.v1.CancelOperatorRequest
-	93,  // 164: pcs.v1.PCS.GetScheduleConfig:input_type -> pcs.v1.ScheduleConfigRequest
-	95,  // 165: pcs.v1.PCS.SetScheduleConfig:input_type -> pcs.v1.SetScheduleConfigRequest
-	94,  // 166: pcs.v1.PCS.EvictPrimaries:input_type -> pcs.v1.EvictPrimariesRequest
-	60,  // 167: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	62,  // 168: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	64,  // 169: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	66,  // 170: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	68,  // 171: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	69,  // 172: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	102, // 173: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	43,  // 174: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	16,  // 175: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
-	45,  // 176: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	9,   // 177: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 178: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 179: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	20,  // 180: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	19,  // 181: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
-	22,  // 182: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	24,  // 183: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	26,  // 184: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	29,  // 185: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	31,  // 186: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	33,  // 187: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	35,  // 188: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	38,  // 189: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	40,  // 190: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	42,  // 191: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	48,  // 192: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	53,  // 193: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	50,  // 194: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
-	55,  // 195: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	59,  // 196: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	57,  // 197: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	111, // 198: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
-	116, // 199: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
-	114, // 200: pcs.v1.PCS.AlterPartitions:output_type -> pcs.v1.AlterPartitionsResponse
-	72,  // 201: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
-	74,  // 202: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
-	76,  // 203: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
-	78,  // 204: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
-	99,  // 205: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
-	82,  // 206: pcs.v1.PCS.ListOperators:output_type -> pcs.v1.ListOperatorsResponse
-	88,  // 207: pcs.v1.PCS.HotShards:output_type -> pcs.v1.HotShardsResponse
-	84,  // 208: pcs.v1.PCS.Explain:output_type -> pcs.v1.ExplainResponse
-	90,  // 209: pcs.v1.PCS.AddOperator:output_type -> pcs.v1.AddOperatorResponse
-	92,  // 210: pcs.v1.PCS.CancelOperator:output_type -> pcs.v1.CancelOperatorResponse
-	96,  // 211: pcs.v1.PCS.GetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
-	96,  // 212: pcs.v1.PCS.SetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
-	96,  // 213: pcs.v1.PCS.EvictPrimaries:output_type -> pcs.v1.ScheduleConfigResponse
-	61,  // 214: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	63,  // 215: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	65,  // 216: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	67,  // 217: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	65,  // 218: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	70,  // 219: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	107, // 220: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	44,  // 221: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	17,  // 222: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
-	46,  // 223: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	177, // [177:224] is the sub-list for method output_type
-	130, // [130:177] is the sub-list for method input_type
-	130, // [130:130] is the sub-list for extension type_name
-	130, // [130:130] is the sub-list for extension extendee
-	0,   // [0:130] is the sub-list for field type_name
+	48,  // 20: pcs.v1.NodeConfigResponse.nodes:type_name -> pcs.v1.NodeConfigInfo
+	163, // 21: pcs.v1.NodeConfigInfo.desired:type_name -> pcs.v1.NodeConfigInfo.DesiredEntry
+	164, // 22: pcs.v1.NodeConfigInfo.applied:type_name -> pcs.v1.NodeConfigInfo.AppliedEntry
+	165, // 23: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	1,   // 24: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
+	127, // 25: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
+	5,   // 26: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
+	56,  // 27: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
+	128, // 28: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
+	128, // 29: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
+	128, // 30: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
+	1,   // 31: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 32: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
+	128, // 33: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
+	130, // 34: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
+	1,   // 35: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 36: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
+	128, // 37: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
+	1,   // 38: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 39: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
+	132, // 40: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
+	1,   // 41: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 42: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
+	132, // 43: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
+	1,   // 44: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
+	1,   // 45: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 46: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
+	132, // 47: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
+	105, // 48: pcs.v1.ScanShardsResponse.stats:type_name -> pcs.v1.ShardStats
+	132, // 49: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
+	132, // 50: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
+	131, // 51: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
+	132, // 52: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
+	132, // 53: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
+	84,  // 54: pcs.v1.Operator.steps:type_name -> pcs.v1.OperatorStep
+	83,  // 55: pcs.v1.ListOperatorsResponse.operators:type_name -> pcs.v1.Operator
+	132, // 56: pcs.v1.HotShard.shard:type_name -> pcs.v1.Shard
+	90,  // 57: pcs.v1.HotShardsResponse.shards:type_name -> pcs.v1.HotShard
+	91,  // 58: pcs.v1.HotShardsResponse.nodes:type_name -> pcs.v1.NodeLoad
+	83,  // 59: pcs.v1.AddOperatorResponse.operator:type_name -> pcs.v1.Operator
+	166, // 60: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
+	101, // 61: pcs.v1.ScheduleConfigResponse.schedulers:type_name -> pcs.v1.SchedulerInfo
+	132, // 62: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
+	167, // 63: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	168, // 64: pcs.v1.NodeStats.config:type_name -> pcs.v1.NodeStats.ConfigEntry
+	169, // 65: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	104, // 66: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
+	105, // 67: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
+	132, // 68: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
+	111, // 69: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
+	109, // 70: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
+	110, // 71: pcs.v1.NodeCommand.merge_shards:type_name -> pcs.v1.MergeShardsCommand
+	108, // 72: pcs.v1.NodeCommand.set_config:type_name -> pcs.v1.NodeConfigCommand
+	170, // 73: pcs.v1.NodeConfigCommand.settings:type_name -> pcs.v1.NodeConfigCommand.SettingsEntry
+	107, // 74: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
+	113, // 75: pcs.v1.HeartbeatResponse.grants:type_name -> pcs.v1.ShardGrant
+	114, // 76: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
+	123, // 77: pcs.v1.PartitionAlter.add_range:type_name -> pcs.v1.RangePartition
+	125, // 78: pcs.v1.PartitionAlter.add_list:type_name -> pcs.v1.ListPartition
+	117, // 79: pcs.v1.AlterPartitionsRequest.alter:type_name -> pcs.v1.PartitionAlter
+	128, // 80: pcs.v1.AlterPartitionsResponse.table:type_name -> pcs.v1.Table
+	124, // 81: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	3,   // 82: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
+	123, // 83: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	125, // 84: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	126, // 85: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	171, // 86: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	122, // 87: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	126, // 88: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	4,   // 89: pcs.v1.Table.state:type_name -> pcs.v1.TableState
+	130, // 90: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
+	129, // 91: pcs.v1.Table.partition_job:type_name -> pcs.v1.PartitionJob
+	132, // 92: pcs.v1.PartitionJob.dropping:type_name -> pcs.v1.Shard
+	131, // 93: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	153, // 94: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	154, // 95: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	155, // 96: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	156, // 97: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	157, // 98: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	158, // 99: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	149, // 100: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	150, // 101: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	151, // 102: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	152, // 103: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	147, // 104: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	148, // 105: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	146, // 106: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	145, // 107: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
+	144, // 108: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
+	139, // 109: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
+	140, // 110: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
+	134, // 111: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
+	141, // 112: pcs.v1.Command.merge_shards:type_name -> pcs.v1.CmdMergeShards
+	142, // 113: pcs.v1.Command.alter_partitions:type_name -> pcs.v1.CmdAlterPartitions
+	143, // 114: pcs.v1.Command.finish_partition_job:type_name -> pcs.v1.CmdFinishPartitionJob
+	135, // 115: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
+	27,  // 116: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
+	136, // 117: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
+	117, // 118: pcs.v1.CmdAlterPartitions.alter:type_name -> pcs.v1.PartitionAlter
+	132, // 119: pcs.v1.CmdAlterPartitions.shards:type_name -> pcs.v1.Shard
+	127, // 120: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	128, // 121: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	132, // 122: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,   // 123: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10,  // 124: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	160, // 125: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	27,  // 126: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	36,  // 127: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10,  // 128: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	161, // 129: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	162, // 130: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	127, // 131: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	128, // 132: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	132, // 133: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	137, // 134: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
+	138, // 135: pcs.v1.SnapshotRecord.dropped_sessions:type_name -> pcs.v1.DroppedSessions
+	8,   // 136: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 137: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 138: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 139: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	18,  // 140: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
+	21,  // 141: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	23,  // 142: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	25,  // 143: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	28,  // 144: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	30,  // 145: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	32,  // 146: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	34,  // 147: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	37,  // 148: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	39,  // 149: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	41,  // 150: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	51,  // 151: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	55,  // 152: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	53,  // 153: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
+	58,  // 154: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	62,  // 155: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	60,  // 156: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
+	115, // 157: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	120, // 158: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	118, // 159: pcs.v1.PCS.AlterPartitions:input_type -> pcs.v1.AlterPartitionsRequest
+	75,  // 160: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
+	77,  // 161: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
+	79,  // 162: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
+	81,  // 163: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
+	102, // 164: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
+	85,  // 165: pcs.v1.PCS.ListOperators:input_type -> pcs.v1.ListOperatorsRequest
+	89,  // 166: pcs.v1.PCS.HotShards:input_type -> pcs.v1.HotShardsRequest
+	87,  // 167: pcs.v1.PCS.Explain:input_type -> pcs.v1.ExplainRequest
+	93,  // 168: pcs.v1.PCS.AddOperator:input_type -> pcs.v1.AddOperatorRequest
+	95,  // 169: pcs.v1.PCS.CancelOperator:input_type -> pcs.v1.CancelOperatorRequest
+	97,  // 170: pcs.v1.PCS.GetScheduleConfig:input_type -> pcs.v1.ScheduleConfigRequest
+	99,  // 171: pcs.v1.PCS.SetScheduleConfig:input_type -> pcs.v1.SetScheduleConfigRequest
+	98,  // 172: pcs.v1.PCS.EvictPrimaries:input_type -> pcs.v1.EvictPrimariesRequest
+	64,  // 173: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	66,  // 174: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	68,  // 175: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	70,  // 176: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	72,  // 177: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	73,  // 178: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	106, // 179: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	43,  // 180: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	16,  // 181: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
+	49,  // 182: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	45,  // 183: pcs.v1.PCS.SetNodeConfig:input_type -> pcs.v1.SetNodeConfigRequest
+	46,  // 184: pcs.v1.PCS.GetNodeConfig:input_type -> pcs.v1.GetNodeConfigRequest
+	9,   // 185: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 186: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 187: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	20,  // 188: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	19,  // 189: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
+	22,  // 190: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	24,  // 191: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	26,  // 192: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	29,  // 193: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	31,  // 194: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	33,  // 195: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	35,  // 196: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	38,  // 197: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	40,  // 198: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	42,  // 199: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	52,  // 200: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	57,  // 201: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	54,  // 202: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
+	59,  // 203: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	63,  // 204: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	61,  // 205: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	116, // 206: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	121, // 207: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	119, // 208: pcs.v1.PCS.AlterPartitions:output_type -> pcs.v1.AlterPartitionsResponse
+	76,  // 209: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
+	78,  // 210: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
+	80,  // 211: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
+	82,  // 212: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
+	103, // 213: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
+	86,  // 214: pcs.v1.PCS.ListOperators:output_type -> pcs.v1.ListOperatorsResponse
+	92,  // 215: pcs.v1.PCS.HotShards:output_type -> pcs.v1.HotShardsResponse
+	88,  // 216: pcs.v1.PCS.Explain:output_type -> pcs.v1.ExplainResponse
+	94,  // 217: pcs.v1.PCS.AddOperator:output_type -> pcs.v1.AddOperatorResponse
+	96,  // 218: pcs.v1.PCS.CancelOperator:output_type -> pcs.v1.CancelOperatorResponse
+	100, // 219: pcs.v1.PCS.GetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	100, // 220: pcs.v1.PCS.SetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	100, // 221: pcs.v1.PCS.EvictPrimaries:output_type -> pcs.v1.ScheduleConfigResponse
+	65,  // 222: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	67,  // 223: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	69,  // 224: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	71,  // 225: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	69,  // 226: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	74,  // 227: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	112, // 228: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	44,  // 229: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	17,  // 230: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
+	50,  // 231: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	47,  // 232: pcs.v1.PCS.SetNodeConfig:output_type -> pcs.v1.NodeConfigResponse
+	47,  // 233: pcs.v1.PCS.GetNodeConfig:output_type -> pcs.v1.NodeConfigResponse
+	185, // [185:234] is the sub-list for method output_type
+	136, // [136:185] is the sub-list for method input_type
+	136, // [136:136] is the sub-list for extension type_name
+	136, // [136:136] is the sub-list for extension extendee
+	0,   // [0:136] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -11752,15 +12098,16 @@ func file_pcs_proto_init() {
 	}
 	file_pcs_proto_msgTypes[23].OneofWrappers = []any{}
 	file_pcs_proto_msgTypes[25].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[98].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[102].OneofWrappers = []any{
 		(*NodeCommand_CreateReplica)(nil),
 		(*NodeCommand_DropReplica)(nil),
 		(*NodeCommand_SetLogLevel)(nil),
 		(*NodeCommand_LoadSchema)(nil),
 		(*NodeCommand_SplitShard)(nil),
 		(*NodeCommand_MergeShards)(nil),
+		(*NodeCommand_SetConfig)(nil),
 	}
-	file_pcs_proto_msgTypes[107].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[112].OneofWrappers = []any{
 		(*PartitionAlter_AddRange)(nil),
 		(*PartitionAlter_AddList)(nil),
 		(*PartitionAlter_Drop)(nil),
@@ -11768,7 +12115,7 @@ func file_pcs_proto_init() {
 		(*PartitionAlter_SetReplicas)(nil),
 		(*PartitionAlter_CoverKey)(nil),
 	}
-	file_pcs_proto_msgTypes[123].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[128].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_TsoWindow)(nil),
@@ -11791,9 +12138,9 @@ func file_pcs_proto_init() {
 		(*Command_AlterPartitions)(nil),
 		(*Command_FinishPartitionJob)(nil),
 	}
-	file_pcs_proto_msgTypes[143].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[144].OneofWrappers = []any{}
-	file_pcs_proto_msgTypes[149].OneofWrappers = []any{
+	file_pcs_proto_msgTypes[148].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[149].OneofWrappers = []any{}
+	file_pcs_proto_msgTypes[154].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_Kv)(nil),
 		(*SnapshotRecord_Event)(nil),
@@ -11812,7 +12159,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   158,
+			NumMessages:   167,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -70,6 +70,8 @@ const (
 	PCS_GetLogLevel_FullMethodName       = "/pcs.v1.PCS/GetLogLevel"
 	PCS_SnapshotSave_FullMethodName      = "/pcs.v1.PCS/SnapshotSave"
 	PCS_SetLogLevel_FullMethodName       = "/pcs.v1.PCS/SetLogLevel"
+	PCS_SetNodeConfig_FullMethodName     = "/pcs.v1.PCS/SetNodeConfig"
+	PCS_GetNodeConfig_FullMethodName     = "/pcs.v1.PCS/GetNodeConfig"
 )
 
 // PCSClient is the client API for PCS service.
@@ -139,6 +141,8 @@ type PCSClient interface {
 	// the file `pcs restore` starts a new cluster from.
 	SnapshotSave(ctx context.Context, in *SnapshotSaveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error)
 	SetLogLevel(ctx context.Context, in *SetLogLevelRequest, opts ...grpc.CallOption) (*SetLogLevelResponse, error)
+	SetNodeConfig(ctx context.Context, in *SetNodeConfigRequest, opts ...grpc.CallOption) (*NodeConfigResponse, error)
+	GetNodeConfig(ctx context.Context, in *GetNodeConfigRequest, opts ...grpc.CallOption) (*NodeConfigResponse, error)
 }
 
 type pCSClient struct {
@@ -643,6 +647,26 @@ func (c *pCSClient) SetLogLevel(ctx context.Context, in *SetLogLevelRequest, opt
 	return out, nil
 }
 
+func (c *pCSClient) SetNodeConfig(ctx context.Context, in *SetNodeConfigRequest, opts ...grpc.CallOption) (*NodeConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NodeConfigResponse)
+	err := c.cc.Invoke(ctx, PCS_SetNodeConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pCSClient) GetNodeConfig(ctx context.Context, in *GetNodeConfigRequest, opts ...grpc.CallOption) (*NodeConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NodeConfigResponse)
+	err := c.cc.Invoke(ctx, PCS_GetNodeConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PCSServer is the server API for PCS service.
 // All implementations must embed UnimplementedPCSServer
 // for forward compatibility.
@@ -710,6 +734,8 @@ type PCSServer interface {
 	// the file `pcs restore` starts a new cluster from.
 	SnapshotSave(*SnapshotSaveRequest, grpc.ServerStreamingServer[SnapshotChunk]) error
 	SetLogLevel(context.Context, *SetLogLevelRequest) (*SetLogLevelResponse, error)
+	SetNodeConfig(context.Context, *SetNodeConfigRequest) (*NodeConfigResponse, error)
+	GetNodeConfig(context.Context, *GetNodeConfigRequest) (*NodeConfigResponse, error)
 	mustEmbedUnimplementedPCSServer()
 }
 
@@ -860,6 +886,12 @@ func (UnimplementedPCSServer) SnapshotSave(*SnapshotSaveRequest, grpc.ServerStre
 }
 func (UnimplementedPCSServer) SetLogLevel(context.Context, *SetLogLevelRequest) (*SetLogLevelResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetLogLevel not implemented")
+}
+func (UnimplementedPCSServer) SetNodeConfig(context.Context, *SetNodeConfigRequest) (*NodeConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetNodeConfig not implemented")
+}
+func (UnimplementedPCSServer) GetNodeConfig(context.Context, *GetNodeConfigRequest) (*NodeConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetNodeConfig not implemented")
 }
 func (UnimplementedPCSServer) mustEmbedUnimplementedPCSServer() {}
 func (UnimplementedPCSServer) testEmbeddedByValue()             {}
@@ -1692,6 +1724,42 @@ func _PCS_SetLogLevel_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PCS_SetNodeConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetNodeConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).SetNodeConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_SetNodeConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).SetNodeConfig(ctx, req.(*SetNodeConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PCS_GetNodeConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetNodeConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PCSServer).GetNodeConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PCS_GetNodeConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PCSServer).GetNodeConfig(ctx, req.(*GetNodeConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PCS_ServiceDesc is the grpc.ServiceDesc for PCS service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1870,6 +1938,14 @@ var PCS_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetLogLevel",
 			Handler:    _PCS_SetLogLevel_Handler,
+		},
+		{
+			MethodName: "SetNodeConfig",
+			Handler:    _PCS_SetNodeConfig_Handler,
+		},
+		{
+			MethodName: "GetNodeConfig",
+			Handler:    _PCS_GetNodeConfig_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

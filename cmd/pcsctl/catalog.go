@@ -637,7 +637,7 @@ func nodeCmd(g *globals) *cobra.Command {
 			return g.print(cmd.OutOrStdout(), table{rows: [][]string{{fmt.Sprintf("node %d: %s", id, args[1])}}, value: map[string]any{"node": id, "state": args[1]}})
 		},
 	}
-	cmd.AddCommand(list, show, setState, drainCmd(g), evictPrimariesCmd(g))
+	cmd.AddCommand(list, show, setState, drainCmd(g), evictPrimariesCmd(g), nodeConfigCmd(g))
 	return cmd
 }
 
@@ -907,4 +907,107 @@ Stored as the runtime setting primary-policy:TABLE (pcsctl config get shows it).
 				value: map[string]string{"table": args[0], "primary_policy": v}})
 		},
 	}
+}
+
+// nodeConfigCmd sets and shows the settings PCS carries to the data nodes.
+func nodeConfigCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Data node settings PCS carries to the nodes (log-level): set once, in force on every node"}
+	rows := func(infos []*pcspb.NodeConfigInfo) table {
+		t := table{header: []string{"NODE", "STATE", "KEY", "DESIRED", "APPLIED"}, value: infos}
+		for _, in := range infos {
+			keys := map[string]bool{}
+			for k := range in.Desired {
+				keys[k] = true
+			}
+			for k := range in.Applied {
+				keys[k] = true
+			}
+			sorted := make([]string, 0, len(keys))
+			for k := range keys {
+				sorted = append(sorted, k)
+			}
+			sort.Strings(sorted)
+			for _, k := range sorted {
+				t.rows = append(t.rows, []string{u(in.NodeId), in.State, k, in.Desired[k], in.Applied[k]})
+			}
+		}
+		if infos == nil {
+			t.value = []*pcspb.NodeConfigInfo{}
+		}
+		return t
+	}
+	var nodesFlag string
+	parseNodes := func() ([]uint64, error) {
+		if nodesFlag == "" || nodesFlag == "all" {
+			return nil, nil
+		}
+		var ids []uint64
+		for _, f := range strings.Split(nodesFlag, ",") {
+			id, err := strconv.ParseUint(f, 10, 64)
+			if err != nil || id == 0 {
+				return nil, fmt.Errorf("--nodes %q: all, or node ids (1,2,...)", nodesFlag)
+			}
+			ids = append(ids, id)
+		}
+		return ids, nil
+	}
+	setOrUnset := func(unset bool) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, args []string) error {
+			ids, err := parseNodes()
+			if err != nil {
+				return err
+			}
+			value := ""
+			if !unset {
+				value = args[1]
+			}
+			c, ctx, done, err := g.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			infos, err := c.SetNodeConfig(ctx, ids, args[0], value)
+			if err != nil {
+				return err
+			}
+			return g.print(cmd.OutOrStdout(), rows(infos))
+		}
+	}
+	set := &cobra.Command{
+		Use: "set KEY VALUE", Short: "Set a node setting (persisted; carried to every node, also later ones, until each has it in force)", Args: cobra.ExactArgs(2),
+		Example: `  pcsctl node config set log-level debug
+  pcsctl node config set log-level warn --nodes 2,3`,
+		RunE: setOrUnset(false),
+	}
+	set.Flags().StringVar(&nodesFlag, "nodes", "all", "all, or the node ids it is for (a node's own setting wins over the one for all)")
+	unset := &cobra.Command{
+		Use: "unset KEY", Short: "Unset a node setting (nodes keep what they have until restarted with their own flags)", Args: cobra.ExactArgs(1),
+		RunE: setOrUnset(true),
+	}
+	unset.Flags().StringVar(&nodesFlag, "nodes", "all", "all, or the node ids")
+	get := &cobra.Command{
+		Use: "get [NODE...]", Short: "Show each node's desired and applied settings", Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var ids []uint64
+			for _, a := range args {
+				id, err := strconv.ParseUint(a, 10, 64)
+				if err != nil {
+					return fmt.Errorf("node %q: want a node id", a)
+				}
+				ids = append(ids, id)
+			}
+			c, ctx, done, err := g.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			infos, err := c.GetNodeConfig(ctx, ids...)
+			if err != nil {
+				return err
+			}
+			return g.print(cmd.OutOrStdout(), rows(infos))
+		},
+	}
+	cmd.AddCommand(set, unset, get)
+	return cmd
 }

@@ -101,7 +101,7 @@ func newRootCmd() *cobra.Command {
 				log.Warn("fault hooks on: this node's disk syncs can be stalled from outside", "addr", faultsAddr)
 			}
 			s, err := kvnode.Start(kvnode.Config{SyncStall: syncStall, CapacityBytes: capacity, DataDir: dataDir, Addr: addr, AdvertiseAddr: advertise, Endpoints: endpoints, Labels: lbl,
-				HeartbeatInterval: interval, SplitSize: splitSize, SplitCheckInterval: splitCheck, HTTPAddr: httpAddr, Logger: log, TLS: tlsCfg})
+				HeartbeatInterval: interval, SplitSize: splitSize, SplitCheckInterval: splitCheck, HTTPAddr: httpAddr, Logger: log, LogLevel: level, TLS: tlsCfg})
 			if err != nil {
 				return err
 			}

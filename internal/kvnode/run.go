@@ -51,6 +51,9 @@ type Config struct {
 	SplitSize          uint64
 	SplitCheckInterval time.Duration
 	Logger             *slog.Logger
+	// LogLevel, if set, is the level of Logger's handler: PCS may change it (node setting
+	// log-level).
+	LogLevel *slog.LevelVar
 	// HTTPAddr, if set, serves /metrics (Prometheus) there.
 	HTTPAddr string
 	// WrapPeer, if set, wraps how the node reaches other data nodes (fault injection in tests).
@@ -268,6 +271,7 @@ func Start(cfg Config) (*Server, error) {
 		mgr = cfg.WrapManager(mgr)
 	}
 	s.Node.pcs = mgr
+	s.Node.logLevel = cfg.LogLevel
 	advertise := ln.Addr().String()
 	if cfg.AdvertiseAddr != "" {
 		advertise = cfg.AdvertiseAddr

@@ -2,14 +2,17 @@ package kvnode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/internal/nodeconf"
 )
 
 // Limits of the KV service.
@@ -63,6 +66,9 @@ type Node struct {
 	gcAt    map[uint64]time.Time   // per shard: when its expired request records were last looked for
 	trimmed map[[2]uint64]uint64   // (shard, client) -> the acked_below its records were last trimmed to
 	views   map[uint64]*readView   // per shard this node is a replica of: its read view (replicaread.go)
+
+	// logLevel (nil: fixed) is the level PCS's log-level setting changes.
+	logLevel *slog.LevelVar
 }
 
 // Grants is what a node knows of PCS's grants (nodeagent.Agent implements it). A node serves
@@ -165,6 +171,39 @@ func (n *Node) LoadSchema(_ context.Context, ref *pcspb.SchemaVersionRef) error 
 	return nil
 }
 
+// SetConfig applies node settings PCS carries (see the nodeconf package); the node reports
+// what is in force in its stats. A setting it cannot apply is an error (PCS sends it again).
+func (n *Node) SetConfig(_ context.Context, settings map[string]string) error {
+	var errs []error
+	for k, v := range settings {
+		switch k {
+		case nodeconf.LogLevel:
+			if n.logLevel == nil {
+				errs = append(errs, errors.New("kvnode: this node's log level is fixed"))
+				continue
+			}
+			var l slog.Level
+			if err := l.UnmarshalText([]byte(v)); err != nil {
+				errs = append(errs, fmt.Errorf("kvnode: log-level %q: %w", v, err))
+				continue
+			}
+			n.logLevel.Set(l)
+			n.log.Info("log level set by PCS", "level", v)
+		default:
+			errs = append(errs, fmt.Errorf("kvnode: unknown node setting %q", k))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// config reports the node settings in force.
+func (n *Node) config() map[string]string {
+	if n.logLevel == nil {
+		return nil
+	}
+	return map[string]string{nodeconf.LogLevel: strings.ToLower(n.logLevel.Level().String())}
+}
+
 // HeldShards lists the replicas.
 func (n *Node) HeldShards() []uint64 { return n.store.Held() }
 
@@ -178,6 +217,7 @@ func (n *Node) Stats() (*pcspb.NodeStats, []*pcspb.ShardStats) {
 		ns.SchemaVersions[k] = v
 	}
 	n.mu.Unlock()
+	ns.Config = n.config()
 	var ss []*pcspb.ShardStats
 	for _, id := range held {
 		size := n.store.Size(id)

@@ -128,6 +128,8 @@ var table = []Row{
 	{"PCS", pcspb.PCS_ScanShards_FullMethodName, read},
 	{"PCS", pcspb.PCS_GetLogLevel_FullMethodName, client},
 	{"PCS", pcspb.PCS_SetLogLevel_FullMethodName, admin},
+	{"PCS", pcspb.PCS_SetNodeConfig_FullMethodName, admin},
+	{"PCS", pcspb.PCS_GetNodeConfig_FullMethodName, read},
 	{"PCS", pcspb.PCS_SnapshotSave_FullMethodName, admin},
 	{"KV", pcspb.KV_Get_FullMethodName, rows},
 	{"KV", pcspb.KV_Put_FullMethodName, rows},

@@ -1,0 +1,129 @@
+// Package nodeconf holds the settings PCS carries to the data nodes (pcsctl node config set):
+// which keys exist, what values they take, and the desired settings as PCS persists them — one
+// set for every node (also those that register later) and one per node, which wins.
+package nodeconf
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// ErrUnknownKey and ErrBadValue are the errors of Validate.
+var (
+	ErrUnknownKey = errors.New("nodeconf: unknown node setting")
+	ErrBadValue   = errors.New("nodeconf: bad value")
+)
+
+// Keys of the node settings.
+const (
+	// LogLevel is the node's log level: debug, info, warn or error.
+	LogLevel = "log-level"
+)
+
+// keys maps each key to its check.
+var keys = map[string]func(string) error{
+	LogLevel: func(v string) error {
+		switch v {
+		case "debug", "info", "warn", "error":
+			return nil
+		}
+		return fmt.Errorf("%w: log-level %q (debug, info, warn, error)", ErrBadValue, v)
+	},
+}
+
+// Keys lists the setting names.
+func Keys() []string { return slices.Sorted(maps.Keys(keys)) }
+
+// Validate checks a setting; an empty value unsets it (back to the node's own flag).
+func Validate(key, value string) error {
+	check, ok := keys[key]
+	if !ok {
+		return fmt.Errorf("%w: %q (known: %s)", ErrUnknownKey, key, strings.Join(Keys(), ", "))
+	}
+	if value == "" {
+		return nil
+	}
+	return check(value)
+}
+
+// Desired is what PCS asks of the nodes.
+type Desired struct {
+	All   map[string]string            `json:"all,omitempty"`
+	Nodes map[string]map[string]string `json:"nodes,omitempty"` // node id (decimal) -> settings
+}
+
+// Parse reads persisted settings (nil or empty: none).
+func Parse(b []byte) (Desired, error) {
+	var d Desired
+	if len(b) == 0 {
+		return d, nil
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		return Desired{}, fmt.Errorf("nodeconf: %w", err)
+	}
+	return d, nil
+}
+
+// Marshal encodes settings for persisting.
+func (d Desired) Marshal() ([]byte, error) { return json.Marshal(d) }
+
+// Set sets (value "": unsets) key on the listed nodes, or for all (nodes empty). It does not
+// validate.
+func (d *Desired) Set(nodes []uint64, key, value string) {
+	put := func(m map[string]string) map[string]string {
+		if m == nil {
+			m = map[string]string{}
+		}
+		if value == "" {
+			delete(m, key)
+		} else {
+			m[key] = value
+		}
+		return m
+	}
+	if len(nodes) == 0 {
+		d.All = put(d.All)
+		return
+	}
+	if d.Nodes == nil {
+		d.Nodes = map[string]map[string]string{}
+	}
+	for _, n := range nodes {
+		id := strconv.FormatUint(n, 10)
+		if m := put(d.Nodes[id]); len(m) > 0 {
+			d.Nodes[id] = m
+		} else {
+			delete(d.Nodes, id)
+		}
+	}
+}
+
+// For returns the settings asked of node: those for all, overridden by the node's own.
+func (d Desired) For(node uint64) map[string]string {
+	out := maps.Clone(d.All)
+	if out == nil {
+		out = map[string]string{}
+	}
+	maps.Copy(out, d.Nodes[strconv.FormatUint(node, 10)])
+	return out
+}
+
+// Pending returns the settings of want the node has not applied (absent or different in
+// applied), or nil.
+func Pending(want, applied map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range want {
+		if applied[k] != v {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = v
+		}
+	}
+	return out
+}

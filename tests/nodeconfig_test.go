@@ -1,0 +1,106 @@
+package tests
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postdb/pcs/client"
+)
+
+// appliedEverywhere reports whether every listed node reports key in force at want.
+func appliedEverywhere(ctx context.Context, c *client.Client, ids []uint64, key, want string) bool {
+	infos, err := c.GetNodeConfig(ctx, ids...)
+	if err != nil || len(infos) != len(ids) {
+		return false
+	}
+	for _, in := range infos {
+		if in.Applied[key] != want {
+			return false
+		}
+	}
+	return true
+}
+
+// TestNodeConfigReachesEveryNode: real processes; a log level set once with pcsctl reaches every
+// data node: those up, one that was down when it was set, and one that registers later; a
+// node's own setting wins; bad settings are refused with one line.
+func TestNodeConfigReachesEveryNode(t *testing.T) {
+	pc := startCluster(t, 1, "--node-warmup", "300ms")
+	c := pc.client()
+	pc.primary(c)
+	nodes := startNodeProcs(t, pc, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	waitFor(t, 20*time.Second, "three data nodes up", func() bool { return upNodes(ctx, c) == 3 })
+	ep := "--endpoints=" + strings.Join(pc.endpoints(), ",")
+	pcsctl := func(args ...string) (int, string) {
+		return run(t, 30*time.Second, "pcsctl", append([]string{ep}, args...)...)
+	}
+	// ids lists the registered nodes, except the one at address but.
+	ids := func(but string) []uint64 {
+		resp, err := c.ListNodes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []uint64
+		for _, n := range resp.Nodes {
+			if n.Node.Address != but {
+				out = append(out, n.Node.Id)
+			}
+		}
+		return out
+	}
+	all := ids("")
+	if !appliedEverywhere(ctx, c, all, "log-level", "warn") {
+		t.Fatal("the nodes do not report their own --log-level warn")
+	}
+	nodes[2].kill()
+	waitFor(t, 20*time.Second, "node down", func() bool { return upNodes(ctx, c) == 2 })
+	if code, out := pcsctl("node", "config", "set", "log-level", "debug"); code != 0 {
+		t.Fatalf("node config set: %s", out)
+	}
+	up := ids(nodes[2].addr)
+	waitFor(t, 20*time.Second, "debug on the nodes up", func() bool { return appliedEverywhere(ctx, c, up, "log-level", "debug") })
+	nodes[2].start()
+	late := startNodeProcs(t, pc, 1)
+	waitFor(t, 20*time.Second, "four data nodes up", func() bool { return upNodes(ctx, c) == 4 })
+	all = ids("")
+	waitFor(t, 20*time.Second, "debug on every node, the one that was down and the new one too", func() bool {
+		return appliedEverywhere(ctx, c, all, "log-level", "debug")
+	})
+	for _, n := range append(nodes, late...) {
+		if b, _ := os.ReadFile(n.dir + ".log"); !strings.Contains(string(b), "log level set by PCS") {
+			t.Fatalf("node %s did not log the change:\n%s", n.addr, n.logTail(2000))
+		}
+	}
+	// A node's own setting wins over the one for all.
+	if code, out := pcsctl("node", "config", "set", "log-level", "error", "--nodes", "1"); code != 0 {
+		t.Fatalf("node config set --nodes 1: %s", out)
+	}
+	var others []uint64
+	for _, id := range all {
+		if id != 1 {
+			others = append(others, id)
+		}
+	}
+	waitFor(t, 20*time.Second, "error on node 1, debug elsewhere", func() bool {
+		return appliedEverywhere(ctx, c, []uint64{1}, "log-level", "error") && appliedEverywhere(ctx, c, others, "log-level", "debug")
+	})
+	if code, out := pcsctl("-o", "json", "node", "config", "get", "1"); code != 0 || !strings.Contains(out, `"error"`) {
+		t.Fatalf("node config get 1: %d %s", code, out)
+	}
+	for _, bad := range [][]string{
+		{"node", "config", "set", "color", "red"},
+		{"node", "config", "set", "log-level", "loud"},
+		{"node", "config", "set", "log-level", "info", "--nodes", "999"},
+		{"node", "config", "set", "log-level", "info", "--nodes", "x"},
+		{"node", "config", "get", "x"},
+	} {
+		if code, out := pcsctl(bad...); code != 1 || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+			t.Errorf("pcsctl %v: exit %d, output %q; want exit 1 and one line", bad, code, out)
+		}
+	}
+}

@@ -95,9 +95,13 @@ func playgroundCmd() *cobra.Command {
 						return err
 					}
 				}
+				// Each node has a level of its own, which PCS may change (pcsctl node config).
+				nodeLevel := new(slog.LevelVar)
+				nodeLevel.Set(level.Level())
 				n, err := kvnode.Start(kvnode.Config{DataDir: filepath.Join(dir, fmt.Sprintf("node-%d", i+1)), Addr: addr(100 + i),
 					Endpoints: endpoints, Labels: map[string]string{"zone": fmt.Sprintf("z%d", i), "host": fmt.Sprintf("h%d", i)},
-					HTTPAddr: addr(110 + i), Logger: log, TLS: nodeTLS})
+					HTTPAddr: addr(110 + i), Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: nodeLevel})),
+					LogLevel: nodeLevel, TLS: nodeTLS})
 				if err != nil {
 					return err
 				}

@@ -16,6 +16,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
@@ -25,6 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/grpctrace"
 	"github.com/postdb/pcs/pcstls"
 )
 
@@ -32,6 +36,9 @@ import (
 type Options struct {
 	// MaxAttempts bounds the attempts of one call. Default 50.
 	MaxAttempts int
+	// tracerProvider and propagator (WithTracing), if set, trace the client's calls.
+	tracerProvider trace.TracerProvider
+	propagator     propagation.TextMapPropagator
 	// BackoffBase is the first retry delay; it doubles up to BackoffMax. Defaults 5ms and 100ms.
 	BackoffBase, BackoffMax time.Duration
 	// AttemptTimeout bounds one attempt of a short call (reads, writes, TSO round trips,
@@ -107,6 +114,34 @@ func WithAttemptTimeout(d time.Duration) Option { return func(o *Options) { o.At
 
 // Option changes Options.
 type Option func(*Options)
+
+// dialOptions are the options every connection gets (tracing, if on).
+func (o *Options) dialOptions() []grpc.DialOption {
+	if o.tracerProvider == nil {
+		return nil
+	}
+	return []grpc.DialOption{grpctrace.DialOption(o.tracerProvider, o.propagator)}
+}
+
+// tracer starts the client's own spans (a no-op without WithTracing).
+func (o *Options) tracer() trace.Tracer {
+	if o.tracerProvider == nil {
+		return noop.NewTracerProvider().Tracer("")
+	}
+	return o.tracerProvider.Tracer("github.com/postdb/pcs/client")
+}
+
+// WithTracing traces the client's calls with tp: a span per row operation and per RPC, the
+// trace context carried to PCS and the data nodes (W3C trace context, or prop if not nil), so
+// one trace follows a row write through every node it reaches.
+func WithTracing(tp trace.TracerProvider, prop propagation.TextMapPropagator) Option {
+	return func(o *Options) {
+		if prop == nil {
+			prop = propagation.TraceContext{}
+		}
+		o.tracerProvider, o.propagator = tp, prop
+	}
+}
 
 // WithMaxAttempts sets Options.MaxAttempts.
 func WithMaxAttempts(n int) Option { return func(o *Options) { o.MaxAttempts = n } }
@@ -199,7 +234,7 @@ func (c *Client) conn(addr string) (pcspb.PCSClient, error) {
 	cc, ok := c.mu.conns[addr]
 	if !ok {
 		var err error
-		cc, err = grpc.NewClient(addr,
+		cc, err = grpc.NewClient(addr, append(c.opts.dialOptions(),
 			grpc.WithTransportCredentials(c.opts.credentials(false)),
 			grpc.WithConnectParams(fastReconnect),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)),
@@ -208,7 +243,7 @@ func (c *Client) conn(addr string) (pcspb.PCSClient, error) {
 			}),
 			grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 				return streamer(c.withClusterID(ctx), desc, cc, method, opts...)
-			}))
+			}))...)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", ErrInvalidArgument, addr, err)
 		}

@@ -17,6 +17,8 @@ import (
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/catalog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Errors of the data-node key-value service, mapped from its status details.
@@ -82,7 +84,7 @@ func (c *Client) nodeKV(ctx context.Context, id uint64) (pcspb.KVClient, error) 
 	cc, ok := c.nodes.conns[addr]
 	if !ok {
 		var err error
-		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(c.opts.credentials(true)), grpc.WithConnectParams(fastReconnect))
+		cc, err = grpc.NewClient(addr, append(c.opts.dialOptions(), grpc.WithTransportCredentials(c.opts.credentials(true)), grpc.WithConnectParams(fastReconnect))...)
 		if err != nil {
 			return nil, err
 		}
@@ -279,6 +281,8 @@ func (t *TableKV) onShard(ctx context.Context, key []byte, write bool, call func
 // it; WithFollowerRead and WithStaleRead let a replica serve it (WithReadFrom: one in a zone),
 // and the primary still does if no replica can.
 func (t *TableKV) Get(ctx context.Context, key []byte, opts ...OpOption) (value []byte, found bool, err error) {
+	ctx, span := t.c.opts.tracer().Start(ctx, "TableKV.Get", trace.WithAttributes(attribute.String("table", t.table)))
+	defer span.End()
 	if o := collect(opts); o.rowRead != pcspb.ReadConsistency_READ_CONSISTENCY_PRIMARY {
 		value, found, err = t.replicaGet(ctx, key, o)
 		if err == nil || ctx.Err() != nil || errors.Is(err, ErrInvalidArgument) {
@@ -352,6 +356,8 @@ func (c *Client) pickReplica(sh *pcspb.Shard, zone string) uint64 {
 
 // Put writes a row.
 func (t *TableKV) Put(ctx context.Context, key, value []byte) error {
+	ctx, span := t.c.opts.tracer().Start(ctx, "TableKV.Put", trace.WithAttributes(attribute.String("table", t.table)))
+	defer span.End()
 	return t.onShard(ctx, key, true, func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error {
 		_, err := kv.Put(ctx, &pcspb.KVPutRequest{Header: h, Key: rk, Value: value})
 		return err
@@ -360,6 +366,8 @@ func (t *TableKV) Put(ctx context.Context, key, value []byte) error {
 
 // Delete removes a row.
 func (t *TableKV) Delete(ctx context.Context, key []byte) error {
+	ctx, span := t.c.opts.tracer().Start(ctx, "TableKV.Delete", trace.WithAttributes(attribute.String("table", t.table)))
+	defer span.End()
 	return t.onShard(ctx, key, true, func(ctx context.Context, kv pcspb.KVClient, h *pcspb.KVHeader, rk []byte) error {
 		_, err := kv.Delete(ctx, &pcspb.KVDeleteRequest{Header: h, Key: rk})
 		return err

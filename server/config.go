@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postdb/pcs/internal/tracing"
+
 	"github.com/postdb/pcs/internal/clock"
 	"github.com/postdb/pcs/internal/cluster"
 	"github.com/postdb/pcs/internal/netaddr"
@@ -33,6 +35,9 @@ type Peer struct {
 
 // Config configures a PCS node. The zero value is not valid; start from DefaultConfig.
 type Config struct {
+	// Tracing (nil: the member's own, off until the trace-ratio node setting turns it on)
+	// traces the PCS service and forwarded calls.
+	Tracing *tracing.Tracing
 	// Name is the member name (Raft server id). Default "pcs-1".
 	Name string
 	// DataDir holds the Raft log and snapshots. Default "./pcs-data".

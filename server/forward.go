@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -17,12 +18,13 @@ import (
 // peerConns caches gRPC connections to other PCS nodes, for forwarding.
 type peerConns struct {
 	creds credentials.TransportCredentials
+	opts  []grpc.DialOption // tracing
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
 
-func newPeerConns(creds credentials.TransportCredentials) *peerConns {
-	return &peerConns{creds: creds, conns: map[string]*grpc.ClientConn{}}
+func newPeerConns(creds credentials.TransportCredentials, opts ...grpc.DialOption) *peerConns {
+	return &peerConns{creds: creds, opts: opts, conns: map[string]*grpc.ClientConn{}}
 }
 
 func (p *peerConns) get(addr string) (pcspb.PCSClient, error) {
@@ -31,8 +33,8 @@ func (p *peerConns) get(addr string) (pcspb.PCSClient, error) {
 	cc, ok := p.conns[addr]
 	if !ok {
 		var err error
-		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(p.creds),
-			grpc.WithConnectParams(fastReconnect), grpc.WithUnaryInterceptor(forwardRequestID))
+		cc, err = grpc.NewClient(addr, append(slices.Clone(p.opts), grpc.WithTransportCredentials(p.creds),
+			grpc.WithConnectParams(fastReconnect), grpc.WithUnaryInterceptor(forwardRequestID))...)
 		if err != nil {
 			return nil, fmt.Errorf("connecting to %s: %w", addr, err)
 		}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"time"
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/internal/meta"
@@ -37,7 +39,8 @@ func (s *Server) configCommand(node uint64, stats *pcspb.NodeStats) *pcspb.NodeC
 // SetNodeConfig sets a node setting through Raft; heartbeat answers carry it to the nodes
 // (also to those that register later, or were down) until each reports it in force.
 func (v *service) SetNodeConfig(ctx context.Context, req *pcspb.SetNodeConfigRequest) (*pcspb.NodeConfigResponse, error) {
-	if err := nodeconf.Validate(req.Key, req.Value); err != nil {
+	value, err := nodeconf.Canonical(req.Key, req.Value)
+	if err != nil {
 		return nil, toStatus(fmt.Errorf("%w: %w", ErrInvalid, err))
 	}
 	cli, err := v.s.route(ctx, false)
@@ -56,7 +59,7 @@ func (v *service) SetNodeConfig(ctx context.Context, req *pcspb.SetNodeConfigReq
 		if err != nil {
 			d = nodeconf.Desired{} // unreadable: replaced
 		}
-		d.Set(req.Nodes, req.Key, req.Value)
+		d.Set(req.Nodes, req.Key, value)
 		b, err := d.Marshal()
 		if err != nil {
 			return nil, toStatus(err)
@@ -70,7 +73,7 @@ func (v *service) SetNodeConfig(ctx context.Context, req *pcspb.SetNodeConfigReq
 			return nil, toStatus(err)
 		}
 	}
-	v.s.log.Info("node setting changed", "nodes", req.Nodes, "key", req.Key, "value", req.Value)
+	v.s.log.Info("node setting changed", "nodes", req.Nodes, "key", req.Key, "value", value)
 	return v.s.nodeConfigResponse(req.Nodes), nil
 }
 
@@ -115,4 +118,34 @@ func (s *Server) nodeConfigResponse(ids []uint64) *pcspb.NodeConfigResponse {
 	}
 	slices.SortFunc(resp.Nodes, func(a, b *pcspb.NodeConfigInfo) int { return cmpU64(a.NodeId, b.NodeId) })
 	return resp
+}
+
+// tracingLoop applies the tracing settings for all nodes (trace-ratio, trace-exporter) to this
+// member too, as they change: every member reads them from its own state.
+func (s *Server) tracingLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var ratio, target string
+	for {
+		all := s.nodeConfig().All
+		if r := all[nodeconf.TraceRatio]; r != ratio {
+			v, _ := strconv.ParseFloat(r, 64) // "" (unset): 0, off
+			s.cfg.Tracing.SetRatio(v)
+			ratio = r
+			s.log.Info("tracing ratio set", "ratio", v)
+		}
+		if e := all[nodeconf.TraceExporter]; e != target {
+			if err := s.cfg.Tracing.SetExporter(ctx, e); err != nil {
+				s.log.Warn("tracing exporter", "target", e, "err", err)
+			} else {
+				s.log.Info("tracing exporter set", "target", e)
+			}
+			target = e
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

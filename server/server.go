@@ -35,6 +35,7 @@ import (
 	"github.com/postdb/pcs/internal/meta"
 	"github.com/postdb/pcs/internal/raftgroup"
 	"github.com/postdb/pcs/internal/rpclimits"
+	"github.com/postdb/pcs/internal/tracing"
 	"github.com/postdb/pcs/internal/tso"
 )
 
@@ -109,6 +110,9 @@ func New(cfg Config) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("node", cfg.Name)
+	if cfg.Tracing == nil {
+		cfg.Tracing = tracing.New("pcs")
+	}
 	s := &Server{
 		cfg:      cfg,
 		log:      log,
@@ -118,7 +122,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Clock != nil {
 		s.clk = cfg.Clock
 	}
-	s.peers = newPeerConns(s.peerCredentials())
+	s.peers = newPeerConns(s.peerCredentials(), cfg.Tracing.DialOption())
 	s.ids.blocks = map[string]*idBlock{}
 	// One meaning of down everywhere (pcsctl, the scheduler's view, DDL): silent past
 	// down-after and never before its lease and the margin have lapsed, when failover acts.
@@ -237,7 +241,8 @@ func (s *Server) closeListeners() {
 func (s *Server) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.wg.Add(3)
+	s.wg.Add(4)
+	go func() { defer s.wg.Done(); s.tracingLoop(ctx) }()
 	go func() {
 		defer s.wg.Done()
 		if err := s.grpcSrv.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -295,6 +300,9 @@ func (s *Server) Close() error {
 	err := s.group.Close()
 	s.wg.Wait()
 	s.peers.close()
+	tctx, tcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	s.cfg.Tracing.Shutdown(tctx)
+	tcancel()
 	s.dirLock.Release()
 	return err
 }

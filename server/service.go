@@ -19,6 +19,7 @@ import (
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/internal/meta"
+	"github.com/postdb/pcs/internal/nodeconf"
 	"github.com/postdb/pcs/internal/rpclimits"
 	"github.com/postdb/pcs/internal/rpcmetrics"
 	"github.com/postdb/pcs/internal/tso"
@@ -63,6 +64,7 @@ func newGRPCServer(s *Server) *grpc.Server {
 			}
 			return handler(srv, ss)
 		}))
+	opts = append(opts, s.cfg.Tracing.ServerOption())
 	g := grpc.NewServer(append(opts, rpclimits.GRPC()...)...)
 	pcspb.RegisterPCSServer(g, &service{s: s})
 	return g
@@ -109,6 +111,8 @@ func (s *Server) status(withDigest bool) *pcspb.StatusResponse {
 		ClusterId:      s.ClusterID(),
 		CommandVersion: s.commandVersion(),
 		ClusterVersion: s.fsm.ClusterVersion(),
+		Tracing: map[string]string{nodeconf.TraceRatio: nodeconf.FormatRatio(s.cfg.Tracing.Ratio()),
+			nodeconf.TraceExporter: s.cfg.Tracing.Exporter()},
 	}
 	var pos meta.Position
 	if withDigest {

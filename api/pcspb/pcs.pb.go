@@ -533,8 +533,10 @@ type StatusResponse struct {
 	// (the format the primary writes).
 	CommandVersion uint32 `protobuf:"varint,18,opt,name=command_version,json=commandVersion,proto3" json:"command_version,omitempty"`
 	ClusterVersion uint32 `protobuf:"varint,19,opt,name=cluster_version,json=clusterVersion,proto3" json:"cluster_version,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// This member's tracing in force (trace-ratio, trace-exporter: the node settings for all).
+	Tracing       map[string]string `protobuf:"bytes,20,rep,name=tracing,proto3" json:"tracing,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -698,6 +700,13 @@ func (x *StatusResponse) GetClusterVersion() uint32 {
 		return x.ClusterVersion
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetTracing() map[string]string {
+	if x != nil {
+		return x.Tracing
+	}
+	return nil
 }
 
 type Member struct {
@@ -10807,7 +10816,7 @@ const file_pcs_proto_rawDesc = "" +
 	"\fprimary_addr\x18\x02 \x01(\tR\vprimaryAddr\"0\n" +
 	"\rStatusRequest\x12\x1f\n" +
 	"\vwith_digest\x18\x01 \x01(\bR\n" +
-	"withDigest\"\xef\x04\n" +
+	"withDigest\"\xea\x05\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x11.pcs.v1.NodeStateR\x05state\x12\x1d\n" +
@@ -10832,7 +10841,11 @@ const file_pcs_proto_rawDesc = "" +
 	"\n" +
 	"cluster_id\x18\x11 \x01(\tR\tclusterId\x12'\n" +
 	"\x0fcommand_version\x18\x12 \x01(\rR\x0ecommandVersion\x12'\n" +
-	"\x0fcluster_version\x18\x13 \x01(\rR\x0eclusterVersion\"\xa7\x01\n" +
+	"\x0fcluster_version\x18\x13 \x01(\rR\x0eclusterVersion\x12=\n" +
+	"\atracing\x18\x14 \x03(\v2#.pcs.v1.StatusResponse.TracingEntryR\atracing\x1a:\n" +
+	"\fTracingEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa7\x01\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tpeer_addr\x18\x02 \x01(\tR\bpeerAddr\x12\x1f\n" +
@@ -11674,7 +11687,7 @@ func file_pcs_proto_rawDescGZIP() []byte {
 }
 
 var file_pcs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 167)
+var file_pcs_proto_msgTypes = make([]protoimpl.MessageInfo, 168)
 var file_pcs_proto_goTypes = []any{
 	(NodeState)(0),                   // 0: pcs.v1.NodeState
 	(Consistency)(0),                 // 1: pcs.v1.Consistency
@@ -11839,256 +11852,258 @@ var file_pcs_proto_goTypes = []any{
 	(*SnapshotHeader)(nil),           // 160: pcs.v1.SnapshotHeader
 	(*IDCounter)(nil),                // 161: pcs.v1.IDCounter
 	(*SnapshotTrailer)(nil),          // 162: pcs.v1.SnapshotTrailer
-	nil,                              // 163: pcs.v1.NodeConfigInfo.DesiredEntry
-	nil,                              // 164: pcs.v1.NodeConfigInfo.AppliedEntry
-	nil,                              // 165: pcs.v1.RegisterNodeRequest.LabelsEntry
-	nil,                              // 166: pcs.v1.ScheduleConfigResponse.ConfigEntry
-	nil,                              // 167: pcs.v1.NodeStats.SchemaVersionsEntry
-	nil,                              // 168: pcs.v1.NodeStats.ConfigEntry
-	nil,                              // 169: pcs.v1.ShardStats.ReplicaPositionsEntry
-	nil,                              // 170: pcs.v1.NodeConfigCommand.SettingsEntry
-	nil,                              // 171: pcs.v1.DataNode.LabelsEntry
+	nil,                              // 163: pcs.v1.StatusResponse.TracingEntry
+	nil,                              // 164: pcs.v1.NodeConfigInfo.DesiredEntry
+	nil,                              // 165: pcs.v1.NodeConfigInfo.AppliedEntry
+	nil,                              // 166: pcs.v1.RegisterNodeRequest.LabelsEntry
+	nil,                              // 167: pcs.v1.ScheduleConfigResponse.ConfigEntry
+	nil,                              // 168: pcs.v1.NodeStats.SchemaVersionsEntry
+	nil,                              // 169: pcs.v1.NodeStats.ConfigEntry
+	nil,                              // 170: pcs.v1.ShardStats.ReplicaPositionsEntry
+	nil,                              // 171: pcs.v1.NodeConfigCommand.SettingsEntry
+	nil,                              // 172: pcs.v1.DataNode.LabelsEntry
 }
 var file_pcs_proto_depIdxs = []int32{
 	0,   // 0: pcs.v1.StatusResponse.state:type_name -> pcs.v1.NodeState
-	1,   // 1: pcs.v1.MemberListRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 2: pcs.v1.MemberListResponse.header:type_name -> pcs.v1.ReadHeader
-	10,  // 3: pcs.v1.MemberListResponse.members:type_name -> pcs.v1.Member
-	10,  // 4: pcs.v1.MemberAddResponse.members:type_name -> pcs.v1.Member
-	10,  // 5: pcs.v1.MemberPromoteResponse.members:type_name -> pcs.v1.Member
-	10,  // 6: pcs.v1.MemberRemoveResponse.members:type_name -> pcs.v1.Member
-	10,  // 7: pcs.v1.MemberUpdateRequest.member:type_name -> pcs.v1.Member
-	6,   // 8: pcs.v1.PutResponse.header:type_name -> pcs.v1.WriteHeader
-	27,  // 9: pcs.v1.PutResponse.kv:type_name -> pcs.v1.KeyValue
-	6,   // 10: pcs.v1.DeleteResponse.header:type_name -> pcs.v1.WriteHeader
-	1,   // 11: pcs.v1.GetRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 12: pcs.v1.GetResponse.header:type_name -> pcs.v1.ReadHeader
-	27,  // 13: pcs.v1.GetResponse.kv:type_name -> pcs.v1.KeyValue
-	1,   // 14: pcs.v1.RangeRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 15: pcs.v1.RangeResponse.header:type_name -> pcs.v1.ReadHeader
-	27,  // 16: pcs.v1.RangeResponse.kvs:type_name -> pcs.v1.KeyValue
-	2,   // 17: pcs.v1.Event.type:type_name -> pcs.v1.EventType
-	27,  // 18: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
-	36,  // 19: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
-	48,  // 20: pcs.v1.NodeConfigResponse.nodes:type_name -> pcs.v1.NodeConfigInfo
-	163, // 21: pcs.v1.NodeConfigInfo.desired:type_name -> pcs.v1.NodeConfigInfo.DesiredEntry
-	164, // 22: pcs.v1.NodeConfigInfo.applied:type_name -> pcs.v1.NodeConfigInfo.AppliedEntry
-	165, // 23: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
-	1,   // 24: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
-	127, // 25: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
-	5,   // 26: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
-	56,  // 27: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
-	128, // 28: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
-	128, // 29: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
-	128, // 30: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
-	1,   // 31: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 32: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
-	128, // 33: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
-	130, // 34: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
-	1,   // 35: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 36: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
-	128, // 37: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
-	1,   // 38: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 39: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
-	132, // 40: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
-	1,   // 41: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 42: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	132, // 43: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
-	1,   // 44: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
-	1,   // 45: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
-	5,   // 46: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
-	132, // 47: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
-	105, // 48: pcs.v1.ScanShardsResponse.stats:type_name -> pcs.v1.ShardStats
-	132, // 49: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
-	132, // 50: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
-	131, // 51: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
-	132, // 52: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
-	132, // 53: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
-	84,  // 54: pcs.v1.Operator.steps:type_name -> pcs.v1.OperatorStep
-	83,  // 55: pcs.v1.ListOperatorsResponse.operators:type_name -> pcs.v1.Operator
-	132, // 56: pcs.v1.HotShard.shard:type_name -> pcs.v1.Shard
-	90,  // 57: pcs.v1.HotShardsResponse.shards:type_name -> pcs.v1.HotShard
-	91,  // 58: pcs.v1.HotShardsResponse.nodes:type_name -> pcs.v1.NodeLoad
-	83,  // 59: pcs.v1.AddOperatorResponse.operator:type_name -> pcs.v1.Operator
-	166, // 60: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
-	101, // 61: pcs.v1.ScheduleConfigResponse.schedulers:type_name -> pcs.v1.SchedulerInfo
-	132, // 62: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
-	167, // 63: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
-	168, // 64: pcs.v1.NodeStats.config:type_name -> pcs.v1.NodeStats.ConfigEntry
-	169, // 65: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
-	104, // 66: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
-	105, // 67: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
-	132, // 68: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
-	111, // 69: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
-	109, // 70: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
-	110, // 71: pcs.v1.NodeCommand.merge_shards:type_name -> pcs.v1.MergeShardsCommand
-	108, // 72: pcs.v1.NodeCommand.set_config:type_name -> pcs.v1.NodeConfigCommand
-	170, // 73: pcs.v1.NodeConfigCommand.settings:type_name -> pcs.v1.NodeConfigCommand.SettingsEntry
-	107, // 74: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
-	113, // 75: pcs.v1.HeartbeatResponse.grants:type_name -> pcs.v1.ShardGrant
-	114, // 76: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
-	123, // 77: pcs.v1.PartitionAlter.add_range:type_name -> pcs.v1.RangePartition
-	125, // 78: pcs.v1.PartitionAlter.add_list:type_name -> pcs.v1.ListPartition
-	117, // 79: pcs.v1.AlterPartitionsRequest.alter:type_name -> pcs.v1.PartitionAlter
-	128, // 80: pcs.v1.AlterPartitionsResponse.table:type_name -> pcs.v1.Table
-	124, // 81: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
-	3,   // 82: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
-	123, // 83: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
-	125, // 84: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
-	126, // 85: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
-	171, // 86: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
-	122, // 87: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
-	126, // 88: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
-	4,   // 89: pcs.v1.Table.state:type_name -> pcs.v1.TableState
-	130, // 90: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
-	129, // 91: pcs.v1.Table.partition_job:type_name -> pcs.v1.PartitionJob
-	132, // 92: pcs.v1.PartitionJob.dropping:type_name -> pcs.v1.Shard
-	131, // 93: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
-	153, // 94: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
-	154, // 95: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
-	155, // 96: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
-	156, // 97: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
-	157, // 98: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
-	158, // 99: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
-	149, // 100: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
-	150, // 101: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
-	151, // 102: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
-	152, // 103: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
-	147, // 104: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
-	148, // 105: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
-	146, // 106: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
-	145, // 107: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
-	144, // 108: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
-	139, // 109: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
-	140, // 110: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
-	134, // 111: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
-	141, // 112: pcs.v1.Command.merge_shards:type_name -> pcs.v1.CmdMergeShards
-	142, // 113: pcs.v1.Command.alter_partitions:type_name -> pcs.v1.CmdAlterPartitions
-	143, // 114: pcs.v1.Command.finish_partition_job:type_name -> pcs.v1.CmdFinishPartitionJob
-	135, // 115: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
-	27,  // 116: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
-	136, // 117: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
-	117, // 118: pcs.v1.CmdAlterPartitions.alter:type_name -> pcs.v1.PartitionAlter
-	132, // 119: pcs.v1.CmdAlterPartitions.shards:type_name -> pcs.v1.Shard
-	127, // 120: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
-	128, // 121: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
-	132, // 122: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
-	4,   // 123: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
-	10,  // 124: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
-	160, // 125: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
-	27,  // 126: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
-	36,  // 127: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
-	10,  // 128: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
-	161, // 129: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
-	162, // 130: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
-	127, // 131: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
-	128, // 132: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
-	132, // 133: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
-	137, // 134: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
-	138, // 135: pcs.v1.SnapshotRecord.dropped_sessions:type_name -> pcs.v1.DroppedSessions
-	8,   // 136: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
-	11,  // 137: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
-	13,  // 138: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
-	15,  // 139: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
-	18,  // 140: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
-	21,  // 141: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
-	23,  // 142: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
-	25,  // 143: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
-	28,  // 144: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
-	30,  // 145: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
-	32,  // 146: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
-	34,  // 147: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
-	37,  // 148: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
-	39,  // 149: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
-	41,  // 150: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
-	51,  // 151: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
-	55,  // 152: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
-	53,  // 153: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
-	58,  // 154: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
-	62,  // 155: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
-	60,  // 156: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
-	115, // 157: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
-	120, // 158: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
-	118, // 159: pcs.v1.PCS.AlterPartitions:input_type -> pcs.v1.AlterPartitionsRequest
-	75,  // 160: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
-	77,  // 161: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
-	79,  // 162: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
-	81,  // 163: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
-	102, // 164: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
-	85,  // 165: pcs.v1.PCS.ListOperators:input_type -> pcs.v1.ListOperatorsRequest
-	89,  // 166: pcs.v1.PCS.HotShards:input_type -> pcs.v1.HotShardsRequest
-	87,  // 167: pcs.v1.PCS.Explain:input_type -> pcs.v1.ExplainRequest
-	93,  // 168: pcs.v1.PCS.AddOperator:input_type -> pcs.v1.AddOperatorRequest
-	95,  // 169: pcs.v1.PCS.CancelOperator:input_type -> pcs.v1.CancelOperatorRequest
-	97,  // 170: pcs.v1.PCS.GetScheduleConfig:input_type -> pcs.v1.ScheduleConfigRequest
-	99,  // 171: pcs.v1.PCS.SetScheduleConfig:input_type -> pcs.v1.SetScheduleConfigRequest
-	98,  // 172: pcs.v1.PCS.EvictPrimaries:input_type -> pcs.v1.EvictPrimariesRequest
-	64,  // 173: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
-	66,  // 174: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
-	68,  // 175: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
-	70,  // 176: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
-	72,  // 177: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
-	73,  // 178: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
-	106, // 179: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
-	43,  // 180: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
-	16,  // 181: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
-	49,  // 182: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
-	45,  // 183: pcs.v1.PCS.SetNodeConfig:input_type -> pcs.v1.SetNodeConfigRequest
-	46,  // 184: pcs.v1.PCS.GetNodeConfig:input_type -> pcs.v1.GetNodeConfigRequest
-	9,   // 185: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
-	12,  // 186: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
-	14,  // 187: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
-	20,  // 188: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
-	19,  // 189: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
-	22,  // 190: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
-	24,  // 191: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
-	26,  // 192: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
-	29,  // 193: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
-	31,  // 194: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
-	33,  // 195: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
-	35,  // 196: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
-	38,  // 197: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
-	40,  // 198: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
-	42,  // 199: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
-	52,  // 200: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
-	57,  // 201: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
-	54,  // 202: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
-	59,  // 203: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
-	63,  // 204: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
-	61,  // 205: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
-	116, // 206: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
-	121, // 207: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
-	119, // 208: pcs.v1.PCS.AlterPartitions:output_type -> pcs.v1.AlterPartitionsResponse
-	76,  // 209: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
-	78,  // 210: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
-	80,  // 211: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
-	82,  // 212: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
-	103, // 213: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
-	86,  // 214: pcs.v1.PCS.ListOperators:output_type -> pcs.v1.ListOperatorsResponse
-	92,  // 215: pcs.v1.PCS.HotShards:output_type -> pcs.v1.HotShardsResponse
-	88,  // 216: pcs.v1.PCS.Explain:output_type -> pcs.v1.ExplainResponse
-	94,  // 217: pcs.v1.PCS.AddOperator:output_type -> pcs.v1.AddOperatorResponse
-	96,  // 218: pcs.v1.PCS.CancelOperator:output_type -> pcs.v1.CancelOperatorResponse
-	100, // 219: pcs.v1.PCS.GetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
-	100, // 220: pcs.v1.PCS.SetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
-	100, // 221: pcs.v1.PCS.EvictPrimaries:output_type -> pcs.v1.ScheduleConfigResponse
-	65,  // 222: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
-	67,  // 223: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
-	69,  // 224: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
-	71,  // 225: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
-	69,  // 226: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
-	74,  // 227: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
-	112, // 228: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
-	44,  // 229: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
-	17,  // 230: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
-	50,  // 231: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
-	47,  // 232: pcs.v1.PCS.SetNodeConfig:output_type -> pcs.v1.NodeConfigResponse
-	47,  // 233: pcs.v1.PCS.GetNodeConfig:output_type -> pcs.v1.NodeConfigResponse
-	185, // [185:234] is the sub-list for method output_type
-	136, // [136:185] is the sub-list for method input_type
-	136, // [136:136] is the sub-list for extension type_name
-	136, // [136:136] is the sub-list for extension extendee
-	0,   // [0:136] is the sub-list for field type_name
+	163, // 1: pcs.v1.StatusResponse.tracing:type_name -> pcs.v1.StatusResponse.TracingEntry
+	1,   // 2: pcs.v1.MemberListRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 3: pcs.v1.MemberListResponse.header:type_name -> pcs.v1.ReadHeader
+	10,  // 4: pcs.v1.MemberListResponse.members:type_name -> pcs.v1.Member
+	10,  // 5: pcs.v1.MemberAddResponse.members:type_name -> pcs.v1.Member
+	10,  // 6: pcs.v1.MemberPromoteResponse.members:type_name -> pcs.v1.Member
+	10,  // 7: pcs.v1.MemberRemoveResponse.members:type_name -> pcs.v1.Member
+	10,  // 8: pcs.v1.MemberUpdateRequest.member:type_name -> pcs.v1.Member
+	6,   // 9: pcs.v1.PutResponse.header:type_name -> pcs.v1.WriteHeader
+	27,  // 10: pcs.v1.PutResponse.kv:type_name -> pcs.v1.KeyValue
+	6,   // 11: pcs.v1.DeleteResponse.header:type_name -> pcs.v1.WriteHeader
+	1,   // 12: pcs.v1.GetRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 13: pcs.v1.GetResponse.header:type_name -> pcs.v1.ReadHeader
+	27,  // 14: pcs.v1.GetResponse.kv:type_name -> pcs.v1.KeyValue
+	1,   // 15: pcs.v1.RangeRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 16: pcs.v1.RangeResponse.header:type_name -> pcs.v1.ReadHeader
+	27,  // 17: pcs.v1.RangeResponse.kvs:type_name -> pcs.v1.KeyValue
+	2,   // 18: pcs.v1.Event.type:type_name -> pcs.v1.EventType
+	27,  // 19: pcs.v1.Event.kv:type_name -> pcs.v1.KeyValue
+	36,  // 20: pcs.v1.WatchResponse.events:type_name -> pcs.v1.Event
+	48,  // 21: pcs.v1.NodeConfigResponse.nodes:type_name -> pcs.v1.NodeConfigInfo
+	164, // 22: pcs.v1.NodeConfigInfo.desired:type_name -> pcs.v1.NodeConfigInfo.DesiredEntry
+	165, // 23: pcs.v1.NodeConfigInfo.applied:type_name -> pcs.v1.NodeConfigInfo.AppliedEntry
+	166, // 24: pcs.v1.RegisterNodeRequest.labels:type_name -> pcs.v1.RegisterNodeRequest.LabelsEntry
+	1,   // 25: pcs.v1.ListNodesRequest.consistency:type_name -> pcs.v1.Consistency
+	127, // 26: pcs.v1.NodeInfo.node:type_name -> pcs.v1.DataNode
+	5,   // 27: pcs.v1.ListNodesResponse.header:type_name -> pcs.v1.ReadHeader
+	56,  // 28: pcs.v1.ListNodesResponse.nodes:type_name -> pcs.v1.NodeInfo
+	128, // 29: pcs.v1.CreateTableRequest.table:type_name -> pcs.v1.Table
+	128, // 30: pcs.v1.CreateTableResponse.table:type_name -> pcs.v1.Table
+	128, // 31: pcs.v1.AlterTableResponse.table:type_name -> pcs.v1.Table
+	1,   // 32: pcs.v1.GetTableRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 33: pcs.v1.GetTableResponse.header:type_name -> pcs.v1.ReadHeader
+	128, // 34: pcs.v1.GetTableResponse.table:type_name -> pcs.v1.Table
+	130, // 35: pcs.v1.GetTableResponse.schema:type_name -> pcs.v1.SchemaVersion
+	1,   // 36: pcs.v1.ListTablesRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 37: pcs.v1.ListTablesResponse.header:type_name -> pcs.v1.ReadHeader
+	128, // 38: pcs.v1.ListTablesResponse.tables:type_name -> pcs.v1.Table
+	1,   // 39: pcs.v1.GetShardRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 40: pcs.v1.GetShardResponse.header:type_name -> pcs.v1.ReadHeader
+	132, // 41: pcs.v1.GetShardResponse.shard:type_name -> pcs.v1.Shard
+	1,   // 42: pcs.v1.BatchGetShardsRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 43: pcs.v1.BatchGetShardsResponse.header:type_name -> pcs.v1.ReadHeader
+	132, // 44: pcs.v1.BatchGetShardsResponse.shards:type_name -> pcs.v1.Shard
+	1,   // 45: pcs.v1.GetShardByIDRequest.consistency:type_name -> pcs.v1.Consistency
+	1,   // 46: pcs.v1.ScanShardsRequest.consistency:type_name -> pcs.v1.Consistency
+	5,   // 47: pcs.v1.ScanShardsResponse.header:type_name -> pcs.v1.ReadHeader
+	132, // 48: pcs.v1.ScanShardsResponse.shards:type_name -> pcs.v1.Shard
+	105, // 49: pcs.v1.ScanShardsResponse.stats:type_name -> pcs.v1.ShardStats
+	132, // 50: pcs.v1.SplitShardResponse.left:type_name -> pcs.v1.Shard
+	132, // 51: pcs.v1.SplitShardResponse.right:type_name -> pcs.v1.Shard
+	131, // 52: pcs.v1.AskSplitRequest.epoch:type_name -> pcs.v1.ShardEpoch
+	132, // 53: pcs.v1.MoveShardResponse.shard:type_name -> pcs.v1.Shard
+	132, // 54: pcs.v1.TransferPrimaryResponse.shard:type_name -> pcs.v1.Shard
+	84,  // 55: pcs.v1.Operator.steps:type_name -> pcs.v1.OperatorStep
+	83,  // 56: pcs.v1.ListOperatorsResponse.operators:type_name -> pcs.v1.Operator
+	132, // 57: pcs.v1.HotShard.shard:type_name -> pcs.v1.Shard
+	90,  // 58: pcs.v1.HotShardsResponse.shards:type_name -> pcs.v1.HotShard
+	91,  // 59: pcs.v1.HotShardsResponse.nodes:type_name -> pcs.v1.NodeLoad
+	83,  // 60: pcs.v1.AddOperatorResponse.operator:type_name -> pcs.v1.Operator
+	167, // 61: pcs.v1.ScheduleConfigResponse.config:type_name -> pcs.v1.ScheduleConfigResponse.ConfigEntry
+	101, // 62: pcs.v1.ScheduleConfigResponse.schedulers:type_name -> pcs.v1.SchedulerInfo
+	132, // 63: pcs.v1.RemoveReplicasResponse.shard:type_name -> pcs.v1.Shard
+	168, // 64: pcs.v1.NodeStats.schema_versions:type_name -> pcs.v1.NodeStats.SchemaVersionsEntry
+	169, // 65: pcs.v1.NodeStats.config:type_name -> pcs.v1.NodeStats.ConfigEntry
+	170, // 66: pcs.v1.ShardStats.replica_positions:type_name -> pcs.v1.ShardStats.ReplicaPositionsEntry
+	104, // 67: pcs.v1.NodeHeartbeat.stats:type_name -> pcs.v1.NodeStats
+	105, // 68: pcs.v1.NodeHeartbeat.shard_stats:type_name -> pcs.v1.ShardStats
+	132, // 69: pcs.v1.NodeCommand.create_replica:type_name -> pcs.v1.Shard
+	111, // 70: pcs.v1.NodeCommand.load_schema:type_name -> pcs.v1.SchemaVersionRef
+	109, // 71: pcs.v1.NodeCommand.split_shard:type_name -> pcs.v1.SplitShardCommand
+	110, // 72: pcs.v1.NodeCommand.merge_shards:type_name -> pcs.v1.MergeShardsCommand
+	108, // 73: pcs.v1.NodeCommand.set_config:type_name -> pcs.v1.NodeConfigCommand
+	171, // 74: pcs.v1.NodeConfigCommand.settings:type_name -> pcs.v1.NodeConfigCommand.SettingsEntry
+	107, // 75: pcs.v1.HeartbeatResponse.commands:type_name -> pcs.v1.NodeCommand
+	113, // 76: pcs.v1.HeartbeatResponse.grants:type_name -> pcs.v1.ShardGrant
+	114, // 77: pcs.v1.ListJobsResponse.jobs:type_name -> pcs.v1.Job
+	123, // 78: pcs.v1.PartitionAlter.add_range:type_name -> pcs.v1.RangePartition
+	125, // 79: pcs.v1.PartitionAlter.add_list:type_name -> pcs.v1.ListPartition
+	117, // 80: pcs.v1.AlterPartitionsRequest.alter:type_name -> pcs.v1.PartitionAlter
+	128, // 81: pcs.v1.AlterPartitionsResponse.table:type_name -> pcs.v1.Table
+	124, // 82: pcs.v1.ListPartition.values:type_name -> pcs.v1.ValueTuple
+	3,   // 83: pcs.v1.PartitionSpec.strategy:type_name -> pcs.v1.PartitionStrategy
+	123, // 84: pcs.v1.PartitionSpec.ranges:type_name -> pcs.v1.RangePartition
+	125, // 85: pcs.v1.PartitionSpec.lists:type_name -> pcs.v1.ListPartition
+	126, // 86: pcs.v1.PartitionSpec.sub:type_name -> pcs.v1.PartitionSpec
+	172, // 87: pcs.v1.DataNode.labels:type_name -> pcs.v1.DataNode.LabelsEntry
+	122, // 88: pcs.v1.Table.columns:type_name -> pcs.v1.ColumnDef
+	126, // 89: pcs.v1.Table.partition:type_name -> pcs.v1.PartitionSpec
+	4,   // 90: pcs.v1.Table.state:type_name -> pcs.v1.TableState
+	130, // 91: pcs.v1.Table.versions:type_name -> pcs.v1.SchemaVersion
+	129, // 92: pcs.v1.Table.partition_job:type_name -> pcs.v1.PartitionJob
+	132, // 93: pcs.v1.PartitionJob.dropping:type_name -> pcs.v1.Shard
+	131, // 94: pcs.v1.Shard.epoch:type_name -> pcs.v1.ShardEpoch
+	153, // 95: pcs.v1.Command.put:type_name -> pcs.v1.CmdPut
+	154, // 96: pcs.v1.Command.delete:type_name -> pcs.v1.CmdDelete
+	155, // 97: pcs.v1.Command.tso_window:type_name -> pcs.v1.CmdTsoWindow
+	156, // 98: pcs.v1.Command.alloc_ids:type_name -> pcs.v1.CmdAllocIDs
+	157, // 99: pcs.v1.Command.set_member:type_name -> pcs.v1.CmdSetMember
+	158, // 100: pcs.v1.Command.remove_member:type_name -> pcs.v1.CmdRemoveMember
+	149, // 101: pcs.v1.Command.register_node:type_name -> pcs.v1.CmdRegisterNode
+	150, // 102: pcs.v1.Command.create_table:type_name -> pcs.v1.CmdCreateTable
+	151, // 103: pcs.v1.Command.set_table_state:type_name -> pcs.v1.CmdSetTableState
+	152, // 104: pcs.v1.Command.delete_table:type_name -> pcs.v1.CmdDeleteTable
+	147, // 105: pcs.v1.Command.alter_table:type_name -> pcs.v1.CmdAlterTable
+	148, // 106: pcs.v1.Command.advance_schema:type_name -> pcs.v1.CmdAdvanceSchema
+	146, // 107: pcs.v1.Command.cancel_alter:type_name -> pcs.v1.CmdCancelAlter
+	145, // 108: pcs.v1.Command.set_node_admin:type_name -> pcs.v1.CmdSetNodeAdmin
+	144, // 109: pcs.v1.Command.change_primary:type_name -> pcs.v1.CmdChangePrimary
+	139, // 110: pcs.v1.Command.change_replicas:type_name -> pcs.v1.CmdChangeReplicas
+	140, // 111: pcs.v1.Command.split_shard:type_name -> pcs.v1.CmdSplitShard
+	134, // 112: pcs.v1.Command.set_cluster_version:type_name -> pcs.v1.CmdSetClusterVersion
+	141, // 113: pcs.v1.Command.merge_shards:type_name -> pcs.v1.CmdMergeShards
+	142, // 114: pcs.v1.Command.alter_partitions:type_name -> pcs.v1.CmdAlterPartitions
+	143, // 115: pcs.v1.Command.finish_partition_job:type_name -> pcs.v1.CmdFinishPartitionJob
+	135, // 116: pcs.v1.Command.request:type_name -> pcs.v1.RequestID
+	27,  // 117: pcs.v1.Outcome.kv:type_name -> pcs.v1.KeyValue
+	136, // 118: pcs.v1.ClientSession.outcomes:type_name -> pcs.v1.Outcome
+	117, // 119: pcs.v1.CmdAlterPartitions.alter:type_name -> pcs.v1.PartitionAlter
+	132, // 120: pcs.v1.CmdAlterPartitions.shards:type_name -> pcs.v1.Shard
+	127, // 121: pcs.v1.CmdRegisterNode.node:type_name -> pcs.v1.DataNode
+	128, // 122: pcs.v1.CmdCreateTable.table:type_name -> pcs.v1.Table
+	132, // 123: pcs.v1.CmdCreateTable.shards:type_name -> pcs.v1.Shard
+	4,   // 124: pcs.v1.CmdSetTableState.state:type_name -> pcs.v1.TableState
+	10,  // 125: pcs.v1.CmdSetMember.member:type_name -> pcs.v1.Member
+	160, // 126: pcs.v1.SnapshotRecord.header:type_name -> pcs.v1.SnapshotHeader
+	27,  // 127: pcs.v1.SnapshotRecord.kv:type_name -> pcs.v1.KeyValue
+	36,  // 128: pcs.v1.SnapshotRecord.event:type_name -> pcs.v1.Event
+	10,  // 129: pcs.v1.SnapshotRecord.member:type_name -> pcs.v1.Member
+	161, // 130: pcs.v1.SnapshotRecord.id_counter:type_name -> pcs.v1.IDCounter
+	162, // 131: pcs.v1.SnapshotRecord.trailer:type_name -> pcs.v1.SnapshotTrailer
+	127, // 132: pcs.v1.SnapshotRecord.data_node:type_name -> pcs.v1.DataNode
+	128, // 133: pcs.v1.SnapshotRecord.table:type_name -> pcs.v1.Table
+	132, // 134: pcs.v1.SnapshotRecord.shard:type_name -> pcs.v1.Shard
+	137, // 135: pcs.v1.SnapshotRecord.session:type_name -> pcs.v1.ClientSession
+	138, // 136: pcs.v1.SnapshotRecord.dropped_sessions:type_name -> pcs.v1.DroppedSessions
+	8,   // 137: pcs.v1.PCS.Status:input_type -> pcs.v1.StatusRequest
+	11,  // 138: pcs.v1.PCS.MemberList:input_type -> pcs.v1.MemberListRequest
+	13,  // 139: pcs.v1.PCS.MemberAdd:input_type -> pcs.v1.MemberAddRequest
+	15,  // 140: pcs.v1.PCS.MemberRemove:input_type -> pcs.v1.MemberRemoveRequest
+	18,  // 141: pcs.v1.PCS.MemberPromote:input_type -> pcs.v1.MemberPromoteRequest
+	21,  // 142: pcs.v1.PCS.MemberTransfer:input_type -> pcs.v1.MemberTransferRequest
+	23,  // 143: pcs.v1.PCS.MemberUpdate:input_type -> pcs.v1.MemberUpdateRequest
+	25,  // 144: pcs.v1.PCS.ReadIndex:input_type -> pcs.v1.ReadIndexRequest
+	28,  // 145: pcs.v1.PCS.Put:input_type -> pcs.v1.PutRequest
+	30,  // 146: pcs.v1.PCS.Delete:input_type -> pcs.v1.DeleteRequest
+	32,  // 147: pcs.v1.PCS.Get:input_type -> pcs.v1.GetRequest
+	34,  // 148: pcs.v1.PCS.Range:input_type -> pcs.v1.RangeRequest
+	37,  // 149: pcs.v1.PCS.Watch:input_type -> pcs.v1.WatchRequest
+	39,  // 150: pcs.v1.PCS.Tso:input_type -> pcs.v1.TsoRequest
+	41,  // 151: pcs.v1.PCS.AllocIDs:input_type -> pcs.v1.AllocIDsRequest
+	51,  // 152: pcs.v1.PCS.RegisterNode:input_type -> pcs.v1.RegisterNodeRequest
+	55,  // 153: pcs.v1.PCS.ListNodes:input_type -> pcs.v1.ListNodesRequest
+	53,  // 154: pcs.v1.PCS.SetNodeState:input_type -> pcs.v1.SetNodeStateRequest
+	58,  // 155: pcs.v1.PCS.CreateTable:input_type -> pcs.v1.CreateTableRequest
+	62,  // 156: pcs.v1.PCS.DropTable:input_type -> pcs.v1.DropTableRequest
+	60,  // 157: pcs.v1.PCS.AlterTable:input_type -> pcs.v1.AlterTableRequest
+	115, // 158: pcs.v1.PCS.ListJobs:input_type -> pcs.v1.ListJobsRequest
+	120, // 159: pcs.v1.PCS.CancelJob:input_type -> pcs.v1.CancelJobRequest
+	118, // 160: pcs.v1.PCS.AlterPartitions:input_type -> pcs.v1.AlterPartitionsRequest
+	75,  // 161: pcs.v1.PCS.SplitShard:input_type -> pcs.v1.SplitShardRequest
+	77,  // 162: pcs.v1.PCS.AskSplit:input_type -> pcs.v1.AskSplitRequest
+	79,  // 163: pcs.v1.PCS.MoveShard:input_type -> pcs.v1.MoveShardRequest
+	81,  // 164: pcs.v1.PCS.TransferPrimary:input_type -> pcs.v1.TransferPrimaryRequest
+	102, // 165: pcs.v1.PCS.RemoveReplicas:input_type -> pcs.v1.RemoveReplicasRequest
+	85,  // 166: pcs.v1.PCS.ListOperators:input_type -> pcs.v1.ListOperatorsRequest
+	89,  // 167: pcs.v1.PCS.HotShards:input_type -> pcs.v1.HotShardsRequest
+	87,  // 168: pcs.v1.PCS.Explain:input_type -> pcs.v1.ExplainRequest
+	93,  // 169: pcs.v1.PCS.AddOperator:input_type -> pcs.v1.AddOperatorRequest
+	95,  // 170: pcs.v1.PCS.CancelOperator:input_type -> pcs.v1.CancelOperatorRequest
+	97,  // 171: pcs.v1.PCS.GetScheduleConfig:input_type -> pcs.v1.ScheduleConfigRequest
+	99,  // 172: pcs.v1.PCS.SetScheduleConfig:input_type -> pcs.v1.SetScheduleConfigRequest
+	98,  // 173: pcs.v1.PCS.EvictPrimaries:input_type -> pcs.v1.EvictPrimariesRequest
+	64,  // 174: pcs.v1.PCS.GetTable:input_type -> pcs.v1.GetTableRequest
+	66,  // 175: pcs.v1.PCS.ListTables:input_type -> pcs.v1.ListTablesRequest
+	68,  // 176: pcs.v1.PCS.GetShard:input_type -> pcs.v1.GetShardRequest
+	70,  // 177: pcs.v1.PCS.BatchGetShards:input_type -> pcs.v1.BatchGetShardsRequest
+	72,  // 178: pcs.v1.PCS.GetShardByID:input_type -> pcs.v1.GetShardByIDRequest
+	73,  // 179: pcs.v1.PCS.ScanShards:input_type -> pcs.v1.ScanShardsRequest
+	106, // 180: pcs.v1.PCS.Heartbeat:input_type -> pcs.v1.NodeHeartbeat
+	43,  // 181: pcs.v1.PCS.GetLogLevel:input_type -> pcs.v1.GetLogLevelRequest
+	16,  // 182: pcs.v1.PCS.SnapshotSave:input_type -> pcs.v1.SnapshotSaveRequest
+	49,  // 183: pcs.v1.PCS.SetLogLevel:input_type -> pcs.v1.SetLogLevelRequest
+	45,  // 184: pcs.v1.PCS.SetNodeConfig:input_type -> pcs.v1.SetNodeConfigRequest
+	46,  // 185: pcs.v1.PCS.GetNodeConfig:input_type -> pcs.v1.GetNodeConfigRequest
+	9,   // 186: pcs.v1.PCS.Status:output_type -> pcs.v1.StatusResponse
+	12,  // 187: pcs.v1.PCS.MemberList:output_type -> pcs.v1.MemberListResponse
+	14,  // 188: pcs.v1.PCS.MemberAdd:output_type -> pcs.v1.MemberAddResponse
+	20,  // 189: pcs.v1.PCS.MemberRemove:output_type -> pcs.v1.MemberRemoveResponse
+	19,  // 190: pcs.v1.PCS.MemberPromote:output_type -> pcs.v1.MemberPromoteResponse
+	22,  // 191: pcs.v1.PCS.MemberTransfer:output_type -> pcs.v1.MemberTransferResponse
+	24,  // 192: pcs.v1.PCS.MemberUpdate:output_type -> pcs.v1.MemberUpdateResponse
+	26,  // 193: pcs.v1.PCS.ReadIndex:output_type -> pcs.v1.ReadIndexResponse
+	29,  // 194: pcs.v1.PCS.Put:output_type -> pcs.v1.PutResponse
+	31,  // 195: pcs.v1.PCS.Delete:output_type -> pcs.v1.DeleteResponse
+	33,  // 196: pcs.v1.PCS.Get:output_type -> pcs.v1.GetResponse
+	35,  // 197: pcs.v1.PCS.Range:output_type -> pcs.v1.RangeResponse
+	38,  // 198: pcs.v1.PCS.Watch:output_type -> pcs.v1.WatchResponse
+	40,  // 199: pcs.v1.PCS.Tso:output_type -> pcs.v1.TsoResponse
+	42,  // 200: pcs.v1.PCS.AllocIDs:output_type -> pcs.v1.AllocIDsResponse
+	52,  // 201: pcs.v1.PCS.RegisterNode:output_type -> pcs.v1.RegisterNodeResponse
+	57,  // 202: pcs.v1.PCS.ListNodes:output_type -> pcs.v1.ListNodesResponse
+	54,  // 203: pcs.v1.PCS.SetNodeState:output_type -> pcs.v1.SetNodeStateResponse
+	59,  // 204: pcs.v1.PCS.CreateTable:output_type -> pcs.v1.CreateTableResponse
+	63,  // 205: pcs.v1.PCS.DropTable:output_type -> pcs.v1.DropTableResponse
+	61,  // 206: pcs.v1.PCS.AlterTable:output_type -> pcs.v1.AlterTableResponse
+	116, // 207: pcs.v1.PCS.ListJobs:output_type -> pcs.v1.ListJobsResponse
+	121, // 208: pcs.v1.PCS.CancelJob:output_type -> pcs.v1.CancelJobResponse
+	119, // 209: pcs.v1.PCS.AlterPartitions:output_type -> pcs.v1.AlterPartitionsResponse
+	76,  // 210: pcs.v1.PCS.SplitShard:output_type -> pcs.v1.SplitShardResponse
+	78,  // 211: pcs.v1.PCS.AskSplit:output_type -> pcs.v1.AskSplitResponse
+	80,  // 212: pcs.v1.PCS.MoveShard:output_type -> pcs.v1.MoveShardResponse
+	82,  // 213: pcs.v1.PCS.TransferPrimary:output_type -> pcs.v1.TransferPrimaryResponse
+	103, // 214: pcs.v1.PCS.RemoveReplicas:output_type -> pcs.v1.RemoveReplicasResponse
+	86,  // 215: pcs.v1.PCS.ListOperators:output_type -> pcs.v1.ListOperatorsResponse
+	92,  // 216: pcs.v1.PCS.HotShards:output_type -> pcs.v1.HotShardsResponse
+	88,  // 217: pcs.v1.PCS.Explain:output_type -> pcs.v1.ExplainResponse
+	94,  // 218: pcs.v1.PCS.AddOperator:output_type -> pcs.v1.AddOperatorResponse
+	96,  // 219: pcs.v1.PCS.CancelOperator:output_type -> pcs.v1.CancelOperatorResponse
+	100, // 220: pcs.v1.PCS.GetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	100, // 221: pcs.v1.PCS.SetScheduleConfig:output_type -> pcs.v1.ScheduleConfigResponse
+	100, // 222: pcs.v1.PCS.EvictPrimaries:output_type -> pcs.v1.ScheduleConfigResponse
+	65,  // 223: pcs.v1.PCS.GetTable:output_type -> pcs.v1.GetTableResponse
+	67,  // 224: pcs.v1.PCS.ListTables:output_type -> pcs.v1.ListTablesResponse
+	69,  // 225: pcs.v1.PCS.GetShard:output_type -> pcs.v1.GetShardResponse
+	71,  // 226: pcs.v1.PCS.BatchGetShards:output_type -> pcs.v1.BatchGetShardsResponse
+	69,  // 227: pcs.v1.PCS.GetShardByID:output_type -> pcs.v1.GetShardResponse
+	74,  // 228: pcs.v1.PCS.ScanShards:output_type -> pcs.v1.ScanShardsResponse
+	112, // 229: pcs.v1.PCS.Heartbeat:output_type -> pcs.v1.HeartbeatResponse
+	44,  // 230: pcs.v1.PCS.GetLogLevel:output_type -> pcs.v1.GetLogLevelResponse
+	17,  // 231: pcs.v1.PCS.SnapshotSave:output_type -> pcs.v1.SnapshotChunk
+	50,  // 232: pcs.v1.PCS.SetLogLevel:output_type -> pcs.v1.SetLogLevelResponse
+	47,  // 233: pcs.v1.PCS.SetNodeConfig:output_type -> pcs.v1.NodeConfigResponse
+	47,  // 234: pcs.v1.PCS.GetNodeConfig:output_type -> pcs.v1.NodeConfigResponse
+	186, // [186:235] is the sub-list for method output_type
+	137, // [137:186] is the sub-list for method input_type
+	137, // [137:137] is the sub-list for extension type_name
+	137, // [137:137] is the sub-list for extension extendee
+	0,   // [0:137] is the sub-list for field type_name
 }
 
 func init() { file_pcs_proto_init() }
@@ -12159,7 +12174,7 @@ func file_pcs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pcs_proto_rawDesc), len(file_pcs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   167,
+			NumMessages:   168,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -269,6 +271,9 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 	}
 	start := time.Now()
 	lsn := n.store.LSN(sh.Id) + 1
+	ctx, span := n.tracer().Start(ctx, "kvnode.entry", trace.WithAttributes(attribute.Int64("shard", int64(sh.Id)), attribute.Int64("lsn", int64(lsn)),
+		attribute.Int("puts", len(puts)), attribute.Int("deletes", len(deletes)), attribute.Int("replicas", len(sh.Replicas))))
+	defer span.End()
 	for _, r := range reqs {
 		r.At = lsn // records are stamped with a log position, never a clock
 	}
@@ -287,6 +292,8 @@ func (n *Node) writeLocked(ctx context.Context, sh *pcspb.Shard, puts []*pcspb.K
 	var localErr error
 	go func() {
 		defer close(localDone)
+		_, span := n.tracer().Start(ctx, "kvnode.store.write")
+		defer span.End()
 		switch {
 		case split != nil:
 			left := proto.Clone(sh).(*pcspb.Shard)

@@ -22,6 +22,7 @@ import (
 	"github.com/postdb/pcs/internal/roles"
 	"github.com/postdb/pcs/internal/rpclimits"
 	"github.com/postdb/pcs/internal/rpcmetrics"
+	"github.com/postdb/pcs/internal/tracing"
 	"github.com/postdb/pcs/nodeagent"
 	"github.com/postdb/pcs/pcstls"
 )
@@ -54,6 +55,9 @@ type Config struct {
 	// LogLevel, if set, is the level of Logger's handler: PCS may change it (node setting
 	// log-level).
 	LogLevel *slog.LevelVar
+	// Tracing (nil: the node's own, off until PCS's trace-ratio setting turns it on) traces
+	// KV requests, replication and log writes.
+	Tracing *tracing.Tracing
 	// HTTPAddr, if set, serves /metrics (Prometheus) there.
 	HTTPAddr string
 	// WrapPeer, if set, wraps how the node reaches other data nodes (fault injection in tests).
@@ -241,6 +245,10 @@ func Start(cfg Config) (*Server, error) {
 		}
 		copts = append(copts, client.WithTLS(t.Source), client.WithServerNames(t.PCSNames, nodes))
 	}
+	if cfg.Tracing == nil {
+		cfg.Tracing = tracing.New("pcsnode")
+	}
+	copts = append(copts, client.WithTracing(cfg.Tracing.Provider(), cfg.Tracing.Propagator()))
 	pcs, err := client.New(cfg.Endpoints, copts...)
 	if err != nil {
 		store.Close()
@@ -272,6 +280,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s.Node.pcs = mgr
 	s.Node.logLevel = cfg.LogLevel
+	s.Node.tracing = cfg.Tracing
 	advertise := ln.Addr().String()
 	if cfg.AdvertiseAddr != "" {
 		advertise = cfg.AdvertiseAddr
@@ -315,6 +324,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	gopts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes)}, rpcmetrics.ServerOptions(s.Node.metrics.grpcSeconds)...)
 	gopts = append(gopts, rpclimits.GRPC()...)
+	gopts = append(gopts, cfg.Tracing.ServerOption())
 	s.grpc = grpc.NewServer(append(gopts, cfg.TLS.serverOptions(cfg.Logger)...)...)
 	pcspb.RegisterKVServer(s.grpc, s.Node)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -463,5 +473,10 @@ func (s *Server) close() error {
 	s.wg.Wait()
 	s.pcs.Close()
 	s.Node.closeViews()
+	if t := s.Node.tracing; t != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		t.Shutdown(ctx)
+		cancel()
+	}
 	return s.Store.Close()
 }

@@ -5,14 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/internal/nodeconf"
+	"github.com/postdb/pcs/internal/tracing"
 )
 
 // Limits of the KV service.
@@ -69,6 +73,8 @@ type Node struct {
 
 	// logLevel (nil: fixed) is the level PCS's log-level setting changes.
 	logLevel *slog.LevelVar
+	// tracing (nil: none) is changed by PCS's trace-ratio and trace-exporter settings.
+	tracing *tracing.Tracing
 }
 
 // Grants is what a node knows of PCS's grants (nodeagent.Agent implements it). A node serves
@@ -189,6 +195,23 @@ func (n *Node) SetConfig(_ context.Context, settings map[string]string) error {
 			}
 			n.logLevel.Set(l)
 			n.log.Info("log level set by PCS", "level", v)
+		case nodeconf.TraceRatio, nodeconf.TraceExporter:
+			if n.tracing == nil {
+				errs = append(errs, errors.New("kvnode: this node has no tracing"))
+				continue
+			}
+			if k == nodeconf.TraceExporter {
+				if err := n.tracing.SetExporter(context.Background(), v); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+			} else if r, err := strconv.ParseFloat(v, 64); err == nil {
+				n.tracing.SetRatio(r)
+			} else {
+				errs = append(errs, fmt.Errorf("kvnode: trace-ratio %q: %w", v, err))
+				continue
+			}
+			n.log.Info("tracing set by PCS", k, v)
 		default:
 			errs = append(errs, fmt.Errorf("kvnode: unknown node setting %q", k))
 		}
@@ -198,10 +221,23 @@ func (n *Node) SetConfig(_ context.Context, settings map[string]string) error {
 
 // config reports the node settings in force.
 func (n *Node) config() map[string]string {
-	if n.logLevel == nil {
-		return nil
+	out := map[string]string{}
+	if n.logLevel != nil {
+		out[nodeconf.LogLevel] = strings.ToLower(n.logLevel.Level().String())
 	}
-	return map[string]string{nodeconf.LogLevel: strings.ToLower(n.logLevel.Level().String())}
+	if n.tracing != nil {
+		out[nodeconf.TraceRatio] = nodeconf.FormatRatio(n.tracing.Ratio())
+		out[nodeconf.TraceExporter] = n.tracing.Exporter()
+	}
+	return out
+}
+
+// tracer starts the node's own spans (a no-op without tracing).
+func (n *Node) tracer() trace.Tracer {
+	if n.tracing == nil {
+		return noop.NewTracerProvider().Tracer("")
+	}
+	return n.tracing.Tracer()
 }
 
 // HeldShards lists the replicas.

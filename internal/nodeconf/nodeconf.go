@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/postdb/pcs/internal/tracing"
 )
 
 // ErrUnknownKey and ErrBadValue are the errors of Validate.
@@ -23,30 +25,53 @@ var (
 const (
 	// LogLevel is the node's log level: debug, info, warn or error.
 	LogLevel = "log-level"
+	// TraceRatio is the share of requests without a traced caller that are traced (0..1; 0,
+	// the default, is off). A request whose caller traces it is traced at any ratio.
+	TraceRatio = "trace-ratio"
+	// TraceExporter is where spans go: host:port or otlp://host:port (OTLP over gRPC), or
+	// file:DIR (JSON lines, DIR/SERVICE-PID.jsonl); empty: nowhere.
+	TraceExporter = "trace-exporter"
 )
 
 // keys maps each key to its check.
-var keys = map[string]func(string) error{
-	LogLevel: func(v string) error {
+var keys = map[string]func(string) (string, error){
+	LogLevel: func(v string) (string, error) {
 		switch v {
 		case "debug", "info", "warn", "error":
-			return nil
+			return v, nil
 		}
-		return fmt.Errorf("%w: log-level %q (debug, info, warn, error)", ErrBadValue, v)
+		return "", fmt.Errorf("%w: log-level %q (debug, info, warn, error)", ErrBadValue, v)
+	},
+	TraceRatio: func(v string) (string, error) {
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || r < 0 || r > 1 || r != r {
+			return "", fmt.Errorf("%w: trace-ratio %q (a number in [0, 1])", ErrBadValue, v)
+		}
+		return FormatRatio(r), nil
+	},
+	TraceExporter: func(v string) (string, error) {
+		if err := tracing.ValidateTarget(v); err != nil {
+			return "", fmt.Errorf("%w: %w", ErrBadValue, err)
+		}
+		return v, nil
 	},
 }
+
+// FormatRatio is the canonical text of a trace ratio (as a node reports it).
+func FormatRatio(r float64) string { return strconv.FormatFloat(r, 'g', -1, 64) }
 
 // Keys lists the setting names.
 func Keys() []string { return slices.Sorted(maps.Keys(keys)) }
 
-// Validate checks a setting; an empty value unsets it (back to the node's own flag).
-func Validate(key, value string) error {
+// Canonical checks a setting and returns its value as a node reports it in force ("1.0" is
+// "1"); an empty value unsets it (back to the node's own flag).
+func Canonical(key, value string) (string, error) {
 	check, ok := keys[key]
 	if !ok {
-		return fmt.Errorf("%w: %q (known: %s)", ErrUnknownKey, key, strings.Join(Keys(), ", "))
+		return "", fmt.Errorf("%w: %q (known: %s)", ErrUnknownKey, key, strings.Join(Keys(), ", "))
 	}
 	if value == "" {
-		return nil
+		return "", nil
 	}
 	return check(value)
 }

@@ -41,11 +41,15 @@ func TestDesired(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	for _, c := range []struct {
-		k, v string
-		want error
-	}{{LogLevel, "debug", nil}, {LogLevel, "", nil}, {LogLevel, "loud", ErrBadValue}, {"color", "red", ErrUnknownKey}} {
-		if err := Validate(c.k, c.v); !errors.Is(err, c.want) && !(err == nil && c.want == nil) {
-			t.Errorf("Validate(%q, %q) = %v, want %v", c.k, c.v, err, c.want)
+		k, v, canon string
+		want        error
+	}{{LogLevel, "debug", "debug", nil}, {LogLevel, "", "", nil}, {LogLevel, "loud", "", ErrBadValue}, {"color", "red", "", ErrUnknownKey},
+		{TraceRatio, "1.0", "1", nil}, {TraceRatio, "0.01", "0.01", nil}, {TraceRatio, "2", "", ErrBadValue}, {TraceRatio, "NaN", "", ErrBadValue},
+		{TraceExporter, "file:/tmp/t", "file:/tmp/t", nil}, {TraceExporter, "collector:4317", "collector:4317", nil}, {TraceExporter, "file:", "", ErrBadValue},
+		{TraceExporter, "nonsense", "", ErrBadValue}} {
+		got, err := Canonical(c.k, c.v)
+		if !errors.Is(err, c.want) && !(err == nil && c.want == nil) || got != c.canon {
+			t.Errorf("Canonical(%q, %q) = %q, %v; want %q, %v", c.k, c.v, got, err, c.canon, c.want)
 		}
 	}
 }

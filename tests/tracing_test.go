@@ -1,0 +1,196 @@
+package tests
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/client"
+	"github.com/postdb/pcs/internal/tracing"
+)
+
+// span is what the test reads of an exported span (stdouttrace's JSON).
+type span struct {
+	Name        string
+	SpanContext struct{ TraceID string }
+	Resource    []struct {
+		Key   string
+		Value struct{ Value any }
+	}
+}
+
+func (s span) attr(key string) string {
+	for _, kv := range s.Resource {
+		if kv.Key == key {
+			return fmt.Sprint(kv.Value.Value)
+		}
+	}
+	return ""
+}
+
+// readSpans reads every span exported to dir.
+func readSpans(t *testing.T, dir string) []span {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+	var out []span
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(fh)
+		sc.Buffer(make([]byte, 1<<20), 1<<24)
+		for sc.Scan() {
+			var s span
+			if json.Unmarshal(sc.Bytes(), &s) == nil && s.SpanContext.TraceID != "" {
+				out = append(out, s)
+			}
+		}
+		fh.Close()
+	}
+	return out
+}
+
+// TestTracingFollowsARowWrite: real processes; with trace-ratio 1 set once through PCS, one row
+// write yields one trace with spans on the client, PCS (its routing lookups) and every replica
+// (the primary's request and log entry, each replica's replication); with trace-ratio 0 a row
+// write makes no span anywhere.
+func TestTracingFollowsARowWrite(t *testing.T) {
+	pc := startCluster(t, 1, "--node-warmup", "300ms")
+	c := pc.client()
+	pc.primary(c)
+	nodes := startNodeProcs(t, pc, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	waitFor(t, 20*time.Second, "three data nodes up", func() bool { return upNodes(ctx, c) == 3 })
+	if _, err := c.CreateTable(ctx, &pcspb.Table{Name: "tr", Replicas: 3, Columns: []*pcspb.ColumnDef{{Name: "k", Type: "int64"}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "table public", func() bool {
+		tr, err := c.GetTable(ctx, "tr")
+		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
+	})
+	dir := t.TempDir()
+	ep := "--endpoints=" + strings.Join(pc.endpoints(), ",")
+	for _, kv := range [][2]string{{"trace-exporter", "file:" + dir}, {"trace-ratio", "1"}} {
+		if code, out := run(t, 30*time.Second, "pcsctl", ep, "node", "config", "set", kv[0], kv[1]); code != 0 {
+			t.Fatalf("node config set %s: %s", kv[0], out)
+		}
+	}
+	var ids []uint64
+	resp, _ := c.ListNodes(ctx)
+	for _, n := range resp.GetNodes() {
+		ids = append(ids, n.Node.Id)
+	}
+	waitFor(t, 20*time.Second, "tracing on every node", func() bool { return appliedEverywhere(ctx, c, ids, "trace-ratio", "1") })
+	waitFor(t, 20*time.Second, "PCS's exporter", func() bool {
+		m, _ := filepath.Glob(filepath.Join(dir, "pcs-*.jsonl"))
+		return len(m) == 1
+	})
+
+	// A client of its own, tracing every operation to the same directory.
+	tr := tracing.New("client")
+	tr.SetRatio(1)
+	if err := tr.SetExporter(ctx, "file:"+dir); err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Shutdown(context.Background())
+	tc, err := client.New(pc.endpoints(), client.WithTracing(tr.Provider(), tr.Propagator()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	seen := map[string]bool{} // trace ids already read
+	write := func(k int) string {
+		t.Helper()
+		if err := tc.KV("tr").Put(ctx, rowKey(k), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.ForceFlush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range readSpans(t, dir) {
+			if s.Name == "TableKV.Put" && s.attr("service.name") == "client" && !seen[s.SpanContext.TraceID] {
+				seen[s.SpanContext.TraceID] = true
+				return s.SpanContext.TraceID
+			}
+		}
+		t.Fatal("the client exported no span of its write")
+		return ""
+	}
+	trace := write(1)
+	// Every process the write reached: PCS (routing), the primary and both replicas.
+	waitFor(t, 20*time.Second, "the write's spans from PCS and three data nodes", func() bool {
+		pids := map[string]bool{}
+		pcs := false
+		for _, s := range readSpans(t, dir) {
+			if s.SpanContext.TraceID != trace {
+				continue
+			}
+			switch s.attr("service.name") {
+			case "pcs":
+				pcs = true
+			case "pcsnode":
+				pids[s.attr("process.pid")] = true
+			}
+		}
+		return pcs && len(pids) == len(nodes)
+	})
+	var names []string
+	for _, s := range readSpans(t, dir) {
+		if s.SpanContext.TraceID == trace {
+			names = append(names, s.attr("service.name")+":"+s.Name)
+		}
+	}
+	for _, want := range []string{"pcsnode:pcs.v1.KV/Put", "pcsnode:kvnode.entry", "pcsnode:kvnode.store.write", "pcsnode:pcs.v1.KV/Replicate"} {
+		if !strings.Contains(strings.Join(names, " "), want) {
+			t.Fatalf("the write's trace has no %s span: %v", want, names)
+		}
+	}
+	t.Logf("one row write, one trace of %d spans: %v", len(names), names)
+
+	// Off: at ratio 0 everywhere, a write makes no span; a traced write after it (the client at
+	// ratio 1 again) shows the exporters have caught up.
+	if code, out := run(t, 30*time.Second, "pcsctl", ep, "node", "config", "set", "trace-ratio", "0"); code != 0 {
+		t.Fatalf("node config set trace-ratio 0: %s", out)
+	}
+	waitFor(t, 20*time.Second, "tracing off on every node", func() bool { return appliedEverywhere(ctx, c, ids, "trace-ratio", "0") })
+	waitFor(t, 20*time.Second, "tracing off on every PCS member", func() bool {
+		for _, p := range pc.procs {
+			st, err := c.Status(ctx, p.client, false)
+			if err != nil || st.Tracing["trace-ratio"] != "0" {
+				return false
+			}
+		}
+		return true
+	})
+	for _, s := range readSpans(t, dir) {
+		seen[s.SpanContext.TraceID] = true
+	}
+	tr.SetRatio(0)
+	if err := tc.KV("tr").Put(ctx, rowKey(2), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	tr.SetRatio(1)
+	sentinel := write(3)
+	waitFor(t, 20*time.Second, "the sentinel write's spans from three data nodes", func() bool {
+		pids := map[string]bool{}
+		for _, s := range readSpans(t, dir) {
+			if s.SpanContext.TraceID == sentinel && s.attr("service.name") == "pcsnode" {
+				pids[s.attr("process.pid")] = true
+			}
+		}
+		return len(pids) == len(nodes)
+	})
+	for _, s := range readSpans(t, dir) {
+		if id := s.SpanContext.TraceID; !seen[id] && id != sentinel {
+			t.Fatalf("a span made at ratio 0: %s %s on %s", id, s.Name, s.attr("service.name"))
+		}
+	}
+}

@@ -368,8 +368,12 @@ const minKickSpacing = 20 * time.Millisecond
 // beat sends one heartbeat, waits for the answer and carries out its commands.
 func (a *Agent) beat(ctx context.Context, st pcspb.PCS_HeartbeatClient) error {
 	a.seq++
+	// The held list first: a shard made between the two calls (the new half of a split) is then
+	// in the stats but not yet in the list, and waits for the next heartbeat; the other way round,
+	// PCS would see a held shard with no stats and drop it as foreign.
+	held := a.h.HeldShards()
 	stats, shardStats := a.h.Stats()
-	hb := &pcspb.NodeHeartbeat{NodeId: a.NodeID(), Seq: a.seq, Stats: stats, HeldShards: a.h.HeldShards(), ShardStats: shardStats}
+	hb := &pcspb.NodeHeartbeat{NodeId: a.NodeID(), Seq: a.seq, Stats: stats, HeldShards: held, ShardStats: shardStats}
 	claimed := map[uint64]uint64{}
 	for _, st := range shardStats {
 		if st.Primary {

@@ -852,7 +852,9 @@ func (f *FSM) ForeignShards(node uint64, held []uint64, stats []*pcspb.ShardStat
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	pending := map[uint64]bool{}
+	reported := map[uint64]bool{}
 	for _, st := range stats {
+		reported[st.ShardId] = true
 		if st.SplitFrom == 0 {
 			continue
 		}
@@ -865,7 +867,13 @@ func (f *FSM) ForeignShards(node uint64, held []uint64, stats []*pcspb.ShardStat
 	}
 	var out []uint64
 	for _, id := range held {
-		if s, ok := f.mu.st.cat.shardByID[id]; ok && holds(s, node) || !ok && pending[id] {
+		s, known := f.mu.st.cat.shardByID[id]
+		if known && holds(s, node) || !known && pending[id] {
+			continue
+		}
+		if !known && len(stats) > 0 && !reported[id] {
+			// Held but not in the node's stats (made after they were taken: the new half of a
+			// split): nothing to judge it by yet; the next heartbeat says.
 			continue
 		}
 		out = append(out, id)

@@ -125,6 +125,12 @@ func (s *Spec) Interval() (width, retention int64, ok bool) {
 	return iv.width, iv.retention, true
 }
 
+// IntervalIsTime reports whether the table's interval column is a timestamp (intervals of
+// time can be made ahead of the clock).
+func (s *Spec) IntervalIsTime() bool {
+	return len(s.levels) > 0 && s.levels[0].interval != nil && s.levels[0].interval.ts
+}
+
 // IntervalsFor returns the RANGE partitions to append so that a row whose interval column has
 // value v (µs for a timestamp) has a partition: one per interval from the last bound up to
 // v's, each bounded at a multiple of the width, named after its interval (not colliding with a

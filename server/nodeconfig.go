@@ -2,27 +2,37 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"time"
 
 	"github.com/postdb/pcs/api/pcspb"
-	"github.com/postdb/pcs/internal/meta"
 	"github.com/postdb/pcs/internal/nodeconf"
 )
 
 // nodeConfigKey holds the node settings PCS carries to the data nodes (nodeconf.Desired, JSON).
 var nodeConfigKey = []byte("\x00pcs/node/config")
 
-// nodeConfig returns the desired node settings (none if unset or unreadable: logged).
+// parsedNodeConfig is the desired node settings as parsed at one revision of their key.
+type parsedNodeConfig struct {
+	rev uint64
+	d   nodeconf.Desired
+}
+
+// nodeConfig returns the desired node settings (none if unset or unreadable: logged). Every
+// heartbeat asks, so the parse is kept until the key changes.
 func (s *Server) nodeConfig() nodeconf.Desired {
 	kv, _ := s.fsm.Get(nodeConfigKey)
+	rev := kv.GetModRevision()
+	if c := s.nodeConf.Load(); c != nil && c.rev == rev {
+		return c.d
+	}
 	d, err := nodeconf.Parse(kv.GetValue())
 	if err != nil {
 		s.log.Warn("node settings unreadable; none sent", "err", err)
 	}
+	s.nodeConf.Store(&parsedNodeConfig{rev: rev, d: d})
 	return d
 }
 
@@ -53,25 +63,16 @@ func (v *service) SetNodeConfig(ctx context.Context, req *pcspb.SetNodeConfigReq
 	if err := v.s.knownNodes(req.Nodes); err != nil {
 		return nil, toStatus(err)
 	}
-	for attempt := 0; ; attempt++ {
-		kv, _ := v.s.fsm.Get(nodeConfigKey)
+	err = v.s.updateSystemKey(ctx, nodeConfigKey, v.s.apply, func(kv *pcspb.KeyValue) ([]byte, error) {
 		d, err := nodeconf.Parse(kv.GetValue())
 		if err != nil {
 			d = nodeconf.Desired{} // unreadable: replaced
 		}
 		d.Set(req.Nodes, req.Key, value)
-		b, err := d.Marshal()
-		if err != nil {
-			return nil, toStatus(err)
-		}
-		version := kv.GetVersion()
-		_, err = v.s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_Put{Put: &pcspb.CmdPut{Key: nodeConfigKey, Value: b, ExpectedVersion: &version}}})
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, meta.ErrVersionMismatch) || attempt == 4 {
-			return nil, toStatus(err)
-		}
+		return d.Marshal()
+	})
+	if err != nil {
+		return nil, toStatus(err)
 	}
 	v.s.log.Info("node setting changed", "nodes", req.Nodes, "key", req.Key, "value", value)
 	return v.s.nodeConfigResponse(req.Nodes), nil

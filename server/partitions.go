@@ -141,7 +141,7 @@ func (s *Server) maintainIntervals(ctx context.Context, now time.Time) {
 			continue
 		}
 		width, _, _ := spec.Interval()
-		if isTime, ok := s.timestampInterval(t); ok && isTime {
+		if spec.IntervalIsTime() {
 			until := now.UnixMicro() + ahead*width
 			if add, err := spec.IntervalsFor(until, now); err == nil && len(add) > 0 {
 				cover := &pcspb.PartitionAlter{Op: &pcspb.PartitionAlter_CoverKey{CoverKey: spec.IntervalKey(until)}}
@@ -165,16 +165,6 @@ func (s *Server) maintainIntervals(ctx context.Context, now time.Time) {
 			s.log.Info("partition past retention dropped", "table", t.Name, "partition", expired[0])
 		}
 	}
-}
-
-// timestampInterval reports whether an interval table's interval column is a timestamp.
-func (s *Server) timestampInterval(t *pcspb.Table) (isTimestamp, ok bool) {
-	for _, c := range t.Columns {
-		if len(t.Partition.GetColumns()) == 1 && c.Name == t.Partition.Columns[0] {
-			return c.Type == "timestamp", true
-		}
-	}
-	return false, false
 }
 
 // currentPlacement places each leaf's new shard on the replicas of the first shard now holding

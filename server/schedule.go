@@ -497,18 +497,27 @@ func (v *service) EvictPrimaries(ctx context.Context, req *pcspb.EvictPrimariesR
 // its key, retried a few times if another change lands in between (so concurrent changes of
 // different settings both take effect).
 func (s *Server) updateScheduleConfig(ctx context.Context, change func(*schedule.Config) error) error {
-	for attempt := 0; ; attempt++ {
-		kv, _ := s.fsm.Get(scheduleConfigKey)
+	return s.updateSystemKey(ctx, scheduleConfigKey, s.applyRequest, func(kv *pcspb.KeyValue) ([]byte, error) {
 		cfg := s.parseScheduleConfig(kv)
 		if err := change(&cfg); err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
-		b, err := json.Marshal(cfg.Get())
+		return json.Marshal(cfg.Get())
+	})
+}
+
+// updateSystemKey rewrites a system key from its current value (next builds the new one) with a
+// compare-and-put on its version, again from the new current value if another change won.
+func (s *Server) updateSystemKey(ctx context.Context, key []byte, apply func(context.Context, *pcspb.Command) (*meta.Result, error),
+	next func(*pcspb.KeyValue) ([]byte, error)) error {
+	for attempt := 0; ; attempt++ {
+		kv, _ := s.fsm.Get(key)
+		b, err := next(kv)
 		if err != nil {
 			return err
 		}
 		version := kv.GetVersion()
-		_, err = s.applyRequest(ctx, &pcspb.Command{Op: &pcspb.Command_Put{Put: &pcspb.CmdPut{Key: scheduleConfigKey, Value: b, ExpectedVersion: &version}}})
+		_, err = apply(ctx, &pcspb.Command{Op: &pcspb.Command_Put{Put: &pcspb.CmdPut{Key: key, Value: b, ExpectedVersion: &version}}})
 		if !errors.Is(err, meta.ErrVersionMismatch) || attempt == 4 {
 			return err
 		}

@@ -84,7 +84,9 @@ type Server struct {
 	nodeCmds *nodeCommands
 	// ddlKick wakes the DDL loop before its next tick (a partition was added: its replicas'
 	// commands should be ready for the nodes' next heartbeat).
-	ddlKick  chan struct{}
+	ddlKick chan struct{}
+	// nodeConf caches the parsed node settings (nodeconfig.go).
+	nodeConf atomic.Pointer[parsedNodeConfig]
 	fences   *fences
 	shardReq shardRequests
 	sched    scheduling

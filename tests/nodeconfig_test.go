@@ -28,17 +28,8 @@ func appliedEverywhere(ctx context.Context, c *client.Client, ids []uint64, key,
 // data node: those up, one that was down when it was set, and one that registers later; a
 // node's own setting wins; bad settings are refused with one line.
 func TestNodeConfigReachesEveryNode(t *testing.T) {
-	pc := startCluster(t, 1, "--node-warmup", "300ms")
-	c := pc.client()
-	pc.primary(c)
-	nodes := startNodeProcs(t, pc, 3)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	waitFor(t, 20*time.Second, "three data nodes up", func() bool { return upNodes(ctx, c) == 3 })
-	ep := "--endpoints=" + strings.Join(pc.endpoints(), ",")
-	pcsctl := func(args ...string) (int, string) {
-		return run(t, 30*time.Second, "pcsctl", append([]string{ep}, args...)...)
-	}
+	sc := startSchedCluster(t, 3, 2*time.Minute)
+	pc, c, nodes, ctx, pcsctl := sc.pc, sc.c, sc.nodes, sc.ctx, sc.pcsctl
 	// ids lists the registered nodes, except the one at address but.
 	ids := func(but string) []uint64 {
 		resp, err := c.ListNodes(ctx)

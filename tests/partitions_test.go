@@ -258,24 +258,17 @@ func TestSetReplicasUnderWrites(t *testing.T) {
 
 // intervalCluster is a PCS member, three data nodes and an int64 interval table of width
 // 1000 (created without ranges: its first partition holds every id below 1000).
-func intervalCluster(tb testing.TB, name string) (*client.Client, *client.TableKV, context.Context) {
-	pc := startCluster(tb, 1, "--node-warmup", "300ms")
-	c := pc.client()
-	pc.primary(c)
-	pc.waitVersion(c)
-	nodes := startNodeProcs(tb, pc, 3)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	tb.Cleanup(cancel)
-	waitFor(tb, 20*time.Second, "three data nodes up", func() bool { return upNodes(ctx, c) == len(nodes) })
-	ep := "--endpoints=" + strings.Join(pc.endpoints(), ",")
-	if code, out := run(tb, 60*time.Second, "pcsctl", ep, "table", "create", name, "--columns", "id:int64", "--range-column", "id", "--interval", "1000", "--replicas", "3"); code != 0 {
-		tb.Fatalf("table create: %s", out)
+func intervalCluster(t testing.TB, name string) (*client.Client, *client.TableKV, context.Context) {
+	sc := startSchedCluster(t, 3, 4*time.Minute)
+	sc.pc.waitVersion(sc.c)
+	if code, out := sc.pcsctl("table", "create", name, "--columns", "id:int64", "--range-column", "id", "--interval", "1000", "--replicas", "3"); code != 0 {
+		t.Fatalf("table create: %s", out)
 	}
-	waitFor(tb, 30*time.Second, "table public", func() bool {
-		tr, err := c.GetTable(ctx, name)
+	waitFor(t, 30*time.Second, "table public", func() bool {
+		tr, err := sc.c.GetTable(sc.ctx, name)
 		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
 	})
-	return c, c.KV(name), ctx
+	return sc.c, sc.c.KV(name), sc.ctx
 }
 
 // TestIntervalOnDemandUnderWrites: real processes; 50 clients write at once into an interval no

@@ -62,13 +62,8 @@ func readSpans(t *testing.T, dir string) []span {
 // (the primary's request and log entry, each replica's replication); with trace-ratio 0 a row
 // write makes no span anywhere.
 func TestTracingFollowsARowWrite(t *testing.T) {
-	pc := startCluster(t, 1, "--node-warmup", "300ms")
-	c := pc.client()
-	pc.primary(c)
-	nodes := startNodeProcs(t, pc, 3)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	waitFor(t, 20*time.Second, "three data nodes up", func() bool { return upNodes(ctx, c) == 3 })
+	sc := startSchedCluster(t, 3, 2*time.Minute)
+	pc, c, nodes, ctx := sc.pc, sc.c, sc.nodes, sc.ctx
 	if _, err := c.CreateTable(ctx, &pcspb.Table{Name: "tr", Replicas: 3, Columns: []*pcspb.ColumnDef{{Name: "k", Type: "int64"}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -77,9 +72,8 @@ func TestTracingFollowsARowWrite(t *testing.T) {
 		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
 	})
 	dir := t.TempDir()
-	ep := "--endpoints=" + strings.Join(pc.endpoints(), ",")
 	for _, kv := range [][2]string{{"trace-exporter", "file:" + dir}, {"trace-ratio", "1"}} {
-		if code, out := run(t, 30*time.Second, "pcsctl", ep, "node", "config", "set", kv[0], kv[1]); code != 0 {
+		if code, out := sc.pcsctl("node", "config", "set", kv[0], kv[1]); code != 0 {
 			t.Fatalf("node config set %s: %s", kv[0], out)
 		}
 	}
@@ -157,7 +151,7 @@ func TestTracingFollowsARowWrite(t *testing.T) {
 
 	// Off: at ratio 0 everywhere, a write makes no span; a traced write after it (the client at
 	// ratio 1 again) shows the exporters have caught up.
-	if code, out := run(t, 30*time.Second, "pcsctl", ep, "node", "config", "set", "trace-ratio", "0"); code != 0 {
+	if code, out := sc.pcsctl("node", "config", "set", "trace-ratio", "0"); code != 0 {
 		t.Fatalf("node config set trace-ratio 0: %s", out)
 	}
 	waitFor(t, 20*time.Second, "tracing off on every node", func() bool { return appliedEverywhere(ctx, c, ids, "trace-ratio", "0") })

@@ -102,7 +102,7 @@ func (w *writers) stopAndVerify(ctx context.Context, t testing.TB) int {
 // schedCluster is a PCS member and data nodes, all up, as the scheduling tests start them: a
 // client, a deadline for the whole test and pcsctl against the member.
 type schedCluster struct {
-	t     *testing.T
+	t     testing.TB
 	pc    *procCluster
 	c     *client.Client
 	ctx   context.Context
@@ -110,7 +110,7 @@ type schedCluster struct {
 	ep    string
 }
 
-func startSchedCluster(t *testing.T, nodes int, timeout time.Duration) *schedCluster {
+func startSchedCluster(t testing.TB, nodes int, timeout time.Duration) *schedCluster {
 	pc := startCluster(t, 1, "--node-warmup", "300ms")
 	c := pc.client()
 	pc.primary(c)

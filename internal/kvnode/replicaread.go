@@ -265,13 +265,12 @@ func (n *Node) readAtLSN(shard, lsn uint64, at time.Time, key []byte) (resp *pcs
 		if err != nil {
 			return nil, false, kvError(codes.Internal, err.Error(), nil)
 		}
-		if cur := n.acquireView(shard); cur == nil || cur.lsn < lsn || cur.at.Before(at) {
-			if cur != nil {
-				n.releaseView(cur)
-			}
+		n.mu.Lock()
+		cur := n.views[shard]
+		stale := cur == nil || cur.lsn < lsn || cur.at.Before(at)
+		n.mu.Unlock()
+		if stale {
 			n.setView(shard, lsn, at)
-		} else {
-			n.releaseView(cur)
 		}
 		return &pcspb.KVGetResponse{Value: v, Found: found}, true, nil
 	}

@@ -429,3 +429,23 @@ func (l *level) partitionOf(vals []keyenc.Value) (int, error) {
 		return int(h.Sum64() % uint64(l.buckets)), nil
 	}
 }
+
+// EncodeKeyText parses comma-separated values of t's leading key columns, as an operator types
+// them ("42", "2026-01-02,abc"), and encodes them as a (prefix of a) row key.
+func EncodeKeyText(t *pcspb.Table, text string) ([]byte, error) {
+	schema, err := CompileSchema(t.Columns)
+	if err != nil {
+		return nil, err
+	}
+	parts := strings.Split(text, ",")
+	if len(parts) > len(schema.Cols) {
+		return nil, fmt.Errorf("%w: %d values for %d key columns", ErrBadKey, len(parts), len(schema.Cols))
+	}
+	vals := make([]keyenc.Value, len(parts))
+	for i, p := range parts {
+		if vals[i], err = ParseValue(schema.Cols[i].Type, p, false); err != nil {
+			return nil, fmt.Errorf("column %q value %q: %w", schema.Names[i], p, err)
+		}
+	}
+	return keyenc.Encode(nil, schema.Cols, vals)
+}

@@ -91,6 +91,9 @@ type Config struct {
 	QuotaBytes int64
 	// History is the number of key-value events kept for watches. Default 100000.
 	History int
+	// HeatmapInterval is how often the primary samples every shard's load for the console's
+	// key heatmap, which keeps the last heatmapColumns samples. Default 10s.
+	HeatmapInterval time.Duration
 
 	// Nodes holds the data-node liveness timeouts (disconnected, down, warm-up). Down is at
 	// least NodeLease + NodeLeaseMargin (the default): a down node's primaries are failed over
@@ -187,6 +190,7 @@ func DefaultConfig() Config {
 		IDBlock:         1000,
 		WriteTimeout:    5 * time.Second,
 		History:         100_000,
+		HeatmapInterval: 10 * time.Second,
 		Nodes:           cluster.Config{DisconnectAfter: time.Second, Warmup: 10 * time.Second}, // down: lease + margin
 		QuotaBytes:      DefaultQuotaBytes,
 		NodeLease:       time.Second,
@@ -220,6 +224,8 @@ func (c Config) Validate() error {
 		return errors.New("quota bytes must not be negative")
 	case c.WriteTimeout <= 0:
 		return errors.New("write timeout must be positive")
+	case c.HeatmapInterval < 100*time.Millisecond:
+		return fmt.Errorf("heatmap interval %v must be at least 100ms", c.HeatmapInterval)
 	case netaddr.Check("client address", c.ClientAddr, c.AdvertiseClientAddr) != nil && c.ClientListener == nil:
 		return netaddr.Check("client address", c.ClientAddr, c.AdvertiseClientAddr)
 	case netaddr.Check("http address", c.HTTPAddr, c.AdvertiseHTTPAddr) != nil && c.HTTPListener == nil:

@@ -51,6 +51,7 @@ func (s *Server) httpHandler() http.Handler {
 			LastContactMs: st.LastContactMs, Version: st.Version,
 		})
 	})
+	s.consoleRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

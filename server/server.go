@@ -42,6 +42,8 @@ import (
 // Server is a running PCS node.
 type Server struct {
 	cfg     Config
+	events  *eventLog // the console's event log
+	heat    *heatmap  // the console's key heatmap (sampled while primary)
 	log     *slog.Logger
 	clk     clock.Clock
 	fsm     *meta.FSM
@@ -120,6 +122,8 @@ func New(cfg Config) (*Server, error) {
 		log:      log,
 		clk:      clock.NewReal(),
 		extendCh: make(chan struct{}, 1),
+		events:   newEventLog(),
+		heat:     newHeatmap(),
 	}
 	if cfg.Clock != nil {
 		s.clk = cfg.Clock
@@ -139,7 +143,7 @@ func New(cfg Config) (*Server, error) {
 	s.metrics = newMetrics(s)
 	s.fences = newFences(cfg.NodeLease + cfg.NodeLeaseMargin)
 	s.fsm = meta.New(meta.Options{History: cfg.History, Logger: log, ObserveApply: s.metrics.observeApply,
-		OnPrimaryChange: s.primaryChanged, OnRestore: func() { s.fences.restored(s.clk.Mono()) }})
+		OnPrimaryChange: s.primaryChanged, OnRestore: func() { s.fences.restored(s.clk.Mono()) }, OnEvent: s.events.add})
 
 	var err error
 	if err = os.MkdirAll(cfg.DataDir, 0o755); err != nil {
@@ -245,6 +249,8 @@ func (s *Server) Start() {
 	s.cancel = cancel
 	s.wg.Add(4)
 	go func() { defer s.wg.Done(); s.tracingLoop(ctx) }()
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.heatmapLoop(ctx) }()
 	go func() {
 		defer s.wg.Done()
 		if err := s.grpcSrv.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -627,8 +633,15 @@ func (s *Server) followerLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-obsCh:
+		case o := <-obsCh:
 			recheck()
+			if lo, ok := o.Data.(raft.LeaderObservation); ok {
+				if lo.LeaderID == "" {
+					s.events.observe("primary", s.cfg.Name+" sees no primary", time.Now())
+				} else {
+					s.events.observe("primary", s.cfg.Name+" sees "+string(lo.LeaderID)+" as primary", time.Now())
+				}
+			}
 		case <-changed:
 		case <-tick.C:
 			if _, id := s.raft.LeaderWithID(); id == "" {

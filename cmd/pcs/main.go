@@ -46,6 +46,7 @@ type fileConfig struct {
 	SnapshotInterval   time.Duration `yaml:"snapshot-interval"`
 	TrailingLogs       uint64        `yaml:"trailing-logs"`
 	TSOWindow          time.Duration `yaml:"tso-window"`
+	HeatmapInterval    time.Duration `yaml:"heatmap-interval"`
 	NodeDisconnect     time.Duration
 	NodeDown           time.Duration
 	NodeWarmup         time.Duration
@@ -81,7 +82,7 @@ func defaults() fileConfig {
 		HeartbeatTimeout: d.Raft.HeartbeatTimeout, ElectionTimeout: d.Raft.ElectionTimeout,
 		LeaderLeaseTimeout: d.Raft.LeaderLeaseTimeout, CommitTimeout: d.Raft.CommitTimeout,
 		SnapshotThreshold: d.Raft.SnapshotThreshold, SnapshotInterval: d.Raft.SnapshotInterval,
-		TrailingLogs: d.Raft.TrailingLogs, TSOWindow: d.TSOWindow,
+		TrailingLogs: d.Raft.TrailingLogs, TSOWindow: d.TSOWindow, HeatmapInterval: d.HeatmapInterval,
 		NodeDisconnect: d.Nodes.DisconnectAfter, NodeDown: d.Nodes.DownAfter, NodeWarmup: d.Nodes.Warmup, NodeLease: d.NodeLease, NodeLeaseMargin: d.NodeLeaseMargin, QuotaBytes: d.QuotaBytes,
 	}
 }
@@ -144,6 +145,7 @@ with 'pcsctl snapshot save FILE', for a new cluster.`,
 	f.DurationVar(&fc.SnapshotInterval, "snapshot-interval", fc.SnapshotInterval, "how often the snapshot threshold is checked")
 	f.Uint64Var(&fc.TrailingLogs, "trailing-logs", fc.TrailingLogs, "log entries kept after a snapshot")
 	f.DurationVar(&fc.TSOWindow, "tso-window", fc.TSOWindow, "how far ahead the TSO window is persisted")
+	f.DurationVar(&fc.HeatmapInterval, "heatmap-interval", fc.HeatmapInterval, "how often the primary samples shard load for the console's key heatmap (it keeps 360 samples)")
 	f.DurationVar(&fc.NodeDisconnect, "node-disconnect-after", fc.NodeDisconnect, "a data node silent this long is disconnected (no new replicas; at most the down time)")
 	f.DurationVar(&fc.NodeDown, "node-down-after", fc.NodeDown, "a data node silent this long is down: its shard primaries move and its replicas are replaced; never less than --node-lease + --node-lease-margin (0: that)")
 	f.DurationVar(&fc.NodeWarmup, "node-warmup", fc.NodeWarmup, "after a primary change, declare no data node down and plan nothing for this long")
@@ -213,6 +215,7 @@ func run(ctx context.Context, fc fileConfig) error {
 	cfg.Raft.LeaderLeaseTimeout, cfg.Raft.CommitTimeout = fc.LeaderLeaseTimeout, fc.CommitTimeout
 	cfg.Raft.SnapshotThreshold, cfg.Raft.SnapshotInterval, cfg.Raft.TrailingLogs = fc.SnapshotThreshold, fc.SnapshotInterval, fc.TrailingLogs
 	cfg.TSOWindow = fc.TSOWindow
+	cfg.HeatmapInterval = fc.HeatmapInterval
 	cfg.Nodes.DisconnectAfter, cfg.Nodes.DownAfter, cfg.Nodes.Warmup = fc.NodeDisconnect, fc.NodeDown, fc.NodeWarmup
 	cfg.NodeLease = fc.NodeLease
 	cfg.NodeLeaseMargin = fc.NodeLeaseMargin

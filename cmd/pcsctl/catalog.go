@@ -18,7 +18,6 @@ import (
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/catalog"
 	"github.com/postdb/pcs/client"
-	"github.com/postdb/pcs/keyenc"
 )
 
 // loadTableSpec reads a table spec from a JSON or YAML file (the Table message's fields).
@@ -520,23 +519,7 @@ func shardCmd(g *globals) *cobra.Command {
 }
 
 // encodeKey parses comma-separated values of a table's leading key columns and encodes them.
-func encodeKey(t *pcspb.Table, text string) ([]byte, error) {
-	schema, err := catalog.CompileSchema(t.Columns)
-	if err != nil {
-		return nil, err
-	}
-	parts := strings.Split(text, ",")
-	if len(parts) > len(schema.Cols) {
-		return nil, fmt.Errorf("%d values for %d key columns", len(parts), len(schema.Cols))
-	}
-	vals := make([]keyenc.Value, len(parts))
-	for i, p := range parts {
-		if vals[i], err = catalog.ParseValue(schema.Cols[i].Type, p, false); err != nil {
-			return nil, fmt.Errorf("column %q value %q: %w", schema.Names[i], p, err)
-		}
-	}
-	return keyenc.Encode(nil, schema.Cols, vals)
-}
+func encodeKey(t *pcspb.Table, text string) ([]byte, error) { return catalog.EncodeKeyText(t, text) }
 
 func nodeCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "node", Short: "Inspect data nodes"}

@@ -62,6 +62,9 @@ type Options struct {
 	// PCS fences the old primary's grant with them (DESIGN §6).
 	OnPrimaryChange func(shard, oldPrimary, newTerm uint64)
 	OnRestore       func()
+	// OnEvent, if set, is called (under the FSM's lock: it must not call the FSM) with each
+	// applied command that is an event (see Event), in log order.
+	OnEvent func(Event)
 }
 
 // FSM is the metadata state machine. It implements raft.FSM and raft.ConfigurationStore (so
@@ -140,6 +143,12 @@ func (f *FSM) Apply(l *raft.Log) any {
 		st.sess.advance(cmd.ProposedAtMs)
 	}
 	res := &Result{Revision: st.revision, Index: l.Index}
+	var ev Event
+	var isEvent bool
+	if f.opts.OnEvent != nil {
+		ev.Index, ev.AtMs = l.Index, cmd.ProposedAtMs
+		ev.Kind, ev.Text, isEvent = describeLocked(st, cmd)
+	}
 	req := cmd.Request
 	if cmd.Version < VersionRequestIDs {
 		req = nil // (an entry of version 1 never carries one; a member of that version ignored it)
@@ -157,6 +166,15 @@ func (f *FSM) Apply(l *raft.Log) any {
 		}
 	} else {
 		f.applyLocked(st, cmd, res)
+	}
+	if isEvent && res.Err == nil && !res.Duplicate {
+		if rn := cmd.GetRegisterNode(); rn != nil && rn.Node.GetId() == 0 {
+			ev.Text = fmt.Sprintf("node %d registered at %s", res.ID, rn.Node.Address)
+		}
+		if ev.AtMs == 0 { // (commands of the bootstrap carry no proposer time)
+			ev.AtMs = uint64(max(time.Now().UnixMilli(), 0))
+		}
+		f.opts.OnEvent(ev)
 	}
 	f.notifyLocked()
 	f.mu.Unlock()

@@ -145,6 +145,9 @@ var table = []Row{
 	{"HTTP pcs", "/metrics", monitor},
 	{"HTTP pcs", "/status", monitor},
 	{"HTTP pcs", "/debug/pprof/", admin},
+	{"HTTP pcs", "/", monitor}, // redirects to /console/
+	{"HTTP pcs", "/console/", monitor},
+	{"HTTP pcs", "/console/api/admin/", admin},
 	{"HTTP pcsnode", "/health", Anyone},
 	{"HTTP pcsnode", "/metrics", nodeMonitor},
 }
@@ -153,11 +156,15 @@ var table = []Row{
 func Table() []Row { return slices.Clone(table) }
 
 // Of returns the roles that may make a call of service ("PCS", "KV", "HTTP pcs", "HTTP
-// pcsnode"): a gRPC method, or an HTTP path (a path under "/debug/pprof/" is that row's). A
-// call missing from the table has no role (refused).
+// pcsnode"): a gRPC method, or an HTTP path (a path under "/debug/pprof/", "/console/" or
+// "/console/api/admin/" is the longest such row's). A call missing from the table has no role
+// (refused).
 func Of(service, call string) Role {
-	if strings.HasPrefix(call, "/debug/pprof/") {
-		call = "/debug/pprof/"
+	for _, prefix := range []string{"/debug/pprof/", "/console/api/admin/", "/console/"} {
+		if strings.HasPrefix(call, prefix) {
+			call = prefix
+			break
+		}
 	}
 	for _, r := range table {
 		if r.Service == service && r.Call == call {

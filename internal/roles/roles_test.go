@@ -80,3 +80,27 @@ func methodsOf(d grpc.ServiceDesc) []string {
 	}
 	return out
 }
+
+// TestConsolePaths: the console's pages and reads take any known role, its actions admin only,
+// and a path that only looks like the console's is not the console's.
+func TestConsolePaths(t *testing.T) {
+	for path, want := range map[string]Role{
+		"/":                              monitor,
+		"/console/":                      monitor,
+		"/console/app.js":                monitor,
+		"/console/api/heatmap":           monitor,
+		"/console/api/admin/drain":       admin,
+		"/console/api/admin/cancel-job":  admin,
+		"/consolex":                      0,
+		"/console":                       0,
+		"/console/api/adminx/drain":      monitor,
+		"/debug/pprof/console/api/admin": admin,
+	} {
+		if got := Of("HTTP pcs", path); got != want {
+			t.Errorf("%s: roles %v, want %v", path, got, want)
+		}
+	}
+	if Of("HTTP pcsnode", "/console/") != 0 {
+		t.Error("the data node serves no console, yet its table admits /console/")
+	}
+}

@@ -1,0 +1,296 @@
+package server
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/postdb/pcs/api/pcspb"
+)
+
+// The key heatmap (the console's "key visualizer"): every HeatmapInterval the primary records
+// each shard's load — reads, writes, read bytes, written bytes per second, as the shards'
+// primaries report them — in key order. A column keeps at most heatmapBuckets buckets: runs of
+// cold adjacent shards of one table are merged, a hot shard keeps a bucket of its own. A query
+// puts the columns of a time window on one key axis and merges that axis down to the rows asked
+// for the same way, so cold ranges fold together and hot ones stay apart; asking for one table
+// or a key range of it zooms in.
+
+const (
+	heatmapColumns = 360  // samples kept: an hour at the default interval
+	heatmapBuckets = 1024 // buckets per sample, at most (plus one per table)
+	heatmapMaxRows = 1024 // rows a query may ask for
+)
+
+// heatMetrics are the measures a bucket holds, in order.
+var heatMetrics = []string{"reads", "writes", "read_bytes", "write_bytes"}
+
+// heatBucket is a run of adjacent shards of one table, [start, next bucket's start), or to the
+// table's end if it is the table's last.
+type heatBucket struct {
+	table     uint64
+	start     []byte // shared with the catalog's shard (never written)
+	partition string // of the first shard
+	v         [4]float32
+}
+
+type heatColumn struct {
+	atMs    int64
+	buckets []heatBucket
+}
+
+type heatmap struct {
+	mu   sync.Mutex
+	cols ring[heatColumn]
+}
+
+func newHeatmap() *heatmap { return &heatmap{cols: newRing[heatColumn](heatmapColumns)} }
+
+// heatmapLoop samples the shards' load while this member is the primary.
+func (s *Server) heatmapLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.HeatmapInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if s.isPrimary() {
+				col := s.heatSample(now)
+				s.heat.mu.Lock()
+				s.heat.cols.push(col)
+				s.heat.mu.Unlock()
+			}
+		}
+	}
+}
+
+// heatSample takes one column: every table's shards in key order, compacted.
+func (s *Server) heatSample(now time.Time) heatColumn {
+	tables := s.fsm.Tables()
+	slices.SortFunc(tables, func(a, b *pcspb.Table) int { return cmp.Compare(a.Id, b.Id) })
+	var items []heatBucket
+	for _, t := range tables {
+		for _, sh := range s.fsm.TableShards(t.Id) {
+			ld := s.live.ShardLoad(sh.Id)
+			items = append(items, heatBucket{table: t.Id, start: sh.Start, partition: sh.Partition,
+				v: [4]float32{float32(ld.Reads), float32(ld.Writes), float32(ld.ReadBytes), float32(ld.WriteBytes)}})
+		}
+	}
+	return heatColumn{atMs: now.UnixMilli(), buckets: compactHeat(items, heatmapBuckets, func(b heatBucket) [4]float32 { return b.v })}
+}
+
+// compactHeat merges adjacent items of one table into at most about n runs: an item's weight is
+// its share of the items plus its largest share of any measure's total (peak gives the values
+// judged, which for a query's rows is their peak over time), and a run closes before its weight
+// would pass 2/n. So a hot item stands alone and cold runs fold together. Merged values add up.
+func compactHeat(items []heatBucket, n int, peak func(heatBucket) [4]float32) []heatBucket {
+	if len(items) <= n {
+		return items
+	}
+	var total [4]float64
+	for _, it := range items {
+		p := peak(it)
+		for m := range total {
+			total[m] += float64(p[m])
+		}
+	}
+	weight := func(it heatBucket) float64 {
+		w := 1 / float64(len(items))
+		p := peak(it)
+		var share float64
+		for m := range total {
+			if total[m] > 0 {
+				share = max(share, float64(p[m])/total[m])
+			}
+		}
+		return w + share
+	}
+	limit := 2 / float64(n)
+	out := make([]heatBucket, 0, n+8)
+	acc := 0.0
+	for i, it := range items {
+		w := weight(it)
+		last := len(out) - 1
+		if i == 0 || out[last].table != it.table || acc+w > limit {
+			out = append(out, it)
+			acc = w
+			continue
+		}
+		for m := range out[last].v {
+			out[last].v[m] += it.v[m]
+		}
+		acc += w
+	}
+	return out
+}
+
+// heatQuery is a request for part of the heatmap.
+type heatQuery struct {
+	Metric   string // one of heatMetrics
+	Table    uint64 // 0: every table
+	Start    []byte // within Table: the key range to zoom into (nil: from the start / to the end)
+	End      []byte
+	FromMs   int64 // time window (0: all kept)
+	ToMs     int64
+	Rows     int // the most rows to return
+	TableFor func(id uint64) string
+}
+
+// heatRow is one row of a query's answer.
+type heatRow struct {
+	Table     string `json:"table"`
+	Partition string `json:"partition"`
+	LastPart  string `json:"last_partition,omitempty"` // a merged row's last partition, if another
+	Start     string `json:"start"`                    // hex key, table-relative
+	End       string `json:"end"`                      // "" : the table's end
+	Shards    int    `json:"buckets"`                  // key-axis buckets merged into this row
+}
+
+// heatAnswer is the heatmap's JSON.
+type heatAnswer struct {
+	Metric   string      `json:"metric"`
+	Times    []int64     `json:"times_ms"`
+	Rows     []heatRow   `json:"rows"`
+	Values   [][]float32 `json:"values"` // [column][row]
+	Max      float32     `json:"max"`
+	Interval int64       `json:"interval_ms"`
+}
+
+// axisKey is a key-axis boundary: a table and a key in it.
+type axisKey struct {
+	table     uint64
+	key       []byte
+	partition string
+}
+
+func axisCmp(a, b axisKey) int {
+	if c := cmp.Compare(a.table, b.table); c != 0 {
+		return c
+	}
+	return bytes.Compare(a.key, b.key)
+}
+
+// query answers q from the columns kept.
+func (h *heatmap) query(q heatQuery) (*heatAnswer, error) {
+	m := slices.Index(heatMetrics, q.Metric)
+	if m < 0 {
+		return nil, fmt.Errorf("%w: metric %q is not one of %v", ErrInvalid, q.Metric, heatMetrics)
+	}
+	if q.Rows <= 0 || q.Rows > heatmapMaxRows {
+		return nil, fmt.Errorf("%w: rows %d must be in 1..%d", ErrInvalid, q.Rows, heatmapMaxRows)
+	}
+	h.mu.Lock()
+	all := h.cols.items()
+	h.mu.Unlock()
+	var cols []heatColumn
+	for _, c := range all {
+		if (q.FromMs == 0 || c.atMs >= q.FromMs) && (q.ToMs == 0 || c.atMs <= q.ToMs) {
+			cols = append(cols, c)
+		}
+	}
+	in := func(b heatBucket) bool {
+		if q.Table == 0 {
+			return true
+		}
+		return b.table == q.Table
+	}
+	// The key axis: every bucket start in the window (clipped to the range asked).
+	var axis []axisKey
+	for _, c := range cols {
+		for _, b := range c.buckets {
+			if in(b) {
+				axis = append(axis, axisKey{b.table, b.start, b.partition})
+			}
+		}
+	}
+	slices.SortFunc(axis, axisCmp)
+	axis = slices.CompactFunc(axis, func(a, b axisKey) bool { return axisCmp(a, b) == 0 })
+	// Per column, each bucket's values spread evenly over the axis rows it covers.
+	vals := make([][]heatBucket, len(cols))
+	for ci, c := range cols {
+		row := make([]heatBucket, len(axis))
+		bs := slices.DeleteFunc(slices.Clone(c.buckets), func(b heatBucket) bool { return !in(b) })
+		j := 0 // first axis row of bucket i
+		for i, b := range bs {
+			for j < len(axis) && axisCmp(axis[j], axisKey{table: b.table, key: b.start}) < 0 {
+				j++
+			}
+			k := j // past the bucket's rows
+			for k < len(axis) && axis[k].table == b.table && (i+1 == len(bs) || bs[i+1].table != b.table || bytes.Compare(axis[k].key, bs[i+1].start) < 0) {
+				k++
+			}
+			for r := j; r < k; r++ {
+				for mm := range b.v {
+					row[r].v[mm] = b.v[mm] / float32(k-j)
+				}
+			}
+			j = k
+		}
+		vals[ci] = row
+	}
+	// Zoom: keep the rows in [Start, End) of the table.
+	keep := make([]bool, len(axis))
+	for r, a := range axis {
+		end := []byte(nil)
+		if r+1 < len(axis) && axis[r+1].table == a.table {
+			end = axis[r+1].key
+		}
+		keep[r] = (q.End == nil || bytes.Compare(a.key, q.End) < 0) && (q.Start == nil || end == nil || bytes.Compare(end, q.Start) > 0)
+	}
+	// Merge the axis down to q.Rows, judging each row by its peak over the window.
+	items := make([]heatBucket, 0, len(axis))
+	idx := make([]int, 0, len(axis))
+	for r, a := range axis {
+		if !keep[r] {
+			continue
+		}
+		var p [4]float32
+		for ci := range cols {
+			for mm := range p {
+				p[mm] = max(p[mm], vals[ci][r].v[mm])
+			}
+		}
+		items = append(items, heatBucket{table: a.table, start: a.key, partition: a.partition, v: p})
+		idx = append(idx, r)
+	}
+	merged := compactHeat(items, q.Rows, func(b heatBucket) [4]float32 { return b.v })
+	// Map each merged row to the axis rows it took.
+	ans := &heatAnswer{Metric: q.Metric, Times: make([]int64, len(cols)), Values: make([][]float32, len(cols))}
+	groups := make([][2]int, len(merged)) // [first, past] into items
+	gi := 0
+	for i := range items {
+		if gi+1 < len(merged) && items[i].table == merged[gi+1].table && bytes.Equal(items[i].start, merged[gi+1].start) {
+			gi++
+			groups[gi][0] = i
+		}
+		groups[gi][1] = i + 1
+	}
+	for _, rg := range groups {
+		first, last := items[rg[0]], items[rg[1]-1]
+		row := heatRow{Table: q.TableFor(first.table), Partition: first.partition, Start: fmt.Sprintf("%x", first.start), Shards: rg[1] - rg[0]}
+		if last.partition != first.partition {
+			row.LastPart = last.partition
+		}
+		if r := idx[rg[1]-1]; r+1 < len(axis) && axis[r+1].table == last.table {
+			row.End = fmt.Sprintf("%x", axis[r+1].key)
+		}
+		ans.Rows = append(ans.Rows, row)
+	}
+	for ci, c := range cols {
+		ans.Times[ci] = c.atMs
+		col := make([]float32, len(groups))
+		for g, rg := range groups {
+			for i := rg[0]; i < rg[1]; i++ {
+				col[g] += vals[ci][idx[i]].v[m]
+			}
+			ans.Max = max(ans.Max, col[g])
+		}
+		ans.Values[ci] = col
+	}
+	return ans, nil
+}

@@ -17,7 +17,7 @@ func TestEvents(t *testing.T) {
 	registerNodes(a, 3)
 	a.apply(put("k", "v"))
 	a.apply(createTableCmd(t, f, &pcspb.Table{Name: "orders", Replicas: 3, IsolationLabel: "zone",
-		Columns: []*pcspb.ColumnDef{{Name: "id", Type: "int64"}},
+		Columns:   []*pcspb.ColumnDef{{Name: "id", Type: "int64"}},
 		Partition: &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_HASH, Columns: []string{"id"}, HashPartitions: 4}}))
 	tbl, _, err := f.Table("orders")
 	if err != nil {

@@ -240,6 +240,35 @@ func TestMutualTLSEverywhere(t *testing.T) {
 		}
 	}
 
+	// The console under TLS: every member serves a client its views (a follower forwards them
+	// and proxies the heatmap to the primary, as itself); its actions need an admin.
+	adminCfg := clientTLS(t, pki.issue("admin"), ourCA)
+	for _, p := range pc.procs {
+		base := "https://" + p.http
+		for _, path := range []string{"/console/", "/console/api/nodes", "/console/api/heatmap", "/console/api/events"} {
+			if code, body := httpGet(appCfg, base+path); code != 200 {
+				t.Errorf("%s %s as a client: %d %.200s", p.name, path, code, body)
+			}
+		}
+		for _, r := range []struct {
+			cfg  *tls.Config
+			code int
+		}{{appCfg, 403}, {adminCfg, 200}} {
+			hc := &http.Client{Transport: &http.Transport{TLSClientConfig: r.cfg}, Timeout: 10 * time.Second}
+			req, _ := http.NewRequest("POST", base+"/console/api/admin/scheduler", strings.NewReader(`{"name": "hot", "paused": false}`))
+			req.Header.Set("X-PCS-Console", "1")
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != r.code {
+				t.Errorf("%s console action: %d %.200s, want %d", p.name, resp.StatusCode, body, r.code)
+			}
+		}
+	}
+
 	// The Raft port: plaintext Raft fails, TLS needs a peer's certificate.
 	trans, err := raft.NewTCPTransport("127.0.0.1:0", nil, 1, 2*time.Second, io.Discard)
 	if err != nil {

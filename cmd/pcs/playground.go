@@ -120,6 +120,7 @@ The admin certificate (for pcsctl; applications use client.crt, which may not ad
 			}
 			fmt.Printf(`PCS playground (data in %s)
   PCS endpoints:  %s
+  console:        %s/console/   (every member serves it)
   HTTP:           %s/status  %s/metrics
   data nodes:     %s, %s, %s (zones z0, z1, z2)
   node metrics:   %s/metrics  %s/metrics  %s/metrics
@@ -132,7 +133,7 @@ Try:
   go run ./cmd/pcsctl --endpoints %s shard split SHARD_ID
   go run ./cmd/pcsctl --endpoints %s tso
 Ctrl-C stops everything.
-`, dir, eps, url(addr(2)), url(addr(2)), nodes[0].Addr(), nodes[1].Addr(), nodes[2].Addr(),
+`, dir, eps, url(addr(2)), url(addr(2)), url(addr(2)), nodes[0].Addr(), nodes[1].Addr(), nodes[2].Addr(),
 				url(nodes[0].HTTPAddr()), url(nodes[1].HTTPAddr()), url(nodes[2].HTTPAddr()), eps, eps, eps, eps, eps, eps)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()

@@ -239,3 +239,36 @@ func TestConsoleAPI(t *testing.T) {
 		t.Fatalf("/: %d %s", w.Code, w.Header().Get("Location"))
 	}
 }
+
+// BenchmarkHeatmap100k: one sample's compaction of 100,000 shards (what the primary does each
+// interval) and a query over a full ring of such samples (what the console asks every 5 s).
+func BenchmarkHeatmap100k(b *testing.B) {
+	const shards = 100_000
+	items := make([]heatBucket, shards)
+	for i := range items {
+		v := float32(i % 7)
+		if i/1000 == 42 {
+			v = 500 // a hot range
+		}
+		items[i] = heatBucket{table: uint64(1 + i/25_000), start: []byte(fmt.Sprintf("%08d", i)), partition: fmt.Sprintf("p%d", i/1000), v: [4]float32{v, v, 64 * v, 64 * v}}
+	}
+	peak := func(b heatBucket) [4]float32 { return b.v }
+	b.Run("sample", func(b *testing.B) {
+		for b.Loop() {
+			compactHeat(items, heatmapBuckets, peak)
+		}
+	})
+	h := newHeatmap()
+	col := compactHeat(items, heatmapBuckets, peak)
+	for i := range heatmapColumns {
+		h.cols.push(heatColumn{atMs: int64(i), buckets: col})
+	}
+	names := func(id uint64) string { return fmt.Sprint("t", id) }
+	b.Run("query", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := h.query(heatQuery{Metric: "writes", Rows: 96, TableFor: names}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -199,22 +199,42 @@ func (h *heatmap) query(q heatQuery) (*heatAnswer, error) {
 		}
 		return b.table == q.Table
 	}
-	// The key axis: every bucket start in the window (clipped to the range asked).
+	// The key axis: every bucket start in the window. Samples share the catalog's key slices,
+	// so most repeats are dropped by identity before the sort.
+	type ident struct {
+		table uint64
+		p     *byte
+		n     int
+	}
+	seen := map[ident]struct{}{}
 	var axis []axisKey
 	for _, c := range cols {
 		for _, b := range c.buckets {
-			if in(b) {
-				axis = append(axis, axisKey{b.table, b.start, b.partition})
+			if !in(b) {
+				continue
 			}
+			id := ident{table: b.table, n: len(b.start)}
+			if len(b.start) > 0 {
+				id.p = &b.start[0]
+			}
+			if _, dup := seen[id]; dup {
+				continue
+			}
+			seen[id] = struct{}{}
+			axis = append(axis, axisKey{b.table, b.start, b.partition})
 		}
 	}
 	slices.SortFunc(axis, axisCmp)
 	axis = slices.CompactFunc(axis, func(a, b axisKey) bool { return axisCmp(a, b) == 0 })
-	// Per column, each bucket's values spread evenly over the axis rows it covers.
-	vals := make([][]heatBucket, len(cols))
+	// Per column, each bucket's value of the measure spread evenly over the axis rows it covers.
+	vals := make([][]float32, len(cols))
+	flat := make([]float32, len(cols)*len(axis))
 	for ci, c := range cols {
-		row := make([]heatBucket, len(axis))
-		bs := slices.DeleteFunc(slices.Clone(c.buckets), func(b heatBucket) bool { return !in(b) })
+		row := flat[ci*len(axis) : (ci+1)*len(axis)]
+		bs := c.buckets
+		if q.Table != 0 {
+			bs = slices.DeleteFunc(slices.Clone(bs), func(b heatBucket) bool { return !in(b) })
+		}
 		j := 0 // first axis row of bucket i
 		for i, b := range bs {
 			for j < len(axis) && axisCmp(axis[j], axisKey{table: b.table, key: b.start}) < 0 {
@@ -225,9 +245,7 @@ func (h *heatmap) query(q heatQuery) (*heatAnswer, error) {
 				k++
 			}
 			for r := j; r < k; r++ {
-				for mm := range b.v {
-					row[r].v[mm] = b.v[mm] / float32(k-j)
-				}
+				row[r] = b.v[m] / float32(k-j)
 			}
 			j = k
 		}
@@ -242,20 +260,18 @@ func (h *heatmap) query(q heatQuery) (*heatAnswer, error) {
 		}
 		keep[r] = (q.End == nil || bytes.Compare(a.key, q.End) < 0) && (q.Start == nil || end == nil || bytes.Compare(end, q.Start) > 0)
 	}
-	// Merge the axis down to q.Rows, judging each row by its peak over the window.
+	// Merge the axis down to q.Rows, judging each row by its peak of the measure over the window.
 	items := make([]heatBucket, 0, len(axis))
 	idx := make([]int, 0, len(axis))
 	for r, a := range axis {
 		if !keep[r] {
 			continue
 		}
-		var p [4]float32
+		var p float32
 		for ci := range cols {
-			for mm := range p {
-				p[mm] = max(p[mm], vals[ci][r].v[mm])
-			}
+			p = max(p, vals[ci][r])
 		}
-		items = append(items, heatBucket{table: a.table, start: a.key, partition: a.partition, v: p})
+		items = append(items, heatBucket{table: a.table, start: a.key, partition: a.partition, v: [4]float32{p}})
 		idx = append(idx, r)
 	}
 	merged := compactHeat(items, q.Rows, func(b heatBucket) [4]float32 { return b.v })
@@ -286,7 +302,7 @@ func (h *heatmap) query(q heatQuery) (*heatAnswer, error) {
 		col := make([]float32, len(groups))
 		for g, rg := range groups {
 			for i := rg[0]; i < rg[1]; i++ {
-				col[g] += vals[ci][idx[i]].v[m]
+				col[g] += vals[ci][idx[i]]
 			}
 			ans.Max = max(ans.Max, col[g])
 		}

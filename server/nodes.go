@@ -11,6 +11,7 @@ import (
 	"github.com/postdb/pcs/api/pcspb"
 	"github.com/postdb/pcs/internal/ddl"
 	"github.com/postdb/pcs/internal/meta"
+	"go.opentelemetry.io/otel/attribute"
 )
 
 // nodeCommands holds, per data node, the commands the DDL driver wants it to receive. The
@@ -205,35 +206,46 @@ func (s *Server) ddlLoop(ctx context.Context) {
 			}
 		}
 		s.nodeCmds.set(step.Commands)
-		for _, id := range step.Public {
-			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_SetTableState{SetTableState: &pcspb.CmdSetTableState{
-				TableId: id, State: pcspb.TableState_TABLE_STATE_PUBLIC}}}); err != nil {
-				s.log.Warn("making table public", "table", id, "err", err)
-				continue
-			}
-			s.log.Info("table public", "table", id)
+		if len(step.Public)+len(step.Advance)+len(step.Finished)+len(step.Delete) > 0 {
+			s.ddlApply(ctx, step)
 		}
-		for id, v := range step.Advance {
-			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_AdvanceSchema{AdvanceSchema: &pcspb.CmdAdvanceSchema{TableId: id, Loaded: v}}}); err != nil {
-				s.log.Warn("advancing schema", "table", id, "err", err)
-				continue
-			}
-			s.log.Info("schema version loaded everywhere", "table", id, "version", v)
+	}
+}
+
+// ddlApply writes what a DDL pass decided: tables made public, schema versions advanced,
+// partition jobs finished, dropped tables removed.
+func (s *Server) ddlApply(ctx context.Context, step ddl.Step) {
+	ctx, span := s.span(ctx, "pcs.ddl", attribute.Int("public", len(step.Public)), attribute.Int("advance", len(step.Advance)),
+		attribute.Int("finished", len(step.Finished)), attribute.Int("delete", len(step.Delete)))
+	defer span.End()
+	for _, id := range step.Public {
+		if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_SetTableState{SetTableState: &pcspb.CmdSetTableState{
+			TableId: id, State: pcspb.TableState_TABLE_STATE_PUBLIC}}}); err != nil {
+			s.log.Warn("making table public", "table", id, "err", err)
+			continue
 		}
-		for id, job := range step.Finished {
-			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_FinishPartitionJob{FinishPartitionJob: &pcspb.CmdFinishPartitionJob{TableId: id, JobId: job}}}); err != nil {
-				s.log.Warn("finishing partition job", "table", id, "job", job, "err", err)
-				continue
-			}
-			s.log.Info("partition job finished", "table", id, "job", job)
+		s.log.Info("table public", "table", id)
+	}
+	for id, v := range step.Advance {
+		if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_AdvanceSchema{AdvanceSchema: &pcspb.CmdAdvanceSchema{TableId: id, Loaded: v}}}); err != nil {
+			s.log.Warn("advancing schema", "table", id, "err", err)
+			continue
 		}
-		for _, id := range step.Delete {
-			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_DeleteTable{DeleteTable: &pcspb.CmdDeleteTable{TableId: id}}}); err != nil {
-				s.log.Warn("removing dropped table", "table", id, "err", err)
-				continue
-			}
-			s.log.Info("table dropped", "table", id)
+		s.log.Info("schema version loaded everywhere", "table", id, "version", v)
+	}
+	for id, job := range step.Finished {
+		if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_FinishPartitionJob{FinishPartitionJob: &pcspb.CmdFinishPartitionJob{TableId: id, JobId: job}}}); err != nil {
+			s.log.Warn("finishing partition job", "table", id, "job", job, "err", err)
+			continue
 		}
+		s.log.Info("partition job finished", "table", id, "job", job)
+	}
+	for _, id := range step.Delete {
+		if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_DeleteTable{DeleteTable: &pcspb.CmdDeleteTable{TableId: id}}}); err != nil {
+			s.log.Warn("removing dropped table", "table", id, "err", err)
+			continue
+		}
+		s.log.Info("table dropped", "table", id)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
@@ -176,6 +178,12 @@ func (s *Server) scheduleTick(ctx context.Context) {
 		finished = append(finished, op.ToProto())
 	}
 	s.sched.mu.Unlock()
+	if len(saves)+len(finished)+len(act.Failovers) > 0 {
+		var span trace.Span
+		ctx, span = s.span(ctx, "pcs.schedule", attribute.Int("operators.saved", len(saves)), attribute.Int("operators.finished", len(finished)),
+			attribute.Int("failovers", len(act.Failovers)))
+		defer span.End()
+	}
 	s.applyFailovers(ctx, act.Failovers)
 	s.shardReq.set(act.Splits, act.Merges)
 	for _, st := range act.StepsDone {

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc"
 
 	"github.com/postdb/pcs/api/pcspb"
@@ -689,7 +690,9 @@ func (s *Server) inConfiguration() bool {
 }
 
 // apply proposes a command on the primary and waits for its result.
-func (s *Server) apply(ctx context.Context, cmd *pcspb.Command) (*meta.Result, error) {
+func (s *Server) apply(ctx context.Context, cmd *pcspb.Command) (res *meta.Result, err error) {
+	ctx, span := s.span(ctx, "pcs.raft.apply", attribute.String("command", commandName(cmd)))
+	defer func() { endSpan(span, err) }()
 	cmd.ProposedAtMs = uint64(max(s.clk.WallMs(), 0))
 	data, err := meta.EncodeCommand(cmd, s.fsm.ClusterVersion())
 	if err != nil {
@@ -719,7 +722,7 @@ func (s *Server) apply(ctx context.Context, cmd *pcspb.Command) (*meta.Result, e
 		return nil, err
 	}
 	s.metrics.proposeSeconds.Observe(time.Since(start).Seconds())
-	res := f.Response().(*meta.Result)
+	res = f.Response().(*meta.Result)
 	if res.Duplicate {
 		s.metrics.duplicates.Inc()
 	}

@@ -2,10 +2,14 @@ package tests
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,7 +23,7 @@ import (
 
 // browser starts Debian's headless Chromium (.ci/run installs it) and returns a tab's context
 // and the console errors and uncaught exceptions its pages raised so far.
-func browser(t *testing.T) (context.Context, func() []string) {
+func browser(t testing.TB) (context.Context, func() []string) {
 	t.Helper()
 	path, err := exec.LookPath("chromium")
 	if err != nil {
@@ -56,7 +60,7 @@ func browser(t *testing.T) (context.Context, func() []string) {
 
 // screenshotDir is where the console test writes a screenshot of each page:
 // $PCS_SCREENSHOTS, or a directory under the system's temporary one (logged).
-func screenshotDir(t *testing.T) string {
+func screenshotDir(t testing.TB) string {
 	dir := os.Getenv("PCS_SCREENSHOTS")
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), "pcs-console-screenshots")
@@ -268,4 +272,84 @@ partition:
 		return contains(fmt.Sprintf(`.node-state[data-node="%d"]`, victim), "offline")
 	})
 	t.Logf("screenshots in %s", shots)
+}
+
+// BenchmarkConsolePages: the console against one PCS member holding 100,000 shards (25 tables
+// of 4,000 hash partitions, 3 replicas, on 6 simulated data nodes) with a full heatmap ring:
+// the time from navigation until each page has drawn its data in headless Chromium, and the
+// time of each JSON call the pages make, median of 5 (ms). Run it with
+// go test ./tests -run XXX -bench ConsolePages -benchtime 1x (about 3 minutes).
+func BenchmarkConsolePages(b *testing.B) {
+	const tables, perTable = 25, 4000
+	ctx, _ := browser(b)
+	pc := startCluster(b, 1, "--heatmap-interval", "200ms", "--node-warmup", "300ms")
+	c := pc.client()
+	pc.primary(c)
+	hb := exec.CommandContext(ctx, filepath.Join(binDir, "pcsbench"), "heartbeat", "--endpoints", pc.procs[0].client, "--nodes", "6", "--duration", "30m")
+	if err := hb.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { hb.Process.Kill(); hb.Wait() })
+	waitFor(b, 30*time.Second, "6 nodes up", func() bool { return upNodes(ctx, c) == 6 })
+	for i := range tables {
+		name := fmt.Sprintf("t%02d", i)
+		if _, err := c.CreateTable(ctx, &pcspb.Table{Name: name, Replicas: 3, Columns: []*pcspb.ColumnDef{{Name: "id", Type: "int64"}},
+			Partition: &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_HASH, Columns: []string{"id"}, HashPartitions: perTable}}); err != nil {
+			b.Fatal(err)
+		}
+		waitFor(b, 2*time.Minute, name+" public", func() bool {
+			tr, err := c.GetTable(ctx, name)
+			return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
+		})
+	}
+	base := "http://" + pc.procs[0].http + "/console/"
+	waitFor(b, 3*time.Minute, "a full heatmap ring", func() bool {
+		resp, err := http.Get(base + "api/heatmap")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var h struct {
+			Times []int64 `json:"times_ms"`
+		}
+		json.NewDecoder(resp.Body).Decode(&h)
+		return len(h.Times) >= 360
+	})
+	median := func(f func() error) float64 {
+		var ds []time.Duration
+		for range 5 {
+			start := time.Now()
+			if err := f(); err != nil {
+				b.Fatal(err)
+			}
+			ds = append(ds, time.Since(start))
+		}
+		slices.Sort(ds)
+		return float64(ds[2].Microseconds()) / 1000
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		for _, api := range []string{"overview", "nodes", "tables", "table?name=t00", "shard?table=t00&key=42", "operators", "events", "heatmap"} {
+			ms := median(func() error {
+				resp, err := http.Get(base + "api/" + api)
+				if err != nil {
+					return err
+				}
+				defer resp.Body.Close()
+				if _, err := io.Copy(io.Discard, resp.Body); err != nil || resp.StatusCode != 200 {
+					return fmt.Errorf("%s: %d %v", api, resp.StatusCode, err)
+				}
+				return nil
+			})
+			b.ReportMetric(ms, "ms/api-"+strings.SplitN(api, "?", 2)[0])
+		}
+		for _, pg := range []struct{ name, hash string }{{"cluster", "#/"}, {"nodes", "#/nodes"}, {"tables", "#/tables"}, {"table", "#/table/t00"},
+			{"shard", "#/shard?table=t00&key=42"}, {"operators", "#/operators"}, {"events", "#/events"}, {"heatmap", "#/heatmap"}} {
+			ms := median(func() error {
+				return chromedp.Do(ctx, chromedp.Navigate("about:blank"), chromedp.Navigate(base+pg.hash),
+					chromedp.WaitVisible(chromedp.CSS(`#page[data-loaded="true"][data-page="`+pg.name+`"]`)))
+			})
+			b.ReportMetric(ms, "ms/page-"+pg.name)
+		}
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	otelcodes "go.opentelemetry.io/otel/codes"
+
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/proto"
@@ -284,4 +286,13 @@ func (n *Node) Stats() (*pcspb.NodeStats, []*pcspb.ShardStats) {
 		ss = append(ss, st)
 	}
 	return ns, ss
+}
+
+// endSpan ends span, marking it failed with err, if any.
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(otelcodes.Error, err.Error())
+	}
+	span.End()
 }

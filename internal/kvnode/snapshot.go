@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -48,7 +51,9 @@ func (n *Node) snapshotTo(ctx context.Context, node uint64, sh *pcspb.Shard, lsn
 // sendSnapshot brings a replica that missed positions up to this primary: the shard's whole
 // data, range and epoch version at position lsn. The caller holds the shard's lock and has
 // written lsn locally.
-func (n *Node) sendSnapshot(ctx context.Context, kv pcspb.KVClient, sh *pcspb.Shard, lsn uint64) error {
+func (n *Node) sendSnapshot(ctx context.Context, kv pcspb.KVClient, sh *pcspb.Shard, lsn uint64) (err error) {
+	ctx, span := n.tracer().Start(ctx, "kvnode.snapshot.send", trace.WithAttributes(attribute.Int64("shard", int64(sh.Id)), attribute.Int64("lsn", int64(lsn))))
+	defer func() { endSpan(span, err) }()
 	if got := n.store.LSN(sh.Id); got != lsn {
 		return fmt.Errorf("kvnode: shard %d is at %d locally, not %d", sh.Id, got, lsn)
 	}
@@ -107,8 +112,10 @@ const SnapshotChunkBytes = 1 << 20
 // and applied at once when the primary closes the stream. The shard's lock is held only to
 // check the primary at the start and to check it again and commit at the end, never while
 // chunks cross the network; the whole stream has SnapshotTimeout.
-func (n *Node) InstallSnapshot(stream pcspb.KV_InstallSnapshotServer) error {
-	ctx, cancel := context.WithTimeout(stream.Context(), SnapshotTimeout)
+func (n *Node) InstallSnapshot(stream pcspb.KV_InstallSnapshotServer) (err error) {
+	ctx, span := n.tracer().Start(stream.Context(), "kvnode.snapshot.install")
+	defer func() { endSpan(span, err) }()
+	ctx, cancel := context.WithTimeout(ctx, SnapshotTimeout)
 	defer cancel()
 	first, err := recvWithin(ctx, stream)
 	if err != nil {

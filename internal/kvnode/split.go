@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"math/big"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/postdb/pcs/api/pcspb"
 )
 
@@ -51,11 +54,13 @@ var ErrCannotSplit = errors.New("kvnode: cannot split")
 // command for another version of the shard, or a shard this node does not lead, is ignored
 // (the command is stale). An empty key splits the data into halves of about equal size; by
 // load, the recent accesses (sampled) into halves of about equal traffic.
-func (n *Node) SplitShard(ctx context.Context, c *pcspb.SplitShardCommand) error {
+func (n *Node) SplitShard(ctx context.Context, c *pcspb.SplitShardCommand) (err error) {
 	sh, ok := n.store.Replica(c.ShardId)
 	if !ok || sh.Primary != n.self() || sh.Epoch.GetVersion() != c.Version {
 		return nil
 	}
+	ctx, span := n.tracer().Start(ctx, "kvnode.split", trace.WithAttributes(attribute.Int64("shard", int64(c.ShardId)), attribute.Bool("by_load", c.ByLoad)))
+	defer func() { endSpan(span, err) }()
 	h := &pcspb.KVHeader{ShardId: sh.Id, Epoch: sh.Epoch}
 	return n.serve(ctx, h, nil, func(sh *pcspb.Shard) error {
 		key := c.SplitKey

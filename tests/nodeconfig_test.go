@@ -2,7 +2,10 @@ package tests
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -93,5 +96,72 @@ func TestNodeConfigReachesEveryNode(t *testing.T) {
 		if code, out := pcsctl(bad...); code != 1 || strings.Count(strings.TrimSpace(out), "\n") != 0 {
 			t.Errorf("pcsctl %v: exit %d, output %q; want exit 1 and one line", bad, code, out)
 		}
+	}
+}
+
+// TestNodeMonitoringSwitches: real processes; the monitoring settings PCS carries to the data
+// nodes take effect there: per-shard metric series appear on /metrics with shard-metrics on and
+// go with it off; /debug/pprof/ answers only while pprof is on.
+func TestNodeMonitoringSwitches(t *testing.T) {
+	sc := startSchedCluster(t, 2, 2*time.Minute)
+	c, ctx, pcsctl := sc.c, sc.ctx, sc.pcsctl
+	httpAddr := freeAddr(t)
+	n := &nodeProc{t: t, dir: filepath.Join(t.TempDir(), "node-http"), addr: freeAddr(t),
+		args: []string{"--endpoints", strings.Join(sc.pc.endpoints(), ","), "--labels", "zone=z2", "--log-level", "warn", "--http-addr", httpAddr}}
+	n.start()
+	t.Cleanup(n.kill)
+	waitFor(t, 20*time.Second, "three data nodes up", func() bool { return upNodes(ctx, c) == 3 })
+	sc.createTable("mon", "--hash-partitions", "2", "--replicas", "3")
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + httpAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	resp, err := c.ListNodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []uint64
+	for _, ni := range resp.Nodes {
+		ids = append(ids, ni.Node.Id)
+	}
+	set := func(key, value string) {
+		t.Helper()
+		if code, out := pcsctl("node", "config", "set", key, value); code != 0 {
+			t.Fatalf("node config set %s %s: %s", key, value, out)
+		}
+		waitFor(t, 20*time.Second, key+" "+value+" on every node", func() bool { return appliedEverywhere(ctx, c, ids, key, value) })
+	}
+	if !appliedEverywhere(ctx, c, ids, "shard-metrics", "off") || !appliedEverywhere(ctx, c, ids, "pprof", "off") {
+		t.Fatal("the monitoring switches are not reported off by default")
+	}
+	if _, body := get("/metrics"); strings.Contains(body, "pcsnode_shard_lsn{") {
+		t.Fatal("per-shard series with shard-metrics off")
+	}
+	if code, _ := get("/debug/pprof/cmdline"); code != http.StatusNotFound {
+		t.Fatalf("/debug/pprof/ with pprof off: %d", code)
+	}
+	set("shard-metrics", "on")
+	set("pprof", "on")
+	if _, body := get("/metrics"); strings.Count(body, "pcsnode_shard_lsn{shard=") != 2 {
+		t.Fatalf("with shard-metrics on, /metrics has no series for the node's 2 shards:\n%.2000s", body)
+	}
+	if code, body := get("/debug/pprof/cmdline"); code != http.StatusOK || !strings.Contains(body, "pcsnode") {
+		t.Fatalf("/debug/pprof/cmdline with pprof on: %d %.200s", code, body)
+	}
+	set("shard-metrics", "off")
+	set("pprof", "off")
+	if _, body := get("/metrics"); strings.Contains(body, "pcsnode_shard_lsn{") {
+		t.Fatal("per-shard series after shard-metrics was turned off")
+	}
+	if code, _ := get("/debug/pprof/cmdline"); code != http.StatusNotFound {
+		t.Fatalf("/debug/pprof/ after pprof was turned off: %d", code)
+	}
+	if code, out := pcsctl("node", "config", "set", "pprof", "maybe"); code != 1 || !strings.Contains(out, "on or off") {
+		t.Fatalf("pprof maybe: exit %d %q", code, out)
 	}
 }

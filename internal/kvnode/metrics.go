@@ -1,6 +1,10 @@
 package kvnode
 
 import (
+	"net/http"
+	"net/http/pprof"
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -69,6 +73,7 @@ func newMetrics(n *Node) *metrics {
 			}
 			return float64(led)
 		}),
+		shardCollector{n},
 		gauge("pcsnode_lease_valid", "1 while the node holds its lease from PCS.", func() float64 {
 			if n.grants.LeaseValid() {
 				return 1
@@ -81,3 +86,53 @@ func newMetrics(n *Node) *metrics {
 
 // Registry is the node's Prometheus registry.
 func (n *Node) Registry() *prometheus.Registry { return n.metrics.reg }
+
+// shardCollector exports per-shard series while the shard-metrics node setting is on; off, it
+// exports nothing (a node may hold many thousands of shards).
+type shardCollector struct{ n *Node }
+
+var shardDescs = struct{ size, lsn, reads, writes *prometheus.Desc }{
+	size:   prometheus.NewDesc("pcsnode_shard_size_bytes", "Disk bytes of a shard replica, an estimate (shard-metrics on).", []string{"shard"}, nil),
+	lsn:    prometheus.NewDesc("pcsnode_shard_lsn", "Log position of a shard replica (shard-metrics on).", []string{"shard"}, nil),
+	reads:  prometheus.NewDesc("pcsnode_shard_reads_per_second", "Reads/s this node served of a shard (moving average; shard-metrics on).", []string{"shard"}, nil),
+	writes: prometheus.NewDesc("pcsnode_shard_writes_per_second", "Writes/s this node applied to a shard (moving average; shard-metrics on).", []string{"shard"}, nil),
+}
+
+func (c shardCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- shardDescs.size
+	ch <- shardDescs.lsn
+	ch <- shardDescs.reads
+	ch <- shardDescs.writes
+}
+
+func (c shardCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.n
+	if !n.shardMetrics.Load() {
+		return
+	}
+	for _, id := range n.store.Held() {
+		label := strconv.FormatUint(id, 10)
+		r := n.load.rate(id)
+		ch <- prometheus.MustNewConstMetric(shardDescs.size, prometheus.GaugeValue, float64(n.store.Size(id)), label)
+		ch <- prometheus.MustNewConstMetric(shardDescs.lsn, prometheus.GaugeValue, float64(n.store.LSN(id)), label)
+		ch <- prometheus.MustNewConstMetric(shardDescs.reads, prometheus.GaugeValue, r.reads, label)
+		ch <- prometheus.MustNewConstMetric(shardDescs.writes, prometheus.GaugeValue, r.writes, label)
+	}
+}
+
+// pprofHandler serves Go's profiling endpoints while the pprof node setting is on.
+func (n *Node) pprofHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !n.pprof.Load() {
+			http.Error(w, "profiling is off on this node (pcsctl node config set pprof on)", http.StatusNotFound)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}

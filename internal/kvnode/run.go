@@ -315,6 +315,7 @@ func Start(cfg Config) (*Server, error) {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.Node.Registry(), promhttp.HandlerOpts{}))
 		mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+		mux.Handle("/debug/pprof/", s.Node.pprofHandler())
 		var h http.Handler = mux
 		if t := cfg.TLS; t != nil {
 			hl, h = pcstls.HTTP(hl, h, t.Source, t.lists().HTTPCheck("HTTP pcsnode"))

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	otelcodes "go.opentelemetry.io/otel/codes"
@@ -60,8 +61,10 @@ type Node struct {
 	readIndexes sync.Map
 
 	metrics *metrics
-	load    *shardLoad
-	res     *resources // the process's CPU, memory and IO, for heartbeats
+	// Monitoring switches PCS sets (nodeconf): per-shard metric series, profiling endpoints.
+	shardMetrics, pprof atomic.Bool
+	load                *shardLoad
+	res                 *resources // the process's CPU, memory and IO, for heartbeats
 	// replicateTimeout is ReplicateTimeout unless the node's Config says otherwise.
 	replicateTimeout time.Duration
 
@@ -214,6 +217,18 @@ func (n *Node) SetConfig(_ context.Context, settings map[string]string) error {
 				continue
 			}
 			n.log.Info("tracing set by PCS", k, v)
+		case nodeconf.ShardMetrics, nodeconf.Pprof:
+			on, err := nodeconf.Canonical(k, v)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if k == nodeconf.ShardMetrics {
+				n.shardMetrics.Store(on == "on")
+			} else {
+				n.pprof.Store(on == "on")
+			}
+			n.log.Info("monitoring set by PCS", k, on)
 		default:
 			errs = append(errs, fmt.Errorf("kvnode: unknown node setting %q", k))
 		}
@@ -227,6 +242,14 @@ func (n *Node) config() map[string]string {
 	if n.logLevel != nil {
 		out[nodeconf.LogLevel] = strings.ToLower(n.logLevel.Level().String())
 	}
+	onOff := func(b bool) string {
+		if b {
+			return "on"
+		}
+		return "off"
+	}
+	out[nodeconf.ShardMetrics] = onOff(n.shardMetrics.Load())
+	out[nodeconf.Pprof] = onOff(n.pprof.Load())
 	if n.tracing != nil {
 		out[nodeconf.TraceRatio] = nodeconf.FormatRatio(n.tracing.Ratio())
 		out[nodeconf.TraceExporter] = n.tracing.Exporter()

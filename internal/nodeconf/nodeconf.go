@@ -31,7 +31,27 @@ const (
 	// TraceExporter is where spans go: host:port or otlp://host:port (OTLP over gRPC), or
 	// file:DIR (JSON lines, DIR/SERVICE-PID.jsonl); empty: nowhere.
 	TraceExporter = "trace-exporter"
+	// ShardMetrics turns the per-shard Prometheus series on (on) or off (off, the default):
+	// pcsnode_shard_{size_bytes,lsn,reads_per_second,writes_per_second}{shard="ID"}, one
+	// set per replica the node holds — many series on a node with many shards.
+	ShardMetrics = "shard-metrics"
+	// Pprof serves Go's profiling endpoints under /debug/pprof/ on the node's HTTP address (on)
+	// or not (off, the default); admin certificates only under mutual TLS.
+	Pprof = "pprof"
 )
+
+// onOff checks a switch.
+func onOff(key string) func(string) (string, error) {
+	return func(v string) (string, error) {
+		switch v {
+		case "on", "true", "1":
+			return "on", nil
+		case "off", "false", "0":
+			return "off", nil
+		}
+		return "", fmt.Errorf("%w: %s %q (on or off)", ErrBadValue, key, v)
+	}
+}
 
 // keys maps each key to its check.
 var keys = map[string]func(string) (string, error){
@@ -49,6 +69,8 @@ var keys = map[string]func(string) (string, error){
 		}
 		return FormatRatio(r), nil
 	},
+	ShardMetrics: onOff(ShardMetrics),
+	Pprof:        onOff(Pprof),
 	TraceExporter: func(v string) (string, error) {
 		if err := tracing.ValidateTarget(v); err != nil {
 			return "", fmt.Errorf("%w: %w", ErrBadValue, err)

@@ -150,6 +150,7 @@ var table = []Row{
 	{"HTTP pcs", "/console/api/admin/", admin},
 	{"HTTP pcsnode", "/health", Anyone},
 	{"HTTP pcsnode", "/metrics", nodeMonitor},
+	{"HTTP pcsnode", "/debug/pprof/", Admin}, // served while the pprof node setting is on
 }
 
 // Table returns a copy of the whole table, in order.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -118,6 +119,55 @@ func TestHeatQuery(t *testing.T) {
 	}
 	if len(m.Rows) > 2 {
 		t.Fatalf("%d rows for 1 asked", len(m.Rows))
+	}
+	// Samples cut at different shards: the axis is coarsened, every column keeps its total and
+	// the hot range is still the brightest row.
+	h = newHeatmap()
+	var keys [][]byte
+	for i := range 20_000 {
+		keys = append(keys, []byte(fmt.Sprintf("%06d", i)))
+	}
+	for c := range 50 {
+		var bs []heatBucket
+		for i := c; i < len(keys); i += 3 + c%5 { // a different cut in every sample
+			v := float32(1)
+			if i >= 10_000 && i < 10_100 {
+				v = 1000
+			}
+			bs = append(bs, heatBucket{table: 1, start: keys[i], partition: "p", v: [4]float32{0, v, 0, 0}})
+		}
+		if c > 0 {
+			bs[0].start = keys[0]
+		}
+		h.cols.push(heatColumn{atMs: int64(c), buckets: bs})
+	}
+	wide, err := h.query(heatQuery{Metric: "writes", Rows: 64, TableFor: names})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(wide.Rows) > 2*64+1 {
+		t.Fatalf("%d rows for 64 asked", len(wide.Rows))
+	}
+	for c, col := range wide.Values {
+		var got, want float32
+		for _, v := range col {
+			got += v
+		}
+		for _, b := range h.cols.items()[c].buckets {
+			want += b.v[1]
+		}
+		if d := got - want; d > want/1000 || d < -want/1000 {
+			t.Fatalf("column %d adds up to %v, want %v", c, got, want)
+		}
+	}
+	best := 0
+	for r := range wide.Rows {
+		if wide.Values[0][r] > wide.Values[0][best] {
+			best = r
+		}
+	}
+	if hot := wide.Rows[best]; hot.Start > fmt.Sprintf("%x", "010100") || (hot.End != "" && hot.End < fmt.Sprintf("%x", "010000")) {
+		t.Fatalf("the brightest row is [%s, %s), not the hot range", hot.Start, hot.End)
 	}
 	for _, q := range []heatQuery{{Metric: "nope", Rows: 8}, {Metric: "writes", Rows: 0}, {Metric: "writes", Rows: heatmapMaxRows + 1}} {
 		q.TableFor = names
@@ -264,6 +314,21 @@ func BenchmarkHeatmap100k(b *testing.B) {
 		h.cols.push(heatColumn{atMs: int64(i), buckets: col})
 	}
 	names := func(id uint64) string { return fmt.Sprint("t", id) }
+	varied := newHeatmap()
+	for i := range heatmapColumns { // loads that move, so every sample is cut at other shards
+		moved := slices.Clone(items)
+		for j := range moved {
+			moved[j].v[1] = float32((j*7 + i*13) % 11)
+		}
+		varied.cols.push(heatColumn{atMs: int64(i), buckets: compactHeat(moved, heatmapBuckets, peak)})
+	}
+	b.Run("query-varied", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := varied.query(heatQuery{Metric: "writes", Rows: 96, TableFor: names}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("query", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := h.query(heatQuery{Metric: "writes", Rows: 96, TableFor: names}); err != nil {

@@ -24,6 +24,7 @@ const (
 	heatmapColumns = 360  // samples kept: an hour at the default interval
 	heatmapBuckets = 1024 // buckets per sample, at most (plus one per table)
 	heatmapMaxRows = 1024 // rows a query may ask for
+	heatmapMaxAxis = 4096 // key-axis boundaries a query works on, at most
 )
 
 // heatMetrics are the measures a bucket holds, in order.
@@ -226,7 +227,21 @@ func (h *heatmap) query(q heatQuery) (*heatAnswer, error) {
 	}
 	slices.SortFunc(axis, axisCmp)
 	axis = slices.CompactFunc(axis, func(a, b axisKey) bool { return axisCmp(a, b) == 0 })
-	// Per column, each bucket's value of the measure spread evenly over the axis rows it covers.
+	// Samples whose cold runs were cut at different shards make a long axis: past heatmapMaxAxis
+	// boundaries keep every k-th (and each table's first), which only coarsens the rows (they
+	// are merged down to q.Rows anyway) and bounds the work at columns x heatmapMaxAxis.
+	if len(axis) > heatmapMaxAxis {
+		step := (len(axis) + heatmapMaxAxis - 1) / heatmapMaxAxis
+		kept := axis[:0]
+		for i, a := range axis {
+			if i%step == 0 || len(kept) == 0 || kept[len(kept)-1].table != a.table {
+				kept = append(kept, a)
+			}
+		}
+		axis = kept
+	}
+	// Per column, each bucket's value of the measure spread evenly over the axis rows its range
+	// touches (so every column keeps its total).
 	vals := make([][]float32, len(cols))
 	flat := make([]float32, len(cols)*len(axis))
 	for ci, c := range cols {
@@ -235,19 +250,26 @@ func (h *heatmap) query(q heatQuery) (*heatAnswer, error) {
 		if q.Table != 0 {
 			bs = slices.DeleteFunc(slices.Clone(bs), func(b heatBucket) bool { return !in(b) })
 		}
-		j := 0 // first axis row of bucket i
+		j := 0 // the last axis row at or before the bucket's start (buckets come in key order)
 		for i, b := range bs {
-			for j < len(axis) && axisCmp(axis[j], axisKey{table: b.table, key: b.start}) < 0 {
+			start := axisKey{table: b.table, key: b.start}
+			for j+1 < len(axis) && axisCmp(axis[j+1], start) <= 0 {
 				j++
 			}
-			k := j // past the bucket's rows
-			for k < len(axis) && axis[k].table == b.table && (i+1 == len(bs) || bs[i+1].table != b.table || bytes.Compare(axis[k].key, bs[i+1].start) < 0) {
-				k++
+			lo := j // the row holding the start, else the table's first
+			for lo < len(axis) && axis[lo].table < b.table {
+				lo++
 			}
-			for r := j; r < k; r++ {
-				row[r] = b.v[m] / float32(k-j)
+			if lo >= len(axis) || axis[lo].table != b.table {
+				continue
 			}
-			j = k
+			hi := lo + 1 // past the rows that start before the bucket's end
+			for hi < len(axis) && axis[hi].table == b.table && (i+1 == len(bs) || bs[i+1].table != b.table || bytes.Compare(axis[hi].key, bs[i+1].start) < 0) {
+				hi++
+			}
+			for r := lo; r < hi; r++ {
+				row[r] += b.v[m] / float32(hi-lo)
+			}
 		}
 		vals[ci] = row
 	}

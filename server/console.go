@@ -176,26 +176,14 @@ func (s *Server) consoleRoutes(mux *http.ServeMux) {
 		}
 		return map[string]any{"operators": pj{ops}, "schedule": pj{cfg}}, nil
 	})
+	// Events: the primary's log (it applied every command and saw the operators and node
+	// liveness); a member that cannot reach the primary shows its own.
 	mux.HandleFunc("GET /console/api/events", func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		limit := 500
-		if l := q.Get("limit"); l != "" {
-			n, err := strconv.Atoi(l)
-			if err != nil || n <= 0 || n > clusterEventsKept+shardEventsKept {
-				writeConsole(w, nil, toStatus(fmt.Errorf("%w: limit %q must be in 1..%d", ErrInvalid, l, clusterEventsKept+shardEventsKept)))
-				return
-			}
-			limit = n
+		if !s.isPrimary() && r.Header.Get(forwardedHeader) == "" {
+			s.proxyToPrimary(w, r, s.eventsHTTP)
+			return
 		}
-		var kinds []string
-		if k := q.Get("kind"); k != "" {
-			kinds = strings.Split(k, ",")
-		}
-		evs := s.events.recent(kinds, limit)
-		if evs == nil {
-			evs = []meta.Event{}
-		}
-		writeConsole(w, map[string]any{"member": s.cfg.Name, "events": evs}, nil)
+		s.eventsHTTP(w, r)
 	})
 	mux.HandleFunc("GET /console/api/heatmap", s.heatmapHTTP)
 
@@ -308,6 +296,29 @@ func writeConsole(w http.ResponseWriter, out any, err error) {
 	json.NewEncoder(w).Encode(out)
 }
 
+// eventsHTTP answers from this member's event log.
+func (s *Server) eventsHTTP(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := 500
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n <= 0 || n > clusterEventsKept+shardEventsKept {
+			writeConsole(w, nil, toStatus(fmt.Errorf("%w: limit %q must be in 1..%d", ErrInvalid, l, clusterEventsKept+shardEventsKept)))
+			return
+		}
+		limit = n
+	}
+	var kinds []string
+	if k := q.Get("kind"); k != "" {
+		kinds = strings.Split(k, ",")
+	}
+	evs := s.events.recent(kinds, limit)
+	if evs == nil {
+		evs = []meta.Event{}
+	}
+	writeConsole(w, map[string]any{"member": s.cfg.Name, "primary": s.isPrimary(), "events": evs}, nil)
+}
+
 // heatmapHTTP answers a heatmap query on the primary, or proxies it there.
 func (s *Server) heatmapHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.isPrimary() {
@@ -315,7 +326,7 @@ func (s *Server) heatmapHTTP(w http.ResponseWriter, r *http.Request) {
 			writeConsole(w, nil, s.notPrimary())
 			return
 		}
-		s.proxyToPrimary(w, r)
+		s.proxyToPrimary(w, r, nil)
 		return
 	}
 	q := r.URL.Query()
@@ -378,10 +389,15 @@ func (s *Server) heatmapHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // proxyToPrimary sends r to the primary's HTTP address, as this member (its peer certificate).
-func (s *Server) proxyToPrimary(w http.ResponseWriter, r *http.Request) {
+// If the primary is unknown or does not answer, fallback (if not nil) answers instead.
+func (s *Server) proxyToPrimary(w http.ResponseWriter, r *http.Request, fallback http.HandlerFunc) {
 	name, _ := s.primary()
 	m := s.fsm.Members()[name]
 	if name == "" || m == nil || m.HttpAddr == "" {
+		if fallback != nil {
+			fallback(w, r)
+			return
+		}
 		writeConsole(w, nil, s.notPrimary())
 		return
 	}
@@ -405,7 +421,11 @@ func (s *Server) proxyToPrimary(w http.ResponseWriter, r *http.Request) {
 			pr.Out.Header.Set(forwardedHeader, s.cfg.Name)
 		},
 		Transport: tr,
-		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if fallback != nil {
+				fallback(w, r)
+				return
+			}
 			writeConsole(w, nil, toStatus(fmt.Errorf("%w: primary %s at %s: %v", ErrNotPrimary, name, m.HttpAddr, err)))
 		},
 	}

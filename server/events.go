@@ -9,8 +9,8 @@ import (
 	"github.com/postdb/pcs/internal/meta"
 )
 
-// Sizes of the event log's two rings: shard events (splits, primary and replica changes) come
-// in bursts of thousands when a node fails, so they get a ring of their own and cannot push the
+// Sizes of the event log's two rings: shard and operator events (splits, primary and replica
+// changes, operators finished) come in bursts of thousands when a node fails, so they get a ring of their own and cannot push the
 // rarer cluster events (members, nodes, tables, DDL) out.
 const (
 	clusterEventsKept = 1000
@@ -32,7 +32,7 @@ func newEventLog() *eventLog {
 func (l *eventLog) add(ev meta.Event) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if ev.Kind == "shard" {
+	if ev.Kind == "shard" || ev.Kind == "operator" {
 		l.shard.push(ev)
 	} else {
 		l.cluster.push(ev)

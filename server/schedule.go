@@ -133,6 +133,7 @@ func (s *Server) scheduleLoop(ctx context.Context) {
 	}()
 	t := time.NewTicker(s.cfg.DDLInterval)
 	defer t.Stop()
+	nodeStates := map[uint64]cluster.State{} // for the event log
 	for {
 		select {
 		case <-ctx.Done():
@@ -151,6 +152,22 @@ func (s *Server) scheduleLoop(ctx context.Context) {
 			continue
 		}
 		s.scheduleTick(ctx)
+		s.noteNodeStates(nodeStates)
+	}
+}
+
+// noteNodeStates puts a data node's liveness changes, as this primary sees them, in the event
+// log; seen holds the states of the previous call.
+func (s *Server) noteNodeStates(seen map[uint64]cluster.State) {
+	for _, n := range s.fsm.DataNodes() {
+		if n.Tombstone {
+			continue
+		}
+		st := s.live.State(n.Id)
+		if old, ok := seen[n.Id]; ok && old != st {
+			s.events.observe("node", fmt.Sprintf("node %d is %s (was %s)", n.Id, st, old), time.Now())
+		}
+		seen[n.Id] = st
 	}
 }
 
@@ -206,6 +223,7 @@ func (s *Server) scheduleTick(ctx context.Context) {
 			s.metrics.loadSplits.Inc()
 		}
 		s.log.Info("operator finished", "op", op.Id, "kind", op.Kind, "shard", op.ShardId, "state", op.State, "reason", op.Reason)
+		s.events.observe("operator", fmt.Sprintf("operator %d (%s) on shard %d %s: %s", op.Id, op.Kind, op.ShardId, op.State, op.Reason), time.Now())
 	}
 	for _, ch := range act.Changes {
 		_, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_ChangeReplicas{ChangeReplicas: ch.Cmd}})

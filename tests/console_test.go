@@ -271,6 +271,9 @@ partition:
 	visit("nodes-drained", "#/nodes", func() error {
 		return contains(fmt.Sprintf(`.node-state[data-node="%d"]`, victim), "offline")
 	})
+	visit("events-after-drain", "#/events", func() error {
+		return contains("#page", fmt.Sprintf("node %d set offline (draining)", victim), "operator ")
+	})
 	t.Logf("screenshots in %s", shots)
 }
 

@@ -202,10 +202,10 @@ const pages = {
     const q = new URLSearchParams(location.hash.split("?")[1] || "");
     const kind = q.get("kind") || "";
     const o = await api("events?limit=500" + (kind ? "&kind=" + encodeURIComponent(kind) : ""));
-    const kinds = ["", "primary", "member", "node", "table", "ddl", "partition", "shard", "cluster"];
+    const kinds = ["", "primary", "member", "node", "table", "ddl", "partition", "shard", "operator", "cluster"];
     page.innerHTML = `<h1>Events</h1>
       <form class="inline"><label>Kind <select id="kind">${kinds.map(k => `<option value="${k}" ${k === kind ? "selected" : ""}>${k || "all"}</option>`).join("")}</select></label>
-      <span class="muted">as recorded by ${esc(o.member)}, newest first</span></form>` +
+      <span class="muted">as recorded by ${esc(o.member)}${o.primary ? " (the primary)" : " (the primary is unreachable: this member's own log)"}, newest first</span></form>` +
       table(["Time", "Kind", "Event", N("Raft index")], o.events.map(e => [esc(when(e.at_ms)), `<span class="kind">${esc(e.kind)}</span>`, `<span class="event">${esc(e.text)}</span>`, esc(e.index || "")]));
     $("#kind").addEventListener("change", ev => { location.hash = "#/events" + (ev.target.value ? "?kind=" + ev.target.value : ""); });
   },

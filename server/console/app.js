@@ -146,10 +146,10 @@ const pages = {
       <div class="cards">${card("ID", t.id)}${card("Shards", o.table.shards)}${card("Partitions", parts.length)}${card("Replicas", t.replicas)}${card("Schema version", t.schema_version)}</div>
       <p><a href="#/heatmap" id="zoom-table">Key heatmap of this table</a></p>
       <h2>Shards${o.shards.more ? " (first 1000)" : ""}</h2>` +
-      table([N("ID"), "Partition", "Start", "End", N("Primary"), "Replicas", N("Size"), N("Keys"), N("Reads/s"), N("Writes/s")], shards.map(s => {
+      table([N("ID"), "Partition", "Start", "End", N("Primary"), "Replicas", N("On disk"), N("Reads/s"), N("Writes/s")], shards.map(s => {
         const st = stats[s.id] || {};
         return [esc(s.id), esc(s.partition), `<span class="mono">${esc(b64hex(s.start)) || "−∞"}</span>`, `<span class="mono">${esc(b64hex(s.end)) || "+∞"}</span>`,
-          esc(s.primary), esc((s.replicas || []).join(", ")), bytes(st.size_bytes), esc(st.keys ?? ""), rate(st.read_per_sec), rate(st.write_per_sec)];
+          esc(s.primary), esc((s.replicas || []).join(", ")), bytes(st.size_bytes), rate(st.read_per_sec), rate(st.write_per_sec)];
       }));
     $("#zoom-table").addEventListener("click", () => { heatState.table = t.name; heatState.start = heatState.end = ""; });
   },
@@ -173,7 +173,7 @@ const pages = {
     const s = o.shard, st = (o.stats.stats || [])[0] || {}, pos = st.replica_positions || {};
     const top = Math.max(0, ...Object.values(pos).map(Number));
     $("#found").innerHTML = `<div class="cards">${card("Shard", s.id, "shard-id")}${card("Partition", s.partition)}${card("Primary", s.primary)}${card("Term", s.term)}
-      ${card("Size", bytes(st.size_bytes))}${card("Keys", st.keys ?? "")}</div>
+      ${card("On disk", bytes(st.size_bytes))}${card("Reads/s", rate(st.read_per_sec))}${card("Writes/s", rate(st.write_per_sec))}</div>
       <p class="mono">row key ${esc(o.key)} · range [${esc(b64hex(s.start)) || "−∞"}, ${esc(b64hex(s.end)) || "+∞"})</p>
       <h2>Replicas</h2>` + table([N("Node"), "Role", N("Position"), N("Lag (entries)")],
       [...(s.replicas || []).map(n => [esc(n), n === s.primary ? "primary" : "replica", esc(pos[n] ?? ""), pos[n] !== undefined ? esc(top - Number(pos[n])) : ""]),

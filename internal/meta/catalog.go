@@ -295,7 +295,13 @@ func (c *catalogState) createTable(st *state, cmd *pcspb.CmdCreateTable) (uint64
 	// replica sets. This saves about 100 bytes per shard.
 	epoch := &pcspb.ShardEpoch{ConfVer: 1, Version: 1}
 	replicaSets := map[string][]uint64{}
+	var prevEnd []byte // a shard's start is the previous one's end: one array for both
 	for i, s := range cmd.Shards {
+		start := s.Start
+		if bytes.Equal(start, prevEnd) && len(start) > 0 {
+			start = prevEnd
+		}
+		prevEnd = s.End
 		key := make([]byte, 0, 8*len(s.Replicas))
 		for _, r := range s.Replicas {
 			key = binary.BigEndian.AppendUint64(key, r)
@@ -305,7 +311,7 @@ func (c *catalogState) createTable(st *state, cmd *pcspb.CmdCreateTable) (uint64
 			reps = append([]uint64(nil), s.Replicas...)
 			replicaSets[string(key)] = reps
 		}
-		sh := &pcspb.Shard{Id: st.nextID("shard"), TableId: t.Id, Start: s.Start, End: s.End,
+		sh := &pcspb.Shard{Id: st.nextID("shard"), TableId: t.Id, Start: start, End: s.End,
 			Epoch: epoch, Term: 1, Primary: s.Primary, Replicas: reps, Partition: leaves[i].Name, MinInSync: t.MinInSync}
 		te.shards.ReplaceOrInsert(sh)
 		c.shardByID[sh.Id] = sh

@@ -1,0 +1,97 @@
+package meta
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/postdb/pcs/api/pcspb"
+)
+
+// scaleShards is the catalog size of the scale test: 1M shards, 100k under -short or the race
+// detector (whose shadow memory and slowdown make 1M a test of the detector).
+func scaleShards() int {
+	if testing.Short() || raceEnabled {
+		return 100_000
+	}
+	return 1_000_000
+}
+
+// populateShards applies create-table commands until f holds n shards: tables of 4,000 hash
+// partitions, 3 replicas on 6 nodes in 3 zones, as the primary would place them.
+func populateShards(t testing.TB, n int) (*FSM, *applier) {
+	t.Helper()
+	f := New(Options{})
+	a := &applier{t: t, f: f}
+	registerNodes(a, 6)
+	for i := 0; n > 0; i++ {
+		parts := min(n, 4000)
+		cmd := createTableCmd(t, f, &pcspb.Table{Name: fmt.Sprintf("t%04d", i), Replicas: 3, IsolationLabel: "zone",
+			Columns:   []*pcspb.ColumnDef{{Name: "id", Type: "int64"}},
+			Partition: &pcspb.PartitionSpec{Strategy: pcspb.PartitionStrategy_PARTITION_STRATEGY_HASH, Columns: []string{"id"}, HashPartitions: uint32(parts)}})
+		if res := a.apply(cmd); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+		n -= parts
+	}
+	return f, a
+}
+
+func heapBytes() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// TestShardMemory: the catalog's memory per shard (live heap after GC, over the FSM's whole state)
+// stays under the 300 B a shard that 10 million shards in one PCS needs (issue: performance and
+// scale), at 1M shards (100k under -short and -race), and a snapshot restores to an equal state.
+func TestShardMemory(t *testing.T) {
+	n := scaleShards()
+	before := heapBytes()
+	start := time.Now()
+	f, _ := populateShards(t, n)
+	built := time.Since(start)
+	after := heapBytes()
+	per := float64(after-before) / float64(n)
+	t.Logf("%d shards: %.0f B a shard (heap %d MiB), built in %v", n, per, (after-before)>>20, built)
+	if per > 300 {
+		t.Fatalf("%.0f B a shard; the goal is at most 300", per)
+	}
+	var buf bytes.Buffer
+	if err := f.WriteTo(&buf, nil); err != nil {
+		t.Fatal(err)
+	}
+	g := New(Options{})
+	if err := g.Restore(io.NopCloser(bytes.NewReader(buf.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if d1, _ := f.Digest(); d1 != func() string { d, _ := g.Digest(); return d }() {
+		t.Fatal("the restored state differs")
+	}
+	runtime.KeepAlive(f)
+}
+
+// BenchmarkRestoreShards: reading a snapshot of 1M shards (100k under -short) back into a state
+// machine, the bulk of a PCS member's restart to serving.
+func BenchmarkRestoreShards(b *testing.B) {
+	n := scaleShards()
+	f, _ := populateShards(b, n)
+	var buf bytes.Buffer
+	if err := f.WriteTo(&buf, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		g := New(Options{})
+		if err := g.Restore(io.NopCloser(bytes.NewReader(buf.Bytes()))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(buf.Len())/float64(n), "snapshot-B/shard")
+}

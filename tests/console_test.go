@@ -90,33 +90,8 @@ func TestConsoleInBrowser(t *testing.T) {
 			break
 		}
 	}
-	ep := "--endpoints=" + strings.Join(pc.endpoints(), ",")
-	pcsctl := func(args ...string) string {
-		t.Helper()
-		code, out := run(t, 60*time.Second, "pcsctl", append([]string{ep}, args...)...)
-		if code != 0 {
-			t.Fatalf("pcsctl %v: %s", args, out)
-		}
-		return out
-	}
-	spec := filepath.Join(t.TempDir(), "hot.yaml")
-	os.WriteFile(spec, []byte(`name: hot
-replicas: 3
-columns: [{name: id, type: int64}]
-partition:
-  strategy: PARTITION_STRATEGY_RANGE
-  columns: [id]
-  ranges:
-    - {name: p0, lessThan: ["1000"]}
-    - {name: p1, lessThan: ["2000"]}
-    - {name: p2, lessThan: ["3000"]}
-    - {name: p3, lessThan: ["MAXVALUE"]}
-`), 0o644)
-	pcsctl("table", "create", "-f", spec)
-	waitFor(t, 30*time.Second, "table public", func() bool {
-		tr, err := c.GetTable(ctx, "hot")
-		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
-	})
+	pcsctl := pcsctlFor(t, pc)
+	createRangeTable(ctx, t, c, pcsctl, "hot", "1000", "2000", "3000", "MAXVALUE")
 	// Keep the shards where they are while the heatmap is read (load-based moves and splits
 	// would be right, but make the test's picture move).
 	pcsctl("config", "set", "paused-schedulers", "hot")

@@ -57,32 +57,8 @@ func TestPartitionsUnderWrites(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	waitFor(t, 20*time.Second, "four data nodes up", func() bool { return upNodes(ctx, c) == len(nodes) })
-	ep := "--endpoints=" + strings.Join(pc.endpoints(), ",")
-	pcsctl := func(args ...string) string {
-		t.Helper()
-		code, out := run(t, 60*time.Second, "pcsctl", append([]string{ep}, args...)...)
-		if code != 0 {
-			t.Fatalf("pcsctl %v: %s", args, out)
-		}
-		return out
-	}
-	spec := filepath.Join(t.TempDir(), "events.yaml")
-	os.WriteFile(spec, []byte(`name: events
-replicas: 3
-columns: [{name: id, type: int64}]
-partition:
-  strategy: PARTITION_STRATEGY_RANGE
-  columns: [id]
-  ranges:
-    - {name: p0, lessThan: ["1000"]}
-    - {name: p1, lessThan: ["2000"]}
-    - {name: p2, lessThan: ["3000"]}
-`), 0o644)
-	pcsctl("table", "create", "-f", spec)
-	waitFor(t, 30*time.Second, "table public", func() bool {
-		tr, err := c.GetTable(ctx, "events")
-		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
-	})
+	pcsctl := pcsctlFor(t, pc)
+	createRangeTable(ctx, t, c, pcsctl, "events", "1000", "2000", "3000")
 	kv := c.KV("events")
 	killPrimary := func() {
 		t.Helper()
@@ -327,4 +303,37 @@ func BenchmarkIntervalFirstWrite(b *testing.B) {
 		took = append(took, time.Since(start))
 	}
 	reportPercentiles(b, "first-write", took)
+}
+
+// pcsctlFor returns a runner of pcsctl against pc that fails the test on a non-zero exit.
+func pcsctlFor(t testing.TB, pc *procCluster) func(args ...string) string {
+	ep := "--endpoints=" + strings.Join(pc.endpoints(), ",")
+	return func(args ...string) string {
+		t.Helper()
+		code, out := run(t, 60*time.Second, "pcsctl", append([]string{ep}, args...)...)
+		if code != 0 {
+			t.Fatalf("pcsctl %v: %s", args, out)
+		}
+		return out
+	}
+}
+
+// createRangeTable creates, with pcsctl, a table keyed by id int64 with 3 replicas, RANGE
+// partitioned into p0, p1, ... less than each bound (MAXVALUE allowed), and waits until it is
+// public.
+func createRangeTable(ctx context.Context, t testing.TB, c *client.Client, pcsctl func(...string) string, name string, bounds ...string) {
+	t.Helper()
+	spec := fmt.Sprintf("name: %s\nreplicas: 3\ncolumns: [{name: id, type: int64}]\npartition:\n  strategy: PARTITION_STRATEGY_RANGE\n  columns: [id]\n  ranges:\n", name)
+	for i, b := range bounds {
+		spec += fmt.Sprintf("    - {name: p%d, lessThan: [%q]}\n", i, b)
+	}
+	path := filepath.Join(t.TempDir(), name+".yaml")
+	if err := os.WriteFile(path, []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pcsctl("table", "create", "-f", path)
+	waitFor(t, 30*time.Second, name+" public", func() bool {
+		tr, err := c.GetTable(ctx, name)
+		return err == nil && tr.Table.State == pcspb.TableState_TABLE_STATE_PUBLIC
+	})
 }

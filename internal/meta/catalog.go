@@ -64,7 +64,7 @@ type catalogState struct {
 	nodeByAddr  map[string]uint64
 	tables      map[uint64]*tableEntry
 	tableByName map[string]uint64
-	shardByID   map[uint64]*pcspb.Shard
+	shardByID   *shardIndex
 }
 
 // tableEntry is a table with its compiled spec and its range index.
@@ -82,7 +82,7 @@ func newCatalogState() *catalogState {
 		nodeByAddr:  map[string]uint64{},
 		tables:      map[uint64]*tableEntry{},
 		tableByName: map[string]uint64{},
-		shardByID:   map[uint64]*pcspb.Shard{},
+		shardByID:   newShardIndex(),
 	}
 }
 
@@ -92,7 +92,7 @@ func (c *catalogState) clone() *catalogState {
 		nodeByAddr:  make(map[string]uint64, len(c.nodeByAddr)),
 		tables:      make(map[uint64]*tableEntry, len(c.tables)),
 		tableByName: make(map[string]uint64, len(c.tableByName)),
-		shardByID:   make(map[uint64]*pcspb.Shard, len(c.shardByID)),
+		shardByID:   c.shardByID.clone(),
 	}
 	for k, v := range c.nodes {
 		n.nodes[k] = v
@@ -105,9 +105,6 @@ func (c *catalogState) clone() *catalogState {
 	}
 	for k, v := range c.tableByName {
 		n.tableByName[k] = v
-	}
-	for k, v := range c.shardByID {
-		n.shardByID[k] = v
 	}
 	return n
 }
@@ -182,11 +179,14 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 			return true
 		}
 		if a.Tombstone {
-			for _, s := range c.shardByID {
+			c.shardByID.each(func(s *pcspb.Shard) bool {
 				if holds(s, a.NodeId) {
 					res.Err = fmt.Errorf("%w: node %d still holds replicas (shard %d); drain it first", ErrInvalid, a.NodeId, s.Id)
-					return true
 				}
+				return res.Err == nil
+			})
+			if res.Err != nil {
+				return true
 			}
 		}
 		if n.Tombstone && !a.Tombstone {
@@ -197,12 +197,12 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 		nn.Offline, nn.Tombstone = a.Offline, a.Tombstone
 		c.nodes[nn.Id] = nn
 	case *pcspb.Command_ChangePrimary:
-		old := c.shardByID[op.ChangePrimary.ShardId]
+		old := c.shardByID.at(op.ChangePrimary.ShardId)
 		if res.Err = c.changePrimary(op.ChangePrimary); res.Err == nil {
 			f.primaryChangedLocked(old)
 		}
 	case *pcspb.Command_ChangeReplicas:
-		old := c.shardByID[op.ChangeReplicas.ShardId]
+		old := c.shardByID.at(op.ChangeReplicas.ShardId)
 		if res.Err = c.changeReplicas(op.ChangeReplicas); res.Err == nil {
 			f.primaryChangedLocked(old)
 		}
@@ -237,7 +237,7 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 			res.Err = fmt.Errorf("%w: id %d", ErrTableNotFound, op.DeleteTable.TableId)
 			return true
 		}
-		te.shards.Ascend(func(s *pcspb.Shard) bool { delete(c.shardByID, s.Id); return true })
+		te.shards.Ascend(func(s *pcspb.Shard) bool { c.shardByID.del(s.Id); return true })
 		delete(c.tables, te.t.Id)
 		delete(c.tableByName, te.t.Name)
 		f.tableEventLocked(st, te.t, true)
@@ -249,7 +249,7 @@ func (f *FSM) applyCatalogLocked(st *state, cmd *pcspb.Command, res *Result) boo
 
 // primaryChangedLocked tells OnPrimaryChange if the shard old was has another primary now.
 func (f *FSM) primaryChangedLocked(old *pcspb.Shard) {
-	cur := f.mu.st.cat.shardByID[old.GetId()]
+	cur := f.mu.st.cat.shardByID.at(old.GetId())
 	if old != nil && cur != nil && cur.Primary != old.Primary && f.opts.OnPrimaryChange != nil {
 		f.opts.OnPrimaryChange(cur.Id, old.Primary, cur.Term)
 	}
@@ -314,7 +314,7 @@ func (c *catalogState) createTable(st *state, cmd *pcspb.CmdCreateTable) (uint64
 		sh := &pcspb.Shard{Id: st.nextID("shard"), TableId: t.Id, Start: start, End: s.End,
 			Epoch: epoch, Term: 1, Primary: s.Primary, Replicas: reps, Partition: leaves[i].Name, MinInSync: t.MinInSync}
 		te.shards.ReplaceOrInsert(sh)
-		c.shardByID[sh.Id] = sh
+		c.shardByID.set(sh.Id, sh)
 	}
 	c.tables[t.Id] = te
 	c.tableByName[t.Name] = t.Id
@@ -324,7 +324,7 @@ func (c *catalogState) createTable(st *state, cmd *pcspb.CmdCreateTable) (uint64
 // changePrimary removes a lost node from a shard's configuration (conf_ver + 1) and, if it was
 // the primary, makes another replica primary with a higher term.
 func (c *catalogState) changePrimary(cmd *pcspb.CmdChangePrimary) error {
-	sh, ok := c.shardByID[cmd.ShardId]
+	sh, ok := c.shardByID.get(cmd.ShardId)
 	if !ok {
 		return fmt.Errorf("%w: id %d", ErrShardNotFound, cmd.ShardId)
 	}
@@ -353,13 +353,13 @@ func (c *catalogState) changePrimary(cmd *pcspb.CmdChangePrimary) error {
 		}
 	}
 	te.shards.ReplaceOrInsert(ns)
-	c.shardByID[ns.Id] = ns
+	c.shardByID.set(ns.Id, ns)
 	return nil
 }
 
 // changeReplicas makes one configuration change (see CmdChangeReplicas); conf_ver + 1.
 func (c *catalogState) changeReplicas(cmd *pcspb.CmdChangeReplicas) error {
-	sh, ok := c.shardByID[cmd.ShardId]
+	sh, ok := c.shardByID.get(cmd.ShardId)
 	if !ok {
 		return fmt.Errorf("%w: id %d", ErrShardNotFound, cmd.ShardId)
 	}
@@ -423,7 +423,7 @@ func (c *catalogState) changeReplicas(cmd *pcspb.CmdChangeReplicas) error {
 	}
 	ns.Epoch.ConfVer++
 	c.tables[sh.TableId].shards.ReplaceOrInsert(ns)
-	c.shardByID[ns.Id] = ns
+	c.shardByID.set(ns.Id, ns)
 	return nil
 }
 
@@ -445,7 +445,7 @@ func without(ids []uint64, id uint64) []uint64 {
 // splitShard records a split a shard's primary made (see CmdSplitShard) and returns the new
 // shard's id.
 func (c *catalogState) splitShard(st *state, cmd *pcspb.CmdSplitShard) (uint64, error) {
-	sh, ok := c.shardByID[cmd.ShardId]
+	sh, ok := c.shardByID.get(cmd.ShardId)
 	if !ok {
 		return 0, fmt.Errorf("%w: id %d", ErrShardNotFound, cmd.ShardId)
 	}
@@ -457,7 +457,7 @@ func (c *catalogState) splitShard(st *state, cmd *pcspb.CmdSplitShard) (uint64, 
 	case cmd.NewShardId == 0 || cmd.NewShardId >= st.ids["shard"]:
 		return 0, fmt.Errorf("%w: shard id %d was not reserved", ErrInvalid, cmd.NewShardId)
 	}
-	if _, used := c.shardByID[cmd.NewShardId]; used {
+	if _, used := c.shardByID.get(cmd.NewShardId); used {
 		return 0, fmt.Errorf("%w: shard id %d is in use", ErrInvalid, cmd.NewShardId)
 	}
 	epoch := &pcspb.ShardEpoch{ConfVer: sh.Epoch.GetConfVer(), Version: sh.Epoch.GetVersion() + 1}
@@ -468,8 +468,8 @@ func (c *catalogState) splitShard(st *state, cmd *pcspb.CmdSplitShard) (uint64, 
 	te := c.tables[sh.TableId]
 	te.shards.ReplaceOrInsert(left)
 	te.shards.ReplaceOrInsert(right)
-	c.shardByID[left.Id] = left
-	c.shardByID[right.Id] = right
+	c.shardByID.set(left.Id, left)
+	c.shardByID.set(right.Id, right)
 	return right.Id, nil
 }
 
@@ -479,8 +479,8 @@ func (c *catalogState) splitShard(st *state, cmd *pcspb.CmdSplitShard) (uint64, 
 // versions it was made at are checked, not the configurations (a conf change of the source
 // recorded meanwhile concerned a replica that no longer exists; its nodes drop what is left).
 func (c *catalogState) mergeShards(cmd *pcspb.CmdMergeShards) error {
-	l, lok := c.shardByID[cmd.ShardId]
-	r, rok := c.shardByID[cmd.SourceId]
+	l, lok := c.shardByID.get(cmd.ShardId)
+	r, rok := c.shardByID.get(cmd.SourceId)
 	switch {
 	case !lok:
 		return fmt.Errorf("%w: id %d", ErrShardNotFound, cmd.ShardId)
@@ -499,8 +499,8 @@ func (c *catalogState) mergeShards(cmd *pcspb.CmdMergeShards) error {
 	te := c.tables[l.TableId]
 	te.shards.Delete(r)
 	te.shards.ReplaceOrInsert(survivor)
-	delete(c.shardByID, r.Id)
-	c.shardByID[survivor.Id] = survivor
+	c.shardByID.del(r.Id)
+	c.shardByID.set(survivor.Id, survivor)
 	return nil
 }
 
@@ -662,7 +662,7 @@ func (f *FSM) ShardByID(id uint64) (*pcspb.Shard, Position, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	pos := Position{f.mu.st.revision, f.mu.st.applied}
-	s, ok := f.mu.st.cat.shardByID[id]
+	s, ok := f.mu.st.cat.shardByID.get(id)
 	if !ok {
 		return nil, pos, fmt.Errorf("%w: id %d", ErrShardNotFound, id)
 	}
@@ -823,14 +823,14 @@ func readCatalogRecord(c *catalogState, rec *pcspb.SnapshotRecord) error {
 	case *pcspb.SnapshotRecord_Shard:
 		s := x.Shard
 		te := c.tables[s.TableId]
-		if te == nil || s.Id == 0 || c.shardByID[s.Id] != nil || s.Epoch == nil {
+		if te == nil || s.Id == 0 || c.shardByID.at(s.Id) != nil || s.Epoch == nil {
 			return errors.New("shard of an unknown table, or duplicate")
 		}
 		if max, ok := te.shards.Max(); ok && bytes.Compare(s.Start, max.End) < 0 {
 			return errors.New("shards out of order")
 		}
 		te.shards.ReplaceOrInsert(s)
-		c.shardByID[s.Id] = s
+		c.shardByID.set(s.Id, s)
 	}
 	return nil
 }
@@ -864,16 +864,16 @@ func (f *FSM) ForeignShards(node uint64, held []uint64, stats []*pcspb.ShardStat
 		if st.SplitFrom == 0 {
 			continue
 		}
-		if _, known := f.mu.st.cat.shardByID[st.ShardId]; known {
+		if _, known := f.mu.st.cat.shardByID.get(st.ShardId); known {
 			continue
 		}
-		if p, ok := f.mu.st.cat.shardByID[st.SplitFrom]; ok && p.Epoch.GetVersion() < st.Version && holds(p, node) {
+		if p, ok := f.mu.st.cat.shardByID.get(st.SplitFrom); ok && p.Epoch.GetVersion() < st.Version && holds(p, node) {
 			pending[st.ShardId] = true
 		}
 	}
 	var out []uint64
 	for _, id := range held {
-		s, known := f.mu.st.cat.shardByID[id]
+		s, known := f.mu.st.cat.shardByID.get(id)
 		if known && holds(s, node) || !known && pending[id] {
 			continue
 		}
@@ -902,10 +902,10 @@ func (f *FSM) PendingSplits(node uint64, stats []*pcspb.ShardStats) []*pcspb.Cmd
 		if st.SplitFrom == 0 {
 			continue
 		}
-		if _, known := f.mu.st.cat.shardByID[st.ShardId]; known {
+		if _, known := f.mu.st.cat.shardByID.get(st.ShardId); known {
 			continue
 		}
-		p, ok := f.mu.st.cat.shardByID[st.SplitFrom]
+		p, ok := f.mu.st.cat.shardByID.get(st.SplitFrom)
 		if ok && p.Primary == node && p.Epoch.GetVersion()+1 == st.Version {
 			out = append(out, &pcspb.CmdSplitShard{ShardId: p.Id, Version: p.Epoch.GetVersion(), SplitKey: st.Start, NewShardId: st.ShardId})
 		}
@@ -924,11 +924,11 @@ func (f *FSM) PendingMerges(node uint64, stats []*pcspb.ShardStats) []*pcspb.Cmd
 	defer f.mu.RUnlock()
 	var out []*pcspb.CmdMergeShards
 	for _, st := range stats {
-		if st.MergedFrom == 0 || !allInLine(f.mu.st.cat.shardByID[st.ShardId], st) {
+		if st.MergedFrom == 0 || !allInLine(f.mu.st.cat.shardByID.at(st.ShardId), st) {
 			continue
 		}
-		l, lok := f.mu.st.cat.shardByID[st.ShardId]
-		r, rok := f.mu.st.cat.shardByID[st.MergedFrom]
+		l, lok := f.mu.st.cat.shardByID.get(st.ShardId)
+		r, rok := f.mu.st.cat.shardByID.get(st.MergedFrom)
 		if lok && rok && l.Primary == node && r.Epoch.GetVersion() == st.MergedFromVersion &&
 			max(l.Epoch.GetVersion(), r.Epoch.GetVersion())+1 == st.Version {
 			out = append(out, &pcspb.CmdMergeShards{ShardId: l.Id, Version: l.Epoch.GetVersion(), SourceId: r.Id, SourceVersion: r.Epoch.GetVersion()})
@@ -957,7 +957,7 @@ func (f *FSM) StaleReplicas(node uint64, stats []*pcspb.ShardStats) []*pcspb.Sha
 	defer f.mu.RUnlock()
 	var out []*pcspb.Shard
 	for _, st := range stats {
-		s, ok := f.mu.st.cat.shardByID[st.ShardId]
+		s, ok := f.mu.st.cat.shardByID.get(st.ShardId)
 		if ok && holds(s, node) && (st.Term < s.Term || st.ConfVer < s.Epoch.GetConfVer() || st.Version < s.Epoch.GetVersion()) {
 			out = append(out, s)
 		}
@@ -974,7 +974,7 @@ func (f *FSM) Grants(node uint64, stats []*pcspb.ShardStats) (denied []uint64, g
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	for _, st := range stats {
-		s, ok := f.mu.st.cat.shardByID[st.ShardId]
+		s, ok := f.mu.st.cat.shardByID.get(st.ShardId)
 		if st.Primary && (!ok || s.Primary != node || s.Term != st.Term || s.Epoch.GetConfVer() != st.ConfVer) {
 			denied = append(denied, st.ShardId)
 		}

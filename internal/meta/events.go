@@ -27,7 +27,7 @@ func describeLocked(st *state, cmd *pcspb.Command) (kind, text string, ok bool) 
 		return fmt.Sprintf("#%d", id)
 	}
 	shard := func(id uint64) string {
-		if sh, ok := st.cat.shardByID[id]; ok {
+		if sh, ok := st.cat.shardByID.get(id); ok {
 			if e, ok := st.cat.tables[sh.TableId]; ok {
 				return fmt.Sprintf("shard %d (%s)", id, e.t.Name)
 			}

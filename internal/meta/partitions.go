@@ -141,7 +141,7 @@ func (c *catalogState) changePartitions(st *state, te *tableEntry, newSpec *pcsp
 		})
 		for _, s := range gone {
 			shards.Delete(s)
-			delete(c.shardByID, s.Id)
+			c.shardByID.del(s.Id)
 		}
 		job.Dropping = append(job.Dropping, gone...)
 	}
@@ -150,7 +150,7 @@ func (c *catalogState) changePartitions(st *state, te *tableEntry, newSpec *pcsp
 		s := &pcspb.Shard{Id: st.nextID("shard"), TableId: nt.Id, Start: leaves[i].Start, End: leaves[i].End, Epoch: epoch, Term: 1,
 			Primary: p.Primary, Replicas: append([]uint64(nil), p.Replicas...), Partition: leaves[i].Name, MinInSync: nt.MinInSync}
 		shards.ReplaceOrInsert(s)
-		c.shardByID[s.Id] = s
+		c.shardByID.set(s.Id, s)
 		job.Creating = append(job.Creating, s.Id)
 	}
 	nt.PartitionJob = job

@@ -65,6 +65,28 @@ type catalogState struct {
 	tables      map[uint64]*tableEntry
 	tableByName map[string]uint64
 	shardByID   *shardIndex
+	// names interns leaf partition names: every shard of "h17" in every table holds one string.
+	// Only the live state writes it; a clone (a snapshot being written) shares it and never reads
+	// it.
+	names map[string]string
+	// restoring shares, while a snapshot is read, what its shard records repeat: epochs and
+	// replica lists (stored messages are never modified in place). nil otherwise.
+	restoring *restoreShare
+}
+
+// restoreShare is what the shards read from one snapshot share.
+type restoreShare struct {
+	epochs   map[[2]uint64]*pcspb.ShardEpoch
+	replicas map[string][]uint64
+}
+
+// name returns the interned copy of a partition name.
+func (c *catalogState) name(n string) string {
+	if in, ok := c.names[n]; ok {
+		return in
+	}
+	c.names[n] = n
+	return n
 }
 
 // tableEntry is a table with its compiled spec and its range index.
@@ -83,6 +105,7 @@ func newCatalogState() *catalogState {
 		tables:      map[uint64]*tableEntry{},
 		tableByName: map[string]uint64{},
 		shardByID:   newShardIndex(),
+		names:       map[string]string{},
 	}
 }
 
@@ -93,6 +116,7 @@ func (c *catalogState) clone() *catalogState {
 		tables:      make(map[uint64]*tableEntry, len(c.tables)),
 		tableByName: make(map[string]uint64, len(c.tableByName)),
 		shardByID:   c.shardByID.clone(),
+		names:       c.names,
 	}
 	for k, v := range c.nodes {
 		n.nodes[k] = v
@@ -312,7 +336,7 @@ func (c *catalogState) createTable(st *state, cmd *pcspb.CmdCreateTable) (uint64
 			replicaSets[string(key)] = reps
 		}
 		sh := &pcspb.Shard{Id: st.nextID("shard"), TableId: t.Id, Start: start, End: s.End,
-			Epoch: epoch, Term: 1, Primary: s.Primary, Replicas: reps, Partition: leaves[i].Name, MinInSync: t.MinInSync}
+			Epoch: epoch, Term: 1, Primary: s.Primary, Replicas: reps, Partition: c.name(leaves[i].Name), MinInSync: t.MinInSync}
 		te.shards.ReplaceOrInsert(sh)
 		c.shardByID.set(sh.Id, sh)
 	}
@@ -826,8 +850,33 @@ func readCatalogRecord(c *catalogState, rec *pcspb.SnapshotRecord) error {
 		if te == nil || s.Id == 0 || c.shardByID.at(s.Id) != nil || s.Epoch == nil {
 			return errors.New("shard of an unknown table, or duplicate")
 		}
-		if max, ok := te.shards.Max(); ok && bytes.Compare(s.Start, max.End) < 0 {
+		max, ok := te.shards.Max()
+		if ok && bytes.Compare(s.Start, max.End) < 0 {
 			return errors.New("shards out of order")
+		}
+		// Share what neighbours and other shards repeat, as createTable does.
+		if ok && len(s.Start) > 0 && bytes.Equal(s.Start, max.End) {
+			s.Start = max.End
+		}
+		s.Partition = c.name(s.Partition)
+		if r := c.restoring; r != nil {
+			ek := [2]uint64{s.Epoch.ConfVer, s.Epoch.Version}
+			if e, ok := r.epochs[ek]; ok && proto.Equal(e, s.Epoch) {
+				s.Epoch = e
+			} else if !ok {
+				r.epochs[ek] = s.Epoch
+			}
+			if len(s.Replicas) > 0 {
+				key := make([]byte, 0, 8*len(s.Replicas))
+				for _, id := range s.Replicas {
+					key = binary.BigEndian.AppendUint64(key, id)
+				}
+				if reps, ok := r.replicas[string(key)]; ok {
+					s.Replicas = reps
+				} else {
+					r.replicas[string(key)] = s.Replicas
+				}
+			}
 		}
 		te.shards.ReplaceOrInsert(s)
 		c.shardByID.set(s.Id, s)

@@ -148,7 +148,7 @@ func (c *catalogState) changePartitions(st *state, te *tableEntry, newSpec *pcsp
 	epoch := &pcspb.ShardEpoch{ConfVer: 1, Version: 1}
 	for i, p := range placed {
 		s := &pcspb.Shard{Id: st.nextID("shard"), TableId: nt.Id, Start: leaves[i].Start, End: leaves[i].End, Epoch: epoch, Term: 1,
-			Primary: p.Primary, Replicas: append([]uint64(nil), p.Replicas...), Partition: leaves[i].Name, MinInSync: nt.MinInSync}
+			Primary: p.Primary, Replicas: append([]uint64(nil), p.Replicas...), Partition: c.name(leaves[i].Name), MinInSync: nt.MinInSync}
 		shards.ReplaceOrInsert(s)
 		c.shardByID.set(s.Id, s)
 		job.Creating = append(job.Creating, s.Id)

@@ -40,6 +40,16 @@ func populateShards(t testing.TB, n int) (*FSM, *applier) {
 	return f, a
 }
 
+// snapshotOf returns f's snapshot and digest.
+func snapshotOf(t testing.TB, f *FSM) ([]byte, string) {
+	var buf bytes.Buffer
+	if err := f.WriteTo(&buf, nil); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := f.Digest()
+	return buf.Bytes(), d
+}
+
 func heapBytes() uint64 {
 	runtime.GC()
 	runtime.GC()
@@ -63,18 +73,25 @@ func TestShardMemory(t *testing.T) {
 	if per > 300 {
 		t.Fatalf("%.0f B a shard; the goal is at most 300", per)
 	}
-	var buf bytes.Buffer
-	if err := f.WriteTo(&buf, nil); err != nil {
-		t.Fatal(err)
-	}
+	// After a restart the state comes from a snapshot: it must be as small.
+	snap, want := snapshotOf(t, f)
+	f = nil
+	before = heapBytes()
 	g := New(Options{})
-	if err := g.Restore(io.NopCloser(bytes.NewReader(buf.Bytes()))); err != nil {
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
 		t.Fatal(err)
 	}
-	if d1, _ := f.Digest(); d1 != func() string { d, _ := g.Digest(); return d }() {
+	after = heapBytes() // (snap is held through both measures)
+	runtime.KeepAlive(snap)
+	restored := float64(after-before) / float64(n)
+	t.Logf("restored from a snapshot: %.0f B a shard", restored)
+	if got, _ := g.Digest(); got != want {
 		t.Fatal("the restored state differs")
 	}
-	runtime.KeepAlive(f)
+	if restored > 300 {
+		t.Fatalf("%.0f B a shard after a restore; the goal is at most 300", restored)
+	}
+	runtime.KeepAlive(g)
 }
 
 // BenchmarkRestoreShards: reading a snapshot of 1M shards (100k under -short) back into a state

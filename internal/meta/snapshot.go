@@ -150,6 +150,8 @@ func readSnapshot(r io.Reader) (*state, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
 	crc := crc32.New(castagnoli)
 	st := newState()
+	st.cat.restoring = &restoreShare{epochs: map[[2]uint64]*pcspb.ShardEpoch{}, replicas: map[string][]uint64{}}
+	defer func() { st.cat.restoring = nil }()
 	var (
 		n        uint64
 		buf      []byte

@@ -861,10 +861,12 @@ func readCatalogRecord(c *catalogState, rec *pcspb.SnapshotRecord) error {
 		s.Partition = c.name(s.Partition)
 		if r := c.restoring; r != nil {
 			ek := [2]uint64{s.Epoch.ConfVer, s.Epoch.Version}
-			if e, ok := r.epochs[ek]; ok && proto.Equal(e, s.Epoch) {
-				s.Epoch = e
-			} else if !ok {
-				r.epochs[ek] = s.Epoch
+			if len(s.Epoch.ProtoReflect().GetUnknown()) == 0 { // (both fields are the key)
+				if e, ok := r.epochs[ek]; ok {
+					s.Epoch = e
+				} else {
+					r.epochs[ek] = s.Epoch
+				}
 			}
 			if len(s.Replicas) > 0 {
 				key := make([]byte, 0, 8*len(s.Replicas))

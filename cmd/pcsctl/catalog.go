@@ -958,8 +958,16 @@ func nodeConfigCmd(g *globals) *cobra.Command {
 	}
 	set := &cobra.Command{
 		Use: "set KEY VALUE", Short: "Set a node setting (persisted; carried to every node, also later ones, until each has it in force)", Args: cobra.ExactArgs(2),
+		Long: `Set a node setting: persisted through Raft and carried in heartbeat answers to every data node
+(also those down now or added later) until each reports it in force. Keys:
+  log-level       debug, info, warn or error
+  trace-ratio     share of untraced requests to trace, 0..1 (0: off)
+  trace-exporter  host:port (OTLP over gRPC) or file:DIR (JSON lines)
+  shard-metrics   on or off: per-shard series on the node's /metrics
+  pprof           on or off: /debug/pprof/ on the node's HTTP address`,
 		Example: `  pcsctl node config set log-level debug
-  pcsctl node config set log-level warn --nodes 2,3`,
+  pcsctl node config set log-level warn --nodes 2,3
+  pcsctl node config set shard-metrics on`,
 		RunE: setOrUnset(false),
 	}
 	set.Flags().StringVar(&nodesFlag, "nodes", "all", "all, or the node ids it is for (a node's own setting wins over the one for all)")

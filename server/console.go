@@ -126,7 +126,7 @@ func (s *Server) consoleRoutes(mux *http.ServeMux) {
 		}
 		counts := map[string]int{}
 		for _, t := range tables.Tables {
-			counts[t.Name] = len(s.fsm.TableShards(t.Id))
+			_, counts[t.Name], _ = s.fsm.Table(t.Name)
 		}
 		return map[string]any{"tables": pj{tables}, "jobs": pj{jobs}, "shards": counts}, nil
 	})
@@ -232,18 +232,11 @@ func (s *Server) consoleRoutes(mux *http.ServeMux) {
 		if err != nil {
 			return nil, err
 		}
-		var paused []string
-		found := false
-		for _, sc := range cfg.Schedulers {
-			found = found || sc.Name == name
-			if (sc.Paused && sc.Name != name) || (pause && sc.Name == name) {
-				paused = append(paused, sc.Name)
-			}
-		}
+		paused, found := pcspb.PausedSchedulersSetting(cfg.Schedulers, name, pause)
 		if !found {
 			return nil, toStatus(fmt.Errorf("%w: no scheduler %q", ErrInvalid, name))
 		}
-		resp, err := v.SetScheduleConfig(ctx, &pcspb.SetScheduleConfigRequest{Key: "paused-schedulers", Value: strings.Join(paused, ",")})
+		resp, err := v.SetScheduleConfig(ctx, &pcspb.SetScheduleConfigRequest{Key: "paused-schedulers", Value: paused})
 		return pjOrNil(resp, err)
 	})
 }
@@ -330,7 +323,7 @@ func (s *Server) heatmapHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	hq := heatQuery{Metric: q.Get("metric"), Rows: 128, TableFor: func(id uint64) string { return fmt.Sprintf("#%d", id) }}
+	hq := heatQuery{Metric: q.Get("metric"), Rows: 128}
 	if hq.Metric == "" {
 		hq.Metric = "writes"
 	}
@@ -402,9 +395,33 @@ func (s *Server) proxyToPrimary(w http.ResponseWriter, r *http.Request, fallback
 		return
 	}
 	scheme := "http"
-	tr := &http.Transport{ResponseHeaderTimeout: consoleTimeout}
-	if t := s.cfg.TLS; t != nil {
+	if s.cfg.TLS != nil {
 		scheme = "https"
+	}
+	target := &url.URL{Scheme: scheme, Host: m.HttpAddr}
+	p := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Header.Set(forwardedHeader, s.cfg.Name)
+		},
+		Transport: s.proxyTr,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if fallback != nil {
+				fallback(w, r)
+				return
+			}
+			writeConsole(w, nil, toStatus(fmt.Errorf("%w: primary %s at %s: %v", ErrNotPrimary, name, m.HttpAddr, err)))
+		},
+	}
+	p.ServeHTTP(w, r)
+}
+
+// newProxyTransport is the HTTP transport of proxyToPrimary, kept for the server's life so that
+// a console polling a member reuses its connection to the primary; under TLS it dials as this
+// member (its peer certificate) and wants a peer's certificate back.
+func (s *Server) newProxyTransport() *http.Transport {
+	tr := &http.Transport{ResponseHeaderTimeout: consoleTimeout, IdleConnTimeout: time.Minute}
+	if t := s.cfg.TLS; t != nil {
 		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			host, _, err := net.SplitHostPort(addr)
 			if err != nil {
@@ -414,21 +431,5 @@ func (s *Server) proxyToPrimary(w http.ResponseWriter, r *http.Request, fallback
 			return d.DialContext(ctx, network, addr)
 		}
 	}
-	target := &url.URL{Scheme: scheme, Host: m.HttpAddr}
-	p := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(target)
-			pr.Out.Header.Set(forwardedHeader, s.cfg.Name)
-		},
-		Transport: tr,
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if fallback != nil {
-				fallback(w, r)
-				return
-			}
-			writeConsole(w, nil, toStatus(fmt.Errorf("%w: primary %s at %s: %v", ErrNotPrimary, name, m.HttpAddr, err)))
-		},
-	}
-	defer tr.CloseIdleConnections()
-	p.ServeHTTP(w, r)
+	return tr
 }

@@ -29,7 +29,7 @@ func TestCompactHeat(t *testing.T) {
 			items = append(items, heatBucket{table: tbl, start: []byte(fmt.Sprintf("%06d", i)), partition: "p", v: [4]float32{v, 2 * v, 0, 0}})
 		}
 	}
-	out := compactHeat(items, 256, func(b heatBucket) [4]float32 { return b.v })
+	out := compactHeat(items, 256)
 	if len(out) > 256+2 || len(out) < 64 {
 		t.Fatalf("%d buckets for 10000 items and a target of 256", len(out))
 	}
@@ -302,14 +302,13 @@ func BenchmarkHeatmap100k(b *testing.B) {
 		}
 		items[i] = heatBucket{table: uint64(1 + i/25_000), start: []byte(fmt.Sprintf("%08d", i)), partition: fmt.Sprintf("p%d", i/1000), v: [4]float32{v, v, 64 * v, 64 * v}}
 	}
-	peak := func(b heatBucket) [4]float32 { return b.v }
 	b.Run("sample", func(b *testing.B) {
 		for b.Loop() {
-			compactHeat(items, heatmapBuckets, peak)
+			compactHeat(items, heatmapBuckets)
 		}
 	})
 	h := newHeatmap()
-	col := compactHeat(items, heatmapBuckets, peak)
+	col := compactHeat(items, heatmapBuckets)
 	for i := range heatmapColumns {
 		h.cols.push(heatColumn{atMs: int64(i), buckets: col})
 	}
@@ -320,7 +319,7 @@ func BenchmarkHeatmap100k(b *testing.B) {
 		for j := range moved {
 			moved[j].v[1] = float32((j*7 + i*13) % 11)
 		}
-		varied.cols.push(heatColumn{atMs: int64(i), buckets: compactHeat(moved, heatmapBuckets, peak)})
+		varied.cols.push(heatColumn{atMs: int64(i), buckets: compactHeat(moved, heatmapBuckets)})
 	}
 	b.Run("query-varied", func(b *testing.B) {
 		for b.Loop() {

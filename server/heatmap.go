@@ -82,31 +82,29 @@ func (s *Server) heatSample(now time.Time) heatColumn {
 				v: [4]float32{float32(ld.Reads), float32(ld.Writes), float32(ld.ReadBytes), float32(ld.WriteBytes)}})
 		}
 	}
-	return heatColumn{atMs: now.UnixMilli(), buckets: compactHeat(items, heatmapBuckets, func(b heatBucket) [4]float32 { return b.v })}
+	return heatColumn{atMs: now.UnixMilli(), buckets: compactHeat(items, heatmapBuckets)}
 }
 
 // compactHeat merges adjacent items of one table into at most about n runs: an item's weight is
-// its share of the items plus its largest share of any measure's total (peak gives the values
-// judged, which for a query's rows is their peak over time), and a run closes before its weight
-// would pass 2/n. So a hot item stands alone and cold runs fold together. Merged values add up.
-func compactHeat(items []heatBucket, n int, peak func(heatBucket) [4]float32) []heatBucket {
+// its share of the items plus its largest share of any measure's total (for a query's rows, v
+// holds their peak over time), and a run closes before its weight would pass 2/n. So a hot item
+// stands alone and cold runs fold together. Merged values add up.
+func compactHeat(items []heatBucket, n int) []heatBucket {
 	if len(items) <= n {
 		return items
 	}
 	var total [4]float64
 	for _, it := range items {
-		p := peak(it)
 		for m := range total {
-			total[m] += float64(p[m])
+			total[m] += float64(it.v[m])
 		}
 	}
 	weight := func(it heatBucket) float64 {
 		w := 1 / float64(len(items))
-		p := peak(it)
 		var share float64
 		for m := range total {
 			if total[m] > 0 {
-				share = max(share, float64(p[m])/total[m])
+				share = max(share, float64(it.v[m])/total[m])
 			}
 		}
 		return w + share
@@ -149,7 +147,7 @@ type heatRow struct {
 	LastPart  string `json:"last_partition,omitempty"` // a merged row's last partition, if another
 	Start     string `json:"start"`                    // hex key, table-relative
 	End       string `json:"end"`                      // "" : the table's end
-	Shards    int    `json:"buckets"`                  // key-axis buckets merged into this row
+	Buckets   int    `json:"buckets"`                  // key-axis buckets merged into this row
 }
 
 // heatAnswer is the heatmap's JSON.
@@ -296,7 +294,7 @@ func (h *heatmap) query(q heatQuery) (*heatAnswer, error) {
 		items = append(items, heatBucket{table: a.table, start: a.key, partition: a.partition, v: [4]float32{p}})
 		idx = append(idx, r)
 	}
-	merged := compactHeat(items, q.Rows, func(b heatBucket) [4]float32 { return b.v })
+	merged := compactHeat(items, q.Rows)
 	// Map each merged row to the axis rows it took.
 	ans := &heatAnswer{Metric: q.Metric, Times: make([]int64, len(cols)), Values: make([][]float32, len(cols))}
 	groups := make([][2]int, len(merged)) // [first, past] into items
@@ -310,7 +308,7 @@ func (h *heatmap) query(q heatQuery) (*heatAnswer, error) {
 	}
 	for _, rg := range groups {
 		first, last := items[rg[0]], items[rg[1]-1]
-		row := heatRow{Table: q.TableFor(first.table), Partition: first.partition, Start: fmt.Sprintf("%x", first.start), Shards: rg[1] - rg[0]}
+		row := heatRow{Table: q.TableFor(first.table), Partition: first.partition, Start: fmt.Sprintf("%x", first.start), Buckets: rg[1] - rg[0]}
 		if last.partition != first.partition {
 			row.LastPart = last.partition
 		}

@@ -43,8 +43,9 @@ import (
 // Server is a running PCS node.
 type Server struct {
 	cfg     Config
-	events  *eventLog // the console's event log
-	heat    *heatmap  // the console's key heatmap (sampled while primary)
+	events  *eventLog       // the console's event log
+	heat    *heatmap        // the console's key heatmap (sampled while primary)
+	proxyTr *http.Transport // console requests relayed to the primary
 	log     *slog.Logger
 	clk     clock.Clock
 	fsm     *meta.FSM
@@ -126,6 +127,7 @@ func New(cfg Config) (*Server, error) {
 		events:   newEventLog(),
 		heat:     newHeatmap(),
 	}
+	s.proxyTr = s.newProxyTransport()
 	if cfg.Clock != nil {
 		s.clk = cfg.Clock
 	}
@@ -309,6 +311,7 @@ func (s *Server) Close() error {
 	err := s.group.Close()
 	s.wg.Wait()
 	s.peers.close()
+	s.proxyTr.CloseIdleConnections()
 	tctx, tcancel := context.WithTimeout(context.Background(), 2*time.Second)
 	s.cfg.Tracing.Shutdown(tctx)
 	tcancel()

@@ -17,3 +17,19 @@ func StateName(s NodeState) string {
 	}
 	return "unknown"
 }
+
+// PausedSchedulersSetting is the value of the "paused-schedulers" schedule setting that pauses
+// (or resumes) the scheduler name and leaves the others of schedulers as they are; found is false
+// if no scheduler has that name.
+func PausedSchedulersSetting(schedulers []*SchedulerInfo, name string, pause bool) (value string, found bool) {
+	for _, s := range schedulers {
+		found = found || s.Name == name
+		if (s.Paused && s.Name != name) || (pause && s.Name == name) {
+			if value != "" {
+				value += ","
+			}
+			value += s.Name
+		}
+	}
+	return value, found
+}

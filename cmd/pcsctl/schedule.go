@@ -219,18 +219,11 @@ func schedulerCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				var paused []string
-				found := false
-				for _, s := range resp.Schedulers {
-					found = found || s.Name == args[0]
-					if (s.Paused && s.Name != args[0]) || (pause && s.Name == args[0]) {
-						paused = append(paused, s.Name)
-					}
-				}
+				paused, found := pcspb.PausedSchedulersSetting(resp.Schedulers, args[0], pause)
 				if !found {
 					return fmt.Errorf("no scheduler %q: %w", args[0], client.ErrInvalidArgument)
 				}
-				if _, err := c.SetScheduleConfig(ctx, "paused-schedulers", strings.Join(paused, ",")); err != nil {
+				if _, err := c.SetScheduleConfig(ctx, "paused-schedulers", paused); err != nil {
 					return err
 				}
 				return g.print(cmd.OutOrStdout(), table{rows: [][]string{{fmt.Sprintf("scheduler %s paused=%v", args[0], pause)}}, value: map[string]any{"scheduler": args[0], "paused": pause}})

@@ -283,14 +283,16 @@ function drawHeat(h) {
     }
   }
   if (cols.length && rows.length) g.putImageData(img, gutter, 0);
-  // Row labels: one where the table or partition changes (or every row if they fit).
-  let prev = "";
+  // Row labels: where the table or partition changes, at least 10 px below the last one.
+  let prev = "", lastY = -Infinity;
   g.fillStyle = "#1d2330";
   rows.forEach((r, i) => {
     const lab = r.table + " / " + r.partition + (r.last_partition ? " … " + r.last_partition : "");
-    if (lab !== prev && (rh >= 10 || i === 0 || r.table + r.partition !== prev.split(" … ")[0].replace(" / ", ""))) {
-      g.fillText(lab.length > 34 ? lab.slice(0, 33) + "…" : lab, 4, i * rh + rh / 2);
+    const y = i * rh + rh / 2;
+    if (lab !== prev && y - lastY >= 10) {
+      g.fillText(lab.length > 34 ? lab.slice(0, 33) + "…" : lab, 4, y);
       g.fillRect(gutter - 6, i * rh, 4, 1);
+      lastY = y;
     }
     prev = lab;
   });

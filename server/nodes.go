@@ -12,37 +12,58 @@ import (
 	"github.com/postdb/pcs/internal/ddl"
 	"github.com/postdb/pcs/internal/meta"
 	"go.opentelemetry.io/otel/attribute"
+	"google.golang.org/protobuf/proto"
 )
 
 // nodeCommands holds, per data node, the commands the DDL driver wants it to receive. The
 // heartbeat handler hands them out; a command not yet done is handed out again after
-// resendAfter.
+// resendAfter. One answer carries at most maxCommandBytes of commands, so a node owed more (a
+// table of thousands of shards just created) gets them over several heartbeats instead of an
+// answer past the message size limit that would fail its stream again and again; each node's
+// cursor resumes where the last answer stopped, so the tail is not starved by the head.
 type nodeCommands struct {
 	mu      sync.Mutex
 	pending map[uint64][]*pcspb.NodeCommand
-	sent    map[uint64]map[string]time.Time // node -> command key -> last sent
+	nodes   map[uint64]*nodeSent
 }
 
-const resendAfter = time.Second
+// nodeSent is what a node was sent lately: command -> when, and where its next answer resumes.
+type nodeSent struct {
+	at     map[cmdID]time.Time
+	cursor int
+}
+
+const (
+	resendAfter = time.Second
+	// maxCommandBytes bounds the commands in one heartbeat answer: a quarter of the data
+	// node's 8 MiB receive limit (the rest of the answer is small).
+	maxCommandBytes = 2 << 20
+)
 
 func newNodeCommands() *nodeCommands {
-	return &nodeCommands{pending: map[uint64][]*pcspb.NodeCommand{}, sent: map[uint64]map[string]time.Time{}}
+	return &nodeCommands{pending: map[uint64][]*pcspb.NodeCommand{}, nodes: map[uint64]*nodeSent{}}
 }
 
-func cmdKey(c *pcspb.NodeCommand) string {
+// cmdID names a command for resending: its kind and the ids it acts on.
+type cmdID struct {
+	kind       uint8
+	a, b, c, d uint64
+}
+
+func idOf(c *pcspb.NodeCommand) cmdID {
 	switch x := c.Cmd.(type) {
 	case *pcspb.NodeCommand_CreateReplica:
-		return fmt.Sprintf("create/%d", x.CreateReplica.Id)
+		return cmdID{kind: 1, a: x.CreateReplica.Id}
 	case *pcspb.NodeCommand_DropReplica:
-		return fmt.Sprintf("drop/%d", x.DropReplica)
+		return cmdID{kind: 2, a: x.DropReplica}
 	case *pcspb.NodeCommand_LoadSchema:
-		return fmt.Sprintf("schema/%d/%d", x.LoadSchema.TableId, x.LoadSchema.Version)
+		return cmdID{kind: 3, a: x.LoadSchema.TableId, b: x.LoadSchema.Version}
 	case *pcspb.NodeCommand_SplitShard:
-		return fmt.Sprintf("split/%d/%d", x.SplitShard.ShardId, x.SplitShard.Version)
+		return cmdID{kind: 4, a: x.SplitShard.ShardId, b: x.SplitShard.Version}
 	case *pcspb.NodeCommand_MergeShards:
-		return fmt.Sprintf("merge/%d/%d/%d/%d", x.MergeShards.ShardId, x.MergeShards.Version, x.MergeShards.SourceId, x.MergeShards.SourceVersion)
+		return cmdID{kind: 5, a: x.MergeShards.ShardId, b: x.MergeShards.Version, c: x.MergeShards.SourceId, d: x.MergeShards.SourceVersion}
 	}
-	return c.String()
+	return cmdID{} // other commands are not planned by the DDL driver; never deduplicated
 }
 
 func (nc *nodeCommands) set(plan map[uint64][]*pcspb.NodeCommand) {
@@ -51,33 +72,43 @@ func (nc *nodeCommands) set(plan map[uint64][]*pcspb.NodeCommand) {
 	nc.pending = plan
 }
 
-// take returns the node's commands that were not sent within resendAfter.
+// take returns the node's commands that were not sent within resendAfter, at most
+// maxCommandBytes of them, starting where the node's previous answer stopped.
 func (nc *nodeCommands) take(node uint64, now time.Time) []*pcspb.NodeCommand {
 	nc.mu.Lock()
 	defer nc.mu.Unlock()
-	sent := nc.sent[node]
-	if sent == nil {
-		sent = map[string]time.Time{}
-		nc.sent[node] = sent
+	ns := nc.nodes[node]
+	if ns == nil {
+		ns = &nodeSent{at: map[cmdID]time.Time{}}
+		nc.nodes[node] = ns
 	}
+	for k, t := range ns.at {
+		if now.Sub(t) >= resendAfter {
+			delete(ns.at, k) // due again (if still pending): the same as never sent
+		}
+	}
+	pending := nc.pending[node]
 	var out []*pcspb.NodeCommand
-	live := map[string]bool{}
-	for _, c := range nc.pending[node] {
-		k := cmdKey(c)
-		live[k] = true
-		if t, ok := sent[k]; ok && now.Sub(t) < resendAfter {
+	bytes, i := 0, 0
+	for ; i < len(pending); i++ {
+		c := pending[(ns.cursor+i)%len(pending)]
+		k := idOf(c)
+		if _, ok := ns.at[k]; ok && k.kind != 0 {
 			continue
 		}
-		sent[k] = now
+		size := proto.Size(c)
+		if len(out) > 0 && bytes+size > maxCommandBytes {
+			break
+		}
+		bytes += size
+		ns.at[k] = now
 		out = append(out, c)
 	}
-	for k := range sent {
-		if !live[k] {
-			delete(sent, k)
-		}
+	if len(pending) > 0 {
+		ns.cursor = (ns.cursor + i) % len(pending)
 	}
-	if len(sent) == 0 {
-		delete(nc.sent, node) // let the map's memory go once a node is idle
+	if len(ns.at) == 0 {
+		delete(nc.nodes, node) // let the map's memory go once a node is idle
 	}
 	return out
 }
@@ -86,7 +117,7 @@ func (nc *nodeCommands) reset() {
 	nc.mu.Lock()
 	defer nc.mu.Unlock()
 	nc.pending = map[uint64][]*pcspb.NodeCommand{}
-	nc.sent = map[uint64]map[string]time.Time{}
+	nc.nodes = map[uint64]*nodeSent{}
 }
 
 // Heartbeat serves a data node's stream on the primary.
@@ -96,6 +127,7 @@ func (v *service) Heartbeat(stream pcspb.PCS_HeartbeatServer) error {
 	if !s.isPrimary() {
 		return toStatus(s.notPrimary())
 	}
+	var clean struct{ node, gen uint64 } // the node's last check found every held replica its own
 	for {
 		hb, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -113,11 +145,21 @@ func (v *service) Heartbeat(stream pcspb.PCS_HeartbeatServer) error {
 		if err := s.actAsNode(ctx, hb.NodeId); err != nil {
 			return toStatus(err)
 		}
-		s.live.Observe(hb)
+		heldChanged := s.live.Observe(hb)
 		resp := &pcspb.HeartbeatResponse{Seq: hb.Seq, LeaseMs: uint64(s.cfg.NodeLease.Milliseconds()),
 			Commands: s.nodeCmds.take(hb.NodeId, time.Now())}
 		if s.live.WarmedUp() {
-			resp.Commands = append(resp.Commands, ddl.Orphans(s.fsm.ForeignShards(hb.NodeId, hb.HeldShards, hb.ShardStats))...)
+			// Checking every held replica against the catalog costs a lookup each; a node
+			// whose list and the catalog are as they were at its last clean check is skipped.
+			gen := s.fsm.CatalogGeneration()
+			if heldChanged || hb.NodeId != clean.node || gen != clean.gen {
+				foreign, ok := s.fsm.ForeignShards(hb.NodeId, hb.HeldShards, hb.ShardStats)
+				resp.Commands = append(resp.Commands, ddl.Orphans(foreign)...)
+				clean.node, clean.gen = 0, 0
+				if ok {
+					clean.node, clean.gen = hb.NodeId, gen
+				}
+			}
 		}
 		for _, sp := range s.fsm.PendingSplits(hb.NodeId, hb.ShardStats) {
 			if _, err := s.apply(ctx, &pcspb.Command{Op: &pcspb.Command_SplitShard{SplitShard: sp}}); err != nil {
@@ -174,6 +216,16 @@ func (s *Server) ddlLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.DDLInterval)
 	defer t.Stop()
 	var lastIntervals time.Time
+	type missingKey struct {
+		catalog, held uint64
+		up            string
+	}
+	var (
+		missing     map[uint64][]*pcspb.Shard
+		missingAt   missingKey
+		missingRan  time.Time
+		missingTook time.Duration
+	)
 	for {
 		select {
 		case <-ctx.Done():
@@ -189,7 +241,16 @@ func (s *Server) ddlLoop(ctx context.Context) {
 			s.maintainIntervals(ctx, now)
 		}
 		step := ddl.Next(fsmCatalog{s.fsm}, s.live)
-		for n, shards := range ddl.Missing(fsmCatalog{s.fsm}, s.live) {
+		// Missing reads every replica of every public table: it runs again only when the
+		// catalog, a node's held set or the set of up nodes has changed, and (at millions of
+		// replicas, where a pass takes a while) for at most a tenth of the time.
+		key := missingKey{s.fsm.CatalogGeneration(), s.live.HeldGeneration(), fmt.Sprint(s.live.UpNodes())}
+		if key != missingAt && time.Since(missingRan) >= 9*missingTook {
+			start := time.Now()
+			missing, missingAt = ddl.Missing(fsmCatalog{s.fsm}, s.live), key
+			missingRan, missingTook = time.Now(), time.Since(start)
+		}
+		for n, shards := range missing {
 			for _, sh := range shards {
 				step.Commands[n] = append(step.Commands[n], &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_CreateReplica{CreateReplica: sh}})
 			}

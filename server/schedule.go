@@ -249,7 +249,7 @@ func (s *Server) saveOperator(ctx context.Context, op *pcspb.Operator) error {
 
 // scheduleView builds the coordinator's picture from the catalog and the nodes' reports.
 func (s *Server) scheduleView() *view.Cluster {
-	v := &view.Cluster{Tables: map[uint64]*view.Table{}, CanMerge: s.fsm.ClusterVersion() >= meta.VersionMerge}
+	v := &view.Cluster{Tables: map[uint64]*view.Table{}, CanMerge: s.fsm.ClusterVersion() >= meta.VersionMerge, Linked: true}
 	warm := s.live.WarmedUp()
 	for _, n := range s.fsm.DataNodes() {
 		nv := &view.Node{ID: n.Id, Labels: n.Labels, Capacity: n.CapacityBytes, Heard: s.live.Heard(n.Id)}
@@ -267,11 +267,16 @@ func (s *Server) scheduleView() *view.Cluster {
 	for _, t := range s.fsm.Tables() {
 		v.Tables[t.Id] = &view.Table{ID: t.Id, Name: t.Name, Group: t.ShardGroup, Replicas: int(t.Replicas), IsolationLabel: t.IsolationLabel, Nodes: t.Nodes,
 			Public: t.State == pcspb.TableState_TABLE_STATE_PUBLIC}
-		for _, sh := range s.fsm.TableShards(t.Id) {
+		var prev *view.Shard
+		for _, sh := range s.fsm.TableShards(t.Id) { // in key order
 			vs := s.viewShard(sh)
 			if v.State(sh.Primary) == view.Down {
 				vs.Positions = s.replicaPositions(sh)
 			}
+			if prev != nil && prev.Partition == vs.Partition && prev.End == vs.Start && prev.End != "" {
+				prev.Right = vs
+			}
+			prev = vs
 			v.Shards = append(v.Shards, vs)
 		}
 	}
@@ -574,13 +579,25 @@ func (s *Server) observeLoad() {
 			jobs[j.Kind]++
 		}
 		for _, sh := range s.fsm.TableShards(t.Id) {
-			st := s.shardLoad(sh)
-			head, ok := st.ReplicaPositions[sh.Primary]
+			// Each replica's position as it reports it (shardLoad's, without building it).
+			ps := s.live.ShardStats(sh.Primary, sh.Id)
+			head, ok := ps.GetReplicaPositions()[sh.Primary]
 			if !ok {
 				continue
 			}
-			for _, p := range st.ReplicaPositions {
-				maxLag = max(maxLag, head-min(p, head))
+			lag := func(r uint64) {
+				if r == sh.Primary {
+					return
+				}
+				if pos, ok := s.live.ShardStats(r, sh.Id).GetReplicaPositions()[r]; ok {
+					maxLag = max(maxLag, head-min(pos, head))
+				}
+			}
+			for _, r := range sh.Replicas {
+				lag(r)
+			}
+			for _, r := range sh.Learners {
+				lag(r)
 			}
 		}
 	}

@@ -60,6 +60,9 @@ type Registry struct {
 		nodes map[uint64]*live
 		loads map[uint64]*avgLoad // shard -> moving average of what its primary reports
 		swept time.Duration
+		// heldGen counts changes of any node's held set (and Resets), so a planner that
+		// scans every replica can tell when nothing it reads has changed.
+		heldGen uint64
 	}
 }
 
@@ -108,13 +111,34 @@ func (r *Registry) Reset() {
 	r.mu.nodes = map[uint64]*live{}
 	r.mu.loads = map[uint64]*avgLoad{}
 	r.mu.swept = r.mu.since
+	r.mu.heldGen++
 }
 
-// Observe records a heartbeat.
-func (r *Registry) Observe(hb *pcspb.NodeHeartbeat) {
-	held := slices.Clone(hb.HeldShards)
-	slices.Sort(held)
-	held = slices.Compact(held)
+// HeldGeneration changes whenever a node's held set changes (a replica created or dropped, a
+// node heard first) or the registry is reset; equal values mean every Holds answer is unchanged.
+func (r *Registry) HeldGeneration() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.mu.heldGen
+}
+
+// sortedHeld returns a node's held list sorted and without duplicates: the list itself when it
+// already is (data nodes send it so: no copy of a large list at every heartbeat).
+func sortedHeld(ids []uint64) []uint64 {
+	for i := 1; i < len(ids); i++ {
+		if ids[i] <= ids[i-1] {
+			held := slices.Clone(ids)
+			slices.Sort(held)
+			return slices.Compact(held)
+		}
+	}
+	return ids
+}
+
+// Observe records a heartbeat. It reports whether the node's held set differs from its previous
+// heartbeat's in this term (the first heartbeat differs).
+func (r *Registry) Observe(hb *pcspb.NodeHeartbeat) (heldChanged bool) {
+	held := sortedHeld(hb.HeldShards)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var shards map[uint64]*pcspb.ShardStats
@@ -125,6 +149,12 @@ func (r *Registry) Observe(hb *pcspb.NodeHeartbeat) {
 		}
 	}
 	now := r.clk.Mono()
+	if old := r.mu.nodes[hb.NodeId]; old == nil || !slices.Equal(old.held, held) {
+		r.mu.heldGen++
+		heldChanged = true
+	} else {
+		held = old.held // the same set: keep one copy
+	}
 	r.mu.nodes[hb.NodeId] = &live{lastSeen: now, stats: hb.Stats, held: held, shards: shards}
 	for _, st := range hb.ShardStats {
 		if st.Primary {
@@ -139,6 +169,7 @@ func (r *Registry) Observe(hb *pcspb.NodeHeartbeat) {
 			}
 		}
 	}
+	return heldChanged
 }
 
 // observeLoad folds a primary's report into its shard's moving average. A split halves the

@@ -89,3 +89,46 @@ func TestShardLoadAverage(t *testing.T) {
 		t.Fatalf("stale average kept: %v", got)
 	}
 }
+
+// TestHeldChanges: Observe reports a change of a node's held set (and only then moves the held
+// generation), takes an unsorted list with duplicates as its sorted set, and a Reset counts as
+// a change.
+func TestHeldChanges(t *testing.T) {
+	r := New(clock.NewManual(0), Config{DisconnectAfter: time.Second, DownAfter: 3 * time.Second})
+	beat := func(node uint64, held ...uint64) (bool, uint64) {
+		changed := r.Observe(&pcspb.NodeHeartbeat{NodeId: node, HeldShards: held})
+		return changed, r.HeldGeneration()
+	}
+	steps := []struct {
+		node    uint64
+		held    []uint64
+		changed bool
+	}{
+		{1, []uint64{3, 1, 2, 2}, true}, // first heartbeat
+		{1, []uint64{1, 2, 3}, false},   // the same set, sorted this time
+		{1, []uint64{3, 2, 1}, false},   // the same set again
+		{2, []uint64{1, 2, 3}, true},    // another node's first
+		{1, []uint64{1, 2}, true},       // one dropped
+		{1, []uint64{1, 2}, false},
+		{1, nil, true},
+		{1, nil, false},
+	}
+	prev := r.HeldGeneration()
+	for i, s := range steps {
+		changed, gen := beat(s.node, s.held...)
+		if changed != s.changed || (gen != prev) != s.changed {
+			t.Fatalf("step %d (node %d holds %v): changed %v, generation %d -> %d; want changed %v", i, s.node, s.held, changed, prev, gen, s.changed)
+		}
+		prev = gen
+	}
+	if !r.Holds(2, 3) || r.Holds(1, 3) || r.Holds(2, 4) {
+		t.Fatal("Holds disagrees with the last heartbeats")
+	}
+	r.Reset()
+	if r.HeldGeneration() == prev {
+		t.Fatal("a Reset did not change the held generation")
+	}
+	if changed, _ := beat(1); !changed {
+		t.Fatal("the first heartbeat after a Reset is not a change")
+	}
+}

@@ -1,10 +1,7 @@
 package ddl
 
 import (
-	"slices"
-
 	"github.com/postdb/pcs/api/pcspb"
-	"github.com/postdb/pcs/internal/cluster"
 )
 
 // Missing lists the replicas (and learners) of public tables' shards that an up node should
@@ -13,15 +10,25 @@ import (
 // should have is the scheduler's business (internal/schedule); this only delivers the result.
 func Missing(cat Catalog, live Live) map[uint64][]*pcspb.Shard {
 	out := map[uint64][]*pcspb.Shard{}
+	up := map[uint64]bool{} // (one State call per node, not per replica)
+	for _, n := range live.UpNodes() {
+		up[n] = true
+	}
+	check := func(n uint64, s *pcspb.Shard) {
+		if up[n] && !live.Holds(n, s.Id) {
+			out[n] = append(out[n], s)
+		}
+	}
 	for _, t := range cat.Tables() {
 		if t.State != pcspb.TableState_TABLE_STATE_PUBLIC {
 			continue
 		}
 		for _, s := range cat.TableShards(t.Id) {
-			for _, n := range slices.Concat(s.Replicas, s.Learners) {
-				if live.State(n) == cluster.Up && !live.Holds(n, s.Id) {
-					out[n] = append(out[n], s)
-				}
+			for _, n := range s.Replicas {
+				check(n, s)
+			}
+			for _, n := range s.Learners {
+				check(n, s)
 			}
 		}
 	}

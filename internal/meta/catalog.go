@@ -904,8 +904,9 @@ func (f *FSM) TableShards(tableID uint64) []*pcspb.Shard {
 //
 // A shard the catalog does not know yet but that the node reports as split from one of its
 // shards at a newer version than the catalog's is the new half of a split not recorded yet: it
-// is kept.
-func (f *FSM) ForeignShards(node uint64, held []uint64, stats []*pcspb.ShardStats) []uint64 {
+// is kept. clean reports that the catalog gives the node every shard it holds: while neither
+// the catalog nor the held list changes, the answer stays none whatever the stats say.
+func (f *FSM) ForeignShards(node uint64, held []uint64, stats []*pcspb.ShardStats) (foreign []uint64, clean bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	pending := map[uint64]bool{}
@@ -923,9 +924,14 @@ func (f *FSM) ForeignShards(node uint64, held []uint64, stats []*pcspb.ShardStat
 		}
 	}
 	var out []uint64
+	clean = true
 	for _, id := range held {
 		s, known := f.mu.st.cat.shardByID.get(id)
-		if known && holds(s, node) || !known && pending[id] {
+		if known && holds(s, node) {
+			continue
+		}
+		clean = false
+		if !known && pending[id] {
 			continue
 		}
 		if !known && len(stats) > 0 && !reported[id] {
@@ -935,7 +941,7 @@ func (f *FSM) ForeignShards(node uint64, held []uint64, stats []*pcspb.ShardStat
 		}
 		out = append(out, id)
 	}
-	return out
+	return out, clean
 }
 
 // holds reports whether node is a replica or learner of s.

@@ -77,7 +77,19 @@ type FSM struct {
 		sync.RWMutex
 		st      *state
 		changed chan struct{} // closed and replaced after every apply or restore
+		// catalogGen counts catalog commands applied and restores: equal values mean the
+		// tables, shards and nodes are unchanged (a planner that scans every shard may reuse
+		// what it found).
+		catalogGen uint64
 	}
+}
+
+// CatalogGeneration changes whenever the catalog may have changed: a catalog command was
+// applied (accepted or not) or a snapshot restored.
+func (f *FSM) CatalogGeneration() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.mu.catalogGen
 }
 
 // state is everything a snapshot holds.
@@ -265,6 +277,7 @@ func (f *FSM) applyLocked(st *state, cmd *pcspb.Command, res *Result) {
 	case *pcspb.Command_SetClusterVersion:
 		st.version = max(st.version, op.SetClusterVersion.Version)
 	default:
+		f.mu.catalogGen++
 		f.applyCatalogLocked(st, cmd, res)
 	}
 }
@@ -310,6 +323,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.mu.st = st
+	f.mu.catalogGen++
 	f.notifyLocked()
 	f.mu.Unlock()
 	if f.opts.OnRestore != nil {

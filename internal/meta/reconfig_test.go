@@ -188,13 +188,16 @@ func TestForeignShardsKeepsPendingSplits(t *testing.T) {
 	mid := append(bytes.Clone(s.Start), 0x80)
 	stats := []*pcspb.ShardStats{{ShardId: s.Id, Version: 2, Start: s.Start, End: mid},
 		{ShardId: newID, Version: 2, Start: mid, End: s.End, SplitFrom: s.Id}, {ShardId: 777, Version: 1}}
-	if got := a.f.ForeignShards(s.Primary, []uint64{s.Id, newID, 777}, stats); len(got) != 1 || got[0] != 777 {
+	if got, _ := a.f.ForeignShards(s.Primary, []uint64{s.Id, newID, 777}, stats); len(got) != 1 || got[0] != 777 {
 		t.Fatalf("foreign: %v, want [777]", got)
 	}
 	// A held shard the stats do not cover (made after they were taken) is not judged yet: the
 	// new half of a split, reported in the next heartbeat, would otherwise be dropped.
-	if got := a.f.ForeignShards(s.Primary, []uint64{s.Id, newID, 777}, stats[:1]); len(got) != 0 {
-		t.Fatalf("foreign without stats: %v, want none", got)
+	if got, clean := a.f.ForeignShards(s.Primary, []uint64{s.Id, newID, 777}, stats[:1]); len(got) != 0 || clean {
+		t.Fatalf("foreign without stats: %v (clean %v), want none, not clean (held shards the catalog does not give)", got, clean)
+	}
+	if got, clean := a.f.ForeignShards(s.Primary, []uint64{s.Id}, nil); len(got) != 0 || !clean {
+		t.Fatalf("foreign: %v (clean %v), want none, clean", got, clean)
 	}
 	pending := a.f.PendingSplits(s.Primary, stats)
 	if len(pending) != 1 || pending[0].NewShardId != newID || !bytes.Equal(pending[0].SplitKey, mid) {

@@ -64,6 +64,7 @@ type Coordinator struct {
 	cooling  map[uint64]arrival   // shard -> the replica its last move added, and when
 	finished []*operator.Operator // most recent last, bounded
 	patrol   int
+	patrolAt time.Duration // the previous patrol's tick
 	// splitFailed: shards whose split by load ended without splitting, and when (the node
 	// found no key that divides the load: one hot key); not tried again within the cooldown.
 	splitFailed map[uint64]time.Duration
@@ -345,7 +346,14 @@ func (c *Coordinator) Tick(now time.Duration, v *view.Cluster) *Actions {
 	if ready && !c.cfg.Halt {
 		// 3. Checkers on a batch of shards.
 		if n := len(v.Shards); n > 0 {
-			batch := min(c.cfg.PatrolBatch, n)
+			// PatrolBatch a tick, or more when that would take longer than patrolRound to
+			// cover every shard (a million shards at ten ticks a second: 10,000 a tick).
+			batch := c.cfg.PatrolBatch
+			if c.patrolAt > 0 && now > c.patrolAt {
+				batch = max(batch, int((int64(n)*int64(now-c.patrolAt)+int64(patrolRound)-1)/int64(patrolRound)))
+			}
+			batch = min(batch, n)
+			c.patrolAt = now
 			for i := 0; i < batch; i++ {
 				sh := v.Shards[(c.patrol+i)%n]
 				if c.ops[sh.ID] != nil {
@@ -519,15 +527,18 @@ func (c *Coordinator) noteSplits(now time.Duration, v *view.Cluster) {
 	}
 }
 
+// patrolRound is the longest the checkers take to look at every shard once.
+const patrolRound = 10 * time.Second
+
 // mergeIntentFor is how long the schedulers leave alone two shards the merge checker started
 // to bring together: long enough for a few moves, not so long that a merge that cannot finish
 // pins them.
 func mergeIntentFor(cfg Config) time.Duration { return 4 * cfg.StepTimeout }
 
 // rightNeighbours returns a lookup of each shard's right neighbour in its table partition (the
-// shard that starts where it ends), or nil when merges are off. The index is built on the
-// first lookup of a tick, in one pass over the shards (no sort): a tick whose patrol finds no
-// candidate pays nothing.
+// shard that starts where it ends), or nil when merges are off. A linked view answers from its
+// shards' links; otherwise an index is built on the first lookup of a tick, in one pass over
+// the shards (no sort): a tick whose patrol finds no candidate pays nothing.
 func rightNeighbours(v *view.Cluster, cfg scheduler.MergeConfig) func(uint64) *view.Shard {
 	if !v.CanMerge || cfg.MaxBytes == 0 {
 		return nil
@@ -542,6 +553,9 @@ func rightNeighbours(v *view.Cluster, cfg scheduler.MergeConfig) func(uint64) *v
 		sh := findShard(v.Shards, id)
 		if sh == nil || sh.End == "" {
 			return nil
+		}
+		if v.Linked {
+			return sh.Right
 		}
 		if byStart == nil {
 			byStart = make(map[start]*view.Shard, len(v.Shards))

@@ -5,8 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postdb/pcs/internal/schedule/checker"
 	"github.com/postdb/pcs/internal/schedule/operator"
 	"github.com/postdb/pcs/internal/schedule/schedtest"
+	"github.com/postdb/pcs/internal/schedule/scheduler"
 	"github.com/postdb/pcs/internal/schedule/view"
 )
 
@@ -164,5 +166,37 @@ func TestCoordinatorSplit(t *testing.T) {
 	v.Shards[1] = &moved
 	if act := c.Tick(3*time.Second, v); len(act.Finished) != 1 || act.Finished[0].State != operator.Cancelled {
 		t.Fatalf("split on a changed shard: %v", act.Finished)
+	}
+}
+
+// patrolRecorder is a checker that notes every shard it is shown and proposes nothing.
+type patrolRecorder map[uint64]bool
+
+func (patrolRecorder) Name() string { return "recorder" }
+func (p patrolRecorder) Check(_ *scheduler.Env, sh *view.Shard) *operator.Operator {
+	p[sh.ID] = true
+	return nil
+}
+
+// TestPatrolRound: however many shards there are, the checkers see every one within
+// patrolRound (ticks of 100 ms; 200,000 shards would take 20 s at the default batch of 1024).
+func TestPatrolRound(t *testing.T) {
+	for _, n := range []int{500, 200_000} {
+		v := schedtest.Cluster(6, 0, 3, "")
+		for i := 0; i < n; i++ {
+			a := uint64(i%6 + 1)
+			schedtest.Shard(v, 64*mib, a, a%6+1, (a+1)%6+1)
+		}
+		c := newCoord()
+		seen := patrolRecorder{}
+		c.checkers = []checker.Checker{seen}
+		now := time.Duration(0)
+		for now < patrolRound+time.Second { // (the first tick only sets the pace)
+			now += 100 * time.Millisecond
+			c.Tick(now, v)
+		}
+		if len(seen) != n {
+			t.Fatalf("%d shards: %d seen by the checkers within %v", n, len(seen), patrolRound)
+		}
 	}
 }

@@ -167,6 +167,9 @@ type Shard struct {
 	// Positions, for a shard whose primary is on a lost node: the log position each replica
 	// heartbeating now reports it holds (failover promotes the furthest ahead).
 	Positions map[uint64]uint64
+	// Right is the shard of the same table and partition that starts where this one ends, when
+	// the view's builder linked them (Cluster.Linked).
+	Right *Shard
 }
 
 // Load is a shard's traffic: keys and bytes read and written per second, moving averages of
@@ -207,6 +210,9 @@ type Cluster struct {
 	Shards []*Shard
 	// CanMerge: every PCS member can record a merge (the cluster version allows it).
 	CanMerge bool
+	// Linked: every shard's Right is set (nil: no right neighbour), so finding neighbours
+	// needs no index of all shards' starts.
+	Linked bool
 
 	nodeIdx map[uint64]*Node
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -152,6 +153,7 @@ func (n *simNode) HeldShards() []uint64 {
 	for id := range n.held {
 		out = append(out, id)
 	}
+	slices.Sort(out) // as a data node sends it
 	return out
 }
 

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
@@ -12,8 +14,12 @@ import (
 )
 
 // scaleShards is the catalog size of the scale test: 1M shards, 100k under -short or the race
-// detector (whose shadow memory and slowdown make 1M a test of the detector).
+// detector (whose shadow memory and slowdown make 1M a test of the detector). PCS_SCALE_SHARDS
+// sets another size (e.g. 10000000 for the benchmarks at ten million).
 func scaleShards() int {
+	if v, err := strconv.Atoi(os.Getenv("PCS_SCALE_SHARDS")); err == nil && v > 0 {
+		return v
+	}
 	if testing.Short() || raceEnabled {
 		return 100_000
 	}

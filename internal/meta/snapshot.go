@@ -8,6 +8,7 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"runtime"
 	"slices"
 	"sort"
 
@@ -127,7 +128,6 @@ func bad(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrBadSnapshot, fmt.Sprintf(format, args...))
 }
 
-// readSnapshot reads and verifies a whole snapshot into a new state.
 // readRecord reads size bytes into buf (reusing its room), growing it a chunk at a time as the
 // bytes arrive: a length the input does not back is never allocated (7 bytes claiming a record
 // of 128 MiB cost at most a chunk).
@@ -146,48 +146,129 @@ func readRecord(r io.Reader, buf []byte, size int) ([]byte, error) {
 	return buf, nil
 }
 
+// recordBatch is a run of a snapshot's records, decoded off the reading goroutine: the bytes
+// are read and checksummed in order by one goroutine, unmarshalled by others, and applied in
+// order by readSnapshot (decoding is most of a restore's time: at ten million shards this
+// overlaps it with building the state).
+type recordBatch struct {
+	raw       [][]byte
+	recs      []*pcspb.SnapshotRecord
+	decodeErr []error
+	sums      []uint32 // the checksum of everything before each record
+	err       error    // after the records: the framing error or io.EOF that ended the input
+	done      chan struct{}
+}
+
+// A batch ends at recordsPerBatch records or batchBytes of them, whichever comes first: the
+// reader is at most 16 batches ahead of the state being built (plus one record of up to
+// maxRecord), so large values do not make it hold much of the snapshot in memory.
+const (
+	recordsPerBatch = 512
+	batchBytes      = 1 << 20
+)
+
+// decodeRecords reads r's framed records into batches, in order on the channel it returns,
+// each to be waited on (done) before use; the last batch carries the error that ended the
+// input. Everything stops when quit is closed.
+func decodeRecords(r io.Reader, quit <-chan struct{}) <-chan *recordBatch {
+	ordered := make(chan *recordBatch, 8)
+	work := make(chan *recordBatch, 8)
+	for range max(1, runtime.GOMAXPROCS(0)-1) {
+		go func() {
+			for b := range work {
+				b.recs, b.decodeErr = make([]*pcspb.SnapshotRecord, len(b.raw)), make([]error, len(b.raw))
+				for i, raw := range b.raw {
+					b.recs[i] = &pcspb.SnapshotRecord{}
+					b.decodeErr[i] = proto.Unmarshal(raw, b.recs[i])
+				}
+				b.raw = nil
+				close(b.done)
+			}
+		}()
+	}
+	go func() {
+		defer close(work)
+		br := bufio.NewReaderSize(r, 256<<10)
+		crc := crc32.New(castagnoli)
+		var frame [binary.MaxVarintLen64]byte
+		for {
+			b := &recordBatch{done: make(chan struct{})}
+			for bytes := 0; len(b.raw) < recordsPerBatch && bytes < batchBytes && b.err == nil; {
+				size, err := binary.ReadUvarint(br)
+				switch {
+				case err != nil:
+					b.err = err
+				case size > maxRecord:
+					b.err = fmt.Errorf("length %d exceeds %d", size, maxRecord)
+				default:
+					var buf []byte
+					if buf, err = readRecord(br, nil, int(size)); err != nil {
+						b.err = err
+						break
+					}
+					b.sums = append(b.sums, crc.Sum32())
+					crc.Write(frame[:binary.PutUvarint(frame[:], size)])
+					crc.Write(buf)
+					b.raw = append(b.raw, buf)
+					bytes += len(buf)
+				}
+			}
+			select {
+			case ordered <- b:
+			case <-quit:
+				return
+			}
+			select {
+			case work <- b:
+			case <-quit:
+				return
+			}
+			if b.err != nil {
+				return
+			}
+		}
+	}()
+	return ordered
+}
+
 func readSnapshot(r io.Reader) (*state, error) {
-	br := bufio.NewReaderSize(r, 256<<10)
-	crc := crc32.New(castagnoli)
 	st := newState()
 	st.cat.restoring = &restoreShare{epochs: map[[2]uint64]*pcspb.ShardEpoch{}, replicas: map[string][]uint64{}}
 	defer func() { st.cat.restoring = nil }()
+	quit := make(chan struct{})
+	defer close(quit)
+	batches := decodeRecords(r, quit)
 	var (
 		n        uint64
-		buf      []byte
-		frame    [binary.MaxVarintLen64]byte
 		lastKey  []byte
 		lastRev  uint64
 		trailer  *pcspb.SnapshotTrailer
 		sawHead  bool
-		rec      pcspb.SnapshotRecord
-		unmarsh  = proto.UnmarshalOptions{}
+		rec      *pcspb.SnapshotRecord
 		sumAtRec uint32
+		b        *recordBatch
+		bi       int
 	)
 	for {
-		size, err := binary.ReadUvarint(br)
-		if errors.Is(err, io.EOF) && trailer != nil {
-			break
-		}
-		if err != nil {
-			return nil, bad("record %d: %v", n, noEOF(err))
+		if b == nil || bi == len(b.recs) {
+			if b != nil && b.err != nil {
+				if errors.Is(b.err, io.EOF) && trailer != nil {
+					break
+				}
+				return nil, bad("record %d: %v", n, noEOF(b.err))
+			}
+			b, bi = <-batches, 0
+			<-b.done
+			continue
 		}
 		if trailer != nil {
 			return nil, bad("data after the trailer")
 		}
-		if size > maxRecord {
-			return nil, bad("record %d: length %d exceeds %d", n, size, maxRecord)
+		if b.decodeErr[bi] != nil {
+			return nil, bad("record %d: %v", n, b.decodeErr[bi])
 		}
-		if buf, err = readRecord(br, buf[:0], int(size)); err != nil {
-			return nil, bad("record %d: %v", n, noEOF(err))
-		}
-		sumAtRec = crc.Sum32()
-		crc.Write(frame[:binary.PutUvarint(frame[:], size)])
-		crc.Write(buf)
-		rec = pcspb.SnapshotRecord{}
-		if err := unmarsh.Unmarshal(buf, &rec); err != nil {
-			return nil, bad("record %d: %v", n, err)
-		}
+		rec, sumAtRec = b.recs[bi], b.sums[bi]
+		bi++
 		if !sawHead {
 			h := rec.GetHeader()
 			if h == nil {
@@ -229,7 +310,7 @@ func readSnapshot(r io.Reader) (*state, error) {
 			st.kv.ReplaceOrInsert(kv)
 			st.kvBytes += kvSize(kv)
 		case *pcspb.SnapshotRecord_DataNode, *pcspb.SnapshotRecord_Table, *pcspb.SnapshotRecord_Shard:
-			if err := readCatalogRecord(st.cat, &rec); err != nil {
+			if err := readCatalogRecord(st.cat, rec); err != nil {
 				return nil, bad("record %d: %v", n, err)
 			}
 		case *pcspb.SnapshotRecord_Session:

@@ -64,9 +64,14 @@ func heapBytes() uint64 {
 	return m.HeapAlloc
 }
 
+// maxRestoreAllocs bounds the allocations restoring a shard from a snapshot makes (8.2 at
+// the time of writing: the shard, its epoch, keys and lists, and the decoding).
+const maxRestoreAllocs = 10
+
 // TestShardMemory: the catalog's memory per shard (live heap after GC, over the FSM's whole state)
 // stays under the 300 B a shard that 10 million shards in one PCS needs (issue: performance and
-// scale), at 1M shards (100k under -short and -race), and a snapshot restores to an equal state.
+// scale), at 1M shards (100k under -short and -race), and a snapshot restores to an equal state
+// within maxRestoreAllocs allocations a shard.
 func TestShardMemory(t *testing.T) {
 	n := scaleShards()
 	before := heapBytes()
@@ -84,8 +89,18 @@ func TestShardMemory(t *testing.T) {
 	f = nil
 	before = heapBytes()
 	g := New(Options{})
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
 	if err := g.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
 		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&m1)
+	// A restart's time is mostly this restore: its work per shard is held to a bound by the
+	// allocations it makes (a count, unlike a time, does not vary with the machine's load).
+	allocs := float64(m1.Mallocs-m0.Mallocs) / float64(n)
+	t.Logf("restore: %.1f allocations a shard", allocs)
+	if allocs > maxRestoreAllocs {
+		t.Fatalf("restore makes %.1f allocations a shard; at most %d", allocs, maxRestoreAllocs)
 	}
 	after = heapBytes() // (snap is held through both measures)
 	runtime.KeepAlive(snap)

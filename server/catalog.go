@@ -126,19 +126,24 @@ func (s *Server) waitNodesHeard(ctx context.Context) error {
 
 // eligible lists the nodes that may receive new replicas.
 func (s *Server) eligible() []placement.Node {
-	loads := s.nodeLoads()
-	lowSpace := s.scheduleConfig().LowSpaceRatio
+	loads := s.placeLoads.get(time.Now(), s.placementLoads)
+	nodes := s.fsm.DataNodes()
+	for _, n := range nodes {
+		if _, ok := loads[n.Id]; !ok && s.nodeState(n) == "up" {
+			// Up now but not when the loads were computed: its load is not known, and it
+			// must not look empty.
+			s.placeLoads.reset()
+			loads = s.placeLoads.get(time.Now(), s.placementLoads)
+			break
+		}
+	}
 	var out []placement.Node
-	for _, n := range s.fsm.DataNodes() {
+	for _, n := range nodes {
 		st := s.nodeState(n)
 		pn := placement.Node{ID: n.Id, Labels: n.Labels, Eligible: st == "up" && !s.nodeLost(n.Id)}
-		if ld := loads.ByID[n.Id]; ld != nil {
-			pn.Eligible = pn.Eligible && !ld.Node.LowOnSpace(ld.Bytes, lowSpace) // full nodes take no new table
-			pn.Score, pn.Shards, pn.Primaries, pn.BytesUsed = loads.Score(ld), ld.Count, ld.Primaries, ld.Bytes
-			pn.ScoreStep = loads.OneShard(ld) // a new shard is empty: count only
-			if loads.UseBytes {
-				pn.ScoreStep /= 2
-			}
+		if ld, ok := loads[n.Id]; ok {
+			pn.Eligible = pn.Eligible && ld.Eligible
+			pn.Score, pn.ScoreStep, pn.Shards, pn.Primaries, pn.BytesUsed = ld.Score, ld.ScoreStep, ld.Shards, ld.Primaries, ld.BytesUsed
 		}
 		out = append(out, pn)
 	}
@@ -278,6 +283,7 @@ func (s *Server) planTable(t *pcspb.Table, spec *catalog.Spec) (*pcspb.CmdCreate
 		if err != nil {
 			return nil, err
 		}
+		s.placeLoads.placed(plan)
 	}
 	cmd := &pcspb.CmdCreateTable{Table: proto.Clone(t).(*pcspb.Table)}
 	for i, l := range leaves {

@@ -118,6 +118,7 @@ func (s *Server) placePartition(ctx context.Context, t *pcspb.Table, alter *pcsp
 	if err != nil {
 		return nil, err
 	}
+	s.placeLoads.placed(plan)
 	out := make([]*pcspb.Shard, len(leaves))
 	for i, l := range leaves {
 		out[i] = &pcspb.Shard{Start: l.Start, End: l.End, Primary: plan[i][0], Replicas: plan[i]}

@@ -86,6 +86,8 @@ type Server struct {
 	extendCh chan struct{}
 	live     *cluster.Registry
 	nodeCmds *nodeCommands
+	// placeLoads: the nodes' loads new shards are placed by (cached: computing them reads every shard).
+	placeLoads placeLoads
 	// ddlKick wakes the DDL loop before its next tick (a partition was added: its replicas'
 	// commands should be ready for the nodes' next heartbeat).
 	ddlKick chan struct{}
@@ -493,6 +495,7 @@ func (s *Server) primaryTerm(ctx context.Context) {
 	}
 	s.live.Reset() // live state is rebuilt from heartbeats; the warm-up starts now
 	s.nodeCmds.reset()
+	s.placeLoads.reset()
 	s.readySince.Store(time.Now().UnixNano())
 	s.membersVersion.Store(0)
 	s.ready.Store(true)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"maps"
 	"sync"
 	"time"
 
@@ -32,11 +33,7 @@ func (p *placeLoads) get(now time.Time, compute func() map[uint64]placement.Node
 		p.nodes = compute()
 		p.at, p.keep = now, max(placeLoadsMinAge, 10*time.Since(start))
 	}
-	out := make(map[uint64]placement.Node, len(p.nodes))
-	for id, n := range p.nodes {
-		out[id] = n
-	}
-	return out
+	return maps.Clone(p.nodes)
 }
 
 // placed counts a placement's replicas (the first of each the primary) in the cached loads.
@@ -45,16 +42,10 @@ func (p *placeLoads) placed(plan []placement.Replicas) {
 	defer p.mu.Unlock()
 	for _, r := range plan {
 		for i, id := range r {
-			n, ok := p.nodes[id]
-			if !ok {
-				continue
+			if n, ok := p.nodes[id]; ok {
+				n.Add(i == 0)
+				p.nodes[id] = n
 			}
-			n.Shards++
-			n.Score += n.ScoreStep
-			if i == 0 {
-				n.Primaries++
-			}
-			p.nodes[id] = n
 		}
 	}
 }

@@ -128,9 +128,9 @@ func bad(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrBadSnapshot, fmt.Sprintf(format, args...))
 }
 
-// readRecord reads into buf until it holds size bytes (reusing its room), growing it a chunk at a time as the
-// bytes arrive: a length the input does not back is never allocated (7 bytes claiming a record
-// of 128 MiB cost at most a chunk).
+// readRecord reads into buf until it holds size bytes (reusing its room), growing it a chunk at
+// a time as the bytes arrive: a length the input does not back is never allocated (7 bytes
+// claiming a record of 128 MiB cost at most a chunk).
 func readRecord(r io.Reader, buf []byte, size int) ([]byte, error) {
 	const chunk = 1 << 20
 	for len(buf) < size {

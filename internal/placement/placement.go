@@ -183,13 +183,18 @@ func account(cands []*cand, r Replicas) {
 	for i, id := range r {
 		for _, c := range cands {
 			if c.ID == id {
-				c.Shards++
-				c.Score += c.ScoreStep
-				if i == 0 {
-					c.Primaries++
-				}
+				c.Add(i == 0)
 			}
 		}
+	}
+}
+
+// Add counts one more replica on n (its shard's primary if primary), as placement scores it.
+func (n *Node) Add(primary bool) {
+	n.Shards++
+	n.Score += n.ScoreStep
+	if primary {
+		n.Primaries++
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/postdb/pcs/api/pcspb"
+	"github.com/postdb/pcs/internal/cluster"
 )
 
 // The key heatmap (the console's "key visualizer"): every HeatmapInterval the primary records
@@ -70,19 +71,29 @@ func (s *Server) heatmapLoop(ctx context.Context) {
 	}
 }
 
-// heatSample takes one column: every table's shards in key order, compacted.
+// heatSample takes one column: every table's shards in key order, compacted. It reads the
+// shards twice, first for the totals the compaction weighs by, and keeps no list of them all
+// (at millions of shards that list would be the largest thing the primary allocates).
 func (s *Server) heatSample(now time.Time) heatColumn {
 	tables := s.fsm.Tables()
 	slices.SortFunc(tables, func(a, b *pcspb.Table) int { return cmp.Compare(a.Id, b.Id) })
-	var items []heatBucket
-	for _, t := range tables {
-		for _, sh := range s.fsm.TableShards(t.Id) {
-			ld := s.live.ShardLoad(sh.Id)
-			items = append(items, heatBucket{table: t.Id, start: sh.Start, partition: sh.Partition,
-				v: [4]float32{float32(ld.Reads), float32(ld.Writes), float32(ld.ReadBytes), float32(ld.WriteBytes)}})
+	each := func(fn func(heatBucket)) {
+		for _, t := range tables {
+			shards := s.fsm.TableShards(t.Id)
+			s.live.Read(func(q cluster.Reader) {
+				for _, sh := range shards {
+					ld := q.ShardLoad(sh.Id)
+					fn(heatBucket{table: t.Id, start: sh.Start, partition: sh.Partition,
+						v: [4]float32{float32(ld.Reads), float32(ld.Writes), float32(ld.ReadBytes), float32(ld.WriteBytes)}})
+				}
+			})
 		}
 	}
-	return heatColumn{atMs: now.UnixMilli(), buckets: compactHeat(items, heatmapBuckets)}
+	var c heatCompactor
+	each(c.count)
+	c.start(heatmapBuckets)
+	each(c.add)
+	return heatColumn{atMs: now.UnixMilli(), buckets: c.out}
 }
 
 // compactHeat merges adjacent items of one table into at most about n runs: an item's weight is
@@ -90,42 +101,66 @@ func (s *Server) heatSample(now time.Time) heatColumn {
 // holds their peak over time), and a run closes before its weight would pass 2/n. So a hot item
 // stands alone and cold runs fold together. Merged values add up.
 func compactHeat(items []heatBucket, n int) []heatBucket {
-	if len(items) <= n {
+	var c heatCompactor
+	for _, it := range items {
+		c.count(it)
+	}
+	if c.items <= n {
 		return items
 	}
-	var total [4]float64
+	c.start(n)
 	for _, it := range items {
-		for m := range total {
-			total[m] += float64(it.v[m])
+		c.add(it)
+	}
+	return c.out
+}
+
+// heatCompactor is compactHeat over a stream that is passed twice: to count, then to add.
+type heatCompactor struct {
+	items int
+	total [4]float64
+	keep  bool // no more items than runs: each stays alone
+	limit float64
+	acc   float64
+	out   []heatBucket
+}
+
+func (c *heatCompactor) count(it heatBucket) {
+	c.items++
+	for m := range c.total {
+		c.total[m] += float64(it.v[m])
+	}
+}
+
+func (c *heatCompactor) start(n int) {
+	c.keep = c.items <= n
+	c.limit = 2 / float64(n)
+	c.out = make([]heatBucket, 0, min(c.items, n+8))
+}
+
+func (c *heatCompactor) add(it heatBucket) {
+	last := len(c.out) - 1
+	if c.keep {
+		c.out = append(c.out, it)
+		return
+	}
+	w := 1 / float64(c.items)
+	var share float64
+	for m := range c.total {
+		if c.total[m] > 0 {
+			share = max(share, float64(it.v[m])/c.total[m])
 		}
 	}
-	weight := func(it heatBucket) float64 {
-		w := 1 / float64(len(items))
-		var share float64
-		for m := range total {
-			if total[m] > 0 {
-				share = max(share, float64(it.v[m])/total[m])
-			}
-		}
-		return w + share
+	w += share
+	if last < 0 || c.out[last].table != it.table || c.acc+w > c.limit {
+		c.out = append(c.out, it)
+		c.acc = w
+		return
 	}
-	limit := 2 / float64(n)
-	out := make([]heatBucket, 0, n+8)
-	acc := 0.0
-	for i, it := range items {
-		w := weight(it)
-		last := len(out) - 1
-		if i == 0 || out[last].table != it.table || acc+w > limit {
-			out = append(out, it)
-			acc = w
-			continue
-		}
-		for m := range out[last].v {
-			out[last].v[m] += it.v[m]
-		}
-		acc += w
+	for m := range c.out[last].v {
+		c.out[last].v[m] += it.v[m]
 	}
-	return out
+	c.acc += w
 }
 
 // heatQuery is a request for part of the heatmap.

@@ -277,9 +277,18 @@ func (s *Server) scheduleView() *view.Cluster {
 	for _, t := range s.fsm.Tables() {
 		v.Tables[t.Id] = &view.Table{ID: t.Id, Name: t.Name, Group: t.ShardGroup, Replicas: int(t.Replicas), IsolationLabel: t.IsolationLabel, Nodes: t.Nodes,
 			Public: t.State == pcspb.TableState_TABLE_STATE_PUBLIC}
+		// One allocation each for the table's shards, their keys and their in-line lists: at
+		// millions of shards, a tick's view is built in a fraction of the time and garbage.
+		shards := s.fsm.TableShards(t.Id) // in key order
+		ar := viewArena{shards: make([]view.Shard, len(shards)), inLine: make([]uint64, 0, 3*len(shards)), keys: tableKeys(shards)}
+		s.live.Read(func(q cluster.Reader) {
+			for i, sh := range shards {
+				fillViewShard(&ar.shards[i], sh, q, &ar)
+			}
+		})
 		var prev *view.Shard
-		for _, sh := range s.fsm.TableShards(t.Id) { // in key order
-			vs := s.viewShard(sh)
+		for i, sh := range shards {
+			vs := &ar.shards[i]
 			if v.State(sh.Primary) == view.Down {
 				vs.Positions = s.replicaPositions(sh)
 			}
@@ -325,25 +334,76 @@ func (s *Server) applyFailovers(ctx context.Context, cmds []*pcspb.CmdChangePrim
 // primary reports and the replicas the primary reports in line (same term and configuration,
 // the primary's own position, and the replica's node holding it).
 func (s *Server) viewShard(sh *pcspb.Shard) *view.Shard {
-	vs := &view.Shard{ID: sh.Id, Table: sh.TableId, MinInSync: int(sh.MinInSyncOrOne()), Version: sh.Epoch.GetVersion(), ConfVer: sh.Epoch.GetConfVer(), Term: sh.Term,
-		Primary: sh.Primary, Replicas: sh.Replicas, Learners: sh.Learners, Partition: sh.Partition, Start: string(sh.Start), End: string(sh.End)}
-	ld := s.live.ShardLoad(sh.Id)
+	vs := &view.Shard{}
+	s.live.Read(func(q cluster.Reader) { fillViewShard(vs, sh, q, nil) })
+	return vs
+}
+
+// viewArena holds one table's view shards, keys and in-line lists in a few allocations.
+type viewArena struct {
+	shards []view.Shard
+	inLine []uint64 // appended to; each shard's list is a slice of it
+	keys   string   // the table's shards' start and end keys, end to end
+	off    int
+}
+
+// tableKeys returns every shard's start and end key, in order, as one string.
+func tableKeys(shards []*pcspb.Shard) string {
+	n := 0
+	for _, sh := range shards {
+		n += len(sh.Start) + len(sh.End)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, sh := range shards {
+		b.Write(sh.Start)
+		b.Write(sh.End)
+	}
+	return b.String()
+}
+
+// key returns the next n bytes of the arena's keys (a copy of k, made once for the table).
+func (a *viewArena) key(k []byte) string {
+	out := a.keys[a.off : a.off+len(k)]
+	a.off += len(k)
+	return out
+}
+
+// fillViewShard sets vs to sh's picture (see viewShard); ar, if set, provides the memory.
+func fillViewShard(vs *view.Shard, sh *pcspb.Shard, q cluster.Reader, ar *viewArena) {
+	*vs = view.Shard{ID: sh.Id, Table: sh.TableId, MinInSync: int(sh.MinInSyncOrOne()), Version: sh.Epoch.GetVersion(), ConfVer: sh.Epoch.GetConfVer(), Term: sh.Term,
+		Primary: sh.Primary, Replicas: sh.Replicas, Learners: sh.Learners, Partition: sh.Partition}
+	if ar != nil {
+		vs.Start, vs.End = ar.key(sh.Start), ar.key(sh.End)
+	} else {
+		vs.Start, vs.End = string(sh.Start), string(sh.End)
+	}
+	ld := q.ShardLoad(sh.Id)
 	vs.Load = view.Load{Reads: ld.Reads, Writes: ld.Writes, ReadBytes: ld.ReadBytes, WriteBytes: ld.WriteBytes}
-	st := s.live.ShardStats(sh.Primary, sh.Id)
+	st := q.ShardStats(sh.Primary, sh.Id)
 	if st == nil {
-		return vs
+		return
 	}
 	vs.Size = st.SizeBytes
 	own, ok := st.ReplicaPositions[sh.Primary]
 	if !ok || st.Term != sh.Term || st.ConfVer != sh.Epoch.GetConfVer() {
-		return vs
+		return
 	}
-	for _, r := range slices.Concat(sh.Replicas, sh.Learners) {
-		if pos, ok := st.ReplicaPositions[r]; ok && pos == own && s.live.Holds(r, sh.Id) {
-			vs.InLine = append(vs.InLine, r)
+	var inLine []uint64
+	if ar != nil {
+		inLine = ar.inLine[len(ar.inLine):len(ar.inLine)]
+	}
+	for _, list := range [2][]uint64{sh.Replicas, sh.Learners} {
+		for _, r := range list {
+			if pos, ok := st.ReplicaPositions[r]; ok && pos == own && q.Holds(r, sh.Id) {
+				inLine = append(inLine, r)
+			}
 		}
 	}
-	return vs
+	if ar != nil && len(inLine) <= cap(ar.inLine)-len(ar.inLine) { // written in the arena: claim it
+		ar.inLine = ar.inLine[:len(ar.inLine)+len(inLine)]
+	}
+	vs.InLine = inLine[:len(inLine):len(inLine)]
 }
 
 func cmpU64(a, b uint64) int {

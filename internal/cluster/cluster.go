@@ -208,10 +208,40 @@ func (r *Registry) observeLoad(now time.Duration, st *pcspb.ShardStats) {
 func (r *Registry) ShardLoad(shard uint64) Load {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if a := r.mu.loads[shard]; a != nil {
+	return Reader{r}.ShardLoad(shard)
+}
+
+// Reader answers lookups of the registry while Read holds it.
+type Reader struct{ r *Registry }
+
+// Read calls fn with the registry held: many shards' lookups (a scheduling view's) at the cost
+// of one lock. fn must not keep the Reader or call the Registry's own methods.
+func (r *Registry) Read(fn func(Reader)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fn(Reader{r})
+}
+
+// ShardLoad is Registry.ShardLoad.
+func (q Reader) ShardLoad(shard uint64) Load {
+	if a := q.r.mu.loads[shard]; a != nil {
 		return a.Load
 	}
 	return Load{}
+}
+
+// ShardStats is Registry.ShardStats.
+func (q Reader) ShardStats(node, shard uint64) *pcspb.ShardStats {
+	if l := q.r.mu.nodes[node]; l != nil {
+		return l.shards[shard]
+	}
+	return nil
+}
+
+// Holds is Registry.Holds.
+func (q Reader) Holds(node, shard uint64) bool {
+	l := q.r.mu.nodes[node]
+	return l != nil && l.holds(shard)
 }
 
 // WarmedUp reports whether the warm-up has passed.
@@ -254,8 +284,7 @@ func (r *Registry) Heard(node uint64) bool {
 func (r *Registry) Holds(node, shard uint64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	l := r.mu.nodes[node]
-	return l != nil && l.holds(shard)
+	return Reader{r}.Holds(node, shard)
 }
 
 // Nodes returns the ids heard from in this term.
@@ -319,10 +348,7 @@ func (r *Registry) NodeLoad(node uint64) (reads, writes float64) {
 func (r *Registry) ShardStats(node, shard uint64) *pcspb.ShardStats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if l := r.mu.nodes[node]; l != nil {
-		return l.shards[shard]
-	}
-	return nil
+	return Reader{r}.ShardStats(node, shard)
 }
 
 // Silent returns how long the node has not been heard from in this term, and whether this

@@ -58,22 +58,45 @@ type Step struct {
 	Finished map[uint64]uint64
 }
 
+// MaxNodeCommands bounds the replica commands one step gives a node. A node takes a few MiB of
+// commands a heartbeat anyway, and the step is planned again every tick: without a bound, a
+// backlog of millions of replicas to create (tables created faster than the nodes make them)
+// would be rebuilt in full each time, the largest thing the primary allocates. The rest come
+// in later steps, oldest tables first, as the nodes report the first ones made.
+const MaxNodeCommands = 16384
+
 // Next plans one step.
 func Next(cat Catalog, live Live) Step {
 	st := Step{Commands: map[uint64][]*pcspb.NodeCommand{}, Advance: map[uint64]uint64{}, Finished: map[uint64]uint64{}}
+	up := len(live.UpNodes())
+	full := 0 // nodes at MaxNodeCommands
 	add := func(node uint64, c *pcspb.NodeCommand) { st.Commands[node] = append(st.Commands[node], c) }
+	// addReplica adds a replica command unless the node has its fill; it reports whether every
+	// up node has its fill (the rest of a table need not be read then, once it is known not done).
+	addReplica := func(node uint64, c func() *pcspb.NodeCommand) (allFull bool) {
+		if n := len(st.Commands[node]); n < MaxNodeCommands {
+			add(node, c())
+			if n+1 == MaxNodeCommands {
+				full++
+			}
+		}
+		return full >= up
+	}
 	for _, t := range cat.Tables() {
 		switch t.State {
 		case pcspb.TableState_TABLE_STATE_CREATING:
 			done := true
+		creating:
 			for _, s := range cat.TableShards(t.Id) {
 				for _, n := range s.Replicas {
 					if live.Holds(n, s.Id) {
 						continue
 					}
 					done = false
-					if live.State(n) == cluster.Up {
-						add(n, &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_CreateReplica{CreateReplica: s}})
+					if live.State(n) == cluster.Up && addReplica(n, func() *pcspb.NodeCommand {
+						return &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_CreateReplica{CreateReplica: s}}
+					}) {
+						break creating
 					}
 				}
 			}
@@ -104,6 +127,7 @@ func Next(cat Catalog, live Live) Step {
 			}
 		case pcspb.TableState_TABLE_STATE_DROPPING:
 			remaining := false
+		dropping:
 			for _, s := range cat.TableShards(t.Id) {
 				for _, n := range s.Replicas {
 					if !live.Holds(n, s.Id) {
@@ -112,8 +136,10 @@ func Next(cat Catalog, live Live) Step {
 					if live.State(n) != cluster.Down {
 						remaining = true
 					}
-					if live.State(n) == cluster.Up {
-						add(n, &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_DropReplica{DropReplica: s.Id}})
+					if live.State(n) == cluster.Up && addReplica(n, func() *pcspb.NodeCommand {
+						return &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_DropReplica{DropReplica: s.Id}}
+					}) {
+						break dropping
 					}
 				}
 			}

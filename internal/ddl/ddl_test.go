@@ -140,3 +140,41 @@ func TestPartitionJob(t *testing.T) {
 	live.held[3] = map[uint64]bool{20: true}
 	check(true, [2]uint64{6, 6})
 }
+
+// TestCommandsBounded: a backlog of replicas to create larger than MaxNodeCommands gives each
+// node at most that many commands a step, oldest table first; a node with room still gets its
+// commands; the rest follow once the first are made, and the table goes public when all are.
+func TestCommandsBounded(t *testing.T) {
+	const n = MaxNodeCommands + 3000
+	big := make([]*pcspb.Shard, n)
+	for i := range big {
+		big[i] = &pcspb.Shard{Id: uint64(100 + i), Replicas: []uint64{1, 2}}
+	}
+	cat := &fakeCatalog{tables: []*pcspb.Table{{Id: 1, State: pcspb.TableState_TABLE_STATE_CREATING}, {Id: 2, State: pcspb.TableState_TABLE_STATE_CREATING}},
+		shards: map[uint64][]*pcspb.Shard{1: big, 2: {{Id: 50, Replicas: []uint64{3}}, {Id: 51, Replicas: []uint64{1}}}}}
+	live := &fakeLive{state: map[uint64]cluster.State{1: cluster.Up, 2: cluster.Up, 3: cluster.Up}, held: map[uint64]map[uint64]bool{1: {}, 2: {}, 3: {}}}
+	st := Next(cat, live)
+	if count(st, 1, true) != MaxNodeCommands || count(st, 2, true) != MaxNodeCommands || count(st, 3, true) != 1 || len(st.Public) != 0 {
+		t.Fatalf("first step: %d, %d, %d commands, public %v", count(st, 1, true), count(st, 2, true), count(st, 3, true), st.Public)
+	}
+	if got := st.Commands[1][0].GetCreateReplica().GetId(); got != 100 {
+		t.Fatalf("node 1's first command is for shard %d, want the oldest table's first, 100", got)
+	}
+	for _, c := range st.Commands[1] { // the nodes make what they were told
+		live.held[1][c.GetCreateReplica().GetId()] = true
+		live.held[2][c.GetCreateReplica().GetId()] = true
+	}
+	live.held[3][50] = true
+	st = Next(cat, live)
+	if count(st, 1, true) != n-MaxNodeCommands+1 || count(st, 2, true) != n-MaxNodeCommands || len(st.Public) != 0 {
+		t.Fatalf("second step: %d, %d commands, public %v", count(st, 1, true), count(st, 2, true), st.Public)
+	}
+	for node, cs := range st.Commands {
+		for _, c := range cs {
+			live.held[node][c.GetCreateReplica().GetId()] = true
+		}
+	}
+	if st = Next(cat, live); len(st.Public) != 2 || len(st.Commands) != 0 {
+		t.Fatalf("all made: public %v, %d nodes with commands", st.Public, len(st.Commands))
+	}
+}

@@ -69,14 +69,10 @@ func (c *Client) ListTables(ctx context.Context, opts ...OpOption) (*pcspb.ListT
 }
 
 // GetShard returns the shard of table holding a row key (keyenc of the key columns).
+// Concurrent calls for one table share round trips: see lookups.
 func (c *Client) GetShard(ctx context.Context, table string, key []byte, opts ...OpOption) (*pcspb.GetShardResponse, error) {
 	o := collect(opts)
-	var resp *pcspb.GetShardResponse
-	err := c.do(ctx, target{endpoint: o.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
-		resp, err = cli.GetShard(ctx, &pcspb.GetShardRequest{Table: table, Key: key, Consistency: o.consistency})
-		return err
-	})
-	return resp, err
+	return c.lookups.get(ctx, lookupKind{table: table, consistency: o.consistency, endpoint: o.endpoint}, key)
 }
 
 // GetShardByID returns a shard by id.

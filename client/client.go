@@ -163,6 +163,7 @@ type Client struct {
 	}
 	tso       *tsoBatcher
 	routes    routeCache
+	lookups   lookups
 	stopWatch context.CancelFunc
 	nodes     nodeAddrs
 	reqs      *requests
@@ -182,6 +183,7 @@ func New(endpoints []string, opts ...Option) (*Client, error) {
 	c := &Client{opts: o, endpoints: append([]string(nil), endpoints...)}
 	c.mu.conns = map[string]*grpc.ClientConn{}
 	c.tso = newTSOBatcher(c)
+	c.lookups.c = c
 	c.reqs = newRequests()
 	c.clusterID.Store(o.ClusterID)
 	c.routes.tables = map[string]*tableRoutes{}

@@ -3,9 +3,11 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/postdb/pcs/api/pcspb"
@@ -475,6 +477,9 @@ func (v *service) BatchGetShards(ctx context.Context, req *pcspb.BatchGetShardsR
 		return nil, toStatus(err)
 	}
 	shards, pos, err := v.s.fsm.ShardsForKeys(req.Table, req.Keys)
+	if ke := (*meta.KeyError)(nil); errors.As(err, &ke) {
+		return nil, pcspb.BadKeyError(status.Code(toStatus(err)), err.Error(), ke.Index)
+	}
 	if err != nil {
 		return nil, toStatus(err)
 	}

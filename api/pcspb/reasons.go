@@ -1,6 +1,8 @@
 package pcspb
 
 import (
+	"strconv"
+
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -36,6 +38,9 @@ const (
 	ReasonSessionExpired = "SESSION_EXPIRED"
 	// ReasonNoSpace: the system key-value namespace is at its quota.
 	ReasonNoSpace = "NO_SPACE"
+	// ReasonBadKey: one key of a batch cannot be routed (malformed, or outside every
+	// partition); the detail's metadata "index" names it (see BadKeyError).
+	ReasonBadKey = "BAD_KEY"
 )
 
 // RequestIDHeader is the gRPC metadata key (binary) that carries a marshaled RequestID.
@@ -53,4 +58,30 @@ func ReasonError(code codes.Code, reason, msg string) error {
 		return status.Error(code, msg)
 	}
 	return st.Err()
+}
+
+// BadKeyError is a status error of code and msg that names the batch's key at index as the one
+// refused (ReasonBadKey), so that a caller can answer the other keys.
+func BadKeyError(code codes.Code, msg string, index int) error {
+	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: ReasonBadKey, Domain: ReasonDomain,
+		Metadata: map[string]string{"index": strconv.Itoa(index)}})
+	if err != nil {
+		return status.Error(code, msg)
+	}
+	return st.Err()
+}
+
+// BadKeyIndex returns the index a BadKeyError names.
+func BadKeyIndex(err error) (int, bool) {
+	st, ok := status.FromError(err)
+	if !ok || err == nil {
+		return 0, false
+	}
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.Domain == ReasonDomain && ei.Reason == ReasonBadKey {
+			i, err := strconv.Atoi(ei.Metadata["index"])
+			return i, err == nil && i >= 0
+		}
+	}
+	return 0, false
 }

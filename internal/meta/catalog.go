@@ -1042,7 +1042,17 @@ func (f *FSM) Grants(node uint64, stats []*pcspb.ShardStats) (denied []uint64, g
 	return denied, grants
 }
 
-// ShardsForKeys routes many row keys of one table under one read lock.
+// KeyError is ShardsForKeys' refusal of one key (the index of keys); it wraps the reason.
+type KeyError struct {
+	Index int
+	Err   error
+}
+
+func (e *KeyError) Error() string { return e.Err.Error() }
+func (e *KeyError) Unwrap() error { return e.Err }
+
+// ShardsForKeys routes many row keys of one table under one read lock. A key that does not
+// route fails the call with a *KeyError naming it.
 func (f *FSM) ShardsForKeys(table string, keys [][]byte) ([]*pcspb.Shard, Position, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -1055,10 +1065,10 @@ func (f *FSM) ShardsForKeys(table string, keys [][]byte) ([]*pcspb.Shard, Positi
 	var rk []byte
 	for i, key := range keys {
 		if rk, err = te.spec.RoutingKey(key); err != nil {
-			return nil, pos, fmt.Errorf("%w: key %d: %w", ErrInvalid, i, err)
+			return nil, pos, &KeyError{Index: i, Err: fmt.Errorf("%w: key %d: %w", ErrInvalid, i, err)}
 		}
 		if out[i] = shardAt(te, rk); out[i] == nil {
-			return nil, pos, fmt.Errorf("%w: table %q key %x", ErrShardNotFound, table, key)
+			return nil, pos, &KeyError{Index: i, Err: fmt.Errorf("%w: table %q key %x", ErrShardNotFound, table, key)}
 		}
 	}
 	return out, pos, nil

@@ -1,0 +1,162 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/postdb/pcs/api/pcspb"
+)
+
+// maxLookupBatch is the most keys one batched lookup asks for (the server takes up to 10,000).
+const maxLookupBatch = 1024
+
+// lookupTimeout bounds a batched lookup: it serves several callers, so no one caller's
+// context governs it (each caller still returns when its own context ends).
+const lookupTimeout = 30 * time.Second
+
+// lookupKind is what lookups must share to be answered by one BatchGetShards call.
+type lookupKind struct {
+	table       string
+	consistency pcspb.Consistency
+	endpoint    string
+}
+
+type lookup struct {
+	key  []byte
+	resp *pcspb.GetShardResponse
+	err  error
+	done chan struct{}
+}
+
+// lookupQueue is one kind's lookups: whether a call is on the wire, and who waits for the next.
+type lookupQueue struct {
+	busy    bool
+	pending []*lookup
+}
+
+// lookups coalesces concurrent GetShard calls. A call finding no other of its kind on the wire
+// goes out at once, alone, as a GetShard. Calls made while one is on the wire wait and then go
+// out together as one BatchGetShards, and so on: at most one call of a kind is on the wire, so
+// a thousand concurrent lookups cost a few round trips instead of a thousand. A read started
+// after every caller in it began is as linearizable for each as its own call would be.
+//
+// A batch the server refuses as a whole (a key outside the table's partitions makes the batch
+// fail) is retried key by key, so each caller gets the answer its own call would have.
+type lookups struct {
+	c  *Client
+	mu sync.Mutex
+	q  map[lookupKind]*lookupQueue
+}
+
+func (l *lookups) get(ctx context.Context, k lookupKind, key []byte) (*pcspb.GetShardResponse, error) {
+	l.mu.Lock()
+	if l.q == nil {
+		l.q = map[lookupKind]*lookupQueue{}
+	}
+	q := l.q[k]
+	if q == nil {
+		q = &lookupQueue{}
+		l.q[k] = q
+	}
+	if !q.busy {
+		q.busy = true
+		l.mu.Unlock()
+		resp, err := l.single(ctx, k, key)
+		l.next(k, q)
+		return resp, err
+	}
+	lk := &lookup{key: key, done: make(chan struct{})}
+	q.pending = append(q.pending, lk)
+	l.mu.Unlock()
+	select {
+	case <-lk.done:
+		return lk.resp, lk.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// next sends the kind's waiting lookups as one batch, or marks the kind idle if none wait.
+func (l *lookups) next(k lookupKind, q *lookupQueue) {
+	l.mu.Lock()
+	if len(q.pending) == 0 {
+		q.busy = false
+		if l.q[k] == q {
+			delete(l.q, k) // idle kinds cost nothing (tables come and go)
+		}
+		l.mu.Unlock()
+		return
+	}
+	n := min(len(q.pending), maxLookupBatch)
+	batch := q.pending[:n:n]
+	q.pending = q.pending[n:]
+	l.mu.Unlock()
+	go func() {
+		l.send(k, batch)
+		l.next(k, q)
+	}()
+}
+
+func (l *lookups) single(ctx context.Context, k lookupKind, key []byte) (*pcspb.GetShardResponse, error) {
+	var resp *pcspb.GetShardResponse
+	err := l.c.do(ctx, target{endpoint: k.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) (err error) {
+		resp, err = cli.GetShard(ctx, &pcspb.GetShardRequest{Table: k.table, Key: key, Consistency: k.consistency})
+		return err
+	})
+	return resp, err
+}
+
+// send answers a batch of lookups with one BatchGetShards. When the server refuses one key of
+// the batch (outside every partition, malformed: it names the key), that key gets the answer
+// of a call of its own and the keys on either side are sent again as batches.
+func (l *lookups) send(k lookupKind, batch []*lookup) {
+	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+	defer cancel()
+	l.sendWithin(ctx, k, batch)
+}
+
+func (l *lookups) sendWithin(ctx context.Context, k lookupKind, batch []*lookup) {
+	if len(batch) == 0 {
+		return
+	}
+	if len(batch) == 1 {
+		lk := batch[0]
+		lk.resp, lk.err = l.single(ctx, k, lk.key)
+		close(lk.done)
+		return
+	}
+	keys := make([][]byte, len(batch))
+	for i, lk := range batch {
+		keys[i] = lk.key
+	}
+	var resp *pcspb.BatchGetShardsResponse
+	var raw error // the server's own status, which names a refused key
+	err := l.c.do(ctx, target{endpoint: k.endpoint}, func(ctx context.Context, cli pcspb.PCSClient) error {
+		resp, raw = cli.BatchGetShards(ctx, &pcspb.BatchGetShardsRequest{Table: k.table, Keys: keys, Consistency: k.consistency})
+		return raw
+	})
+	if err == nil && len(resp.Shards) != len(batch) {
+		err = fmt.Errorf("%w: %d shards for %d keys", ErrInternal, len(resp.Shards), len(batch))
+	}
+	if err == nil {
+		for i, lk := range batch {
+			lk.resp = &pcspb.GetShardResponse{Header: proto.Clone(resp.Header).(*pcspb.ReadHeader), Shard: resp.Shards[i]}
+			close(lk.done)
+		}
+		return
+	}
+	if i, ok := pcspb.BadKeyIndex(raw); ok && i < len(batch) {
+		l.sendWithin(ctx, k, batch[i:i+1])
+		l.sendWithin(ctx, k, batch[:i])
+		l.sendWithin(ctx, k, batch[i+1:])
+		return
+	}
+	for _, lk := range batch { // the batch failed as each call would have (no primary, deadline)
+		lk.err = err
+		close(lk.done)
+	}
+}

@@ -14,6 +14,11 @@ import (
 // maxLookupBatch is the most keys one batched lookup asks for (the server takes up to 10,000).
 const maxLookupBatch = 1024
 
+// lookupsInFlight is how many calls of one kind may be on the wire at once; lookups made
+// while that many are gather into the next batch. More than one keeps a slow answer (a
+// pause on the server, a lost packet) from holding up every caller behind it.
+const lookupsInFlight = 2
+
 // lookupTimeout bounds a batched lookup: it serves several callers, so no one caller's
 // context governs it (each caller still returns when its own context ends).
 const lookupTimeout = 30 * time.Second
@@ -32,16 +37,16 @@ type lookup struct {
 	done chan struct{}
 }
 
-// lookupQueue is one kind's lookups: whether a call is on the wire, and who waits for the next.
+// lookupQueue is one kind's lookups: how many calls are on the wire, and who waits for the next.
 type lookupQueue struct {
-	busy    bool
-	pending []*lookup
+	inFlight int
+	pending  []*lookup
 }
 
-// lookups coalesces concurrent GetShard calls. A call finding no other of its kind on the wire
-// goes out at once, alone, as a GetShard. Calls made while one is on the wire wait and then go
-// out together as one BatchGetShards, and so on: at most one call of a kind is on the wire, so
-// a thousand concurrent lookups cost a few round trips instead of a thousand. A read started
+// lookups coalesces concurrent GetShard calls. A call finding fewer than lookupsInFlight others
+// of its kind on the wire goes out at once, alone, as a GetShard. Calls made while that many
+// are on the wire wait and then go out together as one BatchGetShards when one returns, and so
+// on: a thousand concurrent lookups cost a few round trips instead of a thousand. A read started
 // after every caller in it began is as linearizable for each as its own call would be.
 //
 // A batch the server refuses as a whole (a key outside the table's partitions makes the batch
@@ -62,8 +67,8 @@ func (l *lookups) get(ctx context.Context, k lookupKind, key []byte) (*pcspb.Get
 		q = &lookupQueue{}
 		l.q[k] = q
 	}
-	if !q.busy {
-		q.busy = true
+	if q.inFlight < lookupsInFlight {
+		q.inFlight++
 		l.mu.Unlock()
 		resp, err := l.single(ctx, k, key)
 		l.next(k, q)
@@ -80,12 +85,13 @@ func (l *lookups) get(ctx context.Context, k lookupKind, key []byte) (*pcspb.Get
 	}
 }
 
-// next sends the kind's waiting lookups as one batch, or marks the kind idle if none wait.
+// next sends the kind's waiting lookups as one batch in place of a call that returned, or
+// counts one call fewer on the wire if none wait.
 func (l *lookups) next(k lookupKind, q *lookupQueue) {
 	l.mu.Lock()
 	if len(q.pending) == 0 {
-		q.busy = false
-		if l.q[k] == q {
+		q.inFlight--
+		if q.inFlight == 0 && l.q[k] == q {
 			delete(l.q, k) // idle kinds cost nothing (tables come and go)
 		}
 		l.mu.Unlock()

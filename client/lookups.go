@@ -49,8 +49,9 @@ type lookupQueue struct {
 // on: a thousand concurrent lookups cost a few round trips instead of a thousand. A read started
 // after every caller in it began is as linearizable for each as its own call would be.
 //
-// A batch the server refuses as a whole (a key outside the table's partitions makes the batch
-// fail) is retried key by key, so each caller gets the answer its own call would have.
+// A key the server refuses in a batch (outside every partition, malformed) is named in its
+// answer; that key gets a call of its own and the keys on either side go again as batches, so
+// each caller gets the answer its own call would have.
 type lookups struct {
 	c  *Client
 	mu sync.Mutex

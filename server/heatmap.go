@@ -66,7 +66,10 @@ func (s *Server) heatmapLoop(ctx context.Context) {
 				continue
 			}
 			start := time.Now()
-			col := s.heatSample(now)
+			col, err := s.heatSample(ctx, now)
+			if err != nil {
+				return
+			}
 			s.heat.mu.Lock()
 			s.heat.cols.push(col)
 			s.heat.mu.Unlock()
@@ -80,12 +83,16 @@ func (s *Server) heatmapLoop(ctx context.Context) {
 
 // heatSample takes one column: every table's shards in key order, compacted. It reads the
 // shards twice, first for the totals the compaction weighs by, and keeps no list of them all
-// (at millions of shards that list would be the largest thing the primary allocates).
-func (s *Server) heatSample(now time.Time) heatColumn {
+// (at millions of shards that list would be the largest thing the primary allocates). It
+// stops between tables when ctx ends.
+func (s *Server) heatSample(ctx context.Context, now time.Time) (heatColumn, error) {
 	tables := s.fsm.Tables()
 	slices.SortFunc(tables, func(a, b *pcspb.Table) int { return cmp.Compare(a.Id, b.Id) })
 	each := func(fn func(heatBucket)) {
 		for _, t := range tables {
+			if ctx.Err() != nil {
+				return
+			}
 			shards := s.fsm.TableShards(t.Id)
 			s.live.Read(func(q cluster.Reader) {
 				for _, sh := range shards {
@@ -100,7 +107,10 @@ func (s *Server) heatSample(now time.Time) heatColumn {
 	each(c.count)
 	c.start(heatmapBuckets)
 	each(c.add)
-	return heatColumn{atMs: now.UnixMilli(), buckets: c.out}
+	if err := ctx.Err(); err != nil {
+		return heatColumn{}, err
+	}
+	return heatColumn{atMs: now.UnixMilli(), buckets: c.out}, nil
 }
 
 // compactHeat merges adjacent items of one table into at most about n runs: an item's weight is

@@ -122,7 +122,10 @@ func (v *service) Explain(ctx context.Context, req *pcspb.ExplainRequest) (*pcsp
 	if cli != nil {
 		return cli.Explain(ctx, req)
 	}
-	view := s.scheduleView()
+	view, err := s.scheduleView(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
 	var lines []string
 	err = s.withCoordinator(func(c *schedule.Coordinator) error {
 		var err error

@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"cmp"
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -93,7 +95,10 @@ func BenchmarkScheduleView(b *testing.B) {
 	s := scaleServer(b, 100_000, 12)
 	var v *view.Cluster
 	for b.Loop() {
-		v = s.scheduleView()
+		var err error
+		if v, err = s.scheduleView(context.Background()); err != nil {
+			b.Fatal(err)
+		}
 	}
 	n := len(v.Shards)
 	runtime.GC()
@@ -121,7 +126,11 @@ func TestHeatSampleStreams(t *testing.T) {
 	}
 	slices.SortStableFunc(items, func(a, b heatBucket) int { return cmp.Compare(a.table, b.table) })
 	want := compactHeat(items, heatmapBuckets)
-	got := s.heatSample(time.Now()).buckets
+	col, err := s.heatSample(context.Background(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := col.buckets
 	if len(want) >= len(items) || len(got) != len(want) {
 		t.Fatalf("%d buckets from %d shards; compactHeat gives %d", len(got), len(items), len(want))
 	}
@@ -129,5 +138,23 @@ func TestHeatSampleStreams(t *testing.T) {
 		if got[i].table != want[i].table || !bytes.Equal(got[i].start, want[i].start) || got[i].v != want[i].v {
 			t.Fatalf("bucket %d: %+v, want %+v", i, got[i], want[i])
 		}
+	}
+}
+
+// TestViewStopsWithContext: building the scheduling view or a heatmap sample of many shards
+// stops when the term or the server ends, with the context's error and no partial result.
+func TestViewStopsWithContext(t *testing.T) {
+	s := scaleServer(t, 12_000, 6)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if v, err := s.scheduleView(ctx); !errors.Is(err, context.Canceled) || v != nil {
+		t.Fatalf("view after cancel: %v shards, %v", v != nil, err)
+	}
+	if col, err := s.heatSample(ctx, time.Now()); !errors.Is(err, context.Canceled) || col.buckets != nil {
+		t.Fatalf("heat sample after cancel: %d buckets, %v", len(col.buckets), err)
+	}
+	v, err := s.scheduleView(context.Background())
+	if err != nil || len(v.Shards) != 12_000 {
+		t.Fatalf("view: %v", err)
 	}
 }

@@ -144,7 +144,10 @@ func (s *Server) scheduleLoop(ctx context.Context) {
 			// During the warm-up, only shard primaries on nodes silent for lease + margin since
 			// this primary took office move (DESIGN §6): their leases have lapsed whoever
 			// granted them. Everything that declares nodes down waits for the warm-up.
-			v := s.scheduleView()
+			v, err := s.scheduleView(ctx)
+			if err != nil {
+				return
+			}
 			s.sched.mu.Lock()
 			fo := coord.WarmupFailover(v)
 			s.sched.mu.Unlock()
@@ -182,7 +185,10 @@ func (s *Server) noteNodeStates(seen map[uint64]cluster.State) {
 }
 
 func (s *Server) scheduleTick(ctx context.Context) {
-	v := s.scheduleView()
+	v, err := s.scheduleView(ctx)
+	if err != nil {
+		return // the term or the server ended while the view was read: act on nothing
+	}
 	s.sched.mu.Lock()
 	coord := s.sched.mu.coord
 	if kv, _ := s.fsm.Get(scheduleConfigKey); kv.GetModRevision() != s.sched.configRev {
@@ -257,8 +263,10 @@ func (s *Server) saveOperator(ctx context.Context, op *pcspb.Operator) error {
 	return err
 }
 
-// scheduleView builds the coordinator's picture from the catalog and the nodes' reports.
-func (s *Server) scheduleView() *view.Cluster {
+// scheduleView builds the coordinator's picture from the catalog and the nodes' reports. At
+// millions of shards that takes seconds: it stops between tables when ctx ends (a term or the
+// server ending need not wait for it) and returns ctx's error, never a partial picture.
+func (s *Server) scheduleView(ctx context.Context) (*view.Cluster, error) {
 	v := &view.Cluster{Tables: map[uint64]*view.Table{}, CanMerge: s.fsm.ClusterVersion() >= meta.VersionMerge, Linked: true}
 	warm := s.live.WarmedUp()
 	for _, n := range s.fsm.DataNodes() {
@@ -275,6 +283,9 @@ func (s *Server) scheduleView() *view.Cluster {
 	}
 	slices.SortFunc(v.Nodes, func(a, b *view.Node) int { return cmpU64(a.ID, b.ID) })
 	for _, t := range s.fsm.Tables() {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		v.Tables[t.Id] = &view.Table{ID: t.Id, Name: t.Name, Group: t.ShardGroup, Replicas: int(t.Replicas), IsolationLabel: t.IsolationLabel, Nodes: t.Nodes,
 			Public: t.State == pcspb.TableState_TABLE_STATE_PUBLIC}
 		// One allocation each for the table's shards, their keys and their in-line lists: at
@@ -300,7 +311,7 @@ func (s *Server) scheduleView() *view.Cluster {
 		}
 	}
 	slices.SortFunc(v.Shards, func(a, b *view.Shard) int { return cmpU64(a.ID, b.ID) })
-	return v
+	return v, nil
 }
 
 // replicaPositions returns the log position each replica of sh that is heartbeating now
@@ -628,7 +639,7 @@ func (s *Server) updateSystemKey(ctx context.Context, key []byte, apply func(con
 // nodeLoads is every up node's load as the balancer sees it, with the operators under way
 // projected.
 func (s *Server) nodeLoads() *scheduler.Loads {
-	v := s.scheduleView()
+	v, _ := s.scheduleView(context.Background()) // (cannot fail without a deadline)
 	ops := map[uint64]*operator.Operator{}
 	_ = s.withCoordinator(func(c *schedule.Coordinator) error {
 		for _, op := range c.Operators(false) {

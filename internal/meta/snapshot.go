@@ -177,10 +177,15 @@ func decodeRecords(r io.Reader, quit <-chan struct{}) <-chan *recordBatch {
 		go func() {
 			for b := range work {
 				b.recs, b.decodeErr = make([]*pcspb.SnapshotRecord, len(b.raw)), make([]error, len(b.raw))
+				d := newShardDecoder(len(b.raw))
 				for i, raw := range b.raw {
+					if b.recs[i] = d.decode(raw); b.recs[i] != nil {
+						continue
+					}
 					b.recs[i] = &pcspb.SnapshotRecord{}
 					b.decodeErr[i] = proto.Unmarshal(raw, b.recs[i])
 				}
+				d.finish()
 				b.raw = nil
 				close(b.done)
 			}

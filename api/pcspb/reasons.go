@@ -53,7 +53,12 @@ const ClusterIDHeader = "pcs-cluster-id"
 // ReasonError is a gRPC status error of code and msg that carries reason (one of the Reason
 // constants) as its ErrorInfo detail.
 func ReasonError(code codes.Code, reason, msg string) error {
-	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ReasonDomain})
+	return infoError(code, msg, &errdetails.ErrorInfo{Reason: reason, Domain: ReasonDomain})
+}
+
+// infoError is a status error of code and msg carrying info as its detail.
+func infoError(code codes.Code, msg string, info *errdetails.ErrorInfo) error {
+	st, err := status.New(code, msg).WithDetails(info)
 	if err != nil {
 		return status.Error(code, msg)
 	}
@@ -63,12 +68,8 @@ func ReasonError(code codes.Code, reason, msg string) error {
 // BadKeyError is a status error of code and msg that names the batch's key at index as the one
 // refused (ReasonBadKey), so that a caller can answer the other keys.
 func BadKeyError(code codes.Code, msg string, index int) error {
-	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: ReasonBadKey, Domain: ReasonDomain,
+	return infoError(code, msg, &errdetails.ErrorInfo{Reason: ReasonBadKey, Domain: ReasonDomain,
 		Metadata: map[string]string{"index": strconv.Itoa(index)}})
-	if err != nil {
-		return status.Error(code, msg)
-	}
-	return st.Err()
 }
 
 // BadKeyIndex returns the index a BadKeyError names.

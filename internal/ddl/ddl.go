@@ -69,19 +69,14 @@ const MaxNodeCommands = 16384
 func Next(cat Catalog, live Live) Step {
 	st := Step{Commands: map[uint64][]*pcspb.NodeCommand{}, Advance: map[uint64]uint64{}, Finished: map[uint64]uint64{}}
 	up := len(live.UpNodes())
-	full := 0 // nodes at MaxNodeCommands
-	add := func(node uint64, c *pcspb.NodeCommand) { st.Commands[node] = append(st.Commands[node], c) }
-	// addReplica adds a replica command unless the node has its fill; it reports whether every
-	// up node has its fill (the rest of a table need not be read then, once it is known not done).
-	addReplica := func(node uint64, c func() *pcspb.NodeCommand) (allFull bool) {
-		if n := len(st.Commands[node]); n < MaxNodeCommands {
-			add(node, c())
-			if n+1 == MaxNodeCommands {
-				full++
-			}
+	full := 0 // up nodes given MaxNodeCommands: once all are, the rest of a table need not be read
+	add := func(node uint64, c *pcspb.NodeCommand) {
+		st.Commands[node] = append(st.Commands[node], c)
+		if len(st.Commands[node]) == MaxNodeCommands {
+			full++
 		}
-		return full >= up
 	}
+	hasRoom := func(node uint64) bool { return len(st.Commands[node]) < MaxNodeCommands }
 	for _, t := range cat.Tables() {
 		switch t.State {
 		case pcspb.TableState_TABLE_STATE_CREATING:
@@ -93,9 +88,10 @@ func Next(cat Catalog, live Live) Step {
 						continue
 					}
 					done = false
-					if live.State(n) == cluster.Up && addReplica(n, func() *pcspb.NodeCommand {
-						return &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_CreateReplica{CreateReplica: s}}
-					}) {
+					if live.State(n) == cluster.Up && hasRoom(n) {
+						add(n, &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_CreateReplica{CreateReplica: s}})
+					}
+					if full >= up {
 						break creating
 					}
 				}
@@ -136,9 +132,10 @@ func Next(cat Catalog, live Live) Step {
 					if live.State(n) != cluster.Down {
 						remaining = true
 					}
-					if live.State(n) == cluster.Up && addReplica(n, func() *pcspb.NodeCommand {
-						return &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_DropReplica{DropReplica: s.Id}}
-					}) {
+					if live.State(n) == cluster.Up && hasRoom(n) {
+						add(n, &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_DropReplica{DropReplica: s.Id}})
+					}
+					if full >= up && remaining {
 						break dropping
 					}
 				}

@@ -18,7 +18,6 @@ type shardDecoder struct {
 	shards   []pcspb.Shard
 	recs     []pcspb.SnapshotRecord
 	wraps    []pcspb.SnapshotRecord_Shard
-	keyBytes int // of the shards' keys, which alias the records until finish copies them
 	epochs   map[[2]uint64]*pcspb.ShardEpoch
 	replicas map[string][]uint64 // by the packed field's bytes
 	names    map[string]string
@@ -34,10 +33,14 @@ func newShardDecoder(n int) *shardDecoder {
 // finish copies the decoded shards' keys out of the records, into one slab of their size: the
 // records' memory is not kept.
 func (d *shardDecoder) finish() {
-	if d.keyBytes == 0 {
+	size := 0
+	for i := range d.shards {
+		size += len(d.shards[i].Start) + len(d.shards[i].End)
+	}
+	if size == 0 {
 		return
 	}
-	slab := make([]byte, 0, d.keyBytes)
+	slab := make([]byte, 0, size)
 	own := func(k []byte) []byte {
 		if len(k) == 0 {
 			return k
@@ -68,6 +71,7 @@ func (d *shardDecoder) decode(raw []byte) *pcspb.SnapshotRecord {
 	d.shards = append(d.shards, pcspb.Shard{})
 	s := &d.shards[len(d.shards)-1]
 	if !d.shard(body, s) {
+		*s = pcspb.Shard{} // (the slab is kept whole: no part of a declined record may stay in it)
 		d.shards = d.shards[:len(d.shards)-1]
 		return nil
 	}
@@ -119,9 +123,9 @@ func (d *shardDecoder) shard(b []byte, s *pcspb.Shard) bool {
 		b = b[n:]
 		switch num {
 		case 3:
-			s.Start = d.alias(v)
+			s.Start = alias(v)
 		case 4:
-			s.End = d.alias(v)
+			s.End = alias(v)
 		case 5:
 			if s.Epoch = d.epoch(v); s.Epoch == nil {
 				return false
@@ -151,11 +155,10 @@ func (d *shardDecoder) shard(b []byte, s *pcspb.Shard) bool {
 
 // alias returns a key as a slice of the record until finish copies it; an empty key is empty,
 // not nil (as proto.Unmarshal leaves it), and keeps nothing of the record.
-func (d *shardDecoder) alias(v []byte) []byte {
+func alias(v []byte) []byte {
 	if len(v) == 0 {
 		return []byte{}
 	}
-	d.keyBytes += len(v)
 	return v[:len(v):len(v)]
 }
 

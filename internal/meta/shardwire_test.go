@@ -25,6 +25,12 @@ func sameAsProto(t *testing.T, raw []byte) bool {
 	fast := d.decode(raw)
 	d.finish()
 	if fast == nil {
+		full := d.shards[:cap(d.shards)]
+		for i := len(d.shards); i < len(full); i++ {
+			if !proto.Equal(&full[i], &pcspb.Shard{}) {
+				t.Fatalf("a declined record stays in the slab: %v", &full[i])
+			}
+		}
 		return false
 	}
 	slow := &pcspb.SnapshotRecord{}

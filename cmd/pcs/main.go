@@ -44,6 +44,7 @@ type fileConfig struct {
 	CommitTimeout      time.Duration `yaml:"commit-timeout"`
 	SnapshotThreshold  uint64        `yaml:"snapshot-threshold"`
 	SnapshotInterval   time.Duration `yaml:"snapshot-interval"`
+	SnapshotBytes      uint64        `yaml:"snapshot-bytes"`
 	TrailingLogs       uint64        `yaml:"trailing-logs"`
 	TSOWindow          time.Duration `yaml:"tso-window"`
 	HeatmapInterval    time.Duration `yaml:"heatmap-interval"`
@@ -81,7 +82,7 @@ func defaults() fileConfig {
 		LogLevel: "info", LogFormat: "text",
 		HeartbeatTimeout: d.Raft.HeartbeatTimeout, ElectionTimeout: d.Raft.ElectionTimeout,
 		LeaderLeaseTimeout: d.Raft.LeaderLeaseTimeout, CommitTimeout: d.Raft.CommitTimeout,
-		SnapshotThreshold: d.Raft.SnapshotThreshold, SnapshotInterval: d.Raft.SnapshotInterval,
+		SnapshotThreshold: d.Raft.SnapshotThreshold, SnapshotInterval: d.Raft.SnapshotInterval, SnapshotBytes: d.Raft.SnapshotBytes,
 		TrailingLogs: d.Raft.TrailingLogs, TSOWindow: d.TSOWindow, HeatmapInterval: d.HeatmapInterval,
 		NodeDisconnect: d.Nodes.DisconnectAfter, NodeDown: d.Nodes.DownAfter, NodeWarmup: d.Nodes.Warmup, NodeLease: d.NodeLease, NodeLeaseMargin: d.NodeLeaseMargin, QuotaBytes: d.QuotaBytes,
 	}
@@ -143,6 +144,7 @@ with 'pcsctl snapshot save FILE', for a new cluster.`,
 	f.DurationVar(&fc.CommitTimeout, "commit-timeout", fc.CommitTimeout, "longest delay before followers learn a commit")
 	f.Uint64Var(&fc.SnapshotThreshold, "snapshot-threshold", fc.SnapshotThreshold, "log entries between snapshots")
 	f.DurationVar(&fc.SnapshotInterval, "snapshot-interval", fc.SnapshotInterval, "how often the snapshot threshold is checked")
+	f.Uint64Var(&fc.SnapshotBytes, "snapshot-bytes", fc.SnapshotBytes, "log bytes between snapshots, or a quarter of the last snapshot if more (bounds the log replayed at start; 0: by entries only)")
 	f.Uint64Var(&fc.TrailingLogs, "trailing-logs", fc.TrailingLogs, "log entries kept after a snapshot")
 	f.DurationVar(&fc.TSOWindow, "tso-window", fc.TSOWindow, "how far ahead the TSO window is persisted")
 	f.DurationVar(&fc.HeatmapInterval, "heatmap-interval", fc.HeatmapInterval, "how often the primary samples shard load for the console's key heatmap (it keeps 360 samples)")
@@ -214,6 +216,7 @@ func run(ctx context.Context, fc fileConfig) error {
 	cfg.Raft.HeartbeatTimeout, cfg.Raft.ElectionTimeout = fc.HeartbeatTimeout, fc.ElectionTimeout
 	cfg.Raft.LeaderLeaseTimeout, cfg.Raft.CommitTimeout = fc.LeaderLeaseTimeout, fc.CommitTimeout
 	cfg.Raft.SnapshotThreshold, cfg.Raft.SnapshotInterval, cfg.Raft.TrailingLogs = fc.SnapshotThreshold, fc.SnapshotInterval, fc.TrailingLogs
+	cfg.Raft.SnapshotBytes = fc.SnapshotBytes
 	cfg.TSOWindow = fc.TSOWindow
 	cfg.HeatmapInterval = fc.HeatmapInterval
 	cfg.Nodes.DisconnectAfter, cfg.Nodes.DownAfter, cfg.Nodes.Warmup = fc.NodeDisconnect, fc.NodeDown, fc.NodeWarmup

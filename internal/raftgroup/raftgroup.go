@@ -54,6 +54,10 @@ type Config struct {
 	SnapshotInterval time.Duration
 	// SnapshotThreshold: log entries since the last snapshot that trigger a new one. Default 8192.
 	SnapshotThreshold uint64
+	// SnapshotBytes: command bytes applied since the last snapshot that trigger a new one, or a
+	// quarter of the newest snapshot's size if that is larger; checked as entries are applied.
+	// It bounds the log replayed at start when entries are large. 0: entries only. Default 64 MiB.
+	SnapshotBytes uint64
 	// TrailingLogs: entries kept after a snapshot for slow followers. Default 10240.
 	TrailingLogs uint64
 	// SnapshotsRetained: snapshots kept on disk. Default 2.
@@ -92,6 +96,7 @@ func DefaultConfig() Config {
 		CommitTimeout:      5 * time.Millisecond,
 		SnapshotInterval:   30 * time.Second,
 		SnapshotThreshold:  8192,
+		SnapshotBytes:      64 << 20,
 		TrailingLogs:       10240,
 		SnapshotsRetained:  2,
 		SegmentSize:        64 << 20,
@@ -136,6 +141,9 @@ type Group struct {
 	meta      *metadb.BoltMetaDB
 	hlog      hclog.Logger
 	bound     string
+	sized     *sizedFSM
+	sizerStop chan struct{} // closed by Close: stop snapshotting by log size
+	sizerDone chan struct{} // closed when that loop has returned
 }
 
 // Open opens (or creates) the member's storage and starts Raft with fsm. It does not bootstrap.
@@ -215,17 +223,25 @@ func Open(cfg Config, fsm raft.FSM) (*Group, error) {
 			return nil, fmt.Errorf("raftgroup: bootstrap: %w", err)
 		}
 	}
+	sized := newSizedFSM(fsm, cfg.SnapshotBytes)
 	var store raft.LogStore = logs
 	if cfg.LogStall != nil {
 		store = stalledLog{LogStore: logs, stall: cfg.LogStall}
 	}
-	r, err := raft.NewRaft(rc, fsm, store, logs, snaps, trans)
+	r, err := raft.NewRaft(rc, sized, store, logs, snaps, trans)
 	if err != nil {
 		trans.Close()
 		closeLogs()
 		return nil, fmt.Errorf("raftgroup: starting raft: %w", err)
 	}
-	return &Group{Raft: r, Transport: trans, Snapshots: snaps, wal: logs, meta: meta, hlog: hlog, bound: ln.Addr().String()}, nil
+	g := &Group{Raft: r, Transport: trans, Snapshots: snaps, wal: logs, meta: meta, hlog: hlog, bound: ln.Addr().String(),
+		sized: sized, sizerStop: make(chan struct{}), sizerDone: make(chan struct{})}
+	if cfg.SnapshotBytes > 0 {
+		go g.snapshotBySize(sized, cfg.SnapshotBytes, g.sizerStop)
+	} else {
+		close(g.sizerDone)
+	}
+	return g, nil
 }
 
 // HasState reports whether dir holds Raft state from an earlier run.
@@ -260,7 +276,9 @@ func (g *Group) SetLogLevel(l slog.Level) { g.hlog.SetLevel(hclogLevel(l)) }
 
 // Close shuts Raft down and closes the storage.
 func (g *Group) Close() error {
+	close(g.sizerStop)
 	err := g.Raft.Shutdown().Error()
+	<-g.sizerDone
 	if cerr := g.wal.Close(); err == nil {
 		err = cerr
 	}

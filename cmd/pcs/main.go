@@ -144,7 +144,7 @@ with 'pcsctl snapshot save FILE', for a new cluster.`,
 	f.DurationVar(&fc.CommitTimeout, "commit-timeout", fc.CommitTimeout, "longest delay before followers learn a commit")
 	f.Uint64Var(&fc.SnapshotThreshold, "snapshot-threshold", fc.SnapshotThreshold, "log entries between snapshots")
 	f.DurationVar(&fc.SnapshotInterval, "snapshot-interval", fc.SnapshotInterval, "how often the snapshot threshold is checked")
-	f.Uint64Var(&fc.SnapshotBytes, "snapshot-bytes", fc.SnapshotBytes, "log bytes between snapshots, or a quarter of the last snapshot if more (bounds the log replayed at start; 0: by entries only)")
+	f.Uint64Var(&fc.SnapshotBytes, "snapshot-bytes", fc.SnapshotBytes, "log bytes between snapshots, or an eighth of the last snapshot if more (bounds the log replayed at start; 0: by entries only)")
 	f.Uint64Var(&fc.TrailingLogs, "trailing-logs", fc.TrailingLogs, "log entries kept after a snapshot")
 	f.DurationVar(&fc.TSOWindow, "tso-window", fc.TSOWindow, "how far ahead the TSO window is persisted")
 	f.DurationVar(&fc.HeatmapInterval, "heatmap-interval", fc.HeatmapInterval, "how often the primary samples shard load for the console's key heatmap (it keeps 360 samples)")

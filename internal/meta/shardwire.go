@@ -23,10 +23,27 @@ type shardDecoder struct {
 	names    map[string]string
 }
 
-func newShardDecoder(n int) *shardDecoder {
-	return &shardDecoder{
-		shards: make([]pcspb.Shard, 0, n), recs: make([]pcspb.SnapshotRecord, 0, n), wraps: make([]pcspb.SnapshotRecord_Shard, 0, n),
-		epochs: map[[2]uint64]*pcspb.ShardEpoch{}, replicas: map[string][]uint64{}, names: map[string]string{},
+// internLimit bounds each of a decoder's maps of shared values. They live across batches, so
+// that the partition names every table repeats ("p0", "p1", ...) are one string each, not one
+// a shard; past the limit a map starts over rather than grow with a snapshot of unique values.
+const internLimit = 1 << 16
+
+func newShardDecoder() *shardDecoder {
+	return &shardDecoder{epochs: map[[2]uint64]*pcspb.ShardEpoch{}, replicas: map[string][]uint64{}, names: map[string]string{}}
+}
+
+// start makes room for a batch of n records in new slabs: the previous batch's records are
+// its own, the decoder keeps nothing of them but the shared values.
+func (d *shardDecoder) start(n int) {
+	d.shards, d.recs, d.wraps = make([]pcspb.Shard, 0, n), make([]pcspb.SnapshotRecord, 0, n), make([]pcspb.SnapshotRecord_Shard, 0, n)
+	if len(d.epochs) > internLimit {
+		clear(d.epochs)
+	}
+	if len(d.replicas) > internLimit {
+		clear(d.replicas)
+	}
+	if len(d.names) > internLimit {
+		clear(d.names)
 	}
 }
 
@@ -68,16 +85,20 @@ func (d *shardDecoder) decode(raw []byte) *pcspb.SnapshotRecord {
 	if len(d.shards) == cap(d.shards) { // (the slabs are sized for the batch; never reallocate one a pointer is into)
 		return nil
 	}
-	d.shards = append(d.shards, pcspb.Shard{})
+	d.shards = d.shards[:len(d.shards)+1] // (a new slab is zero, and a declined record is cleared: no need to write a zero shard)
 	s := &d.shards[len(d.shards)-1]
 	if !d.shard(body, s) {
 		*s = pcspb.Shard{} // (the slab is kept whole: no part of a declined record may stay in it)
 		d.shards = d.shards[:len(d.shards)-1]
 		return nil
 	}
-	d.wraps = append(d.wraps, pcspb.SnapshotRecord_Shard{Shard: s})
-	d.recs = append(d.recs, pcspb.SnapshotRecord{Rec: &d.wraps[len(d.wraps)-1]})
-	return &d.recs[len(d.recs)-1]
+	d.wraps = d.wraps[:len(d.wraps)+1] // (set a field at a time: a whole struct copied in is a barriered copy)
+	w := &d.wraps[len(d.wraps)-1]
+	w.Shard = s
+	d.recs = d.recs[:len(d.recs)+1]
+	r := &d.recs[len(d.recs)-1]
+	r.Rec = w
+	return r
 }
 
 func (d *shardDecoder) shard(b []byte, s *pcspb.Shard) bool {

@@ -21,7 +21,8 @@ func shardRecord(t testing.TB, s *pcspb.Shard) []byte {
 // decodes exactly as proto.Unmarshal does, and it reports whether it took raw.
 func sameAsProto(t *testing.T, raw []byte) bool {
 	t.Helper()
-	d := newShardDecoder(1)
+	d := newShardDecoder()
+	d.start(1)
 	fast := d.decode(raw)
 	d.finish()
 	if fast == nil {

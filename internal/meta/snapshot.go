@@ -175,9 +175,10 @@ func decodeRecords(r io.Reader, quit <-chan struct{}) <-chan *recordBatch {
 	work := make(chan *recordBatch, 8)
 	for range runtime.GOMAXPROCS(0) { // (decoding costs about twice what applying does)
 		go func() {
+			d := newShardDecoder()
 			for b := range work {
 				b.recs, b.decodeErr = make([]*pcspb.SnapshotRecord, len(b.raw)), make([]error, len(b.raw))
-				d := newShardDecoder(len(b.raw))
+				d.start(len(b.raw))
 				for i, raw := range b.raw {
 					if b.recs[i] = d.decode(raw); b.recs[i] != nil {
 						continue

@@ -55,7 +55,7 @@ type Config struct {
 	// SnapshotThreshold: log entries since the last snapshot that trigger a new one. Default 8192.
 	SnapshotThreshold uint64
 	// SnapshotBytes: command bytes applied since the last snapshot that trigger a new one, or a
-	// quarter of the newest snapshot's size if that is larger; checked as entries are applied.
+	// eighth of the newest snapshot's size if that is larger; checked as entries are applied.
 	// It bounds the log replayed at start when entries are large. 0: entries only. Default 64 MiB.
 	SnapshotBytes uint64
 	// TrailingLogs: entries kept after a snapshot for slow followers. Default 10240.

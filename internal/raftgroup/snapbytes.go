@@ -13,9 +13,11 @@ import (
 // five orders of magnitude: a put is a few hundred bytes, a create-table command with thousands
 // of partitions is megabytes. A log of a few thousand such entries holds millions of shards and
 // is replayed whole at start. sizedFSM counts the bytes applied since the last snapshot, and the
-// group asks Raft for a snapshot once they exceed the larger of Config.SnapshotBytes and a
-// quarter of the newest snapshot's size: the replay at start then stays a fraction of the
-// restore, and the snapshots written stay at most four times the state per state's worth of log.
+// group asks Raft for a snapshot once they exceed the larger of Config.SnapshotBytes and an
+// eighth of the newest snapshot's size (snapshotShare): the replay at start then stays a
+// fraction of the restore, and at most eight states' worth of snapshots are written per state's
+// worth of log. (A log byte of a create-table command costs about four times a snapshot byte to
+// apply: an eighth of the snapshot in log is about half its restore.)
 
 // sizedFSM wraps the application's FSM and counts the command bytes applied since the last
 // snapshot was taken or restored.
@@ -107,11 +109,14 @@ func (g *Group) snapshotBySize(fsm *sizedFSM, floor uint64, done <-chan struct{}
 	}
 }
 
-// resizeLimit sets the limit to the larger of floor and a quarter of the newest snapshot.
+// snapshotShare: the log since the last snapshot may hold 1/snapshotShare of its size.
+const snapshotShare = 8
+
+// resizeLimit sets the limit to the larger of floor and a share of the newest snapshot.
 func (g *Group) resizeLimit(fsm *sizedFSM, floor uint64) {
 	limit := floor
 	if metas, err := g.Snapshots.List(); err == nil && len(metas) > 0 && metas[0].Size > 0 {
-		limit = max(limit, uint64(metas[0].Size)/4)
+		limit = max(limit, uint64(metas[0].Size)/snapshotShare)
 	}
 	fsm.limit.Store(limit)
 }

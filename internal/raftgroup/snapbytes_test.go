@@ -130,13 +130,13 @@ func TestSnapshotByLogBytes(t *testing.T) {
 	}
 }
 
-// TestSnapshotBytesGrowsWithState: the limit is a quarter of the newest snapshot when that is
+// TestSnapshotBytesGrowsWithState: the limit is a share of the newest snapshot when that is
 // above the floor, so a large state is not rewritten for every floor's worth of log.
 func TestSnapshotBytesGrowsWithState(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	fsm := &byteFSM{}
-	const floor = 8 << 10
+	const floor = 4 << 10
 	g := openOne(t, t.TempDir(), floor, fsm)
 	defer g.Close()
 	waitFor(ctx, t, "leadership", func() bool { return g.Raft.State() == raft.Leader })
@@ -147,9 +147,9 @@ func TestSnapshotBytesGrowsWithState(t *testing.T) {
 	}
 	waitFor(ctx, t, "the limit to follow the snapshot", func() bool {
 		metas, err := g.Snapshots.List()
-		return err == nil && len(metas) == 1 && g.sizedLimit() == uint64(metas[0].Size)/4
+		return err == nil && len(metas) == 1 && g.sizedLimit() == uint64(metas[0].Size)/snapshotShare
 	})
 	if got := g.sizedLimit(); got <= floor {
-		t.Fatalf("limit %d after a %d-byte snapshot, want a quarter of it", got, len(entry))
+		t.Fatalf("limit %d after a %d-byte snapshot, want a share of it", got, len(entry))
 	}
 }

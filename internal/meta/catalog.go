@@ -845,44 +845,50 @@ func readCatalogRecord(c *catalogState, rec *pcspb.SnapshotRecord) error {
 		c.tables[t.Id] = &tableEntry{t: t, spec: spec, shards: btree.NewG(32, shardLess)}
 		c.tableByName[t.Name] = t.Id
 	case *pcspb.SnapshotRecord_Shard:
-		s := x.Shard
-		te := c.tables[s.TableId]
-		if te == nil || s.Id == 0 || c.shardByID.at(s.Id) != nil || s.Epoch == nil {
-			return errors.New("shard of an unknown table, or duplicate")
-		}
-		max, ok := te.shards.Max()
-		if ok && bytes.Compare(s.Start, max.End) < 0 {
-			return errors.New("shards out of order")
-		}
-		// Share what neighbours and other shards repeat, as createTable does.
-		if ok && len(s.Start) > 0 && bytes.Equal(s.Start, max.End) {
-			s.Start = max.End
-		}
-		s.Partition = c.name(s.Partition)
-		if r := c.restoring; r != nil {
-			ek := [2]uint64{s.Epoch.ConfVer, s.Epoch.Version}
-			if len(s.Epoch.ProtoReflect().GetUnknown()) == 0 { // (both fields are the key)
-				if e, ok := r.epochs[ek]; ok {
-					s.Epoch = e
-				} else {
-					r.epochs[ek] = s.Epoch
-				}
-			}
-			if len(s.Replicas) > 0 {
-				key := make([]byte, 0, 8*len(s.Replicas))
-				for _, id := range s.Replicas {
-					key = binary.BigEndian.AppendUint64(key, id)
-				}
-				if reps, ok := r.replicas[string(key)]; ok {
-					s.Replicas = reps
-				} else {
-					r.replicas[string(key)] = s.Replicas
-				}
-			}
-		}
-		te.shards.ReplaceOrInsert(s)
-		c.shardByID.set(s.Id, s)
+		return readCatalogShard(c, x.Shard)
 	}
+	return nil
+}
+
+// readCatalogShard adds a snapshot's shard to c.
+func readCatalogShard(c *catalogState, s *pcspb.Shard) error {
+	te := c.tables[s.TableId]
+	if te == nil || s.Id == 0 || c.shardByID.at(s.Id) != nil || s.Epoch == nil {
+		return errors.New("shard of an unknown table, or duplicate")
+	}
+	max, ok := te.shards.Max()
+	if ok && bytes.Compare(s.Start, max.End) < 0 {
+		return errors.New("shards out of order")
+	}
+	// Share what neighbours and other shards repeat, as createTable does.
+	if ok && len(s.Start) > 0 && bytes.Equal(s.Start, max.End) {
+		s.Start = max.End
+	}
+	s.Partition = c.name(s.Partition)
+	if r := c.restoring; r != nil {
+		ek := [2]uint64{s.Epoch.ConfVer, s.Epoch.Version}
+		if len(s.Epoch.ProtoReflect().GetUnknown()) == 0 { // (both fields are the key)
+			if e, ok := r.epochs[ek]; ok {
+				s.Epoch = e
+			} else {
+				r.epochs[ek] = s.Epoch
+			}
+		}
+		if len(s.Replicas) > 0 {
+			var buf [64]byte
+			key := buf[:0]
+			for _, id := range s.Replicas {
+				key = binary.BigEndian.AppendUint64(key, id)
+			}
+			if reps, ok := r.replicas[string(key)]; ok {
+				s.Replicas = reps
+			} else {
+				r.replicas[string(key)] = s.Replicas
+			}
+		}
+	}
+	te.shards.ReplaceOrInsert(s)
+	c.shardByID.set(s.Id, s)
 	return nil
 }
 

@@ -16,8 +16,6 @@ import (
 // decodes it (or reports its error) as before, so the result never differs.
 type shardDecoder struct {
 	shards   []pcspb.Shard
-	recs     []pcspb.SnapshotRecord
-	wraps    []pcspb.SnapshotRecord_Shard
 	epochs   map[[2]uint64]*pcspb.ShardEpoch
 	replicas map[string][]uint64 // by the packed field's bytes
 	names    map[string]string
@@ -35,7 +33,7 @@ func newShardDecoder() *shardDecoder {
 // start makes room for a batch of n records in new slabs: the previous batch's records are
 // its own, the decoder keeps nothing of them but the shared values.
 func (d *shardDecoder) start(n int) {
-	d.shards, d.recs, d.wraps = make([]pcspb.Shard, 0, n), make([]pcspb.SnapshotRecord, 0, n), make([]pcspb.SnapshotRecord_Shard, 0, n)
+	d.shards = make([]pcspb.Shard, 0, n)
 	if len(d.epochs) > internLimit {
 		clear(d.epochs)
 	}
@@ -72,8 +70,8 @@ func (d *shardDecoder) finish() {
 	}
 }
 
-// decode returns raw's record if raw is a shard record it takes, else nil.
-func (d *shardDecoder) decode(raw []byte) *pcspb.SnapshotRecord {
+// decode returns raw's shard if raw is a shard record it takes, else nil.
+func (d *shardDecoder) decode(raw []byte) *pcspb.Shard {
 	num, typ, n := protowire.ConsumeTag(raw)
 	if n < 0 || num != 9 || typ != protowire.BytesType {
 		return nil
@@ -92,13 +90,7 @@ func (d *shardDecoder) decode(raw []byte) *pcspb.SnapshotRecord {
 		d.shards = d.shards[:len(d.shards)-1]
 		return nil
 	}
-	d.wraps = d.wraps[:len(d.wraps)+1] // (set a field at a time: a whole struct copied in is a barriered copy)
-	w := &d.wraps[len(d.wraps)-1]
-	w.Shard = s
-	d.recs = d.recs[:len(d.recs)+1]
-	r := &d.recs[len(d.recs)-1]
-	r.Rec = w
-	return r
+	return s
 }
 
 func (d *shardDecoder) shard(b []byte, s *pcspb.Shard) bool {

@@ -152,8 +152,9 @@ func readRecord(r io.Reader, buf []byte, size int) ([]byte, error) {
 // overlaps it with building the state).
 type recordBatch struct {
 	raw       [][]byte
-	recs      []*pcspb.SnapshotRecord
-	decodeErr []error
+	shards    []*pcspb.Shard          // the shard records the fast decoder took (nil at others)
+	recs      []*pcspb.SnapshotRecord // the others, by proto.Unmarshal
+	decodeErr []error                 // nil if no record failed to decode
 	sums      []uint32 // the checksum of everything before each record
 	err       error    // after the records: the framing error or io.EOF that ended the input
 	done      chan struct{}
@@ -177,14 +178,19 @@ func decodeRecords(r io.Reader, quit <-chan struct{}) <-chan *recordBatch {
 		go func() {
 			d := newShardDecoder()
 			for b := range work {
-				b.recs, b.decodeErr = make([]*pcspb.SnapshotRecord, len(b.raw)), make([]error, len(b.raw))
+				b.shards, b.recs = make([]*pcspb.Shard, len(b.raw)), make([]*pcspb.SnapshotRecord, len(b.raw))
 				d.start(len(b.raw))
 				for i, raw := range b.raw {
-					if b.recs[i] = d.decode(raw); b.recs[i] != nil {
+					if b.shards[i] = d.decode(raw); b.shards[i] != nil {
 						continue
 					}
 					b.recs[i] = &pcspb.SnapshotRecord{}
-					b.decodeErr[i] = proto.Unmarshal(raw, b.recs[i])
+					if err := proto.Unmarshal(raw, b.recs[i]); err != nil {
+						if b.decodeErr == nil {
+							b.decodeErr = make([]error, len(b.raw))
+						}
+						b.decodeErr[i] = err
+					}
 				}
 				d.finish()
 				b.raw = nil
@@ -198,7 +204,7 @@ func decodeRecords(r io.Reader, quit <-chan struct{}) <-chan *recordBatch {
 		crc := crc32.New(castagnoli)
 		var frame [binary.MaxVarintLen64]byte
 		for {
-			b := &recordBatch{done: make(chan struct{})}
+			b := &recordBatch{done: make(chan struct{}), raw: make([][]byte, 0, recordsPerBatch), sums: make([]uint32, 0, recordsPerBatch)}
 			var arena []byte // the batch's records, back to back: one allocation, not one each
 			for len(b.raw) < recordsPerBatch && len(arena) < batchBytes && b.err == nil {
 				size, err := binary.ReadUvarint(br)
@@ -274,10 +280,18 @@ func readSnapshot(r io.Reader) (*state, error) {
 		if trailer != nil {
 			return nil, bad("data after the trailer")
 		}
-		if b.decodeErr[bi] != nil {
+		if b.decodeErr != nil && b.decodeErr[bi] != nil {
 			return nil, bad("record %d: %v", n, b.decodeErr[bi])
 		}
 		rec, sumAtRec = b.recs[bi], b.sums[bi]
+		if s := b.shards[bi]; s != nil && sawHead && trailer == nil {
+			bi++
+			if err := readCatalogShard(st.cat, s); err != nil {
+				return nil, bad("record %d: %v", n, err)
+			}
+			n++
+			continue
+		}
 		bi++
 		if !sawHead {
 			h := rec.GetHeader()

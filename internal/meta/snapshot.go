@@ -155,8 +155,8 @@ type recordBatch struct {
 	shards    []*pcspb.Shard          // the shard records the fast decoder took (nil at others)
 	recs      []*pcspb.SnapshotRecord // the others, by proto.Unmarshal
 	decodeErr []error                 // nil if no record failed to decode
-	sums      []uint32 // the checksum of everything before each record
-	err       error    // after the records: the framing error or io.EOF that ended the input
+	sums      []uint32                // the checksum of everything before each record
+	err       error                   // after the records: the framing error or io.EOF that ended the input
 	done      chan struct{}
 }
 

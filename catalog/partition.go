@@ -135,7 +135,7 @@ func (l *level) count() int {
 
 func (l *level) name(i int) string {
 	if l.strategy == pcspb.PartitionStrategy_PARTITION_STRATEGY_HASH {
-		return fmt.Sprintf("h%d", i)
+		return "h" + strconv.Itoa(i)
 	}
 	return l.names[i]
 }
@@ -316,9 +316,14 @@ func (s *Spec) LeafCount() int {
 func (s *Spec) Leaves() []Leaf {
 	n := s.LeafCount()
 	out := make([]Leaf, 0, n)
+	keys := make([]byte, 0, 4*(n+1)) // every leaf's bounds in one array: a leaf's end is the next one's start
+	for i := range n + 1 {
+		keys = binary.BigEndian.AppendUint32(keys, uint32(i))
+	}
+	prefix := func(i int) []byte { return keys[4*i : 4*i+4 : 4*i+4] }
 	for i := range n {
 		if !s.leafDropped(i) {
-			out = append(out, Leaf{Index: i, Name: s.leafName(i), Start: leafPrefix(i), End: leafPrefix(i + 1)})
+			out = append(out, Leaf{Index: i, Name: s.leafName(i), Start: prefix(i), End: prefix(i + 1)})
 		}
 	}
 	return out

@@ -281,6 +281,9 @@ func (f *FSM) primaryChangedLocked(old *pcspb.Shard) {
 
 // createTable validates a table and its shards against its own partition spec and the node
 // registry, then stores them with fresh ids. It changes nothing on error.
+// shardSlab is how many of a new table's shards are allocated at once.
+const shardSlab = 32
+
 func (c *catalogState) createTable(st *state, cmd *pcspb.CmdCreateTable) (uint64, error) {
 	t := proto.Clone(cmd.Table).(*pcspb.Table)
 	if _, ok := c.tableByName[t.Name]; ok {
@@ -320,13 +323,15 @@ func (c *catalogState) createTable(st *state, cmd *pcspb.CmdCreateTable) (uint64
 	epoch := &pcspb.ShardEpoch{ConfVer: 1, Version: 1}
 	replicaSets := map[string][]uint64{}
 	var prevEnd []byte // a shard's start is the previous one's end: one array for both
+	var slab []pcspb.Shard
 	for i, s := range cmd.Shards {
 		start := s.Start
 		if bytes.Equal(start, prevEnd) && len(start) > 0 {
 			start = prevEnd
 		}
 		prevEnd = s.End
-		key := make([]byte, 0, 8*len(s.Replicas))
+		var buf [64]byte
+		key := buf[:0]
 		for _, r := range s.Replicas {
 			key = binary.BigEndian.AppendUint64(key, r)
 		}
@@ -335,8 +340,16 @@ func (c *catalogState) createTable(st *state, cmd *pcspb.CmdCreateTable) (uint64
 			reps = append([]uint64(nil), s.Replicas...)
 			replicaSets[string(key)] = reps
 		}
-		sh := &pcspb.Shard{Id: st.nextID("shard"), TableId: t.Id, Start: start, End: s.End,
-			Epoch: epoch, Term: 1, Primary: s.Primary, Replicas: reps, Partition: c.name(leaves[i].Name), MinInSync: t.MinInSync}
+		if len(slab) == cap(slab) {
+			// Shards are allocated a few at a time: a slab stays as long as one of its shards
+			// does, so it is small enough that shards changed since (a copy each) waste little.
+			slab = make([]pcspb.Shard, 0, min(shardSlab, len(cmd.Shards)-i))
+		}
+		slab = slab[:len(slab)+1]
+		sh := &slab[len(slab)-1]
+		sh.Id, sh.TableId, sh.Start, sh.End = st.nextID("shard"), t.Id, start, s.End
+		sh.Epoch, sh.Term, sh.Primary, sh.Replicas = epoch, 1, s.Primary, reps
+		sh.Partition, sh.MinInSync = c.name(leaves[i].Name), t.MinInSync
 		te.shards.ReplaceOrInsert(sh)
 		c.shardByID.set(sh.Id, sh)
 	}

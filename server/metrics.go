@@ -33,6 +33,7 @@ type metrics struct {
 	limitWaits        *prometheus.GaugeVec   // operators waiting for the controller's budget, by kind
 	balanceScore      *prometheus.GaugeVec   // by node
 	stepSeconds       *prometheus.HistogramVec
+	tickSeconds       prometheus.Histogram // a scheduling tick: the view of every shard and the coordinator's pass
 	// The cluster as the primary sees it (published by the primary only; cleared when it
 	// steps down, so that a sum over every PCS counts it once).
 	clusterNodes           *prometheus.GaugeVec // data nodes by state
@@ -79,6 +80,9 @@ func newMetrics(s *Server) *metrics {
 		stepSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "pcs_schedule_step_duration_seconds",
 			Help:    "Time from an operator step's start (admission or the previous step) to the catalog and the nodes showing it done, by step.",
 			Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}, []string{"step"}),
+		tickSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pcs_schedule_tick_duration_seconds",
+			Help:    "Time of one scheduling tick on the primary: reading every shard into a view and the checkers' and schedulers' pass over it (the patrol).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}),
 		clusterNodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pcs_cluster_nodes",
 			Help: "Data nodes by state (up, down, offline, tombstone), as the primary sees them; 0 on the other members."}, []string{"state"}),
 		clusterShards: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pcs_cluster_shards",
@@ -129,7 +133,7 @@ func newMetrics(s *Server) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.applySeconds, m.proposeSeconds, m.grpcSeconds, m.tsoRequests, m.tsoTimestamps, m.tsoSeconds, m.ids, m.failovers, m.duplicates,
-		m.operators, m.operatorsFinished, m.limitWaits, m.balanceScore, m.stepSeconds,
+		m.operators, m.operatorsFinished, m.limitWaits, m.balanceScore, m.stepSeconds, m.tickSeconds,
 		m.clusterNodes, m.clusterShards, m.clusterUnderReplicated, m.clusterBelowMinInSync, m.nodeCapacity, m.nodeUsed,
 		m.nodeReads, m.nodeWrites, m.nodeLeadKeys, m.hotNodes, m.loadSplits, m.merges, m.replicaLagMax, m.ddlJobs,
 		gauge("pcs_node_state", "Node state: 1 election, 2 recovery, 3 running.", func() float64 { return float64(s.State()) }),

@@ -156,6 +156,7 @@ func (s *Server) scheduleLoop(ctx context.Context) {
 		}
 		start := time.Now()
 		s.scheduleTick(ctx)
+		s.metrics.tickSeconds.Observe(time.Since(start).Seconds())
 		s.noteNodeStates(nodeStates)
 		// A tick reads every shard: at millions of them it takes a while, and the loop then
 		// keeps to a quarter of one core (the patrol paces itself by the time between ticks).

@@ -24,6 +24,7 @@ import (
 type nodeCommands struct {
 	mu      sync.Mutex
 	pending map[uint64][]*pcspb.NodeCommand
+	gen     uint64 // moves with every set: a new plan
 	nodes   map[uint64]*nodeSent
 }
 
@@ -31,6 +32,12 @@ type nodeCommands struct {
 type nodeSent struct {
 	at     map[cmdID]time.Time
 	cursor int
+	// The node's last answer went through the whole plan of generation idleGen, and every
+	// command of it is in at: until the first of them is due again (dueAt) or the plan
+	// changes, there is nothing to send, and its heartbeats need not read the plan (tens of
+	// thousands of commands while a mass creation is under way).
+	idleGen uint64
+	dueAt   time.Time
 }
 
 const (
@@ -41,7 +48,7 @@ const (
 )
 
 func newNodeCommands() *nodeCommands {
-	return &nodeCommands{pending: map[uint64][]*pcspb.NodeCommand{}, nodes: map[uint64]*nodeSent{}}
+	return &nodeCommands{pending: map[uint64][]*pcspb.NodeCommand{}, gen: 1, nodes: map[uint64]*nodeSent{}}
 }
 
 // cmdID names a command for resending: its kind and the ids it acts on.
@@ -70,6 +77,7 @@ func (nc *nodeCommands) set(plan map[uint64][]*pcspb.NodeCommand) {
 	nc.mu.Lock()
 	defer nc.mu.Unlock()
 	nc.pending = plan
+	nc.gen++
 }
 
 // take returns the node's commands that were not sent within resendAfter, at most
@@ -82,17 +90,26 @@ func (nc *nodeCommands) take(node uint64, now time.Time) []*pcspb.NodeCommand {
 		ns = &nodeSent{at: map[cmdID]time.Time{}}
 		nc.nodes[node] = ns
 	}
+	if ns.idleGen == nc.gen && now.Before(ns.dueAt) {
+		return nil
+	}
+	ns.idleGen = 0
+	first := now // the earliest send of a command not due yet
 	for k, t := range ns.at {
 		if now.Sub(t) >= resendAfter {
 			delete(ns.at, k) // due again (if still pending): the same as never sent
+		} else if t.Before(first) {
+			first = t
 		}
 	}
 	pending := nc.pending[node]
 	var out []*pcspb.NodeCommand
 	bytes, i := 0, 0
+	everyOne := true // every command read is one a resend is timed for
 	for ; i < len(pending); i++ {
 		c := pending[(ns.cursor+i)%len(pending)]
 		k := idOf(c)
+		everyOne = everyOne && k.kind != 0
 		if _, ok := ns.at[k]; ok && k.kind != 0 {
 			continue
 		}
@@ -106,6 +123,9 @@ func (nc *nodeCommands) take(node uint64, now time.Time) []*pcspb.NodeCommand {
 	}
 	if len(pending) > 0 {
 		ns.cursor = (ns.cursor + i) % len(pending)
+		if i == len(pending) && everyOne { // the whole plan read, and all of it is in at
+			ns.idleGen, ns.dueAt = nc.gen, first.Add(resendAfter)
+		}
 	}
 	if len(ns.at) == 0 {
 		delete(nc.nodes, node) // let the map's memory go once a node is idle
@@ -117,6 +137,7 @@ func (nc *nodeCommands) reset() {
 	nc.mu.Lock()
 	defer nc.mu.Unlock()
 	nc.pending = map[uint64][]*pcspb.NodeCommand{}
+	nc.gen++
 	nc.nodes = map[uint64]*nodeSent{}
 }
 
@@ -128,6 +149,10 @@ func (v *service) Heartbeat(stream pcspb.PCS_HeartbeatServer) error {
 		return toStatus(s.notPrimary())
 	}
 	var clean struct{ node, gen uint64 } // the node's last check found every held replica its own
+	var checked struct {                 // the node's last check of its held replicas
+		at   time.Time
+		took time.Duration
+	}
 	for {
 		hb, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -151,9 +176,14 @@ func (v *service) Heartbeat(stream pcspb.PCS_HeartbeatServer) error {
 		if s.live.WarmedUp() {
 			// Checking every held replica against the catalog costs a lookup each; a node
 			// whose list and the catalog are as they were at its last clean check is skipped.
+			// A node of millions of replicas whose list changes every beat (while tables are
+			// made) is checked for at most a twentieth of the time: a foreign replica is
+			// dropped a little later, and the stream keeps up.
 			gen := s.fsm.CatalogGeneration()
-			if heldChanged || hb.NodeId != clean.node || gen != clean.gen {
+			if (heldChanged || hb.NodeId != clean.node || gen != clean.gen) && time.Since(checked.at) >= 19*checked.took {
+				start := time.Now()
 				foreign, ok := s.fsm.ForeignShards(hb.NodeId, hb.HeldShards, hb.ShardStats)
+				checked.at, checked.took = time.Now(), time.Since(start)
 				resp.Commands = append(resp.Commands, ddl.Orphans(foreign)...)
 				clean.node, clean.gen = 0, 0
 				if ok {
@@ -221,10 +251,14 @@ func (s *Server) ddlLoop(ctx context.Context) {
 		up            string
 	}
 	var (
-		missing     map[uint64][]*pcspb.Shard
+		missing     map[uint64][]*pcspb.NodeCommand // (made once per pass, not every tick)
 		missingAt   missingKey
 		missingRan  time.Time
 		missingTook time.Duration
+		planned     map[uint64][]*pcspb.NodeCommand // the last step's commands
+		nextRan     time.Time
+		nextTook    time.Duration
+		hadReqs     bool // the last plan carried splits or merges
 	)
 	for {
 		select {
@@ -240,34 +274,58 @@ func (s *Server) ddlLoop(ctx context.Context) {
 			lastIntervals = now
 			s.maintainIntervals(ctx, now)
 		}
-		step := ddl.Next(fsmCatalog{s.fsm}, s.live)
+		// Next reads every replica of every table being created: while millions are (a mass
+		// creation), a pass takes a while, and it runs for at most a tenth of the time; the
+		// nodes keep the last plan in between.
+		var step ddl.Step
+		ran := time.Since(nextRan) >= 9*nextTook
+		if ran {
+			start := time.Now()
+			step = ddl.Next(fsmCatalog{s.fsm}, s.live)
+			nextRan, nextTook = time.Now(), time.Since(start)
+			planned = step.Commands
+		}
 		// Missing reads every replica of every public table: it runs again only when the
 		// catalog, a node's held set or the set of up nodes has changed, and (at millions of
 		// replicas, where a pass takes a while) for at most a tenth of the time.
 		key := missingKey{s.fsm.CatalogGeneration(), s.live.HeldGeneration(), fmt.Sprint(s.live.UpNodes())}
-		if key != missingAt && time.Since(missingRan) >= 9*missingTook {
+		repaired := key != missingAt && time.Since(missingRan) >= 9*missingTook
+		if repaired {
 			start := time.Now()
-			missing, missingAt = ddl.Missing(fsmCatalog{s.fsm}, s.live), key
+			missing, missingAt = map[uint64][]*pcspb.NodeCommand{}, key
+			for n, shards := range ddl.Missing(fsmCatalog{s.fsm}, s.live) {
+				cmds := make([]*pcspb.NodeCommand, len(shards))
+				for i, sh := range shards {
+					cmds[i] = &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_CreateReplica{CreateReplica: sh}}
+				}
+				missing[n] = cmds
+			}
 			missingRan, missingTook = time.Now(), time.Since(start)
 		}
-		for n, shards := range missing {
-			for _, sh := range shards {
-				step.Commands[n] = append(step.Commands[n], &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_CreateReplica{CreateReplica: sh}})
-			}
-		}
 		splits, merges := s.shardReq.all()
-		for _, c := range splits {
-			if sh, _, err := s.fsm.ShardByID(c.ShardId); err == nil {
-				step.Commands[sh.Primary] = append(step.Commands[sh.Primary], &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_SplitShard{SplitShard: c}})
+		reqs := len(splits)+len(merges) > 0
+		if ran || repaired || reqs || hadReqs {
+			cmds := make(map[uint64][]*pcspb.NodeCommand, len(planned)+len(missing))
+			for n, c := range planned {
+				cmds[n] = c[:len(c):len(c)] // (appended to below: a copy, the plan stays as it was)
 			}
-		}
-		for _, c := range merges {
-			if sh, _, err := s.fsm.ShardByID(c.ShardId); err == nil {
-				step.Commands[sh.Primary] = append(step.Commands[sh.Primary], &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_MergeShards{MergeShards: c}})
+			for n, c := range missing {
+				cmds[n] = append(cmds[n], c...)
 			}
+			for _, c := range splits {
+				if sh, _, err := s.fsm.ShardByID(c.ShardId); err == nil {
+					cmds[sh.Primary] = append(cmds[sh.Primary], &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_SplitShard{SplitShard: c}})
+				}
+			}
+			for _, c := range merges {
+				if sh, _, err := s.fsm.ShardByID(c.ShardId); err == nil {
+					cmds[sh.Primary] = append(cmds[sh.Primary], &pcspb.NodeCommand{Cmd: &pcspb.NodeCommand_MergeShards{MergeShards: c}})
+				}
+			}
+			s.nodeCmds.set(cmds)
+			hadReqs = reqs
 		}
-		s.nodeCmds.set(step.Commands)
-		if len(step.Public)+len(step.Advance)+len(step.Finished)+len(step.Delete) > 0 {
+		if ran && len(step.Public)+len(step.Advance)+len(step.Finished)+len(step.Delete) > 0 {
 			s.ddlApply(ctx, step)
 		}
 	}

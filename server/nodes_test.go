@@ -97,3 +97,31 @@ func BenchmarkNodeCommandsTake(b *testing.B) {
 		nc.take(1, now)
 	}
 }
+
+// TestNodeCommandsIdle: once a node has been sent its whole plan, its heartbeats get nothing
+// without reading the plan until the first command is due again, and a new plan is read at once.
+func TestNodeCommandsIdle(t *testing.T) {
+	nc := newNodeCommands()
+	cmds := createCmds(1000)
+	nc.set(map[uint64][]*pcspb.NodeCommand{1: cmds})
+	now := time.Unix(1000, 0)
+	if out := nc.take(1, now); len(out) != len(cmds) {
+		t.Fatalf("first answer: %d commands, want all %d", len(out), len(cmds))
+	}
+	if ns := nc.nodes[1]; ns.idleGen != nc.gen || !ns.dueAt.Equal(now.Add(resendAfter)) {
+		t.Fatalf("after the whole plan went out: idle generation %d (plan %d), due at %v", ns.idleGen, nc.gen, ns.dueAt)
+	}
+	nc.pending[1] = nil // (not through set: an idle node must not read the plan at all)
+	if out := nc.take(1, now.Add(resendAfter/2)); len(out) != 0 {
+		t.Fatalf("idle node sent %d commands", len(out))
+	}
+	more := append(cmds[:len(cmds):len(cmds)], createCmds(1001)[1000])
+	nc.set(map[uint64][]*pcspb.NodeCommand{1: more}) // a new plan: read at once
+	out := nc.take(1, now.Add(resendAfter/2))
+	if len(out) != 1 || out[0].GetCreateReplica().Id != 1001 {
+		t.Fatalf("new plan: %d commands, want only the new one (1001)", len(out))
+	}
+	if out := nc.take(1, now.Add(resendAfter)); len(out) != len(cmds) {
+		t.Fatalf("at resendAfter: %d commands due again, want the first %d", len(out), len(cmds))
+	}
+}

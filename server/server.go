@@ -618,16 +618,26 @@ func (s *Server) followerLoop(ctx context.Context) {
 	defer s.raft.DeregisterObserver(obs)
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
-	var target uint64
+	// A follower is caught up once it has applied a commit index of the primary's term: after
+	// a whole group restarts, the commit index a new primary first sends is stale (it has not
+	// committed in its term yet), and the members would claim to be ready with their logs
+	// still to apply.
+	var (
+		target uint64
+		inTerm bool // target is a commit index of the current term
+	)
 	recheck := func() {
 		s.caughtUp.Store(false)
-		target = s.raft.CommitIndex()
+		target, inTerm = s.raft.CommitIndex(), false
 	}
 	recheck()
 	for {
 		var changed <-chan struct{}
 		if !s.caughtUp.Load() {
-			if pos := s.fsm.Position(); pos.AppliedIndex >= target {
+			if ci := s.raft.CommitIndex(); !inTerm && s.group.CommittedInTerm(ci) {
+				target, inTerm = max(target, ci), true
+			}
+			if pos := s.fsm.Position(); inTerm && pos.AppliedIndex >= target {
 				if _, id := s.raft.LeaderWithID(); id != "" {
 					s.caughtUp.Store(true)
 					if err := s.registerSelf(ctx); err != nil {

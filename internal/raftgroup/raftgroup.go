@@ -265,6 +265,17 @@ func HasState(dir string) (bool, error) {
 // FirstIndex is the first index still in the log (it rises as snapshots compact the log).
 func (g *Group) FirstIndex() (uint64, error) { return g.wal.FirstIndex() }
 
+// CommittedInTerm reports whether the entry at index (the commit index, say) is of the current
+// term. A new leader's commit index is stale until it commits its first entry: a follower that
+// learns a commit index of the current term has learnt one covering everything committed before.
+func (g *Group) CommittedInTerm(index uint64) bool {
+	var l raft.Log
+	if index == 0 || g.wal.GetLog(index, &l) != nil {
+		return false
+	}
+	return l.Term == g.Raft.CurrentTerm()
+}
+
 // LocalAddr is the advertised peer address.
 func (g *Group) LocalAddr() string { return string(g.Transport.LocalAddr()) }
 

@@ -149,10 +149,7 @@ func (v *service) Heartbeat(stream pcspb.PCS_HeartbeatServer) error {
 		return toStatus(s.notPrimary())
 	}
 	var clean struct{ node, gen uint64 } // the node's last check found every held replica its own
-	var checked struct {                 // the node's last check of its held replicas
-		at   time.Time
-		took time.Duration
-	}
+	checks := pacer{share: 20}           // of the node's held replicas
 	for {
 		hb, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -180,10 +177,10 @@ func (v *service) Heartbeat(stream pcspb.PCS_HeartbeatServer) error {
 			// made) is checked for at most a twentieth of the time: a foreign replica is
 			// dropped a little later, and the stream keeps up.
 			gen := s.fsm.CatalogGeneration()
-			if (heldChanged || hb.NodeId != clean.node || gen != clean.gen) && time.Since(checked.at) >= 19*checked.took {
+			if (heldChanged || hb.NodeId != clean.node || gen != clean.gen) && checks.due() {
 				start := time.Now()
 				foreign, ok := s.fsm.ForeignShards(hb.NodeId, hb.HeldShards, hb.ShardStats)
-				checked.at, checked.took = time.Now(), time.Since(start)
+				checks.ran(start)
 				resp.Commands = append(resp.Commands, ddl.Orphans(foreign)...)
 				clean.node, clean.gen = 0, 0
 				if ok {
@@ -235,6 +232,20 @@ func (s *Server) dataNode(id uint64) (*pcspb.DataNode, error) {
 	return nil, errNotFoundf(meta.ErrNodeNotFound, id)
 }
 
+// pacer keeps a pass whose cost grows with the cluster (a read of every replica) to at most
+// 1/share of the time: it is due again once share-1 times its last duration has passed since
+// it ended. A pass of microseconds is due at every tick.
+type pacer struct {
+	share int
+	ended time.Time
+	took  time.Duration
+}
+
+func (p *pacer) due() bool { return time.Since(p.ended) >= time.Duration(p.share-1)*p.took }
+
+// ran records a pass that began at start and has just ended.
+func (p *pacer) ran(start time.Time) { p.ended = time.Now(); p.took = p.ended.Sub(start) }
+
 // fsmCatalog adapts the state machine to the DDL planner.
 type fsmCatalog struct{ f *meta.FSM }
 
@@ -251,14 +262,12 @@ func (s *Server) ddlLoop(ctx context.Context) {
 		up            string
 	}
 	var (
-		missing     map[uint64][]*pcspb.NodeCommand // (made once per pass, not every tick)
-		missingAt   missingKey
-		missingRan  time.Time
-		missingTook time.Duration
-		planned     map[uint64][]*pcspb.NodeCommand // the last step's commands
-		nextRan     time.Time
-		nextTook    time.Duration
-		hadReqs     bool // the last plan carried splits or merges
+		missing   map[uint64][]*pcspb.NodeCommand // (made once per pass, not every tick)
+		missingAt missingKey
+		repairs   = pacer{share: 10}
+		planned   map[uint64][]*pcspb.NodeCommand // the last step's commands
+		steps     = pacer{share: 10}
+		hadReqs   bool // the last plan carried splits or merges
 	)
 	for {
 		select {
@@ -278,18 +287,18 @@ func (s *Server) ddlLoop(ctx context.Context) {
 		// creation), a pass takes a while, and it runs for at most a tenth of the time; the
 		// nodes keep the last plan in between.
 		var step ddl.Step
-		ran := time.Since(nextRan) >= 9*nextTook
+		ran := steps.due()
 		if ran {
 			start := time.Now()
 			step = ddl.Next(fsmCatalog{s.fsm}, s.live)
-			nextRan, nextTook = time.Now(), time.Since(start)
+			steps.ran(start)
 			planned = step.Commands
 		}
 		// Missing reads every replica of every public table: it runs again only when the
 		// catalog, a node's held set or the set of up nodes has changed, and (at millions of
 		// replicas, where a pass takes a while) for at most a tenth of the time.
 		key := missingKey{s.fsm.CatalogGeneration(), s.live.HeldGeneration(), fmt.Sprint(s.live.UpNodes())}
-		repaired := key != missingAt && time.Since(missingRan) >= 9*missingTook
+		repaired := key != missingAt && repairs.due()
 		if repaired {
 			start := time.Now()
 			missing, missingAt = map[uint64][]*pcspb.NodeCommand{}, key
@@ -300,7 +309,7 @@ func (s *Server) ddlLoop(ctx context.Context) {
 				}
 				missing[n] = cmds
 			}
-			missingRan, missingTook = time.Now(), time.Since(start)
+			repairs.ran(start)
 		}
 		splits, merges := s.shardReq.all()
 		reqs := len(splits)+len(merges) > 0

@@ -279,11 +279,11 @@ func (f *FSM) primaryChangedLocked(old *pcspb.Shard) {
 	}
 }
 
-// createTable validates a table and its shards against its own partition spec and the node
-// registry, then stores them with fresh ids. It changes nothing on error.
 // shardSlab is how many of a new table's shards are allocated at once.
 const shardSlab = 32
 
+// createTable validates a table and its shards against its own partition spec and the node
+// registry, then stores them with fresh ids. It changes nothing on error.
 func (c *catalogState) createTable(st *state, cmd *pcspb.CmdCreateTable) (uint64, error) {
 	t := proto.Clone(cmd.Table).(*pcspb.Table)
 	if _, ok := c.tableByName[t.Name]; ok {

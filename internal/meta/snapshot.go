@@ -284,7 +284,7 @@ func readSnapshot(r io.Reader) (*state, error) {
 			return nil, bad("record %d: %v", n, b.decodeErr[bi])
 		}
 		rec, sumAtRec = b.recs[bi], b.sums[bi]
-		if s := b.shards[bi]; s != nil && sawHead && trailer == nil {
+		if s := b.shards[bi]; s != nil && sawHead {
 			bi++
 			if err := readCatalogShard(st.cat, s); err != nil {
 				return nil, bad("record %d: %v", n, err)

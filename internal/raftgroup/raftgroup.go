@@ -54,7 +54,7 @@ type Config struct {
 	SnapshotInterval time.Duration
 	// SnapshotThreshold: log entries since the last snapshot that trigger a new one. Default 8192.
 	SnapshotThreshold uint64
-	// SnapshotBytes: command bytes applied since the last snapshot that trigger a new one, or a
+	// SnapshotBytes: command bytes applied since the last snapshot that trigger a new one, or an
 	// eighth of the newest snapshot's size if that is larger; checked as entries are applied.
 	// It bounds the log replayed at start when entries are large. 0: entries only. Default 64 MiB.
 	SnapshotBytes uint64
@@ -237,7 +237,7 @@ func Open(cfg Config, fsm raft.FSM) (*Group, error) {
 	g := &Group{Raft: r, Transport: trans, Snapshots: snaps, wal: logs, meta: meta, hlog: hlog, bound: ln.Addr().String(),
 		sized: sized, sizerStop: make(chan struct{}), sizerDone: make(chan struct{})}
 	if cfg.SnapshotBytes > 0 {
-		go g.snapshotBySize(sized, cfg.SnapshotBytes, g.sizerStop)
+		go g.snapshotBySize(cfg.SnapshotBytes)
 	} else {
 		close(g.sizerDone)
 	}

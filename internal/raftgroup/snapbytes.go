@@ -76,13 +76,14 @@ func (s *sizedFSM) StoreConfiguration(index uint64, c raft.Configuration) {
 const snapshotRetry = time.Second
 
 // snapshotBySize asks Raft for a snapshot each time the log applied since the last one reaches
-// the limit, until done is closed.
-func (g *Group) snapshotBySize(fsm *sizedFSM, floor uint64, done <-chan struct{}) {
+// the limit (at least floor), until Close.
+func (g *Group) snapshotBySize(floor uint64) {
 	defer close(g.sizerDone)
-	g.resizeLimit(fsm, floor)
+	fsm := g.sized
+	g.resizeLimit(floor)
 	for {
 		select {
-		case <-done:
+		case <-g.sizerStop:
 			return
 		case <-fsm.over:
 		}
@@ -98,14 +99,14 @@ func (g *Group) snapshotBySize(fsm *sizedFSM, floor uint64, done <-chan struct{}
 		case err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot):
 			g.hlog.Warn("snapshot by log size failed", "log_bytes", n, "error", err)
 			select { // every apply asks again: do not retry in a loop
-			case <-done:
+			case <-g.sizerStop:
 				return
 			case <-time.After(snapshotRetry):
 			}
 		default:
 			g.hlog.Info("took a snapshot by log size", "log_bytes", n, "limit", limit)
 		}
-		g.resizeLimit(fsm, floor)
+		g.resizeLimit(floor)
 	}
 }
 
@@ -113,12 +114,12 @@ func (g *Group) snapshotBySize(fsm *sizedFSM, floor uint64, done <-chan struct{}
 const snapshotShare = 8
 
 // resizeLimit sets the limit to the larger of floor and a share of the newest snapshot.
-func (g *Group) resizeLimit(fsm *sizedFSM, floor uint64) {
+func (g *Group) resizeLimit(floor uint64) {
 	limit := floor
 	if metas, err := g.Snapshots.List(); err == nil && len(metas) > 0 && metas[0].Size > 0 {
 		limit = max(limit, uint64(metas[0].Size)/snapshotShare)
 	}
-	fsm.limit.Store(limit)
+	g.sized.limit.Store(limit)
 }
 
 // sizedLimit is the current limit of the snapshot by log size.
